@@ -5,6 +5,7 @@
 //! them on its PIO and MMIO buses, and wires their EventFds to KVM (irqfd, ioeventfd).
 
 pub mod bus;
+pub mod disk;
 pub mod legacy;
 
 /// Guest memory as every device sees it.
