@@ -113,6 +113,53 @@ pub fn check_header(path: &Path, hdr: &[u8]) -> Result<HeaderInfo> {
     })
 }
 
+/// Checks that every cluster of the file is covered by an existing refcount block.
+///
+/// A valid image always satisfies this (qemu keeps refcounts for every cluster it writes). A corrupted one
+/// that does not can send imago's allocator into unbounded recursion (it keeps allocating a cluster for the
+/// missing refcount block inside the range that block itself would describe), so writable opens refuse it.
+fn check_refcount_coverage(path: &Path, file: &std::fs::File, hdr: &[u8; 104]) -> Result<()> {
+    let corrupt = |reason: String| DiskError::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("corrupt refcount metadata: {reason}"),
+    };
+    let cluster_bits = be32(hdr, 20);
+    let cluster_size = 1u64 << cluster_bits;
+    let refcount_order = if be32(hdr, 4) >= 3 { be32(hdr, 96) } else { 4 };
+    if refcount_order > 6 {
+        return Err(corrupt(format!("refcount_order {refcount_order}")));
+    }
+    let rt_offset = be64(hdr, 48);
+    let rt_clusters = u64::from(be32(hdr, 56));
+    let file_size = file.metadata().map_err(DiskError::Io)?.len();
+    if !rt_offset.is_multiple_of(cluster_size) || rt_clusters == 0 {
+        return Err(corrupt("bad refcount table location".into()));
+    }
+    // Refcounts per refcount block: cluster_size * 8 / (1 << refcount_order).
+    let per_block_bits = cluster_bits + 3 - refcount_order;
+    let file_clusters = file_size.div_ceil(cluster_size);
+    let needed = file_clusters.div_ceil(1u64 << per_block_bits).max(1);
+    if needed > rt_clusters * cluster_size / 8 {
+        return Err(corrupt("refcount table does not cover the file".into()));
+    }
+    let mut entries = vec![0u8; (needed * 8) as usize];
+    let end = rt_offset.checked_add(entries.len() as u64);
+    if end.is_none_or(|e| e > file_size) {
+        return Err(corrupt("refcount table beyond the end of the file".into()));
+    }
+    file.read_exact_at(&mut entries, rt_offset)
+        .map_err(DiskError::Io)?;
+    for (i, e) in entries.chunks_exact(8).enumerate() {
+        let block = be64(e, 0) & !0x1ff;
+        if block == 0 || !block.is_multiple_of(cluster_size) || block >= file_size {
+            return Err(corrupt(format!(
+                "refcount block {i} missing or invalid ({block:#x})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Opens implicit dependencies (backing images) read-only only, and nothing else.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOnlyGate {
@@ -175,6 +222,9 @@ impl Qcow2File {
         let mut hdr = [0u8; 104];
         let n = read_full(&file, &mut hdr).map_err(DiskError::Io)?;
         let info = check_header(path, &hdr[..n])?;
+        if !read_only {
+            check_refcount_coverage(path, &file, &hdr)?;
+        }
         let opts = StorageOpenOptions::new().filename(path).write(!read_only);
         let qcow2_err = |source| DiskError::Qcow2Open {
             path: path.to_path_buf(),
@@ -200,6 +250,19 @@ impl Qcow2File {
             read_only,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Writes real zero bytes over a range (for v2 images, which have no zero clusters).
+    fn fill_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let zeroes = vec![0u8; CHUNK.min(len) as usize];
+        let mut pos = offset;
+        while pos < offset + len {
+            let n = (offset + len - pos).min(CHUNK) as usize;
+            self.write_at(&zeroes[..n], pos)?;
+            pos += n as u64;
+        }
+        Ok(())
     }
 
     fn writable(&self) -> Result<()> {
@@ -236,14 +299,23 @@ impl DiskFile for Qcow2File {
 
     fn read_vectored(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<()> {
         check_range(offset, total_len(bufs), self.size)?;
-        let (iov, _guard) = IoVectorMut::from_volatile_slice(bufs.iter());
+        // imago requires every buffer of a vector to be non-empty.
+        let bufs: Vec<&VolatileSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).collect();
+        if bufs.is_empty() {
+            return Ok(());
+        }
+        let (iov, _guard) = IoVectorMut::from_volatile_slice(bufs.iter().copied());
         self.access.readv(iov, offset).map_err(DiskError::Io)
     }
 
     fn write_vectored(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<()> {
         self.writable()?;
         check_range(offset, total_len(bufs), self.size)?;
-        let (iov, _guard) = IoVector::from_volatile_slice(bufs.iter());
+        let bufs: Vec<&VolatileSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).collect();
+        if bufs.is_empty() {
+            return Ok(());
+        }
+        let (iov, _guard) = IoVector::from_volatile_slice(bufs.iter().copied());
         self.access.writev(iov, offset).map_err(DiskError::Io)
     }
 
@@ -263,9 +335,15 @@ impl DiskFile for Qcow2File {
     fn discard(&mut self, offset: u64, len: u64) -> Result<()> {
         self.writable()?;
         check_range(offset, len, self.size)?;
-        self.access
-            .discard_to_zero(offset, len)
-            .map_err(DiskError::Io)
+        if len == 0 {
+            return Ok(());
+        }
+        match self.access.discard_to_zero(offset, len) {
+            Ok(()) => Ok(()),
+            // v2 images have no zero clusters: discarded data must still read back as zeroes.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => self.fill_zeroes(offset, len),
+            Err(e) => Err(DiskError::Io(e)),
+        }
     }
 
     fn supports_write_zeroes(&self) -> bool {
@@ -286,17 +364,7 @@ impl DiskFile for Qcow2File {
         match res {
             Ok(()) => Ok(()),
             // v2 images have no zero clusters: write real zeroes.
-            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                const CHUNK: u64 = 1 << 20;
-                let zeroes = vec![0u8; CHUNK.min(len) as usize];
-                let mut pos = offset;
-                while pos < offset + len {
-                    let n = (offset + len - pos).min(CHUNK) as usize;
-                    self.write_at(&zeroes[..n], pos)?;
-                    pos += n as u64;
-                }
-                Ok(())
-            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => self.fill_zeroes(offset, len),
             Err(e) => Err(DiskError::Io(e)),
         }
     }
