@@ -1,1 +1,207 @@
+//! Helpers for the integration tests: build paths, KVM availability, and running `microvm` as a child process
+//! with a timeout, capturing its console output and exit status.
+//!
+//! Tests that need `/dev/kvm` call [`require_kvm`] first: without KVM they skip with a message, unless
+//! `MICROVM_REQUIRE_KVM=1` (as in CI), where a missing KVM fails the test.
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `microvm` binary, built by cargo for this test run (the same profile as the tests).
+pub fn microvm_bin() -> PathBuf {
+    // Integration tests of this crate live in target/<profile>/deps; the binary is one level up.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("microvm");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p vmm, or run the tests through scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether the tests may use KVM. Without `/dev/kvm`: `false` (the caller skips), or a panic when
+/// `MICROVM_REQUIRE_KVM=1`.
+pub fn require_kvm() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var("MICROVM_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("/dev/kvm is not usable and MICROVM_REQUIRE_KVM=1");
+        }
+        eprintln!("SKIPPED: /dev/kvm is not usable on this host");
+    }
+    ok
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `microvm` with its output collected in the background.
+pub struct Vm {
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// What a finished `microvm` left behind.
+#[derive(Debug)]
+pub struct Output {
+    /// The exit code, or `None` if killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn collect(mut r: impl Read + Send + 'static, buf: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    })
+}
+
+impl Vm {
+    /// Starts `microvm` with `args`, stdin piped.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Vm {
+        Self::spawn_cmd(Command::new(microvm_bin()).args(args))
+    }
+
+    /// Starts a prepared command (e.g. `microvm` under `unshare` or another user).
+    pub fn spawn_cmd(cmd: &mut Command) -> Vm {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start microvm");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Vm {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    /// The console output so far.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the console shows `text`; panics with the output so far after `timeout`.
+    pub fn wait_for_output(&self, text: &str, timeout: Duration) {
+        if !wait_until(timeout, || self.stdout().contains(text)) {
+            panic!(
+                "timed out waiting for {text:?}; stdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                String::from_utf8_lossy(&self.stderr.lock().unwrap())
+            );
+        }
+    }
+
+    /// Writes to the guest's console input.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Sends a signal to `microvm`.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill on our own child's pid has no memory-safety effects.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the VM to end; kills it and panics after `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        drop(self.child.stdin.take());
+        let mut status: Option<ExitStatus> = None;
+        let done = wait_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        if !done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "microvm did not exit within {timeout:?}; stdout:\n{}",
+                self.stdout()
+            );
+        }
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        let out = Output {
+            code: status.unwrap().code(),
+            stdout: String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned(),
+        };
+        eprintln!(
+            "--- microvm stdout:\n{}--- stderr:\n{}",
+            out.stdout, out.stderr
+        );
+        out
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // A test that panicked mid-way must not leave a VM running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `microvm` with `args` to completion (stdin closed).
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S], timeout: Duration) -> Output {
+    Vm::spawn(args).wait(timeout)
+}
+
+/// Whether this process runs as root (needed for the namespace and other-user tests).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

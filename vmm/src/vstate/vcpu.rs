@@ -1,0 +1,374 @@
+//! vCPUs: boot-time configuration (CPUID, MSRs, registers, FPU, LAPIC LINT pins) and the run loop, one
+//! thread each.
+//!
+//! The run loop dispatches port and MMIO exits to the buses and turns every other exit into a decision:
+//! go on, or end the VM with a status. A vCPU stops when the VMM sets its `stop` flag and kicks the thread
+//! with [`KICK_SIGNAL`], which makes a blocked `KVM_RUN` return `EINTR`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_regs, kvm_sregs, CpuId, Msrs};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::arch::x86_64::{cpuid, msr, regs};
+use crate::boot::symbols::SymbolTable;
+use devices::bus::Bus;
+use devices::legacy::ExitSignal;
+use devices::GuestMemoryMmap;
+
+/// Exit status when the guest dies (triple fault, emulation failure, failed entry).
+pub const GUEST_CRASH_EXIT_CODE: i32 = 2;
+/// The real-time signal that kicks a vCPU thread out of `KVM_RUN`.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+/// LAPIC register offsets and delivery modes.
+const APIC_LVT0: usize = 0x350;
+const APIC_LVT1: usize = 0x360;
+const APIC_MODE_NMI: u32 = 0b100;
+const APIC_MODE_EXTINT: u32 = 0b111;
+/// Longest x86 instruction.
+const MAX_INSN_LEN: usize = 15;
+/// KVM_INTERNAL_ERROR_EMULATION.
+const INTERNAL_ERROR_EMULATION: u32 = 1;
+
+/// A vCPU cannot be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("cannot create vCPU {0}: {1}")]
+    Create(u8, #[source] kvm_ioctls::Error),
+    #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    #[error("vCPU {0}: cannot set {1}: {2}")]
+    Set(u8, &'static str, #[source] kvm_ioctls::Error),
+    #[error("vCPU {0}: KVM accepted only {1} of {2} boot MSRs")]
+    Msrs(u8, usize, usize),
+}
+
+/// CPUID as KVM supports it, read once and filtered per vCPU.
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, VcpuError> {
+    kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(VcpuError::SupportedCpuid)
+}
+
+/// Creates vCPU `id` and sets its boot state.
+pub fn create(
+    vm: &VmFd,
+    id: u8,
+    count: u8,
+    base_cpuid: &CpuId,
+    entry: regs::EntryState,
+) -> Result<VcpuFd, VcpuError> {
+    let fd = vm
+        .create_vcpu(u64::from(id))
+        .map_err(|e| VcpuError::Create(id, e))?;
+    let set = |what, e| VcpuError::Set(id, what, e);
+
+    let mut cpuid = base_cpuid.clone();
+    if cpuid::filter(cpuid.as_mut_slice(), id, count) {
+        // A full table cannot take the leaf; the guest then simply sees no hypervisor signature.
+        let _ = cpuid.push(cpuid::hypervisor_leaf());
+    }
+    fd.set_cpuid2(&cpuid).map_err(|e| set("CPUID", e))?;
+
+    let entries = msr::boot_msrs();
+    let msrs = Msrs::from_entries(&entries).expect("the boot MSR list fits a kvm_msrs");
+    let n = fd.set_msrs(&msrs).map_err(|e| set("MSRs", e))?;
+    if n != entries.len() {
+        return Err(VcpuError::Msrs(id, n, entries.len()));
+    }
+
+    fd.set_regs(&regs::boot_regs(entry))
+        .map_err(|e| set("registers", e))?;
+    let sregs = fd.get_sregs().map_err(|e| set("segment registers", e))?;
+    fd.set_sregs(&regs::boot_sregs(entry, sregs))
+        .map_err(|e| set("segment registers", e))?;
+    fd.set_fpu(&regs::boot_fpu()).map_err(|e| set("FPU", e))?;
+
+    let mut lapic = fd.get_lapic().map_err(|e| set("LAPIC", e))?;
+    set_lvt_mode(&mut lapic.regs, APIC_LVT0, APIC_MODE_EXTINT);
+    set_lvt_mode(&mut lapic.regs, APIC_LVT1, APIC_MODE_NMI);
+    fd.set_lapic(&lapic).map_err(|e| set("LAPIC", e))?;
+    Ok(fd)
+}
+
+/// Sets the delivery mode (bits 8-10) of the LVT register at `offset` of a LAPIC register page.
+fn set_lvt_mode(regs: &mut [libc::c_char], offset: usize, mode: u32) {
+    let mut raw = [0u8; 4];
+    for (b, r) in raw.iter_mut().zip(&regs[offset..offset + 4]) {
+        *b = *r as u8;
+    }
+    let value = (u32::from_le_bytes(raw) & !0x700) | (mode << 8);
+    for (r, b) in regs[offset..offset + 4].iter_mut().zip(value.to_le_bytes()) {
+        *r = b as libc::c_char;
+    }
+}
+
+/// Counts unhandled accesses so that a guest probing many ports cannot flood the log: the first few are
+/// logged, then only every power of two.
+#[derive(Default)]
+struct RateLimit(AtomicU64);
+
+impl RateLimit {
+    fn allow(&self) -> bool {
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        n <= 8 || n.is_power_of_two()
+    }
+}
+
+/// Everything a vCPU thread needs.
+pub struct Vcpu {
+    pub id: u8,
+    pub fd: VcpuFd,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub mem: GuestMemoryMmap,
+    pub exit: Arc<ExitSignal>,
+    pub stop: Arc<AtomicBool>,
+    /// The kernel file, for naming the function a failing RIP is in.
+    pub kernel_path: PathBuf,
+}
+
+/// What the run loop does after an exit.
+enum Next {
+    Continue,
+    /// End the VM with this status.
+    Stop(i32),
+    /// The guest died: report where, then end the VM with [`GUEST_CRASH_EXIT_CODE`].
+    Crash,
+}
+
+static UNHANDLED: RateLimit = RateLimit(AtomicU64::new(0));
+
+impl Vcpu {
+    /// Runs the vCPU until the VM ends or the VMM stops it.
+    pub fn run(mut self) {
+        log::debug!("vCPU {} entering KVM_RUN", self.id);
+        while !self.stop.load(Ordering::Acquire) {
+            let next = match self.fd.run() {
+                Ok(exit) => handle_exit(self.id, exit, &self.pio, &self.mmio),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Continue,
+                Err(e) => {
+                    log::error!("vCPU {}: KVM_RUN failed: {e}", self.id);
+                    Next::Stop(GUEST_CRASH_EXIT_CODE)
+                }
+            };
+            match next {
+                Next::Continue => {}
+                Next::Stop(code) => {
+                    self.exit.request(code);
+                    break;
+                }
+                Next::Crash => {
+                    self.report_crash();
+                    self.exit.request(GUEST_CRASH_EXIT_CODE);
+                    break;
+                }
+            }
+            // A device on this vCPU (debug-exit, i8042) may have ended the VM.
+            if self.exit.code().is_some() {
+                break;
+            }
+        }
+        log::debug!("vCPU {} stopped", self.id);
+    }
+
+    /// Prints why the guest died, where, and its registers.
+    fn report_crash(&mut self) {
+        let id = self.id;
+        let regs = self.fd.get_regs().unwrap_or_default();
+        let sregs = self.fd.get_sregs().unwrap_or_default();
+        let reason = self.fd.get_kvm_run().exit_reason;
+        let cpl = sregs.cs.selector & 3;
+        let symbol = SymbolTable::load(&self.kernel_path)
+            .and_then(|t| t.describe(regs.rip))
+            .map(|s| format!(" <{s}>"))
+            .unwrap_or_default();
+        let insn = self.instruction_bytes(&sregs, regs.rip);
+        let what = if reason == kvm_bindings::KVM_EXIT_INTERNAL_ERROR {
+            // SAFETY: the exit reason says the `internal` member of the union is the valid one.
+            let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+            let kind = if internal.suberror == INTERNAL_ERROR_EMULATION {
+                " (instruction emulation failed)"
+            } else {
+                ""
+            };
+            format!(
+                "KVM_EXIT_INTERNAL_ERROR suberror {}{kind}",
+                internal.suberror
+            )
+        } else if reason == kvm_bindings::KVM_EXIT_SHUTDOWN {
+            "shutdown (triple fault)".to_string()
+        } else if reason == kvm_bindings::KVM_EXIT_FAIL_ENTRY {
+            // SAFETY: the exit reason says the `fail_entry` member of the union is the valid one.
+            let fail = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.fail_entry };
+            format!(
+                "KVM_EXIT_FAIL_ENTRY reason {:#x}",
+                fail.hardware_entry_failure_reason
+            )
+        } else {
+            format!("exit reason {reason}")
+        };
+        log::error!(
+            "vCPU {id}: guest crashed: {what} at RIP {:#x}{symbol} CPL {cpl}, instruction bytes: {insn}",
+            regs.rip
+        );
+        log::error!("vCPU {id} registers:\n{}", format_regs(&regs, &sregs));
+    }
+
+    /// The bytes at CS:RIP, as hex, or why they cannot be read.
+    fn instruction_bytes(&self, sregs: &kvm_sregs, rip: u64) -> String {
+        let linear = sregs.cs.base.wrapping_add(rip);
+        let mut bytes = Vec::with_capacity(MAX_INSN_LEN);
+        // The instruction may cross a page: translate each page separately.
+        while bytes.len() < MAX_INSN_LEN {
+            let addr = linear + bytes.len() as u64;
+            let Ok(t) = self.fd.translate_gva(addr) else {
+                break;
+            };
+            if t.valid == 0 {
+                break;
+            }
+            let in_page = (0x1000 - (addr & 0xfff)) as usize;
+            let want = in_page.min(MAX_INSN_LEN - bytes.len());
+            let mut chunk = vec![0u8; want];
+            if self
+                .mem
+                .read_slice(&mut chunk, GuestAddress(t.physical_address))
+                .is_err()
+            {
+                break;
+            }
+            bytes.extend(chunk);
+        }
+        if bytes.is_empty() {
+            return "unreadable".into();
+        }
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn handle_exit(id: u8, exit: VcpuExit, pio: &Bus, mmio: &Bus) -> Next {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !pio.read(u64::from(port), data) {
+                if UNHANDLED.allow() {
+                    log::debug!("vCPU {id}: unhandled read of port {port:#x}");
+                }
+                data.fill(0xff);
+            }
+            Next::Continue
+        }
+        VcpuExit::IoOut(port, data) => {
+            if !pio.write(u64::from(port), data) && UNHANDLED.allow() {
+                log::debug!("vCPU {id}: unhandled write of {data:02x?} to port {port:#x}");
+            }
+            Next::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !mmio.read(addr, data) {
+                if UNHANDLED.allow() {
+                    log::debug!("vCPU {id}: unhandled MMIO read at {addr:#x}");
+                }
+                data.fill(0xff);
+            }
+            Next::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if !mmio.write(addr, data) && UNHANDLED.allow() {
+                log::debug!("vCPU {id}: unhandled MMIO write of {data:02x?} at {addr:#x}");
+            }
+            Next::Continue
+        }
+        VcpuExit::Hlt => {
+            log::info!("vCPU {id} halted");
+            Next::Stop(0)
+        }
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN | kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                log::info!("vCPU {id}: guest requested shutdown or reset");
+                Next::Stop(0)
+            }
+            other => {
+                log::error!("vCPU {id}: guest system event {other} (crash)");
+                Next::Stop(GUEST_CRASH_EXIT_CODE)
+            }
+        },
+        VcpuExit::Shutdown | VcpuExit::InternalError | VcpuExit::FailEntry(..) => Next::Crash,
+        VcpuExit::Intr | VcpuExit::IrqWindowOpen => Next::Continue,
+        other => {
+            log::error!("vCPU {id}: unexpected exit {other:?}");
+            Next::Crash
+        }
+    }
+}
+
+/// A register dump in the usual layout.
+pub fn format_regs(r: &kvm_regs, s: &kvm_sregs) -> String {
+    format!(
+        "  rip {:016x} rsp {:016x} rflags {:016x}\n  \
+         rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}\n  \
+         rsi {:016x} rdi {:016x} rbp {:016x} r8  {:016x}\n  \
+         r9  {:016x} r10 {:016x} r11 {:016x} r12 {:016x}\n  \
+         r13 {:016x} r14 {:016x} r15 {:016x}\n  \
+         cs {:04x} ss {:04x} cr0 {:x} cr2 {:x} cr3 {:x} cr4 {:x} efer {:x}",
+        r.rip,
+        r.rsp,
+        r.rflags,
+        r.rax,
+        r.rbx,
+        r.rcx,
+        r.rdx,
+        r.rsi,
+        r.rdi,
+        r.rbp,
+        r.r8,
+        r.r9,
+        r.r10,
+        r.r11,
+        r.r12,
+        r.r13,
+        r.r14,
+        r.r15,
+        s.cs.selector,
+        s.ss.selector,
+        s.cr0,
+        s.cr2,
+        s.cr3,
+        s.cr4,
+        s.efer
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lvt_mode_keeps_other_bits() {
+        let mut regs = [0 as libc::c_char; 1024];
+        regs[APIC_LVT0] = 0x30;
+        regs[APIC_LVT0 + 2] = 1; // The mask bit (16).
+        set_lvt_mode(&mut regs, APIC_LVT0, APIC_MODE_EXTINT);
+        assert_eq!(regs[APIC_LVT0] as u8, 0x30);
+        assert_eq!(regs[APIC_LVT0 + 1] as u8, 0x07);
+        assert_eq!(regs[APIC_LVT0 + 2] as u8, 1);
+    }
+
+    #[test]
+    fn rate_limit_logs_the_first_few_then_powers_of_two() {
+        let r = RateLimit::default();
+        let allowed: Vec<bool> = (0..20).map(|_| r.allow()).collect();
+        assert!(allowed[..8].iter().all(|a| *a));
+        assert!(!allowed[8]); // 9th
+        assert!(allowed[15]); // 16th
+        assert!(!allowed[16]);
+    }
+}
