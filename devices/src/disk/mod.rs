@@ -15,6 +15,8 @@
 
 pub mod qcow2;
 pub mod raw;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 use std::fs::{File, OpenOptions};
 use std::io;
