@@ -1,0 +1,93 @@
+//! The kernel command line: space-separated `key=value` words and bare flags, as the loader passes them
+//! (PVH `cmdline_paddr`). Only the words the kernel acts on are interpreted here.
+
+/// One virtio-mmio window announced as `virtio_mmio.device=<size>@<addr>:<irq>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioMmioDevice {
+    pub size: u64,
+    pub addr: u64,
+    pub irq: u32,
+}
+
+/// Iterates over the words of a command line.
+pub fn words(cmdline: &str) -> impl Iterator<Item = &str> {
+    cmdline.split_ascii_whitespace()
+}
+
+/// The value of the last `key=value` word for `key`, or `None`.
+pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    words(cmdline)
+        .filter_map(|w| w.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .last()
+}
+
+/// Parses an unsigned number: decimal, `0x` hex, with an optional K/M/G suffix.
+pub fn parse_number(s: &str) -> Option<u64> {
+    let (digits, mult) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let v = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(hex, 16).ok()?
+    } else {
+        digits.parse::<u64>().ok()?
+    };
+    v.checked_mul(mult)
+}
+
+/// Parses the value of one `virtio_mmio.device=` word: `<size>@<addr>:<irq>`.
+pub fn parse_virtio_mmio(v: &str) -> Option<VirtioMmioDevice> {
+    let (size, rest) = v.split_once('@')?;
+    let (addr, irq) = rest.split_once(':')?;
+    // Linux also accepts a trailing `:<id>`.
+    let irq = irq.split(':').next()?;
+    Some(VirtioMmioDevice {
+        size: parse_number(size)?,
+        addr: parse_number(addr)?,
+        irq: u32::try_from(parse_number(irq)?).ok()?,
+    })
+}
+
+/// All `virtio_mmio.device=` entries, in command-line order (malformed ones are skipped).
+pub fn virtio_mmio_devices(cmdline: &str) -> impl Iterator<Item = VirtioMmioDevice> + '_ {
+    words(cmdline)
+        .filter_map(|w| w.strip_prefix("virtio_mmio.device="))
+        .filter_map(parse_virtio_mmio)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_numbers() {
+        let c = "console=ttyS0 root=/dev/vda hz=250 quiet hz=1000";
+        assert_eq!(value(c, "root"), Some("/dev/vda"));
+        assert_eq!(value(c, "hz"), Some("1000"));
+        assert_eq!(value(c, "quiet"), None);
+        assert_eq!(parse_number("4K"), Some(4096));
+        assert_eq!(parse_number("0xd0000000"), Some(0xd000_0000));
+        assert_eq!(parse_number("x"), None);
+    }
+
+    #[test]
+    fn virtio_mmio_entries() {
+        let c = "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=4K@0xd0001000:6 \
+                 virtio_mmio.device=bad";
+        let v: Vec<_> = virtio_mmio_devices(c).collect();
+        assert_eq!(
+            v,
+            vec![
+                VirtioMmioDevice { size: 512, addr: 0xfeb0_0e00, irq: 12 },
+                VirtioMmioDevice { size: 4096, addr: 0xd000_1000, irq: 6 },
+            ]
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! A read-only ext2 reader (revision 0 and 1, as `mke2fs -t ext2 -d` makes it).
+//!
+//! [`Ext2`] owns a [`BlockRead`] device and reads the superblock, the group descriptors, inodes, directories
+//! and the direct/indirect block maps on demand. Nothing is cached but the group descriptors and a few
+//! indirect blocks: the kernel reads file data straight into the frames it maps ([`Ext2::extents`]).
+
+extern crate alloc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+const EXT2_MAGIC: u16 = 0xef53;
+/// The root directory's inode number.
+pub const ROOT_INO: u32 = 2;
+/// Incompatible features this reader understands: FILETYPE.
+const INCOMPAT_SUPPORTED: u32 = 0x0002;
+
+/// File type bits of `i_mode`.
+pub const S_IFMT: u16 = 0o170000;
+pub const S_IFDIR: u16 = 0o040000;
+pub const S_IFREG: u16 = 0o100000;
+pub const S_IFLNK: u16 = 0o120000;
+
+/// What went wrong reading the filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ext2Error {
+    /// The device failed a read.
+    Io,
+    /// No ext2 superblock magic.
+    BadMagic,
+    /// Uses an incompatible feature this reader does not know (the feature bits).
+    Unsupported(u32),
+    /// A path component does not exist.
+    NotFound,
+    /// A path component is not a directory.
+    NotDir,
+    /// Too many symbolic links.
+    Loop,
+    /// Inconsistent on-disk data.
+    Corrupt(&'static str),
+}
+
+impl fmt::Display for Ext2Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ext2Error::Io => f.write_str("I/O error"),
+            Ext2Error::BadMagic => f.write_str("not an ext2 filesystem"),
+            Ext2Error::Unsupported(_) => f.write_str("unsupported incompatible feature"),
+            Ext2Error::NotFound => f.write_str("no such file or directory"),
+            Ext2Error::NotDir => f.write_str("not a directory"),
+            Ext2Error::Loop => f.write_str("too many levels of symbolic links"),
+            Ext2Error::Corrupt(what) => {
+                f.write_str("corrupt filesystem: ")?;
+                f.write_str(what)
+            }
+        }
+    }
+}
+
+/// A device the filesystem reads from. Offsets and lengths are multiples of 512.
+pub trait BlockRead {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Ext2Error>;
+}
+
+/// The parts of an on-disk inode the reader uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    pub ino: u32,
+    pub mode: u16,
+    pub uid: u16,
+    pub gid: u16,
+    pub size: u64,
+    pub links: u16,
+    pub atime: u32,
+    pub mtime: u32,
+    pub ctime: u32,
+    /// 512-byte sectors allocated.
+    pub sectors: u32,
+    pub block: [u32; 15],
+}
+
+impl Inode {
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+    pub fn is_reg(&self) -> bool {
+        self.mode & S_IFMT == S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.mode & S_IFMT == S_IFLNK
+    }
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u32,
+    /// The FILETYPE byte (1 regular, 2 directory, 7 symlink, ...), 0 if unknown.
+    pub file_type: u8,
+    pub name: Vec<u8>,
+}
+
+/// A run of file data on disk: `len` bytes of the file at `file_offset` are at `disk_offset`
+/// (`disk_offset == None` for a hole, which reads as zeros).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub file_offset: u64,
+    pub disk_offset: Option<u64>,
+    pub len: u64,
+}
+
+/// A mounted read-only ext2 filesystem.
+pub struct Ext2<D: BlockRead> {
+    dev: D,
+    block_size: u64,
+    inode_size: u64,
+    inodes_per_group: u32,
+    inodes_count: u32,
+    /// Inode table block of each group.
+    inode_tables: Vec<u32>,
+    /// A few recently read indirect blocks: (block number, contents as u32s).
+    cache: Vec<(u32, Vec<u32>)>,
+}
+
+fn le16(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+
+fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+const CACHE_BLOCKS: usize = 4;
+
+impl<D: BlockRead> Ext2<D> {
+    /// Reads the superblock and group descriptors.
+    pub fn open(mut dev: D) -> Result<Self, Ext2Error> {
+        let mut sb = [0u8; 1024];
+        dev.read(1024, &mut sb)?;
+        if le16(&sb, 56) != EXT2_MAGIC {
+            return Err(Ext2Error::BadMagic);
+        }
+        let rev = le32(&sb, 76);
+        let incompat = if rev >= 1 { le32(&sb, 96) } else { 0 };
+        if incompat & !INCOMPAT_SUPPORTED != 0 {
+            return Err(Ext2Error::Unsupported(incompat & !INCOMPAT_SUPPORTED));
+        }
+        let log = le32(&sb, 24);
+        if log > 6 {
+            return Err(Ext2Error::Corrupt("block size"));
+        }
+        let block_size = 1024u64 << log;
+        let inode_size = if rev >= 1 { le16(&sb, 88) as u64 } else { 128 };
+        let inodes_count = le32(&sb, 0);
+        let blocks_count = le32(&sb, 4);
+        let first_data_block = le32(&sb, 20);
+        let blocks_per_group = le32(&sb, 32);
+        let inodes_per_group = le32(&sb, 40);
+        if blocks_per_group == 0 || inodes_per_group == 0 || inode_size < 128 {
+            return Err(Ext2Error::Corrupt("superblock geometry"));
+        }
+        let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group) as u64;
+        let gdt_bytes = (groups * 32).div_ceil(block_size) * block_size;
+        let mut gdt = vec![0u8; gdt_bytes as usize];
+        dev.read((first_data_block as u64 + 1) * block_size, &mut gdt)?;
+        let inode_tables = (0..groups as usize)
+            .map(|g| le32(&gdt, g * 32 + 8))
+            .collect();
+        Ok(Ext2 {
+            dev,
+            block_size,
+            inode_size,
+            inodes_per_group,
+            inodes_count,
+            inode_tables,
+            cache: Vec::new(),
+        })
+    }
+
+    /// The filesystem block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The device, for reading file data the kernel located with [`Ext2::extents`].
+    pub fn device(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// Reads inode `ino`.
+    pub fn inode(&mut self, ino: u32) -> Result<Inode, Ext2Error> {
+        if ino == 0 || ino > self.inodes_count {
+            return Err(Ext2Error::Corrupt("inode number"));
+        }
+        let group = ((ino - 1) / self.inodes_per_group) as usize;
+        let index = ((ino - 1) % self.inodes_per_group) as u64;
+        let table = *self
+            .inode_tables
+            .get(group)
+            .ok_or(Ext2Error::Corrupt("inode group"))? as u64;
+        let byte = table * self.block_size + index * self.inode_size;
+        // Read the 512-byte sector holding the (first 128 bytes of the) inode.
+        let sector = byte & !511;
+        let mut buf = [0u8; 512];
+        self.dev.read(sector, &mut buf)?;
+        let b = &buf[(byte - sector) as usize..];
+        let mode = le16(b, 0);
+        let size_lo = le32(b, 4) as u64;
+        let size_hi = if mode & S_IFMT == S_IFREG { le32(b, 108) as u64 } else { 0 };
+        let mut block = [0u32; 15];
+        for (i, slot) in block.iter_mut().enumerate() {
+            *slot = le32(b, 40 + i * 4);
+        }
+        Ok(Inode {
+            ino,
+            mode,
+            uid: le16(b, 2),
+            gid: le16(b, 24),
+            size: size_lo | (size_hi << 32),
+            atime: le32(b, 8),
+            ctime: le32(b, 12),
+            mtime: le32(b, 16),
+            links: le16(b, 26),
+            sectors: le32(b, 28),
+            block,
+        })
+    }
+
+    fn indirect(&mut self, block: u32) -> Result<&[u32], Ext2Error> {
+        if let Some(i) = self.cache.iter().position(|(b, _)| *b == block) {
+            return Ok(&self.cache[i].1);
+        }
+        let mut raw = vec![0u8; self.block_size as usize];
+        self.dev.read(block as u64 * self.block_size, &mut raw)?;
+        let words = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
+        if self.cache.len() == CACHE_BLOCKS {
+            self.cache.remove(0);
+        }
+        self.cache.push((block, words));
+        Ok(&self.cache.last().expect("just pushed").1)
+    }
+
+    /// The disk block holding file block `n` of `inode`, 0 for a hole.
+    pub fn block_of(&mut self, inode: &Inode, n: u64) -> Result<u32, Ext2Error> {
+        let per = self.block_size / 4;
+        if n < 12 {
+            return Ok(inode.block[n as usize]);
+        }
+        let mut n = n - 12;
+        // (levels of indirection, first block pointer index)
+        let (levels, root) = if n < per {
+            (1, inode.block[12])
+        } else if {
+            n -= per;
+            n < per * per
+        } {
+            (2, inode.block[13])
+        } else {
+            n -= per * per;
+            if n >= per * per * per {
+                return Err(Ext2Error::Corrupt("file block beyond triple indirect"));
+            }
+            (3, inode.block[14])
+        };
+        let mut block = root;
+        for level in (0..levels).rev() {
+            if block == 0 {
+                return Ok(0);
+            }
+            let idx = (n / per.pow(level)) % per;
+            block = self.indirect(block)?[idx as usize];
+        }
+        Ok(block)
+    }
+
+    /// The on-disk runs of `inode`'s bytes `[offset, offset + len)` (clipped to the file size),
+    /// adjacent blocks merged.
+    pub fn extents(&mut self, inode: &Inode, offset: u64, len: u64) -> Result<Vec<Extent>, Ext2Error> {
+        let end = offset.saturating_add(len).min(inode.size);
+        let mut out: Vec<Extent> = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let fblock = pos / self.block_size;
+            let within = pos % self.block_size;
+            let chunk = (self.block_size - within).min(end - pos);
+            let disk = self.block_of(inode, fblock)?;
+            let disk_offset = (disk != 0).then(|| disk as u64 * self.block_size + within);
+            match out.last_mut() {
+                Some(last)
+                    if match (last.disk_offset, disk_offset) {
+                        (Some(a), Some(b)) => a + last.len == b,
+                        (None, None) => true,
+                        _ => false,
+                    } =>
+                {
+                    last.len += chunk
+                }
+                _ => out.push(Extent { file_offset: pos, disk_offset, len: chunk }),
+            }
+            pos += chunk;
+        }
+        Ok(out)
+    }
+
+    /// Reads file bytes at `offset` into `buf`; returns how many (0 at end of file).
+    pub fn read_at(&mut self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<usize, Ext2Error> {
+        if offset >= inode.size {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(inode.size - offset) as usize;
+        let mut block = vec![0u8; self.block_size as usize];
+        let mut done = 0;
+        while done < n {
+            let pos = offset + done as u64;
+            let within = (pos % self.block_size) as usize;
+            let chunk = (self.block_size as usize - within).min(n - done);
+            let disk = self.block_of(inode, pos / self.block_size)?;
+            if disk == 0 {
+                buf[done..done + chunk].fill(0);
+            } else {
+                self.dev.read(disk as u64 * self.block_size, &mut block)?;
+                buf[done..done + chunk].copy_from_slice(&block[within..within + chunk]);
+            }
+            done += chunk;
+        }
+        Ok(n)
+    }
+
+    /// All entries of directory `dir`, `.` and `..` included.
+    pub fn read_dir(&mut self, dir: &Inode) -> Result<Vec<DirEntry>, Ext2Error> {
+        if !dir.is_dir() {
+            return Err(Ext2Error::NotDir);
+        }
+        let mut data = vec![0u8; dir.size as usize];
+        self.read_at(dir, 0, &mut data)?;
+        let mut out = Vec::new();
+        let mut o = 0usize;
+        while o + 8 <= data.len() {
+            let ino = le32(&data, o);
+            let rec_len = le16(&data, o + 4) as usize;
+            let name_len = data[o + 6] as usize;
+            if rec_len < 8 || o + rec_len > data.len() || 8 + name_len > rec_len {
+                return Err(Ext2Error::Corrupt("directory entry"));
+            }
+            if ino != 0 {
+                out.push(DirEntry {
+                    ino,
+                    file_type: data[o + 7],
+                    name: data[o + 8..o + 8 + name_len].to_vec(),
+                });
+            }
+            o += rec_len;
+        }
+        Ok(out)
+    }
+
+    /// Looks `name` up in directory `dir`.
+    pub fn lookup(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<u32>, Ext2Error> {
+        Ok(self
+            .read_dir(dir)?
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| e.ino))
+    }
+
+    /// The target of a symbolic link.
+    pub fn read_link(&mut self, link: &Inode) -> Result<Vec<u8>, Ext2Error> {
+        if link.size < 60 && link.sectors == 0 {
+            // A fast symlink keeps its target in i_block.
+            let bytes: Vec<u8> = link.block.iter().flat_map(|w| w.to_le_bytes()).collect();
+            return Ok(bytes[..link.size as usize].to_vec());
+        }
+        let mut target = vec![0u8; link.size as usize];
+        self.read_at(link, 0, &mut target)?;
+        Ok(target)
+    }
+
+    /// Resolves an absolute `path` (relative paths are taken from the root), following symbolic links
+    /// (the last component's too when `follow` is true).
+    pub fn resolve(&mut self, path: &[u8], follow: bool) -> Result<Inode, Ext2Error> {
+        self.resolve_from(ROOT_INO, path, follow, 0)
+    }
+
+    fn resolve_from(&mut self, start: u32, path: &[u8], follow: bool, depth: u32) -> Result<Inode, Ext2Error> {
+        if depth > 8 {
+            return Err(Ext2Error::Loop);
+        }
+        let mut cur = self.inode(if path.first() == Some(&b'/') { ROOT_INO } else { start })?;
+        let parts: Vec<&[u8]> = path.split(|&c| c == b'/').filter(|p| !p.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            if !cur.is_dir() {
+                return Err(Ext2Error::NotDir);
+            }
+            let ino = self.lookup(&cur, part)?.ok_or(Ext2Error::NotFound)?;
+            let next = self.inode(ino)?;
+            let last = i + 1 == parts.len();
+            if next.is_symlink() && (!last || follow) {
+                let target = self.read_link(&next)?;
+                cur = self.resolve_from(cur.ino, &target, true, depth + 1)?;
+            } else {
+                cur = next;
+            }
+        }
+        Ok(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    struct FileDev(Vec<u8>, usize);
+
+    impl BlockRead for FileDev {
+        fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Ext2Error> {
+            assert_eq!(offset % 512, 0, "unaligned read offset");
+            assert_eq!(buf.len() % 512, 0, "unaligned read length");
+            self.1 += 1;
+            let o = offset as usize;
+            buf.copy_from_slice(self.0.get(o..o + buf.len()).ok_or(Ext2Error::Io)?);
+            Ok(())
+        }
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kcore-ext2-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Stages a tree and makes an ext2 image of it with `mke2fs -d`.
+    fn make_image(tag: &str, block_size: u32) -> (PathBuf, Vec<u8>) {
+        let dir = tmpdir(tag);
+        let root = dir.join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("sbin")).unwrap();
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        fs::write(root.join("etc/motd"), b"Welcome to microvm!\n").unwrap();
+        fs::write(root.join("a/b/c/deep.txt"), b"deep").unwrap();
+        // Big enough for double indirect blocks with 1 KiB blocks (more than 12 + 256 blocks).
+        let big: Vec<u8> = (0..700 * 1024u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+        fs::write(root.join("sbin/big"), &big).unwrap();
+        std::os::unix::fs::symlink("../etc/motd", root.join("sbin/motd-link")).unwrap();
+        let long_target = format!("/etc/{}/../motd", "x".repeat(80));
+        std::os::unix::fs::symlink(&long_target, root.join("long-link")).unwrap();
+        fs::create_dir_all(root.join(format!("etc/{}", "x".repeat(80)))).unwrap();
+        let img = dir.join("fs.img");
+        let st = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext2", "-b", &block_size.to_string(), "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("4M")
+            .status()
+            .expect("mke2fs (e2fsprogs) must be installed");
+        assert!(st.success());
+        let bytes = fs::read(&img).unwrap();
+        (dir, bytes)
+    }
+
+    fn expected_big() -> Vec<u8> {
+        (0..700 * 1024u32).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    fn check_image(dir: &Path, bytes: Vec<u8>) {
+        let mut fs = Ext2::open(FileDev(bytes, 0)).unwrap();
+        let motd = fs.resolve(b"/etc/motd", true).unwrap();
+        assert!(motd.is_reg());
+        assert_eq!(motd.size, 20);
+        let mut buf = [0u8; 64];
+        let n = fs.read_at(&motd, 0, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"Welcome to microvm!\n");
+        assert_eq!(fs.read_at(&motd, 8, &mut buf[..4]).unwrap(), 4);
+        assert_eq!(&buf[..4], b"to m");
+        assert_eq!(fs.read_at(&motd, 20, &mut buf).unwrap(), 0);
+
+        let deep = fs.resolve(b"a/b/c/deep.txt", true).unwrap();
+        assert_eq!(deep.size, 4);
+        assert_eq!(fs.resolve(b"/etc/nope", true), Err(Ext2Error::NotFound));
+        assert_eq!(fs.resolve(b"/etc/motd/x", true), Err(Ext2Error::NotDir));
+
+        let big = fs.resolve(b"/sbin/big", true).unwrap();
+        let want = expected_big();
+        assert_eq!(big.size, want.len() as u64);
+        let mut got = vec![0u8; want.len()];
+        assert_eq!(fs.read_at(&big, 0, &mut got).unwrap(), want.len());
+        assert!(got == want, "big file content differs");
+        // Extents cover the file exactly and point at the right bytes.
+        let ext = fs.extents(&big, 0, u64::MAX).unwrap();
+        assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), want.len() as u64);
+        for e in &ext {
+            let d = e.disk_offset.unwrap() as usize;
+            let f = e.file_offset as usize;
+            assert!(fs.device().0[d..d + e.len as usize] == want[f..f + e.len as usize]);
+        }
+
+        let link = fs.resolve(b"/sbin/motd-link", false).unwrap();
+        assert!(link.is_symlink());
+        assert_eq!(fs.read_link(&link).unwrap(), b"../etc/motd");
+        assert_eq!(fs.resolve(b"/sbin/motd-link", true).unwrap().ino, motd.ino);
+        assert_eq!(fs.resolve(b"/long-link", true).unwrap().ino, motd.ino);
+
+        let root = fs.inode(ROOT_INO).unwrap();
+        let names: Vec<Vec<u8>> = fs.read_dir(&root).unwrap().into_iter().map(|e| e.name).collect();
+        for n in [&b"."[..], b"..", b"etc", b"sbin", b"a", b"lost+found"] {
+            assert!(names.iter().any(|x| x == n), "root lacks {:?}", String::from_utf8_lossy(n));
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reads_a_mke2fs_image_with_1k_blocks() {
+        let (dir, bytes) = make_image("1k", 1024);
+        check_image(&dir, bytes);
+    }
+
+    #[test]
+    fn reads_a_mke2fs_image_with_4k_blocks() {
+        let (dir, bytes) = make_image("4k", 4096);
+        check_image(&dir, bytes);
+    }
+
+    #[test]
+    fn rejects_non_ext2() {
+        let r = Ext2::open(FileDev(vec![0; 8192], 0));
+        assert!(matches!(r, Err(Ext2Error::BadMagic)));
+    }
+}

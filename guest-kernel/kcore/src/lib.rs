@@ -1,0 +1,18 @@
+//! Pure logic of the guest kernel: everything here is plain `no_std` Rust without arch code or
+//! `unsafe` on hardware, so `cargo test` runs it on the host (see `scripts/build-guest-kernel.sh --test`).
+//!
+//! - [`fmt`]: number formatting that avoids the SSE paths of `core::fmt` (kernel mode is emulated here).
+//! - [`cmdline`]: the kernel command line (`hz=`, `root=`, `virtio_mmio.device=`, ...).
+//! - [`ext2`]: a read-only ext2 reader over a [`ext2::BlockRead`] device.
+//! - [`elf`]: static ELF executables (ET_EXEC and static-pie ET_DYN) turned into a load plan.
+//! - [`stack`]: the System V initial process stack (argc, argv, envp, auxv).
+//! - [`errno`]: Linux errno values.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod elf;
+pub mod errno;
+pub mod ext2;
+pub mod fmt;
+pub mod stack;

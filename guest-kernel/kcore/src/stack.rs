@@ -1,0 +1,245 @@
+//! The System V x86-64 initial process stack, as Linux's `create_elf_tables` lays it out.
+//!
+//! From the top down: an 8-byte zero end marker, the exec filename, the environment and argument strings,
+//! the platform string, 16 random bytes (AT_RANDOM), padding, then from `rsp` upwards: argc, argv[],
+//! NULL, envp[], NULL, auxv pairs ending with AT_NULL. `rsp` is 16-byte aligned.
+//!
+//! [`build`] writes into `mem`, which stands for the user addresses `[top - mem.len(), top)`; the kernel
+//! passes a direct-map view of the stack's top frames.
+
+extern crate alloc;
+use alloc::vec::Vec;
+
+pub const AT_NULL: u64 = 0;
+pub const AT_PHDR: u64 = 3;
+pub const AT_PHENT: u64 = 4;
+pub const AT_PHNUM: u64 = 5;
+pub const AT_PAGESZ: u64 = 6;
+pub const AT_BASE: u64 = 7;
+pub const AT_FLAGS: u64 = 8;
+pub const AT_ENTRY: u64 = 9;
+pub const AT_UID: u64 = 11;
+pub const AT_EUID: u64 = 12;
+pub const AT_GID: u64 = 13;
+pub const AT_EGID: u64 = 14;
+pub const AT_PLATFORM: u64 = 15;
+pub const AT_HWCAP: u64 = 16;
+pub const AT_CLKTCK: u64 = 17;
+pub const AT_SECURE: u64 = 23;
+pub const AT_RANDOM: u64 = 25;
+pub const AT_HWCAP2: u64 = 26;
+pub const AT_EXECFN: u64 = 31;
+
+/// What goes on the stack besides argv and envp.
+#[derive(Clone, Copy, Debug)]
+pub struct AuxInfo {
+    pub phdr: u64,
+    pub phnum: u64,
+    pub entry: u64,
+    pub hwcap: u64,
+    pub clktck: u64,
+    pub uid: u64,
+    pub gid: u64,
+    pub random: [u8; 16],
+}
+
+/// The stack did not fit in the memory given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackTooSmall;
+
+struct Writer<'a> {
+    mem: &'a mut [u8],
+    top: u64,
+    /// Offset into `mem` of the lowest byte written so far.
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn addr(&self) -> u64 {
+        self.top - (self.mem.len() - self.pos) as u64
+    }
+
+    fn push_bytes(&mut self, b: &[u8]) -> Result<u64, StackTooSmall> {
+        self.pos = self.pos.checked_sub(b.len()).ok_or(StackTooSmall)?;
+        self.mem[self.pos..self.pos + b.len()].copy_from_slice(b);
+        Ok(self.addr())
+    }
+
+    fn push_str(&mut self, s: &[u8]) -> Result<u64, StackTooSmall> {
+        self.push_bytes(&[0])?;
+        self.push_bytes(s)
+    }
+}
+
+/// Writes the initial stack for `argv`/`envp` and returns the initial `rsp`.
+pub fn build(
+    mem: &mut [u8],
+    top: u64,
+    argv: &[&[u8]],
+    envp: &[&[u8]],
+    execfn: &[u8],
+    aux: &AuxInfo,
+) -> Result<u64, StackTooSmall> {
+    let mut w = Writer { mem, top, pos: 0 };
+    w.pos = w.mem.len();
+    w.push_bytes(&[0; 8])?;
+    let execfn_addr = w.push_str(execfn)?;
+    let mut env_ptrs = Vec::with_capacity(envp.len());
+    for e in envp.iter().rev() {
+        env_ptrs.push(w.push_str(e)?);
+    }
+    env_ptrs.reverse();
+    let mut arg_ptrs = Vec::with_capacity(argv.len());
+    for a in argv.iter().rev() {
+        arg_ptrs.push(w.push_str(a)?);
+    }
+    arg_ptrs.reverse();
+    let platform = w.push_str(b"x86_64")?;
+    let random = w.push_bytes(&aux.random)?;
+
+    let auxv: [(u64, u64); 18] = [
+        (AT_HWCAP, aux.hwcap),
+        (AT_PAGESZ, 4096),
+        (AT_CLKTCK, aux.clktck),
+        (AT_PHDR, aux.phdr),
+        (AT_PHENT, crate::elf::PHENT_SIZE),
+        (AT_PHNUM, aux.phnum),
+        (AT_BASE, 0),
+        (AT_FLAGS, 0),
+        (AT_ENTRY, aux.entry),
+        (AT_UID, aux.uid),
+        (AT_EUID, aux.uid),
+        (AT_GID, aux.gid),
+        (AT_EGID, aux.gid),
+        (AT_SECURE, 0),
+        (AT_RANDOM, random),
+        (AT_HWCAP2, 0),
+        (AT_EXECFN, execfn_addr),
+        (AT_PLATFORM, platform),
+    ];
+    let words = 1 + (argv.len() + 1) + (envp.len() + 1) + 2 * (auxv.len() + 1);
+    // Align so that rsp (the argc word) ends 16-byte aligned.
+    let mut rsp = w
+        .addr()
+        .checked_sub((words * 8) as u64)
+        .ok_or(StackTooSmall)?
+        & !15;
+    if top - rsp > w.mem.len() as u64 {
+        return Err(StackTooSmall);
+    }
+    let base = w.mem.len() - (top - rsp) as usize;
+    let mut o = base;
+    let mut put = |v: u64, mem: &mut [u8]| {
+        mem[o..o + 8].copy_from_slice(&v.to_le_bytes());
+        o += 8;
+    };
+    put(argv.len() as u64, w.mem);
+    for p in arg_ptrs {
+        put(p, w.mem);
+    }
+    put(0, w.mem);
+    for p in env_ptrs {
+        put(p, w.mem);
+    }
+    put(0, w.mem);
+    for (k, v) in auxv {
+        put(k, w.mem);
+        put(v, w.mem);
+    }
+    put(AT_NULL, w.mem);
+    put(0, w.mem);
+    rsp = top - (w.mem.len() - base) as u64;
+    Ok(rsp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(mem: &[u8], top: u64, addr: u64) -> u64 {
+        let o = mem.len() - (top - addr) as usize;
+        u64::from_le_bytes(mem[o..o + 8].try_into().unwrap())
+    }
+
+    fn cstr(mem: &[u8], top: u64, addr: u64) -> Vec<u8> {
+        let o = mem.len() - (top - addr) as usize;
+        mem[o..].iter().take_while(|&&b| b != 0).copied().collect()
+    }
+
+    #[test]
+    fn layout_matches_the_abi() {
+        let top = 0x7fff_ffff_f000;
+        let mut mem = vec![0u8; 8192];
+        let aux = AuxInfo {
+            phdr: 0x400040,
+            phnum: 7,
+            entry: 0x401000,
+            hwcap: 0x178bfbff,
+            clktck: 100,
+            uid: 0,
+            gid: 0,
+            random: [7; 16],
+        };
+        let rsp = build(
+            &mut mem,
+            top,
+            &[b"/sbin/init", b"-v"],
+            &[b"HOME=/", b"TERM=linux"],
+            b"/sbin/init",
+            &aux,
+        )
+        .unwrap();
+        assert_eq!(rsp % 16, 0);
+        assert_eq!(word(&mem, top, rsp), 2, "argc");
+        assert_eq!(cstr(&mem, top, word(&mem, top, rsp + 8)), b"/sbin/init");
+        assert_eq!(cstr(&mem, top, word(&mem, top, rsp + 16)), b"-v");
+        assert_eq!(word(&mem, top, rsp + 24), 0);
+        assert_eq!(cstr(&mem, top, word(&mem, top, rsp + 32)), b"HOME=/");
+        assert_eq!(cstr(&mem, top, word(&mem, top, rsp + 40)), b"TERM=linux");
+        assert_eq!(word(&mem, top, rsp + 48), 0);
+        // auxv
+        let mut a = rsp + 56;
+        let mut seen = std::collections::HashMap::new();
+        loop {
+            let (k, v) = (word(&mem, top, a), word(&mem, top, a + 8));
+            a += 16;
+            if k == AT_NULL {
+                break;
+            }
+            seen.insert(k, v);
+        }
+        assert_eq!(seen[&AT_PHDR], 0x400040);
+        assert_eq!(seen[&AT_PHENT], 56);
+        assert_eq!(seen[&AT_PHNUM], 7);
+        assert_eq!(seen[&AT_PAGESZ], 4096);
+        assert_eq!(seen[&AT_ENTRY], 0x401000);
+        for k in [AT_UID, AT_EUID, AT_GID, AT_EGID, AT_SECURE] {
+            assert_eq!(seen[&k], 0);
+        }
+        assert_eq!(seen[&AT_HWCAP], 0x178bfbff);
+        let r = seen[&AT_RANDOM];
+        let o = mem.len() - (top - r) as usize;
+        assert_eq!(&mem[o..o + 16], &[7; 16]);
+        assert_eq!(cstr(&mem, top, seen[&AT_PLATFORM]), b"x86_64");
+        assert_eq!(cstr(&mem, top, seen[&AT_EXECFN]), b"/sbin/init");
+        // The top 8 bytes are the zero end marker.
+        assert_eq!(word(&mem, top, top - 8), 0);
+        assert!(a <= top);
+    }
+
+    #[test]
+    fn too_small_is_an_error() {
+        let mut mem = vec![0u8; 64];
+        let aux = AuxInfo {
+            phdr: 0,
+            phnum: 0,
+            entry: 0,
+            hwcap: 0,
+            clktck: 100,
+            uid: 0,
+            gid: 0,
+            random: [0; 16],
+        };
+        assert_eq!(build(&mut mem, 0x1000, &[b"x"], &[], b"x", &aux), Err(StackTooSmall));
+    }
+}

@@ -1,0 +1,72 @@
+//! Everything specific to x86-64: boot entry, CPU tables, traps, APIC, port I/O, user entry.
+//! All inline assembly and MSR accesses of the kernel live under this module.
+
+pub mod apic;
+mod boot;
+pub mod cpu;
+pub mod gdt;
+pub mod interrupts;
+pub mod layout;
+pub mod mem;
+pub mod pvh;
+pub mod trap;
+
+use cpu::{cpuid, rdmsr, wrmsr, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR};
+use layout::{KERNEL_CS, USER_DS};
+
+/// Sets up GDT/TSS, IDT and the `syscall` MSRs.
+pub fn init_cpu() {
+    gdt::init();
+    trap::init();
+    let (_, _, _, edx) = cpuid(0x8000_0001, 0);
+    if edx & (1 << 11) != 0 {
+        // SAFETY: the CPU has SYSCALL; STAR/LSTAR/SFMASK point at our entry and selectors.
+        unsafe {
+            wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1);
+            wrmsr(MSR_STAR, ((KERNEL_CS as u64) << 32) | (((USER_DS as u64 - 8) & !3) << 48));
+            wrmsr(MSR_LSTAR, trap::syscall_entry_addr());
+            // Clear IF, TF, DF, AC on entry.
+            wrmsr(MSR_SFMASK, 0x4_0700);
+        }
+    }
+}
+
+/// Sets the FS base (arch_prctl ARCH_SET_FS).
+pub fn set_fs_base(v: u64) {
+    // SAFETY: FS base only affects user-mode TLS accesses; any canonical value is fine.
+    unsafe { wrmsr(cpu::MSR_FS_BASE, v) }
+}
+
+/// The FS base.
+pub fn fs_base() -> u64 {
+    rdmsr(cpu::MSR_FS_BASE)
+}
+
+/// Whether the CPU has NX (EFER.NXE was set by the boot code).
+pub fn has_nx() -> bool {
+    rdmsr(MSR_EFER) & (1 << 11) != 0
+}
+
+/// AT_HWCAP: CPUID leaf 1 EDX, as Linux reports it.
+pub fn hwcap() -> u64 {
+    cpuid(1, 0).3 as u64
+}
+
+/// Reads the current stack and frame pointer (for panic reports).
+pub fn current_sp_bp() -> (u64, u64) {
+    let (sp, bp): (u64, u64);
+    // SAFETY: reads two registers.
+    unsafe { core::arch::asm!("mov {}, rsp", "mov {}, rbp", out(reg) sp, out(reg) bp, options(nomem, nostack)) }
+    (sp, bp)
+}
+
+/// A few random bytes from RDRAND when present, else mixed TSC readings.
+pub fn random_bytes(out: &mut [u8]) {
+    let mut x = cpu::rdtsc() ^ 0x9e37_79b9_7f4a_7c15;
+    for b in out.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 24) as u8;
+    }
+}

@@ -1,0 +1,58 @@
+//! The kernel console: `kprint!`/`kprintln!` write to the 8250 (and to virtio-console once one is found).
+//! `kprintln!` lines carry a Linux-style timestamp `[    0.012345]`.
+//!
+//! Never use width, fill or precision in these format strings, and no `{}` on integers: format numbers with
+//! `kcore::fmt::{Dec, Hex, ...}` (kernel mode is emulated here and `core::fmt`'s integer code uses SSE
+//! arithmetic the emulator cannot run).
+
+use core::fmt::{self, Write};
+
+/// Output sinks besides the UART (virtio-console), set once a device is found.
+static MIRROR: crate::sync::KCell<Option<fn(&[u8])>> = crate::sync::KCell::new(None);
+
+/// Sends console output to `f` too.
+pub fn set_mirror(f: fn(&[u8])) {
+    *MIRROR.borrow_mut() = Some(f);
+}
+
+/// Writes raw bytes to every console.
+pub fn write_bytes(b: &[u8]) {
+    crate::drivers::serial::write(b);
+    let mirror = MIRROR.try_borrow().ok().and_then(|m| *m);
+    if let Some(f) = mirror {
+        f(b);
+    }
+}
+
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments<'_>) {
+    let _ = Console.write_fmt(args);
+}
+
+#[doc(hidden)]
+pub fn _println(args: fmt::Arguments<'_>) {
+    let _ = write!(Console, "{} ", kcore::fmt::Timestamp(crate::time::now_ns()));
+    let _ = Console.write_fmt(args);
+    write_bytes(b"\n");
+}
+
+/// Prints to the console.
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => { $crate::console::_print(format_args!($($arg)*)) };
+}
+
+/// Prints a timestamped line to the console.
+#[macro_export]
+macro_rules! kprintln {
+    ($($arg:tt)*) => { $crate::console::_println(format_args!($($arg)*)) };
+}

@@ -1,0 +1,173 @@
+//! virtio-mmio devices from `virtio_mmio.device=<size>@<addr>:<irq>` command-line entries, driven by the
+//! `virtio-drivers` crate: block devices (`/dev/vda`, `/dev/vdb`, ... in command-line order) and the
+//! console (kernel and user console output is mirrored to it).
+//!
+//! Requests are synchronous and polled: the boot path has nothing else to do while the disk works, and
+//! polling costs fewer emulated instructions than an interrupt round trip.
+
+use crate::mm::{frame, phys_to_virt, virt_to_phys, PAGE_SIZE};
+use crate::sync::KCell;
+use crate::{kprintln, mm};
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+use kcore::cmdline::VirtioMmioDevice;
+use kcore::fmt::{Dec, Hex};
+use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::device::console::VirtIOConsole;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::{BufferDirection, Hal, PhysAddr};
+
+/// DMA through the direct map: every kernel buffer is physically contiguous (heap and stacks come from
+/// contiguous frames), so sharing a buffer is just translating its address.
+pub struct KernelHal;
+
+// SAFETY: dma_alloc returns fresh zeroed contiguous frames mapped by the direct map; share() returns the
+// physical address of memory the caller keeps valid, and the direct map is coherent (no bounce buffers).
+unsafe impl Hal for KernelHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let pa = frame::alloc_contiguous(pages as u64).expect("out of memory for virtio DMA");
+        let va = NonNull::new(phys_to_virt(pa) as *mut u8).expect("direct map address is not null");
+        (pa as PhysAddr, va)
+    }
+
+    unsafe fn dma_dealloc(_paddr: PhysAddr, _vaddr: NonNull<u8>, _pages: usize) -> i32 {
+        // Queues live as long as their device; never freed.
+        0
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+        NonNull::new(phys_to_virt(paddr as u64) as *mut u8).expect("direct map address is not null")
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
+        virt_to_phys(buffer.as_ptr() as *mut u8 as u64) as PhysAddr
+    }
+
+    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
+}
+
+type Transport0 = MmioTransport<'static>;
+
+/// A virtio block device.
+pub struct BlockDevice {
+    dev: VirtIOBlk<KernelHal, Transport0>,
+    pub capacity_sectors: u64,
+}
+
+/// Largest single request (bytes): big enough to load executables in few requests, small enough for any
+/// device's segment limits.
+pub const MAX_REQUEST: usize = 128 * 1024;
+
+/// Why a block request failed.
+#[derive(Clone, Copy, Debug)]
+pub struct IoError;
+
+impl BlockDevice {
+    /// Reads sectors starting at `sector` into `buf` (a multiple of 512 bytes, physically contiguous).
+    pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (buf.len() - done).min(MAX_REQUEST);
+            self.dev
+                .read_blocks((sector + (done / 512) as u64) as usize, &mut buf[done..done + n])
+                .map_err(|_| IoError)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes sectors starting at `sector` from `buf` (a multiple of 512 bytes).
+    pub fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (buf.len() - done).min(MAX_REQUEST);
+            self.dev
+                .write_blocks((sector + (done / 512) as u64) as usize, &buf[done..done + n])
+                .map_err(|_| IoError)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+static BLOCK_DEVICES: KCell<Vec<BlockDevice>> = KCell::new(Vec::new());
+static CONSOLE: KCell<Option<VirtIOConsole<KernelHal, Transport0>>> = KCell::new(None);
+
+fn console_mirror(bytes: &[u8]) {
+    if let Ok(mut c) = CONSOLE.try_borrow_mut() {
+        if let Some(c) = c.as_mut() {
+            let _ = c.send_bytes(bytes);
+        }
+    }
+}
+
+/// Probes every announced virtio-mmio window.
+pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>) {
+    for d in devices {
+        let header = NonNull::new(phys_to_virt(d.addr) as *mut VirtIOHeader).expect("non-null");
+        // SAFETY: the command line names an MMIO window of `size` bytes, mapped by the direct map and
+        // used by nothing else.
+        let transport = match unsafe { MmioTransport::new(header, d.size as usize) } {
+            Ok(t) => t,
+            Err(_) => {
+                kprintln!("virtio-mmio: no device at {}", Hex(d.addr));
+                continue;
+            }
+        };
+        match transport.device_type() {
+            DeviceType::Block => match VirtIOBlk::<KernelHal, _>::new(transport) {
+                Ok(dev) => {
+                    let mut devs = BLOCK_DEVICES.borrow_mut();
+                    let capacity_sectors = dev.capacity();
+                    let name = [b'v', b'd', b'a' + devs.len() as u8];
+                    kprintln!(
+                        "virtio-blk: {} at {} irq {}: {} sectors ({} MiB)",
+                        core::str::from_utf8(&name).unwrap_or("vd?"),
+                        Hex(d.addr),
+                        Dec(d.irq as u64),
+                        Dec(capacity_sectors),
+                        Dec(capacity_sectors / 2048)
+                    );
+                    devs.push(BlockDevice { dev, capacity_sectors });
+                }
+                Err(_) => kprintln!("virtio-blk at {}: initialisation failed", Hex(d.addr)),
+            },
+            DeviceType::Console => match VirtIOConsole::<KernelHal, _>::new(transport) {
+                Ok(dev) => {
+                    kprintln!("virtio-console: at {} irq {}", Hex(d.addr), Dec(d.irq as u64));
+                    *CONSOLE.borrow_mut() = Some(dev);
+                    crate::console::set_mirror(console_mirror);
+                }
+                Err(_) => kprintln!("virtio-console at {}: initialisation failed", Hex(d.addr)),
+            },
+            _ => kprintln!("virtio-mmio: ignoring device type at {}", Hex(d.addr)),
+        }
+    }
+    let _ = (mm::PAGE_SIZE, PAGE_SIZE);
+}
+
+/// Runs `f` with block device `index` (0 = vda).
+pub fn with_block<R>(index: usize, f: impl FnOnce(&mut BlockDevice) -> R) -> Option<R> {
+    let mut devs = BLOCK_DEVICES.borrow_mut();
+    devs.get_mut(index).map(f)
+}
+
+/// Reads pending virtio-console input into `out`.
+pub fn console_read(out: &mut [u8]) -> usize {
+    let mut n = 0;
+    if let Ok(mut c) = CONSOLE.try_borrow_mut() {
+        if let Some(c) = c.as_mut() {
+            while n < out.len() {
+                match c.recv(true) {
+                    Ok(Some(b)) => {
+                        out[n] = b;
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    n
+}

@@ -1,0 +1,161 @@
+//! The microvm guest kernel: a small `no_std` x86-64 kernel that boots through PVH (on microvm and on
+//! QEMU's microvm machine), mounts an ext2 root from virtio-blk and runs `/sbin/init` in ring 3.
+//!
+//! Boot flow (`kernel_main`): serial console -> GDT/TSS/IDT -> PVH start info (command line, memory
+//! map) -> frames, heap, page tables -> APIC and timer -> virtio-mmio devices -> ext2 root ->
+//! load init -> boot marker -> ring 3. Kernel-mode code is emulated on the development hosts (~2000x
+//! slower than native), so every step avoids work: no memory clearing, few device requests.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod drivers;
+mod fs;
+mod mm;
+mod proc;
+mod sync;
+mod syscall;
+mod time;
+mod tty;
+
+use arch::layout::{BOOT_MARKER_PORT, KERNEL_BASE};
+use core::sync::atomic::{AtomicBool, Ordering};
+use kcore::cmdline;
+use kcore::fmt::{Dec, Hex, Hex16};
+
+/// Exit status of the VM after a kernel panic (through the debug-exit port).
+pub const PANIC_EXIT_CODE: u8 = 3;
+
+extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+#[no_mangle]
+extern "C" fn kernel_main(start_info: u64) -> ! {
+    time::init_early();
+    drivers::serial::init();
+    arch::init_cpu();
+    let have_info = arch::pvh::init(start_info);
+    kprintln!("microvm guest kernel {} booting", env!("CARGO_PKG_VERSION"));
+    if !have_info {
+        panic!("no PVH start info (EBX does not point at hvm_start_info)");
+    }
+    let cmdline = arch::pvh::cmdline();
+    kprintln!("Command line: {}", cmdline);
+
+    init_memory();
+
+    arch::apic::init();
+    let cal = arch::apic::calibrate(5);
+    let hz = cmdline::value(cmdline, "hz").and_then(cmdline::parse_number).unwrap_or(100).clamp(1, 10_000);
+    time::set_calibration(cal.tsc_hz, hz);
+    arch::apic::start_timer(cal.lapic_hz, hz);
+    arch::apic::route_irq(arch::layout::COM1_IRQ);
+    drivers::serial::enable_rx_interrupt();
+    kprintln!(
+        "tsc: {} kHz, lapic timer: {} kHz, HZ={}",
+        Dec(cal.tsc_hz / 1000),
+        Dec(cal.lapic_hz / 1000),
+        Dec(hz)
+    );
+
+    if cmdline::value(cmdline, "panic") == Some("test") {
+        panic!("test panic requested on the command line (panic=test)");
+    }
+
+    drivers::virtio::probe(cmdline::virtio_mmio_devices(cmdline));
+    let root = cmdline::value(cmdline, "root").unwrap_or("/dev/vda");
+    if let Err(e) = fs::mount_root(root) {
+        match e {
+            fs::MountError::NoDevice => panic!("VFS: cannot open root device {}", root),
+            fs::MountError::Ext2(e) => panic!("VFS: cannot mount root {}: {}", root, e),
+        }
+    }
+    kprintln!("VFS: mounted root (ext2 filesystem, read-only) on device {}", root);
+    if let Ok(motd) = fs::read_file(b"/etc/hostname") {
+        let _ = motd;
+    }
+
+    run_init(cmdline::value(cmdline, "init").unwrap_or("/sbin/init"))
+}
+
+fn init_memory() {
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (kstart, kend) = unsafe { (&__kernel_start as *const u8 as u64, &__kernel_end as *const u8 as u64) };
+    let reserved = [(0, 0x10_0000), (kstart - KERNEL_BASE, kend - KERNEL_BASE)];
+    let mut ram_end = 0;
+    let gib_pages = arch::cpu::cpuid(0x8000_0001, 0).3 & (1 << 26) != 0;
+    let direct_map_end = if gib_pages { 512u64 << 30 } else { arch::layout::BOOT_DIRECT_MAP_END };
+    arch::pvh::for_each_memmap(|addr, size, ty| {
+        if ty == arch::pvh::MEMMAP_RAM {
+            let end = (addr + size).min(direct_map_end);
+            if addr < end {
+                mm::frame::add_region(addr, end, &reserved);
+                ram_end = ram_end.max(end);
+            }
+        }
+    });
+    mm::paging::init_kernel(ram_end, gib_pages);
+    let (total, _) = mm::frame::stats();
+    let heap = (total * mm::PAGE_SIZE / 8).clamp(2 << 20, 64 << 20);
+    if !mm::heap::init(heap) {
+        panic!("out of memory for the kernel heap");
+    }
+    kprintln!(
+        "Memory: {} KiB available, kernel {} KiB, heap {} KiB",
+        Dec(total * 4),
+        Dec((kend - kstart) / 1024),
+        Dec(heap / 1024)
+    );
+}
+
+fn run_init(path: &str) -> ! {
+    let argv: [&[u8]; 1] = [path.as_bytes()];
+    let envp: [&[u8]; 3] = [b"HOME=/", b"TERM=linux", b"PATH=/sbin:/bin:/usr/sbin:/usr/bin"];
+    let (process, frame) = match proc::exec::spawn(proc::INIT_PID, path.as_bytes(), &argv, &envp) {
+        Ok(x) => x,
+        Err(e) => panic!("Requested init {} failed (error {}).", path, Dec(e.0 as u64)),
+    };
+    process.aspace.activate();
+    arch::gdt::set_kernel_stack(process.kstack_top());
+    proc::insert(process);
+    kprintln!("Run {} as init process", path);
+    // The boot-time marker: init's first instruction runs next (user mode cannot do port I/O here).
+    arch::cpu::outb(BOOT_MARKER_PORT, 0);
+    // SAFETY: init's address space is active, the frame holds its entry point and stack, and the kernel
+    // stack top is set for its traps.
+    unsafe { arch::trap::enter_user(&frame) }
+}
+
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    arch::cpu::cli();
+    if PANICKING.swap(true, Ordering::Relaxed) {
+        arch::cpu::debug_exit(PANIC_EXIT_CODE);
+    }
+    match info.message().as_str() {
+        Some(s) => kprintln!("Kernel panic - not syncing: {}", s),
+        None => kprintln!("Kernel panic - not syncing: {}", info.message()),
+    }
+    if let Some(loc) = info.location() {
+        kprintln!("  at {}:{}:{}", loc.file(), Dec(loc.line() as u64), Dec(loc.column() as u64));
+    }
+    let (sp, bp) = arch::current_sp_bp();
+    kprintln!(
+        "  RSP: {} RBP: {} CR2: {} CR3: {}",
+        Hex16(sp),
+        Hex16(bp),
+        Hex16(arch::cpu::read_cr2()),
+        Hex16(arch::cpu::read_cr3())
+    );
+    let (total, used) = mm::frame::stats();
+    kprintln!("  frames used {} of {}, uptime {} ns, pid {}", Dec(used), Dec(total), Dec(time::now_ns()), Dec(proc::current_pid().0 as u64));
+    kprintln!("---[ end Kernel panic - exiting with status {} ]---", Hex(PANIC_EXIT_CODE as u64));
+    arch::cpu::debug_exit(PANIC_EXIT_CODE)
+}

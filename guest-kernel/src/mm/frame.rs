@@ -1,0 +1,126 @@
+//! The physical frame allocator: a bump pointer over the usable RAM regions of the PVH memory map, plus a
+//! free list threaded through freed frames. Fresh frames are known to be zero (guest RAM starts zeroed);
+//! recycled ones are cleared by [`alloc_zeroed`].
+
+use super::{phys_to_virt, PAGE_SIZE};
+use crate::arch::mem::zero_page;
+use crate::sync::KCell;
+
+const MAX_REGIONS: usize = 32;
+
+struct Frames {
+    regions: [(u64, u64); MAX_REGIONS],
+    nregions: usize,
+    /// Region the bump pointer is in, and the next fresh frame there.
+    current: usize,
+    next: u64,
+    /// Head of the free list (physical address, 0 = empty).
+    free_head: u64,
+    free_count: u64,
+    total: u64,
+    used: u64,
+}
+
+static FRAMES: KCell<Frames> = KCell::new(Frames {
+    regions: [(0, 0); MAX_REGIONS],
+    nregions: 0,
+    current: 0,
+    next: 0,
+    free_head: 0,
+    free_count: 0,
+    total: 0,
+    used: 0,
+});
+
+/// Adds usable RAM `[start, end)`, minus the `reserved` ranges (sorted by start), to the allocator.
+pub fn add_region(start: u64, end: u64, reserved: &[(u64, u64)]) {
+    let mut s = (start + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    let e = end & !(PAGE_SIZE - 1);
+    let f = &mut *FRAMES.borrow_mut();
+    let push = |f: &mut Frames, a: u64, b: u64| {
+        if a < b && f.nregions < MAX_REGIONS {
+            f.regions[f.nregions] = (a, b);
+            f.nregions += 1;
+        }
+    };
+    for &(rs, re) in reserved {
+        if re <= s || rs >= e {
+            continue;
+        }
+        push(f, s, rs & !(PAGE_SIZE - 1));
+        s = s.max((re + PAGE_SIZE - 1) & !(PAGE_SIZE - 1));
+    }
+    push(f, s, e);
+    if f.nregions > 0 && f.next == 0 {
+        f.current = 0;
+        f.next = f.regions[0].0;
+    }
+    f.total = f.regions[..f.nregions].iter().map(|(a, b)| (b - a) / PAGE_SIZE).sum();
+}
+
+fn bump(f: &mut Frames, n: u64) -> Option<u64> {
+    while f.current < f.nregions {
+        let (_, end) = f.regions[f.current];
+        if f.next + n * PAGE_SIZE <= end {
+            let pa = f.next;
+            f.next += n * PAGE_SIZE;
+            f.used += n;
+            return Some(pa);
+        }
+        f.current += 1;
+        if f.current < f.nregions {
+            f.next = f.regions[f.current].0;
+        }
+    }
+    None
+}
+
+/// A frame with unspecified contents, and whether it is known to be zero.
+fn alloc_raw() -> Option<(u64, bool)> {
+    let f = &mut *FRAMES.borrow_mut();
+    if f.free_head != 0 {
+        let pa = f.free_head;
+        // SAFETY: a free frame holds the next free frame's address in its first word.
+        f.free_head = unsafe { (phys_to_virt(pa) as *const u64).read() };
+        f.free_count -= 1;
+        f.used += 1;
+        return Some((pa, false));
+    }
+    bump(f, 1).map(|pa| (pa, true))
+}
+
+/// One frame with unspecified contents.
+pub fn alloc() -> Option<u64> {
+    alloc_raw().map(|(pa, _)| pa)
+}
+
+/// One zeroed frame.
+pub fn alloc_zeroed() -> Option<u64> {
+    let (pa, zero) = alloc_raw()?;
+    if !zero {
+        // SAFETY: the frame was just taken off the free list: nobody else references it.
+        unsafe { zero_page(phys_to_virt(pa) as *mut u8) };
+    }
+    Some(pa)
+}
+
+/// `n` physically contiguous, zeroed frames (fresh memory only; never returned).
+pub fn alloc_contiguous(n: u64) -> Option<u64> {
+    bump(&mut FRAMES.borrow_mut(), n)
+}
+
+/// Returns a frame to the free list.
+pub fn free(pa: u64) {
+    let f = &mut *FRAMES.borrow_mut();
+    // SAFETY: the caller gives up the frame; its first word now links the free list.
+    unsafe { (phys_to_virt(pa) as *mut u64).write(f.free_head) };
+    f.free_head = pa;
+    f.free_count += 1;
+    f.used -= 1;
+}
+
+/// (total, used) frames.
+pub fn stats() -> (u64, u64) {
+    let f = FRAMES.borrow();
+    (f.total, f.used)
+}

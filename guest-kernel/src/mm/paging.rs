@@ -1,0 +1,202 @@
+//! Four-level page tables. The kernel half (PML4 slots 256..512: direct map and kernel image) is shared by
+//! every address space; each process has its own PML4 whose lower half maps its user memory with 4 KiB
+//! pages. Page-table pages are reached through the direct map.
+
+use super::{frame, phys_to_virt, PAGE_SIZE};
+use crate::arch::cpu::{invlpg, read_cr3, write_cr3};
+use crate::arch::layout::PHYS_OFFSET;
+use crate::arch::mem::zero_page;
+
+pub const PRESENT: u64 = 1;
+pub const WRITABLE: u64 = 1 << 1;
+pub const USER: u64 = 1 << 2;
+pub const HUGE: u64 = 1 << 7;
+pub const NO_EXECUTE: u64 = 1 << 63;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+extern "C" {
+    static mut boot_pml4: [u64; 512];
+}
+
+/// Why a mapping could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// No frame for a page table.
+    OutOfMemory,
+    /// The address is already mapped.
+    AlreadyMapped,
+}
+
+fn table(pa: u64) -> *mut u64 {
+    phys_to_virt(pa) as *mut u64
+}
+
+fn kernel_pml4_phys() -> u64 {
+    super::virt_to_phys(core::ptr::addr_of!(boot_pml4) as u64)
+}
+
+/// Finishes the kernel's page tables after boot: drops the identity map of the boot code and maps RAM
+/// above 4 GiB into the direct map with 1 GiB pages (when the CPU has them).
+pub fn init_kernel(ram_end: u64, gib_pages: bool) -> u64 {
+    let pml4 = table(kernel_pml4_phys());
+    // SAFETY: boot is single-threaded; slot 0 (identity map) is unused once running in the higher half,
+    // and slot 256's PDPT is the boot page tables' own, which is writable kernel data.
+    unsafe {
+        *pml4 = 0;
+        let mut mapped = crate::arch::layout::BOOT_DIRECT_MAP_END;
+        if gib_pages {
+            let pdpt = table(*pml4.add(256) & ADDR_MASK);
+            while mapped < ram_end && mapped < (512 << 30) {
+                *pdpt.add((mapped >> 30) as usize) = mapped | PRESENT | WRITABLE | HUGE;
+                mapped += 1 << 30;
+            }
+        }
+        write_cr3(read_cr3());
+        mapped
+    }
+}
+
+/// Entry flags for a user page with ELF permissions.
+pub fn user_flags(writable: bool, executable: bool) -> u64 {
+    let mut f = PRESENT | USER;
+    if writable {
+        f |= WRITABLE;
+    }
+    if !executable && crate::arch::has_nx() {
+        f |= NO_EXECUTE;
+    }
+    f
+}
+
+/// One address space: a PML4 whose upper half is the kernel's.
+pub struct AddressSpace {
+    pml4: u64,
+}
+
+impl AddressSpace {
+    /// A new address space with an empty user half.
+    pub fn new() -> Option<Self> {
+        let pml4 = frame::alloc_zeroed()?;
+        // SAFETY: both tables are valid page-table pages; copying the kernel half shares its PDPTs.
+        unsafe {
+            let src = table(kernel_pml4_phys());
+            let dst = table(pml4);
+            core::ptr::copy_nonoverlapping(src.add(256), dst.add(256), 256);
+        }
+        Some(AddressSpace { pml4 })
+    }
+
+    /// The PML4's physical address (what CR3 holds).
+    pub fn root(&self) -> u64 {
+        self.pml4
+    }
+
+    /// Makes this the current address space.
+    pub fn activate(&self) {
+        // SAFETY: the PML4 maps the kernel half like every other address space.
+        unsafe { write_cr3(self.pml4) }
+    }
+
+    /// The page-table entry for `va`, creating intermediate tables when `create`.
+    fn entry(&mut self, va: u64, create: bool) -> Result<Option<*mut u64>, MapError> {
+        let mut t = self.pml4;
+        for level in [39u32, 30, 21] {
+            let idx = ((va >> level) & 0x1ff) as usize;
+            // SAFETY: `t` is a page-table page this address space owns.
+            let e = unsafe { table(t).add(idx) };
+            // SAFETY: as above.
+            let v = unsafe { *e };
+            if v & PRESENT == 0 {
+                if !create {
+                    return Ok(None);
+                }
+                let pa = frame::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
+                // SAFETY: installing a fresh zeroed table in our own table.
+                unsafe { *e = pa | PRESENT | WRITABLE | USER };
+                t = pa;
+            } else {
+                if v & HUGE != 0 {
+                    return Ok(None);
+                }
+                t = v & ADDR_MASK;
+            }
+        }
+        // SAFETY: `t` is a page table; the index is within 512 entries.
+        Ok(Some(unsafe { table(t).add(((va >> 12) & 0x1ff) as usize) }))
+    }
+
+    /// Maps the 4 KiB page at `va` to frame `pa`.
+    pub fn map(&mut self, va: u64, pa: u64, flags: u64) -> Result<(), MapError> {
+        let e = self.entry(va, true)?.ok_or(MapError::AlreadyMapped)?;
+        // SAFETY: `e` points into one of our page tables.
+        unsafe {
+            if *e & PRESENT != 0 {
+                return Err(MapError::AlreadyMapped);
+            }
+            *e = pa | flags;
+        }
+        Ok(())
+    }
+
+    /// Removes the mapping of `va`; returns the frame it mapped.
+    pub fn unmap(&mut self, va: u64) -> Option<u64> {
+        let e = self.entry(va, false).ok()??;
+        // SAFETY: `e` points into one of our page tables.
+        let old = unsafe { e.replace(0) };
+        if old & PRESENT == 0 {
+            return None;
+        }
+        invlpg(va);
+        Some(old & ADDR_MASK)
+    }
+
+    /// The frame and flags `va`'s page maps to.
+    pub fn translate(&self, va: u64) -> Option<(u64, u64)> {
+        let mut t = self.pml4;
+        for level in [39u32, 30, 21, 12] {
+            // SAFETY: walking our own tables through the direct map.
+            let v = unsafe { *table(t).add(((va >> level) & 0x1ff) as usize) };
+            if v & PRESENT == 0 {
+                return None;
+            }
+            if level == 12 || v & HUGE != 0 {
+                let page_mask = (1u64 << level) - 1;
+                return Some(((v & ADDR_MASK & !page_mask) | (va & page_mask & !(PAGE_SIZE - 1)), v & !ADDR_MASK));
+            }
+            t = v & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Frees every user page, every user page table and the PML4.
+    pub fn destroy(self) {
+        fn free_level(t: u64, level: u32) {
+            for i in 0..512 {
+                // SAFETY: `t` is a page table of the address space being destroyed.
+                let v = unsafe { *table(t).add(i) };
+                if v & PRESENT == 0 {
+                    continue;
+                }
+                if level > 0 {
+                    free_level(v & ADDR_MASK, level - 1);
+                }
+                frame::free(v & ADDR_MASK);
+            }
+        }
+        for i in 0..256 {
+            // SAFETY: the lower half of our PML4.
+            let v = unsafe { *table(self.pml4).add(i) };
+            if v & PRESENT != 0 {
+                free_level(v & ADDR_MASK, 2);
+                frame::free(v & ADDR_MASK);
+            }
+        }
+        frame::free(self.pml4);
+    }
+}
+
+/// Zeroes the frame at `pa`.
+pub fn zero_frame(pa: u64) {
+    // SAFETY: the caller owns the frame (it just allocated it or is about to map it).
+    unsafe { zero_page((PHYS_OFFSET + pa) as *mut u8) }
+}

@@ -1,0 +1,77 @@
+//! Checked access to user memory from system calls. A user range is usable when every page is mapped
+//! user-accessible (writable for writes) in the current address space; pages a process may fault in
+//! (stack, brk, anonymous mmap) are faulted in first through the caller's `fault_in`.
+
+use super::paging::{AddressSpace, USER, WRITABLE};
+use super::PAGE_SIZE;
+use crate::arch::layout::USER_END;
+use kcore::errno::Errno;
+
+/// Checks `[va, va + len)` and faults pages in as needed.
+pub fn check(
+    aspace: &mut AddressSpace,
+    va: u64,
+    len: u64,
+    write: bool,
+    mut fault_in: impl FnMut(&mut AddressSpace, u64) -> bool,
+) -> Result<(), Errno> {
+    if len == 0 {
+        return Ok(());
+    }
+    let end = va.checked_add(len).ok_or(Errno::EFAULT)?;
+    if end > USER_END {
+        return Err(Errno::EFAULT);
+    }
+    let mut page = va & !(PAGE_SIZE - 1);
+    while page < end {
+        let ok = match aspace.translate(page) {
+            Some((_, f)) => f & USER != 0 && (!write || f & WRITABLE != 0),
+            None => fault_in(aspace, page) && aspace.translate(page).is_some(),
+        };
+        if !ok {
+            return Err(Errno::EFAULT);
+        }
+        page += PAGE_SIZE;
+    }
+    Ok(())
+}
+
+/// A view of user memory that [`check`] accepted (in the current address space).
+///
+/// # Safety
+/// The range must have been checked for reading in the current address space, and stay mapped while the
+/// slice lives.
+pub unsafe fn user_slice<'a>(va: u64, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(va as *const u8, len) }
+}
+
+/// A mutable view of user memory that [`check`] accepted for writing.
+///
+/// # Safety
+/// As for [`user_slice`], checked for writing.
+pub unsafe fn user_slice_mut<'a>(va: u64, len: usize) -> &'a mut [u8] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts_mut(va as *mut u8, len) }
+}
+
+/// A view of user memory that [`check`] accepted for reading in the current address space.
+///
+/// The kernel does not run other code between the check and the use that could unmap the range (one
+/// CPU, no preemption in kernel mode), which is what makes this safe to call after a successful check.
+pub fn checked_slice(va: u64, len: usize) -> &'static [u8] {
+    // SAFETY: see above: the caller checked the range just before, in the current address space.
+    unsafe { user_slice(va, len) }
+}
+
+/// A mutable view of user memory that [`check`] accepted for writing (see [`checked_slice`]).
+pub fn checked_slice_mut(va: u64, len: usize) -> &'static mut [u8] {
+    // SAFETY: as for checked_slice, checked for writing.
+    unsafe { user_slice_mut(va, len) }
+}

@@ -1,0 +1,46 @@
+//! User memory for the loader and the fault handler: mapping runs of fresh frames and reaching mapped
+//! user pages through the direct map.
+
+use super::paging::{AddressSpace, MapError};
+use super::{frame, phys_slice_mut, PAGE_SIZE};
+
+/// Maps `pages` fresh, zeroed, physically contiguous frames at `va` and returns a kernel view of them
+/// (through the direct map), so the loader can read file data into them with one device request.
+pub fn map_fresh_run(
+    aspace: &mut AddressSpace,
+    va: u64,
+    pages: u64,
+    flags: u64,
+) -> Result<&'static mut [u8], MapError> {
+    let pa = frame::alloc_contiguous(pages).ok_or(MapError::OutOfMemory)?;
+    for i in 0..pages {
+        aspace.map(va + i * PAGE_SIZE, pa + i * PAGE_SIZE, flags)?;
+    }
+    // SAFETY: the frames are fresh and belong to this address space alone; the kernel writes them only
+    // while loading, before the process runs.
+    Ok(unsafe { phys_slice_mut(pa, (pages * PAGE_SIZE) as usize) })
+}
+
+/// Maps one zeroed frame at `va` (demand paging of anonymous memory).
+pub fn map_zero_page(aspace: &mut AddressSpace, va: u64, flags: u64) -> Result<(), MapError> {
+    let pa = frame::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
+    aspace.map(va & !(PAGE_SIZE - 1), pa, flags).inspect_err(|_| frame::free(pa))
+}
+
+/// Unmaps `[start, end)` and frees the frames.
+pub fn unmap_range(aspace: &mut AddressSpace, start: u64, end: u64) {
+    let mut va = start;
+    while va < end {
+        if let Some(pa) = aspace.unmap(va) {
+            frame::free(pa);
+        }
+        va += PAGE_SIZE;
+    }
+}
+
+/// A kernel view of the mapped user page containing `va`.
+pub fn page_bytes(aspace: &AddressSpace, va: u64) -> Option<&'static mut [u8]> {
+    let (pa, _) = aspace.translate(va & !(PAGE_SIZE - 1))?;
+    // SAFETY: the page is mapped in `aspace`, whose owner (the caller) is not running concurrently.
+    Some(unsafe { phys_slice_mut(pa, PAGE_SIZE as usize) })
+}

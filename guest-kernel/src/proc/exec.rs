@@ -1,0 +1,163 @@
+//! Loading a static ELF executable from the root filesystem into a fresh address space and building its
+//! initial stack (argc, argv, envp, auxv), ready to enter ring 3.
+#![deny(unsafe_code)]
+
+use super::{Pid, Process, State, Vma, VmaKind, KERNEL_STACK_SIZE, STACK_LIMIT};
+use crate::arch::layout::{USER_CS, USER_DS, USER_END, USER_MMAP_TOP, USER_STACK_TOP};
+use crate::arch::trap::TrapFrame;
+use crate::fs::{self, fd::FdTable};
+use crate::mm::paging::{user_flags, AddressSpace, MapError};
+use crate::mm::{page_down, page_up, user, PAGE_SIZE};
+use alloc::vec;
+use alloc::vec::Vec;
+use kcore::elf::{self, ElfImage, PF_W, PF_X};
+use kcore::errno::Errno;
+use kcore::ext2::{BlockRead, Inode};
+use kcore::stack::{self, AuxInfo};
+
+/// Pages of the stack mapped at exec (the rest is faulted in on demand).
+const STACK_INITIAL_PAGES: u64 = 4;
+
+fn map_err(e: MapError) -> Errno {
+    match e {
+        MapError::OutOfMemory => Errno::ENOMEM,
+        MapError::AlreadyMapped => Errno::EINVAL,
+    }
+}
+
+/// Reads file bytes `[file_start, file_end)` of `inode` into `dst` (a run of fresh frames) with as few
+/// device requests as the disk layout allows.
+fn read_into(inode: &Inode, file_start: u64, file_end: u64, dst: &mut [u8]) -> Result<(), Errno> {
+    if file_end <= file_start {
+        return Ok(());
+    }
+    let extents = fs::with_root(|fs| fs.extents(inode, file_start, file_end - file_start))?;
+    for e in extents {
+        let Some(disk) = e.disk_offset else { continue };
+        let at = (e.file_offset - file_start) as usize;
+        // Whole sectors: round up, then clear what lies past the end of the file data.
+        let len = ((e.len as usize + 511) & !511).min(dst.len() - at);
+        fs::with_root(|fs| fs.device().read(disk, &mut dst[at..at + len]))?;
+        let data_end = at + e.len as usize;
+        if data_end < at + len {
+            dst[data_end..at + len].fill(0);
+        }
+    }
+    Ok(())
+}
+
+fn load_segments(aspace: &mut AddressSpace, img: &ElfImage, inode: &Inode) -> Result<Vec<Vma>, Errno> {
+    let mut vmas = Vec::new();
+    for s in &img.segments {
+        let start = page_down(s.vaddr + img.bias);
+        let end = page_up(s.vaddr + img.bias + s.memsz);
+        let flags = user_flags(s.flags & PF_W != 0, s.flags & PF_X != 0);
+        let mut va = start;
+        let mut file_start = page_down(s.offset);
+        let file_end = s.offset + s.filesz;
+        if aspace.translate(va).is_some() {
+            // The first page is shared with the previous segment: copy this segment's bytes into it.
+            let page = user::page_bytes(aspace, va).ok_or(Errno::EFAULT)?;
+            let from = (s.vaddr + img.bias).max(va);
+            let to = (va + PAGE_SIZE).min(s.vaddr + img.bias + s.filesz);
+            if to > from {
+                let off = s.offset + (from - (s.vaddr + img.bias));
+                let within = (from - va) as usize;
+                fs::with_root(|fs| fs.read_at(inode, off, &mut page[within..within + (to - from) as usize]))?;
+            }
+            va += PAGE_SIZE;
+            file_start += PAGE_SIZE;
+        }
+        if va < end {
+            let run = user::map_fresh_run(aspace, va, (end - va) / PAGE_SIZE, flags).map_err(map_err)?;
+            read_into(inode, file_start, file_end.max(file_start), run)?;
+        }
+        vmas.push(Vma {
+            start,
+            end,
+            writable: s.flags & PF_W != 0,
+            executable: s.flags & PF_X != 0,
+            kind: VmaKind::Image,
+        });
+    }
+    Ok(vmas)
+}
+
+/// Creates process `pid` running `path` with `argv`/`envp`; returns it and its first user context.
+pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<(Process, TrapFrame), Errno> {
+    let inode = fs::with_root(|fs| fs.resolve(path, true))?;
+    if !inode.is_reg() {
+        return Err(Errno::EACCES);
+    }
+    let mut head = vec![0u8; 4096.min(inode.size as usize).max(64)];
+    fs::with_root(|fs| fs.read_at(&inode, 0, &mut head))?;
+    let need = elf::headers_len(&head).map_err(|_| Errno::ENOEXEC)?;
+    if need > head.len() {
+        head.resize(need, 0);
+        fs::with_root(|fs| fs.read_at(&inode, 0, &mut head))?;
+    }
+    let img = elf::parse(&head, USER_STACK_TOP - STACK_LIMIT).map_err(|_| Errno::ENOEXEC)?;
+
+    let mut aspace = AddressSpace::new().ok_or(Errno::ENOMEM)?;
+    let mut vmas = load_segments(&mut aspace, &img, &inode)?;
+
+    // The stack: a few pages now (the initial stack is written into them), the rest on demand.
+    let stack_flags = user_flags(true, false);
+    let initial = STACK_INITIAL_PAGES * PAGE_SIZE;
+    let run = user::map_fresh_run(&mut aspace, USER_STACK_TOP - initial, STACK_INITIAL_PAGES, stack_flags)
+        .map_err(map_err)?;
+    let mut random = [0u8; 16];
+    crate::arch::random_bytes(&mut random);
+    let aux = AuxInfo {
+        phdr: img.phdr_addr,
+        phnum: img.phnum,
+        entry: img.entry,
+        hwcap: crate::arch::hwcap(),
+        clktck: 100,
+        uid: 0,
+        gid: 0,
+        random,
+    };
+    let rsp = stack::build(run, USER_STACK_TOP, argv, envp, path, &aux).map_err(|_| Errno::E2BIG)?;
+    vmas.push(Vma {
+        start: USER_STACK_TOP - STACK_LIMIT,
+        end: USER_STACK_TOP,
+        writable: true,
+        executable: false,
+        kind: VmaKind::Anonymous,
+    });
+    let brk_start = img.end();
+    vmas.push(Vma { start: brk_start, end: brk_start, writable: true, executable: false, kind: VmaKind::Anonymous });
+
+    let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
+    let mut fds = FdTable::default();
+    for _ in 0..3 {
+        fds.insert(fs::console(), false)?;
+    }
+    let proc = Process {
+        pid,
+        ppid: Pid(0),
+        state: State::Ready,
+        name,
+        aspace,
+        vmas,
+        brk_start,
+        brk: brk_start,
+        mmap_top: USER_MMAP_TOP,
+        fds,
+        cwd: b"/".to_vec(),
+        fs_base: 0,
+        exit_status: None,
+        kstack: alloc::boxed::Box::new_uninit_slice(KERNEL_STACK_SIZE),
+    };
+    let frame = TrapFrame {
+        rip: img.entry,
+        cs: USER_CS as u64,
+        rflags: 0x202,
+        rsp,
+        ss: USER_DS as u64,
+        ..TrapFrame::default()
+    };
+    let _ = USER_END;
+    Ok((proc, frame))
+}

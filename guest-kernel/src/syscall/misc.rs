@@ -1,0 +1,178 @@
+//! Process and system information calls: getpid, exit, uname, arch_prctl, reboot, clocks, limits,
+//! signals (accepted, delivered with the processes issue), getrandom.
+#![deny(unsafe_code)]
+
+use super::file::copy_to_user;
+use super::SysResult;
+use crate::kprintln;
+use crate::proc::{self, with_current};
+use kcore::errno::Errno;
+
+pub fn sys_getpid() -> SysResult {
+    Ok(proc::current_pid().0 as u64)
+}
+
+pub fn sys_getppid() -> SysResult {
+    Ok(with_current(|p| p.ppid.0 as u64))
+}
+
+pub fn sys_exit(code: i32) -> SysResult {
+    proc::exit_current((code & 0xff) << 8)
+}
+
+pub fn sys_uname(buf: u64) -> SysResult {
+    let mut u = [0u8; 6 * 65];
+    let fields: [&[u8]; 6] = [b"Linux", b"microvm", b"6.5.0-microvm", b"#1 SMP microvm guest kernel", b"x86_64", b"(none)"];
+    for (i, f) in fields.iter().enumerate() {
+        u[i * 65..i * 65 + f.len()].copy_from_slice(f);
+    }
+    copy_to_user(buf, &u).map(|_| 0)
+}
+
+const ARCH_SET_FS: u32 = 0x1002;
+const ARCH_GET_FS: u32 = 0x1003;
+
+pub fn sys_arch_prctl(code: u32, addr: u64) -> SysResult {
+    match code {
+        ARCH_SET_FS => {
+            if addr >= crate::arch::layout::USER_END {
+                return Err(Errno::EPERM);
+            }
+            crate::arch::set_fs_base(addr);
+            with_current(|p| p.fs_base = addr);
+            Ok(0)
+        }
+        ARCH_GET_FS => copy_to_user(addr, &crate::arch::fs_base().to_le_bytes()).map(|_| 0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+const REBOOT_MAGIC1: u32 = 0xfee1_dead;
+const REBOOT_MAGIC2: [u32; 4] = [0x2812_1969, 0x0512_1996, 0x1604_1998, 0x2011_2000];
+const CMD_RESTART: u32 = 0x0123_4567;
+const CMD_HALT: u32 = 0xcdef_0123;
+const CMD_POWER_OFF: u32 = 0x4321_fedc;
+const CMD_CAD_ON: u32 = 0x89ab_cdef;
+const CMD_CAD_OFF: u32 = 0;
+
+pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
+    if magic1 != REBOOT_MAGIC1 || !REBOOT_MAGIC2.contains(&magic2) {
+        return Err(Errno::EINVAL);
+    }
+    match cmd {
+        CMD_POWER_OFF | CMD_HALT => {
+            kprintln!("reboot: Power down");
+            crate::arch::cpu::reset()
+        }
+        CMD_RESTART => {
+            kprintln!("reboot: Restarting system");
+            crate::arch::cpu::reset()
+        }
+        CMD_CAD_ON | CMD_CAD_OFF => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn timespec(ns: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+    b[8..].copy_from_slice(&(ns % 1_000_000_000).to_le_bytes());
+    b
+}
+
+pub fn sys_clock_gettime(clock: u32, tp: u64) -> SysResult {
+    let ns = match clock {
+        0 => crate::time::realtime_ns(),
+        1 | 4 | 7 => crate::time::now_ns(),    // MONOTONIC, MONOTONIC_RAW, BOOTTIME
+        2 | 3 => crate::time::now_ns(),        // process/thread CPU time: one process
+        5 | 6 => crate::time::now_ns(),        // *_COARSE
+        _ => return Err(Errno::EINVAL),
+    };
+    copy_to_user(tp, &timespec(ns)).map(|_| 0)
+}
+
+pub fn sys_gettimeofday(tv: u64) -> SysResult {
+    if tv != 0 {
+        let ns = crate::time::realtime_ns();
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+        b[8..].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
+        copy_to_user(tv, &b)?;
+    }
+    Ok(0)
+}
+
+pub fn sys_time(t: u64) -> SysResult {
+    let s = crate::time::realtime_ns() / 1_000_000_000;
+    if t != 0 {
+        copy_to_user(t, &s.to_le_bytes())?;
+    }
+    Ok(s)
+}
+
+pub fn sys_rt_sigaction(sig: u32, _act: u64, oldact: u64, sigsetsize: u64) -> SysResult {
+    if sig == 0 || sig > 64 || sigsetsize != 8 {
+        return Err(Errno::EINVAL);
+    }
+    if oldact != 0 {
+        copy_to_user(oldact, &[0u8; 32])?;
+    }
+    Ok(0)
+}
+
+pub fn sys_rt_sigprocmask(_how: u32, _set: u64, oldset: u64, sigsetsize: u64) -> SysResult {
+    if sigsetsize != 8 {
+        return Err(Errno::EINVAL);
+    }
+    if oldset != 0 {
+        copy_to_user(oldset, &[0u8; 8])?;
+    }
+    Ok(0)
+}
+
+pub fn sys_sigaltstack(_ss: u64, old: u64) -> SysResult {
+    if old != 0 {
+        let mut b = [0u8; 24];
+        b[8..12].copy_from_slice(&2u32.to_le_bytes()); // SS_DISABLE
+        copy_to_user(old, &b)?;
+    }
+    Ok(0)
+}
+
+pub fn sys_sched_getaffinity(_pid: u64, len: u64, mask: u64) -> SysResult {
+    if len < 8 {
+        return Err(Errno::EINVAL);
+    }
+    copy_to_user(mask, &1u64.to_le_bytes())?;
+    Ok(8)
+}
+
+const RLIMIT_STACK: u32 = 3;
+const RLIMIT_NOFILE: u32 = 7;
+const RLIM_INFINITY: u64 = u64::MAX;
+
+pub fn sys_prlimit64(_pid: u64, resource: u32, _new: u64, old: u64) -> SysResult {
+    if resource > 15 {
+        return Err(Errno::EINVAL);
+    }
+    if old != 0 {
+        let (cur, max) = match resource {
+            RLIMIT_STACK => (proc::STACK_LIMIT, RLIM_INFINITY),
+            RLIMIT_NOFILE => (crate::fs::fd::MAX_FDS as u64, crate::fs::fd::MAX_FDS as u64),
+            _ => (RLIM_INFINITY, RLIM_INFINITY),
+        };
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&cur.to_le_bytes());
+        b[8..].copy_from_slice(&max.to_le_bytes());
+        copy_to_user(old, &b)?;
+    }
+    Ok(0)
+}
+
+pub fn sys_getrandom(buf: u64, len: u64) -> SysResult {
+    let len = len.min(256);
+    let mut b = [0u8; 256];
+    crate::arch::random_bytes(&mut b[..len as usize]);
+    copy_to_user(buf, &b[..len as usize])?;
+    Ok(len)
+}

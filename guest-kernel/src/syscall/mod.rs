@@ -1,0 +1,83 @@
+//! System calls: Linux x86-64 numbers dispatched to `sys_<name>` handlers returning
+//! `Result<u64, Errno>`; errors go back to user space as `-errno` in rax.
+//!
+//! Both entry paths (`syscall` through LSTAR, and this host's #PF at LSTAR) arrive in [`dispatch`] with the
+//! user registers in a [`TrapFrame`]: number in rax, arguments in rdi, rsi, rdx, r10, r8, r9.
+#![deny(unsafe_code)]
+
+mod file;
+mod memory;
+mod misc;
+
+use crate::arch::trap::TrapFrame;
+use crate::kprintln;
+use kcore::errno::Errno;
+use kcore::fmt::Dec;
+
+/// The outcome of a system call.
+pub type SysResult = Result<u64, Errno>;
+
+/// Runs the system call in `frame` and stores its result in rax.
+pub fn dispatch(frame: &mut TrapFrame) {
+    let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
+    let nr = frame.rax;
+    let r = match nr {
+        0 => file::sys_read(a[0] as i64, a[1], a[2]),
+        1 => file::sys_write(a[0] as i64, a[1], a[2]),
+        2 => file::sys_open(a[0], a[1] as u32, a[2] as u32),
+        3 => file::sys_close(a[0] as i64),
+        4 => file::sys_stat(a[0], a[1], false),
+        5 => file::sys_fstat(a[0] as i64, a[1]),
+        6 => file::sys_stat(a[0], a[1], true),
+        7 => file::sys_poll(a[0], a[1], a[2] as i64),
+        8 => file::sys_lseek(a[0] as i64, a[1] as i64, a[2] as u32),
+        9 => memory::sys_mmap(a[0], a[1], a[2] as u32, a[3] as u32, a[4] as i64, a[5]),
+        10 => memory::sys_mprotect(a[0], a[1], a[2] as u32),
+        11 => memory::sys_munmap(a[0], a[1]),
+        12 => memory::sys_brk(a[0]),
+        13 => misc::sys_rt_sigaction(a[0] as u32, a[1], a[2], a[3]),
+        14 => misc::sys_rt_sigprocmask(a[0] as u32, a[1], a[2], a[3]),
+        16 => file::sys_ioctl(a[0] as i64, a[1] as u32, a[2]),
+        19 => file::sys_readv(a[0] as i64, a[1], a[2]),
+        20 => file::sys_writev(a[0] as i64, a[1], a[2]),
+        21 => file::sys_access(a[0], a[1] as u32),
+        24 => Ok(0), // sched_yield: one process
+        39 => misc::sys_getpid(),
+        60 => misc::sys_exit(a[0] as i32),
+        63 => misc::sys_uname(a[0]),
+        79 => file::sys_getcwd(a[0], a[1]),
+        89 => file::sys_readlink(a[0], a[1], a[2]),
+        96 => misc::sys_gettimeofday(a[0]),
+        102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid: root
+        110 => misc::sys_getppid(),
+        131 => misc::sys_sigaltstack(a[0], a[1]),
+        158 => misc::sys_arch_prctl(a[0] as u32, a[1]),
+        169 => misc::sys_reboot(a[0] as u32, a[1] as u32, a[2] as u32),
+        186 => misc::sys_getpid(),
+        201 => misc::sys_time(a[0]),
+        204 => misc::sys_sched_getaffinity(a[0], a[1], a[2]),
+        218 => misc::sys_getpid(), // set_tid_address: the tid
+        228 => misc::sys_clock_gettime(a[0] as u32, a[1]),
+        231 => misc::sys_exit(a[0] as i32),
+        257 => file::sys_openat(a[0] as i64, a[1], a[2] as u32, a[3] as u32),
+        262 => file::sys_newfstatat(a[0] as i64, a[1], a[2], a[3] as u32),
+        273 => Ok(0), // set_robust_list
+        302 => misc::sys_prlimit64(a[0], a[1] as u32, a[2], a[3]),
+        318 => misc::sys_getrandom(a[0], a[1]),
+        _ => {
+            log_unknown(nr);
+            Err(Errno::ENOSYS)
+        }
+    };
+    frame.rax = match r {
+        Ok(v) => v,
+        Err(e) => e.as_return(),
+    };
+}
+
+fn log_unknown(nr: u64) {
+    // statx and rseq are probed by glibc/std, which fall back quietly.
+    if nr != 332 && nr != 334 {
+        kprintln!("syscall: {} not implemented (pid {})", Dec(nr), Dec(crate::proc::current_pid().0 as u64));
+    }
+}

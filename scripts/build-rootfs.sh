@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the guest root filesystem: the rootfs crate's programs linked statically, staged with
+# rootfs/files/ into a tree, made into ext2 with `mke2fs -d`, converted to build/rootfs.qcow2.
+#   scripts/build-rootfs.sh [--raw]    (--raw also keeps build/rootfs.ext2)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$root/build"
+stage="$out/rootfs-stage"
+target=x86_64-unknown-linux-gnu
+mkdir -p "$out"
+
+for tool in mke2fs qemu-img; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "installing $tool" >&2
+        apt-get update -qq && apt-get install -y -qq e2fsprogs qemu-utils >/dev/null
+    fi
+done
+
+# Static executables (glibc static-pie); a separate --target dir keeps the workspace's own builds intact.
+(cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --quiet -p rootfs --target "$target")
+bindir="$root/target/$target/release"
+
+rm -rf "$stage"
+mkdir -p "$stage"/{sbin,bin,etc,dev,proc,tmp,root}
+cp -a "$root/rootfs/files/." "$stage/"
+install -m 0755 "$bindir/init" "$stage/sbin/init"
+strip "$stage/sbin/init" 2>/dev/null || true
+
+img="$out/rootfs.ext2"
+rm -f "$img"
+mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 16M
+e2fsck -fn "$img" >/dev/null
+qemu-img convert -f raw -O qcow2 "$img" "$out/rootfs.qcow2"
+[[ "${1:-}" == "--raw" ]] || rm -f "$img"
+echo "built $out/rootfs.qcow2"
