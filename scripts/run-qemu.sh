@@ -11,7 +11,7 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 fi
 accel="${ACCEL:-tcg}"
 cpu=max
-[[ "$accel" == kvm ]] && cpu=host
+[[ "$accel" == kvm ]] && cpu=qemu64
 exec qemu-system-x86_64 -M microvm,acpi=off -accel "$accel" -cpu "$cpu" -m "${MEM:-256}" -smp 1 \
     -nographic -no-reboot -nodefaults \
     -kernel "${KERNEL:-$root/build/guest-kernel}" \

@@ -64,34 +64,45 @@ pub struct Calibration {
     pub lapic_hz: u64,
 }
 
-/// Measures the TSC and the LAPIC timer (divide by 1) against `ms` milliseconds of PIT channel 2.
-/// Falls back to 1 GHz for both when there is no PIT (the gate bit never changes).
+fn pit_read_ch0() -> u16 {
+    outb(PIT_COMMAND_PORT, 0x00); // latch channel 0
+    let lo = inb(PIT_CH0_PORT) as u16;
+    let hi = inb(PIT_CH0_PORT) as u16;
+    (hi << 8) | lo
+}
+
+/// Measures the TSC and the LAPIC timer (divide by 1) against `ms` milliseconds of PIT channel 0, read
+/// back with latch commands (ports 0x40/0x43 are emulated in the hypervisor, unlike the speaker gate at
+/// 0x61). IRQ 0 stays masked. Falls back to 1 GHz for both when there is no PIT (the count never moves).
 pub fn calibrate(ms: u64) -> Calibration {
-    let count = PIT_HZ * ms / 1000;
+    let want = PIT_HZ * ms / 1000;
     lapic_write(LAPIC_TIMER_DIVIDE, 0xb);
     lapic_write(LAPIC_LVT_TIMER, MASKED);
-    let gate = inb(PIT_GATE_PORT) & !0x03;
-    outb(PIT_GATE_PORT, gate | 0x01);
-    outb(PIT_COMMAND_PORT, 0xb0); // channel 2, lobyte/hibyte, mode 0
-    outb(PIT_CH2_PORT, count as u8);
-    outb(PIT_CH2_PORT, (count >> 8) as u8);
-    outb(PIT_GATE_PORT, gate);
-    outb(PIT_GATE_PORT, gate | 0x01);
+    outb(PIT_COMMAND_PORT, 0x34); // channel 0, lobyte/hibyte, mode 2 (rate generator)
+    outb(PIT_CH0_PORT, 0xff);
+    outb(PIT_CH0_PORT, 0xff);
+    let start = pit_read_ch0();
     let t0 = rdtsc();
     lapic_write(LAPIC_TIMER_INIT, u32::MAX);
-    let mut spins = 0u64;
-    while inb(PIT_GATE_PORT) & 0x20 == 0 && spins < 10_000_000 {
-        spins += 1;
+    let mut elapsed = 0u64;
+    let mut last = start;
+    let mut reads = 0u32;
+    while elapsed < want && reads < 200_000 {
+        let now = pit_read_ch0();
+        // The counter counts down and reloads at 0xffff.
+        elapsed += last.wrapping_sub(now) as u64;
+        last = now;
+        reads += 1;
     }
     let t1 = rdtsc();
     let elapsed_lapic = (u32::MAX - lapic_read(LAPIC_TIMER_CURRENT)) as u64;
     lapic_write(LAPIC_TIMER_INIT, 0);
-    if spins == 0 || t1 - t0 < 1000 {
+    if elapsed < want {
         return Calibration { tsc_hz: 1_000_000_000, lapic_hz: 1_000_000_000 };
     }
     Calibration {
-        tsc_hz: (t1 - t0) * 1000 / ms,
-        lapic_hz: elapsed_lapic * 1000 / ms,
+        tsc_hz: (t1 - t0) * PIT_HZ / elapsed,
+        lapic_hz: elapsed_lapic * PIT_HZ / elapsed,
     }
 }
 
