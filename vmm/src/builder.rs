@@ -11,7 +11,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::{layout, mptable, regs};
 use crate::boot::{self, BootError};
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{ConfigError, ConsoleKind, SerialMode, VmConfig};
+use crate::device_manager::{DeviceError, DeviceManager};
 use crate::vstate::kvm::{self, KvmError};
 use crate::vstate::memory::{self, MemoryError};
 use crate::vstate::vcpu::{self, Vcpu, VcpuError};
@@ -51,6 +52,10 @@ pub enum BuildError {
     },
     #[error("cannot place a device on the bus: {0}")]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("kernel command line with the device entries is {len} bytes; at most {max} fit")]
+    CmdlineTooLong { len: usize, max: usize },
 }
 
 /// A built VM, ready for its vCPU threads.
@@ -67,6 +72,8 @@ pub struct Vm {
     pub serial_drained: EventFd,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
+    /// The virtio devices (their event subscribers, disks to flush at exit, the virtio console).
+    pub devices: DeviceManager,
     /// Set to make every vCPU thread leave its run loop.
     pub stop: Arc<AtomicBool>,
 }
@@ -78,6 +85,26 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     let vcpu_count = config.machine.vcpu_count;
 
     let mem = memory::create(config.machine.mem_size_mib)?;
+    // Virtio devices first: opening the disks reports bad images before KVM is touched, and their MMIO
+    // windows go on the kernel command line.
+    let mut devices = DeviceManager::new();
+    for (i, drive) in config.drives.iter().enumerate() {
+        let mut drive = drive.clone();
+        if drive.drive_id.is_empty() {
+            drive.drive_id = format!("drive{i}");
+        }
+        devices.add_block(&mem, &drive)?;
+    }
+    if config.console == ConsoleKind::Virtio {
+        devices.add_console(&mem, Box::new(std::io::stdout()))?;
+    }
+    let cmdline = format!("{}{}", config.cmdline(), devices.cmdline_entries());
+    if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
+        return Err(BuildError::CmdlineTooLong {
+            len: cmdline.len(),
+            max: layout::CMDLINE_MAX_SIZE - 1,
+        });
+    }
     let source = &config.boot_source;
     let kernel = boot::load_kernel(
         &mem,
@@ -90,7 +117,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
         .as_deref()
         .map(|p| boot::load_initrd(&mem, mem_size, kernel.kernel_end, p))
         .transpose()?;
-    let entry = boot::write_boot_info(&mem, mem_size, &kernel, config.cmdline(), initrd)?;
+    let entry = boot::write_boot_info(&mem, mem_size, &kernel, &cmdline, initrd)?;
     regs::write_boot_tables(&mem, entry).map_err(BuildError::BootTables)?;
     log::debug!(
         "kernel loaded: {:?} entry {:#x}, end {:#x}",
@@ -131,7 +158,10 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     let serial = Arc::new(Mutex::new(Serial::new(
         serial_irq,
         serial_drained.try_clone().map_err(BuildError::EventFd)?,
-        Box::new(std::io::stdout()),
+        match config.serial {
+            SerialMode::Stdio => Box::new(std::io::stdout()),
+            SerialMode::Off => Box::new(std::io::sink()),
+        },
     )));
     let mut pio = Bus::new();
     pio.insert(
@@ -155,7 +185,9 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
         1,
     )?;
     let pio = Arc::new(pio);
-    let mmio = Arc::new(Bus::new());
+    let mut mmio = Bus::new();
+    devices.attach(&vm_fd, &mut mmio)?;
+    let mmio = Arc::new(mmio);
 
     let base_cpuid = vcpu::supported_cpuid(&kvm)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,6 +202,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
                 exit: exit.clone(),
                 stop: stop.clone(),
                 kernel_path: source.kernel_image_path.clone(),
+                start,
             })
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
@@ -184,6 +217,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
         serial_drained,
         pio,
         mmio,
+        devices,
         stop,
     })
 }

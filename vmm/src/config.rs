@@ -14,6 +14,8 @@ pub const DEFAULT_VCPUS: u8 = 1;
 /// Default kernel command line: console on the 8250, reboot through the i8042 (which ends the VM), and
 /// reboot at once on panic (which also ends the VM).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+/// Default kernel command line with `--console virtio`.
+pub const DEFAULT_CMDLINE_VIRTIO_CONSOLE: &str = "console=hvc0 reboot=k panic=1";
 
 /// How the kernel is entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -56,6 +58,85 @@ pub struct BootSource {
     pub boot_protocol: Option<BootProtocol>,
 }
 
+/// The format of a disk image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+/// A virtio-blk disk. The first drive is the guest's /dev/vda.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveConfig {
+    /// Also the serial the guest reads with GET_ID (at most 20 bytes).
+    pub drive_id: String,
+    pub path_on_host: PathBuf,
+    #[serde(default)]
+    pub is_read_only: bool,
+    /// Detected from the file's magic when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+}
+
+impl DriveConfig {
+    /// Parses the `--disk` syntax `PATH[,ro][,id=ID][,format=raw|qcow2]`. Without `id=`, the id is empty
+    /// and the caller names the drive by its position.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut parts = spec.split(',');
+        let path = parts.next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(format!("--disk {spec:?}: missing the image path"));
+        }
+        let mut drive = DriveConfig {
+            drive_id: String::new(),
+            path_on_host: path.into(),
+            is_read_only: false,
+            format: None,
+        };
+        for opt in parts {
+            match opt.split_once('=') {
+                None if opt == "ro" => drive.is_read_only = true,
+                Some(("id", id)) if !id.is_empty() => drive.drive_id = id.to_owned(),
+                Some(("format", "raw")) => drive.format = Some(DiskFormat::Raw),
+                Some(("format", "qcow2")) => drive.format = Some(DiskFormat::Qcow2),
+                _ => {
+                    return Err(format!(
+                        "--disk {spec:?}: unknown option {opt:?} (expected ro, id=ID, format=raw|qcow2)"
+                    ))
+                }
+            }
+        }
+        Ok(drive)
+    }
+}
+
+/// Where the guest console is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleKind {
+    /// The 8250 UART (ttyS0).
+    #[default]
+    Serial,
+    /// A virtio console (hvc0) gets stdin; stdout gets its output.
+    Virtio,
+}
+
+/// What the 8250 UART is connected to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialMode {
+    /// Output to stdout (and input from stdin unless the console is virtio).
+    #[default]
+    Stdio,
+    /// The UART exists but its output is discarded and it gets no input.
+    Off,
+}
+
+/// Longest drive id: the virtio-blk serial is 20 bytes.
+pub const MAX_DRIVE_ID_LEN: usize = 20;
+
 /// Everything needed to build and run one VM.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +145,12 @@ pub struct VmConfig {
     pub boot_source: BootSource,
     #[serde(rename = "machine-config", default)]
     pub machine: MachineConfig,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drives: Vec<DriveConfig>,
+    #[serde(default)]
+    pub console: ConsoleKind,
+    #[serde(default)]
+    pub serial: SerialMode,
     /// Log the boot-time marker.
     #[serde(skip)]
     pub boot_timer: bool,
@@ -84,6 +171,12 @@ pub enum ConfigError {
     CmdlineTooLong { len: usize, max: usize },
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
+    #[error("drive id {0:?} is used twice")]
+    DuplicateDriveId(String),
+    #[error("drive id {0:?} is longer than {MAX_DRIVE_ID_LEN} bytes")]
+    DriveIdTooLong(String),
+    #[error("{0} virtio devices; at most {max} fit", max = layout::VIRTIO_MMIO_SLOTS)]
+    TooManyDevices(usize),
 }
 
 /// Most vCPUs a VM can have: what the MP table in the EBDA can describe, rounded down (Firecracker's limit).
@@ -97,10 +190,11 @@ pub const MAX_MEM_MIB: u64 = 1 << 20;
 impl VmConfig {
     /// The kernel command line the guest gets.
     pub fn cmdline(&self) -> &str {
-        self.boot_source
-            .boot_args
-            .as_deref()
-            .unwrap_or(DEFAULT_CMDLINE)
+        let default = match self.console {
+            ConsoleKind::Serial => DEFAULT_CMDLINE,
+            ConsoleKind::Virtio => DEFAULT_CMDLINE_VIRTIO_CONSOLE,
+        };
+        self.boot_source.boot_args.as_deref().unwrap_or(default)
     }
 
     /// Checks everything that can be checked without touching the host.
@@ -127,6 +221,19 @@ impl VmConfig {
         let cmdline = self.cmdline();
         if cmdline.contains('\0') {
             return Err(ConfigError::CmdlineNul);
+        }
+        let mut ids = std::collections::HashSet::new();
+        for d in &self.drives {
+            if d.drive_id.len() > MAX_DRIVE_ID_LEN {
+                return Err(ConfigError::DriveIdTooLong(d.drive_id.clone()));
+            }
+            if !ids.insert(&d.drive_id) {
+                return Err(ConfigError::DuplicateDriveId(d.drive_id.clone()));
+            }
+        }
+        let devices = self.drives.len() + usize::from(self.console == ConsoleKind::Virtio);
+        if devices as u64 > layout::VIRTIO_MMIO_SLOTS {
+            return Err(ConfigError::TooManyDevices(devices));
         }
         // The devices the VMM adds later append to the command line; those are checked again then.
         if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
@@ -189,6 +296,38 @@ mod tests {
         c.validate().unwrap();
         c.boot_source.boot_args = Some("a\0b".into());
         assert_eq!(c.validate(), Err(ConfigError::CmdlineNul));
+    }
+
+    #[test]
+    fn parses_disk_specs_and_checks_drives() {
+        let d = DriveConfig::parse("/img/a.qcow2,ro,id=root,format=qcow2").unwrap();
+        assert_eq!(d.path_on_host, PathBuf::from("/img/a.qcow2"));
+        assert!(d.is_read_only);
+        assert_eq!(d.drive_id, "root");
+        assert_eq!(d.format, Some(DiskFormat::Qcow2));
+        let d = DriveConfig::parse("b.raw").unwrap();
+        assert!(!d.is_read_only && d.format.is_none() && d.drive_id.is_empty());
+        assert!(DriveConfig::parse("").is_err());
+        assert!(DriveConfig::parse("a,rw").is_err());
+        assert!(DriveConfig::parse("a,format=vmdk").is_err());
+        assert!(DriveConfig::parse("a,id=").is_err());
+
+        let mut c = config();
+        c.drives = vec![
+            DriveConfig::parse("a,id=x").unwrap(),
+            DriveConfig::parse("b,id=x").unwrap(),
+        ];
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateDriveId("x".into())));
+        c.drives[1].drive_id = "y".repeat(21);
+        assert!(matches!(c.validate(), Err(ConfigError::DriveIdTooLong(_))));
+        c.drives[1].drive_id = "y".into();
+        c.validate().unwrap();
+        c.console = ConsoleKind::Virtio;
+        assert_eq!(c.cmdline(), DEFAULT_CMDLINE_VIRTIO_CONSOLE);
+        c.drives = (0..16)
+            .map(|i| DriveConfig::parse(&format!("d,id={i}")).unwrap())
+            .collect();
+        assert_eq!(c.validate(), Err(ConfigError::TooManyDevices(17)));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::EventFd;
 
 use devices::legacy::{ExitSignal, Serial, MAX_PENDING_INPUT};
+use devices::virtio::Console;
 
 /// Exit status for SIGINT and SIGTERM, as a shell reports a process killed by them.
 pub const SIGINT_EXIT_CODE: i32 = 128 + libc::SIGINT;
@@ -58,6 +59,8 @@ pub struct VmmEvents {
     /// Whether stdin is still being watched (false after EOF, or while `pending` is full).
     stdin_open: bool,
     stdin_paused: bool,
+    /// With `--console virtio`, host input goes to the virtio console instead of the UART.
+    virtio_console: Option<Arc<Mutex<Console>>>,
     /// The VM's exit status, once it is decided.
     pub outcome: Option<i32>,
 }
@@ -81,6 +84,7 @@ impl VmmEvents {
             pending: VecDeque::new(),
             stdin_open: true,
             stdin_paused: false,
+            virtio_console: None,
             outcome: None,
         })
     }
@@ -110,7 +114,18 @@ impl VmmEvents {
         }
     }
 
+    /// Sends host input to the virtio console (hvc0) instead of the UART.
+    pub fn set_virtio_console(&mut self, console: Arc<Mutex<Console>>) {
+        self.virtio_console = Some(console);
+    }
+
     fn feed_serial(&mut self) {
+        if let Some(console) = &self.virtio_console {
+            let mut console = console.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = console.enqueue_input(self.pending.make_contiguous());
+            self.pending.drain(..taken);
+            return;
+        }
         self.serial
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -8,6 +8,7 @@ pub mod arch;
 pub mod boot;
 pub mod builder;
 pub mod config;
+pub mod device_manager;
 pub mod event_loop;
 pub mod terminal;
 pub mod vstate;
@@ -64,6 +65,15 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<i32, Error> {
     let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
         EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
     manager.add_subscriber(events.clone());
+    if let Some(console) = vm.devices.console() {
+        events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_virtio_console(console.clone());
+    }
+    for device in vm.devices.subscribers() {
+        manager.add_subscriber(device);
+    }
 
     let _raw = terminal::RawMode::enter();
     let mut threads = Vec::new();
@@ -92,6 +102,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<i32, Error> {
         }
     };
     stop_vcpus(&vm, threads);
+    vm.devices.flush_disks();
     Ok(code)
 }
 

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use vmm::config::{
-    BootProtocol, BootSource, MachineConfig, VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+    BootProtocol, BootSource, ConsoleKind, DriveConfig, MachineConfig, SerialMode, VmConfig,
+    DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
 
 /// A KVM-based microVM monitor.
@@ -35,6 +36,16 @@ struct Cli {
     /// Log the time from process start to the guest's boot-time marker write.
     #[arg(long)]
     boot_timer: bool,
+    /// A virtio-blk disk: PATH[,ro][,id=ID][,format=raw|qcow2]. Repeatable; the first is /dev/vda.
+    /// The format is detected from the file's magic unless given.
+    #[arg(long = "disk", value_name = "SPEC", value_parser = DriveConfig::parse)]
+    disks: Vec<DriveConfig>,
+    /// The guest console: the 8250 UART (ttyS0) or a virtio console (hvc0) on stdin/stdout.
+    #[arg(long, value_enum, default_value_t = ConsoleKind::Serial)]
+    console: ConsoleKind,
+    /// What the 8250 UART is connected to.
+    #[arg(long, value_enum, default_value_t = SerialMode::Stdio)]
+    serial: SerialMode,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     log_level: log::LevelFilter,
@@ -53,6 +64,19 @@ impl Cli {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.mem,
             },
+            drives: self
+                .disks
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut d)| {
+                    if d.drive_id.is_empty() {
+                        d.drive_id = format!("drive{i}");
+                    }
+                    d
+                })
+                .collect(),
+            console: self.console,
+            serial: self.serial,
             boot_timer: self.boot_timer,
         }
     }

@@ -36,7 +36,7 @@ pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     /// The image file could not be opened.
-    #[error("cannot open disk image {path:?}")]
+    #[error("cannot open disk image {path:?}: {source}")]
     Open {
         path: PathBuf,
         #[source]
@@ -46,7 +46,7 @@ pub enum DiskError {
     #[error("disk image {path:?} is locked by another user; is it already in use by another VM?")]
     Locked { path: PathBuf },
     /// Locking the image failed for a reason other than a conflicting lock.
-    #[error("cannot lock disk image {path:?}")]
+    #[error("cannot lock disk image {path:?}: {source}")]
     Lock {
         path: PathBuf,
         #[source]
@@ -61,7 +61,7 @@ pub enum DiskError {
     #[error("unsupported or invalid qcow2 image {path:?}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
     /// imago refused to open the qcow2 image (or its backing chain).
-    #[error("cannot open qcow2 image {path:?}")]
+    #[error("cannot open qcow2 image {path:?}: {source}")]
     Qcow2Open {
         path: PathBuf,
         #[source]
@@ -77,7 +77,7 @@ pub enum DiskError {
     #[error("operation not supported by this disk backend")]
     NotSupported,
     /// The I/O itself failed.
-    #[error("disk I/O failed")]
+    #[error("disk I/O failed: {0}")]
     Io(#[source] io::Error),
 }
 

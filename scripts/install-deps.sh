@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the host tools the project needs, when missing: a C toolchain (test guests), e2fsprogs (rootfs),
+# qemu-utils (qcow2 images, interop tests), qemu-system-x86 (second VMM for the guest kernel and benchmarks),
+# curl (API tests). Safe to run repeatedly: it does nothing when everything is there.
+set -euo pipefail
+need=()
+command -v gcc >/dev/null || need+=(gcc)
+command -v objcopy >/dev/null || need+=(binutils)
+command -v mke2fs >/dev/null || need+=(e2fsprogs)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v curl >/dev/null || need+=(curl)
+command -v unshare >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
