@@ -8,6 +8,8 @@
  *   marker      write the boot-time marker port
  *   triple      triple-fault (empty IDT, then #UD)
  *   badinsn     run an instruction KVM's emulator cannot handle (dies here on emulating hosts)
+ *   blkread=S   read sector S of the first virtio-blk disk (virtio_blk.c)
+ *   blkwrite=S  write and flush sector S of the first virtio-blk disk (virtio_blk.c)
  *   reset       reset through the i8042
  *   halt        stay alive forever (halted, interrupts off)
  *   exit=N      leave through the debug-exit port with status N (default 0)
@@ -66,6 +68,13 @@ static void die(uint8_t code) {
     outb(DEBUG_EXIT, code);
     for (;;) __asm__ volatile("hlt");
 }
+
+/* For virtio_blk.c. */
+void blk_write(uint64_t sector);
+void blk_read(uint64_t sector);
+void blk_puts(const char *s) { puts_(s); }
+void blk_puthex(uint64_t v) { puthex(v); }
+void blk_die(uint8_t code) { die(code); }
 
 /* --- interrupts ----------------------------------------------------------------------------------- */
 struct idt_entry { uint16_t off0, sel; uint8_t ist, flags; uint16_t off1; uint32_t off2, zero; };
@@ -175,6 +184,8 @@ void guest_main(int kind, uint64_t info) {
         emulation_failure();
         puts_("the instruction ran\n");
     }
+    if ((v = find("blkread"))) blk_read(number(v));
+    if ((v = find("blkwrite"))) blk_write(number(v));
     if (find("reset")) { puts_("resetting\n"); outb(0x64, 0xfe); }
     if (find("halt")) { puts_("halting\n"); for (;;) __asm__ volatile("cli; hlt"); }
     v = find("exit");
