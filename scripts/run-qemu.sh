@@ -18,5 +18,5 @@ exec qemu-system-x86_64 -M microvm,acpi=off -accel "$accel" -cpu "$cpu" -m "${ME
     -append "console=ttyS0 root=/dev/vda $*" \
     -serial stdio \
     -device isa-debug-exit,iobase=0xf4,iosize=4 \
-    -drive id=root,file="${DISK:-$root/build/rootfs.qcow2}",format=qcow2,if=none \
+    -drive id=root,file="${DISK:-$root/build/rootfs.qcow2}",format=qcow2,if=none,snapshot=on \
     -device virtio-blk-device,drive=root

@@ -7,8 +7,11 @@
 
 use core::fmt::{self, Write};
 
-/// Output sinks besides the UART (virtio-console), set once a device is found.
-static MIRROR: crate::sync::KCell<Option<fn(&[u8])>> = crate::sync::KCell::new(None);
+/// An output sink besides the UART.
+type Sink = fn(&[u8]);
+
+/// The sink besides the UART (virtio-console), set once a device is found.
+static MIRROR: crate::sync::KCell<Option<Sink>> = crate::sync::KCell::new(None);
 
 /// Sends console output to `f` too.
 pub fn set_mirror(f: fn(&[u8])) {

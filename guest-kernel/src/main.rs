@@ -51,7 +51,10 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
 
     arch::apic::init();
     let cal = arch::apic::calibrate(5);
-    let hz = cmdline::value(cmdline, "hz").and_then(cmdline::parse_number).unwrap_or(100).clamp(1, 10_000);
+    let hz = cmdline::value(cmdline, "hz")
+        .and_then(cmdline::parse_number)
+        .unwrap_or(100)
+        .clamp(1, 10_000);
     time::set_calibration(cal.tsc_hz, hz);
     arch::apic::start_timer(cal.lapic_hz, hz);
     arch::apic::route_irq(arch::layout::COM1_IRQ);
@@ -75,7 +78,10 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
             fs::MountError::Ext2(e) => panic!("VFS: cannot mount root {}: {}", root, e),
         }
     }
-    kprintln!("VFS: mounted root (ext2 filesystem, read-only) on device {}", root);
+    kprintln!(
+        "VFS: mounted root (ext2 filesystem, read-only) on device {}",
+        root
+    );
     if let Ok(motd) = fs::read_file(b"/etc/hostname") {
         let _ = motd;
     }
@@ -85,11 +91,20 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
 
 fn init_memory() {
     // SAFETY: linker-script symbols; only their addresses are used.
-    let (kstart, kend) = unsafe { (&__kernel_start as *const u8 as u64, &__kernel_end as *const u8 as u64) };
+    let (kstart, kend) = unsafe {
+        (
+            &__kernel_start as *const u8 as u64,
+            &__kernel_end as *const u8 as u64,
+        )
+    };
     let reserved = [(0, 0x10_0000), (kstart - KERNEL_BASE, kend - KERNEL_BASE)];
     let mut ram_end = 0;
     let gib_pages = arch::cpu::cpuid(0x8000_0001, 0).3 & (1 << 26) != 0;
-    let direct_map_end = if gib_pages { 512u64 << 30 } else { arch::layout::BOOT_DIRECT_MAP_END };
+    let direct_map_end = if gib_pages {
+        512u64 << 30
+    } else {
+        arch::layout::BOOT_DIRECT_MAP_END
+    };
     arch::pvh::for_each_memmap(|addr, size, ty| {
         if ty == arch::pvh::MEMMAP_RAM {
             let end = (addr + size).min(direct_map_end);
@@ -115,10 +130,18 @@ fn init_memory() {
 
 fn run_init(path: &str) -> ! {
     let argv: [&[u8]; 1] = [path.as_bytes()];
-    let envp: [&[u8]; 3] = [b"HOME=/", b"TERM=linux", b"PATH=/sbin:/bin:/usr/sbin:/usr/bin"];
+    let envp: [&[u8]; 3] = [
+        b"HOME=/",
+        b"TERM=linux",
+        b"PATH=/sbin:/bin:/usr/sbin:/usr/bin",
+    ];
     let (process, frame) = match proc::exec::spawn(proc::INIT_PID, path.as_bytes(), &argv, &envp) {
         Ok(x) => x,
-        Err(e) => panic!("Requested init {} failed (error {}).", path, Dec(e.0 as u64)),
+        Err(e) => panic!(
+            "Requested init {} failed (error {}).",
+            path,
+            Dec(e.0 as u64)
+        ),
     };
     process.aspace.activate();
     arch::gdt::set_kernel_stack(process.kstack_top());
@@ -144,7 +167,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         None => kprintln!("Kernel panic - not syncing: {}", info.message()),
     }
     if let Some(loc) = info.location() {
-        kprintln!("  at {}:{}:{}", loc.file(), Dec(loc.line() as u64), Dec(loc.column() as u64));
+        kprintln!(
+            "  at {}:{}:{}",
+            loc.file(),
+            Dec(loc.line() as u64),
+            Dec(loc.column() as u64)
+        );
     }
     let (sp, bp) = arch::current_sp_bp();
     kprintln!(
@@ -155,7 +183,19 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         Hex16(arch::cpu::read_cr3())
     );
     let (total, used) = mm::frame::stats();
-    kprintln!("  frames used {} of {}, uptime {} ns, pid {}", Dec(used), Dec(total), Dec(time::now_ns()), Dec(proc::current_pid().0 as u64));
-    kprintln!("---[ end Kernel panic - exiting with status {} ]---", Hex(PANIC_EXIT_CODE as u64));
+    let (heap, heap_used) = mm::heap::stats();
+    kprintln!(
+        "  frames used {} of {}, heap used {} of {}, jiffies {}, pid {}",
+        Dec(used),
+        Dec(total),
+        Dec(heap_used as u64),
+        Dec(heap as u64),
+        Dec(time::jiffies()),
+        Dec(proc::current_pid().0 as u64)
+    );
+    kprintln!(
+        "---[ end Kernel panic - exiting with status {} ]---",
+        Hex(PANIC_EXIT_CODE as u64)
+    );
     arch::cpu::debug_exit(PANIC_EXIT_CODE)
 }

@@ -15,7 +15,10 @@ pub fn init_early() {
 
 /// Sets the TSC frequency and the tick rate.
 pub fn set_calibration(tsc_hz: u64, hz: u64) {
-    TSC_MULT.store(((1_000_000_000u128 << 32) / tsc_hz.max(1) as u128) as u64, Ordering::Relaxed);
+    TSC_MULT.store(
+        ((1_000_000_000u128 << 32) / tsc_hz.max(1) as u128) as u64,
+        Ordering::Relaxed,
+    );
     HZ.store(hz, Ordering::Relaxed);
 }
 
@@ -37,6 +40,7 @@ pub fn jiffies() -> u64 {
 }
 
 /// The tick rate.
+#[allow(dead_code)] // Sleeping and scheduling (processes issue).
 pub fn hz() -> u64 {
     HZ.load(Ordering::Relaxed)
 }

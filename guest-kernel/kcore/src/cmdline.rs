@@ -85,8 +85,16 @@ mod tests {
         assert_eq!(
             v,
             vec![
-                VirtioMmioDevice { size: 512, addr: 0xfeb0_0e00, irq: 12 },
-                VirtioMmioDevice { size: 4096, addr: 0xd000_1000, irq: 6 },
+                VirtioMmioDevice {
+                    size: 512,
+                    addr: 0xfeb0_0e00,
+                    irq: 12
+                },
+                VirtioMmioDevice {
+                    size: 4096,
+                    addr: 0xd000_1000,
+                    irq: 6
+                },
             ]
         );
     }

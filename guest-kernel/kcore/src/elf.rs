@@ -172,7 +172,11 @@ pub fn parse(file: &[u8], user_end: u64) -> Result<ElfImage, ElfError> {
         .map(|s| s.vaddr & !0xfff)
         .min()
         .ok_or(ElfError::NoSegments)?;
-    let bias = if pie { DYN_BASE.wrapping_sub(lowest) } else { 0 };
+    let bias = if pie {
+        DYN_BASE.wrapping_sub(lowest)
+    } else {
+        0
+    };
     for s in &segments {
         let end = s
             .vaddr
@@ -196,7 +200,11 @@ pub fn parse(file: &[u8], user_end: u64) -> Result<ElfImage, ElfError> {
         pie,
         bias,
         entry: entry.wrapping_add(bias),
-        phdr_addr: if phdr_vaddr == 0 { 0 } else { phdr_vaddr.wrapping_add(bias) },
+        phdr_addr: if phdr_vaddr == 0 {
+            0
+        } else {
+            phdr_vaddr.wrapping_add(bias)
+        },
         phnum,
         segments,
     })
@@ -219,7 +227,11 @@ mod tests {
 
     /// Builds a minimal ELF64 file: header + the given program headers (type, flags, offset, vaddr,
     /// filesz, memsz).
-    pub(crate) fn build(e_type: u16, entry: u64, phdrs: &[(u32, u32, u64, u64, u64, u64)]) -> Vec<u8> {
+    pub(crate) fn build(
+        e_type: u16,
+        entry: u64,
+        phdrs: &[(u32, u32, u64, u64, u64, u64)],
+    ) -> Vec<u8> {
         let mut f = vec![0u8; 64 + phdrs.len() * 56];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;
@@ -260,7 +272,10 @@ mod tests {
         assert!(!img.pie);
         assert_eq!(img.bias, 0);
         assert_eq!(img.entry, 0x401000);
-        assert_eq!(img.phdr_addr, 0x400040, "headers found through the first segment");
+        assert_eq!(
+            img.phdr_addr, 0x400040,
+            "headers found through the first segment"
+        );
         assert_eq!(img.phnum, 2);
         assert_eq!(img.segments.len(), 2);
         assert_eq!(img.end(), 0x406000);

@@ -206,7 +206,11 @@ impl<D: BlockRead> Ext2<D> {
         let b = &buf[(byte - sector) as usize..];
         let mode = le16(b, 0);
         let size_lo = le32(b, 4) as u64;
-        let size_hi = if mode & S_IFMT == S_IFREG { le32(b, 108) as u64 } else { 0 };
+        let size_hi = if mode & S_IFMT == S_IFREG {
+            le32(b, 108) as u64
+        } else {
+            0
+        };
         let mut block = [0u32; 15];
         for (i, slot) in block.iter_mut().enumerate() {
             *slot = le32(b, 40 + i * 4);
@@ -247,16 +251,14 @@ impl<D: BlockRead> Ext2<D> {
             return Ok(inode.block[n as usize]);
         }
         let mut n = n - 12;
-        // (levels of indirection, first block pointer index)
+        // (levels of indirection, root pointer)
         let (levels, root) = if n < per {
             (1, inode.block[12])
-        } else if {
+        } else if n - per < per * per {
             n -= per;
-            n < per * per
-        } {
             (2, inode.block[13])
         } else {
-            n -= per * per;
+            n -= per + per * per;
             if n >= per * per * per {
                 return Err(Ext2Error::Corrupt("file block beyond triple indirect"));
             }
@@ -275,7 +277,12 @@ impl<D: BlockRead> Ext2<D> {
 
     /// The on-disk runs of `inode`'s bytes `[offset, offset + len)` (clipped to the file size),
     /// adjacent blocks merged.
-    pub fn extents(&mut self, inode: &Inode, offset: u64, len: u64) -> Result<Vec<Extent>, Ext2Error> {
+    pub fn extents(
+        &mut self,
+        inode: &Inode,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Extent>, Ext2Error> {
         let end = offset.saturating_add(len).min(inode.size);
         let mut out: Vec<Extent> = Vec::new();
         let mut pos = offset;
@@ -295,7 +302,11 @@ impl<D: BlockRead> Ext2<D> {
                 {
                     last.len += chunk
                 }
-                _ => out.push(Extent { file_offset: pos, disk_offset, len: chunk }),
+                _ => out.push(Extent {
+                    file_offset: pos,
+                    disk_offset,
+                    len: chunk,
+                }),
             }
             pos += chunk;
         }
@@ -303,7 +314,12 @@ impl<D: BlockRead> Ext2<D> {
     }
 
     /// Reads file bytes at `offset` into `buf`; returns how many (0 at end of file).
-    pub fn read_at(&mut self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<usize, Ext2Error> {
+    pub fn read_at(
+        &mut self,
+        inode: &Inode,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Ext2Error> {
         if offset >= inode.size {
             return Ok(0);
         }
@@ -381,12 +397,25 @@ impl<D: BlockRead> Ext2<D> {
         self.resolve_from(ROOT_INO, path, follow, 0)
     }
 
-    fn resolve_from(&mut self, start: u32, path: &[u8], follow: bool, depth: u32) -> Result<Inode, Ext2Error> {
+    fn resolve_from(
+        &mut self,
+        start: u32,
+        path: &[u8],
+        follow: bool,
+        depth: u32,
+    ) -> Result<Inode, Ext2Error> {
         if depth > 8 {
             return Err(Ext2Error::Loop);
         }
-        let mut cur = self.inode(if path.first() == Some(&b'/') { ROOT_INO } else { start })?;
-        let parts: Vec<&[u8]> = path.split(|&c| c == b'/').filter(|p| !p.is_empty()).collect();
+        let mut cur = self.inode(if path.first() == Some(&b'/') {
+            ROOT_INO
+        } else {
+            start
+        })?;
+        let parts: Vec<&[u8]> = path
+            .split(|&c| c == b'/')
+            .filter(|p| !p.is_empty())
+            .collect();
         for (i, part) in parts.iter().enumerate() {
             if !cur.is_dir() {
                 return Err(Ext2Error::NotDir);
@@ -442,7 +471,9 @@ mod tests {
         fs::write(root.join("etc/motd"), b"Welcome to microvm!\n").unwrap();
         fs::write(root.join("a/b/c/deep.txt"), b"deep").unwrap();
         // Big enough for double indirect blocks with 1 KiB blocks (more than 12 + 256 blocks).
-        let big: Vec<u8> = (0..700 * 1024u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let big: Vec<u8> = (0..700 * 1024u32)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect();
         fs::write(root.join("sbin/big"), &big).unwrap();
         std::os::unix::fs::symlink("../etc/motd", root.join("sbin/motd-link")).unwrap();
         let long_target = format!("/etc/{}/../motd", "x".repeat(80));
@@ -450,7 +481,15 @@ mod tests {
         fs::create_dir_all(root.join(format!("etc/{}", "x".repeat(80)))).unwrap();
         let img = dir.join("fs.img");
         let st = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext2", "-b", &block_size.to_string(), "-d"])
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext2",
+                "-b",
+                &block_size.to_string(),
+                "-d",
+            ])
             .arg(&root)
             .arg(&img)
             .arg("4M")
@@ -462,7 +501,9 @@ mod tests {
     }
 
     fn expected_big() -> Vec<u8> {
-        (0..700 * 1024u32).map(|i| (i * 7 + i / 4096) as u8).collect()
+        (0..700 * 1024u32)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect()
     }
 
     fn check_image(dir: &Path, bytes: Vec<u8>) {
@@ -504,9 +545,18 @@ mod tests {
         assert_eq!(fs.resolve(b"/long-link", true).unwrap().ino, motd.ino);
 
         let root = fs.inode(ROOT_INO).unwrap();
-        let names: Vec<Vec<u8>> = fs.read_dir(&root).unwrap().into_iter().map(|e| e.name).collect();
+        let names: Vec<Vec<u8>> = fs
+            .read_dir(&root)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         for n in [&b"."[..], b"..", b"etc", b"sbin", b"a", b"lost+found"] {
-            assert!(names.iter().any(|x| x == n), "root lacks {:?}", String::from_utf8_lossy(n));
+            assert!(
+                names.iter().any(|x| x == n),
+                "root lacks {:?}",
+                String::from_utf8_lossy(n)
+            );
         }
         let _ = fs::remove_dir_all(dir);
     }

@@ -123,6 +123,9 @@ mod tests {
     #[test]
     fn timestamps_look_like_linux() {
         assert_eq!(format!("{}", Timestamp(12_345_678)), "[    0.012345]");
-        assert_eq!(format!("{}", Timestamp(123_456_789_000_000)), "[123456.789000]");
+        assert_eq!(
+            format!("{}", Timestamp(123_456_789_000_000)),
+            "[123456.789000]"
+        );
     }
 }

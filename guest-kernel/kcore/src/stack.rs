@@ -240,6 +240,9 @@ mod tests {
             gid: 0,
             random: [0; 16],
         };
-        assert_eq!(build(&mut mem, 0x1000, &[b"x"], &[], b"x", &aux), Err(StackTooSmall));
+        assert_eq!(
+            build(&mut mem, 0x1000, &[b"x"], &[], b"x", &aux),
+            Err(StackTooSmall)
+        );
     }
 }

@@ -42,7 +42,11 @@ struct Ring {
     len: usize,
 }
 
-static INPUT: KCell<Ring> = KCell::new(Ring { buf: [0; 256], head: 0, len: 0 });
+static INPUT: KCell<Ring> = KCell::new(Ring {
+    buf: [0; 256],
+    head: 0,
+    len: 0,
+});
 
 /// IRQ 4: drains the receiver into the input ring.
 pub fn irq() {

@@ -37,7 +37,7 @@ unsafe impl Hal for KernelHal {
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        NonNull::new(phys_to_virt(paddr as u64) as *mut u8).expect("direct map address is not null")
+        NonNull::new(phys_to_virt(paddr) as *mut u8).expect("direct map address is not null")
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
@@ -52,7 +52,7 @@ type Transport0 = MmioTransport<'static>;
 /// A virtio block device.
 pub struct BlockDevice {
     dev: VirtIOBlk<KernelHal, Transport0>,
-    pub capacity_sectors: u64,
+    capacity_sectors: u64,
 }
 
 /// Largest single request (bytes): big enough to load executables in few requests, small enough for any
@@ -66,11 +66,17 @@ pub struct IoError;
 impl BlockDevice {
     /// Reads sectors starting at `sector` into `buf` (a multiple of 512 bytes, physically contiguous).
     pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        if sector + (buf.len() / 512) as u64 > self.capacity_sectors {
+            return Err(IoError);
+        }
         let mut done = 0;
         while done < buf.len() {
             let n = (buf.len() - done).min(MAX_REQUEST);
             self.dev
-                .read_blocks((sector + (done / 512) as u64) as usize, &mut buf[done..done + n])
+                .read_blocks(
+                    (sector + (done / 512) as u64) as usize,
+                    &mut buf[done..done + n],
+                )
                 .map_err(|_| IoError)?;
             done += n;
         }
@@ -78,12 +84,19 @@ impl BlockDevice {
     }
 
     /// Writes sectors starting at `sector` from `buf` (a multiple of 512 bytes).
+    #[allow(dead_code)] // The root is read-only for now; writable filesystems come later.
     pub fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        if sector + (buf.len() / 512) as u64 > self.capacity_sectors {
+            return Err(IoError);
+        }
         let mut done = 0;
         while done < buf.len() {
             let n = (buf.len() - done).min(MAX_REQUEST);
             self.dev
-                .write_blocks((sector + (done / 512) as u64) as usize, &buf[done..done + n])
+                .write_blocks(
+                    (sector + (done / 512) as u64) as usize,
+                    &buf[done..done + n],
+                )
                 .map_err(|_| IoError)?;
             done += n;
         }
@@ -129,13 +142,20 @@ pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>) {
                         Dec(capacity_sectors),
                         Dec(capacity_sectors / 2048)
                     );
-                    devs.push(BlockDevice { dev, capacity_sectors });
+                    devs.push(BlockDevice {
+                        dev,
+                        capacity_sectors,
+                    });
                 }
                 Err(_) => kprintln!("virtio-blk at {}: initialisation failed", Hex(d.addr)),
             },
             DeviceType::Console => match VirtIOConsole::<KernelHal, _>::new(transport) {
                 Ok(dev) => {
-                    kprintln!("virtio-console: at {} irq {}", Hex(d.addr), Dec(d.irq as u64));
+                    kprintln!(
+                        "virtio-console: at {} irq {}",
+                        Hex(d.addr),
+                        Dec(d.irq as u64)
+                    );
                     *CONSOLE.borrow_mut() = Some(dev);
                     crate::console::set_mirror(console_mirror);
                 }

@@ -11,6 +11,7 @@ pub const MAX_FDS: usize = 1024;
 #[derive(Clone)]
 struct Slot {
     file: FileRef,
+    #[allow(dead_code)] // Read by close_on_exec (execve, processes issue).
     cloexec: bool,
 }
 
@@ -47,11 +48,15 @@ impl FdTable {
 
     /// Closes `fd`.
     pub fn close(&mut self, fd: i64) -> Result<(), Errno> {
-        let slot = usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).ok_or(Errno::EBADF)?;
+        let slot = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+            .ok_or(Errno::EBADF)?;
         slot.take().map(|_| ()).ok_or(Errno::EBADF)
     }
 
     /// Closes every close-on-exec descriptor (execve).
+    #[allow(dead_code)] // execve comes with the processes issue.
     pub fn close_on_exec(&mut self) {
         for s in self.slots.iter_mut() {
             if s.as_ref().is_some_and(|s| s.cloexec) {

@@ -40,7 +40,10 @@ pub enum MountError {
 
 /// Mounts the root filesystem from `root=/dev/vdX`.
 pub fn mount_root(root: &str) -> Result<(), MountError> {
-    let letter = root.strip_prefix("/dev/vd").and_then(|s| s.bytes().next()).ok_or(MountError::NoDevice)?;
+    let letter = root
+        .strip_prefix("/dev/vd")
+        .and_then(|s| s.bytes().next())
+        .ok_or(MountError::NoDevice)?;
     let index = letter.checked_sub(b'a').ok_or(MountError::NoDevice)? as usize;
     virtio::with_block(index, |_| ()).ok_or(MountError::NoDevice)?;
     let fs = Ext2::open(Disk { index }).map_err(MountError::Ext2)?;
@@ -96,7 +99,11 @@ pub const O_CLOEXEC: u32 = 0o2000000;
 
 /// A new description of the console.
 pub fn console() -> FileRef {
-    Rc::new(RefCell::new(OpenFile { kind: FileKind::Console, offset: 0, flags: O_RDWR }))
+    Rc::new(RefCell::new(OpenFile {
+        kind: FileKind::Console,
+        offset: 0,
+        flags: O_RDWR,
+    }))
 }
 
 /// Opens an absolute path.
@@ -117,12 +124,20 @@ pub fn open(path: &[u8], flags: u32) -> Result<FileRef, Errno> {
                 return Err(Errno::ELOOP);
             }
             if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
-                return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EROFS });
+                return Err(if inode.is_dir() {
+                    Errno::EISDIR
+                } else {
+                    Errno::EROFS
+                });
             }
             FileKind::Ext2(inode)
         }
     };
-    Ok(Rc::new(RefCell::new(OpenFile { kind, offset: 0, flags: flags & !O_CLOEXEC })))
+    Ok(Rc::new(RefCell::new(OpenFile {
+        kind,
+        offset: 0,
+        flags: flags & !O_CLOEXEC,
+    })))
 }
 
 /// Reads a whole small file (configuration, motd) into memory.
@@ -156,7 +171,7 @@ pub struct Stat {
 
 impl Stat {
     /// The 144-byte `struct stat` image.
-    pub fn to_bytes(&self) -> [u8; 144] {
+    pub fn to_bytes(self) -> [u8; 144] {
         let mut b = [0u8; 144];
         let mut put = |o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
         put(0, self.dev);
@@ -187,7 +202,15 @@ pub fn stat(f: &OpenFile) -> Stat {
             blksize: 1024,
             ..Stat::default()
         },
-        FileKind::Null => Stat { dev: 5, ino: 2, nlink: 1, mode: 0o020666, rdev: (1 << 8) | 3, blksize: 4096, ..Stat::default() },
+        FileKind::Null => Stat {
+            dev: 5,
+            ino: 2,
+            nlink: 1,
+            mode: 0o020666,
+            rdev: (1 << 8) | 3,
+            blksize: 4096,
+            ..Stat::default()
+        },
         FileKind::Ext2(i) => Stat {
             dev: (254 << 8),
             ino: i.ino as u64,

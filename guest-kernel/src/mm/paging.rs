@@ -4,8 +4,6 @@
 
 use super::{frame, phys_to_virt, PAGE_SIZE};
 use crate::arch::cpu::{invlpg, read_cr3, write_cr3};
-use crate::arch::layout::PHYS_OFFSET;
-use crate::arch::mem::zero_page;
 
 pub const PRESENT: u64 = 1;
 pub const WRITABLE: u64 = 1 << 1;
@@ -87,6 +85,7 @@ impl AddressSpace {
     }
 
     /// The PML4's physical address (what CR3 holds).
+    #[allow(dead_code)] // Context switches (processes issue).
     pub fn root(&self) -> u64 {
         self.pml4
     }
@@ -161,7 +160,10 @@ impl AddressSpace {
             }
             if level == 12 || v & HUGE != 0 {
                 let page_mask = (1u64 << level) - 1;
-                return Some(((v & ADDR_MASK & !page_mask) | (va & page_mask & !(PAGE_SIZE - 1)), v & !ADDR_MASK));
+                return Some((
+                    (v & ADDR_MASK & !page_mask) | (va & page_mask & !(PAGE_SIZE - 1)),
+                    v & !ADDR_MASK,
+                ));
             }
             t = v & ADDR_MASK;
         }
@@ -169,6 +171,7 @@ impl AddressSpace {
     }
 
     /// Frees every user page, every user page table and the PML4.
+    #[allow(dead_code)] // Process exit and exec (processes issue).
     pub fn destroy(self) {
         fn free_level(t: u64, level: u32) {
             for i in 0..512 {
@@ -193,10 +196,4 @@ impl AddressSpace {
         }
         frame::free(self.pml4);
     }
-}
-
-/// Zeroes the frame at `pa`.
-pub fn zero_frame(pa: u64) {
-    // SAFETY: the caller owns the frame (it just allocated it or is about to map it).
-    unsafe { zero_page((PHYS_OFFSET + pa) as *mut u8) }
 }

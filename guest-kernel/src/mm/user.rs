@@ -24,7 +24,9 @@ pub fn map_fresh_run(
 /// Maps one zeroed frame at `va` (demand paging of anonymous memory).
 pub fn map_zero_page(aspace: &mut AddressSpace, va: u64, flags: u64) -> Result<(), MapError> {
     let pa = frame::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
-    aspace.map(va & !(PAGE_SIZE - 1), pa, flags).inspect_err(|_| frame::free(pa))
+    aspace
+        .map(va & !(PAGE_SIZE - 1), pa, flags)
+        .inspect_err(|_| frame::free(pa))
 }
 
 /// Unmaps `[start, end)` and frees the frames.

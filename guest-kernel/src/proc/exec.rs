@@ -46,7 +46,11 @@ fn read_into(inode: &Inode, file_start: u64, file_end: u64, dst: &mut [u8]) -> R
     Ok(())
 }
 
-fn load_segments(aspace: &mut AddressSpace, img: &ElfImage, inode: &Inode) -> Result<Vec<Vma>, Errno> {
+fn load_segments(
+    aspace: &mut AddressSpace,
+    img: &ElfImage,
+    inode: &Inode,
+) -> Result<Vec<Vma>, Errno> {
     let mut vmas = Vec::new();
     for s in &img.segments {
         let start = page_down(s.vaddr + img.bias);
@@ -63,13 +67,16 @@ fn load_segments(aspace: &mut AddressSpace, img: &ElfImage, inode: &Inode) -> Re
             if to > from {
                 let off = s.offset + (from - (s.vaddr + img.bias));
                 let within = (from - va) as usize;
-                fs::with_root(|fs| fs.read_at(inode, off, &mut page[within..within + (to - from) as usize]))?;
+                fs::with_root(|fs| {
+                    fs.read_at(inode, off, &mut page[within..within + (to - from) as usize])
+                })?;
             }
             va += PAGE_SIZE;
             file_start += PAGE_SIZE;
         }
         if va < end {
-            let run = user::map_fresh_run(aspace, va, (end - va) / PAGE_SIZE, flags).map_err(map_err)?;
+            let run =
+                user::map_fresh_run(aspace, va, (end - va) / PAGE_SIZE, flags).map_err(map_err)?;
             read_into(inode, file_start, file_end.max(file_start), run)?;
         }
         vmas.push(Vma {
@@ -84,7 +91,12 @@ fn load_segments(aspace: &mut AddressSpace, img: &ElfImage, inode: &Inode) -> Re
 }
 
 /// Creates process `pid` running `path` with `argv`/`envp`; returns it and its first user context.
-pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<(Process, TrapFrame), Errno> {
+pub fn spawn(
+    pid: Pid,
+    path: &[u8],
+    argv: &[&[u8]],
+    envp: &[&[u8]],
+) -> Result<(Process, TrapFrame), Errno> {
     let inode = fs::with_root(|fs| fs.resolve(path, true))?;
     if !inode.is_reg() {
         return Err(Errno::EACCES);
@@ -104,8 +116,13 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<(P
     // The stack: a few pages now (the initial stack is written into them), the rest on demand.
     let stack_flags = user_flags(true, false);
     let initial = STACK_INITIAL_PAGES * PAGE_SIZE;
-    let run = user::map_fresh_run(&mut aspace, USER_STACK_TOP - initial, STACK_INITIAL_PAGES, stack_flags)
-        .map_err(map_err)?;
+    let run = user::map_fresh_run(
+        &mut aspace,
+        USER_STACK_TOP - initial,
+        STACK_INITIAL_PAGES,
+        stack_flags,
+    )
+    .map_err(map_err)?;
     let mut random = [0u8; 16];
     crate::arch::random_bytes(&mut random);
     let aux = AuxInfo {
@@ -118,7 +135,8 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<(P
         gid: 0,
         random,
     };
-    let rsp = stack::build(run, USER_STACK_TOP, argv, envp, path, &aux).map_err(|_| Errno::E2BIG)?;
+    let rsp =
+        stack::build(run, USER_STACK_TOP, argv, envp, path, &aux).map_err(|_| Errno::E2BIG)?;
     vmas.push(Vma {
         start: USER_STACK_TOP - STACK_LIMIT,
         end: USER_STACK_TOP,
@@ -127,7 +145,13 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<(P
         kind: VmaKind::Anonymous,
     });
     let brk_start = img.end();
-    vmas.push(Vma { start: brk_start, end: brk_start, writable: true, executable: false, kind: VmaKind::Anonymous });
+    vmas.push(Vma {
+        start: brk_start,
+        end: brk_start,
+        writable: true,
+        executable: false,
+        kind: VmaKind::Anonymous,
+    });
 
     let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
     let mut fds = FdTable::default();

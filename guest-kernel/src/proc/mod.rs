@@ -9,10 +9,10 @@ pub mod exec;
 
 use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
+use crate::kprintln;
 use crate::mm::paging::{user_flags, AddressSpace};
 use crate::mm::{page_down, user};
 use crate::sync::KCell;
-use crate::kprintln;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kcore::fmt::{Dec, Hex};
@@ -25,6 +25,7 @@ pub struct Pid(pub u32);
 pub const INIT_PID: Pid = Pid(1);
 
 /// Scheduling state.
+#[allow(dead_code)] // Running and Blocked come with the scheduler (processes issue).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Running,
@@ -96,7 +97,12 @@ impl Process {
         if v.kind != VmaKind::Anonymous {
             return false;
         }
-        user::map_zero_page(&mut self.aspace, page_down(va), user_flags(v.writable, v.executable)).is_ok()
+        user::map_zero_page(
+            &mut self.aspace,
+            page_down(va),
+            user_flags(v.writable, v.executable),
+        )
+        .is_ok()
     }
 }
 
@@ -151,7 +157,10 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
 pub fn exit_current(status: i32) -> ! {
     let pid = current_pid();
     if pid == INIT_PID {
-        panic!("Attempted to kill init! exitcode={}", kcore::fmt::HexPad(status as u32 as u64, 8));
+        panic!(
+            "Attempted to kill init! exitcode={}",
+            kcore::fmt::HexPad(status as u32 as u64, 8)
+        );
     }
     // Without a scheduler there is nobody else to run.
     with_current(|p| {

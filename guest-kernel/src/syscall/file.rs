@@ -23,8 +23,12 @@ pub fn check_user(va: u64, len: u64, write: bool) -> Result<(), Errno> {
                 return false;
             };
             v.kind == crate::proc::VmaKind::Anonymous
-                && crate::mm::user::map_zero_page(aspace, page, crate::mm::paging::user_flags(v.writable, v.executable))
-                    .is_ok()
+                && crate::mm::user::map_zero_page(
+                    aspace,
+                    page,
+                    crate::mm::paging::user_flags(v.writable, v.executable),
+                )
+                .is_ok()
         })
     })
 }
@@ -171,7 +175,11 @@ fn stat_path(path: Vec<u8>, statbuf: u64, nofollow: bool) -> SysResult {
         Ok(f) => fs::stat(&f.borrow()),
         Err(Errno::ELOOP) if nofollow => {
             let inode = fs::with_root(|fs| fs.resolve(&path, false))?;
-            fs::stat(&fs::OpenFile { kind: fs::FileKind::Ext2(inode), offset: 0, flags: 0 })
+            fs::stat(&fs::OpenFile {
+                kind: fs::FileKind::Ext2(inode),
+                offset: 0,
+                flags: 0,
+            })
         }
         Err(e) => return Err(e),
     };
@@ -187,7 +195,11 @@ pub fn sys_newfstatat(dirfd: i64, path: u64, statbuf: u64, flags: u32) -> SysRes
     if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
         return sys_fstat(dirfd, statbuf);
     }
-    stat_path(absolute(dirfd, p)?, statbuf, flags & AT_SYMLINK_NOFOLLOW != 0)
+    stat_path(
+        absolute(dirfd, p)?,
+        statbuf,
+        flags & AT_SYMLINK_NOFOLLOW != 0,
+    )
 }
 
 pub fn sys_lseek(fd: i64, offset: i64, whence: u32) -> SysResult {

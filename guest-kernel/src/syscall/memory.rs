@@ -22,14 +22,23 @@ pub fn sys_brk(addr: u64) -> SysResult {
         }
         let old_end = page_up(p.brk);
         let new_end = page_up(addr);
-        if p.vmas.iter().any(|v| v.kind == VmaKind::Anonymous && v.start != p.brk_start && v.start < new_end && v.end > old_end) {
+        if p.vmas.iter().any(|v| {
+            v.kind == VmaKind::Anonymous
+                && v.start != p.brk_start
+                && v.start < new_end
+                && v.end > old_end
+        }) {
             return Ok(p.brk);
         }
         if new_end < old_end {
             user::unmap_range(&mut p.aspace, new_end, old_end);
         }
         let start = p.brk_start;
-        if let Some(v) = p.vmas.iter_mut().find(|v| v.start == start && v.kind == VmaKind::Anonymous) {
+        if let Some(v) = p
+            .vmas
+            .iter_mut()
+            .find(|v| v.start == start && v.kind == VmaKind::Anonymous)
+        {
             v.end = new_end.max(start);
         }
         p.brk = addr;
@@ -49,7 +58,7 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, _off: u64) 
     let len = page_up(len);
     with_current(|p| {
         let start = if flags & MAP_FIXED != 0 {
-            if addr % PAGE_SIZE != 0 {
+            if !addr.is_multiple_of(PAGE_SIZE) {
                 return Err(Errno::EINVAL);
             }
             unmap_area(p, addr, addr + len);
@@ -89,7 +98,7 @@ fn unmap_area(p: &mut crate::proc::Process, start: u64, end: u64) {
 }
 
 pub fn sys_munmap(addr: u64, len: u64) -> SysResult {
-    if addr % PAGE_SIZE != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(Errno::EINVAL);
     }
     with_current(|p| unmap_area(p, addr, addr + page_up(len)));
@@ -98,7 +107,7 @@ pub fn sys_munmap(addr: u64, len: u64) -> SysResult {
 
 /// mprotect: accepted without changing anything yet (permissions are enforced at mapping time).
 pub fn sys_mprotect(addr: u64, _len: u64, _prot: u32) -> SysResult {
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::EINVAL);
     }
     Ok(0)

@@ -22,7 +22,14 @@ pub fn sys_exit(code: i32) -> SysResult {
 
 pub fn sys_uname(buf: u64) -> SysResult {
     let mut u = [0u8; 6 * 65];
-    let fields: [&[u8]; 6] = [b"Linux", b"microvm", b"6.5.0-microvm", b"#1 SMP microvm guest kernel", b"x86_64", b"(none)"];
+    let fields: [&[u8]; 6] = [
+        b"Linux",
+        b"microvm",
+        b"6.5.0-microvm",
+        b"#1 SMP microvm guest kernel",
+        b"x86_64",
+        b"(none)",
+    ];
     for (i, f) in fields.iter().enumerate() {
         u[i * 65..i * 65 + f.len()].copy_from_slice(f);
     }
@@ -83,9 +90,9 @@ fn timespec(ns: u64) -> [u8; 16] {
 pub fn sys_clock_gettime(clock: u32, tp: u64) -> SysResult {
     let ns = match clock {
         0 => crate::time::realtime_ns(),
-        1 | 4 | 7 => crate::time::now_ns(),    // MONOTONIC, MONOTONIC_RAW, BOOTTIME
-        2 | 3 => crate::time::now_ns(),        // process/thread CPU time: one process
-        5 | 6 => crate::time::now_ns(),        // *_COARSE
+        1 | 4 | 7 => crate::time::now_ns(), // MONOTONIC, MONOTONIC_RAW, BOOTTIME
+        2 | 3 => crate::time::now_ns(),     // process/thread CPU time: one process
+        5 | 6 => crate::time::now_ns(),     // *_COARSE
         _ => return Err(Errno::EINVAL),
     };
     copy_to_user(tp, &timespec(ns)).map(|_| 0)

@@ -19,7 +19,9 @@ pub type SysResult = Result<u64, Errno>;
 
 /// Runs the system call in `frame` and stores its result in rax.
 pub fn dispatch(frame: &mut TrapFrame) {
-    let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
+    let a = [
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ];
     let nr = frame.rax;
     let r = match nr {
         0 => file::sys_read(a[0] as i64, a[1], a[2]),
@@ -78,6 +80,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
 fn log_unknown(nr: u64) {
     // statx and rseq are probed by glibc/std, which fall back quietly.
     if nr != 332 && nr != 334 {
-        kprintln!("syscall: {} not implemented (pid {})", Dec(nr), Dec(crate::proc::current_pid().0 as u64));
+        kprintln!(
+            "syscall: {} not implemented (pid {})",
+            Dec(nr),
+            Dec(crate::proc::current_pid().0 as u64)
+        );
     }
 }

@@ -98,7 +98,10 @@ pub fn calibrate(ms: u64) -> Calibration {
     let elapsed_lapic = (u32::MAX - lapic_read(LAPIC_TIMER_CURRENT)) as u64;
     lapic_write(LAPIC_TIMER_INIT, 0);
     if elapsed < want {
-        return Calibration { tsc_hz: 1_000_000_000, lapic_hz: 1_000_000_000 };
+        return Calibration {
+            tsc_hz: 1_000_000_000,
+            lapic_hz: 1_000_000_000,
+        };
     }
     Calibration {
         tsc_hz: (t1 - t0) * PIT_HZ / elapsed,

@@ -7,20 +7,22 @@ pub const MSR_STAR: u32 = 0xc000_0081;
 pub const MSR_LSTAR: u32 = 0xc000_0082;
 pub const MSR_SFMASK: u32 = 0xc000_0084;
 pub const MSR_FS_BASE: u32 = 0xc000_0100;
-pub const MSR_GS_BASE: u32 = 0xc000_0101;
-pub const MSR_APIC_BASE: u32 = 0x1b;
 
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, v: u8) {
     // SAFETY: port I/O has no memory effects visible to Rust; the kernel owns all devices.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a byte from an I/O port.
 pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: as for `outb`.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 
@@ -28,7 +30,9 @@ pub fn inb(port: u16) -> u8 {
 pub fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: only called with MSRs that exist on every x86-64 CPU the kernel supports.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
     ((hi as u64) << 32) | lo as u64
 }
 

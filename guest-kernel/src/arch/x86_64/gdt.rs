@@ -45,7 +45,9 @@ struct IstHolder(UnsafeCell<IstStacks>);
 // SAFETY: only the CPU uses these stacks, on trap entry.
 unsafe impl Sync for IstHolder {}
 
-static IST: IstHolder = IstHolder(UnsafeCell::new(IstStacks([[0; IST_STACK_SIZE]; IST_STACKS])));
+static IST: IstHolder = IstHolder(UnsafeCell::new(IstStacks(
+    [[0; IST_STACK_SIZE]; IST_STACKS],
+)));
 
 static TABLES: CpuTables = CpuTables {
     gdt: UnsafeCell::new([
@@ -96,7 +98,10 @@ pub fn init() {
             | (0x89 << 40)
             | (((tss_addr >> 24) & 0xff) << 56);
         gdt[7] = tss_addr >> 32;
-        let ptr = DescriptorPointer { limit: (size_of::<[u64; 8]>() - 1) as u16, base: gdt.as_ptr() as u64 };
+        let ptr = DescriptorPointer {
+            limit: (size_of::<[u64; 8]>() - 1) as u16,
+            base: gdt.as_ptr() as u64,
+        };
         asm!(
             "lgdt [{ptr}]",
             "push {cs}",

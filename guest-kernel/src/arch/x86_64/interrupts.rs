@@ -14,28 +14,95 @@ use crate::kprintln;
 use kcore::fmt::{Dec, Hex, Hex16};
 
 const EXCEPTION_NAMES: [&str; 32] = [
-    "divide error", "debug", "NMI", "breakpoint", "overflow", "bound range", "invalid opcode",
-    "device not available", "double fault", "coprocessor overrun", "invalid TSS", "segment not present",
-    "stack fault", "general protection", "page fault", "reserved", "x87 FP", "alignment check",
-    "machine check", "SIMD FP", "virtualization", "control protection", "reserved", "reserved",
-    "reserved", "reserved", "reserved", "reserved", "hypervisor injection", "VMM communication",
-    "security", "reserved",
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack fault",
+    "general protection",
+    "page fault",
+    "reserved",
+    "x87 FP",
+    "alignment check",
+    "machine check",
+    "SIMD FP",
+    "virtualization",
+    "control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication",
+    "security",
+    "reserved",
 ];
 
 /// The name of an exception vector.
 pub fn exception_name(vector: u64) -> &'static str {
-    EXCEPTION_NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+    EXCEPTION_NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("interrupt")
 }
 
 /// Prints every register of a trap frame.
 pub fn dump_frame(f: &TrapFrame) {
-    kprintln!("RIP: {}:{} RSP: {}:{} RFLAGS: {}", Hex16(f.cs), Hex16(f.rip), Hex16(f.ss), Hex16(f.rsp), Hex16(f.rflags));
-    kprintln!("RAX: {} RBX: {} RCX: {}", Hex16(f.rax), Hex16(f.rbx), Hex16(f.rcx));
-    kprintln!("RDX: {} RSI: {} RDI: {}", Hex16(f.rdx), Hex16(f.rsi), Hex16(f.rdi));
-    kprintln!("RBP: {} R08: {} R09: {}", Hex16(f.rbp), Hex16(f.r8), Hex16(f.r9));
-    kprintln!("R10: {} R11: {} R12: {}", Hex16(f.r10), Hex16(f.r11), Hex16(f.r12));
-    kprintln!("R13: {} R14: {} R15: {}", Hex16(f.r13), Hex16(f.r14), Hex16(f.r15));
-    kprintln!("CR2: {} CR3: {} vector {} error {}", Hex16(read_cr2()), Hex16(super::cpu::read_cr3()), Dec(f.vector), Hex(f.error));
+    kprintln!(
+        "RIP: {}:{} RSP: {}:{} RFLAGS: {}",
+        Hex16(f.cs),
+        Hex16(f.rip),
+        Hex16(f.ss),
+        Hex16(f.rsp),
+        Hex16(f.rflags)
+    );
+    kprintln!(
+        "RAX: {} RBX: {} RCX: {}",
+        Hex16(f.rax),
+        Hex16(f.rbx),
+        Hex16(f.rcx)
+    );
+    kprintln!(
+        "RDX: {} RSI: {} RDI: {}",
+        Hex16(f.rdx),
+        Hex16(f.rsi),
+        Hex16(f.rdi)
+    );
+    kprintln!(
+        "RBP: {} R08: {} R09: {}",
+        Hex16(f.rbp),
+        Hex16(f.r8),
+        Hex16(f.r9)
+    );
+    kprintln!(
+        "R10: {} R11: {} R12: {}",
+        Hex16(f.r10),
+        Hex16(f.r11),
+        Hex16(f.r12)
+    );
+    kprintln!(
+        "R13: {} R14: {} R15: {}",
+        Hex16(f.r13),
+        Hex16(f.r14),
+        Hex16(f.r15)
+    );
+    kprintln!(
+        "CR2: {} CR3: {} vector {} error {}",
+        Hex16(read_cr2()),
+        Hex16(super::cpu::read_cr3()),
+        Dec(f.vector),
+        Hex(f.error)
+    );
 }
 
 #[no_mangle]
@@ -45,7 +112,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         crate::syscall::dispatch(frame);
         return;
     }
-    if vector == 14 && frame.from_user() && frame.rip == syscall_entry_addr() {
+    if vector == 14 && frame.user_mode() && frame.rip == syscall_entry_addr() {
         // This host's `syscall`: the CPU jumped to LSTAR keeping the user CS and faulted on the fetch.
         // rcx/r11 already hold the return RIP and RFLAGS, rsp is still the user stack.
         frame.rip = frame.rcx;
@@ -62,7 +129,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
         SPURIOUS_VECTOR => {}
         v if vector < 32 => {
-            if frame.from_user() {
+            if frame.user_mode() {
                 let addr = if v == 14 { read_cr2() } else { 0 };
                 crate::proc::user_fault(frame, addr);
             } else {
@@ -79,7 +146,11 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 fn kernel_fault(frame: &TrapFrame) -> ! {
     let v = frame.vector;
     if v == 14 {
-        let what = if frame.error & 1 == 0 { "not-present page" } else { "protection violation" };
+        let what = if frame.error & 1 == 0 {
+            "not-present page"
+        } else {
+            "protection violation"
+        };
         let access = if frame.error & 16 != 0 {
             "instruction fetch"
         } else if frame.error & 2 != 0 {
@@ -87,9 +158,20 @@ fn kernel_fault(frame: &TrapFrame) -> ! {
         } else {
             "read"
         };
-        kprintln!("BUG: kernel page fault at {} ({}, {}) ip {}", Hex(read_cr2()), what, access, Hex(frame.rip));
+        kprintln!(
+            "BUG: kernel page fault at {} ({}, {}) ip {}",
+            Hex(read_cr2()),
+            what,
+            access,
+            Hex(frame.rip)
+        );
     } else {
-        kprintln!("BUG: kernel exception {} ({}) ip {}", Dec(v), exception_name(v), Hex(frame.rip));
+        kprintln!(
+            "BUG: kernel exception {} ({}) ip {}",
+            Dec(v),
+            exception_name(v),
+            Hex(frame.rip)
+        );
     }
     dump_frame(frame);
     panic!("fatal exception in kernel mode");

@@ -23,7 +23,10 @@ pub fn init_cpu() {
         // SAFETY: the CPU has SYSCALL; STAR/LSTAR/SFMASK point at our entry and selectors.
         unsafe {
             wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1);
-            wrmsr(MSR_STAR, ((KERNEL_CS as u64) << 32) | (((USER_DS as u64 - 8) & !3) << 48));
+            wrmsr(
+                MSR_STAR,
+                ((KERNEL_CS as u64) << 32) | (((USER_DS as u64 - 8) & !3) << 48),
+            );
             wrmsr(MSR_LSTAR, trap::syscall_entry_addr());
             // Clear IF, TF, DF, AC on entry.
             wrmsr(MSR_SFMASK, 0x4_0700);
@@ -56,7 +59,9 @@ pub fn hwcap() -> u64 {
 pub fn current_sp_bp() -> (u64, u64) {
     let (sp, bp): (u64, u64);
     // SAFETY: reads two registers.
-    unsafe { core::arch::asm!("mov {}, rsp", "mov {}, rbp", out(reg) sp, out(reg) bp, options(nomem, nostack)) }
+    unsafe {
+        core::arch::asm!("mov {}, rsp", "mov {}, rbp", out(reg) sp, out(reg) bp, options(nomem, nostack))
+    }
     (sp, bp)
 }
 

@@ -77,12 +77,6 @@ pub fn cmdline() -> &'static str {
     core::str::from_utf8(bytes).unwrap_or("")
 }
 
-/// The memory map entries (address, size, type).
-pub fn memmap() -> alloc::vec::Vec<(u64, u64, u32)> {
-    let bi = BOOT_INFO.borrow();
-    bi.memmap[..bi.memmap_len].to_vec()
-}
-
 /// Visits the memory map without allocating (used before the heap exists).
 pub fn for_each_memmap(mut f: impl FnMut(u64, u64, u32)) {
     let bi = BOOT_INFO.borrow();

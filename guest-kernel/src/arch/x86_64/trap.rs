@@ -43,7 +43,7 @@ pub struct TrapFrame {
 
 impl TrapFrame {
     /// True if the trap came from ring 3.
-    pub fn from_user(&self) -> bool {
+    pub fn user_mode(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -205,7 +205,10 @@ pub fn init() {
                 | (((h >> 16) & 0xffff) << 48);
             gate[1] = h >> 32;
         }
-        let ptr = Ptr { limit: (256 * 16 - 1) as u16, base: idt.as_ptr() as u64 };
+        let ptr = Ptr {
+            limit: (256 * 16 - 1) as u16,
+            base: idt.as_ptr() as u64,
+        };
         asm!("lidt [{}]", in(reg) &ptr, options(nostack, preserves_flags));
     }
 }
