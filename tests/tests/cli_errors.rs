@@ -202,7 +202,6 @@ fn no_permission_for_kvm() {
     // The guest kernel must be readable by that user: copy it somewhere world-readable.
     let kernel = temp("kernel-for-nobody", &std::fs::read(PVH).unwrap());
     let bin = temp("microvm-for-nobody", &std::fs::read(microvm_bin()).unwrap());
-    use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&kernel, std::fs::Permissions::from_mode(0o644)).unwrap();
     let vm = Vm::spawn_cmd(

@@ -284,15 +284,15 @@ mod tests {
         c.machine.mem_size_mib = MAX_MEM_MIB + 1;
         assert!(matches!(c.validate(), Err(ConfigError::MemTooLarge { .. })));
         let mut c = config();
-        c.boot_source.boot_args = Some("x".repeat(2047));
+        c.boot_source.boot_args = Some("x".repeat(2048));
         assert_eq!(
             c.validate(),
             Err(ConfigError::CmdlineTooLong {
-                len: 2047,
+                len: 2048,
                 max: 2047
             })
         );
-        c.boot_source.boot_args = Some("x".repeat(2046));
+        c.boot_source.boot_args = Some("x".repeat(2047));
         c.validate().unwrap();
         c.boot_source.boot_args = Some("a\0b".into());
         assert_eq!(c.validate(), Err(ConfigError::CmdlineNul));
