@@ -10,20 +10,21 @@ use core::fmt::{self, Write};
 /// An output sink besides the UART.
 type Sink = fn(&[u8]);
 
-/// The sink besides the UART (virtio-console), set once a device is found.
-static MIRROR: crate::sync::KCell<Option<Sink>> = crate::sync::KCell::new(None);
+/// The virtio console, once found and chosen with `console=hvc0`: it then replaces the UART, which
+/// only carries the early boot lines.
+static SINK: crate::sync::KCell<Option<Sink>> = crate::sync::KCell::new(None);
 
-/// Sends console output to `f` too.
-pub fn set_mirror(f: fn(&[u8])) {
-    *MIRROR.borrow_mut() = Some(f);
+/// Sends all further console output to `f` instead of the UART.
+pub fn switch_to(f: Sink) {
+    *SINK.borrow_mut() = Some(f);
 }
 
-/// Writes raw bytes to every console.
+/// Writes raw bytes to the console.
 pub fn write_bytes(b: &[u8]) {
-    crate::drivers::serial::write(b);
-    let mirror = MIRROR.try_borrow().ok().and_then(|m| *m);
-    if let Some(f) = mirror {
-        f(b);
+    let sink = SINK.try_borrow().ok().and_then(|m| *m);
+    match sink {
+        Some(f) => f(b),
+        None => crate::drivers::serial::write(b),
     }
 }
 

@@ -66,11 +66,14 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         Dec(hz)
     );
 
-    if cmdline::value(cmdline, "panic") == Some("test") {
-        panic!("test panic requested on the command line (panic=test)");
+    match cmdline::value(cmdline, "panic") {
+        Some("test") => panic!("test panic requested on the command line (panic=test)"),
+        Some("pagefault") => arch::touch_unmapped_kernel_page(),
+        _ => {}
     }
 
-    drivers::virtio::probe(cmdline::virtio_mmio_devices(cmdline));
+    let hvc0 = cmdline::words(cmdline).any(|w| w == "console=hvc0");
+    drivers::virtio::probe(cmdline::virtio_mmio_devices(cmdline), hvc0);
     let root = cmdline::value(cmdline, "root").unwrap_or("/dev/vda");
     if let Err(e) = fs::mount_root(root) {
         match e {
@@ -86,7 +89,16 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         let _ = motd;
     }
 
-    run_init(cmdline::value(cmdline, "init").unwrap_or("/sbin/init"))
+    // As on Linux, the words after `--` are init's arguments.
+    let init_args: alloc::vec::Vec<&str> = cmdline
+        .split_ascii_whitespace()
+        .skip_while(|w| *w != "--")
+        .skip(1)
+        .collect();
+    run_init(
+        cmdline::value(cmdline, "init").unwrap_or("/sbin/init"),
+        &init_args,
+    )
 }
 
 fn init_memory() {
@@ -128,8 +140,11 @@ fn init_memory() {
     );
 }
 
-fn run_init(path: &str) -> ! {
-    let argv: [&[u8]; 1] = [path.as_bytes()];
+fn run_init(path: &str, args: &[&str]) -> ! {
+    let argv: alloc::vec::Vec<&[u8]> = core::iter::once(path)
+        .chain(args.iter().copied())
+        .map(str::as_bytes)
+        .collect();
     let envp: [&[u8]; 3] = [
         b"HOME=/",
         b"TERM=linux",

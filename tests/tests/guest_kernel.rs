@@ -34,18 +34,30 @@ fn artifacts() -> Option<(PathBuf, PathBuf)> {
 }
 
 fn boot_microvm(extra_cmdline: &str) -> Option<Output> {
+    boot_microvm_with("ttyS0", extra_cmdline)
+}
+
+/// Boots under microvm with the console on `console` (`ttyS0`, or `hvc0` for virtio-console).
+fn boot_microvm_with(console: &str, extra_cmdline: &str) -> Option<Output> {
     if !require_kvm() {
         return None;
     }
     let (kernel, disk) = artifacts()?;
-    let cmdline = format!("console=ttyS0 root=/dev/vda {extra_cmdline}");
+    let cmdline = format!("console={console} root=/dev/vda {extra_cmdline}");
     let disk = format!("{},ro", disk.display());
+    let kind = if console == "hvc0" {
+        "virtio"
+    } else {
+        "serial"
+    };
     Some(run(
         &[
             "--kernel",
             kernel.to_str().unwrap(),
             "--disk",
             &disk,
+            "--console",
+            kind,
             "--cmdline",
             &cmdline,
             "--boot-timer",
@@ -129,6 +141,57 @@ fn guest_kernel_panic_is_reported_with_its_location() {
     );
     assert!(out.stdout.contains("RSP: "), "registers: {}", out.stdout);
     assert!(!out.stdout.contains("Run /sbin/init"));
+}
+
+#[test]
+fn guest_kernel_console_on_virtio_console() {
+    let Some(out) = boot_microvm_with("hvc0", "") else {
+        return;
+    };
+    assert!(out.stdout.contains("virtio-console: at "), "{}", out.stdout);
+    assert!(out.stdout.contains("console [hvc0] enabled"));
+    assert_reached_init(&out.stdout);
+    assert!(
+        !out.stderr.contains("outside guest memory"),
+        "console buffers are guest-physical"
+    );
+    assert_eq!(out.code, Some(0));
+}
+
+#[test]
+fn guest_kernel_kills_a_faulting_process() {
+    // The words after `--` are init's arguments: `crash` makes it write through a null pointer.
+    let Some(out) = boot_microvm("-- crash") else {
+        return;
+    };
+    assert!(out.stdout.contains("init: writing through a null pointer"));
+    assert!(
+        out.stdout.contains("init[1]: segfault at 0x0 ip "),
+        "user fault report: {}",
+        out.stdout
+    );
+    assert!(out
+        .stdout
+        .contains("Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b"));
+    assert_eq!(out.code, Some(PANIC_EXIT));
+}
+
+#[test]
+fn guest_kernel_reports_a_kernel_page_fault() {
+    let Some(out) = boot_microvm("panic=pagefault") else {
+        return;
+    };
+    assert!(
+        out.stdout
+            .contains("BUG: kernel page fault at 0xffffc000dead0000 (not-present page, read) ip "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("CR2: ffffc000dead0000"));
+    assert!(out
+        .stdout
+        .contains("Kernel panic - not syncing: fatal exception in kernel mode"));
+    assert_eq!(out.code, Some(PANIC_EXIT));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! virtio-mmio devices from `virtio_mmio.device=<size>@<addr>:<irq>` command-line entries, driven by the
 //! `virtio-drivers` crate: block devices (`/dev/vda`, `/dev/vdb`, ... in command-line order) and the
-//! console (kernel and user console output is mirrored to it).
+//! console (it becomes the console with `console=hvc0`).
 //!
 //! Requests are synchronous and polled: the boot path has nothing else to do while the disk works, and
 //! polling costs fewer emulated instructions than an interrupt round trip.
@@ -107,16 +107,23 @@ impl BlockDevice {
 static BLOCK_DEVICES: KCell<Vec<BlockDevice>> = KCell::new(Vec::new());
 static CONSOLE: KCell<Option<VirtIOConsole<KernelHal, Transport0>>> = KCell::new(None);
 
-fn console_mirror(bytes: &[u8]) {
-    if let Ok(mut c) = CONSOLE.try_borrow_mut() {
-        if let Some(c) = c.as_mut() {
-            let _ = c.send_bytes(bytes);
-        }
+/// A kernel bounce buffer for console output: callers pass user memory, which the device cannot be
+/// given by address.
+static BOUNCE: KCell<[u8; 256]> = KCell::new([0; 256]);
+
+fn console_write(bytes: &[u8]) {
+    let (Ok(mut c), Ok(mut buf)) = (CONSOLE.try_borrow_mut(), BOUNCE.try_borrow_mut()) else {
+        return;
+    };
+    let Some(c) = c.as_mut() else { return };
+    for chunk in bytes.chunks(buf.len()) {
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let _ = c.send_bytes(&buf[..chunk.len()]);
     }
 }
 
-/// Probes every announced virtio-mmio window.
-pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>) {
+/// Probes every announced virtio-mmio window; with `use_console`, a virtio console becomes the console.
+pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>, use_console: bool) {
     for d in devices {
         let header = NonNull::new(phys_to_virt(d.addr) as *mut VirtIOHeader).expect("non-null");
         // SAFETY: the command line names an MMIO window of `size` bytes, mapped by the direct map and
@@ -157,7 +164,10 @@ pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>) {
                         Dec(d.irq as u64)
                     );
                     *CONSOLE.borrow_mut() = Some(dev);
-                    crate::console::set_mirror(console_mirror);
+                    if use_console {
+                        crate::console::switch_to(console_write);
+                        kprintln!("console [hvc0] enabled");
+                    }
                 }
                 Err(_) => kprintln!("virtio-console at {}: initialisation failed", Hex(d.addr)),
             },

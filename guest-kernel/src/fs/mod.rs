@@ -70,7 +70,7 @@ pub fn errno(e: Ext2Error) -> Errno {
 
 /// What an open file description refers to.
 pub enum FileKind {
-    /// The console (8250 UART, mirrored to virtio-console).
+    /// The console (8250 UART, or virtio-console with `console=hvc0`).
     Console,
     /// /dev/null.
     Null,

@@ -2,6 +2,9 @@
 //!
 //! Run as PID 1 in the guest it calls `reboot(POWER_OFF)`. Anywhere else (the host, or a test) it stops
 //! after printing, so it can be run as an ordinary program.
+//!
+//! Arguments (the kernel passes the command-line words after `--`): `crash` makes it write through a null
+//! pointer after the banner, to test how the kernel handles a faulting process.
 
 use std::io::Write;
 
@@ -22,6 +25,11 @@ fn main() {
     }
     let _ = out.flush();
     drop(out);
+    if std::env::args().skip(1).any(|a| a == "crash") {
+        println!("init: writing through a null pointer");
+        // SAFETY: none: this deliberately faults (the kernel must kill the process, as SIGSEGV would).
+        unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+    }
     if std::process::id() == 1 {
         println!("init: powering off");
         power_off();

@@ -65,6 +65,13 @@ pub fn current_sp_bp() -> (u64, u64) {
     (sp, bp)
 }
 
+/// Reads an address in the kernel half that nothing maps (the `panic=pagefault` self-test of the kernel
+/// page-fault report).
+pub fn touch_unmapped_kernel_page() {
+    // SAFETY: deliberately faults: the #PF handler reports it and panics; the read never completes.
+    unsafe { core::ptr::read_volatile(0xffff_c000_dead_0000 as *const u64) };
+}
+
 /// A few random bytes from RDRAND when present, else mixed TSC readings.
 pub fn random_bytes(out: &mut [u8]) {
     let mut x = cpu::rdtsc() ^ 0x9e37_79b9_7f4a_7c15;
