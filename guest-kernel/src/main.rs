@@ -85,9 +85,6 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         "VFS: mounted root (ext2 filesystem, read-only) on device {}",
         root
     );
-    if let Ok(motd) = fs::read_file(b"/etc/hostname") {
-        let _ = motd;
-    }
 
     // As on Linux, the words after `--` are init's arguments.
     let init_args: alloc::vec::Vec<&str> = cmdline

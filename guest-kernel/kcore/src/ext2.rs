@@ -118,8 +118,20 @@ pub struct Ext2<D: BlockRead> {
     inodes_count: u32,
     /// Inode table block of each group.
     inode_tables: Vec<u32>,
-    /// A few recently read indirect blocks: (block number, contents as u32s).
-    cache: Vec<(u32, Vec<u32>)>,
+    /// A few recently read indirect blocks: (block number, raw contents), most recent last.
+    cache: Vec<(u32, Vec<u8>)>,
+    /// A block-sized buffer for reads that do not fill whole blocks of the caller's memory.
+    scratch: Vec<u8>,
+}
+
+/// Where the block pointer for a file block lives.
+enum Pointers {
+    /// In the inode's `i_block` array.
+    Inode,
+    /// In this indirect block.
+    Block(u32),
+    /// Under a zero indirect pointer: a hole.
+    Hole,
 }
 
 fn le16(b: &[u8], o: usize) -> u16 {
@@ -174,6 +186,7 @@ impl<D: BlockRead> Ext2<D> {
             inodes_count,
             inode_tables,
             cache: Vec::new(),
+            scratch: vec![0u8; block_size as usize],
         })
     }
 
@@ -230,25 +243,27 @@ impl<D: BlockRead> Ext2<D> {
         })
     }
 
-    fn indirect(&mut self, block: u32) -> Result<&[u32], Ext2Error> {
-        if let Some(i) = self.cache.iter().position(|(b, _)| *b == block) {
+    /// The contents of indirect block `block` (cached).
+    fn indirect(&mut self, block: u32) -> Result<&[u8], Ext2Error> {
+        if let Some(i) = self.cache.iter().rposition(|(b, _)| *b == block) {
             return Ok(&self.cache[i].1);
         }
-        let mut raw = vec![0u8; self.block_size as usize];
+        let mut raw = if self.cache.len() == CACHE_BLOCKS {
+            self.cache.remove(0).1
+        } else {
+            vec![0u8; self.block_size as usize]
+        };
         self.dev.read(block as u64 * self.block_size, &mut raw)?;
-        let words = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
-        if self.cache.len() == CACHE_BLOCKS {
-            self.cache.remove(0);
-        }
-        self.cache.push((block, words));
+        self.cache.push((block, raw));
         Ok(&self.cache.last().expect("just pushed").1)
     }
 
-    /// The disk block holding file block `n` of `inode`, 0 for a hole.
-    pub fn block_of(&mut self, inode: &Inode, n: u64) -> Result<u32, Ext2Error> {
+    /// For file block `n`: the pointer array holding its block number, its index there, and how many
+    /// file blocks from `n` on that array covers.
+    fn pointers(&mut self, inode: &Inode, n: u64) -> Result<(Pointers, usize, u64), Ext2Error> {
         let per = self.block_size / 4;
         if n < 12 {
-            return Ok(inode.block[n as usize]);
+            return Ok((Pointers::Inode, n as usize, 12 - n));
         }
         let mut n = n - 12;
         // (levels of indirection, root pointer)
@@ -265,14 +280,29 @@ impl<D: BlockRead> Ext2<D> {
             (3, inode.block[14])
         };
         let mut block = root;
-        for level in (0..levels).rev() {
+        for level in (1..levels).rev() {
             if block == 0 {
-                return Ok(0);
+                break;
             }
-            let idx = (n / per.pow(level)) % per;
-            block = self.indirect(block)?[idx as usize];
+            let span = per.pow(level);
+            let idx = ((n / span) % per) as usize;
+            block = le32(self.indirect(block)?, idx * 4);
         }
-        Ok(block)
+        let idx = (n % per) as usize;
+        let count = per - idx as u64;
+        if block == 0 {
+            return Ok((Pointers::Hole, idx, count));
+        }
+        Ok((Pointers::Block(block), idx, count))
+    }
+
+    /// The disk block holding file block `n` of `inode`, 0 for a hole.
+    pub fn block_of(&mut self, inode: &Inode, n: u64) -> Result<u32, Ext2Error> {
+        Ok(match self.pointers(inode, n)? {
+            (Pointers::Inode, i, _) => inode.block[i],
+            (Pointers::Block(b), i, _) => le32(self.indirect(b)?, i * 4),
+            (Pointers::Hole, _, _) => 0,
+        })
     }
 
     /// The on-disk runs of `inode`'s bytes `[offset, offset + len)` (clipped to the file size),
@@ -284,31 +314,49 @@ impl<D: BlockRead> Ext2<D> {
         len: u64,
     ) -> Result<Vec<Extent>, Ext2Error> {
         let end = offset.saturating_add(len).min(inode.size);
+        let bs = self.block_size;
+        // Block sizes are powers of two: shifts and masks instead of divisions (kernel mode is emulated,
+        // and every instruction in this per-block loop counts).
+        let shift = bs.trailing_zeros();
+        let mask = bs - 1;
         let mut out: Vec<Extent> = Vec::new();
         let mut pos = offset;
         while pos < end {
-            let fblock = pos / self.block_size;
-            let within = pos % self.block_size;
-            let chunk = (self.block_size - within).min(end - pos);
-            let disk = self.block_of(inode, fblock)?;
-            let disk_offset = (disk != 0).then(|| disk as u64 * self.block_size + within);
-            match out.last_mut() {
-                Some(last)
-                    if match (last.disk_offset, disk_offset) {
-                        (Some(a), Some(b)) => a + last.len == b,
-                        (None, None) => true,
-                        _ => false,
-                    } =>
-                {
-                    last.len += chunk
+            let (src, first, count) = self.pointers(inode, pos >> shift)?;
+            let ptrs: Option<&[u8]> = match src {
+                Pointers::Block(b) => Some(self.indirect(b)?),
+                _ => None,
+            };
+            for i in first..first + count as usize {
+                if pos >= end {
+                    break;
                 }
-                _ => out.push(Extent {
-                    file_offset: pos,
-                    disk_offset,
-                    len: chunk,
-                }),
+                let disk = match (&src, ptrs) {
+                    (Pointers::Inode, _) => inode.block[i],
+                    (Pointers::Block(_), Some(p)) => le32(p, i * 4),
+                    _ => 0,
+                };
+                let within = pos & mask;
+                let chunk = (bs - within).min(end - pos);
+                let disk_offset = (disk != 0).then(|| ((disk as u64) << shift) + within);
+                match out.last_mut() {
+                    Some(last)
+                        if match (last.disk_offset, disk_offset) {
+                            (Some(a), Some(b)) => a + last.len == b,
+                            (None, None) => true,
+                            _ => false,
+                        } =>
+                    {
+                        last.len += chunk
+                    }
+                    _ => out.push(Extent {
+                        file_offset: pos,
+                        disk_offset,
+                        len: chunk,
+                    }),
+                }
+                pos += chunk;
             }
-            pos += chunk;
         }
         Ok(out)
     }
@@ -324,7 +372,7 @@ impl<D: BlockRead> Ext2<D> {
             return Ok(0);
         }
         let n = (buf.len() as u64).min(inode.size - offset) as usize;
-        let mut block = vec![0u8; self.block_size as usize];
+        let mut block = core::mem::take(&mut self.scratch);
         let mut done = 0;
         while done < n {
             let pos = offset + done as u64;
@@ -333,12 +381,15 @@ impl<D: BlockRead> Ext2<D> {
             let disk = self.block_of(inode, pos / self.block_size)?;
             if disk == 0 {
                 buf[done..done + chunk].fill(0);
+            } else if let Err(e) = self.dev.read(disk as u64 * self.block_size, &mut block) {
+                self.scratch = block;
+                return Err(e);
             } else {
-                self.dev.read(disk as u64 * self.block_size, &mut block)?;
                 buf[done..done + chunk].copy_from_slice(&block[within..within + chunk]);
             }
             done += chunk;
         }
+        self.scratch = block;
         Ok(n)
     }
 
@@ -370,13 +421,56 @@ impl<D: BlockRead> Ext2<D> {
         Ok(out)
     }
 
-    /// Looks `name` up in directory `dir`.
+    /// Looks `name` up in directory `dir`, one directory block at a time.
     pub fn lookup(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<u32>, Ext2Error> {
-        Ok(self
-            .read_dir(dir)?
-            .into_iter()
-            .find(|e| e.name == name)
-            .map(|e| e.ino))
+        if !dir.is_dir() {
+            return Err(Ext2Error::NotDir);
+        }
+        let bs = self.block_size as usize;
+        let mut block = core::mem::take(&mut self.scratch);
+        let mut found = None;
+        let mut off = 0u64;
+        while off < dir.size && found.is_none() {
+            let n = (dir.size - off).min(bs as u64) as usize;
+            let read = match self.block_of(dir, off / bs as u64) {
+                Ok(0) => Ok(false),
+                Ok(b) => self
+                    .dev
+                    .read(b as u64 * bs as u64, &mut block)
+                    .map(|_| true),
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(true) => {}
+                Ok(false) => {
+                    off += bs as u64;
+                    continue;
+                }
+                Err(e) => {
+                    self.scratch = block;
+                    return Err(e);
+                }
+            }
+            let data = &block[..n];
+            let mut o = 0usize;
+            while o + 8 <= data.len() {
+                let ino = le32(data, o);
+                let rec_len = le16(data, o + 4) as usize;
+                let name_len = data[o + 6] as usize;
+                if rec_len < 8 || o + rec_len > data.len() || 8 + name_len > rec_len {
+                    self.scratch = block;
+                    return Err(Ext2Error::Corrupt("directory entry"));
+                }
+                if ino != 0 && &data[o + 8..o + 8 + name_len] == name {
+                    found = Some(ino);
+                    break;
+                }
+                o += rec_len;
+            }
+            off += bs as u64;
+        }
+        self.scratch = block;
+        Ok(found)
     }
 
     /// The target of a symbolic link.

@@ -140,17 +140,6 @@ pub fn open(path: &[u8], flags: u32) -> Result<FileRef, Errno> {
     })))
 }
 
-/// Reads a whole small file (configuration, motd) into memory.
-pub fn read_file(path: &[u8]) -> Result<alloc::vec::Vec<u8>, Errno> {
-    with_root(|fs| {
-        let inode = fs.resolve(path, true)?;
-        let mut v = alloc::vec![0u8; inode.size as usize];
-        let n = fs.read_at(&inode, 0, &mut v)?;
-        v.truncate(n);
-        Ok(v)
-    })
-}
-
 /// Linux `struct stat` (x86-64), the fields this kernel fills.
 #[derive(Clone, Copy, Default)]
 pub struct Stat {

@@ -137,6 +137,31 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Maps `pages` consecutive 4 KiB pages at `va` to consecutive frames from `pa`, walking the upper
+    /// levels once per page table rather than once per page.
+    pub fn map_run(&mut self, va: u64, pa: u64, pages: u64, flags: u64) -> Result<(), MapError> {
+        let mut i = 0;
+        while i < pages {
+            let v = va + i * PAGE_SIZE;
+            let first = self.entry(v, true)?.ok_or(MapError::AlreadyMapped)?;
+            // Entries left in this page table from `v` on.
+            let in_table = 512 - ((v >> 12) & 0x1ff);
+            let n = in_table.min(pages - i);
+            for k in 0..n {
+                // SAFETY: `first` points into one of our page tables and `k` stays within it.
+                unsafe {
+                    let e = first.add(k as usize);
+                    if *e & PRESENT != 0 {
+                        return Err(MapError::AlreadyMapped);
+                    }
+                    *e = (pa + (i + k) * PAGE_SIZE) | flags;
+                }
+            }
+            i += n;
+        }
+        Ok(())
+    }
+
     /// Removes the mapping of `va`; returns the frame it mapped.
     pub fn unmap(&mut self, va: u64) -> Option<u64> {
         let e = self.entry(va, false).ok()??;

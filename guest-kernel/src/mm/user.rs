@@ -13,9 +13,7 @@ pub fn map_fresh_run(
     flags: u64,
 ) -> Result<&'static mut [u8], MapError> {
     let pa = frame::alloc_contiguous(pages).ok_or(MapError::OutOfMemory)?;
-    for i in 0..pages {
-        aspace.map(va + i * PAGE_SIZE, pa + i * PAGE_SIZE, flags)?;
-    }
+    aspace.map_run(va, pa, pages, flags)?;
     // SAFETY: the frames are fresh and belong to this address space alone; the kernel writes them only
     // while loading, before the process runs.
     Ok(unsafe { phys_slice_mut(pa, (pages * PAGE_SIZE) as usize) })
