@@ -20,12 +20,18 @@ done
 (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --quiet -p rootfs --target "$target")
 bindir="$root/target/$target/release"
+# The same programs as static non-PIE (ET_EXEC) executables, so both kinds the loader takes get booted
+# (/sbin/init-nopie; boot it with init=/sbin/init-nopie).
+(cd "$root" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+    cargo build --release --quiet -p rootfs --target "$target" --target-dir "$root/target/rootfs-nopie")
+nopie="$root/target/rootfs-nopie/$target/release"
 
 rm -rf "$stage"
 mkdir -p "$stage"/{sbin,bin,etc,dev,proc,tmp,root}
 cp -a "$root/rootfs/files/." "$stage/"
 install -m 0755 "$bindir/init" "$stage/sbin/init"
-strip "$stage/sbin/init" 2>/dev/null || true
+install -m 0755 "$nopie/init" "$stage/sbin/init-nopie"
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" 2>/dev/null || true
 
 img="$out/rootfs.ext2"
 rm -f "$img"

@@ -113,6 +113,40 @@ fn guest_kernel_runs_init_on_microvm() {
 }
 
 #[test]
+fn guest_kernel_runs_a_static_non_pie_init() {
+    // /sbin/init is static-pie (ET_DYN); /sbin/init-nopie the same program as ET_EXEC.
+    let Some(out) = boot_microvm("init=/sbin/init-nopie") else {
+        return;
+    };
+    assert!(out.stdout.contains("Run /sbin/init-nopie as init process"));
+    assert!(out.stdout.contains("Welcome to microvm!"));
+    assert_eq!(out.code, Some(0));
+}
+
+#[test]
+fn rootfs_init_also_runs_on_the_host() {
+    let stage = workspace_root().join("build/rootfs-stage/sbin");
+    for name in ["init", "init-nopie"] {
+        let bin = stage.join(name);
+        if !bin.exists() {
+            eprintln!(
+                "SKIPPED: {} is missing (scripts/build-rootfs.sh)",
+                bin.display()
+            );
+            return;
+        }
+        let out = Command::new(&bin).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {out:?}");
+        assert!(
+            stdout.contains("init: microvm init starting (pid "),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("powering off"), "only PID 1 powers off");
+    }
+}
+
+#[test]
 fn guest_kernel_takes_hz_from_the_command_line() {
     let Some(out) = boot_microvm("hz=250") else {
         return;
