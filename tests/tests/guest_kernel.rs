@@ -147,6 +147,27 @@ fn rootfs_init_also_runs_on_the_host() {
 }
 
 #[test]
+fn guest_kernel_system_calls_behave_like_linux() {
+    // init's `check` runs uname, open/openat, fstat, lseek, read, close, brk/mmap, getpid and failing opens.
+    let Some(out) = boot_microvm("-- check") else {
+        return;
+    };
+    assert!(
+        out.stdout
+            .contains("init: uname: Linux 6.5.0-microvm x86_64"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("; fstat, lseek and read agree"));
+    assert!(out.stdout.contains("init: check ok"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("not implemented"),
+        "init needed a missing syscall"
+    );
+    assert_eq!(out.code, Some(0));
+}
+
+#[test]
 fn guest_kernel_takes_hz_from_the_command_line() {
     let Some(out) = boot_microvm("hz=250") else {
         return;

@@ -3,8 +3,10 @@
 //! Run as PID 1 in the guest it calls `reboot(POWER_OFF)`. Anywhere else (the host, or a test) it stops
 //! after printing, so it can be run as an ordinary program.
 //!
-//! Arguments (the kernel passes the command-line words after `--`): `crash` makes it write through a null
-//! pointer after the banner, to test how the kernel handles a faulting process.
+//! Arguments (the kernel passes the command-line words after `--`): `check` exercises the system calls of
+//! the first kernel milestone and prints what they returned (`init: check ok` when all is as on Linux);
+//! `crash` makes it write through a null pointer after the banner, to test how the kernel handles a faulting
+//! process.
 
 use std::io::Write;
 
@@ -25,6 +27,12 @@ fn main() {
     }
     let _ = out.flush();
     drop(out);
+    if std::env::args().skip(1).any(|a| a == "check") {
+        match check() {
+            Ok(()) => println!("init: check ok"),
+            Err(e) => println!("init: check FAILED: {e}"),
+        }
+    }
     if std::env::args().skip(1).any(|a| a == "crash") {
         println!("init: writing through a null pointer");
         // SAFETY: none: this deliberately faults (the kernel must kill the process, as SIGSEGV would).
@@ -57,4 +65,83 @@ unsafe fn libc_syscall(nr: u64, a: u64, b: u64, c: u64) -> i64 {
             lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     ret
+}
+
+/// Exercises uname, open/openat, fstat, lseek, read, close, brk/mmap (through the allocator), getpid,
+/// and the errors of open on a read-only filesystem.
+fn check() -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    // SAFETY: uname fills the struct it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return Err(format!("uname: {}", std::io::Error::last_os_error()));
+    }
+    let field = |f: &[libc::c_char]| -> String {
+        f.iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8 as char)
+            .collect()
+    };
+    println!(
+        "init: uname: {} {} {}",
+        field(&u.sysname),
+        field(&u.release),
+        field(&u.machine)
+    );
+
+    let motd = std::fs::read(rootfs::MOTD_PATH).map_err(|e| format!("read motd: {e}"))?;
+    let mut f = std::fs::File::open(rootfs::MOTD_PATH).map_err(|e| format!("open: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("fstat: {e}"))?.len();
+    if len != motd.len() as u64 {
+        return Err(format!("fstat size {len} != {} bytes read", motd.len()));
+    }
+    let end = f
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("lseek end: {e}"))?;
+    if end != len {
+        return Err(format!("lseek(SEEK_END) = {end}, want {len}"));
+    }
+    f.seek(SeekFrom::Start(11))
+        .map_err(|e| format!("lseek set: {e}"))?;
+    let mut word = [0u8; 7];
+    f.read_exact(&mut word)
+        .map_err(|e| format!("read at 11: {e}"))?;
+    if word != motd[11..18] {
+        return Err(format!(
+            "read after lseek: {:?}",
+            String::from_utf8_lossy(&word)
+        ));
+    }
+    if f.seek(SeekFrom::Current(-100)).is_ok() {
+        return Err("lseek before the start succeeded".into());
+    }
+    println!(
+        "init: {} is {len} bytes; fstat, lseek and read agree",
+        rootfs::MOTD_PATH
+    );
+
+    match std::fs::File::open("/no/such/file") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => return Err(format!("open of a missing file: {other:?}")),
+    }
+    if std::process::id() == 1 {
+        // Only the guest's root is read-only.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open(rootfs::MOTD_PATH)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+            other => return Err(format!("open for writing: {other:?}")),
+        }
+    }
+    // A large allocation (mmap) and many small ones (brk), written and read back.
+    let big: Vec<u64> = (0..(1u64 << 17)).collect();
+    let small: Vec<Box<u64>> = (0..1000u64).map(Box::new).collect();
+    let sum: u64 = big.iter().sum::<u64>() + small.iter().map(|b| **b).sum::<u64>();
+    if sum != (1u64 << 17) * ((1u64 << 17) - 1) / 2 + 999 * 1000 / 2 {
+        return Err("heap contents".into());
+    }
+    println!("init: heap ok (1 MiB mmap + 1000 small allocations)");
+    Ok(())
 }
