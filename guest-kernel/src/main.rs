@@ -74,6 +74,12 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
 
     let hvc0 = cmdline::words(cmdline).any(|w| w == "console=hvc0");
     drivers::virtio::probe(cmdline::virtio_mmio_devices(cmdline), hvc0);
+    if let Some(dev) = cmdline::value(cmdline, "blktest") {
+        match drivers::virtio::write_self_test(dev) {
+            Ok(()) => kprintln!("blktest: {}: wrote and read back 4096 bytes", dev),
+            Err(e) => kprintln!("blktest: {}: {}", dev, e),
+        }
+    }
     let root = cmdline::value(cmdline, "root").unwrap_or("/dev/vda");
     if let Err(e) = fs::mount_root(root) {
         match e {

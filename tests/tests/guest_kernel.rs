@@ -168,6 +168,46 @@ fn guest_kernel_system_calls_behave_like_linux() {
 }
 
 #[test]
+fn guest_kernel_writes_to_a_virtio_disk() {
+    if !require_kvm() {
+        return;
+    }
+    let Some((kernel, disk)) = artifacts() else {
+        return;
+    };
+    let scratch = std::env::temp_dir().join(format!("microvm-blktest-{}.raw", std::process::id()));
+    std::fs::write(&scratch, vec![0u8; 1 << 20]).unwrap();
+    let root = format!("{},ro", disk.display());
+    let out = run(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            &root,
+            "--disk",
+            scratch.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 root=/dev/vda blktest=vdb",
+        ],
+        T,
+    );
+    let written = std::fs::read(&scratch).unwrap();
+    std::fs::remove_file(&scratch).unwrap();
+    assert!(out.stdout.contains("virtio-blk: vdb at "), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("blktest: vdb: wrote and read back 4096 bytes"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        written.starts_with(b"microvm blktest microvm blktest "),
+        "the write reached the image"
+    );
+    assert_eq!(out.code, Some(0));
+}
+
+#[test]
 fn guest_kernel_takes_hz_from_the_command_line() {
     let Some(out) = boot_microvm("hz=250") else {
         return;
@@ -314,6 +354,14 @@ fn guest_kernel_runs_init_on_qemu_microvm() {
         out.stdout.contains("virtio_mmio.device="),
         "QEMU announces its virtio-mmio devices"
     );
+    // TCG runs `syscall` as hardware does: every system call comes through the LSTAR entry.
+    assert!(
+        out.stdout
+            .contains("through the LSTAR entry, 0 through the #PF at LSTAR"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("syscalls: 0 through"));
     // isa-debug-exit: the guest's byte 0 becomes exit status (0 << 1) | 1.
     assert_eq!(out.code, Some(1));
 }

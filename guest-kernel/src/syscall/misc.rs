@@ -68,6 +68,12 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
     }
     match cmd {
         CMD_POWER_OFF | CMD_HALT => {
+            let (lstar, fault) = crate::arch::interrupts::syscall_counts();
+            kprintln!(
+                "syscalls: {} through the LSTAR entry, {} through the #PF at LSTAR",
+                kcore::fmt::Dec(lstar),
+                kcore::fmt::Dec(fault)
+            );
             kprintln!("reboot: Power down");
             crate::arch::cpu::reset()
         }

@@ -11,6 +11,7 @@ use super::cpu::read_cr2;
 use super::layout::{IRQ_VECTOR_BASE, SPURIOUS_VECTOR, TIMER_VECTOR, USER_CS, USER_DS};
 use super::trap::{syscall_entry_addr, TrapFrame, SYSCALL_VECTOR};
 use crate::kprintln;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::fmt::{Dec, Hex, Hex16};
 
 const EXCEPTION_NAMES: [&str; 32] = [
@@ -105,10 +106,27 @@ pub fn dump_frame(f: &TrapFrame) {
     );
 }
 
+static SYSCALLS_BY_LSTAR: AtomicU64 = AtomicU64::new(0);
+static SYSCALLS_BY_FAULT: AtomicU64 = AtomicU64::new(0);
+
+fn bump(c: &AtomicU64) {
+    // One CPU, interrupts off: a plain load and store (no locked instruction to emulate).
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// System calls taken so far: (through the LSTAR entry, through the #PF at LSTAR).
+pub fn syscall_counts() -> (u64, u64) {
+    (
+        SYSCALLS_BY_LSTAR.load(Ordering::Relaxed),
+        SYSCALLS_BY_FAULT.load(Ordering::Relaxed),
+    )
+}
+
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector;
     if vector == SYSCALL_VECTOR {
+        bump(&SYSCALLS_BY_LSTAR);
         crate::syscall::dispatch(frame);
         return;
     }
@@ -119,6 +137,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         frame.rflags = frame.r11;
         frame.cs = USER_CS as u64;
         frame.ss = USER_DS as u64;
+        bump(&SYSCALLS_BY_FAULT);
         crate::syscall::dispatch(frame);
         return;
     }
