@@ -15,7 +15,7 @@ use crate::config::{ConfigError, ConsoleKind, SerialMode, VmConfig};
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::vstate::kvm::{self, KvmError};
 use crate::vstate::memory::{self, MemoryError};
-use crate::vstate::vcpu::{self, Vcpu, VcpuError};
+use crate::vstate::vcpu::{self, PauseControl, Vcpu, VcpuError};
 use crate::vstate::vm::{self, VmError};
 use devices::bus::{Bus, BusError};
 use devices::legacy::{BootMarker, DebugExit, ExitSignal, Serial, I8042};
@@ -76,6 +76,10 @@ pub struct Vm {
     pub devices: DeviceManager,
     /// Set to make every vCPU thread leave its run loop.
     pub stop: Arc<AtomicBool>,
+    /// Pauses and resumes the vCPU threads.
+    pub pause: Arc<PauseControl>,
+    /// The keyboard controller (Ctrl-Alt-Del from the API).
+    pub i8042: Arc<Mutex<I8042>>,
 }
 
 /// Builds the VM described by `config`. `start` is when the process started (for the boot-time marker).
@@ -88,17 +92,23 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     // Virtio devices first: opening the disks reports bad images before KVM is touched, and their MMIO
     // windows go on the kernel command line.
     let mut devices = DeviceManager::new();
-    for (i, drive) in config.drives.iter().enumerate() {
-        let mut drive = drive.clone();
-        if drive.drive_id.is_empty() {
-            drive.drive_id = format!("drive{i}");
-        }
+    for drive in config.ordered_drives() {
         devices.add_block(&mem, &drive)?;
+    }
+    if !config.network_interfaces.is_empty() {
+        log::warn!(
+            "network interfaces are configured but microvm has no virtio-net device yet: ignored"
+        );
     }
     if config.console == ConsoleKind::Virtio {
         devices.add_console(&mem, Box::new(std::io::stdout()))?;
     }
-    let cmdline = format!("{}{}", config.cmdline(), devices.cmdline_entries());
+    let cmdline = format!(
+        "{}{}{}",
+        config.cmdline(),
+        config.root_args().unwrap_or_default(),
+        devices.cmdline_entries()
+    );
     if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
         return Err(BuildError::CmdlineTooLong {
             len: cmdline.len(),
@@ -169,8 +179,16 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
         layout::SERIAL_PORT.into(),
         layout::SERIAL_PORT_LEN.into(),
     )?;
+    let kbd_irq = eventfd()?;
+    vm_fd
+        .register_irqfd(&kbd_irq, layout::I8042_IRQ)
+        .map_err(|source| BuildError::Irqfd {
+            irq: layout::I8042_IRQ,
+            source,
+        })?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), kbd_irq)));
     pio.insert(
-        Arc::new(Mutex::new(I8042::new(exit.clone()))),
+        i8042.clone(),
         layout::I8042_PORT.into(),
         layout::I8042_PORT_LEN.into(),
     )?;
@@ -191,6 +209,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
 
     let base_cpuid = vcpu::supported_cpuid(&kvm)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let pause = Arc::new(PauseControl::default());
     let vcpus = (0..vcpu_count)
         .map(|id| {
             Ok(Vcpu {
@@ -201,6 +220,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
                 mem: mem.clone(),
                 exit: exit.clone(),
                 stop: stop.clone(),
+                pause: pause.clone(),
                 kernel_path: source.kernel_image_path.clone(),
                 start,
             })
@@ -219,5 +239,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
         mmio,
         devices,
         stop,
+        pause,
+        i8042,
     })
 }

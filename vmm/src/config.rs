@@ -33,6 +33,9 @@ pub enum BootProtocol {
 pub struct MachineConfig {
     pub vcpu_count: u8,
     pub mem_size_mib: u64,
+    /// Simultaneous multithreading (Firecracker's field). Always false here: `true` is refused.
+    #[serde(default)]
+    pub smt: bool,
 }
 
 impl Default for MachineConfig {
@@ -40,6 +43,7 @@ impl Default for MachineConfig {
         Self {
             vcpu_count: DEFAULT_VCPUS,
             mem_size_mib: DEFAULT_MEM_MIB,
+            smt: false,
         }
     }
 }
@@ -73,6 +77,9 @@ pub struct DriveConfig {
     /// Also the serial the guest reads with GET_ID (at most 20 bytes).
     pub drive_id: String,
     pub path_on_host: PathBuf,
+    /// The guest's root file system: this drive becomes /dev/vda and `root=/dev/vda` goes on the command line.
+    #[serde(default)]
+    pub is_root_device: bool,
     #[serde(default)]
     pub is_read_only: bool,
     /// Detected from the file's magic when absent.
@@ -92,6 +99,7 @@ impl DriveConfig {
         let mut drive = DriveConfig {
             drive_id: String::new(),
             path_on_host: path.into(),
+            is_root_device: false,
             is_read_only: false,
             format: None,
         };
@@ -111,6 +119,36 @@ impl DriveConfig {
         Ok(drive)
     }
 }
+
+/// A network interface (Firecracker's `network-interfaces` entry). Validated and kept in the configuration;
+/// it takes effect once the VMM has a virtio-net device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub iface_id: String,
+    /// The host TAP device.
+    pub host_dev_name: String,
+    /// `xx:xx:xx:xx:xx:xx`, unicast; a default is chosen when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_mac: Option<String>,
+}
+
+/// Parses a MAC address `xx:xx:xx:xx:xx:xx` (hex, either case).
+pub fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Longest TAP device name (IFNAMSIZ less the NUL).
+pub const MAX_IFNAME_LEN: usize = 15;
 
 /// Where the guest console is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -147,6 +185,12 @@ pub struct VmConfig {
     pub machine: MachineConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drives: Vec<DriveConfig>,
+    #[serde(
+        rename = "network-interfaces",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub network_interfaces: Vec<NetConfig>,
     #[serde(default)]
     pub console: ConsoleKind,
     #[serde(default)]
@@ -177,6 +221,22 @@ pub enum ConfigError {
     DriveIdTooLong(String),
     #[error("{0} virtio devices; at most {max} fit", max = layout::VIRTIO_MMIO_SLOTS)]
     TooManyDevices(usize),
+    #[error("smt (simultaneous multithreading) is not supported")]
+    SmtUnsupported,
+    #[error("drives {0:?} and {1:?} are both the root device")]
+    TwoRootDevices(String, String),
+    #[error("network interface id {0:?} is used twice")]
+    DuplicateIfaceId(String),
+    #[error("network interface id must not be empty")]
+    EmptyIfaceId,
+    #[error("host device name {0:?} must be 1 to {MAX_IFNAME_LEN} bytes")]
+    BadHostDevName(String),
+    #[error("host device {0:?} is used by two network interfaces")]
+    DuplicateHostDev(String),
+    #[error("guest_mac {0:?} is not a unicast MAC address xx:xx:xx:xx:xx:xx")]
+    BadMac(String),
+    #[error("guest_mac {0:?} is used by two network interfaces")]
+    DuplicateMac(String),
 }
 
 /// Most vCPUs a VM can have: what the MP table in the EBDA can describe, rounded down (Firecracker's limit).
@@ -188,6 +248,20 @@ pub const MIN_MEM_MIB: u64 = 2;
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 
 impl VmConfig {
+    /// What the root device adds to the command line (Firecracker's `root=/dev/vda ro|rw`), unless the boot
+    /// arguments name a root themselves.
+    pub fn root_args(&self) -> Option<&'static str> {
+        let root = self.drives.iter().find(|d| d.is_root_device)?;
+        if self.cmdline().split(' ').any(|a| a.starts_with("root=")) {
+            return None;
+        }
+        Some(if root.is_read_only {
+            " root=/dev/vda ro"
+        } else {
+            " root=/dev/vda rw"
+        })
+    }
+
     /// The kernel command line the guest gets.
     pub fn cmdline(&self) -> &str {
         let default = match self.console {
@@ -199,6 +273,9 @@ impl VmConfig {
 
     /// Checks everything that can be checked without touching the host.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.machine.smt {
+            return Err(ConfigError::SmtUnsupported);
+        }
         if self.machine.vcpu_count == 0 {
             return Err(ConfigError::NoVcpus);
         }
@@ -231,6 +308,14 @@ impl VmConfig {
                 return Err(ConfigError::DuplicateDriveId(d.drive_id.clone()));
             }
         }
+        let mut roots = self.drives.iter().filter(|d| d.is_root_device);
+        if let (Some(a), Some(b)) = (roots.next(), roots.next()) {
+            return Err(ConfigError::TwoRootDevices(
+                a.drive_id.clone(),
+                b.drive_id.clone(),
+            ));
+        }
+        self.validate_network()?;
         let devices = self.drives.len() + usize::from(self.console == ConsoleKind::Virtio);
         if devices as u64 > layout::VIRTIO_MMIO_SLOTS {
             return Err(ConfigError::TooManyDevices(devices));
@@ -243,6 +328,51 @@ impl VmConfig {
             });
         }
         Ok(())
+    }
+
+    fn validate_network(&self) -> Result<(), ConfigError> {
+        let (mut ids, mut devs, mut macs) = (Vec::new(), Vec::new(), Vec::new());
+        for n in &self.network_interfaces {
+            if n.iface_id.is_empty() {
+                return Err(ConfigError::EmptyIfaceId);
+            }
+            if ids.contains(&&n.iface_id) {
+                return Err(ConfigError::DuplicateIfaceId(n.iface_id.clone()));
+            }
+            ids.push(&n.iface_id);
+            let dev = &n.host_dev_name;
+            if dev.is_empty() || dev.len() > MAX_IFNAME_LEN || dev.contains(['/', '\0', ' ']) {
+                return Err(ConfigError::BadHostDevName(dev.clone()));
+            }
+            if devs.contains(&dev) {
+                return Err(ConfigError::DuplicateHostDev(dev.clone()));
+            }
+            devs.push(dev);
+            if let Some(mac) = &n.guest_mac {
+                match parse_mac(mac) {
+                    Some(m) if m[0] & 1 == 0 => {}
+                    _ => return Err(ConfigError::BadMac(mac.clone())),
+                }
+                let m = mac.to_ascii_lowercase();
+                if macs.contains(&m) {
+                    return Err(ConfigError::DuplicateMac(mac.clone()));
+                }
+                macs.push(m);
+            }
+        }
+        Ok(())
+    }
+
+    /// The drives in the order the guest sees them: the root device first (/dev/vda), the others in order.
+    pub fn ordered_drives(&self) -> Vec<DriveConfig> {
+        let mut drives = self.drives.clone();
+        for (i, d) in drives.iter_mut().enumerate() {
+            if d.drive_id.is_empty() {
+                d.drive_id = format!("drive{i}");
+            }
+        }
+        drives.sort_by_key(|d| !d.is_root_device);
+        drives
     }
 }
 
@@ -340,5 +470,75 @@ mod tests {
         assert_eq!(c.machine.vcpu_count, 2);
         assert_eq!(c.cmdline(), "console=ttyS0");
         assert!(serde_json::from_str::<VmConfig>(r#"{"boot-source": {}, "bogus": 1}"#).is_err());
+    }
+
+    #[test]
+    fn smt_root_devices_and_network_interfaces() {
+        let mut c = config();
+        c.machine.smt = true;
+        assert_eq!(c.validate(), Err(ConfigError::SmtUnsupported));
+        let mut c = config();
+        c.drives = vec![
+            DriveConfig::parse("a,id=a").unwrap(),
+            DriveConfig::parse("b,id=b,ro").unwrap(),
+        ];
+        assert_eq!(c.root_args(), None);
+        c.drives[1].is_root_device = true;
+        assert_eq!(c.ordered_drives()[0].drive_id, "b");
+        assert_eq!(c.root_args(), Some(" root=/dev/vda ro"));
+        c.boot_source.boot_args = Some("root=/dev/vdb".into());
+        assert_eq!(c.root_args(), None);
+        c.drives[0].is_root_device = true;
+        assert!(matches!(c.validate(), Err(ConfigError::TwoRootDevices(..))));
+
+        let net = |id: &str, dev: &str, mac: Option<&str>| NetConfig {
+            iface_id: id.into(),
+            host_dev_name: dev.into(),
+            guest_mac: mac.map(Into::into),
+        };
+        let mut c = config();
+        c.network_interfaces = vec![net("eth0", "tap0", Some("06:00:AC:10:00:02"))];
+        c.validate().unwrap();
+        for (bad, err) in [
+            (net("", "tap1", None), ConfigError::EmptyIfaceId),
+            (
+                net("eth0", "tap1", None),
+                ConfigError::DuplicateIfaceId("eth0".into()),
+            ),
+            (
+                net("eth1", "tap0", None),
+                ConfigError::DuplicateHostDev("tap0".into()),
+            ),
+            (
+                net("eth1", "", None),
+                ConfigError::BadHostDevName("".into()),
+            ),
+            (
+                net("eth1", &"t".repeat(16), None),
+                ConfigError::BadHostDevName("t".repeat(16)),
+            ),
+            (
+                net("eth1", "tap1", Some("06:00:ac:10:00")),
+                ConfigError::BadMac("06:00:ac:10:00".into()),
+            ),
+            (
+                net("eth1", "tap1", Some("01:00:00:00:00:01")),
+                ConfigError::BadMac("01:00:00:00:00:01".into()),
+            ),
+            (
+                net("eth1", "tap1", Some("06:00:ac:10:00:02")),
+                ConfigError::DuplicateMac("06:00:ac:10:00:02".into()),
+            ),
+        ] {
+            let mut c2 = c.clone();
+            c2.network_interfaces.push(bad);
+            assert_eq!(c2.validate(), Err(err));
+        }
+        assert_eq!(
+            parse_mac("0a:Bc:00:00:00:ff"),
+            Some([0x0a, 0xbc, 0, 0, 0, 0xff])
+        );
+        assert_eq!(parse_mac("0a:bc:00:00:00:ff:00"), None);
+        assert_eq!(parse_mac("0a:bc:00:00:00:f"), None);
     }
 }

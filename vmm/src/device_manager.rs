@@ -230,6 +230,7 @@ mod tests {
             let drive = DriveConfig {
                 drive_id: format!("d{i}"),
                 path_on_host: path,
+                is_root_device: false,
                 is_read_only: i == 1,
                 format: None,
             };
@@ -246,6 +247,7 @@ mod tests {
         let missing = DriveConfig {
             drive_id: "x".into(),
             path_on_host: dir.join("nope.raw"),
+            is_root_device: false,
             is_read_only: false,
             format: None,
         };

@@ -37,7 +37,7 @@ pub fn block_stop_signals() {
 }
 
 /// A signalfd delivering SIGINT and SIGTERM.
-fn signal_fd() -> std::io::Result<OwnedFd> {
+pub fn signal_fd() -> std::io::Result<OwnedFd> {
     let set = stop_signals();
     // SAFETY: -1 asks for a new fd; `set` is a valid signal set.
     let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };

@@ -1,5 +1,7 @@
-//! The `microvm` command: parses flags into a [`VmConfig`], runs the VM, and exits with its status.
-//! Every failure is one line on stderr and exit status 1.
+//! The `microvm` command: parses flags (or a Firecracker-style config file) into a [`VmConfig`], runs the
+//! VM, optionally serving the API on a Unix socket, and exits with its status. Without `--kernel` or
+//! `--config-file`, `--api-sock` waits for the API to configure and start the VM. Every failure is one line on
+//! stderr and exit status 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,14 +12,27 @@ use vmm::config::{
     BootProtocol, BootSource, ConsoleKind, DriveConfig, MachineConfig, SerialMode, VmConfig,
     DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
+use vmm::controller::DEFAULT_INSTANCE_ID;
+use vmm::RunOptions;
 
 /// A KVM-based microVM monitor.
 #[derive(Parser, Debug)]
 #[command(name = "microvm", version, about)]
 struct Cli {
-    /// Kernel to boot: an ELF (PVH note or 64-bit entry) or a bzImage.
+    /// Kernel to boot: an ELF (PVH note or 64-bit entry) or a bzImage. Optional with --api-sock (the API
+    /// then configures and starts the VM) or --config-file.
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["api_sock", "config_file"])]
+    kernel: Option<PathBuf>,
+    /// Serve the HTTP API (Firecracker's paths) on this Unix socket, created mode 0600, removed on exit.
     #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    api_sock: Option<PathBuf>,
+    /// Boot from a JSON config file in Firecracker's schema (boot-source, machine-config, drives,
+    /// network-interfaces) instead of the VM flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "vcpus", "boot", "disks"])]
+    config_file: Option<PathBuf>,
+    /// The instance id reported by the API's GET /.
+    #[arg(long, value_name = "ID", default_value = DEFAULT_INSTANCE_ID)]
+    id: String,
     /// Initial ramdisk, loaded at the top of low memory.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
@@ -52,20 +67,29 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> VmConfig {
-        VmConfig {
+    /// The configuration from the config file, or from the flags (with no kernel yet if none was given).
+    fn config(&mut self) -> Result<VmConfig, String> {
+        if let Some(path) = &self.config_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?;
+            let mut config: VmConfig = serde_json::from_str(&text)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?;
+            config.boot_timer = self.boot_timer;
+            return Ok(config);
+        }
+        Ok(VmConfig {
             boot_source: BootSource {
-                kernel_image_path: self.kernel,
-                initrd_path: self.initrd,
-                boot_args: self.cmdline,
+                kernel_image_path: self.kernel.clone().unwrap_or_default(),
+                initrd_path: self.initrd.clone(),
+                boot_args: self.cmdline.clone(),
                 boot_protocol: self.boot,
             },
             machine: MachineConfig {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.mem,
+                smt: false,
             },
-            drives: self
-                .disks
+            drives: std::mem::take(&mut self.disks)
                 .into_iter()
                 .enumerate()
                 .map(|(i, mut d)| {
@@ -75,10 +99,11 @@ impl Cli {
                     d
                 })
                 .collect(),
+            network_interfaces: Vec::new(),
             console: self.console,
             serial: self.serial,
             boot_timer: self.boot_timer,
-        }
+        })
     }
 }
 
@@ -125,9 +150,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mut cli = cli;
     init_logging(cli.log_level, cli.boot_timer);
-    let config = cli.into_config();
-    match vmm::run(&config, start) {
+    let config = match cli.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("microvm: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opts = RunOptions {
+        config,
+        boot_now: cli.kernel.is_some() || cli.config_file.is_some(),
+        api_sock: cli.api_sock,
+        id: cli.id,
+        start,
+    };
+    match vmm::run(opts) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             vmm::terminal::restore();

@@ -1,4 +1,4 @@
-//! Legacy PC devices on the port I/O bus: the 8250 UART, the i8042 (for its reset line), the debug-exit port
+//! Legacy PC devices on the port I/O bus: the 8250 UART, the i8042 (reset line, Ctrl-Alt-Del), the debug-exit port
 //! and the boot-time marker.
 //!
 //! These devices run on vCPU threads (inside a port I/O exit). Anything that must end the VM goes through one
@@ -11,7 +11,7 @@ mod serial;
 
 pub use boot_marker::BootMarker;
 pub use debug_exit::DebugExit;
-pub use i8042::I8042;
+pub use i8042::{I8042Error, I8042};
 pub use serial::{Serial, MAX_PENDING_INPUT};
 
 use std::sync::Mutex;

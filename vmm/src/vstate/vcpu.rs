@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_regs, kvm_sregs, CpuId, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -119,6 +120,88 @@ impl RateLimit {
     }
 }
 
+/// Pauses and resumes the vCPU threads of one VM.
+#[derive(Default)]
+pub struct PauseControl {
+    /// Fast-path copy of `state.paused`, read after every exit.
+    requested: AtomicBool,
+    state: Mutex<PauseState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct PauseState {
+    paused: bool,
+    /// vCPU threads parked right now.
+    parked: usize,
+}
+
+impl PauseControl {
+    /// Asks the vCPUs to park (`true`) or to go on (`false`). Parking needs a kick out of `KVM_RUN` as well.
+    pub fn set_paused(&self, paused: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.paused = paused;
+        self.requested.store(paused, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    /// Whether a pause is requested.
+    pub fn is_paused(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// How many vCPU threads are parked.
+    pub fn parked(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).parked
+    }
+
+    /// Waits up to `timeout` for `n` parked threads; returns whether they are.
+    pub fn wait_parked(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.parked < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Wakes parked threads so that they see a stop request.
+    pub fn wake_all(&self) {
+        let _s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.cv.notify_all();
+    }
+
+    /// Parks the calling vCPU thread while a pause is requested and `stop` is not set.
+    fn park_while_paused(&self, id: u8, stop: &AtomicBool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.paused || stop.load(Ordering::Acquire) {
+            return;
+        }
+        s.parked += 1;
+        log::debug!("vCPU {id} paused");
+        self.cv.notify_all();
+        while s.paused && !stop.load(Ordering::Acquire) {
+            // The timeout only guards against a missed wake-up; the VMM notifies on resume and stop.
+            s = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        s.parked -= 1;
+        log::debug!("vCPU {id} resumed");
+        self.cv.notify_all();
+    }
+}
+
 /// Everything a vCPU thread needs.
 pub struct Vcpu {
     pub id: u8,
@@ -128,6 +211,8 @@ pub struct Vcpu {
     pub mem: GuestMemoryMmap,
     pub exit: Arc<ExitSignal>,
     pub stop: Arc<AtomicBool>,
+    /// Pause requests from the VMM thread.
+    pub pause: Arc<PauseControl>,
     /// The kernel file, for naming the function a failing RIP is in.
     pub kernel_path: PathBuf,
     /// When the process started, for the first-KVM_RUN timing of `--boot-timer`.
@@ -157,6 +242,10 @@ impl Vcpu {
             );
         }
         while !self.stop.load(Ordering::Acquire) {
+            if self.pause.is_paused() {
+                self.pause.park_while_paused(self.id, &self.stop);
+                continue;
+            }
             let next = match self.fd.run() {
                 Ok(exit) => handle_exit(self.id, exit, &self.pio, &self.mmio),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Continue,
@@ -378,6 +467,34 @@ mod tests {
         assert_eq!(regs[APIC_LVT0] as u8, 0x30);
         assert_eq!(regs[APIC_LVT0 + 1] as u8, 0x07);
         assert_eq!(regs[APIC_LVT0 + 2] as u8, 1);
+    }
+
+    #[test]
+    fn vcpus_park_while_paused_and_leave_on_stop() {
+        let pause = Arc::new(PauseControl::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        pause.set_paused(true);
+        let threads: Vec<_> = (0..2)
+            .map(|id| {
+                let (p, s) = (pause.clone(), stop.clone());
+                std::thread::spawn(move || p.park_while_paused(id, &s))
+            })
+            .collect();
+        assert!(pause.wait_parked(2, Duration::from_secs(5)));
+        pause.set_paused(false);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(pause.parked(), 0);
+        // Parked, then stopped: the thread leaves without a resume.
+        pause.set_paused(true);
+        let (p, s) = (pause.clone(), stop.clone());
+        let t = std::thread::spawn(move || p.park_while_paused(0, &s));
+        assert!(pause.wait_parked(1, Duration::from_secs(5)));
+        stop.store(true, Ordering::Release);
+        pause.wake_all();
+        t.join().unwrap();
+        assert!(!pause.wait_parked(1, Duration::from_millis(10)));
     }
 
     #[test]

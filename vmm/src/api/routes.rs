@@ -1,0 +1,341 @@
+//! Request routing: (method, path, body) -> an [`Action`] for the VMM thread, or the [`ApiError`] to answer
+//! with. Pure functions, no sockets: everything here is unit-tested below.
+//!
+//! Paths and bodies follow Firecracker's API (swagger `firecracker.yaml`); `GET /metrics` is our extension.
+//! Bodies are parsed strictly: unknown fields, missing required fields and wrong types are 400s.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{BootSource, DiskFormat, DriveConfig, MachineConfig, NetConfig};
+
+/// What a client asked for, parsed and checked for shape (values are checked by the VMM thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    GetInfo,
+    GetVersion,
+    GetMachineConfig,
+    PutMachineConfig(MachineConfig),
+    PutBootSource(BootSource),
+    PutDrive(DriveConfig),
+    PutNetworkInterface(NetConfig),
+    InstanceStart,
+    SendCtrlAltDel,
+    FlushMetrics,
+    Pause,
+    Resume,
+    GetVmConfig,
+    GetMetrics,
+}
+
+/// A request that cannot be served, with its HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, unknown or missing fields, invalid values, or not allowed in the current state.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such resource: {0}")]
+    NotFound(String),
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the VMM is not answering")]
+    Unavailable,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::Unavailable => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The body: Firecracker's `{"fault_message": "..."}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "fault_message": self.to_string() }).to_string()
+    }
+}
+
+/// `PUT /drives/{id}` body. Firecracker requires `drive_id` and `is_root_device`; `format` is ours.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriveBody {
+    drive_id: String,
+    path_on_host: PathBuf,
+    is_root_device: bool,
+    #[serde(default)]
+    is_read_only: bool,
+    #[serde(default)]
+    format: Option<DiskFormat>,
+}
+
+/// `PUT /actions` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    action_type: ActionType,
+}
+
+#[derive(Deserialize)]
+enum ActionType {
+    InstanceStart,
+    SendCtrlAltDel,
+    FlushMetrics,
+}
+
+/// `PATCH /vm` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmBody {
+    state: VmStateBody,
+}
+
+#[derive(Deserialize)]
+enum VmStateBody {
+    Paused,
+    Resumed,
+}
+
+fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("the request needs a JSON body".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
+}
+
+/// The id in `/prefix/{id}`, which must equal the body's id.
+fn check_id(kind: &str, path_id: &str, body_id: &str) -> Result<(), ApiError> {
+    if path_id != body_id {
+        return Err(ApiError::BadRequest(format!(
+            "the {kind} in the path ({path_id:?}) differs from the one in the body ({body_id:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Maps a request onto an [`Action`].
+pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> {
+    // Firecracker ignores a query string; so do we.
+    let path = path.split('?').next().unwrap_or_default();
+    let not_allowed = || ApiError::MethodNotAllowed {
+        method: method.to_owned(),
+        path: path.to_owned(),
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (segments.as_slice(), method) {
+        ([""], "GET") => Ok(Action::GetInfo),
+        ([""], _) => Err(not_allowed()),
+        (["version"], "GET") => Ok(Action::GetVersion),
+        (["version"], _) => Err(not_allowed()),
+        (["machine-config"], "GET") => Ok(Action::GetMachineConfig),
+        (["machine-config"], "PUT") => Ok(Action::PutMachineConfig(json(body)?)),
+        (["machine-config"], _) => Err(not_allowed()),
+        (["boot-source"], "PUT") => Ok(Action::PutBootSource(json(body)?)),
+        (["boot-source"], _) => Err(not_allowed()),
+        (["drives", id], "PUT") if !id.is_empty() => {
+            let b: DriveBody = json(body)?;
+            check_id("drive_id", id, &b.drive_id)?;
+            Ok(Action::PutDrive(DriveConfig {
+                drive_id: b.drive_id,
+                path_on_host: b.path_on_host,
+                is_root_device: b.is_root_device,
+                is_read_only: b.is_read_only,
+                format: b.format,
+            }))
+        }
+        (["drives", id], _) if !id.is_empty() => Err(not_allowed()),
+        (["network-interfaces", id], "PUT") if !id.is_empty() => {
+            let n: NetConfig = json(body)?;
+            check_id("iface_id", id, &n.iface_id)?;
+            Ok(Action::PutNetworkInterface(n))
+        }
+        (["network-interfaces", id], _) if !id.is_empty() => Err(not_allowed()),
+        (["actions"], "PUT") => Ok(match json::<ActionBody>(body)?.action_type {
+            ActionType::InstanceStart => Action::InstanceStart,
+            ActionType::SendCtrlAltDel => Action::SendCtrlAltDel,
+            ActionType::FlushMetrics => Action::FlushMetrics,
+        }),
+        (["actions"], _) => Err(not_allowed()),
+        (["vm"], "PATCH") => Ok(match json::<VmBody>(body)?.state {
+            VmStateBody::Paused => Action::Pause,
+            VmStateBody::Resumed => Action::Resume,
+        }),
+        (["vm"], _) => Err(not_allowed()),
+        (["vm", "config"], "GET") => Ok(Action::GetVmConfig),
+        (["vm", "config"], _) => Err(not_allowed()),
+        (["metrics"], "GET") => Ok(Action::GetMetrics),
+        (["metrics"], _) => Err(not_allowed()),
+        _ => Err(ApiError::NotFound(path.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(method: &str, path: &str, body: &str) -> Action {
+        route(method, path, body.as_bytes()).unwrap()
+    }
+
+    fn status(method: &str, path: &str, body: &str) -> u16 {
+        route(method, path, body.as_bytes()).unwrap_err().status()
+    }
+
+    #[test]
+    fn routes_every_path() {
+        assert_eq!(ok("GET", "/", ""), Action::GetInfo);
+        assert_eq!(ok("GET", "/version", ""), Action::GetVersion);
+        assert_eq!(ok("GET", "/machine-config", ""), Action::GetMachineConfig);
+        assert_eq!(ok("GET", "/vm/config", ""), Action::GetVmConfig);
+        assert_eq!(ok("GET", "/metrics?x=1", ""), Action::GetMetrics);
+        assert_eq!(
+            ok(
+                "PUT",
+                "/machine-config",
+                r#"{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}"#
+            ),
+            Action::PutMachineConfig(MachineConfig {
+                vcpu_count: 2,
+                mem_size_mib: 256,
+                smt: false
+            })
+        );
+        let Action::PutBootSource(b) = ok(
+            "PUT",
+            "/boot-source",
+            r#"{"kernel_image_path": "/k", "boot_args": "console=ttyS0", "initrd_path": "/i"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(b.kernel_image_path, PathBuf::from("/k"));
+        assert_eq!(b.initrd_path, Some(PathBuf::from("/i")));
+        let Action::PutDrive(d) = ok(
+            "PUT",
+            "/drives/rootfs",
+            r#"{"drive_id": "rootfs", "path_on_host": "/r.img", "is_root_device": true,
+                "is_read_only": true}"#,
+        ) else {
+            panic!()
+        };
+        assert!(d.is_root_device && d.is_read_only && d.format.is_none());
+        let Action::PutNetworkInterface(n) = ok(
+            "PUT",
+            "/network-interfaces/eth0",
+            r#"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:00:00:00:01"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(n.host_dev_name, "tap0");
+        for (body, action) in [
+            ("InstanceStart", Action::InstanceStart),
+            ("SendCtrlAltDel", Action::SendCtrlAltDel),
+            ("FlushMetrics", Action::FlushMetrics),
+        ] {
+            let b = format!(r#"{{"action_type": "{body}"}}"#);
+            assert_eq!(ok("PUT", "/actions", &b), action);
+        }
+        assert_eq!(ok("PATCH", "/vm", r#"{"state": "Paused"}"#), Action::Pause);
+        assert_eq!(
+            ok("PATCH", "/vm", r#"{"state": "Resumed"}"#),
+            Action::Resume
+        );
+    }
+
+    #[test]
+    fn bad_bodies_are_400() {
+        // Malformed JSON, empty body, unknown field, missing field, wrong type, unknown enum value.
+        assert_eq!(status("PUT", "/machine-config", "{"), 400);
+        assert_eq!(status("PUT", "/machine-config", ""), 400);
+        assert_eq!(
+            status(
+                "PUT",
+                "/machine-config",
+                r#"{"vcpu_count": 1, "mem_size_mib": 128, "bogus": 1}"#
+            ),
+            400
+        );
+        assert_eq!(
+            status("PUT", "/machine-config", r#"{"vcpu_count": 1}"#),
+            400
+        );
+        assert_eq!(
+            status(
+                "PUT",
+                "/machine-config",
+                r#"{"vcpu_count": "one", "mem_size_mib": 128}"#
+            ),
+            400
+        );
+        assert_eq!(
+            status(
+                "PUT",
+                "/machine-config",
+                r#"{"vcpu_count": 300, "mem_size_mib": 1}"#
+            ),
+            400
+        );
+        assert_eq!(
+            status("PUT", "/actions", r#"{"action_type": "Reboot"}"#),
+            400
+        );
+        assert_eq!(status("PATCH", "/vm", r#"{"state": "Stopped"}"#), 400);
+        assert_eq!(status("PUT", "/boot-source", r#"{"boot_args": "x"}"#), 400);
+        // Path and body ids must agree; Firecracker requires is_root_device.
+        assert_eq!(
+            status(
+                "PUT",
+                "/drives/a",
+                r#"{"drive_id": "b", "path_on_host": "/x", "is_root_device": false}"#
+            ),
+            400
+        );
+        assert_eq!(
+            status(
+                "PUT",
+                "/drives/a",
+                r#"{"drive_id": "a", "path_on_host": "/x"}"#
+            ),
+            400
+        );
+        assert_eq!(
+            status(
+                "PUT",
+                "/network-interfaces/eth0",
+                r#"{"iface_id": "eth1", "host_dev_name": "tap0"}"#
+            ),
+            400
+        );
+        let e = route("PUT", "/machine-config", b"{").unwrap_err();
+        assert!(
+            e.body().starts_with(r#"{"fault_message":"invalid body: "#),
+            "{}",
+            e.body()
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        assert_eq!(status("GET", "/nope", ""), 404);
+        assert_eq!(status("GET", "/drives", ""), 404);
+        assert_eq!(status("PUT", "/drives/", ""), 404);
+        assert_eq!(status("GET", "/vm/config/x", ""), 404);
+        assert_eq!(status("DELETE", "/", ""), 405);
+        assert_eq!(status("POST", "/machine-config", ""), 405);
+        assert_eq!(status("GET", "/boot-source", ""), 405);
+        assert_eq!(status("GET", "/actions", ""), 405);
+        assert_eq!(status("GET", "/drives/a", ""), 405);
+        assert_eq!(status("PUT", "/vm", r#"{"state": "Paused"}"#), 405);
+        assert_eq!(status("PUT", "/metrics", ""), 405);
+        assert_eq!(ApiError::PayloadTooLarge(1).status(), 413);
+    }
+}

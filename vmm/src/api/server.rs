@@ -1,0 +1,330 @@
+//! The API's socket side: binds the Unix socket (mode 0600; a stale socket file is replaced, a live one is
+//! an error), accepts on its own thread and serves each connection on a thread of its own, so a silent or
+//! slow client holds only its own thread (reads time out after [`READ_TIMEOUT`]).
+//!
+//! A connection thread parses a request ([`super::http`]), routes it ([`super::routes::route`]) and sends
+//! the [`Action`] to the VMM thread as an [`ApiRequest`] over a channel, writing to an EventFd the VMM
+//! thread's event manager watches ([`ApiEvents`]); the answer comes back on a per-request channel.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use serde::Serialize;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::http::{self, HttpError, MAX_BODY};
+use super::routes::{route, Action, ApiError};
+
+/// How long a connection may stay silent (between requests or inside one).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the VMM thread's answer (InstanceStart loads the kernel and opens disks).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; more are answered 503 and closed.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Why the API socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("API socket {0}: another process is serving it")]
+    InUse(PathBuf),
+    #[error("API socket {0}: the path exists and is not a socket")]
+    NotASocket(PathBuf),
+    #[error("API socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the API EventFd: {0}")]
+    EventFd(#[source] std::io::Error),
+    #[error("cannot start the API thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// A successful answer: 204 without a body, or 200 with JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Empty,
+    Json(String),
+}
+
+/// What the VMM thread answers.
+pub type Outcome = Result<Reply, ApiError>;
+
+/// One request for the VMM thread, with the way back.
+pub struct ApiRequest {
+    pub action: Action,
+    reply: SyncSender<Outcome>,
+}
+
+impl ApiRequest {
+    /// Sends the answer back to the connection (which may have gone).
+    pub fn respond(self, outcome: Outcome) {
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Counters of the API server, for `GET /metrics`.
+#[derive(Debug, Default, Serialize)]
+pub struct ApiMetrics {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    /// Answers with a 4xx or 5xx status.
+    pub errors: AtomicU64,
+    /// Connections closed for silence or an incomplete request.
+    pub timeouts: AtomicU64,
+}
+
+/// The bound socket; removes the socket file when dropped.
+pub struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The VMM thread's end: a subscriber that collects requests for the main loop to handle.
+pub struct ApiEvents {
+    evt: Arc<EventFd>,
+    rx: Receiver<ApiRequest>,
+    pending: Vec<ApiRequest>,
+}
+
+impl ApiEvents {
+    const REQUEST: u32 = 1;
+
+    /// Requests received since the last call.
+    pub fn take_pending(&mut self) -> Vec<ApiRequest> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+impl MutEventSubscriber for ApiEvents {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.data() == Self::REQUEST {
+            let _ = self.evt.read();
+            self.pending.extend(self.rx.try_iter());
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data(&*self.evt, Self::REQUEST, EventSet::IN)) {
+            log::error!("cannot watch the API EventFd: {e:?}");
+        }
+    }
+}
+
+/// Binds `path` with mode 0600, replacing a stale socket file.
+fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    let err = |source| ServerError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::NotASocket(path.to_owned()));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServerError::InUse(path.to_owned()));
+        }
+        log::info!("replacing the stale API socket {}", path.display());
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    // The socket is created with mode 0600 from the start: the umask covers the window before chmod. The
+    // API thread does not exist yet and vCPU threads create no files, so the process-wide umask is safe.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Binds the API socket and starts the accept thread. Returns the guard that removes the socket, the
+/// subscriber for the VMM thread's event manager, and the server's counters.
+pub fn start(path: &Path) -> Result<(SocketGuard, ApiEvents, Arc<ApiMetrics>), ServerError> {
+    let listener = bind(path)?;
+    let guard = SocketGuard(path.to_owned());
+    let evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(ServerError::EventFd)?);
+    let (tx, rx) = mpsc::channel();
+    let metrics = Arc::new(ApiMetrics::default());
+    let shared = Shared {
+        tx,
+        evt: evt.clone(),
+        metrics: metrics.clone(),
+        active: Arc::new(AtomicUsize::new(0)),
+    };
+    std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || accept_loop(listener, shared))
+        .map_err(ServerError::Spawn)?;
+    Ok((
+        guard,
+        ApiEvents {
+            evt,
+            rx,
+            pending: Vec::new(),
+        },
+        metrics,
+    ))
+}
+
+/// What every connection thread shares.
+#[derive(Clone)]
+struct Shared {
+    tx: Sender<ApiRequest>,
+    evt: Arc<EventFd>,
+    metrics: Arc<ApiMetrics>,
+    active: Arc<AtomicUsize>,
+}
+
+fn accept_loop(listener: UnixListener, shared: Shared) {
+    for conn in listener.incoming() {
+        let mut stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("API: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        if shared.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+            let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+            let e = ApiError::Unavailable;
+            let _ = http::write_response(&mut stream, e.status(), &e.body(), false);
+            continue;
+        }
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("api-conn".into())
+            .spawn(move || {
+                serve(stream, &s);
+                s.active.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+            log::warn!("API: cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// Serves one connection until it closes, fails, or goes silent.
+fn serve(mut stream: UnixStream, shared: &Shared) {
+    if stream.set_read_timeout(Some(READ_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(READ_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let mut buf = Vec::new();
+    loop {
+        let (outcome, keep_alive) = match http::read_request(&mut stream, &mut buf) {
+            Ok(req) => (
+                route(&req.method, &req.path, &req.body).and_then(|a| call(shared, a)),
+                req.keep_alive,
+            ),
+            Err(HttpError::Closed) => return,
+            Err(HttpError::Io(e)) => {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    shared.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                log::debug!("API connection dropped: {e}");
+                return;
+            }
+            Err(HttpError::Malformed(m)) => (Err(ApiError::BadRequest(m)), false),
+            Err(HttpError::TooLarge(_)) => (Err(ApiError::PayloadTooLarge(MAX_BODY)), false),
+        };
+        shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let written = match outcome {
+            Ok(Reply::Empty) => http::write_response(&mut stream, 204, "", keep_alive),
+            Ok(Reply::Json(body)) => http::write_response(&mut stream, 200, &body, keep_alive),
+            Err(e) => {
+                shared.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                log::debug!("API: answering {}: {e}", e.status());
+                http::write_response(&mut stream, e.status(), &e.body(), keep_alive)
+            }
+        };
+        if written.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// Hands `action` to the VMM thread and waits for its answer.
+fn call(shared: &Shared, action: Action) -> Outcome {
+    let (reply, answer) = mpsc::sync_channel(1);
+    shared
+        .tx
+        .send(ApiRequest { action, reply })
+        .map_err(|_| ApiError::Unavailable)?;
+    shared.evt.write(1).map_err(|_| ApiError::Unavailable)?;
+    answer
+        .recv_timeout(REPLY_TIMEOUT)
+        .map_err(|_| ApiError::Unavailable)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn temp_sock(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("microvm-api-{}-{name}.sock", std::process::id()))
+    }
+
+    #[test]
+    fn socket_is_0600_stale_replaced_live_refused() {
+        let path = temp_sock("bind");
+        // A stale socket: bound, then its listener gone.
+        drop(UnixListener::bind(&path).unwrap());
+        let (guard, mut events, _) = start(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(start(&path), Err(ServerError::InUse(_))));
+
+        // A request travels to the "VMM thread" and back.
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let mut s = UnixStream::connect(&path).unwrap();
+                s.write_all(b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out
+            }
+        });
+        let req = loop {
+            let _ = events.evt.read();
+            events.pending.extend(events.rx.try_iter());
+            if let Some(r) = events.take_pending().pop() {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(req.action, Action::GetVersion);
+        req.respond(Ok(Reply::Json("{\"v\":1}".into())));
+        let out = client.join().unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.ends_with("{\"v\":1}"));
+
+        drop(guard);
+        assert!(!path.exists());
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(start(&path), Err(ServerError::NotASocket(_))));
+        std::fs::remove_file(&path).unwrap();
+    }
+}
