@@ -17,8 +17,8 @@ const PATH_MAX: usize = 4096;
 /// Checks a user range in the current process, faulting in anonymous pages.
 pub fn check_user(va: u64, len: u64, write: bool) -> Result<(), Errno> {
     with_current(|p| {
-        let vmas = p.vmas.clone();
-        uaccess::check(&mut p.aspace, va, len, write, |aspace, page| {
+        let (aspace, vmas) = (&mut p.aspace, &p.vmas);
+        uaccess::check(aspace, va, len, write, |aspace, page| {
             let Some(v) = vmas.iter().find(|v| v.start <= page && page < v.end) else {
                 return false;
             };
