@@ -93,11 +93,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     );
 
     // As on Linux, the words after `--` are init's arguments.
-    let init_args: alloc::vec::Vec<&str> = cmdline
-        .split_ascii_whitespace()
-        .skip_while(|w| *w != "--")
-        .skip(1)
-        .collect();
+    let init_args: alloc::vec::Vec<&str> = cmdline::init_args(cmdline).collect();
     run_init(
         cmdline::value(cmdline, "init").unwrap_or("/sbin/init"),
         &init_args,
@@ -113,23 +109,26 @@ fn init_memory() {
         )
     };
     let reserved = [(0, 0x10_0000), (kstart - KERNEL_BASE, kend - KERNEL_BASE)];
+    // RAM the boot page tables map first (the page directories for the rest come from it), then the
+    // rest once the direct map reaches it.
+    let low = arch::layout::BOOT_DIRECT_MAP_END;
     let mut ram_end = 0;
-    let gib_pages = arch::cpu::cpuid(0x8000_0001, 0).3 & (1 << 26) != 0;
-    let direct_map_end = if gib_pages {
-        512u64 << 30
-    } else {
-        arch::layout::BOOT_DIRECT_MAP_END
-    };
     arch::pvh::for_each_memmap(|addr, size, ty| {
         if ty == arch::pvh::MEMMAP_RAM {
-            let end = (addr + size).min(direct_map_end);
-            if addr < end {
-                mm::frame::add_region(addr, end, &reserved);
-                ram_end = ram_end.max(end);
+            ram_end = ram_end.max(addr + size);
+            if addr < low {
+                mm::frame::add_region(addr, (addr + size).min(low), &reserved);
             }
         }
     });
-    mm::paging::init_kernel(ram_end, gib_pages);
+    let gib_pages = arch::cpu::cpuid(0x8000_0001, 0).3 & (1 << 26) != 0;
+    let mapped = mm::paging::init_kernel(ram_end, gib_pages);
+    arch::pvh::for_each_memmap(|addr, size, ty| {
+        let (start, end) = (addr.max(low), (addr + size).min(mapped));
+        if ty == arch::pvh::MEMMAP_RAM && start < end {
+            mm::frame::add_region(start, end, &reserved);
+        }
+    });
     let (total, _) = mm::frame::stats();
     let heap = (total * mm::PAGE_SIZE / 8).clamp(2 << 20, 64 << 20);
     if !mm::heap::init(heap) {

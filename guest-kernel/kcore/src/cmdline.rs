@@ -62,6 +62,15 @@ pub fn virtio_mmio_devices(cmdline: &str) -> impl Iterator<Item = VirtioMmioDevi
         .filter_map(parse_virtio_mmio)
 }
 
+/// init's arguments: the words after `--`, as on Linux, except `virtio_mmio.device=` entries, which VMMs
+/// (QEMU among them) append at the very end of the line, after any `--`.
+pub fn init_args(cmdline: &str) -> impl Iterator<Item = &str> {
+    words(cmdline)
+        .skip_while(|w| *w != "--")
+        .skip(1)
+        .filter(|w| !w.starts_with("virtio_mmio.device="))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +84,18 @@ mod tests {
         assert_eq!(parse_number("4K"), Some(4096));
         assert_eq!(parse_number("0xd0000000"), Some(0xd000_0000));
         assert_eq!(parse_number("x"), None);
+    }
+
+    #[test]
+    fn init_arguments_follow_the_double_dash() {
+        let c = "console=ttyS0 root=/dev/vda -- check -v virtio_mmio.device=4K@0xd0000000:5";
+        assert_eq!(init_args(c).collect::<Vec<_>>(), vec!["check", "-v"]);
+        assert_eq!(
+            virtio_mmio_devices(c).count(),
+            1,
+            "still a kernel parameter"
+        );
+        assert_eq!(init_args("root=/dev/vda").count(), 0);
     }
 
     #[test]

@@ -34,7 +34,8 @@ fn kernel_pml4_phys() -> u64 {
 }
 
 /// Finishes the kernel's page tables after boot: drops the identity map of the boot code and maps RAM
-/// above 4 GiB into the direct map with 1 GiB pages (when the CPU has them).
+/// above 4 GiB (up to 512 GiB) into the direct map, with 1 GiB pages when the CPU has them, else with
+/// 2 MiB pages in page directories taken from the frame allocator. Returns the end of the direct map.
 pub fn init_kernel(ram_end: u64, gib_pages: bool) -> u64 {
     let pml4 = table(kernel_pml4_phys());
     // SAFETY: boot is single-threaded; slot 0 (identity map) is unused once running in the higher half,
@@ -42,12 +43,22 @@ pub fn init_kernel(ram_end: u64, gib_pages: bool) -> u64 {
     unsafe {
         *pml4 = 0;
         let mut mapped = crate::arch::layout::BOOT_DIRECT_MAP_END;
-        if gib_pages {
-            let pdpt = table(*pml4.add(256) & ADDR_MASK);
-            while mapped < ram_end && mapped < (512 << 30) {
-                *pdpt.add((mapped >> 30) as usize) = mapped | PRESENT | WRITABLE | HUGE;
-                mapped += 1 << 30;
+        let pdpt = table(*pml4.add(256) & ADDR_MASK);
+        while mapped < ram_end && mapped < (512 << 30) {
+            let slot = pdpt.add((mapped >> 30) as usize);
+            if gib_pages {
+                *slot = mapped | PRESENT | WRITABLE | HUGE;
+            } else {
+                let Some(pd) = frame::alloc_zeroed() else {
+                    break;
+                };
+                let entries = table(pd);
+                for i in 0..512u64 {
+                    *entries.add(i as usize) = (mapped + (i << 21)) | PRESENT | WRITABLE | HUGE;
+                }
+                *slot = pd | PRESENT | WRITABLE;
             }
+            mapped += 1 << 30;
         }
         write_cr3(read_cr3());
         mapped
