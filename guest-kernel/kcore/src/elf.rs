@@ -316,6 +316,57 @@ mod tests {
         assert_eq!(parse(&f, TOP), Err(ElfError::NoSegments));
     }
 
+    /// Links a tiny static program with the host's C compiler (skips when there is none).
+    fn link(tag: &str, flags: &[&str]) -> Option<Vec<u8>> {
+        let dir = std::env::temp_dir().join(format!("kcore-elf-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("t.c");
+        std::fs::write(
+            &src,
+            "int data = 7; char bss[100000];\nvoid _start(void) { for (;;) bss[data]++; }\n",
+        )
+        .unwrap();
+        let out = dir.join("t");
+        let ok = std::process::Command::new("cc")
+            .args(flags)
+            .args(["-nostdlib", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        let bytes = ok.then(|| std::fs::read(&out).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+        if bytes.is_none() {
+            eprintln!("SKIPPED: no C compiler to link a {tag} test program");
+        }
+        bytes
+    }
+
+    #[test]
+    fn parses_linker_output_static_and_static_pie() {
+        if let Some(f) = link("exec", &["-static", "-no-pie"]) {
+            let img = parse(&f, TOP).unwrap();
+            assert!(!img.pie);
+            assert!(img.entry >= 0x400000);
+            assert!(img.phdr_addr != 0 && img.phnum >= 2);
+            let bss = img.segments.iter().find(|s| s.flags & PF_W != 0).unwrap();
+            assert!(
+                bss.memsz >= 100000 && bss.filesz < bss.memsz,
+                "bss is memsz beyond filesz"
+            );
+        }
+        if let Some(f) = link("pie", &["-static-pie", "-fPIE"]) {
+            let img = parse(&f, TOP).unwrap();
+            assert!(img.pie);
+            assert_eq!(
+                img.bias,
+                DYN_BASE - img.segments.iter().map(|s| s.vaddr & !0xfff).min().unwrap()
+            );
+            assert!(img.entry > DYN_BASE && img.phdr_addr > DYN_BASE);
+        }
+    }
+
     #[test]
     fn parses_a_real_host_executable_if_static() {
         // The test binary itself is dynamically linked on most hosts: it must be refused cleanly.

@@ -570,6 +570,14 @@ mod tests {
             .collect();
         fs::write(root.join("sbin/big"), &big).unwrap();
         std::os::unix::fs::symlink("../etc/motd", root.join("sbin/motd-link")).unwrap();
+        // A sparse file: 64 KiB of hole, 5 bytes, another hole up to 200 KiB.
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = fs::File::create(root.join("sparse")).unwrap();
+            f.seek(SeekFrom::Start(64 * 1024)).unwrap();
+            f.write_all(b"data!").unwrap();
+            f.set_len(200 * 1024).unwrap();
+        }
         let long_target = format!("/etc/{}/../motd", "x".repeat(80));
         std::os::unix::fs::symlink(&long_target, root.join("long-link")).unwrap();
         fs::create_dir_all(root.join(format!("etc/{}", "x".repeat(80)))).unwrap();
@@ -631,6 +639,23 @@ mod tests {
             let f = e.file_offset as usize;
             assert!(fs.device().0[d..d + e.len as usize] == want[f..f + e.len as usize]);
         }
+
+        let sparse = fs.resolve(b"/sparse", true).unwrap();
+        assert_eq!(sparse.size, 200 * 1024);
+        let mut content = vec![0xffu8; 200 * 1024];
+        assert_eq!(fs.read_at(&sparse, 0, &mut content).unwrap(), 200 * 1024);
+        assert!(
+            content[..64 * 1024].iter().all(|&b| b == 0),
+            "leading hole reads as zeros"
+        );
+        assert_eq!(&content[64 * 1024..64 * 1024 + 5], b"data!");
+        assert!(content[64 * 1024 + 5..].iter().all(|&b| b == 0));
+        let ext = fs.extents(&sparse, 0, u64::MAX).unwrap();
+        assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 200 * 1024);
+        assert_eq!(
+            ext[0].disk_offset, None,
+            "the hole is an extent without disk blocks"
+        );
 
         let link = fs.resolve(b"/sbin/motd-link", false).unwrap();
         assert!(link.is_symlink());
