@@ -2,8 +2,8 @@
  *   pvh_start32: PVH entry, 32-bit protected mode, paging off, EBX = hvm_start_info. Builds identity page
  *                tables for 4 GiB, enters long mode, calls guest_main(0, ebx).
  *   _start64:    Linux 64-bit entry (ELF e_entry, bzImage +0x200), RSI = zero page. Calls guest_main(1, rsi).
- * Also the interrupt stubs: vector 32 (PIT through the PIC) counts ticks, every other vector reports an
- * unexpected exception. */
+ * Also the interrupt stubs: vector 32 (PIT through the PIC) counts ticks, vector 33 (i8042 keyboard through
+ * the PIC) collects scancodes, every other vector reports an unexpected exception. */
     .section .text.pvh32, "ax"
     .code32
     .globl pvh_start32
@@ -83,6 +83,29 @@ irq0_stub:
     push %r10
     push %r11
     call on_tick
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    iretq
+
+    .globl irq1_stub
+irq1_stub:
+    push %rax
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    call on_key
     pop %r11
     pop %r10
     pop %r9

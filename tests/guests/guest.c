@@ -10,6 +10,8 @@
  *   badinsn     run an instruction KVM's emulator cannot handle (dies here on emulating hosts)
  *   blkread=S   read sector S of the first virtio-blk disk (virtio_blk.c)
  *   blkwrite=S  write and flush sector S of the first virtio-blk disk (virtio_blk.c)
+ *   count       print "count N" every 10 timer ticks, forever; keyboard bytes (IRQ 1, port 0x60) are
+ *               collected, and the Ctrl-Alt-Del sequence 14 11 e0 71 ends the guest with status 57
  *   reset       reset through the i8042
  *   halt        stay alive forever (halted, interrupts off)
  *   exit=N      leave through the debug-exit port with status N (default 0)
@@ -80,12 +82,21 @@ void blk_die(uint8_t code) { die(code); }
 struct idt_entry { uint16_t off0, sel; uint8_t ist, flags; uint16_t off1; uint32_t off2, zero; };
 static struct idt_entry idt[256];
 static struct { uint16_t limit; uint64_t base; } __attribute__((packed)) idt_ptr;
-extern void irq0_stub(void), unexpected_stub(void), emulation_failure(void), load_idt(void *);
+extern void irq0_stub(void), irq1_stub(void), unexpected_stub(void), emulation_failure(void), load_idt(void *);
 static volatile uint64_t ticks;
+static volatile uint8_t keys[16];
+static volatile int nkeys;
 
 void on_tick(void) {
     ticks++;
     outb(0x20, 0x20); /* EOI to the master PIC */
+}
+void on_key(void) {
+    while (inb(0x64) & 1) {
+        uint8_t b = inb(0x60);
+        if (nkeys < 16) keys[nkeys++] = b;
+    }
+    outb(0x20, 0x20);
 }
 void on_unexpected(void) {
     puts_("unexpected exception\n");
@@ -97,19 +108,45 @@ static void set_gate(int v, void (*f)(void)) {
     idt[v] = (struct idt_entry){(uint16_t)a, 0x08, 0, 0x8e, (uint16_t)(a >> 16), (uint32_t)(a >> 32), 0};
 }
 
-static void take_ticks(uint64_t n) {
+/* IDT, PIC (vectors 32..47, the IRQs of `master_mask`'s clear bits unmasked), PIT at 100 Hz, then sti. */
+static void start_interrupts(uint8_t master_mask) {
     for (int v = 0; v < 256; v++) set_gate(v, unexpected_stub);
     set_gate(32, irq0_stub);
+    set_gate(33, irq1_stub);
     idt_ptr.limit = sizeof(idt) - 1;
     idt_ptr.base = (uint64_t)idt;
     load_idt(&idt_ptr);
-    /* PIC: ICW1..4, vectors 32..47, only IRQ0 unmasked. */
-    outb(0x20, 0x11); outb(0x21, 32); outb(0x21, 4); outb(0x21, 1); outb(0x21, 0xfe);
+    outb(0x20, 0x11); outb(0x21, 32); outb(0x21, 4); outb(0x21, 1); outb(0x21, master_mask);
     outb(0xa0, 0x11); outb(0xa1, 40); outb(0xa1, 2); outb(0xa1, 1); outb(0xa1, 0xff);
     /* PIT channel 0, mode 2, 100 Hz. */
     uint16_t div = 1193182 / 100;
     outb(0x43, 0x34); outb(0x40, (uint8_t)div); outb(0x40, (uint8_t)(div >> 8));
     __asm__ volatile("sti");
+}
+
+/* Prints a counter every 10 ticks until the Ctrl-Alt-Del scancodes arrive. */
+static void count(void) {
+    start_interrupts(0xfc); /* IRQ 0 and 1 */
+    puts_("counting\n");
+    uint64_t n = 0, next = 10;
+    for (;;) {
+        __asm__ volatile("hlt");
+        if (ticks >= next) {
+            next = ticks + 10;
+            puts_("count "); putu(n++); puts_("\n");
+        }
+        int k = nkeys;
+        if (k >= 4 && keys[k - 4] == 0x14 && keys[k - 3] == 0x11 && keys[k - 2] == 0xe0 && keys[k - 1] == 0x71) {
+            puts_("keys:");
+            for (int i = 0; i < k; i++) { puts_(" "); puthex(keys[i]); }
+            puts_("\nctrl-alt-del\n");
+            die(57);
+        }
+    }
+}
+
+static void take_ticks(uint64_t n) {
+    start_interrupts(0xfe); /* only IRQ 0 */
     while (ticks < n) __asm__ volatile("hlt");
     __asm__ volatile("cli");
     puts_("ticks: "); putu(ticks); puts_("\n");
@@ -186,6 +223,7 @@ void guest_main(int kind, uint64_t info) {
     }
     if ((v = find("blkread"))) blk_read(number(v));
     if ((v = find("blkwrite"))) blk_write(number(v));
+    if (find("count")) count();
     if (find("reset")) { puts_("resetting\n"); outb(0x64, 0xfe); }
     if (find("halt")) { puts_("halting\n"); for (;;) __asm__ volatile("cli; hlt"); }
     v = find("exit");
