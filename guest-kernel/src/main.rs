@@ -29,11 +29,6 @@ use kcore::fmt::{Dec, Hex, Hex16};
 /// Exit status of the VM after a kernel panic (through the debug-exit port).
 pub const PANIC_EXIT_CODE: u8 = 3;
 
-extern "C" {
-    static __kernel_start: u8;
-    static __kernel_end: u8;
-}
-
 #[no_mangle]
 extern "C" fn kernel_main(start_info: u64) -> ! {
     time::init_early();
@@ -101,13 +96,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
 }
 
 fn init_memory() {
-    // SAFETY: linker-script symbols; only their addresses are used.
-    let (kstart, kend) = unsafe {
-        (
-            &__kernel_start as *const u8 as u64,
-            &__kernel_end as *const u8 as u64,
-        )
-    };
+    let (kstart, kend) = arch::kernel_image();
     let reserved = [(0, 0x10_0000), (kstart - KERNEL_BASE, kend - KERNEL_BASE)];
     // RAM the boot page tables map first (the page directories for the rest come from it), then the
     // rest once the direct map reaches it.

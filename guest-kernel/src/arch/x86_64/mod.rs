@@ -34,6 +34,20 @@ pub fn init_cpu() {
     }
 }
 
+extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// The kernel image's virtual address range (from the linker script).
+pub fn kernel_image() -> (u64, u64) {
+    // Only the addresses of the linker-script symbols are taken (no read).
+    (
+        &raw const __kernel_start as u64,
+        &raw const __kernel_end as u64,
+    )
+}
+
 /// Sets the FS base (arch_prctl ARCH_SET_FS).
 pub fn set_fs_base(v: u64) {
     // SAFETY: FS base only affects user-mode TLS accesses; any canonical value is fine.
