@@ -103,11 +103,13 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     if config.console == ConsoleKind::Virtio {
         devices.add_console(&mem, Box::new(std::io::stdout()))?;
     }
-    let cmdline = format!(
-        "{}{}{}",
+    let cmdline = boot::add_kernel_params(
         config.cmdline(),
-        config.root_args().unwrap_or_default(),
-        devices.cmdline_entries()
+        &format!(
+            "{}{}",
+            config.root_args().unwrap_or_default(),
+            devices.cmdline_entries()
+        ),
     );
     if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
         return Err(BuildError::CmdlineTooLong {

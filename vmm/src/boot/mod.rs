@@ -297,6 +297,28 @@ pub fn load_initrd(
     Ok(InitrdRegion { addr, size })
 }
 
+/// Adds kernel parameters (`extra`, each with a leading space) to `cmdline`, before any ` -- `: Linux
+/// passes the words after `--` to init instead of reading them itself.
+pub fn add_kernel_params(cmdline: &str, extra: &str) -> String {
+    let split = if cmdline == "--" || cmdline.starts_with("-- ") {
+        Some(0)
+    } else {
+        cmdline
+            .find(" -- ")
+            .or_else(|| cmdline.strip_suffix(" --").map(str::len))
+    };
+    match split {
+        Some(at) => {
+            let (kernel, init) = cmdline.split_at(at);
+            let sep = if at == 0 { " " } else { "" };
+            format!("{kernel}{extra}{sep}{init}")
+                .trim_start()
+                .to_string()
+        }
+        None => format!("{cmdline}{extra}"),
+    }
+}
+
 /// Writes the NUL-terminated command line.
 pub fn load_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<(), BootError> {
     if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
@@ -367,6 +389,28 @@ mod tests {
             Err(BootError::InitrdTooBig { .. })
         ));
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn kernel_params_go_before_the_init_arguments() {
+        let e = " virtio_mmio.device=4K@0xd0000000:5";
+        assert_eq!(
+            add_kernel_params("console=ttyS0", e),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5"
+        );
+        assert_eq!(
+            add_kernel_params("console=ttyS0 -- check x", e),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 -- check x"
+        );
+        assert_eq!(
+            add_kernel_params("quiet --", e),
+            "quiet virtio_mmio.device=4K@0xd0000000:5 --"
+        );
+        assert_eq!(
+            add_kernel_params("-- single", e),
+            "virtio_mmio.device=4K@0xd0000000:5 -- single"
+        );
+        assert_eq!(add_kernel_params("a--b", ""), "a--b");
     }
 
     #[test]
