@@ -82,7 +82,7 @@ def main():
     if running:
         subprocess.run(["cargo", "build", "-q", "-p", "tests", "--tests"], cwd=ROOT, check=True)
         guest = max(glob.glob(f"{ROOT}/target/debug/build/tests-*/out/guest-pvh.elf"), key=os.path.getmtime)
-        args += ["--kernel", guest, "--cmdline", "count", "--serial", "off"]
+        args += ["--kernel", guest, "--cmdline", os.environ.get("GUEST_CMDLINE", "count"), "--serial", "off"]
     vmm = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         deadline = time.time() + 10

@@ -1,6 +1,7 @@
 //! The i8042 keyboard controller, as far as Firecracker emulates it: the CPU reset line, the controller's
 //! command byte and output port, and a keyboard output buffer that the VMM fills with the Ctrl-Alt-Del
-//! scancodes (API `SendCtrlAltDel`).
+//! scancodes (API `SendCtrlAltDel`), plus the controller self tests and keyboard enable/disable that Linux's
+//! probe uses.
 //!
 //! Data flow: a guest writing 0xfe to the command port (0x64) ends the VM with status 0 (how Linux reboots with
 //! `reboot=k`). The VMM thread calls [`I8042::trigger_ctrl_alt_del`], which queues scancode set 2 bytes and
@@ -26,6 +27,13 @@ const CMD_WRITE_CTR: u8 = 0x60;
 const CMD_READ_OUTP: u8 = 0xd0;
 const CMD_WRITE_OUTP: u8 = 0xd1;
 const CMD_RESET_CPU: u8 = 0xfe;
+const CMD_SELF_TEST: u8 = 0xaa;
+const CMD_KBD_TEST: u8 = 0xab;
+const CMD_DISABLE_KBD: u8 = 0xad;
+const CMD_ENABLE_KBD: u8 = 0xae;
+/// Answers to the self tests: controller OK, keyboard interface OK.
+const SELF_TEST_OK: u8 = 0x55;
+const KBD_TEST_OK: u8 = 0x00;
 
 /// Status register bits.
 const SB_OUT_DATA_AVAIL: u8 = 0x01;
@@ -35,6 +43,7 @@ const SB_KBD_ENABLED: u8 = 0x10;
 /// Command byte bits: keyboard interrupt enabled, POST passed.
 const CB_KBD_INT: u8 = 0x01;
 const CB_POST_OK: u8 = 0x04;
+const CB_KBD_DISABLED: u8 = 0x10;
 
 /// Keyboard acknowledge.
 const KBD_ACK: u8 = 0xfa;
@@ -144,6 +153,18 @@ impl I8042 {
                 self.flush_buf();
                 let _ = self.push_byte(self.outp);
             }
+            // Linux probes the controller with its self tests before it trusts the keyboard port.
+            CMD_SELF_TEST | CMD_KBD_TEST => {
+                self.flush_buf();
+                let answer = if cmd == CMD_SELF_TEST {
+                    SELF_TEST_OK
+                } else {
+                    KBD_TEST_OK
+                };
+                let _ = self.push_byte(answer);
+            }
+            CMD_DISABLE_KBD => self.control |= CB_KBD_DISABLED,
+            CMD_ENABLE_KBD => self.control &= !CB_KBD_DISABLED,
             CMD_WRITE_CTR | CMD_WRITE_OUTP => {
                 self.flush_buf();
                 self.status |= SB_I8042_CMD_DATA;
@@ -271,6 +292,18 @@ mod tests {
         dev.write(DATA_OFFSET, &[0x5a]);
         dev.write(COMMAND_OFFSET, &[CMD_READ_OUTP]);
         assert_eq!(read(&mut dev, DATA_OFFSET), 0x5a);
+        // Self tests pass; disabling the keyboard shows in the command byte.
+        dev.write(COMMAND_OFFSET, &[CMD_SELF_TEST]);
+        assert_eq!(read(&mut dev, DATA_OFFSET), SELF_TEST_OK);
+        dev.write(COMMAND_OFFSET, &[CMD_KBD_TEST]);
+        assert_ne!(read(&mut dev, COMMAND_OFFSET) & SB_OUT_DATA_AVAIL, 0);
+        assert_eq!(read(&mut dev, DATA_OFFSET), KBD_TEST_OK);
+        dev.write(COMMAND_OFFSET, &[CMD_DISABLE_KBD]);
+        dev.write(COMMAND_OFFSET, &[CMD_READ_CTR]);
+        assert_eq!(read(&mut dev, DATA_OFFSET), CB_POST_OK | CB_KBD_DISABLED);
+        dev.write(COMMAND_OFFSET, &[CMD_ENABLE_KBD]);
+        dev.write(COMMAND_OFFSET, &[CMD_READ_CTR]);
+        assert_eq!(read(&mut dev, DATA_OFFSET), CB_POST_OK);
         // A keyboard command is acknowledged.
         dev.write(DATA_OFFSET, &[0xf4]);
         assert_eq!(read(&mut dev, DATA_OFFSET), KBD_ACK);
