@@ -578,6 +578,28 @@ fn socket_mode_stale_and_live_sockets() {
     std::fs::remove_file(&sock).unwrap();
 }
 
+#[test]
+fn a_vm_that_cannot_boot_ends_microvm_and_removes_the_socket() {
+    let sock = tmp("fail.sock");
+    let out = run(
+        &[
+            "--api-sock",
+            sock.to_str().unwrap(),
+            "--kernel",
+            "/nonexistent/kernel",
+        ],
+        T,
+    );
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .contains("cannot open kernel /nonexistent/kernel"),
+        "{}",
+        out.stderr
+    );
+    assert!(!sock.exists());
+}
+
 impl Client {
     fn connect_ok(sock: &Path) -> bool {
         UnixStream::connect(sock)

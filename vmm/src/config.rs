@@ -470,6 +470,17 @@ mod tests {
         assert_eq!(c.machine.vcpu_count, 2);
         assert_eq!(c.cmdline(), "console=ttyS0");
         assert!(serde_json::from_str::<VmConfig>(r#"{"boot-source": {}, "bogus": 1}"#).is_err());
+        // What GET /vm/config writes, a config file reads back.
+        let mut c = c;
+        c.drives = vec![DriveConfig::parse("/r.img,id=root,ro").unwrap()];
+        c.drives[0].is_root_device = true;
+        c.network_interfaces = vec![NetConfig {
+            iface_id: "eth0".into(),
+            host_dev_name: "tap0".into(),
+            guest_mac: None,
+        }];
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<VmConfig>(&text).unwrap(), c);
     }
 
     #[test]
