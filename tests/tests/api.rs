@@ -302,9 +302,18 @@ fn pause_and_resume_keep_the_guest_running() {
     vm.wait_for_output("count 3\n", T);
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     assert_eq!(c.get("/").json()["state"], "Paused");
-    c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#); // Idempotent, as in Firecracker.
-                                                    // Let the pipe drain, then the counter must stand still (it moves every 100 ms when running).
-    std::thread::sleep(Duration::from_millis(200));
+    // Idempotent, as in Firecracker.
+    c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+    // Let the pipe drain (the output stops changing for 150 ms), then the counter must stand still: it moves
+    // every 100 ms when the guest runs.
+    let (mut seen, mut since) = (vm.stdout(), Instant::now());
+    assert!(wait_until(T, || {
+        let now = vm.stdout();
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
+        since.elapsed() >= Duration::from_millis(150)
+    }));
     let frozen = vm.stdout();
     let paused_at = last_count(&vm).unwrap();
     assert!(
