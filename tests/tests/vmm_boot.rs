@@ -131,6 +131,30 @@ fn console_input_reaches_the_guest() {
 }
 
 #[test]
+fn serial_off_gives_the_uart_no_input() {
+    if !require_kvm() {
+        return;
+    }
+    // The echo guest waits for a line on the UART, prints it and exits 7. With --serial off the UART
+    // gets no host input, so it must still be waiting when we stop the VM.
+    let mut vm = Vm::spawn(&[
+        "--kernel",
+        PVH,
+        "--serial",
+        "off",
+        "--cmdline",
+        "echo exit=7",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    vm.send(b"typed with the serial off\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    vm.signal(libc::SIGTERM);
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(143), "stopped by SIGTERM, not by the guest");
+    assert!(out.stdout.is_empty(), "the UART's output is discarded too");
+}
+
+#[test]
 fn i8042_reset_ends_the_vm_with_status_0() {
     if !require_kvm() {
         return;

@@ -182,6 +182,12 @@ impl Controller {
                 .unwrap_or_else(|e| e.into_inner())
                 .set_virtio_console(console.clone());
         }
+        if self.config.serial == crate::config::SerialMode::Off {
+            events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_serial_input(false);
+        }
         for device in vm.devices.subscribers() {
             manager.add_subscriber(device);
         }

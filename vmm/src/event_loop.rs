@@ -61,6 +61,8 @@ pub struct VmmEvents {
     stdin_paused: bool,
     /// With `--console virtio`, host input goes to the virtio console instead of the UART.
     virtio_console: Option<Arc<Mutex<Console>>>,
+    /// Whether the UART takes host input (not with `--serial off`).
+    serial_input: bool,
     /// The VM's exit status, once it is decided.
     pub outcome: Option<i32>,
 }
@@ -85,6 +87,7 @@ impl VmmEvents {
             stdin_open: true,
             stdin_paused: false,
             virtio_console: None,
+            serial_input: true,
             outcome: None,
         })
     }
@@ -119,11 +122,20 @@ impl VmmEvents {
         self.virtio_console = Some(console);
     }
 
+    /// With `--serial off` the UART gets no host input: without a virtio console, input is discarded.
+    pub fn set_serial_input(&mut self, enabled: bool) {
+        self.serial_input = enabled;
+    }
+
     fn feed_serial(&mut self) {
         if let Some(console) = &self.virtio_console {
             let mut console = console.lock().unwrap_or_else(|e| e.into_inner());
             let taken = console.enqueue_input(self.pending.make_contiguous());
             self.pending.drain(..taken);
+            return;
+        }
+        if !self.serial_input {
+            self.pending.clear();
             return;
         }
         self.serial
