@@ -98,7 +98,7 @@ def main():
     qemu = shutil.which("qemu-system-x86_64")
     if qemu:
         bench("qemu-system-x86_64 -M microvm (peer)",
-              [qemu, "-M", "microvm,acpi=off,x-option-roms=off,rtc=off", "-accel", "kvm", "-cpu", "host",
+              [qemu, "-M", "microvm,acpi=off,x-option-roms=off,rtc=off", "-accel", "kvm",
                "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
                "-kernel", g, "-append", "marker halt"], False)
     else:
