@@ -6,7 +6,7 @@
 //! parks every vCPU between two `KVM_RUN`s, resume lets them go on). The main loop in [`crate::run`] calls
 //! [`Controller::handle`] for each API request and ends when [`Controller::outcome`] has an exit status.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::api::{routes::Action, ApiError, ApiMetrics, Outcome, Reply};
 use crate::builder::{build_vm, Vm};
 use crate::config::VmConfig;
-use crate::event_loop::{self, VmmEvents, SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE};
+use crate::event_loop::{self, read_stop_signal, VmmEvents};
 use crate::{terminal, vstate, Error};
 use devices::virtio::block::BlockMetrics;
 
@@ -45,23 +45,7 @@ struct PreBootSignals {
 
 impl MutEventSubscriber for PreBootSignals {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        // SAFETY: signalfd_siginfo is plain data.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of_val(&info);
-        // SAFETY: reads at most one signalfd_siginfo into `info`.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        };
-        if n as usize == size {
-            let code = if info.ssi_signo == libc::SIGINT as u32 {
-                SIGINT_EXIT_CODE
-            } else {
-                SIGTERM_EXIT_CODE
-            };
+        if let Some(code) = read_stop_signal(&self.fd) {
             self.outcome.get_or_insert(code);
         }
     }

@@ -48,6 +48,30 @@ pub fn signal_fd() -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Reads one signal from a [`signal_fd`]: the exit status it asks for (130 for SIGINT, 143 for SIGTERM), or
+/// `None` if nothing was pending.
+pub fn read_stop_signal(fd: &OwnedFd) -> Option<i32> {
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of_val(&info);
+    // SAFETY: reads at most one signalfd_siginfo into `info`.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    if n as usize != size {
+        return None;
+    }
+    Some(if info.ssi_signo == libc::SIGINT as u32 {
+        SIGINT_EXIT_CODE
+    } else {
+        SIGTERM_EXIT_CODE
+    })
+}
+
 /// The VMM thread's own events.
 pub struct VmmEvents {
     serial: Arc<Mutex<Serial>>,
@@ -145,24 +169,8 @@ impl VmmEvents {
     }
 
     fn read_signal(&mut self) {
-        // SAFETY: signalfd_siginfo is plain data.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of_val(&info);
-        // SAFETY: reads one signalfd_siginfo into `info`.
-        let n = unsafe {
-            libc::read(
-                self.signals.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        };
-        if n as usize == size {
-            let code = if info.ssi_signo == libc::SIGINT as u32 {
-                SIGINT_EXIT_CODE
-            } else {
-                SIGTERM_EXIT_CODE
-            };
-            log::info!("received signal {}, stopping the VM", info.ssi_signo);
+        if let Some(code) = read_stop_signal(&self.signals) {
+            log::info!("received a stop signal, stopping the VM (exit status {code})");
             self.outcome.get_or_insert(code);
         }
     }
