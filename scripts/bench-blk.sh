@@ -16,14 +16,14 @@
 # the noise of a shared host.
 #
 # Environment: BENCH_DIR (parent of the temp dir, default $TMPDIR or /tmp), BENCH_IMAGE_MB (default 1024),
-# BENCH_COUNT_4K (requests per 4 KiB run, default 30000), BENCH_COUNT_1M (default 2000), BENCH_REPEAT
+# BENCH_COUNT_4K (requests per 4 KiB run, default 60000), BENCH_COUNT_1M (default 4000), BENCH_REPEAT
 # (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE_MB=${BENCH_IMAGE_MB:-1024}
-COUNT_4K=${BENCH_COUNT_4K:-30000}
-COUNT_1M=${BENCH_COUNT_1M:-2000}
+COUNT_4K=${BENCH_COUNT_4K:-60000}
+COUNT_1M=${BENCH_COUNT_1M:-4000}
 REPEAT=${BENCH_REPEAT:-2}
 STEP_RAND=$((4096 * 104729))
 
