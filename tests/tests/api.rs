@@ -231,19 +231,18 @@ fn rust_client_boot_state_metrics_and_ctrl_alt_del() {
             disk.display()
         ),
     );
-    c.ok(
-        "PUT",
+    // A TAP that does not exist is refused at once (tests/tests/virtio_net.rs uses real ones).
+    let r = c.put(
         "/network-interfaces/eth0",
-        r#"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}"#,
+        r#"{"iface_id": "eth0", "host_dev_name": "mvmnotap0", "guest_mac": "06:00:ac:10:00:02"}"#,
     );
+    assert_eq!(r.status, 400);
+    assert!(r.fault().contains("does not exist"), "{r:?}");
     let config = c.get("/vm/config").json();
     assert_eq!(config["boot-source"]["boot_args"], "blkread=0 count");
     assert_eq!(config["machine-config"]["mem_size_mib"], 32);
     assert_eq!(config["drives"][0]["is_read_only"], true);
-    assert_eq!(
-        config["network-interfaces"][0]["guest_mac"],
-        "06:00:ac:10:00:02"
-    );
+    assert!(config.get("network-interfaces").is_none());
     c.ok("PUT", "/actions", r#"{"action_type": "InstanceStart"}"#);
     assert_eq!(c.get("/").json()["state"], "Running");
     vm.wait_for_output("counting", T);
@@ -632,13 +631,29 @@ fn config_file_boots_without_the_api() {
             r#"{{"boot-source": {{"kernel_image_path": "{PVH}", "boot_args": "from-file exit=33"}},
                 "machine-config": {{"vcpu_count": 2, "mem_size_mib": 48, "smt": false}},
                 "drives": [],
-                "network-interfaces": [{{"iface_id": "eth0", "host_dev_name": "tap9"}}]}}"#
+                "network-interfaces": []}}"#
         ),
     )
     .unwrap();
     let out = run(&["--config-file", file.to_str().unwrap()], T);
     assert_eq!(out.code, Some(33), "{}", out.stderr);
     assert!(out.stdout.contains("cmdline: from-file exit=33\n"));
+    // A TAP that is not there: one line naming it, exit 1.
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{PVH}"}},
+                "network-interfaces": [{{"iface_id": "eth0", "host_dev_name": "mvmnotap9"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let out = run(&["--config-file", file.to_str().unwrap()], T);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("TAP device \"mvmnotap9\" does not exist"),
+        "{}",
+        out.stderr
+    );
     // Firecracker's schema only: an unknown section is refused.
     std::fs::write(
         &file,

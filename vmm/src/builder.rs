@@ -72,7 +72,8 @@ pub struct Vm {
     pub serial_drained: EventFd,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
-    /// The virtio devices (their event subscribers, disks to flush at exit, the virtio console).
+    /// The virtio devices (their event subscribers, disks to flush at exit, the virtio console, network
+    /// counters).
     pub devices: DeviceManager,
     /// Set to make every vCPU thread leave its run loop.
     pub stop: Arc<AtomicBool>,
@@ -89,19 +90,18 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     let vcpu_count = config.machine.vcpu_count;
 
     let mem = memory::create(config.machine.mem_size_mib)?;
-    // Virtio devices first: opening the disks reports bad images before KVM is touched, and their MMIO
+    // Virtio devices first: opening the disks and TAPs reports bad images and missing or busy TAPs before
+    // KVM is touched, and their MMIO
     // windows go on the kernel command line.
     let mut devices = DeviceManager::new();
     for drive in config.ordered_drives() {
         devices.add_block(&mem, &drive)?;
     }
-    if !config.network_interfaces.is_empty() {
-        log::warn!(
-            "network interfaces are configured but microvm has no virtio-net device yet: ignored"
-        );
-    }
     if config.console == ConsoleKind::Virtio {
         devices.add_console(&mem, Box::new(std::io::stdout()))?;
+    }
+    for iface in &config.network_interfaces {
+        devices.add_net(&mem, iface)?;
     }
     let cmdline = boot::add_kernel_params(
         config.cmdline(),

@@ -120,8 +120,8 @@ impl DriveConfig {
     }
 }
 
-/// A network interface (Firecracker's `network-interfaces` entry). Validated and kept in the configuration;
-/// it takes effect once the VMM has a virtio-net device.
+/// A network interface (Firecracker's `network-interfaces` entry): a virtio-net device on an existing host
+/// TAP device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
@@ -131,6 +131,49 @@ pub struct NetConfig {
     /// `xx:xx:xx:xx:xx:xx`, unicast; a default is chosen when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_mac: Option<String>,
+}
+
+impl NetConfig {
+    /// Parses the `--net` syntax `tap=NAME[,mac=MAC][,id=ID]`. Without `id=`, the id is empty and the
+    /// caller names the interface by its position.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut net = NetConfig {
+            iface_id: String::new(),
+            host_dev_name: String::new(),
+            guest_mac: None,
+        };
+        for opt in spec.split(',') {
+            match opt.split_once('=') {
+                Some(("tap", name)) if !name.is_empty() => net.host_dev_name = name.to_owned(),
+                Some(("mac", mac)) if !mac.is_empty() => net.guest_mac = Some(mac.to_owned()),
+                Some(("id", id)) if !id.is_empty() => net.iface_id = id.to_owned(),
+                _ => {
+                    return Err(format!(
+                        "--net {spec:?}: unknown option {opt:?} (expected tap=NAME, mac=MAC, id=ID)"
+                    ))
+                }
+            }
+        }
+        if net.host_dev_name.is_empty() {
+            return Err(format!("--net {spec:?}: missing tap=NAME"));
+        }
+        Ok(net)
+    }
+
+    /// The guest's MAC: `guest_mac`, or a locally administered unicast address derived from the TAP's
+    /// name (stable across runs, different for different TAPs).
+    pub fn mac(&self) -> [u8; 6] {
+        if let Some(m) = self.guest_mac.as_deref().and_then(parse_mac) {
+            return m;
+        }
+        // FNV-1a over the name.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.host_dev_name.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let b = h.to_le_bytes();
+        [0x06, b[0], b[1], b[2], b[3], b[4]]
+    }
 }
 
 /// Parses a MAC address `xx:xx:xx:xx:xx:xx` (hex, either case).
@@ -316,7 +359,9 @@ impl VmConfig {
             ));
         }
         self.validate_network()?;
-        let devices = self.drives.len() + usize::from(self.console == ConsoleKind::Virtio);
+        let devices = self.drives.len()
+            + self.network_interfaces.len()
+            + usize::from(self.console == ConsoleKind::Virtio);
         if devices as u64 > layout::VIRTIO_MMIO_SLOTS {
             return Err(ConfigError::TooManyDevices(devices));
         }
@@ -484,6 +529,30 @@ mod tests {
     }
 
     #[test]
+    fn parses_net_specs_and_chooses_macs() {
+        let n = NetConfig::parse("tap=tap0,mac=06:00:AC:10:00:02,id=eth0").unwrap();
+        assert_eq!(n.host_dev_name, "tap0");
+        assert_eq!(n.iface_id, "eth0");
+        assert_eq!(n.mac(), [6, 0, 0xac, 0x10, 0, 2]);
+        let n = NetConfig::parse("tap=tap1").unwrap();
+        assert!(n.iface_id.is_empty() && n.guest_mac.is_none());
+        let m = n.mac();
+        assert_eq!(m[0], 0x06, "locally administered unicast");
+        assert_eq!(m, NetConfig::parse("tap=tap1").unwrap().mac());
+        assert_ne!(m, NetConfig::parse("tap=tap2").unwrap().mac());
+        for bad in [
+            "",
+            "tap=",
+            "mac=06:00:00:00:00:01",
+            "tap=t,ro",
+            "tap=t,id=",
+            "dev=t",
+        ] {
+            assert!(NetConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn smt_root_devices_and_network_interfaces() {
         let mut c = config();
         c.machine.smt = true;
@@ -550,6 +619,12 @@ mod tests {
             Some([0x0a, 0xbc, 0, 0, 0, 0xff])
         );
         assert_eq!(parse_mac("0a:bc:00:00:00:ff:00"), None);
+        c.network_interfaces = (0..16)
+            .map(|i| net(&format!("e{i}"), &format!("t{i}"), None))
+            .collect();
+        c.validate().unwrap();
+        c.console = ConsoleKind::Virtio;
+        assert_eq!(c.validate(), Err(ConfigError::TooManyDevices(17)));
         assert_eq!(parse_mac("0a:bc:00:00:00:f"), None);
     }
 }

@@ -24,6 +24,8 @@ use crate::config::VmConfig;
 use crate::event_loop::{self, read_stop_signal, VmmEvents};
 use crate::{terminal, vstate, Error};
 use devices::virtio::block::BlockMetrics;
+use devices::virtio::net::tap::Tap;
+use devices::virtio::NetMetrics;
 
 /// The event manager of the VMM thread.
 pub type Manager = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
@@ -64,6 +66,8 @@ struct Running {
     events: Arc<Mutex<VmmEvents>>,
     /// Block device counters, by drive id.
     blocks: Vec<(String, Arc<BlockMetrics>)>,
+    /// Network device counters, by interface id.
+    nets: Vec<(String, Arc<NetMetrics>)>,
     paused: bool,
     _raw: terminal::RawMode,
 }
@@ -185,6 +189,15 @@ impl Controller {
                 (d.drive_id, m)
             })
             .collect();
+        let nets = vm
+            .devices
+            .nets()
+            .iter()
+            .map(|(id, n)| {
+                let m = n.lock().unwrap_or_else(|e| e.into_inner()).metrics();
+                (id.clone(), m)
+            })
+            .collect();
 
         let raw = terminal::RawMode::enter();
         let mut threads = Vec::new();
@@ -206,6 +219,7 @@ impl Controller {
             threads,
             events,
             blocks,
+            nets,
             paused: false,
             _raw: raw,
         });
@@ -277,16 +291,26 @@ impl Controller {
                     },
                 )
             }
-            Action::PutNetworkInterface(n) => self.update(|c| {
-                match c
-                    .network_interfaces
-                    .iter_mut()
-                    .find(|x| x.iface_id == n.iface_id)
-                {
-                    Some(x) => *x = n,
-                    None => c.network_interfaces.push(n),
+            Action::PutNetworkInterface(n) => {
+                let before = self.config.clone();
+                let name = n.host_dev_name.clone();
+                self.update(|c| {
+                    match c
+                        .network_interfaces
+                        .iter_mut()
+                        .find(|x| x.iface_id == n.iface_id)
+                    {
+                        Some(x) => *x = n,
+                        None => c.network_interfaces.push(n),
+                    }
+                })?;
+                // As for drives, a TAP that is not there is refused at once (it is attached at start).
+                if let Err(e) = Tap::ensure_exists(&name) {
+                    self.config = before;
+                    return Err(bad(e));
                 }
-            }),
+                Ok(Reply::Empty)
+            }
             Action::InstanceStart => {
                 if self.running.is_some() {
                     return Err(bad("the VM is already started"));
@@ -354,6 +378,24 @@ impl Controller {
                 );
             }
         }
+        let mut nets = serde_json::Map::new();
+        if let Some(r) = &self.running {
+            for (id, m) in &r.nets {
+                nets.insert(
+                    id.clone(),
+                    json!({
+                        "rx_packets": load(&m.rx_packets),
+                        "rx_bytes": load(&m.rx_bytes),
+                        "rx_dropped": load(&m.rx_dropped),
+                        "rx_no_buffers": load(&m.rx_no_buffers),
+                        "tx_packets": load(&m.tx_packets),
+                        "tx_bytes": load(&m.tx_bytes),
+                        "tx_dropped": load(&m.tx_dropped),
+                        "malformed": load(&m.malformed),
+                    }),
+                );
+            }
+        }
         let api = self.api_metrics.as_ref().map(|m| {
             json!({
                 "connections": load(&m.connections),
@@ -365,6 +407,7 @@ impl Controller {
         json!({
             "api": api,
             "block": blocks,
+            "net": nets,
             "i8042": { "ctrl_alt_del": load(&self.ctrl_alt_del) },
         })
     }

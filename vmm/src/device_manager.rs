@@ -1,6 +1,7 @@
 //! Virtio devices of one VM: MMIO window and IRQ allocation, KVM wiring, and the kernel command line.
 //!
-//! Devices are added in a fixed order (disks in the order given, then the console), each taking the next
+//! Devices are added in a fixed order (disks in the order given, then the console, then network interfaces in
+//! the order given), each taking the next
 //! slot: window `VIRTIO_MMIO_START + n * VIRTIO_MMIO_SIZE` and IRQ `VIRTIO_IRQ_BASE + n` from
 //! `arch::x86_64::layout`. Adding a device needs only guest memory, so disks are opened (and their errors
 //! reported) before KVM is touched; [`DeviceManager::cmdline_entries`] then gives the
@@ -17,12 +18,14 @@ use event_manager::MutEventSubscriber;
 use kvm_ioctls::{IoEventAddress, VmFd};
 
 use crate::arch::x86_64::layout;
-use crate::config::{DiskFormat, DriveConfig};
+use crate::config::{DiskFormat, DriveConfig, NetConfig};
 use devices::bus::{Bus, BusError};
 use devices::disk::{open_disk, DiskError, DiskOptions, ImageFormat};
 use devices::virtio::block::BlockError;
 use devices::virtio::mmio::{MmioError, QUEUE_NOTIFY_OFFSET};
-use devices::virtio::{Block, BlockConfig, Console, MmioTransport, VirtioDevice};
+use devices::virtio::net::tap::{Tap, TapError};
+use devices::virtio::net::NetError;
+use devices::virtio::{Block, BlockConfig, Console, MmioTransport, Net, VirtioDevice};
 use devices::GuestMemoryMmap;
 
 /// Errors from creating or wiring virtio devices.
@@ -38,6 +41,14 @@ pub enum DeviceError {
     },
     #[error("cannot create a virtio-blk device: {0}")]
     Block(#[source] BlockError),
+    #[error("network interface {iface:?}: {source}")]
+    Tap {
+        iface: String,
+        #[source]
+        source: TapError,
+    },
+    #[error("cannot create a virtio-net device: {0}")]
+    Net(#[source] NetError),
     #[error("cannot create the virtio console: {0}")]
     Console(#[source] std::io::Error),
     #[error("cannot create a virtio-mmio transport: {0}")]
@@ -72,6 +83,7 @@ pub struct DeviceManager {
     slots: Vec<Slot>,
     blocks: Vec<Arc<Mutex<Block>>>,
     console: Option<Arc<Mutex<Console>>>,
+    nets: Vec<(String, Arc<Mutex<Net>>)>,
 }
 
 impl DeviceManager {
@@ -109,6 +121,23 @@ impl DeviceManager {
         self.add(mem, block.clone(), block.clone())?;
         self.blocks.push(block.clone());
         Ok(block)
+    }
+
+    /// Attaches to the interface's TAP and adds a virtio-net device for it.
+    pub fn add_net(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        iface: &NetConfig,
+    ) -> Result<Arc<Mutex<Net>>, DeviceError> {
+        let tap = Tap::open(&iface.host_dev_name).map_err(|source| DeviceError::Tap {
+            iface: iface.iface_id.clone(),
+            source,
+        })?;
+        let cfg = devices::virtio::NetConfig { mac: iface.mac() };
+        let net = Arc::new(Mutex::new(Net::new(tap, &cfg).map_err(DeviceError::Net)?));
+        self.add(mem, net.clone(), net.clone())?;
+        self.nets.push((iface.iface_id.clone(), net.clone()));
+        Ok(net)
     }
 
     /// Adds the virtio console, writing guest output to `out`.
@@ -198,6 +227,11 @@ impl DeviceManager {
         self.console.as_ref()
     }
 
+    /// The network devices with their interface ids, in configuration order.
+    pub fn nets(&self) -> &[(String, Arc<Mutex<Net>>)] {
+        &self.nets
+    }
+
     /// The block devices, in drive order.
     pub fn blocks(&self) -> &[Arc<Mutex<Block>>] {
         &self.blocks
@@ -255,5 +289,17 @@ mod tests {
             dm.add_block(&mem, &missing),
             Err(DeviceError::Disk { .. })
         ));
+        let no_tap = NetConfig {
+            iface_id: "eth0".into(),
+            host_dev_name: "mvmnotap9".into(),
+            guest_mac: None,
+        };
+        let e = dm.add_net(&mem, &no_tap).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "network interface \"eth0\": TAP device \"mvmnotap9\" does not exist \
+             (create it with: ip tuntap add dev mvmnotap9 mode tap)"
+        );
+        assert_eq!(dm.subscribers().len(), 3);
     }
 }

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use vmm::config::{
-    BootProtocol, BootSource, ConsoleKind, DriveConfig, MachineConfig, SerialMode, VmConfig,
-    DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+    BootProtocol, BootSource, ConsoleKind, DriveConfig, MachineConfig, NetConfig, SerialMode,
+    VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
 use vmm::controller::DEFAULT_INSTANCE_ID;
 use vmm::RunOptions;
@@ -28,7 +28,7 @@ struct Cli {
     api_sock: Option<PathBuf>,
     /// Boot from a JSON config file in Firecracker's schema (boot-source, machine-config, drives,
     /// network-interfaces) instead of the VM flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "vcpus", "boot", "disks"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "vcpus", "boot", "disks", "nets"])]
     config_file: Option<PathBuf>,
     /// The instance id reported by the API's GET /.
     #[arg(long, value_name = "ID", default_value = DEFAULT_INSTANCE_ID)]
@@ -55,6 +55,10 @@ struct Cli {
     /// The format is detected from the file's magic unless given.
     #[arg(long = "disk", value_name = "SPEC", value_parser = DriveConfig::parse)]
     disks: Vec<DriveConfig>,
+    /// A virtio-net device on an existing host TAP: tap=NAME[,mac=MAC][,id=ID]. Repeatable; without
+    /// mac= a fixed address is derived from the TAP's name.
+    #[arg(long = "net", value_name = "SPEC", value_parser = NetConfig::parse)]
+    nets: Vec<NetConfig>,
     /// The guest console: the 8250 UART (ttyS0) or a virtio console (hvc0) on stdin/stdout.
     #[arg(long, value_enum, default_value_t = ConsoleKind::Serial)]
     console: ConsoleKind,
@@ -99,7 +103,16 @@ impl Cli {
                     d
                 })
                 .collect(),
-            network_interfaces: Vec::new(),
+            network_interfaces: std::mem::take(&mut self.nets)
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut n)| {
+                    if n.iface_id.is_empty() {
+                        n.iface_id = format!("net{i}");
+                    }
+                    n
+                })
+                .collect(),
             console: self.console,
             serial: self.serial,
             boot_timer: self.boot_timer,

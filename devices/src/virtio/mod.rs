@@ -18,6 +18,7 @@ pub mod block;
 pub mod console;
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
@@ -34,8 +35,11 @@ pub use block::{Block, BlockConfig, BlockMetrics};
 pub use console::Console;
 pub use interrupt::VirtioInterrupt;
 pub use mmio::MmioTransport;
+pub use net::{Net, NetConfig, NetMetrics};
 
 /// Virtio device ids (virtio 1.x, 5 "Device Types").
+pub const TYPE_NET: u32 = 1;
+/// Virtio block device id.
 pub const TYPE_BLOCK: u32 = 2;
 /// Virtio console device id.
 pub const TYPE_CONSOLE: u32 = 3;
@@ -72,7 +76,7 @@ pub enum ActivateError {
 
 /// What a virtio device implements; the transport does the rest.
 pub trait VirtioDevice: Send {
-    /// The virtio device id ([`TYPE_BLOCK`], [`TYPE_CONSOLE`]).
+    /// The virtio device id ([`TYPE_NET`], [`TYPE_BLOCK`], [`TYPE_CONSOLE`]).
     fn device_type(&self) -> u32;
     /// The maximum size of each queue; its length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
