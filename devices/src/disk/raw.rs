@@ -78,26 +78,44 @@ impl RawFile {
 /// Transfers all of `bufs` between the file and memory at `offset`, retrying short transfers and EINTR.
 fn transfer_all(
     file: &File,
-    mut offset: u64,
+    offset: u64,
     bufs: &[VolatileSlice<'_>],
     write: bool,
 ) -> io::Result<()> {
-    // The pointers stay valid while `bufs` is borrowed; guest memory is never unmapped under a device.
-    let mut iovs: Vec<libc::iovec> = bufs
-        .iter()
-        .filter(|b| !b.is_empty())
-        .map(|b| libc::iovec {
-            iov_base: b.ptr_guard_mut().as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        })
-        .collect();
+    let mut iovs = Vec::with_capacity(bufs.len());
+    push_iovecs(&mut iovs, bufs);
+    transfer_iovecs(file, offset, &mut iovs, write)
+}
+
+/// Appends one iovec per non-empty buffer of `bufs`.
+///
+/// The pointers stay valid while `bufs` is borrowed; guest memory is never unmapped under a device.
+pub(crate) fn push_iovecs(iovs: &mut Vec<libc::iovec>, bufs: &[VolatileSlice<'_>]) {
+    iovs.extend(bufs.iter().filter(|b| !b.is_empty()).map(|b| libc::iovec {
+        iov_base: b.ptr_guard_mut().as_ptr() as *mut libc::c_void,
+        iov_len: b.len(),
+    }));
+}
+
+/// Transfers all of `iovs` between the file and memory at `offset` (`preadv`/`pwritev`, at most `IOV_MAX`
+/// iovecs per call), retrying short transfers and EINTR. Advances the iovecs it has done with, so their
+/// contents are unspecified afterwards.
+///
+/// Every iovec must describe memory that is mapped and borrowed for the duration of the call (guest memory
+/// behind a `VolatileSlice`, or a buffer the caller lent): `preadv` writes only inside those ranges and
+/// `pwritev` only reads them.
+pub(crate) fn transfer_iovecs(
+    file: &File,
+    mut offset: u64,
+    iovs: &mut [libc::iovec],
+    write: bool,
+) -> io::Result<()> {
     let mut start = 0;
     while start < iovs.len() {
         let cnt = (iovs.len() - start).min(IOV_MAX);
         let iov = &iovs[start..start + cnt];
-        // SAFETY: every iovec describes memory that is mapped and borrowed for this call: either guest
-        // memory behind a VolatileSlice or a plain buffer the caller lent us. preadv writes only inside
-        // those ranges, pwritev only reads them.
+        // SAFETY: every iovec describes memory that is mapped and borrowed for this call (the caller's
+        // contract above). preadv writes only inside those ranges, pwritev only reads them.
         let ret = unsafe {
             if write {
                 libc::pwritev64(
