@@ -74,11 +74,32 @@ fn bzimage(out: &Path, elf: &Path) -> PathBuf {
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    for f in ["entry.S", "pvh_note.S", "guest.c", "virtio_blk.c", "link.ld"] {
+    for f in [
+        "entry.S",
+        "pvh_note.S",
+        "guest.c",
+        "virtio_blk.c",
+        "virtio_net.c",
+        "link.ld",
+    ] {
         println!("cargo:rerun-if-changed=guests/{f}");
     }
-    let pvh = link(&out, "guest-pvh.elf", &["entry.S", "pvh_note.S", "guest.c", "virtio_blk.c"]);
-    let elf64 = link(&out, "guest-elf64.elf", &["entry.S", "guest.c", "virtio_blk.c"]);
+    let pvh = link(
+        &out,
+        "guest-pvh.elf",
+        &[
+            "entry.S",
+            "pvh_note.S",
+            "guest.c",
+            "virtio_blk.c",
+            "virtio_net.c",
+        ],
+    );
+    let elf64 = link(
+        &out,
+        "guest-elf64.elf",
+        &["entry.S", "guest.c", "virtio_blk.c", "virtio_net.c"],
+    );
     let bz = bzimage(&out, &elf64);
     println!("cargo:rustc-env=GUEST_PVH={}", pvh.display());
     println!("cargo:rustc-env=GUEST_ELF64={}", elf64.display());

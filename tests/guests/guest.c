@@ -4,12 +4,15 @@
  * command line asks, in this order:
  *   ticks=N     take N timer interrupts from the PIT through the PIC (LAPIC LINT0 in ExtINT mode)
  *   unknown-io  read an unhandled port and MMIO address (the VMM must answer all ones)
+ *   netnorx     set up the first virtio-net device without receive buffers (virtio_net.c), go on
  *   echo        read one line from the serial port and print it back
  *   marker      write the boot-time marker port
  *   triple      triple-fault (empty IDT, then #UD)
  *   badinsn     run an instruction KVM's emulator cannot handle (dies here on emulating hosts)
  *   blkread=S   read sector S of the first virtio-blk disk (virtio_blk.c)
  *   blkwrite=S  write and flush sector S of the first virtio-blk disk (virtio_blk.c)
+ *   netecho     answer ARP, ICMP echo and UDP on the first virtio-net device until a datagram to port 9
+ *               (virtio_net.c, with its options netip=, netbuf=, netnomrg)
  *   count       print "count N" every 10 timer ticks, forever; keyboard bytes (IRQ 1, port 0x60) are
  *               collected, and the Ctrl-Alt-Del sequence 14 11 e0 71 ends the guest with status 57
  *   reset       reset through the i8042
@@ -77,6 +80,13 @@ void blk_read(uint64_t sector);
 void blk_puts(const char *s) { puts_(s); }
 void blk_puthex(uint64_t v) { puthex(v); }
 void blk_die(uint8_t code) { die(code); }
+
+/* For virtio_net.c. */
+void net_command(const char *cmdline, int echo);
+void net_puts(const char *s) { puts_(s); }
+void net_putu(uint64_t v) { putu(v); }
+void net_die(uint8_t code) { die(code); }
+const char *net_find(const char *key) { return find(key); }
 
 /* --- interrupts ----------------------------------------------------------------------------------- */
 struct idt_entry { uint16_t off0, sel; uint8_t ist, flags; uint16_t off1; uint32_t off2, zero; };
@@ -196,6 +206,7 @@ void guest_main(int kind, uint64_t info) {
         uint32_t mmio = *(volatile uint32_t *)0xd0000000ull;
         puts_("unknown io: "); puthex(port); puts_(" "); puthex(mmio); puts_("\n");
     }
+    if (find("netnorx")) net_command(cmdline, 0);
     if (find("echo")) {
         char line[128];
         int n = 0;
@@ -223,6 +234,7 @@ void guest_main(int kind, uint64_t info) {
     }
     if ((v = find("blkread"))) blk_read(number(v));
     if ((v = find("blkwrite"))) blk_write(number(v));
+    if (find("netecho")) net_command(cmdline, 1);
     if (find("count")) count();
     if (find("reset")) { puts_("resetting\n"); outb(0x64, 0xfe); }
     if (find("halt")) { puts_("halting\n"); for (;;) __asm__ volatile("cli; hlt"); }
