@@ -31,7 +31,8 @@ mkdir -p "$stage"/{sbin,bin,etc,dev,proc,tmp,root}
 cp -a "$root/rootfs/files/." "$stage/"
 install -m 0755 "$bindir/init" "$stage/sbin/init"
 install -m 0755 "$nopie/init" "$stage/sbin/init-nopie"
-strip "$stage/sbin/init" "$stage/sbin/init-nopie" 2>/dev/null || true
+install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" 2>/dev/null || true
 
 img="$out/rootfs.ext2"
 rm -f "$img"

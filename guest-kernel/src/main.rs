@@ -119,6 +119,9 @@ fn init_memory() {
         }
     });
     let (total, _) = mm::frame::stats();
+    if !mm::frame::init_refcounts(mapped.min(ram_end)) {
+        panic!("out of memory for the frame share counts");
+    }
     let heap = (total * mm::PAGE_SIZE / 8).clamp(2 << 20, 64 << 20);
     if !mm::heap::init(heap) {
         panic!("out of memory for the kernel heap");
@@ -141,7 +144,7 @@ fn run_init(path: &str, args: &[&str]) -> ! {
         b"TERM=linux",
         b"PATH=/sbin:/bin:/usr/sbin:/usr/bin",
     ];
-    let (process, frame) = match proc::exec::spawn(proc::INIT_PID, path.as_bytes(), &argv, &envp) {
+    let process = match proc::exec::spawn(proc::INIT_PID, path.as_bytes(), &argv, &envp) {
         Ok(x) => x,
         Err(e) => panic!(
             "Requested init {} failed (error {}).",
@@ -149,15 +152,13 @@ fn run_init(path: &str, args: &[&str]) -> ! {
             Dec(e.0 as u64)
         ),
     };
-    process.aspace.activate();
-    arch::gdt::set_kernel_stack(process.kstack_top());
     proc::insert(process);
+    proc::sched::make_ready(proc::INIT_PID);
     kprintln!("Run {} as init process", path);
     // The boot-time marker: init's first instruction runs next (user mode cannot do port I/O here).
     arch::cpu::outb(BOOT_MARKER_PORT, 0);
-    // SAFETY: init's address space is active, the frame holds its entry point and stack, and the kernel
-    // stack top is set for its traps.
-    unsafe { arch::trap::enter_user(&frame) }
+    // The boot stack becomes the idle task.
+    proc::sched::idle_loop()
 }
 
 static PANICKING: AtomicBool = AtomicBool::new(false);

@@ -12,3 +12,16 @@ pub mod reboot {
     pub const CMD_RESTART: u32 = 0x0123_4567;
     pub const CMD_POWER_OFF: u32 = 0x4321_fedc;
 }
+
+/// A wait status as text: `exit N`, `signal N` or `stopped N`.
+pub fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else if libc::WIFSTOPPED(status) {
+        format!("stopped {}", libc::WSTOPSIG(status))
+    } else {
+        format!("status {status:#x}")
+    }
+}

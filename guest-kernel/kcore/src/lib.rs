@@ -7,6 +7,8 @@
 //! - [`elf`]: static ELF executables (ET_EXEC and static-pie ET_DYN) turned into a load plan.
 //! - [`stack`]: the System V initial process stack (argc, argv, envp, auxv).
 //! - [`errno`]: Linux errno values.
+//! - [`sched`]: the scheduling policy (round-robin for now), [`pid`]: Linux pid allocation,
+//!   [`wait`]: wait statuses and wait4's pid forms.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -15,4 +17,7 @@ pub mod elf;
 pub mod errno;
 pub mod ext2;
 pub mod fmt;
+pub mod pid;
+pub mod sched;
 pub mod stack;
+pub mod wait;

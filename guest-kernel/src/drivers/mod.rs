@@ -9,5 +9,6 @@ use crate::arch::layout::COM1_IRQ;
 pub fn irq(irq: u8) {
     if irq == COM1_IRQ {
         serial::irq();
+        crate::tty::input_arrived();
     }
 }

@@ -11,7 +11,6 @@ pub const MAX_FDS: usize = 1024;
 #[derive(Clone)]
 struct Slot {
     file: FileRef,
-    #[allow(dead_code)] // Read by close_on_exec (execve, processes issue).
     cloexec: bool,
 }
 
@@ -55,8 +54,49 @@ impl FdTable {
         slot.take().map(|_| ()).ok_or(Errno::EBADF)
     }
 
+    /// Installs `file` at the lowest free descriptor >= `min` (F_DUPFD).
+    pub fn insert_from(
+        &mut self,
+        min: usize,
+        file: FileRef,
+        cloexec: bool,
+    ) -> Result<usize, Errno> {
+        if min >= MAX_FDS {
+            return Err(Errno::EINVAL);
+        }
+        let fd = (min..MAX_FDS)
+            .find(|&i| self.slots.get(i).is_none_or(|s| s.is_none()))
+            .ok_or(Errno::EMFILE)?;
+        Ok(self.install(fd, file, cloexec).map_or(fd, |_| fd))
+    }
+
+    /// Puts `file` at descriptor `fd`, returning what was there (dup2).
+    pub fn install(&mut self, fd: usize, file: FileRef, cloexec: bool) -> Option<FileRef> {
+        if self.slots.len() <= fd {
+            self.slots.resize(fd + 1, None);
+        }
+        self.slots[fd]
+            .replace(Slot { file, cloexec })
+            .map(|s| s.file)
+    }
+
+    /// FD_CLOEXEC of `fd`.
+    pub fn cloexec(&self, fd: i64) -> bool {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slots.get(i))
+            .and_then(|s| s.as_ref())
+            .is_some_and(|s| s.cloexec)
+    }
+
+    /// Sets FD_CLOEXEC of `fd`.
+    pub fn set_cloexec(&mut self, fd: i64, on: bool) {
+        if let Some(Some(s)) = usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)) {
+            s.cloexec = on;
+        }
+    }
+
     /// Closes every close-on-exec descriptor (execve).
-    #[allow(dead_code)] // execve comes with the processes issue.
     pub fn close_on_exec(&mut self) {
         for s in self.slots.iter_mut() {
             if s.as_ref().is_some_and(|s| s.cloexec) {

@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod fd;
+pub mod pipe;
 
 use crate::drivers::virtio;
 use crate::sync::KCell;
@@ -76,6 +77,8 @@ pub enum FileKind {
     Null,
     /// A file or directory on the root filesystem.
     Ext2(Inode),
+    /// One end of a pipe.
+    Pipe(pipe::PipeEnd),
 }
 
 /// An open file description.
@@ -96,6 +99,56 @@ pub const O_TRUNC: u32 = 0o1000;
 pub const O_DIRECTORY: u32 = 0o200000;
 pub const O_NOFOLLOW: u32 = 0o400000;
 pub const O_CLOEXEC: u32 = 0o2000000;
+pub const O_NONBLOCK: u32 = 0o4000;
+
+/// A new pipe: (read end, write end) open file descriptions.
+pub fn pipe(flags: u32) -> (FileRef, FileRef) {
+    let (r, w) = pipe::new();
+    let mk = |kind, acc| {
+        Rc::new(RefCell::new(OpenFile {
+            kind,
+            offset: 0,
+            flags: acc | (flags & O_NONBLOCK),
+        }))
+    };
+    (mk(FileKind::Pipe(r), 0), mk(FileKind::Pipe(w), O_WRONLY))
+}
+
+/// What a read or write may block on: taken out of the open file so no borrow is held while blocked
+/// (another process may use the same open file description meanwhile).
+pub enum Blocking {
+    Console,
+    Pipe(Rc<RefCell<pipe::Pipe>>, bool),
+}
+
+/// The blocking object behind an open file, if any.
+pub fn blocking(f: &FileRef) -> Option<Blocking> {
+    let f = f.borrow();
+    match &f.kind {
+        FileKind::Console => Some(Blocking::Console),
+        FileKind::Pipe(e) => Some(Blocking::Pipe(e.pipe.clone(), f.flags & O_NONBLOCK != 0)),
+        _ => None,
+    }
+}
+
+/// Reads from a console or pipe without holding the open file borrowed.
+pub fn read_blocking(b: &Blocking, buf: &mut [u8]) -> Result<usize, Errno> {
+    match b {
+        Blocking::Console => crate::tty::read(buf),
+        Blocking::Pipe(p, nb) => pipe::read(p, buf, *nb),
+    }
+}
+
+/// Writes to a console or pipe without holding the open file borrowed.
+pub fn write_blocking(b: &Blocking, buf: &[u8]) -> Result<usize, Errno> {
+    match b {
+        Blocking::Console => {
+            crate::console::write_bytes(buf);
+            Ok(buf.len())
+        }
+        Blocking::Pipe(p, nb) => pipe::write(p, buf, *nb),
+    }
+}
 
 /// A new description of the console.
 pub fn console() -> FileRef {
@@ -191,6 +244,14 @@ pub fn stat(f: &OpenFile) -> Stat {
             blksize: 1024,
             ..Stat::default()
         },
+        FileKind::Pipe(_) => Stat {
+            dev: 12,
+            ino: 3,
+            nlink: 1,
+            mode: 0o010600,
+            blksize: 4096,
+            ..Stat::default()
+        },
         FileKind::Null => Stat {
             dev: 5,
             ino: 2,
@@ -221,7 +282,8 @@ pub fn stat(f: &OpenFile) -> Stat {
 /// Reads from an open file at its offset into `buf` (a kernel view of user memory).
 pub fn read(f: &mut OpenFile, buf: &mut [u8]) -> Result<usize, Errno> {
     match &f.kind {
-        FileKind::Console => Ok(crate::tty::read(buf)),
+        FileKind::Console => crate::tty::read(buf),
+        FileKind::Pipe(_) => Err(Errno::EBADF),
         FileKind::Null => Ok(0),
         FileKind::Ext2(inode) => {
             if inode.is_dir() {
@@ -243,7 +305,7 @@ pub fn write(f: &mut OpenFile, buf: &[u8]) -> Result<usize, Errno> {
             Ok(buf.len())
         }
         FileKind::Null => Ok(buf.len()),
-        FileKind::Ext2(_) => Err(Errno::EBADF),
+        FileKind::Ext2(_) | FileKind::Pipe(_) => Err(Errno::EBADF),
     }
 }
 

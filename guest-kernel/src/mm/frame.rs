@@ -1,6 +1,9 @@
 //! The physical frame allocator: a bump pointer over the usable RAM regions of the PVH memory map, plus a
 //! free list threaded through freed frames. Fresh frames are known to be zero (guest RAM starts zeroed);
 //! recycled ones are cleared by [`alloc_zeroed`].
+//!
+//! Frames shared copy-on-write between address spaces carry a count of their extra users
+//! ([`share`]/[`put`]): an array of `u16` per frame, taken from fresh (zero) memory at boot.
 
 use super::{phys_to_virt, PAGE_SIZE};
 use crate::arch::mem::zero_page;
@@ -19,6 +22,9 @@ struct Frames {
     free_count: u64,
     total: u64,
     used: u64,
+    /// Extra users of each frame (index: physical address / PAGE_SIZE); null until [`init_refcounts`].
+    refs: *mut u16,
+    nrefs: u64,
 }
 
 static FRAMES: KCell<Frames> = KCell::new(Frames {
@@ -30,6 +36,8 @@ static FRAMES: KCell<Frames> = KCell::new(Frames {
     free_count: 0,
     total: 0,
     used: 0,
+    refs: core::ptr::null_mut(),
+    nrefs: 0,
 });
 
 /// Adds usable RAM `[start, end)`, minus the `reserved` ranges (sorted by start), to the allocator.
@@ -127,4 +135,54 @@ pub fn free(pa: u64) {
 pub fn stats() -> (u64, u64) {
     let f = FRAMES.borrow();
     (f.total, f.used)
+}
+
+/// Sets up the per-frame share counts for RAM below `ram_end` (fresh zeroed frames: no clearing).
+pub fn init_refcounts(ram_end: u64) -> bool {
+    let n = ram_end / PAGE_SIZE;
+    let pages = (n * 2).div_ceil(PAGE_SIZE);
+    let Some(pa) = alloc_contiguous(pages) else {
+        return false;
+    };
+    let mut f = FRAMES.borrow_mut();
+    f.refs = phys_to_virt(pa) as *mut u16;
+    f.nrefs = n;
+    true
+}
+
+fn ref_slot(f: &Frames, pa: u64) -> Option<*mut u16> {
+    let i = pa / PAGE_SIZE;
+    // SAFETY (of the pointer arithmetic): i < nrefs keeps it inside the array.
+    (i < f.nrefs).then(|| f.refs.wrapping_add(i as usize))
+}
+
+/// Records one more user of frame `pa` (copy-on-write sharing).
+pub fn share(pa: u64) {
+    let f = FRAMES.borrow();
+    if let Some(p) = ref_slot(&f, pa) {
+        // SAFETY: `p` is inside the share-count array, which only this module touches.
+        unsafe { *p = (*p).saturating_add(1) };
+    }
+}
+
+/// Whether another address space also maps frame `pa`.
+pub fn is_shared(pa: u64) -> bool {
+    let f = FRAMES.borrow();
+    // SAFETY: `p` is inside the share-count array.
+    ref_slot(&f, pa).is_some_and(|p| unsafe { *p } != 0)
+}
+
+/// Drops one user of frame `pa`: frees it when it was the last.
+pub fn put(pa: u64) {
+    let slot = ref_slot(&FRAMES.borrow(), pa);
+    if let Some(p) = slot {
+        // SAFETY: `p` is inside the share-count array.
+        unsafe {
+            if *p != 0 {
+                *p -= 1;
+                return;
+            }
+        }
+    }
+    free(pa);
 }

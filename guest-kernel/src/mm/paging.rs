@@ -10,6 +10,8 @@ pub const WRITABLE: u64 = 1 << 1;
 pub const USER: u64 = 1 << 2;
 pub const HUGE: u64 = 1 << 7;
 pub const NO_EXECUTE: u64 = 1 << 63;
+/// Software bit: a writable page made read-only for copy-on-write.
+pub const COW: u64 = 1 << 9;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 extern "C" {
@@ -96,9 +98,14 @@ impl AddressSpace {
     }
 
     /// The PML4's physical address (what CR3 holds).
-    #[allow(dead_code)] // Context switches (processes issue).
     pub fn root(&self) -> u64 {
         self.pml4
+    }
+
+    /// Switches to the kernel's own page tables (before the current address space is destroyed).
+    pub fn activate_kernel() {
+        // SAFETY: the boot PML4 maps the whole kernel half.
+        unsafe { write_cr3(kernel_pml4_phys()) }
     }
 
     /// Makes this the current address space.
@@ -206,8 +213,113 @@ impl AddressSpace {
         None
     }
 
+    /// A copy-on-write duplicate (fork): every user page is shared with the copy; writable ones become
+    /// read-only with [`COW`] in both. Flushes this address space's TLB entries if it is active.
+    pub fn fork_cow(&mut self) -> Option<AddressSpace> {
+        fn copy_level(src: u64, dst: u64, level: u32) -> bool {
+            for i in 0..512 {
+                // SAFETY: `src` is a page table of the parent and `dst` the child's fresh copy of it.
+                let (se, de) = unsafe { (table(src).add(i), table(dst).add(i)) };
+                // SAFETY: as above.
+                let v = unsafe { *se };
+                if v & PRESENT == 0 {
+                    continue;
+                }
+                if level == 0 {
+                    let mut e = v;
+                    if e & WRITABLE != 0 {
+                        e = (e & !WRITABLE) | COW;
+                        // SAFETY: our own entry; the TLB is flushed by the caller.
+                        unsafe { *se = e };
+                    }
+                    frame::share(e & ADDR_MASK);
+                    // SAFETY: the child's table.
+                    unsafe { *de = e };
+                } else {
+                    let Some(t) = frame::alloc_zeroed() else {
+                        return false;
+                    };
+                    // SAFETY: the child's table gets its own next-level table.
+                    unsafe { *de = t | (v & !ADDR_MASK) };
+                    if !copy_level(v & ADDR_MASK, t, level - 1) {
+                        return false;
+                    }
+                }
+            }
+            true
+        }
+        let child = AddressSpace::new()?;
+        let mut ok = true;
+        for i in 0..256 {
+            // SAFETY: the lower half of our PML4.
+            let v = unsafe { *table(self.pml4).add(i) };
+            if v & PRESENT == 0 {
+                continue;
+            }
+            let Some(t) = frame::alloc_zeroed() else {
+                ok = false;
+                break;
+            };
+            // SAFETY: the child's PML4.
+            unsafe { *table(child.pml4).add(i) = t | (v & !ADDR_MASK) };
+            if !copy_level(v & ADDR_MASK, t, 2) {
+                ok = false;
+                break;
+            }
+        }
+        if read_cr3() & ADDR_MASK == self.pml4 {
+            // SAFETY: reloading the same root only flushes the TLB.
+            unsafe { write_cr3(self.pml4) };
+        }
+        if !ok {
+            child.destroy();
+            return None;
+        }
+        Some(child)
+    }
+
+    /// A write to `va` hit a copy-on-write page: give this address space its own writable copy (or
+    /// just make it writable when nobody else shares the frame). False if `va` is not such a page.
+    pub fn break_cow(&mut self, va: u64) -> Result<bool, MapError> {
+        let Some(e) = self.entry(va, false)? else {
+            return Ok(false);
+        };
+        // SAFETY: `e` points into one of our page tables.
+        let v = unsafe { *e };
+        if v & PRESENT == 0 || v & COW == 0 {
+            return Ok(false);
+        }
+        let pa = v & ADDR_MASK;
+        let flags = (v & !ADDR_MASK & !COW) | WRITABLE;
+        if frame::is_shared(pa) {
+            let new = frame::alloc().ok_or(MapError::OutOfMemory)?;
+            // SAFETY: both frames are RAM reached through the direct map; `new` is ours alone.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    phys_to_virt(pa) as *const u8,
+                    phys_to_virt(new) as *mut u8,
+                    PAGE_SIZE as usize,
+                );
+                *e = new | flags;
+            }
+            frame::put(pa);
+        } else {
+            // SAFETY: our entry; the frame is ours alone now.
+            unsafe { *e = pa | flags };
+        }
+        invlpg(va);
+        Ok(true)
+    }
+
+    /// Frees everything, leaving an empty husk (the address space of a zombie). Not while active.
+    pub fn release(&mut self) {
+        if self.pml4 != 0 {
+            AddressSpace { pml4: self.pml4 }.destroy();
+            self.pml4 = 0;
+        }
+    }
+
     /// Frees every user page, every user page table and the PML4.
-    #[allow(dead_code)] // Process exit and exec (processes issue).
     pub fn destroy(self) {
         fn free_level(t: u64, level: u32) {
             for i in 0..512 {
@@ -218,8 +330,10 @@ impl AddressSpace {
                 }
                 if level > 0 {
                     free_level(v & ADDR_MASK, level - 1);
+                    frame::free(v & ADDR_MASK);
+                } else {
+                    frame::put(v & ADDR_MASK);
                 }
-                frame::free(v & ADDR_MASK);
             }
         }
         for i in 0..256 {

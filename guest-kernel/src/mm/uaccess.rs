@@ -2,7 +2,7 @@
 //! user-accessible (writable for writes) in the current address space; pages a process may fault in
 //! (stack, brk, anonymous mmap) are faulted in first through the caller's `fault_in`.
 
-use super::paging::{AddressSpace, USER, WRITABLE};
+use super::paging::{AddressSpace, COW, USER, WRITABLE};
 use super::PAGE_SIZE;
 use crate::arch::layout::USER_END;
 use kcore::errno::Errno;
@@ -25,8 +25,17 @@ pub fn check(
     let mut page = va & !(PAGE_SIZE - 1);
     while page < end {
         let ok = match aspace.translate(page) {
-            Some((_, f)) => f & USER != 0 && (!write || f & WRITABLE != 0),
-            None => fault_in(aspace, page) && aspace.translate(page).is_some(),
+            Some((_, f)) if f & USER != 0 && (!write || f & WRITABLE != 0) => true,
+            Some((_, f)) if write && f & USER != 0 && f & COW != 0 => {
+                aspace.break_cow(page).unwrap_or(false)
+            }
+            Some(_) => false,
+            None => {
+                fault_in(aspace, page)
+                    && aspace.translate(page).is_some_and(|(_, f)| {
+                        !write || f & WRITABLE != 0 || aspace.break_cow(page).unwrap_or(false)
+                    })
+            }
         };
         if !ok {
             return Err(Errno::EFAULT);

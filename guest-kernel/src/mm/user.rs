@@ -32,7 +32,7 @@ pub fn unmap_range(aspace: &mut AddressSpace, start: u64, end: u64) {
     let mut va = start;
     while va < end {
         if let Some(pa) = aspace.unmap(va) {
-            frame::free(pa);
+            frame::put(pa);
         }
         va += PAGE_SIZE;
     }

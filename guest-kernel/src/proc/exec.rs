@@ -2,12 +2,15 @@
 //! initial stack (argc, argv, envp, auxv), ready to enter ring 3.
 #![deny(unsafe_code)]
 
+use super::signal::SigState;
 use super::{Pid, Process, State, Vma, VmaKind, KERNEL_STACK_SIZE, STACK_LIMIT};
 use crate::arch::layout::{USER_CS, USER_DS, USER_END, USER_MMAP_TOP, USER_STACK_TOP};
+use crate::arch::switch::{prepare_new_task, TaskContext};
 use crate::arch::trap::TrapFrame;
 use crate::fs::{self, fd::FdTable};
 use crate::mm::paging::{user_flags, AddressSpace, MapError};
 use crate::mm::{page_down, page_up, user, PAGE_SIZE};
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use kcore::elf::{self, ElfImage, PF_W, PF_X};
@@ -90,15 +93,23 @@ fn load_segments(
     Ok(vmas)
 }
 
-/// Creates process `pid` running `path` with `argv`/`envp`; returns it and its first user context.
-pub fn spawn(
-    pid: Pid,
-    path: &[u8],
-    argv: &[&[u8]],
-    envp: &[&[u8]],
-) -> Result<(Process, TrapFrame), Errno> {
+/// A program loaded into a fresh address space, ready to run.
+pub struct Loaded {
+    pub aspace: AddressSpace,
+    pub vmas: Vec<Vma>,
+    pub brk_start: u64,
+    pub name: Vec<u8>,
+    pub cmdline: Vec<u8>,
+    pub frame: TrapFrame,
+}
+
+/// Loads `path` with `argv`/`envp` into a new address space.
+pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno> {
     let inode = fs::with_root(|fs| fs.resolve(path, true))?;
-    if !inode.is_reg() {
+    if inode.is_dir() {
+        return Err(Errno::EACCES);
+    }
+    if !inode.is_reg() || inode.mode & 0o111 == 0 {
         return Err(Errno::EACCES);
     }
     let mut head = vec![0u8; 4096.min(inode.size as usize).max(64)];
@@ -111,18 +122,29 @@ pub fn spawn(
     let img = elf::parse(&head, USER_STACK_TOP - STACK_LIMIT).map_err(|_| Errno::ENOEXEC)?;
 
     let mut aspace = AddressSpace::new().ok_or(Errno::ENOMEM)?;
-    let mut vmas = load_segments(&mut aspace, &img, &inode)?;
+    let mut vmas = match load_segments(&mut aspace, &img, &inode) {
+        Ok(v) => v,
+        Err(e) => {
+            aspace.destroy();
+            return Err(e);
+        }
+    };
 
     // The stack: a few pages now (the initial stack is written into them), the rest on demand.
     let stack_flags = user_flags(true, false);
     let initial = STACK_INITIAL_PAGES * PAGE_SIZE;
-    let run = user::map_fresh_run(
+    let run = match user::map_fresh_run(
         &mut aspace,
         USER_STACK_TOP - initial,
         STACK_INITIAL_PAGES,
         stack_flags,
-    )
-    .map_err(map_err)?;
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            aspace.destroy();
+            return Err(map_err(e));
+        }
+    };
     let mut random = [0u8; 16];
     crate::arch::random_bytes(&mut random);
     let aux = AuxInfo {
@@ -135,8 +157,13 @@ pub fn spawn(
         gid: 0,
         random,
     };
-    let rsp =
-        stack::build(run, USER_STACK_TOP, argv, envp, path, &aux).map_err(|_| Errno::E2BIG)?;
+    let rsp = match stack::build(run, USER_STACK_TOP, argv, envp, path, &aux) {
+        Ok(r) => r,
+        Err(_) => {
+            aspace.destroy();
+            return Err(Errno::E2BIG);
+        }
+    };
     vmas.push(Vma {
         start: USER_STACK_TOP - STACK_LIMIT,
         end: USER_STACK_TOP,
@@ -152,28 +179,12 @@ pub fn spawn(
         executable: false,
         kind: VmaKind::Anonymous,
     });
-
     let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
-    let mut fds = FdTable::default();
-    for _ in 0..3 {
-        fds.insert(fs::console(), false)?;
+    let mut cmdline = Vec::new();
+    for a in argv {
+        cmdline.extend_from_slice(a);
+        cmdline.push(0);
     }
-    let proc = Process {
-        pid,
-        ppid: Pid(0),
-        state: State::Ready,
-        name,
-        aspace,
-        vmas,
-        brk_start,
-        brk: brk_start,
-        mmap_top: USER_MMAP_TOP,
-        fds,
-        cwd: b"/".to_vec(),
-        fs_base: 0,
-        exit_status: None,
-        kstack: alloc::boxed::Box::new_uninit_slice(KERNEL_STACK_SIZE),
-    };
     let frame = TrapFrame {
         rip: img.entry,
         cs: USER_CS as u64,
@@ -183,5 +194,80 @@ pub fn spawn(
         ..TrapFrame::default()
     };
     let _ = USER_END;
-    Ok((proc, frame))
+    Ok(Loaded {
+        aspace,
+        vmas,
+        brk_start,
+        name,
+        cmdline,
+        frame,
+    })
+}
+
+/// Creates process `pid` (init) running `path` with `argv`/`envp`, ready to be scheduled.
+pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Process, Errno> {
+    let l = load(path, argv, envp)?;
+    let mut fds = FdTable::default();
+    for _ in 0..3 {
+        fds.insert(fs::console(), false)?;
+    }
+    let mut ctx = Box::new(TaskContext::new());
+    let mut kstack = Box::new_uninit_slice(KERNEL_STACK_SIZE);
+    prepare_new_task(&mut ctx, &mut kstack, &l.frame);
+    Ok(Process {
+        pid,
+        ppid: Pid(0),
+        pgid: pid,
+        sid: pid,
+        state: State::Ready,
+        name: l.name,
+        cmdline: l.cmdline,
+        aspace: l.aspace,
+        vmas: l.vmas,
+        brk_start: l.brk_start,
+        brk: l.brk_start,
+        mmap_top: USER_MMAP_TOP,
+        fds,
+        cwd: b"/".to_vec(),
+        fs_base: 0,
+        exit_status: None,
+        stop_report: None,
+        subreaper: false,
+        signals: SigState::default(),
+        wake_at: 0,
+        ticks: 0,
+        start_jiffies: crate::time::jiffies(),
+        ctx,
+        kstack,
+    })
+}
+
+/// execve in the current process: on success the old image is gone and `frame` enters the new one.
+pub fn exec_current(
+    frame: &mut TrapFrame,
+    path: &[u8],
+    argv: &[&[u8]],
+    envp: &[&[u8]],
+) -> Result<(), Errno> {
+    let l = load(path, argv, envp)?;
+    l.aspace.activate();
+    let mut old = super::with_current(|p| {
+        let old = core::mem::replace(&mut p.aspace, l.aspace);
+        p.vmas = l.vmas;
+        p.brk_start = l.brk_start;
+        p.brk = l.brk_start;
+        p.mmap_top = USER_MMAP_TOP;
+        p.name = l.name;
+        p.cmdline = l.cmdline;
+        p.fds.close_on_exec();
+        p.signals.reset_for_exec();
+        p.fs_base = 0;
+        *p.ctx = TaskContext::new();
+        crate::arch::switch::restore_fx(&p.ctx);
+        old
+    });
+    crate::arch::set_fs_base(0);
+    old.release();
+    *frame = l.frame;
+    Ok(())
 }

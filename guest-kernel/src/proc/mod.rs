@@ -1,18 +1,26 @@
-//! Processes: the process control block, the process table and the current process, user faults, exit.
+//! Processes: the process control block, the process table and the current process, user faults.
 //!
-//! One CPU, one running process at a time; the scheduler (round-robin, then CFS) and fork/wait come with
-//! the processes issue, and the PCB already carries what they need: parent, state, exit status, address
-//! space and memory areas, file descriptors, cwd, kernel stack.
+//! One CPU. [`sched`] switches between processes (round-robin on the timer through `kcore::sched`),
+//! [`fork`] duplicates the current one copy-on-write, [`exit`] ends one and reaps children (wait4,
+//! reparenting), [`signal`] sends and delivers signals, [`exec`] loads programs.
+//! Kernel code is never preempted: it runs with interrupts off, and only gives the CPU away in
+//! [`sched::schedule`] (blocking, exit, or the timer tick taken in user mode).
 #![deny(unsafe_code)]
 
 pub mod exec;
+pub mod exit;
+pub mod fork;
+pub mod sched;
+pub mod signal;
 
+use crate::arch::switch::TaskContext;
 use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
 use crate::kprintln;
 use crate::mm::paging::{user_flags, AddressSpace};
 use crate::mm::{page_down, user};
 use crate::sync::KCell;
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kcore::fmt::{Dec, Hex};
@@ -24,13 +32,28 @@ pub struct Pid(pub u32);
 /// The init process's pid.
 pub const INIT_PID: Pid = Pid(1);
 
+/// What a blocked process waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chan {
+    /// A child of this pid changing state (wait4).
+    Child(Pid),
+    /// A pipe (by buffer id) getting data, room or losing its other end.
+    Pipe(u64),
+    /// Console input.
+    Console,
+    /// A timeout (nanosleep); see `Process::wake_at`.
+    Sleep,
+    /// Only a signal (pause).
+    Signal,
+}
+
 /// Scheduling state.
-#[allow(dead_code)] // Running and Blocked come with the scheduler (processes issue).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Running,
     Ready,
-    Blocked,
+    Blocked(Chan),
+    Stopped,
     Zombie,
 }
 
@@ -62,8 +85,12 @@ pub const STACK_LIMIT: u64 = 8 << 20;
 pub struct Process {
     pub pid: Pid,
     pub ppid: Pid,
+    pub pgid: Pid,
+    pub sid: Pid,
     pub state: State,
     pub name: Vec<u8>,
+    /// argv joined with NULs (/proc/PID/cmdline).
+    pub cmdline: Vec<u8>,
     pub aspace: AddressSpace,
     pub vmas: Vec<Vma>,
     pub brk_start: u64,
@@ -73,9 +100,24 @@ pub struct Process {
     pub fds: FdTable,
     pub cwd: Vec<u8>,
     pub fs_base: u64,
+    /// Wait status once a zombie.
     pub exit_status: Option<i32>,
+    /// A stop or continue not yet reported to wait4 (WUNTRACED / WCONTINUED).
+    pub stop_report: Option<i32>,
+    /// PR_SET_CHILD_SUBREAPER.
+    pub subreaper: bool,
+    pub signals: signal::SigState,
+    /// When a sleeping process wakes (ns since boot).
+    pub wake_at: u64,
+    /// Timer ticks spent running.
+    pub ticks: u64,
+    /// jiffies at creation (for /proc/PID/stat).
+    #[allow(dead_code)] // Read by /proc (next step of the processes issue).
+    pub start_jiffies: u64,
+    /// Saved kernel RSP and user x87/SSE state while switched out.
+    pub ctx: Box<TaskContext>,
     /// The kernel stack (traps from ring 3 land on its top).
-    pub kstack: alloc::boxed::Box<[core::mem::MaybeUninit<u8>]>,
+    pub kstack: Box<[core::mem::MaybeUninit<u8>]>,
 }
 
 impl Process {
@@ -104,41 +146,84 @@ impl Process {
         )
         .is_ok()
     }
+
+    /// A write fault on a present page: copy-on-write if the area is writable.
+    pub fn write_fault(&mut self, va: u64) -> bool {
+        if !self.vma(va).is_some_and(|v| v.writable) {
+            return false;
+        }
+        self.aspace.break_cow(page_down(va)).unwrap_or(false)
+    }
 }
 
 static PROCS: KCell<BTreeMap<Pid, Process>> = KCell::new(BTreeMap::new());
-static CURRENT: KCell<Pid> = KCell::new(INIT_PID);
+/// The running process; `None` while the idle task runs.
+static CURRENT: KCell<Option<Pid>> = KCell::new(None);
+static PIDS: KCell<kcore::pid::PidAlloc> =
+    KCell::new(kcore::pid::PidAlloc::new(kcore::pid::PID_MAX));
 
 /// Adds a process to the table.
 pub fn insert(p: Process) {
     PROCS.borrow_mut().insert(p.pid, p);
 }
 
+/// A free pid (Linux's cyclic allocation), or EAGAIN.
+pub fn alloc_pid() -> Result<Pid, kcore::errno::Errno> {
+    let procs = PROCS.borrow();
+    PIDS.borrow_mut()
+        .alloc(|p| procs.contains_key(&Pid(p)))
+        .map(Pid)
+        .ok_or(kcore::errno::Errno::EAGAIN)
+}
+
 /// Runs `f` on the current process.
 pub fn with_current<R>(f: impl FnOnce(&mut Process) -> R) -> R {
-    let pid = *CURRENT.borrow();
+    let pid = CURRENT.borrow().expect("a process is running");
     let mut procs = PROCS.borrow_mut();
     f(procs.get_mut(&pid).expect("the current process exists"))
 }
 
-/// The current process's pid.
-pub fn current_pid() -> Pid {
-    *CURRENT.borrow()
+/// Runs `f` on process `pid` if it exists.
+pub fn with_proc<R>(pid: Pid, f: impl FnOnce(&mut Process) -> R) -> Option<R> {
+    PROCS.borrow_mut().get_mut(&pid).map(f)
 }
 
-/// A fault from ring 3 that is not a system call: demand-page anonymous memory, else kill the process.
+/// Runs `f` on the whole process table.
+pub fn with_table<R>(f: impl FnOnce(&mut BTreeMap<Pid, Process>) -> R) -> R {
+    f(&mut PROCS.borrow_mut())
+}
+
+/// The current process's pid (0 for the idle task).
+pub fn current_pid() -> Pid {
+    CURRENT.try_borrow().ok().and_then(|c| *c).unwrap_or(Pid(0))
+}
+
+/// A fault from ring 3 that is not a system call: demand paging and copy-on-write, else a signal.
 pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
-    let not_present = frame.error & 1 == 0;
-    if frame.vector == 14 && not_present && with_current(|p| p.fault_in(addr)) {
+    let present = frame.error & 1 != 0;
+    let write = frame.error & 2 != 0;
+    if frame.vector == 14 {
+        if !present && with_current(|p| p.fault_in(addr)) {
+            return;
+        }
+        if present && write && with_current(|p| p.write_fault(addr)) {
+            return;
+        }
+    }
+    let (sig, what) = match frame.vector {
+        14 => (signal::SIGSEGV, "segfault"),
+        0 => (signal::SIGFPE, "divide error"),
+        6 => (signal::SIGILL, "invalid opcode"),
+        13 => (signal::SIGSEGV, "general protection"),
+        _ => (
+            signal::SIGSEGV,
+            crate::arch::interrupts::exception_name(frame.vector),
+        ),
+    };
+    if signal::force(sig) {
+        // A handler will run (delivered on the way back to user mode).
         return;
     }
-    let (signal, what) = match frame.vector {
-        14 => (11, "segfault"),
-        0 => (8, "divide error"),
-        6 => (4, "invalid opcode"),
-        13 => (11, "general protection"),
-        _ => (11, crate::arch::interrupts::exception_name(frame.vector)),
-    };
     let (pid, name) = with_current(|p| (p.pid, p.name.clone()));
     kprintln!(
         "{}[{}]: {} at {} ip {} sp {} error {}",
@@ -150,22 +235,5 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
         Hex(frame.rsp),
         Hex(frame.error)
     );
-    exit_current(signal);
-}
-
-/// Ends the current process with wait status `status` (Linux encoding).
-pub fn exit_current(status: i32) -> ! {
-    let pid = current_pid();
-    if pid == INIT_PID {
-        panic!(
-            "Attempted to kill init! exitcode={}",
-            kcore::fmt::HexPad(status as u32 as u64, 8)
-        );
-    }
-    // Without a scheduler there is nobody else to run.
-    with_current(|p| {
-        p.state = State::Zombie;
-        p.exit_status = Some(status);
-    });
-    panic!("no runnable process left");
+    exit::exit_current(kcore::wait::signaled(sig, false));
 }

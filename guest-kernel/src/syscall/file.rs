@@ -79,6 +79,13 @@ pub fn sys_read(fd: i64, buf: u64, len: u64) -> SysResult {
         return Err(Errno::EBADF);
     }
     check_user(buf, len, true)?;
+    if let Some(b) = fs::blocking(&f) {
+        // Bounce through a kernel buffer: the user pages may change while this process sleeps.
+        let mut tmp = alloc::vec![0u8; (len as usize).min(fs::pipe::PIPE_BUF_SIZE)];
+        let n = fs::read_blocking(&b, &mut tmp)?;
+        copy_to_user(buf, &tmp[..n])?;
+        return Ok(n as u64);
+    }
     let dst = crate::mm::uaccess::checked_slice_mut(buf, len as usize);
     let n = fs::read(&mut f.borrow_mut(), dst)?;
     Ok(n as u64)
@@ -86,7 +93,16 @@ pub fn sys_read(fd: i64, buf: u64, len: u64) -> SysResult {
 
 pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
     let f = file(fd)?;
+    if f.borrow().flags & fs::O_ACCMODE == 0
+        && !matches!(f.borrow().kind, fs::FileKind::Console | fs::FileKind::Null)
+    {
+        return Err(Errno::EBADF);
+    }
     check_user(buf, len, false)?;
+    if let Some(b) = fs::blocking(&f) {
+        let tmp = uaccess_slice(buf, len).to_vec();
+        return fs::write_blocking(&b, &tmp).map(|n| n as u64);
+    }
     let src = uaccess_slice(buf, len);
     let n = fs::write(&mut f.borrow_mut(), src)?;
     Ok(n as u64)
@@ -128,6 +144,11 @@ pub fn sys_writev(fd: i64, iov: u64, cnt: u64) -> SysResult {
         total += sys_write(fd, base, len)?;
     }
     Ok(total)
+}
+
+/// `path` made absolute against the cwd.
+pub fn absolute_path(path: Vec<u8>) -> Result<Vec<u8>, Errno> {
+    absolute(AT_FDCWD, path)
 }
 
 fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
@@ -204,6 +225,100 @@ pub fn sys_newfstatat(dirfd: i64, path: u64, statbuf: u64, flags: u32) -> SysRes
 
 pub fn sys_lseek(fd: i64, offset: i64, whence: u32) -> SysResult {
     fs::lseek(&mut file(fd)?.borrow_mut(), offset, whence)
+}
+
+pub fn sys_pipe2(fds: u64, flags: u32) -> SysResult {
+    if flags & !(fs::O_CLOEXEC | fs::O_NONBLOCK) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    check_user(fds, 8, true)?;
+    let (r, w) = fs::pipe(flags);
+    let cloexec = flags & fs::O_CLOEXEC != 0;
+    let (a, b) = with_current(|p| -> Result<(usize, usize), Errno> {
+        let a = p.fds.insert(r, cloexec)?;
+        match p.fds.insert(w, cloexec) {
+            Ok(b) => Ok((a, b)),
+            Err(e) => {
+                let _ = p.fds.close(a as i64);
+                Err(e)
+            }
+        }
+    })?;
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&(a as u32).to_le_bytes());
+    out[4..].copy_from_slice(&(b as u32).to_le_bytes());
+    copy_to_user(fds, &out).map(|_| 0)
+}
+
+pub fn sys_dup(fd: i64) -> SysResult {
+    with_current(|p| {
+        let f = p.fds.get(fd)?;
+        p.fds.insert(f, false).map(|n| n as u64)
+    })
+}
+
+/// dup2 (flags None) and dup3.
+pub fn sys_dup3(old: i64, new: i64, flags: Option<u32>) -> SysResult {
+    if let Some(fl) = flags {
+        if old == new || fl & !fs::O_CLOEXEC != 0 {
+            return Err(Errno::EINVAL);
+        }
+    }
+    let f = file(old)?;
+    if old == new {
+        return Ok(new as u64);
+    }
+    if !(0..fs::fd::MAX_FDS as i64).contains(&new) {
+        return Err(Errno::EBADF);
+    }
+    let cloexec = flags.unwrap_or(0) & fs::O_CLOEXEC != 0;
+    let prev = with_current(|p| p.fds.install(new as usize, f, cloexec));
+    drop(prev);
+    Ok(new as u64)
+}
+
+const F_DUPFD: u32 = 0;
+const F_GETFD: u32 = 1;
+const F_SETFD: u32 = 2;
+const F_GETFL: u32 = 3;
+const F_SETFL: u32 = 4;
+const F_DUPFD_CLOEXEC: u32 = 1030;
+
+pub fn sys_fcntl(fd: i64, cmd: u32, arg: u64) -> SysResult {
+    let f = file(fd)?;
+    match cmd {
+        F_DUPFD | F_DUPFD_CLOEXEC => with_current(|p| {
+            p.fds
+                .insert_from(arg as usize, f, cmd == F_DUPFD_CLOEXEC)
+                .map(|n| n as u64)
+        }),
+        F_GETFD => Ok(with_current(|p| p.fds.cloexec(fd)) as u64),
+        F_SETFD => {
+            with_current(|p| p.fds.set_cloexec(fd, arg & 1 != 0));
+            Ok(0)
+        }
+        F_GETFL => Ok(f.borrow().flags as u64),
+        F_SETFL => {
+            let mut o = f.borrow_mut();
+            o.flags =
+                (o.flags & !(fs::O_NONBLOCK | 0o2000)) | (arg as u32 & (fs::O_NONBLOCK | 0o2000));
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn sys_chdir(path: u64) -> SysResult {
+    let mut path = absolute(AT_FDCWD, user_cstr(path)?)?;
+    let inode = fs::with_root(|fs| fs.resolve(&path, true))?;
+    if !inode.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    while path.len() > 1 && path.last() == Some(&b'/') {
+        path.pop();
+    }
+    with_current(|p| p.cwd = path);
+    Ok(0)
 }
 
 pub fn sys_ioctl(fd: i64, _cmd: u32, _arg: u64) -> SysResult {

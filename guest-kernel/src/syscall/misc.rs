@@ -16,10 +16,6 @@ pub fn sys_getppid() -> SysResult {
     Ok(with_current(|p| p.ppid.0 as u64))
 }
 
-pub fn sys_exit(code: i32) -> SysResult {
-    proc::exit_current((code & 0xff) << 8)
-}
-
 pub fn sys_uname(buf: u64) -> SysResult {
     let mut u = [0u8; 6 * 65];
     let fields: [&[u8]; 6] = [
@@ -74,6 +70,14 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
                 kcore::fmt::Dec(lstar),
                 kcore::fmt::Dec(fault)
             );
+            let (_, frames) = crate::mm::frame::stats();
+            kprintln!(
+                "sched: {} context switches; {} processes; frames used {}; heap used {}",
+                kcore::fmt::Dec(crate::proc::sched::switches()),
+                kcore::fmt::Dec(crate::proc::with_table(|t| t.len()) as u64),
+                kcore::fmt::Dec(frames),
+                kcore::fmt::Dec(crate::mm::heap::stats().1 as u64)
+            );
             kprintln!("reboot: Power down");
             crate::arch::cpu::reset()
         }
@@ -121,26 +125,6 @@ pub fn sys_time(t: u64) -> SysResult {
         copy_to_user(t, &s.to_le_bytes())?;
     }
     Ok(s)
-}
-
-pub fn sys_rt_sigaction(sig: u32, _act: u64, oldact: u64, sigsetsize: u64) -> SysResult {
-    if sig == 0 || sig > 64 || sigsetsize != 8 {
-        return Err(Errno::EINVAL);
-    }
-    if oldact != 0 {
-        copy_to_user(oldact, &[0u8; 32])?;
-    }
-    Ok(0)
-}
-
-pub fn sys_rt_sigprocmask(_how: u32, _set: u64, oldset: u64, sigsetsize: u64) -> SysResult {
-    if sigsetsize != 8 {
-        return Err(Errno::EINVAL);
-    }
-    if oldset != 0 {
-        copy_to_user(oldset, &[0u8; 8])?;
-    }
-    Ok(0)
 }
 
 pub fn sys_sigaltstack(_ss: u64, old: u64) -> SysResult {

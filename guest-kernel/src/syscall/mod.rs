@@ -8,6 +8,9 @@
 mod file;
 mod memory;
 mod misc;
+mod process;
+
+pub use file::{check_user, copy_to_user};
 
 use crate::arch::trap::TrapFrame;
 use crate::kprintln;
@@ -37,15 +40,38 @@ pub fn dispatch(frame: &mut TrapFrame) {
         10 => memory::sys_mprotect(a[0], a[1], a[2] as u32),
         11 => memory::sys_munmap(a[0], a[1]),
         12 => memory::sys_brk(a[0]),
-        13 => misc::sys_rt_sigaction(a[0] as u32, a[1], a[2], a[3]),
-        14 => misc::sys_rt_sigprocmask(a[0] as u32, a[1], a[2], a[3]),
+        13 => process::sys_rt_sigaction(a[0] as u32, a[1], a[2], a[3]),
+        14 => process::sys_rt_sigprocmask(a[0] as u32, a[1], a[2], a[3]),
+        15 => process::sys_rt_sigreturn(frame),
         16 => file::sys_ioctl(a[0] as i64, a[1] as u32, a[2]),
         19 => file::sys_readv(a[0] as i64, a[1], a[2]),
         20 => file::sys_writev(a[0] as i64, a[1], a[2]),
         21 => file::sys_access(a[0], a[1] as u32),
-        24 => Ok(0), // sched_yield: one process
+        22 => file::sys_pipe2(a[0], 0),
+        24 => process::sys_sched_yield(),
+        32 => file::sys_dup(a[0] as i64),
+        33 => file::sys_dup3(a[0] as i64, a[1] as i64, None),
+        72 => file::sys_fcntl(a[0] as i64, a[1] as u32, a[2]),
+        80 => file::sys_chdir(a[0]),
+        292 => file::sys_dup3(a[0] as i64, a[1] as i64, Some(a[2] as u32)),
+        293 => file::sys_pipe2(a[0], a[1] as u32),
+        34 => process::sys_pause(),
+        35 => process::sys_nanosleep(a[0], a[1]),
+        56 => process::sys_clone(frame, a[0], a[1], a[3]),
+        57 | 58 => process::sys_fork(frame),
+        59 => process::sys_execve(frame, a[0], a[1], a[2]),
+        61 => process::sys_wait4(a[0] as i32, a[1], a[2] as u32, a[3]),
+        62 => process::sys_kill(a[0] as i32, a[1] as u32),
+        109 => process::sys_setpgid(a[0] as i32, a[1] as i32),
+        111 => process::sys_getpgid(0),
+        112 => process::sys_setsid(),
+        121 => process::sys_getpgid(a[0] as i32),
+        124 => process::sys_getsid(a[0] as i32),
+        157 => process::sys_prctl(a[0] as u32, a[1]),
+        230 => process::sys_clock_nanosleep(a[0] as u32, a[1] as u32, a[2], a[3]),
+        234 => process::sys_tgkill(a[0] as i32, a[1] as i32, a[2] as u32),
         39 => misc::sys_getpid(),
-        60 => misc::sys_exit(a[0] as i32),
+        60 => process::sys_exit(a[0] as i32),
         63 => misc::sys_uname(a[0]),
         79 => file::sys_getcwd(a[0], a[1]),
         89 => file::sys_readlink(a[0], a[1], a[2]),
@@ -60,7 +86,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         204 => misc::sys_sched_getaffinity(a[0], a[1], a[2]),
         218 => misc::sys_getpid(), // set_tid_address: the tid
         228 => misc::sys_clock_gettime(a[0] as u32, a[1]),
-        231 => misc::sys_exit(a[0] as i32),
+        231 => process::sys_exit(a[0] as i32),
         257 => file::sys_openat(a[0] as i64, a[1], a[2] as u32, a[3] as u32),
         262 => file::sys_newfstatat(a[0] as i64, a[1], a[2], a[3] as u32),
         273 => Ok(0), // set_robust_list

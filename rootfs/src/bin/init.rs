@@ -6,7 +6,8 @@
 //! Arguments (the kernel passes the command-line words after `--`): `check` exercises the system calls of
 //! the first kernel milestone and prints what they returned (`init: check ok` when all is as on Linux);
 //! `crash` makes it write through a null pointer after the banner, to test how the kernel handles a faulting
-//! process.
+//! process; `run PROGRAM ARGS...` starts PROGRAM as a child, reaps every child (logging
+//! `init: reaped PID N (STATUS)` for orphans it adopted) and powers off once PROGRAM has exited.
 
 use std::io::Write;
 
@@ -38,9 +39,61 @@ fn main() {
         // SAFETY: none: this deliberately faults (the kernel must kill the process, as SIGSEGV would).
         unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "run") {
+        run(&args[i + 1..]);
+    }
     if std::process::id() == 1 {
         println!("init: powering off");
         power_off();
+    }
+}
+
+/// Runs `argv` as a child and reaps children until it has exited.
+fn run(argv: &[String]) {
+    let Some(prog) = argv.first() else {
+        println!("init: run: no program");
+        return;
+    };
+    let cargs: Vec<std::ffi::CString> = argv
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_str()).unwrap())
+        .collect();
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let env = [c"PATH=/sbin:/bin".as_ptr(), std::ptr::null()];
+    // SAFETY: fork has no preconditions in this single-threaded program.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: the argument and environment arrays are NUL-terminated arrays of C strings.
+        unsafe { libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr()) };
+        println!(
+            "init: cannot run {prog}: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: leaves the child without running the parent's exit handlers.
+        unsafe { libc::_exit(127) };
+    }
+    if child < 0 {
+        println!("init: fork: {}", std::io::Error::last_os_error());
+        return;
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            // ECHILD: the program and every orphan it left are gone.
+            return;
+        }
+        if pid == child {
+            println!("init: {prog} exited ({})", rootfs::describe_status(status));
+            continue;
+        }
+        println!(
+            "init: reaped PID {pid} ({})",
+            rootfs::describe_status(status)
+        );
     }
 }
 

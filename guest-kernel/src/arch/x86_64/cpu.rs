@@ -92,8 +92,9 @@ pub fn invlpg(va: u64) {
 
 /// Enables interrupts and waits for one, atomically (`sti; hlt`).
 pub fn enable_and_halt() {
-    // SAFETY: the IDT is installed before anyone waits for an interrupt.
-    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+    // SAFETY: the IDT is installed before anyone waits for an interrupt. Not `nomem`: the interrupt
+    // handlers that run in between change memory (the run queue), which the caller re-reads.
+    unsafe { asm!("sti", "hlt", "cli", options(nostack)) }
 }
 
 /// Disables interrupts.

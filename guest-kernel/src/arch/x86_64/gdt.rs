@@ -130,9 +130,3 @@ pub fn set_kernel_stack(top: u64) {
         *core::ptr::addr_of_mut!(CPU_KSTACK_TOP) = top;
     }
 }
-
-/// The current task's kernel stack top (see [`set_kernel_stack`]).
-pub fn kernel_stack_top() -> u64 {
-    // SAFETY: single CPU; a plain read of a value only this module writes.
-    unsafe { *core::ptr::addr_of!(CPU_KSTACK_TOP) }
-}

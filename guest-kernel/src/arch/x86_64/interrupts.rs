@@ -124,6 +124,14 @@ pub fn syscall_counts() -> (u64, u64) {
 
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    handle(frame);
+    crate::proc::sched::flush_wakes();
+    if frame.user_mode() {
+        crate::proc::signal::deliver(frame);
+    }
+}
+
+fn handle(frame: &mut TrapFrame) {
     let vector = frame.vector;
     if vector == SYSCALL_VECTOR {
         bump(&SYSCALLS_BY_LSTAR);
@@ -145,6 +153,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         TIMER_VECTOR => {
             apic::eoi();
             crate::time::tick();
+            crate::tty::poll();
+            crate::proc::sched::tick(frame.user_mode());
         }
         SPURIOUS_VECTOR => {}
         v if vector < 32 => {

@@ -9,6 +9,7 @@ pub mod interrupts;
 pub mod layout;
 pub mod mem;
 pub mod pvh;
+pub mod switch;
 pub mod trap;
 
 use cpu::{cpuid, rdmsr, wrmsr, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR};

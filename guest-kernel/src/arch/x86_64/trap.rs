@@ -155,7 +155,6 @@ syscall_entry:
 
 extern "C" {
     static trap_stub_table: [u64; 256];
-    fn trap_return();
     fn syscall_entry();
 }
 
@@ -210,21 +209,5 @@ pub fn init() {
             base: idt.as_ptr() as u64,
         };
         asm!("lidt [{}]", in(reg) &ptr, options(nostack, preserves_flags));
-    }
-}
-
-/// Enters ring 3 with the registers of `frame` (which must hold user selectors).
-///
-/// # Safety
-/// The current address space must map the user code and stack `frame` points at, and `CPU_KSTACK_TOP`
-/// must be this task's kernel stack.
-pub unsafe fn enter_user(frame: &TrapFrame) -> ! {
-    // SAFETY: the caller guarantees the frame is a valid ring-3 context; the copy sits at the top of the
-    // current kernel stack region reserved below CPU_KSTACK_TOP.
-    unsafe {
-        let top = super::gdt::kernel_stack_top();
-        let dst = (top as *mut TrapFrame).sub(1);
-        dst.write(*frame);
-        asm!("mov rsp, {}", "jmp {}", in(reg) dst, in(reg) trap_return as *const () as usize, options(noreturn));
     }
 }

@@ -1,0 +1,71 @@
+//! fork: a new process sharing the parent's memory copy-on-write, with a copy of its descriptor table
+//! (the open file descriptions themselves are shared), dispositions, mask, cwd and groups. The child
+//! starts in user mode with the parent's registers and 0 in rax.
+#![deny(unsafe_code)]
+
+use super::{sched, Pid, Process, State, KERNEL_STACK_SIZE};
+use crate::arch::switch::{self, TaskContext};
+use crate::arch::trap::TrapFrame;
+use crate::mm::user;
+use alloc::boxed::Box;
+use kcore::errno::Errno;
+
+/// clone's CLONE_CHILD_SETTID: store the child's tid at `ctid` in the child's memory.
+pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+
+/// Forks the current process; the child resumes from `frame` with rax = 0. Returns the child's pid.
+pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
+    let pid = super::alloc_pid()?;
+    let mut ctx = Box::new(TaskContext::new());
+    switch::save_fx(&mut ctx);
+    let mut kstack = Box::new_uninit_slice(KERNEL_STACK_SIZE);
+    let mut child_frame = *frame;
+    child_frame.rax = 0;
+    switch::prepare_new_task(&mut ctx, &mut kstack, &child_frame);
+    let jiffies = crate::time::jiffies();
+    let child = super::with_current(|p| -> Result<Process, Errno> {
+        let aspace = p.aspace.fork_cow().ok_or(Errno::ENOMEM)?;
+        Ok(Process {
+            pid,
+            ppid: p.pid,
+            pgid: p.pgid,
+            sid: p.sid,
+            state: State::Ready,
+            name: p.name.clone(),
+            cmdline: p.cmdline.clone(),
+            aspace,
+            vmas: p.vmas.clone(),
+            brk_start: p.brk_start,
+            brk: p.brk,
+            mmap_top: p.mmap_top,
+            fds: p.fds.clone(),
+            cwd: p.cwd.clone(),
+            fs_base: p.fs_base,
+            exit_status: None,
+            stop_report: None,
+            subreaper: false,
+            signals: super::signal::SigState {
+                pending: 0,
+                ..p.signals.clone()
+            },
+            wake_at: 0,
+            ticks: 0,
+            start_jiffies: jiffies,
+            ctx,
+            kstack,
+        })
+    })?;
+    let mut child = child;
+    if flags & CLONE_CHILD_SETTID != 0 && ctid != 0 {
+        let _ = child.aspace.break_cow(ctid & !0xfff);
+        if let Some(page) = user::page_bytes(&child.aspace, ctid) {
+            let off = (ctid & 0xfff) as usize;
+            if off + 4 <= page.len() {
+                page[off..off + 4].copy_from_slice(&pid.0.to_le_bytes());
+            }
+        }
+    }
+    super::insert(child);
+    sched::make_ready(pid);
+    Ok(pid)
+}

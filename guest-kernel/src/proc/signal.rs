@@ -1,0 +1,445 @@
+//! Signals: per-process dispositions, blocked mask and pending set; sending (kill, the kernel's own
+//! SIGCHLD/SIGSEGV/SIGPIPE/SIGINT), and delivery on the way back to user mode: default actions
+//! (terminate, ignore, stop, continue) or a user handler entered through a Linux `rt_sigframe` that
+//! `rt_sigreturn` unwinds.
+#![deny(unsafe_code)]
+
+use super::{sched, Pid, State, INIT_PID};
+use crate::arch::layout::{USER_CS, USER_DS};
+use crate::arch::trap::TrapFrame;
+use crate::syscall::{check_user, copy_to_user};
+use kcore::errno::Errno;
+
+pub const SIGHUP: u32 = 1;
+pub const SIGINT: u32 = 2;
+pub const SIGQUIT: u32 = 3;
+pub const SIGILL: u32 = 4;
+pub const SIGTRAP: u32 = 5;
+pub const SIGABRT: u32 = 6;
+pub const SIGBUS: u32 = 7;
+pub const SIGFPE: u32 = 8;
+pub const SIGKILL: u32 = 9;
+pub const SIGSEGV: u32 = 11;
+pub const SIGPIPE: u32 = 13;
+pub const SIGTERM: u32 = 15;
+pub const SIGCHLD: u32 = 17;
+pub const SIGCONT: u32 = 18;
+pub const SIGSTOP: u32 = 19;
+pub const SIGTSTP: u32 = 20;
+pub const SIGTTIN: u32 = 21;
+pub const SIGTTOU: u32 = 22;
+pub const SIGURG: u32 = 23;
+pub const SIGWINCH: u32 = 28;
+
+pub const SIG_DFL: u64 = 0;
+pub const SIG_IGN: u64 = 1;
+const SA_NOCLDSTOP: u64 = 1;
+const SA_NOCLDWAIT: u64 = 2;
+const SA_SIGINFO: u64 = 4;
+const SA_RESTORER: u64 = 0x0400_0000;
+const SA_NODEFER: u64 = 0x4000_0000;
+const SA_RESETHAND: u64 = 0x8000_0000;
+
+fn bit(sig: u32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
+
+/// One signal's disposition (`struct sigaction` as the kernel sees it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// A process's signal state.
+#[derive(Clone, Debug)]
+pub struct SigState {
+    pub actions: [SigAction; 64],
+    pub blocked: u64,
+    pub pending: u64,
+}
+
+impl Default for SigState {
+    fn default() -> Self {
+        SigState {
+            actions: [SigAction::default(); 64],
+            blocked: 0,
+            pending: 0,
+        }
+    }
+}
+
+impl SigState {
+    /// execve: caught signals go back to SIG_DFL, ignored ones stay ignored; pending and mask stay.
+    pub fn reset_for_exec(&mut self) {
+        for a in self.actions.iter_mut() {
+            if a.handler != SIG_IGN {
+                *a = SigAction::default();
+            }
+        }
+    }
+}
+
+/// What a signal does by default.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Default_ {
+    Terminate,
+    Ignore,
+    Stop,
+    Continue,
+}
+
+fn default_action(sig: u32) -> Default_ {
+    match sig {
+        SIGCHLD | SIGURG | SIGWINCH => Default_::Ignore,
+        SIGCONT => Default_::Continue,
+        SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU => Default_::Stop,
+        _ => Default_::Terminate,
+    }
+}
+
+fn ignored(a: &SigAction, sig: u32) -> bool {
+    a.handler == SIG_IGN || (a.handler == SIG_DFL && default_action(sig) == Default_::Ignore)
+}
+
+/// Posts `sig` to `pid` (no permission checks: everyone is root). Signal 0 only checks the pid.
+pub fn send(pid: Pid, sig: u32) -> Result<(), Errno> {
+    if sig > 64 {
+        return Err(Errno::EINVAL);
+    }
+    let posted = super::with_proc(pid, |p| {
+        if p.state == State::Zombie || sig == 0 {
+            return None;
+        }
+        let a = p.signals.actions[(sig - 1) as usize];
+        // Init gets only the signals it has a handler for (SIGKILL included).
+        if pid == INIT_PID && (a.handler == SIG_DFL || a.handler == SIG_IGN) {
+            return None;
+        }
+        if sig == SIGCONT || sig == SIGKILL {
+            // Continue a stopped process (SIGKILL must get to it too); drop pending stops.
+            p.signals.pending &= !(bit(SIGSTOP) | bit(SIGTSTP) | bit(SIGTTIN) | bit(SIGTTOU));
+            if p.state == State::Stopped && sig == SIGCONT {
+                p.stop_report = Some(kcore::wait::CONTINUED);
+            }
+        }
+        if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) {
+            p.signals.pending &= !bit(SIGCONT);
+        }
+        if ignored(&a, sig) && sig != SIGKILL && sig != SIGSTOP {
+            return Some((false, sig == SIGCONT, p.ppid));
+        }
+        p.signals.pending |= bit(sig);
+        let wake = p.signals.blocked & bit(sig) == 0 || sig == SIGKILL;
+        Some((wake, sig == SIGCONT || sig == SIGKILL, p.ppid))
+    })
+    .ok_or(Errno::ESRCH)?;
+    if let Some((wake, cont, ppid)) = posted {
+        let was_stopped = super::with_proc(pid, |p| p.state == State::Stopped).unwrap_or(false);
+        if wake || (cont && was_stopped) {
+            sched::wake_pid(pid, cont);
+        }
+        if sig == SIGCONT && was_stopped {
+            send_kernel(ppid, SIGCHLD);
+            sched::wake(super::Chan::Child(ppid));
+        }
+    }
+    Ok(())
+}
+
+/// A signal the kernel sends (SIGCHLD, SIGPIPE, SIGINT from the tty); a missing target is fine.
+pub fn send_kernel(pid: Pid, sig: u32) {
+    let _ = send(pid, sig);
+}
+
+/// Sends `sig` to every process in group `pgid`; ESRCH if there is none.
+pub fn send_group(pgid: Pid, sig: u32) -> Result<(), Errno> {
+    let members: alloc::vec::Vec<Pid> = super::with_table(|t| {
+        t.values()
+            .filter(|p| p.pgid == pgid && p.state != State::Zombie)
+            .map(|p| p.pid)
+            .collect()
+    });
+    if members.is_empty() {
+        return Err(Errno::ESRCH);
+    }
+    for m in members {
+        send_kernel(m, sig);
+    }
+    Ok(())
+}
+
+/// kill(2): pid > 0 one process, 0 own group, -1 everyone but init and the caller, < -1 group -pid.
+pub fn kill(pid: i32, sig: u32) -> Result<(), Errno> {
+    if sig > 64 {
+        return Err(Errno::EINVAL);
+    }
+    let me = super::current_pid();
+    match pid {
+        p if p > 0 => send(Pid(p as u32), sig),
+        0 => send_group(super::with_current(|p| p.pgid), sig),
+        -1 => {
+            let all: alloc::vec::Vec<Pid> = super::with_table(|t| {
+                t.values()
+                    .filter(|p| p.pid.0 > 1 && p.pid != me && p.state != State::Zombie)
+                    .map(|p| p.pid)
+                    .collect()
+            });
+            if all.is_empty() {
+                return Err(Errno::ESRCH);
+            }
+            for p in all {
+                send_kernel(p, sig);
+            }
+            Ok(())
+        }
+        p if p == i32::MIN => Err(Errno::ESRCH),
+        p => send_group(Pid(p.unsigned_abs()), sig),
+    }
+}
+
+/// Whether `ppid` reaps its children at once (SIGCHLD ignored or SA_NOCLDWAIT).
+pub fn parent_reaps_at_once(ppid: Pid) -> bool {
+    super::with_proc(ppid, |p| {
+        let a = p.signals.actions[(SIGCHLD - 1) as usize];
+        a.handler == SIG_IGN || a.flags & SA_NOCLDWAIT != 0
+    })
+    .unwrap_or(true)
+}
+
+/// Whether the current process has a signal to handle (blocking calls return EINTR).
+pub fn pending_for_current() -> bool {
+    super::with_current(|p| p.signals.pending & !p.signals.blocked != 0)
+}
+
+/// A fault signal for the current process: true if a user handler will run, false if the process must
+/// die (default action, blocked or ignored: Linux's force_sig).
+pub fn force(sig: u32) -> bool {
+    super::with_current(|p| {
+        let a = p.signals.actions[(sig - 1) as usize];
+        if a.handler > SIG_IGN && p.signals.blocked & bit(sig) == 0 {
+            p.signals.pending |= bit(sig);
+            true
+        } else {
+            false
+        }
+    })
+}
+
+/// Delivers pending signals before returning to user mode with `frame`.
+pub fn deliver(frame: &mut TrapFrame) {
+    loop {
+        let next = super::with_current(|p| {
+            let ready = p.signals.pending & !p.signals.blocked;
+            if ready == 0 {
+                return None;
+            }
+            let sig = ready.trailing_zeros() + 1;
+            p.signals.pending &= !bit(sig);
+            Some((sig, p.signals.actions[(sig - 1) as usize], p.pid))
+        });
+        let Some((sig, act, pid)) = next else { return };
+        if sig == SIGKILL {
+            super::exit::exit_current(kcore::wait::signaled(sig, false));
+        }
+        match act.handler {
+            SIG_IGN => continue,
+            SIG_DFL => match default_action(sig) {
+                Default_::Ignore | Default_::Continue => continue,
+                Default_::Stop => {
+                    if pid == INIT_PID {
+                        continue;
+                    }
+                    stop_current(sig);
+                    continue;
+                }
+                Default_::Terminate => {
+                    super::exit::exit_current(kcore::wait::signaled(sig, false));
+                }
+            },
+            _ => {
+                if setup_frame(frame, sig, &act).is_err() {
+                    super::exit::exit_current(kcore::wait::signaled(SIGSEGV, false));
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn stop_current(sig: u32) {
+    let ppid = super::with_current(|p| {
+        p.state = State::Stopped;
+        p.stop_report = Some(kcore::wait::stopped(sig));
+        p.ppid
+    });
+    let nocldstop = super::with_proc(ppid, |p| {
+        p.signals.actions[(SIGCHLD - 1) as usize].flags & SA_NOCLDSTOP != 0
+    })
+    .unwrap_or(true);
+    if !nocldstop {
+        send_kernel(ppid, SIGCHLD);
+    }
+    sched::wake(super::Chan::Child(ppid));
+    sched::schedule();
+}
+
+// Layout of Linux's x86-64 rt_sigframe: pretcode, ucontext (flags, link, stack_t, sigcontext, mask),
+// siginfo; the FXSAVE image 64-byte aligned below it.
+const UC_OFF: u64 = 8;
+const MCONTEXT_OFF: u64 = UC_OFF + 40;
+const UC_SIGMASK_OFF: u64 = MCONTEXT_OFF + 256;
+const SIGINFO_OFF: u64 = UC_SIGMASK_OFF + 128;
+const FRAME_SIZE: u64 = SIGINFO_OFF + 128;
+const FX_SIZE: u64 = 512;
+
+fn gregs(f: &TrapFrame) -> [u64; 18] {
+    [
+        f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15, f.rdi, f.rsi, f.rbp, f.rbx, f.rdx,
+        f.rax, f.rcx, f.rsp, f.rip, f.rflags,
+    ]
+}
+
+fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), Errno> {
+    if act.flags & SA_RESTORER == 0 {
+        return Err(Errno::EFAULT);
+    }
+    // Below the red zone: the FXSAVE image, then the frame, aligned so that on handler entry
+    // (rsp = frame) rsp + 8 is 16-byte aligned, as after a call.
+    let fx = (frame.rsp - 128 - FX_SIZE) & !63;
+    let base = ((fx - FRAME_SIZE) & !15) - 8;
+    check_user(base, fx + FX_SIZE - base, true)?;
+    let mut b = [0u8; FRAME_SIZE as usize];
+    let mut put = |off: u64, v: u64| {
+        b[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    put(0, act.restorer);
+    for (i, v) in gregs(frame).iter().enumerate() {
+        put(MCONTEXT_OFF + 8 * i as u64, *v);
+    }
+    // cs, gs, fs, ss as four u16
+    put(
+        MCONTEXT_OFF + 144,
+        USER_CS as u64 | ((USER_DS as u64) << 48),
+    );
+    put(MCONTEXT_OFF + 152, frame.error);
+    put(MCONTEXT_OFF + 160, frame.vector);
+    let old_mask = super::with_current(|p| p.signals.blocked);
+    put(MCONTEXT_OFF + 168, old_mask);
+    put(MCONTEXT_OFF + 176, crate::arch::cpu::read_cr2());
+    put(MCONTEXT_OFF + 184, fx);
+    put(UC_SIGMASK_OFF, old_mask);
+    // siginfo: signo, errno, code (SI_USER = 0; kernel-sent: SI_KERNEL 0x80)
+    put(SIGINFO_OFF, sig as u64);
+    copy_to_user(base, &b)?;
+    let fx_bytes = super::with_current(|p| {
+        crate::arch::switch::save_fx(&mut p.ctx);
+        p.ctx.fx
+    });
+    copy_to_user(fx, &fx_bytes)?;
+    super::with_current(|p| {
+        let mut add = act.mask;
+        if act.flags & SA_NODEFER == 0 {
+            add |= bit(sig);
+        }
+        p.signals.blocked = (p.signals.blocked | add) & !UNBLOCKABLE;
+        if act.flags & SA_RESETHAND != 0 {
+            p.signals.actions[(sig - 1) as usize] = SigAction::default();
+        }
+    });
+    frame.rsp = base;
+    frame.rip = act.handler;
+    frame.rdi = sig as u64;
+    frame.rsi = base + SIGINFO_OFF;
+    frame.rdx = base + UC_OFF;
+    frame.rax = 0;
+    let _ = SA_SIGINFO;
+    Ok(())
+}
+
+/// rt_sigreturn: restores the registers, mask and x87/SSE state saved by the signal frame at rsp - 8.
+pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
+    let base = frame.rsp - 8;
+    check_user(base, FRAME_SIZE, false)?;
+    let raw = crate::mm::uaccess::checked_slice(base, FRAME_SIZE as usize);
+    let get = |off: u64| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&raw[off as usize..off as usize + 8]);
+        u64::from_le_bytes(a)
+    };
+    let g: [u64; 18] = core::array::from_fn(|i| get(MCONTEXT_OFF + 8 * i as u64));
+    let mask = get(UC_SIGMASK_OFF);
+    let fx = get(MCONTEXT_OFF + 184);
+    [
+        frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15,
+        frame.rdi, frame.rsi, frame.rbp, frame.rbx, frame.rdx, frame.rax, frame.rcx, frame.rsp,
+        frame.rip,
+    ] = [
+        g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13],
+        g[14], g[15], g[16],
+    ];
+    // Only the arithmetic flags and DF/TF/AC may change; IF stays on.
+    frame.rflags = (g[17] & 0x4_0dd5) | 0x202;
+    frame.cs = USER_CS as u64;
+    frame.ss = USER_DS as u64;
+    if fx != 0 && check_user(fx, FX_SIZE, false).is_ok() {
+        let src = crate::mm::uaccess::checked_slice(fx, FX_SIZE as usize);
+        super::with_current(|p| {
+            p.ctx.fx.copy_from_slice(src);
+            // MXCSR: reserved bits set would make fxrstor fault.
+            p.ctx.fx[26] = 0;
+            p.ctx.fx[27] = 0;
+            crate::arch::switch::restore_fx(&p.ctx);
+        });
+    }
+    super::with_current(|p| p.signals.blocked = mask & !UNBLOCKABLE);
+    Ok(frame.rax)
+}
+
+/// rt_sigaction.
+pub fn sigaction(sig: u32, act: Option<SigAction>) -> Result<SigAction, Errno> {
+    if sig == 0 || sig > 64 {
+        return Err(Errno::EINVAL);
+    }
+    if act.is_some() && (sig == SIGKILL || sig == SIGSTOP) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(super::with_current(|p| {
+        let slot = &mut p.signals.actions[(sig - 1) as usize];
+        let old = *slot;
+        if let Some(a) = act {
+            *slot = a;
+            if ignored(&a, sig) {
+                p.signals.pending &= !bit(sig);
+            }
+        }
+        old
+    }))
+}
+
+/// rt_sigprocmask: how 0 SIG_BLOCK, 1 SIG_UNBLOCK, 2 SIG_SETMASK.
+pub fn sigprocmask(how: u32, set: Option<u64>) -> Result<u64, Errno> {
+    super::with_current(|p| {
+        let old = p.signals.blocked;
+        if let Some(s) = set {
+            p.signals.blocked = match how {
+                0 => old | s,
+                1 => old & !s,
+                2 => s,
+                _ => return Err(Errno::EINVAL),
+            } & !UNBLOCKABLE;
+        } else if how > 2 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(old)
+    })
+}
+
+#[allow(dead_code)]
+const _UNUSED: [u32; 6] = [SIGHUP, SIGINT, SIGQUIT, SIGTRAP, SIGABRT, SIGBUS];
+#[allow(dead_code)]
+const _UNUSED2: u32 = SIGTERM;

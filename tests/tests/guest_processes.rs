@@ -1,0 +1,187 @@
+//! Processes on the project's guest kernel (build/guest-kernel + build/rootfs.qcow2 under microvm):
+//! fork/exec/exit/wait, signals, reparenting, pipes and the scheduler, checked end to end.
+//!
+//! The differential test runs rootfs's `proctest` on the host and in the guest (as a child of init:
+//! `init ... run /bin/proctest`) and requires the same output: that is how Linux behaviour is checked.
+//! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
+//! the tests skip (and fail when `CI` is set).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::{require_kvm, run, workspace_root, Output};
+
+const T: Duration = Duration::from_secs(120);
+
+fn artifacts() -> Option<(PathBuf, PathBuf)> {
+    let build = workspace_root().join("build");
+    let kernel = build.join("guest-kernel");
+    let disk = build.join("rootfs.qcow2");
+    if kernel.exists() && disk.exists() && build.join("rootfs-stage/bin/proctest").exists() {
+        return Some((kernel, disk));
+    }
+    let msg =
+        "build/guest-kernel, build/rootfs.qcow2 or build/rootfs-stage/bin/proctest is missing: \
+               run scripts/build-guest-kernel.sh and scripts/build-rootfs.sh first";
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// Boots with init running `args` as its child (`init -- run ARGS`).
+fn boot_running(args: &str) -> Option<Output> {
+    if !require_kvm() {
+        return None;
+    }
+    let (kernel, disk) = artifacts()?;
+    let cmdline = format!("console=ttyS0 root=/dev/vda -- run {args}");
+    let disk = format!("{},ro", disk.display());
+    Some(run(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            &disk,
+            "--cmdline",
+            &cmdline,
+        ],
+        T,
+    ))
+}
+
+fn proctest_lines(s: &str) -> Vec<&str> {
+    s.lines().filter(|l| l.starts_with("proctest: ")).collect()
+}
+
+#[test]
+fn process_semantics_match_the_host() {
+    let Some(out) = boot_running("/bin/proctest") else {
+        return;
+    };
+    let bin = workspace_root().join("build/rootfs-stage/bin/proctest");
+    let host = Command::new(&bin).output().unwrap();
+    assert!(host.status.success(), "{host:?}");
+    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    assert!(host.contains("proctest: done"), "{host}");
+    assert_eq!(
+        proctest_lines(&out.stdout),
+        proctest_lines(&host),
+        "guest console:\n{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("init: /bin/proctest exited (exit 0)"));
+    // The segfaulting child is reported by the kernel, as Linux logs it.
+    assert!(out.stdout.contains("proctest["), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("not implemented"),
+        "a syscall is missing:\n{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
+#[test]
+fn orphan_is_adopted_and_reaped_by_init() {
+    let Some(out) = boot_running("/bin/proctest orphan") else {
+        return;
+    };
+    assert!(
+        out.stdout
+            .contains("proctest: orphan: my parent exited, my parent is now 1"),
+        "{}",
+        out.stdout
+    );
+    let reaped = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("init: reaped PID "))
+        .unwrap_or_else(|| panic!("init did not log the orphan:\n{}", out.stdout));
+    assert!(reaped.ends_with("(exit 0)"), "{reaped}");
+    assert_eq!(out.code, Some(0));
+}
+
+/// The kernel's power-off line: (processes in the table, frames used).
+fn final_counts(stdout: &str) -> (u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("sched: ") && l.contains("frames used"))
+        .unwrap_or_else(|| panic!("no power-off statistics:\n{stdout}"));
+    let num_before = |key: &str| -> u64 {
+        let i = line.find(key).unwrap();
+        line[..i]
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let frames: u64 = line
+        .split("frames used ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (num_before(" processes"), frames)
+}
+
+#[test]
+fn fork_exit_wait_cycles_leak_neither_memory_nor_pids() {
+    let Some(few) = boot_running("/bin/proctest forks 5") else {
+        return;
+    };
+    let Some(many) = boot_running("/bin/proctest forks 200") else {
+        return;
+    };
+    assert!(
+        many.stdout
+            .contains("proctest: 200 fork/exit/wait cycles, 0 failed"),
+        "{}",
+        many.stdout
+    );
+    let (procs_few, frames_few) = final_counts(&few.stdout);
+    let (procs_many, frames_many) = final_counts(&many.stdout);
+    // Only init is left; every frame a child used (copy-on-write copies, page tables) came back.
+    assert_eq!((procs_few, procs_many), (1, 1));
+    assert!(
+        frames_many <= frames_few + 1,
+        "frames used: {frames_few} after 5 cycles, {frames_many} after 200"
+    );
+    assert_eq!(many.code, Some(0));
+}
+
+#[test]
+fn init_exiting_panics_the_kernel() {
+    if !require_kvm() {
+        return;
+    }
+    let Some((kernel, disk)) = artifacts() else {
+        return;
+    };
+    // proctest as init: `exit 7` makes PID 1 exit.
+    let disk = format!("{},ro", disk.display());
+    let out = run(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            &disk,
+            "--cmdline",
+            "console=ttyS0 root=/dev/vda init=/bin/proctest -- exit 7",
+        ],
+        T,
+    );
+    assert!(
+        out.stdout
+            .contains("Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000700"),
+        "{}",
+        out.stdout
+    );
+    assert_ne!(out.code, Some(0));
+}
