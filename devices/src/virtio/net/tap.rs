@@ -32,7 +32,10 @@ pub enum TapError {
     /// Another process (or another interface of this VM) has the TAP open.
     #[error("TAP device {0:?} is busy (another process has it open)")]
     Busy(String),
-    /// The device exists but is not a TAP we may attach to (a TUN, a bridge, no permission, ...).
+    /// The device exists but is not a (single-queue) TAP: a TUN, a bridge, a multi-queue TAP, ...
+    #[error("network device {0:?} is not a TAP device (or is a multi-queue one)")]
+    NotTap(String),
+    /// TUNSETIFF failed otherwise (no permission, ...).
     #[error("cannot attach to TAP device {name:?}: {source}")]
     Attach {
         /// The device.
@@ -105,6 +108,7 @@ impl Tap {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
                 Some(libc::EBUSY) => TapError::Busy(name.to_owned()),
+                Some(libc::EINVAL) => TapError::NotTap(name.to_owned()),
                 _ => TapError::Attach {
                     name: name.to_owned(),
                     source: e,
@@ -227,6 +231,25 @@ mod tests {
         let e = Tap::open("mvmnotap0").unwrap_err();
         assert!(matches!(e, TapError::Missing(_)));
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn a_device_that_is_not_a_tap_is_named_as_such() {
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_err()
+        {
+            eprintln!("SKIPPED: /dev/net/tun cannot be opened");
+            return;
+        }
+        let e = Tap::open("lo").unwrap_err();
+        assert!(matches!(e, TapError::NotTap(_)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "network device \"lo\" is not a TAP device (or is a multi-queue one)"
+        );
     }
 
     #[test]
