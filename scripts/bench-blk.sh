@@ -12,12 +12,18 @@
 # The device path uses the host page cache (buffered preadv/pwritev, as microvm does). qemu-img bench is run
 # twice: `-t none` (O_DIRECT, the usual way to run it) and `-t writeback` (page cache, the same caching as
 # the device path). Before every run the images are read once (O_DIRECT writes drop cached pages) and
-# `sync` writes back what the previous run dirtied. Each figure is the best of BENCH_REPEAT runs, to damp
-# the noise of a shared host.
+# `sync` writes back what the previous run dirtied.
+#
+# Noise: on a shared host a run's throughput swings by 2x with the load of other processes, so two figures
+# taken minutes apart say little about each other. The device-path runs on raw and qcow2 are therefore
+# paired: BENCH_DEV_REPEAT rounds of (raw, qcow2) back to back; reported are the median MiB/s of each
+# format and the median of the per-round qcow2/raw ratios. qemu-img bench figures are the best of
+# BENCH_REPEAT runs (they are slow at low queue depth).
 #
 # Environment: BENCH_DIR (parent of the temp dir, default $TMPDIR or /tmp), BENCH_IMAGE_MB (default 1024),
 # BENCH_COUNT_4K (requests per 4 KiB run, default 60000), BENCH_COUNT_1M (default 4000), BENCH_REPEAT
-# (default 2).
+# (default 2), BENCH_DEV_REPEAT (default 7), BENCH_PATTERNS (default all: randread-4k randwrite-4k
+# seqread-1m seqwrite-1m), BENCH_QEMU (0 skips qemu-img bench; default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +31,9 @@ IMAGE_MB=${BENCH_IMAGE_MB:-1024}
 COUNT_4K=${BENCH_COUNT_4K:-60000}
 COUNT_1M=${BENCH_COUNT_1M:-4000}
 REPEAT=${BENCH_REPEAT:-2}
+DEV_REPEAT=${BENCH_DEV_REPEAT:-7}
+PATTERNS=${BENCH_PATTERNS:-randread-4k randwrite-4k seqread-1m seqwrite-1m}
+QEMU=${BENCH_QEMU:-1}
 STEP_RAND=$((4096 * 104729))
 
 scripts/install-qemu-utils.sh
@@ -59,57 +68,74 @@ qemu_bench() {
     echo "$best"
 }
 
-# blk_bench FORMAT COUNT BS ARGS... -> "MiB/s IOPS" (best of REPEAT)
-dev_bench() {
-    local fmt=$1 count=$2 bs=$3
-    shift 3
-    local best=0 best_iops=0 mibs iops
-    for _ in $(seq "$REPEAT"); do
-        settle
-        read -r _ _ _ mibs iops < <("$BENCH" -f "$fmt" -c "$count" -s "$bs" "$@" "$TMP/img.$fmt")
-        if [ "$(max "$best" "$mibs")" != "$best" ]; then
-            best=$mibs best_iops=$iops
+median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# blk_bench on raw and qcow2, paired: COUNT BS ARGS... ->
+# "raw-MiB/s raw-IOPS qcow2-MiB/s qcow2-IOPS ratio" (medians over DEV_REPEAT rounds)
+dev_pair() {
+    local count=$1 bs=$2
+    shift 2
+    local r q ri qi rs="" qs="" ris="" qis="" ratios=""
+    for i in $(seq "$DEV_REPEAT"); do
+        # Alternate which format goes first, so a drift in load does not favour one of them.
+        if [ $((i % 2)) = 1 ]; then
+            settle
+            read -r _ _ _ r ri < <("$BENCH" -f raw -c "$count" -s "$bs" "$@" "$TMP/img.raw")
         fi
+        settle
+        read -r _ _ _ q qi < <("$BENCH" -f qcow2 -c "$count" -s "$bs" "$@" "$TMP/img.qcow2")
+        if [ $((i % 2)) = 0 ]; then
+            settle
+            read -r _ _ _ r ri < <("$BENCH" -f raw -c "$count" -s "$bs" "$@" "$TMP/img.raw")
+        fi
+        rs+="$r " qs+="$q " ris+="$ri " qis+="$qi "
+        ratios+="$(awk -v a="$q" -v b="$r" 'BEGIN { printf "%.3f", a / b }') "
     done
-    echo "$best $best_iops"
+    echo "  device path $* x $count: raw [$rs] qcow2 [$qs] MiB/s, ratios [$ratios]" >&2
+    echo "$(median <<<"$rs") $(median <<<"$ris") $(median <<<"$qs") $(median <<<"$qis") $(median <<<"$ratios")"
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 
-declare -A DEV
-ROWS=()
+declare -A DEV RATIO
 printf '%-14s %-3s %-6s | %10s %9s | %11s %8s | %11s %8s\n' \
     pattern qd format "dev MiB/s" "dev IOPS" "qi-none" "dev/none" "qi-wback" "dev/wb"
-for pat in randread-4k randwrite-4k seqread-1m seqwrite-1m; do
+for pat in $PATTERNS; do
     case $pat in
         randread-4k) bs=4096 count=$COUNT_4K args=(-S "$STEP_RAND") ;;
         randwrite-4k) bs=4096 count=$COUNT_4K args=(-S "$STEP_RAND" -w) ;;
         seqread-1m) bs=1048576 count=$COUNT_1M args=() ;;
         seqwrite-1m) bs=1048576 count=$COUNT_1M args=(-w) ;;
+        *) echo "unknown pattern $pat" >&2; exit 1 ;;
     esac
     for qd in 1 32; do
+        read -r rm ri qm qi ratio < <(dev_pair "$count" "$bs" -d "$qd" "${args[@]}")
+        DEV[$pat/$qd/raw]=$rm DEV[$pat/$qd/qcow2]=$qm RATIO[$pat/$qd]=$ratio
         for fmt in raw qcow2; do
-            read -r mibs iops < <(dev_bench "$fmt" "$count" "$bs" -d "$qd" "${args[@]}")
-            none=$(qemu_bench "$fmt" none "$count" "$bs" -d "$qd" "${args[@]}")
-            wb=$(qemu_bench "$fmt" writeback "$count" "$bs" -d "$qd" "${args[@]}")
-            DEV[$pat/$qd/$fmt]=$mibs
+            if [ "$fmt" = raw ]; then mibs=$rm iops=$ri; else mibs=$qm iops=$qi; fi
+            if [ "$QEMU" = 1 ]; then
+                none=$(qemu_bench "$fmt" none "$count" "$bs" -d "$qd" "${args[@]}")
+                wb=$(qemu_bench "$fmt" writeback "$count" "$bs" -d "$qd" "${args[@]}")
+            else
+                none=- wb=-
+            fi
             printf '%-14s %-3s %-6s | %10s %9s | %11s %8s | %11s %8s\n' \
                 "$pat" "$qd" "$fmt" "$mibs" "$iops" "$none" "$(ratio "$mibs" "$none")" \
                 "$wb" "$(ratio "$mibs" "$wb")"
-            ROWS+=("$pat/$qd/$fmt")
         done
     done
 done
 
 echo
-echo "qcow2 / raw through the device path (target >= 0.90):"
-for pat in randread-4k randwrite-4k seqread-1m seqwrite-1m; do
+echo "qcow2 / raw through the device path, median of $DEV_REPEAT paired rounds (target >= 0.90):"
+for pat in $PATTERNS; do
     for qd in 1 32; do
-        printf '  %-14s qd%-3s %s\n' "$pat" "$qd" "$(ratio "${DEV[$pat/$qd/qcow2]}" "${DEV[$pat/$qd/raw]}")"
+        printf '  %-14s qd%-3s %s\n' "$pat" "$qd" "${RATIO[$pat/$qd]}"
     done
 done
 echo "sequential through the device path (target >= 1024 MiB/s):"
-for pat in seqread-1m seqwrite-1m; do
+for pat in $PATTERNS; do
+    case $pat in seq*) ;; *) continue ;; esac
     for qd in 1 32; do
         for fmt in raw qcow2; do
             m=${DEV[$pat/$qd/$fmt]}
