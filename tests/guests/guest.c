@@ -11,6 +11,7 @@
  *   badinsn     run an instruction KVM's emulator cannot handle (dies here on emulating hosts)
  *   blkread=S   read sector S of the first virtio-blk disk (virtio_blk.c)
  *   blkwrite=S  write and flush sector S of the first virtio-blk disk (virtio_blk.c)
+ *   netbad      hand the first virtio-net device malformed chains (virtio_net.c)
  *   netecho     answer ARP, ICMP echo and UDP on the first virtio-net device until a datagram to port 9
  *               (virtio_net.c, with its options netip=, netbuf=, netnomrg)
  *   count       print "count N" every 10 timer ticks, forever; keyboard bytes (IRQ 1, port 0x60) are
@@ -82,7 +83,7 @@ void blk_puthex(uint64_t v) { puthex(v); }
 void blk_die(uint8_t code) { die(code); }
 
 /* For virtio_net.c. */
-void net_command(const char *cmdline, int echo);
+void net_command(const char *cmdline, int what);
 void net_puts(const char *s) { puts_(s); }
 void net_putu(uint64_t v) { putu(v); }
 void net_die(uint8_t code) { die(code); }
@@ -234,6 +235,7 @@ void guest_main(int kind, uint64_t info) {
     }
     if ((v = find("blkread"))) blk_read(number(v));
     if ((v = find("blkwrite"))) blk_write(number(v));
+    if (find("netbad")) net_command(cmdline, 2);
     if (find("netecho")) net_command(cmdline, 1);
     if (find("count")) count();
     if (find("reset")) { puts_("resetting\n"); outb(0x64, 0xfe); }

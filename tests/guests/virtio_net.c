@@ -5,6 +5,10 @@
  *               our address back to its sender (addresses and ports swapped, payload untouched); a datagram to
  *               port 9 ends the loop ("net: stop ..." with the frame and byte counts)
  *   netnorx     set the device up but never post a receive buffer, then go on with the other commands
+ *   netbad      post malformed chains: a device-readable and an out-of-memory receive buffer before a good
+ *               one, and three bad transmit chains (device-writable, out of memory, too short); wait until
+ *               the device has returned all of them (the receive ones as the host sends three frames) and
+ *               print their used lengths; a later netecho resets the device and starts over
  *   netip=A.B.C.D  our IPv4 address (default 10.0.0.2)
  *   netbuf=N    receive buffer size, 64 to 2048 (default 2048); small buffers force MRG_RXBUF merging
  *   netnomrg    do not negotiate MRG_RXBUF (then every buffer must hold a whole frame)
@@ -117,6 +121,7 @@ static void net_init(const char *cmdline, int post) {
         if (nb < 64 || nb > 2048) fail("netbuf must be 64 to 2048");
     }
     if ((v = net_find("netip"))) parse_ip(v);
+    rx_seen = tx_seen = 0;
     rxq = (struct queue *)MEM_BASE;
     txq = (struct queue *)(MEM_BASE + sizeof(struct queue));
     bufs = (uint8_t *)(MEM_BASE + 2 * sizeof(struct queue));
@@ -281,9 +286,38 @@ static void net_echo(const char *cmdline) {
     net_puts(" bytes\n");
 }
 
-void net_command(const char *cmdline, int echo) {
-    if (echo) {
+#define NOWHERE 0xfff0000000ull /* far beyond any test guest's RAM */
+
+static void net_bad(const char *cmdline) {
+    net_init(cmdline, 0);
+    rxq->d[0].flags = 0;        /* device-readable */
+    rxq->d[1].addr = NOWHERE;
+    for (uint16_t i = 0; i < 3; i++) post_rx(i);
+    *reg(0x050) = 0;
+    txq->d[0] = (struct desc){(uint64_t)bufs, 64, 2, 0}; /* device-writable */
+    txq->d[1] = (struct desc){NOWHERE, 64, 0, 0};
+    txq->d[2] = (struct desc){(uint64_t)bufs, 20, 0, 0}; /* shorter than the two headers */
+    for (uint16_t i = 0; i < 3; i++) txq->a.ring[i] = i;
+    barrier();
+    txq->a.idx = 3;
+    barrier();
+    *reg(0x050) = 1;
+    net_puts("net: bad chains posted\n");
+    while (vread16(&txq->u.idx) != 3 || vread16(&rxq->u.idx) != 3) __asm__ volatile("pause");
+    barrier();
+    net_puts("net: bad chains returned, rx lengths");
+    for (int i = 0; i < 3; i++) { net_puts(" "); net_putu(rxq->u.ring[i].len); }
+    net_puts(", tx lengths");
+    for (int i = 0; i < 3; i++) { net_puts(" "); net_putu(txq->u.ring[i].len); }
+    net_puts("\n");
+}
+
+/* what: 0 = netnorx, 1 = netecho, 2 = netbad */
+void net_command(const char *cmdline, int what) {
+    if (what == 1) {
         net_echo(cmdline);
+    } else if (what == 2) {
+        net_bad(cmdline);
     } else {
         net_init(cmdline, 0);
         net_puts("net: up without receive buffers\n");

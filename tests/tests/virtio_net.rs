@@ -5,8 +5,9 @@
 //!
 //! Asserted: byte-for-byte UDP round trips of frames of every size up to 1514 bytes, one by one and in
 //! bursts, with one buffer per frame, merged small buffers and without MRG_RXBUF; ICMP echo; the device's
-//! counters in GET /metrics against the guest's own counts; a missing or busy TAP ends `microvm` with one
-//! line and status 1; a guest that never posts receive buffers while the host floods its TAP leaves the VMM
+//! counters in GET /metrics against the guest's own counts; malformed receive and transmit chains from the
+//! guest are dropped, counted and logged, and the device works again after the guest resets it; a missing or
+//! busy TAP ends `microvm` with one line and status 1; a guest that never posts receive buffers while the host floods its TAP leaves the VMM
 //! thread idle, the API answering and the serial console and disk working. The namespace tests need root
 //! and `ip` and skip without them.
 
@@ -496,4 +497,83 @@ fn virtio_net_guest_without_receive_buffers_does_not_stall_the_vmm() {
         out.stdout
     );
     let _ = std::fs::remove_file(disk);
+}
+
+#[test]
+fn virtio_net_malformed_chains_from_a_real_guest_are_dropped_and_counted() {
+    if !require_kvm() {
+        return;
+    }
+    let Some(ns) = Netns::new("bad") else { return };
+    let sock = sock_path("bad");
+    let net = format!("tap={TAP},mac={GUEST_MAC},id=eth0");
+    let vm = ns.spawn(&[
+        "--kernel",
+        PVH,
+        "--mem",
+        "32",
+        "--net",
+        &net,
+        "--api-sock",
+        sock.to_str().unwrap(),
+        "--cmdline",
+        "netbad netecho netip=10.0.0.2 halt",
+    ]);
+    vm.wait_for_output("net: bad chains posted", T);
+    // The guest answers no ARP in this phase: a static entry lets the datagrams through.
+    ip(&[
+        "-n",
+        &ns.name,
+        "neigh",
+        "replace",
+        "10.0.0.2",
+        "lladdr",
+        GUEST_MAC,
+        "dev",
+        TAP,
+        "nud",
+        "permanent",
+    ]);
+    let udp = ns.udp(7);
+    // The first two frames meet the bad receive chains and are dropped; the third is delivered.
+    for i in 0..3 {
+        udp.send(&payload(i, 100)).unwrap();
+    }
+    vm.wait_for_output("net: echo ready", T);
+    assert!(
+        vm.stdout()
+            .contains("net: bad chains returned, rx lengths 0 0 154, tx lengths 0 0 0"),
+        "{}",
+        vm.stdout()
+    );
+    // The guest reset the device and set it up again: it works.
+    let mut buf = [0u8; 2048];
+    for i in 0..20u64 {
+        let data = payload(100 + i, 10 + 70 * i as usize);
+        udp.send(&data).unwrap();
+        let n = udp.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &data[..]);
+    }
+    let m = api_get(&sock, "/metrics");
+    let eth0 = &m["net"]["eth0"];
+    assert_eq!(eth0["malformed"], 5, "{m}");
+    assert_eq!(eth0["rx_dropped"], 2, "{m}");
+    assert_eq!(eth0["tx_dropped"], 3, "{m}");
+    assert_eq!(eth0["rx_packets"], 21, "{m}");
+    assert_eq!(eth0["tx_packets"], 20, "{m}");
+    ns.udp(9).send(b"stop").unwrap();
+    vm.wait_for_output("halting", T);
+    vm.signal(libc::SIGTERM);
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(143));
+    for warning in [
+        "virtio-net mvtap0: dropped a received frame: device-readable descriptor in a receive chain",
+        "virtio-net mvtap0: dropped a received frame: descriptor 0xfff0000000+0x800 is outside guest memory",
+        "virtio-net mvtap0: dropped a transmit chain: device-writable descriptor in a transmit chain",
+        "virtio-net mvtap0: dropped a transmit chain: descriptor 0xfff0000000+0x40 is outside guest memory",
+        "virtio-net mvtap0: dropped a transmit chain: transmit chain of 20 bytes is shorter",
+    ] {
+        assert!(out.stderr.contains(warning), "{warning}: {}", out.stderr);
+    }
+    let _ = std::fs::remove_file(sock);
 }
