@@ -650,7 +650,8 @@ fn config_file_boots_without_the_api() {
     let out = run(&["--config-file", file.to_str().unwrap()], T);
     assert_eq!(out.code, Some(1));
     assert!(
-        out.stderr.contains("TAP device \"mvmnotap9\" does not exist"),
+        out.stderr
+            .contains("TAP device \"mvmnotap9\" does not exist"),
         "{}",
         out.stderr
     );
