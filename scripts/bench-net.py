@@ -8,6 +8,9 @@ Figures per VMM, measured by a client inside the namespace (host -> guest -> hos
   - UDP RTT p50/p99: 18-byte datagrams (60-byte frames), one at a time (same count)
   - frames/s and throughput with WINDOW datagrams in flight (default 16) for SECONDS (default 5), for
     60-byte and 1514-byte frames; every echoed payload is compared byte for byte; timeouts are counted as lost
+  - the CPU time of the VMM's threads other than its vCPUs over the whole client run, per echoed frame: the
+    host's cost of moving frames between the TAP and the guest (threads that exited during the run are not
+    counted)
 
 Run as root (namespaces, TAPs, raw sockets): scripts/bench-net.sh. These hosts emulate guest kernel code,
 and the test guest runs in kernel mode, so the absolute numbers are low; the ratio between the VMMs is what
@@ -141,11 +144,28 @@ def client():
     out["udp"] = {"p50": pct(r, 50), "p99": pct(r, 99), "lost": lost}
     for name, plen in [("small", 18), ("large", 1472)]:
         frames, nbytes, el, lost, bad = stream(plen, WINDOW, SECONDS)
-        out[name] = {"fps": frames / el, "mbit": nbytes * 8 / el / 1e6, "lost": lost, "bad": bad}
-    s = udp_socket()
-    s.connect((GUEST_IP, 9))
-    s.send(b"stop")
+        out[name] = {"fps": frames / el, "mbit": nbytes * 8 / el / 1e6, "lost": lost, "bad": bad,
+                     "frames": frames}
+    out["frames"] = 2 * PINGS + 10 + out["small"]["frames"] + out["large"]["frames"]
     print(json.dumps(out))
+
+
+def vmm_ticks(pid):
+    """CPU time (clock ticks) of the VMM's threads other than its vCPUs ("vcpuN" in microvm, "CPU N/KVM" in
+    QEMU): what moving the frames costs the host beside running the guest."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        if comm.startswith("vcpu") or comm.startswith("CPU "):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def sh(*args):
@@ -174,9 +194,13 @@ def measure(label, cmd):
             out += chunk
         if b"net: echo ready" not in out:
             raise SystemExit(f"{label}: the guest did not come up:\n{out.decode(errors='replace')}")
+        before = vmm_ticks(vmm.pid)
         res = subprocess.run(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), "--client"],
                              check=True, capture_output=True, text=True)
-        return json.loads(res.stdout)
+        out = json.loads(res.stdout)
+        used = vmm_ticks(vmm.pid) - before
+        out["cpu_us_per_frame"] = used * 1e6 / os.sysconf("SC_CLK_TCK") / out["frames"]
+        return out
     finally:
         if vmm:
             vmm.kill()
@@ -199,6 +223,7 @@ def main():
     if qemu:
         rows.append(("QEMU microvm", measure("qemu", [
             qemu, "-M", "microvm,acpi=off,x-option-roms=off,rtc=off", "-accel", "kvm", "-m", "128",
+            "-name", "bench,debug-threads=on",
             "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-kernel", guest,
             "-append", cmdline, "-global", "virtio-mmio.force-legacy=false",
             "-netdev", f"tap,id=n,ifname={TAP},script=no,downscript=no,vnet_hdr=on",
@@ -215,6 +240,7 @@ def main():
         ("60-byte frames/s (echoed)", lambda r: f"{r['small']['fps']:.0f}"),
         ("1514-byte frames/s (echoed)", lambda r: f"{r['large']['fps']:.0f}"),
         ("1514-byte throughput (Mbit/s)", lambda r: f"{r['large']['mbit']:.1f}"),
+        ("VMM CPU outside vCPUs (us/frame)", lambda r: f"{r['cpu_us_per_frame']:.1f}"),
         ("lost / corrupted (all streams)", lambda r: f"{r['ping']['lost'] + r['udp']['lost'] + r['small']['lost'] + r['large']['lost']}/{r['small']['bad'] + r['large']['bad']}"),
     ]
     for name, f in lines:
