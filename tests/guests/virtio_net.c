@@ -1,6 +1,7 @@
 /* A minimal polling virtio-net driver (virtio-mmio version 2) for the test guest: it finds the first network
  * device among the command line's virtio_mmio.device= entries (microvm's and QEMU's -M microvm,acpi=off),
- * uses one receive and one transmit queue of 32 entries, no interrupts. Command-line words:
+ * uses one receive and one transmit queue of 32 entries, no interrupts (it polls, and says so with
+ * VRING_AVAIL_F_NO_INTERRUPT). Command-line words:
  *   netecho     answer ARP requests and ICMP echo requests for our address, and send every UDP datagram to
  *               our address back to its sender (addresses and ports swapped, payload untouched); a datagram to
  *               port 9 ends the loop ("net: stop ..." with the frame and byte counts)
@@ -150,6 +151,7 @@ static void net_init(const char *cmdline, int post) {
     setup_queue(1, txq);
     *reg(0x070) = 1 | 2 | 8 | 4;
     if (*reg(0x070) & 0x40) fail("device needs reset");
+    rxq->a.flags = txq->a.flags = 1; /* VRING_AVAIL_F_NO_INTERRUPT: we poll */
     for (uint16_t i = 0; i < Q; i++) rxq->d[i] = (struct desc){(uint64_t)(bufs + (uint64_t)i * nb), nb, 2, 0};
     if (post) {
         for (uint16_t i = 0; i < Q; i++) post_rx(i);
