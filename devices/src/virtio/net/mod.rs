@@ -437,6 +437,10 @@ impl MutEventSubscriber for Net {
         let starved = match events.data() {
             Self::PROCESS_RX => {
                 let _ = self.queue_evts[RX].read();
+                if self.tap_armed && self.rx_len == 0 {
+                    // Nothing waits for these buffers; the TAP's readiness brings the next frame.
+                    return;
+                }
                 self.process_rx()
             }
             Self::PROCESS_TX => {
