@@ -32,7 +32,13 @@ cp -a "$root/rootfs/files/." "$stage/"
 install -m 0755 "$bindir/init" "$stage/sbin/init"
 install -m 0755 "$nopie/init" "$stage/sbin/init-nopie"
 install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
-strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" 2>/dev/null || true
+install -m 0755 "$bindir/sh" "$stage/bin/sh"
+install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
+# The small commands are one executable, chosen by the name it runs as.
+for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb; do
+    ln -s toolbox "$stage/bin/$cmd"
+done
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" 2>/dev/null || true
 
 img="$out/rootfs.ext2"
 rm -f "$img"

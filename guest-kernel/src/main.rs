@@ -53,6 +53,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     time::set_calibration(cal.tsc_hz, hz);
     arch::apic::start_timer(cal.lapic_hz, hz);
     arch::apic::route_irq(arch::layout::COM1_IRQ);
+    arch::apic::route_irq(arch::layout::I8042_KBD_IRQ);
     drivers::serial::enable_rx_interrupt();
     kprintln!(
         "tsc: {} kHz, lapic timer: {} kHz, HZ={}",
@@ -154,6 +155,7 @@ fn run_init(path: &str, args: &[&str]) -> ! {
     };
     proc::insert(process);
     proc::sched::make_ready(proc::INIT_PID);
+    tty::set_default_fg(proc::INIT_PID.0);
     kprintln!("Run {} as init process", path);
     // The boot-time marker: init's first instruction runs next (user mode cannot do port I/O here).
     arch::cpu::outb(BOOT_MARKER_PORT, 0);

@@ -40,7 +40,6 @@ pub fn jiffies() -> u64 {
 }
 
 /// The tick rate.
-#[allow(dead_code)] // Sleeping and scheduling (processes issue).
 pub fn hz() -> u64 {
     HZ.load(Ordering::Relaxed)
 }

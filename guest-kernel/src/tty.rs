@@ -1,28 +1,214 @@
-//! The console as a terminal, for now: reads block (the reader sleeps on `Chan::Console`) until input
-//! arrives from the UART (IRQ 4) or the polled virtio-console (checked on each timer tick while
-//! someone waits). Line discipline, job control and termios come later.
+//! The console as a terminal: a line discipline over the UART (IRQ 4) and the polled virtio-console.
+//!
+//! Canonical mode (the default, as Linux's `ICANON|ECHO|ISIG`): input is edited a line at a time with
+//! echo, backspace/DEL erase, Ctrl-U kills the line, Ctrl-D ends input, Enter (CR mapped to NL) makes the
+//! line readable; Ctrl-C drops the line and sends SIGINT to the foreground process group, Ctrl-\ SIGQUIT.
+//! Raw mode (ICANON off) hands bytes over as they come. Readers block on `Chan::Console`.
+//! ioctls: TCGETS/TCSETS*, TIOCGPGRP/TIOCSPGRP, TIOCGWINSZ/TIOCSWINSZ, TIOCSCTTY, FIONREAD.
 #![deny(unsafe_code)]
 
-use crate::proc::{sched, signal, Chan};
+use crate::proc::{sched, signal, Chan, Pid};
+use crate::sync::KCell;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::errno::Errno;
+
+const ISIG: u32 = 0o1;
+const ICANON: u32 = 0o2;
+const ECHO: u32 = 0o10;
+const ICRNL: u32 = 0o400;
+const VINTR: usize = 0;
+const VQUIT: usize = 1;
+const VERASE: usize = 2;
+const VKILL: usize = 3;
+const VEOF: usize = 4;
+
+/// The kernel's `struct termios` (what TCGETS/TCSETS copy): four flag words, c_line, 19 control chars.
+const TERMIOS_SIZE: usize = 36;
+
+/// `struct termios` as the ioctls see it.
+#[derive(Clone, Copy)]
+struct Termios {
+    iflag: u32,
+    oflag: u32,
+    cflag: u32,
+    lflag: u32,
+    cc: [u8; 19],
+}
+
+impl Termios {
+    /// Linux's defaults for a console.
+    const DEFAULT: Termios = Termios {
+        iflag: 0o2400,   // ICRNL | IXON
+        oflag: 0o5,      // OPOST | ONLCR
+        cflag: 0o277,    // B38400 | CS8 | CREAD
+        lflag: 0o105073, // ISIG | ICANON | ECHO | ECHOE | ECHOK | ECHOCTL | ECHOKE | IEXTEN
+        cc: [
+            3, 28, 127, 21, 4, 0, 1, 0, 17, 19, 26, 0, 18, 15, 23, 22, 0, 0, 0,
+        ],
+    };
+
+    fn to_bytes(self) -> [u8; TERMIOS_SIZE] {
+        let mut b = [0u8; TERMIOS_SIZE];
+        for (i, v) in [self.iflag, self.oflag, self.cflag, self.lflag]
+            .iter()
+            .enumerate()
+        {
+            b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b[17..36].copy_from_slice(&self.cc);
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Termios {
+        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut cc = [0u8; 19];
+        cc.copy_from_slice(&b[17..36]);
+        Termios {
+            iflag: w(0),
+            oflag: w(4),
+            cflag: w(8),
+            lflag: w(12),
+            cc,
+        }
+    }
+}
+
+struct Tty {
+    termios: Termios,
+    /// The line being edited (canonical mode).
+    line: Vec<u8>,
+    /// Bytes ready for readers.
+    ready: VecDeque<u8>,
+    /// Ctrl-D seen on an empty line: the next read returns 0.
+    eof: bool,
+    /// Foreground process group (0: none yet).
+    fg: u32,
+}
+
+static TTY: KCell<Tty> = KCell::new(Tty {
+    termios: Termios::DEFAULT,
+    line: Vec::new(),
+    ready: VecDeque::new(),
+    eof: false,
+    fg: 0,
+});
 
 /// Someone is blocked reading the console.
 static WAITING: AtomicBool = AtomicBool::new(false);
 
-/// Reads at least one byte of console input into `buf`, blocking for it.
+fn echo(t: &Tty, bytes: &[u8]) {
+    if t.termios.lflag & ECHO != 0 {
+        crate::console::write_bytes(bytes);
+    }
+}
+
+/// Runs one input byte through the line discipline; returns a signal for the foreground group.
+fn input_byte(t: &mut Tty, mut b: u8) -> Option<u32> {
+    if b == b'\r' && t.termios.iflag & ICRNL != 0 {
+        b = b'\n';
+    }
+    let cc = t.termios.cc;
+    if t.termios.lflag & ISIG != 0 && (b == cc[VINTR] || b == cc[VQUIT]) {
+        t.line.clear();
+        echo(t, if b == cc[VINTR] { b"^C\n" } else { b"^\\\n" });
+        return Some(if b == cc[VINTR] {
+            signal::SIGINT
+        } else {
+            signal::SIGQUIT
+        });
+    }
+    if t.termios.lflag & ICANON == 0 {
+        t.ready.push_back(b);
+        echo(t, &[b]);
+        return None;
+    }
+    if b == cc[VERASE] || b == 8 {
+        if t.line.pop().is_some() {
+            echo(t, b"\x08 \x08");
+        }
+    } else if b == cc[VKILL] {
+        for _ in 0..t.line.len() {
+            echo(t, b"\x08 \x08");
+        }
+        t.line.clear();
+    } else if b == cc[VEOF] {
+        if t.line.is_empty() {
+            t.eof = true;
+        }
+        let line = core::mem::take(&mut t.line);
+        t.ready.extend(line);
+    } else if b == b'\n' {
+        echo(t, b"\n");
+        let line = core::mem::take(&mut t.line);
+        t.ready.extend(line);
+        t.ready.push_back(b'\n');
+    } else {
+        t.line.push(b);
+        echo(t, &[b]);
+    }
+    None
+}
+
+/// Pulls new input from the UART ring and virtio-console through the line discipline.
+pub fn process_input() {
+    let mut buf = [0u8; 64];
+    loop {
+        let mut n = crate::drivers::serial::read_buffered(&mut buf);
+        if n == 0 {
+            n = crate::drivers::virtio::console_read(&mut buf);
+        }
+        if n == 0 {
+            return;
+        }
+        let (sigs, fg, readable) = {
+            let mut t = TTY.borrow_mut();
+            let mut sigs = Vec::new();
+            for &b in &buf[..n] {
+                if let Some(s) = input_byte(&mut t, b) {
+                    sigs.push(s);
+                }
+            }
+            (sigs, t.fg, !t.ready.is_empty() || t.eof)
+        };
+        for s in sigs {
+            if fg != 0 {
+                let _ = signal::send_group(Pid(fg), s);
+            }
+        }
+        if readable && WAITING.swap(false, Ordering::Relaxed) {
+            sched::wake(Chan::Console);
+        }
+    }
+}
+
+/// Reads console input into `buf`: in canonical mode at most one line, blocking until one is complete.
 pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
     if buf.is_empty() {
         return Ok(0);
     }
     loop {
-        let n = crate::drivers::serial::read_buffered(buf);
-        if n > 0 {
-            return Ok(n);
-        }
-        let n = crate::drivers::virtio::console_read(buf);
-        if n > 0 {
-            return Ok(n);
+        process_input();
+        {
+            let mut t = TTY.borrow_mut();
+            let canon = t.termios.lflag & ICANON != 0;
+            if !t.ready.is_empty() {
+                let mut n = 0;
+                while n < buf.len() {
+                    let Some(b) = t.ready.pop_front() else { break };
+                    buf[n] = b;
+                    n += 1;
+                    if canon && b == b'\n' {
+                        break;
+                    }
+                }
+                return Ok(n);
+            }
+            if t.eof {
+                t.eof = false;
+                return Ok(0);
+            }
         }
         if signal::pending_for_current() {
             return Err(Errno::EINTR);
@@ -32,16 +218,86 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
     }
 }
 
-/// Console input arrived (UART interrupt), or a timer tick while a reader waits (virtio is polled).
+/// Console input arrived (UART interrupt).
 pub fn input_arrived() {
-    if WAITING.swap(false, Ordering::Relaxed) {
-        sched::wake(Chan::Console);
-    }
+    process_input();
 }
 
 /// Timer tick hook: readers of the polled virtio console re-check.
 pub fn poll() {
     if WAITING.load(Ordering::Relaxed) {
-        input_arrived();
+        process_input();
     }
+}
+
+const TCGETS: u32 = 0x5401;
+const TCSETS: u32 = 0x5402;
+const TCSETSW: u32 = 0x5403;
+const TCSETSF: u32 = 0x5404;
+const TIOCSCTTY: u32 = 0x540e;
+const TIOCGPGRP: u32 = 0x540f;
+const TIOCSPGRP: u32 = 0x5410;
+const TIOCGWINSZ: u32 = 0x5413;
+const TIOCSWINSZ: u32 = 0x5414;
+const FIONREAD: u32 = 0x541b;
+
+/// Terminal ioctls on the console. `arg` is the user pointer.
+pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
+    use crate::syscall::{check_user, copy_to_user};
+    match cmd {
+        TCGETS => {
+            let b = TTY.borrow().termios.to_bytes();
+            copy_to_user(arg, &b).map(|_| 0)
+        }
+        TCSETS | TCSETSW | TCSETSF => {
+            check_user(arg, TERMIOS_SIZE as u64, false)?;
+            let t = Termios::from_bytes(crate::mm::uaccess::checked_slice(arg, TERMIOS_SIZE));
+            let mut tty = TTY.borrow_mut();
+            tty.termios = t;
+            if cmd == TCSETSF {
+                tty.ready.clear();
+                tty.line.clear();
+            }
+            Ok(0)
+        }
+        TIOCGPGRP => {
+            let fg = TTY.borrow().fg;
+            copy_to_user(arg, &fg.to_le_bytes()).map(|_| 0)
+        }
+        TIOCSPGRP => {
+            check_user(arg, 4, false)?;
+            let b = crate::mm::uaccess::checked_slice(arg, 4);
+            let pg = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if pg < 0 {
+                return Err(Errno::EINVAL);
+            }
+            TTY.borrow_mut().fg = pg as u32;
+            Ok(0)
+        }
+        TIOCGWINSZ => {
+            let mut w = [0u8; 8];
+            w[0..2].copy_from_slice(&24u16.to_le_bytes());
+            w[2..4].copy_from_slice(&80u16.to_le_bytes());
+            copy_to_user(arg, &w).map(|_| 0)
+        }
+        TIOCSWINSZ | TIOCSCTTY => Ok(0),
+        FIONREAD => {
+            let n = TTY.borrow().ready.len() as u32;
+            copy_to_user(arg, &n.to_le_bytes()).map(|_| 0)
+        }
+        _ => Err(Errno::ENOTTY),
+    }
+}
+
+/// Makes `pgid` the foreground group if there is none yet (init's session on the console).
+pub fn set_default_fg(pgid: u32) {
+    let mut t = TTY.borrow_mut();
+    if t.fg == 0 {
+        t.fg = pgid;
+    }
+}
+
+/// The foreground process group (0 if none).
+pub fn foreground() -> u32 {
+    TTY.try_borrow().map(|t| t.fg).unwrap_or(0)
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{require_kvm, run, workspace_root, Output};
+use tests::{require_kvm, run, wait_until, workspace_root, Output, Vm};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -29,6 +29,23 @@ fn artifacts() -> Option<(PathBuf, PathBuf)> {
     }
     eprintln!("SKIPPED: {msg}");
     None
+}
+
+/// Boots with init's full mode (`init -- rc`: /etc/rc, then a shell on the console).
+fn boot_interactive() -> Option<Vm> {
+    if !require_kvm() {
+        return None;
+    }
+    let (kernel, disk) = artifacts()?;
+    let disk = format!("{},ro", disk.display());
+    Some(Vm::spawn(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--disk",
+        &disk,
+        "--cmdline",
+        "console=ttyS0 root=/dev/vda -- rc",
+    ]))
 }
 
 /// Boots with init running `args` as its child (`init -- run ARGS`).
@@ -184,4 +201,115 @@ fn init_exiting_panics_the_kernel() {
         out.stdout
     );
     assert_ne!(out.code, Some(0));
+}
+
+#[test]
+fn interactive_shell_on_the_console() {
+    let Some(mut vm) = boot_interactive() else {
+        return;
+    };
+    vm.wait_for_output("rc: system start", T);
+    vm.wait_for_output("init: starting /bin/sh on the console", T);
+    vm.wait_for_output("# ", T);
+
+    // A pipeline (the typed line is echoed by the tty).
+    vm.send(b"echo hello from a pipe | cat\n");
+    vm.wait_for_output("\nhello from a pipe\n", T);
+
+    // ps reads /proc: init, the shell and ps itself.
+    vm.send(b"ps\n");
+    vm.wait_for_output("  PID  PPID STAT  NI     TIME CMD\n", T);
+    vm.wait_for_output(" /sbin/init rc\n", T);
+    vm.wait_for_output(" /bin/sh\n", T);
+
+    // $? after a background job killed with SIGKILL.
+    vm.send(b"sleep 30 & kill -9 $!; wait; echo killed=$?\n");
+    vm.wait_for_output("killed=137", T);
+
+    // Ctrl-C interrupts the foreground job, not the shell (which prints a newline for it).
+    vm.send(b"sleep 30\n");
+    vm.wait_for_output("sleep 30\n", T);
+    let before = vm.stdout().len();
+    let interrupted = wait_until(T, || {
+        vm.send(b"\x03");
+        std::thread::sleep(Duration::from_millis(300));
+        vm.stdout()[before..].contains("^C\n\n")
+    });
+    assert!(
+        interrupted,
+        "Ctrl-C did not interrupt sleep:\n{}",
+        vm.stdout()
+    );
+    vm.send(b"echo interrupted=$?\n");
+    vm.wait_for_output("interrupted=130", T);
+    vm.send(b"echo still=alive\n");
+    vm.wait_for_output("still=alive", T);
+
+    // Redirection and exit status of a missing command.
+    vm.send(b"nosuchcmd; echo missing=$?\n");
+    vm.wait_for_output("missing=127", T);
+
+    // poweroff asks init, which terminates everyone and powers off.
+    vm.send(b"poweroff\n");
+    let out = vm.wait(T);
+    assert!(
+        out.stdout
+            .contains("init: power-off request: shutting down"),
+        "{}",
+        out.stdout
+    );
+    assert!(out
+        .stdout
+        .contains("init: sending SIGTERM to all processes"));
+    assert!(out.stdout.contains("init: powering off"));
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
+#[test]
+fn zombie_shows_in_ps_and_init_reaps_it() {
+    let Some(out) = boot_running("/bin/zombie") else {
+        return;
+    };
+    let child: u32 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("zombie: child "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let zline = out
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&child.to_string()))
+        .unwrap_or_else(|| panic!("ps does not list {child}:\n{}", out.stdout));
+    let f: Vec<&str> = zline.split_whitespace().collect();
+    assert_eq!(f[2], "Z", "{zline}");
+    assert!(zline.ends_with("[zombie] <defunct>"), "{zline}");
+    assert!(
+        out.stdout
+            .contains(&format!("init: reaped PID {child} (exit 0)")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(0));
+}
+
+#[test]
+fn forkbomb_children_are_killed_and_reaped() {
+    let Some(out) = boot_running("/bin/forkbomb 60") else {
+        return;
+    };
+    assert!(
+        out.stdout.contains("forkbomb: 60 children (limit)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("forkbomb: killed and reaped 60"),
+        "{}",
+        out.stdout
+    );
+    let (procs, _) = final_counts(&out.stdout);
+    assert_eq!(procs, 1);
+    assert_eq!(out.code, Some(0));
 }

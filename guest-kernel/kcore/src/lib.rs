@@ -9,6 +9,7 @@
 //! - [`errno`]: Linux errno values.
 //! - [`sched`]: the scheduling policy (round-robin for now), [`pid`]: Linux pid allocation,
 //!   [`wait`]: wait statuses and wait4's pid forms.
+//! - [`procfs`]: the text of /proc files.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod errno;
 pub mod ext2;
 pub mod fmt;
 pub mod pid;
+pub mod procfs;
 pub mod sched;
 pub mod stack;
 pub mod wait;

@@ -7,6 +7,7 @@
 
 pub mod fd;
 pub mod pipe;
+pub mod proc;
 
 use crate::drivers::virtio;
 use crate::sync::KCell;
@@ -79,6 +80,8 @@ pub enum FileKind {
     Ext2(Inode),
     /// One end of a pipe.
     Pipe(pipe::PipeEnd),
+    /// A /proc directory or file.
+    Proc(proc::ProcFile),
 }
 
 /// An open file description.
@@ -164,6 +167,16 @@ pub fn open(path: &[u8], flags: u32) -> Result<FileRef, Errno> {
     let kind = match path {
         b"/dev/console" | b"/dev/tty" | b"/dev/ttyS0" => FileKind::Console,
         b"/dev/null" => FileKind::Null,
+        p if p == b"/proc" || p.starts_with(b"/proc/") => {
+            if flags & O_ACCMODE != 0 {
+                return Err(Errno::EACCES);
+            }
+            let f = proc::open(p)?;
+            if flags & O_DIRECTORY != 0 && !matches!(f, proc::ProcFile::Dir(_)) {
+                return Err(Errno::ENOTDIR);
+            }
+            FileKind::Proc(f)
+        }
         _ => {
             let inode = with_root(|fs| fs.resolve(path, flags & O_NOFOLLOW == 0));
             let inode = match inode {
@@ -252,6 +265,17 @@ pub fn stat(f: &OpenFile) -> Stat {
             blksize: 4096,
             ..Stat::default()
         },
+        FileKind::Proc(p) => Stat {
+            dev: 4,
+            ino: 1,
+            nlink: 1,
+            mode: match p {
+                proc::ProcFile::Dir(_) => 0o040555,
+                proc::ProcFile::Data(_) => 0o100444,
+            },
+            blksize: 1024,
+            ..Stat::default()
+        },
         FileKind::Null => Stat {
             dev: 5,
             ino: 2,
@@ -284,6 +308,14 @@ pub fn read(f: &mut OpenFile, buf: &mut [u8]) -> Result<usize, Errno> {
     match &f.kind {
         FileKind::Console => crate::tty::read(buf),
         FileKind::Pipe(_) => Err(Errno::EBADF),
+        FileKind::Proc(proc::ProcFile::Dir(_)) => Err(Errno::EISDIR),
+        FileKind::Proc(proc::ProcFile::Data(d)) => {
+            let start = (f.offset as usize).min(d.len());
+            let n = buf.len().min(d.len() - start);
+            buf[..n].copy_from_slice(&d[start..start + n]);
+            f.offset += n as u64;
+            Ok(n)
+        }
         FileKind::Null => Ok(0),
         FileKind::Ext2(inode) => {
             if inode.is_dir() {
@@ -305,7 +337,7 @@ pub fn write(f: &mut OpenFile, buf: &[u8]) -> Result<usize, Errno> {
             Ok(buf.len())
         }
         FileKind::Null => Ok(buf.len()),
-        FileKind::Ext2(_) | FileKind::Pipe(_) => Err(Errno::EBADF),
+        FileKind::Ext2(_) | FileKind::Pipe(_) | FileKind::Proc(_) => Err(Errno::EBADF),
     }
 }
 
@@ -313,6 +345,8 @@ pub fn write(f: &mut OpenFile, buf: &[u8]) -> Result<usize, Errno> {
 pub fn lseek(f: &mut OpenFile, offset: i64, whence: u32) -> Result<u64, Errno> {
     let size = match &f.kind {
         FileKind::Ext2(i) => i.size as i64,
+        FileKind::Proc(proc::ProcFile::Data(d)) => d.len() as i64,
+        FileKind::Proc(proc::ProcFile::Dir(_)) => 0,
         _ => return Err(Errno::ESPIPE),
     };
     let base = match whence {
@@ -327,4 +361,32 @@ pub fn lseek(f: &mut OpenFile, offset: i64, whence: u32) -> Result<u64, Errno> {
     }
     f.offset = new as u64;
     Ok(f.offset)
+}
+
+/// The entries of an open directory: (inode, DT_* type, name).
+pub fn dir_entries(f: &OpenFile) -> Result<alloc::vec::Vec<(u64, u8, alloc::vec::Vec<u8>)>, Errno> {
+    match &f.kind {
+        FileKind::Ext2(inode) if inode.is_dir() => {
+            let inode = inode.clone();
+            let entries = with_root(|fs| fs.read_dir(&inode))?;
+            Ok(entries
+                .into_iter()
+                .map(|e| {
+                    let dt = match e.file_type {
+                        1 => 8,
+                        2 => 4,
+                        3 => 2,
+                        4 => 6,
+                        5 => 1,
+                        6 => 12,
+                        7 => 10,
+                        _ => 0,
+                    };
+                    (e.ino as u64, dt, e.name)
+                })
+                .collect())
+        }
+        FileKind::Proc(proc::ProcFile::Dir(d)) => Ok(proc::list(*d)),
+        _ => Err(Errno::ENOTDIR),
+    }
 }

@@ -48,3 +48,15 @@ pub fn stats() -> (usize, usize) {
     let heap = unsafe { &*HEAP.0.get() };
     (heap.size(), heap.used())
 }
+
+/// A kernel stack of `bytes` from the heap, or `None` if the heap cannot spare it (fork then fails
+/// with EAGAIN instead of the kernel dying on an allocation failure).
+pub fn try_alloc_stack(bytes: usize) -> Option<alloc::boxed::Box<[core::mem::MaybeUninit<u8>]>> {
+    // Keep a reserve for everything else the kernel allocates.
+    const RESERVE: usize = 512 * 1024;
+    let (size, used) = stats();
+    if size - used < bytes + RESERVE {
+        return None;
+    }
+    Some(alloc::boxed::Box::new_uninit_slice(bytes))
+}

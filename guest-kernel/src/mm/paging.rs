@@ -311,6 +311,37 @@ impl AddressSpace {
         Ok(true)
     }
 
+    /// User pages mapped (VmRSS), by walking the tables.
+    pub fn mapped_pages(&self) -> u64 {
+        fn count(t: u64, level: u32) -> u64 {
+            let mut n = 0;
+            for i in 0..512 {
+                // SAFETY: `t` is one of this address space's page tables.
+                let v = unsafe { *table(t).add(i) };
+                if v & PRESENT != 0 {
+                    n += if level == 0 {
+                        1
+                    } else {
+                        count(v & ADDR_MASK, level - 1)
+                    };
+                }
+            }
+            n
+        }
+        if self.pml4 == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        for i in 0..256 {
+            // SAFETY: the lower half of our PML4.
+            let v = unsafe { *table(self.pml4).add(i) };
+            if v & PRESENT != 0 {
+                n += count(v & ADDR_MASK, 2);
+            }
+        }
+        n
+    }
+
     /// Frees everything, leaving an empty husk (the address space of a zombie). Not while active.
     pub fn release(&mut self) {
         if self.pml4 != 0 {

@@ -15,10 +15,10 @@ pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 
 /// Forks the current process; the child resumes from `frame` with rax = 0. Returns the child's pid.
 pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
+    let mut kstack = crate::mm::heap::try_alloc_stack(KERNEL_STACK_SIZE).ok_or(Errno::EAGAIN)?;
     let pid = super::alloc_pid()?;
     let mut ctx = Box::new(TaskContext::new());
     switch::save_fx(&mut ctx);
-    let mut kstack = Box::new_uninit_slice(KERNEL_STACK_SIZE);
     let mut child_frame = *frame;
     child_frame.rax = 0;
     switch::prepare_new_task(&mut ctx, &mut kstack, &child_frame);

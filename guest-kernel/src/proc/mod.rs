@@ -112,7 +112,6 @@ pub struct Process {
     /// Timer ticks spent running.
     pub ticks: u64,
     /// jiffies at creation (for /proc/PID/stat).
-    #[allow(dead_code)] // Read by /proc (next step of the processes issue).
     pub start_jiffies: u64,
     /// Saved kernel RSP and user x87/SSE state while switched out.
     pub ctx: Box<TaskContext>,

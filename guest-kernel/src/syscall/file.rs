@@ -308,6 +308,35 @@ pub fn sys_fcntl(fd: i64, cmd: u32, arg: u64) -> SysResult {
     }
 }
 
+/// getdents64: `struct linux_dirent64` records; the file offset counts entries.
+pub fn sys_getdents64(fd: i64, buf: u64, count: u64) -> SysResult {
+    let f = file(fd)?;
+    let entries = fs::dir_entries(&f.borrow())?;
+    let start = f.borrow().offset as usize;
+    let mut out = Vec::new();
+    let mut next = start;
+    for (ino, dt, name) in entries.iter().skip(start) {
+        let reclen = (19 + name.len() + 1 + 7) & !7;
+        if out.len() + reclen > count as usize {
+            break;
+        }
+        next += 1;
+        let at = out.len();
+        out.resize(at + reclen, 0);
+        out[at..at + 8].copy_from_slice(&ino.to_le_bytes());
+        out[at + 8..at + 16].copy_from_slice(&(next as u64).to_le_bytes());
+        out[at + 16..at + 18].copy_from_slice(&(reclen as u16).to_le_bytes());
+        out[at + 18] = *dt;
+        out[at + 19..at + 19 + name.len()].copy_from_slice(name);
+    }
+    if out.is_empty() && next < entries.len() {
+        return Err(Errno::EINVAL);
+    }
+    copy_to_user(buf, &out)?;
+    f.borrow_mut().offset = next as u64;
+    Ok(out.len() as u64)
+}
+
 pub fn sys_chdir(path: u64) -> SysResult {
     let mut path = absolute(AT_FDCWD, user_cstr(path)?)?;
     let inode = fs::with_root(|fs| fs.resolve(&path, true))?;
@@ -321,10 +350,13 @@ pub fn sys_chdir(path: u64) -> SysResult {
     Ok(0)
 }
 
-pub fn sys_ioctl(fd: i64, _cmd: u32, _arg: u64) -> SysResult {
-    file(fd)?;
-    // Terminal ioctls come with the tty (processes issue).
-    Err(Errno::ENOTTY)
+pub fn sys_ioctl(fd: i64, cmd: u32, arg: u64) -> SysResult {
+    let f = file(fd)?;
+    let is_tty = matches!(f.borrow().kind, fs::FileKind::Console);
+    if !is_tty {
+        return Err(Errno::ENOTTY);
+    }
+    crate::tty::ioctl(cmd, arg)
 }
 
 /// poll: every descriptor is reported as ready for what it asked (console and files never block

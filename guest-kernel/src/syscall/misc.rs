@@ -85,7 +85,10 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
             kprintln!("reboot: Restarting system");
             crate::arch::cpu::reset()
         }
-        CMD_CAD_ON | CMD_CAD_OFF => Ok(0),
+        CMD_CAD_ON | CMD_CAD_OFF => {
+            crate::drivers::i8042::set_cad_restart(cmd == CMD_CAD_ON);
+            Ok(0)
+        }
         _ => Err(Errno::EINVAL),
     }
 }

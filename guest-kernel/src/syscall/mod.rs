@@ -84,6 +84,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         186 => misc::sys_getpid(),
         201 => misc::sys_time(a[0]),
         204 => misc::sys_sched_getaffinity(a[0], a[1], a[2]),
+        217 => file::sys_getdents64(a[0] as i64, a[1], a[2]),
         218 => misc::sys_getpid(), // set_tid_address: the tid
         228 => misc::sys_clock_gettime(a[0] as u32, a[1]),
         231 => process::sys_exit(a[0] as i32),

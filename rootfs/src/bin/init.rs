@@ -43,10 +43,137 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "run") {
         run(&args[i + 1..]);
     }
+    if args.iter().any(|a| a == "rc") && std::process::id() == 1 {
+        full_init();
+    }
     if std::process::id() == 1 {
         println!("init: powering off");
         power_off();
     }
+}
+
+static SHUTDOWN: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_shutdown_signal(sig: libc::c_int) {
+    SHUTDOWN.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Starts `argv` (a C string array) as a child; returns its pid.
+fn spawn(argv: &[&std::ffi::CStr], new_session: bool) -> libc::pid_t {
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let env = [
+        c"PATH=/sbin:/bin".as_ptr(),
+        c"HOME=/".as_ptr(),
+        c"TERM=linux".as_ptr(),
+        std::ptr::null(),
+    ];
+    // SAFETY: single-threaded program.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: child setup; the arrays are NUL-terminated.
+        unsafe {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR2] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            if new_session {
+                libc::setsid();
+            }
+            libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
+        }
+        println!(
+            "init: cannot run {:?}: {}",
+            argv[0],
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(127) };
+    }
+    pid
+}
+
+/// The full init: /etc/rc, a console shell, reaping, orderly power-off.
+fn full_init() -> ! {
+    // SAFETY: signal setup of PID 1: handlers without SA_RESTART so a blocked wait returns EINTR.
+    unsafe {
+        libc::reboot(libc::RB_DISABLE_CAD);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR2] {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_shutdown_signal as *const () as libc::sighandler_t;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    let rc = spawn(&[c"/bin/sh", c"/etc/rc"], false);
+    let mut shell = 0;
+    let mut rc_done = false;
+    loop {
+        if rc_done && shell == 0 && SHUTDOWN.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            println!("init: starting /bin/sh on the console");
+            shell = spawn(&[c"/bin/sh"], true);
+        }
+        let sig = SHUTDOWN.load(std::sync::atomic::Ordering::SeqCst);
+        if sig != 0 {
+            let why = match sig {
+                libc::SIGINT => "Ctrl-Alt-Del",
+                _ => "power-off request",
+            };
+            println!("init: {why}: shutting down");
+            shutdown();
+        }
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+                // Nothing left to wait for (rc and the shell start from the top of the loop).
+                if rc_done && shell == 0 {
+                    shutdown();
+                }
+            }
+            continue;
+        }
+        let st = rootfs::describe_status(status);
+        if pid == rc {
+            println!("init: /etc/rc finished ({st})");
+            rc_done = true;
+        } else if pid == shell {
+            println!("init: console shell exited ({st})");
+            SHUTDOWN.store(libc::SIGUSR2, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            println!("init: reaped PID {pid} ({st})");
+        }
+    }
+}
+
+/// SIGTERM to everyone, a grace period, SIGKILL, reap all, power off.
+fn shutdown() -> ! {
+    println!("init: sending SIGTERM to all processes");
+    // SAFETY: kill(-1) signals every process but init.
+    unsafe { libc::kill(-1, libc::SIGTERM) };
+    let reap = |rounds: u32| {
+        for _ in 0..rounds {
+            let mut status = 0;
+            // SAFETY: status is a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid < 0 {
+                return true;
+            }
+            if pid == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        false
+    };
+    if !reap(50) {
+        println!("init: sending SIGKILL to all processes");
+        // SAFETY: as above.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        reap(500);
+    }
+    println!("init: powering off");
+    let _ = std::io::stdout().flush();
+    power_off();
+    std::process::exit(1)
 }
 
 /// Runs `argv` as a child and reaps children until it has exited.

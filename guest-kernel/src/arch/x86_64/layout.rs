@@ -20,6 +20,9 @@ pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// A one-byte write here records "init starts now" in the VMM's boot timing.
 pub const BOOT_MARKER_PORT: u16 = 0x3f0;
 pub const I8042_COMMAND_PORT: u16 = 0x64;
+pub const I8042_DATA_PORT: u16 = 0x60;
+/// The keyboard's ISA IRQ (Ctrl-Alt-Del from the VMM).
+pub const I8042_KBD_IRQ: u8 = 1;
 pub const PIT_CH0_PORT: u16 = 0x40;
 pub const PIT_COMMAND_PORT: u16 = 0x43;
 pub const PIT_HZ: u64 = 1_193_182;

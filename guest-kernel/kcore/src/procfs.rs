@@ -1,0 +1,190 @@
+//! The text of /proc files in Linux's formats, from plain data the kernel gathers: `/proc/PID/stat`,
+//! `/proc/PID/status`, `/proc/uptime`, `/proc/meminfo`. Pure formatting, tested on the host.
+
+extern crate alloc;
+use crate::fmt::{Dec, IDec};
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+/// What /proc shows about one process.
+#[derive(Clone, Debug, Default)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgrp: u32,
+    pub session: u32,
+    /// Linux's one-letter state: R, S, T, Z.
+    pub state: u8,
+    pub comm: Vec<u8>,
+    pub nice: i32,
+    /// Clock ticks (USER_HZ = 100) spent running.
+    pub utime: u64,
+    /// Clock ticks since boot at creation.
+    pub starttime: u64,
+    pub vsize: u64,
+    /// Resident pages.
+    pub rss: u64,
+    pub tty_nr: u32,
+    pub tpgid: i32,
+}
+
+struct Buf(Vec<u8>);
+
+impl Write for Buf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn state_name(s: u8) -> &'static str {
+    match s {
+        b'R' => "R (running)",
+        b'S' => "S (sleeping)",
+        b'T' => "T (stopped)",
+        b'Z' => "Z (zombie)",
+        _ => "D (disk sleep)",
+    }
+}
+
+/// `/proc/PID/stat`: 52 fields, as Linux 6.5 prints them.
+pub fn stat(p: &ProcInfo) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    let _ = write!(b, "{} (", Dec(p.pid as u64));
+    b.0.extend_from_slice(&p.comm);
+    let _ = write!(
+        b,
+        ") {} {} {} {} {} {} 4194560 0 0 0 0 {} 0 0 0 {} {} 1 0 {} {} {} 18446744073709551615",
+        p.state as char,
+        Dec(p.ppid as u64),
+        Dec(p.pgrp as u64),
+        Dec(p.session as u64),
+        Dec(p.tty_nr as u64),
+        IDec(p.tpgid as i64),
+        Dec(p.utime),
+        IDec(20 + p.nice as i64),
+        IDec(p.nice as i64),
+        Dec(p.starttime),
+        Dec(p.vsize),
+        Dec(p.rss),
+    );
+    // startcode .. exit_code (fields 26-52).
+    for _ in 26..=52 {
+        b.0.extend_from_slice(b" 0");
+    }
+    b.0.push(b'\n');
+    b.0
+}
+
+/// `/proc/PID/status`, the commonly read lines.
+pub fn status(p: &ProcInfo) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    b.0.extend_from_slice(b"Name:\t");
+    b.0.extend_from_slice(&p.comm);
+    let _ = write!(
+        b,
+        "\nUmask:\t0022\nState:\t{}\nTgid:\t{}\nNgid:\t0\nPid:\t{}\nPPid:\t{}\nTracerPid:\t0\n\
+         Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNSpid:\t{}\nNSpgid:\t{}\nNSsid:\t{}\n\
+         VmSize:\t{} kB\nVmRSS:\t{} kB\nThreads:\t1\nnice:\t{}\n",
+        state_name(p.state),
+        Dec(p.pid as u64),
+        Dec(p.pid as u64),
+        Dec(p.ppid as u64),
+        Dec(p.pid as u64),
+        Dec(p.pgrp as u64),
+        Dec(p.session as u64),
+        Dec(p.vsize / 1024),
+        Dec(p.rss * 4),
+        IDec(p.nice as i64),
+    );
+    b.0
+}
+
+fn centi(b: &mut Buf, ns: u64) {
+    let cs = ns / 10_000_000;
+    let frac = cs % 100;
+    let _ = write!(b, "{}.{}{}", Dec(cs / 100), Dec(frac / 10), Dec(frac % 10));
+}
+
+/// `/proc/uptime`: seconds up and idle, with two decimals.
+pub fn uptime(up_ns: u64, idle_ns: u64) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    centi(&mut b, up_ns);
+    b.0.push(b' ');
+    centi(&mut b, idle_ns);
+    b.0.push(b'\n');
+    b.0
+}
+
+/// `/proc/meminfo`, the first lines (kB).
+pub fn meminfo(total_kb: u64, free_kb: u64) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    let _ = write!(
+        b,
+        "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         0 kB\n",
+        Dec(total_kb),
+        Dec(free_kb),
+        Dec(free_kb)
+    );
+    b.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ProcInfo {
+        ProcInfo {
+            pid: 42,
+            ppid: 1,
+            pgrp: 42,
+            session: 1,
+            state: b'S',
+            comm: b"sh (x)".to_vec(),
+            nice: -3,
+            utime: 7,
+            starttime: 99,
+            vsize: 8192,
+            rss: 2,
+            tty_nr: 0x401,
+            tpgid: 42,
+        }
+    }
+
+    #[test]
+    fn stat_has_52_fields_and_parses_after_the_last_paren() {
+        let s = String::from_utf8(stat(&info())).unwrap();
+        assert!(s.starts_with("42 (sh (x)) S 1 42 1 1025 42 "));
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        assert_eq!(f.len() + 2, 52);
+        // Fields are 1-based in proc(5): utime 14, priority 18, nice 19, threads 20, starttime 22.
+        let field = |n: usize| f[n - 3];
+        assert_eq!(field(14), "7");
+        assert_eq!(field(18), "17");
+        assert_eq!(field(19), "-3");
+        assert_eq!(field(20), "1");
+        assert_eq!(field(22), "99");
+        assert_eq!(field(23), "8192");
+        assert_eq!(field(24), "2");
+    }
+
+    #[test]
+    fn status_uptime_meminfo() {
+        let s = String::from_utf8(status(&info())).unwrap();
+        for l in [
+            "Name:\tsh (x)\n",
+            "State:\tS (sleeping)\n",
+            "Pid:\t42\n",
+            "PPid:\t1\n",
+            "VmSize:\t8 kB\n",
+            "VmRSS:\t8 kB\n",
+            "Threads:\t1\n",
+        ] {
+            assert!(s.contains(l), "{l:?} in {s}");
+        }
+        assert_eq!(uptime(12_345_000_000, 5_000_000), b"12.34 0.00\n");
+        let m = String::from_utf8(meminfo(1000, 500)).unwrap();
+        assert!(m.starts_with("MemTotal:       1000 kB\nMemFree:        500 kB\n"));
+    }
+}

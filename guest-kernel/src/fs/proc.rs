@@ -1,0 +1,139 @@
+//! /proc: process and system information generated when a file is opened (a snapshot the reader then
+//! reads with offsets, as Linux's seq files look to a simple reader). Directories: `/proc` (one entry per
+//! pid, `self`, `uptime`, `meminfo`) and `/proc/PID` (`stat`, `status`, `cmdline`).
+#![deny(unsafe_code)]
+
+use crate::proc::{self, Pid, State};
+use alloc::vec::Vec;
+use kcore::errno::Errno;
+use kcore::procfs::{self, ProcInfo};
+
+/// A /proc directory.
+#[derive(Clone, Copy, Debug)]
+pub enum ProcDir {
+    Root,
+    Pid(u32),
+}
+
+/// What an open /proc path is.
+pub enum ProcFile {
+    Dir(ProcDir),
+    Data(Vec<u8>),
+}
+
+const PID_FILES: [&[u8]; 3] = [b"cmdline", b"stat", b"status"];
+
+fn parse_pid(s: &[u8]) -> Option<u32> {
+    if s == b"self" {
+        return Some(proc::current_pid().0);
+    }
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    core::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// The process info /proc shows for `pid`.
+fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>)> {
+    let tpgid = crate::tty::foreground() as i32;
+    proc::with_proc(pid, |p| {
+        let state = match p.state {
+            State::Running | State::Ready => b'R',
+            State::Blocked(_) => b'S',
+            State::Stopped => b'T',
+            State::Zombie => b'Z',
+        };
+        let vsize: u64 = p.vmas.iter().map(|v| v.end - v.start).sum();
+        let rss = if p.state == State::Zombie {
+            0
+        } else {
+            p.aspace.mapped_pages()
+        };
+        (
+            ProcInfo {
+                pid: p.pid.0,
+                ppid: p.ppid.0,
+                pgrp: p.pgid.0,
+                session: p.sid.0,
+                state,
+                comm: p.name.iter().copied().take(15).collect(),
+                nice: 0,
+                utime: p.ticks * 100 / crate::time::hz().max(1),
+                starttime: p.start_jiffies * 100 / crate::time::hz().max(1),
+                vsize,
+                rss,
+                tty_nr: (4 << 8) | 64,
+                tpgid,
+            },
+            p.cmdline.clone(),
+        )
+    })
+}
+
+/// Opens `path` (which starts with /proc).
+pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
+    let rest = path.strip_prefix(b"/proc").ok_or(Errno::ENOENT)?;
+    let parts: Vec<&[u8]> = rest
+        .split(|&c| c == b'/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match parts.as_slice() {
+        [] => Ok(ProcFile::Dir(ProcDir::Root)),
+        [b"uptime"] => {
+            let up = crate::time::now_ns();
+            Ok(ProcFile::Data(procfs::uptime(up, 0)))
+        }
+        [b"meminfo"] => {
+            let (total, used) = crate::mm::frame::stats();
+            Ok(ProcFile::Data(procfs::meminfo(
+                total * 4,
+                (total - used) * 4,
+            )))
+        }
+        [p] => {
+            let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
+            info(Pid(pid)).ok_or(Errno::ENOENT)?;
+            Ok(ProcFile::Dir(ProcDir::Pid(pid)))
+        }
+        [p, f] => {
+            let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
+            let (i, cmdline) = info(Pid(pid)).ok_or(Errno::ENOENT)?;
+            match *f {
+                b"stat" => Ok(ProcFile::Data(procfs::stat(&i))),
+                b"status" => Ok(ProcFile::Data(procfs::status(&i))),
+                b"cmdline" => Ok(ProcFile::Data(cmdline)),
+                _ => Err(Errno::ENOENT),
+            }
+        }
+        _ => Err(Errno::ENOENT),
+    }
+}
+
+/// Directory entries: (inode number, DT_* type, name).
+pub fn list(d: ProcDir) -> Vec<(u64, u8, Vec<u8>)> {
+    const DT_DIR: u8 = 4;
+    const DT_REG: u8 = 8;
+    const DT_LNK: u8 = 10;
+    let mut out = alloc::vec![(1, DT_DIR, b".".to_vec()), (1, DT_DIR, b"..".to_vec())];
+    match d {
+        ProcDir::Root => {
+            out.push((2, DT_LNK, b"self".to_vec()));
+            out.push((3, DT_REG, b"uptime".to_vec()));
+            out.push((4, DT_REG, b"meminfo".to_vec()));
+            let pids: Vec<u32> = proc::with_table(|t| t.keys().map(|p| p.0).collect());
+            for pid in pids {
+                let mut b = [0u8; 64];
+                let name = kcore::fmt::render(pid as u64, 10, 1, &mut b)
+                    .as_bytes()
+                    .to_vec();
+                out.push((1000 + pid as u64, DT_DIR, name));
+            }
+        }
+        ProcDir::Pid(pid) => {
+            for (i, f) in PID_FILES.iter().enumerate() {
+                out.push(((pid as u64) << 8 | i as u64, DT_REG, f.to_vec()));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,505 @@
+//! /bin/sh: a small shell for the guest (it also runs on the host).
+//!
+//! Commands with arguments ('...' and "..." quoting, `$?`, `$!` and `$$`), PATH lookup, pipelines (`|`),
+//! redirections (`<`, `>`, `>>`), background jobs (`&`), sequences (`;`), builtins `cd`, `exit`, `wait`.
+//! Each job runs in its own process group; on a terminal the shell hands it the foreground (Ctrl-C
+//! interrupts the job, not the shell) and takes it back afterwards.
+//! `sh -c 'LINE'` runs one line; `sh FILE` runs a script (init's /etc/rc).
+
+use std::ffi::CString;
+use std::io::Write;
+
+struct Stage {
+    argv: Vec<String>,
+    input: Option<String>,
+    output: Option<(String, bool)>,
+}
+
+struct Shell {
+    status: i32,
+    interactive: bool,
+    jobs: Vec<(usize, Vec<libc::pid_t>, String)>,
+    next_job: usize,
+    /// `$!`: the last background job's last process.
+    last_bg: i32,
+}
+
+fn tokenize(line: &str, status: i32, last_bg: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut have = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                have = true;
+                for d in chars.by_ref() {
+                    if d == '\'' {
+                        break;
+                    }
+                    cur.push(d);
+                }
+            }
+            '"' => {
+                have = true;
+                while let Some(d) = chars.next() {
+                    if d == '"' {
+                        break;
+                    }
+                    if d == '$' && chars.peek() == Some(&'?') {
+                        chars.next();
+                        cur.push_str(&status.to_string());
+                    } else {
+                        cur.push(d);
+                    }
+                }
+            }
+            '$' if chars.peek() == Some(&'?') => {
+                chars.next();
+                have = true;
+                cur.push_str(&status.to_string());
+            }
+            '$' if chars.peek() == Some(&'!') => {
+                chars.next();
+                have = true;
+                cur.push_str(&last_bg.to_string());
+            }
+            '$' if chars.peek() == Some(&'$') => {
+                chars.next();
+                have = true;
+                cur.push_str(&std::process::id().to_string());
+            }
+            '|' | '&' | ';' | '<' => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+                out.push(c.to_string());
+            }
+            '>' => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+                if chars.peek() == Some(&'>') {
+                    chars.next();
+                    out.push(">>".into());
+                } else {
+                    out.push(">".into());
+                }
+            }
+            c if c.is_whitespace() => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            '#' if !have => break,
+            c => {
+                have = true;
+                cur.push(c);
+            }
+        }
+    }
+    if have {
+        out.push(cur);
+    }
+    out
+}
+
+fn parse_pipeline(tokens: &[String]) -> Result<Vec<Stage>, String> {
+    let mut stages = Vec::new();
+    for part in tokens.split(|t| t == "|") {
+        let mut st = Stage {
+            argv: Vec::new(),
+            input: None,
+            output: None,
+        };
+        let mut it = part.iter();
+        while let Some(t) = it.next() {
+            match t.as_str() {
+                "<" => st.input = Some(it.next().ok_or("syntax error near <")?.clone()),
+                ">" | ">>" => {
+                    let f = it.next().ok_or("syntax error near >")?.clone();
+                    st.output = Some((f, t == ">>"));
+                }
+                _ => st.argv.push(t.clone()),
+            }
+        }
+        if st.argv.is_empty() {
+            return Err("syntax error: empty command".into());
+        }
+        stages.push(st);
+    }
+    Ok(stages)
+}
+
+fn find_in_path(cmd: &str) -> Option<String> {
+    if cmd.contains('/') {
+        return Some(cmd.to_string());
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/bin:/sbin".into());
+    path.split(':')
+        .map(|d| format!("{d}/{cmd}"))
+        .find(|p| std::fs::metadata(p).is_ok())
+}
+
+fn is_tty(fd: i32) -> bool {
+    // SAFETY: isatty only queries the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+fn set_foreground(pgid: libc::pid_t) {
+    if is_tty(0) {
+        // SAFETY: tcsetpgrp on our terminal; SIGTTOU is ignored by the shell.
+        unsafe { libc::tcsetpgrp(0, pgid) };
+    }
+}
+
+fn status_code(s: i32) -> i32 {
+    if libc::WIFEXITED(s) {
+        libc::WEXITSTATUS(s)
+    } else if libc::WIFSIGNALED(s) {
+        128 + libc::WTERMSIG(s)
+    } else {
+        1
+    }
+}
+
+/// In the child: redirections, default signals, exec. Never returns.
+fn exec_stage(st: &Stage, stdin: i32, stdout: i32, pgid: libc::pid_t) -> ! {
+    // SAFETY: process setup in the freshly forked child: plain calls on its own descriptors.
+    unsafe {
+        libc::setpgid(0, pgid);
+        for sig in [
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTSTP,
+            libc::SIGTTOU,
+            libc::SIGTTIN,
+            libc::SIGPIPE,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        if stdin != 0 {
+            libc::dup2(stdin, 0);
+            libc::close(stdin);
+        }
+        if stdout != 1 {
+            libc::dup2(stdout, 1);
+            libc::close(stdout);
+        }
+    }
+    if let Some(f) = &st.input {
+        match std::fs::File::open(f) {
+            Ok(file) => {
+                use std::os::fd::IntoRawFd;
+                let fd = file.into_raw_fd();
+                // SAFETY: moving a descriptor we own onto stdin.
+                unsafe {
+                    libc::dup2(fd, 0);
+                    libc::close(fd);
+                }
+            }
+            Err(e) => {
+                eprintln!("sh: {f}: {e}");
+                // SAFETY: leaves the child.
+                unsafe { libc::_exit(1) };
+            }
+        }
+    }
+    if let Some((f, append)) = &st.output {
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(*append)
+            .truncate(!*append)
+            .open(f);
+        match r {
+            Ok(file) => {
+                use std::os::fd::IntoRawFd;
+                let fd = file.into_raw_fd();
+                // SAFETY: moving a descriptor we own onto stdout.
+                unsafe {
+                    libc::dup2(fd, 1);
+                    libc::close(fd);
+                }
+            }
+            Err(e) => {
+                eprintln!("sh: {f}: {e}");
+                // SAFETY: leaves the child.
+                unsafe { libc::_exit(1) };
+            }
+        }
+    }
+    let Some(path) = find_in_path(&st.argv[0]) else {
+        eprintln!("sh: {}: not found", st.argv[0]);
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(127) };
+    };
+    let cpath = CString::new(path).unwrap();
+    let args: Vec<CString> = st
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).unwrap())
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let env: Vec<CString> = std::env::vars()
+        .map(|(k, v)| CString::new(format!("{k}={v}")).unwrap())
+        .collect();
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: NUL-terminated argument and environment arrays.
+    unsafe { libc::execve(cpath.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    eprintln!("sh: {}: {}", st.argv[0], std::io::Error::last_os_error());
+    // SAFETY: leaves the child.
+    unsafe { libc::_exit(126) }
+}
+
+impl Shell {
+    fn run_pipeline(&mut self, stages: Vec<Stage>, background: bool, text: &str) {
+        let _ = std::io::stdout().flush();
+        let mut pids = Vec::new();
+        let mut pgid = 0;
+        let mut prev_read = 0;
+        for (i, st) in stages.iter().enumerate() {
+            let last = i + 1 == stages.len();
+            let mut fds = [0, 1];
+            if !last {
+                // SAFETY: fds has room for two descriptors.
+                unsafe { libc::pipe(fds.as_mut_ptr()) };
+            }
+            // SAFETY: single-threaded shell.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                if !last {
+                    // SAFETY: the child does not read from its own pipe.
+                    unsafe { libc::close(fds[0]) };
+                }
+                exec_stage(st, prev_read, if last { 1 } else { fds[1] }, pgid);
+            }
+            if pid < 0 {
+                eprintln!("sh: fork: {}", std::io::Error::last_os_error());
+                break;
+            }
+            if pgid == 0 {
+                pgid = pid;
+            }
+            // SAFETY: both sides set the group so it exists whoever runs first.
+            unsafe { libc::setpgid(pid, pgid) };
+            pids.push(pid);
+            // SAFETY: closing the parent's copies.
+            unsafe {
+                if prev_read != 0 {
+                    libc::close(prev_read);
+                }
+                if !last {
+                    libc::close(fds[1]);
+                }
+            }
+            prev_read = if last { 0 } else { fds[0] };
+        }
+        if pids.is_empty() {
+            self.status = 1;
+            return;
+        }
+        if background {
+            self.next_job += 1;
+            self.last_bg = *pids.last().unwrap();
+            println!("[{}] {}", self.next_job, self.last_bg);
+            self.jobs.push((self.next_job, pids, text.to_string()));
+            self.status = 0;
+            return;
+        }
+        set_foreground(pgid);
+        let mut last_status = 0;
+        for (i, &p) in pids.iter().enumerate() {
+            let mut s = 0;
+            // SAFETY: waiting for our own child.
+            while unsafe { libc::waitpid(p, &mut s, 0) } < 0 {
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            }
+            if i + 1 == pids.len() {
+                last_status = s;
+            }
+        }
+        // SAFETY: getpgrp has no preconditions.
+        set_foreground(unsafe { libc::getpgrp() });
+        if libc::WIFSIGNALED(last_status) && libc::WTERMSIG(last_status) == libc::SIGINT {
+            println!();
+        }
+        self.status = status_code(last_status);
+    }
+
+    fn reap_jobs(&mut self, block: bool) {
+        let mut done = Vec::new();
+        for (idx, (n, pids, text)) in self.jobs.iter_mut().enumerate() {
+            let mut last = None;
+            pids.retain(|&p| {
+                let mut s = 0;
+                // SAFETY: waiting for our own child.
+                let r = unsafe { libc::waitpid(p, &mut s, if block { 0 } else { libc::WNOHANG }) };
+                if r == p || r < 0 {
+                    last = Some(s);
+                    false
+                } else {
+                    true
+                }
+            });
+            if pids.is_empty() {
+                let s = last.unwrap_or(0);
+                let what = if libc::WIFSIGNALED(s) {
+                    format!("Killed (signal {})", libc::WTERMSIG(s))
+                } else {
+                    format!("Done ({})", status_code(s))
+                };
+                if self.interactive || block {
+                    println!("[{n}] {what} {text}");
+                }
+                if block {
+                    self.status = status_code(s);
+                }
+                done.push(idx);
+            }
+        }
+        for idx in done.into_iter().rev() {
+            self.jobs.remove(idx);
+        }
+    }
+
+    fn run_line(&mut self, line: &str) -> bool {
+        // `$?` and `$!` are expanded per command, so each `;` / `&` part is tokenized in its turn.
+        for segment in line.split(';') {
+            let pieces: Vec<&str> = segment.split('&').collect();
+            for (i, piece) in pieces.iter().enumerate() {
+                let background = i + 1 < pieces.len();
+                let words = tokenize(piece, self.status, self.last_bg);
+                if words.is_empty() {
+                    continue;
+                }
+                match words[0].as_str() {
+                    "exit" => {
+                        if let Some(n) = words.get(1) {
+                            self.status = n.parse().unwrap_or(2);
+                        }
+                        return false;
+                    }
+                    "cd" => {
+                        let dir = words.get(1).map(String::as_str).unwrap_or("/");
+                        self.status = match std::env::set_current_dir(dir) {
+                            Ok(()) => 0,
+                            Err(e) => {
+                                eprintln!("sh: cd: {dir}: {e}");
+                                1
+                            }
+                        };
+                        continue;
+                    }
+                    "wait" => {
+                        self.status = 0;
+                        self.reap_jobs(true);
+                        continue;
+                    }
+                    _ => {}
+                }
+                match parse_pipeline(&words) {
+                    Ok(stages) => {
+                        let text = words.join(" ");
+                        self.run_pipeline(stages, background, &text);
+                    }
+                    Err(e) => {
+                        eprintln!("sh: {e}");
+                        self.status = 2;
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let interactive = args.len() == 1 && is_tty(0);
+    let mut sh = Shell {
+        status: 0,
+        interactive,
+        jobs: Vec::new(),
+        next_job: 0,
+        last_bg: 0,
+    };
+    if interactive {
+        // SAFETY: the shell ignores the job-control and interrupt signals its jobs get.
+        unsafe {
+            for sig in [
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGTSTP,
+                libc::SIGTTOU,
+                libc::SIGTTIN,
+            ] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            libc::setpgid(0, 0);
+        }
+        // SAFETY: getpgrp has no preconditions.
+        set_foreground(unsafe { libc::getpgrp() });
+    }
+    if args.len() >= 3 && args[1] == "-c" {
+        sh.run_line(&args[2]);
+        std::process::exit(sh.status);
+    }
+    if args.len() >= 2 {
+        match std::fs::read_to_string(&args[1]) {
+            Ok(script) => {
+                for line in script.lines() {
+                    if !sh.run_line(line) {
+                        break;
+                    }
+                }
+                sh.reap_jobs(true);
+            }
+            Err(e) => {
+                eprintln!("sh: {}: {e}", args[1]);
+                std::process::exit(127);
+            }
+        }
+        std::process::exit(sh.status);
+    }
+    let mut pending = Vec::new();
+    loop {
+        sh.reap_jobs(false);
+        if interactive {
+            print!("# ");
+            let _ = std::io::stdout().flush();
+        }
+        let line = loop {
+            if let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = pending.drain(..=i).collect();
+                break Some(String::from_utf8_lossy(&l[..l.len() - 1]).into_owned());
+            }
+            let mut buf = [0u8; 512];
+            // SAFETY: reading into buf.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            if n <= 0 {
+                break if pending.is_empty() {
+                    None
+                } else {
+                    Some(String::from_utf8_lossy(&std::mem::take(&mut pending)).into_owned())
+                };
+            }
+            pending.extend_from_slice(&buf[..n as usize]);
+        };
+        let Some(line) = line else { break };
+        if !sh.run_line(&line) {
+            break;
+        }
+    }
+    std::process::exit(sh.status);
+}
