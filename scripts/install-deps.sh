@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the host tools the project needs, when missing: a C toolchain (test guests), e2fsprogs (rootfs),
 # qemu-utils (qcow2 images, interop tests), qemu-system-x86 (second VMM for the guest kernel and benchmarks),
-# curl (API tests). Safe to run repeatedly: it does nothing when everything is there.
+# curl (API tests), util-linux (unshare, setpriv), iproute2 and ping (virtio-net tests and benchmarks in
+# network namespaces). Safe to run repeatedly: it does nothing when everything is there.
 set -euo pipefail
 need=()
 command -v gcc >/dev/null || need+=(gcc)
@@ -11,6 +12,8 @@ command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v curl >/dev/null || need+=(curl)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
