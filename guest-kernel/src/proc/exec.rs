@@ -103,8 +103,20 @@ pub struct Loaded {
     pub frame: TrapFrame,
 }
 
+/// Added to every program's environment (unless it sets GLIBC_TUNABLES itself): this host shows user
+/// mode AVX/AVX-512 state (XCR0 = 0xe7 whatever the kernel sets) that the kernel cannot save (XSAVE and
+/// XGETBV are not emulated in kernel mode; only FXSAVE is), so glibc is told not to use AVX and user
+/// state stays within what FXSAVE covers. Without this, glibc's AVX memcpy lost its upper register
+/// halves on context switches.
+const NO_AVX_TUNABLE: &[u8] = b"GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX_Fast_Unaligned_Load,-FMA,-FMA4";
+
 /// Loads `path` with `argv`/`envp` into a new address space.
 pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno> {
+    let mut env: Vec<&[u8]> = envp.to_vec();
+    if !env.iter().any(|e| e.starts_with(b"GLIBC_TUNABLES=")) {
+        env.push(NO_AVX_TUNABLE);
+    }
+    let envp = env.as_slice();
     let inode = fs::with_root(|fs| fs.resolve(path, true))?;
     if inode.is_dir() {
         return Err(Errno::EACCES);

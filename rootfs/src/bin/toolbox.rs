@@ -2,6 +2,7 @@
 //! (/bin/echo, /bin/ps, ... are symlinks to it) or by its first argument (`toolbox ps`, on the host).
 //!
 //! Commands: echo, cat, ls, true, false, sleep, kill, ps (from /proc: PID PPID STAT NI TIME CMD),
+//! cpuinfo (OSXSAVE, AVX and XCR0 as user mode sees them),
 //! poweroff (asks init: SIGUSR2, or `-f` calls reboot(2) directly), and the demos `zombie` (a child
 //! exits unwaited: ps shows it as Z; the parent exits and init reaps it) and `forkbomb N` (forks until N
 //! children or EAGAIN, then kills and reaps them all).
@@ -40,6 +41,21 @@ fn main() {
         "ps" => ps(),
         "poweroff" => poweroff(&rest),
         "zombie" => zombie(),
+        "cpuinfo" => {
+            let r = std::arch::x86_64::__cpuid(1);
+            let osxsave = r.ecx & (1 << 27) != 0;
+            let xcr0 = if osxsave {
+                // SAFETY: OSXSAVE is set, so xgetbv is allowed.
+                unsafe { std::arch::x86_64::_xgetbv(0) }
+            } else {
+                0
+            };
+            println!(
+                "cpuinfo: osxsave {osxsave} avx {} xcr0 {xcr0:#x}",
+                r.ecx & (1 << 28) != 0
+            );
+            0
+        }
         "forkbomb" => forkbomb(rest.first().and_then(|s| s.parse().ok()).unwrap_or(100)),
         other => {
             eprintln!("toolbox: {other}: unknown command");
