@@ -22,6 +22,11 @@ pub fn set_calibration(tsc_hz: u64, hz: u64) {
     HZ.store(hz, Ordering::Relaxed);
 }
 
+/// Converts a TSC tick count to nanoseconds.
+pub fn tsc_to_ns(d: u64) -> u64 {
+    ((d as u128 * TSC_MULT.load(Ordering::Relaxed) as u128) >> 32) as u64
+}
+
 /// Nanoseconds since boot (0 before calibration).
 pub fn now_ns() -> u64 {
     let d = crate::arch::cpu::rdtsc().wrapping_sub(TSC_BOOT.load(Ordering::Relaxed));

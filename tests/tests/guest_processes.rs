@@ -313,3 +313,60 @@ fn forkbomb_children_are_killed_and_reaped() {
     assert_eq!(procs, 1);
     assert_eq!(out.code, Some(0));
 }
+
+/// `PUT /actions SendCtrlAltDel` over the API socket; returns the HTTP status.
+fn send_ctrl_alt_del(sock: &std::path::Path) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = r#"{"action_type": "SendCtrlAltDel"}"#;
+    let req = format!(
+        "PUT /actions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+#[test]
+fn ctrl_alt_del_makes_init_terminate_everyone_and_power_off() {
+    if !require_kvm() {
+        return;
+    }
+    let Some((kernel, disk)) = artifacts() else {
+        return;
+    };
+    let sock = std::env::temp_dir().join(format!("microvm-cad-{}.sock", std::process::id()));
+    let disk = format!("{},ro", disk.display());
+    let mut vm = Vm::spawn(&[
+        "--api-sock",
+        sock.to_str().unwrap(),
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--disk",
+        &disk,
+        "--cmdline",
+        "console=ttyS0 root=/dev/vda -- rc",
+    ]);
+    vm.wait_for_output("init: starting /bin/sh on the console", T);
+    vm.wait_for_output("# ", T);
+    vm.send(b"sleep 100 &\n");
+    vm.wait_for_output("[1] ", T);
+    assert_eq!(send_ctrl_alt_del(&sock), 204);
+    let out = vm.wait(T);
+    assert!(
+        out.stdout.contains("init: Ctrl-Alt-Del: shutting down"),
+        "{}",
+        out.stdout
+    );
+    assert!(out
+        .stdout
+        .contains("init: sending SIGTERM to all processes"));
+    assert!(out.stdout.contains("init: powering off"));
+    assert!(out.stdout.contains("reboot: Power down"));
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    let _ = std::fs::remove_file(&sock);
+}

@@ -25,6 +25,28 @@ static DEAD: KCell<Vec<Pid>> = KCell::new(Vec::new());
 static NEXT_WAKE: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Context switches so far.
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
+/// TSC when the last switch started, and the TSC ticks all switches took (switch_to to finish_switch).
+static SWITCH_START: AtomicU64 = AtomicU64::new(0);
+static SWITCH_TSC: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks handled and the TSC ticks they took (without the switches they caused).
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static TICK_TSC: AtomicU64 = AtomicU64::new(0);
+
+fn add(c: &AtomicU64, v: u64) {
+    c.store(c.load(Ordering::Relaxed) + v, Ordering::Relaxed);
+}
+
+/// (switches, average ns per switch, ticks, average ns per tick): measured kernel time.
+pub fn costs() -> (u64, u64, u64, u64) {
+    let s = SWITCHES.load(Ordering::Relaxed);
+    let t = TICKS.load(Ordering::Relaxed);
+    (
+        s,
+        crate::time::tsc_to_ns(SWITCH_TSC.load(Ordering::Relaxed)) / s.max(1),
+        t,
+        crate::time::tsc_to_ns(TICK_TSC.load(Ordering::Relaxed)) / t.max(1),
+    )
+}
 
 fn ctx_ptr(b: &mut Box<TaskContext>) -> *mut TaskContext {
     &mut **b
@@ -38,11 +60,6 @@ pub fn make_ready(pid: Pid) {
 /// Whether a process is waiting to run.
 pub fn has_ready() -> bool {
     POLICY.borrow().ready() > 0
-}
-
-/// Context switches so far.
-pub fn switches() -> u64 {
-    SWITCHES.load(Ordering::Relaxed)
 }
 
 /// Gives the CPU to the next ready process (or the idle task). The caller has already set the current
@@ -87,13 +104,18 @@ pub fn schedule() {
     drop(procs);
     *CURRENT.borrow_mut() = next;
     POLICY.borrow_mut().started();
-    SWITCHES.store(SWITCHES.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    add(&SWITCHES, 1);
+    SWITCH_START.store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);
     crate::arch::switch::switch_to(prev_ctx, next_ctx, prev.is_some(), next.is_some());
     finish_switch();
 }
 
 /// Runs on the new task right after a switch: frees the processes that died without a waiter.
 pub fn finish_switch() {
+    add(
+        &SWITCH_TSC,
+        crate::arch::cpu::rdtsc().wrapping_sub(SWITCH_START.load(Ordering::Relaxed)),
+    );
     let dead = core::mem::take(&mut *DEAD.borrow_mut());
     if dead.is_empty() {
         return;
@@ -209,6 +231,8 @@ fn wake_sleepers(now: u64) {
 /// The timer tick. `from_user`: it interrupted ring 3, so the current task may be switched out here
 /// (its trap frame is on its own kernel stack).
 pub fn tick(from_user: bool) {
+    let t0 = crate::arch::cpu::rdtsc();
+    add(&TICKS, 1);
     if NEXT_WAKE.load(Ordering::Relaxed) != u64::MAX {
         let now = crate::time::now_ns();
         if now >= NEXT_WAKE.load(Ordering::Relaxed) {
@@ -216,11 +240,17 @@ pub fn tick(from_user: bool) {
         }
     }
     if !from_user {
+        add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
         return;
     }
-    let Some(pid) = *CURRENT.borrow() else { return };
+    let Some(pid) = *CURRENT.borrow() else {
+        add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+        return;
+    };
     super::with_proc(pid, |p| p.ticks += 1);
-    if POLICY.borrow_mut().tick() {
+    let preempt = POLICY.borrow_mut().tick();
+    add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+    if preempt {
         yield_now();
     }
 }

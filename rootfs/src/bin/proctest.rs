@@ -2,7 +2,8 @@
 //! kernel (the differential test runs it on both; pids are printed relative or as yes/no).
 //!
 //! Cases: fork/exit/wait status, wait4's errors and pid forms, WNOHANG, copy-on-write, signals
-//! (handler, mask, default terminate, SIGKILL uncatchable), SIGCHLD SIG_IGN auto-reaping, subreaper
+//! (handler, mask, default terminate, SIGKILL uncatchable, stop/continue), SIGCHLD SIG_IGN
+//! auto-reaping, subreaper
 //! reparenting, process groups and sessions, pipes (EOF, EPIPE), dup2, execve with argv, nanosleep.
 //! `proctest exit N` exits with N (the execve target); `proctest forks N` runs N fork/exit/wait cycles;
 //! `proctest orphan`: the parent exits at once, the child waits to be adopted and reports its new parent.
@@ -363,6 +364,35 @@ fn main() {
         "execve of a missing file: {}",
         rootfs::describe_status(s)
     ));
+
+    // stop and continue: WUNTRACED, WCONTINUED
+    let c = fork();
+    if c == 0 {
+        loop {
+            // SAFETY: pause just sleeps.
+            unsafe { libc::pause() };
+        }
+    }
+    // SAFETY: kill with a valid pid.
+    unsafe { libc::kill(c, libc::SIGSTOP) };
+    let (r, s) = wait(c, libc::WUNTRACED);
+    out(format!(
+        "SIGSTOP: {}, {}",
+        r == c,
+        rootfs::describe_status(s)
+    ));
+    // SAFETY: as above.
+    unsafe { libc::kill(c, libc::SIGCONT) };
+    let (r, s) = wait(c, libc::WCONTINUED);
+    out(format!(
+        "SIGCONT: {}, continued {}",
+        r == c,
+        libc::WIFCONTINUED(s)
+    ));
+    // SAFETY: as above.
+    unsafe { libc::kill(c, libc::SIGKILL) };
+    let (_, s) = wait(c, 0);
+    out(format!("then SIGKILL: {}", rootfs::describe_status(s)));
 
     // nanosleep
     let t = std::time::Instant::now();
