@@ -1,5 +1,6 @@
-//! `KCell`: a `RefCell` usable in statics. The kernel runs on one CPU and never touches these cells from
-//! interrupt handlers that could nest inside a borrow, so a borrow-checked cell is enough.
+//! `KCell`: a `RefCell` usable in statics. The kernel runs on one CPU with interrupts off except in the
+//! idle task's halt and in user mode, where no cell is borrowed, so interrupt handlers never find a cell
+//! borrowed by the code they interrupted, and a borrow-checked cell is enough.
 
 use core::cell::{Ref, RefCell, RefMut};
 

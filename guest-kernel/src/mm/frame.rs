@@ -101,7 +101,6 @@ fn alloc_raw() -> Option<(u64, bool)> {
 }
 
 /// One frame with unspecified contents.
-#[allow(dead_code)] // Copy-on-write (processes issue) overwrites whole frames.
 pub fn alloc() -> Option<u64> {
     alloc_raw().map(|(pa, _)| pa)
 }

@@ -156,7 +156,7 @@ fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
         return Ok(path);
     }
     if dirfd != AT_FDCWD {
-        // Directory descriptors come with getdents (processes issue); only cwd-relative for now.
+        // Relative to a directory descriptor: not supported yet; only cwd-relative.
         return Err(Errno::ENOSYS);
     }
     let mut abs = with_current(|p| p.cwd.clone());

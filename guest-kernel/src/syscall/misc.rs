@@ -1,5 +1,5 @@
-//! Process and system information calls: getpid, exit, uname, arch_prctl, reboot, clocks, limits,
-//! signals (accepted, delivered with the processes issue), getrandom.
+//! System information calls: getpid, getppid, uname, arch_prctl, reboot, clocks, sigaltstack, limits,
+//! getrandom (fork, exec, wait, signals and sleeping are in `process.rs`).
 #![deny(unsafe_code)]
 
 use super::file::copy_to_user;
