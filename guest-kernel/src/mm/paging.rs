@@ -31,6 +31,25 @@ fn table(pa: u64) -> *mut u64 {
     phys_to_virt(pa) as *mut u64
 }
 
+/// Calls `f(index, entry)` for each nonzero entry of page table `t` in `[from, end)`.
+fn for_each_entry(t: u64, from: usize, end: usize, mut f: impl FnMut(usize, u64) -> bool) -> bool {
+    let base = table(t);
+    let mut i = from;
+    loop {
+        // SAFETY: `t` is a page table (512 entries) reached through the direct map; end <= 512.
+        i = unsafe { crate::arch::mem::first_nonzero(base, i, end) };
+        if i >= end {
+            return true;
+        }
+        // SAFETY: i < 512.
+        let v = unsafe { *base.add(i) };
+        if !f(i, v) {
+            return false;
+        }
+        i += 1;
+    }
+}
+
 fn kernel_pml4_phys() -> u64 {
     super::virt_to_phys(core::ptr::addr_of!(boot_pml4) as u64)
 }
@@ -217,14 +236,12 @@ impl AddressSpace {
     /// read-only with [`COW`] in both. Flushes this address space's TLB entries if it is active.
     pub fn fork_cow(&mut self) -> Option<AddressSpace> {
         fn copy_level(src: u64, dst: u64, level: u32) -> bool {
-            for i in 0..512 {
-                // SAFETY: `src` is a page table of the parent and `dst` the child's fresh copy of it.
-                let (se, de) = unsafe { (table(src).add(i), table(dst).add(i)) };
-                // SAFETY: as above.
-                let v = unsafe { *se };
+            for_each_entry(src, 0, 512, |i, v| {
                 if v & PRESENT == 0 {
-                    continue;
+                    return true;
                 }
+                // SAFETY: `src` is a page table of the parent and `dst` the child's copy of it.
+                let (se, de) = unsafe { (table(src).add(i), table(dst).add(i)) };
                 if level == 0 {
                     let mut e = v;
                     if e & WRITABLE != 0 {
@@ -235,38 +252,26 @@ impl AddressSpace {
                     frame::share(e & ADDR_MASK);
                     // SAFETY: the child's table.
                     unsafe { *de = e };
+                    true
                 } else {
                     let Some(t) = frame::alloc_zeroed() else {
                         return false;
                     };
                     // SAFETY: the child's table gets its own next-level table.
                     unsafe { *de = t | (v & !ADDR_MASK) };
-                    if !copy_level(v & ADDR_MASK, t, level - 1) {
-                        return false;
-                    }
+                    copy_level(v & ADDR_MASK, t, level - 1)
                 }
-            }
-            true
+            })
         }
         let child = AddressSpace::new()?;
-        let mut ok = true;
-        for i in 0..256 {
-            // SAFETY: the lower half of our PML4.
-            let v = unsafe { *table(self.pml4).add(i) };
-            if v & PRESENT == 0 {
-                continue;
-            }
+        let ok = for_each_entry(self.pml4, 0, 256, |i, v| {
             let Some(t) = frame::alloc_zeroed() else {
-                ok = false;
-                break;
+                return false;
             };
             // SAFETY: the child's PML4.
             unsafe { *table(child.pml4).add(i) = t | (v & !ADDR_MASK) };
-            if !copy_level(v & ADDR_MASK, t, 2) {
-                ok = false;
-                break;
-            }
-        }
+            copy_level(v & ADDR_MASK, t, 2)
+        });
         if read_cr3() & ADDR_MASK == self.pml4 {
             // SAFETY: reloading the same root only flushes the TLB.
             unsafe { write_cr3(self.pml4) };
@@ -315,9 +320,7 @@ impl AddressSpace {
     pub fn mapped_pages(&self) -> u64 {
         fn count(t: u64, level: u32) -> u64 {
             let mut n = 0;
-            for i in 0..512 {
-                // SAFETY: `t` is one of this address space's page tables.
-                let v = unsafe { *table(t).add(i) };
+            for_each_entry(t, 0, 512, |_, v| {
                 if v & PRESENT != 0 {
                     n += if level == 0 {
                         1
@@ -325,20 +328,20 @@ impl AddressSpace {
                         count(v & ADDR_MASK, level - 1)
                     };
                 }
-            }
+                true
+            });
             n
         }
         if self.pml4 == 0 {
             return 0;
         }
         let mut n = 0;
-        for i in 0..256 {
-            // SAFETY: the lower half of our PML4.
-            let v = unsafe { *table(self.pml4).add(i) };
+        for_each_entry(self.pml4, 0, 256, |_, v| {
             if v & PRESENT != 0 {
                 n += count(v & ADDR_MASK, 2);
             }
-        }
+            true
+        });
         n
     }
 
@@ -353,28 +356,25 @@ impl AddressSpace {
     /// Frees every user page, every user page table and the PML4.
     pub fn destroy(self) {
         fn free_level(t: u64, level: u32) {
-            for i in 0..512 {
-                // SAFETY: `t` is a page table of the address space being destroyed.
-                let v = unsafe { *table(t).add(i) };
-                if v & PRESENT == 0 {
-                    continue;
+            for_each_entry(t, 0, 512, |_, v| {
+                if v & PRESENT != 0 {
+                    if level > 0 {
+                        free_level(v & ADDR_MASK, level - 1);
+                        frame::free(v & ADDR_MASK);
+                    } else {
+                        frame::put(v & ADDR_MASK);
+                    }
                 }
-                if level > 0 {
-                    free_level(v & ADDR_MASK, level - 1);
-                    frame::free(v & ADDR_MASK);
-                } else {
-                    frame::put(v & ADDR_MASK);
-                }
-            }
+                true
+            });
         }
-        for i in 0..256 {
-            // SAFETY: the lower half of our PML4.
-            let v = unsafe { *table(self.pml4).add(i) };
+        for_each_entry(self.pml4, 0, 256, |_, v| {
             if v & PRESENT != 0 {
                 free_level(v & ADDR_MASK, 2);
                 frame::free(v & ADDR_MASK);
             }
-        }
+            true
+        });
         frame::free(self.pml4);
     }
 }

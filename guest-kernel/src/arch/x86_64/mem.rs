@@ -93,6 +93,34 @@ pub unsafe fn zero_page(page: *mut u8) {
     }
 }
 
+/// The index of the first nonzero entry of `table[from..end]` (`end` if none), found with `repe scasq`:
+/// one emulated iteration per entry instead of a loop of several instructions (page-table walks over
+/// mostly empty tables are most of fork's and exit's kernel time here).
+///
+/// # Safety
+/// `table` must point to at least `end` readable `u64`s, `from <= end`.
+pub unsafe fn first_nonzero(table: *const u64, from: usize, end: usize) -> usize {
+    if from >= end {
+        return end;
+    }
+    let left: usize;
+    // SAFETY: the caller guarantees the range is readable; DF is clear in the kernel.
+    unsafe {
+        asm!("repe scasq",
+             inout("rcx") end - from => left, inout("rdi") table.add(from) => _, in("rax") 0u64,
+             options(nostack, readonly));
+    }
+    // rcx counts down once per compared entry; if the last compared one was nonzero, it is at
+    // end - left - 1; if all were zero, left == 0 and the last compare was equal.
+    let idx = end - left - 1;
+    // SAFETY: idx < end.
+    if unsafe { *table.add(idx) } != 0 {
+        idx
+    } else {
+        end
+    }
+}
+
 /// The prebuilt `core` was compiled with unwinding: these symbols must exist, but with panic=abort they
 /// are never called.
 #[no_mangle]
