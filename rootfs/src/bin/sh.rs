@@ -318,7 +318,9 @@ impl Shell {
             let mut s = 0;
             // SAFETY: waiting for our own child.
             while unsafe { libc::waitpid(p, &mut s, 0) } < 0 {
-                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    eprintln!("sh: wait for {p}: {e}");
                     break;
                 }
             }
