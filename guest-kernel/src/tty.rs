@@ -111,7 +111,9 @@ fn input_byte(t: &mut Tty, mut b: u8) -> Option<u32> {
     }
     let cc = t.termios.cc;
     if t.termios.lflag & ISIG != 0 && (b == cc[VINTR] || b == cc[VQUIT]) {
+        // As Linux without NOFLSH: the signal also discards pending input.
         t.line.clear();
+        t.ready.clear();
         echo(t, if b == cc[VINTR] { b"^C\n" } else { b"^\\\n" });
         return Some(if b == cc[VINTR] {
             signal::SIGINT

@@ -376,3 +376,33 @@ fn ctrl_alt_del_makes_init_terminate_everyone_and_power_off() {
     assert_eq!(out.code, Some(0), "{}", out.stdout);
     let _ = std::fs::remove_file(&sock);
 }
+
+#[test]
+fn forkbomb_stops_at_eagain_and_the_kernel_recovers() {
+    let Some(small) = boot_running("/bin/forkbomb 1") else {
+        return;
+    };
+    // Kernel stacks come from the kernel heap: fork fails with EAGAIN (not a kernel panic) once it
+    // cannot spare one, and everything comes back when the children are gone.
+    let Some(out) = boot_running("/bin/forkbomb 100000") else {
+        return;
+    };
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("forkbomb: ") && l.ends_with(" children (EAGAIN)"))
+        .unwrap_or_else(|| panic!("fork never failed with EAGAIN:\n{}", out.stdout));
+    let n: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n > 100, "{line}");
+    assert!(
+        out.stdout
+            .contains(&format!("forkbomb: killed and reaped {n}")),
+        "{}",
+        out.stdout
+    );
+    let (procs, frames) = final_counts(&out.stdout);
+    let (_, frames_small) = final_counts(&small.stdout);
+    assert_eq!(procs, 1);
+    assert_eq!(frames, frames_small, "frames used after the fork bomb");
+    assert_eq!(out.code, Some(0));
+}
