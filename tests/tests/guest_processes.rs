@@ -251,6 +251,16 @@ fn interactive_shell_on_the_console() {
     vm.send(b"echo still=alive\n");
     vm.wait_for_output("still=alive\n# ", T);
 
+    // Redirections, getdents64 (ls), /proc through cat.
+    vm.send(b"cat < /etc/motd > /dev/null; echo redir=$?\n");
+    vm.wait_for_output("redir=0\n# ", T);
+    vm.send(b"ls /bin | cat\n");
+    vm.wait_for_output("\ntoolbox\ntrue\nzombie\n# ", T);
+    vm.send(b"cat /proc/self/status /proc/meminfo\n");
+    vm.wait_for_output("Name:\tcat\n", T);
+    vm.wait_for_output("State:\tR (running)\n", T);
+    vm.wait_for_output("MemTotal:", T);
+
     // Redirection and exit status of a missing command.
     vm.send(b"nosuchcmd; echo missing=$?\n");
     vm.wait_for_output("missing=127", T);
