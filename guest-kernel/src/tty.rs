@@ -299,6 +299,14 @@ pub fn set_default_fg(pgid: u32) {
     }
 }
 
+/// Whether a read would return at once (poll's POLLIN).
+pub fn readable() -> bool {
+    process_input();
+    TTY.try_borrow()
+        .map(|t| !t.ready.is_empty() || t.eof)
+        .unwrap_or(false)
+}
+
 /// The foreground process group (0 if none).
 pub fn foreground() -> u32 {
     TTY.try_borrow().map(|t| t.fg).unwrap_or(0)

@@ -45,6 +45,25 @@ impl Drop for PipeEnd {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+impl Pipe {
+    /// poll(2) readiness of one end: (readable or EOF, writable, hang-up / no readers).
+    pub fn poll(&self, write: bool) -> (bool, bool, bool) {
+        if write {
+            (
+                false,
+                self.readers > 0 && self.data.len() < PIPE_BUF_SIZE,
+                self.readers == 0,
+            )
+        } else {
+            (
+                !self.data.is_empty() || self.writers == 0,
+                false,
+                self.writers == 0,
+            )
+        }
+    }
+}
+
 /// A new pipe: (read end, write end).
 pub fn new() -> (PipeEnd, PipeEnd) {
     let id = NEXT_ID.load(Ordering::Relaxed);

@@ -245,6 +245,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         exit_status: None,
         stop_report: None,
         subreaper: false,
+        vfork_parent: None,
         signals: SigState::default(),
         wake_at: 0,
         ticks: 0,
@@ -280,6 +281,7 @@ pub fn exec_current(
     });
     crate::arch::set_fs_base(0);
     old.release();
+    super::fork::release_vfork_parent();
     *frame = l.frame;
     Ok(())
 }

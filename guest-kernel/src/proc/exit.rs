@@ -18,6 +18,7 @@ pub fn exit_current(status: i32) -> ! {
             kcore::fmt::HexPad(status as u32 as u64, 8)
         );
     }
+    super::fork::release_vfork_parent();
     // Memory and files go now; the PCB and kernel stack stay until the parent reaps the zombie.
     AddressSpace::activate_kernel();
     let (files, vmas) = super::with_current(|p| {

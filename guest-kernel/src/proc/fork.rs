@@ -12,6 +12,29 @@ use kcore::errno::Errno;
 
 /// clone's CLONE_CHILD_SETTID: store the child's tid at `ctid` in the child's memory.
 pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+/// clone's CLONE_VFORK: the parent waits until the child execs or exits.
+pub const CLONE_VFORK: u64 = 0x4000;
+
+/// vfork (and clone with CLONE_VM|CLONE_VFORK, as glibc's posix_spawn uses): the child gets a
+/// copy-on-write copy like fork (not the parent's memory itself: what the child writes before exec is
+/// not seen by the parent), and the parent waits until the child execs or exits, as Linux's vfork does.
+pub fn vfork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
+    let child = fork(frame, flags, ctid)?;
+    let me = super::current_pid();
+    super::with_proc(child, |c| c.vfork_parent = Some(me));
+    while super::with_proc(child, |c| c.vfork_parent.is_some()).unwrap_or(false) {
+        sched::block(super::Chan::Vfork(child));
+    }
+    Ok(child)
+}
+
+/// The current process execs or exits: a parent waiting in vfork goes on.
+pub fn release_vfork_parent() {
+    let (pid, parent) = super::with_current(|p| (p.pid, p.vfork_parent.take()));
+    if parent.is_some() {
+        sched::wake(super::Chan::Vfork(pid));
+    }
+}
 
 /// Forks the current process; the child resumes from `frame` with rax = 0. Returns the child's pid.
 pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
@@ -44,6 +67,7 @@ pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
             exit_status: None,
             stop_report: None,
             subreaper: false,
+            vfork_parent: None,
             signals: super::signal::SigState {
                 pending: 0,
                 ..p.signals.clone()

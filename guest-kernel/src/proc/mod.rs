@@ -45,6 +45,8 @@ pub enum Chan {
     Sleep,
     /// Only a signal (pause).
     Signal,
+    /// A vfork child (this pid) execing or exiting.
+    Vfork(Pid),
 }
 
 /// Scheduling state.
@@ -106,6 +108,8 @@ pub struct Process {
     pub stop_report: Option<i32>,
     /// PR_SET_CHILD_SUBREAPER.
     pub subreaper: bool,
+    /// A vfork child: its parent waits until it execs or exits.
+    pub vfork_parent: Option<Pid>,
     pub signals: signal::SigState,
     /// When a sleeping process wakes (ns since boot).
     pub wake_at: u64,

@@ -350,8 +350,31 @@ pub fn sys_chdir(path: u64) -> SysResult {
     Ok(0)
 }
 
+const FIONBIO: u32 = 0x5421;
+const FIONCLEX: u32 = 0x5450;
+const FIOCLEX: u32 = 0x5451;
+
 pub fn sys_ioctl(fd: i64, cmd: u32, arg: u64) -> SysResult {
     let f = file(fd)?;
+    match cmd {
+        FIONBIO => {
+            check_user(arg, 4, false)?;
+            let b = crate::mm::uaccess::checked_slice(arg, 4);
+            let on = b.iter().any(|&x| x != 0);
+            let mut o = f.borrow_mut();
+            o.flags = if on {
+                o.flags | fs::O_NONBLOCK
+            } else {
+                o.flags & !fs::O_NONBLOCK
+            };
+            return Ok(0);
+        }
+        FIOCLEX | FIONCLEX => {
+            with_current(|p| p.fds.set_cloexec(fd, cmd == FIOCLEX));
+            return Ok(0);
+        }
+        _ => {}
+    }
     let is_tty = matches!(f.borrow().kind, fs::FileKind::Console);
     if !is_tty {
         return Err(Errno::ENOTTY);
@@ -359,31 +382,65 @@ pub fn sys_ioctl(fd: i64, cmd: u32, arg: u64) -> SysResult {
     crate::tty::ioctl(cmd, arg)
 }
 
-/// poll: every descriptor is reported as ready for what it asked (console and files never block
-/// writes; reads of an idle console would, which nothing needs yet).
-pub fn sys_poll(fds: u64, nfds: u64, _timeout: i64) -> SysResult {
+const POLLIN: u16 = 0x1;
+const POLLOUT: u16 = 0x4;
+const POLLHUP: u16 = 0x10;
+const POLLNVAL: u16 = 0x20;
+
+fn poll_one(fd: i64, events: u16) -> u16 {
+    let Ok(f) = file(fd) else {
+        return POLLNVAL;
+    };
+    let f = f.borrow();
+    let (r, w, hup) = match &f.kind {
+        fs::FileKind::Pipe(e) => e.pipe.borrow().poll(e.write),
+        fs::FileKind::Console => (crate::tty::readable(), true, false),
+        _ => (true, true, false),
+    };
+    let mut rev = 0;
+    if r && events & POLLIN != 0 {
+        rev |= POLLIN;
+    }
+    if w && events & POLLOUT != 0 {
+        rev |= POLLOUT;
+    }
+    if hup {
+        rev |= POLLHUP;
+    }
+    rev
+}
+
+/// poll: pipes and the console report real readiness; files are always ready. Waiting rechecks every
+/// 10 ms (there is no wait queue spanning several descriptors yet) until the timeout or a signal.
+pub fn sys_poll(fds: u64, nfds: u64, timeout: i64) -> SysResult {
     if nfds > 1024 {
         return Err(Errno::EINVAL);
     }
     check_user(fds, nfds * 8, true)?;
-    let raw = crate::mm::uaccess::checked_slice_mut(fds, (nfds * 8) as usize);
-    let mut ready = 0;
-    for e in raw.chunks_exact_mut(8) {
-        let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]) as i64;
-        let events = u16::from_le_bytes([e[4], e[5]]);
-        let revents: u16 = if fd < 0 {
-            0
-        } else if file(fd).is_err() {
-            0x20 // POLLNVAL
-        } else {
-            events & 0x4 // POLLOUT
-        };
-        e[6..8].copy_from_slice(&revents.to_le_bytes());
-        if revents != 0 {
-            ready += 1;
+    let deadline =
+        (timeout >= 0).then(|| crate::time::now_ns().saturating_add(timeout as u64 * 1_000_000));
+    loop {
+        let mut raw: Vec<u8> = crate::mm::uaccess::checked_slice(fds, (nfds * 8) as usize).to_vec();
+        let mut ready = 0;
+        for e in raw.chunks_exact_mut(8) {
+            let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]) as i64;
+            let events = u16::from_le_bytes([e[4], e[5]]);
+            let revents = if fd < 0 { 0 } else { poll_one(fd, events) };
+            e[6..8].copy_from_slice(&revents.to_le_bytes());
+            if revents != 0 {
+                ready += 1;
+            }
+        }
+        if ready > 0 || deadline.is_some_and(|d| crate::time::now_ns() >= d) {
+            copy_to_user(fds, &raw)?;
+            return Ok(ready);
+        }
+        let step = crate::time::now_ns().saturating_add(10_000_000);
+        let until = deadline.map_or(step, |d| d.min(step));
+        if !crate::proc::sched::sleep_until(until) {
+            return Err(Errno::EINTR);
         }
     }
-    Ok(ready)
 }
 
 pub fn sys_access(path: u64, _mode: u32) -> SysResult {

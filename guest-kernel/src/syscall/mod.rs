@@ -58,7 +58,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         34 => process::sys_pause(),
         35 => process::sys_nanosleep(a[0], a[1]),
         56 => process::sys_clone(frame, a[0], a[1], a[3]),
-        57 | 58 => process::sys_fork(frame),
+        57 => process::sys_fork(frame),
+        58 => process::sys_vfork(frame),
         59 => process::sys_execve(frame, a[0], a[1], a[2]),
         61 => process::sys_wait4(a[0] as i32, a[1], a[2] as u32, a[3]),
         62 => process::sys_kill(a[0] as i32, a[1] as u32),
@@ -105,8 +106,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
 }
 
 fn log_unknown(nr: u64) {
-    // statx and rseq are probed by glibc/std, which fall back quietly.
-    if nr != 332 && nr != 334 {
+    // statx, rseq and clone3 are probed by glibc/std, which fall back quietly.
+    if nr != 332 && nr != 334 && nr != 435 {
         kprintln!(
             "syscall: {} not implemented (pid {})",
             Dec(nr),

@@ -18,14 +18,23 @@ pub fn sys_fork(frame: &TrapFrame) -> SysResult {
     proc::fork::fork(frame, 0, 0).map(|p| p.0 as u64)
 }
 
-/// clone: only the fork-like form (no shared memory, no threads).
+pub fn sys_vfork(frame: &TrapFrame) -> SysResult {
+    proc::fork::vfork(frame, 0, 0).map(|p| p.0 as u64)
+}
+
+/// clone: the fork-like forms. No threads; CLONE_VM only with CLONE_VFORK (posix_spawn), where the
+/// child gets a copy-on-write copy and the parent waits for its exec or exit.
 pub fn sys_clone(frame: &TrapFrame, flags: u64, stack: u64, ctid: u64) -> SysResult {
-    if flags & (CLONE_VM | CLONE_THREAD) != 0 {
+    let vfork = flags & proc::fork::CLONE_VFORK != 0;
+    if flags & CLONE_THREAD != 0 || (flags & CLONE_VM != 0 && !vfork) {
         return Err(Errno::ENOSYS);
     }
     let mut f = *frame;
     if stack != 0 {
         f.rsp = stack;
+    }
+    if vfork {
+        return proc::fork::vfork(&f, flags, ctid).map(|p| p.0 as u64);
     }
     proc::fork::fork(&f, flags, ctid).map(|p| p.0 as u64)
 }

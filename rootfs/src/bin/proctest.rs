@@ -394,6 +394,10 @@ fn main() {
     let (_, s) = wait(c, 0);
     out(format!("then SIGKILL: {}", rootfs::describe_status(s)));
 
+    // std::process::Command (glibc posix_spawn: clone with CLONE_VM|CLONE_VFORK)
+    let st = std::process::Command::new(&me).args(["exit", "9"]).status();
+    out(format!("Command::status: {:?}", st.map(|s| s.code())));
+
     // nanosleep
     let t = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(30));
