@@ -16,7 +16,8 @@ use vm_memory::{Bytes, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
-    read_config_bytes, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt, TYPE_CONSOLE,
+    read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
+    TYPE_CONSOLE,
 };
 use crate::GuestMemoryMmap;
 
@@ -215,15 +216,7 @@ impl VirtioDevice for Console {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let mut it = queues.into_iter();
-        let rx = it
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::BadQueue(RX))?;
-        let tx = it
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::BadQueue(TX))?;
+        let [rx, tx] = ready_queues::<2>(queues)?;
         self.active = Some(Active {
             mem,
             interrupt,

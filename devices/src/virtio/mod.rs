@@ -26,7 +26,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemoryMmap;
@@ -72,6 +72,22 @@ pub enum ActivateError {
     /// Activation was requested twice without a reset.
     #[error("device is already active")]
     AlreadyActive,
+}
+
+/// The first `N` of the queues handed to [`VirtioDevice::activate`], in order, each ready; otherwise
+/// `BadQueue` with the index of the first one missing or not ready.
+pub fn ready_queues<const N: usize>(queues: Vec<Queue>) -> Result<[Queue; N], ActivateError> {
+    let mut ready = Vec::with_capacity(N);
+    let mut it = queues.into_iter();
+    for i in 0..N {
+        ready.push(
+            it.next()
+                .filter(|q| q.ready())
+                .ok_or(ActivateError::BadQueue(i))?,
+        );
+    }
+    // Exactly N were pushed above.
+    ready.try_into().map_err(|_| ActivateError::BadQueue(N))
 }
 
 /// What a virtio device implements; the transport does the rest.

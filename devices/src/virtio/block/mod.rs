@@ -23,7 +23,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use self::request::{execute, parse_request, RequestType, MAX_DISCARD_SEGMENTS, SECTOR_SIZE};
 use super::{
-    read_config_bytes, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt, TYPE_BLOCK,
+    read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
+    TYPE_BLOCK,
 };
 use crate::disk::DiskFile;
 use crate::GuestMemoryMmap;
@@ -277,11 +278,7 @@ impl VirtioDevice for Block {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let queue = queues
-            .into_iter()
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::BadQueue(0))?;
+        let [queue] = ready_queues::<1>(queues)?;
         self.active = Some(Active {
             mem,
             interrupt,

@@ -37,7 +37,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use self::frames::{deliver_rx, read_tx, RxOutcome};
 use self::tap::{Tap, VNET_HDR_LEN};
 use super::{
-    read_config_bytes, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt, TYPE_NET,
+    read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
+    TYPE_NET,
 };
 use crate::GuestMemoryMmap;
 
@@ -393,15 +394,7 @@ impl VirtioDevice for Net {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let mut it = queues.into_iter();
-        let rx = it
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::BadQueue(RX))?;
-        let tx = it
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::BadQueue(TX))?;
+        let [rx, tx] = ready_queues::<2>(queues)?;
         self.active = Some(Active {
             mem,
             interrupt,
