@@ -14,6 +14,7 @@ pub use debug_exit::DebugExit;
 pub use i8042::{I8042Error, I8042};
 pub use serial::{Serial, MAX_PENDING_INPUT};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -31,6 +32,8 @@ impl vm_superio::Trigger for EventFdTrigger {
 pub struct ExitSignal {
     evt: EventFd,
     code: Mutex<Option<i32>>,
+    /// Set once `code` is; lets vCPUs check after every exit without taking the lock.
+    requested: AtomicBool,
 }
 
 impl ExitSignal {
@@ -39,6 +42,7 @@ impl ExitSignal {
         Ok(Self {
             evt: EventFd::new(EFD_NONBLOCK)?,
             code: Mutex::new(None),
+            requested: AtomicBool::new(false),
         })
     }
 
@@ -47,9 +51,15 @@ impl ExitSignal {
         let mut slot = self.code.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(code);
+            self.requested.store(true, Ordering::Release);
         }
         // A full eventfd counter still wakes the reader, so an error here loses nothing.
         let _ = self.evt.write(1);
+    }
+
+    /// Whether the VM has been asked to end (lock-free, for the vCPU run loop).
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
     }
 
     /// The exit status asked for, if any.

@@ -267,7 +267,7 @@ impl Vcpu {
                 }
             }
             // A device on this vCPU (debug-exit, i8042) may have ended the VM.
-            if self.exit.code().is_some() {
+            if self.exit.is_requested() {
                 break;
             }
         }
