@@ -205,3 +205,64 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The project's guest kernel and root filesystem, as `scripts/build-guest-kernel.sh` and
+/// `scripts/build-rootfs.sh` leave them in build/: the kernel ELF, the qcow2 root image, and the staging
+/// directory the image was made from (its programs also run on the host, for differential tests).
+pub struct GuestImages {
+    pub kernel: PathBuf,
+    pub disk: PathBuf,
+    pub stage: PathBuf,
+}
+
+impl GuestImages {
+    /// The built images. When one is missing the test skips (`None`) with a message, or fails under
+    /// `MICROVM_REQUIRE_KVM=1` or when `CI` is set.
+    pub fn find() -> Option<GuestImages> {
+        let build = workspace_root().join("build");
+        let images = GuestImages {
+            kernel: build.join("guest-kernel"),
+            disk: build.join("rootfs.qcow2"),
+            stage: build.join("rootfs-stage"),
+        };
+        if images.kernel.exists() && images.disk.exists() && images.stage.is_dir() {
+            return Some(images);
+        }
+        let msg = "build/guest-kernel, build/rootfs.qcow2 or build/rootfs-stage is missing: run \
+                   scripts/build-guest-kernel.sh and scripts/build-rootfs.sh first";
+        if std::env::var("MICROVM_REQUIRE_KVM").as_deref() == Ok("1")
+            || std::env::var_os("CI").is_some()
+        {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        None
+    }
+
+    /// KVM and the images, or `None` when the test must skip.
+    pub fn for_vm() -> Option<GuestImages> {
+        if !require_kvm() {
+            return None;
+        }
+        GuestImages::find()
+    }
+
+    /// `microvm` arguments booting the kernel with the root image attached read-only (so tests can run
+    /// in parallel on one image), `extra` arguments, then `--cmdline cmdline`.
+    pub fn args(&self, extra: &[&str], cmdline: &str) -> Vec<String> {
+        let mut args = vec![
+            "--kernel".to_string(),
+            self.kernel.display().to_string(),
+            "--disk".to_string(),
+            format!("{},ro", self.disk.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--cmdline".to_string(), cmdline.to_string()]);
+        args
+    }
+
+    /// A rootfs program built for the guest, to run on the host (`bin/proctest`, `sbin/init`, ...).
+    pub fn host_program(&self, path: &str) -> PathBuf {
+        self.stage.join(path)
+    }
+}

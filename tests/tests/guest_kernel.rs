@@ -6,32 +6,14 @@
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`. Without them
 //! the tests skip with a message (and fail when `CI` is set).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{require_kvm, run, workspace_root, Output};
+use tests::{run, workspace_root, GuestImages, Output};
 
 const T: Duration = Duration::from_secs(60);
 /// What the guest kernel writes to the debug-exit port when it panics.
 const PANIC_EXIT: i32 = 3;
-
-fn artifacts() -> Option<(PathBuf, PathBuf)> {
-    let build = workspace_root().join("build");
-    let kernel = build.join("guest-kernel");
-    let disk = build.join("rootfs.qcow2");
-    if kernel.exists() && disk.exists() {
-        return Some((kernel, disk));
-    }
-    let msg =
-        "build/guest-kernel or build/rootfs.qcow2 is missing: run scripts/build-guest-kernel.sh \
-               and scripts/build-rootfs.sh first";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
 
 fn boot_microvm(extra_cmdline: &str) -> Option<Output> {
     boot_microvm_with("ttyS0", extra_cmdline)
@@ -39,33 +21,15 @@ fn boot_microvm(extra_cmdline: &str) -> Option<Output> {
 
 /// Boots under microvm with the console on `console` (`ttyS0`, or `hvc0` for virtio-console).
 fn boot_microvm_with(console: &str, extra_cmdline: &str) -> Option<Output> {
-    if !require_kvm() {
-        return None;
-    }
-    let (kernel, disk) = artifacts()?;
-    let cmdline = format!("console={console} root=/dev/vda {extra_cmdline}");
-    let disk = format!("{},ro", disk.display());
+    let images = GuestImages::for_vm()?;
     let kind = if console == "hvc0" {
         "virtio"
     } else {
         "serial"
     };
-    Some(run(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--disk",
-            &disk,
-            "--console",
-            kind,
-            "--cmdline",
-            &cmdline,
-            "--boot-timer",
-            "--log-level",
-            "info",
-        ],
-        T,
-    ))
+    let extra = ["--console", kind, "--boot-timer", "--log-level", "info"];
+    let cmdline = format!("console={console} root=/dev/vda {extra_cmdline}");
+    Some(run(&images.args(&extra, &cmdline), T))
 }
 
 fn assert_reached_init(stdout: &str) {
@@ -125,16 +89,12 @@ fn guest_kernel_runs_a_static_non_pie_init() {
 
 #[test]
 fn rootfs_init_also_runs_on_the_host() {
-    let stage = workspace_root().join("build/rootfs-stage/sbin");
+    let Some(images) = GuestImages::find() else {
+        return;
+    };
+    let stage = images.host_program("sbin");
     for name in ["init", "init-nopie"] {
         let bin = stage.join(name);
-        if !bin.exists() {
-            eprintln!(
-                "SKIPPED: {} is missing (scripts/build-rootfs.sh)",
-                bin.display()
-            );
-            return;
-        }
         let out = Command::new(&bin).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{name}: {out:?}");
@@ -169,26 +129,16 @@ fn guest_kernel_system_calls_behave_like_linux() {
 
 #[test]
 fn guest_kernel_writes_to_a_virtio_disk() {
-    if !require_kvm() {
-        return;
-    }
-    let Some((kernel, disk)) = artifacts() else {
+    let Some(images) = GuestImages::for_vm() else {
         return;
     };
     let scratch = std::env::temp_dir().join(format!("microvm-blktest-{}.raw", std::process::id()));
     std::fs::write(&scratch, vec![0u8; 1 << 20]).unwrap();
-    let root = format!("{},ro", disk.display());
     let out = run(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--disk",
-            &root,
-            "--disk",
-            scratch.to_str().unwrap(),
-            "--cmdline",
+        &images.args(
+            &["--disk", scratch.to_str().unwrap()],
             "console=ttyS0 root=/dev/vda blktest=vdb",
-        ],
+        ),
         T,
     );
     let written = std::fs::read(&scratch).unwrap();
@@ -291,16 +241,14 @@ fn guest_kernel_reports_a_kernel_page_fault() {
 
 #[test]
 fn guest_kernel_without_root_device_panics() {
-    if !require_kvm() {
-        return;
-    }
-    let Some((kernel, _)) = artifacts() else {
+    let Some(images) = GuestImages::for_vm() else {
         return;
     };
+    let kernel = images.kernel.to_str().unwrap();
     let out = run(
         &[
             "--kernel",
-            kernel.to_str().unwrap(),
+            kernel,
             "--cmdline",
             "console=ttyS0 root=/dev/vda",
         ],
@@ -316,7 +264,7 @@ fn guest_kernel_without_root_device_panics() {
 
 /// Runs scripts/run-qemu.sh (QEMU `-M microvm,acpi=off`, TCG) with extra command-line words.
 fn boot_qemu(extra_cmdline: &str) -> Option<Output> {
-    let (kernel, disk) = artifacts()?;
+    let images = GuestImages::find()?;
     let script = workspace_root().join("scripts/run-qemu.sh");
     let have_qemu = Command::new("sh")
         .args(["-c", "command -v qemu-system-x86_64"])
@@ -330,8 +278,8 @@ fn boot_qemu(extra_cmdline: &str) -> Option<Output> {
         .arg("120")
         .arg(script)
         .arg(extra_cmdline)
-        .env("KERNEL", kernel)
-        .env("DISK", disk)
+        .env("KERNEL", &images.kernel)
+        .env("DISK", &images.disk)
         .output()
         .expect("cannot run scripts/run-qemu.sh");
     let out = Output {

@@ -8,51 +8,19 @@
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`. Without them the
 //! tests skip with a message, and fail under `MICROVM_REQUIRE_KVM=1` (or when `CI` is set).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use tests::{require_kvm, workspace_root, Output, Vm};
+use tests::{GuestImages, Output, Vm};
 
 const T: Duration = Duration::from_secs(60);
 
-fn artifacts() -> Option<(PathBuf, PathBuf)> {
-    let build = workspace_root().join("build");
-    let kernel = build.join("guest-kernel");
-    let disk = build.join("rootfs.qcow2");
-    if kernel.exists() && disk.exists() {
-        return Some((kernel, disk));
-    }
-    let msg =
-        "build/guest-kernel or build/rootfs.qcow2 is missing: run scripts/build-guest-kernel.sh \
-               and scripts/build-rootfs.sh first";
-    if std::env::var("MICROVM_REQUIRE_KVM").as_deref() == Ok("1")
-        || std::env::var_os("CI").is_some()
-    {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 /// Starts the guest kernel with its console on hvc0 and the 8250 in `serial` mode (`stdio` or `off`).
 fn spawn_hvc0(serial: &str) -> Option<Vm> {
-    if !require_kvm() {
-        return None;
-    }
-    let (kernel, disk) = artifacts()?;
-    let disk = format!("{},ro", disk.display());
-    Some(Vm::spawn(&[
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--disk",
-        &disk,
-        "--console",
-        "virtio",
-        "--serial",
-        serial,
-        "--cmdline",
-        "console=hvc0 root=/dev/vda",
-    ]))
+    let images = GuestImages::for_vm()?;
+    let extra = ["--console", "virtio", "--serial", serial];
+    Some(Vm::spawn(
+        &images.args(&extra, "console=hvc0 root=/dev/vda"),
+    ))
 }
 
 /// What init and the kernel print after the switch to hvc0, up to the power-off.
