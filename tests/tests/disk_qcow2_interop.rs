@@ -89,7 +89,7 @@ fn open_qcow2(img: &Path, ro: bool) -> Box<dyn DiskFile> {
         img,
         &DiskOptions {
             read_only: ro,
-            format: None,
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("open {img:?}: {e} ({:?})", std::error::Error::source(&e)))
@@ -391,6 +391,7 @@ fn disk_writable_image_is_locked_against_second_writer_and_qemu() {
         &DiskOptions {
             read_only: false,
             format: Some(ImageFormat::Qcow2),
+            ..Default::default()
         },
     );
     assert!(

@@ -70,6 +70,28 @@ pub enum DiskFormat {
     Qcow2,
 }
 
+/// How a drive's requests are carried out (Firecracker's `io_engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoEngine {
+    /// One request at a time on the VMM thread.
+    #[default]
+    Sync,
+    /// io_uring: all requests of a batch in flight at once (falls back to `Sync`, with a warning, where
+    /// io_uring is unavailable).
+    Async,
+}
+
+/// How a drive's data reaches the image file (Firecracker's `cache_type` field; Firecracker's `Unsafe`,
+/// which ignores flushes, is not offered, and `Direct` is ours: QEMU's `cache=none`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheType {
+    /// Through the host page cache; flush requests write back and sync.
+    #[default]
+    Writeback,
+    /// Guest data with `O_DIRECT`, bypassing the host page cache; flush requests still sync.
+    Direct,
+}
+
 /// A virtio-blk disk. The first drive is the guest's /dev/vda.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,33 +107,50 @@ pub struct DriveConfig {
     /// Detected from the file's magic when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DiskFormat>,
+    #[serde(default)]
+    pub io_engine: IoEngine,
+    #[serde(default)]
+    pub cache_type: CacheType,
 }
 
 impl DriveConfig {
-    /// Parses the `--disk` syntax `PATH[,ro][,id=ID][,format=raw|qcow2]`. Without `id=`, the id is empty
-    /// and the caller names the drive by its position.
+    /// A writable drive with the default engine and cache, not the root device.
+    pub fn new(drive_id: impl Into<String>, path_on_host: impl Into<PathBuf>) -> Self {
+        Self {
+            drive_id: drive_id.into(),
+            path_on_host: path_on_host.into(),
+            is_root_device: false,
+            is_read_only: false,
+            format: None,
+            io_engine: IoEngine::default(),
+            cache_type: CacheType::default(),
+        }
+    }
+
+    /// Parses the `--disk` syntax
+    /// `PATH[,ro][,id=ID][,format=raw|qcow2][,io_engine=sync|async][,cache_type=writeback|direct]`.
+    /// Without `id=`, the id is empty and the caller names the drive by its position.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(',');
         let path = parts.next().unwrap_or_default();
         if path.is_empty() {
             return Err(format!("--disk {spec:?}: missing the image path"));
         }
-        let mut drive = DriveConfig {
-            drive_id: String::new(),
-            path_on_host: path.into(),
-            is_root_device: false,
-            is_read_only: false,
-            format: None,
-        };
+        let mut drive = DriveConfig::new("", path);
         for opt in parts {
             match opt.split_once('=') {
                 None if opt == "ro" => drive.is_read_only = true,
                 Some(("id", id)) if !id.is_empty() => drive.drive_id = id.to_owned(),
                 Some(("format", "raw")) => drive.format = Some(DiskFormat::Raw),
                 Some(("format", "qcow2")) => drive.format = Some(DiskFormat::Qcow2),
+                Some(("io_engine", "sync")) => drive.io_engine = IoEngine::Sync,
+                Some(("io_engine", "async")) => drive.io_engine = IoEngine::Async,
+                Some(("cache_type", "writeback")) => drive.cache_type = CacheType::Writeback,
+                Some(("cache_type", "direct")) => drive.cache_type = CacheType::Direct,
                 _ => {
                     return Err(format!(
-                        "--disk {spec:?}: unknown option {opt:?} (expected ro, id=ID, format=raw|qcow2)"
+                        "--disk {spec:?}: unknown option {opt:?} (expected ro, id=ID, format=raw|qcow2, \
+                         io_engine=sync|async, cache_type=writeback|direct)"
                     ))
                 }
             }
@@ -486,6 +525,26 @@ mod tests {
         assert!(DriveConfig::parse("a,rw").is_err());
         assert!(DriveConfig::parse("a,format=vmdk").is_err());
         assert!(DriveConfig::parse("a,id=").is_err());
+        let d = DriveConfig::parse("a,io_engine=async,cache_type=direct").unwrap();
+        assert_eq!(
+            (d.io_engine, d.cache_type),
+            (IoEngine::Async, CacheType::Direct)
+        );
+        assert!(DriveConfig::parse("a,io_engine=Async").is_err());
+        assert!(DriveConfig::parse("a,cache_type=unsafe").is_err());
+        let d: DriveConfig = serde_json::from_str(
+            r#"{"drive_id":"x","path_on_host":"a","io_engine":"Async","cache_type":"Direct"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.io_engine, d.cache_type),
+            (IoEngine::Async, CacheType::Direct)
+        );
+        let e = serde_json::from_str::<DriveConfig>(
+            r#"{"drive_id":"x","path_on_host":"a","cache_type":"Unsafe"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `Unsafe`"), "{e}");
 
         let mut c = config();
         c.drives = vec![

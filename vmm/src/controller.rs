@@ -551,11 +551,9 @@ mod tests {
             .contains("kernel_image_path /nonexistent/kernel"));
         let exe = std::env::current_exe().unwrap();
         let drive = |id: &str, root: bool| DriveConfig {
-            drive_id: id.into(),
-            path_on_host: exe.clone(),
             is_root_device: root,
             is_read_only: true,
-            format: None,
+            ..DriveConfig::new(id, exe.clone())
         };
         c.handle(Action::PutDrive(drive("a", true)), &mut m)
             .unwrap();

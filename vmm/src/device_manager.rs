@@ -18,9 +18,9 @@ use event_manager::MutEventSubscriber;
 use kvm_ioctls::{IoEventAddress, VmFd};
 
 use crate::arch::x86_64::layout;
-use crate::config::{DiskFormat, DriveConfig, NetConfig};
+use crate::config::{CacheType, DiskFormat, DriveConfig, IoEngine, NetConfig};
 use devices::bus::{Bus, BusError};
-use devices::disk::{open_disk, DiskError, DiskOptions, ImageFormat};
+use devices::disk::{open_disk, CacheMode, DiskError, DiskOptions, ImageFormat};
 use devices::virtio::block::BlockError;
 use devices::virtio::mmio::{MmioError, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::net::tap::{Tap, TapError};
@@ -104,6 +104,10 @@ impl DeviceManager {
                 DiskFormat::Raw => ImageFormat::Raw,
                 DiskFormat::Qcow2 => ImageFormat::Qcow2,
             }),
+            cache: match drive.cache_type {
+                CacheType::Writeback => CacheMode::Writeback,
+                CacheType::Direct => CacheMode::Direct,
+            },
         };
         let disk = open_disk(&drive.path_on_host, &opts).map_err(|source| DeviceError::Disk {
             path: drive.path_on_host.clone(),
@@ -114,6 +118,10 @@ impl DeviceManager {
                 disk,
                 &BlockConfig {
                     id: drive.drive_id.clone(),
+                    io_engine: match drive.io_engine {
+                        IoEngine::Sync => devices::virtio::IoEngine::Sync,
+                        IoEngine::Async => devices::virtio::IoEngine::Async,
+                    },
                 },
             )
             .map_err(DeviceError::Block)?,
@@ -262,11 +270,8 @@ mod tests {
             let path = dir.join(format!("d{i}.raw"));
             std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
             let drive = DriveConfig {
-                drive_id: format!("d{i}"),
-                path_on_host: path,
-                is_root_device: false,
                 is_read_only: i == 1,
-                format: None,
+                ..DriveConfig::new(format!("d{i}"), path)
             };
             dm.add_block(&mem, &drive).unwrap();
         }
@@ -278,13 +283,7 @@ mod tests {
         );
         assert_eq!(dm.subscribers().len(), 3);
         assert!(dm.console().is_some());
-        let missing = DriveConfig {
-            drive_id: "x".into(),
-            path_on_host: dir.join("nope.raw"),
-            is_root_device: false,
-            is_read_only: false,
-            format: None,
-        };
+        let missing = DriveConfig::new("x", dir.join("nope.raw"));
         assert!(matches!(
             dm.add_block(&mem, &missing),
             Err(DeviceError::Disk { .. })

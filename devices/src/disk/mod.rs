@@ -20,7 +20,7 @@ pub mod test_utils;
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +63,13 @@ pub enum DiskError {
     /// imago refused to open the qcow2 image (or its backing chain).
     #[error("cannot open qcow2 image {path:?}: {source}")]
     Qcow2Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `cache=direct` was asked for, but the image cannot be opened with `O_DIRECT`.
+    #[error("cannot open disk image {path:?} with O_DIRECT (cache_type Direct): {source}")]
+    Direct {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -120,6 +127,23 @@ pub trait DiskFile: Send {
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.read_vectored(offset, &[VolatileSlice::from(buf)])
     }
+    /// Where a read or write of `bufs` at `offset` can go straight to a host file, with no format work and
+    /// no change to the image's metadata: the file's descriptor, with the host runs `(file offset, length)`
+    /// that hold the range, in guest order, appended to `runs`. `None` when the request needs the backend's
+    /// own `read_vectored`/`write_vectored` (also for any request those would refuse, so they report the
+    /// error). The asynchronous engine submits such requests to io_uring; the descriptor stays valid while
+    /// the disk lives, and the runs stay valid until the next call that changes the image's metadata
+    /// (`write_vectored`, `discard`, `write_zeroes`), which the engine only makes with nothing in flight.
+    fn plain_runs(
+        &mut self,
+        _offset: u64,
+        _bufs: &[VolatileSlice<'_>],
+        _write: bool,
+        _runs: &mut Vec<(u64, u64)>,
+    ) -> Result<Option<RawFd>> {
+        Ok(None)
+    }
+
     /// Writes one plain buffer.
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
         // SAFETY: the slice covers exactly `buf`, which stays borrowed (alive) for the duration of the
@@ -138,6 +162,20 @@ pub enum ImageFormat {
     Qcow2,
 }
 
+/// How data reaches the image file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Through the host page cache (buffered reads and writes; a flush writes back and syncs).
+    #[default]
+    Writeback,
+    /// Guest data with `O_DIRECT`, bypassing the host page cache (QEMU's `cache=none`, Cloud Hypervisor's
+    /// `direct=on`). Requests whose buffers, offset or length do not meet the file's `O_DIRECT` alignment,
+    /// and qcow2 metadata (read and written by imago), still go through the page cache; Linux keeps the
+    /// two coherent (a direct read writes back dirty cached pages of its range first, a direct write
+    /// invalidates them). A flush still syncs the file.
+    Direct,
+}
+
 /// How to open a disk.
 #[derive(Clone, Debug, Default)]
 pub struct DiskOptions {
@@ -145,6 +183,8 @@ pub struct DiskOptions {
     pub read_only: bool,
     /// The format; `None` probes the file's first bytes.
     pub format: Option<ImageFormat>,
+    /// Page cache or `O_DIRECT` for guest data.
+    pub cache: CacheMode,
 }
 
 /// Detects the format of an image from its first bytes.
@@ -169,9 +209,79 @@ pub fn open_disk(path: &Path, opts: &DiskOptions) -> Result<Box<dyn DiskFile>> {
         None => probe_format(path)?,
     };
     Ok(match format {
-        ImageFormat::Raw => Box::new(RawFile::open(path, opts.read_only)?),
-        ImageFormat::Qcow2 => Box::new(Qcow2File::open(path, opts.read_only)?),
+        ImageFormat::Raw => Box::new(RawFile::open_with(path, opts.read_only, opts.cache)?),
+        ImageFormat::Qcow2 => Box::new(Qcow2File::open_with(path, opts.read_only, opts.cache)?),
     })
+}
+
+/// A second descriptor of an open image file with `O_DIRECT`, and the alignment its requests need.
+#[derive(Debug)]
+pub(crate) struct DirectFile {
+    pub(crate) file: File,
+    /// Every buffer's address must be a multiple of this.
+    mem_align: u64,
+    /// File offsets and every buffer's length must be multiples of this.
+    offset_align: u64,
+}
+
+impl DirectFile {
+    /// Reopens `file` (through /proc/self/fd, so it is the same inode even if the path has changed) with
+    /// `O_DIRECT`; errors when the file system cannot do direct I/O.
+    pub(crate) fn reopen(path: &Path, file: &File, read_only: bool) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |source: io::Error| DiskError::Direct {
+            path: path.to_path_buf(),
+            source,
+        };
+        let direct = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(err)?;
+        // SAFETY: `statx` is a plain C struct for which all-zero bytes are a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is valid, the path is an empty C string (AT_EMPTY_PATH: the descriptor
+        // itself), and `stx` is a writable statx the call fills.
+        let ret = unsafe {
+            libc::statx(
+                direct.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_DIOALIGN,
+                &mut stx,
+            )
+        };
+        let reported = ret == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0;
+        let (mem_align, offset_align) = if reported {
+            if stx.stx_dio_mem_align == 0 {
+                return Err(err(io::Error::from_raw_os_error(libc::EINVAL)));
+            }
+            (
+                u64::from(stx.stx_dio_mem_align),
+                u64::from(stx.stx_dio_offset_align),
+            )
+        } else {
+            // Kernels before 6.1 do not say; a page is enough for every common file system.
+            (4096, 4096)
+        };
+        Ok(Self {
+            file: direct,
+            mem_align: mem_align.max(1),
+            offset_align: offset_align.max(1),
+        })
+    }
+
+    /// Whether `O_DIRECT` can move `bufs` to or from the file runs `runs`.
+    pub(crate) fn fits(&self, bufs: &[VolatileSlice<'_>], runs: &[(u64, u64)]) -> bool {
+        let (m, o) = (self.mem_align, self.offset_align);
+        runs.iter()
+            .all(|&(off, len)| off.is_multiple_of(o) && len.is_multiple_of(o))
+            && bufs.iter().all(|b| {
+                (b.ptr_guard().as_ptr() as u64).is_multiple_of(m)
+                    && (b.len() as u64).is_multiple_of(o)
+            })
+    }
 }
 
 /// Opens `path` for reading (and writing unless `read_only`); a writable file is locked exclusively.
@@ -232,7 +342,7 @@ pub(crate) fn total_len(bufs: &[VolatileSlice<'_>]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -267,7 +377,7 @@ mod tests {
         }
         let ro = DiskOptions {
             read_only: true,
-            format: None,
+            ..Default::default()
         };
         assert!(open_disk(&p, &ro).is_ok());
         drop(first);

@@ -6,12 +6,14 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 use vm_memory::VolatileSlice;
 
-use super::{check_range, open_locked, total_len, DiskError, DiskFile, Result};
+use super::{
+    check_range, open_locked, total_len, CacheMode, DirectFile, DiskError, DiskFile, Result,
+};
 
 /// At most this many iovecs go into one `preadv`/`pwritev` (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
@@ -24,13 +26,36 @@ pub struct RawFile {
     read_only: bool,
     /// Cleared after the file system said it cannot punch holes.
     can_punch: bool,
+    /// The `O_DIRECT` descriptor with [`CacheMode::Direct`].
+    direct: Option<DirectFile>,
 }
 
 impl RawFile {
-    /// Opens `path`; a writable image is locked exclusively.
+    /// Opens `path` with the page cache; a writable image is locked exclusively.
     pub fn open(path: &Path, read_only: bool) -> Result<Self> {
+        Self::open_with(path, read_only, CacheMode::Writeback)
+    }
+
+    /// Opens `path` with the given cache mode; a writable image is locked exclusively.
+    pub fn open_with(path: &Path, read_only: bool, cache: CacheMode) -> Result<Self> {
         let file = open_locked(path, read_only)?;
-        Self::from_file(file, read_only)
+        let direct = match cache {
+            CacheMode::Writeback => None,
+            CacheMode::Direct => Some(DirectFile::reopen(path, &file, read_only)?),
+        };
+        Ok(Self {
+            direct,
+            ..Self::from_file(file, read_only)?
+        })
+    }
+
+    /// The descriptor that moves `bufs` at `offset`: the `O_DIRECT` one when there is one and the request
+    /// fits its alignment, else the buffered one.
+    fn data_file(&self, offset: u64, bufs: &[VolatileSlice<'_>]) -> &File {
+        match &self.direct {
+            Some(d) if d.fits(bufs, &[(offset, total_len(bufs))]) => &d.file,
+            _ => &self.file,
+        }
     }
 
     /// Wraps an already opened (and, if writable, already locked) file.
@@ -42,6 +67,7 @@ impl RawFile {
             size,
             read_only,
             can_punch: true,
+            direct: None,
         })
     }
 
@@ -176,7 +202,7 @@ impl DiskFile for RawFile {
 
     fn read_vectored(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<()> {
         check_range(offset, total_len(bufs), self.size)?;
-        transfer_all(&self.file, offset, bufs, false).map_err(DiskError::Io)
+        transfer_all(self.data_file(offset, bufs), offset, bufs, false).map_err(DiskError::Io)
     }
 
     fn write_vectored(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<()> {
@@ -184,7 +210,22 @@ impl DiskFile for RawFile {
             return Err(DiskError::ReadOnly);
         }
         check_range(offset, total_len(bufs), self.size)?;
-        transfer_all(&self.file, offset, bufs, true).map_err(DiskError::Io)
+        transfer_all(self.data_file(offset, bufs), offset, bufs, true).map_err(DiskError::Io)
+    }
+
+    fn plain_runs(
+        &mut self,
+        offset: u64,
+        bufs: &[VolatileSlice<'_>],
+        write: bool,
+        runs: &mut Vec<(u64, u64)>,
+    ) -> Result<Option<RawFd>> {
+        let len = total_len(bufs);
+        if (write && self.read_only) || check_range(offset, len, self.size).is_err() {
+            return Ok(None);
+        }
+        runs.push((offset, len));
+        Ok(Some(self.data_file(offset, bufs).as_raw_fd()))
     }
 
     fn flush(&mut self) -> Result<()> {

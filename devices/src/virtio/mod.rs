@@ -31,7 +31,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemoryMmap;
 
-pub use block::{Block, BlockConfig, BlockMetrics};
+pub use block::{Block, BlockConfig, BlockMetrics, IoEngine};
 pub use console::Console;
 pub use interrupt::VirtioInterrupt;
 pub use mmio::MmioTransport;

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{BootSource, DiskFormat, DriveConfig, MachineConfig, NetConfig};
+use crate::config::{
+    BootSource, CacheType, DiskFormat, DriveConfig, IoEngine, MachineConfig, NetConfig,
+};
 
 /// What a client asked for, parsed and checked for shape (values are checked by the VMM thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +68,8 @@ impl ApiError {
     }
 }
 
-/// `PUT /drives/{id}` body. Firecracker requires `drive_id` and `is_root_device`; `format` is ours.
+/// `PUT /drives/{id}` body. Firecracker requires `drive_id` and `is_root_device`; `io_engine` and
+/// `cache_type` are Firecracker's fields (`cache_type` with our `Writeback`/`Direct`); `format` is ours.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DriveBody {
@@ -77,6 +80,10 @@ struct DriveBody {
     is_read_only: bool,
     #[serde(default)]
     format: Option<DiskFormat>,
+    #[serde(default)]
+    io_engine: IoEngine,
+    #[serde(default)]
+    cache_type: CacheType,
 }
 
 /// `PUT /actions` body.
@@ -151,6 +158,8 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
                 is_root_device: b.is_root_device,
                 is_read_only: b.is_read_only,
                 format: b.format,
+                io_engine: b.io_engine,
+                cache_type: b.cache_type,
             }))
         }
         (["drives", id], _) if !id.is_empty() => Err(not_allowed()),
@@ -228,6 +237,22 @@ mod tests {
             panic!()
         };
         assert!(d.is_root_device && d.is_read_only && d.format.is_none());
+        assert_eq!(
+            (d.io_engine, d.cache_type),
+            (IoEngine::Sync, CacheType::Writeback)
+        );
+        let Action::PutDrive(d) = ok(
+            "PUT",
+            "/drives/data",
+            r#"{"drive_id": "data", "path_on_host": "/d.img", "is_root_device": false,
+                "io_engine": "Async", "cache_type": "Direct"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (d.io_engine, d.cache_type),
+            (IoEngine::Async, CacheType::Direct)
+        );
         let Action::PutNetworkInterface(n) = ok(
             "PUT",
             "/network-interfaces/eth0",
@@ -290,6 +315,13 @@ mod tests {
         );
         assert_eq!(status("PATCH", "/vm", r#"{"state": "Stopped"}"#), 400);
         assert_eq!(status("PUT", "/boot-source", r#"{"boot_args": "x"}"#), 400);
+        // Bad engine or cache values are refused.
+        for bad in [r#""io_engine": "Uring""#, r#""cache_type": "Unsafe""#] {
+            let body = format!(
+                r#"{{"drive_id": "a", "path_on_host": "/x", "is_root_device": false, {bad}}}"#
+            );
+            assert_eq!(status("PUT", "/drives/a", &body), 400, "{body}");
+        }
         // Path and body ids must agree; Firecracker requires is_root_device.
         assert_eq!(
             status(

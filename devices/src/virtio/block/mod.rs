@@ -3,10 +3,13 @@
 //! The guest kicks queue 0; the notify EventFd wakes [`Block`] on the VMM thread (it is an event-manager
 //! `MutEventSubscriber`, token [`Block::PROCESS_QUEUE`]); it pops each descriptor chain, parses it with
 //! [`request::parse_request`], runs it with [`request::execute`], returns it on the used ring and raises
-//! the interrupt once per batch. Offered features: VERSION_1, FLUSH, SEG_MAX, SIZE_MAX, BLK_SIZE, RO for a
+//! the interrupt once per batch. With [`IoEngine::Async`] reads and writes go to io_uring instead and are
+//! answered as they complete, out of order, when the ring's EventFd wakes the device
+//! ([`Block::COMPLETION`]); see [`io_engine`]. Offered features: VERSION_1, FLUSH, SEG_MAX, SIZE_MAX, BLK_SIZE, RO for a
 //! read-only disk, DISCARD and WRITE_ZEROES when the backend can. Per-device counters live in
 //! [`BlockMetrics`] (atomics, shared with whoever reports metrics).
 
+pub mod io_engine;
 pub mod request;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +24,11 @@ use virtio_bindings::virtio_blk::{
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use self::request::{execute, parse_request, RequestType, MAX_DISCARD_SEGMENTS, SECTOR_SIZE};
+pub use self::io_engine::IoEngine;
+use self::io_engine::{AsyncIo, Completion, MAX_RUNS};
+use self::request::{
+    execute, parse_request, slices, Request, RequestType, MAX_DISCARD_SEGMENTS, SECTOR_SIZE,
+};
 use super::{
     read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
     TYPE_BLOCK,
@@ -70,7 +77,14 @@ pub struct BlockMetrics {
 pub struct BlockConfig {
     /// The drive id, returned by GET_ID (truncated to 20 bytes).
     pub id: String,
+    /// The engine asked for; `Async` falls back to `Sync` where io_uring is unavailable.
+    pub io_engine: IoEngine,
 }
+
+/// Submission queue entries of a device's io_uring: room for 32 requests of [`MAX_RUNS`] runs, or for
+/// every request a full virtqueue can hold when each lies in one host run (raw images, qcow2 requests
+/// within one cluster run).
+const URING_ENTRIES: u32 = 256;
 
 struct Active {
     mem: GuestMemoryMmap,
@@ -90,11 +104,20 @@ pub struct Block {
     broken: bool,
     metrics: Arc<BlockMetrics>,
     warn: LogLimiter,
+    /// The io_uring engine, with [`IoEngine::Async`].
+    engine: Option<AsyncIo>,
+    /// Set when chains were left on the avail ring because the engine was full; completions resume them.
+    stalled: bool,
+    /// Scratch: the host runs of the request being started, and finished requests.
+    runs: Vec<(u64, u64)>,
+    completions: Vec<Completion>,
 }
 
 impl Block {
     /// Event token of the request queue's notify EventFd.
     pub const PROCESS_QUEUE: u32 = 0;
+    /// Event token of the io_uring completion EventFd ([`IoEngine::Async`]).
+    pub const COMPLETION: u32 = 1;
 
     /// A block device serving `disk`.
     pub fn new(disk: Box<dyn DiskFile>, cfg: &BlockConfig) -> Result<Self, BlockError> {
@@ -116,6 +139,19 @@ impl Block {
             }
         }
         let config = build_config(disk.size() / SECTOR_SIZE);
+        let engine = match cfg.io_engine {
+            IoEngine::Sync => None,
+            IoEngine::Async => match AsyncIo::new(URING_ENTRIES) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    log::warn!(
+                        "virtio-blk {:?}: io_uring unavailable ({e}); using the synchronous engine",
+                        cfg.id
+                    );
+                    None
+                }
+            },
+        };
         Ok(Self {
             disk,
             id,
@@ -127,7 +163,30 @@ impl Block {
             broken: false,
             metrics: Arc::new(BlockMetrics::default()),
             warn: LogLimiter::default(),
+            engine,
+            stalled: false,
+            runs: Vec::new(),
+            completions: Vec::new(),
         })
+    }
+
+    /// The engine in use (`Sync` when `Async` was asked for but io_uring is unavailable).
+    pub fn io_engine(&self) -> IoEngine {
+        if self.engine.is_some() {
+            IoEngine::Async
+        } else {
+            IoEngine::Sync
+        }
+    }
+
+    /// The io_uring completion EventFd, with the asynchronous engine.
+    pub fn completion_evt(&self) -> Option<&EventFd> {
+        self.engine.as_ref().map(AsyncIo::completion_evt)
+    }
+
+    /// Requests submitted to the asynchronous engine and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.engine.as_ref().map_or(0, AsyncIo::in_flight)
     }
 
     /// The device's counters.
@@ -137,10 +196,54 @@ impl Block {
 
     /// Flushes the disk (the VMM calls this when the VM stops).
     pub fn flush_disk(&mut self) -> crate::disk::Result<()> {
+        self.drain_engine();
         self.disk.flush()
     }
 
-    /// Processes every available request; returns how many chains were completed.
+    /// Waits for every request in flight and returns them to the guest.
+    fn drain_engine(&mut self) {
+        if let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_mut()) {
+            engine.drain(&active.mem, &mut self.completions);
+            let n = self.completions.len();
+            return_completions(
+                active,
+                &mut self.completions,
+                &self.metrics,
+                &mut self.warn,
+                &mut self.broken,
+            );
+            if n > 0 {
+                active.interrupt.signal_used_queue();
+            }
+        }
+    }
+
+    /// Answers the requests the asynchronous engine has completed (the VMM thread calls this when the
+    /// completion EventFd fires), then resumes a queue that was left waiting for room; returns how many
+    /// chains were completed.
+    pub fn process_completions(&mut self) -> usize {
+        let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_mut()) else {
+            return 0;
+        };
+        engine.complete(&active.mem, &mut self.completions);
+        let mut done = return_completions(
+            active,
+            &mut self.completions,
+            &self.metrics,
+            &mut self.warn,
+            &mut self.broken,
+        );
+        if done > 0 && active.queue.needs_notification(&active.mem).unwrap_or(true) {
+            active.interrupt.signal_used_queue();
+        }
+        if self.stalled {
+            done += self.process_queue();
+        }
+        done
+    }
+
+    /// Processes every available request; returns how many chains were completed (with the asynchronous
+    /// engine, requests still in flight complete later, through [`Block::process_completions`]).
     pub fn process_queue(&mut self) -> usize {
         let Some(active) = self.active.as_mut() else {
             return 0;
@@ -150,7 +253,15 @@ impl Block {
         }
         let capacity = self.disk.size() / SECTOR_SIZE;
         let mut done = 0;
+        self.stalled = false;
         loop {
+            if let Some(engine) = self.engine.as_mut() {
+                if !engine.has_room() {
+                    // The rest stays on the avail ring until completions make room.
+                    self.stalled = true;
+                    break;
+                }
+            }
             let chain = match active.queue.iter(&active.mem) {
                 Ok(mut it) => it.next(),
                 Err(e) => {
@@ -165,6 +276,27 @@ impl Block {
             let head = chain.head_index();
             let used_len = match parse_request(&active.mem, chain, SEG_MAX as usize + 2, capacity) {
                 Ok(req) => {
+                    if let Some(engine) = self.engine.as_mut() {
+                        if start_async(
+                            engine,
+                            &active.mem,
+                            self.disk.as_mut(),
+                            &req,
+                            head,
+                            &mut self.runs,
+                        ) {
+                            continue;
+                        }
+                        // Served synchronously: only after everything in flight has completed.
+                        engine.drain(&active.mem, &mut self.completions);
+                        done += return_completions(
+                            active,
+                            &mut self.completions,
+                            &self.metrics,
+                            &mut self.warn,
+                            &mut self.broken,
+                        );
+                    }
                     let out = execute(&req, &active.mem, self.disk.as_mut(), &self.id);
                     count(&self.metrics, req.request_type, req.data_len, out.status);
                     out.used_len
@@ -189,6 +321,9 @@ impl Block {
                     }
                 }
             };
+            if self.broken {
+                break;
+            }
             if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
                 self.warn.warn(format_args!(
                     "virtio-blk: cannot return descriptor {head}: {e}"
@@ -198,11 +333,95 @@ impl Block {
             }
             done += 1;
         }
+        if let Some(engine) = self.engine.as_mut() {
+            // One io_uring_enter for the whole batch; reads served from the page cache are complete when it
+            // returns, so answer what is done right away.
+            if let Err(e) = engine.submit() {
+                log::error!("virtio-blk: io_uring submit failed: {e}");
+                engine.drain(&active.mem, &mut self.completions);
+            }
+            engine.complete(&active.mem, &mut self.completions);
+            done += return_completions(
+                active,
+                &mut self.completions,
+                &self.metrics,
+                &mut self.warn,
+                &mut self.broken,
+            );
+        }
         if done > 0 && active.queue.needs_notification(&active.mem).unwrap_or(true) {
             active.interrupt.signal_used_queue();
         }
         done
     }
+}
+
+/// Hands `req` to the asynchronous engine when it is a read or write whose data lies plainly in a host
+/// file in at most [`MAX_RUNS`] runs; `false` when it must be served synchronously.
+fn start_async(
+    engine: &mut AsyncIo,
+    mem: &GuestMemoryMmap,
+    disk: &mut dyn DiskFile,
+    req: &Request,
+    head: u16,
+    runs: &mut Vec<(u64, u64)>,
+) -> bool {
+    let write = match req.request_type {
+        RequestType::In => false,
+        RequestType::Out => true,
+        _ => return false,
+    };
+    if req.data_len == 0 {
+        return false;
+    }
+    let Ok(bufs) = slices(mem, &req.data) else {
+        return false;
+    };
+    runs.clear();
+    // An error here (a damaged qcow2 table) is reported by the synchronous path.
+    let Ok(Some(fd)) = disk.plain_runs(req.sector * SECTOR_SIZE, &bufs, write, runs) else {
+        return false;
+    };
+    if runs.is_empty() || runs.len() > MAX_RUNS {
+        return false;
+    }
+    engine.push(
+        head,
+        req.status,
+        req.request_type,
+        req.data_len,
+        fd,
+        runs,
+        &bufs,
+    );
+    true
+}
+
+/// Puts finished requests on the used ring and counts them; returns how many were returned.
+fn return_completions(
+    active: &mut Active,
+    completions: &mut Vec<Completion>,
+    metrics: &BlockMetrics,
+    warn: &mut LogLimiter,
+    broken: &mut bool,
+) -> usize {
+    let mut n = 0;
+    for c in completions.drain(..) {
+        count(metrics, c.request_type, c.data_len, c.status);
+        if *broken {
+            continue;
+        }
+        if let Err(e) = active.queue.add_used(&active.mem, c.head, c.used_len) {
+            warn.warn(format_args!(
+                "virtio-blk: cannot return descriptor {}: {e}",
+                c.head
+            ));
+            *broken = true;
+            continue;
+        }
+        n += 1;
+    }
+    n
 }
 
 fn count(m: &BlockMetrics, t: RequestType, len: u64, status: u8) {
@@ -291,6 +510,12 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
+        // Requests in flight still write into guest memory: let them finish before letting go of it.
+        if let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_ref()) {
+            engine.drain(&active.mem, &mut self.completions);
+            self.completions.clear();
+        }
+        self.stalled = false;
         self.active = None;
         self.broken = false;
         self.acked_features = 0;
@@ -312,6 +537,12 @@ impl MutEventSubscriber for Block {
                 let _ = self.queue_evts[0].read();
                 self.process_queue();
             }
+            Self::COMPLETION => {
+                if let Some(engine) = &self.engine {
+                    let _ = engine.completion_evt().read();
+                }
+                self.process_completions();
+            }
             other => log::warn!("virtio-blk: unexpected event token {other}"),
         }
     }
@@ -321,8 +552,27 @@ impl MutEventSubscriber for Block {
         if let Err(e) = ops.add(ev) {
             log::error!("virtio-blk: cannot register the queue EventFd: {e:?}");
         }
+        if let Some(engine) = &self.engine {
+            let ev = Events::with_data(engine.completion_evt(), Self::COMPLETION, EventSet::IN);
+            if let Err(e) = ops.add(ev) {
+                log::error!("virtio-blk: cannot register the io_uring EventFd: {e:?}");
+            }
+        }
     }
 }
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // The kernel may still be reading from or writing to guest memory and the disk's descriptors.
+        if let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_ref()) {
+            engine.drain(&active.mem, &mut self.completions);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod engine_tests;
 
 #[cfg(test)]
 mod tests {
@@ -353,6 +603,7 @@ mod tests {
                 Box::new(disk),
                 &BlockConfig {
                     id: "vda-serial".into(),
+                    ..Default::default()
                 },
             )
             .unwrap(),

@@ -310,7 +310,7 @@ fn copy_from_segments(
 }
 
 /// Borrowed views of the data segments, split where they cross guest memory regions.
-fn slices<'m>(
+pub(crate) fn slices<'m>(
     mem: &'m GuestMemoryMmap,
     segs: &[Segment],
 ) -> Result<Vec<VolatileSlice<'m>>, vm_memory::GuestMemoryError> {

@@ -1,0 +1,421 @@
+//! The asynchronous I/O engine of virtio-blk: reads and writes through io_uring.
+//!
+//! With [`IoEngine::Async`] (Firecracker's `io_engine: Async`), [`Block`](super::Block) hands every read
+//! and write whose data lies plainly in a host file ([`DiskFile::plain_runs`]: all of a raw image, the
+//! allocated clusters of a qcow2 image) to [`AsyncIo`]: one `IORING_OP_READV`/`WRITEV` per host run,
+//! all requests of a notify batch submitted with one `io_uring_enter`. Completions arrive in any order on
+//! the completion queue; the ring signals an EventFd that the VMM thread polls ([`Block::COMPLETION`]
+//! (super::Block::COMPLETION)), and a request is answered (status byte, used ring) once all its runs are
+//! done. Everything else (flush, discard, write-zeroes, GET_ID, qcow2 requests that need imago) runs
+//! synchronously as with [`IoEngine::Sync`], but only after every request in flight has completed
+//! ([`AsyncIo::drain`]): so a flush covers every write submitted before it, and nothing changes a qcow2
+//! mapping while a request in flight still uses it.
+//!
+//! The engine never takes more than it can hold: the device pops a chain from the virtqueue only when
+//! [`AsyncIo::has_room`] says a request of [`MAX_RUNS`] runs still fits in the rings; otherwise the rest
+//! waits on the avail ring until completions make room. A short transfer (end of file, a signal) is
+//! finished synchronously. [`AsyncIo::new`] fails where io_uring is unavailable (old kernel, seccomp,
+//! `kernel.io_uring_disabled`) and the device falls back to the synchronous engine.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::{opcode, types, IoUring, Probe};
+use vm_memory::{Bytes, GuestAddress, VolatileSlice};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::request::RequestType;
+use crate::disk::raw::transfer_iovecs;
+use crate::GuestMemoryMmap;
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
+
+/// Which engine moves a block device's data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoEngine {
+    /// One request at a time on the VMM thread (`preadv`/`pwritev`).
+    #[default]
+    Sync,
+    /// io_uring: all requests of a batch in flight at once, completed out of order.
+    Async,
+}
+
+/// Requests whose data lies in more host runs than this are served synchronously.
+pub const MAX_RUNS: usize = 8;
+
+/// One run of a request in flight: `len` bytes at file offset `offset`, to or from `iovecs[iov]`.
+#[derive(Debug)]
+struct Run {
+    offset: u64,
+    len: u64,
+    iov: std::ops::Range<usize>,
+}
+
+/// A request in flight.
+struct InFlight {
+    head: u16,
+    status: GuestAddress,
+    request_type: RequestType,
+    data_len: u64,
+    write: bool,
+    fd: RawFd,
+    runs: Vec<Run>,
+    /// The guest buffers, split at run boundaries. They point into guest memory, which stays mapped while
+    /// the device is active; the device drains the engine before it lets go of that memory.
+    iovecs: Vec<libc::iovec>,
+    /// Runs not yet completed.
+    left: usize,
+    failed: bool,
+}
+
+// SAFETY: the raw pointers in `iovecs` point into guest memory, which is shared by every thread of the
+// VMM and outlives the request (see `InFlight::iovecs`); the struct only moves with the device that owns it.
+unsafe impl Send for InFlight {}
+
+/// A request the engine has finished: what the device must put on the used ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The chain's head descriptor.
+    pub head: u16,
+    /// What kind of request it was.
+    pub request_type: RequestType,
+    /// Its data length.
+    pub data_len: u64,
+    /// The status written to the guest.
+    pub status: u8,
+    /// Bytes written into device-writable buffers (data and status).
+    pub used_len: u32,
+}
+
+/// io_uring with the requests in flight.
+pub struct AsyncIo {
+    ring: IoUring,
+    completion_evt: EventFd,
+    slots: Vec<Option<InFlight>>,
+    free_slots: Vec<usize>,
+    /// Runs submitted and not yet completed (bounded by the ring sizes).
+    runs_in_flight: usize,
+    /// Submission queue entries pushed since the last `io_uring_enter`.
+    unsubmitted: usize,
+}
+
+impl std::fmt::Debug for AsyncIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncIo")
+            .field("in_flight", &self.in_flight())
+            .field("runs_in_flight", &self.runs_in_flight)
+            .finish()
+    }
+}
+
+impl AsyncIo {
+    /// An io_uring of `entries` submission entries (a power of two) whose completions signal an EventFd.
+    /// Fails where io_uring, or its READV/WRITEV operations, are unavailable.
+    pub fn new(entries: u32) -> io::Result<Self> {
+        // COOP_TASKRUN (Linux 5.19): completions are posted when this thread next enters the kernel rather
+        // than by interrupting it; without it the ring still works.
+        let ring = match IoUring::builder().setup_coop_taskrun().build(entries) {
+            Ok(r) => r,
+            Err(_) => IoUring::new(entries)?,
+        };
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        if !probe.is_supported(opcode::Readv::CODE) || !probe.is_supported(opcode::Writev::CODE) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring without READV/WRITEV",
+            ));
+        }
+        let completion_evt = EventFd::new(EFD_NONBLOCK)?;
+        ring.submitter()
+            .register_eventfd(completion_evt.as_raw_fd())?;
+        Ok(Self {
+            ring,
+            completion_evt,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            runs_in_flight: 0,
+            unsubmitted: 0,
+        })
+    }
+
+    /// The EventFd the ring signals when it posts completions.
+    pub fn completion_evt(&self) -> &EventFd {
+        &self.completion_evt
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free_slots.len()
+    }
+
+    /// Whether a request of up to [`MAX_RUNS`] runs still fits. The completion queue (twice the
+    /// submission queue) then never overflows, and a push never finds the submission queue full.
+    pub fn has_room(&mut self) -> bool {
+        let sq = self.ring.submission().capacity();
+        self.runs_in_flight + MAX_RUNS <= sq
+    }
+
+    /// Submits a read or write of `bufs` against the host runs `runs` of `fd` (the runs' lengths add up to
+    /// the buffers'). The caller checked [`AsyncIo::has_room`] and that `runs` has at most [`MAX_RUNS`]
+    /// entries. The entries reach the kernel with the next [`AsyncIo::submit`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        head: u16,
+        status: GuestAddress,
+        request_type: RequestType,
+        data_len: u64,
+        fd: RawFd,
+        runs: &[(u64, u64)],
+        bufs: &[VolatileSlice<'_>],
+    ) {
+        debug_assert!(runs.len() <= MAX_RUNS && !runs.is_empty());
+        let write = request_type == RequestType::Out;
+        let mut req = InFlight {
+            head,
+            status,
+            request_type,
+            data_len,
+            write,
+            fd,
+            runs: Vec::with_capacity(runs.len()),
+            iovecs: Vec::with_capacity(bufs.len() + runs.len()),
+            left: runs.len(),
+            failed: false,
+        };
+        split_at_runs(bufs, runs, &mut req.iovecs, &mut req.runs);
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        for (i, run) in req.runs.iter().enumerate() {
+            let iov = &req.iovecs[run.iov.clone()];
+            let (ptr, n) = (iov.as_ptr(), iov.len() as u32);
+            let entry = if write {
+                opcode::Writev::new(types::Fd(fd), ptr, n)
+                    .offset(run.offset)
+                    .build()
+            } else {
+                opcode::Readv::new(types::Fd(fd), ptr, n)
+                    .offset(run.offset)
+                    .build()
+            }
+            .user_data(((slot as u64) << 32) | i as u64);
+            // SAFETY: the entry's iovec array and the buffers it describes live until the run completes:
+            // the array is owned by the request in `slots`, which is removed only after its last completion
+            // (and the engine is drained before the device drops guest memory or the disk). The queue has
+            // room: `has_room` bounds the runs in flight by its capacity.
+            let pushed = unsafe { self.ring.submission().push(&entry) };
+            assert!(pushed.is_ok(), "submission queue full despite has_room");
+        }
+        self.runs_in_flight += req.runs.len();
+        self.unsubmitted += req.runs.len();
+        self.slots[slot] = Some(req);
+    }
+
+    /// Hands the pushed entries to the kernel (one `io_uring_enter`).
+    pub fn submit(&mut self) -> io::Result<()> {
+        while self.unsubmitted > 0 {
+            match self.ring.submit() {
+                Ok(n) => self.unsubmitted -= n.min(self.unsubmitted),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the completions the ring holds, writes the status of every request that is now complete into
+    /// guest memory and appends it to `done`.
+    pub fn complete(&mut self, mem: &GuestMemoryMmap, done: &mut Vec<Completion>) {
+        let cqes: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (data, res) in cqes {
+            let (slot, run) = ((data >> 32) as usize, (data & 0xffff_ffff) as usize);
+            let Some(req) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+                log::error!("virtio-blk: completion for unknown request slot {slot}");
+                continue;
+            };
+            self.runs_in_flight -= 1;
+            if let Err(e) = finish_run(req, run, res) {
+                log::debug!("virtio-blk: {:?} failed: {e}", req.request_type);
+                req.failed = true;
+            }
+            req.left -= 1;
+            if req.left > 0 {
+                continue;
+            }
+            let req = self.slots[slot].take().expect("request present");
+            self.free_slots.push(slot);
+            let status = if req.failed {
+                VIRTIO_BLK_S_IOERR
+            } else {
+                VIRTIO_BLK_S_OK
+            } as u8;
+            if mem.write_obj(status, req.status).is_err() {
+                log::warn!("virtio-blk: cannot write request status");
+            }
+            let data = if req.write || req.failed {
+                0
+            } else {
+                req.data_len
+            };
+            done.push(Completion {
+                head: req.head,
+                request_type: req.request_type,
+                data_len: req.data_len,
+                status,
+                used_len: u32::try_from(data + 1).unwrap_or(u32::MAX),
+            });
+        }
+    }
+
+    /// Waits until every request in flight has completed, appending them to `done`.
+    pub fn drain(&mut self, mem: &GuestMemoryMmap, done: &mut Vec<Completion>) {
+        while self.in_flight() > 0 {
+            if let Err(e) = self.submit() {
+                // Entries the kernel refused as a whole (not per request): fail the requests they carry.
+                log::error!("virtio-blk: io_uring submit failed: {e}");
+                self.fail_all(mem, done);
+                return;
+            }
+            match self.ring.submitter().submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!("virtio-blk: waiting for io_uring completions failed: {e}");
+                    self.fail_all(mem, done);
+                    return;
+                }
+            }
+            self.complete(mem, done);
+        }
+    }
+
+    /// Last resort when the ring itself fails: reports every request in flight as failed. Only reached if
+    /// `io_uring_enter` fails for a reason other than a signal, which it does not for a set-up ring.
+    fn fail_all(&mut self, mem: &GuestMemoryMmap, done: &mut Vec<Completion>) {
+        self.complete(mem, done);
+        for slot in 0..self.slots.len() {
+            if let Some(req) = self.slots[slot].take() {
+                self.free_slots.push(slot);
+                let status = VIRTIO_BLK_S_IOERR as u8;
+                let _ = mem.write_obj(status, req.status);
+                done.push(Completion {
+                    head: req.head,
+                    request_type: req.request_type,
+                    data_len: req.data_len,
+                    status,
+                    used_len: 1,
+                });
+            }
+        }
+        self.runs_in_flight = 0;
+        self.unsubmitted = 0;
+    }
+}
+
+/// Checks one run's result; a short transfer is finished synchronously.
+fn finish_run(req: &mut InFlight, run: usize, res: i32) -> io::Result<()> {
+    let Some(r) = req.runs.get(run) else {
+        return Err(io::Error::other("completion for an unknown run"));
+    };
+    if res < 0 {
+        return Err(io::Error::from_raw_os_error(-res));
+    }
+    let done = res as u64;
+    if done >= r.len {
+        return Ok(());
+    }
+    // Rare (a signal, or the file ends early): do the rest here, on this thread.
+    let mut rest: Vec<libc::iovec> = req.iovecs[r.iov.clone()].to_vec();
+    let mut skip = done as usize;
+    while skip > 0 {
+        let first = &mut rest[0];
+        if skip >= first.iov_len {
+            skip -= first.iov_len;
+            rest.remove(0);
+        } else {
+            // SAFETY: `skip` < iov_len, so the pointer stays inside the same buffer.
+            first.iov_base = unsafe { (first.iov_base as *mut u8).add(skip) }.cast();
+            first.iov_len -= skip;
+            skip = 0;
+        }
+    }
+    // SAFETY: the descriptor is the disk's, which outlives every request in flight (the device drains the
+    // engine before dropping the disk); `File::from_raw_fd` would take ownership, so borrow it instead.
+    let file = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(req.fd)
+    });
+    transfer_iovecs(&file, r.offset + done, &mut rest, req.write)
+}
+
+/// Splits `bufs` (in order) across the host runs `runs` (whose lengths add up to theirs): appends to
+/// `iovecs` the pieces of the buffers, cut where a run ends, and one [`Run`] per host run naming its
+/// pieces.
+fn split_at_runs(
+    bufs: &[VolatileSlice<'_>],
+    runs: &[(u64, u64)],
+    iovecs: &mut Vec<libc::iovec>,
+    out: &mut Vec<Run>,
+) {
+    let mut pieces = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| (b.ptr_guard_mut().as_ptr(), b.len()));
+    let mut cur: Option<(*mut u8, usize)> = None;
+    for &(offset, len) in runs {
+        let start = iovecs.len();
+        let mut need = len as usize;
+        while need > 0 {
+            let Some((ptr, n)) = cur.take().or_else(|| pieces.next()) else {
+                break; // The caller's lengths disagree; the run comes out short and fails.
+            };
+            let take = n.min(need);
+            iovecs.push(libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: take,
+            });
+            if take < n {
+                // SAFETY: `take` < n, so the pointer stays inside the same buffer.
+                cur = Some((unsafe { ptr.add(take) }, n - take));
+            }
+            need -= take;
+        }
+        out.push(Run {
+            offset,
+            len,
+            iov: start..iovecs.len(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_at_runs_cuts_buffers_where_runs_end() {
+        let mut a = [0u8; 3000];
+        let mut b = [0u8; 5192];
+        let bufs = [
+            VolatileSlice::from(&mut a[..]),
+            VolatileSlice::from(&mut [][..]),
+            VolatileSlice::from(&mut b[..]),
+        ];
+        let (mut iov, mut runs) = (Vec::new(), Vec::new());
+        split_at_runs(&bufs, &[(0, 4096), (65536, 4096)], &mut iov, &mut runs);
+        let lens: Vec<usize> = iov.iter().map(|v| v.iov_len).collect();
+        assert_eq!(lens, [3000, 1096, 4096]);
+        assert_eq!(runs[0].iov, 0..2);
+        assert_eq!(runs[1].iov, 2..3);
+        assert_eq!(runs[1].offset, 65536);
+        assert_eq!(iov[2].iov_base as usize, b.as_ptr() as usize + 1096);
+    }
+}
