@@ -9,10 +9,12 @@
 # visit the 4 KiB blocks of the image in a scattered order), wrapping modulo the image size; blk_bench
 # generates exactly the same offsets.
 #
-# The device path uses the host page cache (buffered preadv/pwritev, as microvm does). qemu-img bench is run
-# twice: `-t none` (O_DIRECT, the usual way to run it) and `-t writeback` (page cache, the same caching as
-# the device path). Before every run `sync` writes back what the previous run dirtied and both images are
-# dropped from the page cache and read back in (see settle()).
+# The device path runs in three configurations (BENCH_DEV_CONFIGS): sync:writeback (the default drive: one
+# request at a time, page cache), async:writeback (io_uring, page cache) and async:direct (io_uring,
+# O_DIRECT). qemu-img bench (its default aio=threads: a pool of threads doing preadv/pwritev) runs with
+# `-t writeback` (page cache) and `-t none` (O_DIRECT). Like is compared with like: the page-cache
+# configurations with `-t writeback`, async:direct with `-t none`. Before every run `sync` writes back what
+# the previous run dirtied and both images are dropped from the page cache and read back in (see settle()).
 #
 # Noise: on a shared host a run's throughput swings by 2x with the load of other processes, so two figures
 # taken minutes apart say little about each other. The device-path runs on raw and qcow2 are therefore
@@ -22,8 +24,9 @@
 #
 # Environment: BENCH_DIR (parent of the temp dir, default $TMPDIR or /tmp), BENCH_IMAGE_MB (default 1024),
 # BENCH_COUNT_4K (requests per 4 KiB run, default 60000), BENCH_COUNT_1M (default 4000), BENCH_REPEAT
-# (default 2), BENCH_DEV_REPEAT (default 7), BENCH_PATTERNS (default all: randread-4k randwrite-4k
-# seqread-1m seqwrite-1m), BENCH_QEMU (0 skips qemu-img bench; default 1).
+# (default 2), BENCH_DEV_REPEAT (default 5), BENCH_PATTERNS (default all: randread-4k randwrite-4k
+# seqread-1m seqwrite-1m), BENCH_QEMU (0 skips qemu-img bench; default 1), BENCH_DEV_CONFIGS (default
+# "sync:writeback async:writeback async:direct").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +34,8 @@ IMAGE_MB=${BENCH_IMAGE_MB:-1024}
 COUNT_4K=${BENCH_COUNT_4K:-60000}
 COUNT_1M=${BENCH_COUNT_1M:-4000}
 REPEAT=${BENCH_REPEAT:-2}
-DEV_REPEAT=${BENCH_DEV_REPEAT:-7}
+DEV_REPEAT=${BENCH_DEV_REPEAT:-5}
+CONFIGS=${BENCH_DEV_CONFIGS:-sync:writeback async:writeback async:direct}
 PATTERNS=${BENCH_PATTERNS:-randread-4k randwrite-4k seqread-1m seqwrite-1m}
 QEMU=${BENCH_QEMU:-1}
 STEP_RAND=$((4096 * 104729))
@@ -78,11 +82,12 @@ qemu_bench() {
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# blk_bench on raw and qcow2, paired: COUNT BS ARGS... ->
+# blk_bench on raw and qcow2, paired: ENGINE CACHE COUNT BS ARGS... ->
 # "raw-MiB/s raw-IOPS qcow2-MiB/s qcow2-IOPS ratio" (medians over DEV_REPEAT rounds)
 dev_pair() {
-    local count=$1 bs=$2
-    shift 2
+    local engine=$1 cache=$2 count=$3 bs=$4
+    shift 4
+    set -- --engine "$engine" --cache "$cache" "$@"
     local r q ri qi rs="" qs="" ris="" qis="" ratios=""
     for i in $(seq "$DEV_REPEAT"); do
         # Alternate which format goes first, so a drift in load does not favour one of them.
@@ -105,9 +110,15 @@ dev_pair() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 
-declare -A DEV RATIO
-printf '%-14s %-3s %-6s | %10s %9s | %11s %8s | %11s %8s\n' \
-    pattern qd format "dev MiB/s" "dev IOPS" "qi-none" "dev/none" "qi-wback" "dev/wb"
+declare -A DEV RATIO QI
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Each configuration against its like in qemu-img: page cache against -t writeback, O_DIRECT against -t none.
+like() { case $1 in *:direct) echo none ;; *) echo wb ;; esac; }
+printf '%-13s %-3s %-6s |' pattern qd format
+for c in $CONFIGS; do printf ' %16s' "$c"; done
+printf ' | %9s %9s |' qi-wback qi-none
+for c in $CONFIGS; do printf ' %16s' "$c/qi-$(like "$c")"; done
+echo
 for pat in $PATTERNS; do
     case $pat in
         randread-4k) bs=4096 count=$COUNT_4K args=(-S "$STEP_RAND") ;;
@@ -117,38 +128,50 @@ for pat in $PATTERNS; do
         *) echo "unknown pattern $pat" >&2; exit 1 ;;
     esac
     for qd in 1 32; do
-        read -r rm ri qm qi ratio < <(dev_pair "$count" "$bs" -d "$qd" "${args[@]}")
-        DEV[$pat/$qd/raw]=$rm DEV[$pat/$qd/qcow2]=$qm RATIO[$pat/$qd]=$ratio
+        for c in $CONFIGS; do
+            read -r rm _ qm _ ratio < <(dev_pair "${c%%:*}" "${c#*:}" "$count" "$bs" -d "$qd" "${args[@]}")
+            DEV[$pat/$qd/raw/$c]=$rm DEV[$pat/$qd/qcow2/$c]=$qm RATIO[$pat/$qd/$c]=$ratio
+        done
         for fmt in raw qcow2; do
-            if [ "$fmt" = raw ]; then mibs=$rm iops=$ri; else mibs=$qm iops=$qi; fi
             if [ "$QEMU" = 1 ]; then
                 none=$(qemu_bench "$fmt" none "$count" "$bs" -d "$qd" "${args[@]}")
                 wb=$(qemu_bench "$fmt" writeback "$count" "$bs" -d "$qd" "${args[@]}")
             else
                 none=- wb=-
             fi
-            printf '%-14s %-3s %-6s | %10s %9s | %11s %8s | %11s %8s\n' \
-                "$pat" "$qd" "$fmt" "$mibs" "$iops" "$none" "$(ratio "$mibs" "$none")" \
-                "$wb" "$(ratio "$mibs" "$wb")"
+            QI[$pat/$qd/$fmt/none]=$none QI[$pat/$qd/$fmt/wb]=$wb
+            printf '%-13s %-3s %-6s |' "$pat" "$qd" "$fmt"
+            for c in $CONFIGS; do printf ' %16s' "${DEV[$pat/$qd/$fmt/$c]}"; done
+            printf ' | %9s %9s |' "$wb" "$none"
+            for c in $CONFIGS; do
+                printf ' %16s' "$(ratio "${DEV[$pat/$qd/$fmt/$c]}" "${QI[$pat/$qd/$fmt/$(like "$c")]}")"
+            done
+            echo
         done
     done
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
 echo "qcow2 / raw through the device path, median of $DEV_REPEAT paired rounds (target >= 0.90):"
 for pat in $PATTERNS; do
     for qd in 1 32; do
-        printf '  %-14s qd%-3s %s\n' "$pat" "$qd" "${RATIO[$pat/$qd]}"
+        printf '  %-13s qd%-3s' "$pat" "$qd"
+        for c in $CONFIGS; do printf ' %s %s' "$c" "${RATIO[$pat/$qd/$c]}"; done
+        echo
     done
 done
-echo "sequential through the device path (target >= 1024 MiB/s):"
+echo "sequential through the device path (target >= 1024 MiB/s; O_DIRECT is bounded by the disk, as qemu-img -t none):"
 for pat in $PATTERNS; do
     case $pat in seq*) ;; *) continue ;; esac
     for qd in 1 32; do
         for fmt in raw qcow2; do
-            m=${DEV[$pat/$qd/$fmt]}
-            ok=$(awk -v m="$m" 'BEGIN { print (m >= 1024) ? "ok" : "MISSED" }')
-            printf '  %-14s qd%-3s %-6s %10s MiB/s %s\n' "$pat" "$qd" "$fmt" "$m" "$ok"
+            for c in $CONFIGS; do
+                m=${DEV[$pat/$qd/$fmt/$c]}
+                ok=$(awk -v m="$m" 'BEGIN { print (m >= 1024) ? "ok" : "MISSED" }')
+                case $c in *:direct) ok="(disk; qemu-img -t none ${QI[$pat/$qd/$fmt/none]})" ;; esac
+                printf '  %-13s qd%-3s %-6s %-16s %10s MiB/s %s\n' "$pat" "$qd" "$fmt" "$c" "$m" "$ok"
+            done
         done
     done
 done
