@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{require_kvm, run, workspace_root, Vm};
+use tests::{require_kvm, run, GuestImages, Vm};
 
 const T: Duration = Duration::from_secs(60);
 const PVH: &str = env!("GUEST_PVH");
@@ -119,17 +119,10 @@ fn virtio_blk_flushed_write_survives_kill_9_async_direct() {
 /// the io_uring engine with O_DIRECT.
 #[test]
 fn guest_kernel_boots_and_writes_with_async_direct_drives() {
-    if !require_kvm() {
+    let Some(images) = GuestImages::for_vm() else {
         return;
-    }
-    let build = workspace_root().join("build");
-    let (kernel, rootfs) = (build.join("guest-kernel"), build.join("rootfs.qcow2"));
-    if !kernel.exists() || !rootfs.exists() {
-        let msg = "build/guest-kernel or build/rootfs.qcow2 is missing: run scripts/build.sh first";
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("SKIPPED: {msg}");
-        return;
-    }
+    };
+    let (kernel, rootfs) = (images.kernel, images.disk);
     let scratch = tmp("blktest-async.raw");
     std::fs::write(&scratch, vec![0u8; 1 << 20]).unwrap();
     let root = format!("{},ro,io_engine=async,cache_type=direct", p(&rootfs));
