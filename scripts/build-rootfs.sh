@@ -25,6 +25,11 @@ bindir="$root/target/$target/release"
 (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
     cargo build --release --quiet -p rootfs --target "$target" --target-dir "$root/target/rootfs-nopie")
 nopie="$root/target/rootfs-nopie/$target/release"
+# forkloop: a tiny no_std executable (a few pages; the fork/exit/wait leak test), built by plain rustc.
+mkdir -p "$root/target/rootfs-tiny"
+rustc --edition 2021 -C panic=abort -C opt-level=2 -C relocation-model=static \
+    -C link-arg=-nostartfiles -C link-arg=-nostdlib -C link-arg=-static -C link-arg=-no-pie \
+    -o "$root/target/rootfs-tiny/forkloop" "$root/rootfs/tiny/forkloop.rs"
 
 rm -rf "$stage"
 mkdir -p "$stage"/{sbin,bin,etc,dev,proc,tmp,root}
@@ -34,11 +39,12 @@ install -m 0755 "$nopie/init" "$stage/sbin/init-nopie"
 install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
 install -m 0755 "$bindir/sh" "$stage/bin/sh"
 install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
+install -m 0755 "$root/target/rootfs-tiny/forkloop" "$stage/bin/forkloop"
 # The small commands are one executable, chosen by the name it runs as.
 for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb; do
     ln -s toolbox "$stage/bin/$cmd"
 done
-strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" 2>/dev/null || true
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" 2>/dev/null || true
 
 img="$out/rootfs.ext2"
 rm -f "$img"

@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod arch;
 mod console;
+mod cost;
 mod drivers;
 mod fs;
 mod mm;
@@ -69,6 +70,9 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     }
 
     let hvc0 = cmdline::words(cmdline).any(|w| w == "console=hvc0");
+    if cmdline::words(cmdline).any(|w| w == "strace") {
+        syscall::TRACE.store(true, Ordering::Relaxed);
+    }
     drivers::virtio::probe(cmdline::virtio_mmio_devices(cmdline), hvc0);
     if let Some(dev) = cmdline::value(cmdline, "blktest") {
         match drivers::virtio::write_self_test(dev) {
@@ -153,7 +157,7 @@ fn run_init(path: &str, args: &[&str]) -> ! {
             Dec(e.0 as u64)
         ),
     };
-    proc::insert(process);
+    proc::insert(alloc::boxed::Box::new(process));
     proc::sched::make_ready(proc::INIT_PID);
     tty::set_default_fg(proc::INIT_PID.0);
     kprintln!("Run {} as init process", path);

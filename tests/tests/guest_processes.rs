@@ -50,6 +50,10 @@ fn boot_interactive() -> Option<Vm> {
 
 /// Boots with init running `args` as its child (`init -- run ARGS`).
 fn boot_running(args: &str) -> Option<Output> {
+    boot_running_for(args, T)
+}
+
+fn boot_running_for(args: &str, timeout: Duration) -> Option<Output> {
     if !require_kvm() {
         return None;
     }
@@ -65,7 +69,7 @@ fn boot_running(args: &str) -> Option<Output> {
             "--cmdline",
             &cmdline,
         ],
-        T,
+        timeout,
     ))
 }
 
@@ -121,7 +125,8 @@ fn orphan_is_adopted_and_reaped_by_init() {
 }
 
 /// The kernel's power-off line: (processes in the table, frames used).
-fn final_counts(stdout: &str) -> (u64, u64) {
+/// (processes, frames used, heap bytes used) from the kernel's power-off statistics.
+fn final_counts(stdout: &str) -> (u64, u64, u64) {
     let line = stdout
         .lines()
         .find(|l| l.contains("sched: ") && l.contains("frames used"))
@@ -135,42 +140,60 @@ fn final_counts(stdout: &str) -> (u64, u64) {
             .parse()
             .unwrap()
     };
-    let frames: u64 = line
-        .split("frames used ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    (num_before(" processes"), frames)
+    let num_after = |key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        num_before(" processes"),
+        num_after("frames used "),
+        num_after("heap used "),
+    )
 }
 
 #[test]
 fn fork_exit_wait_cycles_leak_neither_memory_nor_pids() {
-    let Some(few) = boot_running("/bin/proctest forks 5") else {
+    // forkloop: a tiny static program (a few pages), so the 10,000 cycles cost mostly the kernel's own
+    // fork, exit and wait4 paths (about 5 ms each here, kernel mode being emulated).
+    let Some(few) = boot_running("/bin/forkloop 5") else {
         return;
     };
-    let Some(many) = boot_running("/bin/proctest forks 200") else {
+    let Some(many) = boot_running_for("/bin/forkloop 10000", Duration::from_secs(900)) else {
         return;
     };
     assert!(
+        few.stdout
+            .contains("forkloop: 5 fork/exit/wait cycles, 0 failed"),
+        "{}",
+        few.stdout
+    );
+    assert!(
         many.stdout
-            .contains("proctest: 200 fork/exit/wait cycles, 0 failed"),
+            .contains("forkloop: 10000 fork/exit/wait cycles, 0 failed"),
         "{}",
         many.stdout
     );
-    let (procs_few, frames_few) = final_counts(&few.stdout);
-    let (procs_many, frames_many) = final_counts(&many.stdout);
-    // Only init is left; every frame a child used (copy-on-write copies, page tables) came back.
+    let (procs_few, frames_few, heap_few) = final_counts(&few.stdout);
+    let (procs_many, frames_many, heap_many) = final_counts(&many.stdout);
+    // Only init is left (no pid leaked: every child was reaped and its table entry freed); every frame
+    // a child used (copy-on-write copies, page tables) and its kernel heap (PCB, kernel stack) came back.
     assert_eq!((procs_few, procs_many), (1, 1));
     assert!(
         frames_many <= frames_few + 1,
-        "frames used: {frames_few} after 5 cycles, {frames_many} after 200"
+        "frames used: {frames_few} after 5 cycles, {frames_many} after 10000"
     );
-    assert_eq!(many.code, Some(0));
+    assert_eq!(
+        heap_many, heap_few,
+        "kernel heap used after 5 cycles and after 10000"
+    );
+    assert_eq!((few.code, many.code), (Some(0), Some(0)));
 }
 
 #[test]
@@ -325,7 +348,7 @@ fn forkbomb_children_are_killed_and_reaped() {
         "{}",
         out.stdout
     );
-    let (procs, _) = final_counts(&out.stdout);
+    let (procs, _, _) = final_counts(&out.stdout);
     assert_eq!(procs, 1);
     assert_eq!(out.code, Some(0));
 }
@@ -410,8 +433,8 @@ fn forkbomb_stops_at_eagain_and_the_kernel_recovers() {
         "{}",
         out.stdout
     );
-    let (procs, frames) = final_counts(&out.stdout);
-    let (_, frames_small) = final_counts(&small.stdout);
+    let (procs, frames, _) = final_counts(&out.stdout);
+    let (_, frames_small, _) = final_counts(&small.stdout);
     assert_eq!(procs, 1);
     assert_eq!(frames, frames_small, "frames used after the fork bomb");
     assert_eq!(out.code, Some(0));

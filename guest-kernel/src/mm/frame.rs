@@ -1,9 +1,13 @@
-//! The physical frame allocator: a bump pointer over the usable RAM regions of the PVH memory map, plus a
-//! free list threaded through freed frames. Fresh frames are known to be zero (guest RAM starts zeroed);
-//! recycled ones are cleared by [`alloc_zeroed`].
+//! The physical frame allocator: a bump pointer over the usable RAM regions of the PVH memory map, plus
+//! two free lists threaded through freed frames: one of frames known to be zero (page tables cleared as
+//! they are freed, [`free_zeroed`]) and one of frames with old contents. Fresh frames are known to be zero
+//! (guest RAM starts zeroed); [`alloc_zeroed`] takes a zero frame first and clears a recycled one only when
+//! there is none.
 //!
-//! Frames shared copy-on-write between address spaces carry a count of their extra users
-//! ([`share`]/[`put`]): an array of `u16` per frame, taken from fresh (zero) memory at boot.
+//! Per-frame metadata, arrays taken from fresh (zero) memory at boot: frames shared copy-on-write between
+//! address spaces carry a count of their extra users ([`Batch::share`]/[`put`]);
+//! page-table frames carry the span of entries that may be nonzero ([`span`]/[`set_span`]), so walks
+//! and clearing skip the rest of the table.
 
 use super::{phys_to_virt, PAGE_SIZE};
 use crate::arch::mem::zero_page;
@@ -20,11 +24,15 @@ struct Frames {
     /// Head of the free list (physical address, 0 = empty).
     free_head: u64,
     free_count: u64,
+    /// Head of the list of free frames that are zero but for the link in their first word.
+    zero_head: u64,
     total: u64,
     used: u64,
     /// Extra users of each frame (index: physical address / PAGE_SIZE); null until [`init_refcounts`].
     refs: *mut u16,
     nrefs: u64,
+    /// Per page-table frame: the entries that may be nonzero, `lo | hi << 16` (0: none).
+    spans: *mut u32,
 }
 
 static FRAMES: KCell<Frames> = KCell::new(Frames {
@@ -34,10 +42,12 @@ static FRAMES: KCell<Frames> = KCell::new(Frames {
     next: 0,
     free_head: 0,
     free_count: 0,
+    zero_head: 0,
     total: 0,
     used: 0,
     refs: core::ptr::null_mut(),
     nrefs: 0,
+    spans: core::ptr::null_mut(),
 });
 
 /// Adds usable RAM `[start, end)`, minus the `reserved` ranges (sorted by start), to the allocator.
@@ -107,6 +117,17 @@ pub fn alloc() -> Option<u64> {
 
 /// One zeroed frame.
 pub fn alloc_zeroed() -> Option<u64> {
+    {
+        let f = &mut *FRAMES.borrow_mut();
+        if f.zero_head != 0 {
+            let pa = f.zero_head;
+            let link = phys_to_virt(pa) as *mut u64;
+            // SAFETY: a frame on the zero list is zero but for the next frame's address in its first word.
+            f.zero_head = unsafe { link.replace(0) };
+            f.used += 1;
+            return Some(pa);
+        }
+    }
     let (pa, zero) = alloc_raw()?;
     if !zero {
         // SAFETY: the frame was just taken off the free list: nobody else references it.
@@ -130,6 +151,25 @@ pub fn free(pa: u64) {
     f.used -= 1;
 }
 
+/// Returns a frame that is all zero (a page table whose entries were cleared) to the zero list.
+pub fn free_zeroed(pa: u64) {
+    let f = &mut *FRAMES.borrow_mut();
+    // SAFETY: the caller gives up the frame; its first word now links the zero list.
+    unsafe { (phys_to_virt(pa) as *mut u64).write(f.zero_head) };
+    f.zero_head = pa;
+    f.used -= 1;
+}
+
+/// Counts frame `pa` as free while a cache outside this allocator keeps it for reuse.
+pub fn uncount(_pa: u64) {
+    FRAMES.borrow_mut().used -= 1;
+}
+
+/// Counts a frame taken back from such a cache as used again.
+pub fn recount(_pa: u64) {
+    FRAMES.borrow_mut().used += 1;
+}
+
 /// (total, used) frames.
 pub fn stats() -> (u64, u64) {
     let f = FRAMES.borrow();
@@ -140,28 +180,101 @@ pub fn stats() -> (u64, u64) {
 pub fn init_refcounts(ram_end: u64) -> bool {
     let n = ram_end / PAGE_SIZE;
     let pages = (n * 2).div_ceil(PAGE_SIZE);
-    let Some(pa) = alloc_contiguous(pages) else {
+    let span_pages = (n * 4).div_ceil(PAGE_SIZE);
+    let (Some(pa), Some(spans)) = (alloc_contiguous(pages), alloc_contiguous(span_pages)) else {
         return false;
     };
     let mut f = FRAMES.borrow_mut();
     f.refs = phys_to_virt(pa) as *mut u16;
+    f.spans = phys_to_virt(spans) as *mut u32;
     f.nrefs = n;
     true
+}
+
+fn span_slot(f: &Frames, pa: u64) -> Option<*mut u32> {
+    let i = pa / PAGE_SIZE;
+    // SAFETY (of the pointer arithmetic): i < nrefs keeps it inside the array (same length as refs).
+    (i < f.nrefs && !f.spans.is_null()).then(|| f.spans.wrapping_add(i as usize))
+}
+
+/// The entries `[lo, hi)` of page-table frame `pa` that may be nonzero (`(0, 512)` if not tracked).
+pub fn span(pa: u64) -> (usize, usize) {
+    match span_slot(&FRAMES.borrow(), pa) {
+        Some(p) => {
+            // SAFETY: `p` is inside the span array, which only this module touches.
+            let s = unsafe { *p };
+            ((s & 0xffff) as usize, (s >> 16) as usize)
+        }
+        None => (0, 512),
+    }
+}
+
+/// Sets the span of page-table frame `pa` (see [`span`]).
+pub fn set_span(pa: u64, lo: usize, hi: usize) {
+    if let Some(p) = span_slot(&FRAMES.borrow(), pa) {
+        // SAFETY: `p` is inside the span array.
+        unsafe { *p = lo as u32 | (hi as u32) << 16 };
+    }
+}
+
+/// Widens the span of page-table frame `pa` to include entry `i` (an entry is being installed).
+pub fn widen_span(pa: u64, i: usize) {
+    let (lo, hi) = span(pa);
+    if hi == 0 {
+        set_span(pa, i, i + 1);
+    } else if i < lo || i >= hi {
+        set_span(pa, lo.min(i), hi.max(i + 1));
+    }
+}
+
+/// Share counts and frees for many frames under one borrow of the allocator (fork and exit walk
+/// hundreds of pages; going through [`put`] for each would cost several times the instructions).
+pub struct Batch<'a> {
+    f: core::cell::RefMut<'a, Frames>,
+}
+
+/// Starts a [`Batch`].
+pub fn batch() -> Batch<'static> {
+    Batch {
+        f: FRAMES.borrow_mut(),
+    }
+}
+
+impl Batch<'_> {
+    /// Records one more user of frame `pa` (copy-on-write sharing).
+    #[inline(always)]
+    pub fn share(&mut self, pa: u64) {
+        if let Some(p) = ref_slot(&self.f, pa) {
+            // SAFETY: `p` is inside the share-count array.
+            unsafe { *p = (*p).saturating_add(1) };
+        }
+    }
+
+    /// [`put`] for frame `pa`.
+    #[inline(always)]
+    pub fn put(&mut self, pa: u64) {
+        if let Some(p) = ref_slot(&self.f, pa) {
+            // SAFETY: `p` is inside the share-count array.
+            unsafe {
+                if *p != 0 {
+                    *p -= 1;
+                    return;
+                }
+            }
+        }
+        let f = &mut *self.f;
+        // SAFETY: the last user gives up the frame; its first word now links the free list.
+        unsafe { (phys_to_virt(pa) as *mut u64).write(f.free_head) };
+        f.free_head = pa;
+        f.free_count += 1;
+        f.used -= 1;
+    }
 }
 
 fn ref_slot(f: &Frames, pa: u64) -> Option<*mut u16> {
     let i = pa / PAGE_SIZE;
     // SAFETY (of the pointer arithmetic): i < nrefs keeps it inside the array.
     (i < f.nrefs).then(|| f.refs.wrapping_add(i as usize))
-}
-
-/// Records one more user of frame `pa` (copy-on-write sharing).
-pub fn share(pa: u64) {
-    let f = FRAMES.borrow();
-    if let Some(p) = ref_slot(&f, pa) {
-        // SAFETY: `p` is inside the share-count array, which only this module touches.
-        unsafe { *p = (*p).saturating_add(1) };
-    }
 }
 
 /// Whether another address space also maps frame `pa`.

@@ -106,6 +106,9 @@ pub struct AddressSpace {
 impl AddressSpace {
     /// A new address space with an empty user half.
     pub fn new() -> Option<Self> {
+        if let Some(pml4) = cached_pml4() {
+            return Some(AddressSpace { pml4 });
+        }
         let pml4 = frame::alloc_zeroed()?;
         // SAFETY: both tables are valid page-table pages; copying the kernel half shares its PDPTs.
         unsafe {
@@ -149,6 +152,7 @@ impl AddressSpace {
                 let pa = frame::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
                 // SAFETY: installing a fresh zeroed table in our own table.
                 unsafe { *e = pa | PRESENT | WRITABLE | USER };
+                frame::widen_span(t, idx);
                 t = pa;
             } else {
                 if v & HUGE != 0 {
@@ -161,16 +165,25 @@ impl AddressSpace {
         Ok(Some(unsafe { table(t).add(((va >> 12) & 0x1ff) as usize) }))
     }
 
+    /// The leaf page table holding `va`'s entry, creating tables on the way.
+    fn leaf(&mut self, va: u64) -> Result<u64, MapError> {
+        let e = self.entry(va, true)?.ok_or(MapError::AlreadyMapped)?;
+        Ok(super::virt_to_phys(e as u64) & !(PAGE_SIZE - 1))
+    }
+
     /// Maps the 4 KiB page at `va` to frame `pa`.
     pub fn map(&mut self, va: u64, pa: u64, flags: u64) -> Result<(), MapError> {
-        let e = self.entry(va, true)?.ok_or(MapError::AlreadyMapped)?;
-        // SAFETY: `e` points into one of our page tables.
+        let t = self.leaf(va)?;
+        let i = ((va >> 12) & 0x1ff) as usize;
+        // SAFETY: `t` is one of our page tables and i < 512.
         unsafe {
+            let e = table(t).add(i);
             if *e & PRESENT != 0 {
                 return Err(MapError::AlreadyMapped);
             }
             *e = pa | flags;
         }
+        frame::widen_span(t, i);
         Ok(())
     }
 
@@ -180,10 +193,15 @@ impl AddressSpace {
         let mut i = 0;
         while i < pages {
             let v = va + i * PAGE_SIZE;
-            let first = self.entry(v, true)?.ok_or(MapError::AlreadyMapped)?;
+            let t = self.leaf(v)?;
+            let idx = ((v >> 12) & 0x1ff) as usize;
+            // SAFETY: `t` is one of our page tables and idx < 512.
+            let first = unsafe { table(t).add(idx) };
             // Entries left in this page table from `v` on.
-            let in_table = 512 - ((v >> 12) & 0x1ff);
+            let in_table = 512 - idx as u64;
             let n = in_table.min(pages - i);
+            frame::widen_span(t, idx);
+            frame::widen_span(t, idx + n as usize - 1);
             for k in 0..n {
                 // SAFETY: `first` points into one of our page tables and `k` stays within it.
                 unsafe {
@@ -234,44 +252,62 @@ impl AddressSpace {
 
     /// A copy-on-write duplicate (fork): every user page is shared with the copy; writable ones become
     /// read-only with [`COW`] in both. Flushes this address space's TLB entries if it is active.
+    ///
+    /// Only the spans of entries in use are walked (see [`frame::span`]), the child's tables take their
+    /// parent's spans, and the leaf loop takes the share counts under one borrow: kernel mode is
+    /// emulated on the development hosts, so each instruction per page counts.
     pub fn fork_cow(&mut self) -> Option<AddressSpace> {
-        fn copy_level(src: u64, dst: u64, level: u32) -> bool {
-            for_each_entry(src, 0, 512, |i, v| {
-                if v & PRESENT == 0 {
-                    return true;
-                }
-                // SAFETY: `src` is a page table of the parent and `dst` the child's copy of it.
-                let (se, de) = unsafe { (table(src).add(i), table(dst).add(i)) };
-                if level == 0 {
-                    let mut e = v;
-                    if e & WRITABLE != 0 {
-                        e = (e & !WRITABLE) | COW;
-                        // SAFETY: our own entry; the TLB is flushed by the caller.
-                        unsafe { *se = e };
-                    }
-                    frame::share(e & ADDR_MASK);
-                    // SAFETY: the child's table.
-                    unsafe { *de = e };
-                    true
-                } else {
-                    let Some(t) = frame::alloc_zeroed() else {
-                        return false;
-                    };
-                    // SAFETY: the child's table gets its own next-level table.
-                    unsafe { *de = t | (v & !ADDR_MASK) };
-                    copy_level(v & ADDR_MASK, t, level - 1)
-                }
+        fn copy_level(src: u64, dst: u64, level: u32, lo: usize, hi: usize) -> bool {
+            frame::set_span(dst, lo, hi);
+            if level == 0 {
+                copy_leaf(src, dst, lo, hi);
+                return true;
+            }
+            for_each_entry(src, lo, hi, |i, v| {
+                let Some(t) = frame::alloc_zeroed() else {
+                    return false;
+                };
+                // SAFETY: the child's table gets its own next-level table.
+                unsafe { *table(dst).add(i) = t | (v & !ADDR_MASK) };
+                let (l, h) = frame::span(v & ADDR_MASK);
+                copy_level(v & ADDR_MASK, t, level - 1, l, h)
             })
         }
+        fn copy_leaf(src: u64, dst: u64, lo: usize, hi: usize) {
+            let (s, d) = (table(src), table(dst));
+            let mut frames = frame::batch();
+            let mut pages = 0;
+            let mut i = lo;
+            while i < hi {
+                // SAFETY: `s` is a page table of the parent and hi <= 512.
+                i = unsafe { crate::arch::mem::first_nonzero(s, i, hi) };
+                if i >= hi {
+                    break;
+                }
+                // SAFETY: `s` is the parent's leaf table, `d` the child's copy, i < 512. The parent's
+                // TLB is flushed by the caller.
+                unsafe {
+                    let mut e = *s.add(i);
+                    if e & PRESENT == 0 {
+                        i += 1;
+                        continue;
+                    }
+                    if e & WRITABLE != 0 {
+                        e = (e & !WRITABLE) | COW;
+                        *s.add(i) = e;
+                    }
+                    *d.add(i) = e;
+                    frames.share(e & ADDR_MASK);
+                }
+                pages += 1;
+                i += 1;
+            }
+            drop(frames);
+            crate::cost::count(crate::cost::Cost::ForkPages, pages);
+        }
         let child = AddressSpace::new()?;
-        let ok = for_each_entry(self.pml4, 0, 256, |i, v| {
-            let Some(t) = frame::alloc_zeroed() else {
-                return false;
-            };
-            // SAFETY: the child's PML4.
-            unsafe { *table(child.pml4).add(i) = t | (v & !ADDR_MASK) };
-            copy_level(v & ADDR_MASK, t, 2)
-        });
+        let (lo, hi) = frame::span(self.pml4);
+        let ok = copy_level(self.pml4, child.pml4, 3, lo, hi.min(256));
         if read_cr3() & ADDR_MASK == self.pml4 {
             // SAFETY: reloading the same root only flushes the TLB.
             unsafe { write_cr3(self.pml4) };
@@ -286,6 +322,7 @@ impl AddressSpace {
     /// A write to `va` hit a copy-on-write page: give this address space its own writable copy (or
     /// just make it writable when nobody else shares the frame). False if `va` is not such a page.
     pub fn break_cow(&mut self, va: u64) -> Result<bool, MapError> {
+        let t0 = crate::cost::start();
         let Some(e) = self.entry(va, false)? else {
             return Ok(false);
         };
@@ -308,9 +345,11 @@ impl AddressSpace {
                 *e = new | flags;
             }
             frame::put(pa);
+            crate::cost::record(crate::cost::Cost::CowCopy, t0);
         } else {
             // SAFETY: our entry; the frame is ours alone now.
             unsafe { *e = pa | flags };
+            crate::cost::record(crate::cost::Cost::CowReuse, t0);
         }
         invlpg(va);
         Ok(true)
@@ -353,28 +392,79 @@ impl AddressSpace {
         }
     }
 
-    /// Frees every user page, every user page table and the PML4.
+    /// Frees every user page, every user page table and the PML4. The tables' used entries are cleared
+    /// on the way, so they go back as zero frames (no clearing when they are reused).
     pub fn destroy(self) {
         fn free_level(t: u64, level: u32) {
-            for_each_entry(t, 0, 512, |_, v| {
-                if v & PRESENT != 0 {
-                    if level > 0 {
-                        free_level(v & ADDR_MASK, level - 1);
-                        frame::free(v & ADDR_MASK);
-                    } else {
-                        frame::put(v & ADDR_MASK);
+            let (lo, hi) = frame::span(t);
+            let hi = if level == 3 { hi.min(256) } else { hi };
+            if level == 0 {
+                let e = table(t);
+                let mut frames = frame::batch();
+                let mut i = lo;
+                while i < hi {
+                    // SAFETY: `t` is one of our leaf tables, hi <= 512.
+                    i = unsafe { crate::arch::mem::first_nonzero(e, i, hi) };
+                    if i >= hi {
+                        break;
                     }
+                    // SAFETY: as above; i < hi.
+                    let v = unsafe { *e.add(i) };
+                    if v & PRESENT != 0 {
+                        frames.put(v & ADDR_MASK);
+                    }
+                    i += 1;
                 }
-                true
-            });
-        }
-        for_each_entry(self.pml4, 0, 256, |_, v| {
-            if v & PRESENT != 0 {
-                free_level(v & ADDR_MASK, 2);
-                frame::free(v & ADDR_MASK);
+            } else {
+                for_each_entry(t, lo, hi, |_, v| {
+                    free_level(v & ADDR_MASK, level - 1);
+                    true
+                });
             }
-            true
-        });
-        frame::free(self.pml4);
+            if lo < hi {
+                // SAFETY: clearing the used entries of our own table, which nobody walks any more.
+                unsafe { crate::arch::mem::zero_u64s(table(t).add(lo), hi - lo) };
+            }
+            frame::set_span(t, 0, 0);
+            if level < 3 {
+                frame::free_zeroed(t);
+            }
+        }
+        free_level(self.pml4, 3);
+        free_pml4(self.pml4);
     }
+}
+
+/// Freed PML4s kept for reuse (user half zero, kernel half in place, so a new address space needs no
+/// copying), linked through their first word: (head, how many).
+static FREE_PML4S: crate::sync::KCell<(u64, u32)> = crate::sync::KCell::new((0, 0));
+/// At most this many PML4s are cached; more are cleared and freed.
+const PML4_CACHE: u32 = 16;
+
+/// Gives up a PML4 whose user half is already zero.
+fn free_pml4(pa: u64) {
+    let mut cache = FREE_PML4S.borrow_mut();
+    if cache.1 >= PML4_CACHE {
+        // SAFETY: nobody uses this PML4 any more; clearing its kernel half makes it a zero frame.
+        unsafe { crate::arch::mem::zero_u64s(table(pa).add(256), 256) };
+        frame::free_zeroed(pa);
+        return;
+    }
+    // SAFETY: the PML4 is no longer used by anyone; entry 0 (user half) now links the list.
+    unsafe { table(pa).write(cache.0) };
+    *cache = (pa, cache.1 + 1);
+    frame::uncount(pa);
+}
+
+/// A cached PML4 with the kernel half in place and a zero user half.
+fn cached_pml4() -> Option<u64> {
+    let mut cache = FREE_PML4S.borrow_mut();
+    let pa = cache.0;
+    if pa == 0 {
+        return None;
+    }
+    // SAFETY: a cached PML4's first word links the list; it is zeroed again as it is taken.
+    *cache = (unsafe { table(pa).replace(0) }, cache.1 - 1);
+    frame::recount(pa);
+    Some(pa)
 }

@@ -4,6 +4,7 @@
 
 use super::signal::{self, SIGCHLD};
 use super::{sched, Chan, Pid, State, INIT_PID};
+use crate::cost::{self, Cost};
 use crate::mm::paging::AddressSpace;
 use alloc::vec::Vec;
 use kcore::errno::Errno;
@@ -11,6 +12,7 @@ use kcore::wait::{Selector, VALID_OPTIONS, WCONTINUED, WNOHANG, WUNTRACED};
 
 /// Ends the current process with wait status `status` (Linux encoding). Never returns.
 pub fn exit_current(status: i32) -> ! {
+    let t0 = cost::start();
     let pid = super::current_pid();
     if pid == INIT_PID {
         panic!(
@@ -22,7 +24,9 @@ pub fn exit_current(status: i32) -> ! {
     // Memory and files go now; the PCB and kernel stack stay until the parent reaps the zombie.
     AddressSpace::activate_kernel();
     let (files, vmas) = super::with_current(|p| {
+        let t1 = cost::start();
         p.aspace.release();
+        cost::record(Cost::Release, t1);
         (core::mem::take(&mut p.fds), core::mem::take(&mut p.vmas))
     });
     drop(vmas);
@@ -72,6 +76,7 @@ pub fn exit_current(status: i32) -> ! {
         signal::send_kernel(ppid, SIGCHLD);
     }
     sched::wake(Chan::Child(ppid));
+    cost::record(Cost::Exit, t0);
     sched::schedule();
     unreachable!("a zombie ran again");
 }
@@ -89,6 +94,7 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
     if options & !VALID_OPTIONS != 0 {
         return Err(Errno::EINVAL);
     }
+    let t0 = cost::start();
     let me = super::current_pid();
     let own_pgid = super::with_current(|p| p.pgid.0);
     let sel = kcore::wait::selector(pid, own_pgid).ok_or(Errno::ESRCH)?;
@@ -120,7 +126,10 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
             (any, hit)
         });
         match found {
-            (_, Some((p, status, _))) => return Ok(Waited::Child(p, status)),
+            (_, Some((p, status, _))) => {
+                cost::record(Cost::Wait, t0);
+                return Ok(Waited::Child(p, status));
+            }
             (false, None) => return Err(Errno::ECHILD),
             (true, None) if options & WNOHANG != 0 => return Ok(Waited::None),
             (true, None) => {}
@@ -128,7 +137,9 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
         if signal::pending_for_current() {
             return Err(Errno::EINTR);
         }
+        let blocked = cost::start();
         sched::block(Chan::Child(me));
+        cost::subtract(Cost::Wait, cost::start().wrapping_sub(blocked));
     }
 }
 

@@ -6,6 +6,7 @@
 use super::{sched, Pid, Process, State, KERNEL_STACK_SIZE};
 use crate::arch::switch::{self, TaskContext};
 use crate::arch::trap::TrapFrame;
+use crate::cost::{self, Cost};
 use crate::mm::user;
 use alloc::boxed::Box;
 use kcore::errno::Errno;
@@ -38,6 +39,7 @@ pub fn release_vfork_parent() {
 
 /// Forks the current process; the child resumes from `frame` with rax = 0. Returns the child's pid.
 pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
+    let t0 = cost::start();
     let mut kstack = crate::mm::heap::try_alloc_stack(KERNEL_STACK_SIZE).ok_or(Errno::EAGAIN)?;
     let pid = super::alloc_pid()?;
     let mut ctx = Box::new(TaskContext::new());
@@ -46,9 +48,11 @@ pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
     child_frame.rax = 0;
     switch::prepare_new_task(&mut ctx, &mut kstack, &child_frame);
     let jiffies = crate::time::jiffies();
-    let child = super::with_current(|p| -> Result<Process, Errno> {
+    let child = super::with_current(|p| -> Result<Box<Process>, Errno> {
+        let t1 = cost::start();
         let aspace = p.aspace.fork_cow().ok_or(Errno::ENOMEM)?;
-        Ok(Process {
+        cost::record(Cost::ForkCow, t1);
+        Ok(Box::new(Process {
             pid,
             ppid: p.pid,
             pgid: p.pgid,
@@ -77,7 +81,7 @@ pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
             start_jiffies: jiffies,
             ctx,
             kstack,
-        })
+        }))
     })?;
     let mut child = child;
     if flags & CLONE_CHILD_SETTID != 0 && ctid != 0 {
@@ -91,5 +95,6 @@ pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
     }
     super::insert(child);
     sched::make_ready(pid);
+    cost::record(Cost::Fork, t0);
     Ok(pid)
 }

@@ -27,33 +27,33 @@ pub fn dispatch(frame: &mut TrapFrame) {
     ];
     let nr = frame.rax;
     let r = match nr {
-        0 => file::sys_read(a[0] as i64, a[1], a[2]),
-        1 => file::sys_write(a[0] as i64, a[1], a[2]),
+        0 => file::sys_read(int(a[0]), a[1], a[2]),
+        1 => file::sys_write(int(a[0]), a[1], a[2]),
         2 => file::sys_open(a[0], a[1] as u32, a[2] as u32),
-        3 => file::sys_close(a[0] as i64),
+        3 => file::sys_close(int(a[0])),
         4 => file::sys_stat(a[0], a[1], false),
-        5 => file::sys_fstat(a[0] as i64, a[1]),
+        5 => file::sys_fstat(int(a[0]), a[1]),
         6 => file::sys_stat(a[0], a[1], true),
-        7 => file::sys_poll(a[0], a[1], a[2] as i64),
-        8 => file::sys_lseek(a[0] as i64, a[1] as i64, a[2] as u32),
-        9 => memory::sys_mmap(a[0], a[1], a[2] as u32, a[3] as u32, a[4] as i64, a[5]),
+        7 => file::sys_poll(a[0], a[1], int(a[2])),
+        8 => file::sys_lseek(int(a[0]), a[1] as i64, a[2] as u32),
+        9 => memory::sys_mmap(a[0], a[1], a[2] as u32, a[3] as u32, int(a[4]), a[5]),
         10 => memory::sys_mprotect(a[0], a[1], a[2] as u32),
         11 => memory::sys_munmap(a[0], a[1]),
         12 => memory::sys_brk(a[0]),
         13 => process::sys_rt_sigaction(a[0] as u32, a[1], a[2], a[3]),
         14 => process::sys_rt_sigprocmask(a[0] as u32, a[1], a[2], a[3]),
         15 => process::sys_rt_sigreturn(frame),
-        16 => file::sys_ioctl(a[0] as i64, a[1] as u32, a[2]),
-        19 => file::sys_readv(a[0] as i64, a[1], a[2]),
-        20 => file::sys_writev(a[0] as i64, a[1], a[2]),
+        16 => file::sys_ioctl(int(a[0]), a[1] as u32, a[2]),
+        19 => file::sys_readv(int(a[0]), a[1], a[2]),
+        20 => file::sys_writev(int(a[0]), a[1], a[2]),
         21 => file::sys_access(a[0], a[1] as u32),
         22 => file::sys_pipe2(a[0], 0),
         24 => process::sys_sched_yield(),
-        32 => file::sys_dup(a[0] as i64),
-        33 => file::sys_dup3(a[0] as i64, a[1] as i64, None),
-        72 => file::sys_fcntl(a[0] as i64, a[1] as u32, a[2]),
+        32 => file::sys_dup(int(a[0])),
+        33 => file::sys_dup3(int(a[0]), int(a[1]), None),
+        72 => file::sys_fcntl(int(a[0]), a[1] as u32, a[2]),
         80 => file::sys_chdir(a[0]),
-        292 => file::sys_dup3(a[0] as i64, a[1] as i64, Some(a[2] as u32)),
+        292 => file::sys_dup3(int(a[0]), int(a[1]), Some(a[2] as u32)),
         293 => file::sys_pipe2(a[0], a[1] as u32),
         34 => process::sys_pause(),
         35 => process::sys_nanosleep(a[0], a[1]),
@@ -85,12 +85,12 @@ pub fn dispatch(frame: &mut TrapFrame) {
         186 => misc::sys_getpid(),
         201 => misc::sys_time(a[0]),
         204 => misc::sys_sched_getaffinity(a[0], a[1], a[2]),
-        217 => file::sys_getdents64(a[0] as i64, a[1], a[2]),
+        217 => file::sys_getdents64(int(a[0]), a[1], a[2]),
         218 => misc::sys_getpid(), // set_tid_address: the tid
         228 => misc::sys_clock_gettime(a[0] as u32, a[1]),
         231 => process::sys_exit(a[0] as i32),
-        257 => file::sys_openat(a[0] as i64, a[1], a[2] as u32, a[3] as u32),
-        262 => file::sys_newfstatat(a[0] as i64, a[1], a[2], a[3] as u32),
+        257 => file::sys_openat(int(a[0]), a[1], a[2] as u32, a[3] as u32),
+        262 => file::sys_newfstatat(int(a[0]), a[1], a[2], a[3] as u32),
         273 => Ok(0), // set_robust_list
         302 => misc::sys_prlimit64(a[0], a[1] as u32, a[2], a[3]),
         318 => misc::sys_getrandom(a[0], a[1]),
@@ -103,6 +103,26 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Ok(v) => v,
         Err(e) => e.as_return(),
     };
+    if TRACE.load(core::sync::atomic::Ordering::Relaxed) {
+        kprintln!(
+            "strace: pid {} syscall {} ({}, {}, {}) = {}",
+            Dec(crate::proc::current_pid().0 as u64),
+            Dec(nr),
+            kcore::fmt::Hex(a[0]),
+            kcore::fmt::Hex(a[1]),
+            kcore::fmt::Hex(a[2]),
+            kcore::fmt::Hex(frame.rax)
+        );
+    }
+}
+
+/// `strace` on the kernel command line: log every system call (pid, number, first arguments, result).
+pub static TRACE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// An `int` argument (file descriptors, poll's timeout): Linux uses the low 32 bits of the register
+/// only, and callers leave garbage above them (glibc's close passes whatever the upper half held).
+fn int(reg: u64) -> i64 {
+    reg as i32 as i64
 }
 
 fn log_unknown(nr: u64) {

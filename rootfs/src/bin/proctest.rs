@@ -52,6 +52,12 @@ fn main() {
         Some("exit") => exit(args[2].parse().unwrap()),
         Some("forks") => return forks(args[2].parse().unwrap()),
         Some("orphan") => return orphan(),
+        Some("both") => {
+            // For Command::output: a line on each of stdout and stderr, then exit 5.
+            println!("to stdout");
+            eprintln!("to stderr");
+            exit(5);
+        }
         _ => {}
     }
     let me = args[0].clone();
@@ -397,6 +403,16 @@ fn main() {
     // std::process::Command (glibc posix_spawn: clone with CLONE_VM|CLONE_VFORK)
     let st = std::process::Command::new(&me).args(["exit", "9"]).status();
     out(format!("Command::status: {:?}", st.map(|s| s.code())));
+    // Command::output: pipes for stdout and stderr, read with poll() on both until EOF, then wait.
+    match std::process::Command::new(&me).arg("both").output() {
+        Ok(o) => out(format!(
+            "Command::output: {:?} stdout {:?} stderr {:?}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Err(e) => out(format!("Command::output: error {e}")),
+    }
 
     // nanosleep
     let t = std::time::Instant::now();

@@ -27,11 +27,19 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
         // SAFETY: a forward copy is correct when dst is below src or the ranges do not overlap.
         return unsafe { memcpy(dst, src, n) };
     }
-    // SAFETY: copy backwards (DF set) from the last byte; the caller guarantees validity.
+    // SAFETY: copy backwards (DF set): whole quadwords from the end first, then the bytes left at the
+    // start (each repetition is emulated here, so a byte-wise backward copy would cost 8 times as much).
+    // Going down, every source byte is read before the overlapping destination overwrites it.
     unsafe {
-        asm!("std", "rep movsb", "cld",
-             inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _,
-             options(nostack));
+        let tail = n & 7;
+        asm!("std", "rep movsq", "cld",
+             inout("rcx") n >> 3 => _, inout("rdi") dst.add(n).wrapping_sub(8) => _,
+             inout("rsi") src.add(n).wrapping_sub(8) => _, options(nostack));
+        if tail != 0 {
+            asm!("std", "rep movsb", "cld",
+                 inout("rcx") tail => _, inout("rdi") dst.add(tail - 1) => _,
+                 inout("rsi") src.add(tail - 1) => _, options(nostack));
+        }
     }
     dst
 }
@@ -89,6 +97,18 @@ pub unsafe fn zero_page(page: *mut u8) {
     // SAFETY: the caller guarantees the page is valid and writable.
     unsafe {
         asm!("rep stosq", inout("rcx") 512usize => _, inout("rdi") page => _, in("rax") 0u64,
+             options(nostack, preserves_flags));
+    }
+}
+
+/// Zeroes `n` quadwords at `p` with `rep stosq`.
+///
+/// # Safety
+/// `p` must be valid for `n` writable, aligned `u64`s.
+pub unsafe fn zero_u64s(p: *mut u64, n: usize) {
+    // SAFETY: the caller guarantees the range is valid and writable.
+    unsafe {
+        asm!("rep stosq", inout("rcx") n => _, inout("rdi") p => _, in("rax") 0u64,
              options(nostack, preserves_flags));
     }
 }

@@ -1,0 +1,90 @@
+//! Kernel cost counters: how often a piece of kernel work ran and the TSC time it took (kernel mode is
+//! instruction-emulated on the development hosts, so these are what make fork, exit and faults slow or
+//! fast). Printed at power-off; `Cost::Pages*` count pages instead of time.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// What is measured.
+#[derive(Clone, Copy)]
+pub enum Cost {
+    /// fork/vfork/clone, the whole system call.
+    Fork,
+    /// `AddressSpace::fork_cow` (part of Fork); its pages are counted in `ForkPages`.
+    ForkCow,
+    /// `exit_current` up to the switch away (freeing memory and files included).
+    Exit,
+    /// Freeing an address space (part of Exit and execve).
+    Release,
+    /// wait4 without the time spent blocked.
+    Wait,
+    /// A write fault on a copy-on-write page that copied it.
+    CowCopy,
+    /// A write fault on a copy-on-write page nobody else shares any more (no copy).
+    CowReuse,
+    /// A fault on a missing anonymous page (a fresh zero page).
+    ZeroFault,
+    /// User pages shared by fork_cow.
+    ForkPages,
+}
+
+const N: usize = 9;
+const NAMES: [&str; N] = [
+    "fork",
+    "fork_cow",
+    "exit",
+    "release",
+    "wait4",
+    "cow_copy",
+    "cow_reuse",
+    "zero_fault",
+    "fork_pages",
+];
+
+static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
+static TSC: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
+
+fn add(c: &AtomicU64, v: u64) {
+    // One CPU, interrupts off: a plain load and store (no locked instruction to emulate).
+    c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+}
+
+/// The start of a measurement.
+pub fn start() -> u64 {
+    crate::arch::cpu::rdtsc()
+}
+
+/// Ends a measurement started at `t0`.
+pub fn record(what: Cost, t0: u64) {
+    add(&COUNT[what as usize], 1);
+    add(
+        &TSC[what as usize],
+        crate::arch::cpu::rdtsc().wrapping_sub(t0),
+    );
+}
+
+/// Adds `n` to a counting (not timed) entry.
+pub fn count(what: Cost, n: u64) {
+    add(&COUNT[what as usize], n);
+}
+
+/// Takes `t` TSC ticks back from `what` (time a measured call spent blocked).
+pub fn subtract(what: Cost, t: u64) {
+    add(&TSC[what as usize], t.wrapping_neg());
+}
+
+/// Prints every counter that ran: `cost: NAME N times, NS ns each`.
+pub fn report() {
+    for (i, name) in NAMES.iter().enumerate() {
+        let n = COUNT[i].load(Ordering::Relaxed);
+        if n == 0 {
+            continue;
+        }
+        let ns = crate::time::tsc_to_ns(TSC[i].load(Ordering::Relaxed));
+        crate::kprintln!(
+            "cost: {} {} times, {} ns each",
+            name,
+            kcore::fmt::Dec(n),
+            kcore::fmt::Dec(ns / n)
+        );
+    }
+}
