@@ -213,7 +213,7 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
             }
         }
         if signal::pending_for_current() {
-            return Err(Errno::EINTR);
+            return Err(Errno::ERESTARTSYS);
         }
         WAITING.store(true, Ordering::Relaxed);
         sched::block(Chan::Console);

@@ -35,6 +35,14 @@ impl Errno {
     pub const ENOSYS: Errno = Errno(38);
     pub const ENOTEMPTY: Errno = Errno(39);
     pub const ELOOP: Errno = Errno(40);
+    // Kernel-internal (Linux's include/linux/errno.h): an interrupted system call to be restarted or
+    // failed with EINTR as signal(7) says, decided when the signal is delivered. Never seen by users.
+    /// Restart if no handler runs or the handler has SA_RESTART, else EINTR (read, write, wait4).
+    pub const ERESTARTSYS: Errno = Errno(512);
+    /// Restart if no handler runs, else EINTR (pause, poll).
+    pub const ERESTARTNOHAND: Errno = Errno(514);
+    /// Like ERESTARTNOHAND, but restarted through restart_syscall (nanosleep: the time left).
+    pub const ERESTART_RESTARTBLOCK: Errno = Errno(516);
 
     /// The value a syscall returns for this error: `-errno` as an unsigned register.
     pub fn as_return(self) -> u64 {

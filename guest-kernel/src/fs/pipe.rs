@@ -110,7 +110,7 @@ pub fn read(pipe: &Rc<RefCell<Pipe>>, buf: &mut [u8], nonblock: bool) -> Result<
             return Err(Errno::EAGAIN);
         }
         if signal::pending_for_current() {
-            return Err(Errno::EINTR);
+            return Err(Errno::ERESTARTSYS);
         }
         sched::block(Chan::Pipe(id));
     }
@@ -152,7 +152,7 @@ pub fn write(pipe: &Rc<RefCell<Pipe>>, buf: &[u8], nonblock: bool) -> Result<usi
             return if done > 0 {
                 Ok(done)
             } else {
-                Err(Errno::EINTR)
+                Err(Errno::ERESTARTSYS)
             };
         }
         sched::block(Chan::Pipe(id));

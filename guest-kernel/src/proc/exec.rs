@@ -248,6 +248,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         vfork_parent: None,
         signals: SigState::default(),
         wake_at: 0,
+        restart_sleep: None,
         ticks: 0,
         start_jiffies: crate::time::jiffies(),
         ctx,

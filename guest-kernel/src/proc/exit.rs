@@ -135,7 +135,7 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
             (true, None) => {}
         }
         if signal::pending_for_current() {
-            return Err(Errno::EINTR);
+            return Err(Errno::ERESTARTSYS);
         }
         let blocked = cost::start();
         sched::block(Chan::Child(me));

@@ -77,6 +77,7 @@ pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
                 ..p.signals.clone()
             },
             wake_at: 0,
+            restart_sleep: None,
             ticks: 0,
             start_jiffies: jiffies,
             ctx,

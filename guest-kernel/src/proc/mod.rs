@@ -113,6 +113,9 @@ pub struct Process {
     pub signals: signal::SigState,
     /// When a sleeping process wakes (ns since boot).
     pub wake_at: u64,
+    /// A sleep interrupted by a signal: (deadline, user address for the time left), for
+    /// restart_syscall.
+    pub restart_sleep: Option<(u64, u64)>,
     /// Timer ticks spent running.
     pub ticks: u64,
     /// jiffies at creation (for /proc/PID/stat).

@@ -37,6 +37,7 @@ const SA_NOCLDSTOP: u64 = 1;
 const SA_NOCLDWAIT: u64 = 2;
 const SA_SIGINFO: u64 = 4;
 const SA_RESTORER: u64 = 0x0400_0000;
+const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 
@@ -232,6 +233,7 @@ pub fn force(sig: u32) -> bool {
 
 /// Delivers pending signals before returning to user mode with `frame`.
 pub fn deliver(frame: &mut TrapFrame) {
+    let mut restart = interrupted_call(frame);
     loop {
         let next = super::with_current(|p| {
             let ready = p.signals.pending & !p.signals.blocked;
@@ -242,7 +244,12 @@ pub fn deliver(frame: &mut TrapFrame) {
             p.signals.pending &= !bit(sig);
             Some((sig, p.signals.actions[(sig - 1) as usize], p.pid))
         });
-        let Some((sig, act, pid)) = next else { return };
+        let Some((sig, act, pid)) = next else {
+            if let Some(code) = restart {
+                finish_interrupted(frame, code, None);
+            }
+            return;
+        };
         if sig == SIGKILL {
             super::exit::exit_current(kcore::wait::signaled(sig, false));
         }
@@ -262,6 +269,9 @@ pub fn deliver(frame: &mut TrapFrame) {
                 }
             },
             _ => {
+                if let Some(code) = restart.take() {
+                    finish_interrupted(frame, code, Some(act.flags));
+                }
                 if setup_frame(frame, sig, &act).is_err() {
                     super::exit::exit_current(kcore::wait::signaled(SIGSEGV, false));
                 }
@@ -270,6 +280,49 @@ pub fn deliver(frame: &mut TrapFrame) {
         }
     }
 }
+
+/// `frame` is a system call's that was interrupted by a signal: its restart code.
+fn interrupted_call(frame: &TrapFrame) -> Option<Errno> {
+    if frame.vector != crate::arch::trap::SYSCALL_VECTOR || frame.error == NOT_A_SYSCALL {
+        return None;
+    }
+    [
+        Errno::ERESTARTSYS,
+        Errno::ERESTARTNOHAND,
+        Errno::ERESTART_RESTARTBLOCK,
+    ]
+    .into_iter()
+    .find(|e| frame.rax == e.as_return())
+}
+
+/// `frame.error` after rt_sigreturn: the registers are the user's, not a system call's result.
+const NOT_A_SYSCALL: u64 = u64::MAX;
+
+/// Linux's signal(7) rules for an interrupted call: with a handler (`handler_flags`), EINTR, unless
+/// the call is restartable (ERESTARTSYS) and the handler has SA_RESTART; without one (the signal was
+/// ignored, or stopped and continued the process), the call restarts. A restart re-executes the
+/// `syscall` instruction (2 bytes before the return address) with the original number, or
+/// restart_syscall for a sleep, which then sleeps for the time left.
+fn finish_interrupted(frame: &mut TrapFrame, code: Errno, handler_flags: Option<u64>) {
+    let restart = match handler_flags {
+        Some(flags) => code == Errno::ERESTARTSYS && flags & SA_RESTART != 0,
+        None => true,
+    };
+    if !restart {
+        frame.rax = Errno::EINTR.as_return();
+        super::with_current(|p| p.restart_sleep = None);
+        return;
+    }
+    frame.rax = if code == Errno::ERESTART_RESTARTBLOCK {
+        RESTART_SYSCALL
+    } else {
+        frame.error
+    };
+    frame.rip -= 2;
+}
+
+/// restart_syscall's number.
+const RESTART_SYSCALL: u64 = 219;
 
 fn stop_current(sig: u32) {
     let ppid = super::with_current(|p| {
@@ -386,6 +439,7 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
     frame.rflags = (g[17] & 0x4_0dd5) | 0x202;
     frame.cs = USER_CS as u64;
     frame.ss = USER_DS as u64;
+    frame.error = NOT_A_SYSCALL;
     if fx != 0 && check_user(fx, FX_SIZE, false).is_ok() {
         let src = crate::mm::uaccess::checked_slice(fx, FX_SIZE as usize);
         super::with_current(|p| {

@@ -26,6 +26,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
     let nr = frame.rax;
+    // Kept for a restart (Linux's orig_ax), and marks the frame as a system call's for signal delivery.
+    frame.vector = crate::arch::trap::SYSCALL_VECTOR;
+    frame.error = nr;
     let r = match nr {
         0 => file::sys_read(int(a[0]), a[1], a[2]),
         1 => file::sys_write(int(a[0]), a[1], a[2]),
@@ -87,6 +90,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         204 => misc::sys_sched_getaffinity(a[0], a[1], a[2]),
         217 => file::sys_getdents64(int(a[0]), a[1], a[2]),
         218 => misc::sys_getpid(), // set_tid_address: the tid
+        219 => process::sys_restart_syscall(),
         228 => misc::sys_clock_gettime(a[0] as u32, a[1]),
         231 => process::sys_exit(a[0] as i32),
         257 => file::sys_openat(int(a[0]), a[1], a[2] as u32, a[3] as u32),

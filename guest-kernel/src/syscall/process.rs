@@ -217,10 +217,13 @@ pub fn sys_rt_sigreturn(frame: &mut TrapFrame) -> SysResult {
     }
 }
 
+/// Sleeps until `deadline`. Interrupted: writes the time left to `rem` (if not 0) and returns
+/// ERESTART_RESTARTBLOCK: EINTR if a handler runs, else restart_syscall sleeps on to the same deadline.
 fn sleep_ns(deadline: u64, rem: u64) -> SysResult {
     if sched::sleep_until(deadline) {
         return Ok(0);
     }
+    proc::with_current(|p| p.restart_sleep = Some((deadline, rem)));
     if rem != 0 {
         let left = deadline.saturating_sub(crate::time::now_ns());
         let mut b = [0u8; 16];
@@ -228,7 +231,15 @@ fn sleep_ns(deadline: u64, rem: u64) -> SysResult {
         b[8..].copy_from_slice(&(left % 1_000_000_000).to_le_bytes());
         copy_to_user(rem, &b)?;
     }
-    Err(Errno::EINTR)
+    Err(Errno::ERESTART_RESTARTBLOCK)
+}
+
+/// restart_syscall: continues a sleep interrupted by a signal that ran no handler.
+pub fn sys_restart_syscall() -> SysResult {
+    match proc::with_current(|p| p.restart_sleep.take()) {
+        Some((deadline, rem)) => sleep_ns(deadline, rem),
+        None => Err(Errno::EINTR),
+    }
 }
 
 fn read_timespec(va: u64) -> Result<u64, Errno> {
@@ -255,18 +266,22 @@ pub fn sys_clock_nanosleep(clock: u32, flags: u32, req: u64, rem: u64) -> SysRes
     }
     let d = read_timespec(req)?;
     if flags & TIMER_ABSTIME != 0 {
-        sched::sleep_until(d);
-        return Ok(0);
+        // An absolute sleep is restarted with the same arguments (Linux: ERESTARTNOHAND).
+        return if sched::sleep_until(d) {
+            Ok(0)
+        } else {
+            Err(Errno::ERESTARTNOHAND)
+        };
     }
     sleep_ns(crate::time::now_ns().saturating_add(d), rem)
 }
 
-/// pause: sleeps until a signal arrives; always EINTR.
+/// pause: sleeps until a signal runs a handler (then EINTR; other signals restart it).
 pub fn sys_pause() -> SysResult {
     while !signal::pending_for_current() {
         sched::block(proc::Chan::Signal);
     }
-    Err(Errno::EINTR)
+    Err(Errno::ERESTARTNOHAND)
 }
 
 pub fn sys_sched_yield() -> SysResult {

@@ -414,6 +414,8 @@ fn main() {
         Err(e) => out(format!("Command::output: error {e}")),
     }
 
+    restart_cases(&out);
+
     // nanosleep
     let t = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(30));
@@ -422,6 +424,150 @@ fn main() {
         t.elapsed().as_millis() >= 30
     ));
     out("done".into());
+}
+
+extern "C" fn on_usr1(sig: libc::c_int) {
+    GOT.store(sig, Ordering::SeqCst);
+}
+
+/// SIGUSR1's handler, with or without SA_RESTART.
+fn handle_usr1(restart: bool) {
+    // SAFETY: a zeroed sigaction with a plain handler is valid.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as libc::sighandler_t;
+        sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
+/// A child that, 50 ms after starting, sends SIGUSR1 to its parent, then after 50 ms more runs `then`
+/// and exits with 7. Returns its pid.
+fn poke_parent_later(then: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: plain calls.
+    let parent = unsafe { libc::getpid() };
+    let c = fork();
+    if c == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: plain calls.
+        unsafe { libc::kill(parent, libc::SIGUSR1) };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        then();
+        exit(7);
+    }
+    c
+}
+
+/// System calls interrupted by a handled signal: restarted with SA_RESTART (pipe read, wait4), EINTR
+/// without it, and EINTR for sleeps and poll even with it (signal(7)); a sleep restarts across
+/// SIGSTOP/SIGCONT (no handler runs).
+fn restart_cases(out: &dyn Fn(String)) {
+    for restart in [false, true] {
+        let name = if restart {
+            "SA_RESTART"
+        } else {
+            "no SA_RESTART"
+        };
+        handle_usr1(restart);
+
+        // read on a pipe; the child writes a byte after the signal
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for two descriptors.
+        unsafe { libc::pipe(fds.as_mut_ptr()) };
+        GOT.store(0, Ordering::SeqCst);
+        let c = poke_parent_later(|| {
+            // SAFETY: writing one byte from a valid buffer.
+            unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
+        });
+        let mut b = [0u8; 4];
+        // SAFETY: reading into a valid buffer.
+        let r = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), b.len()) };
+        let e = if r < 0 { errno() } else { 0 };
+        out(format!(
+            "{name}: pipe read returns {r} errno {e}, handler ran {}",
+            GOT.load(Ordering::SeqCst) == libc::SIGUSR1
+        ));
+        wait(c, 0);
+        // SAFETY: closing our descriptors.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+
+        // wait4 for a child that signals first and exits later
+        GOT.store(0, Ordering::SeqCst);
+        let c = poke_parent_later(|| {});
+        let (r, s) = wait(c, 0);
+        let e = if r < 0 { errno() } else { 0 };
+        if r < 0 {
+            wait(c, 0);
+        }
+        out(format!(
+            "{name}: wait4 returns the child {}, errno {e}, {}",
+            r == c,
+            if r == c {
+                rootfs::describe_status(s)
+            } else {
+                "-".into()
+            }
+        ));
+
+        // nanosleep: EINTR either way
+        let c = poke_parent_later(|| {});
+        let ts = libc::timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid timespec; no remainder wanted.
+        let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        out(format!("{name}: nanosleep returns {r} errno {}", errno()));
+        wait(c, 0);
+
+        // poll on an empty pipe without a timeout: EINTR either way
+        // SAFETY: fds has room for two descriptors.
+        unsafe { libc::pipe(fds.as_mut_ptr()) };
+        let c = poke_parent_later(|| {});
+        let mut p = libc::pollfd {
+            fd: fds[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        out(format!("{name}: poll returns {r} errno {}", errno()));
+        wait(c, 0);
+        // SAFETY: closing our descriptors.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+    // SAFETY: back to the default disposition.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_DFL) };
+
+    // A sleep stopped and continued (no handler runs) sleeps its whole time.
+    let c = fork();
+    if c == 0 {
+        let t = std::time::Instant::now();
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 300_000_000,
+        };
+        // SAFETY: valid timespec.
+        let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        println!(
+            "proctest: nanosleep across SIGSTOP/SIGCONT returns {r}, slept it all {}",
+            t.elapsed().as_millis() >= 300
+        );
+        exit(0);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(c, libc::SIGSTOP) };
+    wait(c, libc::WUNTRACED);
+    // SAFETY: as above.
+    unsafe { libc::kill(c, libc::SIGCONT) };
+    wait(c, 0);
 }
 
 /// `n` fork/exit/wait cycles (memory and pid leak check).
