@@ -20,6 +20,7 @@ const ECHO: u32 = 0o10;
 const ICRNL: u32 = 0o400;
 const VINTR: usize = 0;
 const VQUIT: usize = 1;
+const VSUSP: usize = 10;
 const VERASE: usize = 2;
 const VKILL: usize = 3;
 const VEOF: usize = 4;
@@ -110,16 +111,20 @@ fn input_byte(t: &mut Tty, mut b: u8) -> Option<u32> {
         b = b'\n';
     }
     let cc = t.termios.cc;
-    if t.termios.lflag & ISIG != 0 && (b == cc[VINTR] || b == cc[VQUIT]) {
+    let susp = cc[VSUSP] != 0 && b == cc[VSUSP];
+    if t.termios.lflag & ISIG != 0 && (b == cc[VINTR] || b == cc[VQUIT] || susp) {
         // As Linux without NOFLSH: the signal also discards pending input.
         t.line.clear();
         t.ready.clear();
-        echo(t, if b == cc[VINTR] { b"^C\n" } else { b"^\\\n" });
-        return Some(if b == cc[VINTR] {
-            signal::SIGINT
+        let (sig, shown): (u32, &[u8]) = if b == cc[VINTR] {
+            (signal::SIGINT, b"^C\n")
+        } else if b == cc[VQUIT] {
+            (signal::SIGQUIT, b"^\\\n")
         } else {
-            signal::SIGQUIT
-        });
+            (signal::SIGTSTP, b"^Z\n")
+        };
+        echo(t, shown);
+        return Some(sig);
     }
     if t.termios.lflag & ICANON == 0 {
         t.ready.push_back(b);
@@ -191,6 +196,7 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
         return Ok(0);
     }
     loop {
+        background_read_check()?;
         process_input();
         {
             let mut t = TTY.borrow_mut();
@@ -218,6 +224,21 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
         WAITING.store(true, Ordering::Relaxed);
         sched::block(Chan::Console);
     }
+}
+
+/// A read from a process outside the foreground group: its group gets SIGTTIN (which stops it by
+/// default) and the read restarts once it is continued; EIO if it ignores or blocks SIGTTIN (Linux).
+fn background_read_check() -> Result<(), Errno> {
+    let fg = TTY.borrow().fg;
+    let pgid = crate::proc::with_current(|p| p.pgid.0);
+    if fg == 0 || pgid == fg || crate::proc::current_pid() == crate::proc::INIT_PID {
+        return Ok(());
+    }
+    if signal::ignored_or_blocked(signal::SIGTTIN) {
+        return Err(Errno::EIO);
+    }
+    let _ = signal::send_group(Pid(pgid), signal::SIGTTIN);
+    Err(Errno::ERESTARTSYS)
 }
 
 /// Console input arrived (UART interrupt).

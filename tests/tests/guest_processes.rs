@@ -196,6 +196,84 @@ fn fork_exit_wait_cycles_leak_neither_memory_nor_pids() {
     assert_eq!((few.code, many.code), (Some(0), Some(0)));
 }
 
+/// Sends `key` until `what` appears after the current output: a key typed before the shell hands the
+/// job the terminal goes to the shell, which ignores it.
+fn press_until(vm: &mut Vm, key: &[u8], what: &str) {
+    let before = vm.stdout().len();
+    let seen = wait_until(T, || {
+        vm.send(key);
+        std::thread::sleep(Duration::from_millis(300));
+        vm.stdout()[before..].contains(what)
+    });
+    assert!(seen, "no {what:?} after sending {key:?}:\n{}", vm.stdout());
+}
+
+/// Types `line` and waits until `what` appears in the output that follows.
+fn type_and_expect(vm: &mut Vm, line: &[u8], what: &str) {
+    let before = vm.stdout().len();
+    vm.send(line);
+    let seen = wait_until(T, || vm.stdout()[before..].contains(what));
+    assert!(seen, "no {what:?} after typing {line:?}:\n{}", vm.stdout());
+}
+
+#[test]
+fn job_control_on_the_console() {
+    let Some(mut vm) = boot_interactive() else {
+        return;
+    };
+    vm.wait_for_output("init: starting /bin/sh on the console", T);
+    vm.wait_for_output("# ", T);
+
+    // Ctrl-Z stops the foreground job (SIGTSTP to its group); the shell reports it and $? is 128+20.
+    // The job is started in the background and brought to the foreground with fg: Ctrl-Z typed
+    // while the shell has not read the command line yet would discard that line (as on Linux).
+    type_and_expect(&mut vm, b"sleep 100 &\n", "[1] ");
+    type_and_expect(&mut vm, b"fg\n", "sleep 100\n");
+    press_until(&mut vm, b"\x1a", "^Z\n[1]+ Stopped sleep 100\n# ");
+    vm.send(b"echo stopped=$?\n");
+    vm.wait_for_output("stopped=148\n# ", T);
+    vm.send(b"jobs\n");
+    vm.wait_for_output("[1] Stopped sleep 100\n# ", T);
+    // /proc shows it stopped (ps STAT T).
+    vm.send(b"ps | cat\n");
+    vm.wait_for_output(" T ", T);
+    vm.wait_for_output("# ", T);
+
+    // bg continues it in the background (SIGCONT to the group), fg brings it back to the terminal,
+    // where Ctrl-C interrupts it.
+    vm.send(b"bg\n");
+    vm.wait_for_output("[1] sleep 100 &\n# ", T);
+    vm.send(b"jobs\n");
+    vm.wait_for_output("[1] Running sleep 100\n# ", T);
+    type_and_expect(&mut vm, b"fg %1\n", "sleep 100\n");
+    press_until(&mut vm, b"\x03", "\n# ");
+    vm.send(b"echo interrupted=$?\n");
+    vm.wait_for_output("interrupted=130\n# ", T);
+
+    // kill %1 on a stopped job: SIGTERM, then SIGCONT so that it sees it (as bash does).
+    type_and_expect(&mut vm, b"sleep 100 &\n", "[1] ");
+    type_and_expect(&mut vm, b"fg\n", "sleep 100\n");
+    press_until(&mut vm, b"\x1a", "[1]+ Stopped sleep 100\n# ");
+    type_and_expect(&mut vm, b"kill %1; echo kill=$?\n", "kill=0\n");
+    // The shell reports the job at a prompt after it died.
+    press_until(&mut vm, b"\n", "[1] Killed (signal 15) sleep 100\n");
+    let before = vm.stdout().len();
+    type_and_expect(&mut vm, b"jobs; echo jobs=$?\n", "jobs=0\n# ");
+    assert!(
+        !vm.stdout()[before..].contains("[1]"),
+        "jobs still lists a job:\n{}",
+        vm.stdout()
+    );
+
+    // A background job reading the terminal gets SIGTTIN, which stops it.
+    type_and_expect(&mut vm, b"cat &\n", "[1] ");
+    press_until(&mut vm, b"\n", "[1]+ Stopped cat\n");
+    type_and_expect(&mut vm, b"kill -9 %1\n", "# ");
+    press_until(&mut vm, b"\n", "[1] Killed (signal 9) cat\n");
+    vm.send(b"echo still=alive\n");
+    vm.wait_for_output("still=alive\n# ", T);
+}
+
 #[test]
 fn init_exiting_panics_the_kernel() {
     if !require_kvm() {

@@ -217,6 +217,14 @@ pub fn pending_for_current() -> bool {
     super::with_current(|p| p.signals.pending & !p.signals.blocked != 0)
 }
 
+/// Whether the current process ignores or blocks `sig`.
+pub fn ignored_or_blocked(sig: u32) -> bool {
+    super::with_current(|p| {
+        p.signals.actions[(sig - 1) as usize].handler == SIG_IGN
+            || p.signals.blocked & bit(sig) != 0
+    })
+}
+
 /// A fault signal for the current process: true if a user handler will run, false if the process must
 /// die (default action, blocked or ignored: Linux's force_sig).
 pub fn force(sig: u32) -> bool {

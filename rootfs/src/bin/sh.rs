@@ -1,9 +1,11 @@
 //! /bin/sh: a small shell for the guest (it also runs on the host).
 //!
 //! Commands with arguments ('...' and "..." quoting, `$?`, `$!` and `$$`), PATH lookup, pipelines (`|`),
-//! redirections (`<`, `>`, `>>`), background jobs (`&`), sequences (`;`), builtins `cd`, `exit`, `wait`.
+//! redirections (`<`, `>`, `>>`), background jobs (`&`), sequences (`;`), builtins `cd`, `exit`, `wait`,
+//! and job control: `jobs`, `fg [%N]`, `bg [%N]`, `kill [-SIG] %N|PID...`.
 //! Each job runs in its own process group; on a terminal the shell hands it the foreground (Ctrl-C
-//! interrupts the job, not the shell) and takes it back afterwards.
+//! interrupts the job, Ctrl-Z stops it, not the shell) and takes it back afterwards. A stopped job is
+//! listed as `[N]+ Stopped CMD` and `$?` is 128 + the stop signal, as in bash.
 //! `sh -c 'LINE'` runs one line; `sh FILE` runs a script (init's /etc/rc).
 
 use std::ffi::CString;
@@ -15,13 +17,60 @@ struct Stage {
     output: Option<(String, bool)>,
 }
 
+/// A job: one pipeline, in its own process group.
+struct Job {
+    n: usize,
+    pgid: libc::pid_t,
+    /// Its processes not reaped yet; the last one's status is the job's.
+    pids: Vec<libc::pid_t>,
+    last_pid: libc::pid_t,
+    last_status: i32,
+    text: String,
+    stopped: bool,
+}
+
 struct Shell {
     status: i32,
     interactive: bool,
-    jobs: Vec<(usize, Vec<libc::pid_t>, String)>,
-    next_job: usize,
+    jobs: Vec<Job>,
     /// `$!`: the last background job's last process.
     last_bg: i32,
+}
+
+/// A signal given as `-9`, `-KILL` or `-SIGKILL`.
+fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse() {
+        return Some(n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    [
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("TERM", libc::SIGTERM),
+        ("CONT", libc::SIGCONT),
+        ("STOP", libc::SIGSTOP),
+        ("TSTP", libc::SIGTSTP),
+    ]
+    .iter()
+    .find(|(n, _)| *n == name)
+    .map(|&(_, sig)| sig)
+}
+
+/// waitpid, retried when a signal interrupts it.
+fn waitpid(pid: libc::pid_t, options: i32) -> (libc::pid_t, i32) {
+    loop {
+        let mut s = 0;
+        // SAFETY: waiting for our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut s, options) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return (r, s);
+    }
 }
 
 fn tokenize(line: &str, status: i32, last_bg: i32) -> Vec<String> {
@@ -161,6 +210,8 @@ fn status_code(s: i32) -> i32 {
         libc::WEXITSTATUS(s)
     } else if libc::WIFSIGNALED(s) {
         128 + libc::WTERMSIG(s)
+    } else if libc::WIFSTOPPED(s) {
+        128 + libc::WSTOPSIG(s)
     } else {
         1
     }
@@ -304,72 +355,194 @@ impl Shell {
             self.status = 1;
             return;
         }
+        let job = Job {
+            n: self.jobs.iter().map(|j| j.n).max().unwrap_or(0) + 1,
+            pgid,
+            last_pid: *pids.last().unwrap(),
+            pids,
+            last_status: 0,
+            text: text.to_string(),
+            stopped: false,
+        };
         if background {
-            self.next_job += 1;
-            self.last_bg = *pids.last().unwrap();
-            println!("[{}] {}", self.next_job, self.last_bg);
-            self.jobs.push((self.next_job, pids, text.to_string()));
+            self.last_bg = job.last_pid;
+            println!("[{}] {}", job.n, self.last_bg);
+            self.jobs.push(job);
             self.status = 0;
             return;
         }
-        set_foreground(pgid);
-        let mut last_status = 0;
-        for (i, &p) in pids.iter().enumerate() {
-            let mut s = 0;
-            // SAFETY: waiting for our own child.
-            while unsafe { libc::waitpid(p, &mut s, 0) } < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EINTR) {
-                    eprintln!("sh: wait for {p}: {e}");
-                    break;
-                }
-            }
-            if i + 1 == pids.len() {
-                last_status = s;
-            }
-        }
-        // SAFETY: getpgrp has no preconditions.
-        set_foreground(unsafe { libc::getpgrp() });
-        if libc::WIFSIGNALED(last_status) && libc::WTERMSIG(last_status) == libc::SIGINT {
-            println!();
-        }
-        self.status = status_code(last_status);
+        self.wait_foreground(job);
     }
 
+    /// Gives `job` the terminal and waits until it ends or stops, then takes the terminal back.
+    fn wait_foreground(&mut self, mut job: Job) {
+        set_foreground(job.pgid);
+        let mut stop = None;
+        job.pids.retain(|&p| {
+            let (r, s) = waitpid(p, libc::WUNTRACED);
+            if r == p && libc::WIFSTOPPED(s) {
+                stop = Some(s);
+                return true;
+            }
+            if r == p && p == job.last_pid {
+                job.last_status = s;
+            }
+            false
+        });
+        // SAFETY: getpgrp has no preconditions.
+        set_foreground(unsafe { libc::getpgrp() });
+        if let Some(s) = stop {
+            job.stopped = true;
+            println!("[{}]+ Stopped {}", job.n, job.text);
+            self.status = status_code(s);
+            self.jobs.push(job);
+            return;
+        }
+        let s = job.last_status;
+        if libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGINT {
+            println!();
+        }
+        self.status = status_code(s);
+    }
+
+    /// Collects finished (and newly stopped) background jobs; `block`: waits for the running ones.
     fn reap_jobs(&mut self, block: bool) {
-        let mut done = Vec::new();
-        for (idx, (n, pids, text)) in self.jobs.iter_mut().enumerate() {
-            let mut last = None;
-            pids.retain(|&p| {
-                let mut s = 0;
-                // SAFETY: waiting for our own child.
-                let r = unsafe { libc::waitpid(p, &mut s, if block { 0 } else { libc::WNOHANG }) };
-                if r == p || r < 0 {
-                    last = Some(s);
-                    false
-                } else {
-                    true
+        let interactive = self.interactive;
+        let mut last = None;
+        self.jobs.retain_mut(|job| {
+            if block && job.stopped {
+                return true;
+            }
+            let mut stopped = false;
+            job.pids.retain(|&p| {
+                let opts = libc::WUNTRACED | if block { 0 } else { libc::WNOHANG };
+                let (r, s) = waitpid(p, opts);
+                if r == p && libc::WIFSTOPPED(s) {
+                    stopped = true;
+                    return true;
                 }
+                if r == p && p == job.last_pid {
+                    job.last_status = s;
+                }
+                r == 0
             });
-            if pids.is_empty() {
-                let s = last.unwrap_or(0);
-                let what = if libc::WIFSIGNALED(s) {
-                    format!("Killed (signal {})", libc::WTERMSIG(s))
-                } else {
-                    format!("Done ({})", status_code(s))
-                };
-                if self.interactive || block {
-                    println!("[{n}] {what} {text}");
+            if stopped && !job.stopped {
+                job.stopped = true;
+                if interactive {
+                    println!("[{}]+ Stopped {}", job.n, job.text);
                 }
-                if block {
-                    self.status = status_code(s);
-                }
-                done.push(idx);
+            }
+            if !job.pids.is_empty() {
+                return true;
+            }
+            let s = job.last_status;
+            let what = if libc::WIFSIGNALED(s) {
+                format!("Killed (signal {})", libc::WTERMSIG(s))
+            } else {
+                format!("Done ({})", status_code(s))
+            };
+            if interactive || block {
+                println!("[{}] {what} {}", job.n, job.text);
+            }
+            last = Some(status_code(s));
+            false
+        });
+        if block {
+            if let Some(s) = last {
+                self.status = s;
             }
         }
-        for idx in done.into_iter().rev() {
-            self.jobs.remove(idx);
+    }
+
+    /// The job `%N` names (or the most recent one without an argument).
+    fn job_index(&self, spec: Option<&String>) -> Option<usize> {
+        match spec {
+            None => self.jobs.len().checked_sub(1),
+            Some(s) => {
+                let n: usize = s.strip_prefix('%').unwrap_or(s).parse().ok()?;
+                self.jobs.iter().position(|j| j.n == n)
+            }
         }
+    }
+
+    /// `fg`, `bg`, `jobs` and `kill` with job specs. Returns false if `words` is not one of them.
+    fn job_builtin(&mut self, words: &[String]) -> bool {
+        match words[0].as_str() {
+            "jobs" => {
+                self.reap_jobs(false);
+                for j in &self.jobs {
+                    let state = if j.stopped { "Stopped" } else { "Running" };
+                    println!("[{}] {state} {}", j.n, j.text);
+                }
+                self.status = 0;
+            }
+            "fg" | "bg" => {
+                let Some(i) = self.job_index(words.get(1)) else {
+                    eprintln!("sh: {}: no such job", words[0]);
+                    self.status = 1;
+                    return true;
+                };
+                let pgid = self.jobs[i].pgid;
+                if words[0] == "fg" {
+                    let mut job = self.jobs.remove(i);
+                    println!("{}", job.text);
+                    job.stopped = false;
+                    set_foreground(pgid);
+                    // SAFETY: continuing our own job's process group.
+                    unsafe { libc::kill(-pgid, libc::SIGCONT) };
+                    self.wait_foreground(job);
+                } else {
+                    let job = &mut self.jobs[i];
+                    job.stopped = false;
+                    println!("[{}] {} &", job.n, job.text);
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-pgid, libc::SIGCONT) };
+                    self.status = 0;
+                }
+            }
+            "kill" if words.iter().any(|w| w.starts_with('%')) => {
+                let (sig, targets) = match words.get(1).and_then(|w| w.strip_prefix('-')) {
+                    Some(name) => (parse_signal(name), &words[2..]),
+                    None => (Some(libc::SIGTERM), &words[1..]),
+                };
+                let Some(sig) = sig else {
+                    eprintln!("sh: kill: bad signal");
+                    self.status = 1;
+                    return true;
+                };
+                self.status = 0;
+                for t in targets {
+                    let r = if t.starts_with('%') {
+                        match self.job_index(Some(t)) {
+                            Some(i) => {
+                                let j = &self.jobs[i];
+                                // SAFETY: signalling our own job's process group.
+                                let r = unsafe { libc::kill(-j.pgid, sig) };
+                                // As bash: a stopped job is continued so that it sees the signal.
+                                if j.stopped && sig != libc::SIGKILL && sig != libc::SIGCONT {
+                                    // SAFETY: as above.
+                                    unsafe { libc::kill(-j.pgid, libc::SIGCONT) };
+                                }
+                                r
+                            }
+                            None => -1,
+                        }
+                    } else {
+                        match t.parse() {
+                            // SAFETY: kill with a pid the user gave.
+                            Ok(pid) => unsafe { libc::kill(pid, sig) },
+                            Err(_) => -1,
+                        }
+                    };
+                    if r < 0 {
+                        eprintln!("sh: kill: {t}: no such job or process");
+                        self.status = 1;
+                    }
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn run_line(&mut self, line: &str) -> bool {
@@ -405,7 +578,11 @@ impl Shell {
                         self.reap_jobs(true);
                         continue;
                     }
-                    _ => {}
+                    _ => {
+                        if self.job_builtin(&words) {
+                            continue;
+                        }
+                    }
                 }
                 match parse_pipeline(&words) {
                     Ok(stages) => {
@@ -430,7 +607,6 @@ fn main() {
         status: 0,
         interactive,
         jobs: Vec::new(),
-        next_job: 0,
         last_bg: 0,
     };
     if interactive {
