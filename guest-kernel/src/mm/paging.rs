@@ -101,13 +101,18 @@ pub fn user_flags(writable: bool, executable: bool) -> u64 {
 /// One address space: a PML4 whose upper half is the kernel's.
 pub struct AddressSpace {
     pml4: u64,
+    /// A vfork child's view of its parent's address space: the same tables, never freed through it.
+    borrowed: bool,
 }
 
 impl AddressSpace {
     /// A new address space with an empty user half.
     pub fn new() -> Option<Self> {
         if let Some(pml4) = cached_pml4() {
-            return Some(AddressSpace { pml4 });
+            return Some(AddressSpace {
+                pml4,
+                borrowed: false,
+            });
         }
         let pml4 = frame::alloc_zeroed()?;
         // SAFETY: both tables are valid page-table pages; copying the kernel half shares its PDPTs.
@@ -116,7 +121,19 @@ impl AddressSpace {
             let dst = table(pml4);
             core::ptr::copy_nonoverlapping(src.add(256), dst.add(256), 256);
         }
-        Some(AddressSpace { pml4 })
+        Some(AddressSpace {
+            pml4,
+            borrowed: false,
+        })
+    }
+
+    /// This address space as a vfork child uses it (CLONE_VM): the same page tables, so the child's
+    /// writes are the parent's, while the parent waits. Releasing or destroying the alias frees nothing.
+    pub fn alias(&self) -> AddressSpace {
+        AddressSpace {
+            pml4: self.pml4,
+            borrowed: true,
+        }
     }
 
     /// The PML4's physical address (what CR3 holds).
@@ -387,7 +404,11 @@ impl AddressSpace {
     /// Frees everything, leaving an empty husk (the address space of a zombie). Not while active.
     pub fn release(&mut self) {
         if self.pml4 != 0 {
-            AddressSpace { pml4: self.pml4 }.destroy();
+            AddressSpace {
+                pml4: self.pml4,
+                borrowed: self.borrowed,
+            }
+            .destroy();
             self.pml4 = 0;
         }
     }
@@ -395,6 +416,9 @@ impl AddressSpace {
     /// Frees every user page, every user page table and the PML4. The tables' used entries are cleared
     /// on the way, so they go back as zero frames (no clearing when they are reused).
     pub fn destroy(self) {
+        if self.borrowed {
+            return;
+        }
         fn free_level(t: u64, level: u32) {
             let (lo, hi) = frame::span(t);
             let hi = if level == 3 { hi.min(256) } else { hi };

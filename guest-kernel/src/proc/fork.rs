@@ -16,11 +16,12 @@ pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 /// clone's CLONE_VFORK: the parent waits until the child execs or exits.
 pub const CLONE_VFORK: u64 = 0x4000;
 
-/// vfork (and clone with CLONE_VM|CLONE_VFORK, as glibc's posix_spawn uses): the child gets a
-/// copy-on-write copy like fork (not the parent's memory itself: what the child writes before exec is
-/// not seen by the parent), and the parent waits until the child execs or exits, as Linux's vfork does.
+/// vfork (and clone with CLONE_VM|CLONE_VFORK, as glibc's posix_spawn uses): the child runs in the
+/// parent's memory (the same page tables: what it writes before exec, such as posix_spawn's error
+/// code, the parent sees), and the parent waits until the child execs or exits, as Linux's vfork does.
+/// No page tables are copied, so this is much cheaper than fork here.
 pub fn vfork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
-    let child = fork(frame, flags, ctid)?;
+    let child = clone_process(frame, flags, ctid, true)?;
     let me = super::current_pid();
     super::with_proc(child, |c| c.vfork_parent = Some(me));
     while super::with_proc(child, |c| c.vfork_parent.is_some()).unwrap_or(false) {
@@ -39,6 +40,17 @@ pub fn release_vfork_parent() {
 
 /// Forks the current process; the child resumes from `frame` with rax = 0. Returns the child's pid.
 pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
+    clone_process(frame, flags, ctid, false)
+}
+
+/// A new process like the current one; `share_memory`: the vfork form (see [`vfork`]), else a
+/// copy-on-write copy of the address space.
+fn clone_process(
+    frame: &TrapFrame,
+    flags: u64,
+    ctid: u64,
+    share_memory: bool,
+) -> Result<Pid, Errno> {
     let t0 = cost::start();
     let mut kstack = crate::mm::heap::try_alloc_stack(KERNEL_STACK_SIZE).ok_or(Errno::EAGAIN)?;
     let pid = super::alloc_pid()?;
@@ -50,7 +62,11 @@ pub fn fork(frame: &TrapFrame, flags: u64, ctid: u64) -> Result<Pid, Errno> {
     let jiffies = crate::time::jiffies();
     let child = super::with_current(|p| -> Result<Box<Process>, Errno> {
         let t1 = cost::start();
-        let aspace = p.aspace.fork_cow().ok_or(Errno::ENOMEM)?;
+        let aspace = if share_memory {
+            p.aspace.alias()
+        } else {
+            p.aspace.fork_cow().ok_or(Errno::ENOMEM)?
+        };
         cost::record(Cost::ForkCow, t1);
         Ok(Box::new(Process {
             pid,

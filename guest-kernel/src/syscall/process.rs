@@ -23,7 +23,7 @@ pub fn sys_vfork(frame: &TrapFrame) -> SysResult {
 }
 
 /// clone: the fork-like forms. No threads; CLONE_VM only with CLONE_VFORK (posix_spawn), where the
-/// child gets a copy-on-write copy and the parent waits for its exec or exit.
+/// child runs in the parent's memory and the parent waits for its exec or exit.
 pub fn sys_clone(frame: &TrapFrame, flags: u64, stack: u64, ctid: u64) -> SysResult {
     let vfork = flags & proc::fork::CLONE_VFORK != 0;
     if flags & CLONE_THREAD != 0 || (flags & CLONE_VM != 0 && !vfork) {

@@ -403,6 +403,13 @@ fn main() {
     // std::process::Command (glibc posix_spawn: clone with CLONE_VM|CLONE_VFORK)
     let st = std::process::Command::new(&me).args(["exit", "9"]).status();
     out(format!("Command::status: {:?}", st.map(|s| s.code())));
+    // posix_spawn of a missing program: the vfork child reports the exec error through the memory it
+    // shares with the parent, so spawning fails (ENOENT) instead of the child exiting 127.
+    let r = std::process::Command::new("/nonexistent/program").status();
+    out(format!(
+        "Command of a missing program: {:?}",
+        r.map(|s| s.code()).map_err(|e| e.kind())
+    ));
     // Command::output: pipes for stdout and stderr, read with poll() on both until EOF, then wait.
     match std::process::Command::new(&me).arg("both").output() {
         Ok(o) => out(format!(
