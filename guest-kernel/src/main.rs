@@ -16,6 +16,7 @@ mod cost;
 mod drivers;
 mod fs;
 mod mm;
+mod net;
 mod proc;
 mod sync;
 mod syscall;
@@ -79,6 +80,26 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
             Ok(()) => kprintln!("blktest: {}: wrote and read back 4096 bytes", dev),
             Err(e) => kprintln!("blktest: {}: {}", dev, e),
         }
+    }
+    if let Some((dev, irq)) = drivers::virtio::take_net() {
+        let ip = match cmdline::value(cmdline, "ip") {
+            Some(v) => cmdline::parse_ip(v).unwrap_or_else(|| {
+                kprintln!("net: cannot use ip={}, using the default", v);
+                cmdline::DEFAULT_IP
+            }),
+            None => cmdline::DEFAULT_IP,
+        };
+        let [a, b, c, d] = ip.addr;
+        kprintln!(
+            "net: eth0 {}.{}.{}.{}/{}",
+            Dec(a as u64),
+            Dec(b as u64),
+            Dec(c as u64),
+            Dec(d as u64),
+            Dec(ip.prefix_len as u64)
+        );
+        net::init(dev, ip);
+        drivers::set_net_irq(irq as u8);
     }
     let root = cmdline::value(cmdline, "root").unwrap_or("/dev/vda");
     if let Err(e) = fs::mount_root(root) {

@@ -71,6 +71,74 @@ pub fn init_args(cmdline: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.starts_with("virtio_mmio.device="))
 }
 
+/// A static IPv4 configuration from `ip=CLIENT:SERVER:GATEWAY:NETMASK:HOSTNAME:DEVICE:AUTOCONF` (Linux's
+/// nfsroot form; only the client address, gateway, netmask and device are used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpConfig {
+    pub addr: [u8; 4],
+    /// Prefix length from the netmask (24 when the netmask is empty).
+    pub prefix_len: u8,
+    pub gateway: Option<[u8; 4]>,
+}
+
+/// The address the guest uses without `ip=`: 10.0.0.2/24, gateway 10.0.0.1.
+pub const DEFAULT_IP: IpConfig = IpConfig {
+    addr: [10, 0, 0, 2],
+    prefix_len: 24,
+    gateway: Some([10, 0, 0, 1]),
+};
+
+/// Parses a dotted-quad IPv4 address.
+pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for b in out.iter_mut() {
+        *b = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Parses the value of `ip=`. `None` when it is malformed, names a device other than eth0, or asks for
+/// autoconfiguration (dhcp, bootp, ...), which this kernel does not do; `off`/`none`/`static` or empty are
+/// accepted.
+pub fn parse_ip(v: &str) -> Option<IpConfig> {
+    let f: [&str; 7] = {
+        let mut f = [""; 7];
+        let mut it = v.split(':');
+        for slot in f.iter_mut() {
+            *slot = it.next().unwrap_or("");
+        }
+        if it.next().is_some() {
+            return None;
+        }
+        f
+    };
+    let addr = parse_ipv4(f[0])?;
+    let gateway = match f[2] {
+        "" => None,
+        g => Some(parse_ipv4(g)?),
+    };
+    let prefix_len = match f[3] {
+        "" => 24,
+        m => {
+            let m = u32::from_be_bytes(parse_ipv4(m)?);
+            // A netmask is contiguous ones.
+            if m.leading_ones() + m.trailing_zeros() != 32 {
+                return None;
+            }
+            m.leading_ones() as u8
+        }
+    };
+    if !matches!(f[5], "" | "eth0") || !matches!(f[6], "" | "off" | "none" | "static") {
+        return None;
+    }
+    Some(IpConfig {
+        addr,
+        prefix_len,
+        gateway,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +186,34 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn ip_config() {
+        assert_eq!(
+            parse_ip("192.168.7.2::192.168.7.1:255.255.255.0::eth0:off"),
+            Some(IpConfig {
+                addr: [192, 168, 7, 2],
+                prefix_len: 24,
+                gateway: Some([192, 168, 7, 1]),
+            })
+        );
+        assert_eq!(
+            parse_ip("10.1.2.3:::255.255.0.0"),
+            Some(IpConfig {
+                addr: [10, 1, 2, 3],
+                prefix_len: 16,
+                gateway: None,
+            })
+        );
+        assert_eq!(parse_ip("10.1.2.3").map(|c| c.prefix_len), Some(24));
+        assert_eq!(parse_ip("10.1.2.3:::255.0.255.0"), None);
+        assert_eq!(parse_ip("10.1.2.300::::::"), None);
+        assert_eq!(parse_ip("10.1.2.3::::::dhcp"), None);
+        assert_eq!(parse_ip("10.1.2.3:::::eth1:off"), None);
+        assert_eq!(parse_ip("dhcp"), None);
+        assert_eq!(parse_ip("1.2.3.4::::::off:x"), None);
+        assert_eq!(parse_ipv4("1.2.3"), None);
+        assert_eq!(parse_ipv4("1.2.3.4.5"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! virtio-mmio devices from `virtio_mmio.device=<size>@<addr>:<irq>` command-line entries, driven by the
-//! `virtio-drivers` crate: block devices (`/dev/vda`, `/dev/vdb`, ... in command-line order) and the
-//! console (it becomes the console with `console=hvc0`).
+//! `virtio-drivers` crate: block devices (`/dev/vda`, `/dev/vdb`, ... in command-line order), the
+//! console (it becomes the console with `console=hvc0`) and the first network device (our own driver on
+//! the crate's queues, [`super::virtio_net`], handed to `crate::net` by `main`).
 //!
 //! Requests are synchronous and polled: the boot path has nothing else to do while the disk works, and
 //! polling costs fewer emulated instructions than an interrupt round trip.
@@ -103,6 +104,14 @@ impl BlockDevice {
     }
 }
 
+/// The network device found by `probe` and its IRQ, until `main` starts the stack on it.
+static NET: KCell<Option<(super::virtio_net::NetDevice, u32)>> = KCell::new(None);
+
+/// The network device `probe` found, and its IRQ.
+pub fn take_net() -> Option<(super::virtio_net::NetDevice, u32)> {
+    NET.borrow_mut().take()
+}
+
 static BLOCK_DEVICES: KCell<Vec<BlockDevice>> = KCell::new(Vec::new());
 static CONSOLE: KCell<Option<VirtIOConsole<KernelHal, Transport0>>> = KCell::new(None);
 
@@ -170,6 +179,31 @@ pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>, use_console: bool)
                 }
                 Err(_) => kprintln!("virtio-console at {}: initialisation failed", Hex(d.addr)),
             },
+            DeviceType::Network if NET.borrow().is_none() => {
+                match super::virtio_net::NetDevice::new(transport) {
+                    Ok(dev) => {
+                        let m = dev.mac();
+                        kprintln!(
+                            "virtio-net: eth0 at {} irq {}: mac {}:{}:{}:{}:{}:{}{}",
+                            Hex(d.addr),
+                            Dec(d.irq as u64),
+                            Hex(m[0] as u64),
+                            Hex(m[1] as u64),
+                            Hex(m[2] as u64),
+                            Hex(m[3] as u64),
+                            Hex(m[4] as u64),
+                            Hex(m[5] as u64),
+                            if dev.csum_offload() {
+                                ", checksum offload"
+                            } else {
+                                ""
+                            }
+                        );
+                        *NET.borrow_mut() = Some((dev, d.irq));
+                    }
+                    Err(_) => kprintln!("virtio-net at {}: initialisation failed", Hex(d.addr)),
+                }
+            }
             _ => kprintln!("virtio-mmio: ignoring device type at {}", Hex(d.addr)),
         }
     }

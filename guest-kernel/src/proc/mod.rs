@@ -47,6 +47,8 @@ pub enum Chan {
     Signal,
     /// A vfork child (this pid) execing or exiting.
     Vfork(Pid),
+    /// Any socket changing state (data, room, connection, close): the network stack ran.
+    Net,
 }
 
 /// Scheduling state.

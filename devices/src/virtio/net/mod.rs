@@ -11,11 +11,13 @@
 //! At most [`RX_BUDGET`] frames are moved per event, so a flood cannot starve the rest of the VMM thread.
 //!
 //! Transmit: each notify gathers every available chain ([`frames::read_tx`]) and writes it to the
-//! non-blocking TAP with a zeroed header in one `writev`; a frame the TAP will not take now (EAGAIN) or
+//! non-blocking TAP in one `writev`, with a header that is zero except for a checksum request
+//! ([`tx_header`]: with `VIRTIO_NET_F_CSUM` the guest may leave a TCP/UDP checksum to the host); a frame the TAP will not take now (EAGAIN) or
 //! refuses is dropped and counted, so the VMM thread never waits for the host.
 //!
 //! Interrupts: one per batch of used buffers, unless the driver set VRING_AVAIL_F_NO_INTERRUPT (a polling
-//! driver). Offered features: VERSION_1 (by the transport), MAC, STATUS (link always up), MRG_RXBUF. Malformed
+//! driver). Offered features: VERSION_1 (by the transport), MAC, STATUS (link always up), MRG_RXBUF, CSUM
+//! (transmit checksum offload, which the host kernel completes; nothing else of the header passes). Malformed
 //! chains are returned (receive: with length 0) and logged through a [`LogLimiter`]; counters are in
 //! [`NetMetrics`].
 
@@ -28,7 +30,8 @@ use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -271,8 +274,9 @@ impl Net {
             let head = chain.head_index();
             match read_tx(&a.mem, chain, &mut self.tx_buf, MAX_PACKET) {
                 Ok(()) => {
-                    let frame = &self.tx_buf[VNET_HDR_LEN..];
-                    match self.tap.write_frame(&[0u8; VNET_HDR_LEN], frame) {
+                    let (hdr, frame) = self.tx_buf.split_at(VNET_HDR_LEN);
+                    let hdr = tx_header(hdr, frame.len(), self.acked_features);
+                    match self.tap.write_frame(&hdr, frame) {
                         Ok(_) => {
                             self.metrics.tx_packets.fetch_add(1, Ordering::Relaxed);
                             self.metrics
@@ -344,6 +348,25 @@ impl Net {
     }
 }
 
+/// The header written to the TAP for a guest frame of `frame_len` bytes: all zero, except that a
+/// guest which negotiated `VIRTIO_NET_F_CSUM` may ask for a checksum (`NEEDS_CSUM`, `csum_start`,
+/// `csum_offset`), which is passed on when it lies inside the frame (the host kernel fills it in).
+/// GSO fields are never passed: no segmentation offload is offered.
+fn tx_header(guest: &[u8], frame_len: usize, acked: u64) -> [u8; VNET_HDR_LEN] {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    if acked & (1u64 << VIRTIO_NET_F_CSUM) == 0 || guest[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8 == 0
+    {
+        return hdr;
+    }
+    let start = u16::from_le_bytes([guest[6], guest[7]]) as usize;
+    let offset = u16::from_le_bytes([guest[8], guest[9]]) as usize;
+    if start + offset + 2 <= frame_len {
+        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+        hdr[6..10].copy_from_slice(&guest[6..10]);
+    }
+    hdr
+}
+
 /// Whether the driver wants an interrupt for this queue's used buffers: not when it set
 /// VRING_AVAIL_F_NO_INTERRUPT in the available ring's flags (virtio 1.x, 2.7.7.2; EVENT_IDX is not
 /// offered). An unreadable ring gets its interrupt.
@@ -368,6 +391,7 @@ impl VirtioDevice for Net {
         (1u64 << VIRTIO_NET_F_MAC)
             | (1u64 << VIRTIO_NET_F_STATUS)
             | (1u64 << VIRTIO_NET_F_MRG_RXBUF)
+            | (1u64 << VIRTIO_NET_F_CSUM)
     }
 
     fn set_acked_features(&mut self, features: u64) {
@@ -500,6 +524,21 @@ mod tests {
     use vm_memory::{Address, Bytes, GuestAddress};
 
     type Manager = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
+
+    #[test]
+    fn tx_header_passes_only_a_checksum_request_inside_the_frame() {
+        let csum = 1u64 << VIRTIO_NET_F_CSUM;
+        // NEEDS_CSUM, a GSO type, csum_start 34, csum_offset 16, num_buffers.
+        let guest = [1, 1, 0, 0, 0, 0, 34, 0, 16, 0, 7, 0];
+        assert_eq!(
+            tx_header(&guest, 100, csum),
+            [1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 0, 0]
+        );
+        assert_eq!(tx_header(&guest, 100, 0), [0; VNET_HDR_LEN]);
+        // The checksum field would lie beyond the frame.
+        assert_eq!(tx_header(&guest, 51, csum), [0; VNET_HDR_LEN]);
+        assert_eq!(tx_header(&[0; 12], 100, csum), [0; VNET_HDR_LEN]);
+    }
 
     struct Rig {
         net: Arc<Mutex<Net>>,

@@ -154,6 +154,7 @@ fn handle(frame: &mut TrapFrame) {
             apic::eoi();
             crate::time::tick();
             crate::tty::poll();
+            crate::net::tick();
             crate::proc::sched::tick(frame.user_mode());
         }
         SPURIOUS_VECTOR => {}

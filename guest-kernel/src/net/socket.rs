@@ -1,0 +1,732 @@
+//! Sockets for user programs (AF_INET stream and datagram), on smoltcp sockets in the [`Stack`].
+//!
+//! A [`Socket`] is what an open file description of kind `Socket` holds. TCP: a socket that connects gets
+//! one smoltcp socket; a listening one keeps a backlog of smoltcp sockets in Listen state, and `accept`
+//! takes one that has got past the handshake and puts a fresh listener in its place. UDP: one smoltcp
+//! socket, bound on first use. Blocking calls sleep on [`Chan::Net`] (woken whenever the stack saw a
+//! socket change) and recheck; O_NONBLOCK gives EAGAIN (EINPROGRESS for connect). Data is copied straight
+//! between user memory and smoltcp's buffers (no bounce buffer): the user range is checked (and faulted
+//! in) before each copy, and no copy spans a sleep.
+//!
+//! Ports: a table of the ports live sockets hold gives EADDRINUSE; ephemeral ports are 49152..65535.
+//! Closing a TCP socket sends FIN and leaves the smoltcp socket to finish in the background.
+#![deny(unsafe_code)]
+
+use super::{poll, with_stack, Stack};
+use crate::proc::{sched, signal, Chan};
+use crate::sync::KCell;
+use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use kcore::errno::Errno;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address};
+
+/// Per-connection TCP buffers: the receive one is the advertised window (scaled).
+const TCP_RX_BUF: usize = 256 * 1024;
+const TCP_TX_BUF: usize = 256 * 1024;
+/// Most connections a listener holds ready before `accept` (each costs both buffers).
+const MAX_BACKLOG: usize = 2;
+const UDP_BUF: usize = 128 * 1024;
+const UDP_PACKETS: usize = 64;
+
+/// The transport protocol.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// An IPv4 endpoint: address (host byte order words) and port.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Addr {
+    pub ip: [u8; 4],
+    pub port: u16,
+}
+
+impl Addr {
+    fn endpoint(self) -> IpEndpoint {
+        let [a, b, c, d] = self.ip;
+        IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(a, b, c, d)), self.port)
+    }
+
+    fn from_endpoint(e: IpEndpoint) -> Addr {
+        let IpAddress::Ipv4(a) = e.addr;
+        Addr {
+            ip: a.octets(),
+            port: e.port,
+        }
+    }
+}
+
+/// What the socket is doing.
+enum Role {
+    /// Fresh or bound.
+    Idle,
+    /// TCP listener: the backlog of listening smoltcp sockets.
+    Listening(Vec<SocketHandle>),
+    /// A TCP connection (connecting, connected or closed) or a UDP socket.
+    Conn(SocketHandle),
+}
+
+/// A socket.
+pub struct Socket {
+    pub proto: Proto,
+    role: Role,
+    local: Option<Addr>,
+    /// UDP: the connected peer.
+    peer: Option<Addr>,
+    /// TCP: the connection reached Established (so Closed later means reset or finished).
+    connected: bool,
+    /// TCP: this side sent FIN (shutdown write or close).
+    shut_wr: bool,
+    shut_rd: bool,
+    /// A pending error for SO_ERROR (a failed non-blocking connect).
+    error: Option<Errno>,
+    /// `local.port` is this socket's entry in the port table (bound or auto-bound, not accepted).
+    owns_port: bool,
+}
+
+pub type SocketRef = Rc<RefCell<Socket>>;
+
+/// Ports held by live sockets: (protocol, port).
+static PORTS: KCell<Vec<(Proto, u16)>> = KCell::new(Vec::new());
+static NEXT_EPHEMERAL: KCell<u16> = KCell::new(49152);
+
+fn port_taken(proto: Proto, port: u16) -> bool {
+    PORTS.borrow().iter().any(|&p| p == (proto, port))
+}
+
+fn take_port(proto: Proto, port: u16) -> Result<u16, Errno> {
+    if port != 0 {
+        if port_taken(proto, port) {
+            return Err(Errno::EADDRINUSE);
+        }
+        PORTS.borrow_mut().push((proto, port));
+        return Ok(port);
+    }
+    for _ in 0..16384 {
+        let p = {
+            let mut n = NEXT_EPHEMERAL.borrow_mut();
+            let p = *n;
+            *n = if p == 65535 { 49152 } else { p + 1 };
+            p
+        };
+        if !port_taken(proto, p) {
+            PORTS.borrow_mut().push((proto, p));
+            return Ok(p);
+        }
+    }
+    Err(Errno::EADDRINUSE)
+}
+
+fn release_port(proto: Proto, port: u16) {
+    let mut ports = PORTS.borrow_mut();
+    if let Some(i) = ports.iter().position(|&p| p == (proto, port)) {
+        ports.swap_remove(i);
+    }
+}
+
+fn stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
+    with_stack(f).ok_or(Errno::ENETDOWN)
+}
+
+fn new_tcp(st: &mut Stack) -> SocketHandle {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUF]),
+        tcp::SocketBuffer::new(vec![0u8; TCP_TX_BUF]),
+    );
+    // Small writes go out at once (request/response programs), as with TCP_NODELAY.
+    s.set_nagle_enabled(false);
+    st.sockets.add(s)
+}
+
+fn new_udp(st: &mut Stack) -> SocketHandle {
+    let s = udp::Socket::new(
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+            vec![0u8; UDP_BUF],
+        ),
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+            vec![0u8; UDP_BUF],
+        ),
+    );
+    st.sockets.add(s)
+}
+
+/// Sleeps until the stack reports a change; EINTR if a signal is pending.
+fn wait() -> Result<(), Errno> {
+    if signal::pending_for_current() {
+        return Err(Errno::EINTR);
+    }
+    sched::block(Chan::Net);
+    if signal::pending_for_current() {
+        return Err(Errno::EINTR);
+    }
+    Ok(())
+}
+
+/// A new socket (socket(2)).
+pub fn new(proto: Proto) -> Result<SocketRef, Errno> {
+    if !super::present() {
+        return Err(Errno::ENETDOWN);
+    }
+    Ok(Rc::new(RefCell::new(Socket {
+        proto,
+        role: Role::Idle,
+        local: None,
+        peer: None,
+        connected: false,
+        shut_wr: false,
+        shut_rd: false,
+        error: None,
+        owns_port: false,
+    })))
+}
+
+/// The interface's own address (what 0.0.0.0 means for getsockname on a connection).
+fn our_ip() -> [u8; 4] {
+    with_stack(|st| st.addr.octets()).unwrap_or([0; 4])
+}
+
+impl Socket {
+    /// bind(2).
+    pub fn bind(&mut self, addr: Addr) -> Result<(), Errno> {
+        if self.local.is_some() {
+            return Err(Errno::EINVAL);
+        }
+        if addr.ip != [0; 4] && addr.ip != our_ip() {
+            return Err(Errno::EADDRNOTAVAIL);
+        }
+        let port = take_port(self.proto, addr.port)?;
+        self.local = Some(Addr { ip: addr.ip, port });
+        self.owns_port = true;
+        if self.proto == Proto::Udp {
+            self.udp_open()?;
+        }
+        Ok(())
+    }
+
+    /// Binds to an ephemeral port if not bound yet.
+    fn autobind(&mut self) -> Result<Addr, Errno> {
+        if let Some(a) = self.local {
+            return Ok(a);
+        }
+        let port = take_port(self.proto, 0)?;
+        let a = Addr { ip: [0; 4], port };
+        self.local = Some(a);
+        self.owns_port = true;
+        Ok(a)
+    }
+
+    /// UDP: the smoltcp socket, made and bound on first use.
+    fn udp_open(&mut self) -> Result<SocketHandle, Errno> {
+        if let Role::Conn(h) = self.role {
+            return Ok(h);
+        }
+        let local = self.autobind()?;
+        let h = stack(|st| {
+            let h = new_udp(st);
+            let ep = if local.ip == [0; 4] {
+                IpListenEndpoint::from(local.port)
+            } else {
+                Addr::endpoint(local).into()
+            };
+            let _ = st.sockets.get_mut::<udp::Socket>(h).bind(ep);
+            h
+        })?;
+        self.role = Role::Conn(h);
+        Ok(h)
+    }
+
+    /// listen(2).
+    pub fn listen(&mut self, backlog: i32) -> Result<(), Errno> {
+        if self.proto != Proto::Tcp {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        match self.role {
+            Role::Listening(_) => return Ok(()),
+            Role::Conn(_) => return Err(Errno::EINVAL),
+            Role::Idle => {}
+        }
+        let local = self.autobind()?;
+        let n = (backlog.max(1) as usize).min(MAX_BACKLOG);
+        let handles = stack(|st| {
+            (0..n)
+                .map(|_| {
+                    let h = new_tcp(st);
+                    let _ = st
+                        .sockets
+                        .get_mut::<tcp::Socket>(h)
+                        .listen(listen_ep(local));
+                    h
+                })
+                .collect()
+        })?;
+        self.role = Role::Listening(handles);
+        Ok(())
+    }
+
+    /// connect(2). TCP blocks until established (EINPROGRESS when non-blocking); UDP sets the peer.
+    pub fn connect(this: &SocketRef, to: Addr, nonblock: bool) -> Result<(), Errno> {
+        let mut s = this.borrow_mut();
+        if s.proto == Proto::Udp {
+            s.udp_open()?;
+            s.peer = Some(to);
+            return Ok(());
+        }
+        match s.role {
+            Role::Listening(_) => return Err(Errno::EINVAL),
+            Role::Conn(h) => {
+                let state = stack(|st| st.sockets.get::<tcp::Socket>(h).state())?;
+                return Err(match state {
+                    tcp::State::SynSent => Errno::EALREADY,
+                    _ if s.connected => Errno::EISCONN,
+                    _ => Errno::EALREADY,
+                });
+            }
+            Role::Idle => {}
+        }
+        if to.port == 0 {
+            return Err(Errno::ECONNREFUSED);
+        }
+        let local = s.autobind()?;
+        let h = stack(|st| -> Result<SocketHandle, Errno> {
+            let h = new_tcp(st);
+            let (sockets, iface) = (&mut st.sockets, &mut st.iface);
+            let r = sockets.get_mut::<tcp::Socket>(h).connect(
+                iface.context(),
+                to.endpoint(),
+                local.port,
+            );
+            if r.is_err() {
+                sockets.remove(h);
+                return Err(Errno::ENETUNREACH);
+            }
+            Ok(h)
+        })??;
+        s.role = Role::Conn(h);
+        drop(s);
+        poll();
+        if nonblock {
+            return Err(Errno::EINPROGRESS);
+        }
+        loop {
+            let state = stack(|st| st.sockets.get::<tcp::Socket>(h).state())?;
+            match state {
+                tcp::State::SynSent | tcp::State::SynReceived => wait()?,
+                tcp::State::Closed => return Err(Errno::ECONNREFUSED),
+                _ => {
+                    this.borrow_mut().connected = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// accept(2): a connected socket and its peer.
+    pub fn accept(this: &SocketRef, nonblock: bool) -> Result<(SocketRef, Addr), Errno> {
+        loop {
+            let got = {
+                let mut s = this.borrow_mut();
+                let local = s.local;
+                let Role::Listening(backlog) = &mut s.role else {
+                    return Err(Errno::EINVAL);
+                };
+                stack(|st| {
+                    let mut got = None;
+                    for h in backlog.iter_mut() {
+                        let sock = st.sockets.get_mut::<tcp::Socket>(*h);
+                        match sock.state() {
+                            tcp::State::Listen | tcp::State::SynReceived => continue,
+                            tcp::State::Closed => {
+                                // A handshake that failed: listen again.
+                                let _ = sock.listen(listen_ep(local.unwrap_or_default()));
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        let peer = sock.remote_endpoint();
+                        let fresh = new_tcp(st);
+                        let _ = st
+                            .sockets
+                            .get_mut::<tcp::Socket>(fresh)
+                            .listen(listen_ep(local.unwrap_or_default()));
+                        let conn = core::mem::replace(h, fresh);
+                        got = Some((conn, peer));
+                        break;
+                    }
+                    got
+                })?
+            };
+            if let Some((h, peer)) = got {
+                let local = this.borrow().local;
+                let sock = Rc::new(RefCell::new(Socket {
+                    proto: Proto::Tcp,
+                    role: Role::Conn(h),
+                    // The connection shares the listener's port; it does not hold it in the table.
+                    local: local.map(|a| Addr {
+                        ip: our_ip(),
+                        port: a.port,
+                    }),
+                    peer: None,
+                    connected: true,
+                    shut_wr: false,
+                    shut_rd: false,
+                    error: None,
+                    owns_port: false,
+                }));
+                let peer = peer.map(Addr::from_endpoint).unwrap_or_default();
+                return Ok((sock, peer));
+            }
+            if nonblock {
+                return Err(Errno::EAGAIN);
+            }
+            wait()?;
+        }
+    }
+
+    fn conn(&self) -> Option<SocketHandle> {
+        match self.role {
+            Role::Conn(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// getsockname(2).
+    pub fn local_addr(&self) -> Addr {
+        if let (Proto::Tcp, Some(h)) = (self.proto, self.conn()) {
+            if let Ok(Some(e)) = stack(|st| st.sockets.get::<tcp::Socket>(h).local_endpoint()) {
+                return Addr::from_endpoint(e);
+            }
+        }
+        self.local.unwrap_or_default()
+    }
+
+    /// getpeername(2).
+    pub fn peer_addr(&self) -> Result<Addr, Errno> {
+        match (self.proto, self.conn()) {
+            (Proto::Udp, _) => self.peer.ok_or(Errno::ENOTCONN),
+            (Proto::Tcp, Some(h)) => stack(|st| {
+                let s = st.sockets.get::<tcp::Socket>(h);
+                match s.state() {
+                    tcp::State::Closed | tcp::State::SynSent => None,
+                    _ => s.remote_endpoint(),
+                }
+            })?
+            .map(Addr::from_endpoint)
+            .ok_or(Errno::ENOTCONN),
+            _ => Err(Errno::ENOTCONN),
+        }
+    }
+
+    /// SO_ERROR: the pending error, cleared.
+    pub fn take_error(&mut self) -> Option<Errno> {
+        if let (Proto::Tcp, Some(h), false) = (self.proto, self.conn(), self.connected) {
+            let state = stack(|st| st.sockets.get::<tcp::Socket>(h).state()).ok();
+            match state {
+                Some(tcp::State::Closed) => {
+                    self.connected = true;
+                    return Some(Errno::ECONNREFUSED);
+                }
+                Some(tcp::State::SynSent) | Some(tcp::State::SynReceived) | None => {}
+                Some(_) => self.connected = true,
+            }
+        }
+        self.error.take()
+    }
+
+    /// shutdown(2): how = SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2.
+    pub fn shutdown(&mut self, how: u32) -> Result<(), Errno> {
+        if how > 2 {
+            return Err(Errno::EINVAL);
+        }
+        let h = match (self.proto, self.conn()) {
+            (Proto::Tcp, Some(h)) => h,
+            (Proto::Udp, Some(_)) if self.peer.is_some() => return Ok(()),
+            _ => return Err(Errno::ENOTCONN),
+        };
+        if how != 1 {
+            self.shut_rd = true;
+        }
+        if how != 0 && !self.shut_wr {
+            self.shut_wr = true;
+            stack(|st| st.sockets.get_mut::<tcp::Socket>(h).close())?;
+            poll();
+        }
+        sched::wake(Chan::Net);
+        Ok(())
+    }
+}
+
+fn listen_ep(local: Addr) -> IpListenEndpoint {
+    if local.ip == [0; 4] {
+        IpListenEndpoint::from(local.port)
+    } else {
+        local.endpoint().into()
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let role = core::mem::replace(&mut self.role, Role::Idle);
+        let proto = self.proto;
+        let _ = with_stack(|st| match role {
+            Role::Idle => {}
+            Role::Listening(handles) => {
+                for h in handles {
+                    st.sockets.get_mut::<tcp::Socket>(h).abort();
+                    st.linger(h);
+                }
+            }
+            Role::Conn(h) if proto == Proto::Tcp => {
+                st.sockets.get_mut::<tcp::Socket>(h).close();
+                st.linger(h);
+            }
+            Role::Conn(h) => {
+                st.sockets.remove(h);
+            }
+        });
+        // Accepted connections share their listener's port and never took it.
+        if let (Some(a), true) = (self.local, self.owns_port) {
+            release_port(proto, a.port);
+        }
+        poll();
+    }
+}
+
+/// Copies up to `len` bytes of received data to user memory at `va`.
+fn tcp_recv_to_user(s: &mut tcp::Socket, va: u64, len: usize) -> usize {
+    let mut done = 0;
+    while done < len {
+        let r = s.recv(|buf| {
+            let n = buf.len().min(len - done);
+            crate::mm::uaccess::checked_slice_mut(va + done as u64, n).copy_from_slice(&buf[..n]);
+            (n, n)
+        });
+        match r {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    done
+}
+
+/// read(2)/recvfrom(2) on a socket into user memory (`va`, `len`, already checked writable); the
+/// sender's address for UDP.
+pub fn recv(
+    this: &SocketRef,
+    va: u64,
+    len: usize,
+    nonblock: bool,
+    peek_only: bool,
+) -> Result<(usize, Option<Addr>), Errno> {
+    loop {
+        let (proto, h, shut_rd, connected) = {
+            let s = this.borrow();
+            (s.proto, s.conn(), s.shut_rd, s.connected)
+        };
+        let Some(h) = h else {
+            return Err(if proto == Proto::Tcp {
+                Errno::ENOTCONN
+            } else {
+                Errno::EAGAIN
+            });
+        };
+        if shut_rd {
+            return Ok((0, None));
+        }
+        crate::syscall::check_user(va, len as u64, true)?;
+        enum Got {
+            Data(usize, Option<Addr>),
+            Eof,
+            Reset,
+            NotConn,
+            Empty,
+        }
+        let got = stack(|st| match proto {
+            Proto::Tcp => {
+                let s = st.sockets.get_mut::<tcp::Socket>(h);
+                if s.can_recv() {
+                    let n = if peek_only {
+                        match s.peek(len) {
+                            Ok(b) => {
+                                let n = b.len();
+                                crate::mm::uaccess::checked_slice_mut(va, n).copy_from_slice(b);
+                                n
+                            }
+                            Err(_) => 0,
+                        }
+                    } else {
+                        tcp_recv_to_user(s, va, len)
+                    };
+                    Got::Data(n, None)
+                } else if s.may_recv() {
+                    Got::Empty
+                } else {
+                    match s.state() {
+                        tcp::State::SynSent | tcp::State::SynReceived => Got::Empty,
+                        tcp::State::Closed if !connected => Got::NotConn,
+                        // Closed without our close and without FIN from the peer: a reset.
+                        tcp::State::Closed if !this_shut_wr(this) => Got::Reset,
+                        _ => Got::Eof,
+                    }
+                }
+            }
+            Proto::Udp => {
+                let s = st.sockets.get_mut::<udp::Socket>(h);
+                let r = if peek_only {
+                    s.peek().map(|(b, m)| (b, m.endpoint))
+                } else {
+                    s.recv().map(|(b, m)| (b, m.endpoint))
+                };
+                match r {
+                    Ok((b, from)) => {
+                        let n = b.len().min(len);
+                        crate::mm::uaccess::checked_slice_mut(va, n).copy_from_slice(&b[..n]);
+                        Got::Data(n, Some(Addr::from_endpoint(from)))
+                    }
+                    Err(_) => Got::Empty,
+                }
+            }
+        })?;
+        match got {
+            Got::Data(n, from) => {
+                // The window opened: let the stack tell the peer.
+                poll();
+                return Ok((n, from));
+            }
+            Got::Eof => return Ok((0, None)),
+            Got::Reset => return Err(Errno::ECONNRESET),
+            Got::NotConn => return Err(Errno::ENOTCONN),
+            Got::Empty if nonblock => return Err(Errno::EAGAIN),
+            Got::Empty => wait()?,
+        }
+    }
+}
+
+fn this_shut_wr(this: &SocketRef) -> bool {
+    this.try_borrow().map(|s| s.shut_wr).unwrap_or(false)
+}
+
+/// write(2)/sendto(2) from user memory (`va`, `len`, already checked readable). UDP sends one datagram
+/// to `to` (or the connected peer). EPIPE and SIGPIPE on a TCP connection that can no longer send.
+pub fn send(
+    this: &SocketRef,
+    va: u64,
+    len: usize,
+    to: Option<Addr>,
+    nonblock: bool,
+    nosignal: bool,
+) -> Result<usize, Errno> {
+    let proto = this.borrow().proto;
+    if proto == Proto::Udp {
+        let (h, dest) = {
+            let mut s = this.borrow_mut();
+            let dest = to.or(s.peer).ok_or(Errno::EDESTADDRREQ)?;
+            (s.udp_open()?, dest)
+        };
+        if len > UDP_BUF {
+            return Err(Errno::EMSGSIZE);
+        }
+        loop {
+            crate::syscall::check_user(va, len as u64, false)?;
+            let r = stack(|st| {
+                let data = crate::mm::uaccess::checked_slice(va, len);
+                st.sockets
+                    .get_mut::<udp::Socket>(h)
+                    .send_slice(data, dest.endpoint())
+            })?;
+            match r {
+                Ok(()) => {
+                    poll();
+                    return Ok(len);
+                }
+                Err(udp::SendError::Unaddressable) => return Err(Errno::EINVAL),
+                Err(udp::SendError::BufferFull) if nonblock => return Err(Errno::EAGAIN),
+                Err(udp::SendError::BufferFull) => wait()?,
+            }
+        }
+    }
+    let (h, connected, shut_wr) = {
+        let s = this.borrow();
+        (s.conn(), s.connected, s.shut_wr)
+    };
+    let Some(h) = h else {
+        return Err(Errno::ENOTCONN);
+    };
+    let pipe = || {
+        if !nosignal {
+            signal::send_kernel(crate::proc::current_pid(), signal::SIGPIPE);
+        }
+        Err(Errno::EPIPE)
+    };
+    if shut_wr {
+        return pipe();
+    }
+    loop {
+        crate::syscall::check_user(va, len as u64, false)?;
+        let r = stack(|st| {
+            let s = st.sockets.get_mut::<tcp::Socket>(h);
+            if s.can_send() {
+                let data = crate::mm::uaccess::checked_slice(va, len);
+                Ok(s.send_slice(data).unwrap_or(0))
+            } else if s.may_send() || matches!(s.state(), tcp::State::SynSent) {
+                Ok(0)
+            } else {
+                Err(s.state())
+            }
+        })?;
+        match r {
+            Ok(0) if len == 0 => return Ok(0),
+            Ok(0) if nonblock => return Err(Errno::EAGAIN),
+            Ok(0) => wait()?,
+            Ok(n) => {
+                poll();
+                return Ok(n);
+            }
+            Err(tcp::State::Closed) if !connected => return Err(Errno::ENOTCONN),
+            Err(_) => return pipe(),
+        }
+    }
+}
+
+/// poll(2) readiness: (readable, writable, hang-up, error).
+pub fn readiness(this: &SocketRef) -> (bool, bool, bool, bool) {
+    let Ok(s) = this.try_borrow() else {
+        return (false, false, false, false);
+    };
+    let r = with_stack(|st| match (&s.role, s.proto) {
+        (Role::Idle, Proto::Tcp) => (false, false, true, false),
+        (Role::Idle, Proto::Udp) => (false, true, false, false),
+        (Role::Listening(b), _) => {
+            let ready = b.iter().any(|&h| {
+                !matches!(
+                    st.sockets.get::<tcp::Socket>(h).state(),
+                    tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
+                )
+            });
+            (ready, false, false, false)
+        }
+        (Role::Conn(h), Proto::Udp) => {
+            let u = st.sockets.get::<udp::Socket>(*h);
+            (u.can_recv(), u.can_send(), false, false)
+        }
+        (Role::Conn(h), Proto::Tcp) => {
+            let t = st.sockets.get::<tcp::Socket>(*h);
+            let state = t.state();
+            let connecting = matches!(state, tcp::State::SynSent | tcp::State::SynReceived);
+            let refused = state == tcp::State::Closed && !s.connected;
+            let readable = t.can_recv() || (!connecting && !t.may_recv()) || s.shut_rd;
+            let writable = t.can_send() || refused || (!connecting && !t.may_send());
+            let hup = state == tcp::State::Closed
+                || (state == tcp::State::TimeWait)
+                || (!t.may_recv() && !t.may_send() && !connecting);
+            (readable, writable, hup, refused)
+        }
+    });
+    r.unwrap_or((false, false, true, true))
+}
