@@ -40,15 +40,23 @@ install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
 install -m 0755 "$bindir/sh" "$stage/bin/sh"
 install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
 install -m 0755 "$root/target/rootfs-tiny/forkloop" "$stage/bin/forkloop"
+for prog in udp-echo httpd tcp-cat; do
+    install -m 0755 "$bindir/$prog" "$stage/bin/$prog"
+done
+# httpd's files: what rootfs/files/srv holds, plus a generated 4 MiB file of random bytes (the tests
+# compare what they fetch with build/rootfs-stage/srv/big.bin).
+mkdir -p "$stage/srv"
+head -c $((4 << 20)) /dev/urandom > "$stage/srv/big.bin"
 # The small commands are one executable, chosen by the name it runs as.
 for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb; do
     ln -s toolbox "$stage/bin/$cmd"
 done
-strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" 2>/dev/null || true
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" \
+    "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" 2>/dev/null || true
 
 img="$out/rootfs.ext2"
 rm -f "$img"
-mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 16M
+mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 24M
 e2fsck -fn "$img" >/dev/null
 qemu-img convert -f raw -O qcow2 "$img" "$out/rootfs.qcow2"
 [[ "${1:-}" == "--raw" ]] || rm -f "$img"

@@ -104,7 +104,8 @@ impl NetDevice {
         } else {
             mac = [0x06, 0, 0, 0, 0, 0x02];
         }
-        let rx = VirtQueue::new(&mut transport, QUEUE_RX, false, false).map_err(|_| InitError::Queue)?;
+        let rx =
+            VirtQueue::new(&mut transport, QUEUE_RX, false, false).map_err(|_| InitError::Queue)?;
         let mut tx =
             VirtQueue::new(&mut transport, QUEUE_TX, false, false).map_err(|_| InitError::Queue)?;
         // Transmit completions are collected lazily: no interrupt for them.

@@ -82,6 +82,8 @@ pub enum FileKind {
     Pipe(pipe::PipeEnd),
     /// A /proc directory or file.
     Proc(proc::ProcFile),
+    /// A network socket.
+    Socket(crate::net::socket::SocketRef),
 }
 
 /// An open file description.
@@ -132,6 +134,24 @@ pub fn blocking(f: &FileRef) -> Option<Blocking> {
         FileKind::Pipe(e) => Some(Blocking::Pipe(e.pipe.clone(), f.flags & O_NONBLOCK != 0)),
         _ => None,
     }
+}
+
+/// The socket behind an open file and whether it is non-blocking.
+pub fn socket(f: &FileRef) -> Option<(crate::net::socket::SocketRef, bool)> {
+    let f = f.borrow();
+    match &f.kind {
+        FileKind::Socket(s) => Some((s.clone(), f.flags & O_NONBLOCK != 0)),
+        _ => None,
+    }
+}
+
+/// A new open file description for a socket.
+pub fn socket_file(s: crate::net::socket::SocketRef, nonblock: bool) -> FileRef {
+    Rc::new(RefCell::new(OpenFile {
+        kind: FileKind::Socket(s),
+        offset: 0,
+        flags: O_RDWR | if nonblock { O_NONBLOCK } else { 0 },
+    }))
 }
 
 /// Reads from a console or pipe without holding the open file borrowed.
@@ -276,6 +296,14 @@ pub fn stat(f: &OpenFile) -> Stat {
             blksize: 1024,
             ..Stat::default()
         },
+        FileKind::Socket(_) => Stat {
+            dev: 8,
+            ino: 1,
+            nlink: 1,
+            mode: 0o140777,
+            blksize: 4096,
+            ..Stat::default()
+        },
         FileKind::Null => Stat {
             dev: 5,
             ino: 2,
@@ -307,7 +335,7 @@ pub fn stat(f: &OpenFile) -> Stat {
 pub fn read(f: &mut OpenFile, buf: &mut [u8]) -> Result<usize, Errno> {
     match &f.kind {
         FileKind::Console => crate::tty::read(buf),
-        FileKind::Pipe(_) => Err(Errno::EBADF),
+        FileKind::Pipe(_) | FileKind::Socket(_) => Err(Errno::EBADF),
         FileKind::Proc(proc::ProcFile::Dir(_)) => Err(Errno::EISDIR),
         FileKind::Proc(proc::ProcFile::Data(d)) => {
             let start = (f.offset as usize).min(d.len());
@@ -337,7 +365,9 @@ pub fn write(f: &mut OpenFile, buf: &[u8]) -> Result<usize, Errno> {
             Ok(buf.len())
         }
         FileKind::Null => Ok(buf.len()),
-        FileKind::Ext2(_) | FileKind::Pipe(_) | FileKind::Proc(_) => Err(Errno::EBADF),
+        FileKind::Ext2(_) | FileKind::Pipe(_) | FileKind::Proc(_) | FileKind::Socket(_) => {
+            Err(Errno::EBADF)
+        }
     }
 }
 

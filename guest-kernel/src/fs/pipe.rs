@@ -46,6 +46,11 @@ impl Drop for PipeEnd {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Pipe {
+    /// The wait channel of this pipe.
+    pub fn chan(&self) -> Chan {
+        Chan::Pipe(self.id)
+    }
+
     /// poll(2) readiness of one end: (readable or EOF, writable, hang-up / no readers).
     pub fn poll(&self, write: bool) -> (bool, bool, bool) {
         if write {

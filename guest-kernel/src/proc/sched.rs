@@ -168,7 +168,7 @@ pub fn flush_wakes() {
     }
 }
 
-/// Wakes every process blocked on `chan`.
+/// Wakes every process blocked on `chan`, and every process in [`block_any`] that listed it.
 pub fn wake(chan: Chan) {
     let Ok(mut procs) = PROCS.try_borrow_mut() else {
         DEFERRED.borrow_mut().push(chan);
@@ -181,6 +181,33 @@ pub fn wake(chan: Chan) {
             policy.enqueue(p.pid.0);
         }
     }
+    for (pid, chans) in POLLERS.borrow().iter() {
+        if chans.contains(&chan) {
+            if let Some(p) = procs.get_mut(pid) {
+                if matches!(p.state, State::Blocked(_)) {
+                    p.state = State::Ready;
+                    policy.enqueue(pid.0);
+                }
+            }
+        }
+    }
+}
+
+/// Processes in [`block_any`] and the channels each waits on.
+static POLLERS: KCell<Vec<(Pid, Vec<Chan>)>> = KCell::new(Vec::new());
+
+/// Blocks the current process until any of `chans` is woken, `deadline` (ns since boot) passes, or a
+/// signal arrives (poll, select). Returns once; the caller rechecks what it waits for.
+pub fn block_any(chans: Vec<Chan>, deadline: Option<u64>) {
+    let pid = super::current_pid();
+    POLLERS.borrow_mut().push((pid, chans));
+    let deadline = deadline.unwrap_or(u64::MAX);
+    super::with_current(|p| p.wake_at = deadline);
+    if deadline < NEXT_WAKE.load(Ordering::Relaxed) {
+        NEXT_WAKE.store(deadline, Ordering::Relaxed);
+    }
+    block(Chan::Sleep);
+    POLLERS.borrow_mut().retain(|(p, _)| *p != pid);
 }
 
 /// Wakes `pid` if it is blocked (a signal arrived); also resumes a stopped one when `cont`.

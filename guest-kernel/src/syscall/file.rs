@@ -1,5 +1,5 @@
 //! File system calls: read, write, open, openat, close, fstat, stat, newfstatat, lseek, readv, writev,
-//! ioctl, poll, access, getcwd, readlink.
+//! ioctl, access, getcwd, readlink (poll and select: `poll.rs`; sockets: `net.rs`).
 #![deny(unsafe_code)]
 
 use super::SysResult;
@@ -79,6 +79,10 @@ pub fn sys_read(fd: i64, buf: u64, len: u64) -> SysResult {
         return Err(Errno::EBADF);
     }
     check_user(buf, len, true)?;
+    if let Some((s, nonblock)) = fs::socket(&f) {
+        return crate::net::socket::recv(&s, buf, len as usize, nonblock, false)
+            .map(|(n, _)| n as u64);
+    }
     if let Some(b) = fs::blocking(&f) {
         // Bounce through a kernel buffer: the user pages may change while this process sleeps.
         let mut tmp = alloc::vec![0u8; (len as usize).min(fs::pipe::PIPE_BUF_SIZE)];
@@ -99,6 +103,10 @@ pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
         return Err(Errno::EBADF);
     }
     check_user(buf, len, false)?;
+    if let Some((s, nonblock)) = fs::socket(&f) {
+        return crate::net::socket::send(&s, buf, len as usize, None, nonblock, false)
+            .map(|n| n as u64);
+    }
     if let Some(b) = fs::blocking(&f) {
         let tmp = uaccess_slice(buf, len).to_vec();
         return fs::write_blocking(&b, &tmp).map(|n| n as u64);
@@ -380,67 +388,6 @@ pub fn sys_ioctl(fd: i64, cmd: u32, arg: u64) -> SysResult {
         return Err(Errno::ENOTTY);
     }
     crate::tty::ioctl(cmd, arg)
-}
-
-const POLLIN: u16 = 0x1;
-const POLLOUT: u16 = 0x4;
-const POLLHUP: u16 = 0x10;
-const POLLNVAL: u16 = 0x20;
-
-fn poll_one(fd: i64, events: u16) -> u16 {
-    let Ok(f) = file(fd) else {
-        return POLLNVAL;
-    };
-    let f = f.borrow();
-    let (r, w, hup) = match &f.kind {
-        fs::FileKind::Pipe(e) => e.pipe.borrow().poll(e.write),
-        fs::FileKind::Console => (crate::tty::readable(), true, false),
-        _ => (true, true, false),
-    };
-    let mut rev = 0;
-    if r && events & POLLIN != 0 {
-        rev |= POLLIN;
-    }
-    if w && events & POLLOUT != 0 {
-        rev |= POLLOUT;
-    }
-    if hup {
-        rev |= POLLHUP;
-    }
-    rev
-}
-
-/// poll: pipes and the console report real readiness; files are always ready. Waiting rechecks every
-/// 10 ms (there is no wait queue spanning several descriptors yet) until the timeout or a signal.
-pub fn sys_poll(fds: u64, nfds: u64, timeout: i64) -> SysResult {
-    if nfds > 1024 {
-        return Err(Errno::EINVAL);
-    }
-    check_user(fds, nfds * 8, true)?;
-    let deadline =
-        (timeout >= 0).then(|| crate::time::now_ns().saturating_add(timeout as u64 * 1_000_000));
-    loop {
-        let mut raw: Vec<u8> = crate::mm::uaccess::checked_slice(fds, (nfds * 8) as usize).to_vec();
-        let mut ready = 0;
-        for e in raw.chunks_exact_mut(8) {
-            let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]) as i64;
-            let events = u16::from_le_bytes([e[4], e[5]]);
-            let revents = if fd < 0 { 0 } else { poll_one(fd, events) };
-            e[6..8].copy_from_slice(&revents.to_le_bytes());
-            if revents != 0 {
-                ready += 1;
-            }
-        }
-        if ready > 0 || deadline.is_some_and(|d| crate::time::now_ns() >= d) {
-            copy_to_user(fds, &raw)?;
-            return Ok(ready);
-        }
-        let step = crate::time::now_ns().saturating_add(10_000_000);
-        let until = deadline.map_or(step, |d| d.min(step));
-        if !crate::proc::sched::sleep_until(until) {
-            return Err(Errno::EINTR);
-        }
-    }
 }
 
 pub fn sys_access(path: u64, _mode: u32) -> SysResult {

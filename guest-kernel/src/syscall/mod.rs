@@ -8,6 +8,8 @@
 mod file;
 mod memory;
 mod misc;
+mod net;
+mod poll;
 mod process;
 
 pub use file::{check_user, copy_to_user};
@@ -37,8 +39,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         4 => file::sys_stat(a[0], a[1], false),
         5 => file::sys_fstat(int(a[0]), a[1]),
         6 => file::sys_stat(a[0], a[1], true),
-        7 => file::sys_poll(a[0], a[1], int(a[2])),
-        8 => file::sys_lseek(int(a[0]), a[1] as i64, a[2] as u32),
+        7 => poll::sys_poll(a[0], a[1], int(a[2])),
+        8 => file::sys_lseek(int(a[0]), int(a[1]), a[2] as u32),
         9 => memory::sys_mmap(a[0], a[1], a[2] as u32, a[3] as u32, int(a[4]), a[5]),
         10 => memory::sys_mprotect(a[0], a[1], a[2] as u32),
         11 => memory::sys_munmap(a[0], a[1]),
@@ -54,6 +56,24 @@ pub fn dispatch(frame: &mut TrapFrame) {
         24 => process::sys_sched_yield(),
         32 => file::sys_dup(int(a[0])),
         33 => file::sys_dup3(int(a[0]), int(a[1]), None),
+        23 => poll::sys_select(a[0], a[1], a[2], a[3], a[4]),
+        270 => poll::sys_pselect6(a[0], a[1], a[2], a[3], a[4], a[5]),
+        271 => poll::sys_ppoll(a[0], a[1], a[2], a[3]),
+        41 => net::sys_socket(a[0] as u32, a[1] as u32, a[2] as u32),
+        42 => net::sys_connect(int(a[0]), a[1], a[2] as u32),
+        43 => net::sys_accept4(int(a[0]), a[1], a[2], 0),
+        44 => net::sys_sendto(int(a[0]), a[1], a[2], a[3] as u32, a[4], a[5] as u32),
+        45 => net::sys_recvfrom(int(a[0]), a[1], a[2], a[3] as u32, a[4], a[5]),
+        46 => net::sys_sendmsg(int(a[0]), a[1], a[2] as u32),
+        47 => net::sys_recvmsg(int(a[0]), a[1], a[2] as u32),
+        48 => net::sys_shutdown(int(a[0]), a[1] as u32),
+        49 => net::sys_bind(int(a[0]), a[1], a[2] as u32),
+        50 => net::sys_listen(int(a[0]), a[1] as i32),
+        51 => net::sys_getsockname(int(a[0]), a[1], a[2]),
+        52 => net::sys_getpeername(int(a[0]), a[1], a[2]),
+        54 => net::sys_setsockopt(int(a[0]), a[1] as u32, a[2] as u32, a[3], a[4] as u32),
+        55 => net::sys_getsockopt(int(a[0]), a[1] as u32, a[2] as u32, a[3], a[4]),
+        288 => net::sys_accept4(int(a[0]), a[1], a[2], a[3] as u32),
         72 => file::sys_fcntl(int(a[0]), a[1] as u32, a[2]),
         80 => file::sys_chdir(a[0]),
         292 => file::sys_dup3(int(a[0]), int(a[1]), Some(a[2] as u32)),

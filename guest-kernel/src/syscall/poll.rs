@@ -1,0 +1,241 @@
+//! poll, ppoll, select and pselect6 over pipes, the console, sockets and plain files.
+//!
+//! Each round computes every descriptor's readiness; if none is ready the process sleeps once in
+//! `sched::block_any` on the wait channels of all of them (a pipe's, the console's, the network's) with
+//! the timeout as deadline, and the next round rechecks. Files without a channel are always ready. The
+//! signal masks of ppoll/pselect6 are not applied (signals stay as they are).
+#![deny(unsafe_code)]
+
+use super::file::{check_user, copy_to_user};
+use super::SysResult;
+use crate::fs;
+use crate::proc::{sched, signal, with_current, Chan};
+use alloc::vec::Vec;
+use kcore::errno::Errno;
+
+pub const POLLIN: u16 = 0x1;
+pub const POLLPRI: u16 = 0x2;
+pub const POLLOUT: u16 = 0x4;
+pub const POLLERR: u16 = 0x8;
+pub const POLLHUP: u16 = 0x10;
+pub const POLLNVAL: u16 = 0x20;
+const POLLRDNORM: u16 = 0x40;
+const POLLWRNORM: u16 = 0x100;
+
+/// The events of `fd` among `events` (POLLERR/POLLHUP/POLLNVAL always), and the channel that will be
+/// woken when they change.
+fn poll_one(fd: i64, events: u16) -> (u16, Option<Chan>) {
+    let Ok(f) = with_current(|p| p.fds.get(fd)) else {
+        return (POLLNVAL, None);
+    };
+    let f = f.borrow();
+    let (r, w, hup, err, chan) = match &f.kind {
+        fs::FileKind::Pipe(e) => {
+            let p = e.pipe.borrow();
+            let (r, w, hup) = p.poll(e.write);
+            (r, w, hup, false, Some(p.chan()))
+        }
+        fs::FileKind::Console => (
+            crate::tty::readable(),
+            true,
+            false,
+            false,
+            Some(Chan::Console),
+        ),
+        fs::FileKind::Socket(s) => {
+            let (r, w, hup, err) = crate::net::socket::readiness(s);
+            (r, w, hup, err, Some(Chan::Net))
+        }
+        _ => (true, true, false, false, None),
+    };
+    let mut rev = 0;
+    if r && events & (POLLIN | POLLRDNORM) != 0 {
+        rev |= events & (POLLIN | POLLRDNORM);
+    }
+    if w && events & (POLLOUT | POLLWRNORM) != 0 {
+        rev |= events & (POLLOUT | POLLWRNORM);
+    }
+    if hup {
+        rev |= POLLHUP;
+    }
+    if err {
+        rev |= POLLERR;
+    }
+    (rev, chan)
+}
+
+/// Waits until one of `fds` (fd, events) is ready, the deadline passes or a signal comes; fills in
+/// the revents and returns how many are non-zero.
+fn wait_ready(
+    fds: &[(i64, u16)],
+    revents: &mut [u16],
+    deadline: Option<u64>,
+) -> Result<u64, Errno> {
+    loop {
+        let mut ready = 0;
+        let mut chans: Vec<Chan> = Vec::new();
+        for (i, &(fd, events)) in fds.iter().enumerate() {
+            let (rev, chan) = if fd < 0 {
+                (0, None)
+            } else {
+                poll_one(fd, events)
+            };
+            revents[i] = rev;
+            if rev != 0 {
+                ready += 1;
+            }
+            if let Some(c) = chan {
+                if !chans.contains(&c) {
+                    chans.push(c);
+                }
+            }
+        }
+        if ready > 0 || deadline.is_some_and(|d| crate::time::now_ns() >= d) {
+            return Ok(ready);
+        }
+        if signal::pending_for_current() {
+            return Err(Errno::EINTR);
+        }
+        sched::block_any(chans, deadline);
+    }
+}
+
+fn deadline_after_ns(ns: u64) -> u64 {
+    crate::time::now_ns().saturating_add(ns)
+}
+
+/// A `struct timespec` / `struct timeval` at `va` as nanoseconds (`unit` ns per second fraction unit).
+fn read_time(va: u64, unit: u64) -> Result<u64, Errno> {
+    check_user(va, 16, false)?;
+    let b = crate::mm::uaccess::checked_slice(va, 16);
+    let mut s = [0u8; 8];
+    let mut f = [0u8; 8];
+    s.copy_from_slice(&b[..8]);
+    f.copy_from_slice(&b[8..]);
+    let (sec, frac) = (i64::from_le_bytes(s), i64::from_le_bytes(f));
+    if sec < 0 || frac < 0 || (frac as u64).saturating_mul(unit) >= 1_000_000_000 {
+        return Err(Errno::EINVAL);
+    }
+    Ok((sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(frac as u64 * unit))
+}
+
+fn poll_common(fds: u64, nfds: u64, deadline: Option<u64>) -> SysResult {
+    if nfds > crate::fs::fd::MAX_FDS as u64 {
+        return Err(Errno::EINVAL);
+    }
+    check_user(fds, nfds * 8, true)?;
+    let mut raw: Vec<u8> = crate::mm::uaccess::checked_slice(fds, (nfds * 8) as usize).to_vec();
+    let list: Vec<(i64, u16)> = raw
+        .chunks_exact(8)
+        .map(|e| {
+            (
+                i32::from_le_bytes([e[0], e[1], e[2], e[3]]) as i64,
+                u16::from_le_bytes([e[4], e[5]]),
+            )
+        })
+        .collect();
+    let mut revents = alloc::vec![0u16; list.len()];
+    let n = wait_ready(&list, &mut revents, deadline)?;
+    for (e, r) in raw.chunks_exact_mut(8).zip(revents) {
+        e[6..8].copy_from_slice(&r.to_le_bytes());
+    }
+    copy_to_user(fds, &raw)?;
+    Ok(n)
+}
+
+pub fn sys_poll(fds: u64, nfds: u64, timeout_ms: i64) -> SysResult {
+    let deadline = (timeout_ms >= 0).then(|| deadline_after_ns(timeout_ms as u64 * 1_000_000));
+    poll_common(fds, nfds, deadline)
+}
+
+pub fn sys_ppoll(fds: u64, nfds: u64, ts: u64, _sigmask: u64) -> SysResult {
+    let deadline = if ts == 0 {
+        None
+    } else {
+        Some(deadline_after_ns(read_time(ts, 1)?))
+    };
+    poll_common(fds, nfds, deadline)
+}
+
+/// select and pselect6: the three fd_set bitmaps become a poll list and back.
+fn select_common(nfds: u64, sets: [u64; 3], deadline: Option<u64>) -> SysResult {
+    if nfds > crate::fs::fd::MAX_FDS as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let bytes = (nfds as usize).div_ceil(64) * 8;
+    let mut bits: [Vec<u8>; 3] = Default::default();
+    for (i, &va) in sets.iter().enumerate() {
+        if va != 0 {
+            check_user(va, bytes as u64, true)?;
+            bits[i] = crate::mm::uaccess::checked_slice(va, bytes).to_vec();
+        }
+    }
+    let is_set = |b: &Vec<u8>, fd: usize| b.get(fd / 8).is_some_and(|x| x & (1 << (fd % 8)) != 0);
+    let mut list = Vec::new();
+    for fd in 0..nfds as usize {
+        let mut ev = 0;
+        if is_set(&bits[0], fd) {
+            ev |= POLLIN;
+        }
+        if is_set(&bits[1], fd) {
+            ev |= POLLOUT;
+        }
+        if is_set(&bits[2], fd) {
+            ev |= POLLPRI;
+        }
+        if ev != 0 {
+            if with_current(|p| p.fds.get(fd as i64)).is_err() {
+                return Err(Errno::EBADF);
+            }
+            list.push((fd as i64, ev));
+        }
+    }
+    let mut revents = alloc::vec![0u16; list.len()];
+    wait_ready(&list, &mut revents, deadline)?;
+    let mut out: [Vec<u8>; 3] = [
+        alloc::vec![0; bytes],
+        alloc::vec![0; bytes],
+        alloc::vec![0; bytes],
+    ];
+    let mut count = 0;
+    for (&(fd, ev), &rev) in list.iter().zip(revents.iter()) {
+        let fd = fd as usize;
+        let hits = [
+            ev & POLLIN != 0 && rev & (POLLIN | POLLHUP | POLLERR) != 0,
+            ev & POLLOUT != 0 && rev & (POLLOUT | POLLERR) != 0,
+            ev & POLLPRI != 0 && rev & POLLPRI != 0,
+        ];
+        for (set, hit) in out.iter_mut().zip(hits) {
+            if hit {
+                set[fd / 8] |= 1 << (fd % 8);
+                count += 1;
+            }
+        }
+    }
+    for (i, &va) in sets.iter().enumerate() {
+        if va != 0 {
+            copy_to_user(va, &out[i])?;
+        }
+    }
+    Ok(count)
+}
+
+pub fn sys_select(nfds: u64, r: u64, w: u64, e: u64, tv: u64) -> SysResult {
+    let deadline = if tv == 0 {
+        None
+    } else {
+        Some(deadline_after_ns(read_time(tv, 1000)?))
+    };
+    select_common(nfds, [r, w, e], deadline)
+}
+
+pub fn sys_pselect6(nfds: u64, r: u64, w: u64, e: u64, ts: u64, _sigmask: u64) -> SysResult {
+    let deadline = if ts == 0 {
+        None
+    } else {
+        Some(deadline_after_ns(read_time(ts, 1)?))
+    };
+    select_common(nfds, [r, w, e], deadline)
+}
