@@ -264,5 +264,114 @@ impl GuestImages {
     /// A rootfs program built for the guest, to run on the host (`bin/proctest`, `sbin/init`, ...).
     pub fn host_program(&self, path: &str) -> PathBuf {
         self.stage.join(path)
+
+/// The TAP device every [`Netns`] has.
+pub const TAP: &str = "mvtap0";
+
+/// Runs `ip` with `args`; panics with its message on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("cannot run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with a TAP [`TAP`] (10.0.0.1/24, up, IPv6 off so the host sends nothing
+/// unasked), deleted with everything in it when dropped, even when the test fails.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// `None` (the test skips) when not root or without `ip`.
+    pub fn new(tag: &str) -> Option<Netns> {
+        if !is_root() {
+            eprintln!("SKIPPED: network namespaces and TAP devices need root");
+            return None;
+        }
+        if Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("SKIPPED: the ip command (iproute2) is not installed");
+            return None;
+        }
+        let name = format!("mvm-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
+        ip(&["-n", &ns.name, "tuntap", "add", "dev", TAP, "mode", "tap"]);
+        ip(&["-n", &ns.name, "addr", "add", "10.0.0.1/24", "dev", TAP]);
+        ip(&["-n", &ns.name, "link", "set", TAP, "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    /// Sets the TAP's MTU (at most 65521 for a TAP).
+    pub fn set_mtu(&self, mtu: u32) {
+        ip(&["-n", &self.name, "link", "set", TAP, "mtu", &mtu.to_string()]);
+    }
+
+    /// Runs a command in the namespace; panics unless it succeeds.
+    pub fn exec(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A command that runs `program` in the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// `microvm` with `args`, running in the namespace.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Vm {
+        Vm::spawn_cmd(self.command(microvm_bin()).args(args))
+    }
+
+    /// Runs `f` on a thread that has joined the namespace; sockets it makes stay in the namespace.
+    pub fn enter<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        self.enter_thread(f).join().unwrap()
+    }
+
+    /// Starts `f` on a thread that has joined the namespace.
+    pub fn enter_thread<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> JoinHandle<R> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on a namespace file we hold open; it only changes this thread's namespace.
+            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

@@ -16,115 +16,26 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tests::{is_root, microvm_bin, require_kvm, run, wait_until, Vm};
+use tests::{ip, require_kvm, run, wait_until, Netns};
 
 const T: Duration = Duration::from_secs(60);
 const PVH: &str = env!("GUEST_PVH");
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const GUEST_MAC: &str = "06:00:00:00:00:02";
-const TAP: &str = "mvtap0";
+const TAP: &str = tests::TAP;
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("cannot run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace with a TAP `mvtap0` (10.0.0.1/24, up, IPv6 off so the host sends nothing
-/// unasked), deleted with everything in it when dropped, even when the test fails.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// `None` (the test skips) when not root or without `ip`.
-    fn new(tag: &str) -> Option<Netns> {
-        if !is_root() {
-            eprintln!("SKIPPED: network namespaces and TAP devices need root");
-            return None;
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("SKIPPED: the ip command (iproute2) is not installed");
-            return None;
-        }
-        let name = format!("mvm-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.exec(&[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ]);
-        ip(&["-n", &ns.name, "tuntap", "add", "dev", TAP, "mode", "tap"]);
-        ip(&["-n", &ns.name, "addr", "add", "10.0.0.1/24", "dev", TAP]);
-        ip(&["-n", &ns.name, "link", "set", TAP, "up"]);
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?} in {}", self.name);
-    }
-
-    /// `microvm` with `args`, running in the namespace.
-    fn spawn(&self, args: &[&str]) -> Vm {
-        Vm::spawn_cmd(
-            Command::new("ip")
-                .args(["netns", "exec", &self.name])
-                .arg(microvm_bin())
-                .args(args),
-        )
-    }
-
-    /// Runs `f` on a thread that has joined the namespace; sockets it makes stay in the namespace.
-    fn enter<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns on a namespace file we hold open; it only changes this thread's namespace.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// A UDP socket on the host's address talking to the guest's `port`.
-    fn udp(&self, port: u16) -> UdpSocket {
-        let s = self.enter(move || {
-            let s = UdpSocket::bind((HOST_IP, 0)).unwrap();
-            s.connect((GUEST_IP, port)).unwrap();
-            s
-        });
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+/// A UDP socket on the host's address talking to the guest's `port`.
+fn udp_to_guest(ns: &Netns, port: u16) -> UdpSocket {
+    let s = ns.enter(move || {
+        let s = UdpSocket::bind((HOST_IP, 0)).unwrap();
+        s.connect((GUEST_IP, port)).unwrap();
         s
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+    });
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
 }
 
 /// A little PRNG so payloads differ and every run reproduces.
@@ -290,7 +201,7 @@ fn echo_round_trips(tag: &str, extra: &str) {
     ]);
     vm.wait_for_output("net: echo ready", T);
 
-    let udp = ns.udp(7);
+    let udp = udp_to_guest(&ns, 7);
     let mut sent = (0u64, 0u64);
     let mut buf = vec![0u8; 2048];
     for (i, &len) in sizes(250).iter().enumerate() {
@@ -337,7 +248,7 @@ fn echo_round_trips(tag: &str, extra: &str) {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("is busy"), "{}", out.stderr);
 
-    ns.udp(9).send(b"stop").unwrap();
+    udp_to_guest(&ns, 9).send(b"stop").unwrap();
     vm.wait_for_output("halting", T);
     let [rx_frames, rx_bytes, tx_frames, tx_bytes] = guest_counts(&vm.stdout());
     // What the guest got: our frames, the ARP request(s), the pings and the stop datagram.
@@ -457,7 +368,7 @@ fn virtio_net_guest_without_receive_buffers_does_not_stall_the_vmm() {
         "nud",
         "permanent",
     ]);
-    let udp = ns.udp(7);
+    let udp = udp_to_guest(&ns, 7);
     udp.set_nonblocking(true).unwrap();
     for i in 0..3000u64 {
         let _ = udp.send(&payload(i, 1000));
@@ -534,7 +445,7 @@ fn virtio_net_malformed_chains_from_a_real_guest_are_dropped_and_counted() {
         "nud",
         "permanent",
     ]);
-    let udp = ns.udp(7);
+    let udp = udp_to_guest(&ns, 7);
     // The first two frames meet the bad receive chains and are dropped; the third is delivered.
     for i in 0..3 {
         udp.send(&payload(i, 100)).unwrap();
@@ -561,7 +472,7 @@ fn virtio_net_malformed_chains_from_a_real_guest_are_dropped_and_counted() {
     assert_eq!(eth0["tx_dropped"], 3, "{m}");
     assert_eq!(eth0["rx_packets"], 21, "{m}");
     assert_eq!(eth0["tx_packets"], 20, "{m}");
-    ns.udp(9).send(b"stop").unwrap();
+    udp_to_guest(&ns, 9).send(b"stop").unwrap();
     vm.wait_for_output("halting", T);
     vm.signal(libc::SIGTERM);
     let out = vm.wait(T);
