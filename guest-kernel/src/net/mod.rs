@@ -21,6 +21,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::cmdline::IpConfig;
+use kcore::fmt::Dec;
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -39,6 +40,32 @@ pub struct Stack {
 }
 
 static STACK: KCell<Option<Stack>> = KCell::new(None);
+/// Stack runs and the TSC ticks they took; TSC ticks socket calls spent copying to and from user memory.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+static RUN_TSC: AtomicU64 = AtomicU64::new(0);
+pub static COPY_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Adds `v` to a counter (one CPU: a plain load and store).
+pub fn add(c: &AtomicU64, v: u64) {
+    c.store(c.load(Ordering::Relaxed) + v, Ordering::Relaxed);
+}
+
+/// Prints the device counters and where the stack's kernel time went (at power-off).
+pub fn report() {
+    let Some((rx, tx, dropped)) = with_stack(|st| st.counters()) else {
+        return;
+    };
+    let runs = RUNS.load(Ordering::Relaxed);
+    crate::kprintln!(
+        "net: eth0 rx {} frames, tx {} frames ({} dropped for want of a buffer); {} stack runs, {} us each; {} ms copying socket data (kernel time, emulated)",
+        Dec(rx),
+        Dec(tx),
+        Dec(dropped),
+        Dec(runs),
+        Dec(crate::time::tsc_to_ns(RUN_TSC.load(Ordering::Relaxed)) / runs.max(1) / 1000),
+        Dec(crate::time::tsc_to_ns(COPY_TSC.load(Ordering::Relaxed)) / 1_000_000)
+    );
+}
 /// When smoltcp next wants to run (ns since boot), u64::MAX if never.
 static DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
 
@@ -159,7 +186,10 @@ pub fn poll() {
         return;
     };
     let Some(st) = st.as_mut() else { return };
+    let t0 = crate::arch::cpu::rdtsc();
     let changed = st.run();
+    add(&RUNS, 1);
+    add(&RUN_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
     if changed {
         sched::wake(Chan::Net);
     }

@@ -561,7 +561,10 @@ pub fn recv(
                             Err(_) => 0,
                         }
                     } else {
-                        tcp_recv_to_user(s, va, len)
+                        let t0 = crate::arch::cpu::rdtsc();
+                        let n = tcp_recv_to_user(s, va, len);
+                        super::add(&super::COPY_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+                        n
                     };
                     Got::Data(n, None)
                 } else if s.may_recv() {
@@ -673,7 +676,10 @@ pub fn send(
             let s = st.sockets.get_mut::<tcp::Socket>(h);
             if s.can_send() {
                 let data = crate::mm::uaccess::checked_slice(va, len);
-                Ok(s.send_slice(data).unwrap_or(0))
+                let t0 = crate::arch::cpu::rdtsc();
+                let n = s.send_slice(data).unwrap_or(0);
+                super::add(&super::COPY_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+                Ok(n)
             } else if s.may_send() || matches!(s.state(), tcp::State::SynSent) {
                 Ok(0)
             } else {

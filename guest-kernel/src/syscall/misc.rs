@@ -87,6 +87,7 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
                 kcore::fmt::Dec(crate::mm::heap::stats().1 as u64)
             );
             crate::cost::report();
+            crate::net::report();
             kprintln!("reboot: Power down");
             crate::arch::cpu::reset()
         }
