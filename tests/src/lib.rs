@@ -264,6 +264,8 @@ impl GuestImages {
     /// A rootfs program built for the guest, to run on the host (`bin/proctest`, `sbin/init`, ...).
     pub fn host_program(&self, path: &str) -> PathBuf {
         self.stage.join(path)
+    }
+}
 
 /// The TAP device every [`Netns`] has.
 pub const TAP: &str = "mvtap0";
@@ -317,7 +319,15 @@ impl Netns {
 
     /// Sets the TAP's MTU (at most 65521 for a TAP).
     pub fn set_mtu(&self, mtu: u32) {
-        ip(&["-n", &self.name, "link", "set", TAP, "mtu", &mtu.to_string()]);
+        ip(&[
+            "-n",
+            &self.name,
+            "link",
+            "set",
+            TAP,
+            "mtu",
+            &mtu.to_string(),
+        ]);
     }
 
     /// Runs a command in the namespace; panics unless it succeeds.
@@ -361,7 +371,8 @@ impl Netns {
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).unwrap();
             // SAFETY: setns on a namespace file we hold open; it only changes this thread's namespace.
-            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            let r =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
             assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
             f()
         })

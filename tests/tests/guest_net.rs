@@ -39,7 +39,8 @@ impl Guest {
         let (kernel, disk) = (images.kernel, images.disk);
         let ns = Netns::new(tag)?;
         ns.set_mtu(MTU);
-        let api = std::env::temp_dir().join(format!("microvm-gnet-{tag}-{}.sock", std::process::id()));
+        let api =
+            std::env::temp_dir().join(format!("microvm-gnet-{tag}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&api);
         let disk = format!("{},ro", disk.display());
         let vm = ns.spawn(&[
@@ -140,13 +141,12 @@ fn host_pings_the_guest_and_talks_to_udp_echo_and_httpd() {
     g.wait_count("httpd: serving /srv on port 80", 1, T);
     let stage = GuestImages::find().unwrap().stage.join("srv");
     for name in ["index.html", "big.bin"] {
-        let out = g
-            .ns
-            .command("curl")
-            .args(["-sS", "--fail", "--max-time", "60"])
-            .arg(format!("http://10.0.0.2/{name}"))
-            .output()
-            .unwrap();
+        let out =
+            g.ns.command("curl")
+                .args(["-sS", "--fail", "--max-time", "60"])
+                .arg(format!("http://10.0.0.2/{name}"))
+                .output()
+                .unwrap();
         assert!(
             out.status.success(),
             "curl {name}: {}",
@@ -155,13 +155,20 @@ fn host_pings_the_guest_and_talks_to_udp_echo_and_httpd() {
         let want = std::fs::read(stage.join(name)).unwrap();
         assert!(out.stdout == want, "{name}: the fetched bytes differ");
     }
-    let out = g
-        .ns
-        .command("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"])
-        .arg("http://10.0.0.2/missing")
-        .output()
-        .unwrap();
+    let out =
+        g.ns.command("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "30",
+            ])
+            .arg("http://10.0.0.2/missing")
+            .output()
+            .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
     g.shutdown();
 }
@@ -202,7 +209,11 @@ fn crc32(data: &[u8]) -> u32 {
     for (i, t) in table.iter_mut().enumerate() {
         let mut c = i as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
         *t = c;
     }
@@ -318,7 +329,10 @@ fn a_guest_that_stops_reading_does_not_stall_the_vmm() {
     std::thread::sleep(Duration::from_secs(3));
     let (status, body) = g.api_get("/metrics");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    assert!(body.contains("rx_no_buffers") || body.contains("rx_packets"), "{body}");
+    assert!(
+        body.contains("rx_no_buffers") || body.contains("rx_packets"),
+        "{body}"
+    );
     let (status, _) = g.api_get("/");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     g.sh("echo still answering");
@@ -328,6 +342,9 @@ fn a_guest_that_stops_reading_does_not_stall_the_vmm() {
     let sent = flood.join().unwrap();
     // The guest never read, so at most its window and the buffers on the way got through.
     assert!(sent > 64 * 1024, "the flood sent only {sent} bytes");
-    assert!(sent < 64 << 20, "{sent} bytes went to a socket nobody reads");
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes went to a socket nobody reads"
+    );
     g.shutdown();
 }

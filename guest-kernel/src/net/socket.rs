@@ -96,7 +96,7 @@ static PORTS: KCell<Vec<(Proto, u16)>> = KCell::new(Vec::new());
 static NEXT_EPHEMERAL: KCell<u16> = KCell::new(49152);
 
 fn port_taken(proto: Proto, port: u16) -> bool {
-    PORTS.borrow().iter().any(|&p| p == (proto, port))
+    PORTS.borrow().contains(&(proto, port))
 }
 
 fn take_port(proto: Proto, port: u16) -> Result<u16, Errno> {
@@ -157,14 +157,15 @@ fn new_udp(st: &mut Stack) -> SocketHandle {
     st.sockets.add(s)
 }
 
-/// Sleeps until the stack reports a change; EINTR if a signal is pending.
+/// Sleeps until the stack reports a change. A pending signal ends the call with ERESTARTSYS (restarted
+/// after the signal unless a handler without SA_RESTART runs, then EINTR), as Linux's socket calls.
 fn wait() -> Result<(), Errno> {
     if signal::pending_for_current() {
-        return Err(Errno::EINTR);
+        return Err(Errno::ERESTARTSYS);
     }
     sched::block(Chan::Net);
     if signal::pending_for_current() {
-        return Err(Errno::EINTR);
+        return Err(Errno::ERESTARTSYS);
     }
     Ok(())
 }

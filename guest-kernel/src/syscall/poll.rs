@@ -3,7 +3,8 @@
 //! Each round computes every descriptor's readiness; if none is ready the process sleeps once in
 //! `sched::block_any` on the wait channels of all of them (a pipe's, the console's, the network's) with
 //! the timeout as deadline, and the next round rechecks. Files without a channel are always ready. The
-//! signal masks of ppoll/pselect6 are not applied (signals stay as they are).
+//! signal masks of ppoll/pselect6 are not applied (signals stay as they are). A restarted call starts
+//! its timeout over.
 #![deny(unsafe_code)]
 
 use super::file::{check_user, copy_to_user};
@@ -94,7 +95,8 @@ fn wait_ready(
             return Ok(ready);
         }
         if signal::pending_for_current() {
-            return Err(Errno::EINTR);
+            // Restarted if no handler runs, else EINTR (Linux: ERESTARTNOHAND).
+            return Err(Errno::ERESTARTNOHAND);
         }
         sched::block_any(chans, deadline);
     }
