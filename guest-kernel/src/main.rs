@@ -100,6 +100,9 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         );
         net::init(dev, ip);
         drivers::set_net_irq(irq as u8);
+        // The IOAPIC pin is edge-triggered: a level interrupt raised before the pin was routed (QEMU's
+        // virtio-mmio) would never make an edge again unless acknowledged once.
+        net::irq();
     }
     let root = cmdline::value(cmdline, "root").unwrap_or("/dev/vda");
     if let Err(e) = fs::mount_root(root) {

@@ -23,8 +23,10 @@ use virtio_drivers::transport::Transport;
 
 /// Descriptors per queue (one per buffer).
 const QUEUE_SIZE: usize = 16;
-/// The virtio-net header with VERSION_1 (`num_buffers` included).
+/// The virtio-net header with VERSION_1 (`num_buffers` included); a legacy device (QEMU's virtio-mmio
+/// by default) without MRG_RXBUF uses the first 10 bytes only.
 pub const HDR_LEN: usize = 12;
+const LEGACY_HDR_LEN: usize = 10;
 /// Largest Ethernet frame: a 65535-byte IP packet and its 14-byte Ethernet header.
 pub const MAX_FRAME: usize = 65535 + 14;
 const BUF_PAGES: u64 = (HDR_LEN + MAX_FRAME).div_ceil(4096) as u64;
@@ -87,6 +89,8 @@ pub struct NetDevice {
     tx_in_flight: [(usize, usize); QUEUE_SIZE],
     mac: [u8; 6],
     csum_offload: bool,
+    /// The header's length on this device (12, or 10 for legacy).
+    hdr_len: usize,
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub tx_no_room: u64,
@@ -125,6 +129,11 @@ impl NetDevice {
             tx_in_flight: [(0, 0); QUEUE_SIZE],
             mac,
             csum_offload: features.contains(Features::CSUM),
+            hdr_len: if features.contains(Features::VERSION_1) {
+                HDR_LEN
+            } else {
+                LEGACY_HDR_LEN
+            },
             rx_frames: 0,
             tx_frames: 0,
             tx_no_room: 0,
@@ -160,9 +169,9 @@ impl NetDevice {
         // SAFETY: the same single buffer that `repost` added under this token.
         let len = unsafe { self.rx.pop_used(token, &[], &mut [bytes]) }.ok()? as usize;
         self.rx_frames += 1;
-        let len = len.clamp(HDR_LEN, BUF_LEN);
+        let len = len.clamp(self.hdr_len, BUF_LEN);
         // SAFETY: the buffer is off the queue and only read until it is reposted.
-        Some((slot, unsafe { &buf.bytes()[HDR_LEN..len] }))
+        Some((slot, unsafe { &buf.bytes()[self.hdr_len..len] }))
     }
 
     /// Gives a receive slot back to the device.
@@ -211,16 +220,17 @@ impl NetDevice {
         };
         // SAFETY: a free slot belongs to nobody else until it is queued below.
         let bytes = unsafe { self.tx_bufs[slot].bytes() };
-        let r = f(&mut bytes[HDR_LEN..HDR_LEN + len]);
-        bytes[..HDR_LEN].fill(0);
+        let h = self.hdr_len;
+        let r = f(&mut bytes[h..h + len]);
+        bytes[..h].fill(0);
         if self.csum_offload {
-            request_checksum(&mut bytes[..HDR_LEN + len]);
+            request_checksum(&mut bytes[..h + len], h);
         }
-        let packet = &bytes[..HDR_LEN + len];
+        let packet = &bytes[..h + len];
         // SAFETY: the buffer stays valid forever and is not touched until reclaim_tx pops it.
         match unsafe { self.tx.add(&[packet], &mut []) } {
             Ok(token) => {
-                self.tx_in_flight[token as usize % QUEUE_SIZE] = (slot, HDR_LEN + len);
+                self.tx_in_flight[token as usize % QUEUE_SIZE] = (slot, h + len);
                 self.tx_frames += 1;
                 if self.tx.should_notify() {
                     self.transport.notify(QUEUE_TX);
@@ -235,11 +245,11 @@ impl NetDevice {
     }
 }
 
-/// For a TCP or UDP packet over IPv4 in `packet` (virtio header + Ethernet frame), asks the device for
-/// the transport checksum: sets NEEDS_CSUM, csum_start and csum_offset in the header, and puts the
-/// folded pseudo-header sum in the checksum field (virtio 1.x 5.1.6.2).
-fn request_checksum(packet: &mut [u8]) {
-    let f = &packet[HDR_LEN..];
+/// For a TCP or UDP packet over IPv4 in `packet` (virtio header of `hdr_len` bytes + Ethernet frame),
+/// asks the device for the transport checksum: sets NEEDS_CSUM, csum_start and csum_offset in the
+/// header, and puts the folded pseudo-header sum in the checksum field (virtio 1.x 5.1.6.2).
+fn request_checksum(packet: &mut [u8], hdr_len: usize) {
+    let f = &packet[hdr_len..];
     if f.len() < 34 || f[12..14] != [0x08, 0x00] {
         return;
     }
@@ -262,7 +272,7 @@ fn request_checksum(packet: &mut [u8]) {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    let at = HDR_LEN + start + field;
+    let at = hdr_len + start + field;
     packet[at..at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
     packet[0] = NEEDS_CSUM;
     packet[6..8].copy_from_slice(&(start as u16).to_le_bytes());
