@@ -196,22 +196,16 @@ pub fn poll() {
 }
 
 impl Stack {
-    /// One run of the stack; whether a socket may have changed.
+    /// One run of the stack (smoltcp's poll takes every received frame and sends all it can); whether a
+    /// socket may have changed.
     fn run(&mut self) -> bool {
-        let mut changed = false;
-        loop {
-            let mut phy = Phy {
-                dev: &mut self.dev,
-                pending_rx: &mut self.pending_rx,
-            };
-            let r = self.iface.poll(now(), &mut phy, &mut self.sockets);
-            if let Some(slot) = self.pending_rx.take() {
-                self.dev.repost(slot);
-            }
-            if r == PollResult::None {
-                break;
-            }
-            changed = true;
+        let mut phy = Phy {
+            dev: &mut self.dev,
+            pending_rx: &mut self.pending_rx,
+        };
+        let changed = self.iface.poll(now(), &mut phy, &mut self.sockets) != PollResult::None;
+        if let Some(slot) = self.pending_rx.take() {
+            self.dev.repost(slot);
         }
         self.reap_closed();
         let deadline = match self.iface.poll_at(now(), &self.sockets) {
