@@ -200,6 +200,20 @@ fn guest_tcp_cat_talks_to_a_host_server() {
     // Nothing listens on this port: the guest sees the host's RST.
     g.sh("tcp-cat 10.0.0.1 8081");
     g.wait_count("Connection refused (os error 111)", 1, T);
+    // A server that never answers: the guest's read timeout (SO_RCVTIMEO) ends the read with EAGAIN.
+    let l = host_listener(&g.ns, 8082);
+    let silent = std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+        drop(c);
+    });
+    g.sh("tcp-cat --timeout 1 --sum 10.0.0.1 8082");
+    g.wait_count(
+        "tcp-cat: receive: Resource temporarily unavailable (os error 11)",
+        1,
+        T,
+    );
+    silent.join().unwrap();
     g.shutdown();
 }
 

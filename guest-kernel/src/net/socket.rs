@@ -87,6 +87,9 @@ pub struct Socket {
     error: Option<Errno>,
     /// `local.port` is this socket's entry in the port table (bound or auto-bound, not accepted).
     owns_port: bool,
+    /// SO_RCVTIMEO and SO_SNDTIMEO in ns (None: block without limit).
+    pub rcv_timeout: Option<u64>,
+    pub snd_timeout: Option<u64>,
 }
 
 pub type SocketRef = Rc<RefCell<Socket>>;
@@ -157,15 +160,29 @@ fn new_udp(st: &mut Stack) -> SocketHandle {
     st.sockets.add(s)
 }
 
-/// Sleeps until the stack reports a change. A pending signal ends the call with ERESTARTSYS (restarted
-/// after the signal unless a handler without SA_RESTART runs, then EINTR), as Linux's socket calls.
-fn wait() -> Result<(), Errno> {
+/// The deadline (ns since boot) for a call on a socket with this timeout.
+fn deadline(timeout: Option<u64>) -> Option<u64> {
+    timeout.map(|t| crate::time::now_ns().saturating_add(t))
+}
+
+/// Sleeps until the stack reports a change or `deadline` passes (then `on_timeout`, EAGAIN for reads
+/// and writes). A pending signal ends the call as on Linux: ERESTARTSYS without a timeout (restarted
+/// after the signal unless a handler without SA_RESTART runs, then EINTR), EINTR with one.
+fn wait(deadline: Option<u64>, on_timeout: Errno) -> Result<(), Errno> {
+    let interrupted = if deadline.is_some() {
+        Errno::EINTR
+    } else {
+        Errno::ERESTARTSYS
+    };
     if signal::pending_for_current() {
-        return Err(Errno::ERESTARTSYS);
+        return Err(interrupted);
     }
-    sched::block(Chan::Net);
+    if deadline.is_some_and(|d| crate::time::now_ns() >= d) {
+        return Err(on_timeout);
+    }
+    sched::block_any(vec![Chan::Net], deadline);
     if signal::pending_for_current() {
-        return Err(Errno::ERESTARTSYS);
+        return Err(interrupted);
     }
     Ok(())
 }
@@ -185,6 +202,8 @@ pub fn new(proto: Proto) -> Result<SocketRef, Errno> {
         shut_rd: false,
         error: None,
         owns_port: false,
+        rcv_timeout: None,
+        snd_timeout: None,
     })))
 }
 
@@ -310,6 +329,7 @@ impl Socket {
             Ok(h)
         })??;
         s.role = Role::Conn(h);
+        let until = deadline(s.snd_timeout);
         drop(s);
         poll();
         if nonblock {
@@ -318,7 +338,7 @@ impl Socket {
         loop {
             let state = stack(|st| st.sockets.get::<tcp::Socket>(h).state())?;
             match state {
-                tcp::State::SynSent | tcp::State::SynReceived => wait()?,
+                tcp::State::SynSent | tcp::State::SynReceived => wait(until, Errno::EINPROGRESS)?,
                 tcp::State::Closed => return Err(Errno::ECONNREFUSED),
                 _ => {
                     this.borrow_mut().connected = true;
@@ -330,6 +350,7 @@ impl Socket {
 
     /// accept(2): a connected socket and its peer.
     pub fn accept(this: &SocketRef, nonblock: bool) -> Result<(SocketRef, Addr), Errno> {
+        let until = deadline(this.borrow().rcv_timeout);
         loop {
             let got = {
                 let mut s = this.borrow_mut();
@@ -379,6 +400,8 @@ impl Socket {
                     shut_rd: false,
                     error: None,
                     owns_port: false,
+                    rcv_timeout: None,
+                    snd_timeout: None,
                 }));
                 let peer = peer.map(Addr::from_endpoint).unwrap_or_default();
                 return Ok((sock, peer));
@@ -386,7 +409,7 @@ impl Socket {
             if nonblock {
                 return Err(Errno::EAGAIN);
             }
-            wait()?;
+            wait(until, Errno::EAGAIN)?;
         }
     }
 
@@ -525,6 +548,7 @@ pub fn recv(
     nonblock: bool,
     peek_only: bool,
 ) -> Result<(usize, Option<Addr>), Errno> {
+    let until = deadline(this.borrow().rcv_timeout);
     loop {
         let (proto, h, shut_rd, connected) = {
             let s = this.borrow();
@@ -607,7 +631,7 @@ pub fn recv(
             Got::Reset => return Err(Errno::ECONNRESET),
             Got::NotConn => return Err(Errno::ENOTCONN),
             Got::Empty if nonblock => return Err(Errno::EAGAIN),
-            Got::Empty => wait()?,
+            Got::Empty => wait(until, Errno::EAGAIN)?,
         }
     }
 }
@@ -627,6 +651,7 @@ pub fn send(
     nosignal: bool,
 ) -> Result<usize, Errno> {
     let proto = this.borrow().proto;
+    let until = deadline(this.borrow().snd_timeout);
     if proto == Proto::Udp {
         let (h, dest) = {
             let mut s = this.borrow_mut();
@@ -651,7 +676,7 @@ pub fn send(
                 }
                 Err(udp::SendError::Unaddressable) => return Err(Errno::EINVAL),
                 Err(udp::SendError::BufferFull) if nonblock => return Err(Errno::EAGAIN),
-                Err(udp::SendError::BufferFull) => wait()?,
+                Err(udp::SendError::BufferFull) => wait(until, Errno::EAGAIN)?,
             }
         }
     }
@@ -690,7 +715,7 @@ pub fn send(
         match r {
             Ok(0) if len == 0 => return Ok(0),
             Ok(0) if nonblock => return Err(Errno::EAGAIN),
-            Ok(0) => wait()?,
+            Ok(0) => wait(until, Errno::EAGAIN)?,
             Ok(n) => {
                 poll();
                 return Ok(n);

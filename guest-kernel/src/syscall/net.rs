@@ -23,6 +23,8 @@ const SO_TYPE: u32 = 3;
 const SO_ERROR: u32 = 4;
 const SO_SNDBUF: u32 = 7;
 const SO_RCVBUF: u32 = 8;
+const SO_RCVTIMEO: u32 = 20;
+const SO_SNDTIMEO: u32 = 21;
 const IPPROTO_IP: u32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const SOCKADDR_IN_LEN: u32 = 16;
@@ -250,18 +252,58 @@ pub fn sys_getpeername(fd: i64, addr: u64, lenp: u64) -> SysResult {
     write_addr(addr, lenp, a).map(|_| 0)
 }
 
-/// setsockopt: SOL_SOCKET, IPPROTO_TCP and IPPROTO_IP options are accepted and ignored (SO_REUSEADDR
-/// among them: a port is free again as soon as no open socket holds it).
-pub fn sys_setsockopt(fd: i64, level: u32, _name: u32, _val: u64, _len: u32) -> SysResult {
-    sock(fd)?;
-    match level {
-        SOL_SOCKET | IPPROTO_TCP | IPPROTO_IP => Ok(0),
-        _ => Err(Errno::ENOPROTOOPT),
+/// A `struct timeval` option value as ns (0: no timeout).
+fn read_timeval(va: u64, len: u32) -> Result<Option<u64>, Errno> {
+    if len < 16 {
+        return Err(Errno::EINVAL);
     }
+    check_user(va, 16, false)?;
+    let b = crate::mm::uaccess::checked_slice(va, 16);
+    let mut x = [0u8; 8];
+    let mut y = [0u8; 8];
+    x.copy_from_slice(&b[..8]);
+    y.copy_from_slice(&b[8..]);
+    let (sec, usec) = (i64::from_le_bytes(x), i64::from_le_bytes(y));
+    if !(0..1_000_000).contains(&usec) {
+        return Err(Errno::EDOM);
+    }
+    let ns = (sec.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(usec as u64 * 1000);
+    Ok((ns > 0).then_some(ns))
+}
+
+/// setsockopt: SO_RCVTIMEO and SO_SNDTIMEO are kept; other SOL_SOCKET, IPPROTO_TCP and IPPROTO_IP
+/// options are accepted and ignored (SO_REUSEADDR among them: a port is free again as soon as no open
+/// socket holds it; TCP_NODELAY: Nagle is always off).
+pub fn sys_setsockopt(fd: i64, level: u32, name: u32, val: u64, len: u32) -> SysResult {
+    let (s, _) = sock(fd)?;
+    match (level, name) {
+        (SOL_SOCKET, SO_RCVTIMEO) => s.borrow_mut().rcv_timeout = read_timeval(val, len)?,
+        (SOL_SOCKET, SO_SNDTIMEO) => s.borrow_mut().snd_timeout = read_timeval(val, len)?,
+        (SOL_SOCKET | IPPROTO_TCP | IPPROTO_IP, _) => {}
+        _ => return Err(Errno::ENOPROTOOPT),
+    }
+    Ok(0)
 }
 
 pub fn sys_getsockopt(fd: i64, level: u32, name: u32, val: u64, lenp: u64) -> SysResult {
     let (s, _) = sock(fd)?;
+    if let (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) = (level, name) {
+        let t = if name == SO_RCVTIMEO {
+            s.borrow().rcv_timeout
+        } else {
+            s.borrow().snd_timeout
+        }
+        .unwrap_or(0);
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(t / 1_000_000_000).to_le_bytes());
+        b[8..].copy_from_slice(&(t % 1_000_000_000 / 1000).to_le_bytes());
+        let n = (read_u32(lenp)? as usize).min(16);
+        copy_to_user(val, &b[..n])?;
+        copy_to_user(lenp, &(n as u32).to_le_bytes())?;
+        return Ok(0);
+    }
     let v: u32 = match (level, name) {
         (SOL_SOCKET, SO_ERROR) => s.borrow_mut().take_error().map_or(0, |e| e.0 as u32),
         (SOL_SOCKET, SO_TYPE) => match s.borrow().proto {

@@ -5,7 +5,8 @@
 //! - `tcp-cat --gen BYTES HOST PORT`: sends BYTES of a fixed pseudo-random stream instead of stdin;
 //! - `tcp-cat --sum HOST PORT`: sends nothing and reads the connection into a checksum instead of stdout;
 //! - `tcp-cat --listen PORT [--no-read]`: accepts one connection instead of connecting (`--no-read`:
-//!   then never reads it, to test a receiver that stalls).
+//!   then never reads it, to test a receiver that stalls);
+//! - `--timeout SECS`: a read timeout on the connection (SO_RCVTIMEO); a read that times out ends it.
 //!
 //! Both bulk modes print `tcp-cat: sent|received N bytes crc32 XXXXXXXX in S ms` at the end (CRC-32/IEEE).
 
@@ -76,6 +77,7 @@ fn main() {
     let mut sum = false;
     let mut listen = false;
     let mut no_read = false;
+    let mut timeout = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -83,6 +85,13 @@ fn main() {
                 gen = args.get(i + 1).and_then(|n| n.parse::<u64>().ok());
                 if gen.is_none() {
                     die("--gen needs a byte count".into());
+                }
+                args.drain(i..i + 2);
+            }
+            "--timeout" => {
+                timeout = args.get(i + 1).and_then(|n| n.parse::<u64>().ok());
+                if timeout.is_none() {
+                    die("--timeout needs seconds".into());
                 }
                 args.drain(i..i + 2);
             }
@@ -126,6 +135,10 @@ fn main() {
         TcpStream::connect((args[0].as_str(), port))
             .unwrap_or_else(|e| die(format!("connect {}:{port}: {e}", args[0])))
     };
+    if let Some(secs) = timeout {
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+            .unwrap_or_else(|e| die(format!("SO_RCVTIMEO: {e}")));
+    }
     let start = Instant::now();
     if let Some(total) = gen {
         let mut w = conn.try_clone().unwrap_or_else(|e| die(format!("{e}")));
