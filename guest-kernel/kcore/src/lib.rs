@@ -18,6 +18,7 @@ pub mod elf;
 pub mod errno;
 pub mod ext2;
 pub mod fmt;
+pub mod net;
 pub mod pid;
 pub mod procfs;
 pub mod sched;

@@ -33,7 +33,6 @@ const BUF_PAGES: u64 = (HDR_LEN + MAX_FRAME).div_ceil(4096) as u64;
 const BUF_LEN: usize = BUF_PAGES as usize * 4096;
 const QUEUE_RX: u16 = 0;
 const QUEUE_TX: u16 = 1;
-const NEEDS_CSUM: u8 = 1;
 
 bitflags! {
     /// The feature bits this driver knows.
@@ -224,7 +223,7 @@ impl NetDevice {
         let r = f(&mut bytes[h..h + len]);
         bytes[..h].fill(0);
         if self.csum_offload {
-            request_checksum(&mut bytes[..h + len], h);
+            kcore::net::request_checksum(&mut bytes[..h + len], h);
         }
         let packet = &bytes[..h + len];
         // SAFETY: the buffer stays valid forever and is not touched until reclaim_tx pops it.
@@ -243,38 +242,4 @@ impl NetDevice {
         }
         r
     }
-}
-
-/// For a TCP or UDP packet over IPv4 in `packet` (virtio header of `hdr_len` bytes + Ethernet frame),
-/// asks the device for the transport checksum: sets NEEDS_CSUM, csum_start and csum_offset in the
-/// header, and puts the folded pseudo-header sum in the checksum field (virtio 1.x 5.1.6.2).
-fn request_checksum(packet: &mut [u8], hdr_len: usize) {
-    let f = &packet[hdr_len..];
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
-        return;
-    }
-    let ihl = (f[14] & 0xf) as usize * 4;
-    let total = u16::from_be_bytes([f[16], f[17]]) as usize;
-    let proto = f[23];
-    let field = match proto {
-        6 => 16,
-        17 => 6,
-        _ => return,
-    };
-    let start = 14 + ihl;
-    if total < ihl || start + field + 2 > f.len() || 14 + total > f.len() {
-        return;
-    }
-    let mut sum: u32 = proto as u32 + (total - ihl) as u32;
-    for i in (26..34).step_by(2) {
-        sum += u16::from_be_bytes([f[i], f[i + 1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let at = hdr_len + start + field;
-    packet[at..at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
-    packet[0] = NEEDS_CSUM;
-    packet[6..8].copy_from_slice(&(start as u16).to_le_bytes());
-    packet[8..10].copy_from_slice(&(field as u16).to_le_bytes());
 }
