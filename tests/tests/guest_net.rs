@@ -5,7 +5,8 @@
 //!
 //! Asserted: the host pings the guest; UDP round trips through `udp-echo`; curl fetches files from the
 //! guest's `httpd` byte for byte (and gets 404 for a missing one); the guest's `tcp-cat` sends its stdin to
-//! a server on the host, half-closes, and prints the reply; 100 MiB cross TCP each way with matching
+//! a server on the host, half-closes, and prints the reply (and sees ECONNREFUSED, its read timeout, and
+//! EPIPE after a reset); 100 MiB cross TCP each way with matching
 //! CRC-32s; while the host floods a socket the guest never reads, the guest's console and the VMM's API
 //! still answer. The namespaces need root (the tests skip without it, like tests/tests/virtio_net.rs).
 
