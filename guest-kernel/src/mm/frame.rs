@@ -5,13 +5,14 @@
 //! there is none.
 //!
 //! Per-frame metadata, arrays taken from fresh (zero) memory at boot: frames shared copy-on-write between
-//! address spaces carry a count of their extra users ([`Batch::share`]/[`put`]);
+//! address spaces carry a count of their extra users (raised by fork, dropped by [`put`]);
 //! page-table frames carry the span of entries that may be nonzero ([`span`]/[`set_span`]), so walks
 //! and clearing skip the rest of the table.
 
 use super::{phys_to_virt, PAGE_SIZE};
 use crate::arch::mem::zero_page;
 use crate::sync::KCell;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 const MAX_REGIONS: usize = 32;
 
@@ -31,8 +32,6 @@ struct Frames {
     /// Extra users of each frame (index: physical address / PAGE_SIZE); null until [`init_refcounts`].
     refs: *mut u16,
     nrefs: u64,
-    /// Per page-table frame: the entries that may be nonzero, `lo | hi << 16` (0: none).
-    spans: *mut u32,
 }
 
 static FRAMES: KCell<Frames> = KCell::new(Frames {
@@ -47,7 +46,6 @@ static FRAMES: KCell<Frames> = KCell::new(Frames {
     used: 0,
     refs: core::ptr::null_mut(),
     nrefs: 0,
-    spans: core::ptr::null_mut(),
 });
 
 /// Adds usable RAM `[start, end)`, minus the `reserved` ranges (sorted by start), to the allocator.
@@ -186,20 +184,27 @@ pub fn init_refcounts(ram_end: u64) -> bool {
     };
     let mut f = FRAMES.borrow_mut();
     f.refs = phys_to_virt(pa) as *mut u16;
-    f.spans = phys_to_virt(spans) as *mut u32;
     f.nrefs = n;
+    SPANS.store(phys_to_virt(spans) as *mut u32, Ordering::Relaxed);
+    SPAN_FRAMES.store(n, Ordering::Relaxed);
     true
 }
 
-fn span_slot(f: &Frames, pa: u64) -> Option<*mut u32> {
+/// The span array and its length, outside the allocator's cell: fork and teardown read and write
+/// spans several times per page table, and a cell borrow costs a few memory instructions each time.
+static SPANS: AtomicPtr<u32> = AtomicPtr::new(core::ptr::null_mut());
+static SPAN_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+fn span_slot(pa: u64) -> Option<*mut u32> {
     let i = pa / PAGE_SIZE;
-    // SAFETY (of the pointer arithmetic): i < nrefs keeps it inside the array (same length as refs).
-    (i < f.nrefs && !f.spans.is_null()).then(|| f.spans.wrapping_add(i as usize))
+    let spans = SPANS.load(Ordering::Relaxed);
+    // SAFETY (of the pointer arithmetic): i < the array's length keeps it inside the array.
+    (i < SPAN_FRAMES.load(Ordering::Relaxed)).then(|| spans.wrapping_add(i as usize))
 }
 
 /// The entries `[lo, hi)` of page-table frame `pa` that may be nonzero (`(0, 512)` if not tracked).
 pub fn span(pa: u64) -> (usize, usize) {
-    match span_slot(&FRAMES.borrow(), pa) {
+    match span_slot(pa) {
         Some(p) => {
             // SAFETY: `p` is inside the span array, which only this module touches.
             let s = unsafe { *p };
@@ -211,7 +216,7 @@ pub fn span(pa: u64) -> (usize, usize) {
 
 /// Sets the span of page-table frame `pa` (see [`span`]).
 pub fn set_span(pa: u64, lo: usize, hi: usize) {
-    if let Some(p) = span_slot(&FRAMES.borrow(), pa) {
+    if let Some(p) = span_slot(pa) {
         // SAFETY: `p` is inside the span array.
         unsafe { *p = lo as u32 | (hi as u32) << 16 };
     }
@@ -241,27 +246,15 @@ pub fn batch() -> Batch<'static> {
 }
 
 impl Batch<'_> {
-    /// Records one more user of frame `pa` (copy-on-write sharing).
-    #[inline(always)]
-    pub fn share(&mut self, pa: u64) {
-        if let Some(p) = ref_slot(&self.f, pa) {
-            // SAFETY: `p` is inside the share-count array.
-            unsafe { *p = (*p).saturating_add(1) };
-        }
+    /// The share-count array and its length, for a loop that keeps them in registers (a method
+    /// call per page would reload them from the allocator every time).
+    pub fn share_counts(&mut self) -> (*mut u16, u64) {
+        (self.f.refs, self.f.nrefs)
     }
 
-    /// [`put`] for frame `pa`.
+    /// Returns frame `pa`, whose last user is gone, to the free list.
     #[inline(always)]
-    pub fn put(&mut self, pa: u64) {
-        if let Some(p) = ref_slot(&self.f, pa) {
-            // SAFETY: `p` is inside the share-count array.
-            unsafe {
-                if *p != 0 {
-                    *p -= 1;
-                    return;
-                }
-            }
-        }
+    pub fn free(&mut self, pa: u64) {
         let f = &mut *self.f;
         // SAFETY: the last user gives up the frame; its first word now links the free list.
         unsafe { (phys_to_virt(pa) as *mut u64).write(f.free_head) };

@@ -293,31 +293,37 @@ impl AddressSpace {
         fn copy_leaf(src: u64, dst: u64, lo: usize, hi: usize) {
             let (s, d) = (table(src), table(dst));
             let mut frames = frame::batch();
+            let (refs, nrefs) = frames.share_counts();
             let mut pages = 0;
             let mut i = lo;
+            // Runs of entries are read one by one; `repe scasq` skips the gaps between them.
             while i < hi {
-                // SAFETY: `s` is a page table of the parent and hi <= 512.
-                i = unsafe { crate::arch::mem::first_nonzero(s, i, hi) };
-                if i >= hi {
-                    break;
-                }
-                // SAFETY: `s` is the parent's leaf table, `d` the child's copy, i < 512. The parent's
-                // TLB is flushed by the caller.
+                // SAFETY: `s` is the parent's leaf table, `d` the child's copy, i < hi <= 512. The
+                // parent's TLB is flushed by the caller.
                 unsafe {
                     let mut e = *s.add(i);
+                    if e == 0 {
+                        i = crate::arch::mem::first_nonzero(s, i, hi);
+                        continue;
+                    }
+                    i += 1;
                     if e & PRESENT == 0 {
-                        i += 1;
                         continue;
                     }
                     if e & WRITABLE != 0 {
                         e = (e & !WRITABLE) | COW;
-                        *s.add(i) = e;
+                        *s.add(i - 1) = e;
                     }
-                    *d.add(i) = e;
-                    frames.share(e & ADDR_MASK);
+                    *d.add(i - 1) = e;
+                    // One more user of the frame (see `frame::put`); the index is checked
+                    // against the array's length.
+                    let f = (e & ADDR_MASK) / PAGE_SIZE;
+                    if f < nrefs {
+                        let c = refs.add(f as usize);
+                        *c = (*c).saturating_add(1);
+                    }
                 }
                 pages += 1;
-                i += 1;
             }
             drop(frames);
             crate::cost::count(crate::cost::Cost::ForkPages, pages);
@@ -425,17 +431,28 @@ impl AddressSpace {
             if level == 0 {
                 let e = table(t);
                 let mut frames = frame::batch();
+                let (refs, nrefs) = frames.share_counts();
                 let mut i = lo;
                 while i < hi {
-                    // SAFETY: `t` is one of our leaf tables, hi <= 512.
-                    i = unsafe { crate::arch::mem::first_nonzero(e, i, hi) };
-                    if i >= hi {
-                        break;
-                    }
-                    // SAFETY: as above; i < hi.
+                    // SAFETY: `t` is one of our leaf tables, i < hi <= 512.
                     let v = unsafe { *e.add(i) };
+                    if v == 0 {
+                        // SAFETY: as above.
+                        i = unsafe { crate::arch::mem::first_nonzero(e, i, hi) };
+                        continue;
+                    }
                     if v & PRESENT != 0 {
-                        frames.put(v & ADDR_MASK);
+                        // `frame::put`: one user less, freed with the last.
+                        let pa = v & ADDR_MASK;
+                        let f = pa / PAGE_SIZE;
+                        // SAFETY: `f` is checked against the share-count array's length.
+                        let shared = f < nrefs && unsafe { *refs.add(f as usize) } != 0;
+                        if shared {
+                            // SAFETY: as above.
+                            unsafe { *refs.add(f as usize) -= 1 };
+                        } else {
+                            frames.free(pa);
+                        }
                     }
                     i += 1;
                 }
