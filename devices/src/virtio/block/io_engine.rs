@@ -1,12 +1,12 @@
 //! The asynchronous I/O engine of virtio-blk: reads and writes through io_uring.
 //!
 //! With [`IoEngine::Async`] (Firecracker's `io_engine: Async`), [`Block`](super::Block) hands every read
-//! and write whose data lies plainly in a host file ([`DiskFile::plain_runs`]: all of a raw image, the
+//! and write whose data lies plainly in a host file (`DiskFile::plain_runs`: all of a raw image, the
 //! allocated clusters of a qcow2 image) to [`AsyncIo`]: one `IORING_OP_READV`/`WRITEV` per host run,
 //! all requests of a notify batch submitted with one `io_uring_enter`. Completions arrive in any order on
-//! the completion queue; the ring signals an EventFd that the VMM thread polls ([`Block::COMPLETION`]
-//! (super::Block::COMPLETION)), and a request is answered (status byte, used ring) once all its runs are
-//! done. Everything else (flush, discard, write-zeroes, GET_ID, qcow2 requests that need imago) runs
+//! the completion queue; the ring signals an EventFd that the VMM thread polls (event token
+//! `Block::COMPLETION`), and a request is answered (status byte, used ring) once all its runs are done.
+//! Everything else (flush, discard, write-zeroes, GET_ID, qcow2 requests that need imago) runs
 //! synchronously as with [`IoEngine::Sync`], but only after every request in flight has completed
 //! ([`AsyncIo::drain`]): so a flush covers every write submitted before it, and nothing changes a qcow2
 //! mapping while a request in flight still uses it.
