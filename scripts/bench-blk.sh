@@ -12,26 +12,27 @@
 # The device path runs in three configurations (BENCH_DEV_CONFIGS): sync:writeback (the default drive: one
 # request at a time, page cache), async:writeback (io_uring, page cache) and async:direct (io_uring,
 # O_DIRECT). qemu-img bench (its default aio=threads: a pool of threads doing preadv/pwritev) runs with
-# `-t writeback` (page cache) and `-t none` (O_DIRECT). Like is compared with like: the page-cache
+# `-t writeback` (page cache) and `-t none` (O_DIRECT), and once more with `-t none -i io_uring` (the same
+# mechanism as async:direct; column qi-uring). Like is compared with like: the page-cache
 # configurations with `-t writeback`, async:direct with `-t none`. Before every run `sync` writes back what
 # the previous run dirtied and both images are dropped from the page cache and read back in (see settle()).
 #
 # Noise: on a shared host a run's throughput swings by 2x with the load of other processes, so two figures
 # taken minutes apart say little about each other. The device-path runs on raw and qcow2 are therefore
 # paired: BENCH_DEV_REPEAT rounds of (raw, qcow2) back to back; reported are the median MiB/s of each
-# format and the median of the per-round qcow2/raw ratios. qemu-img bench figures are the best of
-# BENCH_REPEAT runs (they are slow at low queue depth).
+# format and the median of the per-round qcow2/raw ratios. qemu-img bench figures are the median of
+# BENCH_REPEAT runs (fewer: they are slow at low queue depth).
 #
 # Environment: BENCH_DIR (parent of the temp dir, default $TMPDIR or /tmp), BENCH_IMAGE_MB (default 1024),
-# BENCH_COUNT_4K (requests per 4 KiB run, default 60000), BENCH_COUNT_1M (default 4000), BENCH_REPEAT
-# (default 2), BENCH_DEV_REPEAT (default 5), BENCH_PATTERNS (default all: randread-4k randwrite-4k
+# BENCH_COUNT_4K (requests per 4 KiB run, default 30000), BENCH_COUNT_1M (default 4000), BENCH_REPEAT
+# (qemu-img runs per figure, default 2), BENCH_DEV_REPEAT (default 5), BENCH_PATTERNS (default all: randread-4k randwrite-4k
 # seqread-1m seqwrite-1m), BENCH_QEMU (0 skips qemu-img bench; default 1), BENCH_DEV_CONFIGS (default
 # "sync:writeback async:writeback async:direct").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE_MB=${BENCH_IMAGE_MB:-1024}
-COUNT_4K=${BENCH_COUNT_4K:-60000}
+COUNT_4K=${BENCH_COUNT_4K:-30000}
 COUNT_1M=${BENCH_COUNT_1M:-4000}
 REPEAT=${BENCH_REPEAT:-2}
 DEV_REPEAT=${BENCH_DEV_REPEAT:-5}
@@ -63,24 +64,26 @@ settle() {
     cat "$TMP/img.raw" "$TMP/img.qcow2" >/dev/null
 }
 
-max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 > b + 0) ? a : b }'; }
 
-# qemu-img bench FORMAT CACHE COUNT BS ARGS... -> MiB/s (best of REPEAT)
-qemu_bench() {
-    local fmt=$1 cache=$2 count=$3 bs=$4
-    shift 4
-    local secs best=0 m
-    for _ in $(seq "$REPEAT"); do
-        settle
-        secs=$(qemu-img bench -t "$cache" -c "$count" -s "$bs" "$@" -f "$fmt" "$TMP/img.$fmt" |
-            sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p')
-        m=$(awk -v c="$count" -v b="$bs" -v s="$secs" 'BEGIN { printf "%.1f", c * b / s / 1048576 }')
-        best=$(max "$best" "$m")
-    done
-    echo "$best"
+median() {
+    tr ' ' '\n' | sed '/^$/d' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# qemu-img bench FORMAT CACHE AIO COUNT BS ARGS... -> MiB/s (median of REPEAT runs: the same statistic as
+# the device path's, so neither side gets a best-of)
+qemu_bench() {
+    local fmt=$1 cache=$2 aio=$3 count=$4 bs=$5
+    shift 5
+    local secs all=""
+    for _ in $(seq "$REPEAT"); do
+        settle
+        secs=$(qemu-img bench -t "$cache" -i "$aio" -c "$count" -s "$bs" "$@" -f "$fmt" "$TMP/img.$fmt" |
+            sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p')
+        all+="$(awk -v c="$count" -v b="$bs" -v s="$secs" 'BEGIN { printf "%.1f", c * b / s / 1048576 }') "
+    done
+    median <<<"$all"
+}
 
 # blk_bench on raw and qcow2, paired: ENGINE CACHE COUNT BS ARGS... ->
 # "raw-MiB/s raw-IOPS qcow2-MiB/s qcow2-IOPS ratio" (medians over DEV_REPEAT rounds)
@@ -116,9 +119,9 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 like() { case $1 in *:direct) echo none ;; *) echo wb ;; esac; }
 printf '%-13s %-3s %-6s |' pattern qd format
 for c in $CONFIGS; do printf ' %16s' "$c"; done
-printf ' | %9s %9s |' qi-wback qi-none
+printf ' | %9s %9s %9s |' qi-wback qi-none qi-uring
 for c in $CONFIGS; do printf ' %16s' "$c/qi-$(like "$c")"; done
-echo
+printf ' %16s\n' "direct/qi-uring"
 for pat in $PATTERNS; do
     case $pat in
         randread-4k) bs=4096 count=$COUNT_4K args=(-S "$STEP_RAND") ;;
@@ -134,19 +137,20 @@ for pat in $PATTERNS; do
         done
         for fmt in raw qcow2; do
             if [ "$QEMU" = 1 ]; then
-                none=$(qemu_bench "$fmt" none "$count" "$bs" -d "$qd" "${args[@]}")
-                wb=$(qemu_bench "$fmt" writeback "$count" "$bs" -d "$qd" "${args[@]}")
+                none=$(qemu_bench "$fmt" none threads "$count" "$bs" -d "$qd" "${args[@]}")
+                wb=$(qemu_bench "$fmt" writeback threads "$count" "$bs" -d "$qd" "${args[@]}")
+                uring=$(qemu_bench "$fmt" none io_uring "$count" "$bs" -d "$qd" "${args[@]}")
             else
-                none=- wb=-
+                none=- wb=- uring=-
             fi
-            QI[$pat/$qd/$fmt/none]=$none QI[$pat/$qd/$fmt/wb]=$wb
+            QI[$pat/$qd/$fmt/none]=$none QI[$pat/$qd/$fmt/wb]=$wb QI[$pat/$qd/$fmt/uring]=$uring
             printf '%-13s %-3s %-6s |' "$pat" "$qd" "$fmt"
             for c in $CONFIGS; do printf ' %16s' "${DEV[$pat/$qd/$fmt/$c]}"; done
-            printf ' | %9s %9s |' "$wb" "$none"
+            printf ' | %9s %9s %9s |' "$wb" "$none" "$uring"
             for c in $CONFIGS; do
                 printf ' %16s' "$(ratio "${DEV[$pat/$qd/$fmt/$c]}" "${QI[$pat/$qd/$fmt/$(like "$c")]}")"
             done
-            echo
+            printf ' %16s\n' "$(ratio "${DEV[$pat/$qd/$fmt/async:direct]:-}" "$uring")"
         done
     done
 done
