@@ -62,6 +62,28 @@ pub fn virtio_mmio_devices(cmdline: &str) -> impl Iterator<Item = VirtioMmioDevi
         .filter_map(parse_virtio_mmio)
 }
 
+/// The CFS tunables: the defaults, overridden by `sched_latency_ns=`, `sched_min_granularity_ns=` and
+/// `sched_wakeup_granularity_ns=` (Linux's sysctl names, in nanoseconds; zero or malformed values are
+/// ignored).
+pub fn sched_tunables(cmdline: &str) -> crate::sched::Tunables {
+    let mut t = crate::sched::Tunables::default();
+    let get = |key| {
+        value(cmdline, key)
+            .and_then(parse_number)
+            .filter(|v| *v > 0)
+    };
+    if let Some(v) = get("sched_latency_ns") {
+        t.latency_ns = v;
+    }
+    if let Some(v) = get("sched_min_granularity_ns") {
+        t.min_granularity_ns = v;
+    }
+    if let Some(v) = get("sched_wakeup_granularity_ns") {
+        t.wakeup_granularity_ns = v;
+    }
+    t
+}
+
 /// init's arguments: the words after `--`, as on Linux, except `virtio_mmio.device=` entries, which VMMs
 /// (QEMU among them) append at the very end of the line, after any `--`.
 pub fn init_args(cmdline: &str) -> impl Iterator<Item = &str> {
@@ -164,6 +186,19 @@ mod tests {
             "still a kernel parameter"
         );
         assert_eq!(init_args("root=/dev/vda").count(), 0);
+    }
+
+    #[test]
+    fn scheduler_tunables() {
+        let t = sched_tunables("root=/dev/vda");
+        assert_eq!(t, crate::sched::Tunables::default());
+        let t = sched_tunables(
+            "sched_latency_ns=24000000 sched_min_granularity_ns=3000000 sched_wakeup_granularity_ns=0",
+        );
+        assert_eq!(t.latency_ns, 24_000_000);
+        assert_eq!(t.min_granularity_ns, 3_000_000);
+        assert_eq!(t.wakeup_granularity_ns, 1_000_000, "zero is ignored");
+        assert_eq!(t.nr_latency(), 8);
     }
 
     #[test]

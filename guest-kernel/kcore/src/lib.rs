@@ -2,12 +2,12 @@
 //! `unsafe` on hardware, so `cargo test` runs it on the host (see `scripts/build-guest-kernel.sh --test`).
 //!
 //! - [`fmt`]: number formatting that avoids the SSE paths of `core::fmt` (kernel mode is emulated here).
-//! - [`cmdline`]: the kernel command line (`hz=`, `root=`, `virtio_mmio.device=`, ...).
+//! - [`cmdline`]: the kernel command line (`hz=`, `root=`, `virtio_mmio.device=`, the CFS tunables, ...).
 //! - [`ext2`]: a read-only ext2 reader over a [`ext2::BlockRead`] device.
 //! - [`elf`]: static ELF executables (ET_EXEC and static-pie ET_DYN) turned into a load plan.
 //! - [`stack`]: the System V initial process stack (argc, argv, envp, auxv).
 //! - [`errno`]: Linux errno values.
-//! - [`sched`]: the scheduling policy (round-robin for now), [`pid`]: Linux pid allocation,
+//! - [`sched`]: the scheduling policy (Linux 6.5's CFS), [`pid`]: Linux pid allocation,
 //!   [`wait`]: wait statuses and wait4's pid forms.
 //! - [`procfs`]: the text of /proc files.
 #![cfg_attr(not(test), no_std)]

@@ -1,5 +1,5 @@
 //! The text of /proc files in Linux's formats, from plain data the kernel gathers: `/proc/PID/stat`,
-//! `/proc/PID/status`, `/proc/uptime`, `/proc/meminfo`. Pure formatting, tested on the host.
+//! `/proc/PID/status`, `/proc/PID/sched`, `/proc/uptime`, `/proc/meminfo`. Pure formatting, tested on the host.
 
 extern crate alloc;
 use crate::fmt::{Dec, IDec};
@@ -17,8 +17,12 @@ pub struct ProcInfo {
     pub state: u8,
     pub comm: Vec<u8>,
     pub nice: i32,
-    /// Clock ticks (USER_HZ = 100) spent running.
+    /// Clock ticks (USER_HZ = 100) spent running in user and in kernel mode, and those of the reaped
+    /// children.
     pub utime: u64,
+    pub stime: u64,
+    pub cutime: u64,
+    pub cstime: u64,
     /// Clock ticks since boot at creation.
     pub starttime: u64,
     pub vsize: u64,
@@ -54,7 +58,7 @@ pub fn stat(p: &ProcInfo) -> Vec<u8> {
     b.0.extend_from_slice(&p.comm);
     let _ = write!(
         b,
-        ") {} {} {} {} {} {} 4194560 0 0 0 0 {} 0 0 0 {} {} 1 0 {} {} {} 18446744073709551615",
+        ") {} {} {} {} {} {} 4194560 0 0 0 0 {} {} {} {} {} {} 1 0 {} {} {} 18446744073709551615",
         p.state as char,
         Dec(p.ppid as u64),
         Dec(p.pgrp as u64),
@@ -62,6 +66,9 @@ pub fn stat(p: &ProcInfo) -> Vec<u8> {
         Dec(p.tty_nr as u64),
         IDec(p.tpgid as i64),
         Dec(p.utime),
+        Dec(p.stime),
+        Dec(p.cutime),
+        Dec(p.cstime),
         IDec(20 + p.nice as i64),
         IDec(p.nice as i64),
         Dec(p.starttime),
@@ -97,6 +104,83 @@ pub fn status(p: &ProcInfo) -> Vec<u8> {
         Dec(p.rss * 4),
         IDec(p.nice as i64),
     );
+    b.0
+}
+
+/// What /proc/PID/sched shows (times in ns).
+#[derive(Clone, Debug, Default)]
+pub struct SchedInfo {
+    pub pid: u32,
+    pub comm: Vec<u8>,
+    pub exec_start: u64,
+    /// Signed: vruntimes start just below the wrap point, as Linux's do.
+    pub vruntime: i64,
+    pub sum_exec_runtime: u64,
+    pub nr_voluntary_switches: u64,
+    pub nr_involuntary_switches: u64,
+    /// The load weight (nice 0 = 1024); shown scaled by 1024 as 64-bit Linux does.
+    pub weight: u64,
+    pub policy: u32,
+    pub nice: i32,
+}
+
+/// One `name : value` line of /proc/PID/sched: the name left-aligned in 45 columns, the value
+/// right-aligned in 21 (Linux's `%-45s:%21Ld`), then `.` and six digits when `frac` is given.
+fn sched_line(b: &mut Buf, name: &str, whole: &str, frac: Option<u64>) {
+    b.0.extend_from_slice(name.as_bytes());
+    b.0.resize(b.0.len() + 45usize.saturating_sub(name.len()), b' ');
+    b.0.push(b':');
+    b.0.resize(b.0.len() + 21usize.saturating_sub(whole.len()), b' ');
+    b.0.extend_from_slice(whole.as_bytes());
+    if let Some(f) = frac {
+        let mut d = [0u8; 64];
+        b.0.push(b'.');
+        b.0.extend_from_slice(crate::fmt::render(f, 10, 6, &mut d).as_bytes());
+    }
+    b.0.push(b'\n');
+}
+
+fn ms_line(b: &mut Buf, name: &str, ns: i64) {
+    let abs = ns.unsigned_abs();
+    let mut d = [0u8; 64];
+    let ms = crate::fmt::render(abs / 1_000_000, 10, 1, &mut d);
+    let mut whole = alloc::string::String::new();
+    if ns < 0 {
+        whole.push('-');
+    }
+    whole.push_str(ms);
+    sched_line(b, name, &whole, Some(abs % 1_000_000));
+}
+
+fn num_line(b: &mut Buf, name: &str, v: i64) {
+    let mut d = [0u8; 64];
+    let mut whole = alloc::string::String::new();
+    if v < 0 {
+        whole.push('-');
+    }
+    whole.push_str(crate::fmt::render(v.unsigned_abs(), 10, 1, &mut d));
+    sched_line(b, name, &whole, None);
+}
+
+/// `/proc/PID/sched`, the fields of Linux's `proc_sched_show_task` this kernel tracks (times in ms
+/// with six decimals, as Linux prints nanoseconds).
+pub fn sched(s: &SchedInfo) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    b.0.extend_from_slice(&s.comm);
+    let _ = write!(b, " ({}, #threads: 1)\n", Dec(s.pid as u64));
+    b.0.resize(b.0.len() + 67, b'-');
+    b.0.push(b'\n');
+    ms_line(&mut b, "se.exec_start", s.exec_start as i64);
+    ms_line(&mut b, "se.vruntime", s.vruntime);
+    ms_line(&mut b, "se.sum_exec_runtime", s.sum_exec_runtime as i64);
+    num_line(&mut b, "se.nr_migrations", 0);
+    let (v, i) = (s.nr_voluntary_switches, s.nr_involuntary_switches);
+    num_line(&mut b, "nr_switches", (v + i) as i64);
+    num_line(&mut b, "nr_voluntary_switches", v as i64);
+    num_line(&mut b, "nr_involuntary_switches", i as i64);
+    num_line(&mut b, "se.load.weight", (s.weight << 10) as i64);
+    num_line(&mut b, "policy", s.policy as i64);
+    num_line(&mut b, "prio", 120 + s.nice as i64);
     b.0
 }
 
@@ -143,6 +227,9 @@ mod tests {
             comm: b"sh (x)".to_vec(),
             nice: -3,
             utime: 7,
+            stime: 3,
+            cutime: 11,
+            cstime: 12,
             starttime: 99,
             vsize: 8192,
             rss: 2,
@@ -161,12 +248,51 @@ mod tests {
         // Fields are 1-based in proc(5): utime 14, priority 18, nice 19, threads 20, starttime 22.
         let field = |n: usize| f[n - 3];
         assert_eq!(field(14), "7");
+        assert_eq!(field(15), "3");
+        assert_eq!(field(16), "11");
+        assert_eq!(field(17), "12");
         assert_eq!(field(18), "17");
         assert_eq!(field(19), "-3");
         assert_eq!(field(20), "1");
         assert_eq!(field(22), "99");
         assert_eq!(field(23), "8192");
         assert_eq!(field(24), "2");
+    }
+
+    #[test]
+    fn sched_is_linux_proc_sched_show_task() {
+        let s = sched(&SchedInfo {
+            pid: 7,
+            comm: b"hog".to_vec(),
+            exec_start: 12_345_678_901,
+            vruntime: -1_048_576,
+            sum_exec_runtime: 2_000_000_005,
+            nr_voluntary_switches: 3,
+            nr_involuntary_switches: 4,
+            weight: 1024,
+            policy: 0,
+            nice: 5,
+        });
+        let s = String::from_utf8(s).unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "hog (7, #threads: 1)");
+        assert_eq!(lines[1], "-".repeat(67));
+        let exec = format!("{:<45}:{:>21}.{:06}", "se.exec_start", 12345, 678901);
+        assert_eq!(lines[2], exec);
+        assert_eq!(
+            lines[3],
+            format!("{:<45}:{:>21}.{:06}", "se.vruntime", "-1", 48576)
+        );
+        assert_eq!(
+            lines[4],
+            format!("{:<45}:{:>21}.{:06}", "se.sum_exec_runtime", 2000, 5)
+        );
+        assert!(s.contains(&format!("{:<45}:{:>21}\n", "nr_switches", 7)));
+        assert!(s.contains(&format!("{:<45}:{:>21}\n", "nr_voluntary_switches", 3)));
+        assert!(s.contains(&format!("{:<45}:{:>21}\n", "nr_involuntary_switches", 4)));
+        assert!(s.contains(&format!("{:<45}:{:>21}\n", "se.load.weight", 1048576)));
+        assert!(s.contains(&format!("{:<45}:{:>21}\n", "policy", 0)));
+        assert!(s.contains(&format!("{:<45}:{:>21}\n", "prio", 125)));
     }
 
     #[test]
