@@ -47,12 +47,15 @@ done
 # compare what they fetch with build/rootfs-stage/srv/big.bin).
 mkdir -p "$stage/srv"
 head -c $((4 << 20)) /dev/urandom > "$stage/srv/big.bin"
+install -m 0755 "$bindir/cfs-share" "$stage/bin/cfs-share"
+install -m 0755 "$bindir/wakeup-latency" "$stage/bin/wakeup-latency"
 # The small commands are one executable, chosen by the name it runs as.
-for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb; do
+for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb nice renice; do
     ln -s toolbox "$stage/bin/$cmd"
 done
 strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" \
-    "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" 2>/dev/null || true
+    "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" \
+    2>/dev/null || true
 
 img="$out/rootfs.ext2"
 rm -f "$img"

@@ -28,6 +28,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::cmdline;
 use kcore::fmt::{Dec, Hex, Hex16};
 
+/// The timer tick rate unless `hz=` says otherwise (see guest-kernel/README.md for the measured cost).
+const DEFAULT_HZ: u64 = 250;
+
 /// Exit status of the VM after a kernel panic (through the debug-exit port).
 pub const PANIC_EXIT_CODE: u8 = 3;
 
@@ -50,7 +53,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     let cal = arch::apic::calibrate(5);
     let hz = cmdline::value(cmdline, "hz")
         .and_then(cmdline::parse_number)
-        .unwrap_or(100)
+        .unwrap_or(DEFAULT_HZ)
         .clamp(1, 10_000);
     time::set_calibration(cal.tsc_hz, hz);
     arch::apic::start_timer(cal.lapic_hz, hz);
@@ -62,6 +65,13 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         Dec(cal.tsc_hz / 1000),
         Dec(cal.lapic_hz / 1000),
         Dec(hz)
+    );
+    let tun = proc::sched::init(cmdline);
+    kprintln!(
+        "sched: CFS, latency {} ns, min_granularity {} ns, wakeup_granularity {} ns",
+        Dec(tun.latency_ns),
+        Dec(tun.min_granularity_ns),
+        Dec(tun.wakeup_granularity_ns)
     );
 
     match cmdline::value(cmdline, "panic") {
@@ -182,7 +192,7 @@ fn run_init(path: &str, args: &[&str]) -> ! {
         ),
     };
     proc::insert(alloc::boxed::Box::new(process));
-    proc::sched::make_ready(proc::INIT_PID);
+    proc::sched::new_task(proc::INIT_PID, None);
     tty::set_default_fg(proc::INIT_PID.0);
     kprintln!("Run {} as init process", path);
     // The boot-time marker: init's first instruction runs next (user mode cannot do port I/O here).

@@ -25,3 +25,52 @@ pub fn describe_status(status: i32) -> String {
         format!("status {status:#x}")
     }
 }
+
+/// Clocks and busy work for the scheduler programs (`cfs-share`, `wakeup-latency`).
+pub mod sched {
+    fn clock_ns(clock: libc::clockid_t) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    /// CLOCK_MONOTONIC in nanoseconds.
+    pub fn monotonic_ns() -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC)
+    }
+
+    /// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID) in nanoseconds.
+    pub fn cpu_time_ns() -> u64 {
+        clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+    }
+
+    /// Sleeps until CLOCK_MONOTONIC reaches `t` (ns).
+    pub fn sleep_until_ns(t: u64) {
+        let ts = libc::timespec {
+            tv_sec: (t / 1_000_000_000) as libc::time_t,
+            tv_nsec: (t % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: an absolute sleep on a valid timespec; EINTR just ends it early.
+        unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    /// Burns CPU in user mode: `n` iterations of a loop the compiler cannot remove (~0.3 ns each).
+    pub fn spin(n: u64) {
+        let mut x = 0u64;
+        for i in 0..n {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        std::hint::black_box(x);
+    }
+}

@@ -356,7 +356,7 @@ fn interactive_shell_on_the_console() {
     vm.send(b"cat < /etc/motd > /dev/null; echo redir=$?\n");
     vm.wait_for_output("redir=0\n# ", T);
     vm.send(b"ls /bin | cat\n");
-    vm.wait_for_output("\ntoolbox\ntrue\nudp-echo\nzombie\n# ", T);
+    vm.wait_for_output("\ntoolbox\ntrue\nudp-echo\nwakeup-latency\nzombie\n# ", T);
     vm.send(b"cat /proc/self/status /proc/meminfo\n");
     vm.wait_for_output("Name:\tcat\n", T);
     vm.wait_for_output("State:\tR (running)\n", T);

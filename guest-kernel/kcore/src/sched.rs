@@ -81,15 +81,18 @@ pub struct Tunables {
 
 impl Default for Tunables {
     fn default() -> Self {
-        Tunables {
-            latency_ns: 6_000_000,
-            min_granularity_ns: 750_000,
-            wakeup_granularity_ns: 1_000_000,
-        }
+        Self::LINUX
     }
 }
 
 impl Tunables {
+    /// Linux's values for one CPU: latency 6 ms, min_granularity 0.75 ms, wakeup_granularity 1 ms.
+    pub const LINUX: Tunables = Tunables {
+        latency_ns: 6_000_000,
+        min_granularity_ns: 750_000,
+        wakeup_granularity_ns: 1_000_000,
+    };
+
     /// `sched_nr_latency`: how many tasks fit in one latency period at min_granularity each (rounded up).
     pub fn nr_latency(&self) -> u64 {
         self.latency_ns.div_ceil(self.min_granularity_ns.max(1))

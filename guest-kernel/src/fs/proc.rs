@@ -1,12 +1,13 @@
 //! /proc: process and system information generated when a file is opened (a snapshot the reader then
 //! reads with offsets, as Linux's seq files look to a simple reader). Directories: `/proc` (one entry per
-//! pid, `self`, `uptime`, `meminfo`) and `/proc/PID` (`stat`, `status`, `cmdline`).
+//! pid, `self`, `uptime`, `meminfo`) and `/proc/PID` (`stat`, `status`, `cmdline`, `sched`). CPU times
+//! and scheduler statistics come from the scheduler's entity of the process (`proc::sched::entity`).
 #![deny(unsafe_code)]
 
 use crate::proc::{self, Pid, State};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
-use kcore::procfs::{self, ProcInfo};
+use kcore::procfs::{self, ProcInfo, SchedInfo};
 
 /// A /proc directory.
 #[derive(Clone, Copy, Debug)]
@@ -21,7 +22,12 @@ pub enum ProcFile {
     Data(Vec<u8>),
 }
 
-const PID_FILES: [&[u8]; 3] = [b"cmdline", b"stat", b"status"];
+const PID_FILES: [&[u8]; 4] = [b"cmdline", b"sched", b"stat", b"status"];
+
+/// Nanoseconds to clock ticks (USER_HZ = 100, as Linux reports them whatever its HZ).
+fn clock_ticks(ns: u64) -> u64 {
+    ns / 10_000_000
+}
 
 fn parse_pid(s: &[u8]) -> Option<u32> {
     if s == b"self" {
@@ -33,9 +39,10 @@ fn parse_pid(s: &[u8]) -> Option<u32> {
     core::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// The process info /proc shows for `pid`.
-fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>)> {
+/// The process info /proc shows for `pid`, with its command line and /proc/PID/sched text.
+fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
     let tpgid = crate::tty::foreground() as i32;
+    let e = proc::sched::entity(pid)?;
     proc::with_proc(pid, |p| {
         let state = match p.state {
             State::Running | State::Ready => b'R',
@@ -57,8 +64,11 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>)> {
                 session: p.sid.0,
                 state,
                 comm: p.name.iter().copied().take(15).collect(),
-                nice: 0,
-                utime: p.ticks * 100 / crate::time::hz().max(1),
+                nice: e.nice,
+                utime: clock_ticks(e.utime()),
+                stime: clock_ticks(e.stime),
+                cutime: clock_ticks(e.children_utime),
+                cstime: clock_ticks(e.children_stime),
                 starttime: p.start_jiffies * 100 / crate::time::hz().max(1),
                 vsize,
                 rss,
@@ -66,6 +76,18 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>)> {
                 tpgid,
             },
             p.cmdline.clone(),
+            SchedInfo {
+                pid: p.pid.0,
+                comm: p.name.iter().copied().take(15).collect(),
+                exec_start: e.exec_start,
+                vruntime: e.vruntime as i64,
+                sum_exec_runtime: e.sum_exec_runtime,
+                nr_voluntary_switches: e.nr_voluntary_switches,
+                nr_involuntary_switches: e.nr_involuntary_switches,
+                weight: e.load.weight,
+                policy: e.policy as u32,
+                nice: e.nice,
+            },
         )
     })
 }
@@ -97,11 +119,12 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
         }
         [p, f] => {
             let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
-            let (i, cmdline) = info(Pid(pid)).ok_or(Errno::ENOENT)?;
+            let (i, cmdline, sched) = info(Pid(pid)).ok_or(Errno::ENOENT)?;
             match *f {
                 b"stat" => Ok(ProcFile::Data(procfs::stat(&i))),
                 b"status" => Ok(ProcFile::Data(procfs::status(&i))),
                 b"cmdline" => Ok(ProcFile::Data(cmdline)),
+                b"sched" => Ok(ProcFile::Data(procfs::sched(&sched))),
                 _ => Err(Errno::ENOENT),
             }
         }

@@ -249,7 +249,6 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         signals: SigState::default(),
         wake_at: 0,
         restart_sleep: None,
-        ticks: 0,
         start_jiffies: crate::time::jiffies(),
         ctx,
         kstack,

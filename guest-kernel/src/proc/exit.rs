@@ -122,6 +122,7 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
             }
             if let Some((p, _, true)) = hit {
                 t.remove(&p);
+                sched::release(p, Some(me));
             }
             (any, hit)
         });

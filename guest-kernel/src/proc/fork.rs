@@ -94,7 +94,6 @@ fn clone_process(
             },
             wake_at: 0,
             restart_sleep: None,
-            ticks: 0,
             start_jiffies: jiffies,
             ctx,
             kstack,
@@ -111,7 +110,7 @@ fn clone_process(
         }
     }
     super::insert(child);
-    sched::make_ready(pid);
+    sched::new_task(pid, Some(super::current_pid()));
     cost::record(Cost::Fork, t0);
     Ok(pid)
 }

@@ -118,8 +118,6 @@ pub struct Process {
     /// A sleep interrupted by a signal: (deadline, user address for the time left), for
     /// restart_syscall.
     pub restart_sleep: Option<(u64, u64)>,
-    /// Timer ticks spent running.
-    pub ticks: u64,
     /// jiffies at creation (for /proc/PID/stat).
     pub start_jiffies: u64,
     /// Saved kernel RSP and user x87/SSE state while switched out.

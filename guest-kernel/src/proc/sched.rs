@@ -1,9 +1,18 @@
-//! The scheduler: the run queue (a `kcore::sched::Policy`, round-robin for now), `schedule` and the
-//! context switch, blocking on a [`Chan`] and waking, sleeping until a time, the timer tick, and the idle
-//! task (the boot stack, which halts until an interrupt makes someone ready).
+//! The scheduler: the run queue (`kcore::sched::Cfs`, Linux 6.5's CFS), `schedule` and the context
+//! switch, blocking on a [`Chan`] and waking, sleeping until a time, the timer tick, preemption on the
+//! way back to user mode, CPU-time accounting, and the idle task (the boot stack, which halts until an
+//! interrupt makes someone ready).
 //!
-//! Kept lean: kernel code is instruction-emulated on the development hosts, so the tick does a counter
-//! update and a compare unless a slice ends or a sleeper is due.
+//! The policy runs on a nanosecond clock (the TSC, `time::now_ns`): the kernel calls it at every tick,
+//! block, wakeup, fork and switch, and it charges the running task (`update_curr`). A wakeup or tick
+//! that wants the running task preempted sets [`NEED_RESCHED`]; the switch happens on the way back to
+//! user mode (kernel code is never preempted). Kernel-mode time is measured at trap entry and exit
+//! ([`kernel_entry`], [`kernel_exit`]) and folded into the task's statistics at the next switch, so
+//! utime/stime are exact rather than tick samples.
+//!
+//! Kept lean: kernel code is instruction-emulated on the development hosts, so a tick is a clock read,
+//! one multiply for the vruntime, a descent to the leftmost task and a few compares; no scan of the
+//! process table unless a sleeper is due.
 #![deny(unsafe_code)]
 
 use super::{Chan, Pid, State, CURRENT, PROCS};
@@ -11,21 +20,24 @@ use crate::arch::switch::TaskContext;
 use crate::sync::KCell;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
-use kcore::sched::{Policy, RoundRobin};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kcore::sched::{Cfs, Entity, Prev, SchedPolicy, Tunables};
 
-/// Round-robin time slice in timer ticks.
-const SLICE_TICKS: u32 = 5;
-
-static POLICY: KCell<RoundRobin> = KCell::new(RoundRobin::new(SLICE_TICKS));
+static POLICY: KCell<Cfs> = KCell::new(Cfs::new(Tunables::LINUX));
 static IDLE: KCell<Option<Box<TaskContext>>> = KCell::new(None);
 /// Exited processes nobody will wait for (their kernel stack is freed after switching away).
 static DEAD: KCell<Vec<Pid>> = KCell::new(Vec::new());
 /// Earliest wake-up time of a sleeper (ns), u64::MAX if none.
 static NEXT_WAKE: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The running task should give the CPU up at the next return to user mode.
+static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
+/// TSC when the current task last entered the kernel (or was switched in), and the kernel time (TSC
+/// ticks) it spent since its last switch-in that is not yet in its statistics.
+static KERNEL_SINCE: AtomicU64 = AtomicU64::new(0);
+static KERNEL_TSC: AtomicU64 = AtomicU64::new(0);
 /// Context switches so far.
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
-/// TSC when the last switch started, and the TSC ticks all switches took (switch_to to finish_switch).
+/// TSC when the last switch started, and the TSC ticks all switches took (schedule to finish_switch).
 static SWITCH_START: AtomicU64 = AtomicU64::new(0);
 static SWITCH_TSC: AtomicU64 = AtomicU64::new(0);
 /// Timer ticks handled and the TSC ticks they took (without the switches they caused).
@@ -33,6 +45,7 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 static TICK_TSC: AtomicU64 = AtomicU64::new(0);
 
 fn add(c: &AtomicU64, v: u64) {
+    // One CPU, interrupts off: a plain load and store (no locked instruction to emulate).
     c.store(c.load(Ordering::Relaxed) + v, Ordering::Relaxed);
 }
 
@@ -48,13 +61,29 @@ pub fn costs() -> (u64, u64, u64, u64) {
     )
 }
 
+/// Sets the CFS tunables from the kernel command line.
+pub fn init(cmdline: &str) -> Tunables {
+    let t = kcore::cmdline::sched_tunables(cmdline);
+    POLICY.borrow_mut().set_tunables(t);
+    t
+}
+
 fn ctx_ptr(b: &mut Box<TaskContext>) -> *mut TaskContext {
     &mut **b
 }
 
-/// Makes `pid` runnable.
-pub fn make_ready(pid: Pid) {
-    POLICY.borrow_mut().enqueue(pid.0);
+fn resched_if(preempt: bool) {
+    if preempt {
+        NEED_RESCHED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A new process (`parent` forked it; `None` for init) joins the run queue: it inherits the parent's
+/// nice value and policy and starts a slice behind (START_DEBIT); the parent keeps running.
+pub fn new_task(pid: Pid, parent: Option<Pid>) {
+    let now = crate::time::now_ns();
+    let preempt = POLICY.borrow_mut().fork(now, parent.map(|p| p.0), pid.0);
+    resched_if(preempt);
 }
 
 /// Whether a process is waiting to run.
@@ -62,17 +91,81 @@ pub fn has_ready() -> bool {
     POLICY.borrow().ready() > 0
 }
 
+/// A process's scheduling entity with its runtime up to now (`None` once reaped). The kernel time of
+/// the running task not yet folded in is added to `stime`.
+pub fn entity(pid: Pid) -> Option<Entity> {
+    let mut e = *POLICY
+        .borrow_mut()
+        .entity_now(pid.0, crate::time::now_ns())?;
+    if *CURRENT.borrow() == Some(pid) {
+        let pending = KERNEL_TSC.load(Ordering::Relaxed)
+            + crate::arch::cpu::rdtsc().wrapping_sub(KERNEL_SINCE.load(Ordering::Relaxed));
+        e.stime = (e.stime + crate::time::tsc_to_ns(pending)).min(e.sum_exec_runtime);
+    }
+    Some(e)
+}
+
+/// Changes a process's nice value and policy.
+pub fn set_nice(pid: Pid, nice: i32, policy: SchedPolicy) {
+    let now = crate::time::now_ns();
+    let preempt = POLICY.borrow_mut().set_weight(now, pid.0, nice, policy);
+    resched_if(preempt);
+}
+
+/// A reaped process leaves the scheduler; its CPU time counts for `parent`'s children.
+pub fn release(pid: Pid, parent: Option<Pid>) {
+    POLICY.borrow_mut().release(pid.0, parent.map(|p| p.0));
+}
+
+/// Trap entry from user mode: kernel time starts.
+pub fn kernel_entry() {
+    KERNEL_SINCE.store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);
+}
+
+/// Return to user mode: kernel time ends.
+pub fn kernel_exit() {
+    let t = crate::arch::cpu::rdtsc();
+    add(
+        &KERNEL_TSC,
+        t.wrapping_sub(KERNEL_SINCE.load(Ordering::Relaxed)),
+    );
+}
+
+/// True if the running task was asked to give up the CPU.
+pub fn need_resched() -> bool {
+    NEED_RESCHED.load(Ordering::Relaxed)
+}
+
 /// Gives the CPU to the next ready process (or the idle task). The caller has already set the current
-/// process's state (Ready and enqueued, Blocked, Stopped or Zombie). Returns when this task runs again.
+/// process's state (Ready: it stays runnable; Blocked or Stopped: it sleeps; Zombie: it is gone).
+/// Returns when this task runs again.
 pub fn schedule() {
     flush_wakes();
-    let next = POLICY.borrow_mut().pick_next().map(Pid);
+    NEED_RESCHED.store(false, Ordering::Relaxed);
     let prev = *CURRENT.borrow();
+    let t = crate::arch::cpu::rdtsc();
+    let now = crate::time::now_ns();
+    let mut kind = Prev::Runnable;
+    if let Some(p) = prev {
+        let state = super::with_proc(p, |p| p.state).unwrap_or(State::Zombie);
+        kind = match state {
+            State::Running | State::Ready => Prev::Runnable,
+            State::Blocked(_) | State::Stopped => Prev::Sleeping,
+            State::Zombie => Prev::Dead,
+        };
+        let ktime = KERNEL_TSC.load(Ordering::Relaxed)
+            + t.wrapping_sub(KERNEL_SINCE.load(Ordering::Relaxed));
+        POLICY
+            .borrow_mut()
+            .add_stime(p.0, crate::time::tsc_to_ns(ktime));
+    }
+    KERNEL_TSC.store(0, Ordering::Relaxed);
+    KERNEL_SINCE.store(t, Ordering::Relaxed);
+    let next = POLICY.borrow_mut().pick_next(now, kind).map(Pid);
     if prev == next {
         if let Some(p) = prev {
             super::with_proc(p, |p| p.state = State::Running);
         }
-        POLICY.borrow_mut().started();
         return;
     }
     let mut idle = IDLE.borrow_mut();
@@ -103,9 +196,8 @@ pub fn schedule() {
     };
     drop(procs);
     *CURRENT.borrow_mut() = next;
-    POLICY.borrow_mut().started();
     add(&SWITCHES, 1);
-    SWITCH_START.store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);
+    SWITCH_START.store(t, Ordering::Relaxed);
     crate::arch::switch::switch_to(prev_ctx, next_ctx, prev.is_some(), next.is_some());
     finish_switch();
 }
@@ -128,6 +220,7 @@ pub fn finish_switch() {
             keep.push(pid);
         } else {
             procs.remove(&pid);
+            release(pid, None);
         }
     }
     drop(procs);
@@ -139,11 +232,22 @@ pub fn bury(pid: Pid) {
     DEAD.borrow_mut().push(pid);
 }
 
-/// The current process yields the CPU but stays runnable.
+/// sched_yield: the current process goes behind the others (CFS's skip buddy) but stays runnable.
 pub fn yield_now() {
     let Some(pid) = *CURRENT.borrow() else { return };
+    POLICY.borrow_mut().yield_curr(crate::time::now_ns());
     super::with_proc(pid, |p| p.state = State::Ready);
-    make_ready(pid);
+    schedule();
+}
+
+/// Preemption (on the way back to user mode): the current process is switched out but stays
+/// runnable.
+pub fn preempt() {
+    let Some(pid) = *CURRENT.borrow() else {
+        NEED_RESCHED.store(false, Ordering::Relaxed);
+        return;
+    };
+    super::with_proc(pid, |p| p.state = State::Ready);
     schedule();
 }
 
@@ -174,11 +278,13 @@ pub fn wake(chan: Chan) {
         DEFERRED.borrow_mut().push(chan);
         return;
     };
+    let now = crate::time::now_ns();
     let mut policy = POLICY.borrow_mut();
+    let mut preempt = false;
     for p in procs.values_mut() {
         if p.state == State::Blocked(chan) {
             p.state = State::Ready;
-            policy.enqueue(p.pid.0);
+            preempt |= policy.wake(now, p.pid.0);
         }
     }
     for (pid, chans) in POLLERS.borrow().iter() {
@@ -186,11 +292,12 @@ pub fn wake(chan: Chan) {
             if let Some(p) = procs.get_mut(pid) {
                 if matches!(p.state, State::Blocked(_)) {
                     p.state = State::Ready;
-                    policy.enqueue(pid.0);
+                    preempt |= policy.wake(now, pid.0);
                 }
             }
         }
     }
+    resched_if(preempt);
 }
 
 /// Processes in [`block_any`] and the channels each waits on.
@@ -216,7 +323,8 @@ pub fn wake_pid(pid: Pid, cont: bool) {
     if let Some(p) = procs.get_mut(&pid) {
         if matches!(p.state, State::Blocked(_)) || (cont && p.state == State::Stopped) {
             p.state = State::Ready;
-            POLICY.borrow_mut().enqueue(pid.0);
+            let preempt = POLICY.borrow_mut().wake(crate::time::now_ns(), pid.0);
+            resched_if(preempt);
         }
     }
 }
@@ -242,44 +350,35 @@ fn wake_sleepers(now: u64) {
     let mut next = u64::MAX;
     let mut procs = PROCS.borrow_mut();
     let mut policy = POLICY.borrow_mut();
+    let mut preempt = false;
     for p in procs.values_mut() {
         if p.state == State::Blocked(Chan::Sleep) {
             if p.wake_at <= now {
                 p.state = State::Ready;
-                policy.enqueue(p.pid.0);
+                preempt |= policy.wake(now, p.pid.0);
             } else {
                 next = next.min(p.wake_at);
             }
         }
     }
+    resched_if(preempt);
     NEXT_WAKE.store(next, Ordering::Relaxed);
 }
 
-/// The timer tick. `from_user`: it interrupted ring 3, so the current task may be switched out here
-/// (its trap frame is on its own kernel stack).
-pub fn tick(from_user: bool) {
+/// The timer tick: wakes due sleepers and charges the running task; a preemption it decides happens
+/// on the way back to user mode (the idle task picks up whoever is ready itself).
+pub fn tick() {
     let t0 = crate::arch::cpu::rdtsc();
     add(&TICKS, 1);
-    if NEXT_WAKE.load(Ordering::Relaxed) != u64::MAX {
-        let now = crate::time::now_ns();
-        if now >= NEXT_WAKE.load(Ordering::Relaxed) {
-            wake_sleepers(now);
-        }
+    let now = crate::time::now_ns();
+    if now >= NEXT_WAKE.load(Ordering::Relaxed) {
+        wake_sleepers(now);
     }
-    if !from_user {
-        add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
-        return;
+    if CURRENT.borrow().is_some() {
+        let preempt = POLICY.borrow_mut().tick(now);
+        resched_if(preempt);
     }
-    let Some(pid) = *CURRENT.borrow() else {
-        add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
-        return;
-    };
-    super::with_proc(pid, |p| p.ticks += 1);
-    let preempt = POLICY.borrow_mut().tick();
     add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
-    if preempt {
-        yield_now();
-    }
 }
 
 /// The idle task: runs whoever is ready, else halts until an interrupt. Never returns.

@@ -11,6 +11,7 @@ mod misc;
 mod net;
 mod poll;
 mod process;
+mod sched;
 
 pub use file::{check_user, copy_to_user};
 
@@ -118,6 +119,16 @@ pub fn dispatch(frame: &mut TrapFrame) {
         273 => Ok(0), // set_robust_list
         302 => misc::sys_prlimit64(a[0], a[1] as u32, a[2], a[3]),
         318 => misc::sys_getrandom(a[0], a[1]),
+        98 => sched::sys_getrusage(a[0] as i32, a[1]),
+        100 => sched::sys_times(a[0]),
+        140 => sched::sys_getpriority(a[0] as u32, a[1] as u32),
+        141 => sched::sys_setpriority(a[0] as u32, a[1] as u32, a[2] as i32),
+        142 => sched::sys_sched_setparam(a[0] as i32, a[1]),
+        143 => sched::sys_sched_getparam(a[0] as i32, a[1]),
+        144 => sched::sys_sched_setscheduler(a[0] as i32, a[1] as i32, a[2]),
+        145 => sched::sys_sched_getscheduler(a[0] as i32),
+        146 => sched::sys_sched_get_priority(a[0] as i32, true),
+        147 => sched::sys_sched_get_priority(a[0] as i32, false),
         _ => {
             log_unknown(nr);
             Err(Errno::ENOSYS)

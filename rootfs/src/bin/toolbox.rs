@@ -1,7 +1,11 @@
 //! toolbox: the guest's small commands in one static executable, chosen by the name it runs as
 //! (/bin/echo, /bin/ps, ... are symlinks to it) or by its first argument (`toolbox ps`, on the host).
 //!
-//! Commands: echo, cat, ls, true, false, sleep, kill, ps (from /proc: PID PPID STAT NI TIME CMD),
+//! Commands: echo, cat, ls, true, false, sleep, kill, ps (from /proc: PID PPID STAT NI TIME CMD, where
+//! TIME is user + system CPU time; `ps -s` shows the scheduler's view instead: PID NI PRI, CPU time,
+//! vruntime and context switches in ms from /proc/PID/sched), `nice [-n N] CMD [ARGS]` (runs CMD with
+//! its nice value raised by N, default 10; without CMD prints the current nice value),
+//! `renice [-n] N [-p] PID...` (sets the nice value of running processes),
 //! cpuinfo (OSXSAVE, AVX and XCR0 as user mode sees them),
 //! poweroff (asks init: SIGUSR2, or `-f` calls reboot(2) directly), and the demos `zombie` (a child
 //! exits unwaited: ps shows it as Z; the parent exits and init reaps it) and `forkbomb N` (forks until N
@@ -38,7 +42,10 @@ fn main() {
             0
         }
         "kill" => kill(&rest),
+        "ps" if rest.first().is_some_and(|a| a == "-s") => ps_sched(),
         "ps" => ps(),
+        "nice" => nice(&rest),
+        "renice" => renice(&rest),
         "poweroff" => poweroff(&rest),
         "zombie" => zombie(),
         "cpuinfo" => {
@@ -235,6 +242,157 @@ fn ps() -> i32 {
             secs / 3600,
             secs / 60 % 60,
             secs % 60
+        );
+    }
+    0
+}
+
+/// The caller's nice value (getpriority through glibc: errno tells -1 from an error).
+fn get_nice(pid: u32) -> Result<i32, std::io::Error> {
+    // SAFETY: errno is thread-local; getpriority has no memory arguments.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, pid);
+        if n == -1 && *libc::__errno_location() != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n)
+    }
+}
+
+fn set_nice(pid: u32, nice: i32) -> Result<(), std::io::Error> {
+    // SAFETY: setpriority has no memory arguments.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, nice) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn nice(args: &[String]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let (adj, cmd) = match args {
+        [n, v, rest @ ..] if n == "-n" => (v.parse::<i32>().ok(), rest),
+        rest => (Some(10), rest),
+    };
+    let Some(adj) = adj else {
+        eprintln!("usage: nice [-n N] [COMMAND [ARG]...]");
+        return 125;
+    };
+    let cur = match get_nice(0) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("nice: cannot get niceness: {e}");
+            return 125;
+        }
+    };
+    let Some((prog, rest)) = cmd.split_first() else {
+        println!("{cur}");
+        return 0;
+    };
+    if let Err(e) = set_nice(0, (cur + adj).clamp(-20, 19)) {
+        eprintln!("nice: cannot set niceness: {e}");
+        return 125;
+    }
+    let e = std::process::Command::new(prog).args(rest).exec();
+    eprintln!("nice: {prog}: {e}");
+    if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+fn renice(args: &[String]) -> i32 {
+    let mut value = None;
+    let mut pids = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-n" => value = it.next().and_then(|v| v.parse::<i32>().ok()),
+            "-p" => {}
+            v if value.is_none() => value = v.parse::<i32>().ok(),
+            p => match p.parse::<u32>() {
+                Ok(p) => pids.push(p),
+                Err(_) => {
+                    eprintln!("renice: bad pid: {p}");
+                    return 1;
+                }
+            },
+        }
+    }
+    let Some(value) = value.filter(|_| !pids.is_empty()) else {
+        eprintln!("usage: renice [-n] PRIORITY [-p] PID...");
+        return 1;
+    };
+    let mut code = 0;
+    for pid in pids {
+        let old = match get_nice(pid) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("renice: failed to get priority for {pid} (process ID): {e}");
+                code = 1;
+                continue;
+            }
+        };
+        match set_nice(pid, value) {
+            Ok(()) => println!(
+                "{pid} (process ID) old priority {old}, new priority {}",
+                get_nice(pid).unwrap_or(value)
+            ),
+            Err(e) => {
+                eprintln!("renice: failed to set priority for {pid} (process ID): {e}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// `ps -s`: the scheduler's view of every process, from /proc/PID/sched.
+fn ps_sched() -> i32 {
+    let mut pids: Vec<u32> = match std::fs::read_dir("/proc") {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect(),
+        Err(e) => {
+            eprintln!("ps: /proc: {e}");
+            return 1;
+        }
+    };
+    pids.sort();
+    println!("  PID  NI PRI     RUNTIME    VRUNTIME  SWITCH  INVOL CMD");
+    for pid in pids {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/sched")) else {
+            continue;
+        };
+        let get = |name: &str| {
+            text.lines()
+                .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let comm = text
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit_once(" ("))
+            .map(|(c, _)| c.to_string())
+            .unwrap_or_default();
+        let prio: i32 = get("prio").parse().unwrap_or(120);
+        // Runtime and vruntime in ms with three decimals (the file has six).
+        let ms = |s: String| match s.split_once('.') {
+            Some((w, f)) => format!("{w}.{}", &f[..f.len().min(3)]),
+            None => s,
+        };
+        println!(
+            "{pid:>5} {:>3} {:>3} {:>11} {:>11} {:>7} {:>6} {comm}",
+            prio - 120,
+            prio - 100,
+            ms(get("se.sum_exec_runtime")),
+            ms(get("se.vruntime")),
+            get("nr_switches"),
+            get("nr_involuntary_switches"),
         );
     }
     0

@@ -124,10 +124,19 @@ pub fn syscall_counts() -> (u64, u64) {
 
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    let from_user = frame.user_mode();
+    if from_user {
+        crate::proc::sched::kernel_entry();
+    }
     handle(frame);
     crate::proc::sched::flush_wakes();
-    if frame.user_mode() {
+    if from_user {
+        // A preemption the tick or a wakeup asked for happens here, before signals are delivered.
+        if crate::proc::sched::need_resched() {
+            crate::proc::sched::preempt();
+        }
         crate::proc::signal::deliver(frame);
+        crate::proc::sched::kernel_exit();
     }
 }
 
@@ -155,7 +164,7 @@ fn handle(frame: &mut TrapFrame) {
             crate::time::tick();
             crate::tty::poll();
             crate::net::tick();
-            crate::proc::sched::tick(frame.user_mode());
+            crate::proc::sched::tick();
         }
         SPURIOUS_VECTOR => {}
         v if vector < 32 => {
