@@ -5,7 +5,9 @@
 //!
 //! Data flow: every task has an [`Entity`] (weight from its nice value and policy, vruntime, runtime
 //! statistics). The runnable tasks other than the running one sit in a timeline ordered by vruntime
-//! (a `BTreeMap` keyed by (vruntime, enqueue sequence): ties are FIFO); the running one is `curr`.
+//! (a `BTreeMap` keyed by (vruntime, enqueue sequence): ties are FIFO); the running one is `curr`. The
+//! entities themselves sit in a table indexed by task id (pids are small), so finding one costs an
+//! index, not a tree search.
 //! [`Cfs::update_curr`] charges the time since `exec_start` to `curr`: sum_exec_runtime grows by the
 //! real time, vruntime by the time scaled by 1024 / weight (a multiply by the inverse weight, no
 //! division), and min_vruntime follows the smallest vruntime but never goes back. Vruntimes are compared
@@ -16,7 +18,9 @@
 //! when the load changed (its inverse is cached).
 
 extern crate alloc;
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 /// Weight of a nice-0 task.
@@ -288,7 +292,8 @@ pub enum Prev {
 #[derive(Debug)]
 pub struct Cfs {
     tun: Tunables,
-    tasks: BTreeMap<u32, Entity>,
+    /// Every task's entity, indexed by task id (boxed so growing the table moves only pointers).
+    tasks: Vec<Option<Box<Entity>>>,
     timeline: BTreeMap<Key, u32>,
     curr: Option<u32>,
     min_vruntime: u64,
@@ -306,7 +311,7 @@ impl Cfs {
     pub const fn new(tun: Tunables) -> Self {
         Cfs {
             tun,
-            tasks: BTreeMap::new(),
+            tasks: Vec::new(),
             timeline: BTreeMap::new(),
             curr: None,
             min_vruntime: VRUNTIME_START,
@@ -335,6 +340,23 @@ impl Cfs {
         self.curr
     }
 
+    fn get(&self, task: u32) -> Option<&Entity> {
+        self.tasks.get(task as usize)?.as_deref()
+    }
+
+    fn get_mut(&mut self, task: u32) -> Option<&mut Entity> {
+        self.tasks.get_mut(task as usize)?.as_deref_mut()
+    }
+
+    fn insert(&mut self, task: u32, e: Entity) {
+        let i = task as usize;
+        if i >= self.tasks.len() {
+            self.tasks
+                .resize_with((i + 1).max(self.tasks.len() * 2), || None);
+        }
+        self.tasks[i] = Some(Box::new(e));
+    }
+
     /// Runnable tasks, the running one included.
     pub fn nr_running(&self) -> u64 {
         self.nr_running
@@ -351,22 +373,15 @@ impl Cfs {
 
     /// A task's entity (statistics as of the last update).
     pub fn entity(&self, task: u32) -> Option<&Entity> {
-        self.tasks.get(&task)
+        self.get(task)
     }
 
     /// A task's entity with the running task's pending runtime charged first (for CPU-time clocks).
     pub fn entity_now(&mut self, task: u32, now: u64) -> Option<&Entity> {
-        if self.curr == Some(task) {
+        if self.curr() == Some(task) {
             self.update_curr(now);
         }
-        self.tasks.get(&task)
-    }
-
-    /// Adds kernel-mode time to a task's statistics (it is part of its runtime already).
-    pub fn add_stime(&mut self, task: u32, ns: u64) {
-        if let Some(e) = self.tasks.get_mut(&task) {
-            e.stime += ns;
-        }
+        self.get(task)
     }
 
     fn add_load(&mut self, w: u64) {
@@ -387,7 +402,7 @@ impl Cfs {
     fn update_min_vruntime(&mut self) {
         let curr_v = self
             .curr
-            .and_then(|c| self.tasks.get(&c))
+            .and_then(|c| self.get(c))
             .filter(|e| e.on_rq)
             .map(|e| e.vruntime);
         let mut v = curr_v.unwrap_or(self.min_vruntime);
@@ -402,8 +417,10 @@ impl Cfs {
 
     /// `update_curr`: charges the time since `exec_start` to the running task.
     pub fn update_curr(&mut self, now: u64) {
-        let Some(c) = self.curr else { return };
-        let Some(e) = self.tasks.get_mut(&c) else {
+        let Some(e) = self
+            .curr
+            .and_then(|c| self.tasks.get_mut(c as usize)?.as_deref_mut())
+        else {
             return;
         };
         // A clock that has not advanced charges nothing (and exec_start stays).
@@ -419,7 +436,7 @@ impl Cfs {
 
     /// `sched_slice`: the task's share of the period by weight, at least min_granularity.
     pub fn sched_slice(&mut self, task: u32) -> u64 {
-        let Some(e) = self.tasks.get(&task) else {
+        let Some(e) = self.get(task) else {
             return 0;
         };
         let (w, on_rq) = (e.load.weight, e.on_rq);
@@ -435,7 +452,7 @@ impl Cfs {
     /// `sched_vslice`: the slice in virtual time.
     pub fn sched_vslice(&mut self, task: u32) -> u64 {
         let slice = self.sched_slice(task);
-        match self.tasks.get_mut(&task) {
+        match self.get_mut(task) {
             Some(e) => calc_delta_fair(slice, &mut e.load),
             None => 0,
         }
@@ -450,7 +467,7 @@ impl Cfs {
         } else {
             v = v.wrapping_sub(self.tun.latency_ns / 2);
         }
-        if let Some(e) = self.tasks.get_mut(&task) {
+        if let Some(e) = self.get_mut(task) {
             e.vruntime = max_vruntime(e.vruntime, v);
         }
     }
@@ -459,7 +476,7 @@ impl Cfs {
     fn enqueue(&mut self, task: u32) {
         self.seq += 1;
         let seq = self.seq;
-        let Some(e) = self.tasks.get_mut(&task) else {
+        let Some(e) = self.get_mut(task) else {
             return;
         };
         e.seq = seq;
@@ -486,13 +503,13 @@ impl Cfs {
     /// waits in the timeline (child_runs_first = 0). True if it should preempt the running task.
     pub fn fork(&mut self, now: u64, parent: Option<u32>, child: u32) -> bool {
         self.update_curr(now);
-        let p = parent.and_then(|p| self.tasks.get(&p)).copied();
+        let p = parent.and_then(|p| self.get(p)).copied();
         let mut e = match p {
             Some(p) => Entity::new(p.nice, p.policy),
             None => Entity::new(0, SchedPolicy::Normal),
         };
         e.vruntime = p.map_or(self.min_vruntime, |p| p.vruntime);
-        self.tasks.insert(child, e);
+        self.insert(child, e);
         self.place(child, true);
         self.enqueue(child);
         self.check_preempt_wakeup(child)
@@ -501,7 +518,7 @@ impl Cfs {
     /// A sleeping task becomes runnable (placed with the sleeper credit). True if it should preempt the
     /// running task (the caller reschedules at the next chance).
     pub fn wake(&mut self, now: u64, task: u32) -> bool {
-        match self.tasks.get(&task) {
+        match self.get(task) {
             Some(e) if !e.on_rq => {}
             _ => return false,
         }
@@ -531,12 +548,12 @@ impl Cfs {
         let Some(c) = self.curr else {
             return true;
         };
-        let (Some(ce), Some(we)) = (self.tasks.get(&c), self.tasks.get(&woken)) else {
-            return false;
-        };
         if c == woken {
             return false;
         }
+        let (Some(ce), Some(we)) = (self.get(c), self.get(woken)) else {
+            return false;
+        };
         // Idle-policy tasks are preempted by any other; batch and idle ones never preempt on wakeup.
         if ce.policy == SchedPolicy::Idle && we.policy != SchedPolicy::Idle {
             return true;
@@ -555,14 +572,14 @@ impl Cfs {
     /// slice, or is ahead of the leftmost waiting task by more than its slice.
     pub fn tick(&mut self, now: u64) -> bool {
         self.update_curr(now);
-        let Some(c) = self.curr else {
+        let Some(c) = self.curr() else {
             return !self.timeline.is_empty();
         };
         if self.nr_running <= 1 {
             return false;
         }
         let ideal = self.sched_slice(c).min(self.tun.latency_ns);
-        let Some(e) = self.tasks.get(&c) else {
+        let Some(e) = self.get(c) else {
             return false;
         };
         let ran = e.sum_exec_runtime - e.prev_sum_exec_runtime;
@@ -583,7 +600,7 @@ impl Cfs {
     /// `yield_task_fair`: the running task marks itself to be skipped at the next pick (the caller then
     /// picks with [`Prev::Runnable`]).
     pub fn yield_curr(&mut self, now: u64) {
-        let Some(c) = self.curr else { return };
+        let Some(c) = self.curr() else { return };
         if self.nr_running <= 1 {
             return;
         }
@@ -592,56 +609,49 @@ impl Cfs {
         self.skip = Some(c);
     }
 
-    /// Switches: charges the running task, puts it back (or takes it off the run queue), and makes
-    /// the best waiting task the running one. Returns it (`None`: run the idle task).
-    pub fn pick_next(&mut self, now: u64, prev: Prev) -> Option<u32> {
+    /// Switches: charges the running task (and adds `prev_stime`, the kernel time it spent since it
+    /// was picked), puts it back (or takes it off the run queue), and makes the best waiting task the
+    /// running one. Returns it (`None`: run the idle task).
+    pub fn pick_next(&mut self, now: u64, prev: Prev, prev_stime: u64) -> Option<u32> {
         self.update_curr(now);
         let old = self.curr.take();
         if let Some(c) = old {
+            self.seq += 1;
+            let seq = self.seq;
+            let Some(e) = self.get_mut(c) else {
+                return None;
+            };
+            e.stime += prev_stime;
             if prev == Prev::Runnable {
-                // Still on the run queue (curr counts in the load): into the timeline.
-                self.seq += 1;
-                let seq = self.seq;
-                if let Some(e) = self.tasks.get_mut(&c) {
-                    e.seq = seq;
-                    let key = e.key();
-                    self.timeline.insert(key, c);
-                }
+                // Still on the run queue (it counts in the load): back into the timeline.
+                e.seq = seq;
+                e.nr_involuntary_switches += 1;
+                let key = e.key();
+                self.timeline.insert(key, c);
             } else {
-                self.clear_buddies(c);
-                if let Some(e) = self.tasks.get_mut(&c) {
-                    if e.on_rq {
-                        e.on_rq = false;
-                        let w = e.load.weight;
-                        self.sub_load(w);
-                    }
+                e.nr_voluntary_switches += 1;
+                if e.on_rq {
+                    e.on_rq = false;
+                    let w = e.load.weight;
+                    self.sub_load(w);
                 }
+                self.clear_buddies(c);
                 self.update_min_vruntime();
             }
         }
-        let next = self.pick_entity();
-        if let Some(n) = next {
-            if let Some(e) = self.tasks.get(&n) {
-                let key = e.key();
-                self.timeline.remove(&key);
-            }
-            self.clear_buddies(n);
-            if let Some(e) = self.tasks.get_mut(&n) {
-                e.exec_start = now;
-                e.prev_sum_exec_runtime = e.sum_exec_runtime;
-            }
+        let next = self.pick_entity()?;
+        let e = self.get_mut(next)?;
+        e.exec_start = now;
+        e.prev_sum_exec_runtime = e.sum_exec_runtime;
+        if old == Some(next) {
+            // Picked again: no switch happened.
+            e.nr_involuntary_switches -= 1;
         }
-        if old != next {
-            if let Some(e) = old.and_then(|c| self.tasks.get_mut(&c)) {
-                if prev == Prev::Runnable {
-                    e.nr_involuntary_switches += 1;
-                } else {
-                    e.nr_voluntary_switches += 1;
-                }
-            }
-        }
-        self.curr = next;
-        next
+        let key = e.key();
+        self.timeline.remove(&key);
+        self.clear_buddies(next);
+        self.curr = Some(next);
+        Some(next)
     }
 
     /// `pick_next_entity`: the leftmost, unless it is the skip buddy and the second is not too far
@@ -649,18 +659,20 @@ impl Cfs {
     fn pick_entity(&self) -> Option<u32> {
         let mut it = self.timeline.iter();
         let (_, &left) = it.next()?;
-        let left_e = self.tasks.get(&left)?;
+        if self.skip.is_none() && self.next.is_none() {
+            return Some(left);
+        }
+        let left_e = self.get(left)?;
         let mut se = left;
         if self.skip == Some(left) {
-            if let Some((_, &second)) = it.next() {
-                let s = self.tasks.get(&second)?;
-                if self.wakeup_preempt_entity(s.vruntime, left_e) < 1 {
-                    se = second;
+            if let Some(s) = it.next().and_then(|(_, t)| self.get(*t).map(|e| (*t, e))) {
+                if self.wakeup_preempt_entity(s.1.vruntime, left_e) < 1 {
+                    se = s.0;
                 }
             }
         }
         if let Some(n) = self.next {
-            if let Some(ne) = self.tasks.get(&n) {
+            if let Some(ne) = self.get(n) {
                 if ne.on_rq && self.wakeup_preempt_entity(ne.vruntime, left_e) < 1 {
                     se = n;
                 }
@@ -672,10 +684,11 @@ impl Cfs {
     /// Changes a task's nice value and policy (`reweight_entity`: the load follows, vruntime stays).
     /// True if the running task should be rescheduled.
     pub fn set_weight(&mut self, now: u64, task: u32, nice: i32, policy: SchedPolicy) -> bool {
-        if self.curr == Some(task) {
+        let is_curr = self.curr() == Some(task);
+        if is_curr {
             self.update_curr(now);
         }
-        let Some(e) = self.tasks.get_mut(&task) else {
+        let Some(e) = self.get_mut(task) else {
             return false;
         };
         let old = e.load.weight;
@@ -687,10 +700,10 @@ impl Cfs {
             self.load = Load::sum(self.load.weight - old + new);
         }
         // prio_changed_fair: a running task that got lighter, or a waiting one that got heavier.
-        if self.curr == Some(task) {
+        if is_curr {
             new < old
         } else {
-            self.tasks.get(&task).is_some_and(|e| e.on_rq) && self.check_preempt_wakeup(task)
+            self.get(task).is_some_and(|e| e.on_rq) && self.check_preempt_wakeup(task)
         }
     }
 
@@ -700,7 +713,7 @@ impl Cfs {
         if self.curr == Some(task) {
             return;
         }
-        let Some(e) = self.tasks.remove(&task) else {
+        let Some(e) = self.tasks.get_mut(task as usize).and_then(Option::take) else {
             return;
         };
         if e.on_rq {
@@ -708,7 +721,7 @@ impl Cfs {
             self.sub_load(e.load.weight);
         }
         self.clear_buddies(task);
-        if let Some(p) = parent.and_then(|p| self.tasks.get_mut(&p)) {
+        if let Some(p) = parent.and_then(|p| self.get_mut(p)) {
             p.children_utime += e.utime() + e.children_utime;
             p.children_stime += e.stime + e.children_stime;
         }
@@ -729,12 +742,12 @@ mod tests {
     /// task's runtime.
     fn simulate(c: &mut Cfs, now: &mut u64, ms: u64) {
         if c.curr().is_none() {
-            c.pick_next(*now, Prev::Runnable);
+            c.pick_next(*now, Prev::Runnable, 0);
         }
         for _ in 0..ms {
             *now += MS;
             if c.tick(*now) {
-                c.pick_next(*now, Prev::Runnable);
+                c.pick_next(*now, Prev::Runnable, 0);
             }
         }
         c.update_curr(*now);
@@ -809,7 +822,7 @@ mod tests {
     fn update_curr_charges_runtime_and_moves_min_vruntime() {
         let mut c = cfs();
         c.fork(0, None, 1);
-        assert_eq!(c.pick_next(0, Prev::Runnable), Some(1));
+        assert_eq!(c.pick_next(0, Prev::Runnable, 0), Some(1));
         let v0 = c.entity(1).unwrap().vruntime;
         c.update_curr(3 * MS);
         let e = *c.entity(1).unwrap();
@@ -843,11 +856,11 @@ mod tests {
         let mut now = 0;
         let mut last = c.min_vruntime();
         let mut wrapped = false;
-        c.pick_next(0, Prev::Runnable);
+        c.pick_next(0, Prev::Runnable, 0);
         for _ in 0..50 {
             now += MS;
             if c.tick(now) {
-                c.pick_next(now, Prev::Runnable);
+                c.pick_next(now, Prev::Runnable, 0);
             }
             let m = c.min_vruntime();
             assert!(!before(m, last), "min_vruntime went back");
@@ -861,7 +874,7 @@ mod tests {
         assert!(a.abs_diff(b) <= 7 * MS, "{a} {b}");
         // A sleeper leaving does not move min_vruntime back either.
         let m = c.min_vruntime();
-        c.pick_next(now, Prev::Sleeping);
+        c.pick_next(now, Prev::Sleeping, 0);
         assert!(!before(c.min_vruntime(), m));
     }
 
@@ -886,7 +899,7 @@ mod tests {
     fn requeue(c: &mut Cfs, t: u32, v: u64) {
         let key = c.entity(t).unwrap().key();
         c.timeline.remove(&key);
-        c.tasks.get_mut(&t).unwrap().vruntime = v;
+        c.get_mut(t).unwrap().vruntime = v;
         c.enqueue(t);
     }
 
@@ -894,7 +907,7 @@ mod tests {
     fn timeline_orders_by_vruntime_and_ties_are_fifo() {
         let mut c = cfs();
         c.fork(0, None, 1);
-        c.pick_next(0, Prev::Runnable);
+        c.pick_next(0, Prev::Runnable, 0);
         for t in [2, 3, 4, 5] {
             c.fork(0, Some(1), t);
         }
@@ -905,13 +918,13 @@ mod tests {
         }
         let order: Vec<u32> = c.timeline.values().copied().collect();
         assert_eq!(order, vec![3, 2, 4, 5]);
-        c.tasks.get_mut(&1).unwrap().vruntime = m.wrapping_add(10 * MS);
-        assert_eq!(c.pick_next(0, Prev::Runnable), Some(3));
-        assert_eq!(c.pick_next(0, Prev::Sleeping), Some(2));
-        assert_eq!(c.pick_next(0, Prev::Sleeping), Some(4));
-        assert_eq!(c.pick_next(0, Prev::Sleeping), Some(5));
-        assert_eq!(c.pick_next(0, Prev::Sleeping), Some(1));
-        assert_eq!(c.pick_next(0, Prev::Sleeping), None);
+        c.get_mut(1).unwrap().vruntime = m.wrapping_add(10 * MS);
+        assert_eq!(c.pick_next(0, Prev::Runnable, 0), Some(3));
+        assert_eq!(c.pick_next(0, Prev::Sleeping, 0), Some(2));
+        assert_eq!(c.pick_next(0, Prev::Sleeping, 0), Some(4));
+        assert_eq!(c.pick_next(0, Prev::Sleeping, 0), Some(5));
+        assert_eq!(c.pick_next(0, Prev::Sleeping, 0), Some(1));
+        assert_eq!(c.pick_next(0, Prev::Sleeping, 0), None);
         assert_eq!(c.nr_running(), 0);
         assert_eq!(c.load.weight, 0);
     }
@@ -920,7 +933,7 @@ mod tests {
     fn fork_places_the_child_a_slice_behind_and_the_parent_keeps_running() {
         let mut c = cfs();
         c.fork(0, None, 1);
-        c.pick_next(0, Prev::Runnable);
+        c.pick_next(0, Prev::Runnable, 0);
         c.update_curr(2 * MS);
         let preempt = c.fork(2 * MS, Some(1), 2);
         assert!(!preempt, "child_runs_first = 0");
@@ -942,10 +955,10 @@ mod tests {
         c.fork(0, None, 1);
         c.fork(0, None, 2);
         let mut now = 0;
-        let a = c.pick_next(now, Prev::Runnable).unwrap();
+        let a = c.pick_next(now, Prev::Runnable, 0).unwrap();
         let b = 3 - a;
         now += MS;
-        assert_eq!(c.pick_next(now, Prev::Sleeping), Some(b), "a sleeps");
+        assert_eq!(c.pick_next(now, Prev::Sleeping, 0), Some(b), "a sleeps");
         // b runs alone for a long time; a wakes at min_vruntime - 3 ms, not at its old vruntime.
         for _ in 0..100 {
             now += MS;
@@ -954,12 +967,12 @@ mod tests {
         let m = c.min_vruntime();
         assert!(c.wake(now, a), "3 ms of credit > 1 ms wakeup granularity");
         assert_eq!(c.entity(a).unwrap().vruntime, m - 3 * MS);
-        assert_eq!(c.pick_next(now, Prev::Runnable), Some(a));
+        assert_eq!(c.pick_next(now, Prev::Runnable, 0), Some(a));
         assert!(!c.wake(now, a), "already runnable");
         // A short sleep keeps the old vruntime: no credit beyond it.
         now += MS;
         let v = c.entity(a).unwrap().vruntime;
-        assert_eq!(c.pick_next(now, Prev::Sleeping), Some(b));
+        assert_eq!(c.pick_next(now, Prev::Sleeping, 0), Some(b));
         assert!(c.wake(now, a), "b is 2 ms ahead of a");
         assert_eq!(
             c.entity(a).unwrap().vruntime,
@@ -971,30 +984,30 @@ mod tests {
         let mut c = cfs();
         c.fork(0, None, 1);
         c.fork(0, None, 2);
-        let a = c.pick_next(0, Prev::Runnable).unwrap();
-        let b = c.pick_next(0, Prev::Sleeping).unwrap();
+        let a = c.pick_next(0, Prev::Runnable, 0).unwrap();
+        let b = c.pick_next(0, Prev::Sleeping, 0).unwrap();
         assert_eq!(a + b, 3);
-        c.tasks.get_mut(&a).unwrap().vruntime = c.min_vruntime() - MS / 2;
-        c.tasks.get_mut(&b).unwrap().vruntime = c.min_vruntime();
+        c.get_mut(a).unwrap().vruntime = c.min_vruntime() - MS / 2;
+        c.get_mut(b).unwrap().vruntime = c.min_vruntime();
         assert!(!c.wake(0, a), "0.5 ms < 1 ms granularity");
-        c.pick_next(0, Prev::Runnable);
-        c.pick_next(0, Prev::Sleeping);
+        c.pick_next(0, Prev::Runnable, 0);
+        c.pick_next(0, Prev::Sleeping, 0);
 
         // Batch tasks never preempt on wakeup; anything preempts an idle-policy task.
         let mut c = cfs();
         c.fork(0, None, 1);
         c.fork(0, None, 2);
-        let a = c.pick_next(0, Prev::Runnable).unwrap();
-        let b = c.pick_next(0, Prev::Sleeping).unwrap();
+        let a = c.pick_next(0, Prev::Runnable, 0).unwrap();
+        let b = c.pick_next(0, Prev::Sleeping, 0).unwrap();
         c.set_weight(0, a, 0, SchedPolicy::Batch);
         c.update_curr(100 * MS);
         assert!(!c.wake(100 * MS, a), "a batch task waits for the tick");
-        assert_eq!(c.pick_next(100 * MS, Prev::Runnable), Some(a));
+        assert_eq!(c.pick_next(100 * MS, Prev::Runnable, 0), Some(a));
         c.set_weight(100 * MS, a, 0, SchedPolicy::Idle);
-        assert_eq!(c.pick_next(100 * MS, Prev::Sleeping), Some(b));
-        assert_eq!(c.pick_next(100 * MS, Prev::Sleeping), None);
+        assert_eq!(c.pick_next(100 * MS, Prev::Sleeping, 0), Some(b));
+        assert_eq!(c.pick_next(100 * MS, Prev::Sleeping, 0), None);
         c.wake(100 * MS, a);
-        assert_eq!(c.pick_next(100 * MS, Prev::Runnable), Some(a));
+        assert_eq!(c.pick_next(100 * MS, Prev::Runnable, 0), Some(a));
         assert!(
             c.wake(100 * MS, b),
             "a normal task preempts an idle-policy one"
@@ -1010,16 +1023,16 @@ mod tests {
         let mut c = cfs();
         c.fork(0, None, 1);
         assert!(c.tick(0), "idle while a task is ready");
-        c.pick_next(0, Prev::Runnable);
+        c.pick_next(0, Prev::Runnable, 0);
         assert!(!c.tick(100 * MS), "alone: never preempted");
         c.fork(100 * MS, Some(1), 2);
-        c.pick_next(100 * MS, Prev::Runnable);
+        c.pick_next(100 * MS, Prev::Runnable, 0);
         let who = c.curr().unwrap();
         // Two equal tasks: slice 3 ms.
         assert!(!c.tick(100 * MS + MS / 2), "below min_granularity");
         assert!(!c.tick(100 * MS + 2_900_000), "within the slice");
         assert!(c.tick(100 * MS + 3_100_000), "past the slice");
-        assert_eq!(c.pick_next(103 * MS + 1, Prev::Runnable), Some(3 - who));
+        assert_eq!(c.pick_next(103 * MS + 1, Prev::Runnable, 0), Some(3 - who));
     }
 
     fn shares(nices: &[i32], ms: u64) -> Vec<f64> {
@@ -1056,30 +1069,30 @@ mod tests {
         let mut c = cfs();
         c.fork(0, None, 1);
         c.fork(0, None, 2);
-        let a = c.pick_next(0, Prev::Runnable).unwrap();
+        let a = c.pick_next(0, Prev::Runnable, 0).unwrap();
         let b = 3 - a;
         let m = c.min_vruntime();
-        c.tasks.get_mut(&a).unwrap().vruntime = m;
+        c.get_mut(a).unwrap().vruntime = m;
         requeue(&mut c, b, m + MS / 2);
         c.yield_curr(MS / 10);
         assert_eq!(
-            c.pick_next(MS / 10, Prev::Runnable),
+            c.pick_next(MS / 10, Prev::Runnable, 0),
             Some(b),
             "a is skipped"
         );
         assert_eq!(c.entity(a).unwrap().nr_involuntary_switches, 1);
-        assert_eq!(c.pick_next(MS / 5, Prev::Sleeping), Some(a));
+        assert_eq!(c.pick_next(MS / 5, Prev::Sleeping, 0), Some(a));
         assert_eq!(c.entity(b).unwrap().nr_voluntary_switches, 1);
         // Alone, yield keeps running.
         c.yield_curr(MS);
-        assert_eq!(c.pick_next(MS, Prev::Runnable), Some(a));
+        assert_eq!(c.pick_next(MS, Prev::Runnable, 0), Some(a));
         assert_eq!(c.entity(a).unwrap().nr_involuntary_switches, 1, "no switch");
         // A second far behind is not worth the unfairness: the yielding task runs on.
         c.wake(MS, b);
         let vb = c.entity(b).unwrap().vruntime;
-        c.tasks.get_mut(&a).unwrap().vruntime = vb - 5 * MS;
+        c.get_mut(a).unwrap().vruntime = vb - 5 * MS;
         c.yield_curr(MS);
-        assert_eq!(c.pick_next(MS, Prev::Runnable), Some(a));
+        assert_eq!(c.pick_next(MS, Prev::Runnable, 0), Some(a));
     }
 
     #[test]
@@ -1087,16 +1100,53 @@ mod tests {
         let mut c = cfs();
         c.fork(0, None, 1);
         c.fork(0, Some(1), 2);
-        c.pick_next(0, Prev::Runnable);
-        c.pick_next(0, Prev::Sleeping);
+        c.pick_next(0, Prev::Runnable, 0);
+        c.pick_next(0, Prev::Sleeping, 0);
         assert_eq!(c.curr(), Some(2));
-        c.add_stime(2, MS);
         c.update_curr(5 * MS);
-        assert_eq!(c.pick_next(5 * MS, Prev::Dead), None);
+        assert_eq!(c.pick_next(5 * MS, Prev::Dead, MS), None);
         c.release(2, Some(1));
         let p = c.entity(1).unwrap();
         assert_eq!((p.children_utime, p.children_stime), (4 * MS, MS));
         assert!(c.entity(2).is_none());
         assert_eq!(c.nr_running(), 0);
+    }
+}
+#[cfg(test)]
+mod kernel_sequence {
+    use super::*;
+
+    /// The kernel's order of calls: init forks a shell that sleeps, which forks two children that set
+    /// their nice values, sleep and then compete.
+    #[test]
+    fn fork_sleep_wake_then_share_by_weight() {
+        let ms = 1_000_000;
+        let mut c = Cfs::new(Tunables::LINUX);
+        c.fork(0, None, 1);
+        assert_eq!(c.pick_next(0, Prev::Runnable, 0), Some(1));
+        c.fork(ms, Some(1), 2);
+        assert_eq!(c.pick_next(2 * ms, Prev::Sleeping, 0), Some(2));
+        c.fork(3 * ms, Some(2), 3);
+        c.fork(4 * ms, Some(2), 4);
+        assert_eq!(c.pick_next(5 * ms, Prev::Sleeping, 0), Some(3));
+        c.set_weight(5 * ms, 3, 0, SchedPolicy::Normal);
+        let p = c.pick_next(6 * ms, Prev::Sleeping, 0);
+        assert_eq!(p, Some(4));
+        c.set_weight(6 * ms, 4, 5, SchedPolicy::Normal);
+        assert_eq!(c.pick_next(7 * ms, Prev::Sleeping, 0), None);
+        c.wake(100 * ms, 3);
+        c.wake(100 * ms, 4);
+        let mut now = 100 * ms;
+        c.pick_next(now, Prev::Runnable, 0);
+        for _ in 0..1000 {
+            now += 4 * ms;
+            if c.tick(now) {
+                c.pick_next(now, Prev::Runnable, 0);
+            }
+        }
+        let a = c.entity_now(3, now).unwrap().sum_exec_runtime;
+        let b = c.entity_now(4, now).unwrap().sum_exec_runtime;
+        assert!(a > 0 && b > 0, "{a} {b}");
+        assert!((a * 100 / (a + b)).abs_diff(75) <= 2, "{a} {b}");
     }
 }

@@ -37,9 +37,14 @@ static KERNEL_SINCE: AtomicU64 = AtomicU64::new(0);
 static KERNEL_TSC: AtomicU64 = AtomicU64::new(0);
 /// Context switches so far.
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
-/// TSC when the last switch started, and the TSC ticks all switches took (schedule to finish_switch).
+/// TSC when the last switch started, and the TSC ticks all switches took (from entering `schedule`
+/// to `finish_switch` on the next task: the pick, kernel stack, address space, FS base, registers).
 static SWITCH_START: AtomicU64 = AtomicU64::new(0);
 static SWITCH_TSC: AtomicU64 = AtomicU64::new(0);
+/// Calls of `schedule` and the TSC ticks the policy's part took (charging the previous task, putting
+/// it back, picking the next).
+static PICKS: AtomicU64 = AtomicU64::new(0);
+static PICK_TSC: AtomicU64 = AtomicU64::new(0);
 /// Timer ticks handled and the TSC ticks they took (without the switches they caused).
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static TICK_TSC: AtomicU64 = AtomicU64::new(0);
@@ -49,16 +54,32 @@ fn add(c: &AtomicU64, v: u64) {
     c.store(c.load(Ordering::Relaxed) + v, Ordering::Relaxed);
 }
 
-/// (switches, average ns per switch, ticks, average ns per tick): measured kernel time.
-pub fn costs() -> (u64, u64, u64, u64) {
-    let s = SWITCHES.load(Ordering::Relaxed);
-    let t = TICKS.load(Ordering::Relaxed);
-    (
-        s,
-        crate::time::tsc_to_ns(SWITCH_TSC.load(Ordering::Relaxed)) / s.max(1),
-        t,
-        crate::time::tsc_to_ns(TICK_TSC.load(Ordering::Relaxed)) / t.max(1),
-    )
+/// Measured kernel time (emulated on the development hosts).
+pub struct Costs {
+    pub switches: u64,
+    /// Average ns per context switch (all of `schedule`, the pick included).
+    pub switch_ns: u64,
+    pub picks: u64,
+    /// Average ns of the policy's part of `schedule` (charge, requeue, pick).
+    pub pick_ns: u64,
+    pub ticks: u64,
+    /// Average ns per timer tick (without the switches it causes).
+    pub tick_ns: u64,
+}
+
+pub fn costs() -> Costs {
+    let avg = |c: &AtomicU64, n: u64| crate::time::tsc_to_ns(c.load(Ordering::Relaxed)) / n.max(1);
+    let switches = SWITCHES.load(Ordering::Relaxed);
+    let picks = PICKS.load(Ordering::Relaxed);
+    let ticks = TICKS.load(Ordering::Relaxed);
+    Costs {
+        switches,
+        switch_ns: avg(&SWITCH_TSC, switches),
+        picks,
+        pick_ns: avg(&PICK_TSC, picks),
+        ticks,
+        tick_ns: avg(&TICK_TSC, ticks),
+    }
 }
 
 /// Sets the CFS tunables from the kernel command line.
@@ -146,6 +167,7 @@ pub fn schedule() {
     let t = crate::arch::cpu::rdtsc();
     let now = crate::time::now_ns();
     let mut kind = Prev::Runnable;
+    let mut stime = 0;
     if let Some(p) = prev {
         let state = super::with_proc(p, |p| p.state).unwrap_or(State::Zombie);
         kind = match state {
@@ -153,15 +175,16 @@ pub fn schedule() {
             State::Blocked(_) | State::Stopped => Prev::Sleeping,
             State::Zombie => Prev::Dead,
         };
-        let ktime = KERNEL_TSC.load(Ordering::Relaxed)
-            + t.wrapping_sub(KERNEL_SINCE.load(Ordering::Relaxed));
-        POLICY
-            .borrow_mut()
-            .add_stime(p.0, crate::time::tsc_to_ns(ktime));
+        stime = crate::time::tsc_to_ns(
+            KERNEL_TSC.load(Ordering::Relaxed)
+                + t.wrapping_sub(KERNEL_SINCE.load(Ordering::Relaxed)),
+        );
     }
     KERNEL_TSC.store(0, Ordering::Relaxed);
     KERNEL_SINCE.store(t, Ordering::Relaxed);
-    let next = POLICY.borrow_mut().pick_next(now, kind).map(Pid);
+    let next = POLICY.borrow_mut().pick_next(now, kind, stime).map(Pid);
+    add(&PICKS, 1);
+    add(&PICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t));
     if prev == next {
         if let Some(p) = prev {
             super::with_proc(p, |p| p.state = State::Running);

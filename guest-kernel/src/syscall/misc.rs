@@ -71,17 +71,22 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
                 kcore::fmt::Dec(fault)
             );
             let (_, frames) = crate::mm::frame::stats();
-            let (switches, switch_ns, ticks, tick_ns) = crate::proc::sched::costs();
+            let c = crate::proc::sched::costs();
             kprintln!(
                 "sched: {} ticks, {} ns each; {} context switches, {} ns each (kernel time, emulated)",
-                kcore::fmt::Dec(ticks),
-                kcore::fmt::Dec(tick_ns),
-                kcore::fmt::Dec(switches),
-                kcore::fmt::Dec(switch_ns)
+                kcore::fmt::Dec(c.ticks),
+                kcore::fmt::Dec(c.tick_ns),
+                kcore::fmt::Dec(c.switches),
+                kcore::fmt::Dec(c.switch_ns)
+            );
+            kprintln!(
+                "sched: {} picks of the next task, {} ns each (the CFS part of a switch)",
+                kcore::fmt::Dec(c.picks),
+                kcore::fmt::Dec(c.pick_ns)
             );
             kprintln!(
                 "sched: {} context switches; {} processes; frames used {}; heap used {}",
-                kcore::fmt::Dec(switches),
+                kcore::fmt::Dec(c.switches),
                 kcore::fmt::Dec(crate::proc::with_table(|t| t.len()) as u64),
                 kcore::fmt::Dec(frames),
                 kcore::fmt::Dec(crate::mm::heap::stats().1 as u64)

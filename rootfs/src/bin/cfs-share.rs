@@ -38,11 +38,8 @@ fn main() {
             std::process::exit(1);
         }
         if pid == 0 {
-            // SAFETY: the child's own priority; then it computes and writes one line to the pipe.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-                libc::close(fds[0]);
-            }
+            // SAFETY: the child's own priority (it keeps the pipe's read end open: it exits soon anyway).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
             sleep_until_ns(start);
             let c0 = cpu_time_ns();
             while monotonic_ns() < end {
@@ -51,7 +48,9 @@ fn main() {
             let used = cpu_time_ns() - c0;
             // SAFETY: fds[1] is the pipe's write end, owned by this process from here on.
             let mut w = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-            let _ = writeln!(w, "{i} {used}");
+            if let Err(e) = writeln!(w, "{i} {used}") {
+                eprintln!("cfs-share: child {i}: writing the result: {e}");
+            }
             // SAFETY: leave without running the parent's exit handlers.
             unsafe { libc::_exit(0) };
         }
@@ -62,11 +61,19 @@ fn main() {
     // SAFETY: fds[0] is the pipe's read end, owned by the parent.
     let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     let mut text = String::new();
-    let _ = r.read_to_string(&mut text);
+    if let Err(e) = r.read_to_string(&mut text) {
+        eprintln!("cfs-share: reading the results: {e}");
+    }
     for pid in children {
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
+        if status != 0 {
+            eprintln!(
+                "cfs-share: child {pid}: {}",
+                rootfs::describe_status(status)
+            );
+        }
     }
     let mut used = vec![0u64; nices.len()];
     for line in text.lines() {
