@@ -43,11 +43,6 @@ pub mod sched {
         clock_ns(libc::CLOCK_MONOTONIC)
     }
 
-    /// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID) in nanoseconds.
-    pub fn cpu_time_ns() -> u64 {
-        clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
-    }
-
     /// Sleeps until CLOCK_MONOTONIC reaches `t` (ns).
     pub fn sleep_until_ns(t: u64) {
         let ts = libc::timespec {

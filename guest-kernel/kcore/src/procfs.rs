@@ -167,7 +167,7 @@ fn num_line(b: &mut Buf, name: &str, v: i64) {
 pub fn sched(s: &SchedInfo) -> Vec<u8> {
     let mut b = Buf(Vec::new());
     b.0.extend_from_slice(&s.comm);
-    let _ = write!(b, " ({}, #threads: 1)\n", Dec(s.pid as u64));
+    let _ = writeln!(b, " ({}, #threads: 1)", Dec(s.pid as u64));
     b.0.resize(b.0.len() + 67, b'-');
     b.0.push(b'\n');
     ms_line(&mut b, "se.exec_start", s.exec_start as i64);

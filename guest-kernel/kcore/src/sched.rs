@@ -149,10 +149,8 @@ impl Load {
         if self.inv_weight == 0 {
             self.inv_weight = if self.weight >= WMULT_CONST {
                 1
-            } else if self.weight == 0 {
-                WMULT_CONST as u32
             } else {
-                (WMULT_CONST / self.weight) as u32
+                WMULT_CONST.checked_div(self.weight).unwrap_or(WMULT_CONST) as u32
             };
         }
         self.inv_weight
@@ -618,9 +616,7 @@ impl Cfs {
         if let Some(c) = old {
             self.seq += 1;
             let seq = self.seq;
-            let Some(e) = self.get_mut(c) else {
-                return None;
-            };
+            let e = self.get_mut(c)?;
             e.stime += prev_stime;
             if prev == Prev::Runnable {
                 // Still on the run queue (it counts in the load): back into the timeline.

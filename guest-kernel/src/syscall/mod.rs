@@ -122,6 +122,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         98 => sched::sys_getrusage(a[0] as i32, a[1]),
         100 => sched::sys_times(a[0]),
         140 => sched::sys_getpriority(a[0] as u32, a[1] as u32),
+        229 => sched::sys_clock_getres(a[0] as i32, a[1]),
         141 => sched::sys_setpriority(a[0] as u32, a[1] as u32, a[2] as i32),
         142 => sched::sys_sched_setparam(a[0] as i32, a[1]),
         143 => sched::sys_sched_getparam(a[0] as i32, a[1]),

@@ -1,13 +1,30 @@
 //! cfs-share T NICE...: forks one CPU-bound child per nice value, lets them run T seconds side by side,
-//! and prints each child's share of the CPU time they got together. Each child measures itself with its
-//! own CPU-time clock (CLOCK_THREAD_CPUTIME_ID) between a common start and end time, and reports it
-//! through a pipe. On the host run it pinned to one CPU (`taskset -c 0 cfs-share 5 0 5`).
+//! and prints each child's share of the CPU time they got together. The times come from each child's
+//! own CPU-time clock (`clock_getcpuclockid`), read by the parent at a common start and end instant;
+//! then the children are killed. On the host run it pinned to one CPU (`taskset -c 0 cfs-share 5 0 5`).
 //!
 //! Output: `cfs-share: nice N: P.PP% (C ms)` per child, in argument order.
 
-use rootfs::sched::{cpu_time_ns, monotonic_ns, sleep_until_ns, spin};
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use rootfs::sched::{monotonic_ns, sleep_until_ns, spin};
+use std::io::Write;
+
+/// The CPU time (ns) of process `pid` from its CPU-time clock.
+fn cpu_time_of(pid: libc::pid_t) -> Option<u64> {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: both calls write one value into our locals.
+    unsafe {
+        if libc::clock_getcpuclockid(pid, &mut clock) != 0
+            || libc::clock_gettime(clock, &mut ts) != 0
+        {
+            return None;
+        }
+    }
+    Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,71 +37,46 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two descriptors into the array.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        eprintln!("cfs-share: pipe: {}", std::io::Error::last_os_error());
-        std::process::exit(1);
-    }
-    // Everyone starts together a little after the last fork, and stops at the same time.
-    let start = monotonic_ns() + 200_000_000;
-    let end = start + (secs * 1e9) as u64;
     let mut children = Vec::new();
-    for (i, &nice) in nices.iter().enumerate() {
-        // SAFETY: the child only runs its loop and exits.
+    for &nice in &nices {
+        // SAFETY: the child only sets its priority and spins until it is killed.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             eprintln!("cfs-share: fork: {}", std::io::Error::last_os_error());
             std::process::exit(1);
         }
         if pid == 0 {
-            // SAFETY: the child's own priority (it keeps the pipe's read end open: it exits soon anyway).
+            // SAFETY: the child's own priority.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-            sleep_until_ns(start);
-            let c0 = cpu_time_ns();
-            while monotonic_ns() < end {
-                spin(1_000_000);
+            loop {
+                spin(10_000_000);
             }
-            let used = cpu_time_ns() - c0;
-            // SAFETY: fds[1] is the pipe's write end, owned by this process from here on.
-            let mut w = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-            if let Err(e) = writeln!(w, "{i} {used}") {
-                eprintln!("cfs-share: child {i}: writing the result: {e}");
-            }
-            // SAFETY: leave without running the parent's exit handlers.
-            unsafe { libc::_exit(0) };
         }
         children.push(pid);
     }
-    // SAFETY: the parent keeps only the read end.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: fds[0] is the pipe's read end, owned by the parent.
-    let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-    let mut text = String::new();
-    if let Err(e) = r.read_to_string(&mut text) {
-        eprintln!("cfs-share: reading the results: {e}");
-    }
-    for pid in children {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        if status != 0 {
-            eprintln!(
-                "cfs-share: child {pid}: {}",
-                rootfs::describe_status(status)
-            );
+    // Let them settle, then measure T seconds.
+    sleep_until_ns(monotonic_ns() + 100_000_000);
+    let before: Vec<Option<u64>> = children.iter().map(|&p| cpu_time_of(p)).collect();
+    sleep_until_ns(monotonic_ns() + (secs * 1e9) as u64);
+    let after: Vec<Option<u64>> = children.iter().map(|&p| cpu_time_of(p)).collect();
+    for &pid in &children {
+        // SAFETY: killing and reaping our own children.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
     }
-    let mut used = vec![0u64; nices.len()];
-    for line in text.lines() {
-        let mut f = line
-            .split_whitespace()
-            .map(|x| x.parse::<u64>().unwrap_or(0));
-        if let (Some(i), Some(ns)) = (f.next(), f.next()) {
-            if let Some(u) = used.get_mut(i as usize) {
-                *u = ns;
-            }
-        }
+    let used: Vec<u64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| match (b, a) {
+            (Some(b), Some(a)) => a.saturating_sub(*b),
+            _ => 0,
+        })
+        .collect();
+    if before.iter().chain(&after).any(Option::is_none) {
+        eprintln!("cfs-share: cannot read a child's CPU-time clock");
+        std::process::exit(1);
     }
     let total: u64 = used.iter().sum::<u64>().max(1);
     for (nice, ns) in nices.iter().zip(&used) {
