@@ -6,8 +6,8 @@
 //! Data flow: every task has an [`Entity`] (weight from its nice value and policy, vruntime, runtime
 //! statistics). The runnable tasks other than the running one sit in a timeline ordered by vruntime
 //! (a `BTreeMap` keyed by (vruntime, enqueue sequence): ties are FIFO); the running one is `curr`. The
-//! entities themselves sit in a table indexed by task id (pids are small), so finding one costs an
-//! index, not a tree search.
+//! entities themselves are boxed in a map by task id (a B-tree shifts its values on insert and removal,
+//! and moving memory is slow in emulated kernel code; boxes make those values 8 bytes).
 //! [`Cfs::update_curr`] charges the time since `exec_start` to `curr`: sum_exec_runtime grows by the
 //! real time, vruntime by the time scaled by 1024 / weight (a multiply by the inverse weight, no
 //! division), and min_vruntime follows the smallest vruntime but never goes back. Vruntimes are compared
@@ -20,7 +20,6 @@
 extern crate alloc;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
-use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 /// Weight of a nice-0 task.
@@ -290,8 +289,8 @@ pub enum Prev {
 #[derive(Debug)]
 pub struct Cfs {
     tun: Tunables,
-    /// Every task's entity, indexed by task id (boxed so growing the table moves only pointers).
-    tasks: Vec<Option<Box<Entity>>>,
+    /// Every task's entity, by task id.
+    tasks: BTreeMap<u32, Box<Entity>>,
     timeline: BTreeMap<Key, u32>,
     curr: Option<u32>,
     min_vruntime: u64,
@@ -309,7 +308,7 @@ impl Cfs {
     pub const fn new(tun: Tunables) -> Self {
         Cfs {
             tun,
-            tasks: Vec::new(),
+            tasks: BTreeMap::new(),
             timeline: BTreeMap::new(),
             curr: None,
             min_vruntime: VRUNTIME_START,
@@ -339,20 +338,15 @@ impl Cfs {
     }
 
     fn get(&self, task: u32) -> Option<&Entity> {
-        self.tasks.get(task as usize)?.as_deref()
+        self.tasks.get(&task).map(|e| &**e)
     }
 
     fn get_mut(&mut self, task: u32) -> Option<&mut Entity> {
-        self.tasks.get_mut(task as usize)?.as_deref_mut()
+        self.tasks.get_mut(&task).map(|e| &mut **e)
     }
 
     fn insert(&mut self, task: u32, e: Entity) {
-        let i = task as usize;
-        if i >= self.tasks.len() {
-            self.tasks
-                .resize_with((i + 1).max(self.tasks.len() * 2), || None);
-        }
-        self.tasks[i] = Some(Box::new(e));
+        self.tasks.insert(task, Box::new(e));
     }
 
     /// Runnable tasks, the running one included.
@@ -417,7 +411,7 @@ impl Cfs {
     pub fn update_curr(&mut self, now: u64) {
         let Some(e) = self
             .curr
-            .and_then(|c| self.tasks.get_mut(c as usize)?.as_deref_mut())
+            .and_then(|c| self.tasks.get_mut(&c).map(|e| &mut **e))
         else {
             return;
         };
@@ -709,7 +703,7 @@ impl Cfs {
         if self.curr == Some(task) {
             return;
         }
-        let Some(e) = self.tasks.get_mut(task as usize).and_then(Option::take) else {
+        let Some(e) = self.tasks.remove(&task) else {
             return;
         };
         if e.on_rq {
