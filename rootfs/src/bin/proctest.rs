@@ -430,6 +430,7 @@ fn main() {
         "slept at least 30 ms: {}",
         t.elapsed().as_millis() >= 30
     ));
+    priority_cases(&out);
     out("done".into());
 }
 
@@ -611,4 +612,79 @@ fn orphan() {
         exit(0);
     }
     println!("proctest: orphan: parent exits, leaving its child behind");
+}
+
+/// Nice values and scheduling policies (only what an unprivileged host user may do too: raising nice,
+/// SCHED_BATCH).
+fn priority_cases(out: &dyn Fn(String)) {
+    // SAFETY: plain system calls without memory arguments, and sched_param structs on the stack.
+    unsafe {
+        let raw = |which: i32, who: i32| libc::syscall(libc::SYS_getpriority, which, who) as i64;
+        let start = libc::getpriority(libc::PRIO_PROCESS, 0);
+        let r = libc::setpriority(libc::PRIO_PROCESS, 0, start + 5);
+        out(format!(
+            "setpriority +5: {r}, nice {}, raw getpriority {}",
+            libc::getpriority(libc::PRIO_PROCESS, 0) - start,
+            raw(libc::PRIO_PROCESS as i32, 0) - (20 - start) as i64
+        ));
+        let c = fork();
+        if c == 0 {
+            exit(libc::getpriority(libc::PRIO_PROCESS, 0) - start);
+        }
+        let (_, s) = wait(c, 0);
+        out(format!("a child inherits nice: +{}", libc::WEXITSTATUS(s)));
+        out(format!(
+            "getpriority of no such pid: {} errno {}",
+            raw(libc::PRIO_PROCESS as i32, 999_999),
+            errno()
+        ));
+        out(format!(
+            "getpriority bad which: {} errno {}",
+            raw(7, 0),
+            errno()
+        ));
+        out(format!(
+            "setpriority of no such pid: {} errno {}",
+            libc::setpriority(libc::PRIO_PROCESS, 999_999, 0),
+            errno()
+        ));
+        let p = libc::sched_param { sched_priority: 0 };
+        out(format!(
+            "sched_getscheduler: {}; to SCHED_BATCH: {}; now {}",
+            libc::sched_getscheduler(0),
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &p),
+            libc::sched_getscheduler(0)
+        ));
+        let bad = libc::sched_param { sched_priority: 5 };
+        out(format!(
+            "SCHED_BATCH with priority 5: {} errno {}",
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &bad),
+            errno()
+        ));
+        out(format!(
+            "policy 77: {} errno {}; pid -1: {} errno {}",
+            libc::sched_setscheduler(0, 77, &p),
+            errno(),
+            libc::sched_getscheduler(-1),
+            errno()
+        ));
+        out(format!(
+            "sched_getscheduler of no such pid: {} errno {}",
+            libc::sched_getscheduler(999_999),
+            errno()
+        ));
+        let mut got = libc::sched_param { sched_priority: 9 };
+        out(format!(
+            "sched_getparam: {} priority {}; SCHED_OTHER priorities {}..{}",
+            libc::sched_getparam(0, &mut got),
+            got.sched_priority,
+            libc::sched_get_priority_min(libc::SCHED_OTHER),
+            libc::sched_get_priority_max(libc::SCHED_OTHER)
+        ));
+        out(format!(
+            "back to SCHED_OTHER: {}; sched_yield: {}",
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &p),
+            libc::sched_yield()
+        ));
+    }
 }
