@@ -6,46 +6,19 @@
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
 //! the tests skip (and fail when `CI` is set).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{require_kvm, run, wait_until, workspace_root, Output, Vm};
+use tests::{run, wait_until, GuestImages, Output, Vm};
 
 const T: Duration = Duration::from_secs(120);
 
-fn artifacts() -> Option<(PathBuf, PathBuf)> {
-    let build = workspace_root().join("build");
-    let kernel = build.join("guest-kernel");
-    let disk = build.join("rootfs.qcow2");
-    if kernel.exists() && disk.exists() && build.join("rootfs-stage/bin/proctest").exists() {
-        return Some((kernel, disk));
-    }
-    let msg =
-        "build/guest-kernel, build/rootfs.qcow2 or build/rootfs-stage/bin/proctest is missing: \
-               run scripts/build-guest-kernel.sh and scripts/build-rootfs.sh first";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 /// Boots with init's full mode (`init -- rc`: /etc/rc, then a shell on the console).
 fn boot_interactive() -> Option<Vm> {
-    if !require_kvm() {
-        return None;
-    }
-    let (kernel, disk) = artifacts()?;
-    let disk = format!("{},ro", disk.display());
-    Some(Vm::spawn(&[
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--disk",
-        &disk,
-        "--cmdline",
-        "console=ttyS0 root=/dev/vda -- rc",
-    ]))
+    let images = GuestImages::for_vm()?;
+    Some(Vm::spawn(
+        &images.args(&[], "console=ttyS0 root=/dev/vda -- rc"),
+    ))
 }
 
 /// Boots with init running `args` as its child (`init -- run ARGS`).
@@ -54,23 +27,9 @@ fn boot_running(args: &str) -> Option<Output> {
 }
 
 fn boot_running_for(args: &str, timeout: Duration) -> Option<Output> {
-    if !require_kvm() {
-        return None;
-    }
-    let (kernel, disk) = artifacts()?;
+    let images = GuestImages::for_vm()?;
     let cmdline = format!("console=ttyS0 root=/dev/vda -- run {args}");
-    let disk = format!("{},ro", disk.display());
-    Some(run(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--disk",
-            &disk,
-            "--cmdline",
-            &cmdline,
-        ],
-        timeout,
-    ))
+    Some(run(&images.args(&[], &cmdline), timeout))
 }
 
 fn proctest_lines(s: &str) -> Vec<&str> {
@@ -82,7 +41,7 @@ fn process_semantics_match_the_host() {
     let Some(out) = boot_running("/bin/proctest") else {
         return;
     };
-    let bin = workspace_root().join("build/rootfs-stage/bin/proctest");
+    let bin = GuestImages::find().unwrap().host_program("bin/proctest");
     let host = Command::new(&bin).output().unwrap();
     assert!(host.status.success(), "{host:?}");
     let host = String::from_utf8_lossy(&host.stdout).into_owned();
@@ -283,25 +242,12 @@ fn job_control_on_the_console() {
 
 #[test]
 fn init_exiting_panics_the_kernel() {
-    if !require_kvm() {
-        return;
-    }
-    let Some((kernel, disk)) = artifacts() else {
+    let Some(images) = GuestImages::for_vm() else {
         return;
     };
     // proctest as init: `exit 7` makes PID 1 exit.
-    let disk = format!("{},ro", disk.display());
-    let out = run(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--disk",
-            &disk,
-            "--cmdline",
-            "console=ttyS0 root=/dev/vda init=/bin/proctest -- exit 7",
-        ],
-        T,
-    );
+    let cmdline = "console=ttyS0 root=/dev/vda init=/bin/proctest -- exit 7";
+    let out = run(&images.args(&[], cmdline), T);
     assert!(
         out.stdout
             .contains("Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000700"),
@@ -457,24 +403,12 @@ fn send_ctrl_alt_del(sock: &std::path::Path) -> u16 {
 
 #[test]
 fn ctrl_alt_del_makes_init_terminate_everyone_and_power_off() {
-    if !require_kvm() {
-        return;
-    }
-    let Some((kernel, disk)) = artifacts() else {
+    let Some(images) = GuestImages::for_vm() else {
         return;
     };
     let sock = std::env::temp_dir().join(format!("microvm-cad-{}.sock", std::process::id()));
-    let disk = format!("{},ro", disk.display());
-    let mut vm = Vm::spawn(&[
-        "--api-sock",
-        sock.to_str().unwrap(),
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--disk",
-        &disk,
-        "--cmdline",
-        "console=ttyS0 root=/dev/vda -- rc",
-    ]);
+    let api = ["--api-sock", sock.to_str().unwrap()];
+    let mut vm = Vm::spawn(&images.args(&api, "console=ttyS0 root=/dev/vda -- rc"));
     vm.wait_for_output("init: starting /bin/sh on the console", T);
     vm.wait_for_output("# ", T);
     vm.send(b"sleep 100 &\n");
