@@ -56,7 +56,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         .unwrap_or(DEFAULT_HZ)
         .clamp(1, 10_000);
     time::set_calibration(cal.tsc_hz, hz);
-    arch::apic::start_timer(cal.lapic_hz, hz);
+    time::start_timer(cal.lapic_hz);
     arch::apic::route_irq(arch::layout::COM1_IRQ);
     arch::apic::route_irq(arch::layout::I8042_KBD_IRQ);
     drivers::serial::enable_rx_interrupt();

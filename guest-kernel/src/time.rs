@@ -1,4 +1,8 @@
-//! Time: the TSC (calibrated at boot) for timestamps and clocks, and the LAPIC timer tick (`jiffies`).
+//! Time: the TSC (calibrated at boot) for timestamps and clocks, and the timer interrupt.
+//!
+//! The LAPIC timer runs one-shot: it is armed for the next tick (every 1/HZ s, counted in `jiffies`) or
+//! for the earliest sleeper's deadline when that comes first, so a task sleeping 10 ms wakes at its
+//! deadline rather than at the next tick after it (up to 1/HZ late).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -7,6 +11,9 @@ static TSC_BOOT: AtomicU64 = AtomicU64::new(0);
 static TSC_MULT: AtomicU64 = AtomicU64::new(0);
 static JIFFIES: AtomicU64 = AtomicU64::new(0);
 static HZ: AtomicU64 = AtomicU64::new(100);
+/// When the next tick is due, and when the timer is armed to fire (ns since boot).
+static NEXT_TICK: AtomicU64 = AtomicU64::new(0);
+static ARMED_AT: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Records the TSC at the first instruction of Rust code.
 pub fn init_early() {
@@ -33,10 +40,55 @@ pub fn now_ns() -> u64 {
     ((d as u128 * TSC_MULT.load(Ordering::Relaxed) as u128) >> 32) as u64
 }
 
-/// Called by the LAPIC timer interrupt.
-pub fn tick() {
-    // One CPU: a plain load and store (no locked instruction to emulate).
+/// Starts the timer: the first tick one period from now.
+pub fn start_timer(lapic_hz: u64) {
+    crate::arch::apic::init_timer(lapic_hz);
+    let first = now_ns() + tick_ns();
+    NEXT_TICK.store(first, Ordering::Relaxed);
+    arm_at(first);
+}
+
+/// The tick period in ns.
+fn tick_ns() -> u64 {
+    1_000_000_000 / hz().max(1)
+}
+
+/// Arms the timer to fire at `at` (ns since boot).
+fn arm_at(at: u64) {
+    ARMED_AT.store(at, Ordering::Relaxed);
+    crate::arch::apic::arm_timer(at.saturating_sub(now_ns()));
+}
+
+/// Called by the timer interrupt: true if a tick is due (then `jiffies` advanced), false if the timer
+/// fired only for a sleeper's deadline. The caller re-arms with [`rearm`].
+pub fn timer_fired(now: u64) -> bool {
+    let next = NEXT_TICK.load(Ordering::Relaxed);
+    if now < next {
+        return false;
+    }
+    // One CPU: plain loads and stores (no locked instruction to emulate). A tick the host kept us
+    // from taking in time is not made up: the next one is a period from now.
     JIFFIES.store(JIFFIES.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    let period = tick_ns();
+    let after = next + period;
+    NEXT_TICK.store(
+        if after > now { after } else { now + period },
+        Ordering::Relaxed,
+    );
+    true
+}
+
+/// Re-arms the timer after it fired: for the next tick, or `wake` (the earliest sleeper's deadline,
+/// u64::MAX for none) if that is sooner.
+pub fn rearm(wake: u64) {
+    arm_at(NEXT_TICK.load(Ordering::Relaxed).min(wake));
+}
+
+/// A sleeper's deadline: fire at `at` if the timer is armed for later.
+pub fn wake_by(at: u64) {
+    if at < ARMED_AT.load(Ordering::Relaxed) {
+        arm_at(at);
+    }
 }
 
 /// Timer interrupts since the timer started.

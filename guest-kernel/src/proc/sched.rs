@@ -333,9 +333,7 @@ pub fn block_any(chans: Vec<Chan>, deadline: Option<u64>) {
     POLLERS.borrow_mut().push((pid, chans));
     let deadline = deadline.unwrap_or(u64::MAX);
     super::with_current(|p| p.wake_at = deadline);
-    if deadline < NEXT_WAKE.load(Ordering::Relaxed) {
-        NEXT_WAKE.store(deadline, Ordering::Relaxed);
-    }
+    set_wake(deadline);
     block(Chan::Sleep);
     POLLERS.borrow_mut().retain(|(p, _)| *p != pid);
 }
@@ -362,10 +360,16 @@ pub fn sleep_until(deadline: u64) -> bool {
             return false;
         }
         super::with_current(|p| p.wake_at = deadline);
-        if deadline < NEXT_WAKE.load(Ordering::Relaxed) {
-            NEXT_WAKE.store(deadline, Ordering::Relaxed);
-        }
+        set_wake(deadline);
         block(Chan::Sleep);
+    }
+}
+
+/// Notes a sleeper's deadline: the earliest one is woken by the timer at that time.
+fn set_wake(deadline: u64) {
+    if deadline < NEXT_WAKE.load(Ordering::Relaxed) {
+        NEXT_WAKE.store(deadline, Ordering::Relaxed);
+        crate::time::wake_by(deadline);
     }
 }
 
@@ -388,20 +392,25 @@ fn wake_sleepers(now: u64) {
     NEXT_WAKE.store(next, Ordering::Relaxed);
 }
 
-/// The timer tick: wakes due sleepers and charges the running task; a preemption it decides happens
-/// on the way back to user mode (the idle task picks up whoever is ready itself).
-pub fn tick() {
+/// The timer interrupt at `now`: wakes due sleepers, and on a tick charges the running task (a
+/// preemption it decides happens on the way back to user mode; the idle task picks up whoever is ready
+/// itself). Then arms the timer for the next tick or sleeper.
+pub fn timer(now: u64, tick: bool) {
     let t0 = crate::arch::cpu::rdtsc();
-    add(&TICKS, 1);
-    let now = crate::time::now_ns();
     if now >= NEXT_WAKE.load(Ordering::Relaxed) {
         wake_sleepers(now);
     }
-    if CURRENT.borrow().is_some() {
-        let preempt = POLICY.borrow_mut().tick(now);
-        resched_if(preempt);
+    if tick {
+        add(&TICKS, 1);
+        if CURRENT.borrow().is_some() {
+            let preempt = POLICY.borrow_mut().tick(now);
+            resched_if(preempt);
+        }
     }
-    add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+    crate::time::rearm(NEXT_WAKE.load(Ordering::Relaxed));
+    if tick {
+        add(&TICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+    }
 }
 
 /// The idle task: runs whoever is ready, else halts until an interrupt. Never returns.

@@ -1,5 +1,8 @@
-//! Local APIC (xAPIC MMIO) and IOAPIC, the LAPIC timer (periodic at HZ) and TSC/LAPIC calibration against
-//! PIT channel 2. The legacy 8259 PICs are masked.
+//! Local APIC (xAPIC MMIO) and IOAPIC, the LAPIC timer (one-shot, armed by `time` for the next tick or
+//! the next sleeper's deadline, whichever is first) and TSC/LAPIC calibration against PIT channel 2. The
+//! legacy 8259 PICs are masked.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::cpu::{inb, outb, rdtsc};
 use super::layout::*;
@@ -11,7 +14,6 @@ const LAPIC_LVT_TIMER: usize = 0x320;
 const LAPIC_TIMER_INIT: usize = 0x380;
 const LAPIC_TIMER_CURRENT: usize = 0x390;
 const LAPIC_TIMER_DIVIDE: usize = 0x3e0;
-const TIMER_PERIODIC: u32 = 1 << 17;
 const MASKED: u32 = 1 << 16;
 
 fn lapic_ptr(reg: usize) -> *mut u32 {
@@ -109,10 +111,23 @@ pub fn calibrate(ms: u64) -> Calibration {
     }
 }
 
-/// Starts the periodic LAPIC timer at `hz` interrupts per second.
-pub fn start_timer(lapic_hz: u64, hz: u64) {
-    let init = (lapic_hz / hz.max(1)).clamp(1, u32::MAX as u64) as u32;
+/// LAPIC timer counts per nanosecond as a 32.32 fixed-point multiplier.
+static LAPIC_PER_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the LAPIC timer up in one-shot mode (divide by 1) for a timer of `lapic_hz`; nothing fires until
+/// [`arm_timer`].
+pub fn init_timer(lapic_hz: u64) {
+    LAPIC_PER_NS.store(
+        ((lapic_hz as u128) << 32).div_ceil(1_000_000_000) as u64,
+        Ordering::Relaxed,
+    );
     lapic_write(LAPIC_TIMER_DIVIDE, 0xb);
-    lapic_write(LAPIC_LVT_TIMER, TIMER_VECTOR as u32 | TIMER_PERIODIC);
-    lapic_write(LAPIC_TIMER_INIT, init);
+    lapic_write(LAPIC_LVT_TIMER, TIMER_VECTOR as u32);
+}
+
+/// Makes the timer interrupt fire once, `delta_ns` from now (rounded up to a whole count, at least one).
+/// Replaces whatever was armed.
+pub fn arm_timer(delta_ns: u64) {
+    let count = (delta_ns as u128 * LAPIC_PER_NS.load(Ordering::Relaxed) as u128).div_ceil(1 << 32);
+    lapic_write(LAPIC_TIMER_INIT, count.clamp(1, u32::MAX as u128) as u32);
 }

@@ -161,10 +161,13 @@ fn handle(frame: &mut TrapFrame) {
     match vector as u8 {
         TIMER_VECTOR => {
             apic::eoi();
-            crate::time::tick();
-            crate::tty::poll();
-            crate::net::tick();
-            crate::proc::sched::tick();
+            let now = crate::time::now_ns();
+            let tick = crate::time::timer_fired(now);
+            if tick {
+                crate::tty::poll();
+                crate::net::tick();
+            }
+            crate::proc::sched::timer(now, tick);
         }
         SPURIOUS_VECTOR => {}
         v if vector < 32 => {
