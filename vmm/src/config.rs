@@ -79,6 +79,9 @@ pub enum IoEngine {
     /// io_uring: all requests of a batch in flight at once (falls back to `Sync`, with a warning, where
     /// io_uring is unavailable).
     Async,
+    /// A pool of worker threads doing blocking reads and writes, completed out of order (QEMU's
+    /// `aio=threads`).
+    Threads,
 }
 
 /// How a drive's data reaches the image file (Firecracker's `cache_type` field; Firecracker's `Unsafe`,
@@ -128,7 +131,7 @@ impl DriveConfig {
     }
 
     /// Parses the `--disk` syntax
-    /// `PATH[,ro][,id=ID][,format=raw|qcow2][,io_engine=sync|async][,cache_type=writeback|direct]`.
+    /// `PATH[,ro][,id=ID][,format=raw|qcow2][,io_engine=sync|async|threads][,cache_type=writeback|direct]`.
     /// Without `id=`, the id is empty and the caller names the drive by its position.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(',');
@@ -145,12 +148,13 @@ impl DriveConfig {
                 Some(("format", "qcow2")) => drive.format = Some(DiskFormat::Qcow2),
                 Some(("io_engine", "sync")) => drive.io_engine = IoEngine::Sync,
                 Some(("io_engine", "async")) => drive.io_engine = IoEngine::Async,
+                Some(("io_engine", "threads")) => drive.io_engine = IoEngine::Threads,
                 Some(("cache_type", "writeback")) => drive.cache_type = CacheType::Writeback,
                 Some(("cache_type", "direct")) => drive.cache_type = CacheType::Direct,
                 _ => {
                     return Err(format!(
                         "--disk {spec:?}: unknown option {opt:?} (expected ro, id=ID, format=raw|qcow2, \
-                         io_engine=sync|async, cache_type=writeback|direct)"
+                         io_engine=sync|async|threads, cache_type=writeback|direct)"
                     ))
                 }
             }
@@ -531,6 +535,8 @@ mod tests {
             (IoEngine::Async, CacheType::Direct)
         );
         assert!(DriveConfig::parse("a,io_engine=Async").is_err());
+        let d = DriveConfig::parse("a,io_engine=threads").unwrap();
+        assert_eq!(d.io_engine, IoEngine::Threads);
         assert!(DriveConfig::parse("a,cache_type=unsafe").is_err());
         let d: DriveConfig = serde_json::from_str(
             r#"{"drive_id":"x","path_on_host":"a","io_engine":"Async","cache_type":"Direct"}"#,

@@ -121,6 +121,7 @@ impl DeviceManager {
                     io_engine: match drive.io_engine {
                         IoEngine::Sync => devices::virtio::IoEngine::Sync,
                         IoEngine::Async => devices::virtio::IoEngine::Async,
+                        IoEngine::Threads => devices::virtio::IoEngine::Threads,
                     },
                 },
             )

@@ -51,7 +51,7 @@ struct Cli {
     /// Log the time from process start to the guest's boot-time marker write.
     #[arg(long)]
     boot_timer: bool,
-    /// A virtio-blk disk: PATH[,ro][,id=ID][,format=raw|qcow2][,io_engine=sync|async]
+    /// A virtio-blk disk: PATH[,ro][,id=ID][,format=raw|qcow2][,io_engine=sync|async|threads]
     /// [,cache_type=writeback|direct]. Repeatable; the first is /dev/vda.
     /// The format is detected from the file's magic unless given.
     #[arg(long = "disk", value_name = "SPEC", value_parser = DriveConfig::parse)]

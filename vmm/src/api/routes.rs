@@ -253,6 +253,15 @@ mod tests {
             (d.io_engine, d.cache_type),
             (IoEngine::Async, CacheType::Direct)
         );
+        let Action::PutDrive(d) = ok(
+            "PUT",
+            "/drives/data",
+            r#"{"drive_id": "data", "path_on_host": "/d.img", "is_root_device": false,
+                "io_engine": "Threads"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(d.io_engine, IoEngine::Threads);
         let Action::PutNetworkInterface(n) = ok(
             "PUT",
             "/network-interfaces/eth0",
@@ -316,7 +325,11 @@ mod tests {
         assert_eq!(status("PATCH", "/vm", r#"{"state": "Stopped"}"#), 400);
         assert_eq!(status("PUT", "/boot-source", r#"{"boot_args": "x"}"#), 400);
         // Bad engine or cache values are refused.
-        for bad in [r#""io_engine": "Uring""#, r#""cache_type": "Unsafe""#] {
+        for bad in [
+            r#""io_engine": "Uring""#,
+            r#""io_engine": "threads""#,
+            r#""cache_type": "Unsafe""#,
+        ] {
             let body = format!(
                 r#"{{"drive_id": "a", "path_on_host": "/x", "is_root_device": false, {bad}}}"#
             );

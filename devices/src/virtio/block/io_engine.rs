@@ -1,24 +1,30 @@
-//! The asynchronous I/O engine of virtio-blk: reads and writes through io_uring.
+//! The out-of-order I/O engines of virtio-blk: reads and writes through io_uring or a thread pool.
 //!
-//! With [`IoEngine::Async`] (Firecracker's `io_engine: Async`), [`Block`](super::Block) hands every read
-//! and write whose data lies plainly in a host file (`DiskFile::plain_runs`: all of a raw image, the
-//! allocated clusters of a qcow2 image) to [`AsyncIo`]: one `IORING_OP_READV`/`WRITEV` per host run,
-//! all requests of a notify batch submitted with one `io_uring_enter`. Completions arrive in any order on
-//! the completion queue; the ring signals an EventFd that the VMM thread polls (event token
-//! `Block::COMPLETION`), and a request is answered (status byte, used ring) once all its runs are done.
-//! Everything else (flush, discard, write-zeroes, GET_ID, qcow2 requests that need imago) runs
-//! synchronously as with [`IoEngine::Sync`], but only after every request in flight has completed
-//! ([`AsyncIo::drain`]): so a flush covers every write submitted before it, and nothing changes a qcow2
-//! mapping while a request in flight still uses it.
+//! With [`IoEngine::Async`] (Firecracker's `io_engine: Async`) or [`IoEngine::Threads`] (QEMU's
+//! `aio=threads`), [`Block`](super::Block) hands every read and write whose data lies plainly in a host
+//! file (`DiskFile::plain_runs`: all of a raw image, the allocated clusters of a qcow2 image) to
+//! [`AsyncIo`]: one `preadv`/`pwritev` per host run. The two engines differ only in who carries the runs
+//! out (the `Submitter`): io_uring (`IORING_OP_READV`/`WRITEV`, all requests of a notify batch submitted
+//! with one `io_uring_enter`), or a small pool of worker threads started on demand (up to
+//! `Block`'s `POOL_WORKERS`) doing blocking calls. Completions come back in any order; they signal an
+//! EventFd that the VMM thread polls (event token `Block::COMPLETION`), and a request is answered (status
+//! byte, used ring) once all its runs are done. Everything else (flush, discard, write-zeroes, GET_ID,
+//! qcow2 requests that need imago) runs synchronously as with [`IoEngine::Sync`], but only after every
+//! request in flight has completed ([`AsyncIo::drain`]): so a flush covers every write submitted before
+//! it, and nothing changes a qcow2 mapping while a request in flight still uses it.
 //!
 //! The engine never takes more than it can hold: the device pops a chain from the virtqueue only when
-//! [`AsyncIo::has_room`] says a request of [`MAX_RUNS`] runs still fits in the rings; otherwise the rest
-//! waits on the avail ring until completions make room. A short transfer (end of file, a signal) is
-//! finished synchronously. [`AsyncIo::new`] fails where io_uring is unavailable (old kernel, seccomp,
-//! `kernel.io_uring_disabled`) and the device falls back to the synchronous engine.
+//! [`AsyncIo::has_room`] says a request of [`MAX_RUNS`] runs still fits; otherwise the rest waits on the
+//! avail ring until completions make room. Workers only touch the guest buffers the device validated
+//! (`request::slices`), and the device drains the engine before it lets go of guest memory (reset, drop);
+//! dropping the pool joins its workers. A short transfer (end of file, a signal) is finished
+//! synchronously. [`AsyncIo::new`] fails where io_uring is unavailable (old kernel, seccomp,
+//! `kernel.io_uring_disabled`) and the device falls back to the synchronous engine; the thread pool runs
+//! the jobs itself on the VMM thread if no worker thread can be started.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use io_uring::{opcode, types, IoUring, Probe};
 use vm_memory::{Bytes, GuestAddress, VolatileSlice};
@@ -37,6 +43,9 @@ pub enum IoEngine {
     Sync,
     /// io_uring: all requests of a batch in flight at once, completed out of order.
     Async,
+    /// A pool of worker threads doing blocking `preadv`/`pwritev` (QEMU's `aio=threads`), completed out
+    /// of order like `Async`.
+    Threads,
 }
 
 /// Requests whose data lies in more host runs than this are served synchronously.
@@ -86,21 +95,32 @@ pub struct Completion {
     pub used_len: u32,
 }
 
-/// io_uring with the requests in flight.
+/// Where the runs of requests in flight are carried out.
+enum Submitter {
+    /// io_uring; `unsubmitted` counts the submission queue entries pushed since the last `io_uring_enter`.
+    Uring { ring: IoUring, unsubmitted: usize },
+    /// A pool of worker threads doing blocking `preadv`/`pwritev` (QEMU's `aio=threads`).
+    Pool(ThreadPool),
+}
+
+/// The requests in flight and the submitter that carries out their runs. Both submitters share the
+/// bookkeeping: a run is named by `(slot << 32) | run index`, its result comes back as a byte count or a
+/// negative errno, and a request is answered once all its runs are back.
 pub struct AsyncIo {
-    ring: IoUring,
+    submitter: Submitter,
     completion_evt: EventFd,
+    /// Most runs in flight at once.
+    capacity: usize,
     slots: Vec<Option<InFlight>>,
     free_slots: Vec<usize>,
-    /// Runs submitted and not yet completed (bounded by the ring sizes).
+    /// Runs submitted and not yet completed (bounded by `capacity`).
     runs_in_flight: usize,
-    /// Submission queue entries pushed since the last `io_uring_enter`.
-    unsubmitted: usize,
 }
 
 impl std::fmt::Debug for AsyncIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncIo")
+            .field("engine", &self.kind())
             .field("in_flight", &self.in_flight())
             .field("runs_in_flight", &self.runs_in_flight)
             .finish()
@@ -128,17 +148,45 @@ impl AsyncIo {
         let completion_evt = EventFd::new(EFD_NONBLOCK)?;
         ring.submitter()
             .register_eventfd(completion_evt.as_raw_fd())?;
-        Ok(Self {
-            ring,
+        let capacity = ring.params().sq_entries() as usize;
+        Ok(Self::with(
+            Submitter::Uring {
+                ring,
+                unsubmitted: 0,
+            },
             completion_evt,
+            capacity,
+        ))
+    }
+
+    /// A pool of up to `workers` threads (started as requests need them) with room for `capacity` runs in
+    /// flight, whose completions signal an EventFd. Fails only if the EventFd cannot be created.
+    pub fn threads(workers: usize, capacity: usize) -> io::Result<Self> {
+        let completion_evt = EventFd::new(EFD_NONBLOCK)?;
+        let pool = ThreadPool::new(workers.max(1), completion_evt.try_clone()?);
+        Ok(Self::with(Submitter::Pool(pool), completion_evt, capacity))
+    }
+
+    fn with(submitter: Submitter, completion_evt: EventFd, capacity: usize) -> Self {
+        Self {
+            submitter,
+            completion_evt,
+            capacity,
             slots: Vec::new(),
             free_slots: Vec::new(),
             runs_in_flight: 0,
-            unsubmitted: 0,
-        })
+        }
     }
 
-    /// The EventFd the ring signals when it posts completions.
+    /// Which engine this is: [`IoEngine::Async`] (io_uring) or [`IoEngine::Threads`].
+    pub fn kind(&self) -> IoEngine {
+        match self.submitter {
+            Submitter::Uring { .. } => IoEngine::Async,
+            Submitter::Pool(_) => IoEngine::Threads,
+        }
+    }
+
+    /// The EventFd signalled when completions arrive.
     pub fn completion_evt(&self) -> &EventFd {
         &self.completion_evt
     }
@@ -148,16 +196,16 @@ impl AsyncIo {
         self.slots.len() - self.free_slots.len()
     }
 
-    /// Whether a request of up to [`MAX_RUNS`] runs still fits. The completion queue (twice the
-    /// submission queue) then never overflows, and a push never finds the submission queue full.
-    pub fn has_room(&mut self) -> bool {
-        let sq = self.ring.submission().capacity();
-        self.runs_in_flight + MAX_RUNS <= sq
+    /// Whether a request of up to [`MAX_RUNS`] runs still fits. With io_uring the completion queue (twice
+    /// the submission queue) then never overflows, and a push never finds the submission queue full.
+    pub fn has_room(&self) -> bool {
+        self.runs_in_flight + MAX_RUNS <= self.capacity
     }
 
-    /// Submits a read or write of `bufs` against the host runs `runs` of `fd` (the runs' lengths add up to
-    /// the buffers'). The caller checked [`AsyncIo::has_room`] and that `runs` has at most [`MAX_RUNS`]
-    /// entries. The entries reach the kernel with the next [`AsyncIo::submit`].
+    /// Queues a read or write of `bufs` against the host runs `runs` of `fd` (the runs' lengths add up to
+    /// the buffers', which lie in guest memory the caller validated). The caller checked
+    /// [`AsyncIo::has_room`] and that `runs` has at most [`MAX_RUNS`] entries. The runs start with the next
+    /// [`AsyncIo::submit`].
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
@@ -193,50 +241,70 @@ impl AsyncIo {
         };
         for (i, run) in req.runs.iter().enumerate() {
             let iov = &req.iovecs[run.iov.clone()];
-            let (ptr, n) = (iov.as_ptr(), iov.len() as u32);
-            let entry = if write {
-                opcode::Writev::new(types::Fd(fd), ptr, n)
-                    .offset(run.offset)
-                    .build()
-            } else {
-                opcode::Readv::new(types::Fd(fd), ptr, n)
-                    .offset(run.offset)
-                    .build()
+            let user_data = ((slot as u64) << 32) | i as u64;
+            match &mut self.submitter {
+                Submitter::Uring { ring, unsubmitted } => {
+                    let (ptr, n) = (iov.as_ptr(), iov.len() as u32);
+                    let entry = if write {
+                        opcode::Writev::new(types::Fd(fd), ptr, n)
+                            .offset(run.offset)
+                            .build()
+                    } else {
+                        opcode::Readv::new(types::Fd(fd), ptr, n)
+                            .offset(run.offset)
+                            .build()
+                    }
+                    .user_data(user_data);
+                    // SAFETY: the entry's iovec array and the buffers it describes live until the run
+                    // completes: the array is owned by the request in `slots`, which is removed only after
+                    // its last completion (and the engine is drained before the device drops guest memory or
+                    // the disk). The queue has room: `has_room` bounds the runs in flight by its capacity.
+                    let pushed = unsafe { ring.submission().push(&entry) };
+                    assert!(pushed.is_ok(), "submission queue full despite has_room");
+                    *unsubmitted += 1;
+                }
+                Submitter::Pool(pool) => pool.queue(Job {
+                    user_data,
+                    fd,
+                    offset: run.offset,
+                    iov: iov.as_ptr(),
+                    iov_count: iov.len(),
+                    write,
+                }),
             }
-            .user_data(((slot as u64) << 32) | i as u64);
-            // SAFETY: the entry's iovec array and the buffers it describes live until the run completes:
-            // the array is owned by the request in `slots`, which is removed only after its last completion
-            // (and the engine is drained before the device drops guest memory or the disk). The queue has
-            // room: `has_room` bounds the runs in flight by its capacity.
-            let pushed = unsafe { self.ring.submission().push(&entry) };
-            assert!(pushed.is_ok(), "submission queue full despite has_room");
         }
         self.runs_in_flight += req.runs.len();
-        self.unsubmitted += req.runs.len();
         self.slots[slot] = Some(req);
     }
 
-    /// Hands the pushed entries to the kernel (one `io_uring_enter`).
+    /// Starts the queued runs: one `io_uring_enter`, or one hand-over to the worker threads.
     pub fn submit(&mut self) -> io::Result<()> {
-        while self.unsubmitted > 0 {
-            match self.ring.submit() {
-                Ok(n) => self.unsubmitted -= n.min(self.unsubmitted),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        match &mut self.submitter {
+            Submitter::Uring { ring, unsubmitted } => {
+                while *unsubmitted > 0 {
+                    match ring.submit() {
+                        Ok(n) => *unsubmitted -= n.min(*unsubmitted),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
+            Submitter::Pool(pool) => pool.start(),
         }
         Ok(())
     }
 
-    /// Takes the completions the ring holds, writes the status of every request that is now complete into
+    /// Takes the completions that arrived, writes the status of every request that is now complete into
     /// guest memory and appends it to `done`.
     pub fn complete(&mut self, mem: &GuestMemoryMmap, done: &mut Vec<Completion>) {
-        let cqes: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (data, res) in cqes {
+        let results: Vec<(u64, i32)> = match &mut self.submitter {
+            Submitter::Uring { ring, .. } => ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect(),
+            Submitter::Pool(pool) => pool.take_results(),
+        };
+        for (data, res) in results {
             let (slot, run) = ((data >> 32) as usize, (data & 0xffff_ffff) as usize);
             let Some(req) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
                 log::error!("virtio-blk: completion for unknown request slot {slot}");
@@ -285,14 +353,17 @@ impl AsyncIo {
                 self.fail_all(mem, done);
                 return;
             }
-            match self.ring.submitter().submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::error!("virtio-blk: waiting for io_uring completions failed: {e}");
-                    self.fail_all(mem, done);
-                    return;
-                }
+            match &mut self.submitter {
+                Submitter::Uring { ring, .. } => match ring.submitter().submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::error!("virtio-blk: waiting for io_uring completions failed: {e}");
+                        self.fail_all(mem, done);
+                        return;
+                    }
+                },
+                Submitter::Pool(pool) => pool.wait_for_result(),
             }
             self.complete(mem, done);
         }
@@ -317,7 +388,201 @@ impl AsyncIo {
             }
         }
         self.runs_in_flight = 0;
-        self.unsubmitted = 0;
+        if let Submitter::Uring { unsubmitted, .. } = &mut self.submitter {
+            *unsubmitted = 0;
+        }
+    }
+}
+
+/// One run for a worker thread: `preadv`/`pwritev` of `iov[..iov_count]` at `offset` of `fd`.
+struct Job {
+    user_data: u64,
+    fd: RawFd,
+    offset: u64,
+    iov: *const libc::iovec,
+    iov_count: usize,
+    write: bool,
+}
+
+// SAFETY: `iov` points into the iovec array of a request in `AsyncIo::slots`, whose buffers lie in guest
+// memory the device validated; both stay alive and unmoved (a `Vec`'s heap buffer) until the run's result
+// has been taken back by `AsyncIo::complete`, and the engine is drained before guest memory or the disk go.
+unsafe impl Send for Job {}
+
+impl Job {
+    /// Does the transfer (once: a short one is finished by `finish_run`, as with io_uring); returns the
+    /// byte count or a negative errno.
+    fn run(&self) -> i32 {
+        let Ok(offset) = libc::off_t::try_from(self.offset) else {
+            return -libc::EINVAL;
+        };
+        let count = libc::c_int::try_from(self.iov_count).unwrap_or(libc::c_int::MAX);
+        loop {
+            // SAFETY: `iov[..iov_count]` describes guest buffers that stay mapped while the run is in flight
+            // (see `Job`'s Send impl); the kernel checks the descriptor.
+            let n = unsafe {
+                if self.write {
+                    libc::pwritev(self.fd, self.iov, count, offset)
+                } else {
+                    libc::preadv(self.fd, self.iov, count, offset)
+                }
+            };
+            if n >= 0 {
+                // A request's data is below 4 GiB (SEG_MAX segments of SIZE_MAX); a run fits in an i32.
+                return i32::try_from(n).unwrap_or(i32::MAX);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return -err.raw_os_error().unwrap_or(libc::EIO);
+            }
+        }
+    }
+}
+
+/// What the VMM thread and the workers share, under one lock.
+#[derive(Default)]
+struct PoolState {
+    jobs: std::collections::VecDeque<Job>,
+    results: Vec<(u64, i32)>,
+    /// Workers waiting for a job.
+    idle: usize,
+    shutdown: bool,
+}
+
+struct PoolShared {
+    state: Mutex<PoolState>,
+    /// Signalled when jobs are queued or the pool shuts down.
+    work: Condvar,
+    /// Signalled when a result arrives.
+    result: Condvar,
+    completion_evt: EventFd,
+}
+
+impl PoolShared {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A worker never panics while holding the lock, and the state stays consistent if one did.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn post(&self, user_data: u64, res: i32) {
+        self.lock().results.push((user_data, res));
+        self.result.notify_one();
+        if let Err(e) = self.completion_evt.write(1) {
+            log::error!("virtio-blk: cannot signal a completion: {e}");
+        }
+    }
+}
+
+/// Worker threads started on demand, up to a fixed number, and stopped (joined) when the pool is dropped.
+struct ThreadPool {
+    shared: Arc<PoolShared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    max_workers: usize,
+    /// Jobs queued by `push` and not yet handed to the workers.
+    pending: Vec<Job>,
+}
+
+impl ThreadPool {
+    fn new(max_workers: usize, completion_evt: EventFd) -> Self {
+        Self {
+            shared: Arc::new(PoolShared {
+                state: Mutex::new(PoolState::default()),
+                work: Condvar::new(),
+                result: Condvar::new(),
+                completion_evt,
+            }),
+            workers: Vec::new(),
+            max_workers,
+            pending: Vec::new(),
+        }
+    }
+
+    fn queue(&mut self, job: Job) {
+        self.pending.push(job);
+    }
+
+    /// Hands the pending jobs to the workers, starting more workers (up to the limit) while jobs outnumber
+    /// idle ones. Without any worker (thread creation failed), runs the jobs on this thread.
+    fn start(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let wanted = {
+            let mut st = self.shared.lock();
+            st.jobs.extend(self.pending.drain(..));
+            st.jobs.len().saturating_sub(st.idle)
+        };
+        self.shared.work.notify_all();
+        for _ in 0..wanted {
+            if self.workers.len() >= self.max_workers {
+                break;
+            }
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("blk-io".into())
+                .stack_size(128 << 10)
+                .spawn(move || worker(&shared));
+            match spawned {
+                Ok(h) => self.workers.push(h),
+                Err(e) => {
+                    log::warn!("virtio-blk: cannot start an I/O thread: {e}");
+                    break;
+                }
+            }
+        }
+        if self.workers.is_empty() {
+            loop {
+                let job = self.shared.lock().jobs.pop_front();
+                let Some(job) = job else { break };
+                self.shared.post(job.user_data, job.run());
+            }
+        }
+    }
+
+    fn take_results(&mut self) -> Vec<(u64, i32)> {
+        std::mem::take(&mut self.shared.lock().results)
+    }
+
+    /// Blocks until at least one result is there (the caller has runs in flight).
+    fn wait_for_result(&mut self) {
+        self.start();
+        let mut st = self.shared.lock();
+        while st.results.is_empty() {
+            st = self.shared.result.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        // Workers finish the jobs already queued (the device drains the engine before this anyway), then
+        // see `shutdown` and return.
+        self.shared.lock().shutdown = true;
+        self.shared.work.notify_all();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A worker: takes jobs until the pool shuts down and no job is left.
+fn worker(shared: &PoolShared) {
+    loop {
+        let job = {
+            let mut st = shared.lock();
+            loop {
+                if let Some(job) = st.jobs.pop_front() {
+                    break job;
+                }
+                if st.shutdown {
+                    return;
+                }
+                st.idle += 1;
+                st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.idle -= 1;
+            }
+        };
+        shared.post(job.user_data, job.run());
     }
 }
 

@@ -3,9 +3,9 @@
 //! The guest kicks queue 0; the notify EventFd wakes [`Block`] on the VMM thread (it is an event-manager
 //! `MutEventSubscriber`, token [`Block::PROCESS_QUEUE`]); it pops each descriptor chain, parses it with
 //! [`request::parse_request`], runs it with [`request::execute`], returns it on the used ring and raises
-//! the interrupt once per batch. With [`IoEngine::Async`] reads and writes go to io_uring instead and are
-//! answered as they complete, out of order, when the ring's EventFd wakes the device
-//! ([`Block::COMPLETION`]); see [`io_engine`]. Offered features: VERSION_1, FLUSH, SEG_MAX, SIZE_MAX, BLK_SIZE, RO for a
+//! the interrupt once per batch. With [`IoEngine::Async`] (io_uring) or [`IoEngine::Threads`] (a thread
+//! pool) reads and writes are answered as they complete, out of order, when the engine's EventFd wakes the
+//! device ([`Block::COMPLETION`]); see [`io_engine`]. Offered features: VERSION_1, FLUSH, SEG_MAX, SIZE_MAX, BLK_SIZE, RO for a
 //! read-only disk, DISCARD and WRITE_ZEROES when the backend can. Per-device counters live in
 //! [`BlockMetrics`] (atomics, shared with whoever reports metrics).
 
@@ -48,8 +48,8 @@ pub const MAX_DISCARD_SECTORS: u32 = 1 << 22;
 /// Errors from creating a block device.
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
-    /// The queue notify EventFd could not be created.
-    #[error("cannot create the queue EventFd")]
+    /// The queue notify or completion EventFd could not be created.
+    #[error("cannot create an EventFd")]
     EventFd(#[source] std::io::Error),
 }
 
@@ -83,8 +83,12 @@ pub struct BlockConfig {
 
 /// Submission queue entries of a device's io_uring: room for 32 requests of [`MAX_RUNS`] runs, or for
 /// every request a full virtqueue can hold when each lies in one host run (raw images, qcow2 requests
-/// within one cluster run).
+/// within one cluster run). The thread pool takes as many runs.
 const URING_ENTRIES: u32 = 256;
+
+/// Most worker threads of one device's [`IoEngine::Threads`] pool (QEMU's thread pool allows 64); they
+/// start as requests in flight need them, so a guest that queues one request at a time uses one.
+const POOL_WORKERS: usize = 32;
 
 struct Active {
     mem: GuestMemoryMmap,
@@ -104,7 +108,7 @@ pub struct Block {
     broken: bool,
     metrics: Arc<BlockMetrics>,
     warn: LogLimiter,
-    /// The io_uring engine, with [`IoEngine::Async`].
+    /// The out-of-order engine, with [`IoEngine::Async`] or [`IoEngine::Threads`].
     engine: Option<AsyncIo>,
     /// Set when chains were left on the avail ring because the engine was full; completions resume them.
     stalled: bool,
@@ -116,7 +120,7 @@ pub struct Block {
 impl Block {
     /// Event token of the request queue's notify EventFd.
     pub const PROCESS_QUEUE: u32 = 0;
-    /// Event token of the io_uring completion EventFd ([`IoEngine::Async`]).
+    /// Event token of the completion EventFd ([`IoEngine::Async`], [`IoEngine::Threads`]).
     pub const COMPLETION: u32 = 1;
 
     /// A block device serving `disk`.
@@ -151,6 +155,10 @@ impl Block {
                     None
                 }
             },
+            IoEngine::Threads => Some(
+                AsyncIo::threads(POOL_WORKERS, URING_ENTRIES as usize)
+                    .map_err(BlockError::EventFd)?,
+            ),
         };
         Ok(Self {
             disk,
@@ -172,19 +180,15 @@ impl Block {
 
     /// The engine in use (`Sync` when `Async` was asked for but io_uring is unavailable).
     pub fn io_engine(&self) -> IoEngine {
-        if self.engine.is_some() {
-            IoEngine::Async
-        } else {
-            IoEngine::Sync
-        }
+        self.engine.as_ref().map_or(IoEngine::Sync, AsyncIo::kind)
     }
 
-    /// The io_uring completion EventFd, with the asynchronous engine.
+    /// The completion EventFd, with an out-of-order engine.
     pub fn completion_evt(&self) -> Option<&EventFd> {
         self.engine.as_ref().map(AsyncIo::completion_evt)
     }
 
-    /// Requests submitted to the asynchronous engine and not yet completed.
+    /// Requests submitted to the out-of-order engine and not yet completed.
     pub fn in_flight(&self) -> usize {
         self.engine.as_ref().map_or(0, AsyncIo::in_flight)
     }
@@ -218,7 +222,7 @@ impl Block {
         }
     }
 
-    /// Answers the requests the asynchronous engine has completed (the VMM thread calls this when the
+    /// Answers the requests the out-of-order engine has completed (the VMM thread calls this when the
     /// completion EventFd fires), then resumes a queue that was left waiting for room; returns how many
     /// chains were completed.
     pub fn process_completions(&mut self) -> usize {
@@ -334,8 +338,8 @@ impl Block {
             done += 1;
         }
         if let Some(engine) = self.engine.as_mut() {
-            // One io_uring_enter for the whole batch; reads served from the page cache are complete when it
-            // returns, so answer what is done right away.
+            // One io_uring_enter (or one hand-over to the workers) for the whole batch; io_uring reads served
+            // from the page cache are complete when it returns, so answer what is done right away.
             if let Err(e) = engine.submit() {
                 log::error!("virtio-blk: io_uring submit failed: {e}");
                 engine.drain(&active.mem, &mut self.completions);
@@ -356,7 +360,7 @@ impl Block {
     }
 }
 
-/// Hands `req` to the asynchronous engine when it is a read or write whose data lies plainly in a host
+/// Hands `req` to the out-of-order engine when it is a read or write whose data lies plainly in a host
 /// file in at most [`MAX_RUNS`] runs; `false` when it must be served synchronously.
 fn start_async(
     engine: &mut AsyncIo,
@@ -555,7 +559,7 @@ impl MutEventSubscriber for Block {
         if let Some(engine) = &self.engine {
             let ev = Events::with_data(engine.completion_evt(), Self::COMPLETION, EventSet::IN);
             if let Err(e) = ops.add(ev) {
-                log::error!("virtio-blk: cannot register the io_uring EventFd: {e:?}");
+                log::error!("virtio-blk: cannot register the completion EventFd: {e:?}");
             }
         }
     }
