@@ -9,12 +9,13 @@
 # visit the 4 KiB blocks of the image in a scattered order), wrapping modulo the image size; blk_bench
 # generates exactly the same offsets.
 #
-# The device path runs in three configurations (BENCH_DEV_CONFIGS): sync:writeback (the default drive: one
-# request at a time, page cache), async:writeback (io_uring, page cache) and async:direct (io_uring,
-# O_DIRECT). qemu-img bench (its default aio=threads: a pool of threads doing preadv/pwritev) runs with
+# The device path runs in five configurations (BENCH_DEV_CONFIGS): sync:writeback (the default drive: one
+# request at a time, page cache), async:writeback (io_uring, page cache), async:direct (io_uring,
+# O_DIRECT), threads:writeback and threads:direct (a pool of worker threads doing preadv/pwritev: the
+# mechanism of qemu-img's default aio=threads). qemu-img bench (its default aio=threads: a pool of threads doing preadv/pwritev) runs with
 # `-t writeback` (page cache) and `-t none` (O_DIRECT), and once more with `-t none -i io_uring` (the same
 # mechanism as async:direct; column qi-uring). Like is compared with like: the page-cache
-# configurations with `-t writeback`, async:direct with `-t none`. Before every run `sync` writes back what
+# configurations with `-t writeback`, the *:direct ones with `-t none`. Before every run `sync` writes back what
 # the previous run dirtied and both images are dropped from the page cache and read back in (see settle()).
 #
 # Noise: on a shared host a run's throughput swings by 2x with the load of other processes, so two figures
@@ -27,7 +28,7 @@
 # BENCH_COUNT_4K (requests per 4 KiB run, default 30000), BENCH_COUNT_1M (default 4000), BENCH_REPEAT
 # (qemu-img runs per figure, default 2), BENCH_DEV_REPEAT (default 5), BENCH_PATTERNS (default all: randread-4k randwrite-4k
 # seqread-1m seqwrite-1m), BENCH_QEMU (0 skips qemu-img bench; default 1), BENCH_DEV_CONFIGS (default
-# "sync:writeback async:writeback async:direct").
+# "sync:writeback async:writeback async:direct threads:writeback threads:direct").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,7 @@ COUNT_4K=${BENCH_COUNT_4K:-30000}
 COUNT_1M=${BENCH_COUNT_1M:-4000}
 REPEAT=${BENCH_REPEAT:-2}
 DEV_REPEAT=${BENCH_DEV_REPEAT:-5}
-CONFIGS=${BENCH_DEV_CONFIGS:-sync:writeback async:writeback async:direct}
+CONFIGS=${BENCH_DEV_CONFIGS:-sync:writeback async:writeback async:direct threads:writeback threads:direct}
 PATTERNS=${BENCH_PATTERNS:-randread-4k randwrite-4k seqread-1m seqwrite-1m}
 QEMU=${BENCH_QEMU:-1}
 STEP_RAND=$((4096 * 104729))

@@ -8,8 +8,8 @@
 //! reads and acknowledges InterruptStatus, checks the status byte of every chain on the used ring and, as a
 //! guest driver does, reuses each finished request's slot for the next request (one kick per interrupt),
 //! so that `depth` requests stay outstanding, as in `qemu-img bench`. With the synchronous engine all
-//! posted requests complete in one pass; with `--engine async` they go to io_uring at once and the loop,
-//! like the VMM thread, sleeps on the completion EventFd and runs `process_completions` when it fires.
+//! posted requests complete in one pass; with `--engine async` (or `threads`) they go to io_uring (or the
+//! worker threads) at once and the loop, like the VMM thread, sleeps on the completion EventFd and runs `process_completions` when it fires.
 //! `--cache direct` opens the image with `O_DIRECT` for guest data (compare with `qemu-img bench -t none`),
 //! the default `writeback` uses the page cache (compare with `-t writeback`).
 //!
@@ -18,7 +18,8 @@
 //! `qemu-img bench -c COUNT -d DEPTH -s SIZE -S STEP -o OFFSET [-w]`.
 //!
 //! Usage: `blk_bench [--format raw|qcow2] [--count N] [--depth D] [--size BYTES] [--step BYTES]
-//! [--offset BYTES] [--write] [--engine sync|async] [--cache writeback|direct] IMAGE`. Prints one line: `requests bytes seconds MiB/s IOPS`.
+//! [--offset BYTES] [--write] [--engine sync|async|threads] [--cache writeback|direct] IMAGE`. Prints one
+//! line: `requests bytes seconds MiB/s IOPS`.
 //! Build with `--release`; `scripts/bench-blk.sh` runs the whole matrix next to `qemu-img bench`.
 
 use std::path::PathBuf;
@@ -113,7 +114,8 @@ fn parse_args() -> Result<Args, String> {
                 a.engine = match val()?.as_str() {
                     "sync" => IoEngine::Sync,
                     "async" => IoEngine::Async,
-                    e => return Err(format!("unknown engine {e:?} (sync or async)")),
+                    "threads" => IoEngine::Threads,
+                    e => return Err(format!("unknown engine {e:?} (sync, async or threads)")),
                 }
             }
             "--cache" => {

@@ -3,7 +3,8 @@
 //! backends. The durability test kills `microvm` with SIGKILL right after the guest's FLUSH completed and
 //! checks that the data is in the image and `qemu-img check` is clean; it also runs with the io_uring
 //! engine and `O_DIRECT` (`io_engine=async,cache_type=direct`), as does a boot of the project's guest
-//! kernel from its qcow2 root image. Needs KVM and qemu-utils (`scripts/install-qemu-utils.sh`).
+//! kernel from its qcow2 root image, and on raw images with the thread-pool engine (`io_engine=threads`).
+//! Needs KVM and qemu-utils (`scripts/install-qemu-utils.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,6 +114,25 @@ fn virtio_blk_flushed_write_survives_kill_9_async_direct() {
     qemu("qemu-img", &["convert", "-O", "raw", p(&img), p(&raw)]);
     let data = std::fs::read(&raw).unwrap();
     assert_eq!(&data[4097 * 512..4098 * 512], &expected_sector(4097)[..]);
+}
+
+/// The thread-pool engine (`io_engine=threads`), through the page cache and with O_DIRECT: the guest's
+/// flush is answered only after its write came back from a worker thread and the file was synced.
+#[test]
+fn virtio_blk_flushed_write_survives_kill_9_threads() {
+    if !require_kvm() {
+        return;
+    }
+    for cache in ["writeback", "direct"] {
+        let raw = tmp(&format!("durable-threads-{cache}.raw"));
+        std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+        write_then_kill(
+            &format!("{},io_engine=threads,cache_type={cache}", p(&raw)),
+            9,
+        );
+        let data = std::fs::read(&raw).unwrap();
+        assert_eq!(&data[9 * 512..10 * 512], &expected_sector(9)[..], "{cache}");
+    }
 }
 
 /// The project's guest kernel boots from its qcow2 root image and writes a scratch disk, both drives on

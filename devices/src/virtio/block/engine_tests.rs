@@ -314,6 +314,37 @@ fn flush_completes_after_the_writes_before_it() {
     }
 }
 
+/// A device reset while writes are in flight waits for them (their data is in the file, their status
+/// written), and dropping the device afterwards stops the engine (for `Threads`: joins its workers).
+#[test]
+fn reset_and_drop_wait_for_requests_in_flight() {
+    for engine in [IoEngine::Async, IoEngine::Threads] {
+        let p = raw_image(&format!("reset-{engine:?}.raw"), 4 << 20);
+        let mut d = Driver::new(open(&p, CacheMode::Writeback), engine);
+        for i in 0..32u16 {
+            d.mem.write_slice(&[i as u8 + 1; 65536], d.data(i)).unwrap();
+            d.post(i, VIRTIO_BLK_T_OUT, u64::from(i) * 128, 65536);
+        }
+        write_reg(&mut d.t, 0x50, 0);
+        d.blk.lock().unwrap().process_queue();
+        write_reg(&mut d.t, 0x70, 0); // reset
+        assert_eq!(d.blk.lock().unwrap().in_flight(), 0, "{engine:?}");
+        for i in 0..32u16 {
+            assert_eq!(d.status(i), VIRTIO_BLK_S_OK, "{engine:?}: request {i}");
+        }
+        let file = std::fs::read(&p).unwrap();
+        for i in 0..32usize {
+            assert!(file[i * 65536..(i + 1) * 65536]
+                .iter()
+                .all(|&b| b == i as u8 + 1));
+        }
+        let Driver { blk, t, .. } = d;
+        drop(t);
+        let blk = Arc::try_unwrap(blk).ok().expect("last reference");
+        drop(blk);
+    }
+}
+
 /// A request past the end of the file behind the disk (the file shrank after opening) fails with IOERR,
 /// and the requests around it still succeed.
 #[test]

@@ -98,7 +98,10 @@ pub struct Completion {
 /// Where the runs of requests in flight are carried out.
 enum Submitter {
     /// io_uring; `unsubmitted` counts the submission queue entries pushed since the last `io_uring_enter`.
-    Uring { ring: IoUring, unsubmitted: usize },
+    Uring {
+        ring: Box<IoUring>,
+        unsubmitted: usize,
+    },
     /// A pool of worker threads doing blocking `preadv`/`pwritev` (QEMU's `aio=threads`).
     Pool(ThreadPool),
 }
@@ -151,7 +154,7 @@ impl AsyncIo {
         let capacity = ring.params().sq_entries() as usize;
         Ok(Self::with(
             Submitter::Uring {
-                ring,
+                ring: Box::new(ring),
                 unsubmitted: 0,
             },
             completion_evt,
@@ -548,7 +551,11 @@ impl ThreadPool {
         self.start();
         let mut st = self.shared.lock();
         while st.results.is_empty() {
-            st = self.shared.result.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .result
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
