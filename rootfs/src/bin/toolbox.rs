@@ -193,18 +193,28 @@ fn kill(args: &[String]) -> i32 {
     code
 }
 
-fn ps() -> i32 {
-    let mut pids: Vec<u32> = match std::fs::read_dir("/proc") {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-            .collect(),
+/// The pids in /proc, ascending; `None` (after a message) when /proc cannot be read.
+fn proc_pids() -> Option<Vec<u32>> {
+    match std::fs::read_dir("/proc") {
+        Ok(rd) => {
+            let mut pids: Vec<u32> = rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect();
+            pids.sort();
+            Some(pids)
+        }
         Err(e) => {
             eprintln!("ps: /proc: {e}");
-            return 1;
+            None
         }
+    }
+}
+
+fn ps() -> i32 {
+    let Some(pids) = proc_pids() else {
+        return 1;
     };
-    pids.sort();
     println!("  PID  PPID STAT  NI     TIME CMD");
     for pid in pids {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -350,17 +360,9 @@ fn renice(args: &[String]) -> i32 {
 
 /// `ps -s`: the scheduler's view of every process, from /proc/PID/sched.
 fn ps_sched() -> i32 {
-    let mut pids: Vec<u32> = match std::fs::read_dir("/proc") {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-            .collect(),
-        Err(e) => {
-            eprintln!("ps: /proc: {e}");
-            return 1;
-        }
+    let Some(pids) = proc_pids() else {
+        return 1;
     };
-    pids.sort();
     println!("  PID  NI PRI     RUNTIME    VRUNTIME  SWITCH  INVOL CMD");
     for pid in pids {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/sched")) else {
