@@ -242,22 +242,7 @@ fn exec_stage(st: &Stage, stdin: i32, stdout: i32, pgid: libc::pid_t) -> ! {
         }
     }
     if let Some(f) = &st.input {
-        match std::fs::File::open(f) {
-            Ok(file) => {
-                use std::os::fd::IntoRawFd;
-                let fd = file.into_raw_fd();
-                // SAFETY: moving a descriptor we own onto stdin.
-                unsafe {
-                    libc::dup2(fd, 0);
-                    libc::close(fd);
-                }
-            }
-            Err(e) => {
-                eprintln!("sh: {f}: {e}");
-                // SAFETY: leaves the child.
-                unsafe { libc::_exit(1) };
-            }
-        }
+        redirect(std::fs::File::open(f), 0, f);
     }
     if let Some((f, append)) = &st.output {
         let r = std::fs::OpenOptions::new()
@@ -266,22 +251,7 @@ fn exec_stage(st: &Stage, stdin: i32, stdout: i32, pgid: libc::pid_t) -> ! {
             .append(*append)
             .truncate(!*append)
             .open(f);
-        match r {
-            Ok(file) => {
-                use std::os::fd::IntoRawFd;
-                let fd = file.into_raw_fd();
-                // SAFETY: moving a descriptor we own onto stdout.
-                unsafe {
-                    libc::dup2(fd, 1);
-                    libc::close(fd);
-                }
-            }
-            Err(e) => {
-                eprintln!("sh: {f}: {e}");
-                // SAFETY: leaves the child.
-                unsafe { libc::_exit(1) };
-            }
-        }
+        redirect(r, 1, f);
     }
     let Some(path) = find_in_path(&st.argv[0]) else {
         eprintln!("sh: {}: not found", st.argv[0]);
@@ -680,4 +650,25 @@ fn main() {
         }
     }
     std::process::exit(sh.status);
+}
+
+/// In a child about to exec: moves the opened `file` onto descriptor `target`, or reports why `name`
+/// could not be opened and leaves the child with status 1.
+fn redirect(file: std::io::Result<std::fs::File>, target: i32, name: &str) {
+    use std::os::fd::IntoRawFd;
+    match file {
+        Ok(file) => {
+            let fd = file.into_raw_fd();
+            // SAFETY: moving a descriptor we own onto `target`.
+            unsafe {
+                libc::dup2(fd, target);
+                libc::close(fd);
+            }
+        }
+        Err(e) => {
+            eprintln!("sh: {name}: {e}");
+            // SAFETY: leaves the child.
+            unsafe { libc::_exit(1) };
+        }
+    }
 }
