@@ -266,3 +266,46 @@ fn boot_timer_logs_the_marker() {
     let out = run(&["--kernel", PVH, "--cmdline", "marker"], T);
     assert!(!out.stderr.contains("guest boot time"));
 }
+
+/// The `VmFlags` line of the mapping of exactly `size` bytes in `pid`'s smaps (guest RAM: the only
+/// mapping of that size in a 64 MiB guest).
+fn vm_flags_of_mapping(pid: u32, size: u64) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut in_it = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) {
+                in_it = hi - lo == size;
+                continue;
+            }
+        }
+        if in_it && first == "VmFlags:" {
+            return line.to_string();
+        }
+    }
+    panic!("no {size}-byte mapping in /proc/{pid}/smaps");
+}
+
+#[test]
+fn guest_memory_asks_for_transparent_huge_pages_unless_thp_off() {
+    if !require_kvm() {
+        return;
+    }
+    for (extra, advised) in [(&[][..], true), (&["--thp", "off"][..], false)] {
+        let mut args = vec!["--kernel", ELF64, "--mem", "64", "--cmdline", "halt"];
+        args.extend(extra);
+        let vm = Vm::spawn(&args);
+        vm.wait_for_output("halting\n", T);
+        let flags = vm_flags_of_mapping(vm.pid(), 64 << 20);
+        vm.signal(libc::SIGTERM);
+        assert_eq!(vm.wait(T).code, Some(143));
+        // `hg`: the mapping was advised MADV_HUGEPAGE.
+        assert_eq!(
+            flags.split_whitespace().any(|f| f == "hg"),
+            advised,
+            "{extra:?}: {flags}"
+        );
+    }
+}

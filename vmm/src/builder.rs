@@ -89,7 +89,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     let mem_size = config.machine.mem_size_mib << 20;
     let vcpu_count = config.machine.vcpu_count;
 
-    let mem = memory::create(config.machine.mem_size_mib)?;
+    let mem = memory::create(config.machine.mem_size_mib, config.machine.thp)?;
     // Virtio devices first: opening the disks and TAPs reports bad images and missing or busy TAPs before
     // KVM is touched, and their MMIO
     // windows go on the kernel command line.

@@ -36,6 +36,14 @@ pub struct MachineConfig {
     /// Simultaneous multithreading (Firecracker's field). Always false here: `true` is refused.
     #[serde(default)]
     pub smt: bool,
+    /// Back guest RAM with transparent huge pages (ours; QEMU and Cloud Hypervisor do by default). See
+    /// [`devices::advise_huge_pages`].
+    #[serde(default = "default_thp")]
+    pub thp: bool,
+}
+
+fn default_thp() -> bool {
+    true
 }
 
 impl Default for MachineConfig {
@@ -44,6 +52,7 @@ impl Default for MachineConfig {
             vcpu_count: DEFAULT_VCPUS,
             mem_size_mib: DEFAULT_MEM_MIB,
             smt: false,
+            thp: true,
         }
     }
 }

@@ -508,6 +508,7 @@ mod tests {
             vcpu_count: 2,
             mem_size_mib: 64,
             smt: false,
+            thp: false,
         };
         assert_eq!(
             c.handle(Action::PutMachineConfig(machine.clone()), &mut m),
@@ -516,7 +517,7 @@ mod tests {
         let got = json_of(c.handle(Action::GetMachineConfig, &mut m));
         assert_eq!(
             got,
-            json!({"vcpu_count": 2, "mem_size_mib": 64, "smt": false})
+            json!({"vcpu_count": 2, "mem_size_mib": 64, "smt": false, "thp": false})
         );
         // Invalid values leave the configuration as it was.
         for bad in [

@@ -15,6 +15,13 @@ use vmm::config::{
 use vmm::controller::DEFAULT_INSTANCE_ID;
 use vmm::RunOptions;
 
+/// A switch on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
 /// A KVM-based microVM monitor.
 #[derive(Parser, Debug)]
 #[command(name = "microvm", version, about)]
@@ -28,7 +35,7 @@ struct Cli {
     api_sock: Option<PathBuf>,
     /// Boot from a JSON config file in Firecracker's schema (boot-source, machine-config, drives,
     /// network-interfaces) instead of the VM flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "vcpus", "boot", "disks", "nets"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "thp", "vcpus", "boot", "disks", "nets"])]
     config_file: Option<PathBuf>,
     /// The instance id reported by the API's GET /.
     #[arg(long, value_name = "ID", default_value = DEFAULT_INSTANCE_ID)]
@@ -42,6 +49,9 @@ struct Cli {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEM_MIB)]
     mem: u64,
+    /// Back guest memory with transparent huge pages (madvise MADV_HUGEPAGE).
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    thp: OnOff,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_VCPUS)]
     vcpus: u8,
@@ -93,6 +103,7 @@ impl Cli {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.mem,
                 smt: false,
+                thp: self.thp == OnOff::On,
             },
             drives: std::mem::take(&mut self.disks)
                 .into_iter()

@@ -216,7 +216,8 @@ mod tests {
             Action::PutMachineConfig(MachineConfig {
                 vcpu_count: 2,
                 mem_size_mib: 256,
-                smt: false
+                smt: false,
+                thp: true
             })
         );
         let Action::PutBootSource(b) = ok(

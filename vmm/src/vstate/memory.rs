@@ -31,15 +31,22 @@ pub fn host_mem_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-/// Maps `mib` MiB of guest RAM. Pages are not touched here: the host backs them on first use.
-pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+/// Maps `mib` MiB of guest RAM, asking for transparent huge pages if `thp`. Pages are not touched here:
+/// the host backs them on first use.
+pub fn create(mib: u64, thp: bool) -> Result<GuestMemoryMmap, MemoryError> {
     if let Some(host_mib) = host_mem_mib() {
         if mib > host_mib {
             return Err(MemoryError::MoreThanHost { mib, host_mib });
         }
     }
-    GuestMemoryMmap::from_ranges(&ram_regions(mib << 20))
-        .map_err(|source| MemoryError::Allocate { mib, source })
+    let mem = GuestMemoryMmap::from_ranges(&ram_regions(mib << 20))
+        .map_err(|source| MemoryError::Allocate { mib, source })?;
+    if thp {
+        if let Err(e) = devices::advise_huge_pages(&mem) {
+            log::warn!("guest memory: no transparent huge pages: {e}");
+        }
+    }
+    Ok(mem)
 }
 
 #[cfg(test)]
@@ -51,10 +58,10 @@ mod tests {
     fn refuses_more_than_the_host_has() {
         let host = host_mem_mib().unwrap();
         assert!(matches!(
-            create(host + 1),
+            create(host + 1, true),
             Err(MemoryError::MoreThanHost { .. })
         ));
-        let mem = create(16).unwrap();
+        let mem = create(16, true).unwrap();
         assert_eq!(mem.num_regions(), 1);
     }
 }
