@@ -9,37 +9,34 @@
 # visit the 4 KiB blocks of the image in a scattered order), wrapping modulo the image size; blk_bench
 # generates exactly the same offsets.
 #
-# The device path runs in five configurations (BENCH_DEV_CONFIGS): sync:writeback (the default drive: one
-# request at a time, page cache), async:writeback (io_uring, page cache), async:direct (io_uring,
-# O_DIRECT), threads:writeback and threads:direct (a pool of worker threads doing preadv/pwritev: the
-# mechanism of qemu-img's default aio=threads). qemu-img bench (its default aio=threads: a pool of threads doing preadv/pwritev) runs with
-# `-t writeback` (page cache) and `-t none` (O_DIRECT), and once more with `-t none -i io_uring` (the same
-# mechanism as async:direct; column qi-uring). Like is compared with like: the page-cache
-# configurations with `-t writeback`, the *:direct ones with `-t none`. Before every run `sync` writes back what
-# the previous run dirtied and both images are dropped from the page cache and read back in (see settle()).
+# The device path runs in the configurations BENCH_DEV_CONFIGS (ENGINE:CACHE; default: sync:writeback, the
+# default drive; threads:writeback; async:direct, io_uring with O_DIRECT; threads:direct). qemu-img bench
+# runs with its default aio=threads (a pool of threads doing preadv/pwritev) and `-t writeback` (page
+# cache) or `-t none` (O_DIRECT). Like is compared with like: page-cache configurations with
+# `-t writeback`, *:direct ones with `-t none`.
 #
-# Noise: on a shared host a run's throughput swings by 2x with the load of other processes, so two figures
-# taken minutes apart say little about each other. The device-path runs on raw and qcow2 are therefore
-# paired: BENCH_DEV_REPEAT rounds of (raw, qcow2) back to back; reported are the median MiB/s of each
-# format and the median of the per-round qcow2/raw ratios. qemu-img bench figures are the median of
-# BENCH_REPEAT runs (fewer: they are slow at low queue depth).
+# Noise: on a shared 2-CPU host a run's throughput swings with the load of other processes, and a figure
+# taken minutes after another says little about it. So everything that is compared runs close together:
+# for each pattern, queue depth and round, every configuration and both qemu-img modes run back to back on
+# raw and then on qcow2 (in reverse order every other round, so a drift in load favours no one). Reported
+# are the median MiB/s over BENCH_REPEAT rounds, and the medians of the per-round ratios: device /
+# qemu-img (like with like, same format) and qcow2 / raw (same configuration). Before every run `sync`
+# writes back what the previous run dirtied and the image is dropped from the page cache and read back in
+# (see settle()).
 #
 # Environment: BENCH_DIR (parent of the temp dir, default $TMPDIR or /tmp), BENCH_IMAGE_MB (default 1024),
-# BENCH_COUNT_4K (requests per 4 KiB run, default 30000), BENCH_COUNT_1M (default 4000), BENCH_REPEAT
-# (qemu-img runs per figure, default 2), BENCH_DEV_REPEAT (default 5), BENCH_PATTERNS (default all: randread-4k randwrite-4k
-# seqread-1m seqwrite-1m), BENCH_QEMU (0 skips qemu-img bench; default 1), BENCH_DEV_CONFIGS (default
-# "sync:writeback async:writeback async:direct threads:writeback threads:direct").
+# BENCH_REPEAT (rounds, default 5), BENCH_PATTERNS (default all: randread-4k randwrite-4k seqread-1m
+# seqwrite-1m), BENCH_QDS (default "1 32"), BENCH_DEV_CONFIGS (above). Requests per run: BENCH_COUNT_4K
+# (page cache, default 30000), BENCH_COUNT_4K_DIRECT (10000), BENCH_COUNT_1M (10000),
+# BENCH_COUNT_1M_DIRECT (2000), so that a run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE_MB=${BENCH_IMAGE_MB:-1024}
-COUNT_4K=${BENCH_COUNT_4K:-30000}
-COUNT_1M=${BENCH_COUNT_1M:-4000}
-REPEAT=${BENCH_REPEAT:-2}
-DEV_REPEAT=${BENCH_DEV_REPEAT:-5}
-CONFIGS=${BENCH_DEV_CONFIGS:-sync:writeback async:writeback async:direct threads:writeback threads:direct}
+REPEAT=${BENCH_REPEAT:-5}
 PATTERNS=${BENCH_PATTERNS:-randread-4k randwrite-4k seqread-1m seqwrite-1m}
-QEMU=${BENCH_QEMU:-1}
+QDS=${BENCH_QDS:-1 32}
+CONFIGS=${BENCH_DEV_CONFIGS:-sync:writeback threads:writeback async:direct threads:direct}
 STEP_RAND=$((4096 * 104729))
 
 scripts/install-qemu-utils.sh
@@ -52,130 +49,153 @@ echo "images in $TMP: ${IMAGE_MB} MiB of random data, raw and qcow2 (fully alloc
 dd if=/dev/urandom of="$TMP/img.raw" bs=1M count="$IMAGE_MB" status=none
 qemu-img convert -f raw -O qcow2 "$TMP/img.raw" "$TMP/img.qcow2"
 
-# Write back what the last run dirtied, drop both images from the page cache and read them back in. The
-# drop makes both files' cached pages come from the same readahead: otherwise they keep the folio sizes of
-# whoever wrote them (dd's aligned 1 MiB writes for raw, qemu-img convert writing the qcow2 data at a
-# 320 KiB offset), and 1 MiB reads through the raw backend of the qcow2 file's own data ran about 18%
-# slower than the same reads of the raw file, which showed up as a qcow2/raw gap that has nothing to do
-# with qcow2.
+# Write back what the last run dirtied, drop the image from the page cache and read it back in. The drop
+# makes the file's cached pages come from readahead whoever wrote it last: otherwise they keep the folio
+# sizes of the writer (dd's aligned 1 MiB writes for raw, qemu-img convert writing the qcow2 data at a
+# 320 KiB offset), and 1 MiB reads of the qcow2 file's data ran about 18% slower than the same reads of the
+# raw file, a qcow2/raw gap that had nothing to do with qcow2.
 settle() {
     sync
-    dd if="$TMP/img.raw" iflag=nocache count=0 status=none
-    dd if="$TMP/img.qcow2" iflag=nocache count=0 status=none
-    cat "$TMP/img.raw" "$TMP/img.qcow2" >/dev/null
+    dd if="$1" iflag=nocache count=0 status=none
+    cat "$1" >/dev/null
 }
-
 
 median() {
     tr ' ' '\n' | sed '/^$/d' | sort -g |
         awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-# qemu-img bench FORMAT CACHE AIO COUNT BS ARGS... -> MiB/s (median of REPEAT runs: the same statistic as
-# the device path's, so neither side gets a best-of)
-qemu_bench() {
-    local fmt=$1 cache=$2 aio=$3 count=$4 bs=$5
-    shift 5
-    local secs all=""
-    for _ in $(seq "$REPEAT"); do
-        settle
-        secs=$(qemu-img bench -t "$cache" -i "$aio" -c "$count" -s "$bs" "$@" -f "$fmt" "$TMP/img.$fmt" |
-            sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p')
-        all+="$(awk -v c="$count" -v b="$bs" -v s="$secs" 'BEGIN { printf "%.1f", c * b / s / 1048576 }') "
-    done
-    median <<<"$all"
-}
-
-# blk_bench on raw and qcow2, paired: ENGINE CACHE COUNT BS ARGS... ->
-# "raw-MiB/s raw-IOPS qcow2-MiB/s qcow2-IOPS ratio" (medians over DEV_REPEAT rounds)
-dev_pair() {
-    local engine=$1 cache=$2 count=$3 bs=$4
+# One run, MiB/s. WHO is ENGINE:CACHE for the device path or qi:writeback / qi:none for qemu-img.
+run_one() {
+    local who=$1 fmt=$2 count=$3 bs=$4
     shift 4
-    set -- --engine "$engine" --cache "$cache" "$@"
-    local r q ri qi rs="" qs="" ris="" qis="" ratios=""
-    for i in $(seq "$DEV_REPEAT"); do
-        # Alternate which format goes first, so a drift in load does not favour one of them.
-        if [ $((i % 2)) = 1 ]; then
-            settle
-            read -r _ _ _ r ri < <("$BENCH" -f raw -c "$count" -s "$bs" "$@" "$TMP/img.raw")
-        fi
-        settle
-        read -r _ _ _ q qi < <("$BENCH" -f qcow2 -c "$count" -s "$bs" "$@" "$TMP/img.qcow2")
-        if [ $((i % 2)) = 0 ]; then
-            settle
-            read -r _ _ _ r ri < <("$BENCH" -f raw -c "$count" -s "$bs" "$@" "$TMP/img.raw")
-        fi
-        rs+="$r " qs+="$q " ris+="$ri " qis+="$qi "
-        ratios+="$(awk -v a="$q" -v b="$r" 'BEGIN { printf "%.3f", a / b }') "
-    done
-    echo "  device path $* x $count: raw [$rs] qcow2 [$qs] MiB/s, ratios [$ratios]" >&2
-    echo "$(median <<<"$rs") $(median <<<"$ris") $(median <<<"$qs") $(median <<<"$qis") $(median <<<"$ratios")"
+    local img="$TMP/img.$fmt"
+    settle "$img"
+    case $who in
+        qi:*)
+            qemu-img bench -t "${who#qi:}" -i threads -c "$count" -s "$bs" "$@" -f "$fmt" "$img" |
+                sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p' |
+                awk -v c="$count" -v b="$bs" '{ printf "%.1f", c * b / $1 / 1048576 }'
+            ;;
+        *)
+            "$BENCH" --engine "${who%%:*}" --cache "${who#*:}" -f "$fmt" -c "$count" -s "$bs" "$@" "$img" |
+                awk '{ print $4 }'
+            ;;
+    esac
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
+like() { case $1 in *:direct) echo qi:none ;; *) echo qi:writeback ;; esac; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.3f", a / b; else print "-" }'; }
+reverse() { printf '%s\n' "$@" | tac | tr '\n' ' '; }
 
-declare -A DEV RATIO QI
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-# Each configuration against its like in qemu-img: page cache against -t writeback, O_DIRECT against -t none.
-like() { case $1 in *:direct) echo none ;; *) echo wb ;; esac; }
-printf '%-13s %-3s %-6s |' pattern qd format
-for c in $CONFIGS; do printf ' %16s' "$c"; done
-printf ' | %9s %9s %9s |' qi-wback qi-none qi-uring
-for c in $CONFIGS; do printf ' %16s' "$c/qi-$(like "$c")"; done
-printf ' %16s\n' "direct/qi-uring"
+WHO="$CONFIGS qi:writeback qi:none"
+declare -A MIBS DEVQI Q2R
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $REPEAT rounds"
 for pat in $PATTERNS; do
     case $pat in
-        randread-4k) bs=4096 count=$COUNT_4K args=(-S "$STEP_RAND") ;;
-        randwrite-4k) bs=4096 count=$COUNT_4K args=(-S "$STEP_RAND" -w) ;;
-        seqread-1m) bs=1048576 count=$COUNT_1M args=() ;;
-        seqwrite-1m) bs=1048576 count=$COUNT_1M args=(-w) ;;
+        randread-4k) bs=4096 args=(-S "$STEP_RAND") ;;
+        randwrite-4k) bs=4096 args=(-S "$STEP_RAND" -w) ;;
+        seqread-1m) bs=1048576 args=() ;;
+        seqwrite-1m) bs=1048576 args=(-w) ;;
         *) echo "unknown pattern $pat" >&2; exit 1 ;;
     esac
-    for qd in 1 32; do
-        for c in $CONFIGS; do
-            read -r rm _ qm _ ratio < <(dev_pair "${c%%:*}" "${c#*:}" "$count" "$bs" -d "$qd" "${args[@]}")
-            DEV[$pat/$qd/raw/$c]=$rm DEV[$pat/$qd/qcow2/$c]=$qm RATIO[$pat/$qd/$c]=$ratio
+    for qd in $QDS; do
+        declare -A VALS=()
+        for round in $(seq "$REPEAT"); do
+            order="raw qcow2" who=$WHO
+            if [ $((round % 2)) = 0 ]; then order="qcow2 raw" who=$(reverse $WHO); fi
+            for fmt in $order; do
+                for w in $who; do
+                    case $pat/$w in
+                        *-4k/*direct | *-4k/qi:none) count=${BENCH_COUNT_4K_DIRECT:-10000} ;;
+                        *-4k/*) count=${BENCH_COUNT_4K:-30000} ;;
+                        *-1m/*direct | *-1m/qi:none) count=${BENCH_COUNT_1M_DIRECT:-2000} ;;
+                        *) count=${BENCH_COUNT_1M:-10000} ;;
+                    esac
+                    VALS[$fmt/$w/$round]=$(run_one "$w" "$fmt" "$count" "$bs" -d "$qd" "${args[@]}")
+                done
+            done
         done
         for fmt in raw qcow2; do
-            if [ "$QEMU" = 1 ]; then
-                none=$(qemu_bench "$fmt" none threads "$count" "$bs" -d "$qd" "${args[@]}")
-                wb=$(qemu_bench "$fmt" writeback threads "$count" "$bs" -d "$qd" "${args[@]}")
-                uring=$(qemu_bench "$fmt" none io_uring "$count" "$bs" -d "$qd" "${args[@]}")
-            else
-                none=- wb=- uring=-
-            fi
-            QI[$pat/$qd/$fmt/none]=$none QI[$pat/$qd/$fmt/wb]=$wb QI[$pat/$qd/$fmt/uring]=$uring
-            printf '%-13s %-3s %-6s |' "$pat" "$qd" "$fmt"
-            for c in $CONFIGS; do printf ' %16s' "${DEV[$pat/$qd/$fmt/$c]}"; done
-            printf ' | %9s %9s %9s |' "$wb" "$none" "$uring"
-            for c in $CONFIGS; do
-                printf ' %16s' "$(ratio "${DEV[$pat/$qd/$fmt/$c]}" "${QI[$pat/$qd/$fmt/$(like "$c")]}")"
+            for w in $WHO; do
+                all=""
+                for r in $(seq "$REPEAT"); do all+="${VALS[$fmt/$w/$r]} "; done
+                MIBS[$pat/$qd/$fmt/$w]=$(median <<<"$all")
+                echo "  $pat qd$qd $fmt $w: [$all] MiB/s" >&2
             done
-            printf ' %16s\n' "$(ratio "${DEV[$pat/$qd/$fmt/async:direct]:-}" "$uring")"
+            for c in $CONFIGS; do
+                all=""
+                for r in $(seq "$REPEAT"); do
+                    all+="$(div "${VALS[$fmt/$c/$r]}" "${VALS[$fmt/$(like "$c")/$r]}") "
+                done
+                DEVQI[$pat/$qd/$fmt/$c]=$(median <<<"$all" | xargs printf "%.2f")
+            done
         done
+        for c in $CONFIGS; do
+            all=""
+            for r in $(seq "$REPEAT"); do all+="$(div "${VALS[qcow2/$c/$r]}" "${VALS[raw/$c/$r]}") "; done
+            Q2R[$pat/$qd/$c]=$(median <<<"$all" | xargs printf "%.2f")
+        done
+        unset VALS
     done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
-echo "qcow2 / raw through the device path, median of $DEV_REPEAT paired rounds (target >= 0.90):"
+echo "MiB/s, medians of $REPEAT rounds:"
+printf '%-13s %-3s %-6s |' pattern qd format
+for w in $WHO; do printf ' %17s' "$w"; done
+echo
 for pat in $PATTERNS; do
-    for qd in 1 32; do
-        printf '  %-13s qd%-3s' "$pat" "$qd"
-        for c in $CONFIGS; do printf ' %s %s' "$c" "${RATIO[$pat/$qd/$c]}"; done
+    for qd in $QDS; do
+        for fmt in raw qcow2; do
+            printf '%-13s %-3s %-6s |' "$pat" "$qd" "$fmt"
+            for w in $WHO; do printf ' %17s' "${MIBS[$pat/$qd/$fmt/$w]}"; done
+            echo
+        done
+    done
+done
+
+echo
+echo "device / qemu-img like with like (page cache / -t writeback, O_DIRECT / -t none), raw and qcow2,"
+echo "medians of per-round ratios (target >= 1.0):"
+printf '%-13s %-3s |' pattern qd
+for c in $CONFIGS; do printf ' %23s' "$c"; done
+echo
+for pat in $PATTERNS; do
+    for qd in $QDS; do
+        printf '%-13s %-3s |' "$pat" "$qd"
+        for c in $CONFIGS; do
+            printf ' %23s' "${DEVQI[$pat/$qd/raw/$c]} ${DEVQI[$pat/$qd/qcow2/$c]}"
+        done
         echo
     done
 done
-echo "sequential through the device path (target >= 1024 MiB/s; O_DIRECT is bounded by the disk, as qemu-img -t none):"
+
+echo
+echo "qcow2 / raw through the device path, medians of per-round ratios (target >= 0.9):"
+printf '%-13s %-3s |' pattern qd
+for c in $CONFIGS; do printf ' %17s' "$c"; done
+echo
+for pat in $PATTERNS; do
+    for qd in $QDS; do
+        printf '%-13s %-3s |' "$pat" "$qd"
+        for c in $CONFIGS; do printf ' %17s' "${Q2R[$pat/$qd/$c]}"; done
+        echo
+    done
+done
+
+echo
+echo "sequential through the device path with the page cache (target >= 1024 MiB/s):"
 for pat in $PATTERNS; do
     case $pat in seq*) ;; *) continue ;; esac
-    for qd in 1 32; do
+    for qd in $QDS; do
         for fmt in raw qcow2; do
             for c in $CONFIGS; do
-                m=${DEV[$pat/$qd/$fmt/$c]}
+                case $c in *:direct) continue ;; esac
+                m=${MIBS[$pat/$qd/$fmt/$c]}
                 ok=$(awk -v m="$m" 'BEGIN { print (m >= 1024) ? "ok" : "MISSED" }')
-                case $c in *:direct) ok="(disk; qemu-img -t none ${QI[$pat/$qd/$fmt/none]})" ;; esac
-                printf '  %-13s qd%-3s %-6s %-16s %10s MiB/s %s\n' "$pat" "$qd" "$fmt" "$c" "$m" "$ok"
+                printf '  %-13s qd%-3s %-6s %-17s %10s MiB/s %s\n' "$pat" "$qd" "$fmt" "$c" "$m" "$ok"
             done
         done
     done
