@@ -552,3 +552,56 @@ fn direct_cache_mode_mixes_aligned_and_misaligned_requests() {
     disk.read_at(&mut heap[1..], 8192).unwrap(); // page cache
     assert!(heap[1..].iter().all(|&b| b == 9));
 }
+
+/// The thread pool does a request inline when nothing else is in flight, and small page-cache runs inline
+/// when they do not block (cached data, `RWF_NOWAIT`); uncached and `O_DIRECT` runs go to the workers. The
+/// data is right every way.
+#[test]
+fn threads_engine_serves_cached_runs_inline_and_the_rest_on_workers() {
+    let size = 32usize << 20;
+    let p = raw_image("inline.raw", size);
+    let model = pattern(0, size);
+    // 16 reads of 64 KiB, 2 MiB apart (beyond readahead of each other), in one batch.
+    let batch = |d: &mut Driver| {
+        for i in 0..16u16 {
+            d.post(i, VIRTIO_BLK_T_IN, u64::from(15 - i) * 4096, 65536);
+        }
+        let mut got = d.kick_and_wait(16);
+        got.sort_unstable();
+        assert_eq!(got, (0..16).map(|i| (i, 65537)).collect::<Vec<_>>());
+        for i in 0..16u16 {
+            let at = usize::from(15 - i) * (2 << 20);
+            let mut buf = vec![0u8; 65536];
+            d.mem.read_slice(&mut buf, d.data(i)).unwrap();
+            assert!(buf == model[at..at + 65536], "read {i}");
+        }
+        let counts = d.blk.lock().unwrap().engine.as_ref().unwrap().pool_counts();
+        counts
+    };
+    let drop_cache = || {
+        // Dirty pages stay cached: write them back first.
+        let f = std::fs::File::open(&p).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: advice on an open descriptor; it only affects caching.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+    };
+
+    // Cached (the file was just written): all 16 inline.
+    let mut d = Driver::new(open(&p, CacheMode::Writeback), IoEngine::Threads);
+    assert_eq!(batch(&mut d), (16, 0), "cached reads");
+
+    // Not cached: the first is inline (nothing else in flight), the rest cannot be done without
+    // waiting for the disk and go to the workers.
+    drop(d);
+    drop_cache();
+    let mut d = Driver::new(open(&p, CacheMode::Writeback), IoEngine::Threads);
+    let (inline, pooled) = batch(&mut d);
+    assert_eq!(inline + pooled, 16);
+    assert!(pooled >= 8, "uncached reads: {inline} inline, {pooled} pooled");
+
+    // O_DIRECT always waits for the disk: only the first, alone in flight, is inline.
+    drop(d);
+    let mut d = Driver::new(open(&p, CacheMode::Direct), IoEngine::Threads);
+    assert_eq!(batch(&mut d), (1, 15), "O_DIRECT reads");
+}

@@ -125,6 +125,9 @@ pub struct AsyncIo {
     direct_fds: Vec<(RawFd, bool)>,
     /// Buffered writes with `RWF_NOWAIT` were refused by the file system: do not try again.
     no_nowait_writes: bool,
+    /// Runs the pool engine did inline, and runs it handed to its workers.
+    inline_runs: u64,
+    pooled_runs: u64,
 }
 
 /// Runs up to this size are tried inline (without blocking) by the pool engine even while others are in
@@ -193,7 +196,14 @@ impl AsyncIo {
             inline_results: Vec::new(),
             direct_fds: Vec::new(),
             no_nowait_writes: false,
+            inline_runs: 0,
+            pooled_runs: 0,
         }
+    }
+
+    /// Runs the thread pool engine did inline on the VMM thread, and runs it handed to its workers.
+    pub fn pool_counts(&self) -> (u64, u64) {
+        (self.inline_runs, self.pooled_runs)
     }
 
     /// Whether `fd` was opened with `O_DIRECT` (its transfers wait for the disk, never inline).
@@ -309,6 +319,7 @@ impl AsyncIo {
                     };
                     if idle {
                         self.inline_results.push((user_data, job.run(0)));
+                        self.inline_runs += 1;
                         continue;
                     }
                     // Small page-cache transfers: inline if that does not block (the data is cached,
@@ -317,6 +328,7 @@ impl AsyncIo {
                         match job.run(libc::RWF_NOWAIT) {
                             n if n >= 0 && n as u64 == run.len => {
                                 self.inline_results.push((user_data, n));
+                                self.inline_runs += 1;
                                 continue;
                             }
                             n if write && (n == -libc::EOPNOTSUPP || n == -libc::EINVAL) => {
@@ -326,6 +338,7 @@ impl AsyncIo {
                         }
                     }
                     pool.queue(job);
+                    self.pooled_runs += 1;
                 }
             }
         }
@@ -600,7 +613,7 @@ impl ThreadPool {
         Self {
             shared: Arc::new(PoolShared {
                 state: Mutex::new(PoolState {
-                    buffered_max: (2 * cpus).clamp(2, max_workers),
+                    buffered_max: (2 * cpus).min(max_workers),
                     ..PoolState::default()
                 }),
                 work: Condvar::new(),
