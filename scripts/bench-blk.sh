@@ -17,8 +17,9 @@
 #
 # Noise: on a shared 2-CPU host a run's throughput swings with the load of other processes, and a figure
 # taken minutes after another says little about it. So everything that is compared runs close together:
-# for each pattern, queue depth and round, every configuration and both qemu-img modes run back to back on
-# raw and then on qcow2 (in reverse order every other round, so a drift in load favours no one). Reported
+# for each pattern, queue depth and round, every configuration and both qemu-img modes run back to back,
+# each on raw and right after on qcow2 (in reverse order every other round, so that a drift in load
+# favours no one). Reported
 # are the median MiB/s over BENCH_REPEAT rounds, and the medians of the per-round ratios: device /
 # qemu-img (like with like, same format) and qcow2 / raw (same configuration). Before every run `sync`
 # writes back what the previous run dirtied and the image is dropped from the page cache and read back in
@@ -104,8 +105,8 @@ for pat in $PATTERNS; do
         for round in $(seq "$REPEAT"); do
             order="raw qcow2" who=$WHO
             if [ $((round % 2)) = 0 ]; then order="qcow2 raw" who=$(reverse $WHO); fi
-            for fmt in $order; do
-                for w in $who; do
+            for w in $who; do
+                for fmt in $order; do
                     case $pat/$w in
                         *-4k/*direct | *-4k/qi:none) count=${BENCH_COUNT_4K_DIRECT:-10000} ;;
                         *-4k/*) count=${BENCH_COUNT_4K:-30000} ;;

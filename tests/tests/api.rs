@@ -176,7 +176,7 @@ fn firecracker_boot_sequence_with_curl() {
     let (code, body) = c("GET", "/machine-config", None);
     assert_eq!(
         (code, body.as_str()),
-        (200, r#"{"vcpu_count":2,"mem_size_mib":64,"smt":false}"#)
+        (200, r#"{"vcpu_count":2,"mem_size_mib":64,"smt":false,"thp":true}"#)
     );
     let (code, _) = c(
         "PUT",
@@ -499,7 +499,7 @@ fn every_error_class() {
     let machine = Client::connect(&sock).get("/machine-config").json();
     assert_eq!(
         machine,
-        serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128, "smt": false})
+        serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128, "smt": false, "thp": true})
     );
     vm.signal(libc::SIGTERM);
     assert_eq!(vm.wait(T).code, Some(143));

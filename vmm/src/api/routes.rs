@@ -240,7 +240,7 @@ mod tests {
         assert!(d.is_root_device && d.is_read_only && d.format.is_none());
         assert_eq!(
             (d.io_engine, d.cache_type),
-            (IoEngine::Sync, CacheType::Writeback)
+            (IoEngine::Threads, CacheType::Writeback)
         );
         let Action::PutDrive(d) = ok(
             "PUT",

@@ -598,7 +598,10 @@ fn threads_engine_serves_cached_runs_inline_and_the_rest_on_workers() {
     let mut d = Driver::new(open(&p, CacheMode::Writeback), IoEngine::Threads);
     let (inline, pooled) = batch(&mut d);
     assert_eq!(inline + pooled, 16);
-    assert!(pooled >= 8, "uncached reads: {inline} inline, {pooled} pooled");
+    assert!(
+        pooled >= 8,
+        "uncached reads: {inline} inline, {pooled} pooled"
+    );
 
     // O_DIRECT always waits for the disk: only the first, alone in flight, is inline.
     drop(d);

@@ -36,7 +36,8 @@ use crate::disk::raw::transfer_iovecs;
 use crate::GuestMemoryMmap;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 
-/// Which engine moves a block device's data.
+/// Which engine moves a block device's data. The device model's default is the simplest, `Sync`; the
+/// VMM's drives default to `Threads` (`vmm::config::IoEngine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IoEngine {
     /// One request at a time on the VMM thread (`preadv`/`pwritev`).
