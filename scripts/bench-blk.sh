@@ -157,34 +157,31 @@ for pat in $PATTERNS; do
     done
 done
 
+# A table with a row per pattern and queue depth and a column per configuration; `$2 PAT QD CONFIG`
+# prints a cell.
+per_config_table() {
+    local width=$1 cell=$2
+    printf '%-13s %-3s |' pattern qd
+    for c in $CONFIGS; do printf " %${width}s" "$c"; done
+    echo
+    for pat in $PATTERNS; do
+        for qd in $QDS; do
+            printf '%-13s %-3s |' "$pat" "$qd"
+            for c in $CONFIGS; do printf " %${width}s" "$($cell "$pat" "$qd" "$c")"; done
+            echo
+        done
+    done
+}
+devqi_cell() { echo "${DEVQI[$1/$2/raw/$3]} ${DEVQI[$1/$2/qcow2/$3]}"; }
+q2r_cell() { echo "${Q2R[$1/$2/$3]}"; }
+
 echo
 echo "device / qemu-img like with like (page cache / -t writeback, O_DIRECT / -t none), raw and qcow2,"
 echo "medians of per-round ratios (target >= 1.0):"
-printf '%-13s %-3s |' pattern qd
-for c in $CONFIGS; do printf ' %23s' "$c"; done
-echo
-for pat in $PATTERNS; do
-    for qd in $QDS; do
-        printf '%-13s %-3s |' "$pat" "$qd"
-        for c in $CONFIGS; do
-            printf ' %23s' "${DEVQI[$pat/$qd/raw/$c]} ${DEVQI[$pat/$qd/qcow2/$c]}"
-        done
-        echo
-    done
-done
-
+per_config_table 17 devqi_cell
 echo
 echo "qcow2 / raw through the device path, medians of per-round ratios (target >= 0.9):"
-printf '%-13s %-3s |' pattern qd
-for c in $CONFIGS; do printf ' %17s' "$c"; done
-echo
-for pat in $PATTERNS; do
-    for qd in $QDS; do
-        printf '%-13s %-3s |' "$pat" "$qd"
-        for c in $CONFIGS; do printf ' %17s' "${Q2R[$pat/$qd/$c]}"; done
-        echo
-    done
-done
+per_config_table 17 q2r_cell
 
 echo
 echo "sequential through the device path with the page cache (target >= 1024 MiB/s):"

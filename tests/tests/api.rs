@@ -176,7 +176,10 @@ fn firecracker_boot_sequence_with_curl() {
     let (code, body) = c("GET", "/machine-config", None);
     assert_eq!(
         (code, body.as_str()),
-        (200, r#"{"vcpu_count":2,"mem_size_mib":64,"smt":false,"thp":true}"#)
+        (
+            200,
+            r#"{"vcpu_count":2,"mem_size_mib":64,"smt":false,"thp":true}"#
+        )
     );
     let (code, _) = c(
         "PUT",

@@ -5,8 +5,12 @@
 //! file (`DiskFile::plain_runs`: all of a raw image, the allocated clusters of a qcow2 image) to
 //! [`AsyncIo`]: one `preadv`/`pwritev` per host run. The two engines differ only in who carries the runs
 //! out (the `Submitter`): io_uring (`IORING_OP_READV`/`WRITEV`, all requests of a notify batch submitted
-//! with one `io_uring_enter`), or a small pool of worker threads started on demand (up to
-//! `Block`'s `POOL_WORKERS`) doing blocking calls. Completions come back in any order; they signal an
+//! with one `io_uring_enter`), or a pool of worker threads started on demand (up to `Block`'s
+//! `POOL_WORKERS`) doing blocking calls. The pool engine does a run inline instead when that is cheaper
+//! than two thread hand-overs: when its request is alone in flight, or when it is a small page-cache
+//! transfer that `RWF_NOWAIT` can finish without blocking (io_uring makes the same attempt itself). Of
+//! the workers, at most two per CPU copy to or from the page cache at once (see `PoolState`); `O_DIRECT`
+//! runs may use them all. Completions come back in any order; they signal an
 //! EventFd that the VMM thread polls (event token `Block::COMPLETION`), and a request is answered (status
 //! byte, used ring) once all its runs are done. Everything else (flush, discard, write-zeroes, GET_ID,
 //! qcow2 requests that need imago) runs synchronously as with [`IoEngine::Sync`], but only after every
