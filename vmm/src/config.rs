@@ -313,6 +313,8 @@ pub enum ConfigError {
     CmdlineNul,
     #[error("drive id {0:?} is used twice")]
     DuplicateDriveId(String),
+    #[error("drive id must not be empty")]
+    EmptyDriveId,
     #[error("drive id {0:?} is longer than {MAX_DRIVE_ID_LEN} bytes")]
     DriveIdTooLong(String),
     #[error("{0} virtio devices; at most {max} fit", max = layout::VIRTIO_MMIO_SLOTS)]
@@ -397,6 +399,9 @@ impl VmConfig {
         }
         let mut ids = std::collections::HashSet::new();
         for d in &self.drives {
+            if d.drive_id.is_empty() {
+                return Err(ConfigError::EmptyDriveId);
+            }
             if d.drive_id.len() > MAX_DRIVE_ID_LEN {
                 return Err(ConfigError::DriveIdTooLong(d.drive_id.clone()));
             }
@@ -464,11 +469,6 @@ impl VmConfig {
     /// The drives in the order the guest sees them: the root device first (/dev/vda), the others in order.
     pub fn ordered_drives(&self) -> Vec<DriveConfig> {
         let mut drives = self.drives.clone();
-        for (i, d) in drives.iter_mut().enumerate() {
-            if d.drive_id.is_empty() {
-                d.drive_id = format!("drive{i}");
-            }
-        }
         drives.sort_by_key(|d| !d.is_root_device);
         drives
     }
@@ -570,6 +570,8 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::DuplicateDriveId("x".into())));
         c.drives[1].drive_id = "y".repeat(21);
         assert!(matches!(c.validate(), Err(ConfigError::DriveIdTooLong(_))));
+        c.drives[1].drive_id = String::new();
+        assert_eq!(c.validate(), Err(ConfigError::EmptyDriveId));
         c.drives[1].drive_id = "y".into();
         c.validate().unwrap();
         c.console = ConsoleKind::Virtio;
