@@ -9,34 +9,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use devices::disk::{DiskFile, Qcow2File};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn qemu(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}); run scripts/install-qemu-utils.sh"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use tests::{tool_ok as qemu, Rng};
 
 fn seeds(dir: &Path) -> Vec<PathBuf> {
     let s = |n: &str| dir.join(n).to_str().unwrap().to_owned();
@@ -169,16 +144,16 @@ fn disk_qcow2_corrupted_metadata_never_panics() {
             match rng.below(4) {
                 0 => {
                     let at = rng.below(104) as usize;
-                    img[at] = rng.next() as u8;
+                    img[at] = rng.next_u64() as u8;
                 }
                 1 => {
                     let at = (rng.below(meta as u64 / 8) * 8) as usize;
-                    img[at..at + 8].copy_from_slice(&rng.next().to_be_bytes());
+                    img[at..at + 8].copy_from_slice(&rng.next_u64().to_be_bytes());
                 }
                 2 => {
                     // A plausible-looking but wrong table entry: a cluster offset with flag bits.
                     let at = (rng.below(meta as u64 / 8) * 8) as usize;
-                    let v = (rng.below(64) << 12) | (rng.next() & 0xc000_0000_0000_0001);
+                    let v = (rng.below(64) << 12) | (rng.next_u64() & 0xc000_0000_0000_0001);
                     img[at..at + 8].copy_from_slice(&v.to_be_bytes());
                 }
                 _ => {
@@ -210,7 +185,7 @@ fn disk_random_bytes_with_qcow2_magic_never_panic() {
     for case in 0..2000u64 {
         let mut rng = Rng(0xdead_beef ^ (case + 1));
         let len = 72 + rng.below(16 * 1024) as usize;
-        let mut img: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut img: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         img[..4].copy_from_slice(b"QFI\xfb");
         img[4..8].copy_from_slice(&(2 + rng.below(2) as u32).to_be_bytes());
         img[20..24].copy_from_slice(&(9 + rng.below(13) as u32).to_be_bytes());

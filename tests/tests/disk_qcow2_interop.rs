@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use devices::disk::{open_disk, DiskError, DiskFile, DiskOptions, ImageFormat, Qcow2File};
+use tests::{tool_ok as ok, Rng};
 
 const MIB: u64 = 1 << 20;
 
@@ -25,17 +26,6 @@ fn run(cmd: &str, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}); run scripts/install-qemu-utils.sh"));
     out
-}
-
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn p(path: &Path) -> &str {
@@ -68,20 +58,6 @@ fn compare(img: &Path, expected_raw: &Path) {
             p(expected_raw),
         ],
     );
-}
-
-/// A tiny deterministic PRNG (xorshift64*), so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn open_qcow2(img: &Path, ro: bool) -> Box<dyn DiskFile> {
@@ -229,7 +205,7 @@ fn disk_compressed_image_reads_back_and_cow_from_compressed_clusters() {
     for (i, chunk) in data.chunks_mut(4096).enumerate() {
         // Compressible but position-dependent content; some all-zero chunks.
         if i % 5 != 0 {
-            let v = rng.next() as u8;
+            let v = rng.next_u64() as u8;
             for (j, b) in chunk.iter_mut().enumerate() {
                 *b = v ^ (j / 64) as u8;
             }
