@@ -27,6 +27,24 @@ const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const GUEST_MAC: &str = "06:00:00:00:00:02";
 const TAP: &str = tests::TAP;
 
+/// A permanent neighbour entry for the guest in the namespace, for phases in which the guest answers no
+/// ARP.
+fn static_guest_neighbour(ns: &Netns) {
+    ip(&[
+        "-n",
+        &ns.name,
+        "neigh",
+        "replace",
+        "10.0.0.2",
+        "lladdr",
+        GUEST_MAC,
+        "dev",
+        TAP,
+        "nud",
+        "permanent",
+    ]);
+}
+
 /// A UDP socket on the host's address talking to the guest's `port`.
 fn udp_to_guest(ns: &Netns, port: u16) -> UdpSocket {
     let s = ns.enter(move || {
@@ -355,19 +373,7 @@ fn virtio_net_guest_without_receive_buffers_does_not_stall_the_vmm() {
     vm.wait_for_output("net: up without receive buffers", T);
 
     // Flood the TAP: the guest cannot take anything (no ARP answers either, hence the static entry).
-    ip(&[
-        "-n",
-        &ns.name,
-        "neigh",
-        "replace",
-        "10.0.0.2",
-        "lladdr",
-        GUEST_MAC,
-        "dev",
-        TAP,
-        "nud",
-        "permanent",
-    ]);
+    static_guest_neighbour(&ns);
     let udp = udp_to_guest(&ns, 7);
     udp.set_nonblocking(true).unwrap();
     for i in 0..3000u64 {
@@ -432,19 +438,7 @@ fn virtio_net_malformed_chains_from_a_real_guest_are_dropped_and_counted() {
     ]);
     vm.wait_for_output("net: bad chains posted", T);
     // The guest answers no ARP in this phase: a static entry lets the datagrams through.
-    ip(&[
-        "-n",
-        &ns.name,
-        "neigh",
-        "replace",
-        "10.0.0.2",
-        "lladdr",
-        GUEST_MAC,
-        "dev",
-        TAP,
-        "nud",
-        "permanent",
-    ]);
+    static_guest_neighbour(&ns);
     let udp = udp_to_guest(&ns, 7);
     // The first two frames meet the bad receive chains and are dropped; the third is delivered.
     for i in 0..3 {
