@@ -5,6 +5,8 @@
 //! line readable; Ctrl-C drops the line and sends SIGINT to the foreground process group, Ctrl-\ SIGQUIT.
 //! Raw mode (ICANON off) hands bytes over as they come. Readers block on `Chan::Console`.
 //! ioctls: TCGETS/TCSETS*, TIOCGPGRP/TIOCSPGRP, TIOCGWINSZ/TIOCSWINSZ, TIOCSCTTY, FIONREAD.
+//! Job control: a background group reading gets SIGTTIN, writing with TOSTOP or changing the settings
+//! or the foreground group gets SIGTTOU (`background_check`).
 #![deny(unsafe_code)]
 
 use crate::proc::{sched, signal, Chan, Pid};
@@ -18,6 +20,7 @@ const ISIG: u32 = 0o1;
 const ICANON: u32 = 0o2;
 const ECHO: u32 = 0o10;
 const ICRNL: u32 = 0o400;
+const TOSTOP: u32 = 0o400;
 const VINTR: usize = 0;
 const VQUIT: usize = 1;
 const VSUSP: usize = 10;
@@ -196,7 +199,7 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
         return Ok(0);
     }
     loop {
-        background_read_check()?;
+        background_check(signal::SIGTTIN)?;
         process_input();
         {
             let mut t = TTY.borrow_mut();
@@ -226,19 +229,38 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
     }
 }
 
-/// A read from a process outside the foreground group: its group gets SIGTTIN (which stops it by
-/// default) and the read restarts once it is continued; EIO if it ignores or blocks SIGTTIN (Linux).
-fn background_read_check() -> Result<(), Errno> {
+/// Terminal access from a process outside the foreground group (Linux's tty_check_change): a read
+/// (`sig` SIGTTIN), or a write with TOSTOP or a settings change (SIGTTOU). Its group gets `sig` (which
+/// stops it by default) and the call restarts once it is continued. A process that ignores or blocks
+/// `sig` gets EIO for a read and goes ahead otherwise; an orphaned group (no shell to continue it) gets
+/// EIO.
+fn background_check(sig: u32) -> Result<(), Errno> {
     let fg = TTY.borrow().fg;
     let pgid = crate::proc::with_current(|p| p.pgid.0);
     if fg == 0 || pgid == fg || crate::proc::current_pid() == crate::proc::INIT_PID {
         return Ok(());
     }
-    if signal::ignored_or_blocked(signal::SIGTTIN) {
+    if signal::ignored_or_blocked(sig) {
+        return if sig == signal::SIGTTIN {
+            Err(Errno::EIO)
+        } else {
+            Ok(())
+        };
+    }
+    if crate::proc::exit::current_group_orphaned() {
         return Err(Errno::EIO);
     }
-    let _ = signal::send_group(Pid(pgid), signal::SIGTTIN);
+    let _ = signal::send_group(Pid(pgid), sig);
     Err(Errno::ERESTARTSYS)
+}
+
+/// Writes user output to the console; with TOSTOP set, only the foreground group may.
+pub fn write(buf: &[u8]) -> Result<usize, Errno> {
+    if TTY.borrow().termios.lflag & TOSTOP != 0 {
+        background_check(signal::SIGTTOU)?;
+    }
+    crate::console::write_bytes(buf);
+    Ok(buf.len())
 }
 
 /// Console input arrived (UART interrupt).
@@ -273,6 +295,7 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
             copy_to_user(arg, &b).map(|_| 0)
         }
         TCSETS | TCSETSW | TCSETSF => {
+            background_check(signal::SIGTTOU)?;
             check_user(arg, TERMIOS_SIZE as u64, false)?;
             let t = Termios::from_bytes(crate::mm::uaccess::checked_slice(arg, TERMIOS_SIZE));
             let mut tty = TTY.borrow_mut();
@@ -288,6 +311,14 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
             copy_to_user(arg, &fg.to_le_bytes()).map(|_| 0)
         }
         TIOCSPGRP => {
+            // Linux's tiocspgrp turns tty_check_change's EIO into ENOTTY.
+            background_check(signal::SIGTTOU).map_err(|e| {
+                if e == Errno::EIO {
+                    Errno::ENOTTY
+                } else {
+                    e
+                }
+            })?;
             check_user(arg, 4, false)?;
             let b = crate::mm::uaccess::checked_slice(arg, 4);
             let pg = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);

@@ -240,6 +240,34 @@ fn job_control_on_the_console() {
     vm.wait_for_output("still=alive\n# ", T);
 }
 
+/// SIGTTOU (`proctest ttou`): a background group writing with TOSTOP, or changing the terminal's
+/// settings or foreground group, is signalled (EINTR with a handler, stopped at the default) unless it
+/// blocks or ignores SIGTTOU; an orphaned group gets EIO (ENOTTY for tcsetpgrp). The guest's console
+/// against a pseudo-terminal on the host (`script`, from util-linux/bsdutils).
+#[test]
+fn sigttou_matches_the_host() {
+    let Some(out) = boot_running("/bin/proctest ttou") else {
+        return;
+    };
+    let bin = GuestImages::find().unwrap().host_program("bin/proctest");
+    let host = Command::new("script")
+        .args(["-qec", &format!("{} ttou", bin.display()), "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs proctest on a pseudo-terminal");
+    let host = String::from_utf8_lossy(&host.stdout).replace('\r', "");
+    assert!(host.contains("proctest: ttou: child exit 0"), "{host}");
+    assert!(host.contains("write with a handler: (-1, 4)"), "{host}");
+    let guest = out.stdout.replace('\r', "");
+    assert_eq!(
+        proctest_lines(&guest),
+        proctest_lines(&host),
+        "guest console:\n{}",
+        out.stdout
+    );
+    assert!(!guest.contains("must not appear"), "{guest}");
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
 #[test]
 fn init_exiting_panics_the_kernel() {
     let Some(images) = GuestImages::for_vm() else {

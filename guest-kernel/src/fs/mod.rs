@@ -165,10 +165,7 @@ pub fn read_blocking(b: &Blocking, buf: &mut [u8]) -> Result<usize, Errno> {
 /// Writes to a console or pipe without holding the open file borrowed.
 pub fn write_blocking(b: &Blocking, buf: &[u8]) -> Result<usize, Errno> {
     match b {
-        Blocking::Console => {
-            crate::console::write_bytes(buf);
-            Ok(buf.len())
-        }
+        Blocking::Console => crate::tty::write(buf),
         Blocking::Pipe(p, nb) => pipe::write(p, buf, *nb),
     }
 }
@@ -360,10 +357,7 @@ pub fn read(f: &mut OpenFile, buf: &mut [u8]) -> Result<usize, Errno> {
 /// Writes `buf` to an open file.
 pub fn write(f: &mut OpenFile, buf: &[u8]) -> Result<usize, Errno> {
     match &f.kind {
-        FileKind::Console => {
-            crate::console::write_bytes(buf);
-            Ok(buf.len())
-        }
+        FileKind::Console => crate::tty::write(buf),
         FileKind::Null => Ok(buf.len()),
         FileKind::Ext2(_) | FileKind::Pipe(_) | FileKind::Proc(_) | FileKind::Socket(_) => {
             Err(Errno::EBADF)

@@ -245,6 +245,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         exit_status: None,
         stop_report: None,
         subreaper: false,
+        children_csw: [0; 2],
         vfork_parent: None,
         signals: SigState::default(),
         wake_at: 0,

@@ -6,9 +6,13 @@ use super::signal::{self, SIGCHLD};
 use super::{sched, Chan, Pid, State, INIT_PID};
 use crate::cost::{self, Cost};
 use crate::mm::paging::AddressSpace;
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 use kcore::wait::{Selector, VALID_OPTIONS, WCONTINUED, WNOHANG, WUNTRACED};
+
+type Table = BTreeMap<Pid, Box<super::Process>>;
 
 /// Ends the current process with wait status `status` (Linux encoding). Never returns.
 pub fn exit_current(status: i32) -> ! {
@@ -32,7 +36,7 @@ pub fn exit_current(status: i32) -> ! {
     drop(vmas);
     drop(files);
 
-    let (ppid, reaper) = super::with_table(|t| {
+    let (ppid, reaper, orphaned) = super::with_table(|t| {
         let ppid = t.get(&pid).map(|p| p.ppid).unwrap_or(INIT_PID);
         // The nearest living subreaper among the ancestors, else init.
         let mut reaper = INIT_PID;
@@ -48,18 +52,25 @@ pub fn exit_current(status: i32) -> ! {
             }
         }
         let mut zombies = false;
+        let mut child_groups = Vec::new();
         for c in t.values_mut() {
             if c.ppid == pid {
                 c.ppid = reaper;
                 zombies |= c.state == State::Zombie;
+                child_groups.push((c.pgid, c.sid));
             }
         }
+        let orphaned = newly_orphaned_groups(t, pid, &child_groups);
         if let Some(p) = t.get_mut(&pid) {
             p.state = State::Zombie;
             p.exit_status = Some(status);
         }
-        (ppid, zombies.then_some(reaper))
+        (ppid, zombies.then_some(reaper), orphaned)
     });
+    for g in orphaned {
+        let _ = signal::send_group(g, signal::SIGHUP);
+        let _ = signal::send_group(g, signal::SIGCONT);
+    }
     if let Some(r) = reaper {
         // Zombies handed over are reported to their new parent.
         signal::send_kernel(r, SIGCHLD);
@@ -81,10 +92,105 @@ pub fn exit_current(status: i32) -> ! {
     unreachable!("a zombie ran again");
 }
 
+/// Whether process group `pgid` is orphaned (POSIX): no member other than `ignore` has a parent in
+/// another group of the same session (Linux's will_become_orphaned_pgrp; zombies and init's children
+/// do not count).
+fn group_orphaned(t: &Table, pgid: Pid, ignore: Option<Pid>) -> bool {
+    !t.values().any(|q| {
+        q.pgid == pgid
+            && Some(q.pid) != ignore
+            && q.state != State::Zombie
+            && q.ppid != INIT_PID
+            && t
+                .get(&q.ppid)
+                .is_some_and(|parent| parent.pgid != pgid && parent.sid == q.sid)
+    })
+}
+
+/// Whether the current process's group is orphaned (its job-control stops are discarded, its
+/// background terminal access fails with EIO).
+pub fn current_group_orphaned() -> bool {
+    let pgid = super::with_current(|p| p.pgid);
+    super::with_table(|t| group_orphaned(t, pgid, None))
+}
+
+/// The groups that `pid`'s exit orphans and that have a stopped member: they get SIGHUP then SIGCONT
+/// (Linux's kill_orphaned_pgrp, called for the exiting process's own group and for each reparented
+/// child's). `child_groups` are the (pgid, sid) of its children, already reparented.
+fn newly_orphaned_groups(t: &Table, pid: Pid, child_groups: &[(Pid, Pid)]) -> Vec<Pid> {
+    let Some(me) = t.get(&pid) else {
+        return Vec::new();
+    };
+    let (pgid, sid) = (me.pgid, me.sid);
+    let stopped = |g: Pid| t.values().any(|q| q.pgid == g && q.state == State::Stopped);
+    let mut out = Vec::new();
+    // Our own group, if our parent (another group of the session) was its link.
+    if t
+        .get(&me.ppid)
+        .is_some_and(|parent| parent.pgid != pgid && parent.sid == sid)
+        && group_orphaned(t, pgid, Some(pid))
+        && stopped(pgid)
+    {
+        out.push(pgid);
+    }
+    // Our children's groups, if we (in another group of their session) were their link.
+    for &(g, s) in child_groups {
+        if g != pgid && s == sid && !out.contains(&g) && group_orphaned(t, g, None) && stopped(g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+/// What getrusage and wait4 report of a process: CPU times in ns and context switch counts (the
+/// kernel keeps no page-fault or RSS statistics: those fields are 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub utime: u64,
+    pub stime: u64,
+    pub nvcsw: u64,
+    pub nivcsw: u64,
+}
+
+impl Usage {
+    /// `pid`'s own usage (RUSAGE_SELF).
+    pub fn own(pid: Pid) -> Usage {
+        sched::entity(pid).map_or(Usage::default(), |e| Usage {
+            utime: e.utime(),
+            stime: e.stime,
+            nvcsw: e.nr_voluntary_switches,
+            nivcsw: e.nr_involuntary_switches,
+        })
+    }
+
+    /// The usage of `pid`'s reaped children (RUSAGE_CHILDREN); `csw` is its `children_csw`.
+    pub fn children(pid: Pid, csw: [u64; 2]) -> Usage {
+        let (utime, stime) =
+            sched::entity(pid).map_or((0, 0), |e| (e.children_utime, e.children_stime));
+        Usage {
+            utime,
+            stime,
+            nvcsw: csw[0],
+            nivcsw: csw[1],
+        }
+    }
+
+    /// Both of the above (what wait4 reports of the child it returns: Linux's RUSAGE_BOTH).
+    pub fn both(pid: Pid, csw: [u64; 2]) -> Usage {
+        let (a, b) = (Usage::own(pid), Usage::children(pid, csw));
+        Usage {
+            utime: a.utime + b.utime,
+            stime: a.stime + b.stime,
+            nvcsw: a.nvcsw + b.nvcsw,
+            nivcsw: a.nivcsw + b.nivcsw,
+        }
+    }
+}
+
 /// What wait4 found.
 pub enum Waited {
-    /// A child changed state: (pid, status).
-    Child(Pid, i32),
+    /// A child changed state: (pid, status, its usage and its reaped descendants').
+    Child(Pid, i32, Usage),
     /// WNOHANG and no child has changed state yet.
     None,
 }
@@ -108,28 +214,37 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
                 }
                 any = true;
                 if c.state == State::Zombie {
-                    hit = Some((c.pid, c.exit_status.unwrap_or(0), true));
+                    hit = Some((c.pid, c.exit_status.unwrap_or(0), true, c.children_csw));
                     break;
                 }
                 if let Some(s) = c.stop_report {
                     let stop = s & 0xff == 0x7f;
                     if (stop && options & WUNTRACED != 0) || (!stop && options & WCONTINUED != 0) {
                         c.stop_report = None;
-                        hit = Some((c.pid, s, false));
+                        hit = Some((c.pid, s, false, c.children_csw));
                         break;
                     }
                 }
             }
-            if let Some((p, _, true)) = hit {
-                t.remove(&p);
-                sched::release(p, Some(me));
-            }
+            let hit = hit.map(|(p, status, reaped, csw)| {
+                // Read before the scheduler forgets a reaped child.
+                let usage = Usage::both(p, csw);
+                if reaped {
+                    t.remove(&p);
+                    sched::release(p, Some(me));
+                    if let Some(parent) = t.get_mut(&me) {
+                        parent.children_csw[0] += usage.nvcsw;
+                        parent.children_csw[1] += usage.nivcsw;
+                    }
+                }
+                (p, status, usage)
+            });
             (any, hit)
         });
         match found {
-            (_, Some((p, status, _))) => {
+            (_, Some((p, status, usage))) => {
                 cost::record(Cost::Wait, t0);
-                return Ok(Waited::Child(p, status));
+                return Ok(Waited::Child(p, status, usage));
             }
             (false, None) => return Err(Errno::ECHILD),
             (true, None) if options & WNOHANG != 0 => return Ok(Waited::None),

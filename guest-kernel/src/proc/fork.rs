@@ -87,6 +87,7 @@ fn clone_process(
             exit_status: None,
             stop_report: None,
             subreaper: false,
+            children_csw: [0; 2],
             vfork_parent: None,
             signals: super::signal::SigState {
                 pending: 0,

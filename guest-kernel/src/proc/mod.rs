@@ -110,6 +110,9 @@ pub struct Process {
     pub stop_report: Option<i32>,
     /// PR_SET_CHILD_SUBREAPER.
     pub subreaper: bool,
+    /// Context switches (voluntary, involuntary) of reaped children and their reaped descendants
+    /// (getrusage's RUSAGE_CHILDREN; their CPU times are kept by the scheduler).
+    pub children_csw: [u64; 2],
     /// A vfork child: its parent waits until it execs or exits.
     pub vfork_parent: Option<Pid>,
     pub signals: signal::SigState,

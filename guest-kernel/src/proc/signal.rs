@@ -266,7 +266,11 @@ pub fn deliver(frame: &mut TrapFrame) {
             SIG_DFL => match default_action(sig) {
                 Default_::Ignore | Default_::Continue => continue,
                 Default_::Stop => {
-                    if pid == INIT_PID {
+                    // Init never stops; nor does an orphaned group on a job-control signal (no
+                    // shell is left to continue it).
+                    if pid == INIT_PID
+                        || (sig != SIGSTOP && super::exit::current_group_orphaned())
+                    {
                         continue;
                     }
                     stop_current(sig);

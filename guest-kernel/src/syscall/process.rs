@@ -80,12 +80,12 @@ pub fn sys_exit(code: i32) -> SysResult {
 pub fn sys_wait4(pid: i32, status: u64, options: u32, rusage: u64) -> SysResult {
     match proc::exit::wait(pid, options)? {
         Waited::None => Ok(0),
-        Waited::Child(p, s) => {
+        Waited::Child(p, s, usage) => {
             if status != 0 {
                 copy_to_user(status, &s.to_le_bytes())?;
             }
             if rusage != 0 {
-                copy_to_user(rusage, &[0u8; 144])?;
+                copy_to_user(rusage, &super::sched::rusage_bytes(&usage))?;
             }
             Ok(p.0 as u64)
         }

@@ -5,6 +5,7 @@
 
 use super::file::{check_user, copy_to_user};
 use super::SysResult;
+use crate::proc::exit::Usage;
 use crate::proc::{self, sched, Pid};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
@@ -200,26 +201,27 @@ fn timeval(ns: u64) -> [u8; 16] {
     b
 }
 
-/// getrusage: ru_utime and ru_stime for RUSAGE_SELF/THREAD (0, 1) or RUSAGE_CHILDREN (-1), the context
-/// switch counts for the caller; the other fields are 0.
+/// `struct rusage` (144 bytes): ru_utime, ru_stime, 14 longs of which this kernel fills the last two
+/// (ru_nvcsw, ru_nivcsw); ru_maxrss, the fault and I/O counts stay 0 (not tracked).
+pub fn rusage_bytes(u: &Usage) -> [u8; 144] {
+    let mut b = [0u8; 144];
+    b[..16].copy_from_slice(&timeval(u.utime));
+    b[16..32].copy_from_slice(&timeval(u.stime));
+    b[128..136].copy_from_slice(&u.nvcsw.to_le_bytes());
+    b[136..144].copy_from_slice(&u.nivcsw.to_le_bytes());
+    b
+}
+
+/// getrusage: RUSAGE_SELF/THREAD (0, 1) the caller, RUSAGE_CHILDREN (-1) its reaped children and their
+/// reaped descendants (what wait4 reported of them).
 pub fn sys_getrusage(who: i32, usage: u64) -> SysResult {
-    let (u, s, cu, cs) = own_times();
-    let (ut, st) = match who {
-        0 | 1 => (u, s),
-        -1 => (cu, cs),
+    let me = proc::current_pid();
+    let u = match who {
+        0 | 1 => Usage::own(me),
+        -1 => Usage::children(me, proc::with_current(|p| p.children_csw)),
         _ => return Err(Errno::EINVAL),
     };
-    let mut b = [0u8; 144];
-    b[..16].copy_from_slice(&timeval(ut));
-    b[16..32].copy_from_slice(&timeval(st));
-    if who != -1 {
-        if let Some(e) = sched::entity(proc::current_pid()) {
-            // ru_nvcsw and ru_nivcsw are the last two longs.
-            b[128..136].copy_from_slice(&e.nr_voluntary_switches.to_le_bytes());
-            b[136..144].copy_from_slice(&e.nr_involuntary_switches.to_le_bytes());
-        }
-    }
-    copy_to_user(usage, &b).map(|_| 0)
+    copy_to_user(usage, &rusage_bytes(&u)).map(|_| 0)
 }
 
 /// clock_getres: 1 ns for every clock this kernel reads from the TSC (glibc's clock_getcpuclockid

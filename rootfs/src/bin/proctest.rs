@@ -7,6 +7,10 @@
 //! reparenting, process groups and sessions, pipes (EOF, EPIPE), dup2, execve with argv, nanosleep.
 //! `proctest exit N` exits with N (the execve target); `proctest forks N` runs N fork/exit/wait cycles;
 //! `proctest orphan`: the parent exits at once, the child waits to be adopted and reports its new parent.
+//! wait4's rusage, orphaned process groups and `proctest ttou` (SIGTTOU, on a terminal) are in [`jobs`].
+
+#[path = "proctest/jobs.rs"]
+mod jobs;
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -52,6 +56,7 @@ fn main() {
         Some("exit") => exit(args[2].parse().unwrap()),
         Some("forks") => return forks(args[2].parse().unwrap()),
         Some("orphan") => return orphan(),
+        Some("ttou") => return jobs::ttou(),
         Some("both") => {
             // For Command::output: a line on each of stdout and stderr, then exit 5.
             println!("to stdout");
@@ -431,6 +436,8 @@ fn main() {
         t.elapsed().as_millis() >= 30
     ));
     priority_cases(&out);
+    jobs::rusage_cases(&out);
+    jobs::orphaned_group_cases(&out);
     out("done".into());
 }
 
