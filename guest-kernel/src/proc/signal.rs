@@ -239,7 +239,8 @@ pub fn force(sig: u32) -> bool {
     })
 }
 
-/// Delivers pending signals before returning to user mode with `frame`.
+/// Delivers pending signals before returning to user mode with `frame`: every one not blocked (by
+/// the mask as each handler's frame changes it), lowest number first.
 pub fn deliver(frame: &mut TrapFrame) {
     let mut restart = interrupted_call(frame);
     loop {
@@ -287,7 +288,8 @@ pub fn deliver(frame: &mut TrapFrame) {
                 if setup_frame(frame, sig, &act).is_err() {
                     super::exit::exit_current(kcore::wait::signaled(SIGSEGV, false));
                 }
-                return;
+                // Like Linux, go on with the next deliverable signal: its frame goes on top of this
+                // one, so its handler runs first and returns into this handler.
             }
         }
     }

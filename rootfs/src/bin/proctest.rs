@@ -437,6 +437,7 @@ fn main() {
     ));
     priority_cases(&out);
     jobs::rusage_cases(&out);
+    jobs::nested_handler_cases(&out);
     jobs::orphaned_group_cases(&out);
     out("done".into());
 }

@@ -92,12 +92,99 @@ fn seen() -> Vec<i32> {
     SEEN[..n].iter().map(|s| s.load(Ordering::SeqCst)).collect()
 }
 
-/// Orphaned process groups (POSIX): a middle process in its own session has a child in another group
-/// of that session; when the middle process exits the child (adopted by us, the subreaper, in another
-/// session) is in an orphaned group. Stopped, it gets SIGHUP then SIGCONT; running, nothing.
+/// Writes 64 KiB of stack below the caller, so that signal frames and handlers there run without page
+/// faults (a fault is a trap into the kernel, which delivers pending signals on its way back).
+#[inline(never)]
+fn touch_stack() {
+    let mut a = [0u8; 64 * 1024];
+    for i in (0..a.len()).step_by(4096) {
+        a[i] = 1;
+    }
+    std::hint::black_box(&mut a);
+}
+
+/// Two signals pending when they are unblocked: Linux sets up both handlers' frames at once (lowest
+/// signal first), so the second handler runs first and returns into the first.
+pub fn nested_handler_cases(out: &dyn Fn(String)) {
+    NSEEN.store(0, Ordering::SeqCst);
+    for s in [libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: a zeroed sigaction (empty mask) with a plain handler is valid.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = record as *const () as libc::sighandler_t;
+            libc::sigaction(s, &sa, std::ptr::null_mut());
+        }
+    }
+    // SAFETY: a valid signal set; signalling ourselves.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), libc::SIGUSR2);
+        libc::kill(libc::getpid(), libc::SIGUSR1);
+        touch_stack();
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    out(format!(
+        "SIGUSR2 and SIGUSR1 pending, then unblocked: handlers ran in the order {:?}",
+        seen()
+    ));
+    NSEEN.store(0, Ordering::SeqCst);
+    for s in [libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: back to the default action.
+        unsafe { libc::signal(s, libc::SIG_DFL) };
+    }
+}
+
+/// The process left in a group about to be orphaned: stopped (recording SIGHUP and SIGCONT) or
+/// running (SIGHUP's default action would kill it: its exit status tells); once adopted by
+/// `subreaper` and continued it writes the signals it got and whether it was adopted to `fd`.
+fn orphan_to_be(stopped: bool, subreaper: i32, fd: i32) -> ! {
+    if stopped {
+        record_signals(&[libc::SIGHUP, libc::SIGCONT]);
+        // SAFETY: plain call.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    } else {
+        // SAFETY: plain call.
+        while unsafe { libc::getppid() } != subreaper {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: plain call.
+    let adopted = unsafe { libc::getppid() } == subreaper;
+    let mut report: Vec<u8> = seen().iter().map(|&s| s as u8).collect();
+    report.push(adopted as u8);
+    // SAFETY: writing our bytes.
+    unsafe { libc::write(fd, report.as_ptr().cast(), report.len()) };
+    exit(0);
+}
+
+/// Waits until child `c` (in the group to be orphaned) has stopped if it is to, writes its pid to
+/// `fd` and exits, orphaning the group.
+fn exit_leaving(c: i32, stopped: bool, fd: i32) -> ! {
+    if stopped {
+        wait(c, libc::WUNTRACED);
+    }
+    // SAFETY: writing four bytes.
+    unsafe { libc::write(fd, (&c as *const i32).cast(), 4) };
+    exit(0);
+}
+
+/// Orphaned process groups (POSIX). A middle process makes its own session. Either its child, in
+/// another group of that session, is left with a stopped or running member when the middle process
+/// exits (the exit orphans a child's group), or that child itself makes its own group with a stopped
+/// member and exits (the exit orphans the exiting process's own group). The member is adopted by us,
+/// the subreaper, in another session. Stopped, the group gets SIGHUP then SIGCONT; running, nothing.
 /// Needs the caller to be a child subreaper.
 pub fn orphaned_group_cases(out: &dyn Fn(String)) {
-    for stopped in [true, false] {
+    for (what, stopped, own_group) in [
+        ("child's group, member stopped", true, false),
+        ("child's group, member running", false, false),
+        ("own group, member stopped", true, true),
+    ] {
         let mut fds = [0; 2];
         // SAFETY: fds has room for two descriptors.
         unsafe { libc::pipe(fds.as_mut_ptr()) };
@@ -108,38 +195,24 @@ pub fn orphaned_group_cases(out: &dyn Fn(String)) {
             unsafe { libc::setsid() };
             let c = fork();
             if c == 0 {
-                // SAFETY: plain calls.
+                // SAFETY: plain call.
                 unsafe { libc::setpgid(0, 0) };
-                if stopped {
-                    record_signals(&[libc::SIGHUP, libc::SIGCONT]);
-                    // SAFETY: plain call.
-                    unsafe { libc::raise(libc::SIGSTOP) };
-                } else {
-                    // SIGHUP's default action would kill us: our exit status tells.
-                    // SAFETY: plain calls.
-                    while unsafe { libc::getppid() } != me {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                if !own_group {
+                    orphan_to_be(stopped, me, fds[1]);
                 }
-                // SAFETY: plain calls on our descriptor.
-                let adopted = unsafe { libc::getppid() } == me;
-                let mut report = seen();
-                report.push(adopted as i32);
-                let bytes: Vec<u8> = report.iter().map(|&s| s as u8).collect();
-                // SAFETY: writing our bytes.
-                unsafe { libc::write(fds[1], bytes.as_ptr().cast(), bytes.len()) };
-                exit(0);
+                let g = fork();
+                if g == 0 {
+                    orphan_to_be(stopped, me, fds[1]);
+                }
+                exit_leaving(g, stopped, fds[1]);
             }
             // SAFETY: plain call (the child may have done it already).
             unsafe { libc::setpgid(c, c) };
-            if stopped {
-                wait(c, libc::WUNTRACED);
+            if own_group {
+                wait(c, 0);
+                exit(0);
             }
-            // Tell the grandparent the child's pid, then orphan its group.
-            // SAFETY: writing four bytes.
-            unsafe { libc::write(fds[1], (&c as *const i32).cast(), 4) };
-            exit(0);
+            exit_leaving(c, stopped, fds[1]);
         }
         // SAFETY: closing our copy of the write end.
         unsafe { libc::close(fds[1]) };
@@ -167,9 +240,8 @@ pub fn orphaned_group_cases(out: &dyn Fn(String)) {
         let report = &buf[..n.max(0) as usize];
         let (sigs, adopted) = report.split_at(report.len().saturating_sub(1));
         out(format!(
-            "orphaned group, child {}: middle {}, child got signals {:?}, adopted by us {}, \
+            "orphaned group ({what}): middle {}, member got signals {:?}, adopted by us {}, \
              reaped by us {} {}",
-            if stopped { "stopped" } else { "running" },
             rootfs::describe_status(ms),
             sigs,
             adopted == [1],
