@@ -106,7 +106,11 @@ fn touch_stack() {
 /// Two signals pending when they are unblocked: Linux sets up both handlers' frames at once (lowest
 /// signal first), so the second handler runs first and returns into the first.
 pub fn nested_handler_cases(out: &dyn Fn(String)) {
+    // Written now, so that the handlers' stores do not fault (copy-on-write after our forks).
     NSEEN.store(0, Ordering::SeqCst);
+    for s in &SEEN {
+        s.store(0, Ordering::SeqCst);
+    }
     for s in [libc::SIGUSR1, libc::SIGUSR2] {
         // SAFETY: a zeroed sigaction (empty mask) with a plain handler is valid.
         unsafe {
