@@ -25,9 +25,13 @@ pub enum Cost {
     ZeroFault,
     /// User pages shared by fork_cow.
     ForkPages,
+    /// The policy's part of a switch alone (`Cfs::pick_next`: charge, put back, pick).
+    CfsPick,
+    /// The policy's part of a timer tick alone (`Cfs::tick`).
+    CfsTick,
 }
 
-const N: usize = 9;
+const N: usize = 11;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -38,6 +42,8 @@ const NAMES: [&str; N] = [
     "cow_reuse",
     "zero_fault",
     "fork_pages",
+    "cfs_pick",
+    "cfs_tick",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];

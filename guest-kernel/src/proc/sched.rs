@@ -182,7 +182,9 @@ pub fn schedule() {
     }
     KERNEL_TSC.store(0, Ordering::Relaxed);
     KERNEL_SINCE.store(t, Ordering::Relaxed);
+    let t1 = crate::cost::start();
     let next = POLICY.borrow_mut().pick_next(now, kind, stime).map(Pid);
+    crate::cost::record(crate::cost::Cost::CfsPick, t1);
     add(&PICKS, 1);
     add(&PICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t));
     if prev == next {
@@ -403,7 +405,9 @@ pub fn timer(now: u64, tick: bool) {
     if tick {
         add(&TICKS, 1);
         if CURRENT.borrow().is_some() {
+            let t1 = crate::cost::start();
             let preempt = POLICY.borrow_mut().tick(now);
+            crate::cost::record(crate::cost::Cost::CfsTick, t1);
             resched_if(preempt);
         }
     }
