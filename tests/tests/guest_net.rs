@@ -79,13 +79,22 @@ impl Guest {
         );
     }
 
-    /// The rest of the last console line with `prefix`, from `prefix` on (a prompt may precede it).
-    fn line(&self, prefix: &str) -> String {
-        let out = self.vm.stdout();
-        out.lines()
-            .filter_map(|l| l.find(prefix).map(|i| l[i..].to_string()))
-            .next_back()
-            .unwrap_or_default()
+    /// Waits for a whole console line with `prefix` (the guest's console is slow: a line shows up a few
+    /// characters at a time) and returns it from `prefix` on (a prompt may precede it).
+    fn wait_line(&self, prefix: &str, timeout: Duration) -> String {
+        let complete = || {
+            let out = self.vm.stdout();
+            let i = out.rfind(prefix)?;
+            let len = out[i..].find('\n')?;
+            Some(out[i..i + len].trim_end_matches('\r').to_string())
+        };
+        let ok = wait_until(timeout, || complete().is_some());
+        assert!(
+            ok,
+            "no whole line {prefix:?} on the console; it shows:\n{}",
+            self.vm.stdout()
+        );
+        complete().unwrap()
     }
 
     /// GET `path` on the VMM's API socket: (status line, body).
@@ -272,10 +281,9 @@ fn hundred_mib_cross_tcp_each_way_intact() {
     });
     let t = Instant::now();
     g.sh("tcp-cat --sum 10.0.0.1 9001");
-    g.wait_count("tcp-cat: received ", 1, Duration::from_secs(600));
+    let line = g.wait_line("tcp-cat: received ", Duration::from_secs(600));
     let down = t.elapsed();
     sender.join().unwrap();
-    let line = g.line("tcp-cat: received ");
     assert!(
         line.starts_with(&format!("tcp-cat: received {SIZE} bytes crc32 {want:08x} ")),
         "{line}"
@@ -291,14 +299,13 @@ fn hundred_mib_cross_tcp_each_way_intact() {
     });
     let t = Instant::now();
     g.sh(&format!("tcp-cat --gen {SIZE} 10.0.0.1 9000"));
-    g.wait_count("tcp-cat: sent ", 1, Duration::from_secs(600));
+    let line = g.wait_line("tcp-cat: sent ", Duration::from_secs(600));
     let up = t.elapsed();
     let got = receiver.join().unwrap();
     assert_eq!(got.len(), SIZE);
     let expect = pattern(SIZE);
     assert!(got == expect, "the bytes the host received differ");
     let crc = crc32(&got);
-    let line = g.line("tcp-cat: sent ");
     assert!(
         line.starts_with(&format!("tcp-cat: sent {SIZE} bytes crc32 {crc:08x} ")),
         "{line}"
