@@ -101,8 +101,7 @@ fn group_orphaned(t: &Table, pgid: Pid, ignore: Option<Pid>) -> bool {
             && Some(q.pid) != ignore
             && q.state != State::Zombie
             && q.ppid != INIT_PID
-            && t
-                .get(&q.ppid)
+            && t.get(&q.ppid)
                 .is_some_and(|parent| parent.pgid != pgid && parent.sid == q.sid)
     })
 }
@@ -125,8 +124,7 @@ fn newly_orphaned_groups(t: &Table, pid: Pid, child_groups: &[(Pid, Pid)]) -> Ve
     let stopped = |g: Pid| t.values().any(|q| q.pgid == g && q.state == State::Stopped);
     let mut out = Vec::new();
     // Our own group, if our parent (another group of the session) was its link.
-    if t
-        .get(&me.ppid)
+    if t.get(&me.ppid)
         .is_some_and(|parent| parent.pgid != pgid && parent.sid == sid)
         && group_orphaned(t, pgid, Some(pid))
         && stopped(pgid)

@@ -269,8 +269,7 @@ pub fn deliver(frame: &mut TrapFrame) {
                 Default_::Stop => {
                     // Init never stops; nor does an orphaned group on a job-control signal (no
                     // shell is left to continue it).
-                    if pid == INIT_PID
-                        || (sig != SIGSTOP && super::exit::current_group_orphaned())
+                    if pid == INIT_PID || (sig != SIGSTOP && super::exit::current_group_orphaned())
                     {
                         continue;
                     }
