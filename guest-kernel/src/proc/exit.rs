@@ -60,6 +60,9 @@ pub fn exit_current(status: i32) -> ! {
                 child_groups.push((c.pgid, c.sid));
             }
         }
+        // Many children usually share a few groups: check each group once.
+        child_groups.sort_unstable();
+        child_groups.dedup();
         let orphaned = newly_orphaned_groups(t, pid, &child_groups);
         if let Some(p) = t.get_mut(&pid) {
             p.state = State::Zombie;
@@ -133,7 +136,7 @@ fn newly_orphaned_groups(t: &Table, pid: Pid, child_groups: &[(Pid, Pid)]) -> Ve
     }
     // Our children's groups, if we (in another group of their session) were their link.
     for &(g, s) in child_groups {
-        if g != pgid && s == sid && !out.contains(&g) && group_orphaned(t, g, None) && stopped(g) {
+        if g != pgid && s == sid && group_orphaned(t, g, None) && stopped(g) {
             out.push(g);
         }
     }
