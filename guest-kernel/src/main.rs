@@ -183,7 +183,7 @@ fn run_init(path: &str, args: &[&str]) -> ! {
         b"TERM=linux",
         b"PATH=/sbin:/bin:/usr/sbin:/usr/bin",
     ];
-    let process = match proc::exec::spawn(proc::INIT_PID, path.as_bytes(), &argv, &envp) {
+    let mut process = match proc::exec::spawn(proc::INIT_PID, path.as_bytes(), &argv, &envp) {
         Ok(x) => x,
         Err(e) => panic!(
             "Requested init {} failed (error {}).",
@@ -191,9 +191,11 @@ fn run_init(path: &str, args: &[&str]) -> ! {
             Dec(e.0 as u64)
         ),
     };
+    // Init's controlling terminal is the console.
+    process.ctty = true;
+    tty::set_init_session(proc::INIT_PID);
     proc::insert(alloc::boxed::Box::new(process));
     proc::sched::new_task(proc::INIT_PID, None);
-    tty::set_default_fg(proc::INIT_PID.0);
     kprintln!("Run {} as init process", path);
     // The boot-time marker: init's first instruction runs next (user mode cannot do port I/O here).
     arch::cpu::outb(BOOT_MARKER_PORT, 0);

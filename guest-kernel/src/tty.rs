@@ -4,9 +4,17 @@
 //! echo, backspace/DEL erase, Ctrl-U kills the line, Ctrl-D ends input, Enter (CR mapped to NL) makes the
 //! line readable; Ctrl-C drops the line and sends SIGINT to the foreground process group, Ctrl-\ SIGQUIT.
 //! Raw mode (ICANON off) hands bytes over as they come. Readers block on `Chan::Console`.
-//! ioctls: TCGETS/TCSETS*, TIOCGPGRP/TIOCSPGRP, TIOCGWINSZ/TIOCSWINSZ, TIOCSCTTY, FIONREAD.
-//! Job control: a background group reading gets SIGTTIN, writing with TOSTOP or changing the settings
-//! or the foreground group gets SIGTTOU (`background_check`).
+//! ioctls: TCGETS/TCSETS*, TIOCGPGRP/TIOCSPGRP, TIOCGSID, TIOCGWINSZ/TIOCSWINSZ, TIOCSCTTY/TIOCNOTTY,
+//! FIONREAD.
+//!
+//! Controlling terminal (Linux's tty_jobctrl.c): the console belongs to at most one session
+//! (`Tty::session`), and each process says whether the console is its controlling terminal
+//! (`Process::ctty`, inherited by fork, cleared by setsid). Init starts with it; a session leader
+//! without one acquires it with TIOCSCTTY (taking it from another session only with arg 1, as root
+//! may) or by opening /dev/ttyS0 without O_NOCTTY; TIOCNOTTY or the leader's exit gives it up
+//! (`disassociate`). Job control applies only to processes whose controlling terminal it is: a
+//! background group reading gets SIGTTIN, writing with TOSTOP or changing the settings or the
+//! foreground group gets SIGTTOU (`background_check`).
 #![deny(unsafe_code)]
 
 use crate::proc::{sched, signal, Chan, Pid};
@@ -87,8 +95,10 @@ struct Tty {
     ready: VecDeque<u8>,
     /// Ctrl-D seen on an empty line: the next read returns 0.
     eof: bool,
-    /// Foreground process group (0: none yet).
+    /// Foreground process group (0: none).
     fg: u32,
+    /// The session whose controlling terminal this is (0: none).
+    session: u32,
 }
 
 static TTY: KCell<Tty> = KCell::new(Tty {
@@ -97,6 +107,7 @@ static TTY: KCell<Tty> = KCell::new(Tty {
     ready: VecDeque::new(),
     eof: false,
     fg: 0,
+    session: 0,
 });
 
 /// Someone is blocked reading the console.
@@ -234,10 +245,11 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
 /// stops it by default) and the call restarts once it is continued. A process that ignores or blocks
 /// `sig` gets EIO for a read and goes ahead otherwise; an orphaned group (no shell to continue it) gets
 /// EIO.
+/// Processes whose controlling terminal is not the console are never checked.
 fn background_check(sig: u32) -> Result<(), Errno> {
     let fg = TTY.borrow().fg;
-    let pgid = crate::proc::with_current(|p| p.pgid.0);
-    if fg == 0 || pgid == fg || crate::proc::current_pid() == crate::proc::INIT_PID {
+    let (pgid, ctty) = crate::proc::with_current(|p| (p.pgid.0, p.ctty));
+    if !ctty || fg == 0 || pgid == fg || crate::proc::current_pid() == crate::proc::INIT_PID {
         return Ok(());
     }
     if signal::ignored_or_blocked(sig) {
@@ -285,6 +297,8 @@ const TIOCSPGRP: u32 = 0x5410;
 const TIOCGWINSZ: u32 = 0x5413;
 const TIOCSWINSZ: u32 = 0x5414;
 const FIONREAD: u32 = 0x541b;
+const TIOCNOTTY: u32 = 0x5422;
+const TIOCGSID: u32 = 0x5429;
 
 /// Terminal ioctls on the console. `arg` is the user pointer.
 pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
@@ -307,8 +321,30 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
             Ok(0)
         }
         TIOCGPGRP => {
+            if !has_ctty() {
+                return Err(Errno::ENOTTY);
+            }
             let fg = TTY.borrow().fg;
             copy_to_user(arg, &fg.to_le_bytes()).map(|_| 0)
+        }
+        TIOCGSID => {
+            let session = TTY.borrow().session;
+            if !has_ctty() || session == 0 {
+                return Err(Errno::ENOTTY);
+            }
+            copy_to_user(arg, &session.to_le_bytes()).map(|_| 0)
+        }
+        TIOCSCTTY => set_ctty(arg as i32 == 1).map(|_| 0),
+        TIOCNOTTY => {
+            if !has_ctty() {
+                return Err(Errno::ENOTTY);
+            }
+            let (me, sid) = crate::proc::with_current(|p| (p.pid, p.sid));
+            if me == sid {
+                disassociate(sid, false);
+            }
+            crate::proc::with_current(|p| p.ctty = false);
+            Ok(0)
         }
         TIOCSPGRP => {
             // Linux's tiocspgrp turns tty_check_change's EIO into ENOTTY.
@@ -325,8 +361,26 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
             if pg < 0 {
                 return Err(Errno::EINVAL);
             }
-            TTY.borrow_mut().fg = pg as u32;
-            Ok(0)
+            let sid = crate::proc::with_current(|p| p.sid.0);
+            if !has_ctty() || TTY.borrow().session != sid {
+                return Err(Errno::ENOTTY);
+            }
+            // The group (or, failing that, the process) with that id must be in our session.
+            let group_sid = crate::proc::with_table(|t| {
+                let pg = Pid(pg as u32);
+                t.values()
+                    .find(|q| q.pgid == pg)
+                    .or_else(|| t.get(&pg))
+                    .map(|q| q.sid.0)
+            });
+            match group_sid {
+                None => Err(Errno::ESRCH),
+                Some(s) if s != sid => Err(Errno::EPERM),
+                Some(_) => {
+                    TTY.borrow_mut().fg = pg as u32;
+                    Ok(0)
+                }
+            }
         }
         TIOCGWINSZ => {
             let mut w = [0u8; 8];
@@ -334,7 +388,7 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
             w[2..4].copy_from_slice(&80u16.to_le_bytes());
             copy_to_user(arg, &w).map(|_| 0)
         }
-        TIOCSWINSZ | TIOCSCTTY => Ok(0),
+        TIOCSWINSZ => Ok(0),
         FIONREAD => {
             let n = TTY.borrow().ready.len() as u32;
             copy_to_user(arg, &n.to_le_bytes()).map(|_| 0)
@@ -343,11 +397,97 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
     }
 }
 
-/// Makes `pgid` the foreground group if there is none yet (init's session on the console).
-pub fn set_default_fg(pgid: u32) {
+/// Makes the console init's controlling terminal, its group the foreground (as the kernel's console
+/// setup gives it; the caller marks init's `ctty`).
+pub fn set_init_session(init: Pid) {
     let mut t = TTY.borrow_mut();
-    if t.fg == 0 {
-        t.fg = pgid;
+    t.session = init.0;
+    t.fg = init.0;
+}
+
+/// Whether the console is the current process's controlling terminal.
+pub fn has_ctty() -> bool {
+    crate::proc::with_current(|p| p.ctty)
+}
+
+/// TIOCSCTTY (Linux's tiocsctty): the calling session leader, without a controlling terminal, makes
+/// the console its own and its group the foreground. EPERM for a process that is not a session
+/// leader or has one, and when the console is another session's, unless `steal` (arg 1: the caller
+/// is root, as everyone is here), which takes it from that session.
+fn set_ctty(steal: bool) -> Result<(), Errno> {
+    let (me, sid, pgid, ctty) = crate::proc::with_current(|p| (p.pid, p.sid, p.pgid, p.ctty));
+    let session = TTY.borrow().session;
+    if me == sid && session == sid.0 {
+        return Ok(());
+    }
+    if me != sid || ctty {
+        return Err(Errno::EPERM);
+    }
+    if session != 0 {
+        if !steal {
+            return Err(Errno::EPERM);
+        }
+        clear_session(Pid(session));
+    }
+    acquire(sid, pgid);
+    Ok(())
+}
+
+/// The current session leader `sid` takes the console, group `pgid` in the foreground.
+fn acquire(sid: Pid, pgid: Pid) {
+    {
+        let mut t = TTY.borrow_mut();
+        t.session = sid.0;
+        t.fg = pgid.0;
+    }
+    crate::proc::with_current(|p| p.ctty = true);
+}
+
+/// open("/dev/ttyS0") without O_NOCTTY (Linux's tty_open_proc_set_tty): a session leader without a
+/// controlling terminal opening the console for reading acquires it if no session has it.
+pub fn open_acquire(readable: bool) {
+    let (me, sid, pgid, ctty) = crate::proc::with_current(|p| (p.pid, p.sid, p.pgid, p.ctty));
+    if me == sid && !ctty && readable && TTY.borrow().session == 0 {
+        acquire(sid, pgid);
+    }
+}
+
+/// No process of session `sid` has the console as its controlling terminal any more.
+fn clear_session(sid: Pid) {
+    crate::proc::with_table(|t| {
+        for p in t.values_mut().filter(|p| p.sid == sid) {
+            p.ctty = false;
+        }
+    });
+}
+
+/// Session leader `sid` gives up the console (Linux's disassociate_ctty): by TIOCNOTTY the
+/// foreground group gets SIGHUP and SIGCONT; by the leader's exit (a hangup of the session) SIGHUP
+/// alone. Then the console has no session and no foreground group, and no process of the session
+/// has it as its controlling terminal.
+fn disassociate(sid: Pid, on_exit: bool) {
+    let fg = {
+        let mut t = TTY.borrow_mut();
+        if t.session != sid.0 {
+            return;
+        }
+        t.session = 0;
+        core::mem::take(&mut t.fg)
+    };
+    clear_session(sid);
+    if fg != 0 {
+        let _ = signal::send_group(Pid(fg), signal::SIGHUP);
+        if !on_exit {
+            let _ = signal::send_group(Pid(fg), signal::SIGCONT);
+        }
+    }
+}
+
+/// The exit of process `pid` of session `sid`: a session leader whose controlling terminal is the
+/// console hangs up its session.
+pub fn exiting(pid: Pid, sid: Pid, ctty: bool) {
+    if pid == sid && ctty {
+        disassociate(sid, true);
     }
 }
 
@@ -359,7 +499,7 @@ pub fn readable() -> bool {
         .unwrap_or(false)
 }
 
-/// The foreground process group (0 if none).
+/// The foreground process group (0 if none) of the console.
 pub fn foreground() -> u32 {
     TTY.try_borrow().map(|t| t.fg).unwrap_or(0)
 }

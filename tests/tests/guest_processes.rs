@@ -268,6 +268,32 @@ fn sigttou_matches_the_host() {
     assert_eq!(out.code, Some(0), "{}", out.stdout);
 }
 
+/// Controlling terminals (`proctest ctty`): a new session has none (/dev/tty ENXIO, TIOCGPGRP and
+/// TIOCGSID ENOTTY, no job control); TIOCSCTTY takes the terminal (EPERM while another session has
+/// it, unless stolen with arg 1 as root); TIOCNOTTY and the session leader's exit hang up the
+/// foreground group. The guest's console against a pseudo-terminal on the host (`script`).
+#[test]
+fn controlling_terminal_matches_the_host() {
+    let Some(out) = boot_running("/bin/proctest ctty") else {
+        return;
+    };
+    let bin = GuestImages::find().unwrap().host_program("bin/proctest");
+    let host = Command::new("script")
+        .args(["-qec", &format!("{} ctty", bin.display()), "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs proctest on a pseudo-terminal");
+    let host = String::from_utf8_lossy(&host.stdout).replace('\r', "");
+    assert!(host.contains("proctest: ctty: leader exit 0"), "{host}");
+    let guest = out.stdout.replace('\r', "");
+    assert_eq!(
+        proctest_lines(&guest),
+        proctest_lines(&host),
+        "guest console:\n{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
 #[test]
 fn init_exiting_panics_the_kernel() {
     let Some(images) = GuestImages::for_vm() else {

@@ -105,6 +105,7 @@ pub const O_DIRECTORY: u32 = 0o200000;
 pub const O_NOFOLLOW: u32 = 0o400000;
 pub const O_CLOEXEC: u32 = 0o2000000;
 pub const O_NONBLOCK: u32 = 0o4000;
+pub const O_NOCTTY: u32 = 0o400;
 
 /// A new pipe: (read end, write end) open file descriptions.
 pub fn pipe(flags: u32) -> (FileRef, FileRef) {

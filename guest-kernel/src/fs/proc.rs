@@ -41,7 +41,7 @@ fn parse_pid(s: &[u8]) -> Option<u32> {
 
 /// The process info /proc shows for `pid`, with its command line and /proc/PID/sched text.
 fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
-    let tpgid = crate::tty::foreground() as i32;
+    let fg = crate::tty::foreground() as i32;
     let e = proc::sched::entity(pid)?;
     proc::with_proc(pid, |p| {
         let state = match p.state {
@@ -72,8 +72,9 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
                 starttime: p.start_jiffies * 100 / crate::time::hz().max(1),
                 vsize,
                 rss,
-                tty_nr: (4 << 8) | 64,
-                tpgid,
+                // ttyS0 (4, 64) and its foreground group if it is the controlling terminal.
+                tty_nr: if p.ctty { (4 << 8) | 64 } else { 0 },
+                tpgid: if p.ctty { fg } else { -1 },
             },
             p.cmdline.clone(),
             SchedInfo {

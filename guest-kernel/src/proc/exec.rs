@@ -231,6 +231,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         ppid: Pid(0),
         pgid: pid,
         sid: pid,
+        ctty: false,
         state: State::Ready,
         name: l.name,
         cmdline: l.cmdline,

@@ -25,6 +25,8 @@ pub fn exit_current(status: i32) -> ! {
         );
     }
     super::fork::release_vfork_parent();
+    let (sid, ctty) = super::with_current(|p| (p.sid, p.ctty));
+    crate::tty::exiting(pid, sid, ctty);
     // Memory and files go now; the PCB and kernel stack stay until the parent reaps the zombie.
     AddressSpace::activate_kernel();
     let (files, vmas) = super::with_current(|p| {

@@ -73,6 +73,7 @@ fn clone_process(
             ppid: p.pid,
             pgid: p.pgid,
             sid: p.sid,
+            ctty: p.ctty,
             state: State::Ready,
             name: p.name.clone(),
             cmdline: p.cmdline.clone(),

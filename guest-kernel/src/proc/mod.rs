@@ -91,6 +91,8 @@ pub struct Process {
     pub ppid: Pid,
     pub pgid: Pid,
     pub sid: Pid,
+    /// The console is this process's controlling terminal (see `tty`).
+    pub ctty: bool,
     pub state: State,
     pub name: Vec<u8>,
     /// argv joined with NULs (/proc/PID/cmdline).

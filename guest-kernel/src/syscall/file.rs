@@ -180,8 +180,17 @@ pub fn sys_openat(dirfd: i64, path: u64, flags: u32, _mode: u32) -> SysResult {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
+    // /dev/tty is the caller's controlling terminal: without one, ENXIO.
+    if path == b"/dev/tty" && !crate::tty::has_ctty() {
+        return Err(Errno::ENXIO);
+    }
     let f = fs::open(&path, flags)?;
     let fd = with_current(|p| p.fds.insert(f, flags & fs::O_CLOEXEC != 0))?;
+    // The console opened by its tty name (not /dev/console, /dev/tty) without O_NOCTTY may become
+    // a session leader's controlling terminal.
+    if path == b"/dev/ttyS0" && flags & fs::O_NOCTTY == 0 {
+        crate::tty::open_acquire(flags & fs::O_ACCMODE != fs::O_WRONLY);
+    }
     Ok(fd as u64)
 }
 

@@ -137,6 +137,8 @@ pub fn sys_setsid() -> SysResult {
         let p = t.get_mut(&me).ok_or(Errno::ESRCH)?;
         p.sid = me;
         p.pgid = me;
+        // A new session has no controlling terminal.
+        p.ctty = false;
         Ok(me.0 as u64)
     })
 }

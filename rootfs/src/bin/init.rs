@@ -77,7 +77,10 @@ fn spawn(argv: &[&std::ffi::CStr], new_session: bool) -> libc::pid_t {
                 libc::signal(sig, libc::SIG_DFL);
             }
             if new_session {
+                // A session of its own, with the console as its controlling terminal, taken from
+                // init's session (arg 1: as root may; busybox's cttyhack does the same).
                 libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 1);
             }
             libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
         }

@@ -7,8 +7,11 @@
 //! reparenting, process groups and sessions, pipes (EOF, EPIPE), dup2, execve with argv, nanosleep.
 //! `proctest exit N` exits with N (the execve target); `proctest forks N` runs N fork/exit/wait cycles;
 //! `proctest orphan`: the parent exits at once, the child waits to be adopted and reports its new parent.
-//! wait4's rusage, orphaned process groups and `proctest ttou` (SIGTTOU, on a terminal) are in [`jobs`].
+//! wait4's rusage, orphaned process groups and `proctest ttou` (SIGTTOU, on a terminal) are in [`jobs`],
+//! `proctest ctty` (controlling terminals, on a terminal) in [`ctty`].
 
+#[path = "proctest/ctty.rs"]
+mod ctty;
 #[path = "proctest/jobs.rs"]
 mod jobs;
 
@@ -57,6 +60,7 @@ fn main() {
         Some("forks") => return forks(args[2].parse().unwrap()),
         Some("orphan") => return orphan(),
         Some("ttou") => return jobs::ttou(),
+        Some("ctty") => return ctty::ctty(),
         Some("both") => {
             // For Command::output: a line on each of stdout and stderr, then exit 5.
             println!("to stdout");

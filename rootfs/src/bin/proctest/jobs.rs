@@ -66,7 +66,7 @@ pub fn rusage_cases(out: &dyn Fn(String)) {
 
 /// The signals handled, in order of their handlers' starts (each handler blocks the others).
 static SEEN: [AtomicI32; 4] = [const { AtomicI32::new(0) }; 4];
-static NSEEN: AtomicUsize = AtomicUsize::new(0);
+pub static NSEEN: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn record(sig: libc::c_int) {
     let i = NSEEN.fetch_add(1, Ordering::SeqCst);
@@ -75,7 +75,7 @@ extern "C" fn record(sig: libc::c_int) {
     }
 }
 
-fn record_signals(sigs: &[i32]) {
+pub fn record_signals(sigs: &[i32]) {
     for &s in sigs {
         // SAFETY: a zeroed sigaction with a plain handler and a full mask is valid.
         unsafe {
@@ -87,7 +87,7 @@ fn record_signals(sigs: &[i32]) {
     }
 }
 
-fn seen() -> Vec<i32> {
+pub fn seen() -> Vec<i32> {
     let n = NSEEN.load(Ordering::SeqCst).min(SEEN.len());
     SEEN[..n].iter().map(|s| s.load(Ordering::SeqCst)).collect()
 }
@@ -267,7 +267,7 @@ fn termios() -> libc::termios {
 }
 
 /// tcsetattr on stdin with TOSTOP on or off: the result and errno.
-fn set_tostop(on: bool) -> (i32, i32) {
+pub fn set_tostop(on: bool) -> (i32, i32) {
     let mut t = termios();
     if on {
         t.c_lflag |= libc::TOSTOP;
@@ -288,7 +288,7 @@ fn sigttou(handler: libc::sighandler_t) {
     }
 }
 
-fn block_sigttou(block: bool) {
+pub fn block_sigttou(block: bool) {
     // SAFETY: a valid signal set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -304,7 +304,7 @@ fn block_sigttou(block: bool) {
 }
 
 /// A write of `s` to stdout: its result and errno.
-fn write_out(s: &str) -> (isize, i32) {
+pub fn write_out(s: &str) -> (isize, i32) {
     // SAFETY: writing our bytes.
     let r = unsafe { libc::write(1, s.as_ptr().cast(), s.len()) };
     (r, if r < 0 { errno() } else { 0 })
