@@ -1,7 +1,8 @@
 //! Signals: per-process dispositions, blocked mask and pending set; sending (kill, the kernel's own
 //! SIGCHLD/SIGSEGV/SIGPIPE/SIGINT), and delivery on the way back to user mode: default actions
 //! (terminate, ignore, stop, continue) or a user handler entered through a Linux `rt_sigframe` that
-//! `rt_sigreturn` unwinds.
+//! `rt_sigreturn` unwinds. Handlers installed with SA_ONSTACK run on the alternate signal stack
+//! (`sigaltstack`).
 #![deny(unsafe_code)]
 
 use super::{sched, Pid, State, INIT_PID};
@@ -36,6 +37,7 @@ pub const SIG_IGN: u64 = 1;
 const SA_NOCLDSTOP: u64 = 1;
 const SA_NOCLDWAIT: u64 = 2;
 const SA_SIGINFO: u64 = 4;
+const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
@@ -62,6 +64,8 @@ pub struct SigState {
     pub actions: [SigAction; 64],
     pub blocked: u64,
     pub pending: u64,
+    /// The alternate signal stack (inherited by fork, cleared by execve).
+    pub altstack: AltStack,
 }
 
 impl Default for SigState {
@@ -70,19 +74,112 @@ impl Default for SigState {
             actions: [SigAction::default(); 64],
             blocked: 0,
             pending: 0,
+            altstack: AltStack::default(),
         }
     }
 }
 
 impl SigState {
-    /// execve: caught signals go back to SIG_DFL, ignored ones stay ignored; pending and mask stay.
+    /// execve: caught signals go back to SIG_DFL, ignored ones stay ignored; pending and mask stay;
+    /// no alternate stack.
     pub fn reset_for_exec(&mut self) {
         for a in self.actions.iter_mut() {
             if a.handler != SIG_IGN {
                 *a = SigAction::default();
             }
         }
+        self.altstack = AltStack::default();
     }
+}
+
+pub const SS_ONSTACK: u32 = 1;
+pub const SS_DISABLE: u32 = 2;
+/// Disarm the alternate stack while a handler runs on it (restored by rt_sigreturn).
+pub const SS_AUTODISARM: u32 = 1 << 31;
+/// The smallest alternate stack sigaltstack accepts (x86's MINSIGSTKSZ).
+pub const MINSIGSTKSZ: u64 = 2048;
+
+/// The alternate signal stack (Linux's sas_ss_sp, sas_ss_size, sas_ss_flags).
+#[derive(Clone, Copy, Debug)]
+pub struct AltStack {
+    pub sp: u64,
+    pub size: u64,
+    /// The flags as set (SS_DISABLE, maybe SS_AUTODISARM).
+    pub flags: u32,
+}
+
+impl Default for AltStack {
+    fn default() -> Self {
+        AltStack {
+            sp: 0,
+            size: 0,
+            flags: SS_DISABLE,
+        }
+    }
+}
+
+impl AltStack {
+    /// Whether user stack pointer `sp` lies on the alternate stack (never with SS_AUTODISARM).
+    pub fn on_stack(&self, sp: u64) -> bool {
+        self.flags & SS_AUTODISARM == 0 && sp > self.sp && sp - self.sp <= self.size
+    }
+
+    /// `ss_flags` as sigaltstack reports them for a process running at `sp`.
+    pub fn reported_flags(&self, sp: u64) -> u32 {
+        let mode = if self.size == 0 {
+            SS_DISABLE
+        } else if self.on_stack(sp) {
+            SS_ONSTACK
+        } else {
+            0
+        };
+        mode | (self.flags & SS_AUTODISARM)
+    }
+
+    /// A `stack_t` (ss_sp, ss_flags, ss_size) as user memory holds it.
+    pub fn to_bytes(sp: u64, flags: u32, size: u64) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&sp.to_le_bytes());
+        b[8..12].copy_from_slice(&flags.to_le_bytes());
+        b[16..].copy_from_slice(&size.to_le_bytes());
+        b
+    }
+}
+
+/// sigaltstack (Linux's do_sigaltstack) for the current process running at user `sp`: sets the
+/// alternate stack to `new` (ss_sp, ss_flags, ss_size) if given; returns the old one as a
+/// `stack_t`. EPERM while running on it, EINVAL for flags other than SS_DISABLE/SS_ONSTACK (with
+/// SS_AUTODISARM), ENOMEM for a size below MINSIGSTKSZ.
+pub fn sigaltstack(new: Option<(u64, u32, u64)>, sp: u64) -> Result<[u8; 24], Errno> {
+    super::with_current(|p| {
+        let cur = &mut p.signals.altstack;
+        let old = AltStack::to_bytes(cur.sp, cur.reported_flags(sp), cur.size);
+        if let Some((ss_sp, flags, size)) = new {
+            if cur.on_stack(sp) {
+                return Err(Errno::EPERM);
+            }
+            let mode = flags & !SS_AUTODISARM;
+            if mode != SS_DISABLE && mode != SS_ONSTACK && mode != 0 {
+                return Err(Errno::EINVAL);
+            }
+            *cur = if mode == SS_DISABLE {
+                AltStack {
+                    sp: 0,
+                    size: 0,
+                    flags,
+                }
+            } else if size < MINSIGSTKSZ {
+                return Err(Errno::ENOMEM);
+            } else {
+                AltStack {
+                    sp: ss_sp,
+                    size,
+                    flags,
+                }
+            };
+        }
+        Ok(old)
+    })
 }
 
 /// What a signal does by default.
@@ -357,6 +454,7 @@ fn stop_current(sig: u32) {
 // Layout of Linux's x86-64 rt_sigframe: pretcode, ucontext (flags, link, stack_t, sigcontext, mask),
 // siginfo; the FXSAVE image 64-byte aligned below it.
 const UC_OFF: u64 = 8;
+const UC_STACK_OFF: u64 = UC_OFF + 16;
 const MCONTEXT_OFF: u64 = UC_OFF + 40;
 const UC_SIGMASK_OFF: u64 = MCONTEXT_OFF + 256;
 const SIGINFO_OFF: u64 = UC_SIGMASK_OFF + 128;
@@ -374,12 +472,27 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
     if act.flags & SA_RESTORER == 0 {
         return Err(Errno::EFAULT);
     }
-    // Below the red zone: the FXSAVE image, then the frame, aligned so that on handler entry
+    // Below the red zone, or at the top of the alternate stack for an SA_ONSTACK handler unless
+    // already on it: the FXSAVE image, then the frame, aligned so that on handler entry
     // (rsp = frame) rsp + 8 is 16-byte aligned, as after a call.
-    let fx = (frame.rsp - 128 - FX_SIZE) & !63;
+    let alt = super::with_current(|p| p.signals.altstack);
+    let mut sp = frame.rsp - 128;
+    let nested = alt.on_stack(frame.rsp);
+    let entering = act.flags & SA_ONSTACK != 0 && alt.reported_flags(sp) & !SS_AUTODISARM == 0;
+    if entering {
+        sp = alt.sp + alt.size;
+    }
+    let fx = (sp - FX_SIZE) & !63;
     let base = ((fx - FRAME_SIZE) & !15) - 8;
+    // A frame that would overflow the alternate stack is refused (Linux: SIGSEGV).
+    if (nested || entering) && !(base > alt.sp && base - alt.sp <= alt.size) {
+        return Err(Errno::EFAULT);
+    }
     check_user(base, fx + FX_SIZE - base, true)?;
     let mut b = [0u8; FRAME_SIZE as usize];
+    // uc_stack: the alternate stack as set, at the interrupted rsp.
+    let uc_stack = AltStack::to_bytes(alt.sp, alt.flags, alt.size);
+    b[UC_STACK_OFF as usize..UC_STACK_OFF as usize + 24].copy_from_slice(&uc_stack);
     let mut put = |off: u64, v: u64| {
         b[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
     };
@@ -416,6 +529,9 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
         if act.flags & SA_RESETHAND != 0 {
             p.signals.actions[(sig - 1) as usize] = SigAction::default();
         }
+        if p.signals.altstack.flags & SS_AUTODISARM != 0 {
+            p.signals.altstack = AltStack::default();
+        }
     });
     frame.rsp = base;
     frame.rip = act.handler;
@@ -429,7 +545,8 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
 
 /// rt_sigreturn: restores the registers, mask and x87/SSE state saved by the signal frame at rsp - 8.
 pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
-    let base = frame.rsp - 8;
+    let handler_sp = frame.rsp;
+    let base = handler_sp - 8;
     check_user(base, FRAME_SIZE, false)?;
     let raw = crate::mm::uaccess::checked_slice(base, FRAME_SIZE as usize);
     let get = |off: u64| {
@@ -464,6 +581,11 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
         });
     }
     super::with_current(|p| p.signals.blocked = mask & !UNBLOCKABLE);
+    // uc_stack back as the alternate stack (Linux's restore_altstack; refused, silently, if the
+    // handler's rsp is on the stack now set: measured on Linux 6.18, a handler that replaced a
+    // disarmed SS_AUTODISARM stack by a plain one keeps the plain one).
+    let ss = (get(UC_STACK_OFF), get(UC_STACK_OFF + 8) as u32, get(UC_STACK_OFF + 16));
+    let _ = sigaltstack(Some(ss), handler_sp);
     Ok(frame.rax)
 }
 

@@ -145,11 +145,24 @@ pub fn sys_time(t: u64) -> SysResult {
     Ok(s)
 }
 
-pub fn sys_sigaltstack(_ss: u64, old: u64) -> SysResult {
+/// sigaltstack(ss, old_ss): `user_sp` is the caller's stack pointer (whether it runs on the
+/// alternate stack). `old_ss` is written only on success, as Linux does.
+pub fn sys_sigaltstack(ss: u64, old: u64, user_sp: u64) -> SysResult {
+    let new = if ss != 0 {
+        super::file::check_user(ss, 24, false)?;
+        let b = crate::mm::uaccess::checked_slice(ss, 24);
+        let word = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        Some((word(0), word(8) as u32, word(16)))
+    } else {
+        None
+    };
+    let prev = proc::signal::sigaltstack(new, user_sp)?;
     if old != 0 {
-        let mut b = [0u8; 24];
-        b[8..12].copy_from_slice(&2u32.to_le_bytes()); // SS_DISABLE
-        copy_to_user(old, &b)?;
+        copy_to_user(old, &prev)?;
     }
     Ok(0)
 }

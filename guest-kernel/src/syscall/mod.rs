@@ -103,7 +103,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         96 => misc::sys_gettimeofday(a[0]),
         102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid: root
         110 => misc::sys_getppid(),
-        131 => misc::sys_sigaltstack(a[0], a[1]),
+        131 => misc::sys_sigaltstack(a[0], a[1], frame.rsp),
         158 => misc::sys_arch_prctl(a[0] as u32, a[1]),
         169 => misc::sys_reboot(a[0] as u32, a[1] as u32, a[2] as u32),
         186 => misc::sys_getpid(),

@@ -4,12 +4,15 @@
 //! Cases: fork/exit/wait status, wait4's errors and pid forms, WNOHANG, copy-on-write, signals
 //! (handler, mask, default terminate, SIGKILL uncatchable, stop/continue), SIGCHLD SIG_IGN
 //! auto-reaping, subreaper
-//! reparenting, process groups and sessions, pipes (EOF, EPIPE), dup2, execve with argv, nanosleep.
+//! reparenting, process groups and sessions, pipes (EOF, EPIPE), dup2, execve with argv, nanosleep,
+//! the alternate signal stack ([`altstack`]).
 //! `proctest exit N` exits with N (the execve target); `proctest forks N` runs N fork/exit/wait cycles;
 //! `proctest orphan`: the parent exits at once, the child waits to be adopted and reports its new parent.
 //! wait4's rusage, orphaned process groups and `proctest ttou` (SIGTTOU, on a terminal) are in [`jobs`],
 //! `proctest ctty` (controlling terminals, on a terminal) in [`ctty`].
 
+#[path = "proctest/altstack.rs"]
+mod altstack;
 #[path = "proctest/ctty.rs"]
 mod ctty;
 #[path = "proctest/jobs.rs"]
@@ -61,6 +64,7 @@ fn main() {
         Some("orphan") => return orphan(),
         Some("ttou") => return jobs::ttou(),
         Some("ctty") => return ctty::ctty(),
+        Some("altstack-after-exec") => return altstack::after_exec(&args[2]),
         Some("both") => {
             // For Command::output: a line on each of stdout and stderr, then exit 5.
             println!("to stdout");
@@ -443,6 +447,7 @@ fn main() {
     jobs::rusage_cases(&out);
     jobs::nested_handler_cases(&out);
     jobs::orphaned_group_cases(&out);
+    altstack::altstack_cases(&out, &me);
     out("done".into());
 }
 
