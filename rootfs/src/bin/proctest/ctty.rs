@@ -2,7 +2,8 @@
 //! the controlling terminal. A child makes its own session (no controlling terminal: /dev/tty is
 //! ENXIO, the terminal's foreground group and session ENOTTY, no job control), takes the terminal
 //! from our session with TIOCSCTTY (arg 1, as root), gives it up with TIOCNOTTY (its foreground group
-//! gets SIGHUP and SIGCONT), takes it again and exits (its foreground group gets SIGHUP).
+//! gets SIGHUP and SIGCONT), takes it again by opening it without O_NOCTTY and exits (its foreground
+//! group gets SIGHUP).
 
 use super::jobs::{block_sigttou, record_signals, seen, set_tostop, write_out, NSEEN};
 use super::{errno, exit, fork, wait};
@@ -23,6 +24,29 @@ fn open_tty() -> i32 {
     // SAFETY: our descriptor.
     unsafe { libc::close(fd) };
     0
+}
+
+/// The terminal's path: ttyname(0), or the guest's console (its ttyname cannot work: there is no
+/// /proc/self/fd).
+fn terminal_name() -> std::ffi::CString {
+    // SAFETY: ttyname returns a NUL-terminated static buffer or NULL.
+    let p = unsafe { libc::ttyname(0) };
+    if p.is_null() {
+        return c"/dev/ttyS0".into();
+    }
+    // SAFETY: not NULL, NUL-terminated.
+    unsafe { std::ffi::CStr::from_ptr(p) }.into()
+}
+
+/// Opens `path` read-write with `flags` (the descriptor stays open): 0 or the errno.
+fn open_by_name(path: &std::ffi::CStr, flags: i32) -> i32 {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | flags) };
+    if fd < 0 {
+        errno()
+    } else {
+        0
+    }
 }
 
 fn sctty(arg: i32) -> (i32, i32) {
@@ -175,8 +199,20 @@ fn leader(our_pgrp: i32, stolen: [i32; 2], resume: [i32; 2], report: [i32; 2]) -
         notty()
     ));
 
-    // Taken again, with a foreground group that sees our exit.
-    lines.push(format!("TIOCSCTTY with no session on it: {:?}", sctty(0)));
+    // Taken again by opening the terminal by its name (not /dev/tty) without O_NOCTTY, with a
+    // foreground group that sees our exit.
+    let name = terminal_name();
+    let noctty = open_by_name(&name, libc::O_NOCTTY);
+    // SAFETY: a plain call on stdin.
+    let after_noctty = res(unsafe { libc::tcgetpgrp(0) });
+    let plain = open_by_name(&name, 0);
+    // SAFETY: as above.
+    let after_plain = unsafe { libc::tcgetpgrp(0) };
+    lines.push(format!(
+        "opening the terminal with O_NOCTTY: {noctty}, tcgetpgrp {after_noctty:?}; without: {plain}, \
+         foreground is our group {}",
+        after_plain == sid
+    ));
     let [ready_r, ready_w] = pipe();
     let e = recorder(ready_w, report[1]);
     take(ready_r, 1);
