@@ -40,7 +40,7 @@ install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
 install -m 0755 "$bindir/sh" "$stage/bin/sh"
 install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
 install -m 0755 "$root/target/rootfs-tiny/forkloop" "$stage/bin/forkloop"
-for prog in udp-echo httpd tcp-cat; do
+for prog in udp-echo httpd tcp-cat tcp-backlog; do
     install -m 0755 "$bindir/$prog" "$stage/bin/$prog"
 done
 # httpd's files: what rootfs/files/srv holds, plus a generated 4 MiB file of random bytes (the tests
@@ -54,7 +54,7 @@ for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb nice re
     ln -s toolbox "$stage/bin/$cmd"
 done
 strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" \
-    "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" \
+    "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/tcp-backlog" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" \
     2>/dev/null || true
 
 img="$out/rootfs.ext2"

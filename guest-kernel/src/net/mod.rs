@@ -3,15 +3,19 @@
 //!
 //! The stack runs ([`poll`]) when the device interrupts (frames arrived), when the timer tick finds the
 //! deadline smoltcp asked for ([`tick`]: retransmissions, delayed ACKs, ARP retries) has passed, and after
-//! every socket call that queued data or made room. Each run processes every received frame, sends what
-//! the sockets have, gives the receive buffers back, and wakes every process blocked on [`Chan::Net`]
-//! when a socket changed (they recheck their own socket). Sockets for user programs are in [`socket`].
+//! every socket call that queued data or made room. Each run processes every received frame (refilling
+//! the listeners' accept queues, [`listen`], after each), sends what the sockets have and gives the
+//! receive buffers back. Each socket has its own wait channel, `Chan::Net(id)`: a sleeper registers what
+//! it waits on ([`Stack::watch`]) and a run wakes it only if that socket's state changed (connection
+//! state, bytes queued either way; a listener's queue), never for other sockets' traffic. Sockets for
+//! user programs are in [`socket`].
 //!
 //! The address comes from `ip=CLIENT::GATEWAY:NETMASK::eth0:off` on the command line, else
 //! 10.0.0.2/24 with gateway 10.0.0.1 (`kcore::cmdline::DEFAULT_IP`). ICMP echo requests are answered by
 //! smoltcp itself. The MTU is 65535 (frames up to 65549 bytes): the host side chooses the real one with
 //! the TAP's MTU, and a large one saves the emulated kernel most of its per-packet work.
 
+pub mod listen;
 pub mod socket;
 
 use crate::drivers::virtio_net::{NetDevice, MAX_FRAME};
@@ -22,8 +26,12 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::cmdline::IpConfig;
 use kcore::fmt::Dec;
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use listen::{ListenId, Listeners};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
@@ -36,14 +44,50 @@ pub struct Stack {
     pub sockets: SocketSet<'static>,
     /// Closed TCP sockets still finishing their close (FIN, TIME-WAIT): removed once Closed.
     closing: Vec<SocketHandle>,
+    /// The accept queues of listening sockets.
+    pub listeners: Listeners,
+    /// Closed TCP sockets for reuse.
+    pub pool: TcpPool,
+    /// Sockets somebody sleeps on: (wait channel id, what to watch). A run that changes one wakes
+    /// `Chan::Net(id)` and drops the entry.
+    watches: Vec<(u64, Watch)>,
     pub addr: Ipv4Address,
 }
+
+/// What a sleeper on a socket waits to see change.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Watch {
+    Tcp(SocketHandle),
+    Udp(SocketHandle),
+    Listen(ListenId),
+}
+
+/// The state of a watched socket a sleeper can tell apart: connection state and queued bytes (TCP),
+/// queued bytes (UDP), queued and established connections (listeners).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Signature(u8, usize, usize);
+
+/// Per-connection TCP buffers: the receive one is the advertised window (scaled).
+pub const TCP_RX_BUF: usize = 256 * 1024;
+pub const TCP_TX_BUF: usize = 256 * 1024;
+/// Heap a new TCP socket must leave free for the rest of the kernel.
+const TCP_HEAP_RESERVE: usize = 2 << 20;
 
 static STACK: KCell<Option<Stack>> = KCell::new(None);
 /// Stack runs and the TSC ticks they took; TSC ticks socket calls spent copying to and from user memory.
 static RUNS: AtomicU64 = AtomicU64::new(0);
 static RUN_TSC: AtomicU64 = AtomicU64::new(0);
 pub static COPY_TSC: AtomicU64 = AtomicU64::new(0);
+/// TCP sockets made for a connection or listener and the TSC ticks that took (their buffers above
+/// all); the same for those reused from the [`TcpPool`].
+static TCP_MADE: AtomicU64 = AtomicU64::new(0);
+static TCP_MADE_TSC: AtomicU64 = AtomicU64::new(0);
+static TCP_REUSED: AtomicU64 = AtomicU64::new(0);
+static TCP_REUSED_TSC: AtomicU64 = AtomicU64::new(0);
+/// Sleeps on a socket that ended (neither a signal nor the timeout), and those of them that found
+/// their socket unchanged (woken for nothing).
+pub static SOCKET_WAKES: AtomicU64 = AtomicU64::new(0);
+pub static SOCKET_IDLE_WAKES: AtomicU64 = AtomicU64::new(0);
 
 /// Adds `v` to a counter (one CPU: a plain load and store).
 pub fn add(c: &AtomicU64, v: u64) {
@@ -65,7 +109,78 @@ pub fn report() {
         Dec(crate::time::tsc_to_ns(RUN_TSC.load(Ordering::Relaxed)) / runs.max(1) / 1000),
         Dec(crate::time::tsc_to_ns(COPY_TSC.load(Ordering::Relaxed)) / 1_000_000)
     );
+    let us_each = |n: &AtomicU64, tsc: &AtomicU64| {
+        crate::time::tsc_to_ns(tsc.load(Ordering::Relaxed))
+            / n.load(Ordering::Relaxed).max(1)
+            / 1000
+    };
+    crate::kprintln!(
+        "net: tcp sockets: {} made, {} us each, {} reused, {} us each; {} socket wake-ups, {} of them for nothing",
+        Dec(TCP_MADE.load(Ordering::Relaxed)),
+        Dec(us_each(&TCP_MADE, &TCP_MADE_TSC)),
+        Dec(TCP_REUSED.load(Ordering::Relaxed)),
+        Dec(us_each(&TCP_REUSED, &TCP_REUSED_TSC)),
+        Dec(SOCKET_WAKES.load(Ordering::Relaxed)),
+        Dec(SOCKET_IDLE_WAKES.load(Ordering::Relaxed))
+    );
 }
+
+/// Closed TCP sockets kept for reuse, buffers and all: a new connection or listener takes one of these
+/// before it makes a socket, so it neither allocates nor zeroes 512 KiB (fresh heap memory comes zero
+/// without clearing, see `mm::heap`, but a freed buffer would have to be cleared: ~35 ms emulated).
+/// smoltcp resets a reused socket's state and its buffers' indices on `listen`/`connect`, and never
+/// shows bytes it has not received, so the old contents stay unseen.
+#[derive(Default)]
+pub struct TcpPool {
+    free: Vec<SocketHandle>,
+}
+
+/// Most closed TCP sockets kept (4 MiB of buffers).
+const TCP_POOL: usize = 8;
+
+impl TcpPool {
+    /// A closed TCP socket to listen or connect with: a kept one, else a new one (Nagle off).
+    pub fn take(&mut self, sockets: &mut SocketSet<'static>) -> SocketHandle {
+        let t0 = crate::arch::cpu::rdtsc();
+        if let Some(h) = self.free.pop() {
+            add(&TCP_REUSED, 1);
+            add(&TCP_REUSED_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+            return h;
+        }
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUF]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_TX_BUF]),
+        );
+        // Small writes go out at once (request/response programs), as with TCP_NODELAY.
+        s.set_nagle_enabled(false);
+        let h = sockets.add(s);
+        add(&TCP_MADE, 1);
+        add(&TCP_MADE_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+        h
+    }
+
+    /// Takes back a TCP socket nobody uses any more (aborted first if still open).
+    pub fn put(&mut self, sockets: &mut SocketSet<'static>, h: SocketHandle) {
+        let s = sockets.get_mut::<tcp::Socket>(h);
+        if s.is_open() {
+            s.abort();
+        }
+        if self.free.len() < TCP_POOL {
+            self.free.push(h);
+        } else {
+            sockets.remove(h);
+        }
+    }
+
+    /// Whether another TCP socket can be had: a kept one, or heap room for new buffers (and a reserve
+    /// for the rest of the kernel besides).
+    pub fn room(&self) -> bool {
+        let (size, used) = crate::mm::heap::stats();
+        !self.free.is_empty()
+            || size.saturating_sub(used) >= TCP_RX_BUF + TCP_TX_BUF + TCP_HEAP_RESERVE
+    }
+}
+
 /// When smoltcp next wants to run (ns since boot), u64::MAX if never.
 static DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
 
@@ -165,6 +280,9 @@ pub fn init(mut dev: NetDevice, ip: IpConfig) {
         iface,
         sockets: SocketSet::new(vec![]),
         closing: Vec::new(),
+        listeners: Listeners::default(),
+        pool: TcpPool::default(),
+        watches: Vec::new(),
         addr,
     });
     poll();
@@ -180,50 +298,116 @@ pub fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
     STACK.borrow_mut().as_mut().map(f)
 }
 
-/// Runs the stack: receive, transmit, timers. Wakes socket waiters when something changed.
+/// Runs the stack: receive, transmit, timers. Wakes the sleepers of each socket the run changed.
 pub fn poll() {
-    let Ok(mut st) = STACK.try_borrow_mut() else {
-        return;
+    let woken = {
+        let Ok(mut st) = STACK.try_borrow_mut() else {
+            return;
+        };
+        let Some(st) = st.as_mut() else { return };
+        let t0 = crate::arch::cpu::rdtsc();
+        let woken = st.run();
+        add(&RUNS, 1);
+        add(&RUN_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
+        woken
     };
-    let Some(st) = st.as_mut() else { return };
-    let t0 = crate::arch::cpu::rdtsc();
-    let changed = st.run();
-    add(&RUNS, 1);
-    add(&RUN_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
-    if changed {
-        sched::wake(Chan::Net);
+    for id in woken {
+        sched::wake(Chan::Net(id));
     }
 }
 
 impl Stack {
-    /// One run of the stack (smoltcp's poll takes every received frame and sends all it can); whether a
-    /// socket may have changed.
-    fn run(&mut self) -> bool {
+    /// One run of the stack: every received frame (the listeners refilled after each, so a burst of
+    /// SYNs finds a listening socket for each one the backlog allows), then everything the sockets
+    /// have to send. Returns the wait channels of the watched sockets it changed.
+    fn run(&mut self) -> Vec<u64> {
+        let before: Vec<Signature> = self
+            .watches
+            .iter()
+            .map(|&(_, w)| self.signature(w))
+            .collect();
+        let t = now();
         let mut phy = Phy {
             dev: &mut self.dev,
             pending_rx: &mut self.pending_rx,
         };
-        let changed = self.iface.poll(now(), &mut phy, &mut self.sockets) != PollResult::None;
+        self.iface.poll_maintenance(t);
+        loop {
+            match self
+                .iface
+                .poll_ingress_single(t, &mut phy, &mut self.sockets)
+            {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => {
+                    if !self.listeners.is_empty() {
+                        self.listeners.refill(&mut self.sockets, &mut self.pool);
+                    }
+                }
+            }
+        }
+        while self.iface.poll_egress(t, &mut phy, &mut self.sockets) != PollResult::None {}
         if let Some(slot) = self.pending_rx.take() {
             self.dev.repost(slot);
         }
         self.reap_closed();
+        let mut woken = Vec::new();
+        if !before.is_empty() {
+            for ((id, w), sig) in core::mem::take(&mut self.watches).into_iter().zip(before) {
+                if self.signature(w) == sig {
+                    self.watches.push((id, w));
+                } else {
+                    woken.push(id);
+                }
+            }
+        }
         let deadline = match self.iface.poll_at(now(), &self.sockets) {
             Some(t) => (t.total_micros().max(0) as u64).saturating_mul(1000),
             None => u64::MAX,
         };
         DEADLINE.store(deadline, Ordering::Relaxed);
-        changed
+        woken
     }
 
-    /// Frees closing TCP sockets that have finished.
+    /// The state of `w` its sleepers can tell apart.
+    pub fn signature(&self, w: Watch) -> Signature {
+        match w {
+            Watch::Tcp(h) => {
+                let s = self.sockets.get::<tcp::Socket>(h);
+                Signature(s.state() as u8, s.recv_queue(), s.send_queue())
+            }
+            Watch::Udp(h) => {
+                let s = self.sockets.get::<udp::Socket>(h);
+                Signature(0, s.recv_queue(), s.send_queue())
+            }
+            Watch::Listen(id) => {
+                let (queued, est) = self.listeners.signature(&self.sockets, id);
+                Signature(0, queued, est)
+            }
+        }
+    }
+
+    /// Wakes `Chan::Net(id)` when a run changes `w` (once; the sleeper watches again if it sleeps
+    /// again).
+    pub fn watch(&mut self, id: u64, w: Watch) {
+        match self.watches.iter_mut().find(|(i, _)| *i == id) {
+            Some(e) => e.1 = w,
+            None => self.watches.push((id, w)),
+        }
+    }
+
+    /// Forgets the watch of channel `id` (its socket is gone).
+    pub fn unwatch(&mut self, id: u64) {
+        self.watches.retain(|(i, _)| *i != id);
+    }
+
+    /// Gives closing TCP sockets that have finished back to the pool.
     fn reap_closed(&mut self) {
-        let sockets = &mut self.sockets;
+        let (sockets, pool) = (&mut self.sockets, &mut self.pool);
         self.closing.retain(|&h| {
-            let done = sockets.get::<smoltcp::socket::tcp::Socket>(h).state()
-                == smoltcp::socket::tcp::State::Closed;
+            let done = sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed;
             if done {
-                sockets.remove(h);
+                pool.put(sockets, h);
             }
             !done
         });

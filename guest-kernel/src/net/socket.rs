@@ -1,10 +1,11 @@
 //! Sockets for user programs (AF_INET stream and datagram), on smoltcp sockets in the [`Stack`].
 //!
 //! A [`Socket`] is what an open file description of kind `Socket` holds. TCP: a socket that connects gets
-//! one smoltcp socket; a listening one keeps a backlog of smoltcp sockets in Listen state, and `accept`
-//! takes one that has got past the handshake and puts a fresh listener in its place. UDP: one smoltcp
-//! socket, bound on first use. Blocking calls sleep on [`Chan::Net`] (woken whenever the stack saw a
-//! socket change) and recheck; O_NONBLOCK gives EAGAIN (EINPROGRESS for connect). Data is copied straight
+//! one smoltcp socket; a listening one is an accept queue in the stack ([`super::listen`]) and `accept`
+//! takes the oldest connection that has got past the handshake. UDP: one smoltcp socket, bound on first
+//! use. Blocking calls sleep on the socket's own channel, `Chan::Net(id)` (woken only when a stack run
+//! changed this socket, see [`super::Stack::watch`]) and recheck; O_NONBLOCK gives EAGAIN (EINPROGRESS
+//! for connect). Data is copied straight
 //! between user memory and smoltcp's buffers (no bounce buffer): the user range is checked (and faulted
 //! in) before each copy, and no copy spans a sleep.
 //!
@@ -12,7 +13,8 @@
 //! Closing a TCP socket sends FIN and leaves the smoltcp socket to finish in the background.
 #![deny(unsafe_code)]
 
-use super::{poll, with_stack, Stack};
+use super::listen::{ListenId, SOMAXCONN};
+use super::{poll, with_stack, Stack, Watch};
 use crate::proc::{sched, signal, Chan};
 use crate::sync::KCell;
 use alloc::rc::Rc;
@@ -24,11 +26,6 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address};
 
-/// Per-connection TCP buffers: the receive one is the advertised window (scaled).
-const TCP_RX_BUF: usize = 256 * 1024;
-const TCP_TX_BUF: usize = 256 * 1024;
-/// Most connections a listener holds ready before `accept` (each costs both buffers).
-const MAX_BACKLOG: usize = 2;
 const UDP_BUF: usize = 128 * 1024;
 const UDP_PACKETS: usize = 64;
 
@@ -65,14 +62,16 @@ impl Addr {
 enum Role {
     /// Fresh or bound.
     Idle,
-    /// TCP listener: the backlog of listening smoltcp sockets.
-    Listening(Vec<SocketHandle>),
+    /// TCP listener: its accept queue in the stack.
+    Listening(ListenId),
     /// A TCP connection (connecting, connected or closed) or a UDP socket.
     Conn(SocketHandle),
 }
 
 /// A socket.
 pub struct Socket {
+    /// Names the socket's wait channel, `Chan::Net(id)`.
+    id: u64,
     pub proto: Proto,
     role: Role,
     local: Option<Addr>,
@@ -97,6 +96,8 @@ pub type SocketRef = Rc<RefCell<Socket>>;
 /// Ports held by live sockets: (protocol, port).
 static PORTS: KCell<Vec<(Proto, u16)>> = KCell::new(Vec::new());
 static NEXT_EPHEMERAL: KCell<u16> = KCell::new(49152);
+/// The next socket's id.
+static NEXT_ID: KCell<u64> = KCell::new(0);
 
 fn port_taken(proto: Proto, port: u16) -> bool {
     PORTS.borrow().contains(&(proto, port))
@@ -136,16 +137,6 @@ fn stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
     with_stack(f).ok_or(Errno::ENETDOWN)
 }
 
-fn new_tcp(st: &mut Stack) -> SocketHandle {
-    let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUF]),
-        tcp::SocketBuffer::new(vec![0u8; TCP_TX_BUF]),
-    );
-    // Small writes go out at once (request/response programs), as with TCP_NODELAY.
-    s.set_nagle_enabled(false);
-    st.sockets.add(s)
-}
-
 fn new_udp(st: &mut Stack) -> SocketHandle {
     let s = udp::Socket::new(
         udp::PacketBuffer::new(
@@ -165,10 +156,10 @@ fn deadline(timeout: Option<u64>) -> Option<u64> {
     timeout.map(|t| crate::time::now_ns().saturating_add(t))
 }
 
-/// Sleeps until the stack reports a change or `deadline` passes (then `on_timeout`, EAGAIN for reads
-/// and writes). A pending signal ends the call as on Linux: ERESTARTSYS without a timeout (restarted
-/// after the signal unless a handler without SA_RESTART runs, then EINTR), EINTR with one.
-fn wait(deadline: Option<u64>, on_timeout: Errno) -> Result<(), Errno> {
+/// Sleeps until a stack run changes socket `this` or `deadline` passes (then `on_timeout`, EAGAIN for
+/// reads and writes). A pending signal ends the call as on Linux: ERESTARTSYS without a timeout
+/// (restarted after the signal unless a handler without SA_RESTART runs, then EINTR), EINTR with one.
+fn wait(this: &SocketRef, deadline: Option<u64>, on_timeout: Errno) -> Result<(), Errno> {
     let interrupted = if deadline.is_some() {
         Errno::EINTR
     } else {
@@ -180,11 +171,43 @@ fn wait(deadline: Option<u64>, on_timeout: Errno) -> Result<(), Errno> {
     if deadline.is_some_and(|d| crate::time::now_ns() >= d) {
         return Err(on_timeout);
     }
-    sched::block_any(vec![Chan::Net], deadline);
+    let (chan, w) = watch(this);
+    let before = w.and_then(|w| with_stack(|st| st.signature(w)));
+    sched::block_any(vec![chan], deadline);
     if signal::pending_for_current() {
         return Err(interrupted);
     }
+    if deadline.is_none_or(|d| crate::time::now_ns() < d) {
+        super::add(&super::SOCKET_WAKES, 1);
+        if before.is_some() && w.and_then(|w| with_stack(|st| st.signature(w))) == before {
+            super::add(&super::SOCKET_IDLE_WAKES, 1);
+        }
+    }
     Ok(())
+}
+
+/// Registers the calling sleeper's interest in `this`: the channel to sleep on and what the stack
+/// watches for it (None while the socket has nothing in the stack: nothing but its own calls changes
+/// it then).
+fn watch(this: &SocketRef) -> (Chan, Option<Watch>) {
+    let Ok(s) = this.try_borrow() else {
+        return (Chan::Net(u64::MAX), None);
+    };
+    let w = match (&s.role, s.proto) {
+        (Role::Idle, _) => None,
+        (Role::Listening(id), _) => Some(Watch::Listen(*id)),
+        (Role::Conn(h), Proto::Tcp) => Some(Watch::Tcp(*h)),
+        (Role::Conn(h), Proto::Udp) => Some(Watch::Udp(*h)),
+    };
+    if let Some(w) = w {
+        with_stack(|st| st.watch(s.id, w));
+    }
+    (Chan::Net(s.id), w)
+}
+
+/// poll(2): the channel to sleep on until `this` may have changed.
+pub fn poll_chan(this: &SocketRef) -> Chan {
+    watch(this).0
 }
 
 /// A new socket (socket(2)).
@@ -193,6 +216,7 @@ pub fn new(proto: Proto) -> Result<SocketRef, Errno> {
         return Err(Errno::ENETDOWN);
     }
     Ok(Rc::new(RefCell::new(Socket {
+        id: next_id(),
         proto,
         role: Role::Idle,
         local: None,
@@ -205,6 +229,12 @@ pub fn new(proto: Proto) -> Result<SocketRef, Errno> {
         rcv_timeout: None,
         snd_timeout: None,
     })))
+}
+
+fn next_id() -> u64 {
+    let mut n = NEXT_ID.borrow_mut();
+    *n += 1;
+    *n
 }
 
 /// The interface's own address (what 0.0.0.0 means for getsockname on a connection).
@@ -273,20 +303,13 @@ impl Socket {
             Role::Idle => {}
         }
         let local = self.autobind()?;
-        let n = (backlog.max(1) as usize).min(MAX_BACKLOG);
-        let handles = stack(|st| {
-            (0..n)
-                .map(|_| {
-                    let h = new_tcp(st);
-                    let _ = st
-                        .sockets
-                        .get_mut::<tcp::Socket>(h)
-                        .listen(listen_ep(local));
-                    h
-                })
-                .collect()
+        // Linux: `(unsigned) backlog > somaxconn` takes somaxconn, so a negative backlog is the most.
+        let backlog = usize::try_from(backlog).unwrap_or(SOMAXCONN).min(SOMAXCONN);
+        let id = stack(|st| {
+            st.listeners
+                .open(&mut st.sockets, &mut st.pool, listen_ep(local), backlog)
         })?;
-        self.role = Role::Listening(handles);
+        self.role = Role::Listening(id);
         Ok(())
     }
 
@@ -315,7 +338,7 @@ impl Socket {
         }
         let local = s.autobind()?;
         let h = stack(|st| -> Result<SocketHandle, Errno> {
-            let h = new_tcp(st);
+            let h = st.pool.take(&mut st.sockets);
             let (sockets, iface) = (&mut st.sockets, &mut st.iface);
             let r = sockets.get_mut::<tcp::Socket>(h).connect(
                 iface.context(),
@@ -323,7 +346,7 @@ impl Socket {
                 local.port,
             );
             if r.is_err() {
-                sockets.remove(h);
+                st.pool.put(&mut st.sockets, h);
                 return Err(Errno::ENETUNREACH);
             }
             Ok(h)
@@ -338,7 +361,9 @@ impl Socket {
         loop {
             let state = stack(|st| st.sockets.get::<tcp::Socket>(h).state())?;
             match state {
-                tcp::State::SynSent | tcp::State::SynReceived => wait(until, Errno::EINPROGRESS)?,
+                tcp::State::SynSent | tcp::State::SynReceived => {
+                    wait(this, until, Errno::EINPROGRESS)?
+                }
                 tcp::State::Closed => return Err(Errno::ECONNREFUSED),
                 _ => {
                     this.borrow_mut().connected = true;
@@ -353,40 +378,16 @@ impl Socket {
         let until = deadline(this.borrow().rcv_timeout);
         loop {
             let got = {
-                let mut s = this.borrow_mut();
-                let local = s.local;
-                let Role::Listening(backlog) = &mut s.role else {
+                let s = this.borrow();
+                let Role::Listening(id) = s.role else {
                     return Err(Errno::EINVAL);
                 };
-                stack(|st| {
-                    let mut got = None;
-                    for h in backlog.iter_mut() {
-                        let sock = st.sockets.get_mut::<tcp::Socket>(*h);
-                        match sock.state() {
-                            tcp::State::Listen | tcp::State::SynReceived => continue,
-                            tcp::State::Closed => {
-                                // A handshake that failed: listen again.
-                                let _ = sock.listen(listen_ep(local.unwrap_or_default()));
-                                continue;
-                            }
-                            _ => {}
-                        }
-                        let peer = sock.remote_endpoint();
-                        let fresh = new_tcp(st);
-                        let _ = st
-                            .sockets
-                            .get_mut::<tcp::Socket>(fresh)
-                            .listen(listen_ep(local.unwrap_or_default()));
-                        let conn = core::mem::replace(h, fresh);
-                        got = Some((conn, peer));
-                        break;
-                    }
-                    got
-                })?
+                stack(|st| st.listeners.accept(&mut st.sockets, &mut st.pool, id))?
             };
             if let Some((h, peer)) = got {
                 let local = this.borrow().local;
                 let sock = Rc::new(RefCell::new(Socket {
+                    id: next_id(),
                     proto: Proto::Tcp,
                     role: Role::Conn(h),
                     // The connection shares the listener's port; it does not hold it in the table.
@@ -409,7 +410,7 @@ impl Socket {
             if nonblock {
                 return Err(Errno::EAGAIN);
             }
-            wait(until, Errno::EAGAIN)?;
+            wait(this, until, Errno::EAGAIN)?;
         }
     }
 
@@ -481,7 +482,7 @@ impl Socket {
             stack(|st| st.sockets.get_mut::<tcp::Socket>(h).close())?;
             poll();
         }
-        sched::wake(Chan::Net);
+        sched::wake(Chan::Net(self.id));
         Ok(())
     }
 }
@@ -498,10 +499,12 @@ impl Drop for Socket {
     fn drop(&mut self) {
         let role = core::mem::replace(&mut self.role, Role::Idle);
         let proto = self.proto;
+        let id = self.id;
+        let _ = with_stack(|st| st.unwatch(id));
         let _ = with_stack(|st| match role {
             Role::Idle => {}
-            Role::Listening(handles) => {
-                for h in handles {
+            Role::Listening(id) => {
+                for h in st.listeners.close(id) {
                     st.sockets.get_mut::<tcp::Socket>(h).abort();
                     st.linger(h);
                 }
@@ -631,7 +634,7 @@ pub fn recv(
             Got::Reset => return Err(Errno::ECONNRESET),
             Got::NotConn => return Err(Errno::ENOTCONN),
             Got::Empty if nonblock => return Err(Errno::EAGAIN),
-            Got::Empty => wait(until, Errno::EAGAIN)?,
+            Got::Empty => wait(this, until, Errno::EAGAIN)?,
         }
     }
 }
@@ -676,7 +679,7 @@ pub fn send(
                 }
                 Err(udp::SendError::Unaddressable) => return Err(Errno::EINVAL),
                 Err(udp::SendError::BufferFull) if nonblock => return Err(Errno::EAGAIN),
-                Err(udp::SendError::BufferFull) => wait(until, Errno::EAGAIN)?,
+                Err(udp::SendError::BufferFull) => wait(this, until, Errno::EAGAIN)?,
             }
         }
     }
@@ -715,7 +718,7 @@ pub fn send(
         match r {
             Ok(0) if len == 0 => return Ok(0),
             Ok(0) if nonblock => return Err(Errno::EAGAIN),
-            Ok(0) => wait(until, Errno::EAGAIN)?,
+            Ok(0) => wait(this, until, Errno::EAGAIN)?,
             Ok(n) => {
                 poll();
                 return Ok(n);
@@ -734,15 +737,7 @@ pub fn readiness(this: &SocketRef) -> (bool, bool, bool, bool) {
     let r = with_stack(|st| match (&s.role, s.proto) {
         (Role::Idle, Proto::Tcp) => (false, false, true, false),
         (Role::Idle, Proto::Udp) => (false, true, false, false),
-        (Role::Listening(b), _) => {
-            let ready = b.iter().any(|&h| {
-                !matches!(
-                    st.sockets.get::<tcp::Socket>(h).state(),
-                    tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
-                )
-            });
-            (ready, false, false, false)
-        }
+        (Role::Listening(id), _) => (st.listeners.ready(&st.sockets, *id), false, false, false),
         (Role::Conn(h), Proto::Udp) => {
             let u = st.sockets.get::<udp::Socket>(*h);
             (u.can_recv(), u.can_send(), false, false)

@@ -47,8 +47,8 @@ pub enum Chan {
     Signal,
     /// A vfork child (this pid) execing or exiting.
     Vfork(Pid),
-    /// Any socket changing state (data, room, connection, close): the network stack ran.
-    Net,
+    /// A socket (by id) changing state (data, room, connection, close): see `net::Stack::watch`.
+    Net(u64),
 }
 
 /// Scheduling state.

@@ -1,7 +1,7 @@
 //! poll, ppoll, select and pselect6 over pipes, the console, sockets and plain files.
 //!
 //! Each round computes every descriptor's readiness; if none is ready the process sleeps once in
-//! `sched::block_any` on the wait channels of all of them (a pipe's, the console's, the network's) with
+//! `sched::block_any` on the wait channels of all of them (a pipe's, the console's, each socket's) with
 //! the timeout as deadline, and the next round rechecks. Files without a channel are always ready. The
 //! signal masks of ppoll/pselect6 are not applied (signals stay as they are). A restarted call starts
 //! its timeout over.
@@ -45,7 +45,7 @@ fn poll_one(fd: i64, events: u16) -> (u16, Option<Chan>) {
         ),
         fs::FileKind::Socket(s) => {
             let (r, w, hup, err) = crate::net::socket::readiness(s);
-            (r, w, hup, err, Some(Chan::Net))
+            (r, w, hup, err, Some(crate::net::socket::poll_chan(s)))
         }
         _ => (true, true, false, false, None),
     };
