@@ -381,19 +381,26 @@ fn a_guest_that_stops_reading_does_not_stall_the_vmm() {
 }
 
 /// Connects to `to` up to `tries` times, one after another, stopping at the first connection that
-/// is not established within a second (refused, or its SYN dropped); each sends `conn I` and stays
-/// open. Nothing accepts meanwhile: the listener's queue alone takes them.
-fn fill_backlog(ns: &Netns, to: SocketAddr, tries: usize) -> Vec<TcpStream> {
+/// is not established within a second (its SYN dropped: timed out; or refused); each sends `conn I`
+/// and stays open. Nothing accepts meanwhile: the listener's queue alone takes them. Returns the
+/// connections and how the first one that failed failed.
+fn fill_backlog(
+    ns: &Netns,
+    to: SocketAddr,
+    tries: usize,
+) -> (Vec<TcpStream>, Option<std::io::ErrorKind>) {
     ns.enter(move || {
         let mut conns = Vec::new();
         for i in 0..tries {
-            let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) else {
-                break;
-            };
-            c.write_all(format!("conn {i}\n").as_bytes()).unwrap();
-            conns.push(c);
+            match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                Ok(mut c) => {
+                    c.write_all(format!("conn {i}\n").as_bytes()).unwrap();
+                    conns.push(c);
+                }
+                Err(e) => return (conns, Some(e.kind())),
+            }
         }
-        conns
+        (conns, None)
     })
 }
 
@@ -412,7 +419,8 @@ fn go_and_check_echoes(ns: &Netns, to: SocketAddr, conns: Vec<TcpStream>) {
 }
 
 /// (backlog, connections tried, connections Linux queues before accept): backlog + 1; 0 still takes
-/// one; a negative backlog is SOMAXCONN (4096).
+/// one; a negative backlog is SOMAXCONN (4096). A connection beyond those times out (its SYN dropped,
+/// not refused).
 const BACKLOGS: [(i32, usize, usize); 3] = [(8, 10, 9), (0, 2, 1), (-1, 12, 12)];
 
 #[test]
@@ -422,6 +430,7 @@ fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() 
     };
     // The host's own kernel first, with the same program, on its side of the TAP.
     let prog = GuestImages::find().unwrap().host_program("bin/tcp-backlog");
+    let mut host_failures = Vec::new();
     for (i, &(backlog, tries, queued)) in BACKLOGS.iter().enumerate() {
         let port = 7300 + i as u16;
         let mut child =
@@ -435,8 +444,9 @@ fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() 
         out.read_line(&mut line).unwrap();
         assert!(line.starts_with("tcp-backlog: listening"), "{line}");
         let to = SocketAddr::from((HOST_IP, port));
-        let conns = fill_backlog(&g.ns, to, tries);
+        let (conns, failure) = fill_backlog(&g.ns, to, tries);
         assert_eq!(conns.len(), queued, "host, backlog {backlog}");
+        host_failures.push(failure);
         go_and_check_echoes(&g.ns, to, conns);
         assert!(child.wait().unwrap().success());
     }
@@ -450,8 +460,12 @@ fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() 
             T,
         );
         let to = SocketAddr::from((GUEST_IP, port));
-        let conns = fill_backlog(&g.ns, to, tries);
+        let (conns, failure) = fill_backlog(&g.ns, to, tries);
         assert_eq!(conns.len(), queued, "guest, backlog {backlog}");
+        assert_eq!(
+            failure, host_failures[i],
+            "guest vs host, backlog {backlog}"
+        );
         go_and_check_echoes(&g.ns, to, conns);
         g.wait_count("tcp-backlog: done", i + 1, T);
     }

@@ -1,6 +1,7 @@
 //! Checksum offload for virtio-net transmit: the virtio-net header fields that ask the device (here the
 //! host kernel behind the TAP) to finish a TCP or UDP checksum over IPv4, and the pseudo-header sum the
-//! packet must carry for it (virtio 1.x, 5.1.6.2).
+//! packet must carry for it (virtio 1.x, 5.1.6.2). And [`syn_dst_port`]: which received frames open a
+//! TCP connection (the stack drops those for a listener whose backlog is full, as Linux does).
 
 /// `flags` bit of the virtio-net header: the device completes the checksum.
 pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
@@ -40,6 +41,23 @@ pub fn request_checksum(packet: &mut [u8], hdr_len: usize) -> bool {
     packet[6..8].copy_from_slice(&(start as u16).to_le_bytes());
     packet[8..10].copy_from_slice(&(field as u16).to_le_bytes());
     true
+}
+
+/// For an Ethernet frame carrying an IPv4 TCP segment with SYN set and ACK clear (a connection
+/// request; the first fragment only), the destination port; None for anything else.
+pub fn syn_dst_port(frame: &[u8]) -> Option<u16> {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 || frame[23] != 6 {
+        return None;
+    }
+    // A later fragment has no TCP header.
+    if u16::from_be_bytes([frame[20], frame[21]]) & 0x1fff != 0 {
+        return None;
+    }
+    let tcp = 14 + (frame[14] & 0xf) as usize * 4;
+    let hdr = frame.get(tcp..tcp + 14)?;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    (hdr[13] & (SYN | ACK) == SYN).then(|| u16::from_be_bytes([hdr[2], hdr[3]]))
 }
 
 #[cfg(test)]
@@ -139,5 +157,35 @@ mod tests {
         short[12 + 16] = 0xff;
         assert!(!request_checksum(&mut short, 12));
         assert!(!request_checksum(&mut [0u8; 8], 12));
+    }
+
+    /// An Ethernet frame with a TCP header to port 8080 with `flags`.
+    fn tcp_frame(flags: u8) -> Vec<u8> {
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        packet(6, &tcp)[12..].to_vec()
+    }
+
+    #[test]
+    fn syn_without_ack_is_a_connection_request_to_its_port() {
+        assert_eq!(syn_dst_port(&tcp_frame(0x02)), Some(8080));
+        // SYN-ACK, ACK, RST, FIN|ACK: not requests.
+        for flags in [0x12, 0x10, 0x04, 0x11] {
+            assert_eq!(syn_dst_port(&tcp_frame(flags)), None, "flags {flags:#x}");
+        }
+        // UDP, a later fragment, a truncated header, ARP.
+        let mut udp = tcp_frame(0x02);
+        udp[23] = 17;
+        assert_eq!(syn_dst_port(&udp), None);
+        let mut frag = tcp_frame(0x02);
+        frag[21] = 1;
+        assert_eq!(syn_dst_port(&frag), None);
+        assert_eq!(syn_dst_port(&tcp_frame(0x02)[..40]), None);
+        let mut arp = tcp_frame(0x02);
+        arp[13] = 0x06;
+        assert_eq!(syn_dst_port(&arp), None);
     }
 }

@@ -9,8 +9,9 @@
 //! as on Linux (`sk_acceptq_is_full` is `>`; `listen` clamps the backlog to 0..=SOMAXCONN). So the
 //! memory of a listener grows with the connections that really arrive, not with the backlog it asked
 //! for: `listen(fd, 4096)` costs one socket. A full queue, or a heap without room for another
-//! connection's buffers, leaves the listener without a spare: further SYNs are answered with RST
-//! (Linux drops them and the client retries).
+//! connection's buffers, leaves the listener without a spare: then the stack drops further SYNs to
+//! its port before smoltcp sees them (smoltcp would answer RST), as Linux does, and the client retries
+//! until `accept` has made room.
 #![deny(unsafe_code)]
 
 use super::TcpPool;
@@ -128,6 +129,16 @@ impl Listeners {
                 .count();
             (l.queue.len(), est)
         })
+    }
+
+    /// Adds the ports of the listeners whose queue is full (no spare socket listening) to `out`.
+    pub fn full_ports(&self, out: &mut Vec<u16>) {
+        out.extend(
+            self.table
+                .iter()
+                .filter(|l| l.spare.is_none())
+                .map(|l| l.ep.port),
+        );
     }
 
     /// Ends listener `id`: its spare and every connection not accepted, for the caller to reset.

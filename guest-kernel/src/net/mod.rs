@@ -48,6 +48,8 @@ pub struct Stack {
     pub listeners: Listeners,
     /// Closed TCP sockets for reuse.
     pub pool: TcpPool,
+    /// The ports of listeners with a full queue (see [`Listeners::full_ports`]).
+    full_ports: Vec<u16>,
     /// Sockets somebody sleeps on: (wait channel id, what to watch). A run that changes one wakes
     /// `Chan::Net(id)` and drops the entry.
     watches: Vec<(u64, Watch)>,
@@ -84,6 +86,8 @@ static TCP_MADE: AtomicU64 = AtomicU64::new(0);
 static TCP_MADE_TSC: AtomicU64 = AtomicU64::new(0);
 static TCP_REUSED: AtomicU64 = AtomicU64::new(0);
 static TCP_REUSED_TSC: AtomicU64 = AtomicU64::new(0);
+/// Connection requests dropped because their listener's queue was full (Linux: ListenOverflows).
+static SYN_DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Sleeps on a socket that ended (neither a signal nor the timeout), and those of them that found
 /// their socket unchanged (woken for nothing).
 pub static SOCKET_WAKES: AtomicU64 = AtomicU64::new(0);
@@ -115,11 +119,12 @@ pub fn report() {
             / 1000
     };
     crate::kprintln!(
-        "net: tcp sockets: {} made, {} us each, {} reused, {} us each; {} socket wake-ups, {} of them for nothing",
+        "net: tcp sockets: {} made, {} us each, {} reused, {} us each; {} SYNs dropped for a full backlog; {} socket wake-ups, {} of them for nothing",
         Dec(TCP_MADE.load(Ordering::Relaxed)),
         Dec(us_each(&TCP_MADE, &TCP_MADE_TSC)),
         Dec(TCP_REUSED.load(Ordering::Relaxed)),
         Dec(us_each(&TCP_REUSED, &TCP_REUSED_TSC)),
+        Dec(SYN_DROPPED.load(Ordering::Relaxed)),
         Dec(SOCKET_WAKES.load(Ordering::Relaxed)),
         Dec(SOCKET_IDLE_WAKES.load(Ordering::Relaxed))
     );
@@ -135,8 +140,8 @@ pub struct TcpPool {
     free: Vec<SocketHandle>,
 }
 
-/// Most closed TCP sockets kept (4 MiB of buffers).
-const TCP_POOL: usize = 8;
+/// Most closed TCP sockets kept (16 MiB of buffers), as long as a quarter of the heap stays free.
+const TCP_POOL: usize = 32;
 
 impl TcpPool {
     /// A closed TCP socket to listen or connect with: a kept one, else a new one (Nagle off).
@@ -165,7 +170,8 @@ impl TcpPool {
         if s.is_open() {
             s.abort();
         }
-        if self.free.len() < TCP_POOL {
+        let (size, used) = crate::mm::heap::stats();
+        if self.free.len() < TCP_POOL && size.saturating_sub(used) >= size / 4 {
             self.free.push(h);
         } else {
             sockets.remove(h);
@@ -188,6 +194,8 @@ static DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
 struct Phy<'a> {
     dev: &'a mut NetDevice,
     pending_rx: &'a mut Option<usize>,
+    /// Ports of listeners whose backlog is full: connection requests to them are dropped unseen.
+    full_ports: &'a [u16],
 }
 
 struct RxTok(&'static [u8]);
@@ -220,9 +228,20 @@ impl Device for Phy<'_> {
         if let Some(slot) = self.pending_rx.take() {
             self.dev.repost(slot);
         }
-        let (slot, frame) = self.dev.take_rx()?;
-        *self.pending_rx = Some(slot);
-        Some((RxTok(frame), TxTok(self.dev)))
+        loop {
+            let (slot, frame) = self.dev.take_rx()?;
+            // As Linux: a SYN to a listener with a full accept queue is dropped (not answered with
+            // RST, as smoltcp would with no socket listening), so the client retries later.
+            if !self.full_ports.is_empty()
+                && kcore::net::syn_dst_port(frame).is_some_and(|p| self.full_ports.contains(&p))
+            {
+                add(&SYN_DROPPED, 1);
+                self.dev.repost(slot);
+                continue;
+            }
+            *self.pending_rx = Some(slot);
+            return Some((RxTok(frame), TxTok(self.dev)));
+        }
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxTok<'_>> {
@@ -260,6 +279,7 @@ pub fn init(mut dev: NetDevice, ip: IpConfig) {
     let mut phy = Phy {
         dev: &mut dev,
         pending_rx: &mut pending_rx,
+        full_ports: &[],
     };
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = crate::arch::cpu::rdtsc();
@@ -282,6 +302,7 @@ pub fn init(mut dev: NetDevice, ip: IpConfig) {
         closing: Vec::new(),
         listeners: Listeners::default(),
         pool: TcpPool::default(),
+        full_ports: Vec::new(),
         watches: Vec::new(),
         addr,
     });
@@ -327,12 +348,14 @@ impl Stack {
             .map(|&(_, w)| self.signature(w))
             .collect();
         let t = now();
-        let mut phy = Phy {
-            dev: &mut self.dev,
-            pending_rx: &mut self.pending_rx,
-        };
         self.iface.poll_maintenance(t);
+        self.update_full_ports();
         loop {
+            let mut phy = Phy {
+                dev: &mut self.dev,
+                pending_rx: &mut self.pending_rx,
+                full_ports: &self.full_ports,
+            };
             match self
                 .iface
                 .poll_ingress_single(t, &mut phy, &mut self.sockets)
@@ -342,10 +365,16 @@ impl Stack {
                 PollIngressSingleResult::SocketStateChanged => {
                     if !self.listeners.is_empty() {
                         self.listeners.refill(&mut self.sockets, &mut self.pool);
+                        self.update_full_ports();
                     }
                 }
             }
         }
+        let mut phy = Phy {
+            dev: &mut self.dev,
+            pending_rx: &mut self.pending_rx,
+            full_ports: &[],
+        };
         while self.iface.poll_egress(t, &mut phy, &mut self.sockets) != PollResult::None {}
         if let Some(slot) = self.pending_rx.take() {
             self.dev.repost(slot);
@@ -367,6 +396,11 @@ impl Stack {
         };
         DEADLINE.store(deadline, Ordering::Relaxed);
         woken
+    }
+
+    fn update_full_ports(&mut self) {
+        self.full_ports.clear();
+        self.listeners.full_ports(&mut self.full_ports);
     }
 
     /// The state of `w` its sleepers can tell apart.
