@@ -405,7 +405,23 @@ fn fill_backlog(
 }
 
 /// Tells tcp-backlog on `to` to start accepting, then checks every connection gets its own line back.
-fn go_and_check_echoes(ns: &Netns, to: SocketAddr, conns: Vec<TcpStream>) {
+/// With `late`, one more client starts connecting first, while the queue is still full: its SYN is
+/// dropped, and a retransmission of it gets in once accept has made room.
+fn go_and_check_echoes(ns: &Netns, to: SocketAddr, conns: Vec<TcpStream>, late: bool) {
+    let late = late.then(|| {
+        ns.enter_thread(move || {
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(30)).unwrap();
+            c.write_all(b"late\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut line = String::new();
+            BufReader::new(c).read_line(&mut line).unwrap();
+            line
+        })
+    });
+    if late.is_some() {
+        // Its first SYN goes out at once; give the thread time to send it before the go.
+        std::thread::sleep(Duration::from_millis(300));
+    }
     ns.enter(move || {
         let u = UdpSocket::bind((HOST_IP, 0)).unwrap();
         u.send_to(b"go", to).unwrap();
@@ -416,12 +432,16 @@ fn go_and_check_echoes(ns: &Netns, to: SocketAddr, conns: Vec<TcpStream>) {
         BufReader::new(c).read_line(&mut line).unwrap();
         assert_eq!(line, format!("echo: conn {i}\n"));
     }
+    if let Some(t) = late {
+        assert_eq!(t.join().unwrap(), "echo: late\n");
+    }
 }
 
-/// (backlog, connections tried, connections Linux queues before accept): backlog + 1; 0 still takes
-/// one; a negative backlog is SOMAXCONN (4096). A connection beyond those times out (its SYN dropped,
-/// not refused).
-const BACKLOGS: [(i32, usize, usize); 3] = [(8, 10, 9), (0, 2, 1), (-1, 12, 12)];
+/// (backlog, connections tried, connections Linux queues before accept, a late client): backlog + 1;
+/// 0 still takes one; a negative backlog is SOMAXCONN (4096). A connection beyond those times out (its
+/// SYN dropped, not refused); a late client that keeps retrying gets in after accept.
+const BACKLOGS: [(i32, usize, usize, bool); 3] =
+    [(8, 10, 9, false), (0, 2, 1, true), (-1, 12, 12, false)];
 
 #[test]
 fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() {
@@ -431,11 +451,12 @@ fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() 
     // The host's own kernel first, with the same program, on its side of the TAP.
     let prog = GuestImages::find().unwrap().host_program("bin/tcp-backlog");
     let mut host_failures = Vec::new();
-    for (i, &(backlog, tries, queued)) in BACKLOGS.iter().enumerate() {
+    for (i, &(backlog, tries, queued, late)) in BACKLOGS.iter().enumerate() {
         let port = 7300 + i as u16;
+        let accepts = queued + late as usize;
         let mut child =
             g.ns.command(&prog)
-                .args([port.to_string(), backlog.to_string(), queued.to_string()])
+                .args([port.to_string(), backlog.to_string(), accepts.to_string()])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
@@ -447,13 +468,14 @@ fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() 
         let (conns, failure) = fill_backlog(&g.ns, to, tries);
         assert_eq!(conns.len(), queued, "host, backlog {backlog}");
         host_failures.push(failure);
-        go_and_check_echoes(&g.ns, to, conns);
+        go_and_check_echoes(&g.ns, to, conns, late);
         assert!(child.wait().unwrap().success());
     }
     // The guest: the same counts.
-    for (i, &(backlog, tries, queued)) in BACKLOGS.iter().enumerate() {
+    for (i, &(backlog, tries, queued, late)) in BACKLOGS.iter().enumerate() {
         let port = 7200 + i as u16;
-        g.sh(&format!("tcp-backlog {port} {backlog} {queued} &"));
+        let accepts = queued + late as usize;
+        g.sh(&format!("tcp-backlog {port} {backlog} {accepts} &"));
         g.wait_count(
             &format!("tcp-backlog: listening on port {port} backlog {backlog}"),
             1,
@@ -466,7 +488,7 @@ fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() 
             failure, host_failures[i],
             "guest vs host, backlog {backlog}"
         );
-        go_and_check_echoes(&g.ns, to, conns);
+        go_and_check_echoes(&g.ns, to, conns, late);
         g.wait_count("tcp-backlog: done", i + 1, T);
     }
     // tcp-backlog slept on its UDP socket while connections and their data reached its listener:
@@ -478,4 +500,11 @@ fn listen_backlog_queues_connections_like_linux_and_wakes_only_their_sleepers() 
         .unwrap_or_else(|| panic!("no wake-up counts at power-off:\n{out}"));
     eprintln!("{stats}");
     assert!(stats.contains(", 0 of them for nothing"), "{stats}");
+    // The SYNs of the two connections beyond a backlog, and at least the first of the late client's.
+    let dropped: u32 = stats
+        .split("; ")
+        .find_map(|p| p.strip_suffix(" SYNs dropped for a full backlog"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no SYN drop count: {stats}"));
+    assert!(dropped >= 3, "{stats}");
 }
