@@ -29,9 +29,18 @@ pub enum Cost {
     CfsPick,
     /// The policy's part of a timer tick alone (`Cfs::tick`).
     CfsTick,
+    /// Pieces of a context switch (`proc::sched::switch`), timed only with [`SWITCH_PIECES`]: the clock
+    /// read and kernel-time accounting; the pick (the policy with its counters and the tag); choosing
+    /// the contexts; `switch_to` up to the next task's first instruction (kernel stack, CR3, FS base,
+    /// registers, x87/SSE state); `finish_switch`.
+    SwClock,
+    SwPick,
+    SwPrepare,
+    SwCpu,
+    SwFinish,
 }
 
-const N: usize = 11;
+const N: usize = 16;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -44,6 +53,11 @@ const NAMES: [&str; N] = [
     "fork_pages",
     "cfs_pick",
     "cfs_tick",
+    "sw_clock",
+    "sw_pick",
+    "sw_prepare",
+    "sw_cpu",
+    "sw_finish",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
@@ -66,6 +80,26 @@ pub fn record(what: Cost, t0: u64) {
         &TSC[what as usize],
         crate::arch::cpu::rdtsc().wrapping_sub(t0),
     );
+}
+
+/// Whether the context switch times its pieces (`Cost::Sw*`). Off: each mark costs about 5 us of
+/// emulated kernel time, some 4 % of a switch; turn it on to see where a switch's time goes.
+pub const SWITCH_PIECES: bool = false;
+
+/// Consecutive pieces of one path that started at TSC value `.0`: each [`Split::mark`] charges the
+/// time since the previous mark to its counter (only with [`SWITCH_PIECES`]).
+pub struct Split(pub u64);
+
+impl Split {
+    pub fn mark(&mut self, what: Cost) {
+        if !SWITCH_PIECES {
+            return;
+        }
+        let t = crate::arch::cpu::rdtsc();
+        add(&COUNT[what as usize], 1);
+        add(&TSC[what as usize], t.wrapping_sub(self.0));
+        self.0 = t;
+    }
 }
 
 /// Adds `n` to a counting (not timed) entry.

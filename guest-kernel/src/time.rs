@@ -36,8 +36,12 @@ pub fn tsc_to_ns(d: u64) -> u64 {
 
 /// Nanoseconds since boot (0 before calibration).
 pub fn now_ns() -> u64 {
-    let d = crate::arch::cpu::rdtsc().wrapping_sub(TSC_BOOT.load(Ordering::Relaxed));
-    ((d as u128 * TSC_MULT.load(Ordering::Relaxed) as u128) >> 32) as u64
+    tsc_now_ns(crate::arch::cpu::rdtsc())
+}
+
+/// Nanoseconds since boot at TSC value `tsc` (a caller that has read the TSC already).
+pub fn tsc_now_ns(tsc: u64) -> u64 {
+    tsc_to_ns(tsc.wrapping_sub(TSC_BOOT.load(Ordering::Relaxed)))
 }
 
 /// Starts the timer: the first tick one period from now.

@@ -376,6 +376,9 @@ pub struct Entity {
     pub nr_involuntary_switches: u64,
     /// Runnable: in the timeline or running.
     pub on_rq: bool,
+    /// An opaque word the caller keeps with the task ([`Cfs::set_tag`]; the kernel: where the task's
+    /// saved context is), so a switch reaches it by the slot the pick already has, without a lookup.
+    pub tag: u64,
     seq: u64,
 }
 
@@ -395,6 +398,7 @@ impl Entity {
             nr_voluntary_switches: 0,
             nr_involuntary_switches: 0,
             on_rq: false,
+            tag: 0,
             seq: 0,
         }
     }
@@ -480,6 +484,18 @@ impl Cfs {
     /// The running task (`None`: idle).
     pub fn curr(&self) -> Option<u32> {
         self.curr.map(|(task, _)| task)
+    }
+
+    /// Keeps `tag` with `task` (see [`Entity::tag`]).
+    pub fn set_tag(&mut self, task: u32, tag: u64) {
+        if let Some(e) = self.get_mut(task) {
+            e.tag = tag;
+        }
+    }
+
+    /// The running task's tag (0 when idle).
+    pub fn curr_tag(&self) -> u64 {
+        self.curr.map_or(0, |(_, s)| self.entities[s].tag)
     }
 
     fn slot(&self, task: u32) -> Option<usize> {
@@ -1122,6 +1138,40 @@ mod tests {
             assert_eq!(c.ready(), 8);
         }
         assert_eq!(c.entities.len(), len + 1);
+    }
+
+    /// Each task's tag is the running task's tag once it is picked, through slot reuse and a shrink of
+    /// the slab; a reused slot starts without the old tag.
+    #[test]
+    fn the_running_tasks_tag_follows_the_pick() {
+        let mut c = cfs();
+        assert_eq!(c.curr_tag(), 0);
+        c.fork(0, None, 1);
+        c.set_tag(1, 1001);
+        c.pick_next(0, Prev::Runnable, 0);
+        assert_eq!(c.curr_tag(), 1001);
+        for t in 2..200 {
+            c.fork(0, Some(1), t);
+            c.set_tag(t, 1000 + t as u64);
+        }
+        // Most tasks go; the slab shrinks and the survivors' tags move with their entities.
+        for t in 2..190 {
+            c.release(t, Some(1));
+        }
+        c.fork(0, Some(1), 500);
+        assert_eq!(c.entity(500).unwrap().tag, 0);
+        c.set_tag(500, 1500);
+        let mut seen = Vec::new();
+        for i in 1..=40u64 {
+            let next = c.pick_next(i * 10 * MS, Prev::Runnable, 0).unwrap();
+            assert_eq!(c.curr_tag(), 1000 + next as u64);
+            seen.push(next);
+        }
+        for t in [1, 190, 199, 500] {
+            assert!(seen.contains(&t), "{t} never ran: {seen:?}");
+        }
+        c.pick_next(500 * MS, Prev::Dead, 0);
+        c.set_tag(12345, 1);
     }
 
     /// After a fork storm the slab shrinks, and the tasks left keep their entities and their places in

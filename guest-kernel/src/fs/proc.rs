@@ -45,7 +45,7 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
     let e = proc::sched::entity(pid)?;
     proc::with_proc(pid, |p| {
         let state = match p.state {
-            State::Running | State::Ready => b'R',
+            State::Ready => b'R',
             State::Blocked(_) => b'S',
             State::Stopped => b'T',
             State::Zombie => b'Z',

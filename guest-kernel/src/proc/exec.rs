@@ -277,7 +277,7 @@ pub fn exec_current(
         p.fds.close_on_exec();
         p.signals.reset_for_exec();
         p.fs_base = 0;
-        *p.ctx = TaskContext::new();
+        p.ctx.reset_fx();
         crate::arch::switch::restore_fx(&p.ctx);
         old
     });

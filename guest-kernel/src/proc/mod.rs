@@ -54,7 +54,8 @@ pub enum Chan {
 /// Scheduling state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
-    Running,
+    /// Runnable: running, or waiting in the run queue (the scheduler knows which; a switch does not
+    /// touch the process table to say so).
     Ready,
     Blocked(Chan),
     Stopped,
@@ -127,16 +128,12 @@ pub struct Process {
     pub start_jiffies: u64,
     /// Saved kernel RSP and user x87/SSE state while switched out.
     pub ctx: Box<TaskContext>,
-    /// The kernel stack (traps from ring 3 land on its top).
+    /// The kernel stack (traps from ring 3 land on its top, `ctx.kstack_top`); only owned here.
+    #[allow(dead_code)]
     pub kstack: Box<[core::mem::MaybeUninit<u8>]>,
 }
 
 impl Process {
-    /// Top of the kernel stack, 16-byte aligned.
-    pub fn kstack_top(&self) -> u64 {
-        (self.kstack.as_ptr() as u64 + self.kstack.len() as u64) & !15
-    }
-
     /// The memory area containing `va`.
     pub fn vma(&self, va: u64) -> Option<&Vma> {
         self.vmas.iter().find(|v| v.start <= va && va < v.end)

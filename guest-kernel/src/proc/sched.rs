@@ -12,7 +12,11 @@
 //!
 //! Kept lean: kernel code is instruction-emulated on the development hosts, so a tick is a clock read,
 //! one multiply for the vruntime, a descent to the leftmost task and a few compares; no scan of the
-//! process table unless a sleeper is due.
+//! process table unless a sleeper is due. A switch reads the clock once and touches no process-table
+//! entry: the caller says what becomes of the running task (preempt, yield and block go straight to
+//! [`switch`]; `schedule` looks the state up for the rarer callers), the running task's state stays
+//! `Ready` (no write on the way in or out), the policy keeps each task's boxed `TaskContext` as its
+//! tag, and that context carries the kernel stack top, CR3 and FS base the switch loads.
 #![deny(unsafe_code)]
 
 use super::{Chan, Pid, State, CURRENT, PROCS};
@@ -100,10 +104,20 @@ fn resched_if(preempt: bool) {
 }
 
 /// A new process (`parent` forked it; `None` for init) joins the run queue: it inherits the parent's
-/// nice value and policy and starts a slice behind (START_DEBIT); the parent keeps running.
+/// nice value and policy and starts a slice behind (START_DEBIT); the parent keeps running. Its
+/// context gets its address space and FS base, and the policy keeps where the context is.
 pub fn new_task(pid: Pid, parent: Option<Pid>) {
+    let ctx = super::with_proc(pid, |p| {
+        p.ctx.cr3 = p.aspace.root();
+        p.ctx.fs_base = p.fs_base;
+        ctx_ptr(&mut p.ctx)
+    })
+    .expect("a new task is in the process table");
     let now = crate::time::now_ns();
-    let preempt = POLICY.borrow_mut().fork(now, parent.map(|p| p.0), pid.0);
+    let mut policy = POLICY.borrow_mut();
+    let preempt = policy.fork(now, parent.map(|p| p.0), pid.0);
+    policy.set_tag(pid.0, ctx as u64);
+    drop(policy);
     resched_if(preempt);
 }
 
@@ -161,20 +175,31 @@ pub fn need_resched() -> bool {
 /// process's state (Ready: it stays runnable; Blocked or Stopped: it sleeps; Zombie: it is gone).
 /// Returns when this task runs again.
 pub fn schedule() {
+    let kind = match *CURRENT.borrow() {
+        Some(p) => match super::with_proc(p, |p| p.state).unwrap_or(State::Zombie) {
+            State::Ready => Prev::Runnable,
+            State::Blocked(_) | State::Stopped => Prev::Sleeping,
+            State::Zombie => Prev::Dead,
+        },
+        None => Prev::Runnable,
+    };
+    switch(kind);
+}
+
+/// `schedule` for a caller that knows what happens to the current task (`kind`, matching the state
+/// it set): the switch itself touches no process-table entry. The policy's tag of the picked task
+/// is its boxed context, which carries its kernel stack, CR3 and FS base; the running task's
+/// context is kept in `CURRENT_CTX`.
+fn switch(kind: Prev) {
     flush_wakes();
     NEED_RESCHED.store(false, Ordering::Relaxed);
     let prev = *CURRENT.borrow();
+    // One clock read serves the kernel-time accounting, the policy and the cost counters.
     let t = crate::arch::cpu::rdtsc();
-    let now = crate::time::now_ns();
-    let mut kind = Prev::Runnable;
+    let mut sp = crate::cost::Split(t);
+    let now = crate::time::tsc_now_ns(t);
     let mut stime = 0;
-    if let Some(p) = prev {
-        let state = super::with_proc(p, |p| p.state).unwrap_or(State::Zombie);
-        kind = match state {
-            State::Running | State::Ready => Prev::Runnable,
-            State::Blocked(_) | State::Stopped => Prev::Sleeping,
-            State::Zombie => Prev::Dead,
-        };
+    if prev.is_some() {
         stime = crate::time::tsc_to_ns(
             KERNEL_TSC.load(Ordering::Relaxed)
                 + t.wrapping_sub(KERNEL_SINCE.load(Ordering::Relaxed)),
@@ -182,61 +207,60 @@ pub fn schedule() {
     }
     KERNEL_TSC.store(0, Ordering::Relaxed);
     KERNEL_SINCE.store(t, Ordering::Relaxed);
+    sp.mark(crate::cost::Cost::SwClock);
+    let mut policy = POLICY.borrow_mut();
     let t1 = crate::cost::start();
-    let next = POLICY.borrow_mut().pick_next(now, kind, stime).map(Pid);
+    let next = policy.pick_next(now, kind, stime).map(Pid);
     crate::cost::record(crate::cost::Cost::CfsPick, t1);
+    let next_ctx = policy.curr_tag() as *mut TaskContext;
+    drop(policy);
     add(&PICKS, 1);
     add(&PICK_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t));
+    sp.mark(crate::cost::Cost::SwPick);
     if prev == next {
-        if let Some(p) = prev {
-            super::with_proc(p, |p| p.state = State::Running);
-        }
         return;
     }
-    let mut idle = IDLE.borrow_mut();
-    let idle_ctx = ctx_ptr(idle.get_or_insert_with(|| Box::new(TaskContext::new())));
-    drop(idle);
-    let mut procs = PROCS.borrow_mut();
-    let prev_ctx = match prev {
-        Some(p) => procs.get_mut(&p).map(|p| ctx_ptr(&mut p.ctx)),
-        None => Some(idle_ctx),
+    let idle_ctx = if prev.is_none() || next.is_none() {
+        let mut idle = IDLE.borrow_mut();
+        ctx_ptr(idle.get_or_insert_with(|| Box::new(TaskContext::new())))
+    } else {
+        core::ptr::null_mut()
     };
-    let Some(prev_ctx) = prev_ctx else {
-        panic!("schedule: the current process is gone");
-    };
-    let next_ctx = match next {
-        Some(n) => {
-            let Some(p) = procs.get_mut(&n) else {
-                panic!("schedule: a queued process is gone");
-            };
-            p.state = State::Running;
-            crate::arch::gdt::set_kernel_stack(p.kstack_top());
-            if crate::arch::cpu::read_cr3() & !0xfff != p.aspace.root() {
-                p.aspace.activate();
-            }
-            crate::arch::set_fs_base(p.fs_base);
-            ctx_ptr(&mut p.ctx)
-        }
-        None => idle_ctx,
-    };
-    drop(procs);
+    let mut cur_ctx = CURRENT_CTX.borrow_mut();
+    let prev_ctx = if prev.is_some() { *cur_ctx } else { idle_ctx };
+    let next_ctx = if next.is_some() { next_ctx } else { idle_ctx };
+    *cur_ctx = next_ctx;
+    drop(cur_ctx);
     *CURRENT.borrow_mut() = next;
     add(&SWITCHES, 1);
     SWITCH_START.store(t, Ordering::Relaxed);
+    sp.mark(crate::cost::Cost::SwPrepare);
+    if crate::cost::SWITCH_PIECES {
+        SPLIT_AT.store(sp.0, Ordering::Relaxed);
+    }
     crate::arch::switch::switch_to(prev_ctx, next_ctx, prev.is_some(), next.is_some());
     finish_switch();
 }
 
+/// The running process's context (where `switch` saves it); unused while the idle task runs.
+static CURRENT_CTX: KCell<*mut TaskContext> = KCell::new(core::ptr::null_mut());
+
+/// Where the pieces of the last switch got to before `switch_to` (for `Cost::SwCpu`).
+static SPLIT_AT: AtomicU64 = AtomicU64::new(0);
+
 /// Runs on the new task right after a switch: frees the processes that died without a waiter.
 pub fn finish_switch() {
+    let mut sp = crate::cost::Split(SPLIT_AT.load(Ordering::Relaxed));
+    sp.mark(crate::cost::Cost::SwCpu);
     add(
         &SWITCH_TSC,
         crate::arch::cpu::rdtsc().wrapping_sub(SWITCH_START.load(Ordering::Relaxed)),
     );
-    let dead = core::mem::take(&mut *DEAD.borrow_mut());
-    if dead.is_empty() {
+    if DEAD.borrow().is_empty() {
+        sp.mark(crate::cost::Cost::SwFinish);
         return;
     }
+    let dead = core::mem::take(&mut *DEAD.borrow_mut());
     let cur = *CURRENT.borrow();
     let mut keep = Vec::new();
     let mut procs = PROCS.borrow_mut();
@@ -259,27 +283,29 @@ pub fn bury(pid: Pid) {
 
 /// sched_yield: the current process goes behind the others (CFS's skip buddy) but stays runnable.
 pub fn yield_now() {
-    let Some(pid) = *CURRENT.borrow() else { return };
+    if CURRENT.borrow().is_none() {
+        return;
+    }
     POLICY.borrow_mut().yield_curr(crate::time::now_ns());
-    super::with_proc(pid, |p| p.state = State::Ready);
-    schedule();
+    // The running task's state is already Ready.
+    switch(Prev::Runnable);
 }
 
 /// Preemption (on the way back to user mode): the current process is switched out but stays
 /// runnable.
 pub fn preempt() {
-    let Some(pid) = *CURRENT.borrow() else {
+    if CURRENT.borrow().is_none() {
         NEED_RESCHED.store(false, Ordering::Relaxed);
         return;
-    };
-    super::with_proc(pid, |p| p.state = State::Ready);
-    schedule();
+    }
+    // The running task's state is already Ready.
+    switch(Prev::Runnable);
 }
 
 /// Blocks the current process on `chan` until [`wake`] (or a signal) makes it ready again.
 pub fn block(chan: Chan) {
     super::with_current(|p| p.state = State::Blocked(chan));
-    schedule();
+    switch(Prev::Sleeping);
 }
 
 /// Wakes that had to wait because the process table was in use (e.g. a pipe end dropped while a

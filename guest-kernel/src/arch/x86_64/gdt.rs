@@ -130,3 +130,9 @@ pub fn set_kernel_stack(top: u64) {
         *core::ptr::addr_of_mut!(CPU_KSTACK_TOP) = top;
     }
 }
+
+/// The kernel stack top traps from ring 3 land on now (the last [`set_kernel_stack`]).
+pub fn kernel_stack() -> u64 {
+    // SAFETY: single CPU; a plain read of a value only this module writes.
+    unsafe { *core::ptr::addr_of!(CPU_KSTACK_TOP) }
+}

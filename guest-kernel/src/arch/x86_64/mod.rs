@@ -49,15 +49,26 @@ pub fn kernel_image() -> (u64, u64) {
     )
 }
 
-/// Sets the FS base (arch_prctl ARCH_SET_FS).
+/// The value in MSR_FS_BASE: every write goes through [`set_fs_base`], and user mode cannot write it
+/// (CR4.FSGSBASE is off), so the kernel knows it without an `rdmsr`. (A user `mov` to %fs could change
+/// the base behind this; Linux assumes the same of a null selector, and no libc does it.)
+static FS_BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Sets the FS base (arch_prctl ARCH_SET_FS, exec, a context switch); no MSR write when it already
+/// holds `v` (a wrmsr is one of the costlier instructions to emulate).
 pub fn set_fs_base(v: u64) {
+    use core::sync::atomic::Ordering;
+    if FS_BASE.load(Ordering::Relaxed) == v {
+        return;
+    }
+    FS_BASE.store(v, Ordering::Relaxed);
     // SAFETY: FS base only affects user-mode TLS accesses; any canonical value is fine.
     unsafe { wrmsr(cpu::MSR_FS_BASE, v) }
 }
 
 /// The FS base.
 pub fn fs_base() -> u64 {
-    rdmsr(cpu::MSR_FS_BASE)
+    FS_BASE.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether the CPU has NX (EFER.NXE was set by the boot code).

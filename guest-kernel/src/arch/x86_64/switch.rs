@@ -1,7 +1,10 @@
-//! The context switch: kernel stacks, callee-saved registers and the user's x87/SSE state.
+//! The context switch: kernel stacks, address space, FS base, callee-saved registers and the user's
+//! x87/SSE state.
 //!
 //! A task not running keeps its kernel RSP in [`TaskContext::rsp`], with its callee-saved registers and a
-//! return address pushed below it. The kernel itself uses no SSE, so the user's SSE state stays in the
+//! return address pushed below it, and what the CPU must be given back when it runs again (kernel stack
+//! top, CR3, FS base), saved from the CPU at the switch away; so a switch needs nothing but the two
+//! contexts (no process-table lookup), and reloads CR3 and the FS base only when they differ. The kernel itself uses no SSE, so the user's SSE state stays in the
 //! registers across traps and is only saved and restored (FXSAVE/FXRSTOR) when the CPU switches tasks.
 //! A new task's stack is built so that the switch "returns" into `task_entry`, which calls
 //! `sched_finish_switch` and leaves through `trap_return` with the task's first user [`TrapFrame`].
@@ -14,7 +17,12 @@ use core::arch::global_asm;
 pub struct TaskContext {
     /// Saved kernel stack pointer while the task is switched out.
     pub rsp: u64,
-    _pad: u64,
+    /// Top of the task's kernel stack (TSS.rsp0 while it runs).
+    pub kstack_top: u64,
+    /// Its page-table root (CR3).
+    pub cr3: u64,
+    /// Its FS base (TLS).
+    pub fs_base: u64,
     /// FXSAVE image of the user's x87/SSE registers.
     pub fx: [u8; 512],
 }
@@ -28,11 +36,27 @@ impl TaskContext {
         fx[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
         TaskContext {
             rsp: 0,
-            _pad: 0,
+            kstack_top: 0,
+            cr3: 0,
+            fs_base: 0,
             fx,
         }
     }
+
+    /// Resets the x87/SSE image to a new program's (execve), keeping the rest.
+    pub fn reset_fx(&mut self) {
+        let rsp = self.rsp;
+        let (kstack_top, cr3, fs_base) = (self.kstack_top, self.cr3, self.fs_base);
+        *self = TaskContext::new();
+        self.rsp = rsp;
+        self.kstack_top = kstack_top;
+        self.cr3 = cr3;
+        self.fs_base = fs_base;
+    }
 }
+
+// The assembly below saves and restores the FXSAVE image at offset 32.
+const _: () = assert!(core::mem::offset_of!(TaskContext, fx) == 32);
 
 global_asm!(
     r#"
@@ -42,7 +66,7 @@ global_asm!(
 switch_context:
     testl %edx, %edx
     jz 1f
-    fxsave64 16(%rdi)
+    fxsave64 32(%rdi)
 1:  pushq %rbp
     pushq %rbx
     pushq %r12
@@ -59,7 +83,7 @@ switch_context:
     popq %rbp
     testl %ecx, %ecx
     jz 2f
-    fxrstor64 16(%rsi)
+    fxrstor64 32(%rsi)
 2:  ret
 
     .global task_entry
@@ -76,21 +100,40 @@ fx_save_to:
 );
 
 extern "C" {
-    fn switch_context(prev: *mut TaskContext, next: *const TaskContext, save_fx: u32, load_fx: u32);
+    fn switch_context(prev: *mut TaskContext, next: *mut TaskContext, save_fx: u32, load_fx: u32);
     fn task_entry();
     fn fx_save_to(area: *mut u8);
 }
 
 /// Switches from the task whose context is `prev` to the one whose context is `next`; returns when
-/// something switches back to `prev`. `prev_fx`/`next_fx`: whether each side has user x87/SSE state.
+/// something switches back to `prev`. `prev_user`/`next_user`: whether each side is a user task (the
+/// idle task has no user state and runs on whatever address space and FS base it finds). A user task
+/// switched out keeps the CPU's kernel stack top, CR3 and FS base in its context; a user task switched
+/// in gets its own back (CR3 and FS base only written when they differ).
 ///
 /// The scheduler guarantees what makes this sound: both contexts are boxed and stay allocated while
 /// their task can run (a task's context is freed only after the CPU has switched away from it, see
 /// `proc::sched::finish_switch`), `next` was switched out by this function or prepared by
-/// [`prepare_new_task`], interrupts are off, and the next task's kernel stack and address space are set.
-pub fn switch_to(prev: *mut TaskContext, next: *const TaskContext, prev_fx: bool, next_fx: bool) {
-    // SAFETY: see above; the scheduler is the only caller.
-    unsafe { switch_context(prev, next, prev_fx as u32, next_fx as u32) }
+/// [`prepare_new_task`] with its kernel stack, CR3 and FS base filled in, and interrupts are off.
+pub fn switch_to(prev: *mut TaskContext, next: *mut TaskContext, prev_user: bool, next_user: bool) {
+    let cr3 = super::cpu::read_cr3();
+    // SAFETY: see above; the scheduler is the only caller. `next`'s CR3 maps the kernel half like every
+    // address space.
+    unsafe {
+        if prev_user {
+            (*prev).kstack_top = super::gdt::kernel_stack();
+            (*prev).cr3 = cr3;
+            (*prev).fs_base = super::fs_base();
+        }
+        if next_user {
+            super::gdt::set_kernel_stack((*next).kstack_top);
+            if (*next).cr3 != cr3 {
+                super::cpu::write_cr3((*next).cr3);
+            }
+            super::set_fs_base((*next).fs_base);
+        }
+        switch_context(prev, next, prev_user as u32, next_user as u32)
+    }
 }
 
 #[no_mangle]
@@ -106,19 +149,21 @@ pub fn restore_fx(ctx: &TaskContext) {
 
 /// Saves the current (user) x87/SSE registers into `ctx` (fork: the child starts with the parent's).
 pub fn save_fx(ctx: &mut TaskContext) {
-    // SAFETY: `fx` is a 512-byte, 16-byte-aligned area (TaskContext is align(16), fx at offset 16).
+    // SAFETY: `fx` is a 512-byte, 16-byte-aligned area (TaskContext is align(16), fx at offset 32).
     unsafe { fx_save_to(ctx.fx.as_mut_ptr()) }
 }
 
 /// Builds the initial kernel stack of a new task in `stack` (the new task's own, unused yet): its first
 /// user context `frame` at the top, below it `task_entry` as the return address and six zero
-/// callee-saved registers; stores the resulting RSP in `ctx`.
+/// callee-saved registers; stores the resulting RSP and the stack top in `ctx` (the scheduler fills in
+/// its CR3 and FS base when the task joins the run queue).
 pub fn prepare_new_task(
     ctx: &mut TaskContext,
     stack: &mut [core::mem::MaybeUninit<u8>],
     frame: &TrapFrame,
 ) {
     let stack_top = (stack.as_mut_ptr() as u64 + stack.len() as u64) & !15;
+    ctx.kstack_top = stack_top;
     assert!(stack.len() >= 512);
     // SAFETY: the writes stay within the top 240 bytes of `stack`, which we borrow mutably.
     unsafe {
