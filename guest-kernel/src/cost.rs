@@ -82,8 +82,8 @@ pub fn record(what: Cost, t0: u64) {
     );
 }
 
-/// Whether the context switch times its pieces (`Cost::Sw*`). Off: each mark costs about 5 us of
-/// emulated kernel time, some 4 % of a switch; turn it on to see where a switch's time goes.
+/// Whether the context switch times its pieces (`Cost::Sw*`). Off: the five marks cost about 25 us of
+/// emulated kernel time, some 7 % of a switch; turn it on to see where a switch's time goes.
 pub const SWITCH_PIECES: bool = false;
 
 /// Consecutive pieces of one path that started at TSC value `.0`: each [`Split::mark`] charges the
