@@ -107,11 +107,6 @@ pub fn count(what: Cost, n: u64) {
     add(&COUNT[what as usize], n);
 }
 
-/// Takes `t` TSC ticks back from `what` (time a measured call spent blocked).
-pub fn subtract(what: Cost, t: u64) {
-    add(&TSC[what as usize], t.wrapping_neg());
-}
-
 /// Prints every counter that ran: `cost: NAME N times, NS ns each`.
 pub fn report() {
     for (i, name) in NAMES.iter().enumerate() {
