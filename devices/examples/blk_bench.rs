@@ -20,7 +20,8 @@
 //!
 //! Usage: `blk_bench [--format raw|qcow2] [--count N] [--depth D] [--size BYTES] [--step BYTES]
 //! [--offset BYTES] [--write] [--engine sync|async|threads] [--cache writeback|direct] [--no-thp] IMAGE`. Prints one
-//! line: `requests bytes seconds MiB/s IOPS`.
+//! line: `requests bytes seconds MiB/s IOPS p50 p99 max`, the last three the latency of a request from
+//! posting it to reaping it, in microseconds.
 //! Build with `--release`; `scripts/bench-blk.sh` runs the whole matrix next to `qemu-img bench`.
 
 use std::path::PathBuf;
@@ -261,6 +262,9 @@ fn run(a: &Args) -> Result<(), String> {
     let mut used_seen: u16 = 0;
     let mut offset = a.offset;
     let (mut issued, mut completed) = (0u64, 0u64);
+    // When each slot's request was posted, and every request's latency (post to reap), in microseconds.
+    let mut posted_at = vec![Instant::now(); a.depth as usize];
+    let mut latencies_us: Vec<u32> = Vec::with_capacity(a.count as usize);
     // Posts the request of slot `i` at the next offset (published by the caller).
     let mut post = |i: u64, avail_idx: &mut u16| {
         mem.write_obj(offset / 512, GuestAddress(HEADERS + 16 * i + 8))
@@ -275,6 +279,7 @@ fn run(a: &Args) -> Result<(), String> {
     let start = Instant::now();
     for i in 0..a.depth.min(a.count) {
         post(i, &mut avail_idx);
+        posted_at[i as usize] = Instant::now();
         issued += 1;
     }
     mem.write_obj(avail_idx, avail.unchecked_add(2)).unwrap();
@@ -319,8 +324,11 @@ fn run(a: &Args) -> Result<(), String> {
                 return Err(format!("request failed with status {s}"));
             }
             completed += 1;
+            let us = posted_at[slot as usize].elapsed().as_micros();
+            latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
             if issued < a.count {
                 post(slot, &mut avail_idx);
+                posted_at[slot as usize] = Instant::now();
                 issued += 1;
                 posted = true;
             }
@@ -337,13 +345,18 @@ fn run(a: &Args) -> Result<(), String> {
         .flush_disk()
         .map_err(|e| e.to_string())?;
     let bytes = a.count * a.size;
+    latencies_us.sort_unstable();
+    let pct = |p: usize| latencies_us[(latencies_us.len() - 1) * p / 100];
     println!(
-        "{} {} {:.3} {:.1} {:.0}",
+        "{} {} {:.3} {:.1} {:.0} {} {} {}",
         a.count,
         bytes,
         secs,
         bytes as f64 / secs / f64::from(1 << 20),
-        a.count as f64 / secs
+        a.count as f64 / secs,
+        pct(50),
+        pct(99),
+        latencies_us.last().copied().unwrap_or(0)
     );
     Ok(())
 }
