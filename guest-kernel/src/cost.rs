@@ -38,9 +38,16 @@ pub enum Cost {
     SwPrepare,
     SwCpu,
     SwFinish,
+    /// A system call from user mode, trap entry to the return to user mode, when it did not switch
+    /// tasks (the syscall path itself: entry, dispatch, the call, signal delivery, exit accounting).
+    Syscall,
+    /// A timer interrupt taken in user mode, entry to return, when it did not switch tasks.
+    TickTrap,
+    /// `signal::deliver` alone, on every return to user mode.
+    Deliver,
 }
 
-const N: usize = 16;
+const N: usize = 19;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -58,6 +65,9 @@ const NAMES: [&str; N] = [
     "sw_prepare",
     "sw_cpu",
     "sw_finish",
+    "syscall",
+    "tick_trap",
+    "deliver",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
@@ -86,6 +96,10 @@ pub fn record(what: Cost, t0: u64) {
 /// emulated kernel time, some 7 % of a switch; turn it on to see where a switch's time goes.
 pub const SWITCH_PIECES: bool = false;
 
+/// Whether every return to user mode times `signal::deliver` alone (`Cost::Deliver`). Off: the mark
+/// costs a few microseconds of emulated kernel time on every trap.
+pub const DELIVER_TIMING: bool = false;
+
 /// Consecutive pieces of one path that started at TSC value `.0`: each [`Split::mark`] charges the
 /// time since the previous mark to its counter (only with [`SWITCH_PIECES`]).
 pub struct Split(pub u64);
@@ -100,6 +114,12 @@ impl Split {
         add(&TSC[what as usize], t.wrapping_sub(self.0));
         self.0 = t;
     }
+}
+
+/// Ends a measurement of `what` whose start (TSC) `t0` the caller already has, at TSC `t1`.
+pub fn record_span(what: Cost, t0: u64, t1: u64) {
+    add(&COUNT[what as usize], 1);
+    add(&TSC[what as usize], t1.wrapping_sub(t0));
 }
 
 /// Adds `n` to a counting (not timed) entry.

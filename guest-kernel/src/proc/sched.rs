@@ -39,6 +39,8 @@ static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
 /// ticks) it spent since its last switch-in that is not yet in its statistics.
 static KERNEL_SINCE: AtomicU64 = AtomicU64::new(0);
 static KERNEL_TSC: AtomicU64 = AtomicU64::new(0);
+/// `switch` ran since the last return to user mode (that trap's time is not one path's cost).
+static SWITCHED: AtomicBool = AtomicBool::new(false);
 /// Context switches so far.
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 /// TSC when the last switch started, and the TSC ticks all switches took (from entering `schedule`
@@ -157,18 +159,29 @@ pub fn kernel_entry() {
     KERNEL_SINCE.store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);
 }
 
-/// Return to user mode: kernel time ends.
-pub fn kernel_exit() {
+/// Return to user mode: kernel time ends. The trap's whole time is charged to cost counter `path`
+/// unless it switched tasks (its time then belongs to two tasks and includes the switch).
+pub fn kernel_exit(path: Option<crate::cost::Cost>) {
     let t = crate::arch::cpu::rdtsc();
-    add(
-        &KERNEL_TSC,
-        t.wrapping_sub(KERNEL_SINCE.load(Ordering::Relaxed)),
-    );
+    let since = KERNEL_SINCE.load(Ordering::Relaxed);
+    add(&KERNEL_TSC, t.wrapping_sub(since));
+    if SWITCHED.load(Ordering::Relaxed) {
+        SWITCHED.store(false, Ordering::Relaxed);
+    } else if let Some(c) = path {
+        crate::cost::record_span(c, since, t);
+    }
 }
 
 /// True if the running task was asked to give up the CPU.
 pub fn need_resched() -> bool {
     NEED_RESCHED.load(Ordering::Relaxed)
+}
+
+/// Whether the running process may have a signal to deliver (pending and not blocked), read from its
+/// context (`TaskContext::signals_ready`) without a process-table lookup: the return to user mode's
+/// check, which runs after every system call, tick and fault.
+pub fn current_signals_ready() -> bool {
+    crate::arch::switch::signals_ready(*CURRENT_CTX.borrow())
 }
 
 /// Gives the CPU to the next ready process (or the idle task). The caller has already set the current
@@ -192,6 +205,7 @@ pub fn schedule() {
 /// context is kept in `CURRENT_CTX`.
 fn switch(kind: Prev) {
     flush_wakes();
+    SWITCHED.store(true, Ordering::Relaxed);
     NEED_RESCHED.store(false, Ordering::Relaxed);
     let prev = *CURRENT.borrow();
     // One clock read serves the kernel-time accounting, the policy and the cost counters.

@@ -5,7 +5,7 @@
 //! (`sigaltstack`).
 #![deny(unsafe_code)]
 
-use super::{sched, Pid, State, INIT_PID};
+use super::{sched, Pid, Process, State, INIT_PID};
 use crate::arch::layout::{USER_CS, USER_DS};
 use crate::arch::trap::TrapFrame;
 use crate::syscall::{check_user, copy_to_user};
@@ -48,6 +48,13 @@ fn bit(sig: u32) -> u64 {
 }
 
 const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
+
+/// Brings `p`'s summary for the return to user mode (`TaskContext::signals_ready`: a signal pending
+/// and not blocked) up to date; called after every change of its pending set or mask, so that the
+/// common return (nothing to deliver) needs no process-table lookup.
+fn sync_ready(p: &mut Process) {
+    p.ctx.signals_ready = p.signals.pending & !p.signals.blocked != 0;
+}
 
 /// One signal's disposition (`struct sigaction` as the kernel sees it).
 #[derive(Clone, Copy, Debug, Default)]
@@ -229,9 +236,11 @@ pub fn send(pid: Pid, sig: u32) -> Result<(), Errno> {
             p.signals.pending &= !bit(SIGCONT);
         }
         if ignored(&a, sig) && sig != SIGKILL && sig != SIGSTOP {
+            sync_ready(p);
             return Some((false, sig == SIGCONT, p.ppid));
         }
         p.signals.pending |= bit(sig);
+        sync_ready(p);
         let wake = p.signals.blocked & bit(sig) == 0 || sig == SIGKILL;
         Some((wake, sig == SIGCONT || sig == SIGKILL, p.ppid))
     })
@@ -311,7 +320,7 @@ pub fn parent_reaps_at_once(ppid: Pid) -> bool {
 
 /// Whether the current process has a signal to handle (blocking calls return EINTR).
 pub fn pending_for_current() -> bool {
-    super::with_current(|p| p.signals.pending & !p.signals.blocked != 0)
+    sched::current_signals_ready()
 }
 
 /// Whether the current process ignores or blocks `sig`.
@@ -329,6 +338,7 @@ pub fn force(sig: u32) -> bool {
         let a = p.signals.actions[(sig - 1) as usize];
         if a.handler > SIG_IGN && p.signals.blocked & bit(sig) == 0 {
             p.signals.pending |= bit(sig);
+            sync_ready(p);
             true
         } else {
             false
@@ -337,19 +347,38 @@ pub fn force(sig: u32) -> bool {
 }
 
 /// Delivers pending signals before returning to user mode with `frame`: every one not blocked (by
-/// the mask as each handler's frame changes it), lowest number first.
+/// the mask as each handler's frame changes it), lowest number first. The common case, nothing to
+/// deliver, reads only the running task's context (`sched::current_signals_ready`), not the process
+/// table, and leaves the work (and its register spills) to an out-of-line function.
 pub fn deliver(frame: &mut TrapFrame) {
+    if sched::current_signals_ready() {
+        deliver_ready(frame);
+    } else if let Some(code) = interrupted_call(frame) {
+        // A call interrupted by a signal that is gone by now (ignored, or taken by another path).
+        finish_interrupted(frame, code, None);
+    }
+}
+
+/// [`deliver`] when the running process has a signal pending and not blocked.
+#[inline(never)]
+fn deliver_ready(frame: &mut TrapFrame) {
     let mut restart = interrupted_call(frame);
     loop {
-        let next = super::with_current(|p| {
-            let ready = p.signals.pending & !p.signals.blocked;
-            if ready == 0 {
-                return None;
-            }
-            let sig = ready.trailing_zeros() + 1;
-            p.signals.pending &= !bit(sig);
-            Some((sig, p.signals.actions[(sig - 1) as usize], p.pid))
-        });
+        let next = if sched::current_signals_ready() {
+            super::with_current(|p| {
+                let ready = p.signals.pending & !p.signals.blocked;
+                if ready == 0 {
+                    sync_ready(p);
+                    return None;
+                }
+                let sig = ready.trailing_zeros() + 1;
+                p.signals.pending &= !bit(sig);
+                sync_ready(p);
+                Some((sig, p.signals.actions[(sig - 1) as usize], p.pid))
+            })
+        } else {
+            None
+        };
         let Some((sig, act, pid)) = next else {
             if let Some(code) = restart {
                 finish_interrupted(frame, code, None);
@@ -526,6 +555,7 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
             add |= bit(sig);
         }
         p.signals.blocked = (p.signals.blocked | add) & !UNBLOCKABLE;
+        sync_ready(p);
         if act.flags & SA_RESETHAND != 0 {
             p.signals.actions[(sig - 1) as usize] = SigAction::default();
         }
@@ -580,7 +610,10 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
             crate::arch::switch::restore_fx(&p.ctx);
         });
     }
-    super::with_current(|p| p.signals.blocked = mask & !UNBLOCKABLE);
+    super::with_current(|p| {
+        p.signals.blocked = mask & !UNBLOCKABLE;
+        sync_ready(p);
+    });
     // uc_stack back as the alternate stack (Linux's restore_altstack; refused, silently, if the
     // handler's rsp is on the stack now set: measured on Linux 6.18, a handler that replaced a
     // disarmed SS_AUTODISARM stack by a plain one keeps the plain one).
@@ -604,6 +637,7 @@ pub fn sigaction(sig: u32, act: Option<SigAction>) -> Result<SigAction, Errno> {
             *slot = a;
             if ignored(&a, sig) {
                 p.signals.pending &= !bit(sig);
+                sync_ready(p);
             }
         }
         old
@@ -621,6 +655,7 @@ pub fn sigprocmask(how: u32, set: Option<u64>) -> Result<u64, Errno> {
                 2 => s,
                 _ => return Err(Errno::EINVAL),
             } & !UNBLOCKABLE;
+            sync_ready(p);
         } else if how > 2 {
             return Err(Errno::EINVAL);
         }

@@ -9,7 +9,8 @@
 //! cpuinfo (OSXSAVE, AVX and XCR0 as user mode sees them),
 //! poweroff (asks init: SIGUSR2, or `-f` calls reboot(2) directly), and the demos `zombie` (a child
 //! exits unwaited: ps shows it as Z; the parent exits and init reaps it) and `forkbomb N` (forks until N
-//! children or EAGAIN, then kills and reaps them all).
+//! children or EAGAIN, then kills and reaps them all), and the measurement `getppid N` (N getppid calls:
+//! the wall time of the cheapest system call).
 
 use std::io::{Read, Write};
 
@@ -48,6 +49,7 @@ fn main() {
         "renice" => renice(&rest),
         "poweroff" => poweroff(&rest),
         "zombie" => zombie(),
+        "getppid" => getppid(rest.first().and_then(|s| s.parse().ok()).unwrap_or(10_000)),
         "cpuinfo" => {
             let r = std::arch::x86_64::__cpuid(1);
             let osxsave = r.ecx & (1 << 27) != 0;
@@ -156,6 +158,19 @@ fn signal_number(s: &str) -> Option<i32> {
         "STOP" => libc::SIGSTOP,
         _ => return None,
     })
+}
+
+/// `getppid N`: N getppid calls in a loop (the cheapest system call: the cost of the syscall path);
+/// prints the wall time per call.
+fn getppid(n: u64) -> i32 {
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments and cannot fail.
+        std::hint::black_box(unsafe { libc::getppid() });
+    }
+    let ns = t.elapsed().as_nanos() as u64 / n.max(1);
+    println!("getppid: {n} calls, {ns} ns each");
+    0
 }
 
 fn kill(args: &[String]) -> i32 {

@@ -135,8 +135,21 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         if crate::proc::sched::need_resched() {
             crate::proc::sched::preempt();
         }
-        crate::proc::signal::deliver(frame);
-        crate::proc::sched::kernel_exit();
+        if crate::cost::DELIVER_TIMING {
+            let t = crate::cost::start();
+            crate::proc::signal::deliver(frame);
+            crate::cost::record(crate::cost::Cost::Deliver, t);
+        } else {
+            crate::proc::signal::deliver(frame);
+        }
+        let path = if frame.vector == SYSCALL_VECTOR {
+            Some(crate::cost::Cost::Syscall)
+        } else if frame.vector == TIMER_VECTOR as u64 {
+            Some(crate::cost::Cost::TickTrap)
+        } else {
+            None
+        };
+        crate::proc::sched::kernel_exit(path);
     }
 }
 

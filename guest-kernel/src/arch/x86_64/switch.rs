@@ -25,6 +25,9 @@ pub struct TaskContext {
     pub fs_base: u64,
     /// FXSAVE image of the user's x87/SSE registers.
     pub fx: [u8; 512],
+    /// The task has a signal pending that its mask does not block (kept by `proc::signal` on every
+    /// change of either): what the return to user mode checks before looking the process up.
+    pub signals_ready: bool,
 }
 
 impl TaskContext {
@@ -40,18 +43,13 @@ impl TaskContext {
             cr3: 0,
             fs_base: 0,
             fx,
+            signals_ready: false,
         }
     }
 
     /// Resets the x87/SSE image to a new program's (execve), keeping the rest.
     pub fn reset_fx(&mut self) {
-        let rsp = self.rsp;
-        let (kstack_top, cr3, fs_base) = (self.kstack_top, self.cr3, self.fs_base);
-        *self = TaskContext::new();
-        self.rsp = rsp;
-        self.kstack_top = kstack_top;
-        self.cr3 = cr3;
-        self.fs_base = fs_base;
+        self.fx = TaskContext::new().fx;
     }
 }
 
@@ -134,6 +132,16 @@ pub fn switch_to(prev: *mut TaskContext, next: *mut TaskContext, prev_user: bool
         }
         switch_context(prev, next, prev_user as u32, next_user as u32)
     }
+}
+
+/// The `signals_ready` flag of the running task's context `ctx` (the scheduler's record of which
+/// context it switched in last; null before the first task ran, then false).
+///
+/// Sound for the reason `switch_to` is: the scheduler keeps the running task's boxed context allocated
+/// while the task runs, and nothing holds a reference into it while the return path reads the flag.
+pub fn signals_ready(ctx: *const TaskContext) -> bool {
+    // SAFETY: see above: `ctx` is null or the running task's live context.
+    !ctx.is_null() && unsafe { (*ctx).signals_ready }
 }
 
 #[no_mangle]
