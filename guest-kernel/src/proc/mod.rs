@@ -175,8 +175,23 @@ static CURRENT: KCell<Option<Pid>> = KCell::new(None);
 static PIDS: KCell<kcore::pid::PidAlloc> =
     KCell::new(kcore::pid::PidAlloc::new(kcore::pid::PID_MAX));
 
+/// The running process's PCB as `with_current` last found it, so that the system calls after the
+/// first one since a switch need no lookup (null: look it up). A PCB is boxed, so its address stays
+/// the same while it is in the table; the running process is never removed from the table (it is
+/// reaped, or buried, only after the CPU has left it). Forgotten at every switch and whenever the
+/// table itself is handed out or grows (`with_table`, `insert`), which is when entries may go (the
+/// scheduler's own uses of the table, wakeups and `finish_switch`, change entries in place or remove
+/// other processes; `finish_switch` forgets it too).
+static CURRENT_PCB: KCell<*mut Process> = KCell::new(core::ptr::null_mut());
+
+/// Forgets the cached PCB of the running process (a switch, or the table may change).
+fn forget_current_pcb() {
+    *CURRENT_PCB.borrow_mut() = core::ptr::null_mut();
+}
+
 /// Adds a process to the table.
 pub fn insert(p: Box<Process>) {
+    forget_current_pcb();
     PROCS.borrow_mut().insert(p.pid, p);
 }
 
@@ -189,11 +204,24 @@ pub fn alloc_pid() -> Result<Pid, kcore::errno::Errno> {
         .ok_or(kcore::errno::Errno::EAGAIN)
 }
 
-/// Runs `f` on the current process.
+/// Runs `f` on the current process. The table stays borrowed while `f` runs, as for a lookup, so no
+/// other reference to the PCB can exist meanwhile.
 pub fn with_current<R>(f: impl FnOnce(&mut Process) -> R) -> R {
-    let pid = CURRENT.borrow().expect("a process is running");
     let mut procs = PROCS.borrow_mut();
-    f(procs.get_mut(&pid).expect("the current process exists"))
+    let cached = *CURRENT_PCB.borrow();
+    if !cached.is_null() {
+        // SAFETY: `cached` points at the running process's boxed PCB, found in the table since the
+        // last switch, `insert` or `with_table` (each forgets it), so the box is still in the table
+        // and alive; the table is borrowed mutably above for as long as the reference lives, so no
+        // other reference to this PCB exists.
+        #[allow(unsafe_code)]
+        let p = unsafe { &mut *cached };
+        return f(p);
+    }
+    let pid = CURRENT.borrow().expect("a process is running");
+    let p: &mut Process = procs.get_mut(&pid).expect("the current process exists");
+    *CURRENT_PCB.borrow_mut() = p;
+    f(p)
 }
 
 /// Runs `f` on process `pid` if it exists.
@@ -203,6 +231,7 @@ pub fn with_proc<R>(pid: Pid, f: impl FnOnce(&mut Process) -> R) -> Option<R> {
 
 /// Runs `f` on the whole process table.
 pub fn with_table<R>(f: impl FnOnce(&mut BTreeMap<Pid, Box<Process>>) -> R) -> R {
+    forget_current_pcb();
     f(&mut PROCS.borrow_mut())
 }
 

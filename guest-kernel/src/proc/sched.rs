@@ -246,6 +246,7 @@ fn switch(kind: Prev) {
     *cur_ctx = next_ctx;
     drop(cur_ctx);
     *CURRENT.borrow_mut() = next;
+    super::forget_current_pcb();
     add(&SWITCHES, 1);
     SWITCH_START.store(t, Ordering::Relaxed);
     sp.mark(crate::cost::Cost::SwPrepare);
@@ -277,6 +278,7 @@ pub fn finish_switch() {
     let dead = core::mem::take(&mut *DEAD.borrow_mut());
     let cur = *CURRENT.borrow();
     let mut keep = Vec::new();
+    super::forget_current_pcb();
     let mut procs = PROCS.borrow_mut();
     for pid in dead {
         if Some(pid) == cur {
