@@ -617,7 +617,11 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
     // uc_stack back as the alternate stack (Linux's restore_altstack; refused, silently, if the
     // handler's rsp is on the stack now set: measured on Linux 6.18, a handler that replaced a
     // disarmed SS_AUTODISARM stack by a plain one keeps the plain one).
-    let ss = (get(UC_STACK_OFF), get(UC_STACK_OFF + 8) as u32, get(UC_STACK_OFF + 16));
+    let ss = (
+        get(UC_STACK_OFF),
+        get(UC_STACK_OFF + 8) as u32,
+        get(UC_STACK_OFF + 16),
+    );
     let _ = sigaltstack(Some(ss), handler_sp);
     Ok(frame.rax)
 }
