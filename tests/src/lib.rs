@@ -387,6 +387,18 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `op` again while it fails with EINTR. A socket read with a timeout (SO_RCVTIMEO) is not
+/// restarted after a signal, nor after the host freezes and thaws the test process (signal(7)); that
+/// EINTR is no failure of the VM under test.
+pub fn retry_interrupted<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
 /// A tiny deterministic PRNG (xorshift64*), so that a seeded test case reproduces alone.
 pub struct Rng(pub u64);
 

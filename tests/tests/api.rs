@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{require_kvm, run, wait_until, Vm};
+use tests::{require_kvm, retry_interrupted, run, wait_until, Vm};
 
 const T: Duration = Duration::from_secs(30);
 const PVH: &str = env!("GUEST_PVH");
@@ -70,7 +70,7 @@ impl Client {
         let mut buf = Vec::new();
         let mut byte = [0u8; 1];
         while !buf.ends_with(b"\r\n\r\n") {
-            let n = self.stream.read(&mut byte).unwrap();
+            let n = retry_interrupted(|| self.stream.read(&mut byte)).unwrap();
             assert_eq!(n, 1, "connection closed mid-response: {buf:?}");
             buf.push(byte[0]);
         }

@@ -19,7 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tests::{require_kvm, wait_until, GuestImages, Netns, Vm, TAP};
+use tests::{require_kvm, retry_interrupted, wait_until, GuestImages, Netns, Vm, TAP};
 
 const T: Duration = Duration::from_secs(120);
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -152,7 +152,7 @@ fn host_pings_the_guest_and_talks_to_udp_echo_and_httpd() {
         let msg: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8).collect();
         udp.send(&msg).unwrap();
         let mut back = vec![0u8; 65536];
-        let n = udp.recv(&mut back).expect("no UDP echo");
+        let n = retry_interrupted(|| udp.recv(&mut back)).expect("no UDP echo");
         assert_eq!(&back[..n], &msg[..], "UDP echo of {len} bytes");
     }
 

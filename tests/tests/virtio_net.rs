@@ -18,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tests::{ip, require_kvm, run, wait_until, Netns};
+use tests::{ip, require_kvm, retry_interrupted, run, wait_until, Netns};
 
 const T: Duration = Duration::from_secs(60);
 const PVH: &str = env!("GUEST_PVH");
@@ -225,8 +225,7 @@ fn echo_round_trips(tag: &str, extra: &str) {
     for (i, &len) in sizes(250).iter().enumerate() {
         let data = payload(i as u64, len);
         udp.send(&data).unwrap();
-        let n = udp
-            .recv(&mut buf)
+        let n = retry_interrupted(|| udp.recv(&mut buf))
             .unwrap_or_else(|e| panic!("frame {i} ({len} bytes): {e}"));
         assert_eq!(&buf[..n], &data[..], "frame {i} of {len} bytes");
         sent = (sent.0 + 1, sent.1 + 42 + len as u64);
@@ -239,8 +238,7 @@ fn echo_round_trips(tag: &str, extra: &str) {
         udp.send(d).unwrap();
     }
     for (i, d) in burst.iter().enumerate() {
-        let n = udp
-            .recv(&mut buf)
+        let n = retry_interrupted(|| udp.recv(&mut buf))
             .unwrap_or_else(|e| panic!("burst frame {i}: {e}"));
         assert_eq!(&buf[..n], &d[..], "burst frame {i}");
         sent = (sent.0 + 1, sent.1 + 42 + d.len() as u64);
@@ -456,7 +454,7 @@ fn virtio_net_malformed_chains_from_a_real_guest_are_dropped_and_counted() {
     for i in 0..20u64 {
         let data = payload(100 + i, 10 + 70 * i as usize);
         udp.send(&data).unwrap();
-        let n = udp.recv(&mut buf).unwrap();
+        let n = retry_interrupted(|| udp.recv(&mut buf)).unwrap();
         assert_eq!(&buf[..n], &data[..]);
     }
     let m = api_get(&sock, "/metrics");
