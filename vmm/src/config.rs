@@ -71,41 +71,13 @@ pub struct BootSource {
     pub boot_protocol: Option<BootProtocol>,
 }
 
-/// The format of a disk image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskFormat {
-    Raw,
-    Qcow2,
-}
+/// Drive format, I/O engine and cache mode are the device model's own types (one definition, with their
+/// serde names and defaults, in `devices`).
+pub use devices::disk::{CacheMode, ImageFormat};
+pub use devices::virtio::IoEngine;
 
-/// How a drive's requests are carried out (Firecracker's `io_engine`; `Threads` is ours).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IoEngine {
-    /// One request at a time on the VMM thread (Firecracker's default).
-    Sync,
-    /// io_uring: all requests of a batch in flight at once (falls back to `Sync`, with a warning, where
-    /// io_uring is unavailable).
-    Async,
-    /// A pool of worker threads doing blocking reads and writes, completed out of order (QEMU's
-    /// `aio=threads`, its default), with cached and lone requests done inline. The default: as fast as
-    /// `Sync` at queue depth 1, and faster with many requests in flight (README, "Measured").
-    #[default]
-    Threads,
-}
-
-/// How a drive's data reaches the image file (Firecracker's `cache_type` field; Firecracker's `Unsafe`,
-/// which ignores flushes, is not offered, and `Direct` is ours: QEMU's `cache=none`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CacheType {
-    /// Through the host page cache; flush requests write back and sync.
-    #[default]
-    Writeback,
-    /// Guest data with `O_DIRECT`, bypassing the host page cache; flush requests still sync.
-    Direct,
-}
-
-/// A virtio-blk disk. The first drive is the guest's /dev/vda.
+/// A virtio-blk disk: the `--disk` flag, a config file's `drives` entry and the body of `PUT /drives/{id}`
+/// (the API deserializes this very type). The first drive is the guest's /dev/vda.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriveConfig {
@@ -113,17 +85,17 @@ pub struct DriveConfig {
     pub drive_id: String,
     pub path_on_host: PathBuf,
     /// The guest's root file system: this drive becomes /dev/vda and `root=/dev/vda` goes on the command line.
-    #[serde(default)]
+    /// Required in JSON, as in Firecracker.
     pub is_root_device: bool,
     #[serde(default)]
     pub is_read_only: bool,
     /// Detected from the file's magic when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<DiskFormat>,
+    pub format: Option<ImageFormat>,
     #[serde(default)]
     pub io_engine: IoEngine,
     #[serde(default)]
-    pub cache_type: CacheType,
+    pub cache_type: CacheMode,
 }
 
 impl DriveConfig {
@@ -136,7 +108,7 @@ impl DriveConfig {
             is_read_only: false,
             format: None,
             io_engine: IoEngine::default(),
-            cache_type: CacheType::default(),
+            cache_type: CacheMode::default(),
         }
     }
 
@@ -154,13 +126,13 @@ impl DriveConfig {
             match opt.split_once('=') {
                 None if opt == "ro" => drive.is_read_only = true,
                 Some(("id", id)) if !id.is_empty() => drive.drive_id = id.to_owned(),
-                Some(("format", "raw")) => drive.format = Some(DiskFormat::Raw),
-                Some(("format", "qcow2")) => drive.format = Some(DiskFormat::Qcow2),
+                Some(("format", "raw")) => drive.format = Some(ImageFormat::Raw),
+                Some(("format", "qcow2")) => drive.format = Some(ImageFormat::Qcow2),
                 Some(("io_engine", "sync")) => drive.io_engine = IoEngine::Sync,
                 Some(("io_engine", "async")) => drive.io_engine = IoEngine::Async,
                 Some(("io_engine", "threads")) => drive.io_engine = IoEngine::Threads,
-                Some(("cache_type", "writeback")) => drive.cache_type = CacheType::Writeback,
-                Some(("cache_type", "direct")) => drive.cache_type = CacheType::Direct,
+                Some(("cache_type", "writeback")) => drive.cache_type = CacheMode::Writeback,
+                Some(("cache_type", "direct")) => drive.cache_type = CacheMode::Direct,
                 _ => {
                     return Err(format!(
                         "--disk {spec:?}: unknown option {opt:?} (expected ro, id=ID, format=raw|qcow2, \
@@ -297,7 +269,7 @@ pub struct VmConfig {
 }
 
 /// A configuration that cannot be built.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("--vcpus must be at least 1")]
     NoVcpus,
@@ -532,7 +504,7 @@ mod tests {
         assert_eq!(d.path_on_host, PathBuf::from("/img/a.qcow2"));
         assert!(d.is_read_only);
         assert_eq!(d.drive_id, "root");
-        assert_eq!(d.format, Some(DiskFormat::Qcow2));
+        assert_eq!(d.format, Some(ImageFormat::Qcow2));
         let d = DriveConfig::parse("b.raw").unwrap();
         assert!(!d.is_read_only && d.format.is_none() && d.drive_id.is_empty());
         assert!(DriveConfig::parse("").is_err());
@@ -542,25 +514,47 @@ mod tests {
         let d = DriveConfig::parse("a,io_engine=async,cache_type=direct").unwrap();
         assert_eq!(
             (d.io_engine, d.cache_type),
-            (IoEngine::Async, CacheType::Direct)
+            (IoEngine::Async, CacheMode::Direct)
         );
         assert!(DriveConfig::parse("a,io_engine=Async").is_err());
         let d = DriveConfig::parse("a,io_engine=threads").unwrap();
         assert_eq!(d.io_engine, IoEngine::Threads);
         assert!(DriveConfig::parse("a,cache_type=unsafe").is_err());
         let d: DriveConfig = serde_json::from_str(
-            r#"{"drive_id":"x","path_on_host":"a","io_engine":"Async","cache_type":"Direct"}"#,
+            r#"{"drive_id":"x","path_on_host":"a","is_root_device":false,"io_engine":"Async",
+                "cache_type":"Direct"}"#,
         )
         .unwrap();
         assert_eq!(
             (d.io_engine, d.cache_type),
-            (IoEngine::Async, CacheType::Direct)
+            (IoEngine::Async, CacheMode::Direct)
         );
         let e = serde_json::from_str::<DriveConfig>(
-            r#"{"drive_id":"x","path_on_host":"a","cache_type":"Unsafe"}"#,
+            r#"{"drive_id":"x","path_on_host":"a","is_root_device":false,"cache_type":"Unsafe"}"#,
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown variant `Unsafe`"), "{e}");
+        // As in Firecracker, is_root_device is required (the API's drive body is this type).
+        let e = serde_json::from_str::<DriveConfig>(r#"{"drive_id":"x","path_on_host":"a"}"#)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("missing field `is_root_device`"),
+            "{e}"
+        );
+        // One default engine and cache for flags, API and files.
+        let d: DriveConfig = serde_json::from_str(
+            r#"{"drive_id":"x","path_on_host":"a","is_root_device":true,"format":"qcow2"}"#,
+        )
+        .unwrap();
+        assert_eq!(d.io_engine, DriveConfig::parse("a").unwrap().io_engine);
+        assert_eq!(
+            (d.io_engine, d.cache_type, d.format),
+            (
+                IoEngine::Threads,
+                CacheMode::Writeback,
+                Some(ImageFormat::Qcow2)
+            )
+        );
 
         let mut c = config();
         c.drives = vec![

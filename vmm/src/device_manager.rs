@@ -18,9 +18,9 @@ use event_manager::MutEventSubscriber;
 use kvm_ioctls::{IoEventAddress, VmFd};
 
 use crate::arch::x86_64::layout;
-use crate::config::{CacheType, DiskFormat, DriveConfig, IoEngine, NetConfig};
+use crate::config::{DriveConfig, NetConfig};
 use devices::bus::{Bus, BusError};
-use devices::disk::{open_disk, CacheMode, DiskError, DiskOptions, ImageFormat};
+use devices::disk::{open_disk, DiskError, DiskOptions};
 use devices::virtio::block::BlockError;
 use devices::virtio::mmio::{MmioError, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::net::tap::{Tap, TapError};
@@ -100,14 +100,8 @@ impl DeviceManager {
     ) -> Result<Arc<Mutex<Block>>, DeviceError> {
         let opts = DiskOptions {
             read_only: drive.is_read_only,
-            format: drive.format.map(|f| match f {
-                DiskFormat::Raw => ImageFormat::Raw,
-                DiskFormat::Qcow2 => ImageFormat::Qcow2,
-            }),
-            cache: match drive.cache_type {
-                CacheType::Writeback => CacheMode::Writeback,
-                CacheType::Direct => CacheMode::Direct,
-            },
+            format: drive.format,
+            cache: drive.cache_type,
         };
         let disk = open_disk(&drive.path_on_host, &opts).map_err(|source| DeviceError::Disk {
             path: drive.path_on_host.clone(),
@@ -118,11 +112,7 @@ impl DeviceManager {
                 disk,
                 &BlockConfig {
                     id: drive.drive_id.clone(),
-                    io_engine: match drive.io_engine {
-                        IoEngine::Sync => devices::virtio::IoEngine::Sync,
-                        IoEngine::Async => devices::virtio::IoEngine::Async,
-                        IoEngine::Threads => devices::virtio::IoEngine::Threads,
-                    },
+                    io_engine: drive.io_engine,
                 },
             )
             .map_err(DeviceError::Block)?,

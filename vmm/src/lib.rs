@@ -1,9 +1,11 @@
 //! `microvm`: a KVM-based virtual machine monitor.
 //!
-//! Flow: the CLI, a config file or the API produces a [`config::VmConfig`]; [`builder::build_vm`] turns it
-//! into a [`builder::Vm`] (memory, kernel, KVM VM, devices, vCPUs); [`run`] runs the VMM thread's event loop,
-//! in which the [`controller::Controller`] starts the VM (at once, or on the API's `InstanceStart`), answers
-//! API requests ([`api`]), and, when the VM ends, stops the vCPUs and returns the exit status.
+//! Flow: the CLI, a config file or the API produces a [`config::VmConfig`], held by the
+//! [`controller::PrebootController`] while the VM does not exist (the API may change it then, [`api`]);
+//! at once, or on the API's `InstanceStart`, [`controller::RuntimeController::start`] has
+//! [`builder::build_vm`] turn it into a [`builder::Vm`] (memory, kernel, KVM VM, devices, vCPUs) and starts
+//! the vCPU threads; [`run`] then runs the VMM thread's event loop (devices, console, signals, and the API
+//! through [`controller::RuntimeApi`]) and, when the VM ends, stops the vCPUs and returns the exit status.
 
 pub mod api;
 pub mod arch;
@@ -16,27 +18,28 @@ pub mod event_loop;
 pub mod terminal;
 pub mod vstate;
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use event_manager::SubscriberOps;
 
-use builder::BuildError;
+use api::{ApiChannel, ApiError};
 use config::VmConfig;
-use controller::{Controller, Manager};
+use controller::{
+    Manager, PrebootAnswer, PrebootController, RuntimeApi, RuntimeController, StartError,
+};
 
 /// Why the VMM could not run a VM.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Start(#[from] StartError),
     #[error("cannot set up the event loop: {0}")]
     EventLoop(String),
     #[error("cannot install the vCPU kick signal handler: {0}")]
     KickHandler(#[source] vmm_sys_util::errno::Error),
-    #[error("cannot start a vCPU thread: {0}")]
-    SpawnVcpu(#[source] std::io::Error),
     #[error(transparent)]
     Api(#[from] api::ServerError),
 }
@@ -65,44 +68,118 @@ pub fn run(opts: RunOptions) -> Result<i32, Error> {
         .map_err(Error::KickHandler)?;
     let mut manager = Manager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
     // The guard removes the socket file on every way out of this function.
-    let (_guard, api) = match &opts.api_sock {
+    let (_guard, api, api_metrics) = match &opts.api_sock {
         Some(path) => {
-            let (guard, events, metrics) = api::start(path)?;
-            let events = Arc::new(Mutex::new(events));
-            manager.add_subscriber(events.clone());
-            (Some(guard), Some((events, metrics)))
+            let (guard, channel, metrics) = api::start(path)?;
+            (Some(guard), Some(channel), Some(metrics))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
-    let mut ctl = Controller::new(
-        opts.id,
-        opts.config,
-        opts.start,
-        &mut manager,
-        api.as_ref().map(|(_, m)| m.clone()),
-    )?;
-    if opts.boot_now {
-        ctl.start_vm(&mut manager)?;
+    let mut preboot = PrebootController::new(opts.id, opts.config, api_metrics);
+    let runtime = if opts.boot_now {
+        start(&preboot, opts.start, &mut manager)?
+    } else {
+        let Some(api) = &api else {
+            return Err(Error::EventLoop(
+                "nothing to boot and no API to wait on".into(),
+            ));
+        };
+        match preboot_loop(&mut preboot, api, opts.start, &mut manager)? {
+            Ok(runtime) => runtime,
+            Err(code) => return Ok(code),
+        }
+    };
+    let runtime = Arc::new(Mutex::new(runtime));
+    if let Some(channel) = api {
+        manager.add_subscriber(Arc::new(Mutex::new(RuntimeApi::new(
+            channel,
+            runtime.clone(),
+        ))));
     }
+    let lock = || runtime.lock().unwrap_or_else(|e| e.into_inner());
     let code = loop {
         if let Err(e) = manager.run() {
             log::error!("event loop failed: {e:?}");
             break vstate::vcpu::GUEST_CRASH_EXIT_CODE;
         }
-        if let Some((events, _)) = &api {
-            let pending = events
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take_pending();
-            for req in pending {
-                let outcome = ctl.handle(req.action.clone(), &mut manager);
-                req.respond(outcome);
-            }
-        }
-        if let Some(code) = ctl.outcome() {
+        if let Some(code) = lock().outcome() {
             break code;
         }
     };
-    ctl.shutdown();
+    lock().shutdown();
     Ok(code)
+}
+
+fn start(
+    preboot: &PrebootController,
+    start: Instant,
+    manager: &mut Manager,
+) -> Result<RuntimeController, StartError> {
+    RuntimeController::start(
+        preboot.id().to_owned(),
+        preboot.config().clone(),
+        preboot.api_metrics().cloned(),
+        start,
+        manager,
+    )
+}
+
+/// Before the VM exists: answers API requests with the pre-boot controller until `InstanceStart` builds
+/// the VM (`Ok(Ok(runtime))`), or a stop signal ends the VMM (`Ok(Err(exit status))`). Blocks in `poll`
+/// on the API's EventFd and a signalfd for SIGINT/SIGTERM.
+fn preboot_loop(
+    preboot: &mut PrebootController,
+    api: &ApiChannel,
+    start_time: Instant,
+    manager: &mut Manager,
+) -> Result<Result<RuntimeController, i32>, Error> {
+    let signals: OwnedFd = event_loop::signal_fd().map_err(|e| Error::EventLoop(e.to_string()))?;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: api.eventfd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::EventLoop(format!("poll: {e}")));
+        }
+        if let Some(code) = event_loop::read_stop_signal(&signals) {
+            return Ok(Err(code));
+        }
+        let mut requests = api.take().into_iter();
+        while let Some(req) = requests.next() {
+            match preboot.handle(req.action.clone()) {
+                PrebootAnswer::Reply(outcome) => req.respond(outcome),
+                PrebootAnswer::Start => match start(preboot, start_time, manager) {
+                    Ok(runtime) => {
+                        req.respond(Ok(api::Reply::Empty));
+                        // Requests that came with this one go to the run-time controller.
+                        let mut runtime = runtime;
+                        for later in requests {
+                            let outcome = runtime.handle(later.action.clone());
+                            later.respond(outcome);
+                        }
+                        return Ok(Ok(runtime));
+                    }
+                    Err(e) => {
+                        log::warn!("InstanceStart failed: {e}");
+                        req.respond(Err(ApiError::from(&e)));
+                    }
+                },
+            }
+        }
+    }
 }

@@ -153,8 +153,10 @@ pub trait DiskFile: Send {
     }
 }
 
-/// The image formats this crate understands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The image formats this crate understands. Also the drive configuration's `format` field (`raw`,
+/// `qcow2`: `--disk format=`, the API's and config file's `"format"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     /// The file is the disk.
     Raw,
@@ -162,8 +164,10 @@ pub enum ImageFormat {
     Qcow2,
 }
 
-/// How data reaches the image file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How data reaches the image file. Also the drive configuration's `cache_type` field (Firecracker's name;
+/// `Writeback` is Firecracker's, `Direct` is ours: QEMU's `cache=none`; Firecracker's `Unsafe`, which ignores
+/// flushes, is not offered).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CacheMode {
     /// Through the host page cache (buffered reads and writes; a flush writes back and syncs).
     #[default]

@@ -4,13 +4,9 @@
 //! Paths and bodies follow Firecracker's API (swagger `firecracker.yaml`); `GET /metrics` is our extension.
 //! Bodies are parsed strictly: unknown fields, missing required fields and wrong types are 400s.
 
-use std::path::PathBuf;
-
 use serde::Deserialize;
 
-use crate::config::{
-    BootSource, CacheType, DiskFormat, DriveConfig, IoEngine, MachineConfig, NetConfig,
-};
+use crate::config::{BootSource, ConfigError, DriveConfig, MachineConfig, NetConfig};
 
 /// What a client asked for, parsed and checked for shape (values are checked by the VMM thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +30,21 @@ pub enum Action {
 /// A request that cannot be served, with its HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    /// Malformed JSON, unknown or missing fields, invalid values, or not allowed in the current state.
+    /// Malformed JSON, unknown or missing fields, wrong types, files that cannot be opened.
     #[error("{0}")]
     BadRequest(String),
+    /// A configuration that does not validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Not allowed in the VM's current state.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// `InstanceStart` failed on the configuration (a kernel or image that does not load, a busy TAP).
+    #[error("cannot start the VM: {0}")]
+    StartRefused(String),
+    /// `InstanceStart` failed on the host (KVM, memory, threads): not the client's fault.
+    #[error("cannot start the VM: {0}")]
+    StartFailed(String),
     #[error("no such resource: {0}")]
     NotFound(String),
     #[error("method {method} is not allowed on {path}")]
@@ -53,12 +61,15 @@ impl ApiError {
     /// The HTTP status code.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) => 400,
+            ApiError::BadRequest(_)
+            | ApiError::Config(_)
+            | ApiError::NotAllowed(_)
+            | ApiError::StartRefused(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::Unavailable => 503,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::StartFailed(_) => 500,
         }
     }
 
@@ -66,24 +77,6 @@ impl ApiError {
     pub fn body(&self) -> String {
         serde_json::json!({ "fault_message": self.to_string() }).to_string()
     }
-}
-
-/// `PUT /drives/{id}` body. Firecracker requires `drive_id` and `is_root_device`; `io_engine` and
-/// `cache_type` are Firecracker's fields (`cache_type` with our `Writeback`/`Direct`); `format` is ours.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DriveBody {
-    drive_id: String,
-    path_on_host: PathBuf,
-    is_root_device: bool,
-    #[serde(default)]
-    is_read_only: bool,
-    #[serde(default)]
-    format: Option<DiskFormat>,
-    #[serde(default)]
-    io_engine: IoEngine,
-    #[serde(default)]
-    cache_type: CacheType,
 }
 
 /// `PUT /actions` body.
@@ -150,17 +143,11 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
         (["boot-source"], "PUT") => Ok(Action::PutBootSource(json(body)?)),
         (["boot-source"], _) => Err(not_allowed()),
         (["drives", id], "PUT") if !id.is_empty() => {
-            let b: DriveBody = json(body)?;
-            check_id("drive_id", id, &b.drive_id)?;
-            Ok(Action::PutDrive(DriveConfig {
-                drive_id: b.drive_id,
-                path_on_host: b.path_on_host,
-                is_root_device: b.is_root_device,
-                is_read_only: b.is_read_only,
-                format: b.format,
-                io_engine: b.io_engine,
-                cache_type: b.cache_type,
-            }))
+            // The body is the drive's configuration itself: Firecracker requires `drive_id` and
+            // `is_root_device`; `io_engine` and `cache_type` are Firecracker's fields; `format` is ours.
+            let d: DriveConfig = json(body)?;
+            check_id("drive_id", id, &d.drive_id)?;
+            Ok(Action::PutDrive(d))
         }
         (["drives", id], _) if !id.is_empty() => Err(not_allowed()),
         (["network-interfaces", id], "PUT") if !id.is_empty() => {
@@ -191,6 +178,8 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CacheMode, IoEngine};
+    use std::path::PathBuf;
 
     fn ok(method: &str, path: &str, body: &str) -> Action {
         route(method, path, body.as_bytes()).unwrap()
@@ -240,7 +229,7 @@ mod tests {
         assert!(d.is_root_device && d.is_read_only && d.format.is_none());
         assert_eq!(
             (d.io_engine, d.cache_type),
-            (IoEngine::Threads, CacheType::Writeback)
+            (IoEngine::Threads, CacheMode::Writeback)
         );
         let Action::PutDrive(d) = ok(
             "PUT",
@@ -252,7 +241,7 @@ mod tests {
         };
         assert_eq!(
             (d.io_engine, d.cache_type),
-            (IoEngine::Async, CacheType::Direct)
+            (IoEngine::Async, CacheMode::Direct)
         );
         let Action::PutDrive(d) = ok(
             "PUT",

@@ -4,7 +4,7 @@
 //!
 //! A connection thread parses a request ([`super::http`]), routes it ([`super::routes::route`]) and sends
 //! the [`Action`] to the VMM thread as an [`ApiRequest`] over a channel, writing to an EventFd the VMM
-//! thread's event manager watches ([`ApiEvents`]); the answer comes back on a per-request channel.
+//! thread watches ([`ApiChannel`]); the answer comes back on a per-request channel.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,7 +14,6 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use serde::Serialize;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -90,34 +89,24 @@ impl Drop for SocketGuard {
     }
 }
 
-/// The VMM thread's end: a subscriber that collects requests for the main loop to handle.
-pub struct ApiEvents {
+/// The VMM thread's end of the API: the requests' channel and the EventFd written after each request.
+/// Before the VM exists the pre-boot loop polls the EventFd; afterwards
+/// [`crate::controller::RuntimeApi`] watches it in the event manager and answers at once.
+pub struct ApiChannel {
     evt: Arc<EventFd>,
     rx: Receiver<ApiRequest>,
-    pending: Vec<ApiRequest>,
 }
 
-impl ApiEvents {
-    const REQUEST: u32 = 1;
-
-    /// Requests received since the last call.
-    pub fn take_pending(&mut self) -> Vec<ApiRequest> {
-        std::mem::take(&mut self.pending)
-    }
-}
-
-impl MutEventSubscriber for ApiEvents {
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.data() == Self::REQUEST {
-            let _ = self.evt.read();
-            self.pending.extend(self.rx.try_iter());
-        }
+impl ApiChannel {
+    /// The EventFd that becomes readable when requests wait.
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
     }
 
-    fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::with_data(&*self.evt, Self::REQUEST, EventSet::IN)) {
-            log::error!("cannot watch the API EventFd: {e:?}");
-        }
+    /// Takes the requests that wait (clearing the EventFd first, so none is missed).
+    pub fn take(&self) -> Vec<ApiRequest> {
+        let _ = self.evt.read();
+        self.rx.try_iter().collect()
     }
 }
 
@@ -150,8 +139,8 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 /// Binds the API socket and starts the accept thread. Returns the guard that removes the socket, the
-/// subscriber for the VMM thread's event manager, and the server's counters.
-pub fn start(path: &Path) -> Result<(SocketGuard, ApiEvents, Arc<ApiMetrics>), ServerError> {
+/// VMM thread's end of the requests' channel, and the server's counters.
+pub fn start(path: &Path) -> Result<(SocketGuard, ApiChannel, Arc<ApiMetrics>), ServerError> {
     let listener = bind(path)?;
     let guard = SocketGuard(path.to_owned());
     let evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(ServerError::EventFd)?);
@@ -167,15 +156,7 @@ pub fn start(path: &Path) -> Result<(SocketGuard, ApiEvents, Arc<ApiMetrics>), S
         .name("api".into())
         .spawn(move || accept_loop(listener, shared))
         .map_err(ServerError::Spawn)?;
-    Ok((
-        guard,
-        ApiEvents {
-            evt,
-            rx,
-            pending: Vec::new(),
-        },
-        metrics,
-    ))
+    Ok((guard, ApiChannel { evt, rx }, metrics))
 }
 
 /// What every connection thread shares.
@@ -280,6 +261,7 @@ fn call(shared: &Shared, action: Action) -> Outcome {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
 
     fn temp_sock(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("microvm-api-{}-{name}.sock", std::process::id()))
@@ -290,7 +272,7 @@ mod tests {
         let path = temp_sock("bind");
         // A stale socket: bound, then its listener gone.
         drop(UnixListener::bind(&path).unwrap());
-        let (guard, mut events, _) = start(&path).unwrap();
+        let (guard, channel, _) = start(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(start(&path), Err(ServerError::InUse(_))));
@@ -308,12 +290,16 @@ mod tests {
             }
         });
         let req = loop {
-            let _ = events.evt.read();
-            events.pending.extend(events.rx.try_iter());
-            if let Some(r) = events.take_pending().pop() {
+            let mut fds = [libc::pollfd {
+                fd: channel.eventfd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 1, 5000) };
+            if let Some(r) = channel.take().pop() {
                 break r;
             }
-            std::thread::sleep(Duration::from_millis(5));
         };
         assert_eq!(req.action, Action::GetVersion);
         req.respond(Ok(Reply::Json("{\"v\":1}".into())));

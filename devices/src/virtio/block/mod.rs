@@ -54,7 +54,8 @@ pub enum BlockError {
 }
 
 /// Counters of one block device.
-#[derive(Debug, Default)]
+/// Serialized by serde as a snapshot: each counter read once (`GET /metrics`).
+#[derive(Debug, Default, serde::Serialize)]
 pub struct BlockMetrics {
     /// Completed read requests.
     pub reads: AtomicU64,
@@ -607,7 +608,7 @@ mod tests {
                 Box::new(disk),
                 &BlockConfig {
                     id: "vda-serial".into(),
-                    ..Default::default()
+                    io_engine: IoEngine::Sync,
                 },
             )
             .unwrap(),

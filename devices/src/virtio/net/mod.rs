@@ -65,7 +65,8 @@ pub enum NetError {
 }
 
 /// Counters of one network device.
-#[derive(Debug, Default)]
+/// Serialized by serde as a snapshot: each counter read once (`GET /metrics`).
+#[derive(Debug, Default, serde::Serialize)]
 pub struct NetMetrics {
     /// Frames delivered to the guest.
     pub rx_packets: AtomicU64,

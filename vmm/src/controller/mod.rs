@@ -1,0 +1,212 @@
+//! The VMM thread's two controllers, as Firecracker separates them (`PrebootApiController`,
+//! `RuntimeApiController`):
+//!
+//! - [`preboot::PrebootController`] owns the configuration while the VM does not exist ("Not started"). It
+//!   answers requests with plain functions of the configuration (no KVM, no threads), and on
+//!   `InstanceStart` says so; [`crate::run`]'s pre-boot loop then builds the VM.
+//! - [`runtime::RuntimeController`] owns the running VM ("Running", "Paused"). It is reached through
+//!   [`runtime::RuntimeApi`], an event subscriber of the VMM thread's event manager that reads the API's
+//!   channel and answers each request on the spot.
+//!
+//! Errors stay typed until they become an answer: [`StartError`] says whether starting failed on the
+//! configuration (400) or on the host (500).
+
+pub mod preboot;
+pub mod runtime;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, MutEventSubscriber};
+use serde::Serialize;
+
+use crate::api::{ApiError, ApiMetrics, Outcome, Reply};
+use crate::builder::BuildError;
+use crate::device_manager::DeviceError;
+use devices::virtio::block::BlockMetrics;
+use devices::virtio::NetMetrics;
+
+pub use preboot::{PrebootAnswer, PrebootController};
+pub use runtime::{RuntimeApi, RuntimeController};
+
+/// The event manager of the VMM thread.
+pub type Manager = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
+
+/// Firecracker's default instance id.
+pub const DEFAULT_INSTANCE_ID: &str = "anonymous-instance";
+/// The name `GET /` reports.
+pub const APP_NAME: &str = "microvm";
+
+/// Why `InstanceStart` (or booting from flags) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot set up the VMM thread's events: {0}")]
+    Events(#[source] std::io::Error),
+    #[error("cannot start a vCPU thread: {0}")]
+    SpawnVcpu(#[source] std::io::Error),
+}
+
+impl StartError {
+    /// Whether the configuration (its values or the files it names) is at fault, rather than the host
+    /// (KVM, memory, threads, file descriptors): a 400 against a 500.
+    pub fn is_config_error(&self) -> bool {
+        let StartError::Build(b) = self else {
+            return false;
+        };
+        match b {
+            BuildError::Config(_)
+            | BuildError::Boot(_)
+            | BuildError::TooManyVcpus { .. }
+            | BuildError::MpTable(_)
+            | BuildError::CmdlineTooLong { .. } => true,
+            BuildError::Device(d) => matches!(
+                d,
+                DeviceError::NoSlots(_) | DeviceError::Disk { .. } | DeviceError::Tap { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<&StartError> for ApiError {
+    fn from(e: &StartError) -> Self {
+        if e.is_config_error() {
+            ApiError::StartRefused(e.to_string())
+        } else {
+            ApiError::StartFailed(e.to_string())
+        }
+    }
+}
+
+/// `GET /`.
+#[derive(Serialize)]
+struct Info<'a> {
+    id: &'a str,
+    state: &'a str,
+    vmm_version: &'a str,
+    app_name: &'a str,
+}
+
+/// `GET /version`.
+#[derive(Serialize)]
+struct Version<'a> {
+    firecracker_version: &'a str,
+    vmm_version: &'a str,
+}
+
+/// The i8042's counters.
+#[derive(Serialize, Default)]
+pub struct I8042Metrics {
+    /// `SendCtrlAltDel` requests carried out.
+    pub ctrl_alt_del: AtomicU64,
+}
+
+/// `GET /metrics`: every counter, serialized as it is read.
+#[derive(Serialize)]
+struct Metrics<'a> {
+    api: Option<&'a ApiMetrics>,
+    block: BTreeMap<&'a str, &'a BlockMetrics>,
+    net: BTreeMap<&'a str, &'a NetMetrics>,
+    i8042: &'a I8042Metrics,
+}
+
+/// What both controllers answer the same way.
+pub(crate) fn info(id: &str, state: &str) -> Outcome {
+    to_json(&Info {
+        id,
+        state,
+        vmm_version: env!("CARGO_PKG_VERSION"),
+        app_name: APP_NAME,
+    })
+}
+
+pub(crate) fn version() -> Outcome {
+    to_json(&Version {
+        firecracker_version: env!("CARGO_PKG_VERSION"),
+        vmm_version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The metrics as JSON: `GET /metrics` answers it, `FlushMetrics` logs it.
+pub(crate) fn metrics_json(
+    api: Option<&ApiMetrics>,
+    blocks: &[(String, Arc<BlockMetrics>)],
+    nets: &[(String, Arc<NetMetrics>)],
+    i8042: &I8042Metrics,
+) -> Result<String, ApiError> {
+    let m = Metrics {
+        api,
+        block: blocks.iter().map(|(id, m)| (id.as_str(), &**m)).collect(),
+        net: nets.iter().map(|(id, m)| (id.as_str(), &**m)).collect(),
+        i8042,
+    };
+    serde_json::to_string(&m).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Outcome {
+    serde_json::to_string(value)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn metrics_serialize_every_counter_by_name() {
+        let api = ApiMetrics::default();
+        api.requests.store(3, Ordering::Relaxed);
+        let blk = Arc::new(BlockMetrics::default());
+        blk.read_bytes.store(4096, Ordering::Relaxed);
+        let net = Arc::new(NetMetrics::default());
+        net.rx_no_buffers.store(2, Ordering::Relaxed);
+        let kbd = I8042Metrics::default();
+        kbd.ctrl_alt_del.store(1, Ordering::Relaxed);
+        let text = metrics_json(
+            Some(&api),
+            &[("vda".into(), blk)],
+            &[("eth0".into(), net)],
+            &kbd,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "api": {"connections": 0, "requests": 3, "errors": 0, "timeouts": 0},
+                "block": {"vda": {"reads": 0, "writes": 0, "read_bytes": 4096, "write_bytes": 0,
+                                  "flushes": 0, "errors": 0, "dropped": 0}},
+                "net": {"eth0": {"rx_packets": 0, "rx_bytes": 0, "rx_dropped": 0, "rx_no_buffers": 2,
+                                 "tx_packets": 0, "tx_bytes": 0, "tx_dropped": 0, "malformed": 0}},
+                "i8042": {"ctrl_alt_del": 1},
+            })
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&metrics_json(None, &[], &[], &kbd).unwrap()).unwrap();
+        assert_eq!(v["api"], serde_json::Value::Null);
+        assert_eq!(v["block"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn start_errors_are_400_for_the_configuration_and_500_for_the_host() {
+        let cfg = StartError::Build(BuildError::TooManyVcpus {
+            requested: 9,
+            max: 2,
+        });
+        assert_eq!(ApiError::from(&cfg).status(), 400);
+        let host = StartError::SpawnVcpu(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        assert_eq!(ApiError::from(&host).status(), 500);
+        let kvm = StartError::Build(BuildError::EventFd(std::io::Error::from_raw_os_error(
+            libc::EMFILE,
+        )));
+        assert_eq!(ApiError::from(&kvm).status(), 500);
+        assert!(ApiError::from(&kvm)
+            .to_string()
+            .starts_with("cannot start the VM: "));
+    }
+}

@@ -1,0 +1,278 @@
+//! The run-time controller: the VM once it exists ("Running", "Paused").
+//!
+//! [`RuntimeController::start`] builds the VM from the pre-boot configuration ([`build_vm`]), adds its
+//! devices and the VMM thread's own events to the event manager and starts one thread per vCPU. From then
+//! on the API reaches it through [`RuntimeApi`], a subscriber of the same event manager that takes the
+//! requests off the API's channel when its EventFd fires and answers each at once: pause parks every vCPU
+//! between two `KVM_RUN`s, resume lets them go on; the configuration is fixed.
+
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+
+use crate::api::routes::Action;
+use crate::api::{ApiChannel, ApiError, ApiMetrics, Outcome, Reply};
+use crate::builder::{build_vm, Vm};
+use crate::config::{SerialMode, VmConfig};
+use crate::event_loop::VmmEvents;
+use crate::{terminal, vstate};
+use devices::virtio::block::BlockMetrics;
+use devices::virtio::NetMetrics;
+
+use super::{info, metrics_json, to_json, version, I8042Metrics, Manager, StartError};
+
+/// How long to wait for vCPU threads to leave `KVM_RUN` once asked to stop.
+const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for every vCPU to park on a pause.
+const VCPU_PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The started VM.
+pub struct RuntimeController {
+    id: String,
+    config: VmConfig,
+    vm: Vm,
+    threads: Vec<JoinHandle<()>>,
+    events: Arc<Mutex<VmmEvents>>,
+    /// Block device counters, by drive id.
+    blocks: Vec<(String, Arc<BlockMetrics>)>,
+    /// Network device counters, by interface id.
+    nets: Vec<(String, Arc<NetMetrics>)>,
+    api_metrics: Option<Arc<ApiMetrics>>,
+    i8042: I8042Metrics,
+    paused: bool,
+    _raw: terminal::RawMode,
+}
+
+impl RuntimeController {
+    /// Builds the VM described by `config` and starts its vCPUs. `start` is when the process started.
+    pub fn start(
+        id: String,
+        config: VmConfig,
+        api_metrics: Option<Arc<ApiMetrics>>,
+        start: Instant,
+        manager: &mut Manager,
+    ) -> Result<Self, StartError> {
+        let mut vm = build_vm(&config, start)?;
+        let mut events = VmmEvents::new(
+            vm.serial.clone(),
+            vm.serial_drained.try_clone().map_err(StartError::Events)?,
+            vm.exit.clone(),
+        )
+        .map_err(StartError::Events)?;
+        if let Some(console) = vm.devices.console() {
+            events.set_virtio_console(console.clone());
+        }
+        if config.serial == SerialMode::Off {
+            events.set_serial_input(false);
+        }
+        let events = Arc::new(Mutex::new(events));
+        manager.add_subscriber(events.clone());
+        for device in vm.devices.subscribers() {
+            manager.add_subscriber(device);
+        }
+        let blocks = config
+            .ordered_drives()
+            .into_iter()
+            .zip(vm.devices.blocks())
+            .map(|(d, b)| {
+                let m = b.lock().unwrap_or_else(|e| e.into_inner()).metrics();
+                (d.drive_id, m)
+            })
+            .collect();
+        let nets = vm
+            .devices
+            .nets()
+            .iter()
+            .map(|(id, n)| {
+                let m = n.lock().unwrap_or_else(|e| e.into_inner()).metrics();
+                (id.clone(), m)
+            })
+            .collect();
+
+        let raw = terminal::RawMode::enter();
+        let mut threads = Vec::new();
+        let vcpus: Vec<_> = vm.vcpus.drain(..).collect();
+        for vcpu in vcpus {
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu{}", vcpu.id))
+                .spawn(move || vcpu.run());
+            match handle {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    stop_vcpus(&vm, threads);
+                    return Err(StartError::SpawnVcpu(e));
+                }
+            }
+        }
+        Ok(Self {
+            id,
+            config,
+            vm,
+            threads,
+            events,
+            blocks,
+            nets,
+            api_metrics,
+            i8042: I8042Metrics::default(),
+            paused: false,
+            _raw: raw,
+        })
+    }
+
+    /// The exit status, once the VM (or the VMM) is to end.
+    pub fn outcome(&self) -> Option<i32> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .outcome
+    }
+
+    /// Stops the vCPUs and flushes the disks.
+    pub fn shutdown(&mut self) {
+        stop_vcpus(&self.vm, std::mem::take(&mut self.threads));
+        self.vm.devices.flush_disks();
+    }
+
+    fn metrics(&self) -> Result<String, ApiError> {
+        metrics_json(
+            self.api_metrics.as_deref(),
+            &self.blocks,
+            &self.nets,
+            &self.i8042,
+        )
+    }
+
+    /// Answers one API request.
+    pub fn handle(&mut self, action: Action) -> Outcome {
+        match action {
+            Action::GetInfo => info(&self.id, if self.paused { "Paused" } else { "Running" }),
+            Action::GetVersion => version(),
+            Action::GetMachineConfig => to_json(&self.config.machine),
+            Action::GetVmConfig => to_json(&self.config),
+            Action::GetMetrics => self.metrics().map(Reply::Json),
+            Action::FlushMetrics => {
+                log::info!("metrics: {}", self.metrics()?);
+                Ok(Reply::Empty)
+            }
+            Action::PutMachineConfig(_)
+            | Action::PutBootSource(_)
+            | Action::PutDrive(_)
+            | Action::PutNetworkInterface(_) => Err(ApiError::NotAllowed(
+                "the configuration cannot change after InstanceStart".into(),
+            )),
+            Action::InstanceStart => Err(ApiError::NotAllowed("the VM is already started".into())),
+            Action::SendCtrlAltDel => {
+                self.vm
+                    .i8042
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .trigger_ctrl_alt_del()
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.i8042.ctrl_alt_del.fetch_add(1, Ordering::Relaxed);
+                Ok(Reply::Empty)
+            }
+            Action::Pause => {
+                if !self.paused {
+                    self.pause_vcpus()?;
+                }
+                Ok(Reply::Empty)
+            }
+            Action::Resume => {
+                self.vm.pause.set_paused(false);
+                self.paused = false;
+                Ok(Reply::Empty)
+            }
+        }
+    }
+
+    /// Parks every live vCPU thread, kicking them out of `KVM_RUN` until they are.
+    fn pause_vcpus(&mut self) -> Result<(), ApiError> {
+        let pause = &self.vm.pause;
+        pause.set_paused(true);
+        let deadline = Instant::now() + VCPU_PAUSE_TIMEOUT;
+        loop {
+            let live: Vec<_> = self.threads.iter().filter(|t| !t.is_finished()).collect();
+            if pause.parked() >= live.len() {
+                self.paused = true;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                pause.set_paused(false);
+                return Err(ApiError::Internal("the vCPUs did not pause in time".into()));
+            }
+            for t in &live {
+                kick(t);
+            }
+            pause.wait_parked(live.len(), Duration::from_millis(1));
+        }
+    }
+}
+
+/// The API at run time: a subscriber that answers each request as it arrives, on the VMM thread.
+pub struct RuntimeApi {
+    channel: ApiChannel,
+    ctl: Arc<Mutex<RuntimeController>>,
+}
+
+impl RuntimeApi {
+    const REQUEST: u32 = 1;
+
+    pub fn new(channel: ApiChannel, ctl: Arc<Mutex<RuntimeController>>) -> Self {
+        Self { channel, ctl }
+    }
+}
+
+impl MutEventSubscriber for RuntimeApi {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.data() != Self::REQUEST {
+            log::warn!("unexpected API event token {}", events.data());
+            return;
+        }
+        for req in self.channel.take() {
+            let outcome = self
+                .ctl
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .handle(req.action.clone());
+            req.respond(outcome);
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data(
+            self.channel.eventfd(),
+            Self::REQUEST,
+            EventSet::IN,
+        )) {
+            log::error!("cannot watch the API EventFd: {e:?}");
+        }
+    }
+}
+
+fn kick(t: &JoinHandle<()>) {
+    // SAFETY: the caller checked that the thread has not finished, and its handle is held, so the pthread_t
+    // is valid.
+    unsafe { libc::pthread_kill(t.as_pthread_t(), vstate::vcpu::kick_signal()) };
+}
+
+/// Asks every vCPU thread to stop (waking parked ones), kicking it out of `KVM_RUN` until it does.
+fn stop_vcpus(vm: &Vm, threads: Vec<JoinHandle<()>>) {
+    vm.stop.store(true, Ordering::Release);
+    vm.pause.wake_all();
+    let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
+    for t in threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            kick(&t);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::warn!("a vCPU thread did not stop in time");
+        }
+    }
+}
