@@ -1,24 +1,26 @@
-//! Turns a validated [`VmConfig`] into a ready-to-run [`Vm`], in one straight line: guest memory, kernel and
-//! boot information (none of which needs KVM, so bad input is reported before KVM is touched), then KVM, the
-//! VM with its irqchip and PIT, the legacy devices on the port bus, and the vCPUs.
+//! Turns a validated [`VmConfig`] into a ready-to-run [`Vm`], in one straight line: guest memory; then, side
+//! by side, the guest's part (virtio devices, kernel and boot information, none of which needs KVM, so bad
+//! input is reported before KVM's errors) and KVM's part on a second thread (the VM with its memory,
+//! irqchip and PIT, the vCPUs); then the port-I/O devices ([`PortIoDeviceManager`]), the virtio devices'
+//! KVM wiring and the vCPUs' boot registers.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kvm_ioctls::{Kvm, VmFd};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::{layout, mptable, regs};
 use crate::boot::{self, BootError};
 use crate::config::{ConfigError, ConsoleKind, SerialMode, VmConfig};
-use crate::device_manager::{DeviceError, DeviceManager};
+use crate::device_manager::{DeviceError, MmioDeviceManager, PioError, PortIoDeviceManager};
 use crate::vstate::kvm::{self, KvmError};
 use crate::vstate::memory::{self, MemoryError};
 use crate::vstate::vcpu::{self, PauseControl, Vcpu, VcpuError};
 use crate::vstate::vm::{self, VmError};
-use devices::bus::{Bus, BusError};
-use devices::legacy::{BootMarker, DebugExit, ExitSignal, Serial, I8042};
+use devices::bus::Bus;
+use devices::legacy::{ExitSignal, Serial, I8042};
 use devices::GuestMemoryMmap;
 
 /// Why a VM could not be built.
@@ -44,16 +46,12 @@ pub enum BuildError {
     BootTables(#[source] vm_memory::GuestMemoryError),
     #[error("cannot create an eventfd: {0}")]
     EventFd(#[source] std::io::Error),
-    #[error("cannot connect IRQ {irq} to KVM: {source}")]
-    Irqfd {
-        irq: u32,
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    #[error("cannot place a device on the bus: {0}")]
-    Bus(#[from] BusError),
     #[error(transparent)]
     Device(#[from] DeviceError),
+    #[error(transparent)]
+    PortIo(#[from] PioError),
+    #[error("the KVM setup thread panicked")]
+    SetupPanicked,
     #[error("kernel command line with the device entries is {len} bytes; at most {max} fit")]
     CmdlineTooLong { len: usize, max: usize },
 }
@@ -74,7 +72,7 @@ pub struct Vm {
     pub mmio: Arc<Bus>,
     /// The virtio devices (their event subscribers, disks to flush at exit, the virtio console, network
     /// counters).
-    pub devices: DeviceManager,
+    pub devices: MmioDeviceManager,
     /// Set to make every vCPU thread leave its run loop.
     pub stop: Arc<AtomicBool>,
     /// Pauses and resumes the vCPU threads.
@@ -83,25 +81,58 @@ pub struct Vm {
     pub i8042: Arc<Mutex<I8042>>,
 }
 
-/// Builds the VM described by `config`. `start` is when the process started (for the boot-time marker).
-pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
-    config.validate()?;
-    let mem_size = config.machine.mem_size_mib << 20;
-    let vcpu_count = config.machine.vcpu_count;
+/// The KVM side of a VM: set up on a thread of its own while the calling thread loads the kernel and
+/// opens the disks (the two halves share nothing but guest memory, which neither reads here).
+struct KvmParts {
+    kvm: Kvm,
+    vm_fd: VmFd,
+    /// Created with CPUID, MSRs, FPU and LAPIC set; the registers wait for the kernel's entry.
+    vcpus: Vec<VcpuFd>,
+}
 
-    let mem = memory::create(config.machine.mem_size_mib, config.machine.thp)?;
-    // Virtio devices first: opening the disks and TAPs reports bad images and missing or busy TAPs before
-    // KVM is touched, and their MMIO
-    // windows go on the kernel command line.
-    let mut devices = DeviceManager::new();
+/// Opens /dev/kvm, creates the VM with its memory, irqchip and PIT, and its vCPUs.
+fn setup_kvm(mem: &GuestMemoryMmap, vcpu_count: u8) -> Result<KvmParts, BuildError> {
+    let kvm = kvm::open()?;
+    let max = kvm::max_vcpus(&kvm);
+    if usize::from(vcpu_count) > max {
+        return Err(BuildError::TooManyVcpus {
+            requested: vcpu_count,
+            max,
+        });
+    }
+    if usize::from(vcpu_count) > kvm::recommended_vcpus(&kvm) {
+        log::warn!(
+            "{vcpu_count} vCPUs is more than KVM recommends on this host ({})",
+            kvm::recommended_vcpus(&kvm)
+        );
+    }
+    let vm_fd = vm::create(&kvm, mem)?;
+    let base_cpuid = vcpu::supported_cpuid(&kvm)?;
+    let vcpus = (0..vcpu_count)
+        .map(|id| vcpu::create(&vm_fd, id, vcpu_count, &base_cpuid))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(KvmParts { kvm, vm_fd, vcpus })
+}
+
+/// What the calling thread prepares meanwhile: the virtio devices, and the kernel in guest memory.
+struct GuestParts {
+    devices: MmioDeviceManager,
+    entry: regs::EntryState,
+}
+
+/// Opens the disks and TAPs (their errors come before KVM's), loads the kernel and writes the boot
+/// information.
+fn setup_guest(config: &VmConfig, mem: &GuestMemoryMmap) -> Result<GuestParts, BuildError> {
+    let mem_size = config.machine.mem_size_mib << 20;
+    let mut devices = MmioDeviceManager::new();
     for drive in config.ordered_drives() {
-        devices.add_block(&mem, &drive)?;
+        devices.add_block(mem, &drive)?;
     }
     if config.console == ConsoleKind::Virtio {
-        devices.add_console(&mem, Box::new(std::io::stdout()))?;
+        devices.add_console(mem, Box::new(std::io::stdout()))?;
     }
     for iface in &config.network_interfaces {
-        devices.add_net(&mem, iface)?;
+        devices.add_net(mem, iface)?;
     }
     let cmdline = boot::add_kernel_params(
         config.cmdline(),
@@ -119,7 +150,7 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     }
     let source = &config.boot_source;
     let kernel = boot::load_kernel(
-        &mem,
+        mem,
         mem_size,
         &source.kernel_image_path,
         source.boot_protocol,
@@ -127,96 +158,80 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     let initrd = source
         .initrd_path
         .as_deref()
-        .map(|p| boot::load_initrd(&mem, mem_size, kernel.kernel_end, p))
+        .map(|p| boot::load_initrd(mem, mem_size, kernel.kernel_end, p))
         .transpose()?;
-    let entry = boot::write_boot_info(&mem, mem_size, &kernel, &cmdline, initrd)?;
-    regs::write_boot_tables(&mem, entry).map_err(BuildError::BootTables)?;
+    let entry = boot::write_boot_info(mem, mem_size, &kernel, &cmdline, initrd)?;
+    regs::write_boot_tables(mem, entry).map_err(BuildError::BootTables)?;
     log::debug!(
         "kernel loaded: {:?} entry {:#x}, end {:#x}",
         kernel.protocol,
         kernel.entry,
         kernel.kernel_end
     );
+    if config.machine.vcpu_count > 1 {
+        mptable::setup(mem, config.machine.vcpu_count)?;
+    }
+    Ok(GuestParts { devices, entry })
+}
 
-    let kvm = kvm::open()?;
-    let max = kvm::max_vcpus(&kvm);
-    if usize::from(vcpu_count) > max {
-        return Err(BuildError::TooManyVcpus {
-            requested: vcpu_count,
-            max,
-        });
-    }
-    if usize::from(vcpu_count) > kvm::recommended_vcpus(&kvm) {
-        log::warn!(
-            "{vcpu_count} vCPUs is more than KVM recommends on this host ({})",
-            kvm::recommended_vcpus(&kvm)
-        );
-    }
-    if vcpu_count > 1 {
-        mptable::setup(&mem, vcpu_count)?;
-    }
-    let vm_fd = vm::create(&kvm, &mem)?;
+/// Builds the VM described by `config`. `start` is when the process started (for the boot-time marker).
+///
+/// KVM's part ([`setup_kvm`]: about 3 ms of system calls here, most of it `KVM_GET_SUPPORTED_CPUID` and
+/// the memory slot) runs on a second thread beside the guest's part ([`setup_guest`]); errors of the
+/// guest's part are reported first, as when the two ran one after the other.
+pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
+    config.validate()?;
+    let vcpu_count = config.machine.vcpu_count;
+    let mem = memory::create(config.machine.mem_size_mib, config.machine.thp)?;
+    let (guest, kvm_parts) = std::thread::scope(|s| {
+        let kvm_side = std::thread::Builder::new()
+            .name("kvm-setup".into())
+            .spawn_scoped(s, || setup_kvm(&mem, vcpu_count));
+        let guest = setup_guest(config, &mem);
+        let kvm_parts = match kvm_side {
+            Ok(handle) => handle.join().unwrap_or(Err(BuildError::SetupPanicked)),
+            // No thread to spare: do it here.
+            Err(_) => setup_kvm(&mem, vcpu_count),
+        };
+        (guest, kvm_parts)
+    });
+    let GuestParts { devices, entry } = guest?;
+    let KvmParts {
+        kvm,
+        vm_fd,
+        vcpus: vcpu_fds,
+    } = kvm_parts?;
+    let source = &config.boot_source;
 
     let exit = Arc::new(ExitSignal::new().map_err(BuildError::EventFd)?);
-    let eventfd = || EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd);
-    let serial_irq = eventfd()?;
-    vm_fd
-        .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
-        .map_err(|source| BuildError::Irqfd {
-            irq: layout::SERIAL_IRQ,
-            source,
-        })?;
-    let serial_drained = eventfd()?;
-    let serial = Arc::new(Mutex::new(Serial::new(
-        serial_irq,
-        serial_drained.try_clone().map_err(BuildError::EventFd)?,
-        match config.serial {
-            SerialMode::Stdio => Box::new(std::io::stdout()),
-            SerialMode::Off => Box::new(std::io::sink()),
-        },
-    )));
-    let mut pio = Bus::new();
-    pio.insert(
-        serial.clone(),
-        layout::SERIAL_PORT.into(),
-        layout::SERIAL_PORT_LEN.into(),
-    )?;
-    let kbd_irq = eventfd()?;
-    vm_fd
-        .register_irqfd(&kbd_irq, layout::I8042_IRQ)
-        .map_err(|source| BuildError::Irqfd {
-            irq: layout::I8042_IRQ,
-            source,
-        })?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), kbd_irq)));
-    pio.insert(
-        i8042.clone(),
-        layout::I8042_PORT.into(),
-        layout::I8042_PORT_LEN.into(),
-    )?;
-    pio.insert(
-        Arc::new(Mutex::new(DebugExit::new(exit.clone()))),
-        layout::DEBUG_EXIT_PORT.into(),
-        1,
-    )?;
-    pio.insert(
-        Arc::new(Mutex::new(BootMarker::new(start, config.boot_timer))),
-        layout::BOOT_MARKER_PORT.into(),
-        1,
-    )?;
+    let serial_out: Box<dyn std::io::Write + Send> = match config.serial {
+        SerialMode::Stdio => Box::new(std::io::stdout()),
+        SerialMode::Off => Box::new(std::io::sink()),
+    };
+    let legacy = PortIoDeviceManager::new(&exit, serial_out, start, config.boot_timer)?;
+    legacy.register_irqs(&vm_fd)?;
+    let PortIoDeviceManager {
+        bus: pio,
+        serial,
+        serial_drained,
+        i8042,
+        ..
+    } = legacy;
     let pio = Arc::new(pio);
     let mut mmio = Bus::new();
     devices.attach(&vm_fd, &mut mmio)?;
     let mmio = Arc::new(mmio);
 
-    let base_cpuid = vcpu::supported_cpuid(&kvm)?;
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Arc::new(PauseControl::default());
-    let vcpus = (0..vcpu_count)
-        .map(|id| {
+    let vcpus = vcpu_fds
+        .into_iter()
+        .zip(0..)
+        .map(|(fd, id)| {
+            vcpu::set_boot_registers(&fd, id, entry)?;
             Ok(Vcpu {
                 id,
-                fd: vcpu::create(&vm_fd, id, vcpu_count, &base_cpuid, entry)?,
+                fd,
                 pio: pio.clone(),
                 mmio: mmio.clone(),
                 mem: mem.clone(),

@@ -27,6 +27,9 @@ use super::{info, metrics_json, to_json, version, I8042Metrics, Manager, StartEr
 
 /// How long to wait for vCPU threads to leave `KVM_RUN` once asked to stop.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a vCPU that has not left `KVM_RUN` is kicked again while stopping (a kick that lands just
+/// before the thread enters `KVM_RUN` is lost).
+const VCPU_KICK_INTERVAL: Duration = Duration::from_millis(10);
 /// How long to wait for every vCPU to park on a pause.
 const VCPU_PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -97,9 +100,13 @@ impl RuntimeController {
         let mut threads = Vec::new();
         let vcpus: Vec<_> = vm.vcpus.drain(..).collect();
         for vcpu in vcpus {
+            let pause = vm.pause.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id))
-                .spawn(move || vcpu.run());
+                .spawn(move || {
+                    vcpu.run();
+                    pause.thread_exited();
+                });
             match handle {
                 Ok(h) => threads.push(h),
                 Err(e) => {
@@ -259,17 +266,23 @@ fn kick(t: &JoinHandle<()>) {
     unsafe { libc::pthread_kill(t.as_pthread_t(), vstate::vcpu::kick_signal()) };
 }
 
-/// Asks every vCPU thread to stop (waking parked ones), kicking it out of `KVM_RUN` until it does.
+/// Asks every vCPU thread to stop (waking parked ones), kicking it out of `KVM_RUN`, and sleeps until
+/// every thread has exited (each says so through [`vstate::vcpu::PauseControl::thread_exited`]), kicking
+/// again only if one has not after [`VCPU_KICK_INTERVAL`].
 fn stop_vcpus(vm: &Vm, threads: Vec<JoinHandle<()>>) {
     vm.stop.store(true, Ordering::Release);
     vm.pause.wake_all();
     let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
-    for t in threads {
-        while !t.is_finished() && Instant::now() < deadline {
-            kick(&t);
-            std::thread::sleep(Duration::from_millis(1));
+    loop {
+        for t in threads.iter().filter(|t| !t.is_finished()) {
+            kick(t);
         }
-        if t.is_finished() {
+        if vm.pause.wait_exited(threads.len(), VCPU_KICK_INTERVAL) || Instant::now() >= deadline {
+            break;
+        }
+    }
+    for t in threads {
+        if t.is_finished() || Instant::now() < deadline {
             let _ = t.join();
         } else {
             log::warn!("a vCPU thread did not stop in time");

@@ -55,14 +55,9 @@ pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, VcpuError> {
         .map_err(VcpuError::SupportedCpuid)
 }
 
-/// Creates vCPU `id` and sets its boot state.
-pub fn create(
-    vm: &VmFd,
-    id: u8,
-    count: u8,
-    base_cpuid: &CpuId,
-    entry: regs::EntryState,
-) -> Result<VcpuFd, VcpuError> {
+/// Creates vCPU `id` and sets what does not depend on the kernel: CPUID, MSRs, FPU and LAPIC. The
+/// registers follow with [`set_boot_registers`] once the kernel's entry is known.
+pub fn create(vm: &VmFd, id: u8, count: u8, base_cpuid: &CpuId) -> Result<VcpuFd, VcpuError> {
     let fd = vm
         .create_vcpu(u64::from(id))
         .map_err(|e| VcpuError::Create(id, e))?;
@@ -81,12 +76,6 @@ pub fn create(
     if n != entries.len() {
         return Err(VcpuError::Msrs(id, n, entries.len()));
     }
-
-    fd.set_regs(&regs::boot_regs(entry))
-        .map_err(|e| set("registers", e))?;
-    let sregs = fd.get_sregs().map_err(|e| set("segment registers", e))?;
-    fd.set_sregs(&regs::boot_sregs(entry, sregs))
-        .map_err(|e| set("segment registers", e))?;
     fd.set_fpu(&regs::boot_fpu()).map_err(|e| set("FPU", e))?;
 
     let mut lapic = fd.get_lapic().map_err(|e| set("LAPIC", e))?;
@@ -94,6 +83,17 @@ pub fn create(
     set_lvt_mode(&mut lapic.regs, APIC_LVT1, APIC_MODE_NMI);
     fd.set_lapic(&lapic).map_err(|e| set("LAPIC", e))?;
     Ok(fd)
+}
+
+/// Sets vCPU `id`'s general and segment registers for the kernel's entry.
+pub fn set_boot_registers(fd: &VcpuFd, id: u8, entry: regs::EntryState) -> Result<(), VcpuError> {
+    let set = |what, e| VcpuError::Set(id, what, e);
+    fd.set_regs(&regs::boot_regs(entry))
+        .map_err(|e| set("registers", e))?;
+    let sregs = fd.get_sregs().map_err(|e| set("segment registers", e))?;
+    fd.set_sregs(&regs::boot_sregs(entry, sregs))
+        .map_err(|e| set("segment registers", e))?;
+    Ok(())
 }
 
 /// Sets the delivery mode (bits 8-10) of the LVT register at `offset` of a LAPIC register page.
@@ -134,6 +134,8 @@ struct PauseState {
     paused: bool,
     /// vCPU threads parked right now.
     parked: usize,
+    /// vCPU threads that have left their run loop (and closed their vCPU).
+    exited: usize,
 }
 
 impl PauseControl {
@@ -160,6 +162,33 @@ impl PauseControl {
         let deadline = Instant::now() + timeout;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while s.parked < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Called by a vCPU thread once its run loop has ended and its vCPU is closed: wakes
+    /// [`PauseControl::wait_exited`].
+    pub fn thread_exited(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.exited += 1;
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `timeout` for `n` vCPU threads to have exited; returns whether they have. The VMM thread
+    /// sleeps here until the last one is done (no polling).
+    pub fn wait_exited(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.exited < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;

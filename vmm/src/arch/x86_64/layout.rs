@@ -71,8 +71,12 @@ pub const I8042_IRQ: u32 = 1;
 /// Debug-exit port: a one-byte write ends the VM and `microvm` exits with that byte as its status.
 /// (QEMU's isa-debug-exit sits at the same port, exiting with `(value << 1) | 1`.)
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// Ports the debug-exit device answers (one).
+pub const DEBUG_EXIT_PORT_LEN: u16 = 1;
 /// Boot-time marker port (Firecracker's): any write logs the time since the VMM started.
 pub const BOOT_MARKER_PORT: u16 = 0x3f0;
+/// Ports the boot-time marker answers (one).
+pub const BOOT_MARKER_PORT_LEN: u16 = 1;
 /// First IRQ given to virtio-mmio devices (5..=20, below the IOAPIC's 24 pins).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// Pins of KVM's in-kernel IOAPIC.

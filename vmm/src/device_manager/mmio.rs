@@ -1,14 +1,15 @@
-//! Virtio devices of one VM: MMIO window and IRQ allocation, KVM wiring, and the kernel command line.
+//! Virtio devices of one VM on the MMIO bus: window and IRQ allocation, KVM wiring, and the kernel
+//! command line.
 //!
 //! Devices are added in a fixed order (disks in the order given, then the console, then network interfaces in
 //! the order given), each taking the next
 //! slot: window `VIRTIO_MMIO_START + n * VIRTIO_MMIO_SIZE` and IRQ `VIRTIO_IRQ_BASE + n` from
 //! `arch::x86_64::layout`. Adding a device needs only guest memory, so disks are opened (and their errors
-//! reported) before KVM is touched; [`DeviceManager::cmdline_entries`] then gives the
-//! `virtio_mmio.device=4K@0x...:IRQ` entries for the kernel command line, and [`DeviceManager::attach`] wires
+//! reported) before KVM is touched; [`MmioDeviceManager::cmdline_entries`] then gives the
+//! `virtio_mmio.device=4K@0x...:IRQ` entries for the kernel command line, and [`MmioDeviceManager::attach`] wires
 //! each device to KVM (irqfd for its IRQ, one ioeventfd per queue at window + 0x50 with datamatch = queue
 //! index) and puts its transport on the MMIO bus. The devices themselves run on the VMM thread as
-//! event-manager subscribers ([`DeviceManager::subscribers`]).
+//! event-manager subscribers ([`MmioDeviceManager::subscribers`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -79,14 +80,14 @@ struct Slot {
 
 /// The VM's virtio devices.
 #[derive(Default)]
-pub struct DeviceManager {
+pub struct MmioDeviceManager {
     slots: Vec<Slot>,
     blocks: Vec<Arc<Mutex<Block>>>,
     console: Option<Arc<Mutex<Console>>>,
     nets: Vec<(String, Arc<Mutex<Net>>)>,
 }
 
-impl DeviceManager {
+impl MmioDeviceManager {
     /// No devices yet.
     pub fn new() -> Self {
         Self::default()
@@ -256,7 +257,7 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let dir = std::env::temp_dir().join(format!("microvm-dm-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut dm = DeviceManager::new();
+        let mut dm = MmioDeviceManager::new();
         for i in 0..2 {
             let path = dir.join(format!("d{i}.raw"));
             std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
