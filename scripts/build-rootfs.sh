@@ -31,6 +31,19 @@ rustc --edition 2021 -C panic=abort -C opt-level=2 -C relocation-model=static \
     -C link-arg=-nostartfiles -C link-arg=-nostdlib -C link-arg=-static -C link-arg=-no-pie \
     -o "$root/target/rootfs-tiny/forkloop" "$root/rootfs/tiny/forkloop.rs"
 
+# The C test programs (rootfs/c/*.c), each static with glibc (NAME-glibc) and with musl (NAME-musl), so
+# both libcs' threads, mprotect and mmap use is run (tests/tests/guest_threads.rs).
+if ! command -v musl-gcc >/dev/null; then
+    "$root/scripts/install-deps.sh"
+fi
+cbin="$root/target/rootfs-c"
+mkdir -p "$cbin"
+for src in "$root"/rootfs/c/*.c; do
+    name="$(basename "$src" .c)"
+    gcc -static -O2 -Wall -Werror -pthread -o "$cbin/$name-glibc" "$src"
+    musl-gcc -static -O2 -Wall -Werror -pthread -o "$cbin/$name-musl" "$src"
+done
+
 rm -rf "$stage"
 mkdir -p "$stage"/{sbin,bin,etc,dev,proc,tmp,root}
 cp -a "$root/rootfs/files/." "$stage/"
@@ -42,6 +55,10 @@ install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
 install -m 0755 "$root/target/rootfs-tiny/forkloop" "$stage/bin/forkloop"
 for prog in udp-echo httpd tcp-cat tcp-backlog; do
     install -m 0755 "$bindir/$prog" "$stage/bin/$prog"
+done
+for prog in "$cbin"/*; do
+    install -m 0755 "$prog" "$stage/bin/$(basename "$prog")"
+    strip "$stage/bin/$(basename "$prog")"
 done
 # httpd's files: what rootfs/files/srv holds, plus a generated 4 MiB file of random bytes (the tests
 # compare what they fetch with build/rootfs-stage/srv/big.bin).

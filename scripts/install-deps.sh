@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the host tools the project needs, when missing: a C toolchain (test guests), e2fsprogs (rootfs),
+# Installs the host tools the project needs, when missing: a C toolchain (test guests), musl-gcc (the
+# rootfs's C test programs, also built against musl), e2fsprogs (rootfs),
 # qemu-utils (qcow2 images, interop tests), qemu-system-x86 (second VMM for the guest kernel and benchmarks),
 # curl (API tests), util-linux (unshare, setpriv), iproute2 and ping (virtio-net tests and benchmarks in
 # network namespaces). Safe to run repeatedly: it does nothing when everything is there.
 set -euo pipefail
 need=()
 command -v gcc >/dev/null || need+=(gcc)
+command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v objcopy >/dev/null || need+=(binutils)
 command -v mke2fs >/dev/null || need+=(e2fsprogs)
 command -v qemu-img >/dev/null || need+=(qemu-utils)

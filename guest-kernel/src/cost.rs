@@ -45,9 +45,11 @@ pub enum Cost {
     TickTrap,
     /// `signal::deliver` alone, on every return to user mode.
     Deliver,
+    /// mprotect's work on the areas and the page tables (the system call without entry and exit).
+    Mprotect,
 }
 
-const N: usize = 19;
+const N: usize = 20;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -68,6 +70,7 @@ const NAMES: [&str; N] = [
     "syscall",
     "tick_trap",
     "deliver",
+    "mprotect",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];

@@ -9,7 +9,7 @@
 //! - [`errno`]: Linux errno values.
 //! - [`sched`]: the scheduling policy (Linux 6.5's CFS), [`pid`]: Linux pid allocation,
 //!   [`wait`]: wait statuses and wait4's pid forms.
-//! - [`procfs`]: the text of /proc files.
+//! - [`procfs`]: the text of /proc files; [`vma`]: a process's memory areas (mmap, mprotect, munmap).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -23,4 +23,5 @@ pub mod pid;
 pub mod procfs;
 pub mod sched;
 pub mod stack;
+pub mod vma;
 pub mod wait;

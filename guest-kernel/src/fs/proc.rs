@@ -1,9 +1,10 @@
 //! /proc: process and system information generated when a file is opened (a snapshot the reader then
 //! reads with offsets, as Linux's seq files look to a simple reader). Directories: `/proc` (one entry per
-//! pid, `self`, `uptime`, `meminfo`) and `/proc/PID` (`stat`, `status`, `cmdline`, `sched`). CPU times
+//! pid, `self`, `uptime`, `meminfo`) and `/proc/PID` (`stat`, `status`, `cmdline`, `sched`, `maps`). CPU times
 //! and scheduler statistics come from the scheduler's entity of the process (`proc::sched::entity`).
 #![deny(unsafe_code)]
 
+use crate::arch::layout::USER_STACK_TOP;
 use crate::proc::{self, Pid, State};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
@@ -22,7 +23,7 @@ pub enum ProcFile {
     Data(Vec<u8>),
 }
 
-const PID_FILES: [&[u8]; 4] = [b"cmdline", b"sched", b"stat", b"status"];
+const PID_FILES: [&[u8]; 5] = [b"cmdline", b"maps", b"sched", b"stat", b"status"];
 
 /// Nanoseconds to clock ticks (USER_HZ = 100, as Linux reports them whatever its HZ).
 fn clock_ticks(ns: u64) -> u64 {
@@ -50,7 +51,7 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
             State::Stopped => b'T',
             State::Zombie => b'Z',
         };
-        let vsize: u64 = p.vmas.iter().map(|v| v.end - v.start).sum();
+        let vsize = p.vmas.total();
         let rss = if p.state == State::Zombie {
             0
         } else {
@@ -93,6 +94,45 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
     })
 }
 
+/// `/proc/PID/maps`: the process's areas, named as Linux names them (the file's path, `[heap]` for the
+/// area around the break, `[stack]` for the one holding the initial stack).
+fn maps(pid: Pid) -> Vec<u8> {
+    use kcore::vma::Backing;
+    proc::with_proc(pid, |p| {
+        let lines: Vec<procfs::MapLine<'_>> = p
+            .vmas
+            .iter()
+            .map(|v| {
+                let (dev, ino, name) = match &v.backing {
+                    Backing::File { dev, ino, path, .. } => (*dev, *ino, Some(&path[..])),
+                    Backing::Anonymous => {
+                        let name: Option<&[u8]> = if v.start <= p.brk && v.end >= p.brk_start {
+                            Some(b"[heap]")
+                        } else if v.start < USER_STACK_TOP && USER_STACK_TOP <= v.end {
+                            Some(b"[stack]")
+                        } else {
+                            None
+                        };
+                        (0, 0, name)
+                    }
+                };
+                procfs::MapLine {
+                    start: v.start,
+                    end: v.end,
+                    prot: v.prot,
+                    shared: v.shared,
+                    offset: v.offset(),
+                    dev,
+                    ino,
+                    name,
+                }
+            })
+            .collect();
+        procfs::maps(&lines)
+    })
+    .unwrap_or_default()
+}
+
 /// Opens `path` (which starts with /proc).
 pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
     let rest = path.strip_prefix(b"/proc").ok_or(Errno::ENOENT)?;
@@ -125,6 +165,7 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
                 b"stat" => Ok(ProcFile::Data(procfs::stat(&i))),
                 b"status" => Ok(ProcFile::Data(procfs::status(&i))),
                 b"cmdline" => Ok(ProcFile::Data(cmdline)),
+                b"maps" => Ok(ProcFile::Data(maps(Pid(pid)))),
                 b"sched" => Ok(ProcFile::Data(procfs::sched(&sched))),
                 _ => Err(Errno::ENOENT),
             }

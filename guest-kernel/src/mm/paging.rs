@@ -98,6 +98,23 @@ pub fn user_flags(writable: bool, executable: bool) -> u64 {
     f
 }
 
+/// Entry flags for a page of an area with protection `prot` (`kcore::vma::PROT_*`). A `PROT_NONE`
+/// page stays present but not user-accessible, so it keeps its frame (and its share count) while
+/// every user access faults; x86 pages cannot be write-only, so PROT_WRITE implies reading.
+pub fn prot_flags(prot: u32) -> u64 {
+    use kcore::vma::{PROT_EXEC, PROT_READ, PROT_WRITE};
+    if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
+        let nx = if crate::arch::has_nx() { NO_EXECUTE } else { 0 };
+        return PRESENT | nx;
+    }
+    user_flags(prot & PROT_WRITE != 0, prot & PROT_EXEC != 0)
+}
+
+/// Index of `va` in the page table of `level` (its shift: 39, 30, 21, 12).
+fn index(va: u64, level: u32) -> usize {
+    ((va >> level) & 0x1ff) as usize
+}
+
 /// One address space: a PML4 whose upper half is the kernel's.
 pub struct AddressSpace {
     pml4: u64,
@@ -234,16 +251,87 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Removes the mapping of `va`; returns the frame it mapped.
-    pub fn unmap(&mut self, va: u64) -> Option<u64> {
-        let e = self.entry(va, false).ok()??;
-        // SAFETY: `e` points into one of our page tables.
-        let old = unsafe { e.replace(0) };
-        if old & PRESENT == 0 {
-            return None;
+    /// Calls `f(va, entry)` for every present leaf entry in `[start, end)` (page-aligned), skipping
+    /// absent page tables whole (a fresh 8 MiB thread stack costs a few table reads, not 2048 walks).
+    /// Returns how many entries `f` was called for.
+    fn for_each_present(&mut self, start: u64, end: u64, mut f: impl FnMut(u64, *mut u64)) -> u64 {
+        let mut n = 0;
+        let mut va = start;
+        'outer: while va < end {
+            let mut t = self.pml4;
+            for level in [39u32, 30, 21] {
+                // SAFETY: `t` is one of our page tables, the index is below 512.
+                let v = unsafe { *table(t).add(index(va, level)) };
+                if v & PRESENT == 0 || v & HUGE != 0 {
+                    let size = 1u64 << level;
+                    va = (va & !(size - 1)) + size;
+                    continue 'outer;
+                }
+                t = v & ADDR_MASK;
+            }
+            let i0 = index(va, 12);
+            let count = ((512 - i0) as u64).min((end - va) / PAGE_SIZE);
+            for k in 0..count as usize {
+                // SAFETY: a leaf table of ours; i0 + k < 512.
+                let e = unsafe { table(t).add(i0 + k) };
+                // SAFETY: as above.
+                if unsafe { *e } & PRESENT != 0 {
+                    f(va + k as u64 * PAGE_SIZE, e);
+                    n += 1;
+                }
+            }
+            va += count * PAGE_SIZE;
         }
-        invlpg(va);
-        Some(old & ADDR_MASK)
+        n
+    }
+
+    /// Flushes the TLB for `n` changed pages in `[start, end)`: page by page for a few, else all.
+    fn flush_range(&self, start: u64, end: u64, n: u64) {
+        if n == 0 || read_cr3() & ADDR_MASK != self.pml4 {
+            return;
+        }
+        if n > 16 {
+            // SAFETY: reloading the same root only flushes the TLB.
+            unsafe { write_cr3(self.pml4) };
+            return;
+        }
+        let mut va = start;
+        while va < end {
+            invlpg(va);
+            va += PAGE_SIZE;
+        }
+    }
+
+    /// mprotect's page-table half: gives the present pages of `[start, end)` the flags of `prot`. A
+    /// page that becomes writable gets [`COW`] unless it already was privately writable, so the first
+    /// write copies it if another address space still shares the frame (or just makes it writable);
+    /// one that loses write access loses `COW` too (read-only pages are never copied).
+    pub fn protect_range(&mut self, start: u64, end: u64, prot: u32) {
+        let base = prot_flags(prot & !kcore::vma::PROT_WRITE);
+        let write = prot & kcore::vma::PROT_WRITE != 0;
+        let n = self.for_each_present(start, end, |_, e| {
+            // SAFETY: `e` is a present entry of our own leaf table.
+            unsafe {
+                let old = *e;
+                let w = match (write, old & WRITABLE != 0) {
+                    (false, _) => 0,
+                    (true, true) => WRITABLE,
+                    (true, false) => COW,
+                };
+                *e = (old & ADDR_MASK) | base | w;
+            }
+        });
+        self.flush_range(start, end, n);
+    }
+
+    /// Removes every mapping in `[start, end)` (page-aligned) and hands each frame to `put`.
+    pub fn unmap_range(&mut self, start: u64, end: u64, mut put: impl FnMut(u64)) {
+        let n = self.for_each_present(start, end, |_, e| {
+            // SAFETY: `e` is a present entry of our own leaf table.
+            let old = unsafe { e.replace(0) };
+            put(old & ADDR_MASK);
+        });
+        self.flush_range(start, end, n);
     }
 
     /// The frame and flags `va`'s page maps to.

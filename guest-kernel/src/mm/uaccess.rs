@@ -1,19 +1,20 @@
 //! Checked access to user memory from system calls. A user range is usable when every page is mapped
-//! user-accessible (writable for writes) in the current address space; pages a process may fault in
-//! (stack, brk, anonymous mmap) are faulted in first through the caller's `fault_in`.
+//! user-accessible (writable for writes) in the current address space; other pages go through the
+//! caller's `resolve` first (the process's areas decide: demand paging, copy-on-write, or EFAULT).
 
-use super::paging::{AddressSpace, COW, USER, WRITABLE};
+use super::paging::{AddressSpace, USER, WRITABLE};
 use super::PAGE_SIZE;
 use crate::arch::layout::USER_END;
 use kcore::errno::Errno;
 
-/// Checks `[va, va + len)` and faults pages in as needed.
+/// Checks `[va, va + len)`; a page not usable as it is goes to `resolve(aspace, page)`, which makes it
+/// usable or says it cannot be.
 pub fn check(
     aspace: &mut AddressSpace,
     va: u64,
     len: u64,
     write: bool,
-    mut fault_in: impl FnMut(&mut AddressSpace, u64) -> bool,
+    mut resolve: impl FnMut(&mut AddressSpace, u64) -> bool,
 ) -> Result<(), Errno> {
     if len == 0 {
         return Ok(());
@@ -22,21 +23,14 @@ pub fn check(
     if end > USER_END {
         return Err(Errno::EFAULT);
     }
+    let usable = |aspace: &AddressSpace, page: u64| {
+        aspace
+            .translate(page)
+            .is_some_and(|(_, f)| f & USER != 0 && (!write || f & WRITABLE != 0))
+    };
     let mut page = va & !(PAGE_SIZE - 1);
     while page < end {
-        let ok = match aspace.translate(page) {
-            Some((_, f)) if f & USER != 0 && (!write || f & WRITABLE != 0) => true,
-            Some((_, f)) if write && f & USER != 0 && f & COW != 0 => {
-                aspace.break_cow(page).unwrap_or(false)
-            }
-            Some(_) => false,
-            None => {
-                fault_in(aspace, page)
-                    && aspace.translate(page).is_some_and(|(_, f)| {
-                        !write || f & WRITABLE != 0 || aspace.break_cow(page).unwrap_or(false)
-                    })
-            }
-        };
+        let ok = usable(aspace, page) || (resolve(aspace, page) && usable(aspace, page));
         if !ok {
             return Err(Errno::EFAULT);
         }

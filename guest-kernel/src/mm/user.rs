@@ -29,13 +29,7 @@ pub fn map_zero_page(aspace: &mut AddressSpace, va: u64, flags: u64) -> Result<(
 
 /// Unmaps `[start, end)` and frees the frames.
 pub fn unmap_range(aspace: &mut AddressSpace, start: u64, end: u64) {
-    let mut va = start;
-    while va < end {
-        if let Some(pa) = aspace.unmap(va) {
-            frame::put(pa);
-        }
-        va += PAGE_SIZE;
-    }
+    aspace.unmap_range(start, end, frame::put);
 }
 
 /// A kernel view of the mapped user page containing `va`.

@@ -3,20 +3,25 @@
 #![deny(unsafe_code)]
 
 use super::signal::SigState;
-use super::{Pid, Process, State, Vma, VmaKind, KERNEL_STACK_SIZE, STACK_LIMIT};
-use crate::arch::layout::{USER_CS, USER_DS, USER_END, USER_MMAP_TOP, USER_STACK_TOP};
+use super::{Pid, Process, State, KERNEL_STACK_SIZE, STACK_LIMIT};
+use crate::arch::layout::{USER_CS, USER_DS, USER_END, USER_STACK_TOP};
 use crate::arch::switch::{prepare_new_task, TaskContext};
 use crate::arch::trap::TrapFrame;
 use crate::fs::{self, fd::FdTable};
 use crate::mm::paging::{user_flags, AddressSpace, MapError};
 use crate::mm::{page_down, page_up, user, PAGE_SIZE};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 use kcore::elf::{self, ElfImage, PF_W, PF_X};
 use kcore::errno::Errno;
 use kcore::ext2::{BlockRead, Inode};
 use kcore::stack::{self, AuxInfo};
+use kcore::vma::{Backing, Vma, VmaList, PROT_EXEC, PROT_READ, PROT_WRITE};
+
+/// The root disk's device number as Linux numbers the first virtio disk (254:0), for /proc/PID/maps.
+const ROOT_DEV: u32 = 0xfe00;
 
 /// Pages of the stack mapped at exec (the rest is faulted in on demand).
 const STACK_INITIAL_PAGES: u64 = 4;
@@ -53,8 +58,10 @@ fn load_segments(
     aspace: &mut AddressSpace,
     img: &ElfImage,
     inode: &Inode,
-) -> Result<Vec<Vma>, Errno> {
-    let mut vmas = Vec::new();
+    path: &[u8],
+) -> Result<VmaList, Errno> {
+    let mut vmas = VmaList::new();
+    let path: Rc<[u8]> = Rc::from(path);
     for s in &img.segments {
         let start = page_down(s.vaddr + img.bias);
         let end = page_up(s.vaddr + img.bias + s.memsz);
@@ -82,13 +89,37 @@ fn load_segments(
                 user::map_fresh_run(aspace, va, (end - va) / PAGE_SIZE, flags).map_err(map_err)?;
             read_into(inode, file_start, file_end.max(file_start), run)?;
         }
-        vmas.push(Vma {
-            start,
-            end,
-            writable: s.flags & PF_W != 0,
-            executable: s.flags & PF_X != 0,
-            kind: VmaKind::Image,
-        });
+        // As Linux maps a segment: the pages holding file bytes from the file, the rest (bss)
+        // anonymous. The loader has filled them all already.
+        let prot = PROT_READ
+            | if s.flags & PF_W != 0 { PROT_WRITE } else { 0 }
+            | if s.flags & PF_X != 0 { PROT_EXEC } else { 0 };
+        let file_end_va = page_up(s.vaddr + img.bias + s.filesz).min(end);
+        for (a, b, backing) in [
+            (
+                start,
+                file_end_va,
+                Backing::File {
+                    dev: ROOT_DEV,
+                    ino: inode.ino as u64,
+                    offset: page_down(s.offset),
+                    path: path.clone(),
+                },
+            ),
+            (file_end_va, end, Backing::Anonymous),
+        ] {
+            // A page shared with the previous segment keeps that segment's area.
+            let a = a.max(vmas.iter().last().map_or(0, |v| v.end));
+            if a < b {
+                vmas.insert(Vma {
+                    start: a,
+                    end: b,
+                    prot,
+                    shared: false,
+                    backing,
+                });
+            }
+        }
     }
     Ok(vmas)
 }
@@ -96,7 +127,7 @@ fn load_segments(
 /// A program loaded into a fresh address space, ready to run.
 pub struct Loaded {
     pub aspace: AddressSpace,
-    pub vmas: Vec<Vma>,
+    pub vmas: VmaList,
     pub brk_start: u64,
     pub name: Vec<u8>,
     pub cmdline: Vec<u8>,
@@ -134,7 +165,7 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
     let img = elf::parse(&head, USER_STACK_TOP - STACK_LIMIT).map_err(|_| Errno::ENOEXEC)?;
 
     let mut aspace = AddressSpace::new().ok_or(Errno::ENOMEM)?;
-    let mut vmas = match load_segments(&mut aspace, &img, &inode) {
+    let mut vmas = match load_segments(&mut aspace, &img, &inode, path) {
         Ok(v) => v,
         Err(e) => {
             aspace.destroy();
@@ -176,21 +207,13 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
             return Err(Errno::E2BIG);
         }
     };
-    vmas.push(Vma {
-        start: USER_STACK_TOP - STACK_LIMIT,
-        end: USER_STACK_TOP,
-        writable: true,
-        executable: false,
-        kind: VmaKind::Anonymous,
-    });
+    vmas.insert(Vma::anonymous(
+        USER_STACK_TOP - STACK_LIMIT,
+        USER_STACK_TOP,
+        PROT_READ | PROT_WRITE,
+    ));
+    // The brk heap's area appears with the first brk that grows it.
     let brk_start = img.end();
-    vmas.push(Vma {
-        start: brk_start,
-        end: brk_start,
-        writable: true,
-        executable: false,
-        kind: VmaKind::Anonymous,
-    });
     let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
     let mut cmdline = Vec::new();
     for a in argv {
@@ -239,7 +262,6 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         vmas: l.vmas,
         brk_start: l.brk_start,
         brk: l.brk_start,
-        mmap_top: USER_MMAP_TOP,
         fds,
         cwd: b"/".to_vec(),
         fs_base: 0,
@@ -271,7 +293,6 @@ pub fn exec_current(
         p.vmas = l.vmas;
         p.brk_start = l.brk_start;
         p.brk = l.brk_start;
-        p.mmap_top = USER_MMAP_TOP;
         p.name = l.name;
         p.cmdline = l.cmdline;
         p.fds.close_on_exec();

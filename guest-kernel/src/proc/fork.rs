@@ -81,7 +81,6 @@ fn clone_process(
             vmas: p.vmas.clone(),
             brk_start: p.brk_start,
             brk: p.brk,
-            mmap_top: p.mmap_top,
             fds: p.fds.clone(),
             cwd: p.cwd.clone(),
             fs_base: p.fs_base,

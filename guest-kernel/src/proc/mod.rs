@@ -17,13 +17,14 @@ use crate::arch::switch::TaskContext;
 use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
 use crate::kprintln;
-use crate::mm::paging::{user_flags, AddressSpace};
+use crate::mm::paging::{prot_flags, AddressSpace, WRITABLE};
 use crate::mm::{page_down, user};
 use crate::sync::KCell;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kcore::fmt::{Dec, Hex};
+use kcore::vma::{Backing, VmaList};
 
 /// A process id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,25 +63,6 @@ pub enum State {
     Zombie,
 }
 
-/// Kinds of memory area.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmaKind {
-    /// Loaded from the executable (mapped at exec).
-    Image,
-    /// Zero-filled on first touch: stack, brk heap, anonymous mmap.
-    Anonymous,
-}
-
-/// A range of user addresses with its permissions.
-#[derive(Clone, Copy, Debug)]
-pub struct Vma {
-    pub start: u64,
-    pub end: u64,
-    pub writable: bool,
-    pub executable: bool,
-    pub kind: VmaKind,
-}
-
 /// Size of each process's kernel stack.
 pub const KERNEL_STACK_SIZE: usize = 32 * 1024;
 /// Largest user stack (RLIMIT_STACK).
@@ -99,11 +81,10 @@ pub struct Process {
     /// argv joined with NULs (/proc/PID/cmdline).
     pub cmdline: Vec<u8>,
     pub aspace: AddressSpace,
-    pub vmas: Vec<Vma>,
+    /// The memory areas (mmap, mprotect, munmap, brk; the page tables follow them).
+    pub vmas: VmaList,
     pub brk_start: u64,
     pub brk: u64,
-    /// Next address anonymous mmap hands out (grows down).
-    pub mmap_top: u64,
     pub fds: FdTable,
     pub cwd: Vec<u8>,
     pub fs_base: u64,
@@ -133,37 +114,66 @@ pub struct Process {
     pub kstack: Box<[core::mem::MaybeUninit<u8>]>,
 }
 
-impl Process {
-    /// The memory area containing `va`.
-    pub fn vma(&self, va: u64) -> Option<&Vma> {
-        self.vmas.iter().find(|v| v.start <= va && va < v.end)
-    }
+/// The `si_code` of a SIGSEGV from a page fault (Linux's SEGV_MAPERR, SEGV_ACCERR), or SIGBUS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadAccess {
+    /// No area at the address.
+    Unmapped,
+    /// An area whose protection forbids the access.
+    Protection,
+    /// A file-backed page the kernel has no data for (beyond the loaded image), or no memory.
+    NoPage,
+}
 
-    /// Maps the page at `va` if it lies in an anonymous area and is not mapped yet.
-    pub fn fault_in(&mut self, va: u64) -> bool {
-        let t0 = crate::cost::start();
-        let Some(v) = self.vma(va).copied() else {
-            return false;
-        };
-        if v.kind != VmaKind::Anonymous {
-            return false;
-        }
-        let ok = user::map_zero_page(
-            &mut self.aspace,
-            page_down(va),
-            user_flags(v.writable, v.executable),
-        )
-        .is_ok();
-        crate::cost::record(crate::cost::Cost::ZeroFault, t0);
-        ok
-    }
+/// What a fault or a system call's user access wants of a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Exec,
+}
 
-    /// A write fault on a present page: copy-on-write if the area is writable.
-    pub fn write_fault(&mut self, va: u64) -> bool {
-        if !self.vma(va).is_some_and(|v| v.writable) {
-            return false;
+/// Makes the page at `va` usable for `access` if its area allows it: demand-zero for an anonymous
+/// page not yet mapped, copy-on-write for a write to a shared one. Called by the page-fault handler
+/// and by system calls checking user buffers (the same rules, so a read() into a PROT_NONE buffer is
+/// EFAULT where a touch of it is SIGSEGV).
+pub fn resolve_fault(
+    aspace: &mut AddressSpace,
+    vmas: &VmaList,
+    va: u64,
+    access: Access,
+) -> Result<(), BadAccess> {
+    let v = vmas.find(va).ok_or(BadAccess::Unmapped)?;
+    let allowed = match access {
+        Access::Read => v.prot != 0,
+        Access::Write => v.writable(),
+        Access::Exec => v.executable(),
+    };
+    if !allowed {
+        return Err(BadAccess::Protection);
+    }
+    let page = page_down(va);
+    match aspace.translate(page) {
+        None => {
+            if v.backing != Backing::Anonymous {
+                return Err(BadAccess::NoPage);
+            }
+            let t0 = crate::cost::start();
+            user::map_zero_page(aspace, page, prot_flags(v.prot)).map_err(|_| BadAccess::NoPage)?;
+            crate::cost::record(crate::cost::Cost::ZeroFault, t0);
+            Ok(())
         }
-        self.aspace.break_cow(page_down(va)).unwrap_or(false)
+        Some((_, f)) => {
+            if access != Access::Write || f & WRITABLE != 0 {
+                // Already allowed (the area permits it and the entry follows the area).
+                return Ok(());
+            }
+            match aspace.break_cow(page) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(BadAccess::Protection),
+                Err(_) => Err(BadAccess::NoPage),
+            }
+        }
     }
 }
 
@@ -242,27 +252,38 @@ pub fn current_pid() -> Pid {
 
 /// A fault from ring 3 that is not a system call: demand paging and copy-on-write, else a signal.
 pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
-    let present = frame.error & 1 != 0;
-    let write = frame.error & 2 != 0;
-    if frame.vector == 14 {
-        if !present && with_current(|p| p.fault_in(addr)) {
-            return;
+    // (signal, si_code, si_addr) as Linux sends them.
+    let (sig, code, info_addr) = match frame.vector {
+        14 => {
+            // Error code: bit 1 a write, bit 4 an instruction fetch.
+            let access = if frame.error & 0x10 != 0 {
+                Access::Exec
+            } else if frame.error & 2 != 0 {
+                Access::Write
+            } else {
+                Access::Read
+            };
+            match with_current(|p| resolve_fault(&mut p.aspace, &p.vmas, addr, access)) {
+                Ok(()) => return,
+                Err(BadAccess::Unmapped) => (signal::SIGSEGV, signal::SEGV_MAPERR, addr),
+                Err(BadAccess::Protection) => (signal::SIGSEGV, signal::SEGV_ACCERR, addr),
+                Err(BadAccess::NoPage) => (signal::SIGBUS, signal::BUS_ADRERR, addr),
+            }
         }
-        if present && write && with_current(|p| p.write_fault(addr)) {
-            return;
-        }
-    }
-    let (sig, what) = match frame.vector {
-        14 => (signal::SIGSEGV, "segfault"),
-        0 => (signal::SIGFPE, "divide error"),
-        6 => (signal::SIGILL, "invalid opcode"),
-        13 => (signal::SIGSEGV, "general protection"),
-        _ => (
-            signal::SIGSEGV,
-            crate::arch::interrupts::exception_name(frame.vector),
-        ),
+        // FPE_INTDIV and ILL_ILLOPN with the instruction's address; SI_KERNEL for the rest (#GP).
+        0 => (signal::SIGFPE, 1, frame.rip),
+        6 => (signal::SIGILL, 2, frame.rip),
+        _ => (signal::SIGSEGV, signal::SI_KERNEL, 0),
     };
-    if signal::force(sig) {
+    let what = match frame.vector {
+        14 if sig == signal::SIGBUS => "bus error",
+        14 => "segfault",
+        0 => "divide error",
+        6 => "invalid opcode",
+        13 => "general protection",
+        v => crate::arch::interrupts::exception_name(v),
+    };
+    if signal::force_info(sig, code, info_addr) {
         // A handler will run (delivered on the way back to user mode).
         return;
     }

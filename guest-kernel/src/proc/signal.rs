@@ -73,6 +73,9 @@ pub struct SigState {
     pub pending: u64,
     /// The alternate signal stack (inherited by fork, cleared by execve).
     pub altstack: AltStack,
+    /// A fault signal forced on the process and not yet delivered: (signal, si_code, si_addr), for
+    /// its siginfo.
+    pub fault_info: Option<(u32, i32, u64)>,
 }
 
 impl Default for SigState {
@@ -82,6 +85,7 @@ impl Default for SigState {
             blocked: 0,
             pending: 0,
             altstack: AltStack::default(),
+            fault_info: None,
         }
     }
 }
@@ -331,13 +335,21 @@ pub fn ignored_or_blocked(sig: u32) -> bool {
     })
 }
 
-/// A fault signal for the current process: true if a user handler will run, false if the process must
+/// si_code values of kernel-sent signals (Linux's siginfo.h).
+pub const SI_KERNEL: i32 = 0x80;
+pub const SEGV_MAPERR: i32 = 1;
+pub const SEGV_ACCERR: i32 = 2;
+pub const BUS_ADRERR: i32 = 2;
+
+/// A fault signal for the current process, with the siginfo's `si_code` and `si_addr` (a page fault's
+/// SEGV_MAPERR/SEGV_ACCERR and address): true if a user handler will run, false if the process must
 /// die (default action, blocked or ignored: Linux's force_sig).
-pub fn force(sig: u32) -> bool {
+pub fn force_info(sig: u32, code: i32, addr: u64) -> bool {
     super::with_current(|p| {
         let a = p.signals.actions[(sig - 1) as usize];
         if a.handler > SIG_IGN && p.signals.blocked & bit(sig) == 0 {
             p.signals.pending |= bit(sig);
+            p.signals.fault_info = Some((sig, code, addr));
             sync_ready(p);
             true
         } else {
@@ -541,8 +553,19 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
     put(MCONTEXT_OFF + 176, crate::arch::cpu::read_cr2());
     put(MCONTEXT_OFF + 184, fx);
     put(UC_SIGMASK_OFF, old_mask);
-    // siginfo: signo, errno, code (SI_USER = 0; kernel-sent: SI_KERNEL 0x80)
+    // siginfo: signo, errno, code (SI_USER = 0; a forced fault's code), then si_addr for a fault.
+    let fault = super::with_current(|p| match p.signals.fault_info {
+        Some((s, code, addr)) if s == sig => {
+            p.signals.fault_info = None;
+            Some((code, addr))
+        }
+        _ => None,
+    });
     put(SIGINFO_OFF, sig as u64);
+    if let Some((code, addr)) = fault {
+        put(SIGINFO_OFF + 8, code as u32 as u64);
+        put(SIGINFO_OFF + 16, addr);
+    }
     copy_to_user(base, &b)?;
     let fx_bytes = super::with_current(|p| {
         crate::arch::switch::save_fx(&mut p.ctx);
@@ -668,6 +691,6 @@ pub fn sigprocmask(how: u32, set: Option<u64>) -> Result<u64, Errno> {
 }
 
 #[allow(dead_code)]
-const _UNUSED: [u32; 6] = [SIGHUP, SIGINT, SIGQUIT, SIGTRAP, SIGABRT, SIGBUS];
+const _UNUSED: [u32; 5] = [SIGHUP, SIGINT, SIGQUIT, SIGTRAP, SIGABRT];
 #[allow(dead_code)]
 const _UNUSED2: u32 = SIGTERM;

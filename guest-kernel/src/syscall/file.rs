@@ -5,7 +5,7 @@
 use super::SysResult;
 use crate::fs::{self, FileRef};
 use crate::mm::uaccess;
-use crate::proc::with_current;
+use crate::proc::{resolve_fault, with_current, Access};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 
@@ -14,21 +14,13 @@ const AT_EMPTY_PATH: u32 = 0x1000;
 const AT_SYMLINK_NOFOLLOW: u32 = 0x100;
 const PATH_MAX: usize = 4096;
 
-/// Checks a user range in the current process, faulting in anonymous pages.
+/// Checks a user range in the current process, faulting pages in as its areas allow.
 pub fn check_user(va: u64, len: u64, write: bool) -> Result<(), Errno> {
+    let access = if write { Access::Write } else { Access::Read };
     with_current(|p| {
         let (aspace, vmas) = (&mut p.aspace, &p.vmas);
         uaccess::check(aspace, va, len, write, |aspace, page| {
-            let Some(v) = vmas.iter().find(|v| v.start <= page && page < v.end) else {
-                return false;
-            };
-            v.kind == crate::proc::VmaKind::Anonymous
-                && crate::mm::user::map_zero_page(
-                    aspace,
-                    page,
-                    crate::mm::paging::user_flags(v.writable, v.executable),
-                )
-                .is_ok()
+            resolve_fault(aspace, vmas, page, access).is_ok()
         })
     })
 }

@@ -1,0 +1,67 @@
+//! Threads, futexes and memory protection on the project's guest kernel (issue #16), checked
+//! differentially: the C programs in `rootfs/c/` are built static with glibc (`NAME-glibc`) and with
+//! musl (`NAME-musl`) by `scripts/build-rootfs.sh`, run on the host and in the guest (as init's child:
+//! `init -- run /bin/NAME-LIBC`), and must print the same lines.
+//!
+//! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
+//! the tests skip (and fail when `CI` is set).
+
+use std::process::Command;
+use std::time::Duration;
+
+use tests::{run, GuestImages};
+
+const T: Duration = Duration::from_secs(120);
+
+/// The lines of `out` that start with `prefix`.
+fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+/// Runs `/bin/PROG` on the host and in the guest and compares the lines starting with `PREFIX: `;
+/// the program must end with `PREFIX: done` and exit 0 on both.
+fn same_on_host_and_guest(prog: &str, prefix: &str) {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let bin = images.host_program(&format!("bin/{prog}"));
+    let host = Command::new(&bin).output().unwrap();
+    assert!(host.status.success(), "{prog} on the host: {host:?}");
+    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    let prefix = format!("{prefix}: ");
+    assert!(
+        host.contains(&format!("{prefix}done")),
+        "{prog} on the host:\n{host}"
+    );
+    let cmdline = format!("console=ttyS0 root=/dev/vda -- run /bin/{prog}");
+    let guest = run(&images.args(&[], &cmdline), T);
+    assert_eq!(
+        lines_with(&guest.stdout, &prefix),
+        lines_with(&host, &prefix),
+        "{prog}: guest console:\n{}",
+        guest.stdout
+    );
+    assert!(
+        guest
+            .stdout
+            .contains(&format!("init: /bin/{prog} exited (exit 0)")),
+        "{}",
+        guest.stdout
+    );
+    assert!(
+        !guest.stdout.contains("not implemented"),
+        "a system call is missing:\n{}",
+        guest.stdout
+    );
+    assert_eq!(guest.code, Some(0), "{}", guest.stdout);
+}
+
+#[test]
+fn mprotect_and_guard_pages_match_the_host_glibc() {
+    same_on_host_and_guest("mprotect-glibc", "mprotect");
+}
+
+#[test]
+fn mprotect_and_guard_pages_match_the_host_musl() {
+    same_on_host_and_guest("mprotect-musl", "mprotect");
+}
