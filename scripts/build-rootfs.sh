@@ -30,6 +30,10 @@ mkdir -p "$root/target/rootfs-tiny"
 rustc --edition 2021 -C panic=abort -C opt-level=2 -C relocation-model=static \
     -C link-arg=-nostartfiles -C link-arg=-nostdlib -C link-arg=-static -C link-arg=-no-pie \
     -o "$root/target/rootfs-tiny/forkloop" "$root/rootfs/tiny/forkloop.rs"
+# execloop: the same kind of executable, for the fork/exec/exit frame-reuse test (it execs itself).
+rustc --edition 2021 -C panic=abort -C opt-level=2 -C relocation-model=static \
+    -C link-arg=-nostartfiles -C link-arg=-nostdlib -C link-arg=-static -C link-arg=-no-pie \
+    -o "$root/target/rootfs-tiny/execloop" "$root/rootfs/tiny/execloop.rs"
 
 # The C test programs (rootfs/c/*.c), each static with glibc (NAME-glibc) and with musl (NAME-musl), so
 # both libcs' threads, mprotect and mmap use is run (tests/tests/guest_threads.rs).
@@ -53,6 +57,7 @@ install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
 install -m 0755 "$bindir/sh" "$stage/bin/sh"
 install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
 install -m 0755 "$root/target/rootfs-tiny/forkloop" "$stage/bin/forkloop"
+install -m 0755 "$root/target/rootfs-tiny/execloop" "$stage/bin/execloop"
 for prog in udp-echo httpd tcp-cat tcp-backlog; do
     install -m 0755 "$bindir/$prog" "$stage/bin/$prog"
 done
@@ -70,7 +75,7 @@ install -m 0755 "$bindir/wakeup-latency" "$stage/bin/wakeup-latency"
 for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb nice renice; do
     ln -s toolbox "$stage/bin/$cmd"
 done
-strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" \
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" "$stage/bin/execloop" \
     "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/tcp-backlog" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" \
     2>/dev/null || true
 

@@ -158,8 +158,8 @@ fn init_memory() {
         }
     });
     let (total, _) = mm::frame::stats();
-    if !mm::frame::init_refcounts(mapped.min(ram_end)) {
-        panic!("out of memory for the frame share counts");
+    if !mm::frame::init_metadata(mapped.min(ram_end)) {
+        panic!("out of memory for the frame metadata");
     }
     let heap = (total * mm::PAGE_SIZE / 8).clamp(2 << 20, 64 << 20);
     if !mm::heap::init(heap) {

@@ -1,6 +1,7 @@
 //! Pure logic of the guest kernel: everything here is plain `no_std` Rust without arch code or
 //! `unsafe` on hardware, so `cargo test` runs it on the host (see `scripts/build-guest-kernel.sh --test`).
 //!
+//! - [`buddy`]: the buddy allocator of physical frames (bookkeeping only).
 //! - [`fmt`]: number formatting that avoids the SSE paths of `core::fmt` (kernel mode is emulated here).
 //! - [`cmdline`]: the kernel command line (`hz=`, `root=`, `virtio_mmio.device=`, the CFS tunables, ...).
 //! - [`ext2`]: a read-only ext2 reader over a [`ext2::BlockRead`] device.
@@ -13,6 +14,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod buddy;
 pub mod cmdline;
 pub mod elf;
 pub mod errno;

@@ -201,14 +201,15 @@ pub fn uptime(up_ns: u64, idle_ns: u64) -> Vec<u8> {
 }
 
 /// `/proc/meminfo`, the first lines (kB).
-pub fn meminfo(total_kb: u64, free_kb: u64) -> Vec<u8> {
+pub fn meminfo(total_kb: u64, free_kb: u64, slab_kb: u64) -> Vec<u8> {
     let mut b = Buf(Vec::new());
     let _ = write!(
         b,
-        "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         0 kB\n",
+        "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         0 kB\nSlab:           {} kB\n",
         Dec(total_kb),
         Dec(free_kb),
-        Dec(free_kb)
+        Dec(free_kb),
+        Dec(slab_kb)
     );
     b.0
 }
@@ -367,8 +368,9 @@ mod tests {
             assert!(s.contains(l), "{l:?} in {s}");
         }
         assert_eq!(uptime(12_345_000_000, 5_000_000), b"12.34 0.00\n");
-        let m = String::from_utf8(meminfo(1000, 500)).unwrap();
+        let m = String::from_utf8(meminfo(1000, 500, 7)).unwrap();
         assert!(m.starts_with("MemTotal:       1000 kB\nMemFree:        500 kB\n"));
+        assert!(m.contains("\nSlab:           7 kB\n"), "{m}");
     }
 
     #[test]

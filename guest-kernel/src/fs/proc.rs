@@ -148,9 +148,11 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
         }
         [b"meminfo"] => {
             let (total, used) = crate::mm::frame::stats();
+            let heap_used = crate::mm::heap::stats().1 as u64;
             Ok(ProcFile::Data(procfs::meminfo(
                 total * 4,
                 (total - used) * 4,
+                heap_used.div_ceil(1024),
             )))
         }
         [p] => {

@@ -1,8 +1,17 @@
-//! The physical frame allocator: a bump pointer over the usable RAM regions of the PVH memory map, plus
-//! two free lists threaded through freed frames: one of frames known to be zero (page tables cleared as
-//! they are freed, [`free_zeroed`]) and one of frames with old contents. Fresh frames are known to be zero
-//! (guest RAM starts zeroed); [`alloc_zeroed`] takes a zero frame first and clears a recycled one only when
-//! there is none.
+//! The physical frame allocator. At boot, a bump pointer over the usable RAM regions of the PVH memory
+//! map hands out the first frames (the direct map's tables, then this module's own arrays); from then on
+//! all free RAM belongs to a buddy allocator ([`kcore::buddy`]) with two caches of single frames in
+//! front of it: a list of frames known to be zero (page tables cleared as they are freed,
+//! [`free_zeroed`]) and a list of frames with old contents, both threaded through the frames' first
+//! words. Single frames come from the caches (a few instructions: fork, exit and page faults use them
+//! by the hundred); runs of frames ([`alloc_contiguous`], [`alloc_run`]) come from the buddy allocator;
+//! a cache that holds [`CACHE_HIGH`] frames sends further frees to the buddy allocator, and a run that
+//! does not fit moves both caches there first, so every freed frame can make up a run again.
+//!
+//! Guest RAM starts zeroed, and zeroing in emulated kernel mode costs ~50 ms per MiB, so nothing known
+//! to be zero is cleared again: a bitmap marks the free frames in the buddy allocator that hold old
+//! contents (fresh RAM is all unmarked), and only those are cleared when a zeroed frame or run is asked
+//! for; [`alloc_zeroed`] takes a zero frame first.
 //!
 //! Per-frame metadata, arrays taken from fresh (zero) memory at boot: frames shared copy-on-write between
 //! address spaces carry a count of their extra users (raised by fork, dropped by [`put`]);
@@ -13,25 +22,63 @@ use super::{phys_to_virt, PAGE_SIZE};
 use crate::arch::mem::zero_page;
 use crate::sync::KCell;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use kcore::buddy::Buddy;
 
 const MAX_REGIONS: usize = 32;
+
+/// Frames each single-frame cache keeps before frees go to the buddy allocator (8 MiB).
+pub const CACHE_HIGH: u64 = 2048;
+
+/// The buddy allocator and its bitmap of free frames with old contents (bit set: not known zero).
+struct Pool {
+    buddy: Buddy<'static>,
+    dirty: &'static mut [u64],
+}
+
+impl Pool {
+    fn is_dirty(&self, pfn: u64) -> bool {
+        self.dirty
+            .get((pfn / 64) as usize)
+            .is_some_and(|w| w & (1 << (pfn % 64)) != 0)
+    }
+
+    fn mark(&mut self, pfn: u64, dirty: bool) {
+        if let Some(w) = self.dirty.get_mut((pfn / 64) as usize) {
+            if dirty {
+                *w |= 1 << (pfn % 64);
+            } else {
+                *w &= !(1 << (pfn % 64));
+            }
+        }
+    }
+
+    /// Gives frame `pa` (zero or not) to the buddy allocator.
+    fn free(&mut self, pa: u64, dirty: bool) {
+        let pfn = pa / PAGE_SIZE;
+        self.mark(pfn, dirty);
+        self.buddy.free(pfn, 0);
+    }
+}
 
 struct Frames {
     regions: [(u64, u64); MAX_REGIONS],
     nregions: usize,
-    /// Region the bump pointer is in, and the next fresh frame there.
+    /// Region the bump pointer is in, and the next fresh frame there (boot only: once the buddy
+    /// allocator exists, `current == nregions`).
     current: usize,
     next: u64,
-    /// Head of the free list (physical address, 0 = empty).
+    /// Head of the cache of frames with old contents (physical address, 0 = empty).
     free_head: u64,
     free_count: u64,
-    /// Head of the list of free frames that are zero but for the link in their first word.
+    /// Head of the cache of free frames that are zero but for the link in their first word.
     zero_head: u64,
+    zero_count: u64,
     total: u64,
     used: u64,
-    /// Extra users of each frame (index: physical address / PAGE_SIZE); null until [`init_refcounts`].
+    /// Extra users of each frame (index: physical address / PAGE_SIZE); null until [`init_metadata`].
     refs: *mut u16,
     nrefs: u64,
+    pool: Option<Pool>,
 }
 
 static FRAMES: KCell<Frames> = KCell::new(Frames {
@@ -42,13 +89,16 @@ static FRAMES: KCell<Frames> = KCell::new(Frames {
     free_head: 0,
     free_count: 0,
     zero_head: 0,
+    zero_count: 0,
     total: 0,
     used: 0,
     refs: core::ptr::null_mut(),
     nrefs: 0,
+    pool: None,
 });
 
-/// Adds usable RAM `[start, end)`, minus the `reserved` ranges (sorted by start), to the allocator.
+/// Adds usable RAM `[start, end)`, minus the `reserved` ranges (sorted by start), to the allocator
+/// (boot only, before [`init_metadata`]).
 pub fn add_region(start: u64, end: u64, reserved: &[(u64, u64)]) {
     let mut s = (start + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
     let e = end & !(PAGE_SIZE - 1);
@@ -94,18 +144,105 @@ fn bump(f: &mut Frames, n: u64) -> Option<u64> {
     None
 }
 
+impl Frames {
+    /// Pops the cache of frames with old contents.
+    fn pop_dirty(&mut self) -> Option<u64> {
+        if self.free_head == 0 {
+            return None;
+        }
+        let pa = self.free_head;
+        // SAFETY: a cached frame holds the next one's address in its first word.
+        self.free_head = unsafe { (phys_to_virt(pa) as *const u64).read() };
+        self.free_count -= 1;
+        Some(pa)
+    }
+
+    /// Pops the cache of zero frames (the frame comes back all zero).
+    fn pop_zero(&mut self) -> Option<u64> {
+        if self.zero_head == 0 {
+            return None;
+        }
+        let pa = self.zero_head;
+        let link = phys_to_virt(pa) as *mut u64;
+        // SAFETY: a frame on the zero list is zero but for the next frame's address in its first word.
+        self.zero_head = unsafe { link.replace(0) };
+        self.zero_count -= 1;
+        Some(pa)
+    }
+
+    /// One frame from the buddy allocator, and whether it is known to be zero.
+    fn pop_pool(&mut self) -> Option<(u64, bool)> {
+        let pool = self.pool.as_mut()?;
+        let pfn = pool.buddy.alloc(0)?;
+        Some((pfn * PAGE_SIZE, !pool.is_dirty(pfn)))
+    }
+
+    /// Frees a frame with old contents: to its cache, or to the buddy allocator when the cache is full.
+    #[inline(always)]
+    fn free_dirty(&mut self, pa: u64) {
+        self.used -= 1;
+        if self.free_count >= CACHE_HIGH {
+            if let Some(pool) = self.pool.as_mut() {
+                pool.free(pa, true);
+                return;
+            }
+        }
+        // SAFETY: the caller gives up the frame; its first word now links the cache.
+        unsafe { (phys_to_virt(pa) as *mut u64).write(self.free_head) };
+        self.free_head = pa;
+        self.free_count += 1;
+    }
+
+    /// Moves both caches into the buddy allocator, so their frames can merge into runs.
+    fn drain(&mut self) {
+        if self.pool.is_none() {
+            return;
+        }
+        while let Some(pa) = self.pop_dirty() {
+            if let Some(pool) = self.pool.as_mut() {
+                pool.free(pa, true);
+            }
+        }
+        while let Some(pa) = self.pop_zero() {
+            if let Some(pool) = self.pool.as_mut() {
+                pool.free(pa, false);
+            }
+        }
+    }
+
+    /// `n` contiguous frames, their old contents still in place; the caches are drained if no run
+    /// is free otherwise.
+    fn take_run(&mut self, n: u64) -> Option<u64> {
+        if self.pool.is_none() {
+            return bump(self, n);
+        }
+        let mut got = self.pool.as_mut().and_then(|p| p.buddy.alloc_run(n));
+        if got.is_none() && self.free_count + self.zero_count > 0 {
+            self.drain();
+            got = self.pool.as_mut().and_then(|p| p.buddy.alloc_run(n));
+        }
+        let pfn = got?;
+        self.used += n;
+        Some(pfn * PAGE_SIZE)
+    }
+}
+
 /// A frame with unspecified contents, and whether it is known to be zero.
 fn alloc_raw() -> Option<(u64, bool)> {
     let f = &mut *FRAMES.borrow_mut();
-    if f.free_head != 0 {
-        let pa = f.free_head;
-        // SAFETY: a free frame holds the next free frame's address in its first word.
-        f.free_head = unsafe { (phys_to_virt(pa) as *const u64).read() };
-        f.free_count -= 1;
-        f.used += 1;
-        return Some((pa, false));
+    let got = f
+        .pop_dirty()
+        .map(|pa| (pa, false))
+        .or_else(|| f.pop_pool())
+        .or_else(|| f.pop_zero().map(|pa| (pa, true)));
+    match got {
+        Some(g) => {
+            f.used += 1;
+            Some(g)
+        }
+        // `bump` counts its own frames.
+        None => bump(f, 1).map(|pa| (pa, true)),
     }
-    bump(f, 1).map(|pa| (pa, true))
 }
 
 /// One frame with unspecified contents.
@@ -117,45 +254,74 @@ pub fn alloc() -> Option<u64> {
 pub fn alloc_zeroed() -> Option<u64> {
     {
         let f = &mut *FRAMES.borrow_mut();
-        if f.zero_head != 0 {
-            let pa = f.zero_head;
-            let link = phys_to_virt(pa) as *mut u64;
-            // SAFETY: a frame on the zero list is zero but for the next frame's address in its first word.
-            f.zero_head = unsafe { link.replace(0) };
+        if let Some(pa) = f.pop_zero() {
             f.used += 1;
             return Some(pa);
         }
     }
     let (pa, zero) = alloc_raw()?;
     if !zero {
-        // SAFETY: the frame was just taken off the free list: nobody else references it.
+        // SAFETY: the frame was just taken off a free list: nobody else references it.
         unsafe { zero_page(phys_to_virt(pa) as *mut u8) };
     }
     Some(pa)
 }
 
-/// `n` physically contiguous, zeroed frames (fresh memory only; never returned).
+/// `n` physically contiguous, zeroed frames.
 pub fn alloc_contiguous(n: u64) -> Option<u64> {
-    bump(&mut FRAMES.borrow_mut(), n)
+    alloc_run(n, 0..0)
+}
+
+/// `n` physically contiguous frames, zeroed but for the bytes `keep` (offsets into the run) that the
+/// caller is about to overwrite: only frames with old contents are cleared, and only outside `keep`.
+pub fn alloc_run(n: u64, keep: core::ops::Range<u64>) -> Option<u64> {
+    let f = &mut *FRAMES.borrow_mut();
+    let pa = f.take_run(n)?;
+    if let Some(pool) = f.pool.as_ref() {
+        for i in 0..n {
+            if !pool.is_dirty(pa / PAGE_SIZE + i) {
+                continue;
+            }
+            let (s, e) = (i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+            let page = phys_to_virt(pa + s) as *mut u8;
+            if keep.start <= s && keep.end >= e {
+                continue;
+            }
+            if keep.end <= s || keep.start >= e {
+                // SAFETY: the frame is ours alone (just allocated).
+                unsafe { zero_page(page) };
+                continue;
+            }
+            let (ks, ke) = (keep.start.max(s) - s, keep.end.min(e) - s);
+            // SAFETY: both pieces lie inside the frame, which is ours alone.
+            unsafe {
+                core::ptr::write_bytes(page, 0, ks as usize);
+                core::ptr::write_bytes(page.add(ke as usize), 0, (PAGE_SIZE - ke) as usize);
+            }
+        }
+    }
+    Some(pa)
 }
 
 /// Returns a frame to the free list.
 pub fn free(pa: u64) {
-    let f = &mut *FRAMES.borrow_mut();
-    // SAFETY: the caller gives up the frame; its first word now links the free list.
-    unsafe { (phys_to_virt(pa) as *mut u64).write(f.free_head) };
-    f.free_head = pa;
-    f.free_count += 1;
-    f.used -= 1;
+    FRAMES.borrow_mut().free_dirty(pa);
 }
 
 /// Returns a frame that is all zero (a page table whose entries were cleared) to the zero list.
 pub fn free_zeroed(pa: u64) {
     let f = &mut *FRAMES.borrow_mut();
+    f.used -= 1;
+    if f.zero_count >= CACHE_HIGH {
+        if let Some(pool) = f.pool.as_mut() {
+            pool.free(pa, false);
+            return;
+        }
+    }
     // SAFETY: the caller gives up the frame; its first word now links the zero list.
     unsafe { (phys_to_virt(pa) as *mut u64).write(f.zero_head) };
     f.zero_head = pa;
-    f.used -= 1;
+    f.zero_count += 1;
 }
 
 /// Counts frame `pa` as free while a cache outside this allocator keeps it for reuse.
@@ -174,12 +340,20 @@ pub fn stats() -> (u64, u64) {
     (f.total, f.used)
 }
 
-/// Sets up the per-frame share counts for RAM below `ram_end` (fresh zeroed frames: no clearing).
-pub fn init_refcounts(ram_end: u64) -> bool {
+/// Sets up the per-frame metadata for RAM below `ram_end` (share counts, spans, the buddy allocator's
+/// arrays and bitmap, all from fresh zeroed frames: no clearing) and hands every frame the bump pointer
+/// has not given out to the buddy allocator.
+pub fn init_metadata(ram_end: u64) -> bool {
     let n = ram_end / PAGE_SIZE;
-    let pages = (n * 2).div_ceil(PAGE_SIZE);
-    let span_pages = (n * 4).div_ceil(PAGE_SIZE);
-    let (Some(pa), Some(spans)) = (alloc_contiguous(pages), alloc_contiguous(span_pages)) else {
+    let pages = |bytes: u64| bytes.div_ceil(PAGE_SIZE);
+    let (Some(pa), Some(spans), Some(next), Some(prev), Some(order), Some(dirty)) = (
+        alloc_contiguous(pages(n * 2)),
+        alloc_contiguous(pages(n * 4)),
+        alloc_contiguous(pages(n * 4)),
+        alloc_contiguous(pages(n * 4)),
+        alloc_contiguous(pages(n)),
+        alloc_contiguous(pages(n.div_ceil(64) * 8)),
+    ) else {
         return false;
     };
     let mut f = FRAMES.borrow_mut();
@@ -187,6 +361,31 @@ pub fn init_refcounts(ram_end: u64) -> bool {
     f.nrefs = n;
     SPANS.store(phys_to_virt(spans) as *mut u32, Ordering::Relaxed);
     SPAN_FRAMES.store(n, Ordering::Relaxed);
+    // SAFETY: the arrays are fresh (zero) frames just taken from the bump pointer, mapped by the
+    // direct map, each big enough for `n` entries, and owned by the pool for the kernel's lifetime.
+    let mut pool = unsafe {
+        Pool {
+            buddy: Buddy::new(
+                core::slice::from_raw_parts_mut(phys_to_virt(next) as *mut u32, n as usize),
+                core::slice::from_raw_parts_mut(phys_to_virt(prev) as *mut u32, n as usize),
+                core::slice::from_raw_parts_mut(phys_to_virt(order) as *mut u8, n as usize),
+            ),
+            dirty: core::slice::from_raw_parts_mut(
+                phys_to_virt(dirty) as *mut u64,
+                n.div_ceil(64) as usize,
+            ),
+        }
+    };
+    for r in f.current..f.nregions {
+        let (start, end) = f.regions[r];
+        let start = if r == f.current { f.next } else { start };
+        if start < end {
+            pool.buddy
+                .free_range(start / PAGE_SIZE, (end - start) / PAGE_SIZE);
+        }
+    }
+    f.current = f.nregions;
+    f.pool = Some(pool);
     true
 }
 
@@ -255,12 +454,7 @@ impl Batch<'_> {
     /// Returns frame `pa`, whose last user is gone, to the free list.
     #[inline(always)]
     pub fn free(&mut self, pa: u64) {
-        let f = &mut *self.f;
-        // SAFETY: the last user gives up the frame; its first word now links the free list.
-        unsafe { (phys_to_virt(pa) as *mut u64).write(f.free_head) };
-        f.free_head = pa;
-        f.free_count += 1;
-        f.used -= 1;
+        self.f.free_dirty(pa);
     }
 }
 

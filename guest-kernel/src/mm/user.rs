@@ -4,18 +4,29 @@
 use super::paging::{AddressSpace, MapError};
 use super::{frame, phys_slice_mut, PAGE_SIZE};
 
-/// Maps `pages` fresh, zeroed, physically contiguous frames at `va` and returns a kernel view of them
-/// (through the direct map), so the loader can read file data into them with one device request.
+/// Maps `pages` physically contiguous frames at `va` and returns a kernel view of them (through the
+/// direct map), so the loader can read file data into them with one device request. The frames are
+/// zero but for the first `keep` bytes, which the caller overwrites (they may hold old contents).
 pub fn map_fresh_run(
     aspace: &mut AddressSpace,
     va: u64,
     pages: u64,
     flags: u64,
+    keep: u64,
 ) -> Result<&'static mut [u8], MapError> {
-    let pa = frame::alloc_contiguous(pages).ok_or(MapError::OutOfMemory)?;
-    aspace.map_run(va, pa, pages, flags)?;
-    // SAFETY: the frames are fresh and belong to this address space alone; the kernel writes them only
-    // while loading, before the process runs.
+    let pa = frame::alloc_run(pages, 0..keep).ok_or(MapError::OutOfMemory)?;
+    if let Err(e) = aspace.map_run(va, pa, pages, flags) {
+        // Frames that made it into the page tables go with the address space; the rest go back now.
+        for i in 0..pages {
+            let p = pa + i * PAGE_SIZE;
+            if aspace.translate(va + i * PAGE_SIZE).map(|(f, _)| f) != Some(p) {
+                frame::free(p);
+            }
+        }
+        return Err(e);
+    }
+    // SAFETY: the frames were just allocated and belong to this address space alone; the kernel writes
+    // them only while loading, before the process runs.
     Ok(unsafe { phys_slice_mut(pa, (pages * PAGE_SIZE) as usize) })
 }
 

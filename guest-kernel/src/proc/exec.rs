@@ -23,6 +23,9 @@ use kcore::vma::{Backing, Vma, VmaList, PROT_EXEC, PROT_READ, PROT_WRITE};
 /// The root disk's device number as Linux numbers the first virtio disk (254:0), for /proc/PID/maps.
 const ROOT_DEV: u32 = 0xfe00;
 
+/// Pages of one physically contiguous run of a segment: one device request's worth.
+const RUN_PAGES: u64 = (crate::drivers::virtio::MAX_REQUEST as u64) / PAGE_SIZE;
+
 /// Pages of the stack mapped at exec (the rest is faulted in on demand).
 const STACK_INITIAL_PAGES: u64 = 4;
 
@@ -41,7 +44,13 @@ fn read_into(inode: &Inode, file_start: u64, file_end: u64, dst: &mut [u8]) -> R
     }
     let extents = fs::with_root(|fs| fs.extents(inode, file_start, file_end - file_start))?;
     for e in extents {
-        let Some(disk) = e.disk_offset else { continue };
+        let Some(disk) = e.disk_offset else {
+            // A hole reads as zeros; the frames may hold old contents.
+            let at = (e.file_offset - file_start) as usize;
+            let n = (e.len as usize).min(dst.len().saturating_sub(at));
+            dst[at..at + n].fill(0);
+            continue;
+        };
         let at = (e.file_offset - file_start) as usize;
         // Whole sectors: round up, then clear what lies past the end of the file data.
         let len = ((e.len as usize + 511) & !511).min(dst.len() - at);
@@ -84,10 +93,17 @@ fn load_segments(
             va += PAGE_SIZE;
             file_start += PAGE_SIZE;
         }
-        if va < end {
-            let run =
-                user::map_fresh_run(aspace, va, (end - va) / PAGE_SIZE, flags).map_err(map_err)?;
-            read_into(inode, file_start, file_end.max(file_start), run)?;
+        // Runs of at most one device request each: small runs are easy to find free after memory
+        // has been in use for a while (the buddy allocator merges freed frames back into them).
+        while va < end {
+            let pages = ((end - va) / PAGE_SIZE).min(RUN_PAGES);
+            let run_end = file_start + pages * PAGE_SIZE;
+            let data_end = file_end.min(inode.size).max(file_start).min(run_end);
+            let run = user::map_fresh_run(aspace, va, pages, flags, data_end - file_start)
+                .map_err(map_err)?;
+            read_into(inode, file_start, data_end, run)?;
+            va += pages * PAGE_SIZE;
+            file_start = run_end;
         }
         // As Linux maps a segment: the pages holding file bytes from the file, the rest (bss)
         // anonymous. The loader has filled them all already.
@@ -181,6 +197,7 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
         USER_STACK_TOP - initial,
         STACK_INITIAL_PAGES,
         stack_flags,
+        0,
     ) {
         Ok(r) => r,
         Err(e) => {
