@@ -17,6 +17,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::*;
 use crate::disk::tests::temp_path;
 use crate::disk::{open_disk, CacheMode, DiskOptions};
+use crate::virtio::block::request::slices;
 use crate::virtio::mmio::MmioTransport;
 use crate::virtio::test_utils::{guest_memory, init_device, read_reg, write_reg, QueueLayout};
 
@@ -575,7 +576,7 @@ fn threads_engine_serves_cached_runs_inline_and_the_rest_on_workers() {
             d.mem.read_slice(&mut buf, d.data(i)).unwrap();
             assert!(buf == model[at..at + 65536], "read {i}");
         }
-        let counts = d.blk.lock().unwrap().engine.as_ref().unwrap().pool_counts();
+        let counts = d.blk.lock().unwrap().engine.pool_counts().unwrap();
         counts
     };
     let drop_cache = || {

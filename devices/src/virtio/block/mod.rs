@@ -2,14 +2,15 @@
 //!
 //! The guest kicks queue 0; the notify EventFd wakes [`Block`] on the VMM thread (it is an event-manager
 //! `MutEventSubscriber`, token [`Block::PROCESS_QUEUE`]); it pops each descriptor chain, parses it with
-//! [`request::parse_request`], runs it with [`request::execute`], returns it on the used ring and raises
-//! the interrupt once per batch. With [`IoEngine::Async`] (io_uring) or [`IoEngine::Threads`] (a thread
-//! pool) reads and writes are answered as they complete, out of order, when the engine's EventFd wakes the
-//! device ([`Block::COMPLETION`]); see [`io_engine`]. Offered features: VERSION_1, FLUSH, SEG_MAX, SIZE_MAX, BLK_SIZE, RO for a
-//! read-only disk, DISCARD and WRITE_ZEROES when the backend can. Per-device counters live in
+//! [`request::parse_request`] and hands it to its [`engine::Engine`], which answers "done" (carried out
+//! with [`request::execute`]: returned on the used ring at once) or "submitted"; the interrupt is raised
+//! once per batch. With [`IoEngine::Async`] (io_uring) or [`IoEngine::Threads`] (a thread pool) reads and
+//! writes are answered as they complete, out of order, when the engine's EventFd wakes the device
+//! ([`Block::COMPLETION`]); see [`engine`]. Offered features: VERSION_1, FLUSH, SEG_MAX, SIZE_MAX, BLK_SIZE,
+//! RO for a read-only disk, DISCARD and WRITE_ZEROES when the backend can. Per-device counters live in
 //! [`BlockMetrics`] (atomics, shared with whoever reports metrics).
 
-pub mod io_engine;
+pub mod engine;
 pub mod request;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,11 +25,9 @@ use virtio_bindings::virtio_blk::{
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use self::io_engine::IoEngine;
-use self::io_engine::{AsyncIo, Completion, MAX_RUNS};
-use self::request::{
-    execute, parse_request, slices, Request, RequestType, MAX_DISCARD_SEGMENTS, SECTOR_SIZE,
-};
+use self::engine::{Completion, Engine, Submit};
+pub use self::engine::{IoEngine, MAX_RUNS};
+use self::request::{parse_request, RequestType, MAX_DISCARD_SEGMENTS, SECTOR_SIZE};
 use super::{
     read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
     TYPE_BLOCK,
@@ -109,12 +108,11 @@ pub struct Block {
     broken: bool,
     metrics: Arc<BlockMetrics>,
     warn: LogLimiter,
-    /// The out-of-order engine, with [`IoEngine::Async`] or [`IoEngine::Threads`].
-    engine: Option<AsyncIo>,
+    /// Carries out the requests.
+    engine: Box<dyn Engine>,
     /// Set when chains were left on the avail ring because the engine was full; completions resume them.
     stalled: bool,
-    /// Scratch: the host runs of the request being started, and finished requests.
-    runs: Vec<(u64, u64)>,
+    /// Scratch: finished requests.
     completions: Vec<Completion>,
 }
 
@@ -144,23 +142,8 @@ impl Block {
             }
         }
         let config = build_config(disk.size() / SECTOR_SIZE);
-        let engine = match cfg.io_engine {
-            IoEngine::Sync => None,
-            IoEngine::Async => match AsyncIo::new(URING_ENTRIES) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    log::warn!(
-                        "virtio-blk {:?}: io_uring unavailable ({e}); using the synchronous engine",
-                        cfg.id
-                    );
-                    None
-                }
-            },
-            IoEngine::Threads => Some(
-                AsyncIo::threads(POOL_WORKERS, URING_ENTRIES as usize)
-                    .map_err(BlockError::EventFd)?,
-            ),
-        };
+        let engine = engine::create(cfg.io_engine, &cfg.id, URING_ENTRIES, POOL_WORKERS)
+            .map_err(BlockError::EventFd)?;
         Ok(Self {
             disk,
             id,
@@ -174,24 +157,23 @@ impl Block {
             warn: LogLimiter::default(),
             engine,
             stalled: false,
-            runs: Vec::new(),
             completions: Vec::new(),
         })
     }
 
     /// The engine in use (`Sync` when `Async` was asked for but io_uring is unavailable).
     pub fn io_engine(&self) -> IoEngine {
-        self.engine.as_ref().map_or(IoEngine::Sync, AsyncIo::kind)
+        self.engine.kind()
     }
 
     /// The completion EventFd, with an out-of-order engine.
     pub fn completion_evt(&self) -> Option<&EventFd> {
-        self.engine.as_ref().map(AsyncIo::completion_evt)
+        self.engine.completion_evt()
     }
 
     /// Requests submitted to the out-of-order engine and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.engine.as_ref().map_or(0, AsyncIo::in_flight)
+        self.engine.in_flight()
     }
 
     /// The device's counters.
@@ -207,8 +189,8 @@ impl Block {
 
     /// Waits for every request in flight and returns them to the guest.
     fn drain_engine(&mut self) {
-        if let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_mut()) {
-            engine.drain(&active.mem, &mut self.completions);
+        if let Some(active) = self.active.as_mut() {
+            self.engine.drain(&active.mem, &mut self.completions);
             let n = self.completions.len();
             return_completions(
                 active,
@@ -227,10 +209,10 @@ impl Block {
     /// completion EventFd fires), then resumes a queue that was left waiting for room; returns how many
     /// chains were completed.
     pub fn process_completions(&mut self) -> usize {
-        let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_mut()) else {
+        let Some(active) = self.active.as_mut() else {
             return 0;
         };
-        engine.complete(&active.mem, &mut self.completions);
+        self.engine.complete(&active.mem, &mut self.completions);
         let mut done = return_completions(
             active,
             &mut self.completions,
@@ -259,13 +241,13 @@ impl Block {
         let capacity = self.disk.size() / SECTOR_SIZE;
         let mut done = 0;
         self.stalled = false;
+        // The one queue loop, whatever the engine: pop, parse, submit; "done" goes on the used ring now,
+        // "submitted" later, from the engine's completions.
         loop {
-            if let Some(engine) = self.engine.as_mut() {
-                if !engine.has_room() {
-                    // The rest stays on the avail ring until completions make room.
-                    self.stalled = true;
-                    break;
-                }
+            if !self.engine.has_room() {
+                // The rest stays on the avail ring until completions make room.
+                self.stalled = true;
+                break;
             }
             let chain = match active.queue.iter(&active.mem) {
                 Ok(mut it) => it.next(),
@@ -279,37 +261,31 @@ impl Block {
             };
             let Some(chain) = chain else { break };
             let head = chain.head_index();
-            let used_len = match parse_request(&active.mem, chain, SEG_MAX as usize + 2, capacity) {
+            match parse_request(&active.mem, chain, SEG_MAX as usize + 2, capacity) {
                 Ok(req) => {
-                    if let Some(engine) = self.engine.as_mut() {
-                        if start_async(
-                            engine,
-                            &active.mem,
-                            self.disk.as_mut(),
-                            &req,
-                            head,
-                            &mut self.runs,
-                        ) {
-                            continue;
-                        }
-                        // Served synchronously: only after everything in flight has completed.
-                        engine.drain(&active.mem, &mut self.completions);
-                        done += return_completions(
-                            active,
-                            &mut self.completions,
-                            &self.metrics,
-                            &mut self.warn,
-                            &mut self.broken,
-                        );
+                    match self.engine.submit(
+                        &active.mem,
+                        self.disk.as_mut(),
+                        &self.id,
+                        &req,
+                        head,
+                        &mut self.completions,
+                    ) {
+                        Submit::Submitted => continue,
+                        Submit::Done(c) => self.completions.push(c),
                     }
-                    let out = execute(&req, &active.mem, self.disk.as_mut(), &self.id);
-                    count(&self.metrics, req.request_type, req.data_len, out.status);
-                    out.used_len
+                    done += return_completions(
+                        active,
+                        &mut self.completions,
+                        &self.metrics,
+                        &mut self.warn,
+                        &mut self.broken,
+                    );
                 }
                 Err(e) => {
                     self.warn
                         .warn(format_args!("virtio-blk: bad request: {}", e.error));
-                    match e.status {
+                    let used_len = match e.status {
                         Some(addr) => {
                             use vm_memory::Bytes;
                             let status = virtio_bindings::virtio_blk::VIRTIO_BLK_S_IOERR as u8;
@@ -323,83 +299,37 @@ impl Block {
                             self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
                             0
                         }
+                    };
+                    if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
+                        self.warn.warn(format_args!(
+                            "virtio-blk: cannot return descriptor {head}: {e}"
+                        ));
+                        self.broken = true;
+                    } else {
+                        done += 1;
                     }
                 }
-            };
+            }
             if self.broken {
                 break;
             }
-            if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
-                self.warn.warn(format_args!(
-                    "virtio-blk: cannot return descriptor {head}: {e}"
-                ));
-                self.broken = true;
-                break;
-            }
-            done += 1;
         }
-        if let Some(engine) = self.engine.as_mut() {
-            // One io_uring_enter (or one hand-over to the workers) for the whole batch; io_uring reads served
-            // from the page cache are complete when it returns, so answer what is done right away.
-            if let Err(e) = engine.submit() {
-                log::error!("virtio-blk: io_uring submit failed: {e}");
-                engine.drain(&active.mem, &mut self.completions);
-            }
-            engine.complete(&active.mem, &mut self.completions);
-            done += return_completions(
-                active,
-                &mut self.completions,
-                &self.metrics,
-                &mut self.warn,
-                &mut self.broken,
-            );
-        }
+        // One io_uring_enter (or one hand-over to the workers) for the whole batch; io_uring reads served
+        // from the page cache are complete when it returns, so answer what is done right away.
+        self.engine.kick(&active.mem, &mut self.completions);
+        self.engine.complete(&active.mem, &mut self.completions);
+        done += return_completions(
+            active,
+            &mut self.completions,
+            &self.metrics,
+            &mut self.warn,
+            &mut self.broken,
+        );
         if done > 0 && active.queue.needs_notification(&active.mem).unwrap_or(true) {
             active.interrupt.signal_used_queue();
         }
         done
     }
-}
-
-/// Hands `req` to the out-of-order engine when it is a read or write whose data lies plainly in a host
-/// file in at most [`MAX_RUNS`] runs; `false` when it must be served synchronously.
-fn start_async(
-    engine: &mut AsyncIo,
-    mem: &GuestMemoryMmap,
-    disk: &mut dyn DiskFile,
-    req: &Request,
-    head: u16,
-    runs: &mut Vec<(u64, u64)>,
-) -> bool {
-    let write = match req.request_type {
-        RequestType::In => false,
-        RequestType::Out => true,
-        _ => return false,
-    };
-    if req.data_len == 0 {
-        return false;
-    }
-    let Ok(bufs) = slices(mem, &req.data) else {
-        return false;
-    };
-    runs.clear();
-    // An error here (a damaged qcow2 table) is reported by the synchronous path.
-    let Ok(Some(fd)) = disk.plain_runs(req.sector * SECTOR_SIZE, &bufs, write, runs) else {
-        return false;
-    };
-    if runs.is_empty() || runs.len() > MAX_RUNS {
-        return false;
-    }
-    engine.push(
-        head,
-        req.status,
-        req.request_type,
-        req.data_len,
-        fd,
-        runs,
-        &bufs,
-    );
-    true
 }
 
 /// Puts finished requests on the used ring and counts them; returns how many were returned.
@@ -516,8 +446,8 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) {
         // Requests in flight still write into guest memory: let them finish before letting go of it.
-        if let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_ref()) {
-            engine.drain(&active.mem, &mut self.completions);
+        if let Some(active) = self.active.as_ref() {
+            self.engine.drain(&active.mem, &mut self.completions);
             self.completions.clear();
         }
         self.stalled = false;
@@ -543,8 +473,8 @@ impl MutEventSubscriber for Block {
                 self.process_queue();
             }
             Self::COMPLETION => {
-                if let Some(engine) = &self.engine {
-                    let _ = engine.completion_evt().read();
+                if let Some(evt) = self.engine.completion_evt() {
+                    let _ = evt.read();
                 }
                 self.process_completions();
             }
@@ -557,8 +487,8 @@ impl MutEventSubscriber for Block {
         if let Err(e) = ops.add(ev) {
             log::error!("virtio-blk: cannot register the queue EventFd: {e:?}");
         }
-        if let Some(engine) = &self.engine {
-            let ev = Events::with_data(engine.completion_evt(), Self::COMPLETION, EventSet::IN);
+        if let Some(evt) = self.engine.completion_evt() {
+            let ev = Events::with_data(evt, Self::COMPLETION, EventSet::IN);
             if let Err(e) = ops.add(ev) {
                 log::error!("virtio-blk: cannot register the completion EventFd: {e:?}");
             }
@@ -569,8 +499,8 @@ impl MutEventSubscriber for Block {
 impl Drop for Block {
     fn drop(&mut self) {
         // The kernel may still be reading from or writing to guest memory and the disk's descriptors.
-        if let (Some(engine), Some(active)) = (self.engine.as_mut(), self.active.as_ref()) {
-            engine.drain(&active.mem, &mut self.completions);
+        if let Some(active) = self.active.as_ref() {
+            self.engine.drain(&active.mem, &mut self.completions);
         }
     }
 }
