@@ -47,9 +47,11 @@ pub enum Cost {
     Deliver,
     /// mprotect's work on the areas and the page tables (the system call without entry and exit).
     Mprotect,
+    /// A fault on a missing page of a file mapping (the file's page read into a fresh frame).
+    FileFault,
 }
 
-const N: usize = 20;
+const N: usize = 21;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -71,6 +73,7 @@ const NAMES: [&str; N] = [
     "tick_trap",
     "deliver",
     "mprotect",
+    "file_fault",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];

@@ -1,7 +1,9 @@
 //! Threads, futexes and memory protection on the project's guest kernel (issue #16), checked
 //! differentially: the C programs in `rootfs/c/` are built static with glibc (`NAME-glibc`) and with
 //! musl (`NAME-musl`) by `scripts/build-rootfs.sh`, run on the host and in the guest (as init's child:
-//! `init -- run /bin/NAME-LIBC`), and must print the same lines.
+//! `init -- run /bin/NAME-LIBC`), and must print the same lines: `mprotect` (protection, guard pages,
+//! fault codes, splitting and merging areas, copy-on-write), `mmapfile` (file mappings, madvise,
+//! mincore, msync, mremap, pread64).
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
 //! the tests skip (and fail when `CI` is set).
@@ -64,4 +66,14 @@ fn mprotect_and_guard_pages_match_the_host_glibc() {
 #[test]
 fn mprotect_and_guard_pages_match_the_host_musl() {
     same_on_host_and_guest("mprotect-musl", "mprotect");
+}
+
+#[test]
+fn file_mappings_madvise_mremap_match_the_host_glibc() {
+    same_on_host_and_guest("mmapfile-glibc", "mmapfile");
+}
+
+#[test]
+fn file_mappings_madvise_mremap_match_the_host_musl() {
+    same_on_host_and_guest("mmapfile-musl", "mmapfile");
 }

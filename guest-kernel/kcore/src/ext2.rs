@@ -63,7 +63,7 @@ pub trait BlockRead {
 }
 
 /// The parts of an on-disk inode the reader uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inode {
     pub ino: u32,
     pub mode: u16,

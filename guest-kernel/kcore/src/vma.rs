@@ -8,6 +8,7 @@
 //! and back leaves one area, and `/proc/PID/maps` shows what Linux shows.
 
 extern crate alloc;
+use crate::ext2::Inode;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
@@ -30,9 +31,10 @@ pub enum Backing {
     Anonymous,
     /// A file's bytes from `offset` (the file offset of the area's start).
     File {
-        /// Device number (major << 8 | minor) and inode, for /proc/PID/maps.
+        /// Device number (major << 8 | minor), for /proc/PID/maps.
         dev: u32,
-        ino: u64,
+        /// The file (its number and where its blocks are).
+        inode: Rc<Inode>,
         offset: u64,
         path: Rc<[u8]>,
     },
@@ -91,15 +93,15 @@ impl Vma {
             (Backing::Anonymous, Backing::Anonymous) => true,
             (
                 Backing::File {
-                    dev, ino, offset, ..
+                    dev, inode, offset, ..
                 },
                 Backing::File {
                     dev: d2,
-                    ino: i2,
+                    inode: i2,
                     offset: o2,
                     ..
                 },
-            ) => dev == d2 && ino == i2 && offset + (self.end - self.start) == *o2,
+            ) => dev == d2 && inode.ino == i2.ino && offset + (self.end - self.start) == *o2,
             _ => false,
         }
     }
@@ -161,6 +163,24 @@ impl VmaList {
     pub fn is_free(&self, start: u64, end: u64) -> bool {
         let i = self.first_ending_above(start);
         self.v.get(i).is_none_or(|v| v.start >= end)
+    }
+
+    /// The areas overlapping `[start, end)`, in address order.
+    pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Vma> {
+        let i = self.first_ending_above(start);
+        self.v[i..].iter().take_while(move |v| v.start < end)
+    }
+
+    /// Whether areas cover all of `[start, end)` without a hole.
+    pub fn covers(&self, start: u64, end: u64) -> bool {
+        let mut at = start;
+        for v in self.overlapping(start, end) {
+            if v.start > at {
+                return false;
+            }
+            at = v.end;
+        }
+        at >= end
     }
 
     /// Total mapped bytes (VmSize).
@@ -292,7 +312,10 @@ mod tests {
             shared: false,
             backing: Backing::File {
                 dev: 0xfe00,
-                ino: 12,
+                inode: Rc::new(Inode {
+                    ino: 12,
+                    ..Inode::default()
+                }),
                 offset,
                 path: Rc::from(&b"/bin/x"[..]),
             },
@@ -376,6 +399,23 @@ mod tests {
         assert_eq!(l.len(), 3);
         assert!(l.unmap(0, u64::MAX));
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn covers_and_overlapping_see_holes() {
+        let mut l = VmaList::new();
+        l.insert(Vma::anonymous(0x10000, 0x12000, RW));
+        l.insert(Vma::anonymous(0x12000, 0x13000, PROT_READ));
+        l.insert(Vma::anonymous(0x14000, 0x15000, RW));
+        assert!(l.covers(0x10000, 0x13000));
+        assert!(l.covers(0x11000, 0x12800));
+        assert!(!l.covers(0x11000, 0x14800));
+        assert!(!l.covers(0xf000, 0x11000));
+        assert!(l.covers(0x14000, 0x15000));
+        assert!(!l.covers(0x14000, 0x15001));
+        let o: Vec<_> = l.overlapping(0x11000, 0x14001).map(|v| v.start).collect();
+        assert_eq!(o, [0x10000, 0x12000, 0x14000]);
+        assert_eq!(l.overlapping(0x13000, 0x14000).count(), 0);
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct OpenFile {
     pub offset: u64,
     /// O_ACCMODE | O_APPEND | O_NONBLOCK ... as given to open.
     pub flags: u32,
+    /// The path it was opened by (a root filesystem file), for /proc/PID/maps of its mappings.
+    pub path: Option<Rc<[u8]>>,
 }
 
 pub type FileRef = Rc<RefCell<OpenFile>>;
@@ -115,6 +117,7 @@ pub fn pipe(flags: u32) -> (FileRef, FileRef) {
             kind,
             offset: 0,
             flags: acc | (flags & O_NONBLOCK),
+            path: None,
         }))
     };
     (mk(FileKind::Pipe(r), 0), mk(FileKind::Pipe(w), O_WRONLY))
@@ -152,6 +155,7 @@ pub fn socket_file(s: crate::net::socket::SocketRef, nonblock: bool) -> FileRef 
         kind: FileKind::Socket(s),
         offset: 0,
         flags: O_RDWR | if nonblock { O_NONBLOCK } else { 0 },
+        path: None,
     }))
 }
 
@@ -177,6 +181,7 @@ pub fn console() -> FileRef {
         kind: FileKind::Console,
         offset: 0,
         flags: O_RDWR,
+        path: None,
     }))
 }
 
@@ -217,10 +222,12 @@ pub fn open(path: &[u8], flags: u32) -> Result<FileRef, Errno> {
             FileKind::Ext2(inode)
         }
     };
+    let path = matches!(kind, FileKind::Ext2(_)).then(|| Rc::from(path));
     Ok(Rc::new(RefCell::new(OpenFile {
         kind,
         offset: 0,
         flags: flags & !O_CLOEXEC,
+        path,
     })))
 }
 

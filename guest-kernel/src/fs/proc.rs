@@ -104,7 +104,9 @@ fn maps(pid: Pid) -> Vec<u8> {
             .iter()
             .map(|v| {
                 let (dev, ino, name) = match &v.backing {
-                    Backing::File { dev, ino, path, .. } => (*dev, *ino, Some(&path[..])),
+                    Backing::File {
+                        dev, inode, path, ..
+                    } => (*dev, inode.ino as u64, Some(&path[..])),
                     Backing::Anonymous => {
                         let name: Option<&[u8]> = if v.start <= p.brk && v.end >= p.brk_start {
                             Some(b"[heap]")

@@ -334,6 +334,25 @@ impl AddressSpace {
         self.flush_range(start, end, n);
     }
 
+    /// Moves the pages of `[from, from + len)` to `[to, to + len)` (mremap), entries and all; the
+    /// target range must be empty. A page that cannot be placed (no frame for a page table) is freed.
+    pub fn move_range(&mut self, from: u64, to: u64, len: u64) {
+        let mut moved = alloc::vec::Vec::new();
+        let n = self.for_each_present(from, from + len, |va, e| {
+            // SAFETY: `e` is a present entry of our own leaf table.
+            moved.push((va, unsafe { e.replace(0) }));
+        });
+        self.flush_range(from, from + len, n);
+        for (va, e) in moved {
+            if self
+                .map(to + (va - from), e & ADDR_MASK, e & !ADDR_MASK)
+                .is_err()
+            {
+                frame::put(e & ADDR_MASK);
+            }
+        }
+    }
+
     /// The frame and flags `va`'s page maps to.
     pub fn translate(&self, va: u64) -> Option<(u64, u64)> {
         let mut t = self.pml4;

@@ -30,6 +30,22 @@ pub fn map_fresh_run(
     Ok(unsafe { phys_slice_mut(pa, (pages * PAGE_SIZE) as usize) })
 }
 
+/// Maps one zeroed frame (recycled or fresh) at `va` and returns a kernel view of it, for a file
+/// page to be read into.
+pub fn map_zeroed_page(
+    aspace: &mut AddressSpace,
+    va: u64,
+    flags: u64,
+) -> Result<&'static mut [u8], MapError> {
+    let pa = frame::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
+    aspace
+        .map(va & !(PAGE_SIZE - 1), pa, flags)
+        .inspect_err(|_| frame::free(pa))?;
+    // SAFETY: the frame was just allocated and is mapped only here; the caller fills it before the
+    // process runs again.
+    Ok(unsafe { phys_slice_mut(pa, PAGE_SIZE as usize) })
+}
+
 /// Maps one zeroed frame at `va` (demand paging of anonymous memory).
 pub fn map_zero_page(aspace: &mut AddressSpace, va: u64, flags: u64) -> Result<(), MapError> {
     let pa = frame::alloc_zeroed().ok_or(MapError::OutOfMemory)?;

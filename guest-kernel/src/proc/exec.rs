@@ -21,7 +21,7 @@ use kcore::stack::{self, AuxInfo};
 use kcore::vma::{Backing, Vma, VmaList, PROT_EXEC, PROT_READ, PROT_WRITE};
 
 /// The root disk's device number as Linux numbers the first virtio disk (254:0), for /proc/PID/maps.
-const ROOT_DEV: u32 = 0xfe00;
+pub const ROOT_DEV: u32 = 0xfe00;
 
 /// Pages of one physically contiguous run of a segment: one device request's worth.
 const RUN_PAGES: u64 = (crate::drivers::virtio::MAX_REQUEST as u64) / PAGE_SIZE;
@@ -38,7 +38,12 @@ fn map_err(e: MapError) -> Errno {
 
 /// Reads file bytes `[file_start, file_end)` of `inode` into `dst` (a run of fresh frames) with as few
 /// device requests as the disk layout allows.
-fn read_into(inode: &Inode, file_start: u64, file_end: u64, dst: &mut [u8]) -> Result<(), Errno> {
+pub fn read_into(
+    inode: &Inode,
+    file_start: u64,
+    file_end: u64,
+    dst: &mut [u8],
+) -> Result<(), Errno> {
     if file_end <= file_start {
         return Ok(());
     }
@@ -71,6 +76,7 @@ fn load_segments(
 ) -> Result<VmaList, Errno> {
     let mut vmas = VmaList::new();
     let path: Rc<[u8]> = Rc::from(path);
+    let file = Rc::new(inode.clone());
     for s in &img.segments {
         let start = page_down(s.vaddr + img.bias);
         let end = page_up(s.vaddr + img.bias + s.memsz);
@@ -117,7 +123,7 @@ fn load_segments(
                 file_end_va,
                 Backing::File {
                     dev: ROOT_DEV,
-                    ino: inode.ino as u64,
+                    inode: file.clone(),
                     offset: page_down(s.offset),
                     path: path.clone(),
                 },

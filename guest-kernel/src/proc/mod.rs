@@ -18,7 +18,7 @@ use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
 use crate::kprintln;
 use crate::mm::paging::{prot_flags, AddressSpace, WRITABLE};
-use crate::mm::{page_down, user};
+use crate::mm::{page_down, user, PAGE_SIZE};
 use crate::sync::KCell;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -154,15 +154,34 @@ pub fn resolve_fault(
     }
     let page = page_down(va);
     match aspace.translate(page) {
-        None => {
-            if v.backing != Backing::Anonymous {
-                return Err(BadAccess::NoPage);
+        None => match &v.backing {
+            Backing::Anonymous => {
+                let t0 = crate::cost::start();
+                user::map_zero_page(aspace, page, prot_flags(v.prot))
+                    .map_err(|_| BadAccess::NoPage)?;
+                crate::cost::record(crate::cost::Cost::ZeroFault, t0);
+                Ok(())
             }
-            let t0 = crate::cost::start();
-            user::map_zero_page(aspace, page, prot_flags(v.prot)).map_err(|_| BadAccess::NoPage)?;
-            crate::cost::record(crate::cost::Cost::ZeroFault, t0);
-            Ok(())
-        }
+            Backing::File { inode, offset, .. } => {
+                // The file's page, read straight into a fresh frame that is this mapping's own
+                // (no page cache: private pages are copies anyway, shared ones read-only). A page
+                // wholly past the end of the file is SIGBUS, as Linux.
+                let t0 = crate::cost::start();
+                let off = offset + (page - v.start);
+                if off >= crate::mm::page_up(inode.size) {
+                    return Err(BadAccess::NoPage);
+                }
+                let bytes = user::map_zeroed_page(aspace, page, prot_flags(v.prot))
+                    .map_err(|_| BadAccess::NoPage)?;
+                let end = (off + PAGE_SIZE).min(inode.size);
+                if exec::read_into(inode, off, end, bytes).is_err() {
+                    user::unmap_range(aspace, page, page + PAGE_SIZE);
+                    return Err(BadAccess::NoPage);
+                }
+                crate::cost::record(crate::cost::Cost::FileFault, t0);
+                Ok(())
+            }
+        },
         Some((_, f)) => {
             if access != Access::Write || f & WRITABLE != 0 {
                 // Already allowed (the area permits it and the entry follows the area).

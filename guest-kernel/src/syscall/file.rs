@@ -87,6 +87,46 @@ pub fn sys_read(fd: i64, buf: u64, len: u64) -> SysResult {
     Ok(n as u64)
 }
 
+/// pread64: a read at `offset`, leaving the file's offset as it was. ESPIPE for pipes, sockets and
+/// the console, EINVAL for a negative offset.
+pub fn sys_pread64(fd: i64, buf: u64, len: u64, offset: i64) -> SysResult {
+    let f = file(fd)?;
+    if f.borrow().flags & fs::O_ACCMODE == fs::O_WRONLY {
+        return Err(Errno::EBADF);
+    }
+    if matches!(
+        f.borrow().kind,
+        fs::FileKind::Pipe(_) | fs::FileKind::Socket(_) | fs::FileKind::Console
+    ) {
+        return Err(Errno::ESPIPE);
+    }
+    if offset < 0 {
+        return Err(Errno::EINVAL);
+    }
+    check_user(buf, len, true)?;
+    let dst = crate::mm::uaccess::checked_slice_mut(buf, len as usize);
+    let mut of = f.borrow_mut();
+    let saved = core::mem::replace(&mut of.offset, offset as u64);
+    let r = fs::read(&mut of, dst);
+    of.offset = saved;
+    r.map(|n| n as u64)
+}
+
+/// pwrite64: as write (nothing on the root filesystem is writable), ESPIPE where pread64 has it.
+pub fn sys_pwrite64(fd: i64, buf: u64, len: u64, offset: i64) -> SysResult {
+    let f = file(fd)?;
+    if matches!(
+        f.borrow().kind,
+        fs::FileKind::Pipe(_) | fs::FileKind::Socket(_) | fs::FileKind::Console
+    ) {
+        return Err(Errno::ESPIPE);
+    }
+    if offset < 0 {
+        return Err(Errno::EINVAL);
+    }
+    sys_write(fd, buf, len)
+}
+
 pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
     let f = file(fd)?;
     if f.borrow().flags & fs::O_ACCMODE == 0
@@ -209,6 +249,7 @@ fn stat_path(path: Vec<u8>, statbuf: u64, nofollow: bool) -> SysResult {
                 kind: fs::FileKind::Ext2(inode),
                 offset: 0,
                 flags: 0,
+                path: None,
             })
         }
         Err(e) => return Err(e),

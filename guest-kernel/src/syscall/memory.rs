@@ -1,14 +1,18 @@
-//! Memory system calls: brk, anonymous mmap, munmap, mprotect. The process's areas
+//! Memory system calls: brk, mmap (anonymous, and files: private copy-on-write, shared read-only),
+//! munmap, mprotect, mremap, madvise, mincore, msync. The process's areas
 //! (`kcore::vma::VmaList`) say what each address is; the page tables follow them: pages are mapped on
 //! first touch (`proc::resolve_fault`), and munmap/mprotect change the entries already present.
 #![deny(unsafe_code)]
 
 use super::SysResult;
 use crate::arch::layout::{USER_END, USER_MMAP_TOP};
+use crate::fs::{self, FileKind};
 use crate::mm::{page_up, user, PAGE_SIZE};
 use crate::proc::{with_current, Process};
+use alloc::rc::Rc;
+use alloc::vec::Vec;
 use kcore::errno::Errno;
-use kcore::vma::{Vma, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_WRITE};
+use kcore::vma::{Backing, Vma, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_WRITE};
 
 const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
@@ -48,8 +52,33 @@ fn page_len(len: u64) -> Option<u64> {
     (l <= USER_END).then_some(l)
 }
 
-/// mmap: private anonymous mappings (zero-filled on first touch). File and shared mappings: ENODEV.
-pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, _off: u64) -> SysResult {
+/// What a file mapping maps: the file's backing at `offset`, or why it cannot be mapped (EBADF, EACCES
+/// for a write-only descriptor or a writable shared mapping, as nothing is open for writing; ENODEV for
+/// what is not a regular file).
+fn file_backing(fd: i64, offset: u64, shared: bool, prot: u32) -> Result<Backing, Errno> {
+    let f = with_current(|p| p.fds.get(fd))?;
+    let f = f.borrow();
+    let FileKind::Ext2(inode) = &f.kind else {
+        return Err(Errno::ENODEV);
+    };
+    if !inode.is_reg() {
+        return Err(Errno::ENODEV);
+    }
+    if f.flags & fs::O_ACCMODE == fs::O_WRONLY || (shared && prot & PROT_WRITE != 0) {
+        return Err(Errno::EACCES);
+    }
+    Ok(Backing::File {
+        dev: crate::proc::exec::ROOT_DEV,
+        inode: Rc::new(inode.clone()),
+        offset,
+        path: f.path.clone().unwrap_or_else(|| Rc::from(&b""[..])),
+    })
+}
+
+/// mmap: anonymous private mappings (zero-filled on first touch) and file mappings (a file's pages read
+/// on first touch: private ones are the process's own copies, shared ones read-only, as the root
+/// filesystem is). Shared anonymous memory: ENODEV.
+pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -> SysResult {
     if len == 0 {
         return Err(Errno::EINVAL);
     }
@@ -57,11 +86,22 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, _off: u64) 
     if kind != MAP_PRIVATE && kind != MAP_SHARED && kind != MAP_SHARED | MAP_PRIVATE {
         return Err(Errno::EINVAL);
     }
-    if flags & MAP_ANONYMOUS == 0 || kind != MAP_PRIVATE {
-        let _ = fd;
-        return Err(Errno::ENODEV);
-    }
+    let shared = kind != MAP_PRIVATE;
     let len = page_len(len).ok_or(Errno::ENOMEM)?;
+    let backing = if flags & MAP_ANONYMOUS != 0 {
+        if shared {
+            return Err(Errno::ENODEV);
+        }
+        Backing::Anonymous
+    } else {
+        if !off.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        if off.checked_add(len).is_none_or(|e| e > i64::MAX as u64) {
+            return Err(Errno::EOVERFLOW);
+        }
+        file_backing(fd, off, shared, prot)?
+    };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     with_current(|p| {
         let start = if fixed {
@@ -88,8 +128,13 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, _off: u64) 
                 p.vmas.find_gap(len, USER_MMAP_TOP).ok_or(Errno::ENOMEM)?
             }
         };
-        p.vmas
-            .insert(Vma::anonymous(start, start + len, prot & PROT_RWX));
+        p.vmas.insert(Vma {
+            start,
+            end: start + len,
+            prot: prot & PROT_RWX,
+            shared,
+            backing,
+        });
         Ok(start)
     })
 }
@@ -131,6 +176,15 @@ pub fn sys_mprotect(addr: u64, len: u64, prot: u32) -> SysResult {
     let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
     let prot = prot & PROT_RWX;
     with_current(|p| {
+        // A shared file mapping cannot become writable: nothing is open for writing (Linux: EACCES,
+        // the area lacks VM_MAYWRITE).
+        if prot & PROT_WRITE != 0
+            && p.vmas
+                .overlapping(addr, end)
+                .any(|v| v.shared && v.backing != Backing::Anonymous)
+        {
+            return Err(Errno::EACCES);
+        }
         let t0 = crate::cost::start();
         let (done, r) = match p.vmas.protect(addr, end, prot) {
             Ok(()) => (end, Ok(0)),
@@ -142,4 +196,183 @@ pub fn sys_mprotect(addr: u64, len: u64, prot: u32) -> SysResult {
         crate::cost::record(crate::cost::Cost::Mprotect, t0);
         r
     })
+}
+
+/// `[addr, addr + len)` page-aligned and whole: (start, end), EINVAL for a misaligned address or an
+/// impossible length.
+fn page_range(addr: u64, len: u64) -> Result<(u64, u64), Errno> {
+    if !addr.is_multiple_of(PAGE_SIZE) {
+        return Err(Errno::EINVAL);
+    }
+    let len = page_len(len).ok_or(Errno::EINVAL)?;
+    let end = addr.checked_add(len).ok_or(Errno::EINVAL)?;
+    Ok((addr, end))
+}
+
+const MADV_DONTNEED: u32 = 4;
+const MADV_FREE: u32 = 8;
+
+/// madvise: MADV_DONTNEED (and MADV_FREE on anonymous memory) drops the pages, so private anonymous
+/// pages read back as zero and private file pages as the file's bytes again; the hints that change
+/// nothing a program can see (NORMAL, RANDOM, SEQUENTIAL, WILLNEED, MERGEABLE, UNMERGEABLE,
+/// HUGEPAGE, NOHUGEPAGE, DONTDUMP, DODUMP, COLD, PAGEOUT, POPULATE_*) are accepted. Others, the
+/// fork-time ones included (not implemented), are EINVAL. ENOMEM when part of the range is unmapped
+/// (after the rest was done, as Linux).
+pub fn sys_madvise(addr: u64, len: u64, advice: u32) -> SysResult {
+    let (start, end) = page_range(addr, len)?;
+    match advice {
+        MADV_DONTNEED | MADV_FREE => {}
+        0..=3 | 12..=17 | 20..=23 => {
+            let mapped = with_current(|p| p.vmas.covers(start, end));
+            return if mapped || start == end {
+                Ok(0)
+            } else {
+                Err(Errno::ENOMEM)
+            };
+        }
+        _ => return Err(Errno::EINVAL),
+    }
+    with_current(|p| {
+        let pieces: Vec<(u64, u64, bool)> = p
+            .vmas
+            .overlapping(start, end)
+            .map(|v| {
+                (
+                    v.start.max(start),
+                    v.end.min(end),
+                    v.backing == Backing::Anonymous,
+                )
+            })
+            .collect();
+        if advice == MADV_FREE && pieces.iter().any(|&(_, _, anon)| !anon) {
+            return Err(Errno::EINVAL);
+        }
+        for &(a, b, _) in &pieces {
+            user::unmap_range(&mut p.aspace, a, b);
+        }
+        if start == end || p.vmas.covers(start, end) {
+            Ok(0)
+        } else {
+            Err(Errno::ENOMEM)
+        }
+    })
+}
+
+/// mincore: one byte per page, 1 where the page is mapped in this process (file pages: mapped here,
+/// not "in the page cache", which this kernel does not have). ENOMEM for unmapped parts.
+pub fn sys_mincore(addr: u64, len: u64, vec: u64) -> SysResult {
+    let (start, end) = page_range(addr, len)?;
+    let bytes = with_current(|p| {
+        if !p.vmas.covers(start, end) {
+            return Err(Errno::ENOMEM);
+        }
+        Ok((start..end)
+            .step_by(PAGE_SIZE as usize)
+            .map(|va| p.aspace.translate(va).is_some() as u8)
+            .collect::<Vec<u8>>())
+    })?;
+    super::file::copy_to_user(vec, &bytes)?;
+    Ok(0)
+}
+
+const MS_ASYNC: u32 = 1;
+const MS_INVALIDATE: u32 = 2;
+const MS_SYNC: u32 = 4;
+
+/// msync: nothing is ever written through a mapping (shared file mappings are read-only), so only the
+/// checks: EINVAL for a misaligned address, unknown flags or MS_SYNC with MS_ASYNC, ENOMEM for
+/// unmapped parts.
+pub fn sys_msync(addr: u64, len: u64, flags: u32) -> SysResult {
+    if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0
+        || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC
+    {
+        return Err(Errno::EINVAL);
+    }
+    let (start, end) = page_range(addr, len)?;
+    if with_current(|p| p.vmas.covers(start, end)) {
+        Ok(0)
+    } else {
+        Err(Errno::ENOMEM)
+    }
+}
+
+const MREMAP_MAYMOVE: u32 = 1;
+const MREMAP_FIXED: u32 = 2;
+
+/// The area `v` moved or resized to start at `start` for `len` bytes, `from` being where the moved
+/// part began in `v` (file offsets follow).
+fn area_at(v: &Vma, from: u64, start: u64, len: u64) -> Vma {
+    let mut n = v.clone();
+    n.start = start;
+    n.end = start + len;
+    if let Backing::File { offset, .. } = &mut n.backing {
+        *offset += from - v.start;
+    }
+    n
+}
+
+/// mremap: shrinks in place, grows in place when the pages after the area are free, else moves the
+/// area (MREMAP_MAYMOVE; MREMAP_FIXED to `new_addr`) with its pages, entries and all. The old range
+/// must lie in one area (EFAULT). EINVAL as Linux for bad flags, misalignment, a zero new length,
+/// overlapping fixed ranges; MREMAP_DONTUNMAP and old length 0 (duplicating shared memory) are not
+/// implemented: EINVAL. ENOMEM when it cannot grow and may not move.
+pub fn sys_mremap(old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u64) -> SysResult {
+    if flags & !(MREMAP_MAYMOVE | MREMAP_FIXED) != 0
+        || (flags & MREMAP_FIXED != 0 && flags & MREMAP_MAYMOVE == 0)
+        || !old.is_multiple_of(PAGE_SIZE)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let old_len = page_len(old_len).ok_or(Errno::EINVAL)?;
+    let new_len = page_len(new_len).ok_or(Errno::EINVAL)?;
+    if new_len == 0 || old_len == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let old_end = old.checked_add(old_len).ok_or(Errno::EINVAL)?;
+    with_current(|p| {
+        let v = p.vmas.find(old).cloned().ok_or(Errno::EFAULT)?;
+        if old_end > v.end {
+            return Err(Errno::EFAULT);
+        }
+        if flags & MREMAP_FIXED != 0 {
+            let (dst, dst_end) = page_range(new_addr, new_len)?;
+            if dst_end > USER_END {
+                return Err(Errno::EINVAL);
+            }
+            if dst < old_end && old < dst_end {
+                return Err(Errno::EINVAL);
+            }
+            unmap_area(p, dst, dst_end);
+            return Ok(move_area(p, &v, old, old_len, dst, new_len));
+        }
+        if new_len <= old_len {
+            unmap_area(p, old + new_len, old_end);
+            return Ok(old);
+        }
+        let grow_end = old.checked_add(new_len).ok_or(Errno::ENOMEM)?;
+        if old_end == v.end && grow_end <= USER_END && p.vmas.is_free(old_end, grow_end) {
+            p.vmas
+                .insert(area_at(&v, old_end, old_end, grow_end - old_end));
+            return Ok(old);
+        }
+        if flags & MREMAP_MAYMOVE == 0 {
+            return Err(Errno::ENOMEM);
+        }
+        let dst = p
+            .vmas
+            .find_gap(new_len, USER_MMAP_TOP)
+            .ok_or(Errno::ENOMEM)?;
+        Ok(move_area(p, &v, old, old_len, dst, new_len))
+    })
+}
+
+/// Moves `[old, old + old_len)` of area `v` to `dst` as an area of `new_len` bytes (pages past
+/// `new_len` are dropped); returns `dst`.
+fn move_area(p: &mut Process, v: &Vma, old: u64, old_len: u64, dst: u64, new_len: u64) -> u64 {
+    let keep = old_len.min(new_len);
+    unmap_area(p, old + keep, old + old_len);
+    p.vmas.unmap(old, old + keep);
+    p.aspace.move_range(old, dst, keep);
+    p.vmas.insert(area_at(v, old, dst, new_len));
+    dst
 }
