@@ -117,22 +117,20 @@ fn load_segments(
             | if s.flags & PF_W != 0 { PROT_WRITE } else { 0 }
             | if s.flags & PF_X != 0 { PROT_EXEC } else { 0 };
         let file_end_va = page_up(s.vaddr + img.bias + s.filesz).min(end);
-        for (a, b, backing) in [
-            (
-                start,
-                file_end_va,
-                Backing::File {
-                    dev: ROOT_DEV,
-                    inode: file.clone(),
-                    offset: page_down(s.offset),
-                    path: path.clone(),
-                },
-            ),
-            (file_end_va, end, Backing::Anonymous),
-        ] {
+        for (a, b, from_file) in [(start, file_end_va, true), (file_end_va, end, false)] {
             // A page shared with the previous segment keeps that segment's area.
             let a = a.max(vmas.iter().last().map_or(0, |v| v.end));
             if a < b {
+                let backing = if from_file {
+                    Backing::File {
+                        dev: ROOT_DEV,
+                        inode: file.clone(),
+                        offset: page_down(s.offset) + (a - start),
+                        path: path.clone(),
+                    }
+                } else {
+                    Backing::Anonymous
+                };
                 vmas.insert(Vma {
                     start: a,
                     end: b,
