@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use kvm_bindings::CpuId;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -90,9 +91,40 @@ struct KvmParts {
     vcpus: Vec<VcpuFd>,
 }
 
+/// /dev/kvm opened and `KVM_GET_SUPPORTED_CPUID` read (0.6 ms here, most of KVM's set-up cost: the host
+/// executes CPUID for every leaf, and in this nested host each one traps).
+type KvmBase = Result<(Kvm, CpuId), BuildError>;
+
+fn open_kvm() -> KvmBase {
+    let kvm = kvm::open()?;
+    let cpuid = vcpu::supported_cpuid(&kvm)?;
+    Ok((kvm, cpuid))
+}
+
+/// The [`prefetch_kvm`] thread, until [`setup_kvm`] takes its result.
+static PREFETCH: Mutex<Option<std::thread::JoinHandle<KvmBase>>> = Mutex::new(None);
+
+/// Starts opening /dev/kvm and reading its CPUID on a thread of its own, so that this overlaps parsing
+/// the flags, mapping guest memory and loading the kernel; the first [`build_vm`] takes the result (its
+/// errors are reported there, where they would be without it). `main` calls this first thing.
+pub fn prefetch_kvm() {
+    let spawned = std::thread::Builder::new()
+        .name("kvm-open".into())
+        .stack_size(256 << 10)
+        .spawn(open_kvm);
+    if let Ok(handle) = spawned {
+        *PREFETCH.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    }
+}
+
 /// Opens /dev/kvm, creates the VM with its memory, irqchip and PIT, and its vCPUs.
 fn setup_kvm(mem: &GuestMemoryMmap, vcpu_count: u8) -> Result<KvmParts, BuildError> {
-    let kvm = kvm::open()?;
+    let prefetched = PREFETCH.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let (kvm, base_cpuid) = match prefetched.map(std::thread::JoinHandle::join) {
+        Some(Ok(base)) => base?,
+        Some(Err(_)) => return Err(BuildError::SetupPanicked),
+        None => open_kvm()?,
+    };
     let max = kvm::max_vcpus(&kvm);
     if usize::from(vcpu_count) > max {
         return Err(BuildError::TooManyVcpus {
@@ -107,7 +139,6 @@ fn setup_kvm(mem: &GuestMemoryMmap, vcpu_count: u8) -> Result<KvmParts, BuildErr
         );
     }
     let vm_fd = vm::create(&kvm, mem)?;
-    let base_cpuid = vcpu::supported_cpuid(&kvm)?;
     let vcpus = (0..vcpu_count)
         .map(|id| vcpu::create(&vm_fd, id, vcpu_count, &base_cpuid))
         .collect::<Result<Vec<_>, _>>()?;

@@ -153,6 +153,8 @@ fn main() -> ExitCode {
     let start = Instant::now();
     // Before any thread exists, so that every thread inherits the mask and only the event loop sees them.
     vmm::event_loop::block_stop_signals();
+    // KVM's slowest set-up step, started now so that it overlaps parsing and loading.
+    vmm::builder::prefetch_kvm();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
