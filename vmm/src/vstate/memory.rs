@@ -41,12 +41,35 @@ pub fn create(mib: u64, thp: bool) -> Result<GuestMemoryMmap, MemoryError> {
     }
     let mem = GuestMemoryMmap::from_ranges(&ram_regions(mib << 20))
         .map_err(|source| MemoryError::Allocate { mib, source })?;
+    exclude_from_core_dumps(&mem);
     if thp {
         if let Err(e) = devices::advise_huge_pages(&mem) {
             log::warn!("guest memory: no transparent huge pages: {e}");
         }
     }
     Ok(mem)
+}
+
+/// Leaves guest RAM out of the VMM's core dumps (`MADV_DONTDUMP`, as QEMU's `dump-guest-core=off`): a
+/// crash report should not carry the guest's memory. It also keeps guest RAM a mapping of its own, never
+/// merged by the kernel with an adjacent anonymous mapping (a thread's malloc arena), so that tools and
+/// tests can find it in `/proc/PID/smaps` by its size.
+fn exclude_from_core_dumps(mem: &GuestMemoryMmap) {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    for region in mem.iter() {
+        let Ok(addr) = region.get_host_address(vm_memory::MemoryRegionAddress(0)) else {
+            continue;
+        };
+        // SAFETY: the range is exactly one region's own anonymous mapping, alive as long as `mem`;
+        // MADV_DONTDUMP only changes what a core dump contains, never the contents.
+        let r = unsafe { libc::madvise(addr.cast(), region.len() as usize, libc::MADV_DONTDUMP) };
+        if r != 0 {
+            log::debug!(
+                "guest memory: MADV_DONTDUMP failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +86,15 @@ mod tests {
         ));
         let mem = create(16, true).unwrap();
         assert_eq!(mem.num_regions(), 1);
+        // Guest RAM is left out of core dumps.
+        let host = mem.iter().next().unwrap().as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines();
+        let start = format!("{host:x}-");
+        lines
+            .find(|l| l.starts_with(&start))
+            .expect("guest RAM mapped");
+        let flags = lines.find(|l| l.starts_with("VmFlags:")).unwrap();
+        assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
     }
 }
