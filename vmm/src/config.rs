@@ -318,6 +318,14 @@ pub const MIN_MEM_MIB: u64 = 2;
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 
 impl VmConfig {
+    /// Parses a configuration file's JSON (Firecracker's schema: `boot-source`, `machine-config`,
+    /// `drives`, `network-interfaces`; unknown fields are errors). Only the shape is checked here;
+    /// [`VmConfig::validate`] checks the values. A plain function of its input, for `--config-file` and
+    /// for fuzzing.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// What the root device adds to the command line (Firecracker's `root=/dev/vda ro|rw`), unless the boot
     /// arguments name a root themselves.
     pub fn root_args(&self) -> Option<&'static str> {
@@ -596,7 +604,12 @@ mod tests {
             guest_mac: None,
         }];
         let text = serde_json::to_string(&c).unwrap();
-        assert_eq!(serde_json::from_str::<VmConfig>(&text).unwrap(), c);
+        assert_eq!(VmConfig::from_json(&text).unwrap(), c);
+        assert!(VmConfig::from_json("{").is_err());
+        assert!(VmConfig::from_json(
+            r#"{"boot-source": {"kernel_image_path": "/k"}, "drives": [{}]}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl Cli {
         if let Some(path) = &self.config_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("config file {}: {e}", path.display()))?;
-            let mut config: VmConfig = serde_json::from_str(&text)
+            let mut config = VmConfig::from_json(&text)
                 .map_err(|e| format!("config file {}: {e}", path.display()))?;
             config.boot_timer = self.boot_timer;
             return Ok(config);
