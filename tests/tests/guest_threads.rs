@@ -3,7 +3,7 @@
 //! musl (`NAME-musl`) by `scripts/build-rootfs.sh`, run on the host and in the guest (as init's child:
 //! `init -- run /bin/NAME-LIBC`), and must print the same lines: `mprotect` (protection, guard pages,
 //! fault codes, splitting and merging areas, copy-on-write), `mmapfile` (file mappings, madvise,
-//! mincore, msync, mremap, pread64).
+//! mincore, msync, mremap, pread64), `sigwait` (rt_sigsuspend, rt_sigtimedwait, sigpending, tkill).
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
 //! the tests skip (and fail when `CI` is set).
@@ -76,4 +76,14 @@ fn file_mappings_madvise_mremap_match_the_host_glibc() {
 #[test]
 fn file_mappings_madvise_mremap_match_the_host_musl() {
     same_on_host_and_guest("mmapfile-musl", "mmapfile");
+}
+
+#[test]
+fn sigsuspend_and_sigtimedwait_match_the_host_glibc() {
+    same_on_host_and_guest("sigwait-glibc", "sigwait");
+}
+
+#[test]
+fn sigsuspend_and_sigtimedwait_match_the_host_musl() {
+    same_on_host_and_guest("sigwait-musl", "sigwait");
 }

@@ -76,6 +76,12 @@ pub struct SigState {
     /// A fault signal forced on the process and not yet delivered: (signal, si_code, si_addr), for
     /// its siginfo.
     pub fault_info: Option<(u32, i32, u64)>,
+    /// The mask rt_sigsuspend replaced (Linux's saved_sigmask): the signal frame carries it, or it
+    /// comes back when the call restarts without a handler.
+    pub saved_mask: Option<u64>,
+    /// The signals rt_sigtimedwait waits for: they are queued even when ignored, and wake the
+    /// process even when blocked (Linux's real_blocked).
+    pub waiting: u64,
 }
 
 impl Default for SigState {
@@ -86,6 +92,8 @@ impl Default for SigState {
             pending: 0,
             altstack: AltStack::default(),
             fault_info: None,
+            saved_mask: None,
+            waiting: 0,
         }
     }
 }
@@ -239,13 +247,18 @@ pub fn send(pid: Pid, sig: u32) -> Result<(), Errno> {
         if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) {
             p.signals.pending &= !bit(SIGCONT);
         }
-        if ignored(&a, sig) && sig != SIGKILL && sig != SIGSTOP {
+        // Blocked (or waited-for) signals are queued even when ignored: the disposition may change
+        // before they are unblocked (Linux's sig_ignored).
+        let held = (p.signals.blocked | p.signals.waiting) & bit(sig) != 0;
+        if ignored(&a, sig) && !held && sig != SIGKILL && sig != SIGSTOP {
             sync_ready(p);
             return Some((false, sig == SIGCONT, p.ppid));
         }
         p.signals.pending |= bit(sig);
         sync_ready(p);
-        let wake = p.signals.blocked & bit(sig) == 0 || sig == SIGKILL;
+        let wake = p.signals.blocked & bit(sig) == 0
+            || p.signals.waiting & bit(sig) != 0
+            || sig == SIGKILL;
         Some((wake, sig == SIGCONT || sig == SIGKILL, p.ppid))
     })
     .ok_or(Errno::ESRCH)?;
@@ -392,6 +405,18 @@ fn deliver_ready(frame: &mut TrapFrame) {
             None
         };
         let Some((sig, act, pid)) = next else {
+            // No handler ran: rt_sigsuspend's mask comes back (which may unblock more).
+            let restored = super::with_current(|p| match p.signals.saved_mask.take() {
+                Some(m) => {
+                    p.signals.blocked = m;
+                    sync_ready(p);
+                    true
+                }
+                None => false,
+            });
+            if restored && sched::current_signals_ready() {
+                continue;
+            }
             if let Some(code) = restart {
                 finish_interrupted(frame, code, None);
             }
@@ -548,7 +573,9 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
     );
     put(MCONTEXT_OFF + 152, frame.error);
     put(MCONTEXT_OFF + 160, frame.vector);
-    let old_mask = super::with_current(|p| p.signals.blocked);
+    // The mask to restore on rt_sigreturn: rt_sigsuspend's saved one if it is waiting.
+    let old_mask =
+        super::with_current(|p| p.signals.saved_mask.take().unwrap_or(p.signals.blocked));
     put(MCONTEXT_OFF + 168, old_mask);
     put(MCONTEXT_OFF + 176, crate::arch::cpu::read_cr2());
     put(MCONTEXT_OFF + 184, fx);
@@ -670,6 +697,43 @@ pub fn sigaction(sig: u32, act: Option<SigAction>) -> Result<SigAction, Errno> {
         old
     }))
 }
+
+/// rt_sigsuspend's first half: `mask` replaces the blocked set until a handler runs (or the call
+/// restarts), the old one kept in `saved_mask`.
+pub fn suspend_mask(mask: u64) {
+    super::with_current(|p| {
+        p.signals.saved_mask = Some(p.signals.blocked);
+        p.signals.blocked = mask & !UNBLOCKABLE;
+        sync_ready(p);
+    })
+}
+
+/// Takes the lowest pending signal in `set` (rt_sigtimedwait), if any.
+pub fn take_pending(set: u64) -> Option<u32> {
+    super::with_current(|p| {
+        let m = p.signals.pending & set;
+        if m == 0 {
+            return None;
+        }
+        let sig = m.trailing_zeros() + 1;
+        p.signals.pending &= !bit(sig);
+        sync_ready(p);
+        Some(sig)
+    })
+}
+
+/// Sets the signals rt_sigtimedwait waits for (see `SigState::waiting`); 0 when done.
+pub fn set_waiting(set: u64) {
+    super::with_current(|p| p.signals.waiting = set & !UNBLOCKABLE);
+}
+
+/// The pending signals that are blocked (rt_sigpending).
+pub fn pending_blocked() -> u64 {
+    super::with_current(|p| p.signals.pending & p.signals.blocked)
+}
+
+/// Signals that cannot be waited for, blocked or caught.
+pub const UNWAITABLE: u64 = UNBLOCKABLE;
 
 /// rt_sigprocmask: how 0 SIG_BLOCK, 1 SIG_UNBLOCK, 2 SIG_SETMASK.
 pub fn sigprocmask(how: u32, set: Option<u64>) -> Result<u64, Errno> {

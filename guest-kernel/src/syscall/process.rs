@@ -107,6 +107,14 @@ pub fn sys_tgkill(tgid: i32, tid: i32, sig: u32) -> SysResult {
     signal::send(Pid(tid as u32), sig).map(|_| 0)
 }
 
+/// tkill: a signal to thread `tid` (every process is one thread here, so its pid; musl's raise).
+pub fn sys_tkill(tid: i32, sig: u32) -> SysResult {
+    if tid <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    signal::send(Pid(tid as u32), sig).map(|_| 0)
+}
+
 fn target(pid: i32) -> Result<Pid, Errno> {
     if pid < 0 {
         return Err(Errno::EINVAL);
@@ -276,6 +284,69 @@ pub fn sys_clock_nanosleep(clock: u32, flags: u32, req: u64, rem: u64) -> SysRes
         };
     }
     sleep_ns(crate::time::now_ns().saturating_add(d), rem)
+}
+
+/// rt_sigsuspend: sleeps with `set` as the mask until a signal is delivered: EINTR after its handler
+/// (whose frame restores the old mask); a signal without handler (ignored, stop/continue) restores it
+/// and restarts the call.
+pub fn sys_rt_sigsuspend(set: u64, sigsetsize: u64) -> SysResult {
+    if sigsetsize != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let mask = read_u64(set)?;
+    signal::suspend_mask(mask);
+    while !signal::pending_for_current() {
+        sched::block(proc::Chan::Signal);
+    }
+    Err(Errno::ERESTARTNOHAND)
+}
+
+/// rt_sigtimedwait: takes a pending signal of `set` (blocked or not) and returns its number, with a
+/// siginfo (signo; si_code 0, SI_USER: the sender is not recorded) when `info` is given; waits for
+/// one up to `timeout` (EAGAIN when it passes; no timeout: for ever). A signal outside the set that
+/// runs a handler interrupts it: EINTR, not restarted, as Linux.
+pub fn sys_rt_sigtimedwait(set: u64, info: u64, timeout: u64, sigsetsize: u64) -> SysResult {
+    if sigsetsize != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let set = read_u64(set)? & !signal::UNWAITABLE;
+    let deadline = if timeout != 0 {
+        Some(crate::time::now_ns().saturating_add(read_timespec(timeout)?))
+    } else {
+        None
+    };
+    loop {
+        if let Some(sig) = signal::take_pending(set) {
+            if info != 0 {
+                let mut si = [0u8; 128];
+                si[..4].copy_from_slice(&sig.to_le_bytes());
+                copy_to_user(info, &si)?;
+            }
+            return Ok(sig as u64);
+        }
+        if signal::pending_for_current() {
+            return Err(Errno::EINTR);
+        }
+        if deadline.is_some_and(|d| crate::time::now_ns() >= d) {
+            return Err(Errno::EAGAIN);
+        }
+        signal::set_waiting(set);
+        match deadline {
+            Some(d) => sched::block_any(alloc::vec![proc::Chan::Signal], Some(d)),
+            None => sched::block(proc::Chan::Signal),
+        }
+        signal::set_waiting(0);
+    }
+}
+
+/// rt_sigpending: the blocked signals that are pending.
+pub fn sys_rt_sigpending(set: u64, sigsetsize: u64) -> SysResult {
+    if sigsetsize > 8 {
+        return Err(Errno::EINVAL);
+    }
+    let b = signal::pending_blocked().to_le_bytes();
+    copy_to_user(set, &b[..sigsetsize as usize])?;
+    Ok(0)
 }
 
 /// pause: sleeps until a signal runs a handler (then EINTR; other signals restart it).
