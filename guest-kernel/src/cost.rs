@@ -47,11 +47,13 @@ pub enum Cost {
     Deliver,
     /// mprotect's work on the areas and the page tables (the system call without entry and exit).
     Mprotect,
-    /// A fault on a missing page of a file mapping (the file's page read into a fresh frame).
+    /// A fault on a missing page of a file mapping (the file's pages read into fresh frames).
     FileFault,
+    /// Pages mapped by file faults (the faulting ones and their fault-around).
+    FileFaultPages,
 }
 
-const N: usize = 21;
+const N: usize = 22;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -74,6 +76,7 @@ const NAMES: [&str; N] = [
     "deliver",
     "mprotect",
     "file_fault",
+    "file_fault_pages",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];

@@ -133,6 +133,10 @@ pub enum Access {
     Exec,
 }
 
+/// Pages a file fault maps at once (the faulting one and those after it): Linux's default
+/// fault_around_bytes, 64 KiB.
+const FAULT_AROUND_PAGES: u64 = 16;
+
 /// Makes the page at `va` usable for `access` if its area allows it: demand-zero for an anonymous
 /// page not yet mapped, copy-on-write for a write to a shared one. Called by the page-fault handler
 /// and by system calls checking user buffers (the same rules, so a read() into a PROT_NONE buffer is
@@ -165,19 +169,40 @@ pub fn resolve_fault(
             Backing::File { inode, offset, .. } => {
                 // The file's page, read straight into a fresh frame that is this mapping's own
                 // (no page cache: private pages are copies anyway, shared ones read-only). A page
-                // wholly past the end of the file is SIGBUS, as Linux.
+                // wholly past the end of the file is SIGBUS, as Linux. Fault-around (Linux's
+                // fault_around_bytes, 64 KiB): the following pages of the area that are not mapped
+                // yet come in the same device request, which is what a fault costs here.
                 let t0 = crate::cost::start();
                 let off = offset + (page - v.start);
-                if off >= crate::mm::page_up(inode.size) {
+                let file_end = crate::mm::page_up(inode.size);
+                if off >= file_end {
                     return Err(BadAccess::NoPage);
                 }
-                let bytes = user::map_zeroed_page(aspace, page, prot_flags(v.prot))
-                    .map_err(|_| BadAccess::NoPage)?;
-                let end = (off + PAGE_SIZE).min(inode.size);
-                if exec::read_into(inode, off, end, bytes).is_err() {
-                    user::unmap_range(aspace, page, page + PAGE_SIZE);
+                let flags = prot_flags(v.prot);
+                let mut n = 1;
+                while n < FAULT_AROUND_PAGES
+                    && page + n * PAGE_SIZE < v.end
+                    && off + n * PAGE_SIZE < file_end
+                    && aspace.translate(page + n * PAGE_SIZE).is_none()
+                {
+                    n += 1;
+                }
+                let data_end = (off + n * PAGE_SIZE).min(inode.size);
+                let bytes = match user::map_fresh_run(aspace, page, n, flags, data_end - off) {
+                    Ok(b) => b,
+                    // No contiguous run free: the one page.
+                    Err(_) if n > 1 => {
+                        n = 1;
+                        user::map_zeroed_page(aspace, page, flags).map_err(|_| BadAccess::NoPage)?
+                    }
+                    Err(_) => return Err(BadAccess::NoPage),
+                };
+                let data_end = (off + n * PAGE_SIZE).min(inode.size);
+                if exec::read_into(inode, off, data_end, bytes).is_err() {
+                    user::unmap_range(aspace, page, page + n * PAGE_SIZE);
                     return Err(BadAccess::NoPage);
                 }
+                crate::cost::count(crate::cost::Cost::FileFaultPages, n);
                 crate::cost::record(crate::cost::Cost::FileFault, t0);
                 Ok(())
             }
