@@ -673,3 +673,41 @@ fn config_file_boots_without_the_api() {
     );
     std::fs::remove_file(file).unwrap();
 }
+
+#[test]
+fn a_failed_instance_start_is_a_400_and_leaves_the_vm_configurable() {
+    if !require_kvm() {
+        return;
+    }
+    let (vm, sock) = spawn_api(&[]);
+    let mut c = Client::connect(&sock);
+    // A file that opens (so the PUT is accepted) but is no kernel: starting fails on the configuration,
+    // which is the client's to fix (400), and nothing of the VM is left behind.
+    let junk = tmp("junk-kernel");
+    std::fs::write(&junk, b"not a kernel at all").unwrap();
+    c.ok(
+        "PUT",
+        "/boot-source",
+        &format!(r#"{{"kernel_image_path": "{}"}}"#, junk.display()),
+    );
+    c.ok(
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 32}"#,
+    );
+    let r = c.put("/actions", r#"{"action_type": "InstanceStart"}"#);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.fault().starts_with("cannot start the VM: "), "{r:?}");
+    assert_eq!(c.get("/").json()["state"], "Not started");
+    assert_eq!(c.get("/metrics").json()["block"], serde_json::json!({}));
+    // The configuration can still change, and a good kernel then boots.
+    c.ok(
+        "PUT",
+        "/boot-source",
+        &format!(r#"{{"kernel_image_path": "{PVH}", "boot_args": "exit=21"}}"#),
+    );
+    c.ok("PUT", "/actions", r#"{"action_type": "InstanceStart"}"#);
+    assert_eq!(vm.wait(T).code, Some(21));
+    assert!(!sock.exists());
+    let _ = std::fs::remove_file(junk);
+}
