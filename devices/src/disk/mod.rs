@@ -14,6 +14,7 @@
 //! [`DiskError::Locked`]. Nothing in this module knows about KVM or virtio: it is tested with plain files.
 
 pub mod qcow2;
+mod qcow2_meta;
 pub mod raw;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
@@ -74,6 +75,12 @@ pub enum DiskError {
         #[source]
         source: io::Error,
     },
+    /// A qcow2 image's backing chain comes back to an image already in it.
+    #[error("qcow2 image {path:?} names backing file {backing:?}, which is already in its backing chain (a loop)")]
+    BackingLoop { path: PathBuf, backing: PathBuf },
+    /// A request met qcow2 metadata that points outside the image file (a damaged image).
+    #[error("qcow2 image {path:?} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
     /// An access reaches past the end of the disk.
     #[error("access at {offset:#x}+{len:#x} is beyond the disk size {size:#x}")]
     OutOfBounds { offset: u64, len: u64, size: u64 },

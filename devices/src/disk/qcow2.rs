@@ -27,8 +27,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use imago::file::File as ImagoFile;
 use imago::format::gate::ImplicitOpenGate;
@@ -37,152 +37,46 @@ use imago::qcow2::Qcow2;
 use imago::{FormatAccess, FormatDriverBuilder, Mapping, Storage, StorageOpenOptions};
 use vm_memory::VolatileSlice;
 
+use crate::virtio::LogLimiter;
+
+use super::qcow2_meta::check_image;
+pub use super::qcow2_meta::{check_header, HeaderInfo};
 use super::raw::{push_iovecs, transfer_iovecs};
 use super::{
     check_range, open_locked, total_len, CacheMode, DirectFile, DiskError, DiskFile, Result,
-    QCOW2_MAGIC,
 };
 
-/// Longest backing chain we follow (also stops loops like a -> b -> a).
+/// Longest backing chain we follow.
 const MAX_CHAIN_DEPTH: u32 = 32;
 
-/// qcow2 incompatible feature bits (header offset 72, v3 only).
-const INCOMPAT_DIRTY: u64 = 1 << 0;
-const INCOMPAT_CORRUPT: u64 = 1 << 1;
-const INCOMPAT_DATA_FILE: u64 = 1 << 2;
-const INCOMPAT_COMPRESSION: u64 = 1 << 3;
-const INCOMPAT_EXTL2: u64 = 1 << 4;
-
-/// The parts of a qcow2 header we check before opening.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeaderInfo {
-    /// 2 or 3.
-    pub version: u32,
-    /// log2 of the cluster size.
-    pub cluster_bits: u32,
-    /// Virtual disk size.
-    pub size: u64,
-    /// Whether a backing file is named.
-    pub has_backing: bool,
+/// What the gate saw while imago opened a backing chain: the images in it (canonical paths, the top one
+/// first), and why it refused one, for a short error in place of imago's nested contexts.
+#[derive(Debug, Default)]
+struct ChainState {
+    images: Vec<PathBuf>,
+    refused: Option<DiskError>,
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    (u64::from(be32(b, at)) << 32) | u64::from(be32(b, at + 4))
-}
-
-/// Checks the fixed part of a qcow2 header (the first 104 bytes; v2 headers use the first 72).
-pub fn check_header(path: &Path, hdr: &[u8]) -> Result<HeaderInfo> {
-    let unsupported = |reason: String| DiskError::Unsupported {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if hdr.len() < 72 || hdr[..4] != QCOW2_MAGIC {
-        return Err(unsupported("no qcow2 magic".into()));
-    }
-    let version = be32(hdr, 4);
-    if version != 2 && version != 3 {
-        return Err(unsupported(format!("qcow2 version {version}")));
-    }
-    let cluster_bits = be32(hdr, 20);
-    if !(9..=21).contains(&cluster_bits) {
-        return Err(unsupported(format!(
-            "cluster_bits {cluster_bits} (cluster sizes 512 B to 2 MiB are supported)"
-        )));
-    }
-    let method = be32(hdr, 32);
-    if method != 0 {
-        return Err(DiskError::Encrypted {
-            path: path.to_path_buf(),
-            method,
-        });
-    }
-    if version == 3 {
-        if hdr.len() < 104 {
-            return Err(unsupported("truncated v3 header".into()));
-        }
-        let incompat = be64(hdr, 72);
-        let named = [
-            (INCOMPAT_DIRTY, "dirty bit set (lazy refcounts, not closed cleanly); repair with `qemu-img check -r all`"),
-            (INCOMPAT_CORRUPT, "image marked corrupt"),
-            (INCOMPAT_DATA_FILE, "external data file"),
-            (INCOMPAT_COMPRESSION, "compression type other than zlib"),
-            (INCOMPAT_EXTL2, "extended L2 entries (subclusters)"),
-        ];
-        for (bit, what) in named {
-            if incompat & bit != 0 {
-                return Err(unsupported(format!("incompatible feature: {what}")));
-            }
-        }
-        let unknown = incompat & !0x1f;
-        if unknown != 0 {
-            return Err(unsupported(format!(
-                "unknown incompatible features {unknown:#x}"
-            )));
-        }
-    }
-    Ok(HeaderInfo {
-        version,
-        cluster_bits,
-        size: be64(hdr, 24),
-        has_backing: be64(hdr, 8) != 0,
-    })
-}
-
-/// Checks that every cluster of the file is covered by an existing refcount block.
-///
-/// A valid image always satisfies this (qemu keeps refcounts for every cluster it writes). A corrupted one
-/// that does not can send imago's allocator into unbounded recursion (it keeps allocating a cluster for the
-/// missing refcount block inside the range that block itself would describe), so writable opens refuse it.
-fn check_refcount_coverage(path: &Path, file: &std::fs::File, hdr: &[u8; 104]) -> Result<()> {
-    let corrupt = |reason: String| DiskError::Unsupported {
-        path: path.to_path_buf(),
-        reason: format!("corrupt refcount metadata: {reason}"),
-    };
-    let cluster_bits = be32(hdr, 20);
-    let cluster_size = 1u64 << cluster_bits;
-    let refcount_order = if be32(hdr, 4) >= 3 { be32(hdr, 96) } else { 4 };
-    if refcount_order > 6 {
-        return Err(corrupt(format!("refcount_order {refcount_order}")));
-    }
-    let rt_offset = be64(hdr, 48);
-    let rt_clusters = u64::from(be32(hdr, 56));
-    let file_size = file.metadata().map_err(DiskError::Io)?.len();
-    if !rt_offset.is_multiple_of(cluster_size) || rt_clusters == 0 {
-        return Err(corrupt("bad refcount table location".into()));
-    }
-    // Refcounts per refcount block: cluster_size * 8 / (1 << refcount_order).
-    let per_block_bits = cluster_bits + 3 - refcount_order;
-    let file_clusters = file_size.div_ceil(cluster_size);
-    let needed = file_clusters.div_ceil(1u64 << per_block_bits).max(1);
-    if needed > rt_clusters * cluster_size / 8 {
-        return Err(corrupt("refcount table does not cover the file".into()));
-    }
-    let mut entries = vec![0u8; (needed * 8) as usize];
-    let end = rt_offset.checked_add(entries.len() as u64);
-    if end.is_none_or(|e| e > file_size) {
-        return Err(corrupt("refcount table beyond the end of the file".into()));
-    }
-    file.read_exact_at(&mut entries, rt_offset)
-        .map_err(DiskError::Io)?;
-    for (i, e) in entries.chunks_exact(8).enumerate() {
-        let block = be64(e, 0) & !0x1ff;
-        if block == 0 || !block.is_multiple_of(cluster_size) || block >= file_size {
-            return Err(corrupt(format!(
-                "refcount block {i} missing or invalid ({block:#x})"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Opens implicit dependencies (backing images) read-only only, and nothing else.
-#[derive(Debug, Clone, Copy, Default)]
+/// Opens implicit dependencies (backing images) read-only only, and nothing else; refuses a backing file
+/// that is already in the chain (a loop: an image naming itself, or a -> b -> a) and qcow2 backing images
+/// whose metadata fails the checks the top image passed.
+#[derive(Debug, Clone, Default)]
 pub struct ReadOnlyGate {
     depth: u32,
+    chain: Arc<Mutex<ChainState>>,
+}
+
+impl ReadOnlyGate {
+    fn state(&self) -> std::sync::MutexGuard<'_, ChainState> {
+        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers why an image was refused and turns it into imago's error type.
+    fn refuse(&self, e: DiskError) -> io::Error {
+        let err = io::Error::other(e.to_string());
+        self.state().refused.get_or_insert(e);
+        err
+    }
 }
 
 impl ImplicitOpenGate<ImagoFile> for ReadOnlyGate {
@@ -196,12 +90,28 @@ impl ImplicitOpenGate<ImagoFile> for ReadOnlyGate {
             ));
         }
         if self.depth >= MAX_CHAIN_DEPTH {
-            return Err(io::Error::other(format!(
-                "backing chain longer than {MAX_CHAIN_DEPTH} images (loop?)"
-            )));
+            let path = builder.get_image_path().unwrap_or_default();
+            return Err(self.refuse(DiskError::Unsupported {
+                path,
+                reason: format!("backing chain longer than {MAX_CHAIN_DEPTH} images"),
+            }));
+        }
+        if F::FORMAT == imago::format::Format::Qcow2 {
+            if let Some(path) = builder.get_image_path() {
+                let checked = std::fs::File::open(&path)
+                    .map_err(|source| DiskError::Open {
+                        path: path.clone(),
+                        source,
+                    })
+                    .and_then(|f| check_image(&path, &f, false));
+                if let Err(e) = checked {
+                    return Err(self.refuse(e));
+                }
+            }
         }
         let inner = builder.open(ReadOnlyGate {
             depth: self.depth + 1,
+            chain: self.chain.clone(),
         })?;
         Ok(FormatAccess::new(inner))
     }
@@ -211,6 +121,21 @@ impl ImplicitOpenGate<ImagoFile> for ReadOnlyGate {
             return Err(io::Error::other(
                 "refusing to open an implicitly referenced file for writing (external data files are not supported)",
             ));
+        }
+        if let Some(name) = opts.get_filename() {
+            if let Ok(canonical) = name.canonicalize() {
+                let mut st = self.state();
+                if st.images.contains(&canonical) {
+                    let image = st.images.last().cloned().unwrap_or_default();
+                    let e = io::Error::other("backing file loop");
+                    st.refused.get_or_insert(DiskError::BackingLoop {
+                        path: image,
+                        backing: name.to_path_buf(),
+                    });
+                    return Err(e);
+                }
+                st.images.push(canonical);
+            }
         }
         ImagoFile::open(opts)
     }
@@ -297,6 +222,8 @@ pub struct Qcow2File {
     /// Host-contiguous runs `(host offset, length)` of the current request.
     runs: Vec<(u64, u64)>,
     iovs: IovScratch,
+    /// Rate limit of the warnings about damaged metadata met by requests.
+    warn: LogLimiter,
 }
 
 impl std::fmt::Debug for Qcow2File {
@@ -322,12 +249,7 @@ impl Qcow2File {
             CacheMode::Writeback => None,
             CacheMode::Direct => Some(DirectFile::reopen(path, &file, read_only)?),
         };
-        let mut hdr = [0u8; 104];
-        let n = read_full(&file, &mut hdr).map_err(DiskError::Io)?;
-        let info = check_header(path, &hdr[..n])?;
-        if !read_only {
-            check_refcount_coverage(path, &file, &hdr)?;
-        }
+        let info = check_image(path, &file, !read_only)?;
         let opts = StorageOpenOptions::new().filename(path).write(!read_only);
         let qcow2_err = |source| DiskError::Qcow2Open {
             path: path.to_path_buf(),
@@ -336,11 +258,19 @@ impl Qcow2File {
         let plain_file = file.try_clone().map_err(DiskError::Io)?;
         let file_len = plain_file.metadata().map_err(DiskError::Io)?.len();
         let storage = ImagoFile::from_open_file(file, opts.clone()).map_err(qcow2_err)?;
+        let gate = ReadOnlyGate::default();
+        if let Ok(canonical) = path.canonicalize() {
+            gate.state().images.push(canonical);
+        }
         let image = Qcow2::<ImagoFile>::builder(storage)
             .write(!read_only)
             .storage_open_options(opts)
-            .open(ReadOnlyGate::default())
-            .map_err(qcow2_err)?;
+            .open(gate.clone())
+            .map_err(|e| match gate.state().refused.take() {
+                // The gate's own reason, without imago's context for every level of the chain.
+                Some(refused) => refused,
+                None => qcow2_err(e),
+            })?;
         let access = FormatAccess::new(image);
         let size = access.size();
         if size != info.size {
@@ -361,6 +291,7 @@ impl Qcow2File {
             map: MapCache::new(size.div_ceil(1 << info.cluster_bits)),
             runs: Vec::new(),
             iovs: IovScratch(Vec::new()),
+            warn: LogLimiter::default(),
         })
     }
 
@@ -463,6 +394,53 @@ impl Qcow2File {
         res.map(|()| true).map_err(DiskError::Io)
     }
 
+    /// Fails a request whose range maps to data past the end of the file that holds it (the top image or a
+    /// backing image): imago would read such data as zeroes (and write it far past the end). Metadata
+    /// tables were checked at open; this catches the data clusters an L2 table points to. Only requests
+    /// that do not take the direct path come here (that path checks its runs against the file length).
+    fn check_mappings(&mut self, offset: u64, len: u64) -> Result<()> {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let (mapping, n) = self
+                .access
+                .get_mapping(pos, end - pos)
+                .map_err(DiskError::Io)?;
+            let bad = match mapping {
+                Mapping::Raw {
+                    storage,
+                    offset: host,
+                    ..
+                } => {
+                    let file_len = storage.size().map_err(DiskError::Io)?;
+                    host.checked_add(n)
+                        .is_none_or(|e| e > file_len)
+                        .then(|| (host, file_len, storage.get_filename()))
+                }
+                _ => None,
+            };
+            if let Some((host, file_len, file)) = bad {
+                let file = file.unwrap_or_else(|| self.path.clone());
+                let reason = format!(
+                    "guest offset {pos:#x} maps to {file:?} at {host:#x}+{n:#x}, beyond its end ({file_len:#x})"
+                );
+                self.warn.warn(format_args!(
+                    "qcow2 {:?}: {reason}; failing the request",
+                    self.path
+                ));
+                return Err(DiskError::Corrupt {
+                    path: self.path.clone(),
+                    reason,
+                });
+            }
+            if n == 0 {
+                break;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
     /// Writes real zero bytes over a range (for v2 images, which have no zero clusters).
     fn fill_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
         const CHUNK: u64 = 1 << 20;
@@ -523,20 +501,6 @@ fn transfer_runs(
     Ok(())
 }
 
-/// Reads as much of `buf` as the file has from offset 0.
-fn read_full(file: &std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
-
 impl DiskFile for Qcow2File {
     fn size(&self) -> u64 {
         self.size
@@ -552,6 +516,7 @@ impl DiskFile for Qcow2File {
         if len == 0 || self.direct(offset, len, bufs, false)? {
             return Ok(());
         }
+        self.check_mappings(offset, len)?;
         // imago requires every buffer of a vector to be non-empty.
         let bufs: Vec<&VolatileSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).collect();
         if bufs.is_empty() {
@@ -568,6 +533,7 @@ impl DiskFile for Qcow2File {
         if len == 0 || self.direct(offset, len, bufs, true)? {
             return Ok(());
         }
+        self.check_mappings(offset, len)?;
         let bufs: Vec<&VolatileSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).collect();
         let (iov, _guard) = IoVector::from_volatile_slice(bufs.iter().copied());
         // imago may allocate clusters or copy them (COW) here. It never moves a cluster the cache holds, but
@@ -614,6 +580,7 @@ impl DiskFile for Qcow2File {
         if len == 0 {
             return Ok(());
         }
+        self.check_mappings(offset, len)?;
         // Discarding changes (and frees) cluster mappings.
         self.map.clear();
         match self.access.discard_to_zero(offset, len) {
@@ -634,6 +601,7 @@ impl DiskFile for Qcow2File {
         if len == 0 {
             return Ok(());
         }
+        self.check_mappings(offset, len)?;
         // Zeroing changes (and may free) cluster mappings.
         self.map.clear();
         let res = if unmap {
@@ -764,41 +732,5 @@ mod tests {
             d.read_at(&mut all, 0).unwrap();
             assert!(all == model, "{opts}: contents after reopening");
         }
-    }
-
-    fn v3_header(cluster_bits: u32, crypt: u32, incompat: u64) -> Vec<u8> {
-        let mut h = vec![0u8; 104];
-        h[..4].copy_from_slice(&QCOW2_MAGIC);
-        h[4..8].copy_from_slice(&3u32.to_be_bytes());
-        h[20..24].copy_from_slice(&cluster_bits.to_be_bytes());
-        h[24..32].copy_from_slice(&(1u64 << 30).to_be_bytes());
-        h[32..36].copy_from_slice(&crypt.to_be_bytes());
-        h[72..80].copy_from_slice(&incompat.to_be_bytes());
-        h
-    }
-
-    #[test]
-    fn header_checks_give_clear_errors() {
-        let p = Path::new("x.qcow2");
-        let ok = check_header(p, &v3_header(16, 0, 0)).unwrap();
-        assert_eq!((ok.version, ok.cluster_bits, ok.size), (3, 16, 1 << 30));
-        assert!(matches!(
-            check_header(p, &v3_header(16, 2, 0)),
-            Err(DiskError::Encrypted { method: 2, .. })
-        ));
-        for bits in [8, 22, 40] {
-            assert!(matches!(
-                check_header(p, &v3_header(bits, 0, 0)),
-                Err(DiskError::Unsupported { .. })
-            ));
-        }
-        for f in [1u64, 2, 4, 8, 16, 1 << 40] {
-            let e = check_header(p, &v3_header(16, 0, f)).unwrap_err();
-            assert!(matches!(e, DiskError::Unsupported { .. }), "{e}");
-        }
-        let mut v4 = v3_header(16, 0, 0);
-        v4[7] = 4;
-        assert!(check_header(p, &v4).is_err());
-        assert!(check_header(p, &v3_header(16, 0, 0)[..50]).is_err());
     }
 }
