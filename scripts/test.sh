@@ -10,3 +10,11 @@ cargo test --workspace
 if [ -x scripts/test-guest-kernel.sh ]; then
     scripts/test-guest-kernel.sh
 fi
+# Fuzz targets (devices/fuzz, vmm/fuzz): their seed corpora replayed on stable (sharing this workspace's
+# build), then every target briefly under libFuzzer without a sanitizer (MICROVM_FUZZ_SECONDS each, default
+# 10; 0 skips), so that a regression is caught. Long runs: scripts/fuzz.sh 600 (README, "Fuzzing").
+CARGO_TARGET_DIR=target cargo test --manifest-path devices/fuzz/Cargo.toml
+CARGO_TARGET_DIR=target cargo test --manifest-path vmm/fuzz/Cargo.toml
+if [ "${MICROVM_FUZZ_SECONDS:-10}" != 0 ]; then
+    FUZZ_SANITIZER=none FUZZ_NICE=0 scripts/fuzz.sh "${MICROVM_FUZZ_SECONDS:-10}"
+fi

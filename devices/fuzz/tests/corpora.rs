@@ -1,9 +1,58 @@
 //! Replays every seed (and every kept crash reproducer, `seeds/<target>/crash-*`) through its fuzz target
 //! on stable, as a regression test that needs neither nightly nor libFuzzer, and checks that the seeds
 //! reach what they were written for: each virtio seed completes at least one chain, each qcow2 seed opens
-//! its image and serves its requests (the raw image is refused).
+//! its image and serves its requests (the raw image is refused). A counting allocator fails any input that
+//! makes a single allocation over [`MAX_ALLOC`] (a size taken from the guest or the image unchecked), which
+//! libFuzzer only notices with a sanitizer's malloc hooks.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Largest single allocation an input may cause (the qcow2 target builds images of up to 16 MiB).
+const MAX_ALLOC: usize = 64 << 20;
+
+/// The largest allocation seen since the last [`take_largest`].
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call is passed through to the system allocator unchanged; only a size is recorded.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        // SAFETY: as for `dealloc`, with the caller's contract for `realloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f` and fails if it (or anything running meanwhile) allocated more than [`MAX_ALLOC`] at once.
+fn bounded<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let r = f();
+    let largest = LARGEST.swap(0, Ordering::Relaxed);
+    assert!(
+        largest <= MAX_ALLOC,
+        "{what}: one allocation of {largest} bytes"
+    );
+    r
+}
 
 use devices_fuzz::targets;
 
@@ -27,7 +76,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 /// Every seed of a virtio target completes at least one chain (crash reproducers only must not panic).
 fn virtio(target: &str, run: fn(&[u8]) -> usize) {
     for (name, data) in seeds(target) {
-        let used = run(&data);
+        let used = bounded(&format!("{target}/{name}"), || run(&data));
         if !name.starts_with("crash-") {
             assert!(used > 0, "{target}/{name}: no chain completed");
         }
@@ -57,7 +106,9 @@ fn virtio_console_seeds() {
 #[test]
 fn qcow2_image_seeds() {
     for (name, data) in seeds("qcow2_image") {
-        let done = targets::qcow2_image(&data);
+        let done = bounded(&format!("qcow2_image/{name}"), || {
+            targets::qcow2_image(&data)
+        });
         if name.starts_with("crash-") {
             continue;
         }
