@@ -9,7 +9,8 @@
 # working corpus of earlier runs (`<crate>/fuzz/corpus/<target>/`, not kept); crash inputs are written to
 # `<crate>/fuzz/artifacts/<target>/`. FUZZ_NICE (default 19) is the nice level of the runs, FUZZ_LOG_DIR
 # (default target/fuzz-logs) where libFuzzer's output goes, FUZZ_SANITIZER (default address) cargo-fuzz's
-# sanitizer (`none` builds and runs faster; CI uses it). Installs cargo-fuzz if it is missing.
+# sanitizer (`none` builds and runs faster; CI uses it), FUZZ_TARGET_DIR (default target/fuzz) the build
+# directory. Installs cargo-fuzz if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -20,6 +21,8 @@ only=("$@")
 nice_level=${FUZZ_NICE:-19}
 log_dir=${FUZZ_LOG_DIR:-$root/target/fuzz-logs}
 sanitizer=${FUZZ_SANITIZER:-address}
+# One build directory for both crates: they share devices and most dependencies.
+fuzz_target_dir=${FUZZ_TARGET_DIR:-$root/target/fuzz}
 mkdir -p "$log_dir"
 
 scripts/install-fuzz.sh >/dev/null
@@ -31,7 +34,7 @@ for crate in devices vmm; do
     [ -f "$dir/Cargo.toml" ] || continue
     targets=$(cd "$crate" && cargo +nightly fuzz list)
     # Build every target of the crate once (the runs below then start at once).
-    if ! (cd "$crate" && nice -n "$nice_level" cargo +nightly fuzz build -s "$sanitizer" >"$log_dir/$crate-build.log" 2>&1); then
+    if ! (cd "$crate" && nice -n "$nice_level" cargo +nightly fuzz build -s "$sanitizer" --target-dir "$fuzz_target_dir" >"$log_dir/$crate-build.log" 2>&1); then
         echo "fuzz: building $crate/fuzz failed (see $log_dir/$crate-build.log)" >&2
         tail -n 30 "$log_dir/$crate-build.log" >&2
         exit 1
@@ -43,7 +46,7 @@ for crate in devices vmm; do
         mkdir -p "$dir/corpus/$t" "$dir/artifacts/$t" "$dir/seeds/$t"
         log=$log_dir/$t.log
         set +e
-        (cd "$crate" && nice -n "$nice_level" cargo +nightly fuzz run -s "$sanitizer" "$t" "$dir/corpus/$t" "$dir/seeds/$t" -- \
+        (cd "$crate" && nice -n "$nice_level" cargo +nightly fuzz run -s "$sanitizer" --target-dir "$fuzz_target_dir" "$t" "$dir/corpus/$t" "$dir/seeds/$t" -- \
             -max_total_time="$secs" -timeout=10 -print_final_stats=1 \
             -artifact_prefix="$dir/artifacts/$t/" >"$log" 2>&1)
         rc=$?

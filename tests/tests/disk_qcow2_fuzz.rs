@@ -452,6 +452,7 @@ fn disk_qcow2_backing_loops_give_one_short_line() {
         for read_only in [true, false] {
             let e = Qcow2File::open(&dir.join(top), read_only).unwrap_err();
             let line = e.to_string();
+            eprintln!("{top}: {line}");
             assert!(
                 matches!(e, devices::disk::DiskError::BackingLoop { .. }),
                 "{top}: {line}"
