@@ -54,6 +54,7 @@ cp -a "$root/rootfs/files/." "$stage/"
 install -m 0755 "$bindir/init" "$stage/sbin/init"
 install -m 0755 "$nopie/init" "$stage/sbin/init-nopie"
 install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
+install -m 0755 "$bindir/memtest" "$stage/bin/memtest"
 install -m 0755 "$bindir/sh" "$stage/bin/sh"
 install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
 install -m 0755 "$root/target/rootfs-tiny/forkloop" "$stage/bin/forkloop"
@@ -75,7 +76,7 @@ install -m 0755 "$bindir/wakeup-latency" "$stage/bin/wakeup-latency"
 for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb nice renice; do
     ln -s toolbox "$stage/bin/$cmd"
 done
-strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" "$stage/bin/execloop" \
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/memtest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" "$stage/bin/execloop" \
     "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/tcp-backlog" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" \
     2>/dev/null || true
 

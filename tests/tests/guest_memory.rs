@@ -7,9 +7,10 @@
 //! The counts here are modest so CI stays short; guest-kernel/README.md records the 10,000-cycle runs
 //! (`MEMTEST_CYCLES=10000 cargo test -p tests --test guest_memory -- --nocapture`).
 
+use std::process::Command;
 use std::time::Duration;
 
-use tests::{run, GuestImages, Vm};
+use tests::{run, GuestImages, Output, Vm};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -22,10 +23,114 @@ fn cycles(default: u64) -> u64 {
 }
 
 /// Boots with init running `args` as its child (`init -- run ARGS`).
-fn boot_running(args: &str, timeout: Duration) -> Option<tests::Output> {
+fn boot_running(args: &str, timeout: Duration) -> Option<Output> {
     let images = GuestImages::for_vm()?;
     let cmdline = format!("console=ttyS0 root=/dev/vda -- run {args}");
     Some(run(&images.args(&[], &cmdline), timeout))
+}
+
+/// (frames used, heap bytes used) from the kernel's power-off statistics.
+fn final_counts(out: &Output) -> (u64, u64) {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("sched: ") && l.contains("frames used"))
+        .unwrap_or_else(|| panic!("no power-off statistics:\n{}", out.stdout));
+    let after = |key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (after("frames used "), after("heap used "))
+}
+
+fn memtest_lines(s: &str) -> Vec<&str> {
+    s.lines().filter(|l| l.starts_with("memtest: ")).collect()
+}
+
+/// `memtest ARGS` on the host: its `memtest:` lines.
+fn on_host(images: &GuestImages, args: &[&str]) -> String {
+    let out = Command::new(images.host_program("bin/memtest"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Boots `/bin/memtest ARGS` and checks it ran to the end without a kernel panic.
+fn in_guest(args: &str, timeout: Duration) -> Option<Output> {
+    let out = boot_running(&format!("/bin/memtest {args}"), timeout)?;
+    assert!(!out.stdout.contains("Kernel panic"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("init: /bin/memtest exited (exit 0)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    Some(out)
+}
+
+#[test]
+fn execve_arguments_are_bounded_as_on_the_host() {
+    // 8 MiB of arguments (E2BIG), 1 MiB (runs), exactly the 2 MiB limit and one byte more, and
+    // MAX_ARG_STRLEN: the same answers as the host's kernel, and the kernel keeps no memory of them.
+    let Some(once) = in_guest("args 1", T) else {
+        return;
+    };
+    let Some(twice) = in_guest("args 2", T) else {
+        return;
+    };
+    let images = GuestImages::find().unwrap();
+    let host = on_host(&images, &["args"]);
+    assert!(host.contains("E2BIG"), "{host}");
+    assert_eq!(
+        memtest_lines(&once.stdout),
+        memtest_lines(&host),
+        "{}",
+        once.stdout
+    );
+    assert_eq!(final_counts(&once), final_counts(&twice));
+    let overcommit = in_guest("overcommit", T).unwrap();
+    assert_eq!(
+        memtest_lines(&overcommit.stdout),
+        memtest_lines(&on_host(&images, &["overcommit"])),
+        "{}",
+        overcommit.stdout
+    );
+}
+
+#[test]
+fn a_pipe_write_moves_at_most_its_capacity_at_a_time() {
+    // One write(2) of many times the pipe's 64 KiB capacity (it used to be copied whole into the
+    // kernel heap: 64 MiB panicked the kernel); every byte read back is checked; a non-blocking pipe
+    // takes 64 KiB of 1 MiB, then EAGAIN. MEMTEST_PIPE_MIB=64 for the full reproducer.
+    let mib: u64 = std::env::var("MEMTEST_PIPE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let Some(small) = in_guest("pipe 1", T) else {
+        return;
+    };
+    let Some(big) = in_guest(&format!("pipe {mib}"), Duration::from_secs(60 + 10 * mib)) else {
+        return;
+    };
+    let images = GuestImages::find().unwrap();
+    let host = on_host(&images, &["pipe", &mib.to_string()]);
+    assert_eq!(
+        memtest_lines(&big.stdout),
+        memtest_lines(&host),
+        "{}",
+        big.stdout
+    );
+    // The pipe's ring and the processes' memory are all given back.
+    assert_eq!(final_counts(&small), final_counts(&big));
 }
 
 /// (MemFree, Slab) in kB from the last /proc/meminfo printed since `from`.
@@ -127,4 +232,79 @@ fn wait_since(vm: &mut Vm, from: usize, what: &str) -> bool {
         let s = vm.stdout();
         s.len() > from && s[from..].contains(what)
     })
+}
+
+#[test]
+fn out_of_memory_kills_the_biggest_process_and_the_system_goes_on() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    // A small guest (64 MiB) so the hog fills it quickly.
+    let mut vm = Vm::spawn(&images.args(&["--mem", "64"], "console=ttyS0 root=/dev/vda -- rc"));
+    vm.wait_for_output("# ", T);
+    for i in 0..3 {
+        vm.send(format!("echo warm{i}\n").as_bytes());
+        vm.wait_for_output(&format!("warm{i}\n# "), T);
+    }
+    // memtest once before the first reading: the root filesystem reader keeps what it looked up to
+    // load it (an indirect block of the executable), which is a cache, not a leak.
+    vm.send(b"memtest overcommit\n");
+    vm.wait_for_output("memtest: overcommit: ", T);
+    let mark = vm.stdout().len();
+    vm.send(b"cat /proc/meminfo\n");
+    assert!(wait_since(&mut vm, mark, " kB\n# "), "{}", vm.stdout());
+    let before = meminfo_since(&vm.stdout(), mark);
+
+    // memtest hog maps and touches 4 MiB chunks until the OOM killer picks it (the biggest process).
+    let mark = vm.stdout().len();
+    vm.send(b"memtest hog; echo hog=$?\n");
+    assert!(
+        wait_since(&mut vm, mark, "hog=137\n# "),
+        "the hog was not killed by SIGKILL:\n{}",
+        vm.stdout()
+    );
+    let out = vm.stdout();
+    let kill = out[mark..]
+        .lines()
+        .find(|l| l.contains("Out of memory: Killed process "))
+        .unwrap_or_else(|| panic!("no OOM kill logged:\n{}", &out[mark..]));
+    assert!(kill.contains(" (memtest) total-vm:"), "{kill}");
+    for field in [
+        "kB, anon-rss:",
+        "kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:",
+        "kB oom_score_adj:0",
+    ] {
+        assert!(kill.contains(field), "{kill}");
+    }
+    let rss_kb: u64 = kill
+        .split("anon-rss:")
+        .nth(1)
+        .and_then(|r| r.split("kB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kb > 32 * 1024,
+        "the victim held only {rss_kb} kB: {kill}"
+    );
+    assert!(!out.contains("Kernel panic"), "{out}");
+
+    // Afterwards: 100 more commands (fork and exec), everything the hog held is free again.
+    for i in 0..100 {
+        let mark = vm.stdout().len();
+        vm.send(format!("echo after{i}\n").as_bytes());
+        let what = format!("\nafter{i}\n# ");
+        assert!(wait_since(&mut vm, mark, &what), "{}", vm.stdout());
+    }
+    let mark = vm.stdout().len();
+    vm.send(b"cat /proc/meminfo\n");
+    assert!(wait_since(&mut vm, mark, " kB\n# "), "{}", vm.stdout());
+    let after = meminfo_since(&vm.stdout(), mark);
+    eprintln!(
+        "{kill}\n(MemFree, Slab) kB before the hog {before:?}, after it and 100 commands {after:?}"
+    );
+    assert_eq!(before, after, "memory not given back after the OOM kill");
+    vm.send(b"poweroff\n");
+    let out = vm.wait(T);
+    assert!(out.stdout.contains("init: powering off"), "{}", out.stdout);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
 }

@@ -7,9 +7,6 @@
 //! [`build`] writes into `mem`, which stands for the user addresses `[top - mem.len(), top)`; the kernel
 //! passes a direct-map view of the stack's top frames.
 
-extern crate alloc;
-use alloc::vec::Vec;
-
 pub const AT_NULL: u64 = 0;
 pub const AT_PHDR: u64 = 3;
 pub const AT_PHENT: u64 = 4;
@@ -71,6 +68,21 @@ impl Writer<'_> {
     }
 }
 
+/// Bytes [`build`] needs for these strings (an upper bound).
+pub fn size_needed(argv: &[&[u8]], envp: &[&[u8]], execfn: &[u8]) -> u64 {
+    let strings: u64 = argv.iter().chain(envp).map(|s| s.len() as u64 + 1).sum();
+    // End marker, execfn, platform, random bytes, alignment; argc, the two lists with their NULLs,
+    // and the auxiliary vector (at most 32 pairs).
+    8 + execfn.len() as u64
+        + 1
+        + 7
+        + 16
+        + 16
+        + strings
+        + 8 * (3 + argv.len() + envp.len()) as u64
+        + 32 * 16
+}
+
 /// Writes the initial stack for `argv`/`envp` and returns the initial `rsp`.
 pub fn build(
     mem: &mut [u8],
@@ -84,16 +96,16 @@ pub fn build(
     w.pos = w.mem.len();
     w.push_bytes(&[0; 8])?;
     let execfn_addr = w.push_str(execfn)?;
-    let mut env_ptrs = Vec::with_capacity(envp.len());
+    // The strings go in back to front, so each list ends up in order from its lowest address; the
+    // pointers are computed from there (no list of addresses: execve's lists can be long).
+    let mut env_lo = w.addr();
     for e in envp.iter().rev() {
-        env_ptrs.push(w.push_str(e)?);
+        env_lo = w.push_str(e)?;
     }
-    env_ptrs.reverse();
-    let mut arg_ptrs = Vec::with_capacity(argv.len());
+    let mut arg_lo = w.addr();
     for a in argv.iter().rev() {
-        arg_ptrs.push(w.push_str(a)?);
+        arg_lo = w.push_str(a)?;
     }
-    arg_ptrs.reverse();
     let platform = w.push_str(b"x86_64")?;
     let random = w.push_bytes(&aux.random)?;
 
@@ -134,14 +146,14 @@ pub fn build(
         o += 8;
     };
     put(argv.len() as u64, w.mem);
-    for p in arg_ptrs {
-        put(p, w.mem);
+    for list in [(argv, arg_lo), (envp, env_lo)] {
+        let mut p = list.1;
+        for s in list.0 {
+            put(p, w.mem);
+            p += s.len() as u64 + 1;
+        }
+        put(0, w.mem);
     }
-    put(0, w.mem);
-    for p in env_ptrs {
-        put(p, w.mem);
-    }
-    put(0, w.mem);
     for (k, v) in auxv {
         put(k, w.mem);
         put(v, w.mem);
@@ -244,5 +256,36 @@ mod tests {
             build(&mut mem, 0x1000, &[b"x"], &[], b"x", &aux),
             Err(StackTooSmall)
         );
+    }
+
+    #[test]
+    fn size_needed_is_enough_for_long_lists() {
+        let aux = AuxInfo {
+            phdr: 0,
+            phnum: 0,
+            entry: 0,
+            hwcap: 0,
+            clktck: 100,
+            uid: 0,
+            gid: 0,
+            random: [7; 16],
+        };
+        let long = vec![b'a'; 4095];
+        let argv: Vec<&[u8]> = (0..300).map(|i| &long[..i * 13 % 4096]).collect();
+        let envp: Vec<&[u8]> = vec![b"A=1", b"", b"PATH=/bin"];
+        let need = size_needed(&argv, &envp, b"/bin/x") as usize;
+        let top = 0x7fff_ffff_f000;
+        let mut mem = vec![0u8; need];
+        let rsp = build(&mut mem, top, &argv, &envp, b"/bin/x", &aux).unwrap();
+        assert_eq!(word(&mem, top, rsp), 300);
+        for (i, a) in argv.iter().enumerate() {
+            let p = word(&mem, top, rsp + 8 + 8 * i as u64);
+            assert_eq!(&cstr(&mem, top, p), a, "argv[{i}]");
+        }
+        let envp0 = rsp + 8 + 8 * 301;
+        for (i, e) in envp.iter().enumerate() {
+            let p = word(&mem, top, envp0 + 8 * i as u64);
+            assert_eq!(&cstr(&mem, top, p), e, "envp[{i}]");
+        }
     }
 }

@@ -1,10 +1,17 @@
-//! Pipes: a bounded byte buffer shared by a read end and a write end (each an open file description,
+//! Pipes: a bounded byte ring shared by a read end and a write end (each an open file description,
 //! shared across dup and fork). Readers block while it is empty and a writer exists (EOF after the last
 //! writer goes); writers block while it is full, and get EPIPE plus SIGPIPE once no reader is left.
+//!
+//! The ring holds at most [`PIPE_BUF_SIZE`] bytes (Linux's default capacity), taken from the kernel heap
+//! at the first write (ENOMEM if the heap cannot spare it), so a write of any size moves at most that
+//! much at a time: the rest waits for the reader (or is a partial write: non-blocking, or interrupted by
+//! a signal). Data moves between the ring and user memory through the caller's copy functions
+//! ([`write_with`], [`read_with`]), which check the user range just before each copy: no bounce buffer,
+//! and no user memory held across a sleep. Writes of at most [`PIPE_BUF`] bytes are atomic.
 #![deny(unsafe_code)]
 
 use crate::proc::{sched, signal, Chan};
-use alloc::collections::VecDeque;
+use alloc::boxed::Box;
 use alloc::rc::Rc;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -12,11 +19,17 @@ use kcore::errno::Errno;
 
 /// Linux's default pipe capacity.
 pub const PIPE_BUF_SIZE: usize = 65536;
+/// Writes up to this size are atomic (POSIX PIPE_BUF).
+pub const PIPE_BUF: usize = 4096;
 
 /// The buffer both ends share.
 pub struct Pipe {
     id: u64,
-    data: VecDeque<u8>,
+    /// The ring: allocated at the first write.
+    ring: Option<Box<[u8]>>,
+    /// Where the oldest byte is, and how many bytes are queued.
+    head: usize,
+    len: usize,
     readers: usize,
     writers: usize,
 }
@@ -56,15 +69,11 @@ impl Pipe {
         if write {
             (
                 false,
-                self.readers > 0 && self.data.len() < PIPE_BUF_SIZE,
+                self.readers > 0 && PIPE_BUF_SIZE - self.len >= PIPE_BUF,
                 self.readers == 0,
             )
         } else {
-            (
-                !self.data.is_empty() || self.writers == 0,
-                false,
-                self.writers == 0,
-            )
+            (self.len > 0 || self.writers == 0, false, self.writers == 0)
         }
     }
 }
@@ -75,7 +84,9 @@ pub fn new() -> (PipeEnd, PipeEnd) {
     NEXT_ID.store(id + 1, Ordering::Relaxed);
     let pipe = Rc::new(RefCell::new(Pipe {
         id,
-        data: VecDeque::new(),
+        ring: None,
+        head: 0,
+        len: 0,
         readers: 1,
         writers: 1,
     }));
@@ -88,23 +99,46 @@ pub fn new() -> (PipeEnd, PipeEnd) {
     )
 }
 
-/// Reads what is buffered (at least one byte), blocking while empty and a writer remains; 0 at EOF.
-pub fn read(pipe: &Rc<RefCell<Pipe>>, buf: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
-    if buf.is_empty() {
+/// Reads up to `total` queued bytes (at least one), blocking while empty and a writer remains; 0 at
+/// EOF. `copy(offset, bytes)` delivers the bytes that go to offset `offset` of the caller's buffer;
+/// an error from it ends the read (with what was delivered so far, if anything).
+pub fn read_with(
+    pipe: &Rc<RefCell<Pipe>>,
+    total: usize,
+    nonblock: bool,
+    mut copy: impl FnMut(usize, &[u8]) -> Result<(), Errno>,
+) -> Result<usize, Errno> {
+    if total == 0 {
         return Ok(0);
     }
     loop {
         let id = {
             let mut p = pipe.borrow_mut();
-            if !p.data.is_empty() {
-                let n = buf.len().min(p.data.len());
-                for (i, b) in p.data.drain(..n).enumerate() {
-                    buf[i] = b;
+            if p.len > 0 {
+                let n = total.min(p.len);
+                let (head, id) = (p.head, p.id);
+                let ring = p.ring.as_deref().unwrap_or(&[]);
+                // The queued bytes from `head` on, wrapping once.
+                let first = n.min(PIPE_BUF_SIZE - head);
+                let mut done = 0;
+                let mut res = copy(0, &ring[head..head + first]);
+                if res.is_ok() {
+                    done = first;
+                    if n > first {
+                        res = copy(first, &ring[..n - first]);
+                        if res.is_ok() {
+                            done = n;
+                        }
+                    }
                 }
-                let id = p.id;
+                p.head = (head + done) % PIPE_BUF_SIZE;
+                p.len -= done;
                 drop(p);
-                sched::wake(Chan::Pipe(id));
-                return Ok(n);
+                if done > 0 {
+                    sched::wake(Chan::Pipe(id));
+                    return Ok(done);
+                }
+                return res.map(|_| 0);
             }
             if p.writers == 0 {
                 return Ok(0);
@@ -121,8 +155,25 @@ pub fn read(pipe: &Rc<RefCell<Pipe>>, buf: &mut [u8], nonblock: bool) -> Result<
     }
 }
 
-/// Writes all of `buf`, blocking while full; EPIPE (and SIGPIPE) without readers.
-pub fn write(pipe: &Rc<RefCell<Pipe>>, buf: &[u8], nonblock: bool) -> Result<usize, Errno> {
+/// Reads what is buffered into `buf` (see [`read_with`]).
+pub fn read(pipe: &Rc<RefCell<Pipe>>, buf: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
+    read_with(pipe, buf.len(), nonblock, |at, bytes| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    })
+}
+
+/// Writes `total` bytes, blocking while full (or, for a write of at most [`PIPE_BUF`] bytes, while it
+/// would not fit whole); EPIPE (and SIGPIPE) without readers; a partial count when non-blocking or
+/// interrupted after some bytes went. `copy(offset, dst)` fills `dst` with the bytes at offset
+/// `offset` of the caller's data; an error from it ends the write.
+pub fn write_with(
+    pipe: &Rc<RefCell<Pipe>>,
+    total: usize,
+    nonblock: bool,
+    mut copy: impl FnMut(usize, &mut [u8]) -> Result<(), Errno>,
+) -> Result<usize, Errno> {
+    let partial = |done: usize, e: Errno| if done > 0 { Ok(done) } else { Err(e) };
     let mut done = 0;
     loop {
         let id = {
@@ -130,36 +181,67 @@ pub fn write(pipe: &Rc<RefCell<Pipe>>, buf: &[u8], nonblock: bool) -> Result<usi
             if p.readers == 0 {
                 drop(p);
                 signal::send_kernel(crate::proc::current_pid(), signal::SIGPIPE);
-                return if done > 0 {
-                    Ok(done)
-                } else {
-                    Err(Errno::EPIPE)
-                };
+                return partial(done, Errno::EPIPE);
             }
-            let room = PIPE_BUF_SIZE - p.data.len();
-            let n = room.min(buf.len() - done);
-            p.data.extend(&buf[done..done + n]);
-            done += n;
-            p.id
+            if p.ring.is_none() && total > 0 {
+                match crate::mm::heap::try_zeroed_bytes(PIPE_BUF_SIZE) {
+                    Some(r) => p.ring = Some(r),
+                    None => return partial(done, Errno::ENOMEM),
+                }
+            }
+            let room = PIPE_BUF_SIZE - p.len;
+            let left = total - done;
+            // Atomic writes: all or (for now) nothing.
+            let n = if total <= PIPE_BUF && room < left {
+                0
+            } else {
+                room.min(left)
+            };
+            let tail = (p.head + p.len) % PIPE_BUF_SIZE;
+            let first = n.min(PIPE_BUF_SIZE - tail);
+            let mut res = Ok(());
+            let mut moved = 0;
+            if let Some(ring) = p.ring.as_deref_mut() {
+                res = copy(done, &mut ring[tail..tail + first]);
+                if res.is_ok() {
+                    moved = first;
+                    if n > first {
+                        res = copy(done + first, &mut ring[..n - first]);
+                        if res.is_ok() {
+                            moved = n;
+                        }
+                    }
+                }
+            }
+            p.len += moved;
+            done += moved;
+            let id = p.id;
+            drop(p);
+            if moved > 0 {
+                sched::wake(Chan::Pipe(id));
+            }
+            if let Err(e) = res {
+                return partial(done, e);
+            }
+            id
         };
-        sched::wake(Chan::Pipe(id));
-        if done == buf.len() {
+        if done == total {
             return Ok(done);
         }
         if nonblock {
-            return if done > 0 {
-                Ok(done)
-            } else {
-                Err(Errno::EAGAIN)
-            };
+            return partial(done, Errno::EAGAIN);
         }
         if signal::pending_for_current() {
-            return if done > 0 {
-                Ok(done)
-            } else {
-                Err(Errno::ERESTARTSYS)
-            };
+            return partial(done, Errno::ERESTARTSYS);
         }
         sched::block(Chan::Pipe(id));
     }
+}
+
+/// Writes all of `buf` (see [`write_with`]).
+pub fn write(pipe: &Rc<RefCell<Pipe>>, buf: &[u8], nonblock: bool) -> Result<usize, Errno> {
+    write_with(pipe, buf.len(), nonblock, |at, dst| {
+        dst.copy_from_slice(&buf[at..at + dst.len()]);
+        Ok(())
+    })
 }

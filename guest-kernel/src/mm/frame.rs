@@ -334,6 +334,12 @@ pub fn recount(_pa: u64) {
     FRAMES.borrow_mut().used += 1;
 }
 
+/// Whether fewer than `n` frames are free (counting the single-frame caches).
+pub fn fewer_free_than(n: u64) -> bool {
+    let f = FRAMES.borrow();
+    f.total - f.used < n
+}
+
 /// (total, used) frames.
 pub fn stats() -> (u64, u64) {
     let f = FRAMES.borrow();

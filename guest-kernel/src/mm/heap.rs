@@ -175,3 +175,19 @@ pub fn try_alloc_stack(bytes: usize) -> Option<alloc::boxed::Box<[core::mem::May
     }
     Some(alloc::boxed::Box::new_uninit_slice(bytes))
 }
+
+/// `len` zero bytes on the heap, or `None` if the heap cannot spare them (the caller fails with ENOMEM
+/// instead of the kernel dying on an allocation failure). Fresh heap memory is not cleared again.
+pub fn try_zeroed_bytes(len: usize) -> Option<alloc::boxed::Box<[u8]>> {
+    let layout = Layout::array::<u8>(len).ok()?;
+    if len == 0 {
+        return Some(alloc::boxed::Box::default());
+    }
+    // SAFETY: a nonzero-sized layout; the global allocator is ours.
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a fresh, zeroed allocation of `len` bytes with `layout`, owned by the box.
+    Some(unsafe { alloc::boxed::Box::from_raw(core::ptr::slice_from_raw_parts_mut(p, len)) })
+}

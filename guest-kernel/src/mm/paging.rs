@@ -485,6 +485,11 @@ impl AddressSpace {
         Ok(true)
     }
 
+    /// Whether these are another address space's tables (a vfork child's): freeing it frees nothing.
+    pub fn is_borrowed(&self) -> bool {
+        self.borrowed
+    }
+
     /// User pages mapped (VmRSS), by walking the tables.
     pub fn mapped_pages(&self) -> u64 {
         fn count(t: u64, level: u32) -> u64 {

@@ -26,6 +26,9 @@ pub const ROOT_DEV: u32 = 0xfe00;
 /// Pages of one physically contiguous run of a segment: one device request's worth.
 const RUN_PAGES: u64 = (crate::drivers::virtio::MAX_REQUEST as u64) / PAGE_SIZE;
 
+/// Bytes of the arguments kept for /proc/PID/cmdline.
+const CMDLINE_MAX: usize = 4096;
+
 /// Pages of the stack mapped at exec (the rest is faulted in on demand).
 const STACK_INITIAL_PAGES: u64 = 4;
 
@@ -159,15 +162,16 @@ pub struct Loaded {
 /// XGETBV are not emulated in kernel mode; only FXSAVE is), so glibc is told not to use AVX and user
 /// state stays within what FXSAVE covers. Without this, glibc's AVX memcpy lost its upper register
 /// halves on context switches.
-const NO_AVX_TUNABLE: &[u8] = b"GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX_Fast_Unaligned_Load,-FMA,-FMA4";
+pub const NO_AVX_TUNABLE: &[u8] = b"GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX_Fast_Unaligned_Load,-FMA,-FMA4";
 
-/// Loads `path` with `argv`/`envp` into a new address space.
+/// Whether [`NO_AVX_TUNABLE`] must be added to `envp` (it sets no GLIBC_TUNABLES of its own).
+pub fn needs_tunable(envp: &[&[u8]]) -> bool {
+    !envp.iter().any(|e| e.starts_with(b"GLIBC_TUNABLES="))
+}
+
+/// Loads `path` with `argv`/`envp` (with [`NO_AVX_TUNABLE`] added by the caller if needed) into a new
+/// address space.
 pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno> {
-    let mut env: Vec<&[u8]> = envp.to_vec();
-    if !env.iter().any(|e| e.starts_with(b"GLIBC_TUNABLES=")) {
-        env.push(NO_AVX_TUNABLE);
-    }
-    let envp = env.as_slice();
     let inode = fs::with_root(|fs| fs.resolve(path, true))?;
     if inode.is_dir() {
         return Err(Errno::EACCES);
@@ -193,22 +197,20 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
         }
     };
 
-    // The stack: a few pages now (the initial stack is written into them), the rest on demand.
+    // The stack: a few pages now (the initial stack, strings included, is written into them), the
+    // rest on demand.
     let stack_flags = user_flags(true, false);
-    let initial = STACK_INITIAL_PAGES * PAGE_SIZE;
-    let run = match user::map_fresh_run(
-        &mut aspace,
-        USER_STACK_TOP - initial,
-        STACK_INITIAL_PAGES,
-        stack_flags,
-        0,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            aspace.destroy();
-            return Err(map_err(e));
-        }
-    };
+    let pages =
+        (stack::size_needed(argv, envp, path).div_ceil(PAGE_SIZE) + 1).max(STACK_INITIAL_PAGES);
+    let initial = pages * PAGE_SIZE;
+    let run =
+        match user::map_fresh_run(&mut aspace, USER_STACK_TOP - initial, pages, stack_flags, 0) {
+            Ok(r) => r,
+            Err(e) => {
+                aspace.destroy();
+                return Err(map_err(e));
+            }
+        };
     let mut random = [0u8; 16];
     crate::arch::random_bytes(&mut random);
     let aux = AuxInfo {
@@ -236,10 +238,17 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
     // The brk heap's area appears with the first brk that grows it.
     let brk_start = img.end();
     let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
+    // /proc/PID/cmdline keeps the first page of the arguments (the strings themselves can be 2 MiB).
     let mut cmdline = Vec::new();
     for a in argv {
-        cmdline.extend_from_slice(a);
-        cmdline.push(0);
+        let room = CMDLINE_MAX.saturating_sub(cmdline.len());
+        if room == 0 {
+            break;
+        }
+        cmdline.extend_from_slice(&a[..a.len().min(room)]);
+        if cmdline.len() < CMDLINE_MAX {
+            cmdline.push(0);
+        }
     }
     let frame = TrapFrame {
         rip: img.entry,
@@ -262,7 +271,11 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
 
 /// Creates process `pid` (init) running `path` with `argv`/`envp`, ready to be scheduled.
 pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Process, Errno> {
-    let l = load(path, argv, envp)?;
+    let mut env: Vec<&[u8]> = envp.to_vec();
+    if needs_tunable(envp) {
+        env.push(NO_AVX_TUNABLE);
+    }
+    let l = load(path, argv, &env)?;
     let mut fds = FdTable::default();
     for _ in 0..3 {
         fds.insert(fs::console(), false)?;

@@ -10,6 +10,7 @@
 pub mod exec;
 pub mod exit;
 pub mod fork;
+pub mod oom;
 pub mod sched;
 pub mod signal;
 
@@ -309,6 +310,8 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
             };
             match with_current(|p| resolve_fault(&mut p.aspace, &p.vmas, addr, access)) {
                 Ok(()) => return,
+                // No frame for the page: the OOM killer makes room (or kills this process).
+                Err(BadAccess::NoPage) if oom::out_of_memory() => return,
                 Err(BadAccess::Unmapped) => (signal::SIGSEGV, signal::SEGV_MAPERR, addr),
                 Err(BadAccess::Protection) => (signal::SIGSEGV, signal::SEGV_ACCERR, addr),
                 Err(BadAccess::NoPage) => (signal::SIGBUS, signal::BUS_ADRERR, addr),

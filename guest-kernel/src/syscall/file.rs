@@ -50,6 +50,11 @@ pub fn user_cstr(va: u64) -> Result<Vec<u8>, Errno> {
     }
 }
 
+/// A zeroed kernel buffer of `len` bytes, or ENOMEM if the heap cannot spare it.
+fn bounce(len: usize) -> Result<alloc::boxed::Box<[u8]>, Errno> {
+    crate::mm::heap::try_zeroed_bytes(len).ok_or(Errno::ENOMEM)
+}
+
 fn uaccess_slice(va: u64, len: u64) -> &'static [u8] {
     crate::mm::uaccess::checked_slice(va, len as usize)
 }
@@ -76,8 +81,15 @@ pub fn sys_read(fd: i64, buf: u64, len: u64) -> SysResult {
             .map(|(n, _)| n as u64);
     }
     if let Some(b) = fs::blocking(&f) {
+        if let fs::Blocking::Pipe(p, nonblock) = &b {
+            // Straight from the pipe's ring into user memory, checked just before the copy.
+            return fs::pipe::read_with(p, len as usize, *nonblock, |at, bytes| {
+                copy_to_user(buf + at as u64, bytes)
+            })
+            .map(|n| n as u64);
+        }
         // Bounce through a kernel buffer: the user pages may change while this process sleeps.
-        let mut tmp = alloc::vec![0u8; (len as usize).min(fs::pipe::PIPE_BUF_SIZE)];
+        let mut tmp = bounce((len as usize).min(fs::pipe::PIPE_BUF_SIZE))?;
         let n = fs::read_blocking(&b, &mut tmp)?;
         copy_to_user(buf, &tmp[..n])?;
         return Ok(n as u64);
@@ -140,8 +152,40 @@ pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
             .map(|n| n as u64);
     }
     if let Some(b) = fs::blocking(&f) {
-        let tmp = uaccess_slice(buf, len).to_vec();
-        return fs::write_blocking(&b, &tmp).map(|n| n as u64);
+        if let fs::Blocking::Pipe(p, nonblock) = &b {
+            // At most the pipe's capacity at a time, straight from user memory into the ring (the
+            // range is checked again before each copy: the process may have slept in between).
+            return fs::pipe::write_with(p, len as usize, *nonblock, |at, dst| {
+                let va = buf + at as u64;
+                check_user(va, dst.len() as u64, false)?;
+                dst.copy_from_slice(uaccess_slice(va, dst.len() as u64));
+                Ok(())
+            })
+            .map(|n| n as u64);
+        }
+        // The console: through a bounded kernel buffer, a piece at a time.
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(fs::pipe::PIPE_BUF_SIZE as u64);
+            let step = check_user(buf + done, n, false).and_then(|_| {
+                let mut tmp = Vec::new();
+                tmp.try_reserve_exact(n as usize)
+                    .map_err(|_| Errno::ENOMEM)?;
+                tmp.extend_from_slice(uaccess_slice(buf + done, n));
+                fs::write_blocking(&b, &tmp)
+            });
+            match step {
+                Ok(w) => {
+                    done += w as u64;
+                    if (w as u64) < n {
+                        break;
+                    }
+                }
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        return Ok(done);
     }
     let src = uaccess_slice(buf, len);
     let n = fs::write(&mut f.borrow_mut(), src)?;

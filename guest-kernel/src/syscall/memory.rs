@@ -24,6 +24,13 @@ const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
 const BRK_LIMIT: u64 = 1 << 30;
 const PROT_RWX: u32 = PROT_READ | PROT_WRITE | PROT_EXEC;
 
+/// Linux's default overcommit heuristic (OVERCOMMIT_GUESS): a single request for more pages than
+/// there is RAM (no swap here) cannot be backed and fails with ENOMEM; smaller ones are granted and
+/// the OOM killer deals with what later runs out (`proc::oom`).
+fn enough_memory(bytes: u64) -> bool {
+    bytes / PAGE_SIZE <= crate::mm::frame::stats().0
+}
+
 /// brk: moves the end of the heap area; returns the (possibly unchanged) break.
 pub fn sys_brk(addr: u64) -> SysResult {
     with_current(|p| {
@@ -33,7 +40,7 @@ pub fn sys_brk(addr: u64) -> SysResult {
         let old_end = page_up(p.brk);
         let new_end = page_up(addr);
         if new_end > old_end {
-            if !p.vmas.is_free(old_end, new_end) {
+            if !p.vmas.is_free(old_end, new_end) || !enough_memory(new_end - old_end) {
                 return Ok(p.brk);
             }
             p.vmas
@@ -102,6 +109,10 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
         }
         file_backing(fd, off, shared, prot)?
     };
+    // Private writable memory is what has to be backed (Linux's VM_ACCOUNT).
+    if (flags & MAP_ANONYMOUS != 0 || (!shared && prot & PROT_WRITE != 0)) && !enough_memory(len) {
+        return Err(Errno::ENOMEM);
+    }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     with_current(|p| {
         let start = if fixed {

@@ -5,6 +5,7 @@
 //! user registers in a [`TrapFrame`]: number in rax, arguments in rdi, rsi, rdx, r10, r8, r9.
 #![deny(unsafe_code)]
 
+mod args;
 mod file;
 mod memory;
 mod misc;

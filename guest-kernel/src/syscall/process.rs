@@ -8,7 +8,6 @@ use crate::arch::trap::TrapFrame;
 use crate::proc::exit::Waited;
 use crate::proc::signal::{self, SigAction};
 use crate::proc::{self, sched, with_current, with_table, Pid, State};
-use alloc::vec::Vec;
 use kcore::errno::Errno;
 
 const CLONE_VM: u64 = 0x100;
@@ -47,30 +46,15 @@ fn read_u64(va: u64) -> Result<u64, Errno> {
     Ok(u64::from_le_bytes(a))
 }
 
-fn string_array(va: u64) -> Result<Vec<Vec<u8>>, Errno> {
-    let mut out = Vec::new();
-    if va == 0 {
-        return Ok(out);
-    }
-    loop {
-        let p = read_u64(va + 8 * out.len() as u64)?;
-        if p == 0 {
-            return Ok(out);
-        }
-        if out.len() >= 4096 {
-            return Err(Errno::E2BIG);
-        }
-        out.push(user_cstr(p)?);
-    }
-}
-
 pub fn sys_execve(frame: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> SysResult {
-    let path = super::file::absolute_path(user_cstr(path)?)?;
-    let argv = string_array(argv)?;
-    let envp = string_array(envp)?;
-    let a: Vec<&[u8]> = argv.iter().map(|v| v.as_slice()).collect();
-    let e: Vec<&[u8]> = envp.iter().map(|v| v.as_slice()).collect();
-    proc::exec::exec_current(frame, &path, &a, &e).map(|_| 0)
+    let name = user_cstr(path)?;
+    let path = super::file::absolute_path(name.clone())?;
+    let (mut strs, argc) = super::args::collect(argv, envp, name.len() as u64, 1)?;
+    if proc::exec::needs_tunable(&strs[argc..]) {
+        strs.push(proc::exec::NO_AVX_TUNABLE);
+    }
+    let (a, e) = strs.split_at(argc);
+    proc::exec::exec_current(frame, &path, a, e).map(|_| 0)
 }
 
 pub fn sys_exit(code: i32) -> SysResult {

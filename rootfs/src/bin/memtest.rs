@@ -1,0 +1,303 @@
+//! memtest: requests sized by a user that the kernel must bound, run the same on the host and in the
+//! guest (tests/tests/guest_memory.rs compares the `memtest:` lines).
+//!
+//! - `memtest pipe [MIB]` (default 64): a child writes MIB MiB into a pipe with one write(2); the parent
+//!   reads it all back and checks every byte; then a non-blocking pipe takes 64 KiB of a 1 MiB write and
+//!   refuses more with EAGAIN until it is read.
+//! - `memtest args [N]`: (N times) execve with 8 MiB of arguments (2048 pointers to one 4095-byte string: E2BIG),
+//!   1 MiB (runs), exactly Linux's limit of a quarter of the 8 MiB stack limit (runs) and one byte more
+//!   (E2BIG), and single strings of MAX_ARG_STRLEN - 1 bytes (runs) and MAX_ARG_STRLEN (E2BIG).
+//! - `memtest overcommit`: mmap and brk requests larger than RAM fail with ENOMEM at once.
+//! - `memtest hog`: maps and touches 4 MiB chunks until the kernel's OOM killer ends it (prints how
+//!   far it got every 16 MiB).
+//! - `memtest argcount ...`: what the exec'd child runs: prints its argc and argument bytes.
+
+use std::ffi::CString;
+use std::io::Write;
+
+fn say(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "memtest: {s}");
+    let _ = out.flush();
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::E2BIG => "E2BIG".into(),
+        libc::ENOMEM => "ENOMEM".into(),
+        libc::EAGAIN => "EAGAIN".into(),
+        libc::EFAULT => "EFAULT".into(),
+        e => format!("errno {e}"),
+    }
+}
+
+fn pattern(i: usize) -> u8 {
+    (i as u8).wrapping_mul(31) ^ (i >> 12) as u8
+}
+
+fn pipe_test(mib: usize) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) with a two-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let len = mib << 20;
+    // SAFETY: fork(2); the child only writes and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: closing our copy of the read end.
+        unsafe { libc::close(fds[0]) };
+        let data: Vec<u8> = (0..len).map(pattern).collect();
+        // SAFETY: writing `len` bytes of `data` to the pipe.
+        let n = unsafe { libc::write(fds[1], data.as_ptr().cast(), len) };
+        say(&format!("pipe: one write of {len} bytes returned {n}"));
+        // SAFETY: leaving the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(fds[1]) };
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut total, mut bad) = (0usize, 0usize);
+    loop {
+        // SAFETY: reading into `buf`.
+        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        for (i, &b) in buf[..n as usize].iter().enumerate() {
+            if b != pattern(total + i) {
+                bad += 1;
+            }
+        }
+        total += n as usize;
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    say(&format!(
+        "pipe: read {total} bytes, {bad} wrong, writer {}",
+        rootfs::describe_status(status)
+    ));
+    // SAFETY: closing the read end.
+    unsafe { libc::close(fds[0]) };
+
+    // Non-blocking: a write takes what fits (the 64 KiB capacity), then EAGAIN.
+    // SAFETY: pipe2(2) with a two-int array.
+    let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
+    assert_eq!(made, 0);
+    let big = vec![7u8; 1 << 20];
+    let w = |n: usize| {
+        // SAFETY: writing at most `big.len()` bytes of `big`.
+        let r = unsafe { libc::write(fds[1], big.as_ptr().cast(), n) };
+        if r < 0 {
+            errno_name(errno())
+        } else {
+            r.to_string()
+        }
+    };
+    let first = w(1 << 20);
+    let second = w(1);
+    let mut drained = 0;
+    loop {
+        // SAFETY: reading into `buf`.
+        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        drained += n;
+    }
+    let third = w(1 << 20);
+    say(&format!(
+        "pipe: non-blocking writes of 1 MiB and 1 byte: {first}, {second}; read {drained}; 1 MiB again: {third}"
+    ));
+}
+
+/// Runs `path` with `args` (argv[0] included) and an empty environment in a child; what happened.
+fn exec_result(path: &CString, args: &[CString]) -> String {
+    let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let mut pipe = [0; 2];
+    // SAFETY: pipe2(2) with a two-int array.
+    let made = unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(made, 0);
+    // SAFETY: fork(2); the child only calls execve and writes its errno to the pipe.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: execve with NULL-terminated arrays that outlive the call.
+        unsafe { libc::execve(path.as_ptr(), ptrs.as_ptr(), envp.as_ptr()) };
+        let e = errno();
+        // SAFETY: writing our errno to the pipe, then leaving.
+        unsafe {
+            libc::write(pipe[1], (&e as *const i32).cast(), 4);
+            libc::_exit(127);
+        }
+    }
+    // SAFETY: closing our write end.
+    unsafe { libc::close(pipe[1]) };
+    let mut e = 0i32;
+    // SAFETY: reading at most 4 bytes into `e`.
+    let n = unsafe { libc::read(pipe[0], (&mut e as *mut i32).cast(), 4) };
+    // SAFETY: closing the read end.
+    unsafe { libc::close(pipe[0]) };
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if n == 4 {
+        errno_name(e)
+    } else {
+        format!("ran, {}", rootfs::describe_status(status))
+    }
+}
+
+fn args_test(me: &str) {
+    // Linux's limit is a quarter of the stack limit: make it the usual 8 MiB on the host too.
+    let lim = libc::rlimit {
+        rlim_cur: 8 << 20,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct (a failure leaves the host's own limit).
+    unsafe { libc::setrlimit(libc::RLIMIT_STACK, &lim) };
+    let path = CString::new(me).unwrap();
+    let head = || vec![path.clone(), CString::new("argcount").unwrap()];
+    let s4095 = CString::new(vec![b'a'; 4095]).unwrap();
+
+    let mut eight = head();
+    eight.extend(std::iter::repeat_n(s4095.clone(), 2048));
+    say(&format!(
+        "args: 2048 x 4095 bytes (8 MiB): {}",
+        exec_result(&path, &eight)
+    ));
+    let mut one = head();
+    one.extend(std::iter::repeat_n(s4095.clone(), 256));
+    say(&format!(
+        "args: 256 x 4095 bytes (1 MiB): {}",
+        exec_result(&path, &one)
+    ));
+
+    // Exactly the limit: filename, strings with their NULs and the pointers make 2 MiB.
+    let limit: usize = 2 << 20;
+    let fixed = (me.len() + 1) + (me.len() + 1) + ("argcount".len() + 1);
+    let big = 510;
+    let ptrs = (2 + big + 1) * 8;
+    let rest = limit - fixed - big * 4096 - ptrs - 1;
+    let mut exact = head();
+    exact.extend(std::iter::repeat_n(s4095.clone(), big));
+    exact.push(CString::new(vec![b'b'; rest]).unwrap());
+    say(&format!(
+        "args: exactly 2 MiB with pointers: {}",
+        exec_result(&path, &exact)
+    ));
+    let last = exact.len() - 1;
+    exact[last] = CString::new(vec![b'b'; rest + 1]).unwrap();
+    say(&format!(
+        "args: one byte more: {}",
+        exec_result(&path, &exact)
+    ));
+
+    for len in [32 * 4096 - 1, 32 * 4096] {
+        let mut a = head();
+        a.push(CString::new(vec![b'c'; len]).unwrap());
+        say(&format!(
+            "args: one string of {len} bytes: {}",
+            exec_result(&path, &a)
+        ));
+    }
+}
+
+fn overcommit_test() {
+    let huge: usize = 1 << 40;
+    // SAFETY: an anonymous private mapping; unmapped below if it was made.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            huge,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    let m = if p == libc::MAP_FAILED {
+        errno_name(errno())
+    } else {
+        // SAFETY: unmapping what was just mapped.
+        unsafe { libc::munmap(p, huge) };
+        "mapped".into()
+    };
+    // SAFETY: sbrk moves the break; a failure returns (void *)-1.
+    let b = unsafe { libc::sbrk(huge as libc::intptr_t) };
+    let s = if b as isize == -1 {
+        errno_name(errno())
+    } else {
+        // SAFETY: moving the break back.
+        unsafe { libc::sbrk(-(huge as libc::intptr_t)) };
+        "grown".into()
+    };
+    say(&format!(
+        "overcommit: mmap of 1 TiB: {m}; sbrk of 1 TiB: {s}"
+    ));
+}
+
+fn hog() -> ! {
+    let chunk = 4 << 20;
+    let mut mib = 0;
+    loop {
+        // SAFETY: an anonymous private mapping, kept until the process dies.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                chunk,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            say(&format!(
+                "hog: mmap failed after {mib} MiB: {}",
+                errno_name(errno())
+            ));
+            std::process::exit(1);
+        }
+        for off in (0..chunk).step_by(4096) {
+            // SAFETY: inside the mapping just made.
+            unsafe { (p as *mut u8).add(off).write_volatile(1) };
+        }
+        mib += 4;
+        if mib % 16 == 0 {
+            say(&format!("hog: {mib} MiB"));
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("pipe") => pipe_test(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64)),
+        Some("args") => {
+            for _ in 0..args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1) {
+                args_test(&args[0]);
+            }
+        }
+        Some("overcommit") => overcommit_test(),
+        Some("hog") => hog(),
+        Some("argcount") => {
+            // Every argument after this word is one byte repeated: check each arrived whole.
+            let whole = args[2..]
+                .iter()
+                .all(|a| a.bytes().all(|b| Some(b) == a.bytes().next()));
+            say(&format!(
+                "argcount: argc {}, contents intact: {whole}",
+                args.len()
+            ));
+        }
+        _ => {
+            eprintln!("usage: memtest pipe [MIB] | args | overcommit | hog");
+            std::process::exit(2);
+        }
+    }
+}
