@@ -51,6 +51,27 @@ fn now_us() -> u64 {
     ts[0] * 1_000_000 + ts[1] / 1000
 }
 
+/// Failures reported so far (the first few are printed).
+static mut REPORTED: u32 = 0;
+
+/// Prints what went wrong in a failed cycle (the first 5 only).
+fn report(what: &[u8], a: i64, b: i64) {
+    // SAFETY: single-threaded program.
+    unsafe {
+        REPORTED += 1;
+        if REPORTED > 5 {
+            return;
+        }
+    }
+    write(b"execloop: failed cycle: ");
+    write(what);
+    write(b" ");
+    num(a as u64);
+    write(b" ");
+    num(b as u64);
+    write(b"\n");
+}
+
 /// One cycle: whether the child was forked, exec'd, exited 0 and was reaped.
 fn cycle() -> bool {
     let argv: [u64; 2] = [PATH.as_ptr() as u64, 0];
@@ -67,11 +88,20 @@ fn cycle() -> bool {
         exit(127);
     }
     if pid < 0 {
+        report(b"fork error", -pid, 0);
         return false;
     }
     let mut status: i32 = -1;
     let waited = syscall4(61, pid as u64, &mut status as *mut i32 as u64, 0, 0);
-    waited == pid && status == 0
+    if waited != pid {
+        report(b"wait4 returned (negated, pid)", -waited, pid);
+        return false;
+    }
+    if status != 0 {
+        report(b"status (pid, status)", pid, status as i64);
+        return false;
+    }
+    true
 }
 
 /// The number after `key` in /proc/meminfo (kB), or u64::MAX if it cannot be read.
