@@ -2,6 +2,7 @@
 //! stable regression test that replays the seed corpora (`tests/corpora.rs`).
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -199,25 +200,28 @@ pub fn qcow2_image(data: &[u8]) -> Option<usize> {
     let (&[flags, nops], rest) = data.split_first_chunk::<2>()?;
     let nops = usize::from(nops % 16);
     let (ops, mut segs) = rest.split_at_checked(nops * 7)?;
-    let mut image = Vec::new();
+    // Written in place, segment by segment, into a sparse file: a 2 MiB-cluster image spans several MiB
+    // of which a few hundred bytes are not zero.
+    let dir = scratch_dir(&[("base.qcow2", BASE)]);
+    let path = dir.join("image.qcow2");
+    let file = std::fs::File::create(&path).expect("scratch image");
+    let mut len = 0;
     while segs.len() >= 6 {
         let off = u64::from(u32::from_le_bytes([segs[0], segs[1], segs[2], segs[3]])) % IMAGE_SPAN;
-        let len = usize::from(u16::from_le_bytes([segs[4], segs[5]]));
-        let bytes = &segs[6..6 + len.min(segs.len() - 6)];
+        let n = usize::from(u16::from_le_bytes([segs[4], segs[5]]));
+        let bytes = &segs[6..6 + n.min(segs.len() - 6)];
         segs = &segs[6 + bytes.len()..];
-        let end = off as usize + bytes.len();
-        if image.len() < end {
-            image.resize(end, 0);
-        }
-        image[off as usize..end].copy_from_slice(bytes);
+        file.write_all_at(bytes, off).expect("scratch image");
+        len = len.max(off + bytes.len() as u64);
     }
-    let base_raw = vec![0x77u8; 256 * 1024];
-    let dir = scratch_dir(&[
-        ("image.qcow2", &image),
-        ("base.qcow2", BASE),
-        ("base.raw", &base_raw),
-    ]);
-    let done = exercise_qcow2(&dir.join("image.qcow2"), flags & 1 == 1, ops);
+    file.set_len(len).expect("scratch image");
+    drop(file);
+    // The raw backing file: 256 KiB, its first 4 KiB not zero.
+    let raw = std::fs::File::create(dir.join("base.raw")).expect("scratch base");
+    raw.write_all_at(&[0x77; 4096], 0).expect("scratch base");
+    raw.set_len(256 * 1024).expect("scratch base");
+    drop(raw);
+    let done = exercise_qcow2(&path, flags & 1 == 1, ops);
     let _ = std::fs::remove_dir_all(&dir);
     done
 }

@@ -189,20 +189,28 @@ pub fn check_tables(path: &Path, file: &File, hdr: &[u8; 104]) -> Result<()> {
     ];
     for (what, table, offset, len, mask) in tables {
         let entries = read_table(file, offset, len)?;
-        for (i, e) in entries.chunks_exact(8).enumerate() {
-            let at = be64(e, 0) & mask;
-            if at == 0 {
+        // Tables are mostly zeroes (a 2 MiB-cluster refcount table is 2 MiB of them): skip empty runs of
+        // 64 entries with one comparison.
+        for (run, chunk) in entries.chunks(512).enumerate() {
+            if chunk.iter().fold(0u8, |a, &b| a | b) == 0 {
                 continue;
             }
-            if !at.is_multiple_of(cluster_size) {
-                return Err(corrupt(format!(
-                    "{what} offset {at:#x} unaligned ({table} index {i:#x})"
-                )));
-            }
-            if at.saturating_add(cluster_size) > file_size {
-                return Err(corrupt(format!(
-                    "{what} at {at:#x} ({table} index {i:#x}) beyond the end of the file ({file_size:#x})"
-                )));
+            for (j, e) in chunk.chunks_exact(8).enumerate() {
+                let i = run * 64 + j;
+                let at = be64(e, 0) & mask;
+                if at == 0 {
+                    continue;
+                }
+                if !at.is_multiple_of(cluster_size) {
+                    return Err(corrupt(format!(
+                        "{what} offset {at:#x} unaligned ({table} index {i:#x})"
+                    )));
+                }
+                if at.saturating_add(cluster_size) > file_size {
+                    return Err(corrupt(format!(
+                        "{what} at {at:#x} ({table} index {i:#x}) beyond the end of the file ({file_size:#x})"
+                    )));
+                }
             }
         }
     }
