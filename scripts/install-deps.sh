@@ -7,6 +7,8 @@
 set -euo pipefail
 need=()
 command -v gcc >/dev/null || need+=(gcc)
+# libFuzzer (C++) for the fuzz targets, built by scripts/test.sh and scripts/fuzz.sh.
+command -v g++ >/dev/null || need+=(g++)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v objcopy >/dev/null || need+=(binutils)
 command -v mke2fs >/dev/null || need+=(e2fsprogs)
