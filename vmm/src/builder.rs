@@ -16,9 +16,11 @@ use crate::arch::x86_64::{layout, mptable, regs};
 use crate::boot::{self, BootError};
 use crate::config::{ConfigError, ConsoleKind, SerialMode, VmConfig};
 use crate::device_manager::{DeviceError, MmioDeviceManager, PioError, PortIoDeviceManager};
+use crate::persist::Snapshot;
 use crate::vstate::kvm::{self, KvmError};
 use crate::vstate::memory::{self, MemoryError};
 use crate::vstate::vcpu::{self, PauseControl, Vcpu, VcpuError};
+use crate::vstate::vcpu_state;
 use crate::vstate::vm::{self, VmError};
 use devices::bus::Bus;
 use devices::legacy::{ExitSignal, Serial, I8042};
@@ -55,6 +57,16 @@ pub enum BuildError {
     SetupPanicked,
     #[error("kernel command line with the device entries is {len} bytes; at most {max} fit")]
     CmdlineTooLong { len: usize, max: usize },
+    #[error("the snapshot has {saved} vCPUs, its configuration {configured}")]
+    SnapshotVcpus { saved: usize, configured: u8 },
+    #[error(transparent)]
+    VmState(#[from] vm::VmStateError),
+    #[error(transparent)]
+    VcpuState(#[from] vcpu_state::VcpuStateError),
+    #[error("cannot restore the UART: {0}")]
+    Serial(#[from] devices::legacy::SerialStateError),
+    #[error("cannot restore the i8042: {0}")]
+    I8042(#[from] devices::legacy::I8042StateError),
 }
 
 /// A built VM, ready for its vCPU threads.
@@ -148,12 +160,17 @@ fn setup_kvm(mem: &GuestMemoryMmap, vcpu_count: u8) -> Result<KvmParts, BuildErr
 /// What the calling thread prepares meanwhile: the virtio devices, and the kernel in guest memory.
 struct GuestParts {
     devices: MmioDeviceManager,
-    entry: regs::EntryState,
+    /// The kernel's entry; `None` when restoring (the guest is already in memory).
+    entry: Option<regs::EntryState>,
 }
 
 /// Opens the disks and TAPs (their errors come before KVM's), loads the kernel and writes the boot
 /// information.
-fn setup_guest(config: &VmConfig, mem: &GuestMemoryMmap) -> Result<GuestParts, BuildError> {
+fn setup_guest(
+    config: &VmConfig,
+    mem: &GuestMemoryMmap,
+    restoring: bool,
+) -> Result<GuestParts, BuildError> {
     let mem_size = config.machine.mem_size_mib << 20;
     let mut devices = MmioDeviceManager::new();
     for drive in config.ordered_drives() {
@@ -164,6 +181,12 @@ fn setup_guest(config: &VmConfig, mem: &GuestMemoryMmap) -> Result<GuestParts, B
     }
     for iface in &config.network_interfaces {
         devices.add_net(mem, iface)?;
+    }
+    if restoring {
+        return Ok(GuestParts {
+            devices,
+            entry: None,
+        });
     }
     let cmdline = boot::add_kernel_params(
         config.cmdline(),
@@ -202,7 +225,10 @@ fn setup_guest(config: &VmConfig, mem: &GuestMemoryMmap) -> Result<GuestParts, B
     if config.machine.vcpu_count > 1 {
         mptable::setup(mem, config.machine.vcpu_count)?;
     }
-    Ok(GuestParts { devices, entry })
+    Ok(GuestParts {
+        devices,
+        entry: Some(entry),
+    })
 }
 
 /// Builds the VM described by `config`. `start` is when the process started (for the boot-time marker).
@@ -212,13 +238,41 @@ fn setup_guest(config: &VmConfig, mem: &GuestMemoryMmap) -> Result<GuestParts, B
 /// guest's part are reported first, as when the two ran one after the other.
 pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     config.validate()?;
-    let vcpu_count = config.machine.vcpu_count;
     let mem = memory::create(config.machine.mem_size_mib, config.machine.thp)?;
+    build(config, mem, None, start)
+}
+
+/// Rebuilds a snapshot's VM: `config` is the snapshot's (with any overrides applied) and `mem` its memory
+/// file mapped by [`memory::from_file`]. The devices are created from the configuration as at boot, then
+/// KVM's VM, each vCPU and each device are put in their saved states; no kernel is loaded.
+pub fn restore_vm(
+    config: &VmConfig,
+    mem: GuestMemoryMmap,
+    state: &Snapshot,
+    start: Instant,
+) -> Result<Vm, BuildError> {
+    config.validate()?;
+    if state.vcpus.len() != usize::from(config.machine.vcpu_count) {
+        return Err(BuildError::SnapshotVcpus {
+            saved: state.vcpus.len(),
+            configured: config.machine.vcpu_count,
+        });
+    }
+    build(config, mem, Some(state), start)
+}
+
+fn build(
+    config: &VmConfig,
+    mem: GuestMemoryMmap,
+    restore: Option<&Snapshot>,
+    start: Instant,
+) -> Result<Vm, BuildError> {
+    let vcpu_count = config.machine.vcpu_count;
     let (guest, kvm_parts) = std::thread::scope(|s| {
         let kvm_side = std::thread::Builder::new()
             .name("kvm-setup".into())
             .spawn_scoped(s, || setup_kvm(&mem, vcpu_count));
-        let guest = setup_guest(config, &mem);
+        let guest = setup_guest(config, &mem, restore.is_some());
         let kvm_parts = match kvm_side {
             Ok(handle) => handle.join().unwrap_or(Err(BuildError::SetupPanicked)),
             // No thread to spare: do it here.
@@ -252,6 +306,18 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     let mut mmio = Bus::new();
     devices.attach(&vm_fd, &mut mmio)?;
     let mmio = Arc::new(mmio);
+    if let Some(state) = restore {
+        vm::restore_state(&vm_fd, &state.vm)?;
+        devices.restore(&state.devices.virtio)?;
+        serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore(&state.devices.serial)?;
+        i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore(&state.devices.i8042)?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Arc::new(PauseControl::default());
@@ -259,7 +325,11 @@ pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
         .into_iter()
         .zip(0..)
         .map(|(fd, id)| {
-            vcpu::set_boot_registers(&fd, id, entry)?;
+            match (entry, restore) {
+                (Some(entry), _) => vcpu::set_boot_registers(&fd, id, entry)?,
+                (None, Some(state)) => vcpu_state::restore(&fd, &state.vcpus[usize::from(id)])?,
+                (None, None) => unreachable!("a boot always has a kernel entry"),
+            }
             Ok(Vcpu {
                 id,
                 fd,

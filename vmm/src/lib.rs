@@ -15,6 +15,7 @@ pub mod config;
 pub mod controller;
 pub mod device_manager;
 pub mod event_loop;
+pub mod persist;
 pub mod terminal;
 pub mod vstate;
 
@@ -54,6 +55,8 @@ pub struct RunOptions {
     pub config: VmConfig,
     /// Boot at once; otherwise wait for the API's InstanceStart.
     pub boot_now: bool,
+    /// Restore this snapshot at once (`--restore`), instead of booting.
+    pub restore: Option<persist::LoadParams>,
     /// Serve the API on this Unix socket.
     pub api_sock: Option<PathBuf>,
     /// The instance id `GET /` reports.
@@ -76,7 +79,16 @@ pub fn run(opts: RunOptions) -> Result<i32, Error> {
         None => (None, None, None),
     };
     let mut preboot = PrebootController::new(opts.id, opts.config, api_metrics);
-    let runtime = if opts.boot_now {
+    let runtime = if let Some(params) = &opts.restore {
+        RuntimeController::restore(
+            preboot.id().to_owned(),
+            params,
+            preboot.config().boot_timer,
+            preboot.api_metrics().cloned(),
+            opts.start,
+            &mut manager,
+        )?
+    } else if opts.boot_now {
         start(&preboot, opts.start, &mut manager)?
     } else {
         let Some(api) = &api else {
@@ -163,6 +175,28 @@ fn preboot_loop(
         while let Some(req) = requests.next() {
             match preboot.handle(req.action.clone()) {
                 PrebootAnswer::Reply(outcome) => req.respond(outcome),
+                PrebootAnswer::Restore(params) => match RuntimeController::restore(
+                    preboot.id().to_owned(),
+                    &params,
+                    preboot.config().boot_timer,
+                    preboot.api_metrics().cloned(),
+                    start_time,
+                    manager,
+                ) {
+                    Ok(runtime) => {
+                        req.respond(Ok(api::Reply::Empty));
+                        let mut runtime = runtime;
+                        for later in requests {
+                            let outcome = runtime.handle(later.action.clone());
+                            later.respond(outcome);
+                        }
+                        return Ok(Ok(runtime));
+                    }
+                    Err(e) => {
+                        log::warn!("snapshot load failed: {e}");
+                        req.respond(Err(ApiError::from(&e)));
+                    }
+                },
                 PrebootAnswer::Start => match start(preboot, start_time, manager) {
                     Ok(runtime) => {
                         req.respond(Ok(api::Reply::Empty));

@@ -28,8 +28,24 @@ enum OnOff {
 struct Cli {
     /// Kernel to boot: an ELF (PVH note or 64-bit entry) or a bzImage. Optional with --api-sock (the API
     /// then configures and starts the VM) or --config-file.
-    #[arg(long, value_name = "PATH", required_unless_present_any = ["api_sock", "config_file"])]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["api_sock", "config_file", "restore"])]
     kernel: Option<PathBuf>,
+    /// Restore the VM of a snapshot's state file (from `PUT /snapshot/create`) instead of booting; needs
+    /// --mem-file. The VM stays paused unless --resume.
+    #[arg(long, value_name = "STATE", requires = "mem_file", conflicts_with_all = ["kernel", "config_file", "initrd", "cmdline", "mem", "vcpus", "disks", "nets"])]
+    restore: Option<PathBuf>,
+    /// The snapshot's memory file (with --restore).
+    #[arg(long, value_name = "MEM", requires = "restore")]
+    mem_file: Option<PathBuf>,
+    /// Run the restored VM at once (with --restore); otherwise it waits paused for `PATCH /vm`.
+    #[arg(long, requires = "restore")]
+    resume: bool,
+    /// Open a drive of the snapshot from another file (with --restore): ID=PATH, repeatable.
+    #[arg(long = "drive-override", value_name = "ID=PATH", requires = "restore", value_parser = parse_drive_override)]
+    drive_overrides: Vec<vmm::persist::DriveOverride>,
+    /// Attach a network interface of the snapshot to another TAP (with --restore): ID=TAP, repeatable.
+    #[arg(long = "net-override", value_name = "ID=TAP", requires = "restore", value_parser = parse_net_override)]
+    net_overrides: Vec<vmm::persist::NetworkOverride>,
     /// Serve the HTTP API (Firecracker's paths) on this Unix socket, created mode 0600, removed on exit.
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
@@ -149,6 +165,29 @@ fn init_logging(level: log::LevelFilter, boot_timer: bool) {
     builder.init();
 }
 
+fn split_override(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((id, v)) if !id.is_empty() && !v.is_empty() => Ok((id.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not ID=VALUE")),
+    }
+}
+
+fn parse_drive_override(s: &str) -> Result<vmm::persist::DriveOverride, String> {
+    let (drive_id, path) = split_override(s)?;
+    Ok(vmm::persist::DriveOverride {
+        drive_id,
+        path_on_host: path.into(),
+    })
+}
+
+fn parse_net_override(s: &str) -> Result<vmm::persist::NetworkOverride, String> {
+    let (iface_id, host_dev_name) = split_override(s)?;
+    Ok(vmm::persist::NetworkOverride {
+        iface_id,
+        host_dev_name,
+    })
+}
+
 fn main() -> ExitCode {
     let start = Instant::now();
     // Before any thread exists, so that every thread inherits the mask and only the event loop sees them.
@@ -186,8 +225,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let restore = cli.restore.take().map(|state| vmm::persist::LoadParams {
+        snapshot_path: state,
+        mem_file_path: cli.mem_file.take().unwrap_or_default(),
+        resume_vm: cli.resume,
+        network_overrides: std::mem::take(&mut cli.net_overrides),
+        drive_overrides: std::mem::take(&mut cli.drive_overrides),
+    });
     let opts = RunOptions {
         config,
+        restore,
         boot_now: cli.kernel.is_some() || cli.config_file.is_some(),
         api_sock: cli.api_sock,
         id: cli.id,

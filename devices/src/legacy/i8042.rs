@@ -65,6 +65,29 @@ pub enum I8042Error {
     Interrupt(#[source] std::io::Error),
 }
 
+/// Version of [`I8042State`].
+pub const I8042_STATE_VERSION: u32 = 1;
+
+/// The i8042's saved state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    pub version: u32,
+    pub status: u8,
+    pub control: u8,
+    pub outp: u8,
+    pub cmd: u8,
+    pub buf: Vec<u8>,
+}
+
+/// Why a saved i8042 state cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum I8042StateError {
+    #[error("i8042 state version {0} is not the supported version {I8042_STATE_VERSION}")]
+    Version(u32),
+    #[error("i8042 state holds {0} buffered bytes, more than the controller's buffer")]
+    Buffer(usize),
+}
+
 /// The i8042 device.
 pub struct I8042 {
     exit: Arc<ExitSignal>,
@@ -127,6 +150,34 @@ impl I8042 {
             return Ok(());
         }
         self.kbd_irq.write(1).map_err(I8042Error::Interrupt)
+    }
+
+    /// The controller's registers and output buffer, for snapshots.
+    pub fn save(&self) -> I8042State {
+        I8042State {
+            version: I8042_STATE_VERSION,
+            status: self.status,
+            control: self.control,
+            outp: self.outp,
+            cmd: self.cmd,
+            buf: self.buf.iter().copied().collect(),
+        }
+    }
+
+    /// Puts the controller in a saved state.
+    pub fn restore(&mut self, s: &I8042State) -> Result<(), I8042StateError> {
+        if s.version != I8042_STATE_VERSION {
+            return Err(I8042StateError::Version(s.version));
+        }
+        if s.buf.len() > BUF_SIZE {
+            return Err(I8042StateError::Buffer(s.buf.len()));
+        }
+        self.status = s.status;
+        self.control = s.control;
+        self.outp = s.outp;
+        self.cmd = s.cmd;
+        self.buf = s.buf.iter().copied().collect();
+        Ok(())
     }
 
     /// Bytes waiting in the output buffer.
@@ -239,6 +290,29 @@ mod tests {
         let mut b = [0u8];
         dev.read(offset, &mut b);
         b[0]
+    }
+
+    #[test]
+    fn save_restore_save_gives_the_same_state() {
+        let (mut dev, _) = device();
+        // A command waiting for its data byte, and the keys of Ctrl-Alt-Del waiting to be read.
+        dev.write(COMMAND_OFFSET, &[0xd1]);
+        dev.trigger_ctrl_alt_del().unwrap();
+        let saved = dev.save();
+        assert_eq!(saved.cmd, 0xd1);
+        assert_eq!(saved.buf.len(), 4);
+        let text = serde_json::to_string(&saved).unwrap();
+        let (mut other, _) = device();
+        other
+            .restore(&serde_json::from_str(&text).unwrap())
+            .unwrap();
+        assert_eq!(other.save(), saved);
+        assert_ne!(read(&mut other, COMMAND_OFFSET) & SB_OUT_DATA_AVAIL, 0);
+        let bad = I8042State {
+            version: 2,
+            ..saved
+        };
+        assert!(other.restore(&bad).is_err());
     }
 
     #[test]

@@ -11,8 +11,8 @@ mod serial;
 
 pub use boot_marker::BootMarker;
 pub use debug_exit::DebugExit;
-pub use i8042::{I8042Error, I8042};
-pub use serial::{Serial, MAX_PENDING_INPUT};
+pub use i8042::{I8042Error, I8042State, I8042StateError, I8042};
+pub use serial::{Serial, SerialDeviceState, SerialStateError, MAX_PENDING_INPUT};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;

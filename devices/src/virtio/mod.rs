@@ -19,6 +19,7 @@ pub mod console;
 pub mod interrupt;
 pub mod mmio;
 pub mod net;
+pub mod persist;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
@@ -115,6 +116,11 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// One notify EventFd per queue, in queue order. The VMM registers them as ioeventfds.
     fn queue_events(&self) -> &[EventFd];
+    /// The live queues of an active device, in queue order (for a snapshot); empty when inactive.
+    fn saved_queues(&self) -> Vec<persist::QueueState>;
+    /// Completes whatever is in flight before a snapshot (requests, writes to the disk); the vCPUs are
+    /// paused, so nothing new arrives.
+    fn prepare_save(&mut self) {}
 }
 
 /// Fills `data` from `config` at `offset`, with zeroes past its end (guest reads are never out of range).

@@ -4,7 +4,11 @@
 //! Paths and bodies follow Firecracker's API (swagger `firecracker.yaml`); `GET /metrics` is our extension.
 //! Bodies are parsed strictly: unknown fields, missing required fields and wrong types are 400s.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
+
+use crate::persist::{DriveOverride, LoadParams, NetworkOverride};
 
 use crate::config::{BootSource, ConfigError, DriveConfig, MachineConfig, NetConfig};
 
@@ -25,6 +29,107 @@ pub enum Action {
     Resume,
     GetVmConfig,
     GetMetrics,
+    CreateSnapshot(CreateSnapshot),
+    LoadSnapshot(LoadParams),
+}
+
+/// `PUT /snapshot/create`, checked for shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSnapshot {
+    pub diff: bool,
+    pub snapshot_path: PathBuf,
+    pub mem_file_path: PathBuf,
+}
+
+/// `PUT /snapshot/create` body (Firecracker's `SnapshotCreateParams`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default)]
+    snapshot_type: SnapshotType,
+    snapshot_path: PathBuf,
+    mem_file_path: PathBuf,
+    /// Firecracker's older bodies name a target version; accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+enum SnapshotType {
+    #[default]
+    Full,
+    Diff,
+}
+
+/// `PUT /snapshot/load` body (Firecracker's `SnapshotLoadParams`), plus our `drive_overrides`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadBody {
+    snapshot_path: PathBuf,
+    #[serde(default)]
+    mem_backend: Option<MemBackend>,
+    /// The older form of `mem_backend` with a file.
+    #[serde(default)]
+    mem_file_path: Option<PathBuf>,
+    #[serde(default)]
+    enable_diff_snapshots: bool,
+    #[serde(default)]
+    track_dirty_pages: bool,
+    #[serde(default)]
+    resume_vm: bool,
+    #[serde(default)]
+    network_overrides: Vec<NetworkOverride>,
+    #[serde(default)]
+    drive_overrides: Vec<DriveOverride>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemBackend {
+    backend_type: BackendType,
+    backend_path: PathBuf,
+}
+
+#[derive(Deserialize, PartialEq, Eq)]
+enum BackendType {
+    File,
+    Uffd,
+}
+
+fn load_params(body: &[u8]) -> Result<LoadParams, ApiError> {
+    let b: LoadBody = json(body)?;
+    let mem_file_path = match (b.mem_backend, b.mem_file_path) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give either mem_backend or mem_file_path, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "the memory file is missing: give mem_backend (or mem_file_path)".into(),
+            ))
+        }
+        (Some(m), None) if m.backend_type == BackendType::Uffd => {
+            return Err(ApiError::BadRequest(
+                "mem_backend Uffd is not supported by microvm: use backend_type File".into(),
+            ))
+        }
+        (Some(m), None) => m.backend_path,
+        (None, Some(p)) => p,
+    };
+    if b.track_dirty_pages || b.enable_diff_snapshots {
+        return Err(ApiError::BadRequest(
+            "track_dirty_pages is not supported by microvm yet: load without it".into(),
+        ));
+    }
+    Ok(LoadParams {
+        snapshot_path: b.snapshot_path,
+        mem_file_path,
+        resume_vm: b.resume_vm,
+        network_overrides: b.network_overrides,
+        drive_overrides: b.drive_overrides,
+    })
 }
 
 /// A request that cannot be served, with its HTTP status.
@@ -169,6 +274,17 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
         (["vm"], _) => Err(not_allowed()),
         (["vm", "config"], "GET") => Ok(Action::GetVmConfig),
         (["vm", "config"], _) => Err(not_allowed()),
+        (["snapshot", "create"], "PUT") => {
+            let b: CreateBody = json(body)?;
+            Ok(Action::CreateSnapshot(CreateSnapshot {
+                diff: matches!(b.snapshot_type, SnapshotType::Diff),
+                snapshot_path: b.snapshot_path,
+                mem_file_path: b.mem_file_path,
+            }))
+        }
+        (["snapshot", "create"], _) => Err(not_allowed()),
+        (["snapshot", "load"], "PUT") => Ok(Action::LoadSnapshot(load_params(body)?)),
+        (["snapshot", "load"], _) => Err(not_allowed()),
         (["metrics"], "GET") => Ok(Action::GetMetrics),
         (["metrics"], _) => Err(not_allowed()),
         _ => Err(ApiError::NotFound(path.to_owned())),
@@ -187,6 +303,61 @@ mod tests {
 
     fn status(method: &str, path: &str, body: &str) -> u16 {
         route(method, path, body.as_bytes()).unwrap_err().status()
+    }
+
+    #[test]
+    fn snapshot_bodies_follow_firecracker() {
+        assert_eq!(
+            ok(
+                "PUT",
+                "/snapshot/create",
+                r#"{"snapshot_type": "Diff", "snapshot_path": "/s", "mem_file_path": "/m"}"#
+            ),
+            Action::CreateSnapshot(CreateSnapshot {
+                diff: true,
+                snapshot_path: "/s".into(),
+                mem_file_path: "/m".into(),
+            })
+        );
+        let Action::CreateSnapshot(c) = ok(
+            "PUT",
+            "/snapshot/create",
+            r#"{"snapshot_path": "/s", "mem_file_path": "/m"}"#,
+        ) else {
+            panic!()
+        };
+        assert!(!c.diff, "Full is the default");
+        let Action::LoadSnapshot(l) = ok(
+            "PUT",
+            "/snapshot/load",
+            r#"{"snapshot_path": "/s", "mem_backend": {"backend_type": "File", "backend_path": "/m"},
+                "resume_vm": true, "network_overrides": [{"iface_id": "eth0", "host_dev_name": "t1"}],
+                "drive_overrides": [{"drive_id": "rootfs", "path_on_host": "/c.img"}]}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(l.mem_file_path, PathBuf::from("/m"));
+        assert!(l.resume_vm);
+        assert_eq!(l.network_overrides[0].host_dev_name, "t1");
+        assert_eq!(l.drive_overrides[0].path_on_host, PathBuf::from("/c.img"));
+        let Action::LoadSnapshot(l) = ok(
+            "PUT",
+            "/snapshot/load",
+            r#"{"snapshot_path": "/s", "mem_file_path": "/old"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(l.mem_file_path, PathBuf::from("/old"));
+        assert!(!l.resume_vm);
+        for bad in [
+            r#"{"snapshot_path": "/s"}"#,
+            r#"{"snapshot_path": "/s", "mem_file_path": "/m", "mem_backend": {"backend_type": "File", "backend_path": "/m"}}"#,
+            r#"{"snapshot_path": "/s", "mem_backend": {"backend_type": "Uffd", "backend_path": "/u"}}"#,
+            r#"{"snapshot_path": "/s", "mem_file_path": "/m", "bogus": 1}"#,
+        ] {
+            assert_eq!(status("PUT", "/snapshot/load", bad), 400, "{bad}");
+        }
+        assert_eq!(status("GET", "/snapshot/create", ""), 405);
     }
 
     #[test]

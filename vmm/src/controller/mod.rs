@@ -47,12 +47,23 @@ pub enum StartError {
     Events(#[source] std::io::Error),
     #[error("cannot start a vCPU thread: {0}")]
     SpawnVcpu(#[source] std::io::Error),
+    #[error("cannot load the snapshot: {0}")]
+    Snapshot(#[from] crate::persist::PersistError),
 }
 
 impl StartError {
     /// Whether the configuration (its values or the files it names) is at fault, rather than the host
     /// (KVM, memory, threads, file descriptors): a 400 against a 500.
     pub fn is_config_error(&self) -> bool {
+        if let StartError::Snapshot(p) = self {
+            // Every load error is about the files named (missing, wrong version, corrupt, wrong size).
+            return !matches!(
+                p,
+                crate::persist::PersistError::Memory(crate::vstate::memory::MemoryError::MapFile(
+                    _
+                ))
+            );
+        }
         let StartError::Build(b) = self else {
             return false;
         };
@@ -64,8 +75,18 @@ impl StartError {
             | BuildError::CmdlineTooLong { .. } => true,
             BuildError::Device(d) => matches!(
                 d,
-                DeviceError::NoSlots(_) | DeviceError::Disk { .. } | DeviceError::Tap { .. }
+                DeviceError::NoSlots(_)
+                    | DeviceError::Disk { .. }
+                    | DeviceError::Tap { .. }
+                    | DeviceError::DeviceCount { .. }
+                    | DeviceError::Restore { .. }
             ),
+            BuildError::SnapshotVcpus { .. }
+            | BuildError::VcpuState(crate::vstate::vcpu_state::VcpuStateError::TscFrequency {
+                ..
+            })
+            | BuildError::Serial(_)
+            | BuildError::I8042(_) => true,
             _ => false,
         }
     }

@@ -21,12 +21,16 @@ pub enum PrebootAnswer {
     Reply(Outcome),
     /// `InstanceStart` with a configuration that can be tried: build and boot the VM.
     Start,
+    /// `PUT /snapshot/load` before anything was configured: restore the VM from the snapshot.
+    Restore(crate::persist::LoadParams),
 }
 
 /// The configuration before `InstanceStart`.
 pub struct PrebootController {
     id: String,
     config: VmConfig,
+    /// The configuration as given at start-up: `PUT /snapshot/load` is refused once it has changed.
+    initial: VmConfig,
     api_metrics: Option<Arc<ApiMetrics>>,
 }
 
@@ -35,6 +39,7 @@ impl PrebootController {
     pub fn new(id: String, config: VmConfig, api_metrics: Option<Arc<ApiMetrics>>) -> Self {
         Self {
             id,
+            initial: config.clone(),
             config,
             api_metrics,
         }
@@ -79,6 +84,14 @@ impl PrebootController {
                 )));
             }
             return PrebootAnswer::Start;
+        }
+        if let Action::LoadSnapshot(params) = action {
+            if self.config != self.initial {
+                return PrebootAnswer::Reply(Err(ApiError::NotAllowed(
+                    "a snapshot can only be loaded before anything is configured".into(),
+                )));
+            }
+            return PrebootAnswer::Restore(params);
         }
         PrebootAnswer::Reply(self.answer(action))
     }
@@ -153,7 +166,12 @@ impl PrebootController {
                     "{what} needs a started VM (InstanceStart)"
                 )))
             }
-            Action::InstanceStart => unreachable!("handled by PrebootController::handle"),
+            Action::CreateSnapshot(_) => Err(ApiError::NotAllowed(
+                "a snapshot needs a started, paused VM".into(),
+            )),
+            Action::InstanceStart | Action::LoadSnapshot(_) => {
+                unreachable!("handled by PrebootController::handle")
+            }
         }
     }
 }

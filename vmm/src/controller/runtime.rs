@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 
 use crate::api::routes::Action;
+use crate::api::routes::CreateSnapshot;
 use crate::api::{ApiChannel, ApiError, ApiMetrics, Outcome, Reply};
-use crate::builder::{build_vm, Vm};
+use crate::builder::{build_vm, restore_vm, Vm};
 use crate::config::{SerialMode, VmConfig};
 use crate::event_loop::VmmEvents;
+use crate::persist::{self, LoadParams, PersistError};
 use crate::{terminal, vstate};
 use devices::virtio::block::BlockMetrics;
 use devices::virtio::NetMetrics;
@@ -59,7 +61,47 @@ impl RuntimeController {
         start: Instant,
         manager: &mut Manager,
     ) -> Result<Self, StartError> {
-        let mut vm = build_vm(&config, start)?;
+        let vm = build_vm(&config, start)?;
+        Self::run_vm(id, config, vm, api_metrics, manager, false)
+    }
+
+    /// Restores the VM of a snapshot ([`persist::load`], [`restore_vm`]) and starts its vCPUs, parked
+    /// unless `params.resume_vm`. Any error leaves nothing running.
+    pub fn restore(
+        id: String,
+        params: &LoadParams,
+        boot_timer: bool,
+        api_metrics: Option<Arc<ApiMetrics>>,
+        start: Instant,
+        manager: &mut Manager,
+    ) -> Result<Self, StartError> {
+        let t0 = Instant::now();
+        let (mut config, snapshot, mem) = persist::load(params)?;
+        config.boot_timer = boot_timer;
+        let vm = restore_vm(&config, mem, &snapshot, start)?;
+        drop(snapshot);
+        let ctl = Self::run_vm(id, config, vm, api_metrics, manager, !params.resume_vm)?;
+        log::info!(
+            target: "snapshot",
+            "snapshot {:?} restored in {} us",
+            params.snapshot_path,
+            t0.elapsed().as_micros()
+        );
+        Ok(ctl)
+    }
+
+    /// Wires a built VM into the event manager and starts one thread per vCPU (parked if `paused`).
+    fn run_vm(
+        id: String,
+        config: VmConfig,
+        mut vm: Vm,
+        api_metrics: Option<Arc<ApiMetrics>>,
+        manager: &mut Manager,
+        paused: bool,
+    ) -> Result<Self, StartError> {
+        if paused {
+            vm.pause.set_paused(true);
+        }
         let mut events = VmmEvents::new(
             vm.serial.clone(),
             vm.serial_drained.try_clone().map_err(StartError::Events)?,
@@ -125,7 +167,7 @@ impl RuntimeController {
             nets,
             api_metrics,
             i8042: I8042Metrics::default(),
-            paused: false,
+            paused,
             _raw: raw,
         })
     }
@@ -172,6 +214,10 @@ impl RuntimeController {
                 "the configuration cannot change after InstanceStart".into(),
             )),
             Action::InstanceStart => Err(ApiError::NotAllowed("the VM is already started".into())),
+            Action::LoadSnapshot(_) => Err(ApiError::NotAllowed(
+                "a snapshot can only be loaded before anything is configured".into(),
+            )),
+            Action::CreateSnapshot(c) => self.create_snapshot(&c),
             Action::SendCtrlAltDel => {
                 self.vm
                     .i8042
@@ -194,6 +240,44 @@ impl RuntimeController {
                 Ok(Reply::Empty)
             }
         }
+    }
+
+    /// `PUT /snapshot/create`: a full snapshot of the paused VM.
+    fn create_snapshot(&mut self, c: &CreateSnapshot) -> Outcome {
+        if !self.paused {
+            return Err(ApiError::NotAllowed(
+                "pause the VM (PATCH /vm {\"state\": \"Paused\"}) before creating a snapshot"
+                    .into(),
+            ));
+        }
+        if c.diff {
+            return Err(ApiError::BadRequest(
+                "Diff snapshots need dirty-page tracking, which microvm does not have yet: \
+                 create a Full snapshot"
+                    .into(),
+            ));
+        }
+        let t0 = Instant::now();
+        persist::create(
+            &self.vm,
+            &self.config,
+            self.threads.len(),
+            &c.snapshot_path,
+            &c.mem_file_path,
+        )
+        .map_err(|e| match e {
+            PersistError::Io { .. } | PersistError::Memory(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            e => ApiError::Internal(e.to_string()),
+        })?;
+        log::info!(
+            target: "snapshot",
+            "snapshot {:?} created in {} us",
+            c.snapshot_path,
+            t0.elapsed().as_micros()
+        );
+        Ok(Reply::Empty)
     }
 
     /// Parks every live vCPU thread, kicking them out of `KVM_RUN` until they are.

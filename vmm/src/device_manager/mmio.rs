@@ -26,6 +26,7 @@ use devices::virtio::block::BlockError;
 use devices::virtio::mmio::{MmioError, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::net::tap::{Tap, TapError};
 use devices::virtio::net::NetError;
+use devices::virtio::persist::{MmioTransportState, VirtioStateError};
 use devices::virtio::{Block, BlockConfig, Console, MmioTransport, Net, VirtioDevice};
 use devices::GuestMemoryMmap;
 
@@ -69,6 +70,14 @@ pub enum DeviceError {
     },
     #[error("cannot place a virtio device on the MMIO bus: {0}")]
     Bus(#[source] BusError),
+    #[error("the snapshot has {saved} virtio devices, the configuration {actual}")]
+    DeviceCount { saved: usize, actual: usize },
+    #[error("virtio device {slot}: {source}")]
+    Restore {
+        slot: usize,
+        #[source]
+        source: VirtioStateError,
+    },
 }
 
 struct Slot {
@@ -213,6 +222,37 @@ impl MmioDeviceManager {
             drop(t);
             mmio.insert(slot.transport.clone(), slot.base, layout::VIRTIO_MMIO_SIZE)
                 .map_err(DeviceError::Bus)?;
+        }
+        Ok(())
+    }
+
+    /// Completes every device's work in flight, then saves each transport (in slot order). The vCPUs
+    /// are paused and this runs on the VMM thread, so no device runs meanwhile.
+    pub fn save(&self) -> Vec<MmioTransportState> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let t = s.transport.lock().unwrap_or_else(|e| e.into_inner());
+                t.prepare_save();
+                t.save()
+            })
+            .collect()
+    }
+
+    /// Restores each transport (and re-activates its device) from a snapshot, in slot order.
+    pub fn restore(&self, states: &[MmioTransportState]) -> Result<(), DeviceError> {
+        if states.len() != self.slots.len() {
+            return Err(DeviceError::DeviceCount {
+                saved: states.len(),
+                actual: self.slots.len(),
+            });
+        }
+        for (slot, (s, state)) in self.slots.iter().zip(states).enumerate() {
+            s.transport
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .restore(state)
+                .map_err(|source| DeviceError::Restore { slot, source })?;
         }
         Ok(())
     }

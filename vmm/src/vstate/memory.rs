@@ -15,6 +15,22 @@ pub enum MemoryError {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
+    #[error("cannot write guest memory to the memory file: {0}")]
+    Dump(#[source] vm_memory::GuestMemoryError),
+    #[error("memory file {path:?}: {source}")]
+    MemFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("memory file {path:?} is {len} bytes; the snapshot's guest has {want}")]
+    MemFileSize {
+        path: std::path::PathBuf,
+        len: u64,
+        want: u64,
+    },
+    #[error("cannot map the memory file: {0}")]
+    MapFile(String),
 }
 
 /// The host's total memory in MiB, from /proc/meminfo.
@@ -47,6 +63,63 @@ pub fn create(mib: u64, thp: bool) -> Result<GuestMemoryMmap, MemoryError> {
             log::warn!("guest memory: no transparent huge pages: {e}");
         }
     }
+    Ok(mem)
+}
+
+/// Writes guest RAM to `file`, region after region (the memory file of a snapshot: raw guest RAM,
+/// `mem_size` bytes, the MMIO hole left out).
+pub fn dump(mem: &GuestMemoryMmap, file: &mut std::fs::File) -> Result<(), MemoryError> {
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    for region in mem.iter() {
+        mem.write_all_volatile_to(region.start_addr(), file, region.len() as usize)
+            .map_err(MemoryError::Dump)?;
+    }
+    Ok(())
+}
+
+/// Maps a snapshot's memory file as guest RAM of `mib` MiB, `MAP_PRIVATE`: pages are read from the file
+/// on first touch and copied on first write; nothing is read here, and the file is never written.
+pub fn from_file(path: &std::path::Path, mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    use vm_memory::mmap::{GuestRegionMmap, MmapRegionBuilder};
+    use vm_memory::FileOffset;
+    let file = std::fs::File::open(path).map_err(|source| MemoryError::MemFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|source| MemoryError::MemFile {
+            path: path.to_owned(),
+            source,
+        })?
+        .len();
+    let want = mib << 20;
+    if len != want {
+        return Err(MemoryError::MemFileSize {
+            path: path.to_owned(),
+            len,
+            want,
+        });
+    }
+    let file = std::sync::Arc::new(file);
+    let mut offset = 0u64;
+    let mut regions = Vec::new();
+    for (start, size) in ram_regions(want) {
+        let mapping = MmapRegionBuilder::new(size)
+            .with_file_offset(FileOffset::from_arc(file.clone(), offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| MemoryError::MapFile(e.to_string()))?;
+        regions.push(
+            GuestRegionMmap::new(mapping, start)
+                .ok_or_else(|| MemoryError::MapFile("region wraps around".into()))?,
+        );
+        offset += size as u64;
+    }
+    let mem =
+        GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::MapFile(e.to_string()))?;
+    exclude_from_core_dumps(&mem);
     Ok(mem)
 }
 

@@ -14,6 +14,7 @@ use kvm_bindings::{kvm_regs, kvm_sregs, CpuId, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
+use super::vcpu_state::{self, VcpuState, VcpuStateError};
 use crate::arch::x86_64::{cpuid, msr, regs};
 use crate::boot::symbols::SymbolTable;
 use devices::bus::Bus;
@@ -35,6 +36,17 @@ const APIC_MODE_EXTINT: u32 = 0b111;
 const MAX_INSN_LEN: usize = 15;
 /// KVM_INTERNAL_ERROR_EMULATION.
 const INTERNAL_ERROR_EMULATION: u32 = 1;
+
+/// The vCPUs cannot be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("the vCPUs are not paused")]
+    NotPaused,
+    #[error("the vCPUs did not save their state in time")]
+    Timeout,
+    #[error(transparent)]
+    Vcpu(VcpuStateError),
+}
 
 /// A vCPU cannot be configured.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +143,12 @@ pub struct PauseControl {
 
 #[derive(Default)]
 struct PauseState {
+    /// Bumped by [`PauseControl::save_vcpus`]: each parked thread that sees a new round saves its vCPU.
+    save_round: u64,
+    /// The MSRs to save (`KVM_GET_MSR_INDEX_LIST`).
+    save_msrs: Arc<Vec<u32>>,
+    /// The saved states of this round.
+    saved: Vec<Result<VcpuState, VcpuStateError>>,
     paused: bool,
     /// vCPU threads parked right now.
     parked: usize,
@@ -202,22 +220,72 @@ impl PauseControl {
         true
     }
 
+    /// Has each of the `n` parked vCPU threads save its vCPU (for a snapshot); the states in vCPU order.
+    pub fn save_vcpus(
+        &self,
+        n: usize,
+        msr_indices: Vec<u32>,
+        timeout: Duration,
+    ) -> Result<Vec<VcpuState>, SaveError> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.paused || s.parked < n {
+            return Err(SaveError::NotPaused);
+        }
+        s.saved.clear();
+        s.save_msrs = Arc::new(msr_indices);
+        s.save_round += 1;
+        self.cv.notify_all();
+        while s.saved.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SaveError::Timeout);
+            }
+            s = self
+                .cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let mut states = std::mem::take(&mut s.saved)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SaveError::Vcpu)?;
+        states.sort_by_key(|v| v.id);
+        Ok(states)
+    }
+
     /// Wakes parked threads so that they see a stop request.
     pub fn wake_all(&self) {
         let _s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.cv.notify_all();
     }
 
-    /// Parks the calling vCPU thread while a pause is requested and `stop` is not set.
-    fn park_while_paused(&self, id: u8, stop: &AtomicBool) {
+    /// Parks the calling vCPU thread while a pause is requested and `stop` is not set; saves its vCPU
+    /// with `save` whenever [`PauseControl::save_vcpus`] asks.
+    fn park_while_paused(
+        &self,
+        id: u8,
+        stop: &AtomicBool,
+        mut save: impl FnMut(&[u32]) -> Result<VcpuState, VcpuStateError>,
+    ) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if !s.paused || stop.load(Ordering::Acquire) {
             return;
         }
+        let mut round = s.save_round;
         s.parked += 1;
         log::debug!("vCPU {id} paused");
         self.cv.notify_all();
         while s.paused && !stop.load(Ordering::Acquire) {
+            if s.save_round != round {
+                round = s.save_round;
+                let msrs = s.save_msrs.clone();
+                let state = save(&msrs);
+                s.saved.push(state);
+                self.cv.notify_all();
+                continue;
+            }
             // The timeout only guards against a missed wake-up; the VMM notifies on resume and stop.
             s = self
                 .cv
@@ -272,7 +340,14 @@ impl Vcpu {
         }
         while !self.stop.load(Ordering::Acquire) {
             if self.pause.is_paused() {
-                self.pause.park_while_paused(self.id, &self.stop);
+                let (id, fd) = (self.id, &mut self.fd);
+                self.pause.park_while_paused(self.id, &self.stop, |msrs| {
+                    // Complete an I/O exit the VMM already answered, without entering the guest.
+                    fd.set_kvm_immediate_exit(1);
+                    let _ = fd.run();
+                    fd.set_kvm_immediate_exit(0);
+                    vcpu_state::save(fd, id, msrs)
+                });
                 continue;
             }
             let next = match self.fd.run() {
@@ -506,19 +581,40 @@ mod tests {
         let threads: Vec<_> = (0..2)
             .map(|id| {
                 let (p, s) = (pause.clone(), stop.clone());
-                std::thread::spawn(move || p.park_while_paused(id, &s))
+                std::thread::spawn(move || {
+                    let mut rounds = 0;
+                    p.park_while_paused(id, &s, |msrs| {
+                        // Each parked thread saves once per round, with the MSR list asked for.
+                        rounds += 1;
+                        assert_eq!(msrs, [0x10]);
+                        Err(VcpuStateError::Table(id))
+                    });
+                    rounds
+                })
             })
             .collect();
         assert!(pause.wait_parked(2, Duration::from_secs(5)));
+        // A save round reaches every parked thread and their errors come back.
+        let r = pause.save_vcpus(2, vec![0x10], Duration::from_secs(5));
+        assert!(matches!(r, Err(SaveError::Vcpu(VcpuStateError::Table(_)))));
+        // Asking for more vCPUs than are parked is refused at once.
+        let r = pause.save_vcpus(3, vec![], Duration::from_secs(5));
+        assert!(matches!(r, Err(SaveError::NotPaused)));
         pause.set_paused(false);
         for t in threads {
-            t.join().unwrap();
+            assert_eq!(t.join().unwrap(), 1);
         }
         assert_eq!(pause.parked(), 0);
+        assert!(matches!(
+            pause.save_vcpus(1, vec![], Duration::from_secs(1)),
+            Err(SaveError::NotPaused)
+        ));
         // Parked, then stopped: the thread leaves without a resume.
         pause.set_paused(true);
         let (p, s) = (pause.clone(), stop.clone());
-        let t = std::thread::spawn(move || p.park_while_paused(0, &s));
+        let t = std::thread::spawn(move || {
+            p.park_while_paused(0, &s, |_| Err(VcpuStateError::Table(0)))
+        });
         assert!(pause.wait_parked(1, Duration::from_secs(5)));
         stop.store(true, Ordering::Release);
         pause.wake_all();

@@ -462,6 +462,20 @@ impl VirtioDevice for Block {
     fn queue_events(&self) -> &[EventFd] {
         &self.queue_evts
     }
+
+    fn saved_queues(&self) -> Vec<crate::virtio::persist::QueueState> {
+        self.active
+            .iter()
+            .map(|a| crate::virtio::persist::QueueState::save(&a.queue))
+            .collect()
+    }
+
+    fn prepare_save(&mut self) {
+        self.drain_engine();
+        if let Err(e) = self.disk.flush() {
+            log::error!("virtio-blk: flush before a snapshot failed: {e}");
+        }
+    }
 }
 
 impl MutEventSubscriber for Block {

@@ -448,6 +448,14 @@ impl VirtioDevice for Net {
     fn queue_events(&self) -> &[EventFd] {
         &self.queue_evts
     }
+
+    fn saved_queues(&self) -> Vec<crate::virtio::persist::QueueState> {
+        use crate::virtio::persist::QueueState;
+        self.active
+            .iter()
+            .flat_map(|a| [QueueState::save(&a.rx), QueueState::save(&a.tx)])
+            .collect()
+    }
 }
 
 impl MutEventSubscriber for Net {

@@ -1,0 +1,432 @@
+//! Snapshot and restore (`PUT /snapshot/create`, `PUT /snapshot/load`, `microvm --restore`): a VM paused,
+//! saved, its `microvm` killed, and a new `microvm` carrying on from the saved state; clones side by side;
+//! and each bad file refused with one clear line and nothing started.
+//!
+//! The test guest's `count` mode prints a counter every 10 PIT ticks (so the PIT, the PIC and the vCPU's
+//! registers must come back) and exits with status 57 on Ctrl-Alt-Del (the i8042 after restore). The
+//! guest-kernel test restores a shell with a process counting in user space and checks its files and
+//! CLOCK_MONOTONIC.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tests::{require_kvm, retry_interrupted, run, wait_until, GuestImages, Vm};
+
+const PVH: &str = env!("GUEST_PVH");
+const T: Duration = Duration::from_secs(30);
+/// The guest's exit status after it saw Ctrl-Alt-Del.
+const CTRL_ALT_DEL_EXIT: i32 = 57;
+
+fn tmp(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("microvm-snap-{}-{n}-{name}", std::process::id()))
+}
+
+/// A minimal HTTP/1.1 client on one connection.
+struct Client {
+    stream: UnixStream,
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    body: String,
+}
+
+impl Resp {
+    fn fault(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(&self.body).unwrap();
+        v["fault_message"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Client {
+    fn connect(sock: &Path) -> Client {
+        let stream = UnixStream::connect(sock).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client { stream }
+    }
+
+    fn request(&mut self, method: &str, path: &str, body: &str) -> Resp {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            let n = retry_interrupted(|| self.stream.read(&mut byte)).unwrap();
+            assert_eq!(n, 1, "connection closed mid-response: {buf:?}");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let status = head[9..12].parse().unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).unwrap();
+        Resp {
+            status,
+            body: String::from_utf8(body).unwrap(),
+        }
+    }
+
+    fn ok(&mut self, method: &str, path: &str, body: &str) {
+        let r = self.request(method, path, body);
+        assert_eq!(r.status, 204, "{method} {path} {body}: {r:?}");
+    }
+}
+
+/// `microvm --api-sock` with extra args; waits for the socket.
+fn spawn_api(extra: &[&str]) -> (Vm, PathBuf) {
+    let sock = tmp("api.sock");
+    let mut args = vec!["--api-sock", sock.to_str().unwrap()];
+    args.extend(extra);
+    let vm = Vm::spawn(&args);
+    assert!(
+        wait_until(T, || UnixStream::connect(&sock).is_ok()),
+        "the API socket never appeared"
+    );
+    (vm, sock)
+}
+
+fn counts(vm: &Vm) -> Vec<u64> {
+    vm.stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("count ")?.trim().parse().ok())
+        .collect()
+}
+
+/// Pauses the VM, waits for its output to settle, and returns the last count it printed.
+fn pause_settled(c: &mut Client, vm: &Vm) -> u64 {
+    c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+    let (mut seen, mut since) = (vm.stdout(), Instant::now());
+    assert!(wait_until(T, || {
+        let now = vm.stdout();
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
+        since.elapsed() >= Duration::from_millis(150)
+    }));
+    *counts(vm).last().expect("the guest counted")
+}
+
+/// Boots the counting guest, pauses it at count >= 3 and snapshots it; returns (state, mem, last count).
+fn counting_snapshot(vcpus: &str) -> (PathBuf, PathBuf, u64) {
+    let (vm, sock) = spawn_api(&[
+        "--kernel",
+        PVH,
+        "--cmdline",
+        "count",
+        "--vcpus",
+        vcpus,
+        "--mem",
+        "64",
+    ]);
+    let mut c = Client::connect(&sock);
+    vm.wait_for_output("count 3\n", T);
+    // Not while running.
+    let (state, mem) = (tmp("state"), tmp("mem"));
+    let body = format!(
+        r#"{{"snapshot_type": "Full", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+        state.display(),
+        mem.display()
+    );
+    let r = c.request("PUT", "/snapshot/create", &body);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.fault().contains("pause the VM"), "{r:?}");
+    let last = pause_settled(&mut c, &vm);
+    let t0 = Instant::now();
+    c.ok("PUT", "/snapshot/create", &body);
+    eprintln!("snapshot created in {:?}", t0.elapsed());
+    // The old microvm is killed: the new one owes it nothing.
+    vm.signal(libc::SIGKILL);
+    drop(vm.wait(T));
+    assert_eq!(
+        std::fs::metadata(&mem).unwrap().len(),
+        64 << 20,
+        "the memory file is guest RAM"
+    );
+    (state, mem, last)
+}
+
+#[test]
+fn restored_guest_counts_on_from_where_it_was() {
+    if !require_kvm() {
+        return;
+    }
+    let (state, mem, last) = counting_snapshot("2");
+    // CLI restore, running at once.
+    let vm = Vm::spawn(&[
+        "--restore",
+        state.to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(
+        wait_until(T, || counts(&vm).len() >= 3),
+        "the restored guest does not count: {}",
+        vm.stdout()
+    );
+    let after = counts(&vm);
+    // No restart: the first count is the next one, and none is lost or repeated.
+    assert_eq!(after[0], last + 1, "{after:?}");
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    // The i8042 and its IRQ work after restore.
+    vm.signal(libc::SIGTERM);
+    let out = vm.wait(T);
+    assert!(out.code.is_some(), "{out:?}");
+
+    // Two clones of the same snapshot side by side, through the API, paused until resumed.
+    let clones: Vec<(Vm, PathBuf)> = (0..2).map(|_| spawn_api(&[])).collect();
+    for (vm, sock) in &clones {
+        let mut c = Client::connect(sock);
+        let body = format!(
+            r#"{{"snapshot_path": "{}", "mem_backend": {{"backend_type": "File", "backend_path": "{}"}}, "resume_vm": false}}"#,
+            state.display(),
+            mem.display()
+        );
+        c.ok("PUT", "/snapshot/load", &body);
+        let info = c.request("GET", "/", "");
+        assert!(info.body.contains("\"Paused\""), "{info:?}");
+        assert!(
+            !wait_until(Duration::from_millis(300), || !counts(vm).is_empty()),
+            "a clone loaded paused ran"
+        );
+        c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    }
+    for (vm, sock) in clones {
+        assert!(
+            wait_until(T, || counts(&vm).len() >= 2),
+            "a clone does not count: {}",
+            vm.stdout()
+        );
+        assert_eq!(counts(&vm)[0], last + 1);
+        let mut c = Client::connect(&sock);
+        c.ok("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#);
+        let out = vm.wait(T);
+        assert_eq!(out.code, Some(CTRL_ALT_DEL_EXIT), "{out:?}");
+    }
+    for f in [state, mem] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
+
+/// Each bad input gets one line (exit 1 on the CLI, 400 with fault_message on the API) and nothing runs.
+#[test]
+fn bad_snapshot_files_are_refused_with_one_line() {
+    if !require_kvm() {
+        return;
+    }
+    let (state, mem, _) = counting_snapshot("1");
+    let good = std::fs::read(&state).unwrap();
+    let cli = |state: &Path, mem: &Path| {
+        let out = run(
+            &[
+                "--restore",
+                state.to_str().unwrap(),
+                "--mem-file",
+                mem.to_str().unwrap(),
+                "--resume",
+            ],
+            T,
+        );
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+        assert!(out.stdout.is_empty(), "the guest ran: {out:?}");
+        out.stderr
+    };
+    let bad = tmp("bad");
+    // Another format version.
+    let mut v = good.clone();
+    v[8] = 9;
+    std::fs::write(&bad, &v).unwrap();
+    let e = cli(&bad, &mem);
+    assert!(e.contains("format version 9"), "{e}");
+    // Truncated.
+    std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+    let e = cli(&bad, &mem);
+    assert!(e.contains("truncated"), "{e}");
+    // One bit flipped in the body.
+    let mut v = good.clone();
+    let mid = v.len() / 2;
+    v[mid] ^= 1;
+    std::fs::write(&bad, &v).unwrap();
+    let e = cli(&bad, &mem);
+    assert!(e.contains("checksum"), "{e}");
+    // Not a snapshot.
+    std::fs::write(&bad, b"hello, this is no snapshot at all").unwrap();
+    let e = cli(&bad, &mem);
+    assert!(e.contains("not a microvm snapshot"), "{e}");
+    // A memory file of the wrong size.
+    let short = tmp("short-mem");
+    std::fs::write(&short, vec![0u8; 1 << 20]).unwrap();
+    let e = cli(&state, &short);
+    assert!(e.contains("is 1048576 bytes"), "{e}");
+    // The API answers 400 with the same line, and stays ready for a good load.
+    let (vm, sock) = spawn_api(&[]);
+    let mut c = Client::connect(&sock);
+    let load = |state: &Path, mem: &Path| {
+        format!(
+            r#"{{"snapshot_path": "{}", "mem_file_path": "{}", "resume_vm": true}}"#,
+            state.display(),
+            mem.display()
+        )
+    };
+    let r = c.request("PUT", "/snapshot/load", &load(&state, &short));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.fault().contains("is 1048576 bytes"), "{r:?}");
+    let r = c.request(
+        "PUT",
+        "/snapshot/load",
+        &format!(
+            r#"{{"snapshot_path": "{}", "mem_backend": {{"backend_type": "Uffd", "backend_path": "/x"}}}}"#,
+            state.display()
+        ),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.fault().contains("Uffd"), "{r:?}");
+    let r = c.request(
+        "PUT",
+        "/snapshot/load",
+        &format!(
+            r#"{{"snapshot_path": "{}", "mem_file_path": "{}", "network_overrides": [{{"iface_id": "eth9", "host_dev_name": "x"}}]}}"#,
+            state.display(),
+            mem.display()
+        ),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.fault().contains("eth9"), "{r:?}");
+    c.ok("PUT", "/snapshot/load", &load(&state, &mem));
+    assert!(wait_until(T, || counts(&vm).len() >= 2), "{}", vm.stdout());
+    // Loading twice is refused.
+    let r = c.request("PUT", "/snapshot/load", &load(&state, &mem));
+    assert_eq!(r.status, 400, "{r:?}");
+    c.ok("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#);
+    assert_eq!(vm.wait(T).code, Some(CTRL_ALT_DEL_EXIT));
+    for f in [state, mem, bad, short] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
+
+/// The output of `cmd` run on the guest's console shell (between two markers).
+fn shell(vm: &mut Vm, cmd: &str, tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let tag = format!("{tag}{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let (begin, end) = (format!("<{tag}>\n"), format!("</{tag}>\n"));
+    vm.send(format!("echo '<{tag}>'; {cmd}; echo '</{tag}>'\n").as_bytes());
+    assert!(
+        wait_until(Duration::from_secs(60), || vm.stdout().contains(&end)),
+        "no answer to {cmd:?}: {}",
+        vm.stdout()
+    );
+    let out = vm.stdout();
+    let stop = out.rfind(&end).unwrap();
+    let start = out[..stop].rfind(&begin).unwrap() + begin.len();
+    out[start..stop].to_owned()
+}
+
+fn uptime(vm: &mut Vm, tag: &str) -> f64 {
+    let text = shell(vm, "cat /proc/uptime", tag);
+    text.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad /proc/uptime: {text:?}"))
+}
+
+/// (PID, CPU time) of each `cfs-share` process in `ps`.
+fn hogs(vm: &mut Vm, tag: &str) -> Vec<(u32, String)> {
+    shell(vm, "ps", tag)
+        .lines()
+        .filter(|l| l.contains("cfs-share"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[4].to_owned())
+        })
+        .collect()
+}
+
+/// The project's guest kernel with its shell and a CPU-bound process: paused, saved, microvm killed,
+/// restored by a new microvm. The same processes go on (same PIDs, CPU time not reset), the shell
+/// answers, the disk reads the same files, and the guest's monotonic clock has not gone backwards.
+#[test]
+fn guest_kernel_shell_and_processes_survive_restore() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let sock = tmp("gk.sock");
+    let mut args = images.args(
+        &["--api-sock", sock.to_str().unwrap()],
+        "console=ttyS0 root=/dev/vda -- rc",
+    );
+    args.extend(["--mem".into(), "128".into()]);
+    let mut vm = Vm::spawn(&args);
+    vm.wait_for_output(
+        "init: starting /bin/sh on the console",
+        Duration::from_secs(120),
+    );
+    vm.wait_for_output("# ", Duration::from_secs(60));
+    // A CPU-bound child counting for 1000 s, in the background.
+    vm.send(b"cfs-share 1000 0 &\n");
+    assert!(wait_until(Duration::from_secs(60), || {
+        !hogs(&mut vm, "h0").is_empty()
+    }));
+    let before_hogs = hogs(&mut vm, "h1");
+    let before_up = uptime(&mut vm, "u1");
+    let motd = shell(&mut vm, "cat /etc/motd", "m1");
+    assert!(!motd.is_empty());
+
+    let mut c = Client::connect(&sock);
+    c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+    let (state, mem) = (tmp("gk-state"), tmp("gk-mem"));
+    c.ok(
+        "PUT",
+        "/snapshot/create",
+        &format!(
+            r#"{{"snapshot_type": "Full", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+            state.display(),
+            mem.display()
+        ),
+    );
+    vm.signal(libc::SIGKILL);
+    drop(vm.wait(T));
+
+    let mut vm = Vm::spawn(&[
+        "--restore",
+        state.to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_eq!(shell(&mut vm, "echo alive", "a"), "alive\n");
+    let after_hogs = hogs(&mut vm, "h2");
+    let pids = |h: &[(u32, String)]| h.iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(pids(&after_hogs), pids(&before_hogs), "{}", vm.stdout());
+    let after_up = uptime(&mut vm, "u2");
+    assert!(
+        after_up >= before_up,
+        "CLOCK_MONOTONIC went back: {before_up} -> {after_up}"
+    );
+    assert_eq!(shell(&mut vm, "cat /etc/motd", "m2"), motd);
+    vm.send(b"poweroff\n");
+    let out = vm.wait(Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    for f in [state, mem] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
