@@ -430,3 +430,84 @@ fn guest_kernel_shell_and_processes_survive_restore() {
         std::fs::remove_file(f).unwrap();
     }
 }
+
+fn restore_first_count(state: &Path, mem: &Path) -> u64 {
+    let vm = Vm::spawn(&[
+        "--restore",
+        state.to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(
+        wait_until(T, || counts(&vm).len() >= 2),
+        "the restored guest does not count: {}",
+        vm.stdout()
+    );
+    let first = counts(&vm)[0];
+    vm.signal(libc::SIGKILL);
+    drop(vm.wait(T));
+    first
+}
+
+/// A Diff snapshot written onto a copy of the Full one's memory file restores the later state; the Full
+/// snapshot's own files are untouched and still restore the earlier one.
+#[test]
+fn diff_on_top_of_full_restores_the_latest_state() {
+    if !require_kvm() {
+        return;
+    }
+    let (vm, sock) = spawn_api(&["--kernel", PVH, "--cmdline", "count", "--mem", "64"]);
+    let mut c = Client::connect(&sock);
+    vm.wait_for_output("count 3\n", T);
+    let first = pause_settled(&mut c, &vm);
+    let snap = |c: &mut Client, kind: &str, state: &Path, mem: &Path| {
+        c.request(
+            "PUT",
+            "/snapshot/create",
+            &format!(
+                r#"{{"snapshot_type": "{kind}", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+                state.display(),
+                mem.display()
+            ),
+        )
+    };
+    let (s1, m1, s2, m2) = (tmp("s1"), tmp("m1"), tmp("s2"), tmp("m2"));
+    // No Full snapshot yet: nothing to diff against.
+    let r = snap(&mut c, "Diff", &s2, &m2);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.fault().contains("needs a Full snapshot"), "{r:?}");
+    assert_eq!(snap(&mut c, "Full", &s1, &m1).status, 204);
+    let base = std::fs::read(&m1).unwrap();
+    c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    assert!(wait_until(T, || counts(&vm).last() >= Some(&(first + 5))));
+    let second = pause_settled(&mut c, &vm);
+    // The Diff goes onto a copy of the Full memory file, and nowhere else.
+    let r = snap(&mut c, "Diff", &s2, &m2);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.fault().contains("copy the Full memory file"), "{r:?}");
+    std::fs::copy(&m1, &m2).unwrap();
+    assert_eq!(snap(&mut c, "Diff", &s2, &m2).status, 204);
+    vm.signal(libc::SIGKILL);
+    drop(vm.wait(T));
+    assert_eq!(
+        std::fs::read(&m1).unwrap(),
+        base,
+        "the Full memory file changed"
+    );
+    let diff = std::fs::read(&m2).unwrap();
+    let changed = base
+        .chunks(4096)
+        .zip(diff.chunks(4096))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        changed > 0 && changed < base.len() / 4096 / 4,
+        "{changed} pages differ"
+    );
+    assert_eq!(restore_first_count(&s2, &m2), second + 1);
+    assert_eq!(restore_first_count(&s1, &m1), first + 1);
+    for f in [s1, m1, s2, m2] {
+        std::fs::remove_file(f).unwrap();
+    }
+}

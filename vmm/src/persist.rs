@@ -83,6 +83,13 @@ pub enum PersistError {
     NoSuchInterface(String),
     #[error("drive_overrides names drive {0:?}, which the snapshot does not have")]
     NoSuchDrive(String),
+    #[error(
+        "a Diff snapshot is written into a copy of the last Full snapshot's memory file: \
+         {0:?} is not one (copy the Full memory file there first)"
+    )]
+    DiffBase(PathBuf),
+    #[error("a Diff snapshot needs a Full snapshot (or a restore) of this VM first")]
+    NoDiffBase,
 }
 
 /// The devices' states.
@@ -203,15 +210,44 @@ pub fn read_state(path: &Path) -> Result<Snapshot, PersistError> {
     decode(path, &bytes)
 }
 
-/// Takes a full snapshot of a paused VM: drains the devices, saves every vCPU (on its own thread), KVM's
-/// VM state and the devices, writes the state file and then guest RAM to the memory file.
+/// Full or Diff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// All of guest RAM goes to a new memory file; guest RAM is then mapped copy-on-write from that file,
+    /// so that a later Diff finds the pages written since.
+    Full,
+    /// Only the pages written since the last Full snapshot (or the restore) of this VM, written in place
+    /// into `mem_file_path`, which must be a copy of that snapshot's memory file: it then holds the
+    /// latest guest RAM.
+    Diff,
+}
+
+/// Takes a snapshot of a paused VM: drains the devices, saves every vCPU (on its own thread), KVM's
+/// VM state and the devices, writes the state file, then the memory file (all of it, or for a Diff the
+/// pages written since). Returns the bytes of guest memory written.
 pub fn create(
     vm: &Vm,
     config: &VmConfig,
     vcpu_count: usize,
     snapshot_path: &Path,
     mem_file_path: &Path,
-) -> Result<(), PersistError> {
+    kind: SnapshotKind,
+) -> Result<u64, PersistError> {
+    let want = config.machine.mem_size_mib << 20;
+    let diff_base = match kind {
+        SnapshotKind::Full => None,
+        SnapshotKind::Diff => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(mem_file_path)
+                .map_err(|_| PersistError::DiffBase(mem_file_path.to_owned()))?;
+            let len = f.metadata().map_err(io_err(mem_file_path))?.len();
+            if len != want {
+                return Err(PersistError::DiffBase(mem_file_path.to_owned()));
+            }
+            Some(f)
+        }
+    };
     let virtio = vm.devices.save();
     let msr_list = vm
         .kvm
@@ -236,9 +272,17 @@ pub fn create(
     std::fs::File::create(snapshot_path)
         .and_then(|mut f| f.write_all(&bytes))
         .map_err(io_err(snapshot_path))?;
+    if let Some(base) = diff_base {
+        let n = memory::dump_written(&vm.mem, &base)?;
+        base.sync_data().map_err(io_err(mem_file_path))?;
+        return Ok(n);
+    }
     let mut mem_file = std::fs::File::create(mem_file_path).map_err(io_err(mem_file_path))?;
     memory::dump(&vm.mem, &mut mem_file)?;
-    Ok(())
+    mem_file.sync_data().map_err(io_err(mem_file_path))?;
+    drop(mem_file);
+    memory::remap_onto_file(&vm.mem, mem_file_path)?;
+    Ok(want)
 }
 
 /// Reads a snapshot for restoring: the state file checked, the overrides applied to its configuration,

@@ -118,11 +118,8 @@ fn load_params(body: &[u8]) -> Result<LoadParams, ApiError> {
         (Some(m), None) => m.backend_path,
         (None, Some(p)) => p,
     };
-    if b.track_dirty_pages || b.enable_diff_snapshots {
-        return Err(ApiError::BadRequest(
-            "track_dirty_pages is not supported by microvm yet: load without it".into(),
-        ));
-    }
+    // Diff snapshots need no set-up here (see persist::SnapshotKind::Diff): accepted and ignored.
+    let _ = (b.track_dirty_pages, b.enable_diff_snapshots);
     Ok(LoadParams {
         snapshot_path: b.snapshot_path,
         mem_file_path,

@@ -20,7 +20,7 @@ use crate::api::{ApiChannel, ApiError, ApiMetrics, Outcome, Reply};
 use crate::builder::{build_vm, restore_vm, Vm};
 use crate::config::{SerialMode, VmConfig};
 use crate::event_loop::VmmEvents;
-use crate::persist::{self, LoadParams, PersistError};
+use crate::persist::{self, LoadParams, PersistError, SnapshotKind};
 use crate::{terminal, vstate};
 use devices::virtio::block::BlockMetrics;
 use devices::virtio::NetMetrics;
@@ -49,6 +49,8 @@ pub struct RuntimeController {
     api_metrics: Option<Arc<ApiMetrics>>,
     i8042: I8042Metrics,
     paused: bool,
+    /// Guest RAM is mapped from a memory file (a restore, or after a Full snapshot): a Diff can be taken.
+    has_mem_base: bool,
     _raw: terminal::RawMode,
 }
 
@@ -80,7 +82,8 @@ impl RuntimeController {
         config.boot_timer = boot_timer;
         let vm = restore_vm(&config, mem, &snapshot, start)?;
         drop(snapshot);
-        let ctl = Self::run_vm(id, config, vm, api_metrics, manager, !params.resume_vm)?;
+        let mut ctl = Self::run_vm(id, config, vm, api_metrics, manager, !params.resume_vm)?;
+        ctl.has_mem_base = true;
         log::info!(
             target: "snapshot",
             "snapshot {:?} restored in {} us",
@@ -168,6 +171,7 @@ impl RuntimeController {
             api_metrics,
             i8042: I8042Metrics::default(),
             paused,
+            has_mem_base: false,
             _raw: raw,
         })
     }
@@ -250,30 +254,35 @@ impl RuntimeController {
                     .into(),
             ));
         }
-        if c.diff {
-            return Err(ApiError::BadRequest(
-                "Diff snapshots need dirty-page tracking, which microvm does not have yet: \
-                 create a Full snapshot"
-                    .into(),
-            ));
-        }
+        let kind = if c.diff {
+            if !self.has_mem_base {
+                return Err(ApiError::BadRequest(PersistError::NoDiffBase.to_string()));
+            }
+            SnapshotKind::Diff
+        } else {
+            SnapshotKind::Full
+        };
         let t0 = Instant::now();
-        persist::create(
+        let bytes = persist::create(
             &self.vm,
             &self.config,
             self.threads.len(),
             &c.snapshot_path,
             &c.mem_file_path,
+            kind,
         )
         .map_err(|e| match e {
-            PersistError::Io { .. } | PersistError::Memory(_) => {
+            PersistError::Io { .. } | PersistError::Memory(_) | PersistError::DiffBase(_) => {
                 ApiError::BadRequest(e.to_string())
             }
             e => ApiError::Internal(e.to_string()),
         })?;
+        if kind == SnapshotKind::Full {
+            self.has_mem_base = true;
+        }
         log::info!(
             target: "snapshot",
-            "snapshot {:?} created in {} us",
+            "{kind:?} snapshot {:?} created in {} us, {bytes} bytes of memory written",
             c.snapshot_path,
             t0.elapsed().as_micros()
         );

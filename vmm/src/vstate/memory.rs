@@ -31,6 +31,10 @@ pub enum MemoryError {
     },
     #[error("cannot map the memory file: {0}")]
     MapFile(String),
+    #[error("cannot read /proc/self/pagemap: {0}")]
+    Pagemap(#[source] std::io::Error),
+    #[error("cannot write the Diff snapshot's pages: {0}")]
+    Diff(#[source] std::io::Error),
 }
 
 /// The host's total memory in MiB, from /proc/meminfo.
@@ -121,6 +125,92 @@ pub fn from_file(path: &std::path::Path, mib: u64) -> Result<GuestMemoryMmap, Me
         GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::MapFile(e.to_string()))?;
     exclude_from_core_dumps(&mem);
     Ok(mem)
+}
+
+/// Maps guest RAM again, in place, `MAP_PRIVATE` onto the memory file just written from it (the same
+/// contents, so the guest sees no change). From then on every page written, by the guest or by a device,
+/// becomes a private anonymous copy, which [`dump_written`] finds: that is how a Diff snapshot knows what
+/// changed since this Full one. The caller keeps the vCPUs paused and the devices idle meanwhile.
+pub fn remap_onto_file(mem: &GuestMemoryMmap, path: &std::path::Path) -> Result<(), MemoryError> {
+    use std::os::fd::AsRawFd;
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let file = std::fs::File::open(path).map_err(|source| MemoryError::MemFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut offset = 0i64;
+    for region in mem.iter() {
+        let addr = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| MemoryError::MapFile(e.to_string()))?;
+        let len = region.len() as usize;
+        // SAFETY: `addr..addr + len` is exactly this region's own mapping, owned by `mem`, and stays
+        // mapped (MAP_FIXED replaces it atomically); the file holds the same bytes, written from it just
+        // before, so every reader (KVM through its MMU notifier, devices) sees unchanged memory.
+        let r = unsafe {
+            libc::mmap(
+                addr.cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                file.as_raw_fd(),
+                offset,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(MemoryError::MapFile(format!(
+                "remapping guest RAM onto {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        offset += len as i64;
+    }
+    exclude_from_core_dumps(mem);
+    Ok(())
+}
+
+/// Writes into `file` (at their offsets in the memory-file layout) the guest pages written since guest RAM
+/// was mapped from a memory file: the pages `/proc/self/pagemap` shows present and not file-backed.
+/// Returns how many bytes were written.
+pub fn dump_written(mem: &GuestMemoryMmap, file: &std::fs::File) -> Result<u64, MemoryError> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    const PAGE: usize = 4096;
+    const PRESENT: u64 = 1 << 63;
+    const FILE_OR_SHARED: u64 = 1 << 61;
+    let pagemap_err = |e: std::io::Error| MemoryError::Pagemap(e);
+    let mut pagemap = std::fs::File::open("/proc/self/pagemap").map_err(pagemap_err)?;
+    let mut file_offset = 0u64;
+    let mut written = 0u64;
+    for region in mem.iter() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| MemoryError::MapFile(e.to_string()))? as usize;
+        let pages = region.len() as usize / PAGE;
+        let mut entries = vec![0u8; pages * 8];
+        pagemap
+            .seek(SeekFrom::Start((host / PAGE * 8) as u64))
+            .and_then(|_| pagemap.read_exact(&mut entries))
+            .map_err(pagemap_err)?;
+        for (i, e) in entries.chunks_exact(8).enumerate() {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(e);
+            let v = u64::from_le_bytes(raw);
+            if v & PRESENT == 0 || v & FILE_OR_SHARED != 0 {
+                continue;
+            }
+            // SAFETY: the page lies inside this region's live mapping; the vCPUs are paused and the
+            // devices idle, so nothing writes it while it is copied out.
+            let page = unsafe { std::slice::from_raw_parts((host + i * PAGE) as *const u8, PAGE) };
+            file.write_all_at(page, file_offset + (i * PAGE) as u64)
+                .map_err(MemoryError::Diff)?;
+            written += PAGE as u64;
+        }
+        file_offset += region.len();
+    }
+    Ok(written)
 }
 
 /// Leaves guest RAM out of the VMM's core dumps (`MADV_DONTDUMP`, as QEMU's `dump-guest-core=off`): a
