@@ -51,11 +51,12 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
             State::Stopped => b'T',
             State::Zombie => b'Z',
         };
-        let vsize = p.vmas.total();
+        let mm = p.mm.borrow();
+        let vsize = mm.vmas.total();
         let rss = if p.state == State::Zombie {
             0
         } else {
-            p.aspace.mapped_pages()
+            mm.aspace.mapped_pages()
         };
         (
             ProcInfo {
@@ -99,7 +100,8 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
 fn maps(pid: Pid) -> Vec<u8> {
     use kcore::vma::Backing;
     proc::with_proc(pid, |p| {
-        let lines: Vec<procfs::MapLine<'_>> = p
+        let mm = p.mm.borrow();
+        let lines: Vec<procfs::MapLine<'_>> = mm
             .vmas
             .iter()
             .map(|v| {
@@ -108,7 +110,7 @@ fn maps(pid: Pid) -> Vec<u8> {
                         dev, inode, path, ..
                     } => (*dev, inode.ino as u64, Some(&path[..])),
                     Backing::Anonymous => {
-                        let name: Option<&[u8]> = if v.start <= p.brk && v.end >= p.brk_start {
+                        let name: Option<&[u8]> = if v.start <= mm.brk && v.end >= mm.brk_start {
                             Some(b"[heap]")
                         } else if v.start < USER_STACK_TOP && USER_STACK_TOP <= v.end {
                             Some(b"[stack]")

@@ -153,6 +153,14 @@ impl AddressSpace {
         }
     }
 
+    /// No address space at all (a zombie's, or a thread's after it exited): frees nothing.
+    pub fn empty() -> AddressSpace {
+        AddressSpace {
+            pml4: 0,
+            borrowed: true,
+        }
+    }
+
     /// The PML4's physical address (what CR3 holds).
     pub fn root(&self) -> u64 {
         self.pml4

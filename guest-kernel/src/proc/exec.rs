@@ -292,10 +292,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         state: State::Ready,
         name: l.name,
         cmdline: l.cmdline,
-        aspace: l.aspace,
-        vmas: l.vmas,
-        brk_start: l.brk_start,
-        brk: l.brk_start,
+        mm: super::Mm::new_ref(l.aspace, l.vmas, l.brk_start),
         fds,
         cwd: b"/".to_vec(),
         fs_base: 0,
@@ -322,11 +319,8 @@ pub fn exec_current(
 ) -> Result<(), Errno> {
     let l = load(path, argv, envp)?;
     l.aspace.activate();
-    let mut old = super::with_current(|p| {
-        let old = core::mem::replace(&mut p.aspace, l.aspace);
-        p.vmas = l.vmas;
-        p.brk_start = l.brk_start;
-        p.brk = l.brk_start;
+    let old = super::with_current(|p| {
+        let old = core::mem::replace(&mut p.mm, super::Mm::new_ref(l.aspace, l.vmas, l.brk_start));
         p.name = l.name;
         p.cmdline = l.cmdline;
         p.fds.close_on_exec();
@@ -337,7 +331,7 @@ pub fn exec_current(
         old
     });
     crate::arch::set_fs_base(0);
-    old.release();
+    super::drop_mm(old);
     super::fork::release_vfork_parent();
     *frame = l.frame;
     Ok(())

@@ -29,13 +29,15 @@ pub fn exit_current(status: i32) -> ! {
     crate::tty::exiting(pid, sid, ctty);
     // Memory and files go now; the PCB and kernel stack stay until the parent reaps the zombie.
     AddressSpace::activate_kernel();
-    let (files, vmas) = super::with_current(|p| {
-        let t1 = cost::start();
-        p.aspace.release();
-        cost::record(Cost::Release, t1);
-        (core::mem::take(&mut p.fds), core::mem::take(&mut p.vmas))
+    let (files, mm) = super::with_current(|p| {
+        (
+            core::mem::take(&mut p.fds),
+            core::mem::replace(&mut p.mm, super::Mm::none()),
+        )
     });
-    drop(vmas);
+    let t1 = cost::start();
+    super::drop_mm(mm);
+    cost::record(Cost::Release, t1);
     drop(files);
 
     let (ppid, reaper, orphaned) = super::with_table(|t| {

@@ -9,6 +9,8 @@ use crate::arch::trap::TrapFrame;
 use crate::cost::{self, Cost};
 use crate::mm::user;
 use alloc::boxed::Box;
+use alloc::rc::Rc;
+use core::cell::RefCell;
 use kcore::errno::Errno;
 
 /// clone's CLONE_CHILD_SETTID: store the child's tid at `ctid` in the child's memory.
@@ -62,11 +64,19 @@ fn clone_process(
     let jiffies = crate::time::jiffies();
     let child = super::with_current(|p| -> Result<Box<Process>, Errno> {
         let t1 = cost::start();
+        let mut mm = p.mm.borrow_mut();
         let aspace = if share_memory {
-            p.aspace.alias()
+            mm.aspace.alias()
         } else {
-            p.aspace.fork_cow().ok_or(Errno::ENOMEM)?
+            mm.aspace.fork_cow().ok_or(Errno::ENOMEM)?
         };
+        let child_mm = Rc::new(RefCell::new(super::Mm {
+            aspace,
+            vmas: mm.vmas.clone(),
+            brk_start: mm.brk_start,
+            brk: mm.brk,
+        }));
+        drop(mm);
         cost::record(Cost::ForkCow, t1);
         Ok(Box::new(Process {
             pid,
@@ -77,10 +87,7 @@ fn clone_process(
             state: State::Ready,
             name: p.name.clone(),
             cmdline: p.cmdline.clone(),
-            aspace,
-            vmas: p.vmas.clone(),
-            brk_start: p.brk_start,
-            brk: p.brk,
+            mm: child_mm,
             fds: p.fds.clone(),
             cwd: p.cwd.clone(),
             fs_base: p.fs_base,
@@ -100,10 +107,11 @@ fn clone_process(
             kstack,
         }))
     })?;
-    let mut child = child;
+    let child = child;
     if flags & CLONE_CHILD_SETTID != 0 && ctid != 0 {
-        let _ = child.aspace.break_cow(ctid & !0xfff);
-        if let Some(page) = user::page_bytes(&child.aspace, ctid) {
+        let mut mm = child.mm.borrow_mut();
+        let _ = mm.aspace.break_cow(ctid & !0xfff);
+        if let Some(page) = user::page_bytes(&mm.aspace, ctid) {
             let off = (ctid & 0xfff) as usize;
             if off + 4 <= page.len() {
                 page[off..off + 4].copy_from_slice(&pid.0.to_le_bytes());

@@ -23,7 +23,9 @@ use crate::mm::{page_down, user, PAGE_SIZE};
 use crate::sync::KCell;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use kcore::fmt::{Dec, Hex};
 use kcore::vma::{Backing, VmaList};
 
@@ -64,6 +66,49 @@ pub enum State {
     Zombie,
 }
 
+/// A process's memory: its address space, its areas (mmap, mprotect, munmap, brk; the page tables
+/// follow them) and its break. Threads (CLONE_VM) share one; the last user frees the address space.
+pub struct Mm {
+    pub aspace: AddressSpace,
+    pub vmas: VmaList,
+    pub brk_start: u64,
+    pub brk: u64,
+}
+
+/// A shared handle on an [`Mm`].
+pub type MmRef = Rc<RefCell<Mm>>;
+
+impl Mm {
+    /// A new handle on `aspace` with `vmas`, the break at `brk_start`.
+    pub fn new_ref(aspace: AddressSpace, vmas: VmaList, brk_start: u64) -> MmRef {
+        Rc::new(RefCell::new(Mm {
+            aspace,
+            vmas,
+            brk_start,
+            brk: brk_start,
+        }))
+    }
+
+    /// No memory (a zombie's).
+    pub fn none() -> MmRef {
+        Self::new_ref(AddressSpace::empty(), VmaList::new(), 0)
+    }
+}
+
+/// Gives up `mm` (exit, execve): the last user frees the address space (which must not be active).
+pub fn drop_mm(mm: MmRef) {
+    if let Ok(cell) = Rc::try_unwrap(mm) {
+        cell.into_inner().aspace.release();
+    }
+}
+
+/// Runs `f` on the current process's memory (the process table is not borrowed meanwhile).
+pub fn with_mm<R>(f: impl FnOnce(&mut Mm) -> R) -> R {
+    let mm = with_current(|p| p.mm.clone());
+    let mut m = mm.borrow_mut();
+    f(&mut m)
+}
+
 /// Size of each process's kernel stack.
 pub const KERNEL_STACK_SIZE: usize = 32 * 1024;
 /// Largest user stack (RLIMIT_STACK).
@@ -81,11 +126,8 @@ pub struct Process {
     pub name: Vec<u8>,
     /// argv joined with NULs (/proc/PID/cmdline).
     pub cmdline: Vec<u8>,
-    pub aspace: AddressSpace,
-    /// The memory areas (mmap, mprotect, munmap, brk; the page tables follow them).
-    pub vmas: VmaList,
-    pub brk_start: u64,
-    pub brk: u64,
+    /// The memory: address space, areas, break (shared by the threads of a group, CLONE_VM).
+    pub mm: MmRef,
     pub fds: FdTable,
     pub cwd: Vec<u8>,
     pub fs_base: u64,
@@ -308,7 +350,7 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
             } else {
                 Access::Read
             };
-            match with_current(|p| resolve_fault(&mut p.aspace, &p.vmas, addr, access)) {
+            match with_mm(|mm| resolve_fault(&mut mm.aspace, &mm.vmas, addr, access)) {
                 Ok(()) => return,
                 // No frame for the page: the OOM killer makes room (or kills this process).
                 Err(BadAccess::NoPage) if oom::out_of_memory() => return,

@@ -110,7 +110,7 @@ fn resched_if(preempt: bool) {
 /// context gets its address space and FS base, and the policy keeps where the context is.
 pub fn new_task(pid: Pid, parent: Option<Pid>) {
     let ctx = super::with_proc(pid, |p| {
-        p.ctx.cr3 = p.aspace.root();
+        p.ctx.cr3 = p.mm.borrow().aspace.root();
         p.ctx.fs_base = p.fs_base;
         ctx_ptr(&mut p.ctx)
     })

@@ -5,7 +5,7 @@
 use super::SysResult;
 use crate::fs::{self, FileRef};
 use crate::mm::uaccess;
-use crate::proc::{resolve_fault, with_current, Access};
+use crate::proc::{resolve_fault, with_current, with_mm, Access};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 
@@ -17,8 +17,8 @@ const PATH_MAX: usize = 4096;
 /// Checks a user range in the current process, faulting pages in as its areas allow.
 pub fn check_user(va: u64, len: u64, write: bool) -> Result<(), Errno> {
     let access = if write { Access::Write } else { Access::Read };
-    with_current(|p| {
-        let (aspace, vmas) = (&mut p.aspace, &p.vmas);
+    with_mm(|mm| {
+        let (aspace, vmas) = (&mut mm.aspace, &mm.vmas);
         uaccess::check(aspace, va, len, write, |aspace, page| {
             resolve_fault(aspace, vmas, page, access).is_ok()
         })

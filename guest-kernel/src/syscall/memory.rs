@@ -8,7 +8,7 @@ use super::SysResult;
 use crate::arch::layout::{USER_END, USER_MMAP_TOP};
 use crate::fs::{self, FileKind};
 use crate::mm::{page_up, user, PAGE_SIZE};
-use crate::proc::{with_current, Process};
+use crate::proc::{with_current, with_mm, Mm};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use kcore::errno::Errno;
@@ -33,7 +33,7 @@ fn enough_memory(bytes: u64) -> bool {
 
 /// brk: moves the end of the heap area; returns the (possibly unchanged) break.
 pub fn sys_brk(addr: u64) -> SysResult {
-    with_current(|p| {
+    with_mm(|p| {
         if addr < p.brk_start || addr > p.brk_start + BRK_LIMIT {
             return Ok(p.brk);
         }
@@ -114,7 +114,7 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
         return Err(Errno::ENOMEM);
     }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
-    with_current(|p| {
+    with_mm(|p| {
         let start = if fixed {
             if !addr.is_multiple_of(PAGE_SIZE) {
                 return Err(Errno::EINVAL);
@@ -151,7 +151,7 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
 }
 
 /// Unmaps `[start, end)`: the areas and the pages.
-fn unmap_area(p: &mut Process, start: u64, end: u64) {
+fn unmap_area(p: &mut Mm, start: u64, end: u64) {
     if p.vmas.unmap(start, end) {
         user::unmap_range(&mut p.aspace, start, end);
     }
@@ -166,7 +166,7 @@ pub fn sys_munmap(addr: u64, len: u64) -> SysResult {
         .checked_add(len)
         .filter(|&e| e <= USER_END)
         .ok_or(Errno::EINVAL)?;
-    with_current(|p| unmap_area(p, addr, end));
+    with_mm(|p| unmap_area(p, addr, end));
     Ok(0)
 }
 
@@ -186,7 +186,7 @@ pub fn sys_mprotect(addr: u64, len: u64, prot: u32) -> SysResult {
     }
     let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
     let prot = prot & PROT_RWX;
-    with_current(|p| {
+    with_mm(|p| {
         // A shared file mapping cannot become writable: nothing is open for writing (Linux: EACCES,
         // the area lacks VM_MAYWRITE).
         if prot & PROT_WRITE != 0
@@ -234,7 +234,7 @@ pub fn sys_madvise(addr: u64, len: u64, advice: u32) -> SysResult {
     match advice {
         MADV_DONTNEED | MADV_FREE => {}
         0..=3 | 12..=17 | 20..=23 => {
-            let mapped = with_current(|p| p.vmas.covers(start, end));
+            let mapped = with_mm(|p| p.vmas.covers(start, end));
             return if mapped || start == end {
                 Ok(0)
             } else {
@@ -243,7 +243,7 @@ pub fn sys_madvise(addr: u64, len: u64, advice: u32) -> SysResult {
         }
         _ => return Err(Errno::EINVAL),
     }
-    with_current(|p| {
+    with_mm(|p| {
         let pieces: Vec<(u64, u64, bool)> = p
             .vmas
             .overlapping(start, end)
@@ -273,7 +273,7 @@ pub fn sys_madvise(addr: u64, len: u64, advice: u32) -> SysResult {
 /// not "in the page cache", which this kernel does not have). ENOMEM for unmapped parts.
 pub fn sys_mincore(addr: u64, len: u64, vec: u64) -> SysResult {
     let (start, end) = page_range(addr, len)?;
-    let bytes = with_current(|p| {
+    let bytes = with_mm(|p| {
         if !p.vmas.covers(start, end) {
             return Err(Errno::ENOMEM);
         }
@@ -300,7 +300,7 @@ pub fn sys_msync(addr: u64, len: u64, flags: u32) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let (start, end) = page_range(addr, len)?;
-    if with_current(|p| p.vmas.covers(start, end)) {
+    if with_mm(|p| p.vmas.covers(start, end)) {
         Ok(0)
     } else {
         Err(Errno::ENOMEM)
@@ -340,7 +340,7 @@ pub fn sys_mremap(old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u6
         return Err(Errno::EINVAL);
     }
     let old_end = old.checked_add(old_len).ok_or(Errno::EINVAL)?;
-    with_current(|p| {
+    with_mm(|p| {
         let v = p.vmas.find(old).cloned().ok_or(Errno::EFAULT)?;
         if old_end > v.end {
             return Err(Errno::EFAULT);
@@ -379,7 +379,7 @@ pub fn sys_mremap(old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u6
 
 /// Moves `[old, old + old_len)` of area `v` to `dst` as an area of `new_len` bytes (pages past
 /// `new_len` are dropped); returns `dst`.
-fn move_area(p: &mut Process, v: &Vma, old: u64, old_len: u64, dst: u64, new_len: u64) -> u64 {
+fn move_area(p: &mut Mm, v: &Vma, old: u64, old_len: u64, dst: u64, new_len: u64) -> u64 {
     let keep = old_len.min(new_len);
     unmap_area(p, old + keep, old + old_len);
     p.vmas.unmap(old, old + keep);
