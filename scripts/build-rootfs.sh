@@ -71,18 +71,19 @@ done
 mkdir -p "$stage/srv"
 head -c $((4 << 20)) /dev/urandom > "$stage/srv/big.bin"
 install -m 0755 "$bindir/cfs-share" "$stage/bin/cfs-share"
+install -m 0755 "$bindir/rthreads" "$stage/bin/rthreads"
 install -m 0755 "$bindir/wakeup-latency" "$stage/bin/wakeup-latency"
 # The small commands are one executable, chosen by the name it runs as.
 for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb nice renice; do
     ln -s toolbox "$stage/bin/$cmd"
 done
 strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/memtest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" "$stage/bin/execloop" \
-    "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/tcp-backlog" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" \
+    "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/tcp-backlog" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" "$stage/bin/rthreads" \
     2>/dev/null || true
 
 img="$out/rootfs.ext2"
 rm -f "$img"
-mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 24M
+mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 40M
 e2fsck -fn "$img" >/dev/null
 qemu-img convert -f raw -O qcow2 "$img" "$out/rootfs.qcow2"
 [[ "${1:-}" == "--raw" ]] || rm -f "$img"

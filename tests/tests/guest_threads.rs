@@ -3,7 +3,10 @@
 //! musl (`NAME-musl`) by `scripts/build-rootfs.sh`, run on the host and in the guest (as init's child:
 //! `init -- run /bin/NAME-LIBC`), and must print the same lines: `mprotect` (protection, guard pages,
 //! fault codes, splitting and merging areas, copy-on-write), `mmapfile` (file mappings, madvise,
-//! mincore, msync, mremap, pread64), `sigwait` (rt_sigsuspend, rt_sigtimedwait, sigpending, tkill).
+//! mincore, msync, mremap, pread64), `sigwait` (rt_sigsuspend, rt_sigtimedwait, sigpending, tkill),
+//! `threads` (pthreads: mutex and condvar counter, semaphores, join/detach, signals to a thread and
+//! to the process, fork and exit from a thread, a robust mutex whose owner died, futex errors), and
+//! the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier).
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
 //! the tests skip (and fail when `CI` is set).
@@ -86,4 +89,19 @@ fn sigsuspend_and_sigtimedwait_match_the_host_glibc() {
 #[test]
 fn sigsuspend_and_sigtimedwait_match_the_host_musl() {
     same_on_host_and_guest("sigwait-musl", "sigwait");
+}
+
+#[test]
+fn posix_threads_match_the_host_glibc() {
+    same_on_host_and_guest("threads-glibc", "threads");
+}
+
+#[test]
+fn posix_threads_match_the_host_musl() {
+    same_on_host_and_guest("threads-musl", "threads");
+}
+
+#[test]
+fn rust_std_threads_match_the_host() {
+    same_on_host_and_guest("rthreads", "rthreads");
 }

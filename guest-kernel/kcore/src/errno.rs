@@ -53,6 +53,7 @@ impl Errno {
     pub const ECONNRESET: Errno = Errno(104);
     pub const EISCONN: Errno = Errno(106);
     pub const ENOTCONN: Errno = Errno(107);
+    pub const ETIMEDOUT: Errno = Errno(110);
     pub const ECONNREFUSED: Errno = Errno(111);
     pub const EALREADY: Errno = Errno(114);
     pub const EINPROGRESS: Errno = Errno(115);

@@ -191,7 +191,13 @@ pub fn list(d: ProcDir) -> Vec<(u64, u8, Vec<u8>)> {
             out.push((2, DT_LNK, b"self".to_vec()));
             out.push((3, DT_REG, b"uptime".to_vec()));
             out.push((4, DT_REG, b"meminfo".to_vec()));
-            let pids: Vec<u32> = proc::with_table(|t| t.keys().map(|p| p.0).collect());
+            // Processes only: threads are under /proc/PID/task (as Linux lists them).
+            let pids: Vec<u32> = proc::with_table(|t| {
+                t.values()
+                    .filter(|p| p.tgid == p.pid)
+                    .map(|p| p.pid.0)
+                    .collect()
+            });
             for pid in pids {
                 let mut b = [0u8; 64];
                 let name = kcore::fmt::render(pid as u64, 10, 1, &mut b)

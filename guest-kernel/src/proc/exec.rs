@@ -285,6 +285,10 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
     prepare_new_task(&mut ctx, &mut kstack, &l.frame);
     Ok(Process {
         pid,
+        tgid: pid,
+        clear_child_tid: 0,
+        robust_list: 0,
+        group_exit: None,
         ppid: Pid(0),
         pgid: pid,
         sid: pid,

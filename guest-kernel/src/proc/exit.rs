@@ -14,7 +14,95 @@ use kcore::wait::{Selector, VALID_OPTIONS, WCONTINUED, WNOHANG, WUNTRACED};
 
 type Table = BTreeMap<Pid, Box<super::Process>>;
 
-/// Ends the current process with wait status `status` (Linux encoding). Never returns.
+/// Ends the whole thread group of the current thread with `status` (exit_group, a fatal signal):
+/// the other threads are killed (SIGKILL, taken when they next run) and the leader will report
+/// `status`. Never returns.
+pub fn exit_group(status: i32) -> ! {
+    let pid = super::current_pid();
+    let tgid = super::with_current(|p| p.tgid);
+    let others: Vec<Pid> = super::with_table(|t| {
+        let mut others = Vec::new();
+        for q in t.values_mut() {
+            if q.tgid != tgid {
+                continue;
+            }
+            q.group_exit = Some(status);
+            if q.pid != pid && q.state != State::Zombie {
+                others.push(q.pid);
+            } else if q.pid != pid {
+                // A leader that already exited reports the group's status.
+                q.exit_status = Some(status);
+            }
+        }
+        others
+    });
+    for o in others {
+        let _ = signal::send_thread(o, signal::SIGKILL);
+    }
+    exit_current(status)
+}
+
+/// [`exit_group`] unless the group is already ending (a thread killed by it just exits).
+pub fn die(status: i32) -> ! {
+    if super::with_current(|p| p.group_exit.is_some()) {
+        exit_current(status)
+    }
+    exit_group(status)
+}
+
+/// The end of a thread that is not its group's leader: it clears its tid word (waking a joiner),
+/// gives up its share of the memory and files and leaves at once (no zombie, no SIGCHLD). If it was
+/// the last and the leader has already exited, the group's parent learns of it now.
+fn exit_thread(pid: Pid, tgid: Pid, status: i32) -> ! {
+    AddressSpace::activate_kernel();
+    let (files, mm) = super::with_current(|p| {
+        (
+            core::mem::take(&mut p.fds),
+            core::mem::replace(&mut p.mm, super::Mm::none()),
+        )
+    });
+    super::drop_mm(mm);
+    drop(files);
+    let leader_parent = super::with_table(|t| {
+        if let Some(p) = t.get_mut(&pid) {
+            p.state = State::Zombie;
+            p.exit_status = Some(status);
+            p.ppid = Pid(0);
+        }
+        let others = t
+            .values()
+            .any(|q| q.tgid == tgid && q.pid != pid && q.pid != tgid && q.state != State::Zombie);
+        match t.get(&tgid) {
+            Some(l) if !others && l.state == State::Zombie => Some(l.ppid),
+            _ => None,
+        }
+    });
+    sched::bury(pid);
+    if let Some(ppid) = leader_parent {
+        notify_parent(tgid, ppid);
+    }
+    sched::schedule();
+    unreachable!("an exited thread ran again");
+}
+
+/// A process (its last thread gone) is a zombie now: its parent gets SIGCHLD and a wake, or reaps it
+/// at once when it ignores SIGCHLD.
+fn notify_parent(pid: Pid, ppid: Pid) {
+    if signal::parent_reaps_at_once(ppid) {
+        super::with_table(|t| {
+            if let Some(p) = t.get_mut(&pid) {
+                p.ppid = Pid(0);
+            }
+        });
+        sched::bury(pid);
+    } else {
+        signal::send_kernel(ppid, SIGCHLD);
+    }
+    sched::wake(Chan::Child(ppid));
+}
+
+/// Ends the current thread with wait status `status` (Linux encoding); for a group's only or last
+/// thread, the process. Never returns.
 pub fn exit_current(status: i32) -> ! {
     let t0 = cost::start();
     let pid = super::current_pid();
@@ -24,6 +112,32 @@ pub fn exit_current(status: i32) -> ! {
             kcore::fmt::HexPad(status as u32 as u64, 8)
         );
     }
+    let (tgid, clear_tid, robust, group_status) = super::with_current(|p| {
+        (
+            p.tgid,
+            core::mem::take(&mut p.clear_child_tid),
+            core::mem::take(&mut p.robust_list),
+            p.group_exit,
+        )
+    });
+    super::futex::forget(pid);
+    if robust != 0 {
+        crate::syscall::thread::robust_cleanup(robust, pid);
+    }
+    // CLONE_CHILD_CLEARTID: the tid word becomes 0 and one waiter is woken (pthread_join).
+    if clear_tid != 0 && crate::syscall::file::copy_to_user(clear_tid, &0u32.to_le_bytes()).is_ok()
+    {
+        super::futex::wake_address(clear_tid, 1);
+    }
+    if tgid != pid {
+        exit_thread(pid, tgid, status);
+    }
+    let status = group_status.unwrap_or(status);
+    // Other threads still running: the leader waits as a zombie, reported when the last one ends.
+    let threads_left = super::with_table(|t| {
+        t.values()
+            .any(|q| q.tgid == pid && q.pid != pid && q.state != State::Zombie)
+    });
     super::fork::release_vfork_parent();
     let (sid, ctty) = super::with_current(|p| (p.sid, p.ctty));
     crate::tty::exiting(pid, sid, ctty);
@@ -83,17 +197,9 @@ pub fn exit_current(status: i32) -> ! {
         signal::send_kernel(r, SIGCHLD);
         sched::wake(Chan::Child(r));
     }
-    if signal::parent_reaps_at_once(ppid) {
-        super::with_table(|t| {
-            if let Some(p) = t.get_mut(&pid) {
-                p.ppid = Pid(0);
-            }
-        });
-        sched::bury(pid);
-    } else {
-        signal::send_kernel(ppid, SIGCHLD);
+    if !threads_left {
+        notify_parent(pid, ppid);
     }
-    sched::wake(Chan::Child(ppid));
     cost::record(Cost::Exit, t0);
     sched::schedule();
     unreachable!("a zombie ran again");
@@ -207,15 +313,24 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
     }
     // The cost counter leaves out the time spent blocked: the start moves on by it.
     let mut t0 = cost::start();
-    let me = super::current_pid();
-    let own_pgid = super::with_current(|p| p.pgid.0);
+    let (me, own_pgid) = super::with_current(|p| (p.tgid, p.pgid.0));
     let sel = kcore::wait::selector(pid, own_pgid).ok_or(Errno::ESRCH)?;
     loop {
         let found = super::with_table(|t| {
             let mut any = false;
             let mut hit = None;
+            // Threads are not children; a leader whose threads still run is not done yet.
+            let running_threads: Vec<Pid> = t
+                .values()
+                .filter(|q| q.tgid != q.pid && q.state != State::Zombie)
+                .map(|q| q.tgid)
+                .collect();
             for c in t.values_mut() {
-                if c.ppid != me || !sel.matches(c.pid.0, c.pgid.0) {
+                if c.ppid != me || c.tgid != c.pid || !sel.matches(c.pid.0, c.pgid.0) {
+                    continue;
+                }
+                if c.state == State::Zombie && running_threads.contains(&c.pid) {
+                    any = true;
                     continue;
                 }
                 any = true;

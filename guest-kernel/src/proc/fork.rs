@@ -17,6 +17,108 @@ use kcore::errno::Errno;
 pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 /// clone's CLONE_VFORK: the parent waits until the child execs or exits.
 pub const CLONE_VFORK: u64 = 0x4000;
+pub const CLONE_VM: u64 = 0x100;
+pub const CLONE_FILES: u64 = 0x400;
+pub const CLONE_SIGHAND: u64 = 0x800;
+pub const CLONE_PARENT: u64 = 0x8000;
+pub const CLONE_THREAD: u64 = 0x1_0000;
+pub const CLONE_SETTLS: u64 = 0x8_0000;
+pub const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+pub const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+
+/// What clone and clone3 were asked for (the exit signal left out: it is always SIGCHLD here).
+pub struct CloneArgs {
+    pub flags: u64,
+    /// The new stack pointer (0: the caller's).
+    pub stack: u64,
+    pub ptid: u64,
+    pub ctid: u64,
+    pub tls: u64,
+}
+
+/// clone with CLONE_VM and without CLONE_VFORK: a thread of the caller's group (CLONE_THREAD) or a
+/// process sharing its memory. The new task shares the memory (`Mm`), the descriptor table with
+/// CLONE_FILES (else a copy), starts at the caller's registers with rax 0 on `stack`, with `tls` as
+/// FS base (CLONE_SETTLS), its signal mask the caller's, nothing pending and no alternate stack
+/// (Linux gives a new thread none), the dispositions shared with CLONE_SIGHAND (else copied).
+pub fn clone_shared(frame: &TrapFrame, a: &CloneArgs) -> Result<Pid, Errno> {
+    let t0 = cost::start();
+    let mut kstack = crate::mm::heap::try_alloc_stack(KERNEL_STACK_SIZE).ok_or(Errno::EAGAIN)?;
+    let tid = super::alloc_pid()?;
+    let mut ctx = Box::new(TaskContext::new());
+    switch::save_fx(&mut ctx);
+    let mut child_frame = *frame;
+    child_frame.rax = 0;
+    if a.stack != 0 {
+        child_frame.rsp = a.stack;
+    }
+    switch::prepare_new_task(&mut ctx, &mut kstack, &child_frame);
+    let thread = a.flags & CLONE_THREAD != 0;
+    let jiffies = crate::time::jiffies();
+    let child = super::with_current(|p| {
+        Box::new(Process {
+            pid: tid,
+            tgid: if thread { p.tgid } else { tid },
+            clear_child_tid: if a.flags & CLONE_CHILD_CLEARTID != 0 {
+                a.ctid
+            } else {
+                0
+            },
+            robust_list: 0,
+            group_exit: None,
+            ppid: if thread || a.flags & CLONE_PARENT != 0 {
+                p.ppid
+            } else {
+                p.tgid
+            },
+            pgid: p.pgid,
+            sid: p.sid,
+            ctty: p.ctty,
+            state: State::Ready,
+            name: p.name.clone(),
+            cmdline: p.cmdline.clone(),
+            mm: p.mm.clone(),
+            fds: if a.flags & CLONE_FILES != 0 {
+                p.fds.share()
+            } else {
+                p.fds.clone()
+            },
+            cwd: p.cwd.clone(),
+            fs_base: if a.flags & CLONE_SETTLS != 0 {
+                a.tls
+            } else {
+                p.fs_base
+            },
+            exit_status: None,
+            stop_report: None,
+            subreaper: false,
+            children_csw: [0; 2],
+            vfork_parent: None,
+            signals: super::signal::SigState {
+                actions: if a.flags & CLONE_SIGHAND != 0 {
+                    p.signals.actions.share()
+                } else {
+                    p.signals.actions.clone()
+                },
+                blocked: p.signals.blocked,
+                pending: 0,
+                fault_info: None,
+                saved_mask: None,
+                waiting: 0,
+                altstack: super::signal::AltStack::default(),
+            },
+            wake_at: 0,
+            restart_sleep: None,
+            start_jiffies: jiffies,
+            ctx,
+            kstack,
+        })
+    });
+    super::insert(child);
+    sched::new_task(tid, Some(super::current_pid()));
+    cost::record(Cost::Fork, t0);
+    Ok(tid)
+}
 
 /// vfork (and clone with CLONE_VM|CLONE_VFORK, as glibc's posix_spawn uses): the child runs in the
 /// parent's memory (the same page tables: what it writes before exec, such as posix_spawn's error
@@ -80,7 +182,12 @@ fn clone_process(
         cost::record(Cost::ForkCow, t1);
         Ok(Box::new(Process {
             pid,
-            ppid: p.pid,
+            tgid: pid,
+            clear_child_tid: 0,
+            robust_list: 0,
+            group_exit: None,
+            // A child of a thread is the group's child (wait from any of its threads).
+            ppid: p.tgid,
             pgid: p.pgid,
             sid: p.sid,
             ctty: p.ctty,

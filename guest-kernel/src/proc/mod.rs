@@ -10,6 +10,7 @@
 pub mod exec;
 pub mod exit;
 pub mod fork;
+pub mod futex;
 pub mod oom;
 pub mod sched;
 pub mod signal;
@@ -53,6 +54,8 @@ pub enum Chan {
     Vfork(Pid),
     /// A socket (by id) changing state (data, room, connection, close): see `net::Stack::watch`.
     Net(u64),
+    /// A futex word (the waiter's queue is in `futex`; a wake names the waiters it takes).
+    Futex,
 }
 
 /// Scheduling state.
@@ -116,7 +119,16 @@ pub const STACK_LIMIT: u64 = 8 << 20;
 
 /// The process control block.
 pub struct Process {
+    /// The thread id (a task: each thread is one entry of the table).
     pub pid: Pid,
+    /// The thread group (the process, as getpid sees it): the leader's pid.
+    pub tgid: Pid,
+    /// CLONE_CHILD_CLEARTID / set_tid_address: cleared and futex-woken when the thread exits.
+    pub clear_child_tid: u64,
+    /// set_robust_list's head (0: none).
+    pub robust_list: u64,
+    /// exit_group or a fatal signal ended the group with this status (the leader reports it).
+    pub group_exit: Option<i32>,
     pub ppid: Pid,
     pub pgid: Pid,
     pub sid: Pid,
@@ -387,5 +399,5 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
         Hex(frame.rsp),
         Hex(frame.error)
     );
-    exit::exit_current(kcore::wait::signaled(sig, false));
+    exit::die(kcore::wait::signaled(sig, false));
 }

@@ -9,6 +9,8 @@ use super::{sched, Pid, Process, State, INIT_PID};
 use crate::arch::layout::{USER_CS, USER_DS};
 use crate::arch::trap::TrapFrame;
 use crate::syscall::{check_user, copy_to_user};
+use alloc::rc::Rc;
+use core::cell::RefCell;
 use kcore::errno::Errno;
 
 pub const SIGHUP: u32 = 1;
@@ -65,10 +67,53 @@ pub struct SigAction {
     pub mask: u64,
 }
 
+/// The dispositions of the 64 signals: a handle that the threads of a group share (CLONE_SIGHAND);
+/// `Clone` copies them (fork).
+#[derive(Debug)]
+pub struct Actions(Rc<RefCell<[SigAction; 64]>>);
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions(Rc::new(RefCell::new([SigAction::default(); 64])))
+    }
+}
+
+impl Clone for Actions {
+    fn clone(&self) -> Self {
+        Actions(Rc::new(RefCell::new(*self.0.borrow())))
+    }
+}
+
+impl Actions {
+    /// The same dispositions (CLONE_SIGHAND).
+    pub fn share(&self) -> Actions {
+        Actions(self.0.clone())
+    }
+
+    /// Signal `sig`'s (1..=64) disposition.
+    pub fn get(&self, sig: u32) -> SigAction {
+        self.0.borrow()[(sig - 1) as usize]
+    }
+
+    pub fn set(&self, sig: u32, a: SigAction) {
+        self.0.borrow_mut()[(sig - 1) as usize] = a;
+    }
+
+    /// execve: caught signals go back to SIG_DFL (the table stops being shared first).
+    fn reset_for_exec(&mut self) {
+        *self = self.clone();
+        for a in self.0.borrow_mut().iter_mut() {
+            if a.handler != SIG_IGN {
+                *a = SigAction::default();
+            }
+        }
+    }
+}
+
 /// A process's signal state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SigState {
-    pub actions: [SigAction; 64],
+    pub actions: Actions,
     pub blocked: u64,
     pub pending: u64,
     /// The alternate signal stack (inherited by fork, cleared by execve).
@@ -84,29 +129,11 @@ pub struct SigState {
     pub waiting: u64,
 }
 
-impl Default for SigState {
-    fn default() -> Self {
-        SigState {
-            actions: [SigAction::default(); 64],
-            blocked: 0,
-            pending: 0,
-            altstack: AltStack::default(),
-            fault_info: None,
-            saved_mask: None,
-            waiting: 0,
-        }
-    }
-}
-
 impl SigState {
     /// execve: caught signals go back to SIG_DFL, ignored ones stay ignored; pending and mask stay;
     /// no alternate stack.
     pub fn reset_for_exec(&mut self) {
-        for a in self.actions.iter_mut() {
-            if a.handler != SIG_IGN {
-                *a = SigAction::default();
-            }
-        }
+        self.actions.reset_for_exec();
         self.altstack = AltStack::default();
     }
 }
@@ -223,8 +250,43 @@ fn ignored(a: &SigAction, sig: u32) -> bool {
     a.handler == SIG_IGN || (a.handler == SIG_DFL && default_action(sig) == Default_::Ignore)
 }
 
-/// Posts `sig` to `pid` (no permission checks: everyone is root). Signal 0 only checks the pid.
+/// Posts `sig` to process `pid` (no permission checks: everyone is root): to its leader thread
+/// unless that one has exited or blocks it and another thread of the group does not (Linux's
+/// complete_signal picks a thread that does not block it). Signal 0 only checks the pid.
 pub fn send(pid: Pid, sig: u32) -> Result<(), Errno> {
+    let target = super::with_table(|t| {
+        let leader = t.get(&pid)?;
+        if leader.tgid != pid || sig == 0 {
+            return Some(pid);
+        }
+        let takes = |q: &super::Process| {
+            q.state != State::Zombie && (sig == 0 || q.signals.blocked & bit(sig) == 0)
+        };
+        if takes(leader) {
+            return Some(pid);
+        }
+        let taker = t
+            .values()
+            .find(|q| q.tgid == pid && q.pid != pid && takes(q))
+            .map(|q| q.pid);
+        let live = || {
+            t.values()
+                .find(|q| q.tgid == pid && q.pid != pid && q.state != State::Zombie)
+                .map(|q| q.pid)
+        };
+        Some(taker.unwrap_or_else(|| {
+            if leader.state == State::Zombie {
+                live().unwrap_or(pid)
+            } else {
+                pid
+            }
+        }))
+    });
+    send_thread(target.unwrap_or(pid), sig)
+}
+
+/// Posts `sig` to thread `pid` itself (tgkill, tkill, a group exit's SIGKILL).
+pub fn send_thread(pid: Pid, sig: u32) -> Result<(), Errno> {
     if sig > 64 {
         return Err(Errno::EINVAL);
     }
@@ -232,7 +294,7 @@ pub fn send(pid: Pid, sig: u32) -> Result<(), Errno> {
         if p.state == State::Zombie || sig == 0 {
             return None;
         }
-        let a = p.signals.actions[(sig - 1) as usize];
+        let a = p.signals.actions.get(sig);
         // Init gets only the signals it has a handler for (SIGKILL included).
         if pid == INIT_PID && (a.handler == SIG_DFL || a.handler == SIG_IGN) {
             return None;
@@ -284,7 +346,7 @@ pub fn send_kernel(pid: Pid, sig: u32) {
 pub fn send_group(pgid: Pid, sig: u32) -> Result<(), Errno> {
     let members: alloc::vec::Vec<Pid> = super::with_table(|t| {
         t.values()
-            .filter(|p| p.pgid == pgid && p.state != State::Zombie)
+            .filter(|p| p.pgid == pgid && p.tgid == p.pid && p.state != State::Zombie)
             .map(|p| p.pid)
             .collect()
     });
@@ -302,14 +364,16 @@ pub fn kill(pid: i32, sig: u32) -> Result<(), Errno> {
     if sig > 64 {
         return Err(Errno::EINVAL);
     }
-    let me = super::current_pid();
+    let me = super::with_current(|p| p.tgid);
     match pid {
         p if p > 0 => send(Pid(p as u32), sig),
         0 => send_group(super::with_current(|p| p.pgid), sig),
         -1 => {
             let all: alloc::vec::Vec<Pid> = super::with_table(|t| {
                 t.values()
-                    .filter(|p| p.pid.0 > 1 && p.pid != me && p.state != State::Zombie)
+                    .filter(|p| {
+                        p.pid.0 > 1 && p.tgid == p.pid && p.pid != me && p.state != State::Zombie
+                    })
                     .map(|p| p.pid)
                     .collect()
             });
@@ -329,7 +393,7 @@ pub fn kill(pid: i32, sig: u32) -> Result<(), Errno> {
 /// Whether `ppid` reaps its children at once (SIGCHLD ignored or SA_NOCLDWAIT).
 pub fn parent_reaps_at_once(ppid: Pid) -> bool {
     super::with_proc(ppid, |p| {
-        let a = p.signals.actions[(SIGCHLD - 1) as usize];
+        let a = p.signals.actions.get(SIGCHLD);
         a.handler == SIG_IGN || a.flags & SA_NOCLDWAIT != 0
     })
     .unwrap_or(true)
@@ -343,8 +407,7 @@ pub fn pending_for_current() -> bool {
 /// Whether the current process ignores or blocks `sig`.
 pub fn ignored_or_blocked(sig: u32) -> bool {
     super::with_current(|p| {
-        p.signals.actions[(sig - 1) as usize].handler == SIG_IGN
-            || p.signals.blocked & bit(sig) != 0
+        p.signals.actions.get(sig).handler == SIG_IGN || p.signals.blocked & bit(sig) != 0
     })
 }
 
@@ -359,7 +422,7 @@ pub const BUS_ADRERR: i32 = 2;
 /// die (default action, blocked or ignored: Linux's force_sig).
 pub fn force_info(sig: u32, code: i32, addr: u64) -> bool {
     super::with_current(|p| {
-        let a = p.signals.actions[(sig - 1) as usize];
+        let a = p.signals.actions.get(sig);
         if a.handler > SIG_IGN && p.signals.blocked & bit(sig) == 0 {
             p.signals.pending |= bit(sig);
             p.signals.fault_info = Some((sig, code, addr));
@@ -399,7 +462,7 @@ fn deliver_ready(frame: &mut TrapFrame) {
                 let sig = ready.trailing_zeros() + 1;
                 p.signals.pending &= !bit(sig);
                 sync_ready(p);
-                Some((sig, p.signals.actions[(sig - 1) as usize], p.pid))
+                Some((sig, p.signals.actions.get(sig), p.pid))
             })
         } else {
             None
@@ -423,7 +486,7 @@ fn deliver_ready(frame: &mut TrapFrame) {
             return;
         };
         if sig == SIGKILL {
-            super::exit::exit_current(kcore::wait::signaled(sig, false));
+            super::exit::die(kcore::wait::signaled(sig, false));
         }
         match act.handler {
             SIG_IGN => continue,
@@ -440,7 +503,7 @@ fn deliver_ready(frame: &mut TrapFrame) {
                     continue;
                 }
                 Default_::Terminate => {
-                    super::exit::exit_current(kcore::wait::signaled(sig, false));
+                    super::exit::die(kcore::wait::signaled(sig, false));
                 }
             },
             _ => {
@@ -448,7 +511,7 @@ fn deliver_ready(frame: &mut TrapFrame) {
                     finish_interrupted(frame, code, Some(act.flags));
                 }
                 if setup_frame(frame, sig, &act).is_err() {
-                    super::exit::exit_current(kcore::wait::signaled(SIGSEGV, false));
+                    super::exit::die(kcore::wait::signaled(SIGSEGV, false));
                 }
                 // Like Linux, go on with the next deliverable signal: its frame goes on top of this
                 // one, so its handler runs first and returns into this handler.
@@ -507,7 +570,7 @@ fn stop_current(sig: u32) {
         p.ppid
     });
     let nocldstop = super::with_proc(ppid, |p| {
-        p.signals.actions[(SIGCHLD - 1) as usize].flags & SA_NOCLDSTOP != 0
+        p.signals.actions.get(SIGCHLD).flags & SA_NOCLDSTOP != 0
     })
     .unwrap_or(true);
     if !nocldstop {
@@ -607,7 +670,7 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
         p.signals.blocked = (p.signals.blocked | add) & !UNBLOCKABLE;
         sync_ready(p);
         if act.flags & SA_RESETHAND != 0 {
-            p.signals.actions[(sig - 1) as usize] = SigAction::default();
+            p.signals.actions.set(sig, SigAction::default());
         }
         if p.signals.altstack.flags & SS_AUTODISARM != 0 {
             p.signals.altstack = AltStack::default();
@@ -685,10 +748,9 @@ pub fn sigaction(sig: u32, act: Option<SigAction>) -> Result<SigAction, Errno> {
         return Err(Errno::EINVAL);
     }
     Ok(super::with_current(|p| {
-        let slot = &mut p.signals.actions[(sig - 1) as usize];
-        let old = *slot;
+        let old = p.signals.actions.get(sig);
         if let Some(a) = act {
-            *slot = a;
+            p.signals.actions.set(sig, a);
             if ignored(&a, sig) {
                 p.signals.pending &= !bit(sig);
                 sync_ready(p);

@@ -8,8 +8,9 @@ use crate::kprintln;
 use crate::proc::{self, with_current};
 use kcore::errno::Errno;
 
+/// getpid: the thread group's id (the leader's pid).
 pub fn sys_getpid() -> SysResult {
-    Ok(proc::current_pid().0 as u64)
+    Ok(with_current(|p| p.tgid.0 as u64))
 }
 
 pub fn sys_getppid() -> SysResult {
@@ -120,7 +121,7 @@ pub fn sys_clock_gettime(clock: u32, tp: u64) -> SysResult {
         0 => crate::time::realtime_ns(),
         1 | 4 | 7 => crate::time::now_ns(), // MONOTONIC, MONOTONIC_RAW, BOOTTIME
         5 | 6 => crate::time::now_ns(),     // *_COARSE
-        // Process/thread CPU time (one thread per process), and other processes' CPU clocks.
+        // Process (all its threads) and thread CPU time, and other processes' CPU clocks.
         _ => super::sched::cpu_clock_ns(clock as i32)?,
     };
     copy_to_user(tp, &timespec(ns)).map(|_| 0)

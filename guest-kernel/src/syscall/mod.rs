@@ -6,13 +6,14 @@
 #![deny(unsafe_code)]
 
 mod args;
-mod file;
+pub mod file;
 mod memory;
 mod misc;
 mod net;
 mod poll;
 mod process;
 mod sched;
+pub mod thread;
 
 pub use file::{check_user, copy_to_user};
 
@@ -91,7 +92,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         293 => file::sys_pipe2(a[0], a[1] as u32),
         34 => process::sys_pause(),
         35 => process::sys_nanosleep(a[0], a[1]),
-        56 => process::sys_clone(frame, a[0], a[1], a[3]),
+        56 => thread::sys_clone(frame, a[0], a[1], a[2], a[3], a[4]),
         57 => process::sys_fork(frame),
         58 => process::sys_vfork(frame),
         59 => process::sys_execve(frame, a[0], a[1], a[2]),
@@ -117,17 +118,20 @@ pub fn dispatch(frame: &mut TrapFrame) {
         131 => misc::sys_sigaltstack(a[0], a[1], frame.rsp),
         158 => misc::sys_arch_prctl(a[0] as u32, a[1]),
         169 => misc::sys_reboot(a[0] as u32, a[1] as u32, a[2] as u32),
-        186 => misc::sys_getpid(),
+        186 => thread::sys_gettid(),
         201 => misc::sys_time(a[0]),
         204 => misc::sys_sched_getaffinity(a[0], a[1], a[2]),
         217 => file::sys_getdents64(int(a[0]), a[1], a[2]),
-        218 => misc::sys_getpid(), // set_tid_address: the tid
+        218 => thread::sys_set_tid_address(a[0]),
         219 => process::sys_restart_syscall(),
         228 => misc::sys_clock_gettime(a[0] as u32, a[1]),
-        231 => process::sys_exit(a[0] as i32),
+        231 => thread::sys_exit_group(a[0] as i32),
+        202 => thread::sys_futex(a[0], a[1] as u32, a[2] as u32, a[3], a[4], a[5] as u32),
+        274 => thread::sys_get_robust_list(a[0] as i32, a[1], a[2]),
+        435 => thread::sys_clone3(frame, a[0], a[1]),
         257 => file::sys_openat(int(a[0]), a[1], a[2] as u32, a[3] as u32),
         262 => file::sys_newfstatat(int(a[0]), a[1], a[2], a[3] as u32),
-        273 => Ok(0), // set_robust_list
+        273 => thread::sys_set_robust_list(a[0], a[1]),
         302 => misc::sys_prlimit64(a[0], a[1] as u32, a[2], a[3]),
         318 => misc::sys_getrandom(a[0], a[1]),
         98 => sched::sys_getrusage(a[0] as i32, a[1]),

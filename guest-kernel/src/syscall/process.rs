@@ -1,4 +1,4 @@
-//! Process system calls: fork/vfork/clone, execve, exit/exit_group, wait4, kill/tgkill, process groups
+//! Process system calls: fork/vfork (clone: `thread.rs`), execve, exit/exit_group, wait4, kill/tgkill, process groups
 //! and sessions, signal actions and masks, rt_sigreturn, sleeping, sched_yield, prctl.
 #![deny(unsafe_code)]
 
@@ -10,32 +10,12 @@ use crate::proc::signal::{self, SigAction};
 use crate::proc::{self, sched, with_current, with_table, Pid, State};
 use kcore::errno::Errno;
 
-const CLONE_VM: u64 = 0x100;
-const CLONE_THREAD: u64 = 0x10000;
-
 pub fn sys_fork(frame: &TrapFrame) -> SysResult {
     proc::fork::fork(frame, 0, 0).map(|p| p.0 as u64)
 }
 
 pub fn sys_vfork(frame: &TrapFrame) -> SysResult {
     proc::fork::vfork(frame, 0, 0).map(|p| p.0 as u64)
-}
-
-/// clone: the fork-like forms. No threads; CLONE_VM only with CLONE_VFORK (posix_spawn), where the
-/// child runs in the parent's memory and the parent waits for its exec or exit.
-pub fn sys_clone(frame: &TrapFrame, flags: u64, stack: u64, ctid: u64) -> SysResult {
-    let vfork = flags & proc::fork::CLONE_VFORK != 0;
-    if flags & CLONE_THREAD != 0 || (flags & CLONE_VM != 0 && !vfork) {
-        return Err(Errno::ENOSYS);
-    }
-    let mut f = *frame;
-    if stack != 0 {
-        f.rsp = stack;
-    }
-    if vfork {
-        return proc::fork::vfork(&f, flags, ctid).map(|p| p.0 as u64);
-    }
-    proc::fork::fork(&f, flags, ctid).map(|p| p.0 as u64)
 }
 
 fn read_u64(va: u64) -> Result<u64, Errno> {
@@ -80,15 +60,16 @@ pub fn sys_kill(pid: i32, sig: u32) -> SysResult {
     signal::kill(pid, sig).map(|_| 0)
 }
 
+/// tgkill: a signal to thread `tid` of group `tgid` (ESRCH if it is not one of its threads).
 pub fn sys_tgkill(tgid: i32, tid: i32, sig: u32) -> SysResult {
-    if tgid <= 0 || tid <= 0 || tgid != tid {
-        return Err(if tgid <= 0 || tid <= 0 {
-            Errno::EINVAL
-        } else {
-            Errno::ESRCH
-        });
+    if tgid <= 0 || tid <= 0 {
+        return Err(Errno::EINVAL);
     }
-    signal::send(Pid(tid as u32), sig).map(|_| 0)
+    let group = proc::with_proc(Pid(tid as u32), |p| p.tgid).ok_or(Errno::ESRCH)?;
+    if group != Pid(tgid as u32) {
+        return Err(Errno::ESRCH);
+    }
+    signal::send_thread(Pid(tid as u32), sig).map(|_| 0)
 }
 
 /// tkill: a signal to thread `tid` (every process is one thread here, so its pid; musl's raise).
@@ -96,7 +77,7 @@ pub fn sys_tkill(tid: i32, sig: u32) -> SysResult {
     if tid <= 0 {
         return Err(Errno::EINVAL);
     }
-    signal::send(Pid(tid as u32), sig).map(|_| 0)
+    signal::send_thread(Pid(tid as u32), sig).map(|_| 0)
 }
 
 fn target(pid: i32) -> Result<Pid, Errno> {
@@ -207,7 +188,7 @@ pub fn sys_rt_sigprocmask(how: u32, set: u64, oldset: u64, sigsetsize: u64) -> S
 pub fn sys_rt_sigreturn(frame: &mut TrapFrame) -> SysResult {
     match signal::sigreturn(frame) {
         Ok(rax) => Ok(rax),
-        Err(_) => proc::exit::exit_current(kcore::wait::signaled(signal::SIGSEGV, false)),
+        Err(_) => proc::exit::die(kcore::wait::signaled(signal::SIGSEGV, false)),
     }
 }
 

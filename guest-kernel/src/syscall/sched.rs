@@ -151,7 +151,23 @@ pub fn sys_sched_get_priority(policy: i32, max: bool) -> SysResult {
 /// `~pid << 3 | type`, type 0 PROF (user + system), 1 VIRT (user), 2 SCHED (runtime)).
 pub fn cpu_clock_ns(clock: i32) -> Result<u64, Errno> {
     let (pid, kind) = match clock {
-        2 | 3 => (proc::current_pid(), 2),
+        // CLOCK_PROCESS_CPUTIME_ID: every running thread of the group (the time of threads that
+        // have exited is not kept).
+        2 => {
+            let tgid = proc::with_current(|p| p.tgid);
+            let threads: alloc::vec::Vec<Pid> = proc::with_table(|t| {
+                t.values()
+                    .filter(|q| q.tgid == tgid && q.state != proc::State::Zombie)
+                    .map(|q| q.pid)
+                    .collect()
+            });
+            return Ok(threads
+                .into_iter()
+                .filter_map(sched::entity)
+                .map(|e| e.sum_exec_runtime)
+                .sum());
+        }
+        3 => (proc::current_pid(), 2),
         c if c < 0 => {
             let pid = !(c >> 3);
             let kind = c & 3;
