@@ -1,8 +1,11 @@
-//! Processes: the process control block, the process table and the current process, user faults.
+//! Processes and threads: the control block of a task (a thread; a process is a thread group, named
+//! by its leader's pid, `tgid`), the task table and the current task, the memory a group shares
+//! ([`Mm`]), user faults.
 //!
-//! One CPU. [`sched`] switches between processes (round-robin on the timer through `kcore::sched`),
-//! [`fork`] duplicates the current one copy-on-write, [`exit`] ends one and reaps children (wait4,
-//! reparenting), [`signal`] sends and delivers signals, [`exec`] loads programs.
+//! One CPU. [`sched`] switches between tasks (CFS through `kcore::sched`), [`fork`] duplicates the
+//! current process copy-on-write or makes a thread sharing its memory, [`exit`] ends a thread or a
+//! group and reaps children (wait4, reparenting), [`signal`] sends and delivers signals, [`futex`]
+//! keeps the futex wait queues, [`exec`] loads programs, [`oom`] picks a victim when memory is out.
 //! Kernel code is never preempted: it runs with interrupts off, and only gives the CPU away in
 //! [`sched::schedule`] (blocking, exit, or the timer tick taken in user mode).
 #![deny(unsafe_code)]

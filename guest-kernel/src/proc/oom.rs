@@ -41,8 +41,14 @@ pub fn out_of_memory() -> bool {
 fn pick_victim() -> Option<Pid> {
     with_table(|t| {
         t.values()
-            .filter(|p| p.pid != INIT_PID && p.state != State::Zombie && !p.aspace.is_borrowed())
-            .map(|p| (p.aspace.mapped_pages(), p.pid))
+            // Processes (their leaders), not each thread of one.
+            .filter(|p| {
+                p.pid != INIT_PID
+                    && p.tgid == p.pid
+                    && p.state != State::Zombie
+                    && !p.mm.borrow().aspace.is_borrowed()
+            })
+            .map(|p| (p.mm.borrow().aspace.mapped_pages(), p.pid))
             .filter(|&(rss, _)| rss > 0)
             .max()
             .map(|(_, pid)| pid)
@@ -52,8 +58,12 @@ fn pick_victim() -> Option<Pid> {
 /// Logs and sends SIGKILL.
 fn kill(pid: Pid) {
     let info = with_proc(pid, |p| {
-        let vm: u64 = p.vmas.iter().map(|v| v.end - v.start).sum();
-        (p.name.clone(), vm / 1024, p.aspace.mapped_pages() * 4)
+        let mm = p.mm.borrow();
+        (
+            p.name.clone(),
+            mm.vmas.total() / 1024,
+            mm.aspace.mapped_pages() * 4,
+        )
     });
     let Some((name, total_vm_kb, rss_kb)) = info else {
         return;
