@@ -5,6 +5,7 @@
  * fork from a thread, exit of one thread vs exit of the group, a robust mutex whose owner dies,
  * memory and descriptors shared after creation, timed waits, raw futex errors. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -96,6 +97,11 @@ static void *sleeper(void *arg) {
     (void)arg;
     for (;;)
         pause();
+    return NULL;
+}
+
+static void *sleeper_sem(void *arg) {
+    sem_wait(arg);
     return NULL;
 }
 
@@ -273,6 +279,59 @@ int main(void) {
     char b[3] = {0};
     read(fds[0], b, 2);
     SAY("shared after creation: pipe got \"%s\", mapping got %c\n", b, shared_map[0]);
+
+    /* /proc: the process lists its threads under task/, /proc itself lists processes only. */
+    {
+        sem_t hold;
+        sem_init(&hold, 0, 0);
+        pthread_t a, b2;
+        sem_init(&waiter_ready, 0, 0);
+        stop_waiter = 0;
+        pthread_create(&a, NULL, unblocked_waiter, NULL);
+        sem_wait(&waiter_ready);
+        pthread_create(&b2, NULL, sleeper_sem, &hold);
+        int tasks = 0, worker_listed = 0, in_proc = 0;
+        char name[32];
+        snprintf(name, sizeof name, "%d", (int)waiter_tid);
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            if (de->d_name[0] != '.')
+                tasks++;
+            if (strcmp(de->d_name, name) == 0)
+                worker_listed = 1;
+        }
+        if (d)
+            closedir(d);
+        d = opendir("/proc");
+        while (d && (de = readdir(d)))
+            if (strcmp(de->d_name, name) == 0)
+                in_proc = 1;
+        if (d)
+            closedir(d);
+        char path[64], line[256];
+        int threads_line = 0, tid_stat = 0;
+        FILE *f = fopen("/proc/self/status", "r");
+        while (f && fgets(line, sizeof line, f))
+            if (strcmp(line, "Threads:\t3\n") == 0)
+                threads_line = 1;
+        if (f)
+            fclose(f);
+        snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)waiter_tid);
+        f = fopen(path, "r");
+        if (f && fgets(line, sizeof line, f) && atoi(line) == waiter_tid)
+            tid_stat = 1;
+        if (f)
+            fclose(f);
+        SAY("/proc/self/task: %d entries, the worker's listed: %s, its stat: %s; Threads: 3 in status: %s; "
+            "the worker listed in /proc: %s\n",
+            tasks, worker_listed ? "yes" : "no", tid_stat ? "yes" : "no", threads_line ? "yes" : "no",
+            in_proc ? "yes" : "no");
+        stop_waiter = 1;
+        sem_post(&hold);
+        pthread_join(a, NULL);
+        pthread_join(b2, NULL);
+    }
 
     /* Timed waits. */
     struct timespec ts;

@@ -5,7 +5,8 @@
 //! fault codes, splitting and merging areas, copy-on-write), `mmapfile` (file mappings, madvise,
 //! mincore, msync, mremap, pread64), `sigwait` (rt_sigsuspend, rt_sigtimedwait, sigpending, tkill),
 //! `threads` (pthreads: mutex and condvar counter, semaphores, join/detach, signals to a thread and
-//! to the process, fork and exit from a thread, a robust mutex whose owner died, futex errors), and
+//! to the process, fork and exit from a thread, a robust mutex whose owner died, /proc/PID/task,
+//! futex errors), and
 //! the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier).
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them

@@ -30,6 +30,9 @@ pub struct ProcInfo {
     pub rss: u64,
     pub tty_nr: u32,
     pub tpgid: i32,
+    /// The thread group (the process's pid; `pid` is the thread's) and its number of threads.
+    pub tgid: u32,
+    pub threads: u32,
 }
 
 struct Buf(Vec<u8>);
@@ -58,7 +61,7 @@ pub fn stat(p: &ProcInfo) -> Vec<u8> {
     b.0.extend_from_slice(&p.comm);
     let _ = write!(
         b,
-        ") {} {} {} {} {} {} 4194560 0 0 0 0 {} {} {} {} {} {} 1 0 {} {} {} 18446744073709551615",
+        ") {} {} {} {} {} {} 4194560 0 0 0 0 {} {} {} {} {} {} {} 0 {} {} {} 18446744073709551615",
         p.state as char,
         Dec(p.ppid as u64),
         Dec(p.pgrp as u64),
@@ -71,6 +74,7 @@ pub fn stat(p: &ProcInfo) -> Vec<u8> {
         Dec(p.cstime),
         IDec(20 + p.nice as i64),
         IDec(p.nice as i64),
+        Dec(p.threads.max(1) as u64),
         Dec(p.starttime),
         Dec(p.vsize),
         Dec(p.rss),
@@ -92,9 +96,9 @@ pub fn status(p: &ProcInfo) -> Vec<u8> {
         b,
         "\nUmask:\t0022\nState:\t{}\nTgid:\t{}\nNgid:\t0\nPid:\t{}\nPPid:\t{}\nTracerPid:\t0\n\
          Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNSpid:\t{}\nNSpgid:\t{}\nNSsid:\t{}\n\
-         VmSize:\t{} kB\nVmRSS:\t{} kB\nThreads:\t1\nnice:\t{}\n",
+         VmSize:\t{} kB\nVmRSS:\t{} kB\nThreads:\t{}\nnice:\t{}\n",
         state_name(p.state),
-        Dec(p.pid as u64),
+        Dec(p.tgid as u64),
         Dec(p.pid as u64),
         Dec(p.ppid as u64),
         Dec(p.pid as u64),
@@ -102,6 +106,7 @@ pub fn status(p: &ProcInfo) -> Vec<u8> {
         Dec(p.session as u64),
         Dec(p.vsize / 1024),
         Dec(p.rss * 4),
+        Dec(p.threads.max(1) as u64),
         IDec(p.nice as i64),
     );
     b.0
@@ -293,6 +298,8 @@ mod tests {
             rss: 2,
             tty_nr: 0x401,
             tpgid: 42,
+            tgid: 42,
+            threads: 1,
         }
     }
 
@@ -371,6 +378,24 @@ mod tests {
         let m = String::from_utf8(meminfo(1000, 500, 7)).unwrap();
         assert!(m.starts_with("MemTotal:       1000 kB\nMemFree:        500 kB\n"));
         assert!(m.contains("\nSlab:           7 kB\n"), "{m}");
+    }
+
+    #[test]
+    fn threads_show_in_stat_and_status() {
+        let p = ProcInfo {
+            pid: 45,
+            tgid: 42,
+            threads: 3,
+            ..info()
+        };
+        let s = String::from_utf8(stat(&p)).unwrap();
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        assert_eq!(f[20 - 3], "3");
+        let st = String::from_utf8(status(&p)).unwrap();
+        assert!(st.contains("Tgid:\t42\n"), "{st}");
+        assert!(st.contains("\nPid:\t45\n"), "{st}");
+        assert!(st.contains("Threads:\t3\n"), "{st}");
     }
 
     #[test]

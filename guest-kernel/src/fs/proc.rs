@@ -1,6 +1,7 @@
 //! /proc: process and system information generated when a file is opened (a snapshot the reader then
 //! reads with offsets, as Linux's seq files look to a simple reader). Directories: `/proc` (one entry per
-//! pid, `self`, `uptime`, `meminfo`) and `/proc/PID` (`stat`, `status`, `cmdline`, `sched`, `maps`). CPU times
+//! process, `self`, `uptime`, `meminfo`), `/proc/PID` (`stat`, `status`, `cmdline`, `sched`, `maps`,
+//! `task`) and `/proc/PID/task/TID` (the same files for one thread). CPU times
 //! and scheduler statistics come from the scheduler's entity of the process (`proc::sched::entity`).
 #![deny(unsafe_code)]
 
@@ -14,7 +15,10 @@ use kcore::procfs::{self, ProcInfo, SchedInfo};
 #[derive(Clone, Copy, Debug)]
 pub enum ProcDir {
     Root,
+    /// `/proc/PID`, or `/proc/PID/task/TID` (a thread's).
     Pid(u32),
+    /// `/proc/PID/task`: one directory per thread.
+    Task(u32),
 }
 
 /// What an open /proc path is.
@@ -32,6 +36,10 @@ fn clock_ticks(ns: u64) -> u64 {
 
 fn parse_pid(s: &[u8]) -> Option<u32> {
     if s == b"self" {
+        // The process (thread group), as Linux's /proc/self; /proc/thread-self is the thread.
+        return Some(proc::with_current(|p| p.tgid.0));
+    }
+    if s == b"thread-self" {
         return Some(proc::current_pid().0);
     }
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
@@ -40,8 +48,24 @@ fn parse_pid(s: &[u8]) -> Option<u32> {
     core::str::from_utf8(s).ok()?.parse().ok()
 }
 
+/// The live threads of group `tgid`.
+fn threads(tgid: Pid) -> Vec<u32> {
+    proc::with_table(|t| {
+        t.values()
+            .filter(|q| q.tgid == tgid && q.state != State::Zombie)
+            .map(|q| q.pid.0)
+            .collect()
+    })
+}
+
 /// The process info /proc shows for `pid`, with its command line and /proc/PID/sched text.
 fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
+    let mut r = info_of(pid)?;
+    r.0.threads = threads(Pid(r.0.tgid)).len() as u32;
+    Some(r)
+}
+
+fn info_of(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
     let fg = crate::tty::foreground() as i32;
     let e = proc::sched::entity(pid)?;
     proc::with_proc(pid, |p| {
@@ -77,6 +101,8 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
                 // ttyS0 (4, 64) and its foreground group if it is the controlling terminal.
                 tty_nr: if p.ctty { (4 << 8) | 64 } else { 0 },
                 tpgid: if p.ctty { fg } else { -1 },
+                tgid: p.tgid.0,
+                threads: 0,
             },
             p.cmdline.clone(),
             SchedInfo {
@@ -164,18 +190,47 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
             info(Pid(pid)).ok_or(Errno::ENOENT)?;
             Ok(ProcFile::Dir(ProcDir::Pid(pid)))
         }
+        [p, b"task"] => {
+            let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
+            info(Pid(pid)).ok_or(Errno::ENOENT)?;
+            Ok(ProcFile::Dir(ProcDir::Task(pid)))
+        }
+        [p, b"task", t] => {
+            let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
+            let tid = parse_tid(t, pid)?;
+            Ok(ProcFile::Dir(ProcDir::Pid(tid)))
+        }
+        [p, b"task", t, f] => {
+            let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
+            let tid = parse_tid(t, pid)?;
+            pid_file(tid, f)
+        }
         [p, f] => {
             let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
-            let (i, cmdline, sched) = info(Pid(pid)).ok_or(Errno::ENOENT)?;
-            match *f {
-                b"stat" => Ok(ProcFile::Data(procfs::stat(&i))),
-                b"status" => Ok(ProcFile::Data(procfs::status(&i))),
-                b"cmdline" => Ok(ProcFile::Data(cmdline)),
-                b"maps" => Ok(ProcFile::Data(maps(Pid(pid)))),
-                b"sched" => Ok(ProcFile::Data(procfs::sched(&sched))),
-                _ => Err(Errno::ENOENT),
-            }
+            pid_file(pid, f)
         }
+        _ => Err(Errno::ENOENT),
+    }
+}
+
+/// Thread `t` of process `pid` (ENOENT if it is not one of its threads).
+fn parse_tid(t: &[u8], pid: u32) -> Result<u32, Errno> {
+    let tid = parse_pid(t).ok_or(Errno::ENOENT)?;
+    if proc::with_proc(Pid(tid), |q| q.tgid) != Some(Pid(pid)) {
+        return Err(Errno::ENOENT);
+    }
+    Ok(tid)
+}
+
+/// File `f` of `/proc/PID` (or of a thread's directory).
+fn pid_file(pid: u32, f: &[u8]) -> Result<ProcFile, Errno> {
+    let (i, cmdline, sched) = info(Pid(pid)).ok_or(Errno::ENOENT)?;
+    match f {
+        b"stat" => Ok(ProcFile::Data(procfs::stat(&i))),
+        b"status" => Ok(ProcFile::Data(procfs::status(&i))),
+        b"cmdline" => Ok(ProcFile::Data(cmdline)),
+        b"maps" => Ok(ProcFile::Data(maps(Pid(pid)))),
+        b"sched" => Ok(ProcFile::Data(procfs::sched(&sched))),
         _ => Err(Errno::ENOENT),
     }
 }
@@ -209,6 +264,19 @@ pub fn list(d: ProcDir) -> Vec<(u64, u8, Vec<u8>)> {
         ProcDir::Pid(pid) => {
             for (i, f) in PID_FILES.iter().enumerate() {
                 out.push(((pid as u64) << 8 | i as u64, DT_REG, f.to_vec()));
+            }
+            // A process's directory has its threads' (a thread's own has none).
+            if proc::with_proc(Pid(pid), |p| p.tgid == p.pid).unwrap_or(false) {
+                out.push(((pid as u64) << 8 | 0xff, DT_DIR, b"task".to_vec()));
+            }
+        }
+        ProcDir::Task(pid) => {
+            for tid in threads(Pid(pid)) {
+                let mut b = [0u8; 64];
+                let name = kcore::fmt::render(tid as u64, 10, 1, &mut b)
+                    .as_bytes()
+                    .to_vec();
+                out.push(((pid as u64) << 32 | tid as u64, DT_DIR, name));
             }
         }
     }
