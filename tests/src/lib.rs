@@ -399,6 +399,31 @@ pub fn retry_interrupted<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::
     }
 }
 
+/// Reads one HTTP/1.1 response (head, then a `Content-Length` body) from `stream`: its status and body.
+/// Panics if the connection closes before the head ends (a test failure).
+pub fn read_http_response(stream: &mut impl std::io::Read) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = retry_interrupted(|| stream.read(&mut byte)).unwrap();
+        assert_eq!(n, 1, "connection closed mid-response: {buf:?}");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
 /// A tiny deterministic PRNG (xorshift64*), so that a seeded test case reproduces alone.
 pub struct Rng(pub u64);
 

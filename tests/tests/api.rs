@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{require_kvm, retry_interrupted, run, wait_until, Vm};
+use tests::{read_http_response, require_kvm, run, wait_until, Vm};
 
 const T: Duration = Duration::from_secs(30);
 const PVH: &str = env!("GUEST_PVH");
@@ -67,29 +67,8 @@ impl Client {
     }
 
     fn read_response(&mut self) -> Resp {
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        while !buf.ends_with(b"\r\n\r\n") {
-            let n = retry_interrupted(|| self.stream.read(&mut byte)).unwrap();
-            assert_eq!(n, 1, "connection closed mid-response: {buf:?}");
-            buf.push(byte[0]);
-        }
-        let head = String::from_utf8(buf).unwrap();
-        let status = head[9..12].parse().unwrap();
-        let length = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse::<usize>().unwrap())
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        self.stream.read_exact(&mut body).unwrap();
-        Resp {
-            status,
-            body: String::from_utf8(body).unwrap(),
-        }
+        let (status, body) = read_http_response(&mut self.stream);
+        Resp { status, body }
     }
 
     fn request(&mut self, method: &str, path: &str, body: &str) -> Resp {

@@ -7,13 +7,13 @@
 //! guest-kernel test restores a shell with a process counting in user space and checks its files and
 //! CLOCK_MONOTONIC.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{require_kvm, retry_interrupted, run, wait_until, GuestImages, Vm};
+use tests::{read_http_response, require_kvm, run, wait_until, GuestImages, Vm};
 
 const PVH: &str = env!("GUEST_PVH");
 const T: Duration = Duration::from_secs(30);
@@ -60,29 +60,8 @@ impl Client {
             body.len()
         );
         self.stream.write_all(req.as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        while !buf.ends_with(b"\r\n\r\n") {
-            let n = retry_interrupted(|| self.stream.read(&mut byte)).unwrap();
-            assert_eq!(n, 1, "connection closed mid-response: {buf:?}");
-            buf.push(byte[0]);
-        }
-        let head = String::from_utf8(buf).unwrap();
-        let status = head[9..12].parse().unwrap();
-        let length = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse::<usize>().unwrap())
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        self.stream.read_exact(&mut body).unwrap();
-        Resp {
-            status,
-            body: String::from_utf8(body).unwrap(),
-        }
+        let (status, body) = read_http_response(&mut self.stream);
+        Resp { status, body }
     }
 
     fn ok(&mut self, method: &str, path: &str, body: &str) {

@@ -175,11 +175,12 @@ impl PauseControl {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).parked
     }
 
-    /// Waits up to `timeout` for `n` parked threads; returns whether they are.
-    pub fn wait_parked(&self, n: usize, timeout: Duration) -> bool {
+    /// Waits up to `timeout` on the condition variable until `done` holds for the pause state; returns
+    /// whether it does.
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&PauseState) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.parked < n {
+        while !done(&s) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -191,6 +192,11 @@ impl PauseControl {
                 .0;
         }
         true
+    }
+
+    /// Waits up to `timeout` for `n` parked threads; returns whether they are.
+    pub fn wait_parked(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| s.parked >= n)
     }
 
     /// Called by a vCPU thread once its run loop has ended and its vCPU is closed: wakes
@@ -204,20 +210,7 @@ impl PauseControl {
     /// Waits up to `timeout` for `n` vCPU threads to have exited; returns whether they have. The VMM thread
     /// sleeps here until the last one is done (no polling).
     pub fn wait_exited(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.exited < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            s = self
-                .cv
-                .wait_timeout(s, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        self.wait_until(timeout, |s| s.exited >= n)
     }
 
     /// Has each of the `n` parked vCPU threads save its vCPU (for a snapshot); the states in vCPU order.
