@@ -429,8 +429,15 @@ fn restore_first_count(state: &Path, mem: &Path) -> u64 {
     first
 }
 
-/// A Diff snapshot written onto a copy of the Full one's memory file restores the later state; the Full
-/// snapshot's own files are untouched and still restore the earlier one.
+/// Bytes a file really occupies on disk (a sparse file's holes take none).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A Diff snapshot's memory file holds only the pages written since the Full one (sparse); laid onto a
+/// copy of the Full memory file with `rebase-snap`, it restores the later state; the Full snapshot's own
+/// files are untouched and still restore the earlier one.
 #[test]
 fn diff_on_top_of_full_restores_the_latest_state() {
     if !require_kvm() {
@@ -451,21 +458,23 @@ fn diff_on_top_of_full_restores_the_latest_state() {
             ),
         )
     };
-    let (s1, m1, s2, m2) = (tmp("s1"), tmp("m1"), tmp("s2"), tmp("m2"));
+    let (s1, m1, s2, m2, m3) = (tmp("s1"), tmp("m1"), tmp("s2"), tmp("m2"), tmp("m3"));
     // No Full snapshot yet: nothing to diff against.
     let r = snap(&mut c, "Diff", &s2, &m2);
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.fault().contains("needs a Full snapshot"), "{r:?}");
     assert_eq!(snap(&mut c, "Full", &s1, &m1).status, 204);
+    // The Full memory file is sparse: the pages the guest never wrote are holes.
+    assert_eq!(std::fs::metadata(&m1).unwrap().len(), 64 << 20);
+    assert!(
+        allocated(&m1) < 8 << 20,
+        "{} bytes allocated",
+        allocated(&m1)
+    );
     let base = std::fs::read(&m1).unwrap();
     c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
     assert!(wait_until(T, || counts(&vm).last() >= Some(&(first + 5))));
     let second = pause_settled(&mut c, &vm);
-    // The Diff goes onto a copy of the Full memory file, and nowhere else.
-    let r = snap(&mut c, "Diff", &s2, &m2);
-    assert_eq!(r.status, 400, "{r:?}");
-    assert!(r.fault().contains("copy the Full memory file"), "{r:?}");
-    std::fs::copy(&m1, &m2).unwrap();
     assert_eq!(snap(&mut c, "Diff", &s2, &m2).status, 204);
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
@@ -474,19 +483,40 @@ fn diff_on_top_of_full_restores_the_latest_state() {
         base,
         "the Full memory file changed"
     );
-    let diff = std::fs::read(&m2).unwrap();
+    // The Diff holds a few pages, at their offsets.
+    assert_eq!(std::fs::metadata(&m2).unwrap().len(), 64 << 20);
+    let pages = allocated(&m2) / 4096;
+    assert!((1..256).contains(&pages), "{pages} pages in the Diff");
+    std::fs::copy(&m1, &m3).unwrap();
+    let rebase = tests::microvm_bin().with_file_name("rebase-snap");
+    let out = std::process::Command::new(&rebase)
+        .args(["--base-file", m3.to_str().unwrap()])
+        .args(["--diff-file", m2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let now = std::fs::read(&m3).unwrap();
     let changed = base
         .chunks(4096)
-        .zip(diff.chunks(4096))
+        .zip(now.chunks(4096))
         .filter(|(a, b)| a != b)
         .count();
     assert!(
-        changed > 0 && changed < base.len() / 4096 / 4,
-        "{changed} pages differ"
+        changed > 0 && changed as u64 <= pages,
+        "{changed} pages differ, {pages} in the Diff"
     );
-    assert_eq!(restore_first_count(&s2, &m2), second + 1);
+    assert_eq!(restore_first_count(&s2, &m3), second + 1);
     assert_eq!(restore_first_count(&s1, &m1), first + 1);
-    for f in [s1, m1, s2, m2] {
+    // A diff file of another length is refused with one line.
+    let out = std::process::Command::new(&rebase)
+        .args(["--base-file", m3.to_str().unwrap()])
+        .args(["--diff-file", s2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for f in [s1, m1, s2, m2, m3] {
         std::fs::remove_file(f).unwrap();
     }
 }

@@ -83,11 +83,6 @@ pub enum PersistError {
     NoSuchInterface(String),
     #[error("drive_overrides names drive {0:?}, which the snapshot does not have")]
     NoSuchDrive(String),
-    #[error(
-        "a Diff snapshot is written into a copy of the last Full snapshot's memory file: \
-         {0:?} is not one (copy the Full memory file there first)"
-    )]
-    DiffBase(PathBuf),
     #[error("a Diff snapshot needs a Full snapshot (or a restore) of this VM first")]
     NoDiffBase,
 }
@@ -213,18 +208,18 @@ pub fn read_state(path: &Path) -> Result<Snapshot, PersistError> {
 /// Full or Diff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotKind {
-    /// All of guest RAM goes to a new memory file; guest RAM is then mapped copy-on-write from that file,
-    /// so that a later Diff finds the pages written since.
+    /// All of guest RAM goes to a new memory file (sparse: zero pages are holes); guest RAM is then
+    /// mapped copy-on-write from that file, so that a later Diff finds the pages written since.
     Full,
-    /// Only the pages written since the last Full snapshot (or the restore) of this VM, written in place
-    /// into `mem_file_path`, which must be a copy of that snapshot's memory file: it then holds the
-    /// latest guest RAM.
+    /// A new memory file of guest RAM's length holding only the pages written since the last Full
+    /// snapshot (or the restore) of this VM, holes elsewhere; [`memory::rebase`] (the `rebase-snap`
+    /// tool) lays it onto that Full snapshot's memory file, which then restores the latest state.
     Diff,
 }
 
 /// Takes a snapshot of a paused VM: drains the devices, saves every vCPU (on its own thread), KVM's
-/// VM state and the devices, writes the state file, then the memory file (all of it, or for a Diff the
-/// pages written since). Returns the bytes of guest memory written.
+/// VM state and the devices, writes the state file, then the memory file (for a Full all non-zero pages,
+/// for a Diff the pages written since; holes elsewhere). Returns the bytes of guest memory written.
 pub fn create(
     vm: &Vm,
     config: &VmConfig,
@@ -233,21 +228,6 @@ pub fn create(
     mem_file_path: &Path,
     kind: SnapshotKind,
 ) -> Result<u64, PersistError> {
-    let want = config.machine.mem_size_mib << 20;
-    let diff_base = match kind {
-        SnapshotKind::Full => None,
-        SnapshotKind::Diff => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(mem_file_path)
-                .map_err(|_| PersistError::DiffBase(mem_file_path.to_owned()))?;
-            let len = f.metadata().map_err(io_err(mem_file_path))?.len();
-            if len != want {
-                return Err(PersistError::DiffBase(mem_file_path.to_owned()));
-            }
-            Some(f)
-        }
-    };
     let virtio = vm.devices.save();
     let msr_list = vm
         .kvm
@@ -272,17 +252,17 @@ pub fn create(
     std::fs::File::create(snapshot_path)
         .and_then(|mut f| f.write_all(&bytes))
         .map_err(io_err(snapshot_path))?;
-    if let Some(base) = diff_base {
-        let n = memory::dump_written(&vm.mem, &base)?;
-        base.sync_data().map_err(io_err(mem_file_path))?;
-        return Ok(n);
-    }
-    let mut mem_file = std::fs::File::create(mem_file_path).map_err(io_err(mem_file_path))?;
-    memory::dump(&vm.mem, &mut mem_file)?;
+    let mem_file = std::fs::File::create(mem_file_path).map_err(io_err(mem_file_path))?;
+    let written = match kind {
+        SnapshotKind::Full => memory::dump(&vm.mem, &mem_file)?,
+        SnapshotKind::Diff => memory::dump_written(&vm.mem, &mem_file)?,
+    };
     mem_file.sync_data().map_err(io_err(mem_file_path))?;
     drop(mem_file);
-    memory::remap_onto_file(&vm.mem, mem_file_path)?;
-    Ok(want)
+    if kind == SnapshotKind::Full {
+        memory::remap_onto_file(&vm.mem, mem_file_path)?;
+    }
+    Ok(written)
 }
 
 /// Reads a snapshot for restoring: the state file checked, the overrides applied to its configuration,

@@ -272,7 +272,7 @@ impl RuntimeController {
             kind,
         )
         .map_err(|e| match e {
-            PersistError::Io { .. } | PersistError::Memory(_) | PersistError::DiffBase(_) => {
+            PersistError::Io { .. } | PersistError::Memory(_) => {
                 ApiError::BadRequest(e.to_string())
             }
             e => ApiError::Internal(e.to_string()),

@@ -15,8 +15,6 @@ pub enum MemoryError {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
-    #[error("cannot write guest memory to the memory file: {0}")]
-    Dump(#[source] vm_memory::GuestMemoryError),
     #[error("memory file {path:?}: {source}")]
     MemFile {
         path: std::path::PathBuf,
@@ -33,8 +31,8 @@ pub enum MemoryError {
     MapFile(String),
     #[error("cannot read /proc/self/pagemap: {0}")]
     Pagemap(#[source] std::io::Error),
-    #[error("cannot write the Diff snapshot's pages: {0}")]
-    Diff(#[source] std::io::Error),
+    #[error("cannot write the memory file: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 /// The host's total memory in MiB, from /proc/meminfo.
@@ -70,15 +68,36 @@ pub fn create(mib: u64, thp: bool) -> Result<GuestMemoryMmap, MemoryError> {
     Ok(mem)
 }
 
-/// Writes guest RAM to `file`, region after region (the memory file of a snapshot: raw guest RAM,
-/// `mem_size` bytes, the MMIO hole left out).
-pub fn dump(mem: &GuestMemoryMmap, file: &mut std::fs::File) -> Result<(), MemoryError> {
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+/// Writes guest RAM to `file` (the memory file of a Full snapshot: raw guest RAM, `mem_size` bytes,
+/// regions in guest-physical order, the MMIO hole left out), **sparse**: the file gets its full length,
+/// but a page that holds only zeroes is left a hole. Pages the guest never touched are known from
+/// `/proc/self/pagemap` without reading them (neither present nor swapped in an anonymous mapping); the
+/// others are read and checked. Returns the bytes written as data. The vCPUs are paused, devices idle.
+pub fn dump(mem: &GuestMemoryMmap, file: &std::fs::File) -> Result<u64, MemoryError> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let total: u64 = mem.iter().map(|r| r.len()).sum();
+    file.set_len(0)
+        .and_then(|_| file.set_len(total))
+        .map_err(MemoryError::Write)?;
+    let mut pagemap = Pagemap::open()?;
+    let mut file_offset = 0u64;
+    let mut written = 0u64;
     for region in mem.iter() {
-        mem.write_all_volatile_to(region.start_addr(), file, region.len() as usize)
-            .map_err(MemoryError::Dump)?;
+        let host = host_address(region)?;
+        let anonymous = !mapping_is_file(host)?;
+        let entries = pagemap.entries(host, region.len() as usize / PAGE)?;
+        let mut run = PageRun::new(host, file_offset);
+        for (i, &e) in entries.iter().enumerate() {
+            let touched = e & (PM_PRESENT | PM_SWAP) != 0 || !anonymous;
+            // SAFETY: the page lies inside this region's live mapping; the vCPUs are paused and the
+            // devices idle, so nothing writes it while it is read.
+            let data = touched && !is_zero(unsafe { page(host, i) });
+            written += run.step(i, data, file)?;
+        }
+        written += run.flush(file)?;
+        file_offset += region.len();
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Maps a snapshot's memory file as guest RAM of `mib` MiB, `MAP_PRIVATE`: pages are read from the file
@@ -170,47 +189,226 @@ pub fn remap_onto_file(mem: &GuestMemoryMmap, path: &std::path::Path) -> Result<
     Ok(())
 }
 
-/// Writes into `file` (at their offsets in the memory-file layout) the guest pages written since guest RAM
-/// was mapped from a memory file: the pages `/proc/self/pagemap` shows present and not file-backed.
-/// Returns how many bytes were written.
+/// Writes a Diff snapshot's memory file: `file` gets guest RAM's full length and, at their offsets in
+/// the memory-file layout, the pages written since guest RAM was mapped from a memory file (the pages
+/// `/proc/self/pagemap` shows present or swapped and not file-backed: private copies); everything else
+/// is a hole (as Firecracker's diff files; [`rebase`] lays it onto the Full one). Returns the bytes
+/// written.
 pub fn dump_written(mem: &GuestMemoryMmap, file: &std::fs::File) -> Result<u64, MemoryError> {
-    use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::fs::FileExt;
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-    const PAGE: usize = 4096;
-    const PRESENT: u64 = 1 << 63;
-    const FILE_OR_SHARED: u64 = 1 << 61;
-    let pagemap_err = |e: std::io::Error| MemoryError::Pagemap(e);
-    let mut pagemap = std::fs::File::open("/proc/self/pagemap").map_err(pagemap_err)?;
+    let total: u64 = mem.iter().map(|r| r.len()).sum();
+    file.set_len(0)
+        .and_then(|_| file.set_len(total))
+        .map_err(MemoryError::Write)?;
+    let mut pagemap = Pagemap::open()?;
     let mut file_offset = 0u64;
     let mut written = 0u64;
     for region in mem.iter() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
-            .map_err(|e| MemoryError::MapFile(e.to_string()))? as usize;
-        let pages = region.len() as usize / PAGE;
-        let mut entries = vec![0u8; pages * 8];
-        pagemap
-            .seek(SeekFrom::Start((host / PAGE * 8) as u64))
-            .and_then(|_| pagemap.read_exact(&mut entries))
-            .map_err(pagemap_err)?;
-        for (i, e) in entries.chunks_exact(8).enumerate() {
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(e);
-            let v = u64::from_le_bytes(raw);
-            if v & PRESENT == 0 || v & FILE_OR_SHARED != 0 {
-                continue;
-            }
-            // SAFETY: the page lies inside this region's live mapping; the vCPUs are paused and the
-            // devices idle, so nothing writes it while it is copied out.
-            let page = unsafe { std::slice::from_raw_parts((host + i * PAGE) as *const u8, PAGE) };
-            file.write_all_at(page, file_offset + (i * PAGE) as u64)
-                .map_err(MemoryError::Diff)?;
-            written += PAGE as u64;
+        let host = host_address(region)?;
+        let entries = pagemap.entries(host, region.len() as usize / PAGE)?;
+        let mut run = PageRun::new(host, file_offset);
+        for (i, &e) in entries.iter().enumerate() {
+            let private = e & (PM_PRESENT | PM_SWAP) != 0 && e & PM_FILE_OR_SHARED == 0;
+            written += run.step(i, private, file)?;
         }
+        written += run.flush(file)?;
         file_offset += region.len();
     }
     Ok(written)
+}
+
+/// Lays a Diff snapshot's memory file onto the Full one it follows (Firecracker's `rebase-snap`): every
+/// data extent of `diff` (`SEEK_DATA`/`SEEK_HOLE`) is copied to the same offset of `base`, which then
+/// holds the latest guest RAM. The two must have the same length. Returns the bytes copied.
+pub fn rebase(base: &std::path::Path, diff: &std::path::Path) -> Result<u64, MemoryError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let open = |path: &std::path::Path, write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)
+            .and_then(|f| f.metadata().map(|m| (f, m.len())))
+            .map_err(|source| MemoryError::MemFile {
+                path: path.to_owned(),
+                source,
+            })
+    };
+    let (base_file, base_len) = open(base, true)?;
+    let (diff_file, diff_len) = open(diff, false)?;
+    if base_len != diff_len {
+        return Err(MemoryError::MemFileSize {
+            path: diff.to_owned(),
+            len: diff_len,
+            want: base_len,
+        });
+    }
+    let seek = |from: u64, whence: libc::c_int| -> Result<Option<u64>, MemoryError> {
+        // SAFETY: lseek on a descriptor this function owns; it only moves the file offset.
+        let r = unsafe { libc::lseek(diff_file.as_raw_fd(), from as libc::off_t, whence) };
+        if r >= 0 {
+            return Ok(Some(r as u64));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None); // no data past `from`
+        }
+        Err(MemoryError::MemFile {
+            path: diff.to_owned(),
+            source: e,
+        })
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    let mut pos = 0u64;
+    while pos < diff_len {
+        let Some(start) = seek(pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(diff_len);
+        let mut at = start;
+        while at < end {
+            let n = buf.len().min((end - at) as usize);
+            diff_file
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(|source| MemoryError::MemFile {
+                    path: diff.to_owned(),
+                    source,
+                })?;
+            base_file
+                .write_all_at(&buf[..n], at)
+                .map_err(MemoryError::Write)?;
+            at += n as u64;
+        }
+        copied += end - start;
+        pos = end;
+    }
+    base_file.sync_data().map_err(MemoryError::Write)?;
+    Ok(copied)
+}
+
+const PAGE: usize = 4096;
+/// `/proc/self/pagemap` bits (Documentation/admin-guide/mm/pagemap.rst).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+const PM_FILE_OR_SHARED: u64 = 1 << 61;
+
+/// `/proc/self/pagemap`, read one region at a time.
+struct Pagemap(std::fs::File);
+
+impl Pagemap {
+    fn open() -> Result<Self, MemoryError> {
+        std::fs::File::open("/proc/self/pagemap")
+            .map(Pagemap)
+            .map_err(MemoryError::Pagemap)
+    }
+
+    /// The 64-bit entries of the `pages` pages from host address `host`.
+    fn entries(&mut self, host: usize, pages: usize) -> Result<Vec<u64>, MemoryError> {
+        use std::os::unix::fs::FileExt;
+        let mut raw = vec![0u8; pages * 8];
+        self.0
+            .read_exact_at(&mut raw, (host / PAGE * 8) as u64)
+            .map_err(MemoryError::Pagemap)?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|e| u64::from_le_bytes(e.try_into().expect("chunks of 8")))
+            .collect())
+    }
+}
+
+/// Consecutive pages of one region to write as one piece, at their offset in the memory file.
+struct PageRun {
+    host: usize,
+    file_offset: u64,
+    /// First page of the pending run, if any.
+    start: Option<usize>,
+    next: usize,
+}
+
+impl PageRun {
+    fn new(host: usize, file_offset: u64) -> Self {
+        Self {
+            host,
+            file_offset,
+            start: None,
+            next: 0,
+        }
+    }
+
+    /// Page `i` comes next: extends the run if `data`, else writes out the run so far. Returns the bytes
+    /// written.
+    fn step(&mut self, i: usize, data: bool, file: &std::fs::File) -> Result<u64, MemoryError> {
+        if data {
+            if self.start.is_none() {
+                self.start = Some(i);
+            }
+            self.next = i + 1;
+            return Ok(0);
+        }
+        self.flush(file)
+    }
+
+    fn flush(&mut self, file: &std::fs::File) -> Result<u64, MemoryError> {
+        use std::os::unix::fs::FileExt;
+        let Some(start) = self.start.take() else {
+            return Ok(0);
+        };
+        let len = (self.next - start) * PAGE;
+        // SAFETY: pages `start..next` lie inside the region's live mapping at `host`; the vCPUs are
+        // paused and the devices idle, so nothing writes them while they are copied out.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((self.host + start * PAGE) as *const u8, len) };
+        file.write_all_at(bytes, self.file_offset + (start * PAGE) as u64)
+            .map_err(MemoryError::Write)?;
+        Ok(len as u64)
+    }
+}
+
+/// Page `i` of the mapping at `host`.
+///
+/// # Safety
+/// `host + i * PAGE .. + PAGE` must lie inside a live mapping that nothing writes meanwhile.
+unsafe fn page<'a>(host: usize, i: usize) -> &'a [u8] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts((host + i * PAGE) as *const u8, PAGE) }
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    let (head, words, tail) = {
+        // SAFETY: any bytes are valid u64s; align_to keeps the unaligned ends in head and tail.
+        unsafe { page.align_to::<u64>() }
+    };
+    head.iter().all(|&b| b == 0) && tail.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0)
+}
+
+fn host_address(region: &vm_memory::GuestRegionMmap) -> Result<usize, MemoryError> {
+    use vm_memory::GuestMemoryRegion;
+    region
+        .get_host_address(vm_memory::MemoryRegionAddress(0))
+        .map(|a| a as usize)
+        .map_err(|e| MemoryError::MapFile(e.to_string()))
+}
+
+/// Whether the mapping holding host address `addr` maps a file (from `/proc/self/maps`): in a file
+/// mapping a page that is not present may still hold the file's data.
+fn mapping_is_file(addr: usize) -> Result<bool, MemoryError> {
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(MemoryError::Pagemap)?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let Some((lo, hi)) = f.next().and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        else {
+            continue;
+        };
+        if (lo..hi).contains(&addr) {
+            let inode = f.nth(3).unwrap_or("0");
+            return Ok(inode != "0");
+        }
+    }
+    Ok(true) // not found: assume the worst (read every page)
 }
 
 /// Leaves guest RAM out of the VMM's core dumps (`MADV_DONTDUMP`, as QEMU's `dump-guest-core=off`): a
@@ -259,5 +457,84 @@ mod tests {
             .expect("guest RAM mapped");
         let flags = lines.find(|l| l.starts_with("VmFlags:")).unwrap();
         assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
+    }
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("microvm-mem-{}-{name}", std::process::id()))
+    }
+
+    /// Bytes the file really occupies on disk.
+    fn allocated(path: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn full_is_sparse_diff_holds_written_pages_and_rebase_applies_it() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mib = 16u64;
+        let mem = create(mib, false).unwrap();
+        // A few pages with data, one page written with zeroes (touched but zero: still a hole in a Full).
+        mem.write_slice(b"first", GuestAddress(0x1000)).unwrap();
+        mem.write_slice(b"second", GuestAddress(0x20_0000 + 7))
+            .unwrap();
+        mem.write_slice(&[0u8; 4096], GuestAddress(0x30_0000))
+            .unwrap();
+        let full = tmp("full");
+        let f = std::fs::File::create(&full).unwrap();
+        assert_eq!(dump(&mem, &f).unwrap(), 2 * 4096);
+        drop(f);
+        assert_eq!(std::fs::metadata(&full).unwrap().len(), mib << 20);
+        assert!(allocated(&full) <= 64 * 1024, "{}", allocated(&full));
+        let bytes = std::fs::read(&full).unwrap();
+        assert_eq!(&bytes[0x1000..0x1005], b"first");
+        assert_eq!(&bytes[0x20_0007..0x20_000d], b"second");
+
+        // After the remap, only pages written since are in a Diff, zero or not.
+        remap_onto_file(&mem, &full).unwrap();
+        let mut back = [0u8; 5];
+        mem.read_slice(&mut back, GuestAddress(0x1000)).unwrap();
+        assert_eq!(&back, b"first");
+        let diff = tmp("diff");
+        let f = std::fs::File::create(&diff).unwrap();
+        assert_eq!(dump_written(&mem, &f).unwrap(), 0);
+        mem.write_slice(b"third", GuestAddress(0x1000 + 100))
+            .unwrap();
+        mem.write_slice(&[0u8; 8], GuestAddress(0x20_0000)).unwrap();
+        mem.write_slice(b"fourth", GuestAddress((mib << 20) - 6))
+            .unwrap();
+        // A page only read is not written.
+        mem.read_slice(&mut back, GuestAddress(0x50_0000)).unwrap();
+        assert_eq!(dump_written(&mem, &f).unwrap(), 3 * 4096);
+        drop(f);
+        assert!(allocated(&diff) <= 64 * 1024);
+
+        // A Full taken now (guest RAM file-backed) still writes only non-zero pages.
+        let full2 = tmp("full2");
+        let f = std::fs::File::create(&full2).unwrap();
+        assert_eq!(dump(&mem, &f).unwrap(), 3 * 4096);
+        drop(f);
+
+        // The Full memory file plus the Diff equals guest RAM now, and equals the second Full.
+        let base = tmp("base");
+        std::fs::copy(&full, &base).unwrap();
+        assert_eq!(rebase(&base, &diff).unwrap(), 3 * 4096);
+        let now = std::fs::read(&base).unwrap();
+        assert_eq!(now, std::fs::read(&full2).unwrap());
+        assert_eq!(&now[0x1000..0x1005], b"first");
+        assert_eq!(&now[0x1064..0x1069], b"third");
+        assert_eq!(&now[0x20_0000..0x20_000d], b"\0\0\0\0\0\0\0\0econd");
+        assert_eq!(&now[now.len() - 6..], b"fourth");
+
+        // A diff file of another size is refused.
+        let short = tmp("short");
+        std::fs::write(&short, b"x").unwrap();
+        assert!(matches!(
+            rebase(&base, &short),
+            Err(MemoryError::MemFileSize { .. })
+        ));
+        for p in [full, full2, diff, base, short] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
