@@ -11,6 +11,7 @@
  *   badinsn     run an instruction KVM's emulator cannot handle (dies here on emulating hosts)
  *   blkread=S   read sector S of the first virtio-blk disk (virtio_blk.c)
  *   blkwrite=S  write and flush sector S of the first virtio-blk disk (virtio_blk.c)
+ *   blkloop=N   write sectors 1..N of the first virtio-blk disk in turn, printing each completion
  *   netbad      hand the first virtio-net device malformed chains (virtio_net.c)
  *   netecho     answer ARP, ICMP echo and UDP on the first virtio-net device until a datagram to port 9
  *               (virtio_net.c, with its options netip=, netbuf=, netnomrg)
@@ -78,6 +79,7 @@ static void die(uint8_t code) {
 /* For virtio_blk.c. */
 void blk_write(uint64_t sector);
 void blk_read(uint64_t sector);
+void blk_loop(uint64_t count);
 void blk_puts(const char *s) { puts_(s); }
 void blk_puthex(uint64_t v) { puthex(v); }
 void blk_die(uint8_t code) { die(code); }
@@ -235,6 +237,7 @@ void guest_main(int kind, uint64_t info) {
     }
     if ((v = find("blkread"))) blk_read(number(v));
     if ((v = find("blkwrite"))) blk_write(number(v));
+    if ((v = find("blkloop"))) blk_loop(number(v));
     if (find("netbad")) net_command(cmdline, 2);
     if (find("netecho")) net_command(cmdline, 1);
     if (find("count")) count();

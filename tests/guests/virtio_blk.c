@@ -3,6 +3,8 @@
  * at a time, no interrupts. Used by the disk integration tests:
  *   blkwrite=S  write one sector of pattern (byte i = S + i) at sector S, then FLUSH
  *   blkread=S   read sector S and print its first 8 bytes in hex
+ *   blkloop=N   write sectors 1..N in turn, each filled with its number (64-bit words), no flush, and print
+ *               "blk: acked N" as each completes (a stream of I/O to snapshot in the middle of)
  * Prints "blk: ..." lines; on any failure prints "blk: error ..." and exits through debug-exit with 77.
  */
 #include <stdint.h>
@@ -97,4 +99,15 @@ void blk_read(uint64_t sector) {
     blk_puts(": ");
     blk_puthex(v);
     blk_puts("\n");
+}
+
+void blk_loop(uint64_t count) {
+    for (uint64_t n = 1; n <= count; n++) {
+        for (int i = 0; i < 512; i += 8) *(volatile uint64_t *)&data[i] = n;
+        if (request(1, n) != 0) fail("write");
+        blk_puts("blk: acked ");
+        blk_puthex(n);
+        blk_puts("\n");
+    }
+    blk_puts("blk: loop done\n");
 }

@@ -19,6 +19,7 @@ use super::{
     read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
     TYPE_CONSOLE,
 };
+use crate::virtio::persist::{DeviceData, VirtioStateError};
 use crate::GuestMemoryMmap;
 
 /// Queue size we offer for both queues.
@@ -256,6 +257,34 @@ impl VirtioDevice for Console {
             .flat_map(|a| [QueueState::save(&a.rx), QueueState::save(&a.tx)])
             .collect()
     }
+
+    fn save_data(&self) -> DeviceData {
+        if self.input.is_empty() {
+            return DeviceData::None;
+        }
+        DeviceData::ConsoleInput(self.input.iter().copied().collect())
+    }
+
+    fn restore_data(&mut self, data: &DeviceData) -> Result<(), VirtioStateError> {
+        match data {
+            DeviceData::None => self.input.clear(),
+            DeviceData::ConsoleInput(b) if b.len() <= MAX_PENDING_INPUT => {
+                self.input = b.iter().copied().collect();
+            }
+            DeviceData::ConsoleInput(b) => {
+                return Err(VirtioStateError::Data(format!(
+                    "{} bytes of saved console input, more than {MAX_PENDING_INPUT}",
+                    b.len()
+                )))
+            }
+            DeviceData::NetRxFrame(_) => {
+                return Err(VirtioStateError::Data(
+                    "virtio-console holds no received frame".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 impl MutEventSubscriber for Console {
@@ -367,6 +396,41 @@ mod tests {
         // Input is bounded.
         let big = vec![b'x'; MAX_PENDING_INPUT + 10];
         assert_eq!(con.lock().unwrap().enqueue_input(&big), MAX_PENDING_INPUT);
+    }
+
+    /// Input that waits for receive buffers when the VM is saved is saved with the device and delivered
+    /// by the restored one.
+    #[test]
+    fn pending_input_survives_save_and_restore() {
+        let mem = guest_memory(4 << 20);
+        let rxq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let txq = MockSplitQueue::create(&mem, GuestAddress(0x4000), 16);
+        let con = Arc::new(Mutex::new(Console::new(Box::new(Sink::default())).unwrap()));
+        let mut t = MmioTransport::new(mem.clone(), con.clone()).unwrap();
+        init_device(&mut t, 0, &[layout(&rxq), layout(&txq)]);
+        assert_eq!(con.lock().unwrap().enqueue_input(b"typed ahead"), 11);
+        let state = t.save();
+        assert_eq!(
+            state.data,
+            DeviceData::ConsoleInput(b"typed ahead".to_vec())
+        );
+
+        let con2 = Arc::new(Mutex::new(Console::new(Box::new(Sink::default())).unwrap()));
+        let mut t2 = MmioTransport::new(mem.clone(), con2.clone()).unwrap();
+        t2.restore(&state).unwrap();
+        assert_eq!(con2.lock().unwrap().pending_input(), 11);
+        rxq.add_desc_chains(&[desc(0x20_0000, 64, VRING_DESC_F_WRITE, 0)], 0)
+            .unwrap();
+        assert_eq!(con2.lock().unwrap().process_rx(), 1);
+        let mut got = [0u8; 11];
+        mem.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(&got, b"typed ahead");
+
+        let mut bad = state.clone();
+        bad.data = DeviceData::ConsoleInput(vec![0; MAX_PENDING_INPUT + 1]);
+        let con3 = Arc::new(Mutex::new(Console::new(Box::new(Sink::default())).unwrap()));
+        let mut t3 = MmioTransport::new(mem.clone(), con3).unwrap();
+        assert!(matches!(t3.restore(&bad), Err(VirtioStateError::Data(_))));
     }
 
     /// A transmit buffer longer than guest memory is skipped, and output longer than the copy buffer

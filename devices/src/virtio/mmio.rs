@@ -335,11 +335,14 @@ impl MmioTransport {
 
     /// The transport's state: registers, queues (the device's live ones when active), interrupt status.
     pub fn save(&self) -> MmioTransportState {
+        let device = lock(&self.device);
         let queues = if self.active {
-            lock(&self.device).saved_queues()
+            device.saved_queues()
         } else {
             self.queues.iter().map(QueueState::save).collect()
         };
+        let data = device.save_data();
+        drop(device);
         MmioTransportState {
             version: VIRTIO_STATE_VERSION,
             device_type: self.device_type,
@@ -352,6 +355,7 @@ impl MmioTransport {
             active: self.active,
             interrupt_status: self.interrupt.status(),
             queues,
+            data,
         }
     }
 
@@ -393,6 +397,7 @@ impl MmioTransport {
         if state.status & status::FEATURES_OK != 0 {
             lock(&self.device).set_acked_features(state.acked_features);
         }
+        lock(&self.device).restore_data(&state.data)?;
         if state.active {
             lock(&self.device)
                 .activate(self.mem.clone(), self.interrupt.clone(), queues)

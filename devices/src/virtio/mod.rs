@@ -121,6 +121,23 @@ pub trait VirtioDevice: Send {
     /// Completes whatever is in flight before a snapshot (requests, writes to the disk); the vCPUs are
     /// paused, so nothing new arrives.
     fn prepare_save(&mut self) {}
+    /// What the device holds for the guest beyond its queues (for a snapshot).
+    fn save_data(&self) -> persist::DeviceData {
+        persist::DeviceData::None
+    }
+    /// Takes back saved [`persist::DeviceData`], before the device is re-activated.
+    fn restore_data(
+        &mut self,
+        data: &persist::DeviceData,
+    ) -> Result<(), persist::VirtioStateError> {
+        match data {
+            persist::DeviceData::None => Ok(()),
+            d => Err(persist::VirtioStateError::Data(format!(
+                "device type {} holds no {d:?}",
+                self.device_type()
+            ))),
+        }
+    }
 }
 
 /// Fills `data` from `config` at `offset`, with zeroes past its end (guest reads are never out of range).

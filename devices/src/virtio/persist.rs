@@ -25,6 +25,21 @@ pub enum VirtioStateError {
     QueueSize(u16),
     #[error("cannot re-activate the device: {0}")]
     Activate(#[source] super::ActivateError),
+    #[error("the saved device data does not fit this device: {0}")]
+    Data(String),
+}
+
+/// What a device holds beyond its queues that the guest has not received yet, saved so a restore
+/// loses none of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceData {
+    /// Nothing pending.
+    #[default]
+    None,
+    /// virtio-net: a frame read from the TAP (virtio-net header first) that waits for receive buffers.
+    NetRxFrame(Vec<u8>),
+    /// virtio-console: input not yet moved into receive buffers.
+    ConsoleInput(Vec<u8>),
 }
 
 /// One virtio queue: the driver's registers and where the device is in the rings.
@@ -92,4 +107,7 @@ pub struct MmioTransportState {
     pub interrupt_status: u32,
     /// The device's live queues when active (with their ring indices), else the registers written so far.
     pub queues: Vec<QueueState>,
+    /// What the device holds for the guest beyond the queues.
+    #[serde(default)]
+    pub data: DeviceData,
 }
