@@ -251,6 +251,15 @@ fn blk_seeds(mmio: &Path, blk: &Path) {
             write_seed(blk, &format!("{backend}-{name}"), &encode(flags, &ops));
         }
         write_seed(blk, &format!("qcow2-v3-ro-{name}"), &encode(0x61, &ops));
+        // The same requests through the Sync (bit 7) and Async (bits 7 and 3) engines.
+        for (flags, backend) in [
+            (0x91u8, "raw-sync"),
+            (0x99, "raw-async"),
+            (0xa1, "qcow2-v3-sync"),
+            (0xa9, "qcow2-v3-async"),
+        ] {
+            write_seed(blk, &format!("{backend}-{name}"), &encode(flags, &ops));
+        }
     }
     // The transport's state machine driven by registers only, then a request, config reads, a reset.
     let mut by_regs = register_init(1, 0);
@@ -458,7 +467,7 @@ fn qcow2_seeds(dir: &Path, images: &Path) {
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let seeds = root.join("seeds");
-    let _ = std::fs::remove_dir_all(&seeds);
+    clear_generated(&seeds);
     blk_seeds(&seeds.join("mmio_transport"), &seeds.join("blk_request"));
     net_seeds(&seeds.join("virtio_net"));
     console_seeds(&seeds.join("virtio_console"));
@@ -467,5 +476,20 @@ fn main() {
         let t = t.unwrap();
         let n = std::fs::read_dir(t.path()).unwrap().count();
         println!("{}: {n} seeds", t.file_name().to_string_lossy());
+    }
+}
+
+/// Removes the generated seeds of every target, keeping the crash reproducers (`crash-*`), which are not
+/// generated but kept by hand from fuzzing campaigns.
+fn clear_generated(seeds: &std::path::Path) {
+    let Ok(targets) = std::fs::read_dir(seeds) else {
+        return;
+    };
+    for target in targets.flatten() {
+        for seed in std::fs::read_dir(target.path()).into_iter().flatten().flatten() {
+            if !seed.file_name().to_string_lossy().starts_with("crash-") {
+                let _ = std::fs::remove_file(seed.path());
+            }
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! An input is a flags byte followed by operations. With flag bit 0 the harness first initialises the
 //! device as a driver would ([`devices::virtio::test_utils::init_device`], every offered feature, or none
 //! but VERSION_1 with bit 1, each queue at the place [`queue_layout`] gives), so short inputs already reach
-//! request processing; without it the input must program the transport itself. Bits 4 and up are the
-//! target's own (virtio-blk: the backend). Each operation starts with a tag byte (`tag % 6`):
+//! request processing; without it the input must program the transport itself. Bits 3 and up are the
+//! target's own (virtio-blk: the backend and the engine). Each operation starts with a tag byte (`tag % 6`):
 //! - 0 `Write off:u16 val:u32`: a 32-bit MMIO register write (offset modulo the 0x200-byte window); a write
 //!   to QueueNotify (0x50) then runs the device's queue processing, as the ioeventfd would.
 //! - 1 `Read off:u16`: an MMIO register read.

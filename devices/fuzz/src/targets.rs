@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use devices::disk::test_utils::MemDisk;
 use devices::disk::{DiskFile, Qcow2File, RawFile};
 use devices::virtio::net::tap::{socket_pair, Tap};
-use devices::virtio::{Block, BlockConfig, Console, MmioTransport, Net, NetConfig};
+use devices::virtio::{Block, BlockConfig, Console, IoEngine, MmioTransport, Net, NetConfig};
 use vm_memory::VolatileSlice;
 
 use crate::{guest_memory, lock, run, scratch, Device};
@@ -31,13 +31,35 @@ impl Device for BlkDev {
         let mut b = lock(&self.0);
         b.process_queue();
         b.process_completions();
+        // The Threads and Async engines finish requests on worker threads or in the kernel: wait for every
+        // request in flight, as the VMM thread would on the completion EventFd, so that each input's result
+        // does not depend on timing.
+        while b.in_flight() > 0 {
+            if let Some(evt) = b.completion_evt() {
+                let mut pfd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(evt),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, 5000) } <= 0 {
+                    panic!("a request in flight did not complete in 5 s");
+                }
+                let _ = evt.read();
+            }
+            b.process_completions();
+        }
     }
     fn input(&mut self, _bytes: &[u8]) {}
 }
 
-fn blk(data: &[u8], disk: Box<dyn DiskFile>) -> usize {
+fn blk(data: &[u8], disk: Box<dyn DiskFile>, io_engine: IoEngine) -> usize {
     let mem = guest_memory();
-    let Ok(block) = Block::new(disk, &BlockConfig::default()) else {
+    let cfg = BlockConfig {
+        io_engine,
+        ..BlockConfig::default()
+    };
+    let Ok(block) = Block::new(disk, &cfg) else {
         return 0;
     };
     let block = Arc::new(Mutex::new(block));
@@ -49,7 +71,11 @@ fn blk(data: &[u8], disk: Box<dyn DiskFile>) -> usize {
 
 /// The MMIO transport in front of virtio-blk on an in-memory disk: register sequences and guest memory.
 pub fn mmio_transport(data: &[u8]) -> usize {
-    blk(data, Box::new(MemDisk::new(64 * 1024, false)))
+    blk(
+        data,
+        Box::new(MemDisk::new(64 * 1024, false)),
+        IoEngine::default(),
+    )
 }
 
 /// Writes `files` into a fresh scratch directory and returns it.
@@ -65,7 +91,9 @@ fn scratch_dir(files: &[(&str, &[u8])]) -> std::path::PathBuf {
 
 /// virtio-blk requests through the transport to a real backend, picked by flag bits 4-5: an in-memory
 /// disk, a raw file, a qcow2 v3 image, a qcow2 v2 overlay with a qcow2 backing file; bit 6 opens it
-/// read-only. Reaches read, write, flush, discard, write-zeroes and get-id on each.
+/// read-only; bit 7 picks the engine by bit 3 (`Sync`, or `Async`: io_uring), without it the default
+/// (`Threads`: inline or on the worker pool). Reaches read, write, flush, discard, write-zeroes and get-id
+/// on each.
 pub fn blk_request(data: &[u8]) -> usize {
     let flags = data.first().copied().unwrap_or(0);
     let read_only = flags & 0x40 != 0;
@@ -88,7 +116,12 @@ pub fn blk_request(data: &[u8]) -> usize {
             .map(|d| Box::new(d) as _),
     };
     let disk = disk.expect("the template images open");
-    let used = blk(data, disk);
+    let engine = match (flags & 0x80 != 0, flags & 0x08 != 0) {
+        (false, _) => IoEngine::Threads,
+        (true, false) => IoEngine::Sync,
+        (true, true) => IoEngine::Async,
+    };
+    let used = blk(data, disk, engine);
     let _ = std::fs::remove_dir_all(&dir);
     used
 }

@@ -73,7 +73,7 @@ const CONFIG: &str = r#"{
 
 fn main() {
     let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
-    let _ = std::fs::remove_dir_all(&seeds);
+    clear_generated(&seeds);
     let (h, r, c) = (
         seeds.join("api_http"),
         seeds.join("api_routes"),
@@ -166,5 +166,20 @@ fn main() {
         let t = t.unwrap();
         let n = std::fs::read_dir(t.path()).unwrap().count();
         println!("{}: {n} seeds", t.file_name().to_string_lossy());
+    }
+}
+
+/// Removes the generated seeds of every target, keeping the crash reproducers (`crash-*`), which are not
+/// generated but kept by hand from fuzzing campaigns.
+fn clear_generated(seeds: &std::path::Path) {
+    let Ok(targets) = std::fs::read_dir(seeds) else {
+        return;
+    };
+    for target in targets.flatten() {
+        for seed in std::fs::read_dir(target.path()).into_iter().flatten().flatten() {
+            if !seed.file_name().to_string_lossy().starts_with("crash-") {
+                let _ = std::fs::remove_file(seed.path());
+            }
+        }
     }
 }
