@@ -8,7 +8,9 @@ its shell prompt. For each size (128 MiB / 1 vCPU, then 1 GiB / 2 vCPUs):
     shell command run, paused again, and a Diff snapshot taken (time, pages it holds), laid onto a copy of the
     Full memory file with rebase-snap (time);
   - restore, RUNS times: `microvm --restore --resume`, exec -> first KVM_RUN of a restored vCPU (microvm logs
-    it with --boot-timer) and load -> vCPUs started (its own log line); beside it QEMU: the same guest booted
+    its CLOCK_MONOTONIC with --boot-timer) and load -> vCPUs started with its three phases (its own log line);
+    beside it kvm-restore-floor (scripts/kvm-restore-floor.c, built static here): a C program making only the
+    ioctls a restore cannot skip, each step timed; and QEMU: the same guest booted
     on -M microvm, saved with `migrate exec:cat > FILE`, restored with `-incoming exec:cat FILE`, exec -> QMP
     query-status "running" (polled every 0.2 ms);
   - clones (128 MiB only): CLONES microvm processes restored from the one snapshot, running side by side;
@@ -102,7 +104,7 @@ def microvm_snapshot(tmp, disk, mib, vcpus):
     diff_ms = (time.perf_counter() - t0) * 1e3
     stop(p)
     pages = os.stat(f"{tmp}/diff.mem").st_blocks * 512 // 4096
-    shutil.copy(mem, f"{tmp}/rebased.mem")
+    subprocess.run(["cp", "--sparse=always", mem, f"{tmp}/rebased.mem"], check=True)
     t0 = time.perf_counter()
     subprocess.run([f"{ROOT}/target/release/rebase-snap", "--base-file", f"{tmp}/rebased.mem", "--diff-file",
                     f"{tmp}/diff.mem"], check=True, stdout=subprocess.DEVNULL)
@@ -115,6 +117,8 @@ def microvm_snapshot(tmp, disk, mib, vcpus):
 
 
 def microvm_restore(state, mem):
+    """exec -> first KVM_RUN (ms), load -> vCPUs started (ms), and the restore's phases (ms)."""
+    t_exec = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     p = subprocess.Popen([MICROVM, "--restore", state, "--mem-file", mem, "--resume", "--boot-timer",
                           "--log-level", "info"],
                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -127,14 +131,39 @@ def microvm_restore(state, mem):
             if not chunk:
                 break
             err += chunk
-            m = re.search(rb"first KVM_RUN: (\d+) us", err)
-            first = int(m.group(1)) if m else None
-            m = re.search(rb"restored in (\d+) us", err)
-            load = int(m.group(1)) if m else None
+            m = re.search(rb"first KVM_RUN: \d+ us since process start \(CLOCK_MONOTONIC (\d+) ns\)", err)
+            first = (int(m.group(1)) - t_exec) / 1e6 if m else None
+            load = re.search(rb"restored in (\d+) us \(files read and mapped (\d+) us, VM and devices (\d+) us, "
+                             rb"vCPU threads started (\d+) us\)", err)
     stop(p)
     if first is None or load is None:
         raise RuntimeError(f"no timing from microvm: {err!r}")
-    return first / 1e3, load / 1e3
+    return first, int(load.group(1)) / 1e3, [int(x) / 1e3 for x in load.groups()[1:]]
+
+
+def build_floor(tmp):
+    """scripts/kvm-restore-floor.c, built static: only the ioctls a restore cannot skip."""
+    subprocess.run(["gcc", "-O2", "-static", "-o", f"{tmp}/kvm-restore-floor",
+                    f"{ROOT}/scripts/kvm-restore-floor.c"], check=True)
+    return f"{tmp}/kvm-restore-floor"
+
+
+def floor_restore(floor, fstate, mem, mib):
+    """kvm-restore-floor: exec -> first KVM_RUN (ms) and each step (ms)."""
+    t_exec = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    r = subprocess.run([floor, "restore", fstate, mem, str(mib)], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
+    err = r.stderr.decode()
+    if r.returncode != 0:
+        raise RuntimeError(f"kvm-restore-floor failed: {err}")
+    first = (int(re.search(r"first KVM_RUN CLOCK_MONOTONIC (\d+)", err).group(1)) - t_exec) / 1e6
+    steps = {m.group(1): float(m.group(2)) / 1e3 for m in re.finditer(r"step (\S+) ([\d.]+)", err)}
+    return first, steps
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def qemu_cmd(qemu, disk, mib, vcpus, qmp):
@@ -230,33 +259,52 @@ def main():
     qemu = shutil.which("qemu-system-x86_64")
     if not (os.path.exists(MICROVM) and os.path.exists(f"{ROOT}/build/guest-kernel")):
         sys.exit("build first: cargo build --release, scripts/build-guest-kernel.sh, scripts/build-rootfs.sh")
+    print(f"load average before: {load_average()}")
     with tempfile.TemporaryDirectory() as tmp:
         disk = f"{tmp}/rootfs.qcow2"
         shutil.copy(f"{ROOT}/build/rootfs.qcow2", disk)
+        floor = build_floor(tmp)
         for mib, vcpus in SIZES:
             print(f"\n{mib} MiB, {vcpus} vCPU(s), guest kernel idle at its shell prompt")
             state, mem = microvm_snapshot(tmp, disk, mib, vcpus)
-            firsts, loads = [], []
+            fstate = f"{tmp}/floor.state"
+            subprocess.run([floor, "save", fstate, str(vcpus)], check=True)
+            firsts, loads, phases, floors, steps = [], [], [], [], []
             mig = qemu_snapshot(qemu, tmp, disk, mib, vcpus) if qemu else None
             qs = []
             for _ in range(RUNS):
-                f, l = microvm_restore(state, mem)
+                f, l, ph = microvm_restore(state, mem)
                 firsts.append(f)
                 loads.append(l)
+                phases.append(ph)
+                f, st = floor_restore(floor, fstate, mem, mib)
+                floors.append(f)
+                steps.append(st)
                 if mig:
                     qs.append(qemu_restore(qemu, tmp, disk, mib, vcpus, mig))
-            print(f"  microvm restore, exec -> first KVM_RUN, ms  p50 {q(firsts, .5):.2f}  p99 {q(firsts, .99):.2f}")
-            print(f"  microvm restore, load -> vCPUs started, ms  p50 {q(loads, .5):.2f}  p99 {q(loads, .99):.2f}")
+            print(f"  microvm restore, exec -> first KVM_RUN, ms  p50 {q(firsts, .5):.2f}  p99 {q(firsts, .99):.2f}"
+                  f"  min {min(firsts):.2f}")
+            print(f"  microvm restore, load -> vCPUs started, ms  p50 {q(loads, .5):.2f}  p99 {q(loads, .99):.2f}"
+                  f"  min {min(loads):.2f}")
+            for i, name in enumerate(["files read and mapped", "VM and devices", "vCPU threads started"]):
+                col = [ph[i] for ph in phases]
+                print(f"    {name:<24} p50 {q(col, .5):.2f}  min {min(col):.2f}")
+            print(f"  kvm-restore-floor, exec -> first KVM_RUN, ms p50 {q(floors, .5):.2f}  p99 {q(floors, .99):.2f}"
+                  f"  min {min(floors):.2f}")
+            for name in steps[0]:
+                col = [st[name] for st in steps]
+                print(f"    {name:<28} p50 {q(col, .5):.3f}  min {min(col):.3f}")
             if qs:
                 print(f"  QEMU -incoming, exec -> running, ms          p50 {q(qs, .5):.2f}  p99 {q(qs, .99):.2f}"
                       f"   (microvm / QEMU p50: {q(firsts, .5) / q(qs, .5):.3f})")
             if mib == SIZES[0][0]:
                 clones(state, mem)
-            for f in (state, mem, f"{tmp}/diff.mem", f"{tmp}/diff.state"):
+            for f in (state, mem, fstate, f"{tmp}/diff.mem", f"{tmp}/diff.state"):
                 if os.path.exists(f):
                     os.unlink(f)
             if mig:
                 os.unlink(mig)
+    print(f"\nload average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -99,17 +99,23 @@ pub struct Vm {
 struct KvmParts {
     kvm: Kvm,
     vm_fd: VmFd,
-    /// Created with CPUID, MSRs, FPU and LAPIC set; the registers wait for the kernel's entry.
+    /// For a boot created with CPUID, MSRs, FPU and LAPIC set, the registers waiting for the kernel's
+    /// entry; for a restore in their saved state.
     vcpus: Vec<VcpuFd>,
 }
 
-/// /dev/kvm opened and `KVM_GET_SUPPORTED_CPUID` read (0.6 ms here, most of KVM's set-up cost: the host
-/// executes CPUID for every leaf, and in this nested host each one traps).
-type KvmBase = Result<(Kvm, CpuId), BuildError>;
+/// /dev/kvm opened and, unless the VM is restored from a snapshot (whose vCPUs carry their own CPUID),
+/// `KVM_GET_SUPPORTED_CPUID` read (0.6 ms here, most of KVM's set-up cost: the host executes CPUID for
+/// every leaf, and in this nested host each one traps).
+type KvmBase = Result<(Kvm, Option<CpuId>), BuildError>;
 
-fn open_kvm() -> KvmBase {
+fn open_kvm(cpuid: bool) -> KvmBase {
     let kvm = kvm::open()?;
-    let cpuid = vcpu::supported_cpuid(&kvm)?;
+    let cpuid = if cpuid {
+        Some(vcpu::supported_cpuid(&kvm)?)
+    } else {
+        None
+    };
     Ok((kvm, cpuid))
 }
 
@@ -117,25 +123,33 @@ fn open_kvm() -> KvmBase {
 static PREFETCH: Mutex<Option<std::thread::JoinHandle<KvmBase>>> = Mutex::new(None);
 
 /// Starts opening /dev/kvm and reading its CPUID on a thread of its own, so that this overlaps parsing
-/// the flags, mapping guest memory and loading the kernel; the first [`build_vm`] takes the result (its
-/// errors are reported there, where they would be without it). `main` calls this first thing.
+/// the flags, mapping guest memory and loading the kernel; the first [`build_vm`] (or a restore through
+/// the API) takes the result (its errors are reported there, where they would be without it). `main`
+/// calls this first thing, unless it restores a snapshot (`--restore`), which needs no CPUID and would
+/// only wait for the thread.
 pub fn prefetch_kvm() {
     let spawned = std::thread::Builder::new()
         .name("kvm-open".into())
         .stack_size(256 << 10)
-        .spawn(open_kvm);
+        .spawn(|| open_kvm(true));
     if let Ok(handle) = spawned {
         *PREFETCH.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
     }
 }
 
-/// Opens /dev/kvm, creates the VM with its memory, irqchip and PIT, and its vCPUs.
-fn setup_kvm(mem: &GuestMemoryMmap, vcpu_count: u8) -> Result<KvmParts, BuildError> {
+/// Opens /dev/kvm, creates the VM with its memory, irqchip and PIT, and its vCPUs: for a boot configured
+/// for the kernel's entry (CPUID, MSRs, FPU, LAPIC; the registers come later), for a restore put in the
+/// snapshot's state, the VM's (PIT, clock, irqchip), then each vCPU's, with nothing set twice.
+fn setup_kvm(
+    mem: &GuestMemoryMmap,
+    vcpu_count: u8,
+    restore: Option<&Snapshot>,
+) -> Result<KvmParts, BuildError> {
     let prefetched = PREFETCH.lock().unwrap_or_else(|e| e.into_inner()).take();
     let (kvm, base_cpuid) = match prefetched.map(std::thread::JoinHandle::join) {
         Some(Ok(base)) => base?,
         Some(Err(_)) => return Err(BuildError::SetupPanicked),
-        None => open_kvm()?,
+        None => open_kvm(restore.is_none())?,
     };
     let max = kvm::max_vcpus(&kvm);
     if usize::from(vcpu_count) > max {
@@ -151,9 +165,28 @@ fn setup_kvm(mem: &GuestMemoryMmap, vcpu_count: u8) -> Result<KvmParts, BuildErr
         );
     }
     let vm_fd = vm::create(&kvm, mem)?;
-    let vcpus = (0..vcpu_count)
-        .map(|id| vcpu::create(&vm_fd, id, vcpu_count, &base_cpuid))
-        .collect::<Result<Vec<_>, _>>()?;
+    let vcpus = match restore {
+        Some(state) => {
+            // Firecracker's order: the vCPUs exist, then the VM's state, then each vCPU's.
+            let fds = (0..vcpu_count)
+                .map(|id| vcpu::create_bare(&vm_fd, id))
+                .collect::<Result<Vec<_>, _>>()?;
+            vm::restore_state(&vm_fd, &state.vm)?;
+            for (fd, saved) in fds.iter().zip(&state.vcpus) {
+                vcpu_state::restore(fd, saved)?;
+            }
+            fds
+        }
+        None => {
+            let base_cpuid = match base_cpuid {
+                Some(c) => c,
+                None => vcpu::supported_cpuid(&kvm)?,
+            };
+            (0..vcpu_count)
+                .map(|id| vcpu::create(&vm_fd, id, vcpu_count, &base_cpuid))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
     Ok(KvmParts { kvm, vm_fd, vcpus })
 }
 
@@ -234,8 +267,8 @@ fn setup_guest(
 /// Builds the VM described by `config`. `start` is when the process started (for the boot-time marker).
 ///
 /// KVM's part ([`setup_kvm`]: about 3 ms of system calls here, most of it `KVM_GET_SUPPORTED_CPUID` and
-/// the memory slot) runs on a second thread beside the guest's part ([`setup_guest`]); errors of the
-/// guest's part are reported first, as when the two ran one after the other.
+/// the memory slot) runs on a second thread beside the guest's part ([`setup_guest`]) for a boot, after it
+/// for a restore; errors of the guest's part are reported first, as when the two ran one after the other.
 pub fn build_vm(config: &VmConfig, start: Instant) -> Result<Vm, BuildError> {
     config.validate()?;
     let mem = memory::create(config.machine.mem_size_mib, config.machine.thp)?;
@@ -268,18 +301,25 @@ fn build(
     start: Instant,
 ) -> Result<Vm, BuildError> {
     let vcpu_count = config.machine.vcpu_count;
-    let (guest, kvm_parts) = std::thread::scope(|s| {
-        let kvm_side = std::thread::Builder::new()
-            .name("kvm-setup".into())
-            .spawn_scoped(s, || setup_kvm(&mem, vcpu_count));
-        let guest = setup_guest(config, &mem, restore.is_some());
-        let kvm_parts = match kvm_side {
-            Ok(handle) => handle.join().unwrap_or(Err(BuildError::SetupPanicked)),
-            // No thread to spare: do it here.
-            Err(_) => setup_kvm(&mem, vcpu_count),
-        };
-        (guest, kvm_parts)
-    });
+    let (guest, kvm_parts) = if restore.is_some() {
+        // Nothing to overlap: the guest's part of a restore is opening the disks and TAPs (~0.2 ms),
+        // less than a thread's start and join cost on a loaded host.
+        let guest = setup_guest(config, &mem, true)?;
+        (Ok(guest), setup_kvm(&mem, vcpu_count, restore))
+    } else {
+        std::thread::scope(|s| {
+            let kvm_side = std::thread::Builder::new()
+                .name("kvm-setup".into())
+                .spawn_scoped(s, || setup_kvm(&mem, vcpu_count, None));
+            let guest = setup_guest(config, &mem, false);
+            let kvm_parts = match kvm_side {
+                Ok(handle) => handle.join().unwrap_or(Err(BuildError::SetupPanicked)),
+                // No thread to spare: do it here.
+                Err(_) => setup_kvm(&mem, vcpu_count, None),
+            };
+            (guest, kvm_parts)
+        })
+    };
     let GuestParts { devices, entry } = guest?;
     let KvmParts {
         kvm,
@@ -307,7 +347,6 @@ fn build(
     devices.attach(&vm_fd, &mut mmio)?;
     let mmio = Arc::new(mmio);
     if let Some(state) = restore {
-        vm::restore_state(&vm_fd, &state.vm)?;
         devices.restore(&state.devices.virtio)?;
         serial
             .lock()
@@ -325,10 +364,9 @@ fn build(
         .into_iter()
         .zip(0..)
         .map(|(fd, id)| {
-            match (entry, restore) {
-                (Some(entry), _) => vcpu::set_boot_registers(&fd, id, entry)?,
-                (None, Some(state)) => vcpu_state::restore(&fd, &state.vcpus[usize::from(id)])?,
-                (None, None) => unreachable!("a boot always has a kernel entry"),
+            // A restored vCPU is in its saved state already (setup_kvm).
+            if let Some(entry) = entry {
+                vcpu::set_boot_registers(&fd, id, entry)?;
             }
             Ok(Vcpu {
                 id,

@@ -193,7 +193,10 @@ fn main() -> ExitCode {
     // Before any thread exists, so that every thread inherits the mask and only the event loop sees them.
     vmm::event_loop::block_stop_signals();
     // KVM's slowest set-up step, started now so that it overlaps parsing and loading.
-    vmm::builder::prefetch_kvm();
+    // Not for a restore (`--restore`): its vCPUs take their CPUID from the snapshot.
+    if !std::env::args_os().any(|a| a == "--restore") {
+        vmm::builder::prefetch_kvm();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -70,9 +70,7 @@ pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, VcpuError> {
 /// Creates vCPU `id` and sets what does not depend on the kernel: CPUID, MSRs, FPU and LAPIC. The
 /// registers follow with [`set_boot_registers`] once the kernel's entry is known.
 pub fn create(vm: &VmFd, id: u8, count: u8, base_cpuid: &CpuId) -> Result<VcpuFd, VcpuError> {
-    let fd = vm
-        .create_vcpu(u64::from(id))
-        .map_err(|e| VcpuError::Create(id, e))?;
+    let fd = create_bare(vm, id)?;
     let set = |what, e| VcpuError::Set(id, what, e);
 
     let mut cpuid = base_cpuid.clone();
@@ -95,6 +93,12 @@ pub fn create(vm: &VmFd, id: u8, count: u8, base_cpuid: &CpuId) -> Result<VcpuFd
     set_lvt_mode(&mut lapic.regs, APIC_LVT1, APIC_MODE_NMI);
     fd.set_lapic(&lapic).map_err(|e| set("LAPIC", e))?;
     Ok(fd)
+}
+
+/// Creates vCPU `id` and sets nothing (a restore then puts it in its saved state).
+pub fn create_bare(vm: &VmFd, id: u8) -> Result<VcpuFd, VcpuError> {
+    vm.create_vcpu(u64::from(id))
+        .map_err(|e| VcpuError::Create(id, e))
 }
 
 /// Sets vCPU `id`'s general and segment registers for the kernel's entry.
