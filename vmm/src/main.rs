@@ -188,7 +188,143 @@ fn parse_net_override(s: &str) -> Result<vmm::persist::NetworkOverride, String> 
     })
 }
 
+/// `microvm translate|memory ...`: a client of a running microvm's API socket.
+#[derive(Parser, Debug)]
+#[command(
+    name = "microvm",
+    about = "Look inside a running microvm through its API socket"
+)]
+struct ClientCli {
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ClientCommand {
+    /// Translate a guest-virtual address through the guest's page tables (from a vCPU's CR3) to
+    /// guest-physical, host-virtual and host-physical (GET /vm/translate).
+    Translate {
+        /// The microvm's API socket.
+        #[arg(long, value_name = "PATH")]
+        api_sock: PathBuf,
+        /// The vCPU whose page tables are walked.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        vcpu: u64,
+        /// Print the API's JSON answer instead of the report.
+        #[arg(long)]
+        json: bool,
+        /// The guest-virtual address (hex with 0x, or decimal).
+        #[arg(value_name = "GVA")]
+        gva: String,
+    },
+    /// Print guest-physical memory as xxd does (GET /vm/memory, at most 4096 bytes).
+    Memory {
+        /// The microvm's API socket.
+        #[arg(long, value_name = "PATH")]
+        api_sock: PathBuf,
+        /// How many bytes.
+        #[arg(long, value_name = "N", default_value = "256")]
+        len: String,
+        /// Print the API's JSON answer instead of the dump.
+        #[arg(long)]
+        json: bool,
+        /// The guest-physical address (hex with 0x, or decimal).
+        #[arg(value_name = "GPA")]
+        gpa: String,
+    },
+}
+
+/// The subcommands that make `microvm` a client; any other first argument is the VMM's flags.
+const CLIENT_COMMANDS: [&str; 2] = ["translate", "memory"];
+
+/// Runs a client subcommand.
+fn client_main() -> ExitCode {
+    let cli = match ClientCli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(e),
+    };
+    let (sock, path, json, memory) = match &cli.command {
+        ClientCommand::Translate {
+            api_sock,
+            vcpu,
+            json,
+            gva,
+        } => (
+            api_sock,
+            format!("/vm/translate?gva={gva}&vcpu={vcpu}"),
+            *json,
+            false,
+        ),
+        ClientCommand::Memory {
+            api_sock,
+            len,
+            json,
+            gpa,
+        } => (
+            api_sock,
+            format!("/vm/memory?gpa={gpa}&len={len}"),
+            *json,
+            true,
+        ),
+    };
+    // The numbers go into the query string as given (the VMM parses and checks them): only letters,
+    // digits and '_' may pass.
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_=&".contains(c);
+    if !query.chars().all(plain) {
+        eprintln!(
+            "microvm: {query:?}: addresses and lengths are numbers (decimal, or hex with 0x)"
+        );
+        return ExitCode::from(1);
+    }
+    let answer = vmm::client::get(sock, &path).and_then(|v| {
+        if json {
+            Ok(format!("{v}\n"))
+        } else if memory {
+            vmm::client::format_memory(&v)
+        } else {
+            Ok(vmm::client::format_translation(&v))
+        }
+    });
+    match answer {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("microvm: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Reports a command-line error of clap on one line (status 1), or prints --help/--version (status 0).
+fn clap_failure(e: clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // clap's message runs over several lines (problem, usage, hint): keep the problem, on one line.
+    let msg = e.to_string();
+    let problem: Vec<&str> = msg
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!(
+        "microvm: {}",
+        problem.join(" ").trim_start_matches("error: ")
+    );
+    ExitCode::from(1)
+}
+
 fn main() -> ExitCode {
+    if std::env::args()
+        .nth(1)
+        .is_some_and(|a| CLIENT_COMMANDS.contains(&a.as_str()))
+    {
+        return client_main();
+    }
     let start = Instant::now();
     // Before any thread exists, so that every thread inherits the mask and only the event loop sees them.
     vmm::event_loop::block_stop_signals();
@@ -199,25 +335,7 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // clap's message runs over several lines (problem, usage, hint): keep the problem, on one line.
-            let msg = e.to_string();
-            let problem: Vec<&str> = msg
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!(
-                "microvm: {}",
-                problem.join(" ").trim_start_matches("error: ")
-            );
-            return ExitCode::from(1);
-        }
+        Err(e) => return clap_failure(e),
     };
     let mut cli = cli;
     init_logging(cli.log_level, cli.boot_timer);

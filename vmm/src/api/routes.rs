@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::introspect::{IntrospectError, MemoryQuery, TranslateQuery};
 use crate::persist::{DriveOverride, LoadParams, NetworkOverride};
 
 use crate::config::{BootSource, ConfigError, DriveConfig, MachineConfig, NetConfig};
@@ -31,6 +32,10 @@ pub enum Action {
     GetMetrics,
     CreateSnapshot(CreateSnapshot),
     LoadSnapshot(LoadParams),
+    /// `GET /vm/translate` (ours).
+    Translate(TranslateQuery),
+    /// `GET /vm/memory` (ours).
+    ReadMemory(MemoryQuery),
 }
 
 /// `PUT /snapshot/create`, checked for shape.
@@ -227,8 +232,9 @@ fn check_id(kind: &str, path_id: &str, body_id: &str) -> Result<(), ApiError> {
 
 /// Maps a request onto an [`Action`].
 pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> {
-    // Firecracker ignores a query string; so do we.
-    let path = path.split('?').next().unwrap_or_default();
+    // Firecracker ignores a query string; so do we, except on our introspection paths.
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let bad_query = |e: IntrospectError| ApiError::BadRequest(e.to_string());
     let not_allowed = || ApiError::MethodNotAllowed {
         method: method.to_owned(),
         path: path.to_owned(),
@@ -282,6 +288,14 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
         (["snapshot", "create"], _) => Err(not_allowed()),
         (["snapshot", "load"], "PUT") => Ok(Action::LoadSnapshot(load_params(body)?)),
         (["snapshot", "load"], _) => Err(not_allowed()),
+        (["vm", "translate"], "GET") => Ok(Action::Translate(
+            TranslateQuery::parse(query).map_err(bad_query)?,
+        )),
+        (["vm", "translate"], _) => Err(not_allowed()),
+        (["vm", "memory"], "GET") => Ok(Action::ReadMemory(
+            MemoryQuery::parse(query).map_err(bad_query)?,
+        )),
+        (["vm", "memory"], _) => Err(not_allowed()),
         (["metrics"], "GET") => Ok(Action::GetMetrics),
         (["metrics"], _) => Err(not_allowed()),
         _ => Err(ApiError::NotFound(path.to_owned())),
@@ -540,5 +554,29 @@ mod tests {
         assert_eq!(status("PUT", "/vm", r#"{"state": "Paused"}"#), 405);
         assert_eq!(status("PUT", "/metrics", ""), 405);
         assert_eq!(ApiError::PayloadTooLarge(1).status(), 413);
+    }
+
+    #[test]
+    fn introspection_queries_are_parsed_or_400() {
+        assert_eq!(
+            ok("GET", "/vm/translate?gva=0x1000&vcpu=1", ""),
+            Action::Translate(TranslateQuery {
+                gva: 0x1000,
+                vcpu: 1
+            })
+        );
+        assert_eq!(
+            ok("GET", "/vm/memory?gpa=0x100000&len=64", ""),
+            Action::ReadMemory(MemoryQuery {
+                gpa: 0x100000,
+                len: 64
+            })
+        );
+        assert_eq!(status("GET", "/vm/translate", ""), 400);
+        assert_eq!(status("GET", "/vm/translate?gva=zz", ""), 400);
+        assert_eq!(status("GET", "/vm/memory?gpa=0&len=4097", ""), 400);
+        assert_eq!(status("PUT", "/vm/memory?gpa=0&len=1", ""), 405);
+        let e = route("GET", "/vm/memory?gpa=0&len=99999", b"").unwrap_err();
+        assert!(e.to_string().contains("over the limit of 4096"), "{e}");
     }
 }

@@ -49,6 +49,8 @@ pub enum StartError {
     SpawnVcpu(#[source] std::io::Error),
     #[error("cannot load the snapshot: {0}")]
     Snapshot(#[from] crate::persist::PersistError),
+    #[error(transparent)]
+    Introspect(crate::introspect::IntrospectError),
 }
 
 impl StartError {

@@ -21,7 +21,7 @@ use crate::builder::{build_vm, restore_vm, Vm};
 use crate::config::{SerialMode, VmConfig};
 use crate::event_loop::VmmEvents;
 use crate::persist::{self, LoadParams, PersistError, SnapshotKind};
-use crate::{terminal, vstate};
+use crate::{introspect, terminal, vstate};
 use devices::virtio::block::BlockMetrics;
 use devices::virtio::NetMetrics;
 
@@ -49,6 +49,8 @@ pub struct RuntimeController {
     api_metrics: Option<Arc<ApiMetrics>>,
     i8042: I8042Metrics,
     paused: bool,
+    /// Duplicates of the vCPUs' descriptors for `GET /vm/translate`.
+    inspector: introspect::Inspector,
     /// Guest RAM is mapped from a memory file (a restore, or after a Full snapshot): a Diff can be taken.
     has_mem_base: bool,
     _raw: terminal::RawMode,
@@ -147,6 +149,8 @@ impl RuntimeController {
             })
             .collect();
 
+        let inspector = introspect::Inspector::new(vm.vcpus.iter().map(|v| &v.fd))
+            .map_err(StartError::Introspect)?;
         let raw = terminal::RawMode::enter();
         let mut threads = Vec::new();
         let vcpus: Vec<_> = vm.vcpus.drain(..).collect();
@@ -177,6 +181,7 @@ impl RuntimeController {
             api_metrics,
             i8042: I8042Metrics::default(),
             paused,
+            inspector,
             has_mem_base: false,
             _raw: raw,
         })
@@ -249,7 +254,29 @@ impl RuntimeController {
                 self.paused = false;
                 Ok(Reply::Empty)
             }
+            Action::Translate(q) => self.translate(&q),
+            Action::ReadMemory(q) => {
+                to_json(&introspect::read_memory(&self.vm.mem, &q).map_err(introspect_error)?)
+            }
         }
+    }
+
+    /// `GET /vm/translate`: parks the vCPUs (unless paused already) for the vCPU's registers and
+    /// `KVM_TRANSLATE`, then lets them go on.
+    fn translate(&mut self, q: &introspect::TranslateQuery) -> Outcome {
+        self.inspector
+            .check_vcpu(q.vcpu)
+            .map_err(introspect_error)?;
+        let was_paused = self.paused;
+        if !was_paused {
+            self.pause_vcpus()?;
+        }
+        let t = self.inspector.translate(&self.vm.mem, q);
+        if !was_paused {
+            self.vm.pause.set_paused(false);
+            self.paused = false;
+        }
+        to_json(&t.map_err(introspect_error)?)
     }
 
     /// `PUT /snapshot/create`: a full snapshot of the paused VM.
@@ -356,6 +383,14 @@ impl MutEventSubscriber for RuntimeApi {
         )) {
             log::error!("cannot watch the API EventFd: {e:?}");
         }
+    }
+}
+
+fn introspect_error(e: introspect::IntrospectError) -> ApiError {
+    if e.is_bad_input() {
+        ApiError::BadRequest(e.to_string())
+    } else {
+        ApiError::Internal(e.to_string())
     }
 }
 
