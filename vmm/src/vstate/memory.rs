@@ -193,7 +193,8 @@ pub fn remap_onto_file(mem: &GuestMemoryMmap, path: &std::path::Path) -> Result<
 /// the memory-file layout, the pages written since guest RAM was mapped from a memory file (the pages
 /// `/proc/self/pagemap` shows present or swapped and not file-backed: private copies); everything else
 /// is a hole (as Firecracker's diff files; [`rebase`] lays it onto the Full one). Returns the bytes
-/// written.
+/// written. A private page discarded since (`MADV_DONTNEED`) reads as the file's again, so leaving it
+/// out is right too.
 pub fn dump_written(mem: &GuestMemoryMmap, file: &std::fs::File) -> Result<u64, MemoryError> {
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     let total: u64 = mem.iter().map(|r| r.len()).sum();
