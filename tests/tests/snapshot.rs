@@ -743,3 +743,48 @@ fn ip_in(ns: &tests::Netns, args: &[&str]) {
     a.extend(args);
     tests::ip(&a);
 }
+
+/// A restored VM snapshotted again onto the very files it was restored from (its guest RAM is mapped from
+/// that memory file): the new snapshot restores the later state.
+#[test]
+fn a_restored_vm_snapshots_over_its_own_files() {
+    if !require_kvm() {
+        return;
+    }
+    let (state, mem, last) = counting_snapshot("1");
+    let (vm, sock) = spawn_api(&[]);
+    let mut c = Client::connect(&sock);
+    c.ok(
+        "PUT",
+        "/snapshot/load",
+        &format!(
+            r#"{{"snapshot_path": "{}", "mem_file_path": "{}", "resume_vm": true}}"#,
+            state.display(),
+            mem.display()
+        ),
+    );
+    assert!(wait_until(T, || counts(&vm).last() >= Some(&(last + 3))));
+    let second = pause_settled(&mut c, &vm);
+    c.ok(
+        "PUT",
+        "/snapshot/create",
+        &format!(
+            r#"{{"snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+            state.display(),
+            mem.display()
+        ),
+    );
+    // The old VM still runs correctly on its memory after the snapshot replaced the file under it.
+    c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    assert!(
+        wait_until(T, || counts(&vm).last() >= Some(&(second + 3))),
+        "the snapshotted VM stopped counting: {}",
+        vm.stdout()
+    );
+    vm.signal(libc::SIGKILL);
+    drop(vm.wait(T));
+    assert_eq!(restore_first_count(&state, &mem), second + 1);
+    for f in [state, mem] {
+        std::fs::remove_file(f).unwrap();
+    }
+}

@@ -249,20 +249,49 @@ pub fn create(
         },
     };
     let bytes = encode(&snapshot)?;
-    std::fs::File::create(snapshot_path)
+    // Both files are written beside their paths and renamed into place: guest RAM may be mapped from
+    // the very memory file being replaced (a restored VM, or a Full snapshot's remap), and truncating
+    // that file would take the pages the guest has not written out from under it.
+    let state_tmp = Temp::new(snapshot_path);
+    let mem_tmp = Temp::new(mem_file_path);
+    std::fs::File::create(&state_tmp.0)
         .and_then(|mut f| f.write_all(&bytes))
         .map_err(io_err(snapshot_path))?;
-    let mem_file = std::fs::File::create(mem_file_path).map_err(io_err(mem_file_path))?;
+    let mem_file = std::fs::File::create(&mem_tmp.0).map_err(io_err(mem_file_path))?;
     let written = match kind {
         SnapshotKind::Full => memory::dump(&vm.mem, &mem_file)?,
         SnapshotKind::Diff => memory::dump_written(&vm.mem, &mem_file)?,
     };
     mem_file.sync_data().map_err(io_err(mem_file_path))?;
     drop(mem_file);
+    mem_tmp.rename()?;
+    state_tmp.rename()?;
     if kind == SnapshotKind::Full {
         memory::remap_onto_file(&vm.mem, mem_file_path)?;
     }
     Ok(written)
+}
+
+/// A file written beside `path` (`PATH.tmp-PID`), renamed onto it when complete, removed if not.
+struct Temp<'a>(PathBuf, &'a Path);
+
+impl<'a> Temp<'a> {
+    fn new(path: &'a Path) -> Self {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".tmp-{}", std::process::id()));
+        Temp(PathBuf::from(name), path)
+    }
+
+    fn rename(self) -> Result<(), PersistError> {
+        std::fs::rename(&self.0, self.1).map_err(io_err(self.1))
+    }
+}
+
+impl Drop for Temp<'_> {
+    fn drop(&mut self) {
+        // Gone already once renamed.
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Reads a snapshot for restoring: the state file checked, the overrides applied to its configuration,
