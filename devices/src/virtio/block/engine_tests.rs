@@ -346,6 +346,41 @@ fn reset_and_drop_wait_for_requests_in_flight() {
     }
 }
 
+/// Before a snapshot the device completes the requests in flight: after `prepare_save` every write is
+/// in the file, its status written and its chain on the used ring, and the saved transport state
+/// carries the used-ring interrupt the guest has not seen yet. (O_DIRECT, so the writes really are in
+/// flight when the snapshot begins.)
+#[test]
+fn a_snapshot_completes_the_requests_in_flight() {
+    for engine in [IoEngine::Async, IoEngine::Threads] {
+        let p = raw_image(&format!("snapshot-{engine:?}.raw"), 4 << 20);
+        let mut d = Driver::new(open(&p, CacheMode::Direct), engine);
+        for i in 0..32u16 {
+            d.mem.write_slice(&[i as u8 + 7; 65536], d.data(i)).unwrap();
+            d.post(i, VIRTIO_BLK_T_OUT, u64::from(i) * 128, 65536);
+        }
+        write_reg(&mut d.t, 0x50, 0);
+        d.blk.lock().unwrap().process_queue();
+        assert!(d.blk.lock().unwrap().in_flight() > 0, "{engine:?}");
+        d.t.prepare_save();
+        let state = d.t.save();
+        assert_eq!(d.blk.lock().unwrap().in_flight(), 0, "{engine:?}");
+        let used: u16 = d.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+        assert_eq!(used, 32, "{engine:?}");
+        assert_eq!(state.queues[0].next_used, 32, "{engine:?}");
+        assert_ne!(state.interrupt_status & VirtioInterrupt::USED_RING, 0);
+        for i in 0..32u16 {
+            assert_eq!(d.status(i), VIRTIO_BLK_S_OK, "{engine:?}: request {i}");
+        }
+        let file = std::fs::read(&p).unwrap();
+        for i in 0..32usize {
+            assert!(file[i * 65536..(i + 1) * 65536]
+                .iter()
+                .all(|&b| b == i as u8 + 7));
+        }
+    }
+}
+
 /// A request past the end of the file behind the disk (the file shrank after opening) fails with IOERR,
 /// and the requests around it still succeed.
 #[test]
