@@ -9,6 +9,22 @@ pub mod disk;
 pub mod legacy;
 pub mod virtio;
 
+/// What every I/O worker thread a device starts runs first, before it takes any request (the VMM sets it
+/// once, to install the worker's seccomp filter: `vmm::seccomp`). Unset, workers start directly.
+static IO_THREAD_START: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets [`IO_THREAD_START`]; only the first call counts.
+pub fn set_io_thread_start(f: fn()) {
+    let _ = IO_THREAD_START.set(f);
+}
+
+/// Runs [`IO_THREAD_START`] on the calling (new) I/O thread.
+pub(crate) fn io_thread_start() {
+    if let Some(f) = IO_THREAD_START.get() {
+        f();
+    }
+}
+
 /// Guest memory as every device sees it.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
 

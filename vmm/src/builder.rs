@@ -377,7 +377,7 @@ fn build(
                 exit: exit.clone(),
                 stop: stop.clone(),
                 pause: pause.clone(),
-                kernel_path: source.kernel_image_path.clone(),
+                kernel_file: std::fs::File::open(&source.kernel_image_path).ok(),
                 start,
             })
         })

@@ -18,6 +18,7 @@ pub mod device_manager;
 pub mod event_loop;
 pub mod introspect;
 pub mod persist;
+pub mod seccomp;
 pub mod terminal;
 pub mod vstate;
 

@@ -92,6 +92,13 @@ struct Cli {
     /// What the 8250 UART is connected to.
     #[arg(long, value_enum, default_value_t = SerialMode::Stdio)]
     serial: SerialMode,
+    /// Run without seccomp filters.
+    #[arg(long, conflicts_with = "seccomp_filter")]
+    no_seccomp: bool,
+    /// Install the seccomp filters of this JSON file (the built-in table's format: one filter for each of
+    /// the thread kinds vmm, api, vcpu and blk_io) instead of the built-in ones.
+    #[arg(long, value_name = "FILE")]
+    seccomp_filter: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     log_level: log::LevelFilter,
@@ -339,6 +346,15 @@ fn main() -> ExitCode {
     };
     let mut cli = cli;
     init_logging(cli.log_level, cli.boot_timer);
+    let filters = match (&cli.seccomp_filter, cli.no_seccomp) {
+        (_, true) => vmm::seccomp::FilterSource::Disabled,
+        (Some(path), false) => vmm::seccomp::FilterSource::File(path.clone()),
+        (None, false) => vmm::seccomp::FilterSource::Default,
+    };
+    if let Err(e) = vmm::seccomp::init(&filters) {
+        eprintln!("microvm: {e}");
+        return ExitCode::from(1);
+    }
     let config = match cli.config() {
         Ok(c) => c,
         Err(e) => {

@@ -44,6 +44,8 @@ pub enum ServerError {
     EventFd(#[source] std::io::Error),
     #[error("cannot start the API thread: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// A successful answer: 204 without a body, or 200 with JSON.
@@ -152,10 +154,23 @@ pub fn start(path: &Path) -> Result<(SocketGuard, ApiChannel, Arc<ApiMetrics>), 
         metrics: metrics.clone(),
         active: Arc::new(AtomicUsize::new(0)),
     };
+    // The thread installs its seccomp filter (inherited by the connection threads it starts) before it
+    // accepts anything, and says whether that worked.
+    let (filtered_tx, filtered) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || accept_loop(listener, shared))
+        .spawn(move || {
+            let r = crate::seccomp::apply(crate::seccomp::ThreadKind::Api);
+            let ok = r.is_ok();
+            let _ = filtered_tx.send(r);
+            if ok {
+                accept_loop(listener, shared);
+            }
+        })
         .map_err(ServerError::Spawn)?;
+    filtered
+        .recv()
+        .map_err(|_| ServerError::Spawn(std::io::Error::other("the API thread ended")))??;
     Ok((guard, ApiChannel { evt, rx }, metrics))
 }
 

@@ -21,6 +21,26 @@ impl SymbolTable {
         Self::parse(&data)
     }
 
+    /// Reads the symbols of an open ELF file (with `pread` only: what a vCPU thread's filter allows).
+    pub fn read(file: &std::fs::File) -> Option<Self> {
+        use std::os::unix::fs::FileExt;
+        let mut data = vec![0u8; 1 << 20];
+        let mut len = 0;
+        loop {
+            if len == data.len() {
+                data.resize(len * 2, 0);
+            }
+            match file.read_at(&mut data[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        data.truncate(len);
+        Self::parse(&data)
+    }
+
     /// Parses the symbols of an ELF image.
     pub fn parse(data: &[u8]) -> Option<Self> {
         let elf = ElfFile64::<object::Endianness>::parse(data).ok()?;

@@ -47,6 +47,8 @@ pub enum StartError {
     Events(#[source] std::io::Error),
     #[error("cannot start a vCPU thread: {0}")]
     SpawnVcpu(#[source] std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot load the snapshot: {0}")]
     Snapshot(#[from] crate::persist::PersistError),
     #[error(transparent)]

@@ -154,12 +154,21 @@ impl RuntimeController {
         let raw = terminal::RawMode::enter();
         let mut threads = Vec::new();
         let vcpus: Vec<_> = vm.vcpus.drain(..).collect();
+        // Each vCPU thread installs its seccomp filter before its first KVM_RUN and says whether that
+        // worked; the VMM thread installs its own once they all have, before the event loop runs.
+        let (filtered_tx, filtered) = std::sync::mpsc::channel();
         for vcpu in vcpus {
             let pause = vm.pause.clone();
+            let filtered_tx = filtered_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id))
                 .spawn(move || {
-                    vcpu.run();
+                    let r = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu);
+                    let ok = r.is_ok();
+                    let _ = filtered_tx.send(r);
+                    if ok {
+                        vcpu.run();
+                    }
                     pause.thread_exited();
                 });
             match handle {
@@ -169,6 +178,14 @@ impl RuntimeController {
                     return Err(StartError::SpawnVcpu(e));
                 }
             }
+        }
+        drop(filtered_tx);
+        let filtered: Result<Vec<()>, _> = filtered.iter().take(threads.len()).collect();
+        if let Err(e) =
+            filtered.and_then(|_| crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm))
+        {
+            stop_vcpus(&vm, threads);
+            return Err(StartError::Seccomp(e));
         }
         Ok(Self {
             id,

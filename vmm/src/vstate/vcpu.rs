@@ -5,7 +5,6 @@
 //! go on, or end the VM with a status. A vCPU stops when the VMM sets its `stop` flag and kicks the thread
 //! with [`KICK_SIGNAL`], which makes a blocked `KVM_RUN` return `EINTR`.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -307,8 +306,9 @@ pub struct Vcpu {
     pub stop: Arc<AtomicBool>,
     /// Pause requests from the VMM thread.
     pub pause: Arc<PauseControl>,
-    /// The kernel file, for naming the function a failing RIP is in.
-    pub kernel_path: PathBuf,
+    /// The kernel file, for naming the function a failing RIP is in (opened before the vCPU thread's
+    /// seccomp filter, which allows no `open`).
+    pub kernel_file: Option<std::fs::File>,
     /// When the process started, for the first-KVM_RUN timing of `--boot-timer`.
     pub start: std::time::Instant,
 }
@@ -382,7 +382,10 @@ impl Vcpu {
         let sregs = self.fd.get_sregs().unwrap_or_default();
         let reason = self.fd.get_kvm_run().exit_reason;
         let cpl = sregs.cs.selector & 3;
-        let symbol = SymbolTable::load(&self.kernel_path)
+        let symbol = self
+            .kernel_file
+            .as_ref()
+            .and_then(SymbolTable::read)
             .and_then(|t| t.describe(regs.rip))
             .map(|s| format!(" <{s}>"))
             .unwrap_or_default();

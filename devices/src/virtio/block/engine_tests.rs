@@ -644,3 +644,48 @@ fn threads_engine_serves_cached_runs_inline_and_the_rest_on_workers() {
     let mut d = Driver::new(open(&p, CacheMode::Direct), IoEngine::Threads);
     assert_eq!(batch(&mut d), (1, 15), "O_DIRECT reads");
 }
+
+/// The filters of microvm's seccomp table (vmm/resources/seccomp), compiled for this test.
+static VMM_FILTERS: std::sync::OnceLock<seccompiler::BpfMap> = std::sync::OnceLock::new();
+
+/// What a worker of the thread pool runs under in microvm: the VMM thread's filter (inherited from the
+/// thread that starts it) with the worker's own on top.
+fn filtered_worker_start() {
+    let filters = VMM_FILTERS.get().unwrap();
+    seccompiler::apply_filter(&filters["vmm"]).unwrap();
+    seccompiler::apply_filter(&filters["blk_io"]).unwrap();
+}
+
+/// microvm's `blk_io` seccomp filter (stacked on its `vmm` filter, as in microvm) allows everything a
+/// pool worker does: uncached, `O_DIRECT` and flushed writes and reads on workers. A denied syscall
+/// raises SIGSYS, which ends this test process. (Workers of the other tests of this process that start
+/// after this one run filtered too, which holds them to the same table.)
+#[test]
+fn threads_engine_workers_run_under_microvm_seccomp_filters() {
+    let table = include_str!("../../../../vmm/resources/seccomp/x86_64-unknown-linux-gnu.json");
+    let map =
+        seccompiler::compile_from_json(table.as_bytes(), seccompiler::TargetArch::x86_64).unwrap();
+    let _ = VMM_FILTERS.set(map);
+    crate::set_io_thread_start(filtered_worker_start);
+    let size = 8usize << 20;
+    let p = raw_image("filtered.raw", size);
+    for cache in [CacheMode::Direct, CacheMode::Writeback] {
+        let mut d = Driver::new(open(&p, cache), IoEngine::Threads);
+        for i in 0..16u16 {
+            d.post(i, VIRTIO_BLK_T_OUT, u64::from(i) * 256, 65536);
+        }
+        d.post(16, VIRTIO_BLK_T_FLUSH, 0, 0);
+        let mut got = d.kick_and_wait(17);
+        got.sort_unstable();
+        assert_eq!(got, (0..17).map(|i| (i, 1)).collect::<Vec<_>>());
+        assert_eq!(d.status(16), VIRTIO_BLK_S_OK);
+        for i in 0..16u16 {
+            d.post(i, VIRTIO_BLK_T_IN, u64::from(i) * 256, 65536);
+        }
+        assert_eq!(d.kick_and_wait(16).len(), 16);
+        let (_, pooled) = d.blk.lock().unwrap().engine.pool_counts().unwrap();
+        if cache == CacheMode::Direct {
+            assert!(pooled > 0, "no request reached a worker");
+        }
+    }
+}

@@ -253,7 +253,10 @@ impl ThreadPool {
             let spawned = std::thread::Builder::new()
                 .name("blk-io".into())
                 .stack_size(128 << 10)
-                .spawn(move || worker(&shared));
+                .spawn(move || {
+                    crate::io_thread_start();
+                    worker(&shared)
+                });
             match spawned {
                 Ok(h) => self.workers.push(h),
                 Err(e) => {
