@@ -81,6 +81,21 @@ strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/
     "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/tcp-backlog" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" "$stage/bin/rthreads" \
     2>/dev/null || true
 
+# Debian's busybox-static (installed by scripts/install-deps.sh): /bin/busybox and a link for each applet
+# (`busybox --list-full`) where the rootfs has no program of that name yet.
+busybox=/bin/busybox
+if ! [[ -x "$busybox" ]] || ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+    "$root/scripts/install-deps.sh"
+fi
+install -m 0755 "$busybox" "$stage/bin/busybox"
+for applet in $("$busybox" --list-full); do
+    dir="$(dirname "$applet")"
+    mkdir -p "$stage/$dir"
+    if [[ ! -e "$stage/$applet" && ! -L "$stage/$applet" ]]; then
+        ln -s /bin/busybox "$stage/$applet"
+    fi
+done
+
 img="$out/rootfs.ext2"
 rm -f "$img"
 mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 40M

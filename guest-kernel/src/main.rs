@@ -66,6 +66,14 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         Dec(cal.lapic_hz / 1000),
         Dec(hz)
     );
+    match time::init_wall_clock() {
+        Some(source) => kprintln!(
+            "clock: wall clock from {}: {} s since the epoch",
+            source,
+            Dec(time::realtime_ns() / 1_000_000_000)
+        ),
+        None => kprintln!("clock: no wall clock offered, CLOCK_REALTIME starts at the epoch"),
+    }
     let tun = proc::sched::init(cmdline);
     kprintln!(
         "sched: CFS, latency {} ns, min_granularity {} ns, wakeup_granularity {} ns",

@@ -9,6 +9,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 static TSC_BOOT: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds per TSC tick as a 32.32 fixed-point multiplier (0 until calibrated).
 static TSC_MULT: AtomicU64 = AtomicU64::new(0);
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static JIFFIES: AtomicU64 = AtomicU64::new(0);
 static HZ: AtomicU64 = AtomicU64::new(100);
 /// When the next tick is due, and when the timer is armed to fire (ns since boot).
@@ -22,11 +23,17 @@ pub fn init_early() {
 
 /// Sets the TSC frequency and the tick rate.
 pub fn set_calibration(tsc_hz: u64, hz: u64) {
+    TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     TSC_MULT.store(
         ((1_000_000_000u128 << 32) / tsc_hz.max(1) as u128) as u64,
         Ordering::Relaxed,
     );
     HZ.store(hz, Ordering::Relaxed);
+}
+
+/// The calibrated TSC frequency (Hz).
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
 }
 
 /// Converts a TSC tick count to nanoseconds.
@@ -105,7 +112,24 @@ pub fn hz() -> u64 {
     HZ.load(Ordering::Relaxed)
 }
 
-/// Wall-clock time: boot time is taken as the epoch until an RTC driver exists.
+/// CLOCK_REALTIME minus the time since boot (ns): set at boot from the VMM's wall clock
+/// ([`init_wall_clock`]) and by clock_settime.
+static REALTIME_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the wall clock the VMM offers (kvm-clock, else the CMOS RTC); without one, CLOCK_REALTIME
+/// starts at the epoch. Returns the source's name.
+pub fn init_wall_clock() -> Option<&'static str> {
+    let (wall, source) = crate::arch::clock::wall_clock_now()?;
+    REALTIME_OFFSET.store(wall.saturating_sub(now_ns()), Ordering::Relaxed);
+    Some(source)
+}
+
+/// Wall-clock time (CLOCK_REALTIME), ns since the epoch.
 pub fn realtime_ns() -> u64 {
-    now_ns()
+    now_ns().wrapping_add(REALTIME_OFFSET.load(Ordering::Relaxed))
+}
+
+/// Sets CLOCK_REALTIME to `ns` since the epoch (clock_settime, settimeofday).
+pub fn set_realtime_ns(ns: u64) {
+    REALTIME_OFFSET.store(ns.wrapping_sub(now_ns()), Ordering::Relaxed);
 }

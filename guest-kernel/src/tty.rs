@@ -3,7 +3,7 @@
 //! Canonical mode (the default, as Linux's `ICANON|ECHO|ISIG`): input is edited a line at a time with
 //! echo, backspace/DEL erase, Ctrl-U kills the line, Ctrl-D ends input, Enter (CR mapped to NL) makes the
 //! line readable; Ctrl-C drops the line and sends SIGINT to the foreground process group, Ctrl-\ SIGQUIT.
-//! Raw mode (ICANON off) hands bytes over as they come. Readers block on `Chan::Console`.
+//! Raw mode (ICANON off) hands bytes over as they come. Readers and pollers sleep on its wait queue.
 //! ioctls: TCGETS/TCSETS*, TIOCGPGRP/TIOCSPGRP, TIOCGSID, TIOCGWINSZ/TIOCSWINSZ, TIOCSCTTY/TIOCNOTTY,
 //! FIONREAD.
 //!
@@ -17,8 +17,9 @@
 //! foreground group gets SIGTTOU (`background_check`).
 #![deny(unsafe_code)]
 
-use crate::proc::{sched, signal, Chan, Pid};
+use crate::proc::{signal, Pid};
 use crate::sync::KCell;
+use crate::sync::WaitQueue;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -110,8 +111,17 @@ static TTY: KCell<Tty> = KCell::new(Tty {
     session: 0,
 });
 
-/// Someone is blocked reading the console.
+/// Someone is blocked reading the console or polls it.
 static WAITING: AtomicBool = AtomicBool::new(false);
+
+/// Readers and pollers of the console sleep here.
+static INPUT: WaitQueue = WaitQueue::fixed(1);
+
+/// The queue woken when console input becomes readable (poll, select, epoll wait on it).
+pub fn wait_queue() -> WaitQueue {
+    WAITING.store(true, Ordering::Relaxed);
+    INPUT
+}
 
 fn echo(t: &Tty, bytes: &[u8]) {
     if t.termios.lflag & ECHO != 0 {
@@ -199,7 +209,7 @@ pub fn process_input() {
             }
         }
         if readable && WAITING.swap(false, Ordering::Relaxed) {
-            sched::wake(Chan::Console);
+            INPUT.wake_all();
         }
     }
 }
@@ -232,11 +242,8 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
                 return Ok(0);
             }
         }
-        if signal::pending_for_current() {
-            return Err(Errno::ERESTARTSYS);
-        }
         WAITING.store(true, Ordering::Relaxed);
-        sched::block(Chan::Console);
+        INPUT.wait().map_err(|_| Errno::ERESTARTSYS)?;
     }
 }
 

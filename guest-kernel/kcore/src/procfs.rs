@@ -1,5 +1,6 @@
 //! The text of /proc files in Linux's formats, from plain data the kernel gathers: `/proc/PID/stat`,
-//! `/proc/PID/status`, `/proc/PID/sched`, `/proc/uptime`, `/proc/meminfo`. Pure formatting, tested on the host.
+//! `/proc/PID/status`, `/proc/PID/sched`, `/proc/PID/statm`, `/proc/uptime`, `/proc/meminfo`, `/proc/stat`,
+//! `/proc/cpuinfo`, `/proc/version`. Pure formatting, tested on the host.
 
 extern crate alloc;
 use crate::fmt::{Dec, IDec};
@@ -219,6 +220,123 @@ pub fn meminfo(total_kb: u64, free_kb: u64, slab_kb: u64) -> Vec<u8> {
     b.0
 }
 
+/// System-wide counters for `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SysStat {
+    /// Clock ticks (USER_HZ) in user mode, kernel mode and idle, over the whole uptime.
+    pub user: u64,
+    pub system: u64,
+    pub idle: u64,
+    /// Context switches, the boot time (s since the epoch), forks, and tasks runnable and blocked now.
+    pub ctxt: u64,
+    pub btime: u64,
+    pub processes: u64,
+    pub running: u64,
+    pub blocked: u64,
+}
+
+/// `/proc/stat` for one CPU, in Linux 6.5's layout (the `cpu` and `cpu0` lines with ten columns, the
+/// interrupt and softirq totals as zeros).
+pub fn stat_file(s: &SysStat) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    for name in ["cpu ", "cpu0"] {
+        let _ = writeln!(
+            b,
+            "{} {} 0 {} {} 0 0 0 0 0 0",
+            name,
+            Dec(s.user),
+            Dec(s.system),
+            Dec(s.idle)
+        );
+    }
+    let _ = write!(
+        b,
+        "intr 0\nctxt {}\nbtime {}\nprocesses {}\nprocs_running {}\nprocs_blocked {}\nsoftirq 0 0 0 0 0 0 0 0 0 0 0\n",
+        Dec(s.ctxt),
+        Dec(s.btime),
+        Dec(s.processes),
+        Dec(s.running),
+        Dec(s.blocked)
+    );
+    b.0
+}
+
+/// `/proc/PID/statm`: size, resident, shared, text, lib, data, dt in pages (shared, text and data as
+/// this kernel counts them: the file-backed resident pages, the executable's size, the rest).
+pub fn statm(size_pages: u64, resident: u64, shared: u64, text: u64) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    let _ = writeln!(
+        b,
+        "{} {} {} {} 0 {} 0",
+        Dec(size_pages),
+        Dec(resident),
+        Dec(shared),
+        Dec(text),
+        Dec(size_pages.saturating_sub(text))
+    );
+    b.0
+}
+
+/// What `/proc/cpuinfo` says about the one CPU.
+#[derive(Clone, Debug, Default)]
+pub struct CpuInfo {
+    pub vendor: Vec<u8>,
+    pub family: u32,
+    pub model: u32,
+    pub model_name: Vec<u8>,
+    pub stepping: u32,
+    pub khz: u64,
+    /// Feature flag names, space-separated.
+    pub flags: Vec<u8>,
+}
+
+/// `/proc/cpuinfo` for processor 0, the fields programs read (Linux's show_cpuinfo order).
+pub fn cpuinfo(c: &CpuInfo) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    b.0.extend_from_slice(b"processor\t: 0\nvendor_id\t: ");
+    b.0.extend_from_slice(&c.vendor);
+    let _ = write!(
+        b,
+        "\ncpu family\t: {}\nmodel\t\t: {}\nmodel name\t: ",
+        Dec(c.family as u64),
+        Dec(c.model as u64)
+    );
+    b.0.extend_from_slice(&c.model_name);
+    let frac = c.khz % 1000;
+    let _ = write!(
+        b,
+        "\nstepping\t: {}\ncpu MHz\t\t: {}.{}{}{}\nphysical id\t: 0\nsiblings\t: 1\ncore id\t\t: 0\n\
+         cpu cores\t: 1\napicid\t\t: 0\nfpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: 13\nwp\t\t: yes\nflags\t\t: ",
+        Dec(c.stepping as u64),
+        Dec(c.khz / 1000),
+        Dec(frac / 100),
+        Dec(frac / 10 % 10),
+        Dec(frac % 10)
+    );
+    b.0.extend_from_slice(&c.flags);
+    // bogomips: twice the MHz, as Linux's calibration on x86.
+    let bogo = c.khz * 2 / 10;
+    let _ = write!(
+        b,
+        "\nbogomips\t: {}.{}{}\nclflush size\t: 64\ncache_alignment\t: 64\naddress sizes\t: 46 bits physical, 48 bits virtual\n\n",
+        Dec(bogo / 100),
+        Dec(bogo / 10 % 10),
+        Dec(bogo % 10)
+    );
+    b.0
+}
+
+/// The `/proc/version` line.
+pub fn version(release: &str, build: &str) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    let _ = writeln!(
+        b,
+        "Linux version {} (microvm guest kernel) {}",
+        release, build
+    );
+    b.0
+}
+
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Copy, Debug)]
 pub struct MapLine<'a> {
@@ -278,6 +396,53 @@ pub fn maps(lines: &[MapLine<'_>]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn proc_stat_layout() {
+        let t = stat_file(&SysStat {
+            user: 12,
+            system: 34,
+            idle: 560,
+            ctxt: 99,
+            btime: 1_800_000_000,
+            processes: 17,
+            running: 1,
+            blocked: 0,
+        });
+        let t = core::str::from_utf8(&t).unwrap();
+        let mut lines = t.lines();
+        assert_eq!(lines.next(), Some("cpu  12 0 34 560 0 0 0 0 0 0"));
+        assert_eq!(lines.next(), Some("cpu0 12 0 34 560 0 0 0 0 0 0"));
+        assert!(t.contains(
+            "\nctxt 99\nbtime 1800000000\nprocesses 17\nprocs_running 1\nprocs_blocked 0\n"
+        ));
+    }
+
+    #[test]
+    fn statm_and_cpuinfo() {
+        assert_eq!(statm(100, 40, 10, 30), b"100 40 10 30 0 70 0\n".to_vec());
+        let c = cpuinfo(&CpuInfo {
+            vendor: b"GenuineIntel".to_vec(),
+            family: 6,
+            model: 85,
+            model_name: b"Intel Xeon".to_vec(),
+            stepping: 7,
+            khz: 2_300_005,
+            flags: b"fpu sse sse2".to_vec(),
+        });
+        let c = core::str::from_utf8(&c).unwrap();
+        assert!(c.starts_with("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"));
+        assert!(c.contains("cpu MHz\t\t: 2300.005\n"), "{c}");
+        assert!(
+            c.contains("flags\t\t: fpu sse sse2\nbogomips\t: 4600.01\n"),
+            "{c}"
+        );
+        assert!(c.ends_with("\n\n"));
+        assert_eq!(
+            version("6.5.0", "#1"),
+            b"Linux version 6.5.0 (microvm guest kernel) #1\n".to_vec()
+        );
+    }
+
     use super::*;
 
     fn info() -> ProcInfo {

@@ -10,11 +10,10 @@
 //! and no user memory held across a sleep. Writes of at most [`PIPE_BUF`] bytes are atomic.
 #![deny(unsafe_code)]
 
-use crate::proc::{sched, signal, Chan};
+use crate::sync::waitqueue::WaitQueue;
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::errno::Errno;
 
 /// Linux's default pipe capacity.
@@ -24,7 +23,8 @@ pub const PIPE_BUF: usize = 4096;
 
 /// The buffer both ends share.
 pub struct Pipe {
-    id: u64,
+    /// Readers and writers (and pollers) of both ends sleep here.
+    wq: WaitQueue,
     /// The ring: allocated at the first write.
     ring: Option<Box<[u8]>>,
     /// Where the oldest byte is, and how many bytes are queued.
@@ -43,47 +43,51 @@ pub struct PipeEnd {
 
 impl Drop for PipeEnd {
     fn drop(&mut self) {
-        let id = {
+        let wq = {
             let mut p = self.pipe.borrow_mut();
             if self.write {
                 p.writers -= 1;
             } else {
                 p.readers -= 1;
             }
-            p.id
+            p.wq
         };
-        sched::wake(Chan::Pipe(id));
+        wq.wake_all();
     }
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 impl Pipe {
-    /// The wait channel of this pipe.
-    pub fn chan(&self) -> Chan {
-        Chan::Pipe(self.id)
+    /// The wait queue of this pipe.
+    pub fn wait_queue(&self) -> WaitQueue {
+        self.wq
     }
 
-    /// poll(2) readiness of one end: (readable or EOF, writable, hang-up / no readers).
-    pub fn poll(&self, write: bool) -> (bool, bool, bool) {
+    /// How many read ends are open.
+    pub fn readers(&self) -> usize {
+        self.readers
+    }
+
+    /// poll(2) readiness of one end as Linux's pipe_poll: (readable, writable, hang-up, error). The
+    /// read end is readable while bytes are queued and hung up once no writer is left (POLLHUP alone
+    /// when empty); the write end is writable while a page is free and in error once no reader is left.
+    pub fn poll(&self, write: bool) -> (bool, bool, bool, bool) {
         if write {
             (
                 false,
-                self.readers > 0 && PIPE_BUF_SIZE - self.len >= PIPE_BUF,
+                PIPE_BUF_SIZE - self.len >= PIPE_BUF,
+                false,
                 self.readers == 0,
             )
         } else {
-            (self.len > 0 || self.writers == 0, false, self.writers == 0)
+            (self.len > 0, false, self.writers == 0, false)
         }
     }
 }
 
 /// A new pipe: (read end, write end).
 pub fn new() -> (PipeEnd, PipeEnd) {
-    let id = NEXT_ID.load(Ordering::Relaxed);
-    NEXT_ID.store(id + 1, Ordering::Relaxed);
     let pipe = Rc::new(RefCell::new(Pipe {
-        id,
+        wq: WaitQueue::new(),
         ring: None,
         head: 0,
         len: 0,
@@ -112,11 +116,11 @@ pub fn read_with(
         return Ok(0);
     }
     loop {
-        let id = {
+        let wq = {
             let mut p = pipe.borrow_mut();
             if p.len > 0 {
                 let n = total.min(p.len);
-                let (head, id) = (p.head, p.id);
+                let (head, wq) = (p.head, p.wq);
                 let ring = p.ring.as_deref().unwrap_or(&[]);
                 // The queued bytes from `head` on, wrapping once.
                 let first = n.min(PIPE_BUF_SIZE - head);
@@ -135,7 +139,7 @@ pub fn read_with(
                 p.len -= done;
                 drop(p);
                 if done > 0 {
-                    sched::wake(Chan::Pipe(id));
+                    wq.wake_all();
                     return Ok(done);
                 }
                 return res.map(|_| 0);
@@ -143,15 +147,12 @@ pub fn read_with(
             if p.writers == 0 {
                 return Ok(0);
             }
-            p.id
+            p.wq
         };
         if nonblock {
             return Err(Errno::EAGAIN);
         }
-        if signal::pending_for_current() {
-            return Err(Errno::ERESTARTSYS);
-        }
-        sched::block(Chan::Pipe(id));
+        wq.wait().map_err(|_| Errno::ERESTARTSYS)?;
     }
 }
 
@@ -164,7 +165,7 @@ pub fn read(pipe: &Rc<RefCell<Pipe>>, buf: &mut [u8], nonblock: bool) -> Result<
 }
 
 /// Writes `total` bytes, blocking while full (or, for a write of at most [`PIPE_BUF`] bytes, while it
-/// would not fit whole); EPIPE (and SIGPIPE) without readers; a partial count when non-blocking or
+/// would not fit whole); EPIPE without readers (the caller sends SIGPIPE); a partial count when non-blocking or
 /// interrupted after some bytes went. `copy(offset, dst)` fills `dst` with the bytes at offset
 /// `offset` of the caller's data; an error from it ends the write.
 pub fn write_with(
@@ -176,11 +177,9 @@ pub fn write_with(
     let partial = |done: usize, e: Errno| if done > 0 { Ok(done) } else { Err(e) };
     let mut done = 0;
     loop {
-        let id = {
+        let wq = {
             let mut p = pipe.borrow_mut();
             if p.readers == 0 {
-                drop(p);
-                signal::send_kernel(crate::proc::current_pid(), signal::SIGPIPE);
                 return partial(done, Errno::EPIPE);
             }
             if p.ring.is_none() && total > 0 {
@@ -215,15 +214,15 @@ pub fn write_with(
             }
             p.len += moved;
             done += moved;
-            let id = p.id;
+            let wq = p.wq;
             drop(p);
             if moved > 0 {
-                sched::wake(Chan::Pipe(id));
+                wq.wake_all();
             }
             if let Err(e) = res {
                 return partial(done, e);
             }
-            id
+            wq
         };
         if done == total {
             return Ok(done);
@@ -231,10 +230,9 @@ pub fn write_with(
         if nonblock {
             return partial(done, Errno::EAGAIN);
         }
-        if signal::pending_for_current() {
+        if wq.wait().is_err() {
             return partial(done, Errno::ERESTARTSYS);
         }
-        sched::block(Chan::Pipe(id));
     }
 }
 

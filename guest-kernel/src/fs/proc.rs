@@ -27,7 +27,64 @@ pub enum ProcFile {
     Data(Vec<u8>),
 }
 
-const PID_FILES: [&[u8]; 5] = [b"cmdline", b"maps", b"sched", b"stat", b"status"];
+const PID_FILES: [&[u8]; 8] = [
+    b"cmdline", b"comm", b"environ", b"maps", b"sched", b"stat", b"statm", b"status",
+];
+
+/// The files of `/proc` itself (after `self` and the process directories).
+const ROOT_FILES: [&[u8]; 7] = [
+    b"uptime",
+    b"meminfo",
+    b"stat",
+    b"loadavg",
+    b"cpuinfo",
+    b"version",
+    b"filesystems",
+];
+
+/// `/proc/stat`: CPU time summed over every task (its own and its reaped children's, which is all
+/// time ever run: an exited task's times move into its parent when reaped), the idle task's halts.
+fn sys_stat() -> Vec<u8> {
+    let pids: Vec<Pid> = proc::with_table(|t| t.values().map(|p| p.pid).collect());
+    let (mut user, mut system) = (0, 0);
+    for pid in pids {
+        if let Some(e) = proc::sched::entity(pid) {
+            user += e.utime() + e.children_utime;
+            system += e.stime + e.children_stime;
+        }
+    }
+    let up = crate::time::now_ns();
+    procfs::stat_file(&procfs::SysStat {
+        user: clock_ticks(user),
+        system: clock_ticks(system),
+        idle: clock_ticks(proc::sched::idle_ns()),
+        ctxt: proc::sched::switches(),
+        btime: crate::time::realtime_ns().saturating_sub(up) / 1_000_000_000,
+        processes: proc::sched::forks(),
+        running: proc::sched::nr_running(),
+        blocked: 0,
+    })
+}
+
+/// `/proc/PID/statm` in pages: the areas' size, the resident pages, the executable's file pages.
+fn statm(pid: Pid) -> Option<Vec<u8>> {
+    proc::with_proc(pid, |p| {
+        let mm = p.mm.borrow();
+        let size = mm.vmas.total() / 4096;
+        let rss = if p.state == State::Zombie {
+            0
+        } else {
+            mm.aspace.mapped_pages()
+        };
+        let text: u64 = mm
+            .vmas
+            .iter()
+            .filter(|v| v.prot & kcore::vma::PROT_EXEC != 0)
+            .map(|v| (v.end - v.start) / 4096)
+            .sum();
+        procfs::statm(size, rss, 0, text)
+    })
+}
 
 /// Nanoseconds to clock ticks (USER_HZ = 100, as Linux reports them whatever its HZ).
 fn clock_ticks(ns: u64) -> u64 {
@@ -104,7 +161,7 @@ fn info_of(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
                 tgid: p.tgid.0,
                 threads: 0,
             },
-            p.cmdline.clone(),
+            p.exec.cmdline.clone(),
             SchedInfo {
                 pid: p.pid.0,
                 comm: p.name.iter().copied().take(15).collect(),
@@ -174,8 +231,26 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
         [] => Ok(ProcFile::Dir(ProcDir::Root)),
         [b"uptime"] => {
             let up = crate::time::now_ns();
-            Ok(ProcFile::Data(procfs::uptime(up, 0)))
+            Ok(ProcFile::Data(procfs::uptime(up, proc::sched::idle_ns())))
         }
+        [b"stat"] => Ok(ProcFile::Data(sys_stat())),
+        [b"loadavg"] => {
+            let (tasks, last) =
+                proc::with_table(|t| (t.len() as u64, t.keys().last().map_or(0, |p| p.0)));
+            Ok(ProcFile::Data(proc::sched::load_averages().proc_text(
+                proc::sched::nr_running(),
+                tasks,
+                last as u64,
+            )))
+        }
+        [b"cpuinfo"] => Ok(ProcFile::Data(procfs::cpuinfo(&crate::arch::cpu_info(
+            crate::time::tsc_hz() / 1000,
+        )))),
+        [b"version"] => Ok(ProcFile::Data(procfs::version(
+            crate::syscall::UNAME_RELEASE,
+            crate::syscall::UNAME_VERSION,
+        ))),
+        [b"filesystems"] => Ok(ProcFile::Data(b"nodev\tproc\n\text2\n".to_vec())),
         [b"meminfo"] => {
             let (total, used) = crate::mm::frame::stats();
             let heap_used = crate::mm::heap::stats().1 as u64;
@@ -229,9 +304,61 @@ fn pid_file(pid: u32, f: &[u8]) -> Result<ProcFile, Errno> {
         b"stat" => Ok(ProcFile::Data(procfs::stat(&i))),
         b"status" => Ok(ProcFile::Data(procfs::status(&i))),
         b"cmdline" => Ok(ProcFile::Data(cmdline)),
+        b"comm" => {
+            let mut c = i.comm.clone();
+            c.push(b'\n');
+            Ok(ProcFile::Data(c))
+        }
+        b"environ" => proc::with_proc(Pid(pid), |p| p.exec.environ.clone())
+            .map(ProcFile::Data)
+            .ok_or(Errno::ENOENT),
+        b"statm" => statm(Pid(pid)).map(ProcFile::Data).ok_or(Errno::ENOENT),
         b"maps" => Ok(ProcFile::Data(maps(Pid(pid)))),
         b"sched" => Ok(ProcFile::Data(procfs::sched(&sched))),
         _ => Err(Errno::ENOENT),
+    }
+}
+
+/// The target of a /proc symbolic link: `self` (the process's directory), `thread-self`, and per
+/// process `exe` (the executable's path as execve was given it, made absolute) and `cwd`. None when
+/// `path` is no /proc link; ENOENT for a process that does not exist.
+pub fn readlink(path: &[u8]) -> Option<Result<Vec<u8>, Errno>> {
+    let rest = path.strip_prefix(b"/proc/")?;
+    let parts: Vec<&[u8]> = rest
+        .split(|&c| c == b'/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let dec = |v: u32| {
+        let mut b = [0u8; 64];
+        kcore::fmt::render(v as u64, 10, 1, &mut b)
+            .as_bytes()
+            .to_vec()
+    };
+    match parts.as_slice() {
+        [b"self"] => Some(Ok(dec(proc::with_current(|p| p.tgid.0)))),
+        [b"thread-self"] => {
+            let (tgid, tid) = proc::with_current(|p| (p.tgid.0, p.pid.0));
+            let mut t = dec(tgid);
+            t.extend_from_slice(b"/task/");
+            t.extend_from_slice(&dec(tid));
+            Some(Ok(t))
+        }
+        [p, f @ (b"exe" | b"cwd")] | [p, b"task", _, f @ (b"exe" | b"cwd")] => {
+            let exe = *f == b"exe";
+            let r = parse_pid(p)
+                .and_then(|pid| {
+                    proc::with_proc(Pid(pid), |q| {
+                        if exe {
+                            q.exec.exe.clone()
+                        } else {
+                            q.cwd.clone()
+                        }
+                    })
+                })
+                .ok_or(Errno::ENOENT);
+            Some(r)
+        }
+        _ => None,
     }
 }
 
@@ -244,8 +371,9 @@ pub fn list(d: ProcDir) -> Vec<(u64, u8, Vec<u8>)> {
     match d {
         ProcDir::Root => {
             out.push((2, DT_LNK, b"self".to_vec()));
-            out.push((3, DT_REG, b"uptime".to_vec()));
-            out.push((4, DT_REG, b"meminfo".to_vec()));
+            for (i, f) in ROOT_FILES.iter().enumerate() {
+                out.push((3 + i as u64, DT_REG, f.to_vec()));
+            }
             // Processes only: threads are under /proc/PID/task (as Linux lists them).
             let pids: Vec<u32> = proc::with_table(|t| {
                 t.values()
@@ -265,6 +393,8 @@ pub fn list(d: ProcDir) -> Vec<(u64, u8, Vec<u8>)> {
             for (i, f) in PID_FILES.iter().enumerate() {
                 out.push(((pid as u64) << 8 | i as u64, DT_REG, f.to_vec()));
             }
+            out.push(((pid as u64) << 8 | 0xfd, DT_LNK, b"exe".to_vec()));
+            out.push(((pid as u64) << 8 | 0xfe, DT_LNK, b"cwd".to_vec()));
             // A process's directory has its threads' (a thread's own has none).
             if proc::with_proc(Pid(pid), |p| p.tgid == p.pid).unwrap_or(false) {
                 out.push(((pid as u64) << 8 | 0xff, DT_DIR, b"task".to_vec()));

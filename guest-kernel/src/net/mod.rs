@@ -5,7 +5,7 @@
 //! deadline smoltcp asked for ([`tick`]: retransmissions, delayed ACKs, ARP retries) has passed, and after
 //! every socket call that queued data or made room. Each run processes every received frame (refilling
 //! the listeners' accept queues, [`listen`], after each), sends what the sockets have and gives the
-//! receive buffers back. Each socket has its own wait channel, `Chan::Net(id)`: a sleeper registers what
+//! receive buffers back. Each socket has its own wait queue (`sync::WaitQueue`): a sleeper registers what
 //! it waits on ([`Stack::watch`]) and a run wakes it only if that socket's state changed (connection
 //! state, bytes queued either way; a listener's queue), never for other sockets' traffic. Sockets for
 //! user programs are in [`socket`].
@@ -19,8 +19,8 @@ pub mod listen;
 pub mod socket;
 
 use crate::drivers::virtio_net::{NetDevice, MAX_FRAME};
-use crate::proc::{sched, Chan};
 use crate::sync::KCell;
+use crate::sync::WaitQueue;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -50,9 +50,9 @@ pub struct Stack {
     pub pool: TcpPool,
     /// The ports of listeners with a full queue (see [`Listeners::full_ports`]).
     full_ports: Vec<u16>,
-    /// Sockets somebody sleeps on: (wait channel id, what to watch). A run that changes one wakes
-    /// `Chan::Net(id)` and drops the entry.
-    watches: Vec<(u64, Watch)>,
+    /// Sockets somebody sleeps on: (their wait queue, what to watch). A run that changes one wakes
+    /// the queue and drops the entry.
+    watches: Vec<(WaitQueue, Watch)>,
     pub addr: Ipv4Address,
 }
 
@@ -332,16 +332,16 @@ pub fn poll() {
         add(&RUN_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
         woken
     };
-    for id in woken {
-        sched::wake(Chan::Net(id));
+    for wq in woken {
+        wq.wake_all();
     }
 }
 
 impl Stack {
     /// One run of the stack: every received frame (the listeners refilled after each, so a burst of
     /// SYNs finds a listening socket for each one the backlog allows), then everything the sockets
-    /// have to send. Returns the wait channels of the watched sockets it changed.
-    fn run(&mut self) -> Vec<u64> {
+    /// have to send. Returns the wait queues of the watched sockets it changed.
+    fn run(&mut self) -> Vec<WaitQueue> {
         let before: Vec<Signature> = self
             .watches
             .iter()
@@ -421,17 +421,16 @@ impl Stack {
         }
     }
 
-    /// Wakes `Chan::Net(id)` when a run changes `w` (once; the sleeper watches again if it sleeps
-    /// again).
-    pub fn watch(&mut self, id: u64, w: Watch) {
+    /// Wakes `id` when a run changes `w` (once; the sleeper watches again if it sleeps again).
+    pub fn watch(&mut self, id: WaitQueue, w: Watch) {
         match self.watches.iter_mut().find(|(i, _)| *i == id) {
             Some(e) => e.1 = w,
             None => self.watches.push((id, w)),
         }
     }
 
-    /// Forgets the watch of channel `id` (its socket is gone).
-    pub fn unwatch(&mut self, id: u64) {
+    /// Forgets the watch of queue `id` (its socket is gone).
+    pub fn unwatch(&mut self, id: WaitQueue) {
         self.watches.retain(|(i, _)| *i != id);
     }
 

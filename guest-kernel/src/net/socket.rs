@@ -3,7 +3,7 @@
 //! A [`Socket`] is what an open file description of kind `Socket` holds. TCP: a socket that connects gets
 //! one smoltcp socket; a listening one is an accept queue in the stack ([`super::listen`]) and `accept`
 //! takes the oldest connection that has got past the handshake. UDP: one smoltcp socket, bound on first
-//! use. Blocking calls sleep on the socket's own channel, `Chan::Net(id)` (woken only when a stack run
+//! use. Blocking calls sleep on the socket's own wait queue (woken only when a stack run
 //! changed this socket, see [`super::Stack::watch`]) and recheck; O_NONBLOCK gives EAGAIN (EINPROGRESS
 //! for connect). Data is copied straight
 //! between user memory and smoltcp's buffers (no bounce buffer): the user range is checked (and faulted
@@ -15,8 +15,7 @@
 
 use super::listen::{ListenId, SOMAXCONN};
 use super::{poll, with_stack, Stack, Watch};
-use crate::proc::{sched, signal, Chan};
-use crate::sync::KCell;
+use crate::sync::{waitqueue, KCell, WaitQueue};
 use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -70,8 +69,8 @@ enum Role {
 
 /// A socket.
 pub struct Socket {
-    /// Names the socket's wait channel, `Chan::Net(id)`.
-    id: u64,
+    /// Sleepers on this socket (woken by stack runs that change it, see `Stack::watch`).
+    wq: WaitQueue,
     pub proto: Proto,
     role: Role,
     local: Option<Addr>,
@@ -96,8 +95,6 @@ pub type SocketRef = Rc<RefCell<Socket>>;
 /// Ports held by live sockets: (protocol, port).
 static PORTS: KCell<Vec<(Proto, u16)>> = KCell::new(Vec::new());
 static NEXT_EPHEMERAL: KCell<u16> = KCell::new(49152);
-/// The next socket's id.
-static NEXT_ID: KCell<u64> = KCell::new(0);
 
 fn port_taken(proto: Proto, port: u16) -> bool {
     PORTS.borrow().contains(&(proto, port))
@@ -165,16 +162,20 @@ fn wait(this: &SocketRef, deadline: Option<u64>, on_timeout: Errno) -> Result<()
     } else {
         Errno::ERESTARTSYS
     };
-    if signal::pending_for_current() {
+    if waitqueue::signal_pending() {
         return Err(interrupted);
     }
     if deadline.is_some_and(|d| crate::time::now_ns() >= d) {
         return Err(on_timeout);
     }
-    let (chan, w) = watch(this);
+    let (wq, w) = watch(this);
     let before = w.and_then(|w| with_stack(|st| st.signature(w)));
-    sched::block_any(vec![chan], deadline);
-    if signal::pending_for_current() {
+    let queues: &[WaitQueue] = match &wq {
+        Some(q) => core::slice::from_ref(q),
+        None => &[],
+    };
+    waitqueue::wait_any(queues, deadline).map_err(|_| interrupted)?;
+    if waitqueue::signal_pending() {
         return Err(interrupted);
     }
     if deadline.is_none_or(|d| crate::time::now_ns() < d) {
@@ -189,9 +190,9 @@ fn wait(this: &SocketRef, deadline: Option<u64>, on_timeout: Errno) -> Result<()
 /// Registers the calling sleeper's interest in `this`: the channel to sleep on and what the stack
 /// watches for it (None while the socket has nothing in the stack: nothing but its own calls changes
 /// it then).
-fn watch(this: &SocketRef) -> (Chan, Option<Watch>) {
+fn watch(this: &SocketRef) -> (Option<WaitQueue>, Option<Watch>) {
     let Ok(s) = this.try_borrow() else {
-        return (Chan::Net(u64::MAX), None);
+        return (None, None);
     };
     let w = match (&s.role, s.proto) {
         (Role::Idle, _) => None,
@@ -200,13 +201,13 @@ fn watch(this: &SocketRef) -> (Chan, Option<Watch>) {
         (Role::Conn(h), Proto::Udp) => Some(Watch::Udp(*h)),
     };
     if let Some(w) = w {
-        with_stack(|st| st.watch(s.id, w));
+        with_stack(|st| st.watch(s.wq, w));
     }
-    (Chan::Net(s.id), w)
+    (Some(s.wq), w)
 }
 
-/// poll(2): the channel to sleep on until `this` may have changed.
-pub fn poll_chan(this: &SocketRef) -> Chan {
+/// poll(2): the queue to sleep on until `this` may have changed.
+pub fn wait_queue(this: &SocketRef) -> Option<WaitQueue> {
     watch(this).0
 }
 
@@ -216,7 +217,7 @@ pub fn new(proto: Proto) -> Result<SocketRef, Errno> {
         return Err(Errno::ENETDOWN);
     }
     Ok(Rc::new(RefCell::new(Socket {
-        id: next_id(),
+        wq: WaitQueue::new(),
         proto,
         role: Role::Idle,
         local: None,
@@ -229,12 +230,6 @@ pub fn new(proto: Proto) -> Result<SocketRef, Errno> {
         rcv_timeout: None,
         snd_timeout: None,
     })))
-}
-
-fn next_id() -> u64 {
-    let mut n = NEXT_ID.borrow_mut();
-    *n += 1;
-    *n
 }
 
 /// The interface's own address (what 0.0.0.0 means for getsockname on a connection).
@@ -387,7 +382,7 @@ impl Socket {
             if let Some((h, peer)) = got {
                 let local = this.borrow().local;
                 let sock = Rc::new(RefCell::new(Socket {
-                    id: next_id(),
+                    wq: WaitQueue::new(),
                     proto: Proto::Tcp,
                     role: Role::Conn(h),
                     // The connection shares the listener's port; it does not hold it in the table.
@@ -482,7 +477,7 @@ impl Socket {
             stack(|st| st.sockets.get_mut::<tcp::Socket>(h).close())?;
             poll();
         }
-        sched::wake(Chan::Net(self.id));
+        self.wq.wake_all();
         Ok(())
     }
 }
@@ -499,8 +494,8 @@ impl Drop for Socket {
     fn drop(&mut self) {
         let role = core::mem::replace(&mut self.role, Role::Idle);
         let proto = self.proto;
-        let id = self.id;
-        let _ = with_stack(|st| st.unwatch(id));
+        let wq = self.wq;
+        let _ = with_stack(|st| st.unwatch(wq));
         let _ = with_stack(|st| match role {
             Role::Idle => {}
             Role::Listening(id) => {
@@ -644,14 +639,14 @@ fn this_shut_wr(this: &SocketRef) -> bool {
 }
 
 /// write(2)/sendto(2) from user memory (`va`, `len`, already checked readable). UDP sends one datagram
-/// to `to` (or the connected peer). EPIPE and SIGPIPE on a TCP connection that can no longer send.
+/// to `to` (or the connected peer). EPIPE on a TCP connection that can no longer send (the caller
+/// sends SIGPIPE unless MSG_NOSIGNAL: [`crate::syscall::net::sigpipe`]).
 pub fn send(
     this: &SocketRef,
     va: u64,
     len: usize,
     to: Option<Addr>,
     nonblock: bool,
-    nosignal: bool,
 ) -> Result<usize, Errno> {
     let proto = this.borrow().proto;
     let until = deadline(this.borrow().snd_timeout);
@@ -690,12 +685,7 @@ pub fn send(
     let Some(h) = h else {
         return Err(Errno::ENOTCONN);
     };
-    let pipe = || {
-        if !nosignal {
-            signal::send_kernel(crate::proc::current_pid(), signal::SIGPIPE);
-        }
-        Err(Errno::EPIPE)
-    };
+    let pipe = || Err(Errno::EPIPE);
     if shut_wr {
         return pipe();
     }

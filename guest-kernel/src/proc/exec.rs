@@ -27,7 +27,7 @@ pub const ROOT_DEV: u32 = 0xfe00;
 const RUN_PAGES: u64 = (crate::drivers::virtio::MAX_REQUEST as u64) / PAGE_SIZE;
 
 /// Bytes of the arguments kept for /proc/PID/cmdline.
-const CMDLINE_MAX: usize = 4096;
+pub const CMDLINE_MAX: usize = 4096;
 
 /// Pages of the stack mapped at exec (the rest is faulted in on demand).
 const STACK_INITIAL_PAGES: u64 = 4;
@@ -153,7 +153,7 @@ pub struct Loaded {
     pub vmas: VmaList,
     pub brk_start: u64,
     pub name: Vec<u8>,
-    pub cmdline: Vec<u8>,
+    pub exec: Rc<super::ExecInfo>,
     pub frame: TrapFrame,
 }
 
@@ -238,18 +238,26 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
     // The brk heap's area appears with the first brk that grows it.
     let brk_start = img.end();
     let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
-    // /proc/PID/cmdline keeps the first page of the arguments (the strings themselves can be 2 MiB).
-    let mut cmdline = Vec::new();
-    for a in argv {
-        let room = CMDLINE_MAX.saturating_sub(cmdline.len());
-        if room == 0 {
-            break;
+    // /proc/PID/cmdline and environ keep the first page of the strings (they can be 2 MiB).
+    let joined = |list: &[&[u8]]| {
+        let mut out = Vec::new();
+        for a in list {
+            let room = CMDLINE_MAX.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            out.extend_from_slice(&a[..a.len().min(room)]);
+            if out.len() < CMDLINE_MAX {
+                out.push(0);
+            }
         }
-        cmdline.extend_from_slice(&a[..a.len().min(room)]);
-        if cmdline.len() < CMDLINE_MAX {
-            cmdline.push(0);
-        }
-    }
+        out
+    };
+    let exec = Rc::new(super::ExecInfo {
+        cmdline: joined(argv),
+        environ: joined(envp),
+        exe: path.to_vec(),
+    });
     let frame = TrapFrame {
         rip: img.entry,
         cs: USER_CS as u64,
@@ -264,7 +272,7 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
         vmas,
         brk_start,
         name,
-        cmdline,
+        exec,
         frame,
     })
 }
@@ -295,7 +303,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         ctty: false,
         state: State::Ready,
         name: l.name,
-        cmdline: l.cmdline,
+        exec: l.exec,
         mm: super::Mm::new_ref(l.aspace, l.vmas, l.brk_start),
         fds,
         cwd: b"/".to_vec(),
@@ -326,7 +334,7 @@ pub fn exec_current(
     let old = super::with_current(|p| {
         let old = core::mem::replace(&mut p.mm, super::Mm::new_ref(l.aspace, l.vmas, l.brk_start));
         p.name = l.name;
-        p.cmdline = l.cmdline;
+        p.exec = l.exec;
         p.fds.close_on_exec();
         p.signals.reset_for_exec();
         p.fs_base = 0;

@@ -76,7 +76,7 @@ pub fn clone_shared(frame: &TrapFrame, a: &CloneArgs) -> Result<Pid, Errno> {
             ctty: p.ctty,
             state: State::Ready,
             name: p.name.clone(),
-            cmdline: p.cmdline.clone(),
+            exec: p.exec.clone(),
             mm: p.mm.clone(),
             fds: if a.flags & CLONE_FILES != 0 {
                 p.fds.share()
@@ -193,7 +193,7 @@ fn clone_process(
             ctty: p.ctty,
             state: State::Ready,
             name: p.name.clone(),
-            cmdline: p.cmdline.clone(),
+            exec: p.exec.clone(),
             mm: child_mm,
             fds: p.fds.clone(),
             cwd: p.cwd.clone(),

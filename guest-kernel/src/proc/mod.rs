@@ -45,20 +45,26 @@ pub const INIT_PID: Pid = Pid(1);
 pub enum Chan {
     /// A child of this pid changing state (wait4).
     Child(Pid),
-    /// A pipe (by buffer id) getting data, room or losing its other end.
-    Pipe(u64),
-    /// Console input.
-    Console,
+    /// A wait queue (`sync::WaitQueue`, by key) owned by what is waited on: a pipe, the console, a
+    /// socket, a driver.
+    Queue(u64),
     /// A timeout (nanosleep); see `Process::wake_at`.
     Sleep,
     /// Only a signal (pause).
     Signal,
     /// A vfork child (this pid) execing or exiting.
     Vfork(Pid),
-    /// A socket (by id) changing state (data, room, connection, close): see `net::Stack::watch`.
-    Net(u64),
     /// A futex word (the waiter's queue is in `futex`; a wake names the waiters it takes).
     Futex,
+}
+
+/// What /proc shows of a process's program: argv and the environment joined with NULs (the first
+/// [`exec::CMDLINE_MAX`] bytes of each) and the executable's absolute path.
+#[derive(Debug, Default)]
+pub struct ExecInfo {
+    pub cmdline: Vec<u8>,
+    pub environ: Vec<u8>,
+    pub exe: Vec<u8>,
 }
 
 /// Scheduling state.
@@ -139,8 +145,9 @@ pub struct Process {
     pub ctty: bool,
     pub state: State,
     pub name: Vec<u8>,
-    /// argv joined with NULs (/proc/PID/cmdline).
-    pub cmdline: Vec<u8>,
+    /// What the last execve ran: arguments, environment, path (/proc/PID/{cmdline,environ,exe});
+    /// shared with forked children until they exec.
+    pub exec: Rc<ExecInfo>,
     /// The memory: address space, areas, break (shared by the threads of a group, CLONE_VM).
     pub mm: MmRef,
     pub fds: FdTable,

@@ -90,6 +90,11 @@ pub fn costs() -> Costs {
 
 /// Sets the CFS tunables from the kernel command line.
 pub fn init(cmdline: &str) -> Tunables {
+    crate::sync::waitqueue::install(crate::sync::waitqueue::Scheduler {
+        block: queue_block,
+        wake: |key| wake(Chan::Queue(key)),
+        signal_pending: super::signal::pending_for_current,
+    });
     let t = kcore::cmdline::sched_tunables(cmdline);
     POLICY.borrow_mut().set_tunables(t);
     t
@@ -109,6 +114,7 @@ fn resched_if(preempt: bool) {
 /// nice value and policy and starts a slice behind (START_DEBIT); the parent keeps running. Its
 /// context gets its address space and FS base, and the policy keeps where the context is.
 pub fn new_task(pid: Pid, parent: Option<Pid>) {
+    add(&FORKS, 1);
     let ctx = super::with_proc(pid, |p| {
         p.ctx.cr3 = p.mm.borrow().aspace.root();
         p.ctx.fs_base = p.fs_base;
@@ -367,6 +373,14 @@ pub fn wake(chan: Chan) {
     resched_if(preempt);
 }
 
+/// Blocks on wait queues (`sync::waitqueue`): one without deadline is a plain block.
+fn queue_block(keys: &[u64], deadline: Option<u64>) {
+    match (keys, deadline) {
+        ([key], None) => block(Chan::Queue(*key)),
+        _ => block_any(keys.iter().map(|&k| Chan::Queue(k)).collect(), deadline),
+    }
+}
+
 /// Processes in [`block_any`] and the channels each waits on.
 static POLLERS: KCell<Vec<(Pid, Vec<Chan>)>> = KCell::new(Vec::new());
 
@@ -446,6 +460,7 @@ pub fn timer(now: u64, tick: bool) {
     }
     if tick {
         add(&TICKS, 1);
+        update_load(now);
         if CURRENT.borrow().is_some() {
             let t1 = crate::cost::start();
             let preempt = POLICY.borrow_mut().tick(now);
@@ -459,13 +474,65 @@ pub fn timer(now: u64, tick: bool) {
     }
 }
 
+/// The load averages and when they are next updated (ns since boot).
+static LOAD: KCell<(kcore::loadavg::LoadAvg, u64)> = KCell::new((
+    kcore::loadavg::LoadAvg([0; 3]),
+    kcore::loadavg::LOAD_FREQ_NS,
+));
+
+/// Tasks running or waiting to run.
+pub fn nr_running() -> u64 {
+    POLICY.borrow().ready() as u64 + CURRENT.borrow().is_some() as u64
+}
+
+/// Every 5 s (on a tick), folds the number of runnable tasks into the load averages (Linux's
+/// calc_global_load).
+fn update_load(now: u64) {
+    let mut l = LOAD.borrow_mut();
+    if now < l.1 {
+        return;
+    }
+    let n = nr_running();
+    while l.1 <= now {
+        l.0.update(n);
+        l.1 += kcore::loadavg::LOAD_FREQ_NS;
+    }
+}
+
+/// The load averages (`/proc/loadavg`, sysinfo).
+pub fn load_averages() -> kcore::loadavg::LoadAvg {
+    LOAD.borrow().0
+}
+
 /// The idle task: runs whoever is ready, else halts until an interrupt. Never returns.
 pub fn idle_loop() -> ! {
     loop {
         if has_ready() {
             schedule();
         } else {
+            let t0 = crate::arch::cpu::rdtsc();
             crate::arch::cpu::enable_and_halt();
+            add(&IDLE_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
         }
     }
+}
+
+/// TSC ticks the idle task spent halted (/proc/stat's idle, /proc/uptime's second number).
+static IDLE_TSC: AtomicU64 = AtomicU64::new(0);
+/// Tasks created since boot (/proc/stat's `processes`).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds the CPU was idle since boot.
+pub fn idle_ns() -> u64 {
+    crate::time::tsc_to_ns(IDLE_TSC.load(Ordering::Relaxed))
+}
+
+/// Context switches since boot.
+pub fn switches() -> u64 {
+    SWITCHES.load(Ordering::Relaxed)
+}
+
+/// Tasks created since boot (fork, clone, and init).
+pub fn forks() -> u64 {
+    FORKS.load(Ordering::Relaxed)
 }

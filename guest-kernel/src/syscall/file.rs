@@ -148,20 +148,29 @@ pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
     }
     check_user(buf, len, false)?;
     if let Some((s, nonblock)) = fs::socket(&f) {
-        return crate::net::socket::send(&s, buf, len as usize, None, nonblock, false)
-            .map(|n| n as u64);
+        let res = crate::net::socket::send(&s, buf, len as usize, None, nonblock);
+        return super::net::sigpipe(res, false).map(|n| n as u64);
     }
     if let Some(b) = fs::blocking(&f) {
         if let fs::Blocking::Pipe(p, nonblock) = &b {
             // At most the pipe's capacity at a time, straight from user memory into the ring (the
             // range is checked again before each copy: the process may have slept in between).
-            return fs::pipe::write_with(p, len as usize, *nonblock, |at, dst| {
+            let res = fs::pipe::write_with(p, len as usize, *nonblock, |at, dst| {
                 let va = buf + at as u64;
                 check_user(va, dst.len() as u64, false)?;
                 dst.copy_from_slice(uaccess_slice(va, dst.len() as u64));
                 Ok(())
-            })
-            .map(|n| n as u64);
+            });
+            // No reader left (EPIPE, or a write cut short by it): SIGPIPE, as Linux's pipe_write.
+            if res.is_err_and(|e| e == Errno::EPIPE)
+                || res.is_ok_and(|n| (n as u64) < len && p.borrow().readers() == 0)
+            {
+                crate::proc::signal::send_kernel(
+                    crate::proc::current_pid(),
+                    crate::proc::signal::SIGPIPE,
+                );
+            }
+            return res.map(|n| n as u64);
         }
         // The console: through a bounded kernel buffer, a piece at a time.
         let mut done = 0u64;
@@ -493,6 +502,12 @@ pub fn sys_getcwd(buf: u64, size: u64) -> SysResult {
 
 pub fn sys_readlink(path: u64, buf: u64, size: u64) -> SysResult {
     let path = absolute(AT_FDCWD, user_cstr(path)?)?;
+    if let Some(target) = fs::proc::readlink(&path) {
+        let target = target?;
+        let n = target.len().min(size as usize);
+        copy_to_user(buf, &target[..n])?;
+        return Ok(n as u64);
+    }
     let inode = fs::with_root(|fs| fs.resolve(&path, false))?;
     if !inode.is_symlink() {
         return Err(Errno::EINVAL);

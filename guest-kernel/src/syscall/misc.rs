@@ -17,13 +17,17 @@ pub fn sys_getppid() -> SysResult {
     Ok(with_current(|p| p.ppid.0 as u64))
 }
 
+/// uname's release and version (also /proc/version).
+pub const UNAME_RELEASE: &str = "6.5.0-microvm";
+pub const UNAME_VERSION: &str = "#1 SMP microvm guest kernel";
+
 pub fn sys_uname(buf: u64) -> SysResult {
     let mut u = [0u8; 6 * 65];
     let fields: [&[u8]; 6] = [
         b"Linux",
         b"microvm",
-        b"6.5.0-microvm",
-        b"#1 SMP microvm guest kernel",
+        UNAME_RELEASE.as_bytes(),
+        UNAME_VERSION.as_bytes(),
         b"x86_64",
         b"(none)",
     ];
@@ -118,13 +122,77 @@ fn timespec(ns: u64) -> [u8; 16] {
 
 pub fn sys_clock_gettime(clock: u32, tp: u64) -> SysResult {
     let ns = match clock {
-        0 => crate::time::realtime_ns(),
-        1 | 4 | 7 => crate::time::now_ns(), // MONOTONIC, MONOTONIC_RAW, BOOTTIME
-        5 | 6 => crate::time::now_ns(),     // *_COARSE
+        // REALTIME, REALTIME_COARSE, REALTIME_ALARM, TAI (no leap seconds known: TAI = REALTIME).
+        0 | 5 | 8 | 11 => crate::time::realtime_ns(),
+        // MONOTONIC, MONOTONIC_RAW, MONOTONIC_COARSE, BOOTTIME, BOOTTIME_ALARM.
+        1 | 4 | 6 | 7 | 9 => crate::time::now_ns(),
         // Process (all its threads) and thread CPU time, and other processes' CPU clocks.
         _ => super::sched::cpu_clock_ns(clock as i32)?,
     };
     copy_to_user(tp, &timespec(ns)).map(|_| 0)
+}
+
+/// clock_settime: only CLOCK_REALTIME is settable (by root; every process is root here); EINVAL for
+/// the other clocks and for a bad timespec, as Linux.
+pub fn sys_clock_settime(clock: u32, tp: u64) -> SysResult {
+    let ns = read_timespec(tp)?;
+    if clock != 0 {
+        return Err(Errno::EINVAL);
+    }
+    crate::time::set_realtime_ns(ns);
+    Ok(0)
+}
+
+/// settimeofday(tv, tz): sets CLOCK_REALTIME from a timeval (the timezone is ignored, as Linux does
+/// beyond its warp_clock quirk).
+pub fn sys_settimeofday(tv: u64, _tz: u64) -> SysResult {
+    if tv == 0 {
+        return Ok(0);
+    }
+    let b = read_user::<16>(tv)?;
+    let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+    let usec = i64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
+    if sec < 0 || !(0..1_000_000).contains(&usec) {
+        return Err(Errno::EINVAL);
+    }
+    crate::time::set_realtime_ns((sec as u64).saturating_mul(1_000_000_000) + usec as u64 * 1000);
+    Ok(0)
+}
+
+fn read_user<const N: usize>(va: u64) -> Result<[u8; N], Errno> {
+    super::file::check_user(va, N as u64, false)?;
+    let mut b = [0u8; N];
+    b.copy_from_slice(crate::mm::uaccess::checked_slice(va, N));
+    Ok(b)
+}
+
+fn read_timespec(tp: u64) -> Result<u64, Errno> {
+    let b = read_user::<16>(tp)?;
+    let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+    let nsec = i64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok((sec as u64).saturating_mul(1_000_000_000) + nsec as u64)
+}
+
+/// sysinfo(2): uptime, load averages (16.16 fixed point, SI_LOAD_SHIFT), memory in pages of
+/// `mem_unit` bytes (4096), no swap, the number of tasks.
+pub fn sys_sysinfo(info: u64) -> SysResult {
+    let (total, used) = crate::mm::frame::stats();
+    let up = crate::time::now_ns() / 1_000_000_000;
+    let loads = crate::proc::sched::load_averages().sysinfo();
+    let procs = crate::proc::with_table(|t| t.len());
+    let mut b = [0u8; 112];
+    b[0..8].copy_from_slice(&up.to_le_bytes());
+    for (i, l) in loads.iter().enumerate() {
+        b[8 + i * 8..16 + i * 8].copy_from_slice(&l.to_le_bytes());
+    }
+    b[32..40].copy_from_slice(&total.to_le_bytes());
+    b[40..48].copy_from_slice(&(total - used).to_le_bytes());
+    b[80..82].copy_from_slice(&(procs.min(u16::MAX as usize) as u16).to_le_bytes());
+    b[104..108].copy_from_slice(&4096u32.to_le_bytes());
+    copy_to_user(info, &b).map(|_| 0)
 }
 
 pub fn sys_gettimeofday(tv: u64) -> SysResult {

@@ -9,6 +9,7 @@ mod args;
 pub mod file;
 mod memory;
 mod misc;
+pub use misc::{UNAME_RELEASE, UNAME_VERSION};
 mod net;
 mod poll;
 mod process;
@@ -125,6 +126,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         218 => thread::sys_set_tid_address(a[0]),
         219 => process::sys_restart_syscall(),
         228 => misc::sys_clock_gettime(a[0] as u32, a[1]),
+        227 => misc::sys_clock_settime(a[0] as u32, a[1]),
+        164 => misc::sys_settimeofday(a[0], a[1]),
+        99 => misc::sys_sysinfo(a[0]),
         231 => thread::sys_exit_group(a[0] as i32),
         202 => thread::sys_futex(a[0], a[1] as u32, a[2] as u32, a[3], a[4], a[5] as u32),
         274 => thread::sys_get_robust_list(a[0] as i32, a[1], a[2]),

@@ -136,15 +136,23 @@ pub fn sys_sendto(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, alen: u32)
         None
     };
     check_user(buf, len, false)?;
-    socket::send(
+    let res = socket::send(
         &s,
         buf,
         len as usize,
         to,
         nonblock || flags & MSG_DONTWAIT != 0,
-        flags & MSG_NOSIGNAL != 0,
-    )
-    .map(|n| n as u64)
+    );
+    sigpipe(res, flags & MSG_NOSIGNAL != 0).map(|n| n as u64)
+}
+
+/// A send that failed with EPIPE raises SIGPIPE in the caller unless MSG_NOSIGNAL (Linux's
+/// sk_stream_error).
+pub fn sigpipe(res: Result<usize, Errno>, nosignal: bool) -> Result<usize, Errno> {
+    if res == Err(Errno::EPIPE) && !nosignal {
+        crate::proc::signal::send_kernel(crate::proc::current_pid(), crate::proc::signal::SIGPIPE);
+    }
+    res
 }
 
 pub fn sys_recvfrom(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, lenp: u64) -> SysResult {

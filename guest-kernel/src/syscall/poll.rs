@@ -1,7 +1,7 @@
 //! poll, ppoll, select and pselect6 over pipes, the console, sockets and plain files.
 //!
-//! Each round computes every descriptor's readiness; if none is ready the process sleeps once in
-//! `sched::block_any` on the wait channels of all of them (a pipe's, the console's, each socket's) with
+//! Each round computes every descriptor's readiness; if none is ready the process sleeps once on the
+//! wait queues of all of them (`sync::waitqueue::wait_any`: a pipe's, the console's, each socket's) with
 //! the timeout as deadline, and the next round rechecks. Files without a channel are always ready. The
 //! signal masks of ppoll/pselect6 are not applied (signals stay as they are). A restarted call starts
 //! its timeout over.
@@ -10,7 +10,8 @@
 use super::file::{check_user, copy_to_user};
 use super::SysResult;
 use crate::fs;
-use crate::proc::{sched, signal, with_current, Chan};
+use crate::proc::with_current;
+use crate::sync::waitqueue::{self, WaitQueue};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 
@@ -23,9 +24,9 @@ pub const POLLNVAL: u16 = 0x20;
 const POLLRDNORM: u16 = 0x40;
 const POLLWRNORM: u16 = 0x100;
 
-/// The events of `fd` among `events` (POLLERR/POLLHUP/POLLNVAL always), and the channel that will be
+/// The events of `fd` among `events` (POLLERR/POLLHUP/POLLNVAL always), and the queue that will be
 /// woken when they change.
-fn poll_one(fd: i64, events: u16) -> (u16, Option<Chan>) {
+pub fn poll_one(fd: i64, events: u16) -> (u16, Option<WaitQueue>) {
     let Ok(f) = with_current(|p| p.fds.get(fd)) else {
         return (POLLNVAL, None);
     };
@@ -33,19 +34,19 @@ fn poll_one(fd: i64, events: u16) -> (u16, Option<Chan>) {
     let (r, w, hup, err, chan) = match &f.kind {
         fs::FileKind::Pipe(e) => {
             let p = e.pipe.borrow();
-            let (r, w, hup) = p.poll(e.write);
-            (r, w, hup, false, Some(p.chan()))
+            let (r, w, hup, err) = p.poll(e.write);
+            (r, w, hup, err, Some(p.wait_queue()))
         }
         fs::FileKind::Console => (
             crate::tty::readable(),
             true,
             false,
             false,
-            Some(Chan::Console),
+            Some(crate::tty::wait_queue()),
         ),
         fs::FileKind::Socket(s) => {
             let (r, w, hup, err) = crate::net::socket::readiness(s);
-            (r, w, hup, err, Some(crate::net::socket::poll_chan(s)))
+            (r, w, hup, err, crate::net::socket::wait_queue(s))
         }
         _ => (true, true, false, false, None),
     };
@@ -74,7 +75,7 @@ fn wait_ready(
 ) -> Result<u64, Errno> {
     loop {
         let mut ready = 0;
-        let mut chans: Vec<Chan> = Vec::new();
+        let mut chans: Vec<WaitQueue> = Vec::new();
         for (i, &(fd, events)) in fds.iter().enumerate() {
             let (rev, chan) = if fd < 0 {
                 (0, None)
@@ -94,11 +95,8 @@ fn wait_ready(
         if ready > 0 || deadline.is_some_and(|d| crate::time::now_ns() >= d) {
             return Ok(ready);
         }
-        if signal::pending_for_current() {
-            // Restarted if no handler runs, else EINTR (Linux: ERESTARTNOHAND).
-            return Err(Errno::ERESTARTNOHAND);
-        }
-        sched::block_any(chans, deadline);
+        // A signal: restarted if no handler runs, else EINTR (Linux: ERESTARTNOHAND).
+        waitqueue::wait_any(&chans, deadline).map_err(|_| Errno::ERESTARTNOHAND)?;
     }
 }
 

@@ -63,7 +63,7 @@ fn spawn(argv: &[&std::ffi::CStr], new_session: bool) -> libc::pid_t {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let env = [
-        c"PATH=/sbin:/bin".as_ptr(),
+        c"PATH=/sbin:/usr/sbin:/bin:/usr/bin".as_ptr(),
         c"HOME=/".as_ptr(),
         c"TERM=linux".as_ptr(),
         std::ptr::null(),
@@ -191,7 +191,10 @@ fn run(argv: &[String]) {
         .collect();
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    let env = [c"PATH=/sbin:/bin".as_ptr(), std::ptr::null()];
+    let env = [
+        c"PATH=/sbin:/usr/sbin:/bin:/usr/bin".as_ptr(),
+        std::ptr::null(),
+    ];
     // SAFETY: fork has no preconditions in this single-threaded program.
     let child = unsafe { libc::fork() };
     if child == 0 {

@@ -23,6 +23,9 @@ pub const I8042_COMMAND_PORT: u16 = 0x64;
 pub const I8042_DATA_PORT: u16 = 0x60;
 /// The keyboard's ISA IRQ (Ctrl-Alt-Del from the VMM).
 pub const I8042_KBD_IRQ: u8 = 1;
+/// The CMOS RTC's index and data ports.
+pub const CMOS_INDEX_PORT: u16 = 0x70;
+pub const CMOS_DATA_PORT: u16 = 0x71;
 pub const PIT_CH0_PORT: u16 = 0x40;
 pub const PIT_COMMAND_PORT: u16 = 0x43;
 pub const PIT_HZ: u64 = 1_193_182;

@@ -3,6 +3,7 @@
 
 pub mod apic;
 mod boot;
+pub mod clock;
 pub mod cpu;
 pub mod gdt;
 pub mod interrupts;
@@ -106,5 +107,136 @@ pub fn random_bytes(out: &mut [u8]) {
         x ^= x >> 7;
         x ^= x << 17;
         *b = (x >> 24) as u8;
+    }
+}
+
+/// Names of CPUID leaf 1 EDX bits 0..31, ECX bits 0..31 and leaf 7 EBX bits 0..31 as Linux's
+/// /proc/cpuinfo spells them (empty: not shown).
+const FLAGS_1_EDX: [&str; 32] = [
+    "fpu", "vme", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", "", "sep", "mtrr", "pge",
+    "mca", "cmov", "pat", "pse36", "pn", "clflush", "", "dts", "acpi", "mmx", "fxsr", "sse",
+    "sse2", "ss", "ht", "tm", "ia64", "pbe",
+];
+const FLAGS_1_ECX: [&str; 32] = [
+    "pni",
+    "pclmulqdq",
+    "dtes64",
+    "monitor",
+    "ds_cpl",
+    "vmx",
+    "smx",
+    "est",
+    "tm2",
+    "ssse3",
+    "cid",
+    "sdbg",
+    "fma",
+    "cx16",
+    "xtpr",
+    "pdcm",
+    "",
+    "pcid",
+    "dca",
+    "sse4_1",
+    "sse4_2",
+    "x2apic",
+    "movbe",
+    "popcnt",
+    "tsc_deadline_timer",
+    "aes",
+    "xsave",
+    "",
+    "avx",
+    "f16c",
+    "rdrand",
+    "hypervisor",
+];
+const FLAGS_7_EBX: [&str; 32] = [
+    "fsgsbase",
+    "",
+    "sgx",
+    "bmi1",
+    "hle",
+    "avx2",
+    "",
+    "smep",
+    "bmi2",
+    "erms",
+    "invpcid",
+    "rtm",
+    "",
+    "",
+    "mpx",
+    "",
+    "avx512f",
+    "avx512dq",
+    "rdseed",
+    "adx",
+    "smap",
+    "avx512ifma",
+    "",
+    "clflushopt",
+    "clwb",
+    "",
+    "avx512pf",
+    "avx512er",
+    "avx512cd",
+    "sha_ni",
+    "avx512bw",
+    "avx512vl",
+];
+
+/// What /proc/cpuinfo shows, from CPUID as the kernel sees it and the calibrated TSC rate.
+pub fn cpu_info(khz: u64) -> kcore::procfs::CpuInfo {
+    let (max, b, c, d) = cpuid(0, 0);
+    let vendor = [b.to_le_bytes(), d.to_le_bytes(), c.to_le_bytes()].concat();
+    let (eax, _, ecx, edx) = cpuid(1, 0);
+    let base_family = (eax >> 8) & 0xf;
+    let family = if base_family == 0xf {
+        base_family + ((eax >> 20) & 0xff)
+    } else {
+        base_family
+    };
+    let model = if base_family == 6 || base_family == 0xf {
+        ((eax >> 4) & 0xf) | ((eax >> 12) & 0xf0)
+    } else {
+        (eax >> 4) & 0xf
+    };
+    let mut model_name = alloc::vec::Vec::new();
+    if cpuid(0x8000_0000, 0).0 >= 0x8000_0004 {
+        for leaf in 0x8000_0002..=0x8000_0004u32 {
+            let (a, b, c, d) = cpuid(leaf, 0);
+            for r in [a, b, c, d] {
+                model_name.extend_from_slice(&r.to_le_bytes());
+            }
+        }
+    }
+    while model_name.last().is_some_and(|&c| c == 0 || c == b' ') {
+        model_name.pop();
+    }
+    let ebx7 = if max >= 7 { cpuid(7, 0).1 } else { 0 };
+    let mut flags = alloc::vec::Vec::new();
+    for (table, bits) in [
+        (&FLAGS_1_EDX, edx),
+        (&FLAGS_1_ECX, ecx),
+        (&FLAGS_7_EBX, ebx7),
+    ] {
+        for (i, name) in table.iter().enumerate() {
+            if bits & (1 << i) != 0 && !name.is_empty() {
+                if !flags.is_empty() {
+                    flags.push(b' ');
+                }
+                flags.extend_from_slice(name.as_bytes());
+            }
+        }
+    }
+    kcore::procfs::CpuInfo {
+        vendor,
+        family,
+        model,
+        model_name,
+        stepping: eax & 0xf,
+        khz,
+        flags,
     }
 }

@@ -31,3 +31,6 @@ impl<T> KCell<T> {
         self.0.try_borrow()
     }
 }
+
+pub mod waitqueue;
+pub use waitqueue::WaitQueue;

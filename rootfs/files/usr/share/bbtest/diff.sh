@@ -1,0 +1,46 @@
+# Busybox checks whose output must be the same on the host and in the guest
+# (tests/tests/guest_busybox.rs runs this with the host's busybox and with the guest's).
+# $1: the root of the tree: / in the guest, build/rootfs-stage on the host.
+exec 2>/dev/null
+cd "$1/usr/share/bbtest/tree" || exit 1
+echo "== sleep in the background, wait"
+sleep 1 & wait; echo "status $?"
+echo "== exit statuses"
+(exit 3); echo "subshell $?"
+false | true; echo "pipeline $?"
+sh -c 'kill -9 $$'; echo "killed $?"
+echo "== pipes"
+printf 'b\na\nc\na\nb\na\n' | sort | uniq -c
+seq 1 1000 | grep 7 | wc -l
+cat a.txt | tr a-z A-Z | sed 's/^/> /'
+echo "== here-documents"
+name=world
+cat <<EOT
+hello $name
+$(echo nested) $((6 * 7))
+EOT
+cat <<'EOT'
+literal $name
+EOT
+echo "== redirections through pipes"
+{ echo out; echo err >&2; } 2>&1 | sort
+exec 3>&1; echo "to fd 3" >&3; exec 3>&-
+echo "== find"
+find . | sort
+find . -type f -name '*.txt' | sort
+echo "== tar"
+tar c . | tar t | sort
+echo "== md5sum"
+find . -type f | sort | xargs md5sum
+echo "== awk, sort, head, tail"
+awk '{ s += $1 } END { print s, NR }' sub/deeper/numbers.txt
+sort -rn sub/deeper/numbers.txt | head -3
+tail -2 a.txt
+wc -w sub/b.txt
+echo "== functions and loops"
+f() { echo "f got $# args: $*"; return 4; }
+f a 'b c' d; echo "f returned $?"
+i=0; while [ $i -lt 5 ]; do i=$((i + 1)); done; echo "i=$i"
+for w in $(cat sub/b.txt); do printf '%s,' "$w"; done; echo
+case "abc" in a*) echo "case matched";; esac
+echo "== done"

@@ -1,0 +1,267 @@
+//! Debian's busybox (the `busybox-static` package, copied into the rootfs by scripts/build-rootfs.sh)
+//! on the project's guest kernel, checked end to end.
+//!
+//! The differential test runs `rootfs/files/usr/share/bbtest/diff.sh` (background jobs and `wait`,
+//! exit statuses, pipes, here-documents, redirections, `find`, `tar c | tar t`, `md5sum`, `sort | uniq
+//! -c`, awk, functions and loops) with the host's busybox (the same Debian package) and in the guest,
+//! and requires the same output. The other tests check what has no host twin: the system tools'
+//! fields (`free`, `ps`, `top`, `uptime`), an interactive ash session on the console typed with delays
+//! (line editing, Ctrl-C, background jobs, Ctrl-Z and `fg`), and the guest's wall clock against the
+//! host's. Without the images the tests skip (and fail when `CI` is set).
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tests::{run, wait_until, GuestImages, Vm};
+
+const T: Duration = Duration::from_secs(120);
+
+/// Boots with init running `args` (`init -- run ARGS`) and returns the console output.
+fn boot_running(args: &str) -> Option<String> {
+    let images = GuestImages::for_vm()?;
+    let out = run(
+        &images.args(&[], &format!("console=ttyS0 root=/dev/vda -- run {args}")),
+        T,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    Some(out.stdout.replace('\r', ""))
+}
+
+/// The lines a script printed: without the kernel's log lines (`[ time ] ...`) and init's.
+fn script_lines(console: &str) -> Vec<&str> {
+    console
+        .lines()
+        .filter(|l| !l.starts_with('[') && !l.starts_with("init: "))
+        .collect()
+}
+
+/// The part of `lines` from the line `first` to the line `last`, both included.
+fn between<'a>(lines: &[&'a str], first: &str, last: &str) -> Vec<&'a str> {
+    let start = lines.iter().position(|l| *l == first);
+    let end = lines.iter().rposition(|l| *l == last);
+    match (start, end) {
+        (Some(s), Some(e)) if s <= e => lines[s..=e].to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn host_busybox() -> &'static str {
+    "/bin/busybox"
+}
+
+#[test]
+fn busybox_scripts_print_what_they_print_on_the_host() {
+    let Some(console) = boot_running("/bin/busybox sh /usr/share/bbtest/diff.sh /") else {
+        return;
+    };
+    let images = GuestImages::find().unwrap();
+    let host = Command::new(host_busybox())
+        .arg("sh")
+        .arg(images.stage.join("usr/share/bbtest/diff.sh"))
+        .arg(&images.stage)
+        .output()
+        .expect("the host's busybox (scripts/install-deps.sh installs busybox-static)");
+    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    let want = between(
+        &host.lines().collect::<Vec<_>>(),
+        "== sleep in the background, wait",
+        "== done",
+    );
+    assert!(want.len() > 40, "host output:\n{host}");
+    let got = between(
+        &script_lines(&console),
+        "== sleep in the background, wait",
+        "== done",
+    );
+    assert_eq!(got, want, "guest console:\n{console}");
+    assert!(!console.contains("not implemented"), "{console}");
+}
+
+/// The first whitespace-separated fields of the line of `text` that starts with `prefix`, as numbers.
+fn numbers_after(text: &str, prefix: &str) -> Vec<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"));
+    line.trim_start()[prefix.len()..]
+        .split_whitespace()
+        .map_while(|w| w.parse().ok())
+        .collect()
+}
+
+#[test]
+fn free_ps_top_and_uptime_show_sane_fields() {
+    let Some(console) = boot_running("/bin/busybox sh /usr/share/bbtest/tools.sh") else {
+        return;
+    };
+    // free: total = used + free (kB), within the guest's 128 MiB, no swap.
+    let mem = numbers_after(&console, "Mem:");
+    assert!(mem.len() >= 3, "{console}");
+    let (total, used, free) = (mem[0], mem[1], mem[2]);
+    assert!((64 * 1024..=128 * 1024).contains(&total), "{console}");
+    assert_eq!(total, used + free, "{console}");
+    assert!(used > 0 && free > total / 2, "{console}");
+    assert_eq!(numbers_after(&console, "Swap:"), vec![0, 0, 0], "{console}");
+
+    // ps: init, the script's shell and ps itself, with the user's name from /etc/passwd.
+    let ps = between(&script_lines(&console), "== ps", "== top");
+    assert!(
+        ps.iter()
+            .any(|l| l.contains("PID") && l.contains("COMMAND")),
+        "{console}"
+    );
+    assert!(
+        ps.iter()
+            .any(|l| l.trim_start().starts_with("1 root") && l.contains("/sbin/init")),
+        "{console}"
+    );
+    assert!(
+        ps.iter()
+            .any(|l| l.contains("root") && l.contains("/usr/share/bbtest/tools.sh")),
+        "{console}"
+    );
+
+    // top -n 1 -b: the summary lines from /proc/meminfo, /proc/stat and /proc/loadavg, then the tasks.
+    let top = between(&script_lines(&console), "== top", "== uptime");
+    let mem_line = top
+        .iter()
+        .find(|l| l.starts_with("Mem: "))
+        .unwrap_or_else(|| panic!("{console}"));
+    assert!(
+        mem_line.contains("used") && mem_line.contains("free"),
+        "{console}"
+    );
+    let cpu_line = top
+        .iter()
+        .find(|l| l.starts_with("CPU:"))
+        .unwrap_or_else(|| panic!("{console}"));
+    assert!(cpu_line.contains("% idle"), "{console}");
+    let load = top
+        .iter()
+        .find(|l| l.starts_with("Load average: "))
+        .unwrap_or_else(|| panic!("{console}"));
+    // "Load average: 0.00 0.00 0.00 1/3 12": three averages, running/total tasks, the last pid.
+    let fields: Vec<&str> = load["Load average: ".len()..].split_whitespace().collect();
+    assert_eq!(fields.len(), 5, "{console}");
+    for f in &fields[..3] {
+        let v: f64 = f.parse().unwrap();
+        assert!((0.0..10.0).contains(&v), "{console}");
+    }
+    assert!(
+        top.iter()
+            .any(|l| l.contains("PID") && l.contains("COMMAND")),
+        "{console}"
+    );
+    assert!(top.iter().any(|l| l.contains("top -n 1 -b")), "{console}");
+
+    // uptime: the guest's clock and a load average.
+    let up = between(&script_lines(&console), "== uptime", "== done");
+    assert!(
+        up.iter()
+            .any(|l| l.contains(" up ") && l.contains("load average:")),
+        "{console}"
+    );
+    assert!(!console.contains("not implemented"), "{console}");
+}
+
+#[test]
+fn the_guests_date_is_the_hosts() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let vm = Vm::spawn(&images.args(
+        &[],
+        "console=ttyS0 root=/dev/vda -- run /bin/busybox date +guest-time=%s",
+    ));
+    let mut host_now = 0;
+    let mut guest = None;
+    assert!(
+        wait_until(T, || {
+            host_now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            guest = vm.stdout().lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("guest-time=")
+                    .and_then(|t| t.parse::<u64>().ok())
+            });
+            guest.is_some()
+        }),
+        "{}",
+        vm.stdout()
+    );
+    let guest = guest.unwrap();
+    // Seen within 10 ms of being printed; whole seconds on both sides.
+    assert!(
+        guest.abs_diff(host_now) <= 1,
+        "guest {guest}, host {host_now}\n{}",
+        vm.stdout()
+    );
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("clock: wall clock from kvm-clock"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Types `bytes` and waits until the console shows `text` after what it showed before.
+fn type_and_wait(vm: &mut Vm, bytes: &[u8], text: &str) {
+    let before = vm.stdout().len();
+    vm.send(bytes);
+    assert!(
+        wait_until(T, || vm.stdout()[before..].contains(text)),
+        "typed {:?}, waited for {text:?}; console:\n{}",
+        String::from_utf8_lossy(bytes),
+        vm.stdout()
+    );
+}
+
+#[test]
+fn an_interactive_ash_session_on_the_console() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let mut vm = Vm::spawn(&images.args(&[], "console=ttyS0 root=/dev/vda -- run /bin/ash"));
+    vm.wait_for_output("/ # ", T);
+    // A command, typed one key at a time as a person would (ash reads the console in raw mode and
+    // echoes itself; a poll on the console must wake for each key).
+    let before = vm.stdout().len();
+    for &k in b"echo hello $((6 * 7))" {
+        vm.send(&[k]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    type_and_wait(&mut vm, b"\r", "hello 42\n");
+    assert!(
+        vm.stdout()[before..].contains("echo hello $((6 * 7))"),
+        "{}",
+        vm.stdout()
+    );
+    // Line editing: backspace (DEL) removes the typo.
+    type_and_wait(&mut vm, b"echo tpyo\x7f\x7f\x7fypo fixed\r", "typo fixed\n");
+    // Ctrl-C ends the foreground job; $? is 128 + SIGINT.
+    type_and_wait(&mut vm, b"sleep 100\r", "sleep 100");
+    std::thread::sleep(Duration::from_millis(300));
+    type_and_wait(&mut vm, b"\x03", "/ # ");
+    type_and_wait(&mut vm, b"echo status=$?\r", "status=130\n");
+    // A background job and `jobs`.
+    type_and_wait(&mut vm, b"sleep 60 &\r", "/ # ");
+    type_and_wait(&mut vm, b"jobs\r", "Running");
+    assert!(vm.stdout().contains("sleep 60"), "{}", vm.stdout());
+    // Ctrl-Z stops the foreground job; fg continues it; Ctrl-C then ends it.
+    type_and_wait(&mut vm, b"sleep 50\r", "sleep 50");
+    std::thread::sleep(Duration::from_millis(300));
+    type_and_wait(&mut vm, b"\x1a", "Stopped");
+    type_and_wait(&mut vm, b"jobs\r", "sleep 50");
+    type_and_wait(&mut vm, b"fg\r", "sleep 50");
+    std::thread::sleep(Duration::from_millis(300));
+    type_and_wait(&mut vm, b"\x03", "/ # ");
+    type_and_wait(&mut vm, b"echo fg_status=$?\r", "fg_status=130\n");
+    // The background job is still there; kill it by job number, then leave: init powers off.
+    type_and_wait(&mut vm, b"kill %1; wait; echo killed=$?\r", "killed=143\n");
+    vm.send(b"exit\r");
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
