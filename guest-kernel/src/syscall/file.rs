@@ -517,3 +517,94 @@ pub fn sys_readlink(path: u64, buf: u64, size: u64) -> SysResult {
     copy_to_user(buf, &target[..n])?;
     Ok(n as u64)
 }
+
+/// sendfile(out, in, offset, count): copies up to `count` bytes from `in` (a file that has an offset:
+/// not a pipe, socket or the console: EINVAL, as Linux requires a mappable input) to `out` through a
+/// bounded kernel buffer, 64 KiB at a time. With `offset` the input's offset is left alone and the
+/// value at `offset` advanced; otherwise the input's offset moves. A socket as output is EINVAL here
+/// (callers fall back to read and write).
+pub fn sys_sendfile(out_fd: i64, in_fd: i64, offset: u64, count: u64) -> SysResult {
+    let (inf, outf) = (file(in_fd)?, file(out_fd)?);
+    if inf.borrow().flags & fs::O_ACCMODE == fs::O_WRONLY
+        || outf.borrow().flags & fs::O_ACCMODE == 0
+            && !matches!(outf.borrow().kind, fs::FileKind::Console | fs::FileKind::Null)
+    {
+        return Err(Errno::EBADF);
+    }
+    if fs::blocking(&inf).is_some() || fs::socket(&inf).is_some() || fs::socket(&outf).is_some() {
+        return Err(Errno::EINVAL);
+    }
+    let mut pos = if offset != 0 {
+        check_user(offset, 8, true)?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(uaccess_slice(offset, 8));
+        let v = i64::from_le_bytes(b);
+        if v < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Some(v as u64)
+    } else {
+        None
+    };
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut tmp = bounce((count as usize).min(fs::pipe::PIPE_BUF_SIZE))?;
+    let mut done = 0u64;
+    while done < count {
+        let want = ((count - done) as usize).min(tmp.len());
+        let n = {
+            let mut of = inf.borrow_mut();
+            match pos {
+                Some(p) => {
+                    let saved = core::mem::replace(&mut of.offset, p);
+                    let r = fs::read(&mut of, &mut tmp[..want]);
+                    of.offset = saved;
+                    r
+                }
+                None => fs::read(&mut of, &mut tmp[..want]),
+            }
+        };
+        let n = match n {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        let w = match fs::blocking(&outf) {
+            Some(b) => {
+                let r = fs::write_blocking(&b, &tmp[..n]);
+                if let (fs::Blocking::Pipe(p, _), Err(Errno::EPIPE)) = (&b, &r) {
+                    if p.borrow().readers() == 0 {
+                        crate::proc::signal::send_kernel(
+                            crate::proc::current_pid(),
+                            crate::proc::signal::SIGPIPE,
+                        );
+                    }
+                }
+                r
+            }
+            None => fs::write(&mut outf.borrow_mut(), &tmp[..n]),
+        };
+        let w = match w {
+            Ok(w) => w,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        // Bytes read but not written are given back to the input.
+        if pos.is_none() && w < n {
+            inf.borrow_mut().offset -= (n - w) as u64;
+        }
+        if let Some(p) = pos.as_mut() {
+            *p += w as u64;
+        }
+        done += w as u64;
+        if w < n {
+            break;
+        }
+    }
+    if let Some(p) = pos {
+        copy_to_user(offset, &p.to_le_bytes())?;
+    }
+    Ok(done)
+}

@@ -129,6 +129,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         227 => misc::sys_clock_settime(a[0] as u32, a[1]),
         164 => misc::sys_settimeofday(a[0], a[1]),
         99 => misc::sys_sysinfo(a[0]),
+        40 => file::sys_sendfile(int(a[0]), int(a[1]), a[2], a[3]),
         231 => thread::sys_exit_group(a[0] as i32),
         202 => thread::sys_futex(a[0], a[1] as u32, a[2] as u32, a[3], a[4], a[5] as u32),
         274 => thread::sys_get_robust_list(a[0] as i32, a[1], a[2]),
