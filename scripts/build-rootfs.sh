@@ -82,7 +82,8 @@ strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/
     2>/dev/null || true
 
 # Debian's busybox-static (installed by scripts/install-deps.sh): /bin/busybox and a link for each applet
-# (`busybox --list-full`) where the rootfs has no program of that name yet.
+# (`busybox --list-full`) unless the rootfs has a program of that name in any of the PATH directories
+# (its own httpd, ps, sh... stay what they are whatever the PATH order).
 busybox=/bin/busybox
 if ! [[ -x "$busybox" ]] || ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
     "$root/scripts/install-deps.sh"
@@ -91,7 +92,14 @@ install -m 0755 "$busybox" "$stage/bin/busybox"
 for applet in $("$busybox" --list-full); do
     dir="$(dirname "$applet")"
     mkdir -p "$stage/$dir"
-    if [[ ! -e "$stage/$applet" && ! -L "$stage/$applet" ]]; then
+    name="$(basename "$applet")"
+    taken=0
+    for d in bin sbin usr/bin usr/sbin; do
+        if [[ -e "$stage/$d/$name" || -L "$stage/$d/$name" ]]; then
+            taken=1
+        fi
+    done
+    if ((taken == 0)); then
         ln -s /bin/busybox "$stage/$applet"
     fi
 done

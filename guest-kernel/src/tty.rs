@@ -36,6 +36,8 @@ const VSUSP: usize = 10;
 const VERASE: usize = 2;
 const VKILL: usize = 3;
 const VEOF: usize = 4;
+const VTIME: usize = 5;
+const VMIN: usize = 6;
 
 /// The kernel's `struct termios` (what TCGETS/TCSETS copy): four flag words, c_line, 19 control chars.
 const TERMIOS_SIZE: usize = 36;
@@ -209,23 +211,65 @@ pub fn process_input() {
             }
         }
         if readable && WAITING.swap(false, Ordering::Relaxed) {
-            INPUT.wake_all();
+            INPUT.wake(crate::sync::waitqueue::Edge::In);
         }
     }
 }
 
 /// Reads console input into `buf`: in canonical mode at most one line, blocking until one is complete.
+/// Without ICANON, VMIN and VTIME as termios(3) says: MIN > 0, TIME 0: wait for MIN bytes (at most
+/// `buf.len()`); MIN 0, TIME 0: what is there, maybe nothing; MIN 0, TIME > 0: wait up to TIME tenths
+/// of a second for a byte; both > 0: after the first byte, until MIN bytes or TIME tenths without a
+/// new one.
 pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
     if buf.is_empty() {
         return Ok(0);
     }
+    // The deadline of a VTIME wait (ns since boot) and how many bytes were queued when it was set.
+    let mut timer: Option<(u64, usize)> = None;
     loop {
         background_check(signal::SIGTTIN)?;
         process_input();
+        let mut deadline = None;
         {
             let mut t = TTY.borrow_mut();
             let canon = t.termios.lflag & ICANON != 0;
-            if !t.ready.is_empty() {
+            if !canon {
+                let (vmin, vtime) = (t.termios.cc[VMIN] as usize, t.termios.cc[VTIME] as u64);
+                let queued = t.ready.len();
+                let now = crate::time::now_ns();
+                let want = vmin.clamp(1, buf.len());
+                let tenths = vtime * 100_000_000;
+                let expired = match timer {
+                    Some((d, _)) => now >= d,
+                    None => false,
+                };
+                let done = match (vmin, vtime) {
+                    (0, 0) => true,
+                    (_, 0) => queued >= want,
+                    (0, _) => queued > 0 || expired,
+                    _ => queued >= want || (queued > 0 && expired),
+                };
+                if !done {
+                    // The timer runs from the call (MIN 0) or from the last byte (MIN > 0).
+                    let restart = match timer {
+                        None => vmin == 0 || queued > 0,
+                        Some((_, seen)) => vmin > 0 && queued > seen,
+                    };
+                    if vtime > 0 && restart {
+                        timer = Some((now + tenths, queued));
+                    }
+                    deadline = timer.map(|(d, _)| d);
+                } else {
+                    let mut n = 0;
+                    while n < buf.len() {
+                        let Some(b) = t.ready.pop_front() else { break };
+                        buf[n] = b;
+                        n += 1;
+                    }
+                    return Ok(n);
+                }
+            } else if !t.ready.is_empty() {
                 let mut n = 0;
                 while n < buf.len() {
                     let Some(b) = t.ready.pop_front() else { break };
@@ -243,7 +287,7 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
             }
         }
         WAITING.store(true, Ordering::Relaxed);
-        INPUT.wait().map_err(|_| Errno::ERESTARTSYS)?;
+        crate::sync::waitqueue::wait_any(&[INPUT], deadline).map_err(|_| Errno::ERESTARTSYS)?;
     }
 }
 

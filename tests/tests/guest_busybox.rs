@@ -7,12 +7,13 @@
 //! and requires the same output. The other tests check what has no host twin: the system tools'
 //! fields (`free`, `ps`, `top`, `uptime`), an interactive ash session on the console typed with delays
 //! (line editing, Ctrl-C, background jobs, Ctrl-Z and `fg`), and the guest's wall clock against the
-//! host's. Without the images the tests skip (and fail when `CI` is set).
+//! host's. `rootfs/c/epoll.c` (static glibc and musl) exercises epoll on a pipe, the console and
+//! sockets and must print what it prints on the host. Without the images the tests skip (and fail when `CI` is set).
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tests::{run, wait_until, GuestImages, Vm};
+use tests::{require_kvm, run, wait_until, GuestImages, Netns, Vm, TAP};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -280,4 +281,64 @@ fn an_interactive_ash_session_on_the_console() {
     vm.send(b"exit\r");
     let out = vm.wait(T);
     assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
+/// Runs `rootfs/c/epoll.c` built with `libc` on the host (stdin a pipe nothing is written to, stdout a
+/// pipe, as the guest's console is a terminal nobody types on) and in the guest with a network device
+/// (in a network namespace: its sockets need the interface), and compares the lines.
+fn epoll_matches_the_host(libc: &str) {
+    if !require_kvm() {
+        return;
+    }
+    let Some(images) = GuestImages::find() else {
+        return;
+    };
+    let prog = format!("epoll-{libc}");
+    let host = Command::new(images.host_program(&format!("bin/{prog}")))
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "{host:?}");
+    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    assert!(host.contains("epoll: done"), "{host}");
+    let Some(ns) = Netns::new(&format!("ep{libc}")) else {
+        return;
+    };
+    let disk = format!("{},ro", images.disk.display());
+    let vm = ns.spawn(&[
+        "--kernel",
+        images.kernel.to_str().unwrap(),
+        "--disk",
+        &disk,
+        "--net",
+        &format!("tap={TAP}"),
+        "--cmdline",
+        &format!("console=ttyS0 root=/dev/vda -- run /bin/{prog}"),
+    ]);
+    let out = vm.wait(T);
+    let lines = |s: &str| -> Vec<String> {
+        s.replace('\r', "")
+            .lines()
+            .filter(|l| l.starts_with("epoll: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        lines(&out.stdout),
+        lines(&host),
+        "guest console:\n{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("not implemented"), "{}", out.stdout);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
+#[test]
+fn epoll_on_a_pipe_the_console_and_sockets_matches_the_host_glibc() {
+    epoll_matches_the_host("glibc");
+}
+
+#[test]
+fn epoll_on_a_pipe_the_console_and_sockets_matches_the_host_musl() {
+    epoll_matches_the_host("musl");
 }

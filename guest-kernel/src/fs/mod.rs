@@ -5,6 +5,7 @@
 //! offset as on Linux); `read`/`write`/`lseek`/`fstat` act on it.
 #![deny(unsafe_code)]
 
+pub mod epoll;
 pub mod fd;
 pub mod pipe;
 pub mod proc;
@@ -84,6 +85,8 @@ pub enum FileKind {
     Proc(proc::ProcFile),
     /// A network socket.
     Socket(crate::net::socket::SocketRef),
+    /// An epoll instance.
+    Epoll(Rc<RefCell<epoll::Epoll>>),
 }
 
 /// An open file description.
@@ -301,6 +304,15 @@ pub fn stat(f: &OpenFile) -> Stat {
             blksize: 1024,
             ..Stat::default()
         },
+        // An anonymous inode, as Linux's anon_inode:[eventpoll] (mode 0600, no type bits).
+        FileKind::Epoll(_) => Stat {
+            dev: 13,
+            ino: 1,
+            nlink: 1,
+            mode: 0o600,
+            blksize: 4096,
+            ..Stat::default()
+        },
         FileKind::Socket(_) => Stat {
             dev: 8,
             ino: 1,
@@ -341,6 +353,7 @@ pub fn read(f: &mut OpenFile, buf: &mut [u8]) -> Result<usize, Errno> {
     match &f.kind {
         FileKind::Console => crate::tty::read(buf),
         FileKind::Pipe(_) | FileKind::Socket(_) => Err(Errno::EBADF),
+        FileKind::Epoll(_) => Err(Errno::EINVAL),
         FileKind::Proc(proc::ProcFile::Dir(_)) => Err(Errno::EISDIR),
         FileKind::Proc(proc::ProcFile::Data(d)) => {
             let start = (f.offset as usize).min(d.len());
@@ -367,6 +380,7 @@ pub fn write(f: &mut OpenFile, buf: &[u8]) -> Result<usize, Errno> {
     match &f.kind {
         FileKind::Console => crate::tty::write(buf),
         FileKind::Null => Ok(buf.len()),
+        FileKind::Epoll(_) => Err(Errno::EINVAL),
         FileKind::Ext2(_) | FileKind::Pipe(_) | FileKind::Proc(_) | FileKind::Socket(_) => {
             Err(Errno::EBADF)
         }

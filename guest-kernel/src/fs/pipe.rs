@@ -10,7 +10,7 @@
 //! and no user memory held across a sleep. Writes of at most [`PIPE_BUF`] bytes are atomic.
 #![deny(unsafe_code)]
 
-use crate::sync::waitqueue::WaitQueue;
+use crate::sync::waitqueue::{Edge, WaitQueue};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use core::cell::RefCell;
@@ -139,7 +139,7 @@ pub fn read_with(
                 p.len -= done;
                 drop(p);
                 if done > 0 {
-                    wq.wake_all();
+                    wq.wake(Edge::Out);
                     return Ok(done);
                 }
                 return res.map(|_| 0);
@@ -217,7 +217,7 @@ pub fn write_with(
             let wq = p.wq;
             drop(p);
             if moved > 0 {
-                wq.wake_all();
+                wq.wake(Edge::In);
             }
             if let Err(e) = res {
                 return partial(done, e);

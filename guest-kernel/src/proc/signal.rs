@@ -770,6 +770,17 @@ pub fn suspend_mask(mask: u64) {
     })
 }
 
+/// Undoes [`suspend_mask`] when the call ends without a signal to deliver (ppoll, pselect6 and
+/// epoll_pwait that found something ready or timed out: Linux's restore_saved_sigmask).
+pub fn restore_saved_mask() {
+    super::with_current(|p| {
+        if let Some(m) = p.signals.saved_mask.take() {
+            p.signals.blocked = m;
+            sync_ready(p);
+        }
+    })
+}
+
 /// Takes the lowest pending signal in `set` (rt_sigtimedwait), if any.
 pub fn take_pending(set: u64) -> Option<u32> {
     super::with_current(|p| {

@@ -38,6 +38,23 @@ fn sched() -> Option<Scheduler> {
 const FIRST_DYNAMIC: u64 = 1 << 16;
 static NEXT_KEY: AtomicU64 = AtomicU64::new(FIRST_DYNAMIC);
 
+/// What a wake-up announces: data to read, room to write, or either (a hang-up, a state change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    In,
+    Out,
+    Both,
+}
+
+/// Wake-up counts by (queue, direction), hashed into a small table: epoll's edge-triggered entries
+/// report again only after their queue's count for their direction moved. Two queues may share a
+/// slot, which can only cause an extra report (allowed), never a missed edge.
+static EDGES: [AtomicU64; 128] = [const { AtomicU64::new(0) }; 128];
+
+fn edge_slot(key: u64, input: bool) -> usize {
+    ((key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize * 2 + input as usize) % EDGES.len()
+}
+
 /// A wait interrupted by a signal (the caller returns its restart code, e.g. ERESTARTSYS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interrupted;
@@ -58,11 +75,27 @@ impl WaitQueue {
         WaitQueue(n)
     }
 
-    /// Wakes every task waiting on this queue.
+    /// Wakes every task waiting on this queue (for either direction).
     pub fn wake_all(self) {
+        self.wake(Edge::Both);
+    }
+
+    /// Wakes every task waiting on this queue, announcing `edge`.
+    pub fn wake(self, edge: Edge) {
+        if edge != Edge::Out {
+            EDGES[edge_slot(self.0, true)].fetch_add(1, Ordering::Relaxed);
+        }
+        if edge != Edge::In {
+            EDGES[edge_slot(self.0, false)].fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(s) = sched() {
             (s.wake)(self.0);
         }
+    }
+
+    /// How many wake-ups announcing input (`input`) or output this queue has had (see [`Edge`]).
+    pub fn edges(self, input: bool) -> u64 {
+        EDGES[edge_slot(self.0, input)].load(Ordering::Relaxed)
     }
 
     /// Sleeps until this queue is woken (or spuriously); `Err` at once if a signal is pending.

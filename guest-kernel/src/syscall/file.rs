@@ -527,7 +527,10 @@ pub fn sys_sendfile(out_fd: i64, in_fd: i64, offset: u64, count: u64) -> SysResu
     let (inf, outf) = (file(in_fd)?, file(out_fd)?);
     if inf.borrow().flags & fs::O_ACCMODE == fs::O_WRONLY
         || outf.borrow().flags & fs::O_ACCMODE == 0
-            && !matches!(outf.borrow().kind, fs::FileKind::Console | fs::FileKind::Null)
+            && !matches!(
+                outf.borrow().kind,
+                fs::FileKind::Console | fs::FileKind::Null
+            )
     {
         return Err(Errno::EBADF);
     }

@@ -10,6 +10,7 @@ pub mod file;
 mod memory;
 mod misc;
 pub use misc::{UNAME_RELEASE, UNAME_VERSION};
+mod epoll;
 mod net;
 mod poll;
 mod process;
@@ -71,7 +72,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         33 => file::sys_dup3(int(a[0]), int(a[1]), None),
         23 => poll::sys_select(a[0], a[1], a[2], a[3], a[4]),
         270 => poll::sys_pselect6(a[0], a[1], a[2], a[3], a[4], a[5]),
-        271 => poll::sys_ppoll(a[0], a[1], a[2], a[3]),
+        271 => poll::sys_ppoll(a[0], a[1], a[2], a[3], a[4]),
         41 => net::sys_socket(a[0] as u32, a[1] as u32, a[2] as u32),
         42 => net::sys_connect(int(a[0]), a[1], a[2] as u32),
         43 => net::sys_accept4(int(a[0]), a[1], a[2], 0),
@@ -130,6 +131,18 @@ pub fn dispatch(frame: &mut TrapFrame) {
         164 => misc::sys_settimeofday(a[0], a[1]),
         99 => misc::sys_sysinfo(a[0]),
         40 => file::sys_sendfile(int(a[0]), int(a[1]), a[2], a[3]),
+        213 => epoll::sys_epoll_create(a[0] as i32),
+        291 => epoll::sys_epoll_create1(a[0] as u32),
+        233 => epoll::sys_epoll_ctl(int(a[0]), a[1] as u32, int(a[2]), a[3]),
+        232 => epoll::sys_epoll_wait(int(a[0]), a[1], a[2] as i32 as i64, a[3] as i32 as i64),
+        281 => epoll::sys_epoll_pwait(
+            int(a[0]),
+            a[1],
+            a[2] as i32 as i64,
+            a[3] as i32 as i64,
+            a[4],
+            a[5],
+        ),
         231 => thread::sys_exit_group(a[0] as i32),
         202 => thread::sys_futex(a[0], a[1] as u32, a[2] as u32, a[3], a[4], a[5] as u32),
         274 => thread::sys_get_robust_list(a[0] as i32, a[1], a[2]),

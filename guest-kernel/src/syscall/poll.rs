@@ -2,9 +2,9 @@
 //!
 //! Each round computes every descriptor's readiness; if none is ready the process sleeps once on the
 //! wait queues of all of them (`sync::waitqueue::wait_any`: a pipe's, the console's, each socket's) with
-//! the timeout as deadline, and the next round rechecks. Files without a channel are always ready. The
-//! signal masks of ppoll/pselect6 are not applied (signals stay as they are). A restarted call starts
-//! its timeout over.
+//! the timeout as deadline, and the next round rechecks. Files without a queue are always ready. The
+//! signal masks of ppoll/pselect6 replace the caller's for the wait ([`with_sigmask`]). A restarted call
+//! starts its timeout over.
 #![deny(unsafe_code)]
 
 use super::file::{check_user, copy_to_user};
@@ -24,14 +24,24 @@ pub const POLLNVAL: u16 = 0x20;
 const POLLRDNORM: u16 = 0x40;
 const POLLWRNORM: u16 = 0x100;
 
-/// The events of `fd` among `events` (POLLERR/POLLHUP/POLLNVAL always), and the queue that will be
-/// woken when they change.
-pub fn poll_one(fd: i64, events: u16) -> (u16, Option<WaitQueue>) {
-    let Ok(f) = with_current(|p| p.fds.get(fd)) else {
-        return (POLLNVAL, None);
+/// The events of `fd` among `events` (POLLERR/POLLHUP/POLLNVAL always); the queues that will be woken
+/// when they change are added to `queues`.
+fn poll_one(fd: i64, events: u16, queues: &mut Vec<WaitQueue>) -> u16 {
+    match with_current(|p| p.fds.get(fd)) {
+        Ok(f) => poll_file(&f, events, queues, 0),
+        Err(_) => POLLNVAL,
+    }
+}
+
+/// The events of the open file `f` among `events` (POLLERR/POLLHUP always), adding the queues that
+/// announce its changes to `queues`. An epoll instance is readable while one of its entries is ready
+/// (`depth` stops the descent at one level of nesting). Files without a queue (ext2, /proc, /dev/null)
+/// are always ready.
+pub fn poll_file(f: &fs::FileRef, events: u16, queues: &mut Vec<WaitQueue>, depth: u32) -> u16 {
+    let Ok(fb) = f.try_borrow() else {
+        return 0;
     };
-    let f = f.borrow();
-    let (r, w, hup, err, chan) = match &f.kind {
+    let (r, w, hup, err, queue) = match &fb.kind {
         fs::FileKind::Pipe(e) => {
             let p = e.pipe.borrow();
             let (r, w, hup, err) = p.poll(e.write);
@@ -48,8 +58,19 @@ pub fn poll_one(fd: i64, events: u16) -> (u16, Option<WaitQueue>) {
             let (r, w, hup, err) = crate::net::socket::readiness(s);
             (r, w, hup, err, crate::net::socket::wait_queue(s))
         }
+        fs::FileKind::Epoll(ep) => {
+            let ep = ep.clone();
+            drop(fb);
+            let ready = depth == 0 && super::epoll::any_ready(&ep, queues, depth + 1);
+            (ready, false, false, false, None)
+        }
         _ => (true, true, false, false, None),
     };
+    if let Some(q) = queue {
+        if !queues.contains(&q) {
+            queues.push(q);
+        }
+    }
     let mut rev = 0;
     if r && events & (POLLIN | POLLRDNORM) != 0 {
         rev |= events & (POLLIN | POLLRDNORM);
@@ -63,7 +84,7 @@ pub fn poll_one(fd: i64, events: u16) -> (u16, Option<WaitQueue>) {
     if err {
         rev |= POLLERR;
     }
-    (rev, chan)
+    rev
 }
 
 /// Waits until one of `fds` (fd, events) is ready, the deadline passes or a signal comes; fills in
@@ -77,19 +98,14 @@ fn wait_ready(
         let mut ready = 0;
         let mut chans: Vec<WaitQueue> = Vec::new();
         for (i, &(fd, events)) in fds.iter().enumerate() {
-            let (rev, chan) = if fd < 0 {
-                (0, None)
+            let rev = if fd < 0 {
+                0
             } else {
-                poll_one(fd, events)
+                poll_one(fd, events, &mut chans)
             };
             revents[i] = rev;
             if rev != 0 {
                 ready += 1;
-            }
-            if let Some(c) = chan {
-                if !chans.contains(&c) {
-                    chans.push(c);
-                }
             }
         }
         if ready > 0 || deadline.is_some_and(|d| crate::time::now_ns() >= d) {
@@ -150,13 +166,35 @@ pub fn sys_poll(fds: u64, nfds: u64, timeout_ms: i64) -> SysResult {
     poll_common(fds, nfds, deadline)
 }
 
-pub fn sys_ppoll(fds: u64, nfds: u64, ts: u64, _sigmask: u64) -> SysResult {
+pub fn sys_ppoll(fds: u64, nfds: u64, ts: u64, sigmask: u64, sigsetsize: u64) -> SysResult {
     let deadline = if ts == 0 {
         None
     } else {
         Some(deadline_after_ns(read_time(ts, 1)?))
     };
-    poll_common(fds, nfds, deadline)
+    with_sigmask(sigmask, sigsetsize, || poll_common(fds, nfds, deadline))
+}
+
+/// Runs a wait with the signal mask at `sigmask` (if not null) in place of the caller's, as ppoll,
+/// pselect6 and epoll_pwait do: the old mask comes back when the call returns, or, when a signal
+/// interrupts it, after that signal's handler (the handler's frame carries it; Linux's
+/// saved_sigmask). EINVAL unless `sigsetsize` is 8.
+pub fn with_sigmask(sigmask: u64, sigsetsize: u64, wait: impl FnOnce() -> SysResult) -> SysResult {
+    if sigmask == 0 {
+        return wait();
+    }
+    if sigsetsize != 8 {
+        return Err(Errno::EINVAL);
+    }
+    check_user(sigmask, 8, false)?;
+    let mut m = [0u8; 8];
+    m.copy_from_slice(crate::mm::uaccess::checked_slice(sigmask, 8));
+    crate::proc::signal::suspend_mask(u64::from_le_bytes(m));
+    let r = wait();
+    if r != Err(Errno::ERESTARTNOHAND) {
+        crate::proc::signal::restore_saved_mask();
+    }
+    r
 }
 
 /// select and pselect6: the three fd_set bitmaps become a poll list and back.
@@ -231,11 +269,24 @@ pub fn sys_select(nfds: u64, r: u64, w: u64, e: u64, tv: u64) -> SysResult {
     select_common(nfds, [r, w, e], deadline)
 }
 
-pub fn sys_pselect6(nfds: u64, r: u64, w: u64, e: u64, ts: u64, _sigmask: u64) -> SysResult {
+/// pselect6: the sixth argument points at `{ const sigset_t *ss; size_t ss_len; }`.
+pub fn sys_pselect6(nfds: u64, r: u64, w: u64, e: u64, ts: u64, sig: u64) -> SysResult {
     let deadline = if ts == 0 {
         None
     } else {
         Some(deadline_after_ns(read_time(ts, 1)?))
     };
-    select_common(nfds, [r, w, e], deadline)
+    let (mask, size) = if sig == 0 {
+        (0, 0)
+    } else {
+        check_user(sig, 16, false)?;
+        let b = crate::mm::uaccess::checked_slice(sig, 16);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        (word(0), word(8))
+    };
+    with_sigmask(mask, size, || select_common(nfds, [r, w, e], deadline))
 }
