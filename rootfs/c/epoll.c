@@ -40,10 +40,17 @@ static long now_ms(void) {
     return t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* One epoll_wait, printed as "n [events:data ...]". */
+/* One epoll_wait, printed as "n [events:data ...]", the events in data order (the order of the ready
+ * list is not part of the interface: Linux's follows the wake-ups). */
 static void wait_and_say(const char *what, int ep, int timeout) {
     struct epoll_event ev[8];
     int n = epoll_wait(ep, ev, 8, timeout);
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && ev[j - 1].data.u64 > ev[j].data.u64; j--) {
+            struct epoll_event t = ev[j];
+            ev[j] = ev[j - 1];
+            ev[j - 1] = t;
+        }
     char line[256];
     int at = snprintf(line, sizeof line, "%s", err(n));
     for (int i = 0; i < n; i++)

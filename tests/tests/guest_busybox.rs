@@ -294,12 +294,17 @@ fn epoll_matches_the_host(libc: &str) {
         return;
     };
     let prog = format!("epoll-{libc}");
-    let host = Command::new(images.host_program(&format!("bin/{prog}")))
+    let mut child = Command::new(images.host_program(&format!("bin/{prog}")))
         .stdin(std::process::Stdio::piped())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(host.status.success(), "{host:?}");
-    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    // stdin stays open (a writer that never writes, as a terminal nobody types on) until the end.
+    let stdin = child.stdin.take();
+    let mut host = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut host).unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "{host}");
     assert!(host.contains("epoll: done"), "{host}");
     let Some(ns) = Netns::new(&format!("ep{libc}")) else {
         return;
