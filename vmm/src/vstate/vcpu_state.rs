@@ -1,6 +1,6 @@
 //! A vCPU's saved state, for snapshots: registers, special registers, FPU/XSAVE, XCRs, MSRs (every one
 //! KVM lists in `KVM_GET_MSR_INDEX_LIST` that it can read), debug registers, LAPIC, MP state, pending
-//! events, CPUID and the TSC frequency. kvm-bindings' serde support carries the KVM structs.
+//! events, CPUID and the TSC frequency. Each KVM struct is stored as a hex string of its bytes ([`hex`]).
 //!
 //! [`save`] runs on the vCPU's own thread while it is parked (after one `KVM_RUN` with `immediate_exit`
 //! set, so a port or MMIO access the VMM answered is completed first); [`restore`] runs on a freshly
@@ -13,6 +13,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VcpuFd;
 use serde::{Deserialize, Serialize};
+
+use super::hex;
 
 /// `MSR_IA32_TSC_DEADLINE`: written again after the LAPIC, whose timer mode decides whether it counts.
 const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
@@ -39,15 +41,25 @@ pub enum VcpuStateError {
 #[derive(Serialize, Deserialize)]
 pub struct VcpuState {
     pub id: u8,
+    #[serde(with = "hex::vec")]
     pub cpuid: Vec<kvm_cpuid_entry2>,
+    #[serde(with = "hex::vec")]
     pub msrs: Vec<kvm_msr_entry>,
+    #[serde(with = "hex")]
     pub regs: kvm_regs,
+    #[serde(with = "hex")]
     pub sregs: kvm_sregs,
+    #[serde(with = "hex")]
     pub xsave: kvm_xsave,
+    #[serde(with = "hex")]
     pub xcrs: kvm_xcrs,
+    #[serde(with = "hex")]
     pub debug_regs: kvm_debugregs,
+    #[serde(with = "hex")]
     pub lapic: kvm_lapic_state,
+    #[serde(with = "hex")]
     pub mp_state: kvm_mp_state,
+    #[serde(with = "hex")]
     pub vcpu_events: kvm_vcpu_events,
     pub tsc_khz: u32,
 }

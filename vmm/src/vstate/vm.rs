@@ -31,10 +31,15 @@ pub enum VmError {
 /// The VM's in-kernel devices and clock, for snapshots.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct VmState {
+    #[serde(with = "super::hex")]
     pub pic_master: kvm_irqchip,
+    #[serde(with = "super::hex")]
     pub pic_slave: kvm_irqchip,
+    #[serde(with = "super::hex")]
     pub ioapic: kvm_irqchip,
+    #[serde(with = "super::hex")]
     pub pit: kvm_pit_state2,
+    #[serde(with = "super::hex")]
     pub clock: kvm_clock_data,
 }
 
