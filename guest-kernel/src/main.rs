@@ -75,6 +75,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         None => kprintln!("clock: no wall clock offered, CLOCK_REALTIME starts at the epoch"),
     }
     let tun = proc::sched::init(cmdline);
+    drivers::introspect::init();
     kprintln!(
         "sched: CFS, latency {} ns, min_granularity {} ns, wakeup_granularity {} ns",
         Dec(tun.latency_ns),

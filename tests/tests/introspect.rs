@@ -280,3 +280,125 @@ fn translation_memory_and_bad_input_on_a_running_guest() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let _ = std::fs::remove_file(PathBuf::from(&sock));
 }
+
+/// The guest's `ps` rows (pid, ppid, state letter, nice) between the last header and `marker`.
+fn guest_ps(out: &str, marker: &str) -> Vec<(u32, u32, String, i32, String)> {
+    let end = out.rfind(marker).unwrap();
+    let start = out[..end].rfind("  PID  PPID STAT").unwrap();
+    out[start..end]
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(1)?.parse().ok()?,
+                f.get(2)?.chars().next()?.to_string(),
+                f.get(3)?.parse().ok()?,
+                f[5..].join(" "),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn guest_processes_match_the_guest_ps() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let sock =
+        std::env::temp_dir().join(format!("microvm-introspect-ps-{}.sock", std::process::id()));
+    let args = images.args(
+        &["--api-sock", sock.to_str().unwrap()],
+        "console=ttyS0 root=/dev/vda -- rc",
+    );
+    let mut vm = Vm::spawn(&args);
+    vm.wait_for_output("init: starting /bin/sh", T);
+    // A sleeping process, a stopped one, a niced one, and a zombie: `true` has exited and its parent
+    // (a background `sh -c`, stopped by the terminal) waits for `sleep 302` first.
+    vm.send(b"sleep 300 &\n");
+    vm.send(b"sleep 301 &\n");
+    vm.send(b"kill -STOP $!\n");
+    vm.send(b"nice -n 5 sleep 303 &\n");
+    vm.send(b"sh -c \"sleep 302 | true\" &\n");
+    // The set settles (each new process sleeps or stops) before the two views are compared; a round
+    // where something still moved between the guest's ps and the API's answer is taken again.
+    let mut last = String::new();
+    for round in 0..5 {
+        let marker = format!("ps-done-{round}");
+        vm.send(format!("ps; echo ps-done\"\"-{round}\n").as_bytes());
+        vm.wait_for_output(&marker, T);
+        // The interactive shell is running until it is back at its prompt, asleep reading the console.
+        let mut v = Value::Null;
+        for _ in 0..50 {
+            let (status, answer) = get(&sock, "/guest/processes");
+            assert_eq!(status, 200, "{answer}");
+            v = answer;
+            let shell_asleep = v["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["pid"] == 4 && p["state"] == "S");
+            if shell_asleep {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let rows = guest_ps(&vm.stdout(), &marker);
+        let ps_pid = rows.iter().find(|r| r.4 == "ps").map(|r| r.0);
+        let want: Vec<(u32, u32, String, i32)> = rows
+            .iter()
+            .filter(|r| Some(r.0) != ps_pid)
+            .map(|r| (r.0, r.1, r.2.clone(), r.3))
+            .collect();
+        let got: Vec<(u32, u32, String, i32)> = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["pid"].as_u64().unwrap() as u32,
+                    p["ppid"].as_u64().unwrap() as u32,
+                    p["state"].as_str().unwrap().to_owned(),
+                    p["nice"].as_i64().unwrap() as i32,
+                )
+            })
+            .filter(|p| Some(p.0) != ps_pid)
+            .collect();
+        last = format!("guest ps: {want:?}\nAPI:      {got:?}\n{v}");
+        let states: String = want.iter().map(|w| w.2.as_str()).collect();
+        let settled = ["S", "T", "Z"].iter().all(|s| states.contains(s))
+            && want.iter().any(|w| w.3 == 5 && w.2 == "S");
+        if settled && want == got {
+            eprintln!("round {round}: {last}");
+            // Each task's command and the kernel's own figures come along.
+            let cmds: Vec<&str> = v["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["command"].as_str().unwrap())
+                .collect();
+            for c in ["init", "sh", "sleep", "true"] {
+                assert!(cmds.contains(&c), "{cmds:?}");
+            }
+            let init = &v["processes"][0];
+            assert!(init["vruntime_ns"].as_u64().unwrap() > 0, "{init}");
+            assert!(init["vsize"].as_u64().unwrap() > 0, "{init}");
+            let client = Command::new(microvm_bin())
+                .args(["ps", "--api-sock", sock.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&client.stdout);
+            assert!(text.starts_with("  PID  TGID  PPID S  NI"), "{text}");
+            assert!(
+                text.lines()
+                    .any(|l| l.ends_with(" Z   0") || (l.contains(" Z ") && l.ends_with("true"))),
+                "{text}"
+            );
+            vm.send(b"poweroff\n");
+            vm.wait(T);
+            return;
+        }
+    }
+    panic!("the API never matched the guest's ps:\n{last}");
+}

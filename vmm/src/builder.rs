@@ -92,6 +92,8 @@ pub struct Vm {
     pub pause: Arc<PauseControl>,
     /// The keyboard controller (Ctrl-Alt-Del from the API).
     pub i8042: Arc<Mutex<I8042>>,
+    /// The guest kernel's introspection channel.
+    pub guest_channel: Arc<crate::introspect::channel::GuestChannel>,
 }
 
 /// The KVM side of a VM: set up on a thread of its own while the calling thread loads the kernel and
@@ -340,6 +342,7 @@ fn build(
         serial,
         serial_drained,
         i8042,
+        guest_channel,
         ..
     } = legacy;
     let pio = Arc::new(pio);
@@ -397,5 +400,6 @@ fn build(
         stop,
         pause,
         i8042,
+        guest_channel,
     })
 }

@@ -1,6 +1,6 @@
-//! The client side of `microvm translate` and `microvm memory`: one HTTP/1.1 `GET` on the API's Unix
-//! socket, and the answer formatted for a terminal (the page walk level by level; memory as `xxd` prints
-//! it). `main.rs` prints what these functions return.
+//! The client side of `microvm translate`, `microvm memory` and `microvm ps`: one HTTP/1.1 `GET` on the
+//! API's Unix socket, and the answer formatted for a terminal (the page walk level by level; memory as
+//! `xxd` prints it; the guest's tasks as a table). `main.rs` prints what these functions return.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -144,6 +144,39 @@ pub fn format_translation(v: &Value) -> String {
     out
 }
 
+/// `microvm ps`'s table of a `GET /guest/processes` answer: one line per task, times in ms, sizes in
+/// KiB.
+pub fn format_processes(v: &Value) -> String {
+    let mut out = String::from(
+        "  PID  TGID  PPID S  NI  VRUNTIME_MS   UTIME_MS   STIME_MS    VSZ_KB   RSS_KB COMMAND\n",
+    );
+    let n = |p: &Value, k: &str| p[k].as_u64().unwrap_or(0);
+    for p in v["processes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:>5} {:>5} {:>5} {} {:>3} {:>12} {:>10} {:>10} {:>9} {:>8} {}\n",
+            n(p, "pid"),
+            n(p, "tgid"),
+            n(p, "ppid"),
+            p["state"].as_str().unwrap_or("?"),
+            p["nice"].as_i64().unwrap_or(0),
+            n(p, "vruntime_ns") / 1_000_000,
+            n(p, "utime_ns") / 1_000_000,
+            n(p, "stime_ns") / 1_000_000,
+            n(p, "vsize") / 1024,
+            n(p, "rss_pages") * 4,
+            p["command"].as_str().unwrap_or("")
+        ));
+    }
+    if v["truncated"].as_bool() == Some(true) {
+        out.push_str(&format!(
+            "({} tasks in all: the guest's buffer held the first {})\n",
+            v["total"],
+            v["processes"].as_array().map_or(0, Vec::len)
+        ));
+    }
+    out
+}
+
 /// `microvm memory`'s report of a `GET /vm/memory` answer, as `xxd` prints it.
 pub fn format_memory(v: &Value) -> Result<String, ClientError> {
     let gpa = v["gpa"]
@@ -190,6 +223,21 @@ mod tests {
         let text = format_translation(&v);
         assert!(text.contains("not mapped: not present at PTE"), "{text}");
         assert!(text.contains("KVM_TRANSLATE: invalid (agrees)"), "{text}");
+    }
+
+    #[test]
+    fn process_table_has_one_line_per_task() {
+        let v = serde_json::json!({"processes": [
+            {"pid": 1, "tgid": 1, "ppid": 0, "state": "S", "nice": -5, "vruntime_ns": 2_500_000,
+             "utime_ns": 1_000_000, "stime_ns": 3_000_000, "vsize": 8192, "rss_pages": 3,
+             "command": "init"}], "total": 9, "truncated": true});
+        let text = format_processes(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "    1     1     0 S  -5            2          1          3         8       12 init"
+        );
+        assert!(lines[2].contains("9 tasks in all"), "{text}");
     }
 
     #[test]

@@ -195,7 +195,7 @@ fn parse_net_override(s: &str) -> Result<vmm::persist::NetworkOverride, String> 
     })
 }
 
-/// `microvm translate|memory ...`: a client of a running microvm's API socket.
+/// `microvm translate|memory|ps ...`: a client of a running microvm's API socket.
 #[derive(Parser, Debug)]
 #[command(
     name = "microvm",
@@ -239,10 +239,19 @@ enum ClientCommand {
         #[arg(value_name = "GPA")]
         gpa: String,
     },
+    /// List the guest's processes and threads as its kernel knows them (GET /guest/processes).
+    Ps {
+        /// The microvm's API socket.
+        #[arg(long, value_name = "PATH")]
+        api_sock: PathBuf,
+        /// Print the API's JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The subcommands that make `microvm` a client; any other first argument is the VMM's flags.
-const CLIENT_COMMANDS: [&str; 2] = ["translate", "memory"];
+const CLIENT_COMMANDS: [&str; 3] = ["translate", "memory", "ps"];
 
 /// Runs a client subcommand.
 fn client_main() -> ExitCode {
@@ -250,7 +259,7 @@ fn client_main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
     };
-    let (sock, path, json, memory) = match &cli.command {
+    let (sock, path, json, kind) = match &cli.command {
         ClientCommand::Translate {
             api_sock,
             vcpu,
@@ -260,7 +269,7 @@ fn client_main() -> ExitCode {
             api_sock,
             format!("/vm/translate?gva={gva}&vcpu={vcpu}"),
             *json,
-            false,
+            "translate",
         ),
         ClientCommand::Memory {
             api_sock,
@@ -271,8 +280,11 @@ fn client_main() -> ExitCode {
             api_sock,
             format!("/vm/memory?gpa={gpa}&len={len}"),
             *json,
-            true,
+            "memory",
         ),
+        ClientCommand::Ps { api_sock, json } => {
+            (api_sock, "/guest/processes".to_owned(), *json, "ps")
+        }
     };
     // The numbers go into the query string as given (the VMM parses and checks them): only letters,
     // digits and '_' may pass.
@@ -287,10 +299,12 @@ fn client_main() -> ExitCode {
     let answer = vmm::client::get(sock, &path).and_then(|v| {
         if json {
             Ok(format!("{v}\n"))
-        } else if memory {
-            vmm::client::format_memory(&v)
         } else {
-            Ok(vmm::client::format_translation(&v))
+            match kind {
+                "memory" => vmm::client::format_memory(&v),
+                "ps" => Ok(vmm::client::format_processes(&v)),
+                _ => Ok(vmm::client::format_translation(&v)),
+            }
         }
     });
     match answer {

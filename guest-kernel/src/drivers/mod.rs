@@ -1,11 +1,12 @@
 //! Device drivers: the 8250 console UART and virtio-mmio devices (block, console, net) found on the command line.
 
 pub mod i8042;
+pub mod introspect;
 pub mod serial;
 pub mod virtio;
 pub mod virtio_net;
 
-use crate::arch::layout::{COM1_IRQ, I8042_KBD_IRQ};
+use crate::arch::layout::{COM1_IRQ, I8042_KBD_IRQ, INTROSPECT_IRQ};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The network device's IRQ (u32::MAX: none).
@@ -24,6 +25,9 @@ pub fn irq(irq: u8) {
     }
     if irq == I8042_KBD_IRQ {
         i8042::irq();
+    }
+    if irq == INTROSPECT_IRQ {
+        introspect::irq();
     }
     if irq == COM1_IRQ {
         serial::irq();

@@ -36,6 +36,8 @@ pub enum Action {
     Translate(TranslateQuery),
     /// `GET /vm/memory` (ours).
     ReadMemory(MemoryQuery),
+    /// `GET /guest/processes` (ours).
+    GuestProcesses,
 }
 
 /// `PUT /snapshot/create`, checked for shape.
@@ -296,6 +298,8 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
             MemoryQuery::parse(query).map_err(bad_query)?,
         )),
         (["vm", "memory"], _) => Err(not_allowed()),
+        (["guest", "processes"], "GET") => Ok(Action::GuestProcesses),
+        (["guest", "processes"], _) => Err(not_allowed()),
         (["metrics"], "GET") => Ok(Action::GetMetrics),
         (["metrics"], _) => Err(not_allowed()),
         _ => Err(ApiError::NotFound(path.to_owned())),

@@ -169,9 +169,11 @@ impl PrebootController {
             Action::CreateSnapshot(_) => Err(ApiError::NotAllowed(
                 "a snapshot needs a started, paused VM".into(),
             )),
-            Action::Translate(_) | Action::ReadMemory(_) => Err(ApiError::NotAllowed(
-                "looking inside the guest needs a started VM (InstanceStart)".into(),
-            )),
+            Action::Translate(_) | Action::ReadMemory(_) | Action::GuestProcesses => {
+                Err(ApiError::NotAllowed(
+                    "looking inside the guest needs a started VM (InstanceStart)".into(),
+                ))
+            }
             Action::InstanceStart | Action::LoadSnapshot(_) => {
                 unreachable!("handled by PrebootController::handle")
             }

@@ -272,6 +272,13 @@ impl RuntimeController {
                 Ok(Reply::Empty)
             }
             Action::Translate(q) => self.translate(&q),
+            Action::GuestProcesses => to_json(
+                &self
+                    .vm
+                    .guest_channel
+                    .processes(&self.vm.mem)
+                    .map_err(introspect_error)?,
+            ),
             Action::ReadMemory(q) => {
                 to_json(&introspect::read_memory(&self.vm.mem, &q).map_err(introspect_error)?)
             }

@@ -14,6 +14,7 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::layout;
+use crate::introspect::channel::{ChannelPort, GuestChannel};
 use devices::bus::{Bus, BusError};
 use devices::legacy::{BootMarker, DebugExit, ExitSignal, Serial, I8042};
 
@@ -43,6 +44,8 @@ pub struct PortIoDeviceManager {
     pub i8042: Arc<Mutex<I8042>>,
     serial_irq: EventFd,
     i8042_irq: EventFd,
+    /// The guest kernel's introspection channel (`GET /guest/processes`).
+    pub guest_channel: Arc<GuestChannel>,
 }
 
 impl PortIoDeviceManager {
@@ -84,6 +87,12 @@ impl PortIoDeviceManager {
             layout::BOOT_MARKER_PORT,
             layout::BOOT_MARKER_PORT_LEN,
         )?;
+        let guest_channel = Arc::new(GuestChannel::new(eventfd()?));
+        insert(
+            Arc::new(Mutex::new(ChannelPort(guest_channel.clone()))),
+            layout::INTROSPECT_PORT,
+            layout::INTROSPECT_PORT_LEN,
+        )?;
         Ok(Self {
             bus,
             serial,
@@ -91,6 +100,7 @@ impl PortIoDeviceManager {
             i8042,
             serial_irq,
             i8042_irq,
+            guest_channel,
         })
     }
 
@@ -99,6 +109,7 @@ impl PortIoDeviceManager {
         for (evt, irq) in [
             (&self.serial_irq, layout::SERIAL_IRQ),
             (&self.i8042_irq, layout::I8042_IRQ),
+            (self.guest_channel.irq(), layout::INTROSPECT_IRQ),
         ] {
             vm_fd
                 .register_irqfd(evt, irq)

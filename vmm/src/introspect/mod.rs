@@ -1,5 +1,6 @@
 //! Looking inside the running guest from the host (issue 22): address translation through both levels
-//! (`GET /vm/translate`) and guest-physical memory (`GET /vm/memory`).
+//! (`GET /vm/translate`), guest-physical memory (`GET /vm/memory`), and the guest's processes through
+//! the channel its kernel offers (`GET /guest/processes`, [`channel`]).
 //!
 //! Flow: the API routes `GET /vm/translate?gva=..&vcpu=..` to [`TranslateQuery`] (parsed here, a 400 when
 //! malformed); the run-time controller pauses the vCPUs with the snapshot code's pause machinery (every
@@ -16,6 +17,7 @@
 //! without pausing (a copy through vm-memory's volatile accessors; the guest may change the bytes
 //! meanwhile).
 
+pub mod channel;
 pub mod walk;
 
 use std::fs::File;
@@ -58,6 +60,9 @@ pub enum IntrospectError {
     Dup(u8, #[source] std::io::Error),
     #[error("vCPU {0}: {1} failed: {2}")]
     Kvm(u8, &'static str, #[source] std::io::Error),
+    /// The guest's introspection channel is absent, silent, or answered garbage.
+    #[error("{0}")]
+    Guest(String),
 }
 
 impl IntrospectError {
@@ -69,6 +74,7 @@ impl IntrospectError {
                 | IntrospectError::UnknownVcpu { .. }
                 | IntrospectError::OutsideRam { .. }
                 | IntrospectError::TooLong { .. }
+                | IntrospectError::Guest(_)
         )
     }
 }

@@ -26,6 +26,9 @@ pub const I8042_KBD_IRQ: u8 = 1;
 /// The CMOS RTC's index and data ports.
 pub const CMOS_INDEX_PORT: u16 = 0x70;
 pub const CMOS_DATA_PORT: u16 = 0x71;
+/// microvm's introspection channel (`drivers/introspect.rs`): 16 ports and the IRQ of its requests.
+pub const INTROSPECT_PORT: u16 = 0x5f0;
+pub const INTROSPECT_IRQ: u8 = 21;
 pub const PIT_CH0_PORT: u16 = 0x40;
 pub const PIT_COMMAND_PORT: u16 = 0x43;
 pub const PIT_HZ: u64 = 1_193_182;

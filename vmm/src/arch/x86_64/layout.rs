@@ -77,6 +77,13 @@ pub const DEBUG_EXIT_PORT_LEN: u16 = 1;
 pub const BOOT_MARKER_PORT: u16 = 0x3f0;
 /// Ports the boot-time marker answers (one).
 pub const BOOT_MARKER_PORT_LEN: u16 = 1;
+/// The introspection channel the guest kernel offers (`introspect::channel`): 16 ports.
+pub const INTROSPECT_PORT: u16 = 0x5f0;
+pub const INTROSPECT_PORT_LEN: u16 = 16;
+/// Its request IRQ, past the virtio-mmio devices' IRQs.
+pub const INTROSPECT_IRQ: u32 = 21;
+const _: () = assert!(INTROSPECT_IRQ as u64 >= VIRTIO_IRQ_BASE as u64 + VIRTIO_MMIO_SLOTS);
+const _: () = assert!(INTROSPECT_IRQ < IOAPIC_PINS);
 /// First IRQ given to virtio-mmio devices (5..=20, below the IOAPIC's 24 pins).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// Pins of KVM's in-kernel IOAPIC.
