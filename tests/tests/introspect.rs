@@ -158,18 +158,36 @@ fn translation_memory_and_bad_input_on_a_running_guest() {
         .unwrap_or_else(|| panic!("no executable mapping of cfs-share in:\n{out}"));
     let program = std::fs::read(images.host_program("bin/cfs-share")).unwrap();
     // The first page of its code that the process has touched (demand paging leaves others absent).
-    // Only answers taken while vCPU 0 ran in user mode count: the spinning child is then the one user
-    // process running (the shell and cfs-share's parent sleep), so CR3 holds its page tables. (The
-    // kick that pauses the vCPU mostly finds it in the kernel here, where user mode runs natively.)
+    // Only answers taken while vCPU 0 ran in user mode in the child's address space count (the kick
+    // that pauses the vCPU mostly finds it in the kernel here, where user mode runs natively).
+    // The shell may still run user code for a moment before it sleeps in `wait`: the address space
+    // to walk is the one vCPU 0 is found in, in user mode, most of the time (the spinning child's).
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < 7 {
+        let v = translate(&sock, start);
+        if v["cpl"] == 3 {
+            seen.push(v["cr3"].as_str().unwrap().to_owned());
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let child_cr3 = seen
+        .iter()
+        .max_by_key(|c| seen.iter().filter(|o| o == c).count())
+        .unwrap()
+        .clone();
     let mut found = None;
     let mut absent = 0;
     let mut kernel_mode = 0;
     let mut page = start;
     while page < end {
         let v = translate(&sock, page);
-        if v["cpl"] != 3 {
+        if v["cpl"] != 3 || v["cr3"] != child_cr3.as_str() {
             kernel_mode += 1;
-            assert!(kernel_mode < 500, "vCPU 0 never seen in user mode: {v}");
+            assert!(
+                kernel_mode < 500,
+                "vCPU 0 never seen in the child in user mode: {v}"
+            );
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -401,4 +419,49 @@ fn guest_processes_match_the_guest_ps() {
         }
     }
     panic!("the API never matched the guest's ps:\n{last}");
+}
+
+/// A guest kernel without the channel (the tiny PVH test guest): `GET /guest/processes` is a 400 that
+/// says so and the client exits 1; translation needs no help from the guest.
+#[test]
+fn a_guest_without_the_channel_gets_a_clear_400() {
+    if !tests::require_kvm() {
+        return;
+    }
+    let sock = std::env::temp_dir().join(format!(
+        "microvm-introspect-pvh-{}.sock",
+        std::process::id()
+    ));
+    let vm = Vm::spawn(&[
+        "--kernel",
+        env!("GUEST_PVH"),
+        "--cmdline",
+        "count",
+        "--mem",
+        "64",
+        "--api-sock",
+        sock.to_str().unwrap(),
+    ]);
+    vm.wait_for_output("count ", T);
+    let (status, v) = get(&sock, "/guest/processes");
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["fault_message"]
+            .as_str()
+            .unwrap()
+            .contains("has not registered an introspection channel"),
+        "{v}"
+    );
+    let client = Command::new(microvm_bin())
+        .args(["ps", "--api-sock", sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(client.status.code(), Some(1), "{client:?}");
+    let v = translate(&sock, 0x1000);
+    // Its boot code identity-maps low memory with 2 MiB pages in long mode.
+    assert_eq!(v["paging"], "4-level", "{v}");
+    assert_eq!(hex(&v["gpa"]), 0x1000, "{v}");
+    assert_eq!(v["page_size"], 2 << 20, "{v}");
+    vm.signal(libc::SIGTERM);
+    vm.wait(T);
 }
