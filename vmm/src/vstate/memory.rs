@@ -70,9 +70,11 @@ pub fn create(mib: u64, thp: bool) -> Result<GuestMemoryMmap, MemoryError> {
 
 /// Writes guest RAM to `file` (the memory file of a Full snapshot: raw guest RAM, `mem_size` bytes,
 /// regions in guest-physical order, the MMIO hole left out), **sparse**: the file gets its full length,
-/// but a page that holds only zeroes is left a hole. Pages the guest never touched are known from
-/// `/proc/self/pagemap` without reading them (neither present nor swapped in an anonymous mapping); the
-/// others are read and checked. Returns the bytes written as data. The vCPUs are paused, devices idle.
+/// but a page that holds only zeroes is left a hole. Pages known to be zero are not even read: in an
+/// anonymous mapping those `/proc/self/pagemap` shows neither present nor swapped (never touched); in a
+/// mapping of a memory file (a restored VM, or after a Full snapshot) those neither present nor swapped
+/// that lie in a hole of the file. The others are read and checked. Returns the bytes written as data.
+/// The vCPUs are paused, the devices idle.
 pub fn dump(mem: &GuestMemoryMmap, file: &std::fs::File) -> Result<u64, MemoryError> {
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     let total: u64 = mem.iter().map(|r| r.len()).sum();
@@ -84,11 +86,26 @@ pub fn dump(mem: &GuestMemoryMmap, file: &std::fs::File) -> Result<u64, MemoryEr
     let mut written = 0u64;
     for region in mem.iter() {
         let host = host_address(region)?;
-        let anonymous = !mapping_is_file(host)?;
+        let backing = backing(host, region.len())?;
         let entries = pagemap.entries(host, region.len() as usize / PAGE)?;
         let mut run = PageRun::new(host, file_offset);
+        let mut extents = match &backing {
+            Backing::FileData(extents) => extents.iter().peekable(),
+            _ => [].iter().peekable(),
+        };
         for (i, &e) in entries.iter().enumerate() {
-            let touched = e & (PM_PRESENT | PM_SWAP) != 0 || !anonymous;
+            let at = (i * PAGE) as u64;
+            let touched = e & (PM_PRESENT | PM_SWAP) != 0
+                || match backing {
+                    Backing::Anonymous => false,
+                    Backing::FileData(_) => {
+                        while extents.next_if(|&&(_, end)| end <= at).is_some() {}
+                        extents
+                            .peek()
+                            .is_some_and(|&&(start, _)| start < at + PAGE as u64)
+                    }
+                    Backing::Unknown => true,
+                };
             // SAFETY: the page lies inside this region's live mapping; the vCPUs are paused and the
             // devices idle, so nothing writes it while it is read.
             let data = touched && !is_zero(unsafe { page(host, i) });
@@ -222,7 +239,6 @@ pub fn dump_written(mem: &GuestMemoryMmap, file: &std::fs::File) -> Result<u64, 
 /// data extent of `diff` (`SEEK_DATA`/`SEEK_HOLE`) is copied to the same offset of `base`, which then
 /// holds the latest guest RAM. The two must have the same length. Returns the bytes copied.
 pub fn rebase(base: &std::path::Path, diff: &std::path::Path) -> Result<u64, MemoryError> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let open = |path: &std::path::Path, write: bool| {
         std::fs::OpenOptions::new()
@@ -244,29 +260,13 @@ pub fn rebase(base: &std::path::Path, diff: &std::path::Path) -> Result<u64, Mem
             want: base_len,
         });
     }
-    let seek = |from: u64, whence: libc::c_int| -> Result<Option<u64>, MemoryError> {
-        // SAFETY: lseek on a descriptor this function owns; it only moves the file offset.
-        let r = unsafe { libc::lseek(diff_file.as_raw_fd(), from as libc::off_t, whence) };
-        if r >= 0 {
-            return Ok(Some(r as u64));
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            return Ok(None); // no data past `from`
-        }
-        Err(MemoryError::MemFile {
-            path: diff.to_owned(),
-            source: e,
-        })
-    };
+    let extents = data_extents(&diff_file, 0, diff_len).map_err(|source| MemoryError::MemFile {
+        path: diff.to_owned(),
+        source,
+    })?;
     let mut buf = vec![0u8; 1 << 20];
     let mut copied = 0u64;
-    let mut pos = 0u64;
-    while pos < diff_len {
-        let Some(start) = seek(pos, libc::SEEK_DATA)? else {
-            break;
-        };
-        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(diff_len);
+    for (start, end) in extents {
         let mut at = start;
         while at < end {
             let n = buf.len().min((end - at) as usize);
@@ -282,7 +282,6 @@ pub fn rebase(base: &std::path::Path, diff: &std::path::Path) -> Result<u64, Mem
             at += n as u64;
         }
         copied += end - start;
-        pos = end;
     }
     base_file.sync_data().map_err(MemoryError::Write)?;
     Ok(copied)
@@ -391,25 +390,107 @@ fn host_address(region: &vm_memory::GuestRegionMmap) -> Result<usize, MemoryErro
         .map_err(|e| MemoryError::MapFile(e.to_string()))
 }
 
-/// Whether the mapping holding host address `addr` maps a file (from `/proc/self/maps`): in a file
-/// mapping a page that is not present may still hold the file's data.
-fn mapping_is_file(addr: usize) -> Result<bool, MemoryError> {
+/// The data extents (`SEEK_DATA`/`SEEK_HOLE`) of `file` between offsets `from` and `to`, as
+/// `(start, end)` pairs clipped to that range, relative to the file.
+fn data_extents(file: &std::fs::File, from: u64, to: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let seek = |at: u64, whence: libc::c_int| -> std::io::Result<Option<u64>> {
+        // SAFETY: lseek on a descriptor the caller owns; it only moves the file offset.
+        let r = unsafe { libc::lseek(file.as_raw_fd(), at as libc::off_t, whence) };
+        if r >= 0 {
+            return Ok(Some(r as u64));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None); // no data (or no hole) past `at`: the end of the file
+        }
+        Err(e)
+    };
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < to {
+        let Some(start) = seek(pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        if start >= to {
+            break;
+        }
+        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(to).min(to);
+        out.push((start, end));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// What backs a region of guest RAM.
+enum Backing {
+    /// Anonymous memory: a page neither present nor swapped was never touched.
+    Anonymous,
+    /// A mapping of a memory file: its data extents, relative to the region's start (a page neither
+    /// present nor swapped outside them is a hole of the file).
+    FileData(Vec<(u64, u64)>),
+    /// Not known: every page is read.
+    Unknown,
+}
+
+/// What backs the `len` bytes of guest RAM at host address `addr`, from `/proc/self/maps`: for a file
+/// mapping, the file is opened by its path and used only if its device and inode are the mapping's.
+fn backing(addr: usize, len: u64) -> Result<Backing, MemoryError> {
+    use std::os::unix::fs::MetadataExt;
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(MemoryError::Pagemap)?;
     for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let Some((lo, hi)) = f.next().and_then(|r| r.split_once('-')) else {
+        // start-end perms offset major:minor inode [path]
+        let mut f = line.splitn(6, ' ');
+        let (Some(range), Some(_), Some(offset), Some(dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
             continue;
         };
         let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
         else {
             continue;
         };
-        if (lo..hi).contains(&addr) {
-            let inode = f.nth(3).unwrap_or("0");
-            return Ok(inode != "0");
+        if !(lo..hi).contains(&addr) {
+            continue;
         }
+        if inode == "0" {
+            return Ok(Backing::Anonymous);
+        }
+        let path = f.next().unwrap_or("").trim_start();
+        let parsed = (|| {
+            let offset = u64::from_str_radix(offset, 16).ok()?;
+            let (major, minor) = dev.split_once(':')?;
+            let dev = libc::makedev(
+                u32::from_str_radix(major, 16).ok()?,
+                u32::from_str_radix(minor, 16).ok()?,
+            );
+            Some((offset, dev, inode.parse::<u64>().ok()?))
+        })();
+        let Some((offset, dev, inode)) = parsed else {
+            return Ok(Backing::Unknown);
+        };
+        let Ok(file) = std::fs::File::open(path) else {
+            return Ok(Backing::Unknown); // deleted, or renamed over
+        };
+        match file.metadata() {
+            Ok(m) if m.dev() == dev && m.ino() == inode => {}
+            _ => return Ok(Backing::Unknown),
+        }
+        let start = offset + (addr - lo) as u64;
+        let Ok(extents) = data_extents(&file, start, start + len) else {
+            return Ok(Backing::Unknown);
+        };
+        return Ok(Backing::FileData(
+            extents
+                .into_iter()
+                .map(|(s, e)| (s - start, e - start))
+                .collect(),
+        ));
     }
-    Ok(true) // not found: assume the worst (read every page)
+    Ok(Backing::Unknown)
 }
 
 /// Leaves guest RAM out of the VMM's core dumps (`MADV_DONTDUMP`, as QEMU's `dump-guest-core=off`): a
@@ -510,11 +591,22 @@ mod tests {
         drop(f);
         assert!(allocated(&diff) <= 64 * 1024);
 
-        // A Full taken now (guest RAM file-backed) still writes only non-zero pages.
+        // A Full taken now (guest RAM file-backed) still writes only non-zero pages, and reads none of the
+        // file's holes (they stay unmapped), only its data and the pages written.
         let full2 = tmp("full2");
         let f = std::fs::File::create(&full2).unwrap();
         assert_eq!(dump(&mem, &f).unwrap(), 3 * 4096);
         drop(f);
+        let host = mem.iter().next().unwrap().as_ptr() as usize;
+        let mut pagemap = Pagemap::open().unwrap();
+        let present = pagemap
+            .entries(host, (mib << 20) as usize / PAGE)
+            .unwrap()
+            .iter()
+            .filter(|&&e| e & PM_PRESENT != 0)
+            .count();
+        // (A read fault maps up to 16 neighbours already in the page cache: fault-around.)
+        assert!(present <= 64, "{present} of 4096 pages mapped");
 
         // The Full memory file plus the Diff equals guest RAM now, and equals the second Full.
         let base = tmp("base");
