@@ -29,6 +29,28 @@ fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("microvm-snap-{}-{n}-{name}", std::process::id()))
 }
 
+/// A path removed when dropped (the API sockets, which a killed microvm leaves behind).
+struct TmpPath(PathBuf);
+
+impl std::ops::Deref for TmpPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A minimal HTTP/1.1 client on one connection.
 struct Client {
     stream: UnixStream,
@@ -74,8 +96,8 @@ impl Client {
 }
 
 /// `microvm --api-sock` with extra args; waits for the socket.
-fn spawn_api(extra: &[&str]) -> (Vm, PathBuf) {
-    let sock = tmp("api.sock");
+fn spawn_api(extra: &[&str]) -> (Vm, TmpPath) {
+    let sock = TmpPath(tmp("api.sock"));
     let mut args = vec!["--api-sock", sock.to_str().unwrap()];
     args.extend(extra);
     let vm = Vm::spawn(&args);
@@ -175,7 +197,7 @@ fn restored_guest_counts_on_from_where_it_was() {
     assert!(out.code.is_some(), "{out:?}");
 
     // Two clones of the same snapshot side by side, through the API, paused until resumed.
-    let clones: Vec<(Vm, PathBuf)> = (0..2).map(|_| spawn_api(&[])).collect();
+    let clones: Vec<(Vm, TmpPath)> = (0..2).map(|_| spawn_api(&[])).collect();
     for (vm, sock) in &clones {
         let mut c = Client::connect(sock);
         let body = format!(
@@ -351,7 +373,7 @@ fn guest_kernel_shell_and_processes_survive_restore() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let sock = tmp("gk.sock");
+    let sock = TmpPath(tmp("gk.sock"));
     let mut args = images.args(
         &["--api-sock", sock.to_str().unwrap()],
         "console=ttyS0 root=/dev/vda -- rc",
@@ -679,7 +701,7 @@ fn the_restored_network_answers_pings_on_the_tap() {
     let Some(ns) = tests::Netns::new("snap") else {
         return;
     };
-    let sock = tmp("net-api.sock");
+    let sock = TmpPath(tmp("net-api.sock"));
     let net = format!("tap={},id=eth0", tests::TAP);
     let vm = ns.spawn(&[
         "--kernel",
