@@ -120,6 +120,7 @@ static REALTIME_OFFSET: AtomicU64 = AtomicU64::new(0);
 /// starts at the epoch. Returns the source's name.
 pub fn init_wall_clock() -> Option<&'static str> {
     let (wall, source) = crate::arch::clock::wall_clock_now()?;
+    crate::arch::random_stir(wall);
     REALTIME_OFFSET.store(wall.saturating_sub(now_ns()), Ordering::Relaxed);
     Some(source)
 }

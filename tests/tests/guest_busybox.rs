@@ -347,3 +347,35 @@ fn epoll_on_a_pipe_the_console_and_sockets_matches_the_host_glibc() {
 fn epoll_on_a_pipe_the_console_and_sockets_matches_the_host_musl() {
     epoll_matches_the_host("musl");
 }
+
+/// Runs `rootfs/c/fcntllock.c` built with `libc` on the host and in the guest and compares the lines.
+fn record_locks_match_the_host(libc: &str) {
+    let prog = format!("fcntllock-{libc}");
+    let Some(console) = boot_running(&format!("/bin/{prog}")) else {
+        return;
+    };
+    let images = GuestImages::find().unwrap();
+    let host = Command::new(images.host_program(&format!("bin/{prog}")))
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "{host:?}");
+    let host = String::from_utf8_lossy(&host.stdout).into_owned();
+    assert!(host.contains("fcntllock: done"), "{host}");
+    let lines = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("fcntllock: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(lines(&console), lines(&host), "guest console:\n{console}");
+}
+
+#[test]
+fn fcntl_record_locks_match_the_host_glibc() {
+    record_locks_match_the_host("glibc");
+}
+
+#[test]
+fn fcntl_record_locks_match_the_host_musl() {
+    record_locks_match_the_host("musl");
+}

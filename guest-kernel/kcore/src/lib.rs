@@ -10,6 +10,7 @@
 //! - [`errno`]: Linux errno values.
 //! - [`sched`]: the scheduling policy (Linux 6.5's CFS), [`pid`]: Linux pid allocation,
 //!   [`wait`]: wait statuses and wait4's pid forms.
+//! - [`lock`]: POSIX advisory record locks (fcntl).
 //! - [`rtc`]: CMOS RTC readings and pvclock scaling as wall-clock time.
 //! - [`procfs`]: the text of /proc files; [`vma`]: a process's memory areas (mmap, mprotect, munmap).
 #![cfg_attr(not(test), no_std)]
@@ -22,9 +23,11 @@ pub mod errno;
 pub mod ext2;
 pub mod fmt;
 pub mod loadavg;
+pub mod lock;
 pub mod net;
 pub mod pid;
 pub mod procfs;
+pub mod rand;
 pub mod rtc;
 pub mod sched;
 pub mod stack;

@@ -7,6 +7,7 @@
 
 pub mod epoll;
 pub mod fd;
+pub mod lock;
 pub mod pipe;
 pub mod proc;
 

@@ -153,6 +153,7 @@ pub fn exit_current(status: i32) -> ! {
     super::drop_mm(mm);
     cost::record(Cost::Release, t1);
     drop(files);
+    crate::fs::lock::exited(super::with_current(|p| p.tgid.0));
 
     let (ppid, reaper, orphaned) = super::with_table(|t| {
         let ppid = t.get(&pid).map(|p| p.ppid).unwrap_or(INIT_PID);

@@ -284,7 +284,15 @@ pub fn sys_open(path: u64, flags: u32, mode: u32) -> SysResult {
 }
 
 pub fn sys_close(fd: i64) -> SysResult {
-    with_current(|p| p.fds.close(fd)).map(|_| 0)
+    let f = file(fd)?;
+    with_current(|p| p.fds.close(fd))?;
+    // POSIX: closing any descriptor of a file drops the process's record locks on it.
+    let st = fs::stat(&f.borrow());
+    fs::lock::closed(
+        fs::lock::file_key(st.dev, st.ino),
+        with_current(|p| p.tgid.0),
+    );
+    Ok(0)
 }
 
 pub fn sys_fstat(fd: i64, statbuf: u64) -> SysResult {
@@ -407,8 +415,86 @@ pub fn sys_fcntl(fd: i64, cmd: u32, arg: u64) -> SysResult {
                 (o.flags & !(fs::O_NONBLOCK | 0o2000)) | (arg as u32 & (fs::O_NONBLOCK | 0o2000));
             Ok(0)
         }
+        F_GETLK | F_SETLK | F_SETLKW => record_lock(&f, cmd, arg),
         _ => Err(Errno::EINVAL),
     }
+}
+
+const F_GETLK: u32 = 5;
+const F_SETLK: u32 = 6;
+const F_SETLKW: u32 = 7;
+const F_RDLCK: i16 = 0;
+const F_WRLCK: i16 = 1;
+const F_UNLCK: i16 = 2;
+
+/// F_GETLK, F_SETLK, F_SETLKW on `struct flock` at `arg` (type i16, whence i16, start i64 at 8, len
+/// i64 at 16, pid i32 at 24): a read lock needs the file open for reading, a write lock for writing
+/// (EBADF); EINVAL for a bad type, whence or range.
+fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
+    check_user(arg, 32, true)?;
+    let mut b = [0u8; 32];
+    b.copy_from_slice(uaccess_slice(arg, 32));
+    let ty = i16::from_le_bytes([b[0], b[1]]);
+    let whence = i16::from_le_bytes([b[2], b[3]]);
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        i64::from_le_bytes(w)
+    };
+    let (start, len) = (word(8), word(16));
+    let (acc, offset, st) = {
+        let o = f.borrow();
+        (o.flags & fs::O_ACCMODE, o.offset, fs::stat(&o))
+    };
+    let kind = match ty {
+        F_RDLCK => kcore::lock::Kind::Read,
+        F_WRLCK => kcore::lock::Kind::Write,
+        F_UNLCK => kcore::lock::Kind::Unlock,
+        _ => return Err(Errno::EINVAL),
+    };
+    let base = match whence {
+        0 => 0,
+        1 => offset as i64,
+        2 => st.size,
+        _ => return Err(Errno::EINVAL),
+    };
+    let (s, e) = kcore::lock::range(base.checked_add(start).ok_or(Errno::EINVAL)?, len)
+        .ok_or(Errno::EINVAL)?;
+    let key = fs::lock::file_key(st.dev, st.ino);
+    let owner = with_current(|p| p.tgid.0);
+    if cmd == F_GETLK {
+        if kind == kcore::lock::Kind::Unlock {
+            return Err(Errno::EINVAL);
+        }
+        let mut out = b;
+        match fs::lock::test(key, owner, s, e, kind) {
+            None => out[0..2].copy_from_slice(&F_UNLCK.to_le_bytes()),
+            Some(l) => {
+                let t = if l.kind == kcore::lock::Kind::Write {
+                    F_WRLCK
+                } else {
+                    F_RDLCK
+                };
+                out[0..2].copy_from_slice(&t.to_le_bytes());
+                out[2..4].copy_from_slice(&0i16.to_le_bytes());
+                out[8..16].copy_from_slice(&(l.start as i64).to_le_bytes());
+                let len = if l.end == u64::MAX {
+                    0
+                } else {
+                    (l.end - l.start) as i64
+                };
+                out[16..24].copy_from_slice(&len.to_le_bytes());
+                out[24..28].copy_from_slice(&(l.owner as i32).to_le_bytes());
+            }
+        }
+        return copy_to_user(arg, &out).map(|_| 0);
+    }
+    match kind {
+        kcore::lock::Kind::Read if acc == fs::O_WRONLY => return Err(Errno::EBADF),
+        kcore::lock::Kind::Write if acc == 0 => return Err(Errno::EBADF),
+        _ => {}
+    }
+    fs::lock::set(key, owner, s, e, kind, cmd == F_SETLKW).map(|_| 0)
 }
 
 /// getdents64: `struct linux_dirent64` records; the file offset counts entries.

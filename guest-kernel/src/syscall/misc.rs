@@ -266,10 +266,23 @@ pub fn sys_prlimit64(_pid: u64, resource: u32, _new: u64, old: u64) -> SysResult
     Ok(0)
 }
 
-pub fn sys_getrandom(buf: u64, len: u64) -> SysResult {
-    let len = len.min(256);
+/// getrandom(buf, len, flags): GRND_NONBLOCK, GRND_RANDOM and GRND_INSECURE are accepted (the
+/// generator never blocks: `arch::random_bytes`), others EINVAL; at most 32 MiB - 1 per call, as
+/// Linux's urandom.
+pub fn sys_getrandom(buf: u64, len: u64, flags: u32) -> SysResult {
+    const GRND_ALL: u32 = 0x7;
+    if flags & !GRND_ALL != 0 || flags & 0x6 == 0x6 {
+        return Err(Errno::EINVAL);
+    }
+    let len = len.min((32 << 20) - 1);
+    super::file::check_user(buf, len, true)?;
     let mut b = [0u8; 256];
-    crate::arch::random_bytes(&mut b[..len as usize]);
-    copy_to_user(buf, &b[..len as usize])?;
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(256) as usize;
+        crate::arch::random_bytes(&mut b[..n]);
+        copy_to_user(buf + done, &b[..n])?;
+        done += n as u64;
+    }
     Ok(len)
 }

@@ -151,7 +151,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         262 => file::sys_newfstatat(int(a[0]), a[1], a[2], a[3] as u32),
         273 => thread::sys_set_robust_list(a[0], a[1]),
         302 => misc::sys_prlimit64(a[0], a[1] as u32, a[2], a[3]),
-        318 => misc::sys_getrandom(a[0], a[1]),
+        318 => misc::sys_getrandom(a[0], a[1], a[2] as u32),
         98 => sched::sys_getrusage(a[0] as i32, a[1]),
         100 => sched::sys_times(a[0]),
         140 => sched::sys_getpriority(a[0] as u32, a[1] as u32),

@@ -99,15 +99,20 @@ pub fn touch_unmapped_kernel_page() {
     unsafe { core::ptr::read_volatile(0xffff_c000_dead_0000 as *const u64) };
 }
 
-/// A few random bytes from RDRAND when present, else mixed TSC readings.
+/// The kernel's generator (`kcore::rand`): the wall clock at boot and the TSC at every use are stirred
+/// in. RDRAND is not used: the KVM emulator that runs kernel mode on this host does not execute it.
+static RNG: crate::sync::KCell<kcore::rand::Rng> = crate::sync::KCell::new(kcore::rand::Rng::new());
+
+/// Stirs `entropy` (e.g. the wall clock at boot) into the generator.
+pub fn random_stir(entropy: u64) {
+    RNG.borrow_mut().stir(entropy);
+}
+
+/// Random bytes (getrandom, /dev/urandom, AT_RANDOM): not cryptographically strong (see [`RNG`]).
 pub fn random_bytes(out: &mut [u8]) {
-    let mut x = cpu::rdtsc() ^ 0x9e37_79b9_7f4a_7c15;
-    for b in out.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = (x >> 24) as u8;
-    }
+    let mut r = RNG.borrow_mut();
+    r.stir(cpu::rdtsc());
+    r.fill(out);
 }
 
 /// Names of CPUID leaf 1 EDX bits 0..31, ECX bits 0..31 and leaf 7 EBX bits 0..31 as Linux's
