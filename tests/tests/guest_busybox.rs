@@ -208,6 +208,49 @@ fn the_guests_date_is_the_hosts() {
     );
 }
 
+/// The same on QEMU's microvm machine under TCG (scripts/run-qemu.sh), where the wall clock comes from
+/// its CMOS RTC: no KVM leaves, so no kvm-clock.
+#[test]
+fn the_guests_date_on_qemu_microvm_is_the_hosts() {
+    let Some(images) = GuestImages::find() else {
+        return;
+    };
+    let have_qemu = Command::new("sh")
+        .args(["-c", "command -v qemu-system-x86_64"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_qemu && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (scripts/run-qemu.sh installs it)");
+        return;
+    }
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(tests::workspace_root().join("scripts/run-qemu.sh"))
+        .args(["--", "run", "/bin/busybox", "date", "+guest-time=%s"])
+        .env("KERNEL", &images.kernel)
+        .env("DISK", &images.disk)
+        .output()
+        .expect("cannot run scripts/run-qemu.sh");
+    let host_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stdout = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        stdout.contains("clock: wall clock from cmos-rtc"),
+        "{stdout}"
+    );
+    let guest: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("guest-time=").and_then(|t| t.parse().ok()))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // The host's time is read after QEMU exited (well under a second after the guest printed).
+    assert!(
+        guest <= host_now && host_now - guest <= 2,
+        "guest {guest}, host {host_now}\n{stdout}"
+    );
+}
+
 /// Types `bytes` and waits until the console shows `text` after what it showed before (then, when
 /// the input ends a command line, for the next prompt, so the next keys reach the line editor).
 fn type_and_wait(vm: &mut Vm, bytes: &[u8], text: &str) {
@@ -272,6 +315,17 @@ fn an_interactive_ash_session_on_the_console() {
     std::thread::sleep(Duration::from_millis(300));
     type_and_wait(&mut vm, b"\x1a", "Stopped");
     type_and_wait(&mut vm, b"jobs\r", "sleep 50");
+    // bg continues it in the background (SIGCONT), fg brings it back to the foreground.
+    type_and_wait(&mut vm, b"bg\r", "/ # ");
+    let before = vm.stdout().len();
+    type_and_wait(&mut vm, b"jobs\r", "sleep 60");
+    let listing = vm.stdout()[before..].to_string();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("Running") && l.contains("sleep 50")),
+        "{listing}"
+    );
     type_and_wait(&mut vm, b"fg\r", "sleep 50");
     std::thread::sleep(Duration::from_millis(300));
     type_and_wait(&mut vm, b"\x03", "/ # ");
