@@ -124,16 +124,27 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         net::irq();
     }
     let root = cmdline::value(cmdline, "root").unwrap_or("/dev/vda");
-    if let Err(e) = fs::mount_root(root) {
-        match e {
-            fs::MountError::NoDevice => panic!("VFS: cannot open root device {}", root),
-            fs::MountError::Ext2(e) => panic!("VFS: cannot mount root {}: {}", root, e),
-        }
-    }
+    // Linux mounts the root read-only unless `rw` comes last of `ro`/`rw`.
+    let rw = cmdline::words(cmdline)
+        .take_while(|w| *w != "--")
+        .filter(|w| *w == "ro" || *w == "rw")
+        .last()
+        == Some("rw");
+    let writable = match fs::mount_root(root, rw) {
+        Ok(w) => w,
+        Err(fs::MountError::NoDevice) => panic!("VFS: cannot open root device {}", root),
+        Err(fs::MountError::Ext2(e)) => panic!("VFS: cannot mount root {}: {}", root, e),
+    };
     kprintln!(
-        "VFS: mounted root (ext2 filesystem, read-only) on device {}",
+        "VFS: mounted root (ext2 filesystem, {}) on device {}",
+        if writable { "read-write" } else { "read-only" },
         root
     );
+    // The device nodes and trees other subsystems serve through the VFS.
+    fs::dev::register();
+    fs::blockdev::register();
+    fs::proc::register();
+    tty::register();
 
     // As on Linux, the words after `--` are init's arguments.
     let init_args: alloc::vec::Vec<&str> = cmdline::init_args(cmdline).collect();
@@ -192,7 +203,13 @@ fn run_init(path: &str, args: &[&str]) -> ! {
         b"TERM=linux",
         b"PATH=/sbin:/bin:/usr/sbin:/usr/bin",
     ];
-    let mut process = match proc::exec::spawn(proc::INIT_PID, path.as_bytes(), &argv, &envp) {
+    let mut process = match proc::exec::spawn(
+        proc::INIT_PID,
+        path.as_bytes(),
+        &argv,
+        &envp,
+        tty::open_console(),
+    ) {
         Ok(x) => x,
         Err(e) => panic!(
             "Requested init {} failed (error {}).",

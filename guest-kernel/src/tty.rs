@@ -17,11 +17,18 @@
 //! foreground group gets SIGTTOU (`background_check`).
 #![deny(unsafe_code)]
 
+use crate::fs::file::{
+    add_queue, FileOps, FileRef, OpenFile, ReadBuf, Stat, WriteBuf, POLLIN, POLLOUT, POLLRDNORM,
+    POLLWRNORM,
+};
+use crate::fs::{self, O_RDWR};
 use crate::proc::{signal, Pid};
 use crate::sync::KCell;
 use crate::sync::WaitQueue;
 use alloc::collections::VecDeque;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::errno::Errno;
 
@@ -553,4 +560,107 @@ pub fn readable() -> bool {
 /// The foreground process group (0 if none) of the console.
 pub fn foreground() -> u32 {
     TTY.try_borrow().map(|t| t.fg).unwrap_or(0)
+}
+
+/// The console as an open file (/dev/console, /dev/tty, /dev/ttyS0, and init's descriptors 0-2).
+pub struct ConsoleFile;
+
+/// Most bytes moved through the kernel per step of a console read or write.
+const CONSOLE_CHUNK: usize = 65536;
+
+impl FileOps for ConsoleFile {
+    fn read(&self, _file: &OpenFile, buf: &mut dyn ReadBuf) -> Result<usize, Errno> {
+        // Through a kernel buffer: the reader may sleep, and user memory is not held across that.
+        let mut tmp =
+            crate::mm::heap::try_zeroed_bytes(buf.len().min(CONSOLE_CHUNK)).ok_or(Errno::ENOMEM)?;
+        let n = read(&mut tmp)?;
+        buf.put(0, &tmp[..n])?;
+        Ok(n)
+    }
+
+    fn write(&self, _file: &OpenFile, buf: &mut dyn WriteBuf) -> Result<usize, Errno> {
+        let len = buf.len();
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(CONSOLE_CHUNK);
+            let step = (|| {
+                let mut tmp = Vec::new();
+                tmp.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
+                tmp.resize(n, 0);
+                buf.get(done, &mut tmp)?;
+                write(&tmp)
+            })();
+            match step {
+                Ok(w) => {
+                    done += w;
+                    if w < n {
+                        break;
+                    }
+                }
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    fn seekable(&self) -> bool {
+        false
+    }
+
+    fn pollable(&self) -> bool {
+        true
+    }
+
+    fn poll(&self, _file: &OpenFile, queues: &mut Vec<WaitQueue>, _depth: u32) -> u16 {
+        add_queue(queues, wait_queue());
+        let mut events = POLLOUT | POLLWRNORM;
+        if readable() {
+            events |= POLLIN | POLLRDNORM;
+        }
+        events
+    }
+
+    fn ioctl(&self, _file: &OpenFile, cmd: u32, arg: u64) -> Result<u64, Errno> {
+        ioctl(cmd, arg)
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: 5,
+            ino: 1,
+            nlink: 1,
+            mode: 0o020620,
+            rdev: (5 << 8) | 1,
+            blksize: 1024,
+            ..Stat::default()
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A new open description of the console (read-write), as init gets on descriptors 0, 1 and 2.
+pub fn open_console() -> FileRef {
+    OpenFile::new(Rc::new(ConsoleFile), O_RDWR, None)
+}
+
+/// Registers the console's device nodes. /dev/tty is the caller's controlling terminal (ENXIO without
+/// one); opening /dev/ttyS0 without O_NOCTTY may make it a session leader's controlling terminal.
+pub fn register() {
+    fs::register_device(b"/dev/console", |_| Ok(Rc::new(ConsoleFile)));
+    fs::register_device(b"/dev/tty", |_| {
+        if !has_ctty() {
+            return Err(Errno::ENXIO);
+        }
+        Ok(Rc::new(ConsoleFile))
+    });
+    fs::register_device(b"/dev/ttyS0", |flags| {
+        if flags & fs::O_NOCTTY == 0 {
+            open_acquire(flags & fs::O_ACCMODE != fs::O_WRONLY);
+        }
+        Ok(Rc::new(ConsoleFile))
+    });
 }

@@ -104,6 +104,24 @@ impl BlockDevice {
     }
 }
 
+impl BlockDevice {
+    /// The capacity in 512-byte sectors.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.capacity_sectors
+    }
+
+    /// Whether the device refuses writes (VIRTIO_BLK_F_RO).
+    pub fn readonly(&self) -> bool {
+        self.dev.readonly()
+    }
+
+    /// Makes completed writes durable: a VIRTIO_BLK_T_FLUSH request (nothing when the device does
+    /// not offer VIRTIO_BLK_F_FLUSH, i.e. has no volatile cache).
+    pub fn flush(&mut self) -> Result<(), IoError> {
+        self.dev.flush().map_err(|_| IoError)
+    }
+}
+
 /// The network device found by `probe` and its IRQ, until `main` starts the stack on it.
 static NET: KCell<Option<(super::virtio_net::NetDevice, u32)>> = KCell::new(None);
 

@@ -6,7 +6,7 @@
 #![deny(unsafe_code)]
 
 use super::OpenFile;
-use alloc::rc::Weak;
+use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
@@ -23,7 +23,7 @@ pub const EPOLLET: u32 = 1 << 31;
 /// One watched descriptor.
 pub struct Entry {
     pub fd: i32,
-    pub file: Weak<RefCell<OpenFile>>,
+    pub file: Weak<OpenFile>,
     pub events: u32,
     pub data: u64,
     /// EPOLLONESHOT fired: no more reports until EPOLL_CTL_MOD.
@@ -40,7 +40,7 @@ pub struct Epoll {
 
 impl Epoll {
     /// The entry for descriptor `fd` open on `file`.
-    pub fn find(&self, fd: i32, file: &Weak<RefCell<OpenFile>>) -> Option<usize> {
+    pub fn find(&self, fd: i32, file: &Weak<OpenFile>) -> Option<usize> {
         self.entries
             .iter()
             .position(|e| e.fd == fd && Weak::ptr_eq(&e.file, file))
@@ -51,3 +51,6 @@ impl Epoll {
         self.entries.retain(|e| e.file.strong_count() > 0);
     }
 }
+
+/// The open-file side of an epoll instance (its operations are in `syscall::epoll`).
+pub struct EpollFile(pub Rc<RefCell<Epoll>>);

@@ -1,33 +1,86 @@
-//! Files: the ext2 root filesystem on a virtio block device, the console, open file descriptions and the
+//! The VFS: the ext2 root filesystem on a virtio block device, open file descriptions and the
 //! per-process file descriptor table.
 //!
 //! `open` resolves a path to an [`OpenFile`] (shared by `Rc` between descriptors, so dup/fork share the
-//! offset as on Linux); `read`/`write`/`lseek`/`fstat` act on it.
+//! offset as on Linux) around an `Rc<dyn FileOps>` ([`file::FileOps`]): a root filesystem file
+//! ([`ext2file`]), or what another subsystem registered for a path: a device node
+//! ([`register_device`]: the console, /dev/null) or a whole tree ([`register_tree`]: /proc). The
+//! system calls act on the description through the trait and never learn what is behind it.
 #![deny(unsafe_code)]
 
+pub mod blockdev;
+pub mod cwd;
+pub mod dev;
 pub mod epoll;
+pub mod ext2file;
 pub mod fd;
+pub mod file;
 pub mod lock;
 pub mod pipe;
 pub mod proc;
 
+pub use file::{FileOps, FileRef, OpenFile, Stat};
+
 use crate::drivers::virtio;
 use crate::sync::KCell;
 use alloc::rc::Rc;
-use core::cell::RefCell;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::errno::Errno;
-use kcore::ext2::{BlockRead, Ext2, Ext2Error, Inode};
+use kcore::ext2::{BlockDevice, Ext2, Ext2Error, Inode};
 
 /// The block device under the root filesystem (index into the virtio block devices).
 pub struct Disk {
     index: usize,
 }
 
-impl BlockRead for Disk {
+/// Requests the filesystems made of their disks: (reads, writes, flushes, TSC cycles spent in them).
+pub static DISK_STATS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+/// Counts one request of kind `k` that started at TSC `t0`.
+fn count(k: usize, t0: u64) {
+    DISK_STATS[k].fetch_add(1, Ordering::Relaxed);
+    DISK_STATS[3].fetch_add(
+        crate::arch::cpu::rdtsc().wrapping_sub(t0),
+        Ordering::Relaxed,
+    );
+}
+
+impl BlockDevice for Disk {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Ext2Error> {
+        let t0 = crate::arch::cpu::rdtsc();
+        let _count = Defer(move || count(0, t0));
         virtio::with_block(self.index, |d| d.read(offset / 512, buf))
             .ok_or(Ext2Error::Io)?
             .map_err(|_| Ext2Error::Io)
+    }
+    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), Ext2Error> {
+        let t0 = crate::arch::cpu::rdtsc();
+        let _count = Defer(move || count(1, t0));
+        virtio::with_block(self.index, |d| d.write(offset / 512, buf))
+            .ok_or(Ext2Error::Io)?
+            .map_err(|_| Ext2Error::Io)
+    }
+    fn flush(&mut self) -> Result<(), Ext2Error> {
+        let t0 = crate::arch::cpu::rdtsc();
+        let _count = Defer(move || count(2, t0));
+        virtio::with_block(self.index, |d| d.flush())
+            .ok_or(Ext2Error::Io)?
+            .map_err(|_| Ext2Error::Io)
+    }
+}
+
+/// Runs a closure when dropped (counting a request however it ends).
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
     }
 }
 
@@ -42,398 +95,299 @@ pub enum MountError {
     Ext2(Ext2Error),
 }
 
-/// Mounts the root filesystem from `root=/dev/vdX`.
-pub fn mount_root(root: &str) -> Result<(), MountError> {
+/// Mounts the root filesystem from `root=/dev/vdX`, read-write when `rw` and both the device and the
+/// filesystem allow it (else read-only, with a log line saying why). Returns whether it is writable.
+pub fn mount_root(root: &str, rw: bool) -> Result<bool, MountError> {
     let letter = root
         .strip_prefix("/dev/vd")
         .and_then(|s| s.bytes().next())
         .ok_or(MountError::NoDevice)?;
     let index = letter.checked_sub(b'a').ok_or(MountError::NoDevice)? as usize;
     virtio::with_block(index, |_| ()).ok_or(MountError::NoDevice)?;
-    let fs = Ext2::open(Disk { index }).map_err(MountError::Ext2)?;
+    let mut fs = Ext2::open(Disk { index }).map_err(MountError::Ext2)?;
+    let mut writable = false;
+    if rw {
+        let device_ro = virtio::with_block(index, |d| d.readonly()).unwrap_or(true);
+        if device_ro {
+            crate::kprintln!(
+                "VFS: {} is a read-only device: root mounted read-only",
+                root
+            );
+        } else if fs.set_read_only(false).is_err() {
+            crate::kprintln!(
+                "EXT2-fs ({}): features or state this kernel cannot write: mounted read-only",
+                root
+            );
+        } else {
+            writable = true;
+        }
+    } else {
+        let _ = fs.set_read_only(true);
+    }
     *ROOT.borrow_mut() = Some(fs);
-    Ok(())
+    Ok(writable)
 }
 
-/// Runs `f` on the root filesystem.
+/// Writes everything the root filesystem holds back to its disk and flushes the disk (sync, syncfs,
+/// power-off).
+pub fn sync_all() -> Result<(), Errno> {
+    if ROOT.borrow().is_none() {
+        return Ok(());
+    }
+    with_root(|fs| if fs.writable() { fs.sync() } else { Ok(()) })
+}
+
+/// Whether the root filesystem is mounted read-write.
+pub fn root_writable() -> bool {
+    ROOT.borrow().as_ref().is_some_and(|fs| fs.writable())
+}
+
+/// The wall-clock second for inode times.
+pub fn now() -> u32 {
+    (crate::time::realtime_ns() / 1_000_000_000) as u32
+}
+
+/// How long changed metadata may stay in memory before it is written back (Linux's
+/// dirty_expire_centisecs is 30 s, its flusher wakes every 5 s; here the check runs at the end of
+/// a filesystem call).
+const WRITEBACK_NS: u64 = 5_000_000_000;
+/// When the root filesystem was last written back.
+static LAST_WRITEBACK: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f` on the root filesystem; then writes back what changed if that is due.
 pub fn with_root<R>(f: impl FnOnce(&mut Ext2<Disk>) -> Result<R, Ext2Error>) -> Result<R, Errno> {
     let mut root = ROOT.borrow_mut();
     let fs = root.as_mut().ok_or(Errno::ENOENT)?;
-    f(fs).map_err(errno)
+    let r = f(fs).map_err(errno);
+    let now = crate::time::now_ns();
+    if now.saturating_sub(LAST_WRITEBACK.load(Ordering::Relaxed)) > WRITEBACK_NS {
+        LAST_WRITEBACK.store(now, Ordering::Relaxed);
+        if fs.writable() && fs.dirty() {
+            if let Err(e) = fs.write_back() {
+                crate::kprintln!("VFS: write-back failed: {}", e);
+            }
+        }
+    }
+    r
 }
 
-/// The errno for a filesystem error.
+/// The errno for a filesystem error. Corruption is EIO with a log line (Linux's ext2_error).
 pub fn errno(e: Ext2Error) -> Errno {
     match e {
         Ext2Error::NotFound => Errno::ENOENT,
         Ext2Error::NotDir => Errno::ENOTDIR,
         Ext2Error::Loop => Errno::ELOOP,
-        _ => Errno::EIO,
+        Ext2Error::NoSpace => Errno::ENOSPC,
+        Ext2Error::Exists => Errno::EEXIST,
+        Ext2Error::NotEmpty => Errno::ENOTEMPTY,
+        Ext2Error::IsDir => Errno::EISDIR,
+        Ext2Error::NameTooLong => Errno::ENAMETOOLONG,
+        Ext2Error::TooManyLinks => Errno::EMLINK,
+        Ext2Error::ReadOnly => Errno::EROFS,
+        Ext2Error::Invalid => Errno::EINVAL,
+        Ext2Error::TooBig => Errno::EFBIG,
+        Ext2Error::Corrupt(what) => {
+            crate::kprintln!("EXT2-fs error (device vda): {}", what);
+            Errno::EIO
+        }
+        Ext2Error::Io | Ext2Error::BadMagic | Ext2Error::Unsupported(_) => Errno::EIO,
     }
 }
 
-/// What an open file description refers to.
-pub enum FileKind {
-    /// The console (8250 UART, or virtio-console with `console=hvc0`).
-    Console,
-    /// /dev/null.
-    Null,
-    /// A file or directory on the root filesystem.
-    Ext2(Inode),
-    /// One end of a pipe.
-    Pipe(pipe::PipeEnd),
-    /// A /proc directory or file.
-    Proc(proc::ProcFile),
-    /// A network socket.
-    Socket(crate::net::socket::SocketRef),
-    /// An epoll instance.
-    Epoll(Rc<RefCell<epoll::Epoll>>),
-}
-
-/// An open file description.
-pub struct OpenFile {
-    pub kind: FileKind,
-    pub offset: u64,
-    /// O_ACCMODE | O_APPEND | O_NONBLOCK ... as given to open.
-    pub flags: u32,
-    /// The path it was opened by (a root filesystem file), for /proc/PID/maps of its mappings.
-    pub path: Option<Rc<[u8]>>,
-}
-
-pub type FileRef = Rc<RefCell<OpenFile>>;
-
+/// The flags of open(2).
 pub const O_ACCMODE: u32 = 3;
 pub const O_WRONLY: u32 = 1;
 pub const O_RDWR: u32 = 2;
 pub const O_CREAT: u32 = 0o100;
+pub const O_EXCL: u32 = 0o200;
+pub const O_NOCTTY: u32 = 0o400;
 pub const O_TRUNC: u32 = 0o1000;
+pub const O_APPEND: u32 = 0o2000;
+pub const O_NONBLOCK: u32 = 0o4000;
 pub const O_DIRECTORY: u32 = 0o200000;
 pub const O_NOFOLLOW: u32 = 0o400000;
 pub const O_CLOEXEC: u32 = 0o2000000;
-pub const O_NONBLOCK: u32 = 0o4000;
-pub const O_NOCTTY: u32 = 0o400;
+
+/// Opens the device node at `path` (as open(2) flags allow).
+pub type DeviceOpen = Rc<dyn Fn(u32) -> Result<Rc<dyn FileOps>, Errno>>;
+/// Opens `path` inside a registered tree (`path` starts with the tree's prefix).
+pub type TreeOpen = fn(path: &[u8], flags: u32) -> Result<Rc<dyn FileOps>, Errno>;
+
+/// Device nodes and whole trees other subsystems registered at boot (their paths, their openers).
+struct Registry {
+    devices: Vec<(Vec<u8>, DeviceOpen)>,
+    trees: Vec<(&'static [u8], TreeOpen)>,
+}
+
+static REGISTRY: KCell<Registry> = KCell::new(Registry {
+    devices: Vec::new(),
+    trees: Vec::new(),
+});
+
+/// Makes `path` a device node opened by `open` (boot-time registration by the owning subsystem).
+pub fn register_device(
+    path: impl Into<Vec<u8>>,
+    open: impl Fn(u32) -> Result<Rc<dyn FileOps>, Errno> + 'static,
+) {
+    REGISTRY
+        .borrow_mut()
+        .devices
+        .push((path.into(), Rc::new(open)));
+}
+
+/// Makes `prefix` and everything below it served by `open` (a pseudo filesystem such as /proc).
+pub fn register_tree(prefix: &'static [u8], open: TreeOpen) {
+    REGISTRY.borrow_mut().trees.push((prefix, open));
+}
+
+/// The opener registered for `path`, if any.
+fn registered(path: &[u8], flags: u32) -> Option<Result<Rc<dyn FileOps>, Errno>> {
+    enum Found {
+        Dev(DeviceOpen),
+        Tree(TreeOpen),
+    }
+    let found = {
+        let r = REGISTRY.borrow();
+        if let Some((_, o)) = r.devices.iter().find(|(p, _)| p.as_slice() == path) {
+            Some(Found::Dev(o.clone()))
+        } else {
+            r.trees
+                .iter()
+                .find(|(p, _)| {
+                    path.starts_with(p) && (path.len() == p.len() || path[p.len()] == b'/')
+                })
+                .map(|(_, o)| Found::Tree(*o))
+        }
+    };
+    // Called with the registry no longer borrowed: an opener may register or look up.
+    found.map(|f| match f {
+        Found::Dev(o) => o(flags),
+        Found::Tree(o) => o(path, flags),
+    })
+}
 
 /// A new pipe: (read end, write end) open file descriptions.
 pub fn pipe(flags: u32) -> (FileRef, FileRef) {
     let (r, w) = pipe::new();
-    let mk = |kind, acc| {
-        Rc::new(RefCell::new(OpenFile {
-            kind,
-            offset: 0,
-            flags: acc | (flags & O_NONBLOCK),
-            path: None,
-        }))
-    };
-    (mk(FileKind::Pipe(r), 0), mk(FileKind::Pipe(w), O_WRONLY))
-}
-
-/// What a read or write may block on: taken out of the open file so no borrow is held while blocked
-/// (another process may use the same open file description meanwhile).
-pub enum Blocking {
-    Console,
-    Pipe(Rc<RefCell<pipe::Pipe>>, bool),
-}
-
-/// The blocking object behind an open file, if any.
-pub fn blocking(f: &FileRef) -> Option<Blocking> {
-    let f = f.borrow();
-    match &f.kind {
-        FileKind::Console => Some(Blocking::Console),
-        FileKind::Pipe(e) => Some(Blocking::Pipe(e.pipe.clone(), f.flags & O_NONBLOCK != 0)),
-        _ => None,
-    }
-}
-
-/// The socket behind an open file and whether it is non-blocking.
-pub fn socket(f: &FileRef) -> Option<(crate::net::socket::SocketRef, bool)> {
-    let f = f.borrow();
-    match &f.kind {
-        FileKind::Socket(s) => Some((s.clone(), f.flags & O_NONBLOCK != 0)),
-        _ => None,
-    }
-}
-
-/// A new open file description for a socket.
-pub fn socket_file(s: crate::net::socket::SocketRef, nonblock: bool) -> FileRef {
-    Rc::new(RefCell::new(OpenFile {
-        kind: FileKind::Socket(s),
-        offset: 0,
-        flags: O_RDWR | if nonblock { O_NONBLOCK } else { 0 },
-        path: None,
-    }))
-}
-
-/// Reads from a console or pipe without holding the open file borrowed.
-pub fn read_blocking(b: &Blocking, buf: &mut [u8]) -> Result<usize, Errno> {
-    match b {
-        Blocking::Console => crate::tty::read(buf),
-        Blocking::Pipe(p, nb) => pipe::read(p, buf, *nb),
-    }
-}
-
-/// Writes to a console or pipe without holding the open file borrowed.
-pub fn write_blocking(b: &Blocking, buf: &[u8]) -> Result<usize, Errno> {
-    match b {
-        Blocking::Console => crate::tty::write(buf),
-        Blocking::Pipe(p, nb) => pipe::write(p, buf, *nb),
-    }
-}
-
-/// A new description of the console.
-pub fn console() -> FileRef {
-    Rc::new(RefCell::new(OpenFile {
-        kind: FileKind::Console,
-        offset: 0,
-        flags: O_RDWR,
-        path: None,
-    }))
+    (
+        OpenFile::new(Rc::new(r), flags & O_NONBLOCK, None),
+        OpenFile::new(Rc::new(w), O_WRONLY | (flags & O_NONBLOCK), None),
+    )
 }
 
 /// Opens an absolute path.
-pub fn open(path: &[u8], flags: u32) -> Result<FileRef, Errno> {
-    let kind = match path {
-        b"/dev/console" | b"/dev/tty" | b"/dev/ttyS0" => FileKind::Console,
-        b"/dev/null" => FileKind::Null,
-        p if p == b"/proc" || p.starts_with(b"/proc/") => {
-            if flags & O_ACCMODE != 0 {
-                return Err(Errno::EACCES);
-            }
-            let f = proc::open(p)?;
-            if flags & O_DIRECTORY != 0 && !matches!(f, proc::ProcFile::Dir(_)) {
+pub fn open(path: &[u8], flags: u32, mode: u32) -> Result<FileRef, Errno> {
+    let ops = match registered(path, flags) {
+        Some(ops) => {
+            let ops = ops?;
+            if flags & O_DIRECTORY != 0 && !ops.is_dir() {
                 return Err(Errno::ENOTDIR);
             }
-            FileKind::Proc(f)
-        }
-        _ => {
-            let inode = with_root(|fs| fs.resolve(path, flags & O_NOFOLLOW == 0));
-            let inode = match inode {
-                Err(Errno::ENOENT) if flags & O_CREAT != 0 => return Err(Errno::EROFS),
-                other => other?,
-            };
-            if flags & O_DIRECTORY != 0 && !inode.is_dir() {
-                return Err(Errno::ENOTDIR);
-            }
-            if inode.is_symlink() {
-                return Err(Errno::ELOOP);
-            }
-            if flags & O_ACCMODE != 0 || flags & O_TRUNC != 0 {
-                return Err(if inode.is_dir() {
-                    Errno::EISDIR
-                } else {
-                    Errno::EROFS
-                });
-            }
-            FileKind::Ext2(inode)
-        }
-    };
-    let path = matches!(kind, FileKind::Ext2(_)).then(|| Rc::from(path));
-    Ok(Rc::new(RefCell::new(OpenFile {
-        kind,
-        offset: 0,
-        flags: flags & !O_CLOEXEC,
-        path,
-    })))
-}
-
-/// Linux `struct stat` (x86-64), the fields this kernel fills.
-#[derive(Clone, Copy, Default)]
-pub struct Stat {
-    pub dev: u64,
-    pub ino: u64,
-    pub nlink: u64,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev: u64,
-    pub size: i64,
-    pub blksize: i64,
-    pub blocks: i64,
-    pub atime: i64,
-    pub mtime: i64,
-    pub ctime: i64,
-}
-
-impl Stat {
-    /// The 144-byte `struct stat` image.
-    pub fn to_bytes(self) -> [u8; 144] {
-        let mut b = [0u8; 144];
-        let mut put = |o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
-        put(0, self.dev);
-        put(8, self.ino);
-        put(16, self.nlink);
-        put(24, self.mode as u64 | ((self.uid as u64) << 32));
-        put(32, self.gid as u64);
-        put(40, self.rdev);
-        put(48, self.size as u64);
-        put(56, self.blksize as u64);
-        put(64, self.blocks as u64);
-        put(72, self.atime as u64);
-        put(88, self.mtime as u64);
-        put(104, self.ctime as u64);
-        b
-    }
-}
-
-/// The stat of an open file.
-pub fn stat(f: &OpenFile) -> Stat {
-    match &f.kind {
-        FileKind::Console => Stat {
-            dev: 5,
-            ino: 1,
-            nlink: 1,
-            mode: 0o020620,
-            rdev: (5 << 8) | 1,
-            blksize: 1024,
-            ..Stat::default()
-        },
-        FileKind::Pipe(_) => Stat {
-            dev: 12,
-            ino: 3,
-            nlink: 1,
-            mode: 0o010600,
-            blksize: 4096,
-            ..Stat::default()
-        },
-        FileKind::Proc(p) => Stat {
-            dev: 4,
-            ino: 1,
-            nlink: 1,
-            mode: match p {
-                proc::ProcFile::Dir(_) => 0o040555,
-                proc::ProcFile::Data(_) => 0o100444,
-            },
-            blksize: 1024,
-            ..Stat::default()
-        },
-        // An anonymous inode, as Linux's anon_inode:[eventpoll] (mode 0600, no type bits).
-        FileKind::Epoll(_) => Stat {
-            dev: 13,
-            ino: 1,
-            nlink: 1,
-            mode: 0o600,
-            blksize: 4096,
-            ..Stat::default()
-        },
-        FileKind::Socket(_) => Stat {
-            dev: 8,
-            ino: 1,
-            nlink: 1,
-            mode: 0o140777,
-            blksize: 4096,
-            ..Stat::default()
-        },
-        FileKind::Null => Stat {
-            dev: 5,
-            ino: 2,
-            nlink: 1,
-            mode: 0o020666,
-            rdev: (1 << 8) | 3,
-            blksize: 4096,
-            ..Stat::default()
-        },
-        FileKind::Ext2(i) => Stat {
-            dev: (254 << 8),
-            ino: i.ino as u64,
-            nlink: i.links as u64,
-            mode: i.mode as u32,
-            uid: i.uid as u32,
-            gid: i.gid as u32,
-            size: i.size as i64,
-            blksize: 4096,
-            blocks: i.sectors as i64,
-            atime: i.atime as i64,
-            mtime: i.mtime as i64,
-            ctime: i.ctime as i64,
-            ..Stat::default()
-        },
-    }
-}
-
-/// Reads from an open file at its offset into `buf` (a kernel view of user memory).
-pub fn read(f: &mut OpenFile, buf: &mut [u8]) -> Result<usize, Errno> {
-    match &f.kind {
-        FileKind::Console => crate::tty::read(buf),
-        FileKind::Pipe(_) | FileKind::Socket(_) => Err(Errno::EBADF),
-        FileKind::Epoll(_) => Err(Errno::EINVAL),
-        FileKind::Proc(proc::ProcFile::Dir(_)) => Err(Errno::EISDIR),
-        FileKind::Proc(proc::ProcFile::Data(d)) => {
-            let start = (f.offset as usize).min(d.len());
-            let n = buf.len().min(d.len() - start);
-            buf[..n].copy_from_slice(&d[start..start + n]);
-            f.offset += n as u64;
-            Ok(n)
-        }
-        FileKind::Null => Ok(0),
-        FileKind::Ext2(inode) => {
-            if inode.is_dir() {
+            if ops.is_dir() && flags & O_ACCMODE != 0 {
                 return Err(Errno::EISDIR);
             }
-            let inode = inode.clone();
-            let n = with_root(|fs| fs.read_at(&inode, f.offset, buf))?;
-            f.offset += n as u64;
-            Ok(n)
+            ops
         }
-    }
+        None => {
+            let inode = open_ext2(path, flags, mode)?;
+            return Ok(OpenFile::new(
+                Rc::new(ext2file::Ext2File::new(&inode)),
+                flags & !(O_CLOEXEC | O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY),
+                Some(Rc::from(path)),
+            ));
+        }
+    };
+    Ok(OpenFile::new(ops, flags & !O_CLOEXEC, Some(Rc::from(path))))
 }
 
-/// Writes `buf` to an open file.
-pub fn write(f: &mut OpenFile, buf: &[u8]) -> Result<usize, Errno> {
-    match &f.kind {
-        FileKind::Console => crate::tty::write(buf),
-        FileKind::Null => Ok(buf.len()),
-        FileKind::Epoll(_) => Err(Errno::EINVAL),
-        FileKind::Ext2(_) | FileKind::Pipe(_) | FileKind::Proc(_) | FileKind::Socket(_) => {
-            Err(Errno::EBADF)
+/// The root filesystem inode `open` gives for `path`: created (O_CREAT, with `mode`), truncated
+/// (O_TRUNC; `mode` has the umask applied already), checked against the access mode (EISDIR, EROFS, ELOOP for O_NOFOLLOW on a link).
+fn open_ext2(path: &[u8], flags: u32, mode: u32) -> Result<Inode, Errno> {
+    let found = with_root(|fs| fs.resolve(path, flags & O_NOFOLLOW == 0));
+    let mut inode = match found {
+        Err(Errno::ENOENT) if flags & O_CREAT != 0 => {
+            let (mut dir, name) = parent_of(path)?;
+            let perm = (mode & 0o7777) as u16;
+            let now = now();
+            return with_root(|fs| fs.create(&mut dir, name, kcore::ext2::S_IFREG | perm, now));
+        }
+        other => other?,
+    };
+    if flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL {
+        return Err(Errno::EEXIST);
+    }
+    if flags & O_DIRECTORY != 0 && !inode.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    if inode.is_symlink() {
+        return Err(Errno::ELOOP);
+    }
+    let writing = flags & O_ACCMODE != 0 || flags & O_TRUNC != 0;
+    if writing {
+        if inode.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if !with_root(|fs| Ok(fs.writable()))? {
+            return Err(Errno::EROFS);
         }
     }
+    if flags & O_TRUNC != 0 && inode.is_reg() && inode.size != 0 {
+        let now = now();
+        with_root(|fs| fs.truncate(&mut inode, 0, now))?;
+    }
+    Ok(inode)
 }
 
-/// Moves the offset (SEEK_SET 0, SEEK_CUR 1, SEEK_END 2).
-pub fn lseek(f: &mut OpenFile, offset: i64, whence: u32) -> Result<u64, Errno> {
-    let size = match &f.kind {
-        FileKind::Ext2(i) => i.size as i64,
-        FileKind::Proc(proc::ProcFile::Data(d)) => d.len() as i64,
-        FileKind::Proc(proc::ProcFile::Dir(_)) => 0,
-        _ => return Err(Errno::ESPIPE),
+/// The directory holding the last component of `path` and that component's name. EEXIST-free:
+/// the caller decides what an existing name means. A path ending in `/` or naming `/` has no name
+/// (EEXIST for `/`, as mkdir("/") is).
+pub fn parent_of(path: &[u8]) -> Result<(Inode, &[u8]), Errno> {
+    let trimmed = {
+        let mut p = path;
+        while p.len() > 1 && p.last() == Some(&b'/') {
+            p = &p[..p.len() - 1];
+        }
+        p
     };
-    let base = match whence {
-        0 => 0,
-        1 => f.offset as i64,
-        2 => size,
-        _ => return Err(Errno::EINVAL),
-    };
-    let new = base.checked_add(offset).ok_or(Errno::EINVAL)?;
-    if new < 0 {
+    let cut = trimmed
+        .iter()
+        .rposition(|&c| c == b'/')
+        .ok_or(Errno::ENOENT)?;
+    let (dir, name) = (&trimmed[..cut.max(1)], &trimmed[cut + 1..]);
+    if name.is_empty() {
+        return Err(Errno::EEXIST);
+    }
+    if name.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if registered(dir, 0).is_some() || registered(trimmed, 0).is_some() {
+        return Err(Errno::EPERM);
+    }
+    let dir = with_root(|fs| fs.resolve(dir, true))?;
+    if !dir.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    Ok((dir, name))
+}
+
+/// The target of the symbolic link at `path` (EINVAL for what is not one).
+pub fn read_link(path: &[u8]) -> Result<Vec<u8>, Errno> {
+    if let Some(ops) = registered(path, 0) {
+        ops?;
         return Err(Errno::EINVAL);
     }
-    f.offset = new as u64;
-    Ok(f.offset)
+    let inode = with_root(|fs| fs.resolve(path, false))?;
+    if !inode.is_symlink() {
+        return Err(Errno::EINVAL);
+    }
+    with_root(|fs| fs.read_link(&inode))
 }
 
-/// The entries of an open directory: (inode, DT_* type, name).
-pub fn dir_entries(f: &OpenFile) -> Result<alloc::vec::Vec<(u64, u8, alloc::vec::Vec<u8>)>, Errno> {
-    match &f.kind {
-        FileKind::Ext2(inode) if inode.is_dir() => {
-            let inode = inode.clone();
-            let entries = with_root(|fs| fs.read_dir(&inode))?;
-            Ok(entries
-                .into_iter()
-                .map(|e| {
-                    let dt = match e.file_type {
-                        1 => 8,
-                        2 => 4,
-                        3 => 2,
-                        4 => 6,
-                        5 => 1,
-                        6 => 12,
-                        7 => 10,
-                        _ => 0,
-                    };
-                    (e.ino as u64, dt, e.name)
-                })
-                .collect())
-        }
-        FileKind::Proc(proc::ProcFile::Dir(d)) => Ok(proc::list(*d)),
-        _ => Err(Errno::ENOTDIR),
+/// The stat of `path` without following a final symlink (lstat): the registered objects have none.
+pub fn lstat(path: &[u8]) -> Result<Stat, Errno> {
+    if let Some(ops) = registered(path, 0) {
+        return Ok(ops?.stat());
     }
+    let inode = with_root(|fs| fs.resolve(path, false))?;
+    Ok(ext2file::stat_of(&inode))
 }

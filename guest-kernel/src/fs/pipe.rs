@@ -10,9 +10,15 @@
 //! and no user memory held across a sleep. Writes of at most [`PIPE_BUF`] bytes are atomic.
 #![deny(unsafe_code)]
 
+use super::file::{
+    add_queue, FileOps, OpenFile, ReadBuf, Stat, WriteBuf, POLLERR, POLLHUP, POLLIN, POLLOUT,
+    POLLRDNORM, POLLWRNORM,
+};
 use crate::sync::waitqueue::{Edge, WaitQueue};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::any::Any;
 use core::cell::RefCell;
 use kcore::errno::Errno;
 
@@ -156,14 +162,6 @@ pub fn read_with(
     }
 }
 
-/// Reads what is buffered into `buf` (see [`read_with`]).
-pub fn read(pipe: &Rc<RefCell<Pipe>>, buf: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
-    read_with(pipe, buf.len(), nonblock, |at, bytes| {
-        buf[at..at + bytes.len()].copy_from_slice(bytes);
-        Ok(())
-    })
-}
-
 /// Writes `total` bytes, blocking while full (or, for a write of at most [`PIPE_BUF`] bytes, while it
 /// would not fit whole); EPIPE without readers (the caller sends SIGPIPE); a partial count when non-blocking or
 /// interrupted after some bytes went. `copy(offset, dst)` fills `dst` with the bytes at offset
@@ -236,10 +234,73 @@ pub fn write_with(
     }
 }
 
-/// Writes all of `buf` (see [`write_with`]).
-pub fn write(pipe: &Rc<RefCell<Pipe>>, buf: &[u8], nonblock: bool) -> Result<usize, Errno> {
-    write_with(pipe, buf.len(), nonblock, |at, dst| {
-        dst.copy_from_slice(&buf[at..at + dst.len()]);
-        Ok(())
-    })
+impl FileOps for PipeEnd {
+    fn read(&self, file: &OpenFile, buf: &mut dyn ReadBuf) -> Result<usize, Errno> {
+        if self.write {
+            return Err(Errno::EBADF);
+        }
+        read_with(&self.pipe, buf.len(), file.nonblocking(), |at, bytes| {
+            buf.put(at, bytes)
+        })
+    }
+
+    fn write(&self, file: &OpenFile, buf: &mut dyn WriteBuf) -> Result<usize, Errno> {
+        if !self.write {
+            return Err(Errno::EBADF);
+        }
+        // Straight from the caller's buffer into the ring (a user range is checked again before each
+        // copy: the process may have slept in between). A write cut short because the last reader
+        // went is EPIPE, as Linux's pipe_write (the system call layer sends SIGPIPE).
+        let len = buf.len();
+        let res = write_with(&self.pipe, len, file.nonblocking(), |at, dst| {
+            buf.get(at, dst)
+        });
+        match res {
+            Ok(n) if n < len && self.pipe.borrow().readers() == 0 => Err(Errno::EPIPE),
+            r => r,
+        }
+    }
+
+    fn seekable(&self) -> bool {
+        false
+    }
+
+    fn pollable(&self) -> bool {
+        true
+    }
+
+    fn poll(&self, _file: &OpenFile, queues: &mut Vec<WaitQueue>, _depth: u32) -> u16 {
+        let p = self.pipe.borrow();
+        add_queue(queues, p.wait_queue());
+        let (r, w, hup, err) = p.poll(self.write);
+        let mut events = 0;
+        if r {
+            events |= POLLIN | POLLRDNORM;
+        }
+        if w {
+            events |= POLLOUT | POLLWRNORM;
+        }
+        if hup {
+            events |= POLLHUP;
+        }
+        if err {
+            events |= POLLERR;
+        }
+        events
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: 12,
+            ino: 3,
+            nlink: 1,
+            mode: 0o010600,
+            blksize: 4096,
+            ..Stat::default()
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }

@@ -5,9 +5,12 @@
 //! and scheduler statistics come from the scheduler's entity of the process (`proc::sched::entity`).
 #![deny(unsafe_code)]
 
+use super::file::{DirEntry, FileOps, OpenFile, ReadBuf, Stat};
 use crate::arch::layout::USER_STACK_TOP;
 use crate::proc::{self, Pid, State};
+use alloc::rc::Rc;
 use alloc::vec::Vec;
+use core::any::Any;
 use kcore::errno::Errno;
 use kcore::procfs::{self, ProcInfo, SchedInfo};
 
@@ -345,17 +348,18 @@ pub fn readlink(path: &[u8]) -> Option<Result<Vec<u8>, Errno>> {
         }
         [p, f @ (b"exe" | b"cwd")] | [p, b"task", _, f @ (b"exe" | b"cwd")] => {
             let exe = *f == b"exe";
-            let r = parse_pid(p)
-                .and_then(|pid| {
-                    proc::with_proc(Pid(pid), |q| {
-                        if exe {
-                            q.exec.exe.clone()
-                        } else {
-                            q.cwd.clone()
-                        }
+            let r =
+                parse_pid(p)
+                    .and_then(|pid| {
+                        proc::with_proc(Pid(pid), |q| {
+                            if exe {
+                                q.exec.exe.clone()
+                            } else {
+                                q.cwd.cwd()
+                            }
+                        })
                     })
-                })
-                .ok_or(Errno::ENOENT);
+                    .ok_or(Errno::ENOENT);
             Some(r)
         }
         _ => None,
@@ -411,4 +415,82 @@ pub fn list(d: ProcDir) -> Vec<(u64, u8, Vec<u8>)> {
         }
     }
     out
+}
+
+impl FileOps for ProcFile {
+    fn read_at(
+        &self,
+        _file: &OpenFile,
+        offset: u64,
+        buf: &mut dyn ReadBuf,
+    ) -> Result<usize, Errno> {
+        match self {
+            ProcFile::Dir(_) => Err(Errno::EISDIR),
+            ProcFile::Data(d) => {
+                let start = (offset.min(d.len() as u64)) as usize;
+                let n = buf.len().min(d.len() - start);
+                buf.put(0, &d[start..start + n])?;
+                Ok(n)
+            }
+        }
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: 4,
+            ino: 1,
+            nlink: 1,
+            mode: match self {
+                ProcFile::Dir(_) => 0o040555,
+                ProcFile::Data(_) => 0o100444,
+            },
+            blksize: 1024,
+            ..Stat::default()
+        }
+    }
+
+    /// Seeks within the snapshot taken at open (stat reports size 0, as Linux's /proc does).
+    fn seek(&self, file: &OpenFile, offset: i64, whence: u32) -> Result<u64, Errno> {
+        let size = match self {
+            ProcFile::Dir(_) => 0,
+            ProcFile::Data(d) => d.len() as i64,
+        };
+        let base = match whence {
+            0 => 0,
+            1 => file.offset() as i64,
+            2 => size,
+            _ => return Err(Errno::EINVAL),
+        };
+        let new = base
+            .checked_add(offset)
+            .filter(|&n| n >= 0)
+            .ok_or(Errno::EINVAL)?;
+        file.set_offset(new as u64);
+        Ok(new as u64)
+    }
+
+    fn readdir(&self, _file: &OpenFile) -> Result<Vec<DirEntry>, Errno> {
+        match self {
+            ProcFile::Dir(d) => Ok(list(*d)),
+            ProcFile::Data(_) => Err(Errno::ENOTDIR),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        matches!(self, ProcFile::Dir(_))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Serves /proc (read-only: opening for writing is EACCES).
+pub fn register() {
+    super::register_tree(b"/proc", |path, flags| {
+        if flags & super::O_ACCMODE != 0 {
+            return Err(Errno::EACCES);
+        }
+        Ok(Rc::new(open(path)?))
+    });
 }

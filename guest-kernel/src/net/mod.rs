@@ -15,6 +15,7 @@
 //! smoltcp itself. The MTU is 65535 (frames up to 65549 bytes): the host side chooses the real one with
 //! the TAP's MTU, and a large one saves the emulated kernel most of its per-packet work.
 
+pub mod file;
 pub mod listen;
 pub mod socket;
 

@@ -7,7 +7,7 @@ use super::{Pid, Process, State, KERNEL_STACK_SIZE, STACK_LIMIT};
 use crate::arch::layout::{USER_CS, USER_DS, USER_END, USER_STACK_TOP};
 use crate::arch::switch::{prepare_new_task, TaskContext};
 use crate::arch::trap::TrapFrame;
-use crate::fs::{self, fd::FdTable};
+use crate::fs::{self, fd::FdTable, FileRef};
 use crate::mm::paging::{user_flags, AddressSpace, MapError};
 use crate::mm::{page_down, page_up, user, PAGE_SIZE};
 use alloc::boxed::Box;
@@ -16,12 +16,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 use kcore::elf::{self, ElfImage, PF_W, PF_X};
 use kcore::errno::Errno;
-use kcore::ext2::{BlockRead, Inode};
+use kcore::ext2::{BlockDevice, Inode};
 use kcore::stack::{self, AuxInfo};
 use kcore::vma::{Backing, Vma, VmaList, PROT_EXEC, PROT_READ, PROT_WRITE};
 
 /// The root disk's device number as Linux numbers the first virtio disk (254:0), for /proc/PID/maps.
-pub const ROOT_DEV: u32 = 0xfe00;
+pub use crate::fs::ext2file::ROOT_DEV;
 
 /// Pages of one physically contiguous run of a segment: one device request's worth.
 const RUN_PAGES: u64 = (crate::drivers::virtio::MAX_REQUEST as u64) / PAGE_SIZE;
@@ -278,7 +278,14 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
 }
 
 /// Creates process `pid` (init) running `path` with `argv`/`envp`, ready to be scheduled.
-pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Process, Errno> {
+/// `console` is the open file init gets on descriptors 0, 1 and 2.
+pub fn spawn(
+    pid: Pid,
+    path: &[u8],
+    argv: &[&[u8]],
+    envp: &[&[u8]],
+    console: FileRef,
+) -> Result<Process, Errno> {
     let mut env: Vec<&[u8]> = envp.to_vec();
     if needs_tunable(envp) {
         env.push(NO_AVX_TUNABLE);
@@ -286,7 +293,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
     let l = load(path, argv, &env)?;
     let mut fds = FdTable::default();
     for _ in 0..3 {
-        fds.insert(fs::console(), false)?;
+        fds.insert(console.clone(), false)?;
     }
     let mut ctx = Box::new(TaskContext::new());
     let mut kstack = Box::new_uninit_slice(KERNEL_STACK_SIZE);
@@ -306,7 +313,7 @@ pub fn spawn(pid: Pid, path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Pr
         exec: l.exec,
         mm: super::Mm::new_ref(l.aspace, l.vmas, l.brk_start),
         fds,
-        cwd: b"/".to_vec(),
+        cwd: Default::default(),
         fs_base: 0,
         exit_status: None,
         stop_report: None,

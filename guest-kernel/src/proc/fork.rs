@@ -18,6 +18,7 @@ pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 /// clone's CLONE_VFORK: the parent waits until the child execs or exits.
 pub const CLONE_VFORK: u64 = 0x4000;
 pub const CLONE_VM: u64 = 0x100;
+pub const CLONE_FS: u64 = 0x200;
 pub const CLONE_FILES: u64 = 0x400;
 pub const CLONE_SIGHAND: u64 = 0x800;
 pub const CLONE_PARENT: u64 = 0x8000;
@@ -83,7 +84,11 @@ pub fn clone_shared(frame: &TrapFrame, a: &CloneArgs) -> Result<Pid, Errno> {
             } else {
                 p.fds.clone()
             },
-            cwd: p.cwd.clone(),
+            cwd: if a.flags & CLONE_FS != 0 {
+                p.cwd.share()
+            } else {
+                p.cwd.clone()
+            },
             fs_base: if a.flags & CLONE_SETTLS != 0 {
                 a.tls
             } else {
@@ -196,7 +201,11 @@ fn clone_process(
             exec: p.exec.clone(),
             mm: child_mm,
             fds: p.fds.clone(),
-            cwd: p.cwd.clone(),
+            cwd: if flags & CLONE_FS != 0 {
+                p.cwd.share()
+            } else {
+                p.cwd.clone()
+            },
             fs_base: p.fs_base,
             exit_status: None,
             stop_report: None,

@@ -151,7 +151,7 @@ pub struct Process {
     /// The memory: address space, areas, break (shared by the threads of a group, CLONE_VM).
     pub mm: MmRef,
     pub fds: FdTable,
-    pub cwd: Vec<u8>,
+    pub cwd: crate::fs::cwd::FsContext,
     pub fs_base: u64,
     /// Wait status once a zombie.
     pub exit_status: Option<i32>,

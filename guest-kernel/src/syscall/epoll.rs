@@ -14,7 +14,8 @@ use super::file::{check_user, copy_to_user};
 use super::poll::poll_file;
 use super::SysResult;
 use crate::fs::epoll::*;
-use crate::fs::{self, FileKind, FileRef, OpenFile};
+use crate::fs::file::{FileOps, ReadBuf, Stat, WriteBuf};
+use crate::fs::{self, FileRef, OpenFile};
 use crate::proc::with_current;
 use crate::sync::waitqueue::{self, WaitQueue};
 use alloc::rc::Rc;
@@ -35,12 +36,11 @@ pub fn sys_epoll_create1(flags: u32) -> SysResult {
     if flags & !EPOLL_CLOEXEC != 0 {
         return Err(Errno::EINVAL);
     }
-    let f = Rc::new(RefCell::new(OpenFile {
-        kind: FileKind::Epoll(Rc::new(RefCell::new(Epoll::default()))),
-        offset: 0,
-        flags: fs::O_RDWR,
-        path: None,
-    }));
+    let f = OpenFile::new(
+        Rc::new(EpollFile(Rc::new(RefCell::new(Epoll::default())))),
+        fs::O_RDWR,
+        None,
+    );
     with_current(|p| p.fds.insert(f, flags & EPOLL_CLOEXEC != 0)).map(|fd| fd as u64)
 }
 
@@ -54,11 +54,9 @@ pub fn sys_epoll_create(size: i32) -> SysResult {
 
 fn epoll_of(fd: i64) -> Result<Rc<RefCell<Epoll>>, Errno> {
     let f = with_current(|p| p.fds.get(fd))?;
-    let f = f.borrow();
-    match &f.kind {
-        FileKind::Epoll(ep) => Ok(ep.clone()),
-        _ => Err(Errno::EINVAL),
-    }
+    f.downcast::<EpollFile>()
+        .map(|e| e.0.clone())
+        .ok_or(Errno::EINVAL)
 }
 
 pub fn sys_epoll_ctl(epfd: i64, op: u32, fd: i64, event: u64) -> SysResult {
@@ -67,14 +65,15 @@ pub fn sys_epoll_ctl(epfd: i64, op: u32, fd: i64, event: u64) -> SysResult {
     if fd == epfd {
         return Err(Errno::EINVAL);
     }
-    match &target.borrow().kind {
-        // Linux: files without a poll method (regular files, directories) cannot be watched.
-        FileKind::Ext2(_) | FileKind::Proc(_) | FileKind::Null => return Err(Errno::EPERM),
-        // Watching an instance that watches this one would make a loop (Linux: ELOOP).
-        FileKind::Epoll(inner) if Rc::ptr_eq(inner, &ep) || watches(inner, &ep) => {
+    // Linux: files without a poll method (regular files, directories) cannot be watched.
+    if !target.ops.pollable() {
+        return Err(Errno::EPERM);
+    }
+    // Watching an instance that watches this one would make a loop (Linux: ELOOP).
+    if let Some(inner) = target.downcast::<EpollFile>() {
+        if Rc::ptr_eq(&inner.0, &ep) || watches(&inner.0, &ep) {
             return Err(Errno::ELOOP);
         }
-        _ => {}
     }
     let (events, data) = if op == EPOLL_CTL_DEL {
         (0, 0)
@@ -137,12 +136,9 @@ fn watches(outer: &Rc<RefCell<Epoll>>, target: &Rc<RefCell<Epoll>>) -> bool {
         let Some(f) = e.file.upgrade() else {
             return false;
         };
-        let Ok(f) = f.try_borrow() else {
-            return false;
-        };
-        match &f.kind {
-            FileKind::Epoll(inner) => Rc::ptr_eq(inner, target) || watches(inner, target),
-            _ => false,
+        match f.downcast::<EpollFile>() {
+            Some(inner) => Rc::ptr_eq(&inner.0, target) || watches(&inner.0, target),
+            None => false,
         }
     })
 }
@@ -177,7 +173,7 @@ fn new_edge(seen: Option<(u64, u64)>, q: Option<WaitQueue>, rev: u32) -> bool {
 
 /// An entry as read before polling its file (the instance is not borrowed while files are polled).
 struct Watched {
-    file: alloc::rc::Weak<RefCell<OpenFile>>,
+    file: alloc::rc::Weak<OpenFile>,
     events: u32,
     data: u64,
     disarmed: bool,
@@ -289,4 +285,41 @@ pub fn sys_epoll_pwait(
     super::poll::with_sigmask(sigmask, sigsetsize, || {
         sys_epoll_wait(epfd, events, max, timeout_ms)
     })
+}
+
+/// An epoll instance as an open file: readable while one of its entries is ready (one level of
+/// nesting); no read or write (EINVAL); an anonymous inode, as Linux's anon_inode:[eventpoll].
+impl FileOps for EpollFile {
+    fn read(&self, _file: &OpenFile, _buf: &mut dyn ReadBuf) -> Result<usize, Errno> {
+        Err(Errno::EINVAL)
+    }
+    fn write(&self, _file: &OpenFile, _buf: &mut dyn WriteBuf) -> Result<usize, Errno> {
+        Err(Errno::EINVAL)
+    }
+    fn seekable(&self) -> bool {
+        false
+    }
+    fn pollable(&self) -> bool {
+        true
+    }
+    fn poll(&self, _file: &OpenFile, queues: &mut Vec<WaitQueue>, depth: u32) -> u16 {
+        if depth == 0 && any_ready(&self.0, queues, depth + 1) {
+            fs::file::POLLIN | fs::file::POLLRDNORM
+        } else {
+            0
+        }
+    }
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: 13,
+            ino: 1,
+            nlink: 1,
+            mode: 0o600,
+            blksize: 4096,
+            ..Stat::default()
+        }
+    }
+    fn as_any(&self) -> &dyn core::any::Any {
+        self
+    }
 }

@@ -1,17 +1,17 @@
-//! File system calls: read, write, open, openat, close, fstat, stat, newfstatat, lseek, readv, writev,
-//! ioctl, access, getcwd, readlink (poll and select: `poll.rs`; sockets: `net.rs`).
+//! File system calls on descriptors: read, write, pread64, pwrite64, readv, writev, close, fstat, lseek,
+//! pipe2, dup, dup3, fcntl, getdents64, ioctl, ftruncate, fsync (paths: `path.rs`; poll and select:
+//! `poll.rs`; sockets: `net.rs`).
 #![deny(unsafe_code)]
 
 use super::SysResult;
+use crate::fs::file::{KernelBuf, KernelBytes, ReadBuf, WriteBuf};
 use crate::fs::{self, FileRef};
 use crate::mm::uaccess;
 use crate::proc::{resolve_fault, with_current, with_mm, Access};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 
-const AT_FDCWD: i64 = -100;
-const AT_EMPTY_PATH: u32 = 0x1000;
-const AT_SYMLINK_NOFOLLOW: u32 = 0x100;
+/// Longest path (with its NUL), as Linux's PATH_MAX.
 const PATH_MAX: usize = 4096;
 
 /// Checks a user range in the current process, faulting pages in as its areas allow.
@@ -28,12 +28,13 @@ pub fn check_user(va: u64, len: u64, write: bool) -> Result<(), Errno> {
 /// Copies a NUL-terminated string (at most PATH_MAX bytes) from user memory.
 pub fn user_cstr(va: u64) -> Result<Vec<u8>, Errno> {
     let mut out = Vec::new();
-    let mut page_checked = 0u64;
+    // The page checked last (None at first: page 0 must be checked too, it is where NULL points).
+    let mut page_checked: Option<u64> = None;
     loop {
-        let a = va + out.len() as u64;
-        if a & !0xfff != page_checked {
+        let a = va.checked_add(out.len() as u64).ok_or(Errno::EFAULT)?;
+        if page_checked != Some(a & !0xfff) {
             check_user(a, 1, false)?;
-            page_checked = a & !0xfff;
+            page_checked = Some(a & !0xfff);
         }
         let chunk_end = (a | 0xfff) + 1;
         let bytes = uaccess_slice(a, chunk_end - a);
@@ -50,12 +51,7 @@ pub fn user_cstr(va: u64) -> Result<Vec<u8>, Errno> {
     }
 }
 
-/// A zeroed kernel buffer of `len` bytes, or ENOMEM if the heap cannot spare it.
-fn bounce(len: usize) -> Result<alloc::boxed::Box<[u8]>, Errno> {
-    crate::mm::heap::try_zeroed_bytes(len).ok_or(Errno::ENOMEM)
-}
-
-fn uaccess_slice(va: u64, len: u64) -> &'static [u8] {
+pub(super) fn uaccess_slice(va: u64, len: u64) -> &'static [u8] {
     crate::mm::uaccess::checked_slice(va, len as usize)
 }
 
@@ -66,139 +62,197 @@ pub fn copy_to_user(va: u64, bytes: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-fn file(fd: i64) -> Result<FileRef, Errno> {
+pub(super) fn file(fd: i64) -> Result<FileRef, Errno> {
     with_current(|p| p.fds.get(fd))
+}
+
+/// User memory as the destination of a read: checked writable just before each copy.
+struct UserOut {
+    va: u64,
+    len: usize,
+}
+
+impl ReadBuf for UserOut {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn put(&mut self, at: usize, bytes: &[u8]) -> Result<(), Errno> {
+        copy_to_user(self.va + at as u64, bytes)
+    }
+    fn direct(&mut self) -> Result<Option<&mut [u8]>, Errno> {
+        check_user(self.va, self.len as u64, true)?;
+        Ok(Some(crate::mm::uaccess::checked_slice_mut(
+            self.va, self.len,
+        )))
+    }
+    fn user_range(&self) -> Option<(u64, usize)> {
+        Some((self.va, self.len))
+    }
+}
+
+/// User memory as the source of a write: checked readable just before each copy.
+struct UserIn {
+    va: u64,
+    len: usize,
+}
+
+impl WriteBuf for UserIn {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn get(&mut self, at: usize, dst: &mut [u8]) -> Result<(), Errno> {
+        let va = self.va + at as u64;
+        check_user(va, dst.len() as u64, false)?;
+        dst.copy_from_slice(uaccess_slice(va, dst.len() as u64));
+        Ok(())
+    }
+    fn user_range(&self) -> Option<(u64, usize)> {
+        Some((self.va, self.len))
+    }
 }
 
 pub fn sys_read(fd: i64, buf: u64, len: u64) -> SysResult {
     let f = file(fd)?;
-    if f.borrow().flags & fs::O_ACCMODE == fs::O_WRONLY {
+    if !f.readable() {
         return Err(Errno::EBADF);
     }
     check_user(buf, len, true)?;
-    if let Some((s, nonblock)) = fs::socket(&f) {
-        return crate::net::socket::recv(&s, buf, len as usize, nonblock, false)
-            .map(|(n, _)| n as u64);
-    }
-    if let Some(b) = fs::blocking(&f) {
-        if let fs::Blocking::Pipe(p, nonblock) = &b {
-            // Straight from the pipe's ring into user memory, checked just before the copy.
-            return fs::pipe::read_with(p, len as usize, *nonblock, |at, bytes| {
-                copy_to_user(buf + at as u64, bytes)
-            })
-            .map(|n| n as u64);
-        }
-        // Bounce through a kernel buffer: the user pages may change while this process sleeps.
-        let mut tmp = bounce((len as usize).min(fs::pipe::PIPE_BUF_SIZE))?;
-        let n = fs::read_blocking(&b, &mut tmp)?;
-        copy_to_user(buf, &tmp[..n])?;
-        return Ok(n as u64);
-    }
-    let dst = crate::mm::uaccess::checked_slice_mut(buf, len as usize);
-    let n = fs::read(&mut f.borrow_mut(), dst)?;
-    Ok(n as u64)
+    let mut out = UserOut {
+        va: buf,
+        len: len as usize,
+    };
+    f.ops.read(&f, &mut out).map(|n| n as u64)
 }
 
 /// pread64: a read at `offset`, leaving the file's offset as it was. ESPIPE for pipes, sockets and
 /// the console, EINVAL for a negative offset.
 pub fn sys_pread64(fd: i64, buf: u64, len: u64, offset: i64) -> SysResult {
     let f = file(fd)?;
-    if f.borrow().flags & fs::O_ACCMODE == fs::O_WRONLY {
+    if !f.readable() {
         return Err(Errno::EBADF);
     }
-    if matches!(
-        f.borrow().kind,
-        fs::FileKind::Pipe(_) | fs::FileKind::Socket(_) | fs::FileKind::Console
-    ) {
+    if !f.ops.seekable() {
         return Err(Errno::ESPIPE);
     }
     if offset < 0 {
         return Err(Errno::EINVAL);
     }
     check_user(buf, len, true)?;
-    let dst = crate::mm::uaccess::checked_slice_mut(buf, len as usize);
-    let mut of = f.borrow_mut();
-    let saved = core::mem::replace(&mut of.offset, offset as u64);
-    let r = fs::read(&mut of, dst);
-    of.offset = saved;
-    r.map(|n| n as u64)
+    let mut out = UserOut {
+        va: buf,
+        len: len as usize,
+    };
+    f.ops.read_at(&f, offset as u64, &mut out).map(|n| n as u64)
 }
 
-/// pwrite64: as write (nothing on the root filesystem is writable), ESPIPE where pread64 has it.
+/// pwrite64: a write at `offset`; ESPIPE where pread64 has it.
 pub fn sys_pwrite64(fd: i64, buf: u64, len: u64, offset: i64) -> SysResult {
     let f = file(fd)?;
-    if matches!(
-        f.borrow().kind,
-        fs::FileKind::Pipe(_) | fs::FileKind::Socket(_) | fs::FileKind::Console
-    ) {
+    if !f.writable() {
+        return Err(Errno::EBADF);
+    }
+    if !f.ops.seekable() {
         return Err(Errno::ESPIPE);
     }
     if offset < 0 {
         return Err(Errno::EINVAL);
     }
-    sys_write(fd, buf, len)
+    check_user(buf, len, false)?;
+    let mut src = UserIn {
+        va: buf,
+        len: len as usize,
+    };
+    f.ops
+        .write_at(&f, offset as u64, &mut src)
+        .map(|n| n as u64)
 }
 
 pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
     let f = file(fd)?;
-    if f.borrow().flags & fs::O_ACCMODE == 0
-        && !matches!(f.borrow().kind, fs::FileKind::Console | fs::FileKind::Null)
-    {
+    if !f.writable() {
         return Err(Errno::EBADF);
     }
     check_user(buf, len, false)?;
-    if let Some((s, nonblock)) = fs::socket(&f) {
-        let res = crate::net::socket::send(&s, buf, len as usize, None, nonblock);
-        return super::net::sigpipe(res, false).map(|n| n as u64);
+    let mut src = UserIn {
+        va: buf,
+        len: len as usize,
+    };
+    sigpipe(f.ops.write(&f, &mut src)).map(|n| n as u64)
+}
+
+/// EPIPE from a write raises SIGPIPE in the writer, as Linux's pipe_write and sockets do (a socket
+/// has sent it already unless MSG_NOSIGNAL; a second SIGPIPE while one is pending is the same one).
+fn sigpipe(r: Result<usize, Errno>) -> Result<usize, Errno> {
+    if r == Err(Errno::EPIPE) {
+        crate::proc::signal::send_kernel(crate::proc::current_pid(), crate::proc::signal::SIGPIPE);
     }
-    if let Some(b) = fs::blocking(&f) {
-        if let fs::Blocking::Pipe(p, nonblock) = &b {
-            // At most the pipe's capacity at a time, straight from user memory into the ring (the
-            // range is checked again before each copy: the process may have slept in between).
-            let res = fs::pipe::write_with(p, len as usize, *nonblock, |at, dst| {
-                let va = buf + at as u64;
-                check_user(va, dst.len() as u64, false)?;
-                dst.copy_from_slice(uaccess_slice(va, dst.len() as u64));
-                Ok(())
-            });
-            // No reader left (EPIPE, or a write cut short by it): SIGPIPE, as Linux's pipe_write.
-            if res.is_err_and(|e| e == Errno::EPIPE)
-                || res.is_ok_and(|n| (n as u64) < len && p.borrow().readers() == 0)
-            {
-                crate::proc::signal::send_kernel(
-                    crate::proc::current_pid(),
-                    crate::proc::signal::SIGPIPE,
-                );
-            }
-            return res.map(|n| n as u64);
-        }
-        // The console: through a bounded kernel buffer, a piece at a time.
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(fs::pipe::PIPE_BUF_SIZE as u64);
-            let step = check_user(buf + done, n, false).and_then(|_| {
-                let mut tmp = Vec::new();
-                tmp.try_reserve_exact(n as usize)
-                    .map_err(|_| Errno::ENOMEM)?;
-                tmp.extend_from_slice(uaccess_slice(buf + done, n));
-                fs::write_blocking(&b, &tmp)
-            });
-            match step {
-                Ok(w) => {
-                    done += w as u64;
-                    if (w as u64) < n {
-                        break;
-                    }
-                }
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        return Ok(done);
+    r
+}
+
+/// sendfile(out, in, offset, count): copies up to `count` bytes from `in` (a seekable file: EINVAL
+/// for pipes, sockets and the console, as Linux requires a mappable input) to `out` through a bounded
+/// kernel buffer, 64 KiB at a time. With `offset` the input's offset is left alone and the value at
+/// `offset` advanced; otherwise the input's offset moves. A socket as output is EINVAL here (callers
+/// fall back to read and write).
+pub fn sys_sendfile(out_fd: i64, in_fd: i64, offset: u64, count: u64) -> SysResult {
+    let (inf, outf) = (file(in_fd)?, file(out_fd)?);
+    if !inf.readable() || !outf.writable() {
+        return Err(Errno::EBADF);
     }
-    let src = uaccess_slice(buf, len);
-    let n = fs::write(&mut f.borrow_mut(), src)?;
-    Ok(n as u64)
+    if !inf.ops.seekable() || crate::net::file::socket_of(&outf).is_some() {
+        return Err(Errno::EINVAL);
+    }
+    let mut pos = if offset != 0 {
+        check_user(offset, 8, true)?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(uaccess_slice(offset, 8));
+        let v = i64::from_le_bytes(b);
+        if v < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Some(v as u64)
+    } else {
+        None
+    };
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut tmp = crate::mm::heap::try_zeroed_bytes((count as usize).min(fs::pipe::PIPE_BUF_SIZE))
+        .ok_or(Errno::ENOMEM)?;
+    let mut done = 0u64;
+    while done < count {
+        let want = ((count - done) as usize).min(tmp.len());
+        let n = match pos {
+            Some(p) => inf.ops.read_at(&inf, p, &mut KernelBuf(&mut tmp[..want])),
+            None => inf.ops.read(&inf, &mut KernelBuf(&mut tmp[..want])),
+        };
+        let n = match n {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        let w = match sigpipe(outf.ops.write(&outf, &mut KernelBytes(&tmp[..n]))) {
+            Ok(w) => w,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        // Bytes read but not written are given back to the input.
+        if pos.is_none() && w < n {
+            inf.set_offset(inf.offset() - (n - w) as u64);
+        }
+        if let Some(p) = pos.as_mut() {
+            *p += w as u64;
+        }
+        done += w as u64;
+        if w < n {
+            break;
+        }
+    }
+    if let Some(p) = pos {
+        copy_to_user(offset, &p.to_le_bytes())?;
+    }
+    Ok(done)
 }
 
 fn iovecs(iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, Errno> {
@@ -239,55 +293,11 @@ pub fn sys_writev(fd: i64, iov: u64, cnt: u64) -> SysResult {
     Ok(total)
 }
 
-/// `path` made absolute against the cwd.
-pub fn absolute_path(path: Vec<u8>) -> Result<Vec<u8>, Errno> {
-    absolute(AT_FDCWD, path)
-}
-
-fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
-    if path.first() == Some(&b'/') {
-        return Ok(path);
-    }
-    if dirfd != AT_FDCWD {
-        // Relative to a directory descriptor: not supported yet; only cwd-relative.
-        return Err(Errno::ENOSYS);
-    }
-    let mut abs = with_current(|p| p.cwd.clone());
-    if abs.last() != Some(&b'/') {
-        abs.push(b'/');
-    }
-    abs.extend_from_slice(&path);
-    Ok(abs)
-}
-
-pub fn sys_openat(dirfd: i64, path: u64, flags: u32, _mode: u32) -> SysResult {
-    let path = absolute(dirfd, user_cstr(path)?)?;
-    if path.is_empty() {
-        return Err(Errno::ENOENT);
-    }
-    // /dev/tty is the caller's controlling terminal: without one, ENXIO.
-    if path == b"/dev/tty" && !crate::tty::has_ctty() {
-        return Err(Errno::ENXIO);
-    }
-    let f = fs::open(&path, flags)?;
-    let fd = with_current(|p| p.fds.insert(f, flags & fs::O_CLOEXEC != 0))?;
-    // The console opened by its tty name (not /dev/console, /dev/tty) without O_NOCTTY may become
-    // a session leader's controlling terminal.
-    if path == b"/dev/ttyS0" && flags & fs::O_NOCTTY == 0 {
-        crate::tty::open_acquire(flags & fs::O_ACCMODE != fs::O_WRONLY);
-    }
-    Ok(fd as u64)
-}
-
-pub fn sys_open(path: u64, flags: u32, mode: u32) -> SysResult {
-    sys_openat(AT_FDCWD, path, flags, mode)
-}
-
 pub fn sys_close(fd: i64) -> SysResult {
     let f = file(fd)?;
     with_current(|p| p.fds.close(fd))?;
     // POSIX: closing any descriptor of a file drops the process's record locks on it.
-    let st = fs::stat(&f.borrow());
+    let st = f.ops.stat();
     fs::lock::closed(
         fs::lock::file_key(st.dev, st.ino),
         with_current(|p| p.tgid.0),
@@ -296,46 +306,13 @@ pub fn sys_close(fd: i64) -> SysResult {
 }
 
 pub fn sys_fstat(fd: i64, statbuf: u64) -> SysResult {
-    let st = fs::stat(&file(fd)?.borrow());
+    let st = file(fd)?.ops.stat();
     copy_to_user(statbuf, &st.to_bytes()).map(|_| 0)
-}
-
-fn stat_path(path: Vec<u8>, statbuf: u64, nofollow: bool) -> SysResult {
-    let f = fs::open(&path, if nofollow { fs::O_NOFOLLOW } else { 0 });
-    let st = match f {
-        Ok(f) => fs::stat(&f.borrow()),
-        Err(Errno::ELOOP) if nofollow => {
-            let inode = fs::with_root(|fs| fs.resolve(&path, false))?;
-            fs::stat(&fs::OpenFile {
-                kind: fs::FileKind::Ext2(inode),
-                offset: 0,
-                flags: 0,
-                path: None,
-            })
-        }
-        Err(e) => return Err(e),
-    };
-    copy_to_user(statbuf, &st.to_bytes()).map(|_| 0)
-}
-
-pub fn sys_stat(path: u64, statbuf: u64, nofollow: bool) -> SysResult {
-    stat_path(absolute(AT_FDCWD, user_cstr(path)?)?, statbuf, nofollow)
-}
-
-pub fn sys_newfstatat(dirfd: i64, path: u64, statbuf: u64, flags: u32) -> SysResult {
-    let p = user_cstr(path)?;
-    if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
-        return sys_fstat(dirfd, statbuf);
-    }
-    stat_path(
-        absolute(dirfd, p)?,
-        statbuf,
-        flags & AT_SYMLINK_NOFOLLOW != 0,
-    )
 }
 
 pub fn sys_lseek(fd: i64, offset: i64, whence: u32) -> SysResult {
-    fs::lseek(&mut file(fd)?.borrow_mut(), offset, whence)
+    let f = file(fd)?;
+    f.ops.seek(&f, offset, whence)
 }
 
 pub fn sys_pipe2(fds: u64, flags: u32) -> SysResult {
@@ -408,11 +385,10 @@ pub fn sys_fcntl(fd: i64, cmd: u32, arg: u64) -> SysResult {
             with_current(|p| p.fds.set_cloexec(fd, arg & 1 != 0));
             Ok(0)
         }
-        F_GETFL => Ok(f.borrow().flags as u64),
+        F_GETFL => Ok(f.flags() as u64),
         F_SETFL => {
-            let mut o = f.borrow_mut();
-            o.flags =
-                (o.flags & !(fs::O_NONBLOCK | 0o2000)) | (arg as u32 & (fs::O_NONBLOCK | 0o2000));
+            let settable = fs::O_NONBLOCK | fs::O_APPEND;
+            f.set_flags((f.flags() & !settable) | (arg as u32 & settable));
             Ok(0)
         }
         F_GETLK | F_SETLK | F_SETLKW => record_lock(&f, cmd, arg),
@@ -442,10 +418,7 @@ fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
         i64::from_le_bytes(w)
     };
     let (start, len) = (word(8), word(16));
-    let (acc, offset, st) = {
-        let o = f.borrow();
-        (o.flags & fs::O_ACCMODE, o.offset, fs::stat(&o))
-    };
+    let (acc, offset, st) = (f.flags() & fs::O_ACCMODE, f.offset(), f.ops.stat());
     let kind = match ty {
         F_RDLCK => kcore::lock::Kind::Read,
         F_WRLCK => kcore::lock::Kind::Write,
@@ -500,8 +473,8 @@ fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
 /// getdents64: `struct linux_dirent64` records; the file offset counts entries.
 pub fn sys_getdents64(fd: i64, buf: u64, count: u64) -> SysResult {
     let f = file(fd)?;
-    let entries = fs::dir_entries(&f.borrow())?;
-    let start = f.borrow().offset as usize;
+    let entries = f.ops.readdir(&f)?;
+    let start = f.offset() as usize;
     let mut out = Vec::new();
     let mut next = start;
     for (ino, dt, name) in entries.iter().skip(start) {
@@ -522,21 +495,8 @@ pub fn sys_getdents64(fd: i64, buf: u64, count: u64) -> SysResult {
         return Err(Errno::EINVAL);
     }
     copy_to_user(buf, &out)?;
-    f.borrow_mut().offset = next as u64;
+    f.set_offset(next as u64);
     Ok(out.len() as u64)
-}
-
-pub fn sys_chdir(path: u64) -> SysResult {
-    let mut path = absolute(AT_FDCWD, user_cstr(path)?)?;
-    let inode = fs::with_root(|fs| fs.resolve(&path, true))?;
-    if !inode.is_dir() {
-        return Err(Errno::ENOTDIR);
-    }
-    while path.len() > 1 && path.last() == Some(&b'/') {
-        path.pop();
-    }
-    with_current(|p| p.cwd = path);
-    Ok(0)
 }
 
 const FIONBIO: u32 = 0x5421;
@@ -550,12 +510,11 @@ pub fn sys_ioctl(fd: i64, cmd: u32, arg: u64) -> SysResult {
             check_user(arg, 4, false)?;
             let b = crate::mm::uaccess::checked_slice(arg, 4);
             let on = b.iter().any(|&x| x != 0);
-            let mut o = f.borrow_mut();
-            o.flags = if on {
-                o.flags | fs::O_NONBLOCK
+            f.set_flags(if on {
+                f.flags() | fs::O_NONBLOCK
             } else {
-                o.flags & !fs::O_NONBLOCK
-            };
+                f.flags() & !fs::O_NONBLOCK
+            });
             return Ok(0);
         }
         FIOCLEX | FIONCLEX => {
@@ -564,136 +523,20 @@ pub fn sys_ioctl(fd: i64, cmd: u32, arg: u64) -> SysResult {
         }
         _ => {}
     }
-    let is_tty = matches!(f.borrow().kind, fs::FileKind::Console);
-    if !is_tty {
-        return Err(Errno::ENOTTY);
-    }
-    crate::tty::ioctl(cmd, arg)
+    f.ops.ioctl(&f, cmd, arg)
 }
 
-pub fn sys_access(path: u64, _mode: u32) -> SysResult {
-    let path = absolute(AT_FDCWD, user_cstr(path)?)?;
-    fs::open(&path, 0).map(|_| 0)
-}
-
-pub fn sys_getcwd(buf: u64, size: u64) -> SysResult {
-    let mut cwd = with_current(|p| p.cwd.clone());
-    cwd.push(0);
-    if (cwd.len() as u64) > size {
-        return Err(Errno::ERANGE);
-    }
-    copy_to_user(buf, &cwd)?;
-    Ok(cwd.len() as u64)
-}
-
-pub fn sys_readlink(path: u64, buf: u64, size: u64) -> SysResult {
-    let path = absolute(AT_FDCWD, user_cstr(path)?)?;
-    if let Some(target) = fs::proc::readlink(&path) {
-        let target = target?;
-        let n = target.len().min(size as usize);
-        copy_to_user(buf, &target[..n])?;
-        return Ok(n as u64);
-    }
-    let inode = fs::with_root(|fs| fs.resolve(&path, false))?;
-    if !inode.is_symlink() {
+/// ftruncate: EINVAL unless open for writing (and a regular file: the file's own answer).
+pub fn sys_ftruncate(fd: i64, len: i64) -> SysResult {
+    let f = file(fd)?;
+    if len < 0 || !f.writable() {
         return Err(Errno::EINVAL);
     }
-    let target = fs::with_root(|fs| fs.read_link(&inode))?;
-    let n = target.len().min(size as usize);
-    copy_to_user(buf, &target[..n])?;
-    Ok(n as u64)
+    f.ops.truncate(&f, len as u64).map(|_| 0)
 }
 
-/// sendfile(out, in, offset, count): copies up to `count` bytes from `in` (a file that has an offset:
-/// not a pipe, socket or the console: EINVAL, as Linux requires a mappable input) to `out` through a
-/// bounded kernel buffer, 64 KiB at a time. With `offset` the input's offset is left alone and the
-/// value at `offset` advanced; otherwise the input's offset moves. A socket as output is EINVAL here
-/// (callers fall back to read and write).
-pub fn sys_sendfile(out_fd: i64, in_fd: i64, offset: u64, count: u64) -> SysResult {
-    let (inf, outf) = (file(in_fd)?, file(out_fd)?);
-    if inf.borrow().flags & fs::O_ACCMODE == fs::O_WRONLY
-        || outf.borrow().flags & fs::O_ACCMODE == 0
-            && !matches!(
-                outf.borrow().kind,
-                fs::FileKind::Console | fs::FileKind::Null
-            )
-    {
-        return Err(Errno::EBADF);
-    }
-    if fs::blocking(&inf).is_some() || fs::socket(&inf).is_some() || fs::socket(&outf).is_some() {
-        return Err(Errno::EINVAL);
-    }
-    let mut pos = if offset != 0 {
-        check_user(offset, 8, true)?;
-        let mut b = [0u8; 8];
-        b.copy_from_slice(uaccess_slice(offset, 8));
-        let v = i64::from_le_bytes(b);
-        if v < 0 {
-            return Err(Errno::EINVAL);
-        }
-        Some(v as u64)
-    } else {
-        None
-    };
-    if count == 0 {
-        return Ok(0);
-    }
-    let mut tmp = bounce((count as usize).min(fs::pipe::PIPE_BUF_SIZE))?;
-    let mut done = 0u64;
-    while done < count {
-        let want = ((count - done) as usize).min(tmp.len());
-        let n = {
-            let mut of = inf.borrow_mut();
-            match pos {
-                Some(p) => {
-                    let saved = core::mem::replace(&mut of.offset, p);
-                    let r = fs::read(&mut of, &mut tmp[..want]);
-                    of.offset = saved;
-                    r
-                }
-                None => fs::read(&mut of, &mut tmp[..want]),
-            }
-        };
-        let n = match n {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        };
-        let w = match fs::blocking(&outf) {
-            Some(b) => {
-                let r = fs::write_blocking(&b, &tmp[..n]);
-                if let (fs::Blocking::Pipe(p, _), Err(Errno::EPIPE)) = (&b, &r) {
-                    if p.borrow().readers() == 0 {
-                        crate::proc::signal::send_kernel(
-                            crate::proc::current_pid(),
-                            crate::proc::signal::SIGPIPE,
-                        );
-                    }
-                }
-                r
-            }
-            None => fs::write(&mut outf.borrow_mut(), &tmp[..n]),
-        };
-        let w = match w {
-            Ok(w) => w,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        };
-        // Bytes read but not written are given back to the input.
-        if pos.is_none() && w < n {
-            inf.borrow_mut().offset -= (n - w) as u64;
-        }
-        if let Some(p) = pos.as_mut() {
-            *p += w as u64;
-        }
-        done += w as u64;
-        if w < n {
-            break;
-        }
-    }
-    if let Some(p) = pos {
-        copy_to_user(offset, &p.to_le_bytes())?;
-    }
-    Ok(done)
+/// fsync and fdatasync (`data_only`).
+pub fn sys_fsync(fd: i64, data_only: bool) -> SysResult {
+    let f = file(fd)?;
+    f.ops.sync(&f, data_only).map(|_| 0)
 }

@@ -6,10 +6,8 @@
 
 use super::SysResult;
 use crate::arch::layout::{USER_END, USER_MMAP_TOP};
-use crate::fs::{self, FileKind};
 use crate::mm::{page_up, user, PAGE_SIZE};
 use crate::proc::{with_current, with_mm, Mm};
-use alloc::rc::Rc;
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 use kcore::vma::{Backing, Vma, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_WRITE};
@@ -59,27 +57,11 @@ fn page_len(len: u64) -> Option<u64> {
     (l <= USER_END).then_some(l)
 }
 
-/// What a file mapping maps: the file's backing at `offset`, or why it cannot be mapped (EBADF, EACCES
-/// for a write-only descriptor or a writable shared mapping, as nothing is open for writing; ENODEV for
-/// what is not a regular file).
+/// What a file mapping maps: the open file's answer (EBADF; EACCES for a write-only descriptor or a
+/// writable shared mapping of what is not open for writing; ENODEV for what cannot be mapped).
 fn file_backing(fd: i64, offset: u64, shared: bool, prot: u32) -> Result<Backing, Errno> {
     let f = with_current(|p| p.fds.get(fd))?;
-    let f = f.borrow();
-    let FileKind::Ext2(inode) = &f.kind else {
-        return Err(Errno::ENODEV);
-    };
-    if !inode.is_reg() {
-        return Err(Errno::ENODEV);
-    }
-    if f.flags & fs::O_ACCMODE == fs::O_WRONLY || (shared && prot & PROT_WRITE != 0) {
-        return Err(Errno::EACCES);
-    }
-    Ok(Backing::File {
-        dev: crate::proc::exec::ROOT_DEV,
-        inode: Rc::new(inode.clone()),
-        offset,
-        path: f.path.clone().unwrap_or_else(|| Rc::from(&b""[..])),
-    })
+    f.ops.mmap(&f, offset, shared, prot)
 }
 
 /// mmap: anonymous private mappings (zero-filled on first touch) and file mappings (a file's pages read

@@ -69,6 +69,24 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
     }
     match cmd {
         CMD_POWER_OFF | CMD_HALT => {
+            // What the root filesystem holds goes to the disk first (Linux's emergency sync happens
+            // in user space; init here does not sync).
+            if let Err(e) = crate::fs::sync_all() {
+                kprintln!(
+                    "VFS: sync at power-off failed: errno {}",
+                    kcore::fmt::Dec(e.0 as u64)
+                );
+            }
+            let d = &crate::fs::DISK_STATS;
+            let ld = |i: usize| d[i].load(core::sync::atomic::Ordering::Relaxed);
+            let reqs = ld(0) + ld(1) + ld(2);
+            kprintln!(
+                "vfs: {} disk reads, {} writes, {} flushes, {} ns each (kernel time, emulated)",
+                kcore::fmt::Dec(ld(0)),
+                kcore::fmt::Dec(ld(1)),
+                kcore::fmt::Dec(ld(2)),
+                kcore::fmt::Dec(crate::time::tsc_to_ns(ld(3)) / reqs.max(1))
+            );
             let (lstar, fault) = crate::arch::interrupts::syscall_counts();
             kprintln!(
                 "syscalls: {} through the LSTAR entry, {} through the #PF at LSTAR",

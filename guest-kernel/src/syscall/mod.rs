@@ -7,11 +7,13 @@
 
 mod args;
 pub mod file;
+mod fsops;
 mod memory;
 mod misc;
 pub use misc::{UNAME_RELEASE, UNAME_VERSION};
 mod epoll;
 mod net;
+mod path;
 mod poll;
 mod process;
 mod sched;
@@ -39,11 +41,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let r = match nr {
         0 => file::sys_read(int(a[0]), a[1], a[2]),
         1 => file::sys_write(int(a[0]), a[1], a[2]),
-        2 => file::sys_open(a[0], a[1] as u32, a[2] as u32),
+        2 => path::sys_open(a[0], a[1] as u32, a[2] as u32),
         3 => file::sys_close(int(a[0])),
-        4 => file::sys_stat(a[0], a[1], false),
+        4 => path::sys_stat(a[0], a[1], false),
         5 => file::sys_fstat(int(a[0]), a[1]),
-        6 => file::sys_stat(a[0], a[1], true),
+        6 => path::sys_stat(a[0], a[1], true),
         7 => poll::sys_poll(a[0], a[1], int(a[2])),
         8 => file::sys_lseek(int(a[0]), int(a[1]), a[2] as u32),
         9 => memory::sys_mmap(a[0], a[1], a[2] as u32, a[3] as u32, int(a[4]), a[5]),
@@ -65,7 +67,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         16 => file::sys_ioctl(int(a[0]), a[1] as u32, a[2]),
         19 => file::sys_readv(int(a[0]), a[1], a[2]),
         20 => file::sys_writev(int(a[0]), a[1], a[2]),
-        21 => file::sys_access(a[0], a[1] as u32),
+        21 => path::sys_access(a[0], a[1] as u32),
         22 => file::sys_pipe2(a[0], 0),
         24 => process::sys_sched_yield(),
         32 => file::sys_dup(int(a[0])),
@@ -88,8 +90,38 @@ pub fn dispatch(frame: &mut TrapFrame) {
         54 => net::sys_setsockopt(int(a[0]), a[1] as u32, a[2] as u32, a[3], a[4] as u32),
         55 => net::sys_getsockopt(int(a[0]), a[1] as u32, a[2] as u32, a[3], a[4]),
         288 => net::sys_accept4(int(a[0]), a[1], a[2], a[3] as u32),
+        74 => file::sys_fsync(int(a[0]), false),
+        75 => file::sys_fsync(int(a[0]), true),
+        77 => file::sys_ftruncate(int(a[0]), a[1] as i64),
+        76 => fsops::sys_truncate(a[0], a[1] as i64),
+        82 => fsops::sys_renameat2(path::AT_FDCWD, a[0], path::AT_FDCWD, a[1], 0),
+        83 => fsops::sys_mkdirat(path::AT_FDCWD, a[0], a[1] as u32),
+        84 => fsops::sys_unlinkat(path::AT_FDCWD, a[0], 0x200),
+        86 => fsops::sys_linkat(path::AT_FDCWD, a[0], path::AT_FDCWD, a[1], 0),
+        87 => fsops::sys_unlinkat(path::AT_FDCWD, a[0], 0),
+        88 => fsops::sys_symlinkat(a[0], path::AT_FDCWD, a[1]),
+        90 => fsops::sys_fchmodat(path::AT_FDCWD, a[0], a[1] as u32),
+        91 => fsops::sys_fchmod(int(a[0]), a[1] as u32),
+        92 => fsops::sys_fchownat(path::AT_FDCWD, a[0], a[1] as u32, a[2] as u32, 0),
+        93 => fsops::sys_fchown(int(a[0]), a[1] as u32, a[2] as u32),
+        94 => fsops::sys_fchownat(path::AT_FDCWD, a[0], a[1] as u32, a[2] as u32, 0x100),
+        95 => fsops::sys_umask(a[0] as u32),
+        137 => fsops::sys_statfs(a[0], a[1]),
+        138 => fsops::sys_fstatfs(int(a[0]), a[1]),
+        162 => fsops::sys_sync(),
+        258 => fsops::sys_mkdirat(int(a[0]), a[1], a[2] as u32),
+        260 => fsops::sys_fchownat(int(a[0]), a[1], a[2] as u32, a[3] as u32, a[4] as u32),
+        263 => fsops::sys_unlinkat(int(a[0]), a[1], a[2] as u32),
+        264 => fsops::sys_renameat2(int(a[0]), a[1], int(a[2]), a[3], 0),
+        265 => fsops::sys_linkat(int(a[0]), a[1], int(a[2]), a[3], a[4] as u32),
+        266 => fsops::sys_symlinkat(a[0], int(a[1]), a[2]),
+        268 => fsops::sys_fchmodat(int(a[0]), a[1], a[2] as u32),
+        280 => fsops::sys_utimensat(int(a[0]), a[1], a[2], a[3] as u32),
+        306 => fsops::sys_syncfs(int(a[0])),
+        316 => fsops::sys_renameat2(int(a[0]), a[1], int(a[2]), a[3], a[4] as u32),
         72 => file::sys_fcntl(int(a[0]), a[1] as u32, a[2]),
-        80 => file::sys_chdir(a[0]),
+        80 => path::sys_chdir(a[0]),
+        81 => path::sys_fchdir(int(a[0])),
         292 => file::sys_dup3(int(a[0]), int(a[1]), Some(a[2] as u32)),
         293 => file::sys_pipe2(a[0], a[1] as u32),
         34 => process::sys_pause(),
@@ -112,8 +144,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         39 => misc::sys_getpid(),
         60 => process::sys_exit(a[0] as i32),
         63 => misc::sys_uname(a[0]),
-        79 => file::sys_getcwd(a[0], a[1]),
-        89 => file::sys_readlink(a[0], a[1], a[2]),
+        79 => path::sys_getcwd(a[0], a[1]),
+        89 => path::sys_readlink(a[0], a[1], a[2]),
         96 => misc::sys_gettimeofday(a[0]),
         102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid: root
         110 => misc::sys_getppid(),
@@ -147,8 +179,12 @@ pub fn dispatch(frame: &mut TrapFrame) {
         202 => thread::sys_futex(a[0], a[1] as u32, a[2] as u32, a[3], a[4], a[5] as u32),
         274 => thread::sys_get_robust_list(a[0] as i32, a[1], a[2]),
         435 => thread::sys_clone3(frame, a[0], a[1]),
-        257 => file::sys_openat(int(a[0]), a[1], a[2] as u32, a[3] as u32),
-        262 => file::sys_newfstatat(int(a[0]), a[1], a[2], a[3] as u32),
+        257 => path::sys_openat(int(a[0]), a[1], a[2] as u32, a[3] as u32),
+        262 => path::sys_newfstatat(int(a[0]), a[1], a[2], a[3] as u32),
+        267 => path::sys_readlinkat(int(a[0]), a[1], a[2], a[3]),
+        269 => path::sys_faccessat(int(a[0]), a[1], a[2] as u32, 0),
+        439 => path::sys_faccessat(int(a[0]), a[1], a[2] as u32, a[3] as u32),
+        332 => path::sys_statx(int(a[0]), a[1], a[2] as u32, a[3] as u32, a[4]),
         273 => thread::sys_set_robust_list(a[0], a[1]),
         302 => misc::sys_prlimit64(a[0], a[1] as u32, a[2], a[3]),
         318 => misc::sys_getrandom(a[0], a[1], a[2] as u32),
@@ -195,8 +231,8 @@ fn int(reg: u64) -> i64 {
 }
 
 fn log_unknown(nr: u64) {
-    // statx, rseq and clone3 are probed by glibc/std, which fall back quietly.
-    if nr != 332 && nr != 334 && nr != 435 {
+    // rseq is probed by glibc, which falls back quietly.
+    if nr != 334 {
         kprintln!(
             "syscall: {} not implemented (pid {})",
             Dec(nr),

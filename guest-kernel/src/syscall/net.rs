@@ -5,7 +5,6 @@
 
 use super::file::{check_user, copy_to_user};
 use super::SysResult;
-use crate::fs;
 use crate::net::socket::{self, Addr, Proto, SocketRef};
 use crate::proc::with_current;
 use kcore::errno::Errno;
@@ -70,11 +69,11 @@ fn write_addr(va: u64, lenp: u64, a: Addr) -> Result<(), Errno> {
 /// The socket behind `fd` and whether its file is non-blocking.
 fn sock(fd: i64) -> Result<(SocketRef, bool), Errno> {
     let f = with_current(|p| p.fds.get(fd))?;
-    fs::socket(&f).ok_or(Errno::ENOTSOCK)
+    crate::net::file::socket_of(&f).ok_or(Errno::ENOTSOCK)
 }
 
 fn install(s: SocketRef, flags: u32) -> SysResult {
-    let f = fs::socket_file(s, flags & SOCK_NONBLOCK != 0);
+    let f = crate::net::file::socket_file(s, flags & SOCK_NONBLOCK != 0);
     with_current(|p| p.fds.insert(f, flags & SOCK_CLOEXEC != 0)).map(|fd| fd as u64)
 }
 

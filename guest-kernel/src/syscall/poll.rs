@@ -15,14 +15,7 @@ use crate::sync::waitqueue::{self, WaitQueue};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 
-pub const POLLIN: u16 = 0x1;
-pub const POLLPRI: u16 = 0x2;
-pub const POLLOUT: u16 = 0x4;
-pub const POLLERR: u16 = 0x8;
-pub const POLLHUP: u16 = 0x10;
-pub const POLLNVAL: u16 = 0x20;
-const POLLRDNORM: u16 = 0x40;
-const POLLWRNORM: u16 = 0x100;
+pub use crate::fs::file::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI};
 
 /// The events of `fd` among `events` (POLLERR/POLLHUP/POLLNVAL always); the queues that will be woken
 /// when they change are added to `queues`.
@@ -38,53 +31,8 @@ fn poll_one(fd: i64, events: u16, queues: &mut Vec<WaitQueue>) -> u16 {
 /// (`depth` stops the descent at one level of nesting). Files without a queue (ext2, /proc, /dev/null)
 /// are always ready.
 pub fn poll_file(f: &fs::FileRef, events: u16, queues: &mut Vec<WaitQueue>, depth: u32) -> u16 {
-    let Ok(fb) = f.try_borrow() else {
-        return 0;
-    };
-    let (r, w, hup, err, queue) = match &fb.kind {
-        fs::FileKind::Pipe(e) => {
-            let p = e.pipe.borrow();
-            let (r, w, hup, err) = p.poll(e.write);
-            (r, w, hup, err, Some(p.wait_queue()))
-        }
-        fs::FileKind::Console => (
-            crate::tty::readable(),
-            true,
-            false,
-            false,
-            Some(crate::tty::wait_queue()),
-        ),
-        fs::FileKind::Socket(s) => {
-            let (r, w, hup, err) = crate::net::socket::readiness(s);
-            (r, w, hup, err, crate::net::socket::wait_queue(s))
-        }
-        fs::FileKind::Epoll(ep) => {
-            let ep = ep.clone();
-            drop(fb);
-            let ready = depth == 0 && super::epoll::any_ready(&ep, queues, depth + 1);
-            (ready, false, false, false, None)
-        }
-        _ => (true, true, false, false, None),
-    };
-    if let Some(q) = queue {
-        if !queues.contains(&q) {
-            queues.push(q);
-        }
-    }
-    let mut rev = 0;
-    if r && events & (POLLIN | POLLRDNORM) != 0 {
-        rev |= events & (POLLIN | POLLRDNORM);
-    }
-    if w && events & (POLLOUT | POLLWRNORM) != 0 {
-        rev |= events & (POLLOUT | POLLWRNORM);
-    }
-    if hup {
-        rev |= POLLHUP;
-    }
-    if err {
-        rev |= POLLERR;
-    }
-    rev
+    // What was asked for, plus the conditions that are always reported.
+    f.ops.poll(f, queues, depth) & (events | POLLHUP | POLLERR)
 }
 
 /// Waits until one of `fds` (fd, events) is ready, the deadline passes or a signal comes; fills in

@@ -28,7 +28,7 @@ fn read_u64(va: u64) -> Result<u64, Errno> {
 
 pub fn sys_execve(frame: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> SysResult {
     let name = user_cstr(path)?;
-    let path = super::file::absolute_path(name.clone())?;
+    let path = super::path::absolute_path(name.clone())?;
     let (mut strs, argc) = super::args::collect(argv, envp, name.len() as u64, 1)?;
     if proc::exec::needs_tunable(&strs[argc..]) {
         strs.push(proc::exec::NO_AVX_TUNABLE);

@@ -1,8 +1,16 @@
-//! A read-only ext2 reader (revision 0 and 1, as `mke2fs -t ext2 -d` makes it).
+//! ext2 (revision 0 and 1, as `mke2fs -t ext2 -d` makes it), read and written.
 //!
-//! [`Ext2`] owns a [`BlockRead`] device and reads the superblock, the group descriptors, inodes, directories
-//! and the direct/indirect block maps on demand. Nothing is cached but the group descriptors and a few
-//! indirect blocks: the kernel reads file data straight into the frames it maps ([`Ext2::extents`]).
+//! [`Ext2`] owns a [`BlockDevice`] and reads the superblock, the group descriptors, inodes, directories
+//! and the direct/indirect block maps on demand. Cached: the group descriptors, the allocation bitmaps
+//! of the groups touched, a few indirect blocks and inodes. The kernel reads file data straight into
+//! the frames it maps ([`Ext2::extents`]).
+//!
+//! Writing ([`write`], [`dir`]): every change goes to the device at once (write-through: data blocks,
+//! indirect blocks, inodes, directory blocks, bitmaps, then the group descriptors and the superblock's
+//! free counts), ordered so that a crash between two writes leaks at most a block or an inode (marked
+//! used, referenced by nothing: what `e2fsck` reclaims), never leaves a reference to a free block.
+//! [`Ext2::sync`] flushes the device. A filesystem with features this code does not maintain is
+//! mounted read-only ([`Ext2::writable`]).
 
 extern crate alloc;
 use alloc::vec;
@@ -10,10 +18,21 @@ use alloc::vec::Vec;
 use core::fmt;
 
 const EXT2_MAGIC: u16 = 0xef53;
+/// Most symbolic links one path lookup follows (Linux's MAXSYMLINKS).
+pub const MAX_SYMLINKS: u32 = 40;
 /// The root directory's inode number.
 pub const ROOT_INO: u32 = 2;
 /// Incompatible features this reader understands: FILETYPE.
 const INCOMPAT_SUPPORTED: u32 = 0x0002;
+/// Read-only-compatible features the writer keeps right: SPARSE_SUPER, LARGE_FILE (BTREE_DIR is
+/// unused by Linux). Others (huge files, gdt checksums, ...) make the filesystem read-only here.
+const RO_COMPAT_SUPPORTED: u32 = 0x0001 | 0x0002 | 0x0004;
+const RO_COMPAT_LARGE_FILE: u32 = 0x0002;
+
+pub mod dir;
+pub mod write;
+#[cfg(test)]
+mod wtests;
 
 /// File type bits of `i_mode`.
 pub const S_IFMT: u16 = 0o170000;
@@ -21,9 +40,27 @@ pub const S_IFDIR: u16 = 0o040000;
 pub const S_IFREG: u16 = 0o100000;
 pub const S_IFLNK: u16 = 0o120000;
 
-/// What went wrong reading the filesystem.
+/// What went wrong reading or writing the filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ext2Error {
+    /// No free block or inode.
+    NoSpace,
+    /// The name exists already.
+    Exists,
+    /// A directory to remove or replace is not empty.
+    NotEmpty,
+    /// A directory where a non-directory is needed.
+    IsDir,
+    /// A name longer than 255 bytes.
+    NameTooLong,
+    /// The link count would pass the maximum.
+    TooManyLinks,
+    /// The filesystem is mounted read-only (or has features this code cannot keep right).
+    ReadOnly,
+    /// An argument makes no sense (a directory moved under itself, `.` or `..` as a name).
+    Invalid,
+    /// A file would grow past what the block map can address.
+    TooBig,
     /// The device failed a read.
     Io,
     /// No ext2 superblock magic.
@@ -44,6 +81,15 @@ impl fmt::Display for Ext2Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ext2Error::Io => f.write_str("I/O error"),
+            Ext2Error::NoSpace => f.write_str("no space left on device"),
+            Ext2Error::Exists => f.write_str("file exists"),
+            Ext2Error::NotEmpty => f.write_str("directory not empty"),
+            Ext2Error::IsDir => f.write_str("is a directory"),
+            Ext2Error::NameTooLong => f.write_str("file name too long"),
+            Ext2Error::TooManyLinks => f.write_str("too many links"),
+            Ext2Error::ReadOnly => f.write_str("read-only filesystem"),
+            Ext2Error::Invalid => f.write_str("invalid argument"),
+            Ext2Error::TooBig => f.write_str("file too large"),
             Ext2Error::BadMagic => f.write_str("not an ext2 filesystem"),
             Ext2Error::Unsupported(_) => f.write_str("unsupported incompatible feature"),
             Ext2Error::NotFound => f.write_str("no such file or directory"),
@@ -57,9 +103,17 @@ impl fmt::Display for Ext2Error {
     }
 }
 
-/// A device the filesystem reads from. Offsets and lengths are multiples of 512.
-pub trait BlockRead {
+/// The device under a filesystem. Offsets and lengths are multiples of 512.
+pub trait BlockDevice {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Ext2Error>;
+    /// Writes `buf` at `offset` (ReadOnly for a device that cannot be written).
+    fn write(&mut self, _offset: u64, _buf: &[u8]) -> Result<(), Ext2Error> {
+        Err(Ext2Error::ReadOnly)
+    }
+    /// Makes every completed write durable (a disk cache flush).
+    fn flush(&mut self) -> Result<(), Ext2Error> {
+        Ok(())
+    }
 }
 
 /// The parts of an on-disk inode the reader uses.
@@ -77,6 +131,8 @@ pub struct Inode {
     /// 512-byte sectors allocated.
     pub sectors: u32,
     pub block: [u32; 15],
+    /// i_flags (EXT2_INDEX_FL 0x1000: an htree-indexed directory).
+    pub flags: u32,
 }
 
 impl Inode {
@@ -109,17 +165,45 @@ pub struct Extent {
     pub len: u64,
 }
 
-/// A mounted read-only ext2 filesystem.
-pub struct Ext2<D: BlockRead> {
+/// One block group's descriptor, as cached.
+#[derive(Clone, Copy, Debug, Default)]
+struct Group {
+    block_bitmap: u32,
+    inode_bitmap: u32,
+    inode_table: u32,
+    free_blocks: u32,
+    free_inodes: u32,
+    used_dirs: u32,
+}
+
+/// A mounted ext2 filesystem.
+pub struct Ext2<D: BlockDevice> {
     dev: D,
     block_size: u64,
     inode_size: u64,
     inodes_per_group: u32,
     inodes_count: u32,
-    /// Inode table block of each group.
-    inode_tables: Vec<u32>,
-    /// A few recently read indirect blocks: (block number, raw contents), most recent last.
-    cache: Vec<(u32, Vec<u8>)>,
+    blocks_count: u32,
+    blocks_per_group: u32,
+    first_data_block: u32,
+    /// First inode number for ordinary files (11 in revision 0).
+    first_ino: u32,
+    /// The superblock as read (1024 bytes), written back with new counts.
+    sb: Vec<u8>,
+    free_blocks: u32,
+    free_inodes: u32,
+    groups: Vec<Group>,
+    /// Group descriptors or superblock counts changed since they were last written.
+    meta_dirty: bool,
+    /// Whether this code may write the filesystem (features it keeps, and not mounted read-only).
+    writable: bool,
+    /// Cached allocation bitmaps: (group, is-inode-bitmap, contents, dirty).
+    bitmaps: Vec<(u32, bool, Vec<u8>, bool)>,
+    /// Recently used inodes (write-through).
+    icache: Vec<Inode>,
+    /// Recently used metadata blocks (indirect, directory, inode table): (block number, contents,
+    /// dirty), oldest first. Changes stay here until [`Ext2::sync`] or eviction writes them back.
+    cache: Vec<(u32, Vec<u8>, bool)>,
     /// A block-sized buffer for reads that do not fill whole blocks of the caller's memory.
     scratch: Vec<u8>,
 }
@@ -142,9 +226,19 @@ fn le32(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
-const CACHE_BLOCKS: usize = 4;
+/// Metadata blocks kept (indirect blocks, directory blocks, inode table blocks): written through.
+const CACHE_BLOCKS: usize = 64;
+const ICACHE: usize = 32;
 
-impl<D: BlockRead> Ext2<D> {
+fn put16(b: &mut [u8], o: usize, v: u16) {
+    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+impl<D: BlockDevice> Ext2<D> {
     /// Reads the superblock and group descriptors.
     pub fn open(mut dev: D) -> Result<Self, Ext2Error> {
         let mut sb = [0u8; 1024];
@@ -168,23 +262,56 @@ impl<D: BlockRead> Ext2<D> {
         let first_data_block = le32(&sb, 20);
         let blocks_per_group = le32(&sb, 32);
         let inodes_per_group = le32(&sb, 40);
-        if blocks_per_group == 0 || inodes_per_group == 0 || inode_size < 128 {
+        if blocks_per_group == 0
+            || inodes_per_group == 0
+            || inode_size < 128
+            || !inode_size.is_power_of_two()
+            || inode_size > block_size
+            || first_data_block >= blocks_count
+        {
             return Err(Ext2Error::Corrupt("superblock geometry"));
         }
         let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group) as u64;
+        if groups * inodes_per_group as u64 != inodes_count as u64 || groups > 1 << 20 {
+            return Err(Ext2Error::Corrupt("superblock group counts"));
+        }
         let gdt_bytes = (groups * 32).div_ceil(block_size) * block_size;
         let mut gdt = vec![0u8; gdt_bytes as usize];
         dev.read((first_data_block as u64 + 1) * block_size, &mut gdt)?;
-        let inode_tables = (0..groups as usize)
-            .map(|g| le32(&gdt, g * 32 + 8))
+        let groups: Vec<Group> = (0..groups as usize)
+            .map(|g| {
+                let d = &gdt[g * 32..g * 32 + 32];
+                Group {
+                    block_bitmap: le32(d, 0),
+                    inode_bitmap: le32(d, 4),
+                    inode_table: le32(d, 8),
+                    free_blocks: le16(d, 12) as u32,
+                    free_inodes: le16(d, 14) as u32,
+                    used_dirs: le16(d, 16) as u32,
+                }
+            })
             .collect();
+        let ro_compat = if rev >= 1 { le32(&sb, 100) } else { 0 };
+        let state = le16(&sb, 58);
         Ok(Ext2 {
             dev,
             block_size,
             inode_size,
             inodes_per_group,
             inodes_count,
-            inode_tables,
+            blocks_count,
+            blocks_per_group,
+            first_data_block,
+            first_ino: if rev >= 1 { le32(&sb, 84) } else { 11 },
+            free_blocks: le32(&sb, 12),
+            free_inodes: le32(&sb, 16),
+            sb: sb.to_vec(),
+            groups,
+            meta_dirty: false,
+            // Only a cleanly unmounted filesystem with features kept right here is written.
+            writable: ro_compat & !RO_COMPAT_SUPPORTED == 0 && state & 1 != 0 && state & 2 == 0,
+            bitmaps: Vec::new(),
+            icache: Vec::new(),
             cache: Vec::new(),
             scratch: vec![0u8; block_size as usize],
         })
@@ -200,23 +327,34 @@ impl<D: BlockRead> Ext2<D> {
         &mut self.dev
     }
 
-    /// Reads inode `ino`.
-    pub fn inode(&mut self, ino: u32) -> Result<Inode, Ext2Error> {
+    /// The device byte offset of inode `ino`'s on-disk record.
+    fn inode_pos(&self, ino: u32) -> Result<u64, Ext2Error> {
         if ino == 0 || ino > self.inodes_count {
             return Err(Ext2Error::Corrupt("inode number"));
         }
         let group = ((ino - 1) / self.inodes_per_group) as usize;
         let index = ((ino - 1) % self.inodes_per_group) as u64;
-        let table = *self
-            .inode_tables
+        let table = self
+            .groups
             .get(group)
-            .ok_or(Ext2Error::Corrupt("inode group"))? as u64;
-        let byte = table * self.block_size + index * self.inode_size;
-        // Read the 512-byte sector holding the (first 128 bytes of the) inode.
-        let sector = byte & !511;
-        let mut buf = [0u8; 512];
-        self.dev.read(sector, &mut buf)?;
-        let b = &buf[(byte - sector) as usize..];
+            .ok_or(Ext2Error::Corrupt("inode group"))?
+            .inode_table as u64;
+        Ok(table * self.block_size + index * self.inode_size)
+    }
+
+    /// Reads inode `ino`.
+    pub fn inode(&mut self, ino: u32) -> Result<Inode, Ext2Error> {
+        if let Some(i) = self.icache.iter().position(|i| i.ino == ino) {
+            return Ok(self.icache[i].clone());
+        }
+        let byte = self.inode_pos(ino)?;
+        // The first 128 bytes of the record, from the (cached) inode table block.
+        let within = (byte % self.block_size) as usize;
+        let mut rec = [0u8; 128];
+        rec.copy_from_slice(
+            &self.meta_block((byte / self.block_size) as u32)?[within..within + 128],
+        );
+        let b = &rec[..];
         let mode = le16(b, 0);
         let size_lo = le32(b, 4) as u64;
         let size_hi = if mode & S_IFMT == S_IFREG {
@@ -228,7 +366,7 @@ impl<D: BlockRead> Ext2<D> {
         for (i, slot) in block.iter_mut().enumerate() {
             *slot = le32(b, 40 + i * 4);
         }
-        Ok(Inode {
+        let inode = Inode {
             ino,
             mode,
             uid: le16(b, 2),
@@ -240,21 +378,85 @@ impl<D: BlockRead> Ext2<D> {
             links: le16(b, 26),
             sectors: le32(b, 28),
             block,
-        })
+            flags: le32(b, 32),
+        };
+        self.cache_inode(&inode);
+        Ok(inode)
+    }
+
+    /// Keeps `inode` in the inode cache (replacing an older copy).
+    fn cache_inode(&mut self, inode: &Inode) {
+        if let Some(i) = self.icache.iter().position(|i| i.ino == inode.ino) {
+            self.icache.remove(i);
+        } else if self.icache.len() == ICACHE {
+            self.icache.remove(0);
+        }
+        self.icache.push(inode.clone());
+    }
+
+    /// `block` if it is a block number inside the filesystem's data area (Corrupt otherwise).
+    fn check_block(&self, block: u32) -> Result<u32, Ext2Error> {
+        if block < self.first_data_block || block >= self.blocks_count {
+            return Err(Ext2Error::Corrupt("block number past the end"));
+        }
+        Ok(block)
     }
 
     /// The contents of indirect block `block` (cached).
     fn indirect(&mut self, block: u32) -> Result<&[u8], Ext2Error> {
-        if let Some(i) = self.cache.iter().rposition(|(b, _)| *b == block) {
+        self.meta_block(block)
+    }
+
+    /// Replaces metadata block `block` (the whole block) in the cache, dirty: it reaches the disk at
+    /// the next sync or when evicted.
+    fn write_meta(&mut self, block: u32, data: &[u8]) -> Result<(), Ext2Error> {
+        self.check_block(block)?;
+        if let Some(i) = self.cache.iter().rposition(|(b, _, _)| *b == block) {
+            self.cache[i].1.copy_from_slice(data);
+            self.cache[i].2 = true;
+        } else {
+            let mut raw = self.evict_one()?;
+            raw.copy_from_slice(data);
+            self.cache.push((block, raw, true));
+        }
+        Ok(())
+    }
+
+    /// Makes room for one more cached block when the cache is full (the oldest clean block goes; if
+    /// all are dirty, the oldest is written back first) and returns a block-sized buffer to reuse.
+    fn evict_one(&mut self) -> Result<Vec<u8>, Ext2Error> {
+        if self.cache.len() < CACHE_BLOCKS {
+            return Ok(vec![0u8; self.block_size as usize]);
+        }
+        let i = self.cache.iter().position(|e| !e.2).unwrap_or(0);
+        if self.cache[i].2 {
+            let (b, raw, _) = &self.cache[i];
+            self.dev.write(*b as u64 * self.block_size, raw)?;
+        }
+        Ok(self.cache.remove(i).1)
+    }
+
+    /// Writes every dirty cached metadata block back.
+    fn write_back_cache(&mut self) -> Result<(), Ext2Error> {
+        for i in 0..self.cache.len() {
+            if self.cache[i].2 {
+                let (b, raw, _) = &self.cache[i];
+                self.dev.write(*b as u64 * self.block_size, raw)?;
+                self.cache[i].2 = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// The contents of metadata block `block` (cached).
+    fn meta_block(&mut self, block: u32) -> Result<&[u8], Ext2Error> {
+        self.check_block(block)?;
+        if let Some(i) = self.cache.iter().rposition(|(b, _, _)| *b == block) {
             return Ok(&self.cache[i].1);
         }
-        let mut raw = if self.cache.len() == CACHE_BLOCKS {
-            self.cache.remove(0).1
-        } else {
-            vec![0u8; self.block_size as usize]
-        };
+        let mut raw = self.evict_one()?;
         self.dev.read(block as u64 * self.block_size, &mut raw)?;
-        self.cache.push((block, raw));
+        self.cache.push((block, raw, false));
         Ok(&self.cache.last().expect("just pushed").1)
     }
 
@@ -303,6 +505,7 @@ impl<D: BlockRead> Ext2<D> {
             (Pointers::Block(b), i, _) => le32(self.indirect(b)?, i * 4),
             (Pointers::Hole, _, _) => 0,
         })
+        .and_then(|b| if b == 0 { Ok(0) } else { self.check_block(b) })
     }
 
     /// The on-disk runs of `inode`'s bytes `[offset, offset + len)` (clipped to the file size),
@@ -319,6 +522,7 @@ impl<D: BlockRead> Ext2<D> {
         // and every instruction in this per-block loop counts).
         let shift = bs.trailing_zeros();
         let mask = bs - 1;
+        let (first_data_block, blocks_count) = (self.first_data_block, self.blocks_count);
         let mut out: Vec<Extent> = Vec::new();
         let mut pos = offset;
         while pos < end {
@@ -336,6 +540,9 @@ impl<D: BlockRead> Ext2<D> {
                     (Pointers::Block(_), Some(p)) => le32(p, i * 4),
                     _ => 0,
                 };
+                if disk != 0 && (disk < first_data_block || disk >= blocks_count) {
+                    return Err(Ext2Error::Corrupt("block number past the end"));
+                }
                 let within = pos & mask;
                 let chunk = (bs - within).min(end - pos);
                 let disk_offset = (disk != 0).then(|| ((disk as u64) << shift) + within);
@@ -372,13 +579,19 @@ impl<D: BlockRead> Ext2<D> {
             return Ok(0);
         }
         let n = (buf.len() as u64).min(inode.size - offset) as usize;
-        let mut block = core::mem::take(&mut self.scratch);
+        let mut block = self.take_scratch();
         let mut done = 0;
         while done < n {
             let pos = offset + done as u64;
             let within = (pos % self.block_size) as usize;
             let chunk = (self.block_size as usize - within).min(n - done);
-            let disk = self.block_of(inode, pos / self.block_size)?;
+            let disk = match self.block_of(inode, pos / self.block_size) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.scratch = block;
+                    return Err(e);
+                }
+            };
             if disk == 0 {
                 buf[done..done + chunk].fill(0);
             } else if let Err(e) = self.dev.read(disk as u64 * self.block_size, &mut block) {
@@ -398,83 +611,93 @@ impl<D: BlockRead> Ext2<D> {
         if !dir.is_dir() {
             return Err(Ext2Error::NotDir);
         }
-        let mut data = vec![0u8; dir.size as usize];
-        self.read_at(dir, 0, &mut data)?;
+        if dir.size > self.max_dir_size() {
+            return Err(Ext2Error::Corrupt("directory size"));
+        }
+        let bs = self.block_size;
         let mut out = Vec::new();
-        let mut o = 0usize;
-        while o + 8 <= data.len() {
-            let ino = le32(&data, o);
-            let rec_len = le16(&data, o + 4) as usize;
-            let name_len = data[o + 6] as usize;
-            if rec_len < 8 || o + rec_len > data.len() || 8 + name_len > rec_len {
-                return Err(Ext2Error::Corrupt("directory entry"));
+        for n in 0..dir.size.div_ceil(bs) {
+            let b = self.block_of(dir, n)?;
+            if b == 0 {
+                continue;
             }
-            if ino != 0 {
-                out.push(DirEntry {
-                    ino,
-                    file_type: data[o + 7],
-                    name: data[o + 8..o + 8 + name_len].to_vec(),
-                });
-            }
-            o += rec_len;
-        }
-        Ok(out)
-    }
-
-    /// Looks `name` up in directory `dir`, one directory block at a time.
-    pub fn lookup(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<u32>, Ext2Error> {
-        if !dir.is_dir() {
-            return Err(Ext2Error::NotDir);
-        }
-        let bs = self.block_size as usize;
-        let mut block = core::mem::take(&mut self.scratch);
-        let mut found = None;
-        let mut off = 0u64;
-        while off < dir.size && found.is_none() {
-            let n = (dir.size - off).min(bs as u64) as usize;
-            let read = match self.block_of(dir, off / bs as u64) {
-                Ok(0) => Ok(false),
-                Ok(b) => self
-                    .dev
-                    .read(b as u64 * bs as u64, &mut block)
-                    .map(|_| true),
-                Err(e) => Err(e),
-            };
-            match read {
-                Ok(true) => {}
-                Ok(false) => {
-                    off += bs as u64;
-                    continue;
-                }
-                Err(e) => {
-                    self.scratch = block;
-                    return Err(e);
-                }
-            }
-            let data = &block[..n];
+            let len = (dir.size - n * bs).min(bs) as usize;
+            let data = &self.meta_block(b)?[..len];
             let mut o = 0usize;
             while o + 8 <= data.len() {
                 let ino = le32(data, o);
                 let rec_len = le16(data, o + 4) as usize;
                 let name_len = data[o + 6] as usize;
                 if rec_len < 8 || o + rec_len > data.len() || 8 + name_len > rec_len {
-                    self.scratch = block;
                     return Err(Ext2Error::Corrupt("directory entry"));
                 }
-                if ino != 0 && &data[o + 8..o + 8 + name_len] == name {
-                    found = Some(ino);
-                    break;
+                if ino != 0 {
+                    out.push(DirEntry {
+                        ino,
+                        file_type: data[o + 7],
+                        name: data[o + 8..o + 8 + name_len].to_vec(),
+                    });
                 }
                 o += rec_len;
             }
-            off += bs as u64;
         }
-        self.scratch = block;
-        Ok(found)
+        Ok(out)
+    }
+
+    /// Looks `name` up in directory `dir`, one (cached) directory block at a time.
+    pub fn lookup(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<u32>, Ext2Error> {
+        if !dir.is_dir() {
+            return Err(Ext2Error::NotDir);
+        }
+        if dir.size > self.max_dir_size() {
+            return Err(Ext2Error::Corrupt("directory size"));
+        }
+        let bs = self.block_size;
+        for n in 0..dir.size.div_ceil(bs) {
+            let b = self.block_of(dir, n)?;
+            if b == 0 {
+                continue;
+            }
+            let len = (dir.size - n * bs).min(bs) as usize;
+            let data = &self.meta_block(b)?[..len];
+            let mut o = 0usize;
+            while o + 8 <= data.len() {
+                let ino = le32(data, o);
+                let rec_len = le16(data, o + 4) as usize;
+                let name_len = data[o + 6] as usize;
+                if rec_len < 8 || o + rec_len > data.len() || 8 + name_len > rec_len {
+                    return Err(Ext2Error::Corrupt("directory entry"));
+                }
+                if ino != 0 && &data[o + 8..o + 8 + name_len] == name {
+                    return Ok(Some(ino));
+                }
+                o += rec_len;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The block-sized scratch buffer (taken out while in use; a fresh one if it is out already).
+    fn take_scratch(&mut self) -> Vec<u8> {
+        let b = core::mem::take(&mut self.scratch);
+        if b.len() == self.block_size as usize {
+            b
+        } else {
+            vec![0u8; self.block_size as usize]
+        }
+    }
+
+    /// The largest directory this code reads whole (a larger size is corruption, not a directory:
+    /// 64 Ki blocks, e.g. over a million short names with 4 KiB blocks).
+    fn max_dir_size(&self) -> u64 {
+        (self.blocks_count as u64 * self.block_size).min(self.block_size << 16)
     }
 
     /// The target of a symbolic link.
     pub fn read_link(&mut self, link: &Inode) -> Result<Vec<u8>, Ext2Error> {
+        if link.size > self.block_size || link.size >= 4096 {
+            return Err(Ext2Error::Corrupt("symlink size"));
+        }
         if link.size < 60 && link.sectors == 0 {
             // A fast symlink keeps its target in i_block.
             let bytes: Vec<u8> = link.block.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -488,19 +711,19 @@ impl<D: BlockRead> Ext2<D> {
     /// Resolves an absolute `path` (relative paths are taken from the root), following symbolic links
     /// (the last component's too when `follow` is true).
     pub fn resolve(&mut self, path: &[u8], follow: bool) -> Result<Inode, Ext2Error> {
-        self.resolve_from(ROOT_INO, path, follow, 0)
+        let mut links = 0;
+        self.resolve_from(ROOT_INO, path, follow, &mut links)
     }
 
+    /// Resolves `path` from directory `start`; `links` counts the symbolic links followed so far
+    /// (Linux's MAXSYMLINKS: the 41st is ELOOP).
     fn resolve_from(
         &mut self,
         start: u32,
         path: &[u8],
         follow: bool,
-        depth: u32,
+        links: &mut u32,
     ) -> Result<Inode, Ext2Error> {
-        if depth > 8 {
-            return Err(Ext2Error::Loop);
-        }
         let mut cur = self.inode(if path.first() == Some(&b'/') {
             ROOT_INO
         } else {
@@ -518,8 +741,12 @@ impl<D: BlockRead> Ext2<D> {
             let next = self.inode(ino)?;
             let last = i + 1 == parts.len();
             if next.is_symlink() && (!last || follow) {
+                *links += 1;
+                if *links > MAX_SYMLINKS {
+                    return Err(Ext2Error::Loop);
+                }
                 let target = self.read_link(&next)?;
-                cur = self.resolve_from(cur.ino, &target, true, depth + 1)?;
+                cur = self.resolve_from(cur.ino, &target, true, links)?;
             } else {
                 cur = next;
             }
@@ -537,7 +764,7 @@ mod tests {
 
     struct FileDev(Vec<u8>, usize);
 
-    impl BlockRead for FileDev {
+    impl BlockDevice for FileDev {
         fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Ext2Error> {
             assert_eq!(offset % 512, 0, "unaligned read offset");
             assert_eq!(buf.len() % 512, 0, "unaligned read length");
@@ -581,6 +808,15 @@ mod tests {
         let long_target = format!("/etc/{}/../motd", "x".repeat(80));
         std::os::unix::fs::symlink(&long_target, root.join("long-link")).unwrap();
         fs::create_dir_all(root.join(format!("etc/{}", "x".repeat(80)))).unwrap();
+        // A chain of 40 symlinks to /etc/motd (the most one lookup follows) and one of 41.
+        fs::create_dir_all(root.join("chain")).unwrap();
+        std::os::unix::fs::symlink("/etc/motd", root.join("chain/l0")).unwrap();
+        for i in 1..=40 {
+            std::os::unix::fs::symlink(format!("l{}", i - 1), root.join(format!("chain/l{i}")))
+                .unwrap();
+        }
+        std::os::unix::fs::symlink("loop-b", root.join("chain/loop-a")).unwrap();
+        std::os::unix::fs::symlink("loop-a", root.join("chain/loop-b")).unwrap();
         let img = dir.join("fs.img");
         let st = Command::new("mke2fs")
             .args([
@@ -662,6 +898,10 @@ mod tests {
         assert_eq!(fs.read_link(&link).unwrap(), b"../etc/motd");
         assert_eq!(fs.resolve(b"/sbin/motd-link", true).unwrap().ino, motd.ino);
         assert_eq!(fs.resolve(b"/long-link", true).unwrap().ino, motd.ino);
+        assert_eq!(fs.resolve(b"/chain/l39", true).unwrap().ino, motd.ino);
+        assert_eq!(fs.resolve(b"/chain/l40", true), Err(Ext2Error::Loop));
+        assert!(fs.resolve(b"/chain/l40", false).unwrap().is_symlink());
+        assert_eq!(fs.resolve(b"/chain/loop-a", true), Err(Ext2Error::Loop));
 
         let root = fs.inode(ROOT_INO).unwrap();
         let names: Vec<Vec<u8>> = fs

@@ -1,0 +1,222 @@
+//! Files and directories of the ext2 root filesystem as open-file objects ([`FileOps`]).
+//!
+//! An open file names its inode by number and reads the inode (from the filesystem's inode cache) at
+//! each operation, so every description of a file sees the size and times the last write left. Writes
+//! go through a kernel buffer (a piece of at most [`WRITE_CHUNK`] bytes at a time) to the filesystem,
+//! which writes them through to the disk.
+#![deny(unsafe_code)]
+
+use super::file::{DirEntry, FileOps, OpenFile, ReadBuf, Stat, WriteBuf};
+use super::{now, with_root};
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::any::Any;
+use kcore::errno::Errno;
+use kcore::ext2::{Inode, S_IFDIR, S_IFMT};
+use kcore::vma::{Backing, PROT_WRITE};
+
+/// The device number of the root filesystem (`fe:00`, as /proc/PID/maps shows it).
+pub const ROOT_DEV: u32 = 0xfe00;
+
+/// Most bytes one step of a write moves through the kernel.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// An open root filesystem file or directory.
+pub struct Ext2File {
+    ino: u32,
+    /// The file type bits (they never change).
+    kind: u16,
+}
+
+impl Ext2File {
+    pub fn new(inode: &Inode) -> Self {
+        Ext2File {
+            ino: inode.ino,
+            kind: inode.mode & S_IFMT,
+        }
+    }
+
+    /// The inode as it is now.
+    pub fn inode(&self) -> Result<Inode, Errno> {
+        with_root(|fs| fs.inode(self.ino))
+    }
+}
+
+/// The stat of a root filesystem inode.
+pub fn stat_of(i: &Inode) -> Stat {
+    Stat {
+        dev: ROOT_DEV as u64,
+        ino: i.ino as u64,
+        nlink: i.links as u64,
+        mode: i.mode as u32,
+        uid: i.uid as u32,
+        gid: i.gid as u32,
+        size: i.size as i64,
+        blksize: 4096,
+        blocks: i.sectors as i64,
+        atime: i.atime as i64,
+        mtime: i.mtime as i64,
+        ctime: i.ctime as i64,
+        ..Stat::default()
+    }
+}
+
+/// The DT_* type of an ext2 directory entry's file type.
+fn dt_type(ext2_type: u8) -> u8 {
+    match ext2_type {
+        1 => 8,
+        2 => 4,
+        3 => 2,
+        4 => 6,
+        5 => 1,
+        6 => 12,
+        7 => 10,
+        _ => 0,
+    }
+}
+
+impl FileOps for Ext2File {
+    fn read_at(
+        &self,
+        _file: &OpenFile,
+        offset: u64,
+        buf: &mut dyn ReadBuf,
+    ) -> Result<usize, Errno> {
+        if self.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        let inode = self.inode()?;
+        if let Some(dst) = buf.direct()? {
+            return with_root(|fs| fs.read_at(&inode, offset, dst));
+        }
+        // A kernel-side chunk at a time into a buffer that takes bytes by copy.
+        let mut chunk = alloc::vec![0u8; buf.len().min(16384)];
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(chunk.len());
+            let n = with_root(|fs| fs.read_at(&inode, offset + done as u64, &mut chunk[..want]))?;
+            buf.put(done, &chunk[..n])?;
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_at(
+        &self,
+        _file: &OpenFile,
+        offset: u64,
+        buf: &mut dyn WriteBuf,
+    ) -> Result<usize, Errno> {
+        if self.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        let len = buf.len();
+        if len == 0 {
+            return Ok(0);
+        }
+        offset.checked_add(len as u64).ok_or(Errno::EFBIG)?;
+        let mut chunk: Vec<u8> = Vec::new();
+        chunk
+            .try_reserve_exact(len.min(WRITE_CHUNK))
+            .map_err(|_| Errno::ENOMEM)?;
+        chunk.resize(len.min(WRITE_CHUNK), 0);
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(WRITE_CHUNK);
+            let step = buf.get(done, &mut chunk[..n]).and_then(|_| {
+                let now = now();
+                with_root(|fs| {
+                    let mut inode = fs.inode(self.ino)?;
+                    fs.write_at(&mut inode, offset + done as u64, &chunk[..n], now)
+                })
+            });
+            match step {
+                Ok(w) => {
+                    done += w;
+                    if w < n {
+                        break;
+                    }
+                }
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    fn mmap(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        shared: bool,
+        prot: u32,
+    ) -> Result<Backing, Errno> {
+        let inode = self.inode()?;
+        if !inode.is_reg() {
+            return Err(Errno::ENODEV);
+        }
+        // Shared mappings are read-only (no page cache to write back through yet): a writable shared
+        // mapping is EACCES, as for a descriptor not open for writing.
+        if !file.readable() || (shared && prot & PROT_WRITE != 0) {
+            return Err(Errno::EACCES);
+        }
+        Ok(Backing::File {
+            dev: ROOT_DEV,
+            inode: Rc::new(inode),
+            offset,
+            path: file.path.clone().unwrap_or_else(|| Rc::from(&b""[..])),
+        })
+    }
+
+    fn stat(&self) -> Stat {
+        match self.inode() {
+            Ok(i) => stat_of(&i),
+            Err(_) => Stat {
+                dev: ROOT_DEV as u64,
+                ino: self.ino as u64,
+                mode: self.kind as u32,
+                ..Stat::default()
+            },
+        }
+    }
+
+    fn truncate(&self, _file: &OpenFile, len: u64) -> Result<(), Errno> {
+        if self.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        let now = now();
+        with_root(|fs| {
+            let mut inode = fs.inode(self.ino)?;
+            fs.truncate(&mut inode, len, now)
+        })
+    }
+
+    /// Everything is written through already; what is left is the group descriptors, the superblock
+    /// counts and the disk's cache.
+    fn sync(&self, _file: &OpenFile, _data_only: bool) -> Result<(), Errno> {
+        super::sync_all()
+    }
+
+    fn readdir(&self, _file: &OpenFile) -> Result<Vec<DirEntry>, Errno> {
+        if !self.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let inode = self.inode()?;
+        let entries = with_root(|fs| fs.read_dir(&inode))?;
+        Ok(entries
+            .into_iter()
+            .map(|e| (e.ino as u64, dt_type(e.file_type), e.name))
+            .collect())
+    }
+
+    fn is_dir(&self) -> bool {
+        self.kind == S_IFDIR
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
