@@ -6,6 +6,10 @@
 //! [`builder::build_vm`] turn it into a [`builder::Vm`] (memory, kernel, KVM VM, devices, vCPUs) and starts
 //! the vCPU threads; [`run`] then runs the VMM thread's event loop (devices, console, signals, and the API
 //! through [`controller::RuntimeApi`]) and, when the VM ends, stops the vCPUs and returns the exit status.
+//!
+//! Every thread that handles guest or client input runs under its seccomp filter ([`seccomp`]: the API
+//! thread from its start, each vCPU thread before its first `KVM_RUN`, the VMM thread once the vCPUs
+//! run, the block I/O workers from their start).
 
 pub mod api;
 pub mod arch;

@@ -215,12 +215,13 @@ fn blk_io_start() {
 
 /// glibc's malloc computes its arena limit the first time a thread needs a ninth arena, reading
 /// `/sys/devices/system/cpu/online` from whichever thread that is (a filtered one, which may not open
-/// files). Setting the limit now (glibc's own default, 8 per CPU) means it never reads it.
+/// files). Setting the limit now means it never reads it: 64, glibc's own default (8 per CPU) for 8 CPUs,
+/// a constant so that start-up reads nothing either.
+const MALLOC_ARENAS: i32 = 64;
+
 fn fix_malloc_arena_limit() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let arenas = i32::try_from(cpus * 8).unwrap_or(i32::MAX);
     // SAFETY: mallopt only sets a malloc tunable.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
 }
 
 fn install_sigsys_handler() -> Result<(), SeccompError> {
