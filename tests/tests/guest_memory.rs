@@ -107,6 +107,25 @@ fn execve_arguments_are_bounded_as_on_the_host() {
 }
 
 #[test]
+fn bad_user_pointers_give_efault_as_on_the_host() {
+    // NULL, kernel-half and unmapped pointers handed to calls that read or write user memory: EFAULT from
+    // each, as on the host, and the kernel never faults on them itself (a NULL path used to panic it:
+    // the string copy skipped its check for page 0).
+    let Some(guest) = in_guest("badptr", T) else {
+        return;
+    };
+    let images = GuestImages::find().unwrap();
+    let host = on_host(&images, &["badptr"]);
+    assert!(host.contains("EFAULT"), "{host}");
+    assert_eq!(
+        memtest_lines(&guest.stdout),
+        memtest_lines(&host),
+        "{}",
+        guest.stdout
+    );
+}
+
+#[test]
 fn a_pipe_write_moves_at_most_its_capacity_at_a_time() {
     // One write(2) of many times the pipe's 64 KiB capacity (it used to be copied whole into the
     // kernel heap: 64 MiB panicked the kernel); every byte read back is checked; a non-blocking pipe
