@@ -4,10 +4,10 @@
 # COPY of the root image mounted rw, and on the host in a temporary directory. The guest's kernel code
 # is instruction-emulated here (~2000x): its figures measure the kernel's work per operation; the
 # `vfs:` line the guest kernel prints at power-off gives the disk requests and their mean kernel cost.
-#   scripts/bench-fs.sh [FILES [MIB [ROUNDS]]]     (defaults 200 files, 8 MiB, 20 fsyncs)
+#   scripts/bench-fs.sh [FILES [MIB [ROUNDS]]]     (defaults 200 files, 4 MiB, 20 fsyncs; the root image has ~8 MiB free)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-files="${1:-200}" mib="${2:-8}" rounds="${3:-20}"
+files="${1:-200}" mib="${2:-4}" rounds="${3:-20}"
 build="$root/build"
 for f in guest-kernel rootfs.qcow2 rootfs-stage/bin/fsbench-glibc; do
     [[ -e "$build/$f" ]] || { echo "build/$f is missing: run scripts/build-guest-kernel.sh and scripts/build-rootfs.sh" >&2; exit 1; }

@@ -3,7 +3,7 @@
  * MB/s of one MIB MiB file in 64 KiB pieces (the write ends with fsync), and the latency of fsync after
  * a 4 KiB write (p50 and max of ROUNDS).
  *
- *   fsbench DIR [FILES [MIB [ROUNDS]]]    (defaults 200 files, 8 MiB, 20 fsyncs)
+ *   fsbench DIR [FILES [MIB [ROUNDS]]]    (defaults 200 files, 4 MiB, 20 fsyncs)
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
     }
     const char *dir = argv[1];
     int files = argc > 2 ? atoi(argv[2]) : 200;
-    int mib = argc > 3 ? atoi(argv[3]) : 8;
+    int mib = argc > 3 ? atoi(argv[3]) : 4;
     int rounds = argc > 4 ? atoi(argv[4]) : 20;
     char p[512];
     if (mkdir(dir, 0755))
