@@ -27,23 +27,100 @@ pub enum BootProtocol {
     Linux,
 }
 
-/// Guest CPU and memory.
+/// Guest CPU and memory. In JSON (`PUT /machine-config`, config files, `GET /machine-config`) this is
+/// Firecracker's `MachineConfiguration` (see [`MachineBody`]): `huge_pages` `"None"`/`"Transparent"` is our
+/// `thp`, which is also accepted under its own name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "MachineBody", into = "MachineBody")]
 pub struct MachineConfig {
     pub vcpu_count: u8,
     pub mem_size_mib: u64,
     /// Simultaneous multithreading (Firecracker's field). Always false here: `true` is refused.
-    #[serde(default)]
     pub smt: bool,
     /// Back guest RAM with transparent huge pages (ours; QEMU and Cloud Hypervisor do by default). See
     /// [`devices::advise_huge_pages`].
-    #[serde(default = "default_thp")]
     pub thp: bool,
+    /// Firecracker's dirty-page tracking for Diff snapshots: accepted and reported; microvm's Diff
+    /// snapshots need no set-up (see `persist`), so it changes nothing.
+    pub track_dirty_pages: bool,
 }
 
-fn default_thp() -> bool {
-    true
+/// Firecracker's `huge_pages`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HugePages {
+    None,
+    Transparent,
+    #[serde(rename = "2M")]
+    TwoM,
+}
+
+/// The JSON shape of [`MachineConfig`]: Firecracker's fields, plus our `thp`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineBody {
+    vcpu_count: u8,
+    mem_size_mib: u64,
+    #[serde(default)]
+    smt: bool,
+    #[serde(default)]
+    track_dirty_pages: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    huge_pages: Option<HugePages>,
+    /// Only `"None"` (no template) is accepted.
+    #[serde(default, skip_serializing)]
+    cpu_template: Option<String>,
+    #[serde(default, skip_serializing)]
+    thp: Option<bool>,
+}
+
+impl TryFrom<MachineBody> for MachineConfig {
+    type Error = String;
+    fn try_from(b: MachineBody) -> Result<Self, String> {
+        if let Some(t) = b.cpu_template.filter(|t| t != "None") {
+            return Err(format!(
+                "cpu_template {t:?} is not supported by microvm (only \"None\")"
+            ));
+        }
+        let thp = match (b.huge_pages, b.thp) {
+            (Some(HugePages::TwoM), _) => {
+                return Err(
+                    "huge_pages \"2M\" (hugetlbfs) is not supported by microvm: use \"None\" \
+                            or \"Transparent\""
+                        .into(),
+                )
+            }
+            (Some(h), Some(t)) if (h == HugePages::Transparent) != t => {
+                return Err(format!("huge_pages {h:?} contradicts thp {t}"))
+            }
+            (Some(h), _) => h == HugePages::Transparent,
+            (None, t) => t.unwrap_or(true),
+        };
+        Ok(Self {
+            vcpu_count: b.vcpu_count,
+            mem_size_mib: b.mem_size_mib,
+            smt: b.smt,
+            thp,
+            track_dirty_pages: b.track_dirty_pages,
+        })
+    }
+}
+
+impl From<MachineConfig> for MachineBody {
+    fn from(m: MachineConfig) -> Self {
+        Self {
+            vcpu_count: m.vcpu_count,
+            mem_size_mib: m.mem_size_mib,
+            smt: m.smt,
+            track_dirty_pages: m.track_dirty_pages,
+            huge_pages: Some(if m.thp {
+                HugePages::Transparent
+            } else {
+                HugePages::None
+            }),
+            cpu_template: None,
+            thp: None,
+        }
+    }
 }
 
 impl Default for MachineConfig {
@@ -53,6 +130,7 @@ impl Default for MachineConfig {
             mem_size_mib: DEFAULT_MEM_MIB,
             smt: false,
             thp: true,
+            track_dirty_pages: false,
         }
     }
 }
@@ -77,9 +155,10 @@ pub use devices::disk::{CacheMode, ImageFormat};
 pub use devices::virtio::IoEngine;
 
 /// A virtio-blk disk: the `--disk` flag, a config file's `drives` entry and the body of `PUT /drives/{id}`
-/// (the API deserializes this very type). The first drive is the guest's /dev/vda.
+/// (the API deserializes this very type). The first drive is the guest's /dev/vda. Its JSON is
+/// Firecracker's `Drive` (see [`DriveBody`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "DriveBody", into = "DriveBody")]
 pub struct DriveConfig {
     /// Also the serial the guest reads with GET_ID (at most 20 bytes).
     pub drive_id: String,
@@ -87,15 +166,113 @@ pub struct DriveConfig {
     /// The guest's root file system: this drive becomes /dev/vda and `root=/dev/vda` goes on the command line.
     /// Required in JSON, as in Firecracker.
     pub is_root_device: bool,
-    #[serde(default)]
     pub is_read_only: bool,
     /// Detected from the file's magic when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ImageFormat>,
-    #[serde(default)]
     pub io_engine: IoEngine,
-    #[serde(default)]
     pub cache_type: CacheMode,
+}
+
+/// `cache_type` as a body may give it: Firecracker's `Unsafe` is named so that it can be refused as not
+/// supported.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+enum CacheTypeBody {
+    Unsafe,
+    Writeback,
+    Direct,
+}
+
+/// The JSON shape of [`DriveConfig`]: Firecracker's `Drive` fields (those microvm does not support are
+/// refused by name), plus our `format`. `io_engine` is written only when it is Firecracker's (`Sync`,
+/// `Async`), so a drive configured with Firecracker's fields alone reads back in Firecracker's schema.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveBody {
+    drive_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_on_host: Option<PathBuf>,
+    is_root_device: bool,
+    #[serde(default)]
+    is_read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<ImageFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    io_engine: Option<IoEngine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache_type: Option<CacheTypeBody>,
+    #[serde(default, skip_serializing)]
+    partuuid: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    socket: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    rate_limiter: Option<serde_json::Value>,
+}
+
+/// The message for a Firecracker field microvm refuses.
+pub fn unsupported(field: &str, what: &str) -> String {
+    format!("{field} is not supported by microvm ({what})")
+}
+
+impl TryFrom<DriveBody> for DriveConfig {
+    type Error = String;
+    fn try_from(b: DriveBody) -> Result<Self, String> {
+        if b.socket.is_some() {
+            return Err(unsupported("socket", "no vhost-user-block drives"));
+        }
+        if b.partuuid.is_some() {
+            return Err(unsupported(
+                "partuuid",
+                "the root device is always /dev/vda",
+            ));
+        }
+        if b.rate_limiter.is_some() {
+            return Err(unsupported("rate_limiter", "no rate limiters yet"));
+        }
+        let Some(path_on_host) = b.path_on_host else {
+            return Err(
+                "path_on_host is required (microvm has no vhost-user-block `socket` drives)".into(),
+            );
+        };
+        let cache_type = match b.cache_type {
+            None | Some(CacheTypeBody::Writeback) => CacheMode::Writeback,
+            Some(CacheTypeBody::Direct) => CacheMode::Direct,
+            Some(CacheTypeBody::Unsafe) => {
+                return Err(unsupported(
+                    "cache_type \"Unsafe\"",
+                    "flushes are always honoured: use Writeback or Direct",
+                ))
+            }
+        };
+        Ok(Self {
+            drive_id: b.drive_id,
+            path_on_host,
+            is_root_device: b.is_root_device,
+            is_read_only: b.is_read_only,
+            format: b.format,
+            io_engine: b.io_engine.unwrap_or_default(),
+            cache_type,
+        })
+    }
+}
+
+impl From<DriveConfig> for DriveBody {
+    fn from(d: DriveConfig) -> Self {
+        Self {
+            drive_id: d.drive_id,
+            path_on_host: Some(d.path_on_host),
+            is_root_device: d.is_root_device,
+            is_read_only: d.is_read_only,
+            format: d.format,
+            io_engine: (d.io_engine != IoEngine::Threads).then_some(d.io_engine),
+            cache_type: Some(match d.cache_type {
+                CacheMode::Writeback => CacheTypeBody::Writeback,
+                CacheMode::Direct => CacheTypeBody::Direct,
+            }),
+            partuuid: None,
+            socket: None,
+            rate_limiter: None,
+        }
+    }
 }
 
 impl DriveConfig {
@@ -148,14 +325,128 @@ impl DriveConfig {
 /// A network interface (Firecracker's `network-interfaces` entry): a virtio-net device on an existing host
 /// TAP device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "NetBody", into = "NetBody")]
 pub struct NetConfig {
     pub iface_id: String,
     /// The host TAP device.
     pub host_dev_name: String,
     /// `xx:xx:xx:xx:xx:xx`, unicast; a default is chosen when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_mac: Option<String>,
+}
+
+/// The JSON shape of [`NetConfig`]: Firecracker's `NetworkInterface`; its fields microvm does not support
+/// are refused by name.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetBody {
+    iface_id: String,
+    host_dev_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    guest_mac: Option<String>,
+    #[serde(default, skip_serializing)]
+    mtu: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    rx_rate_limiter: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    tx_rate_limiter: Option<serde_json::Value>,
+}
+
+impl TryFrom<NetBody> for NetConfig {
+    type Error = String;
+    fn try_from(b: NetBody) -> Result<Self, String> {
+        if b.mtu.is_some() {
+            return Err(unsupported("mtu", "VIRTIO_NET_F_MTU is not offered"));
+        }
+        for (field, v) in [
+            ("rx_rate_limiter", &b.rx_rate_limiter),
+            ("tx_rate_limiter", &b.tx_rate_limiter),
+        ] {
+            if v.is_some() {
+                return Err(unsupported(field, "no rate limiters yet"));
+            }
+        }
+        Ok(Self {
+            iface_id: b.iface_id,
+            host_dev_name: b.host_dev_name,
+            guest_mac: b.guest_mac,
+        })
+    }
+}
+
+impl From<NetConfig> for NetBody {
+    fn from(n: NetConfig) -> Self {
+        Self {
+            iface_id: n.iface_id,
+            host_dev_name: n.host_dev_name,
+            guest_mac: n.guest_mac,
+            mtu: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        }
+    }
+}
+
+/// Firecracker's logger `level` (case-insensitive; `Warn` is taken for `Warning`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "off" => Self::Off,
+            "error" => Self::Error,
+            "warning" | "warn" => Self::Warning,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => {
+                return Err(format!(
+                    "level {s:?} is not one of Off, Error, Warning, Info, Debug, Trace"
+                ))
+            }
+        })
+    }
+}
+
+/// Firecracker's `Logger` (`PUT /logger`, a config file's `logger`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerConfig {
+    /// A file or FIFO; stderr when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<LogLevel>,
+    #[serde(default)]
+    pub show_level: bool,
+    #[serde(default)]
+    pub show_log_origin: bool,
+    /// Only records of this module path (a prefix of the log target, e.g. `vmm::api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+}
+
+/// Firecracker's `Metrics` (`PUT /metrics`, a config file's `metrics`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A file or FIFO each `FlushMetrics` writes one JSON line to.
+    pub metrics_path: PathBuf,
+    /// Add the instance id as a top-level `"id"`.
+    #[serde(default)]
+    pub emit_id: bool,
+    /// Added as a top-level `"properties"` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl NetConfig {
@@ -259,13 +550,25 @@ pub struct VmConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub network_interfaces: Vec<NetConfig>,
-    #[serde(default)]
+    /// Firecracker's `logger`, applied before the VM starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logger: Option<LoggerConfig>,
+    /// Firecracker's `metrics`, applied before the VM starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+    /// Ours; written only when not the default, so a Firecracker configuration reads back in its schema.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub console: ConsoleKind,
-    #[serde(default)]
+    /// Ours; written only when not the default.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub serial: SerialMode,
     /// Log the boot-time marker.
     #[serde(skip)]
     pub boot_timer: bool,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A configuration that cannot be built.
@@ -541,7 +844,11 @@ mod tests {
             r#"{"drive_id":"x","path_on_host":"a","is_root_device":false,"cache_type":"Unsafe"}"#,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("unknown variant `Unsafe`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cache_type \"Unsafe\" is not supported by microvm"),
+            "{e}"
+        );
         // As in Firecracker, is_root_device is required (the API's drive body is this type).
         let e = serde_json::from_str::<DriveConfig>(r#"{"drive_id":"x","path_on_host":"a"}"#)
             .unwrap_err();
@@ -610,6 +917,103 @@ mod tests {
             r#"{"boot-source": {"kernel_image_path": "/k"}, "drives": [{}]}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn firecracker_fields_are_honoured_or_refused_by_name() {
+        let m: MachineConfig =
+            serde_json::from_str(r#"{"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "None"}"#)
+                .unwrap();
+        assert!(!m.thp);
+        let m: MachineConfig = serde_json::from_str(
+            r#"{"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "Transparent",
+                "track_dirty_pages": true, "cpu_template": "None"}"#,
+        )
+        .unwrap();
+        assert!(m.thp && m.track_dirty_pages);
+        let m: MachineConfig =
+            serde_json::from_str(r#"{"vcpu_count": 1, "mem_size_mib": 64, "thp": false}"#).unwrap();
+        assert!(!m.thp, "our own name still works");
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"vcpu_count": 1, "mem_size_mib": 64, "smt": false,
+                               "track_dirty_pages": false, "huge_pages": "None"})
+        );
+        for (body, says) in [
+            (
+                r#""huge_pages": "2M""#,
+                "huge_pages \"2M\" (hugetlbfs) is not supported",
+            ),
+            (
+                r#""cpu_template": "T2""#,
+                "cpu_template \"T2\" is not supported",
+            ),
+            (r#""huge_pages": "None", "thp": true"#, "contradicts"),
+        ] {
+            let text = format!(r#"{{"vcpu_count": 1, "mem_size_mib": 64, {body}}}"#);
+            let e = serde_json::from_str::<MachineConfig>(&text).unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let drive = |extra: &str| {
+            serde_json::from_str::<DriveConfig>(&format!(
+                r#"{{"drive_id": "d", "is_root_device": false{extra}}}"#
+            ))
+        };
+        for (extra, says) in [
+            (
+                r#", "path_on_host": "a", "partuuid": "x""#,
+                "partuuid is not supported by microvm",
+            ),
+            (r#", "socket": "/s""#, "socket is not supported by microvm"),
+            (
+                r#", "path_on_host": "a", "rate_limiter": {}"#,
+                "rate_limiter is not supported",
+            ),
+            ("", "path_on_host is required"),
+        ] {
+            let e = drive(extra).unwrap_err();
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+        }
+        // Only Firecracker's fields in, only Firecracker's values out.
+        let d = drive(r#", "path_on_host": "a", "is_read_only": true"#).unwrap();
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({"drive_id": "d", "path_on_host": "a", "is_root_device": false,
+                               "is_read_only": true, "cache_type": "Writeback"})
+        );
+        let d = drive(r#", "path_on_host": "a", "io_engine": "Sync""#).unwrap();
+        assert_eq!(serde_json::to_value(&d).unwrap()["io_engine"], "Sync");
+        let net = |extra: &str| {
+            serde_json::from_str::<NetConfig>(&format!(
+                r#"{{"iface_id": "e", "host_dev_name": "t"{extra}}}"#
+            ))
+        };
+        for (extra, says) in [
+            (r#", "mtu": 1500"#, "mtu is not supported by microvm"),
+            (
+                r#", "rx_rate_limiter": {}"#,
+                "rx_rate_limiter is not supported",
+            ),
+            (
+                r#", "tx_rate_limiter": {}"#,
+                "tx_rate_limiter is not supported",
+            ),
+        ] {
+            let e = net(extra).unwrap_err();
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+        }
+        assert!(net(r#", "bogus": 1"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
+        let l: LoggerConfig =
+            serde_json::from_str(r#"{"log_path": "/l", "level": "warning", "show_level": true}"#)
+                .unwrap();
+        assert_eq!(l.level, Some(LogLevel::Warning));
+        assert!(serde_json::from_str::<LoggerConfig>(r#"{"level": "loud"}"#).is_err());
+        let c = config();
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(v.get("console").is_none() && v.get("serial").is_none());
     }
 
     #[test]

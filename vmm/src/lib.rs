@@ -21,6 +21,7 @@ pub mod controller;
 pub mod device_manager;
 pub mod event_loop;
 pub mod introspect;
+pub mod logger;
 pub mod persist;
 pub mod seccomp;
 pub mod terminal;
@@ -50,6 +51,8 @@ pub enum Error {
     KickHandler(#[source] vmm_sys_util::errno::Error),
     #[error(transparent)]
     Api(#[from] api::ServerError),
+    #[error(transparent)]
+    Logger(#[from] logger::LoggerError),
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -85,6 +88,13 @@ pub fn run(opts: RunOptions) -> Result<i32, Error> {
         }
         None => (None, None, None),
     };
+    // A config file's `logger` and `metrics` take effect before anything else happens.
+    if let Some(l) = &opts.config.logger {
+        logger::configure(&opts.id, l)?;
+    }
+    if let Some(m) = &opts.config.metrics {
+        logger::configure_metrics(&m.metrics_path)?;
+    }
     let mut preboot = PrebootController::new(opts.id, opts.config, api_metrics);
     let runtime = if let Some(params) = &opts.restore {
         RuntimeController::restore(

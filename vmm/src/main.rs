@@ -127,6 +127,7 @@ impl Cli {
                 mem_size_mib: self.mem,
                 smt: false,
                 thp: self.thp == OnOff::On,
+                track_dirty_pages: false,
             },
             drives: std::mem::take(&mut self.disks)
                 .into_iter()
@@ -148,6 +149,8 @@ impl Cli {
                     n
                 })
                 .collect(),
+            logger: None,
+            metrics: None,
             console: self.console,
             serial: self.serial,
             boot_timer: self.boot_timer,
@@ -156,20 +159,12 @@ impl Cli {
 }
 
 fn init_logging(level: log::LevelFilter, boot_timer: bool) {
-    use std::io::Write;
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level).format(|f, r| {
-        writeln!(
-            f,
-            "microvm: {}: {}",
-            r.level().as_str().to_lowercase(),
-            r.args()
-        )
-    });
-    if boot_timer {
-        builder.filter_module("boot_timer", log::LevelFilter::Info);
-    }
-    builder.init();
+    let info_modules = if boot_timer {
+        vec!["boot_timer"]
+    } else {
+        vec![]
+    };
+    vmm::logger::init(level, info_modules);
 }
 
 fn split_override(s: &str) -> Result<(String, String), String> {

@@ -11,7 +11,10 @@ use serde::Deserialize;
 use crate::introspect::{IntrospectError, MemoryQuery, TranslateQuery};
 use crate::persist::{DriveOverride, LoadParams, NetworkOverride};
 
-use crate::config::{BootSource, ConfigError, DriveConfig, MachineConfig, NetConfig};
+use crate::config::{
+    unsupported, BootSource, ConfigError, DriveConfig, LoggerConfig, MachineConfig, MetricsConfig,
+    NetConfig,
+};
 
 /// What a client asked for, parsed and checked for shape (values are checked by the VMM thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,10 @@ pub enum Action {
     ReadMemory(MemoryQuery),
     /// `GET /guest/processes` (ours).
     GuestProcesses,
+    /// `PUT /logger` (pre-boot only).
+    PutLogger(LoggerConfig),
+    /// `PUT /metrics` (pre-boot only).
+    PutMetrics(MetricsConfig),
 }
 
 /// `PUT /snapshot/create`, checked for shape.
@@ -89,6 +96,15 @@ struct LoadBody {
     network_overrides: Vec<NetworkOverride>,
     #[serde(default)]
     drive_overrides: Vec<DriveOverride>,
+    /// Firecracker's; refused (microvm has no vsock).
+    #[serde(default)]
+    vsock_override: Option<serde_json::Value>,
+    /// Firecracker's; refused (kvmclock resumes where it stopped).
+    #[serde(default)]
+    clock_realtime: Option<bool>,
+    /// Firecracker's; only `"Snapshot"` (the snapshot's own setting) is accepted.
+    #[serde(default)]
+    huge_pages: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +122,22 @@ enum BackendType {
 
 fn load_params(body: &[u8]) -> Result<LoadParams, ApiError> {
     let b: LoadBody = json(body)?;
+    let unsupported = |f: &str, why: &str| ApiError::BadRequest(unsupported(f, why));
+    if b.vsock_override.is_some() {
+        return Err(unsupported("vsock_override", "no vsock device"));
+    }
+    if b.clock_realtime == Some(true) {
+        return Err(unsupported(
+            "clock_realtime",
+            "kvmclock resumes where the snapshot stopped it",
+        ));
+    }
+    if let Some(h) = b.huge_pages.filter(|h| h != "Snapshot") {
+        return Err(unsupported(
+            &format!("huge_pages {h:?}"),
+            "a restored VM keeps the snapshot's setting: use \"Snapshot\"",
+        ));
+    }
     let mem_file_path = match (b.mem_backend, b.mem_file_path) {
         (Some(_), Some(_)) => {
             return Err(ApiError::BadRequest(
@@ -301,6 +333,9 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
         (["guest", "processes"], "GET") => Ok(Action::GuestProcesses),
         (["guest", "processes"], _) => Err(not_allowed()),
         (["metrics"], "GET") => Ok(Action::GetMetrics),
+        (["metrics"], "PUT") => Ok(Action::PutMetrics(json(body)?)),
+        (["logger"], "PUT") => Ok(Action::PutLogger(json(body)?)),
+        (["logger"], _) => Err(not_allowed()),
         (["metrics"], _) => Err(not_allowed()),
         _ => Err(ApiError::NotFound(path.to_owned())),
     }
@@ -392,7 +427,8 @@ mod tests {
                 vcpu_count: 2,
                 mem_size_mib: 256,
                 smt: false,
-                thp: true
+                thp: true,
+                track_dirty_pages: false,
             })
         );
         let Action::PutBootSource(b) = ok(
@@ -556,7 +592,8 @@ mod tests {
         assert_eq!(status("GET", "/actions", ""), 405);
         assert_eq!(status("GET", "/drives/a", ""), 405);
         assert_eq!(status("PUT", "/vm", r#"{"state": "Paused"}"#), 405);
-        assert_eq!(status("PUT", "/metrics", ""), 405);
+        assert_eq!(status("POST", "/metrics", ""), 405);
+        assert_eq!(status("GET", "/logger", ""), 405);
         assert_eq!(ApiError::PayloadTooLarge(1).status(), 413);
     }
 

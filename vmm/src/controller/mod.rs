@@ -119,7 +119,6 @@ struct Info<'a> {
 #[derive(Serialize)]
 struct Version<'a> {
     firecracker_version: &'a str,
-    vmm_version: &'a str,
 }
 
 /// The i8042's counters.
@@ -151,7 +150,6 @@ pub(crate) fn info(id: &str, state: &str) -> Outcome {
 pub(crate) fn version() -> Outcome {
     to_json(&Version {
         firecracker_version: env!("CARGO_PKG_VERSION"),
-        vmm_version: env!("CARGO_PKG_VERSION"),
     })
 }
 
@@ -169,6 +167,27 @@ pub(crate) fn metrics_json(
         i8042,
     };
     serde_json::to_string(&m).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// `FlushMetrics`: one JSON line to the `metrics_path` sink (with Firecracker's `emit_id` and
+/// `properties`), or, with no sink configured, to the log at info level.
+pub(crate) fn flush_metrics(id: &str, config: &crate::config::VmConfig, line: String) -> Outcome {
+    let Some(m) = &config.metrics else {
+        log::info!("metrics: {line}");
+        return Ok(Reply::Empty);
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(obj) = value.as_object_mut() {
+        if m.emit_id {
+            obj.insert("id".into(), id.into());
+        }
+        if let Some(p) = &m.properties {
+            obj.insert("properties".into(), serde_json::json!(p));
+        }
+    }
+    crate::logger::write_metrics(&value.to_string());
+    Ok(Reply::Empty)
 }
 
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Outcome {

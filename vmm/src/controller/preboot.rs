@@ -12,7 +12,7 @@ use crate::api::{ApiError, ApiMetrics, Outcome, Reply};
 use crate::config::VmConfig;
 use devices::virtio::net::tap::Tap;
 
-use super::{info, metrics_json, to_json, version, I8042Metrics};
+use super::{flush_metrics, info, metrics_json, to_json, version, I8042Metrics};
 
 /// What the pre-boot controller made of a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,7 +86,10 @@ impl PrebootController {
             return PrebootAnswer::Start;
         }
         if let Action::LoadSnapshot(params) = action {
-            if self.config != self.initial {
+            // The logger and metrics sinks may be set first (as Firecracker allows).
+            let mut config = self.config.clone();
+            (config.logger, config.metrics) = (None, None);
+            if config != self.initial {
                 return PrebootAnswer::Reply(Err(ApiError::NotAllowed(
                     "a snapshot can only be loaded before anything is configured".into(),
                 )));
@@ -116,8 +119,17 @@ impl PrebootController {
                     &[],
                     &I8042Metrics::default(),
                 )?;
-                log::info!("metrics: {m}");
-                Ok(Reply::Empty)
+                flush_metrics(&self.id, &self.config, m)
+            }
+            Action::PutLogger(l) => {
+                crate::logger::configure(&self.id, &l)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.update(|c| c.logger = Some(l))
+            }
+            Action::PutMetrics(m) => {
+                crate::logger::configure_metrics(&m.metrics_path)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.update(|c| c.metrics = Some(m))
             }
             Action::PutMachineConfig(m) => self.update(|c| c.machine = m),
             Action::PutBootSource(b) => {
@@ -221,6 +233,7 @@ mod tests {
             mem_size_mib: 64,
             smt: false,
             thp: false,
+            track_dirty_pages: false,
         };
         assert_eq!(
             c.handle(Action::PutMachineConfig(machine.clone())),
@@ -229,7 +242,8 @@ mod tests {
         let got = json_of(c.handle(Action::GetMachineConfig));
         assert_eq!(
             got,
-            json!({"vcpu_count": 2, "mem_size_mib": 64, "smt": false, "thp": false})
+            json!({"vcpu_count": 2, "mem_size_mib": 64, "smt": false, "track_dirty_pages": false,
+                   "huge_pages": "None"})
         );
         // Invalid values leave the configuration as it was.
         for bad in [

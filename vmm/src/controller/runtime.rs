@@ -25,7 +25,9 @@ use crate::{introspect, terminal, vstate};
 use devices::virtio::block::BlockMetrics;
 use devices::virtio::NetMetrics;
 
-use super::{info, metrics_json, to_json, version, I8042Metrics, Manager, StartError};
+use super::{
+    flush_metrics, info, metrics_json, to_json, version, I8042Metrics, Manager, StartError,
+};
 
 /// How long to wait for vCPU threads to leave `KVM_RUN` once asked to stop.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -235,10 +237,10 @@ impl RuntimeController {
             Action::GetMachineConfig => to_json(&self.config.machine),
             Action::GetVmConfig => to_json(&self.config),
             Action::GetMetrics => self.metrics().map(Reply::Json),
-            Action::FlushMetrics => {
-                log::info!("metrics: {}", self.metrics()?);
-                Ok(Reply::Empty)
-            }
+            Action::FlushMetrics => flush_metrics(&self.id, &self.config, self.metrics()?),
+            Action::PutLogger(_) | Action::PutMetrics(_) => Err(ApiError::NotAllowed(
+                "the logger and metrics are configured before InstanceStart".into(),
+            )),
             Action::PutMachineConfig(_)
             | Action::PutBootSource(_)
             | Action::PutDrive(_)
