@@ -4,7 +4,8 @@
 //! made only of Firecracker's fields reads back (`GET /`, `/version`, `/machine-config`, `/vm/config`,
 //! errors) in Firecracker's schema, checked by a small schema checker (types, enums, bounds, required
 //! fields, no extra fields), before and after `InstanceStart`; `PUT /logger` writes to a FIFO and
-//! `PUT /metrics` to a file, as Firecracker does; SIGTERM ends the running VM with status 143.
+//! `PUT /metrics` to a file, as Firecracker does, and a config file's `logger` and `metrics` sections
+//! take effect for every thread; SIGTERM ends the running VM with status 143.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::{read_http_response, require_kvm, wait_until, Vm};
+use tests::{read_http_response, require_kvm, run, wait_until, Vm};
 
 const T: Duration = Duration::from_secs(30);
 const PVH: &str = env!("GUEST_PVH");
@@ -263,6 +264,17 @@ fn answers_follow_firecrackers_schema() {
     let mut c = Client(UnixStream::connect(&sock).unwrap());
     c.0.set_read_timeout(Some(T)).unwrap();
 
+    // A log path that does not open is a 400 that says so, and changes nothing.
+    let (status, e) = c.request("PUT", "/logger", r#"{"log_path": "/nonexistent/dir/log"}"#);
+    assert_eq!(status, 400);
+    assert!(
+        e["fault_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot open log_path /nonexistent/dir/log"),
+        "{e}"
+    );
+
     // Errors are Firecracker's `Error`.
     let (status, e) = c.request("PUT", "/machine-config", "{");
     assert_eq!(status, 400);
@@ -405,6 +417,44 @@ fn answers_follow_firecrackers_schema() {
     assert_eq!(out.code, Some(143), "{}", out.stderr);
     assert!(!sock.exists());
     for f in [&files.disk, &files.scratch, &fifo, &metrics] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// A config file's `logger` and `metrics` sections take effect before the VM is built: every thread's
+/// lines (the vCPU's too, under its seccomp filter) reach the log file, none reach stderr.
+#[test]
+fn config_file_logger_and_metrics() {
+    if !require_kvm() {
+        return;
+    }
+    let (config, log, metrics) = (tmp("cfg.json"), tmp("cfg.log"), tmp("cfg.metrics"));
+    let _ = std::fs::remove_file(&log);
+    let text = json!({
+        "boot-source": {"kernel_image_path": PVH, "boot_args": "exit=42"},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 32, "huge_pages": "None"},
+        "logger": {"log_path": log, "level": "debug", "show_level": true},
+        "metrics": {"metrics_path": metrics},
+    });
+    std::fs::write(&config, text.to_string()).unwrap();
+    let out = run(&["--config-file", config.to_str().unwrap()], T);
+    assert_eq!(out.code, Some(42), "{}", out.stderr);
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        lines.contains("[anonymous-instance:main] DEBUG kernel loaded"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("[anonymous-instance:vcpu0] DEBUG "),
+        "{lines}"
+    );
+    assert!(
+        !out.stderr.contains("DEBUG") && !out.stderr.contains("debug"),
+        "{}",
+        out.stderr
+    );
+    assert!(metrics.exists(), "metrics_path is created");
+    for f in [&config, &log, &metrics] {
         let _ = std::fs::remove_file(f);
     }
 }

@@ -141,6 +141,7 @@ fn open_sink(what: &'static str, path: &Path) -> Result<File, LoggerError> {
         .read(true)
         .append(true)
         .create(true)
+        .mode(0o600)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| LoggerError::Open {
