@@ -156,6 +156,41 @@ fn tokenize(line: &str, status: i32, last_bg: i32) -> Vec<String> {
     out
 }
 
+/// Splits a command line at `;` (sequences) and `&` (background) outside quotes and comments: one
+/// list per `;` segment, each piece with whether `&` ended it. (It used to split before looking at
+/// quotes, so `echo 'a;b'` ran `b`.)
+fn split_commands(line: &str) -> Vec<Vec<(String, bool)>> {
+    let mut segments = Vec::new();
+    let mut pieces = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut word_start = true;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (None, '#') if word_start => break,
+            (None, ';') => {
+                pieces.push((std::mem::take(&mut cur), false));
+                segments.push(std::mem::take(&mut pieces));
+            }
+            (None, '&') => pieces.push((std::mem::take(&mut cur), true)),
+            (None, c) => cur.push(c),
+        }
+        word_start = quote.is_none() && (c.is_whitespace() || c == ';' || c == '&');
+    }
+    pieces.push((cur, false));
+    segments.push(pieces);
+    segments
+}
+
 fn parse_pipeline(tokens: &[String]) -> Result<Vec<Stage>, String> {
     let mut stages = Vec::new();
     for part in tokens.split(|t| t == "|") {
@@ -517,10 +552,9 @@ impl Shell {
 
     fn run_line(&mut self, line: &str) -> bool {
         // `$?` and `$!` are expanded per command, so each `;` / `&` part is tokenized in its turn.
-        for segment in line.split(';') {
-            let pieces: Vec<&str> = segment.split('&').collect();
-            for (i, piece) in pieces.iter().enumerate() {
-                let background = i + 1 < pieces.len();
+        for pieces in split_commands(line) {
+            for (piece, background) in pieces {
+                let piece = piece.as_str();
                 let words = tokenize(piece, self.status, self.last_bg);
                 if words.is_empty() {
                     continue;
@@ -670,5 +704,35 @@ fn redirect(file: std::io::Result<std::fs::File>, target: i32, name: &str) {
             // SAFETY: leaves the child.
             unsafe { libc::_exit(1) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_commands;
+
+    fn shape(line: &str) -> Vec<Vec<(&str, bool)>> {
+        let v = split_commands(line);
+        let v: &'static Vec<Vec<(String, bool)>> = Box::leak(Box::new(v));
+        v.iter()
+            .map(|s| s.iter().map(|(p, b)| (p.trim(), *b)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn separators_inside_quotes_stay() {
+        assert_eq!(
+            shape("echo 'a;b' \"c&d\""),
+            vec![vec![("echo 'a;b' \"c&d\"", false)]]
+        );
+        assert_eq!(
+            shape("sleep 1 & echo x; echo y"),
+            vec![
+                vec![("sleep 1", true), ("echo x", false)],
+                vec![("echo y", false)]
+            ]
+        );
+        assert_eq!(shape("echo a # b; c"), vec![vec![("echo a", false)]]);
+        assert_eq!(shape("echo a#b"), vec![vec![("echo a#b", false)]]);
     }
 }
