@@ -657,6 +657,13 @@ pub fn register() {
         }
         Ok(Rc::new(ConsoleFile))
     });
+    // The virtio console's name (`console=hvc0`): the same terminal.
+    fs::register_device(b"/dev/hvc0", |flags| {
+        if flags & fs::O_NOCTTY == 0 {
+            open_acquire(flags & fs::O_ACCMODE != fs::O_WRONLY);
+        }
+        Ok(Rc::new(ConsoleFile))
+    });
     fs::register_device(b"/dev/ttyS0", |flags| {
         if flags & fs::O_NOCTTY == 0 {
             open_acquire(flags & fs::O_ACCMODE != fs::O_WRONLY);

@@ -37,6 +37,12 @@ awk '{ s += $1 } END { print s, NR }' sub/deeper/numbers.txt
 sort -rn sub/deeper/numbers.txt | head -3
 tail -2 a.txt
 wc -w sub/b.txt
+echo "== devices"
+dd if=/dev/zero bs=1024 count=4 | md5sum
+head -c 1000 /dev/urandom | wc -c
+head -c 16 /dev/random | od -A n -t x1 | wc -w
+echo x > /dev/full; echo "full $?"
+cat /dev/null | wc -c
 echo "== functions and loops"
 f() { echo "f got $# args: $*"; return 4; }
 f a 'b c' d; echo "f returned $?"
