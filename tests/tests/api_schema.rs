@@ -405,6 +405,10 @@ fn answers_follow_firecrackers_schema() {
     let text = std::fs::read_to_string(&metrics).unwrap();
     let line: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(line["id"], "fc-only");
+    assert!(
+        line["utc_timestamp_ms"].as_u64().unwrap() > 1_600_000_000_000,
+        "{line}"
+    );
     assert_eq!(line["properties"], json!({"pod": "p1"}));
     assert!(
         line["block"]["d1"]["reads"].as_u64().unwrap() >= 1,

@@ -179,6 +179,11 @@ pub(crate) fn flush_metrics(id: &str, config: &crate::config::VmConfig, line: St
     let mut value: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(obj) = value.as_object_mut() {
+        // Firecracker's lines carry the wall-clock time they were written.
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        obj.insert("utc_timestamp_ms".into(), ms.into());
         if m.emit_id {
             obj.insert("id".into(), id.into());
         }
