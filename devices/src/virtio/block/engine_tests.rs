@@ -353,15 +353,24 @@ fn reset_and_drop_wait_for_requests_in_flight() {
 #[test]
 fn a_snapshot_completes_the_requests_in_flight() {
     for engine in [IoEngine::Async, IoEngine::Threads] {
-        let p = raw_image(&format!("snapshot-{engine:?}.raw"), 4 << 20);
-        let mut d = Driver::new(open(&p, CacheMode::Direct), engine);
-        for i in 0..32u16 {
-            d.mem.write_slice(&[i as u8 + 7; 65536], d.data(i)).unwrap();
-            d.post(i, VIRTIO_BLK_T_OUT, u64::from(i) * 128, 65536);
-        }
-        write_reg(&mut d.t, 0x50, 0);
-        d.blk.lock().unwrap().process_queue();
-        assert!(d.blk.lock().unwrap().in_flight() > 0, "{engine:?}");
+        // The writes must still be in flight when the save begins, or the test shows nothing; on a loaded
+        // host they may all finish during `process_queue`: then try again on a fresh device.
+        let mut attempt = 0;
+        let (p, mut d) = loop {
+            let p = raw_image(&format!("snapshot-{engine:?}.raw"), 4 << 20);
+            let mut d = Driver::new(open(&p, CacheMode::Direct), engine);
+            for i in 0..32u16 {
+                d.mem.write_slice(&[i as u8 + 7; 65536], d.data(i)).unwrap();
+                d.post(i, VIRTIO_BLK_T_OUT, u64::from(i) * 128, 65536);
+            }
+            write_reg(&mut d.t, 0x50, 0);
+            d.blk.lock().unwrap().process_queue();
+            if d.blk.lock().unwrap().in_flight() > 0 {
+                break (p, d);
+            }
+            attempt += 1;
+            assert!(attempt < 20, "{engine:?}: no write was ever in flight");
+        };
         d.t.prepare_save();
         let state = d.t.save();
         assert_eq!(d.blk.lock().unwrap().in_flight(), 0, "{engine:?}");
