@@ -356,7 +356,7 @@ fn a_snapshot_completes_the_requests_in_flight() {
         // The writes must still be in flight when the save begins, or the test shows nothing; on a loaded
         // host they may all finish during `process_queue`: then try again on a fresh device.
         let mut attempt = 0;
-        let (p, mut d) = loop {
+        let (p, d) = loop {
             let p = raw_image(&format!("snapshot-{engine:?}.raw"), 4 << 20);
             let mut d = Driver::new(open(&p, CacheMode::Direct), engine);
             for i in 0..32u16 {
