@@ -15,6 +15,16 @@ type Sink = fn(&[u8]);
 static SINK: crate::sync::KCell<Option<Sink>> = crate::sync::KCell::new(None);
 
 /// Sends all further console output to `f` instead of the UART.
+/// The console's device node: /dev/hvc0 once the virtio console took over, else /dev/ttyS0 (what
+/// /proc/PID/fd shows for descriptors on the console, so ttyname(3) finds a name that opens it).
+pub fn device_name() -> &'static [u8] {
+    if SINK.try_borrow().is_ok_and(|s| s.is_some()) {
+        b"/dev/hvc0"
+    } else {
+        b"/dev/ttyS0"
+    }
+}
+
 pub fn switch_to(f: Sink) {
     *SINK.borrow_mut() = Some(f);
 }

@@ -156,7 +156,19 @@ fn free_ps_top_and_uptime_show_sane_fields() {
     assert!(top.iter().any(|l| l.contains("top -n 1 -b")), "{console}");
 
     // uptime: the guest's clock and a load average.
-    let up = between(&script_lines(&console), "== uptime", "== done");
+    let up = between(&script_lines(&console), "== uptime", "== fd");
+    // /proc/self/fd lists ls's own descriptors (0-2 and the directory it reads); the links name the
+    // console, the executable and the working directory.
+    let fd = between(&script_lines(&console), "== fd", "== done");
+    assert!(fd.iter().any(|l| l.starts_with("0 1 2 3")), "{console}");
+    assert_eq!(fd.get(2), Some(&"/dev/ttyS0"), "{console}");
+    // busybox runs readlink in the shell's process (/bin/busybox) or execs its link.
+    assert!(
+        fd.get(3)
+            .is_some_and(|l| *l == "/bin/busybox" || l.ends_with("/readlink")),
+        "{console}"
+    );
+    assert_eq!(fd.get(4), Some(&"/"), "{console}");
     assert!(
         up.iter()
             .any(|l| l.contains(" up ") && l.contains("load average:")),

@@ -50,6 +50,17 @@ impl FdTable {
         self.table.borrow().get(fd)
     }
 
+    /// The open descriptors and their files, in order (/proc/PID/fd).
+    pub fn open_fds(&self) -> Vec<(usize, FileRef)> {
+        self.table
+            .borrow()
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.file.clone())))
+            .collect()
+    }
+
     /// Closes `fd`.
     pub fn close(&mut self, fd: i64) -> Result<(), Errno> {
         let slot = self.table.borrow_mut().take(fd)?;

@@ -360,7 +360,7 @@ pub fn parent_of(path: &[u8]) -> Result<(Inode, &[u8]), Errno> {
     if name.len() > 255 {
         return Err(Errno::ENAMETOOLONG);
     }
-    if registered(dir, 0).is_some() || registered(trimmed, 0).is_some() {
+    if registered(dir, O_NOCTTY).is_some() || registered(trimmed, O_NOCTTY).is_some() {
         return Err(Errno::EPERM);
     }
     let dir = with_root(|fs| fs.resolve(dir, true))?;
@@ -372,7 +372,7 @@ pub fn parent_of(path: &[u8]) -> Result<(Inode, &[u8]), Errno> {
 
 /// The target of the symbolic link at `path` (EINVAL for what is not one).
 pub fn read_link(path: &[u8]) -> Result<Vec<u8>, Errno> {
-    if let Some(ops) = registered(path, 0) {
+    if let Some(ops) = registered(path, O_NOCTTY) {
         ops?;
         return Err(Errno::EINVAL);
     }
@@ -385,7 +385,7 @@ pub fn read_link(path: &[u8]) -> Result<Vec<u8>, Errno> {
 
 /// The stat of `path` without following a final symlink (lstat): the registered objects have none.
 pub fn lstat(path: &[u8]) -> Result<Stat, Errno> {
-    if let Some(ops) = registered(path, 0) {
+    if let Some(ops) = registered(path, O_NOCTTY) {
         return Ok(ops?.stat());
     }
     let inode = with_root(|fs| fs.resolve(path, false))?;

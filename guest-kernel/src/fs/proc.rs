@@ -22,12 +22,17 @@ pub enum ProcDir {
     Pid(u32),
     /// `/proc/PID/task`: one directory per thread.
     Task(u32),
+    /// `/proc/PID/fd`: one link per open descriptor.
+    Fd(u32),
 }
 
 /// What an open /proc path is.
 pub enum ProcFile {
     Dir(ProcDir),
     Data(Vec<u8>),
+    /// A link (`exe`, `cwd`, `fd/N`) and its target: lstat sees a symbolic link; it is not opened
+    /// through (reading it is EINVAL).
+    Link(Vec<u8>),
 }
 
 const PID_FILES: [&[u8]; 8] = [
@@ -230,6 +235,14 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
         .split(|&c| c == b'/')
         .filter(|s| !s.is_empty())
         .collect();
+    if matches!(
+        parts.as_slice(),
+        [_, b"exe" | b"cwd"] | [_, b"fd", _] | [_, b"task", _, b"exe" | b"cwd"]
+    ) {
+        if let Some(target) = readlink(path) {
+            return target.map(ProcFile::Link);
+        }
+    }
     match parts.as_slice() {
         [] => Ok(ProcFile::Dir(ProcDir::Root)),
         [b"uptime"] => {
@@ -272,6 +285,11 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
             let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
             info(Pid(pid)).ok_or(Errno::ENOENT)?;
             Ok(ProcFile::Dir(ProcDir::Task(pid)))
+        }
+        [p, b"fd"] => {
+            let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
+            info(Pid(pid)).ok_or(Errno::ENOENT)?;
+            Ok(ProcFile::Dir(ProcDir::Fd(pid)))
         }
         [p, b"task", t] => {
             let pid = parse_pid(p).ok_or(Errno::ENOENT)?;
@@ -346,6 +364,16 @@ pub fn readlink(path: &[u8]) -> Option<Result<Vec<u8>, Errno>> {
             t.extend_from_slice(&dec(tid));
             Some(Ok(t))
         }
+        [p, b"fd", n] => {
+            let r = parse_pid(p)
+                .zip(parse_pid(n).filter(|_| *n != b"self" && *n != b"thread-self"))
+                .and_then(|(pid, fd)| {
+                    proc::with_proc(Pid(pid), |q| q.fds.get(fd as i64).ok()).flatten()
+                })
+                .map(|f| fd_name(&f))
+                .ok_or(Errno::ENOENT);
+            Some(r)
+        }
         [p, f @ (b"exe" | b"cwd")] | [p, b"task", _, f @ (b"exe" | b"cwd")] => {
             let exe = *f == b"exe";
             let r =
@@ -363,6 +391,36 @@ pub fn readlink(path: &[u8]) -> Option<Result<Vec<u8>, Errno>> {
             Some(r)
         }
         _ => None,
+    }
+}
+
+/// What `/proc/PID/fd/N` points at, as Linux names it: the path a file was opened by, the device
+/// node of a character device (the console as its tty, see `console::device_name`), `pipe:[ino]`, `socket:[ino]`, `anon_inode:[eventpoll]`.
+fn fd_name(f: &super::FileRef) -> Vec<u8> {
+    if let Some(p) = &f.path {
+        return p.to_vec();
+    }
+    let st = f.ops.stat();
+    let num = |prefix: &[u8], v: u64| {
+        let mut b = [0u8; 64];
+        let mut out = prefix.to_vec();
+        out.extend_from_slice(kcore::fmt::render(v, 10, 1, &mut b).as_bytes());
+        out.push(b']');
+        out
+    };
+    match st.mode & 0o170000 {
+        0o010000 => num(b"pipe:[", st.ino),
+        0o140000 => num(b"socket:[", st.ino),
+        0o020000 => match (st.rdev >> 8, st.rdev & 0xff) {
+            (1, 3) => b"/dev/null".to_vec(),
+            (1, 5) => b"/dev/zero".to_vec(),
+            (1, 7) => b"/dev/full".to_vec(),
+            (1, 8) => b"/dev/random".to_vec(),
+            (1, 9) => b"/dev/urandom".to_vec(),
+            _ => crate::console::device_name().to_vec(),
+        },
+        0 => b"anon_inode:[eventpoll]".to_vec(),
+        _ => num(b"anon_inode:[", st.ino),
     }
 }
 
@@ -397,11 +455,22 @@ pub fn list(d: ProcDir) -> Vec<(u64, u8, Vec<u8>)> {
             for (i, f) in PID_FILES.iter().enumerate() {
                 out.push(((pid as u64) << 8 | i as u64, DT_REG, f.to_vec()));
             }
+            out.push(((pid as u64) << 8 | 0xfc, DT_DIR, b"fd".to_vec()));
             out.push(((pid as u64) << 8 | 0xfd, DT_LNK, b"exe".to_vec()));
             out.push(((pid as u64) << 8 | 0xfe, DT_LNK, b"cwd".to_vec()));
             // A process's directory has its threads' (a thread's own has none).
             if proc::with_proc(Pid(pid), |p| p.tgid == p.pid).unwrap_or(false) {
                 out.push(((pid as u64) << 8 | 0xff, DT_DIR, b"task".to_vec()));
+            }
+        }
+        ProcDir::Fd(pid) => {
+            let fds = proc::with_proc(Pid(pid), |q| q.fds.open_fds()).unwrap_or_default();
+            for (fd, _) in fds {
+                let mut b = [0u8; 64];
+                let name = kcore::fmt::render(fd as u64, 10, 1, &mut b)
+                    .as_bytes()
+                    .to_vec();
+                out.push(((pid as u64) << 32 | 0x8000_0000 | fd as u64, DT_LNK, name));
             }
         }
         ProcDir::Task(pid) => {
@@ -426,6 +495,7 @@ impl FileOps for ProcFile {
     ) -> Result<usize, Errno> {
         match self {
             ProcFile::Dir(_) => Err(Errno::EISDIR),
+            ProcFile::Link(_) => Err(Errno::EINVAL),
             ProcFile::Data(d) => {
                 let start = (offset.min(d.len() as u64)) as usize;
                 let n = buf.len().min(d.len() - start);
@@ -443,6 +513,12 @@ impl FileOps for ProcFile {
             mode: match self {
                 ProcFile::Dir(_) => 0o040555,
                 ProcFile::Data(_) => 0o100444,
+                ProcFile::Link(_) => 0o120777,
+            },
+            // A link's size is its target's length, as lstat reports it.
+            size: match self {
+                ProcFile::Link(t) => t.len() as i64,
+                _ => 0,
             },
             blksize: 1024,
             ..Stat::default()
@@ -452,7 +528,7 @@ impl FileOps for ProcFile {
     /// Seeks within the snapshot taken at open (stat reports size 0, as Linux's /proc does).
     fn seek(&self, file: &OpenFile, offset: i64, whence: u32) -> Result<u64, Errno> {
         let size = match self {
-            ProcFile::Dir(_) => 0,
+            ProcFile::Dir(_) | ProcFile::Link(_) => 0,
             ProcFile::Data(d) => d.len() as i64,
         };
         let base = match whence {
@@ -472,7 +548,7 @@ impl FileOps for ProcFile {
     fn readdir(&self, _file: &OpenFile) -> Result<Vec<DirEntry>, Errno> {
         match self {
             ProcFile::Dir(d) => Ok(list(*d)),
-            ProcFile::Data(_) => Err(Errno::ENOTDIR),
+            ProcFile::Data(_) | ProcFile::Link(_) => Err(Errno::ENOTDIR),
         }
     }
 

@@ -276,7 +276,7 @@ fn statfs_bytes(dev: u64) -> Result<[u8; 120], Errno> {
 
 pub fn sys_statfs(path: u64, buf: u64) -> SysResult {
     let path = user_path(AT_FDCWD, path)?;
-    let dev = fs::open(&path, 0, 0)?.ops.stat().dev;
+    let dev = fs::open(&path, fs::O_NOCTTY, 0)?.ops.stat().dev;
     copy_to_user(buf, &statfs_bytes(dev)?).map(|_| 0)
 }
 
