@@ -17,10 +17,7 @@
 //! foreground group gets SIGTTOU (`background_check`).
 #![deny(unsafe_code)]
 
-use crate::fs::file::{
-    add_queue, FileOps, FileRef, OpenFile, ReadBuf, Stat, WriteBuf, POLLIN, POLLOUT, POLLRDNORM,
-    POLLWRNORM,
-};
+use crate::fs::file::{add_queue, poll_mask, FileOps, FileRef, OpenFile, ReadBuf, Stat, WriteBuf};
 use crate::fs::{self, O_RDWR};
 use crate::proc::{signal, Pid};
 use crate::sync::KCell;
@@ -614,11 +611,7 @@ impl FileOps for ConsoleFile {
 
     fn poll(&self, _file: &OpenFile, queues: &mut Vec<WaitQueue>, _depth: u32) -> u16 {
         add_queue(queues, wait_queue());
-        let mut events = POLLOUT | POLLWRNORM;
-        if readable() {
-            events |= POLLIN | POLLRDNORM;
-        }
-        events
+        poll_mask(readable(), true, false, false)
     }
 
     fn ioctl(&self, _file: &OpenFile, cmd: u32, arg: u64) -> Result<u64, Errno> {

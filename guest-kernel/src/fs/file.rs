@@ -96,6 +96,25 @@ pub fn add_queue(queues: &mut Vec<WaitQueue>, q: WaitQueue) {
     }
 }
 
+/// The poll mask for a file's readiness: readable (POLLIN|POLLRDNORM), writable (POLLOUT|POLLWRNORM),
+/// hung up (POLLHUP), in error (POLLERR).
+pub fn poll_mask(readable: bool, writable: bool, hup: bool, err: bool) -> u16 {
+    let mut events = 0;
+    if readable {
+        events |= POLLIN | POLLRDNORM;
+    }
+    if writable {
+        events |= POLLOUT | POLLWRNORM;
+    }
+    if hup {
+        events |= POLLHUP;
+    }
+    if err {
+        events |= POLLERR;
+    }
+    events
+}
+
 /// One directory entry: inode number, DT_* type, name.
 pub type DirEntry = (u64, u8, Vec<u8>);
 

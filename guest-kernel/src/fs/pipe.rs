@@ -10,10 +10,7 @@
 //! and no user memory held across a sleep. Writes of at most [`PIPE_BUF`] bytes are atomic.
 #![deny(unsafe_code)]
 
-use super::file::{
-    add_queue, FileOps, OpenFile, ReadBuf, Stat, WriteBuf, POLLERR, POLLHUP, POLLIN, POLLOUT,
-    POLLRDNORM, POLLWRNORM,
-};
+use super::file::{add_queue, poll_mask, FileOps, OpenFile, ReadBuf, Stat, WriteBuf};
 use crate::sync::waitqueue::{Edge, WaitQueue};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -273,20 +270,7 @@ impl FileOps for PipeEnd {
         let p = self.pipe.borrow();
         add_queue(queues, p.wait_queue());
         let (r, w, hup, err) = p.poll(self.write);
-        let mut events = 0;
-        if r {
-            events |= POLLIN | POLLRDNORM;
-        }
-        if w {
-            events |= POLLOUT | POLLWRNORM;
-        }
-        if hup {
-            events |= POLLHUP;
-        }
-        if err {
-            events |= POLLERR;
-        }
-        events
+        poll_mask(r, w, hup, err)
     }
 
     fn stat(&self) -> Stat {

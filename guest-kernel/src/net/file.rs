@@ -3,10 +3,7 @@
 #![deny(unsafe_code)]
 
 use super::socket::{self, SocketRef};
-use crate::fs::file::{
-    add_queue, FileOps, FileRef, OpenFile, ReadBuf, Stat, WriteBuf, POLLERR, POLLHUP, POLLIN,
-    POLLOUT, POLLRDNORM, POLLWRNORM,
-};
+use crate::fs::file::{add_queue, poll_mask, FileOps, FileRef, OpenFile, ReadBuf, Stat, WriteBuf};
 use crate::fs::{O_NONBLOCK, O_RDWR};
 use crate::sync::waitqueue::WaitQueue;
 use alloc::rc::Rc;
@@ -44,20 +41,7 @@ impl FileOps for SocketFile {
             add_queue(queues, q);
         }
         let (r, w, hup, err) = socket::readiness(&self.0);
-        let mut events = 0;
-        if r {
-            events |= POLLIN | POLLRDNORM;
-        }
-        if w {
-            events |= POLLOUT | POLLWRNORM;
-        }
-        if hup {
-            events |= POLLHUP;
-        }
-        if err {
-            events |= POLLERR;
-        }
-        events
+        poll_mask(r, w, hup, err)
     }
 
     fn stat(&self) -> Stat {
