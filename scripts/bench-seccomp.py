@@ -7,22 +7,27 @@ side by side, alternating so that the load of the moment falls on both alike.
 2. Guest kernel boot: build/guest-kernel with build/rootfs.qcow2 running /bin/true, BOOTS pairs: exec ->
    the kernel's boot-time marker write ("guest boot time: N us", --boot-timer), i.e. just before init's
    first instruction, and the CPU time (user + system) of the whole run, from wait4.
-3. API latency: a VM running the test guest's `count` mode (every thread filtered: VMM, API, vCPU),
-   ROUNDS rounds of N requests (GET / and GET /vm/config alternately, one at a time on one connection)
-   per mode, alternating modes each round; the median over rounds of each round's p50 and p99 (a burst
-   of load from other work spoils a round's p99, not the figure).
+3. API latency: two VMs at once running the test guest's `count` mode, one with every thread filtered
+   (VMM, API, vCPU) and one with --no-seccomp; ROUNDS rounds (fresh VMs each) of N requests to each (GET /
+   and GET /vm/config, one at a time on one connection per VM), alternating between the two VMs request by
+   request, so that both see the same moment's load (measured one mode after the other, the p50 moved by
+   up to 2x between runs with either mode ahead: where the scheduler put the threads, not the filters); the
+   median over rounds of each round's p50 and p99.
 4. One syscall (ioctl KVM_RUN, write; on a bad descriptor) without and with the vcpu filter, in a C loop.
+5. Installing each thread kind's filter (the seccomp(2) call itself, in a C program): paid once per thread,
+   and for a vCPU before its first KVM_RUN (the kernel checks the program and, since Linux 5.11, runs it
+   for every syscall number to find those it always allows, so its cost grows with the program's length).
 
 Prints medians and the ratio filtered / unfiltered (target: under 1.02). Needs /dev/kvm, gcc and ld, the
 release build (built here) and the test guest (cargo test -p tests --no-run builds it).
-Environment: PAIRS (default 40), BOOTS (10), ROUNDS (6), N (1000).
+Environment: PAIRS (default 40), BOOTS (40), ROUNDS (20), N (1000).
 """
 import glob, importlib.util, os, select, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = int(os.environ.get("PAIRS", "40"))
-BOOTS = int(os.environ.get("BOOTS", "10"))
-ROUNDS = int(os.environ.get("ROUNDS", "6"))
+BOOTS = int(os.environ.get("BOOTS", "40"))
+ROUNDS = int(os.environ.get("ROUNDS", "20"))
 N = int(os.environ.get("N", "1000"))
 MODES = {"filters": [], "no-seccomp": ["--no-seccomp"]}
 
@@ -79,8 +84,7 @@ class Client:
         assert head.startswith(b"HTTP/1.1 200"), head
 
 
-def api_round(microvm, guest, extra, tmp, n):
-    sock = f"{tmp}/api.sock"
+def start_api_vm(microvm, guest, extra, sock):
     if os.path.exists(sock):
         os.unlink(sock)  # left by the previous round's SIGKILL
     p = subprocess.Popen([microvm, "--kernel", guest, "--cmdline", "count", "--serial", "off",
@@ -96,13 +100,25 @@ def api_round(microvm, guest, extra, tmp, n):
                 raise
             time.sleep(0.005)
     c.get("/")  # the VM runs: every thread has its filter
-    times = []
+    return p, c
+
+
+def api_round(microvm, guest, tmp, n):
+    """Both modes at once: one VM with the filters and one without run side by side, and the requests
+    alternate between them one by one (which goes first alternates too), so that whatever the machine is
+    doing at a given moment falls on both alike. Returns {mode: [round-trip us]}."""
+    vms = {m: start_api_vm(microvm, guest, MODES[m], f"{tmp}/api-{i}.sock") for i, m in enumerate(MODES)}
+    times = {m: [] for m in MODES}
     for i in range(n):
-        t0 = time.perf_counter_ns()
-        c.get("/" if i % 2 == 0 else "/vm/config")
-        times.append((time.perf_counter_ns() - t0) / 1000)
-    p.kill()
-    p.wait()
+        order = list(MODES) if i % 2 == 0 else list(MODES)[::-1]
+        for m in order:
+            path = "/" if (i // 2) % 2 == 0 else "/vm/config"
+            t0 = time.perf_counter_ns()
+            vms[m][1].get(path)
+            times[m].append((time.perf_counter_ns() - t0) / 1000)
+    for p, _ in vms.values():
+        p.kill()
+        p.wait()
     return times
 
 
@@ -141,6 +157,64 @@ int main(void) {
     return 0;
 }
 """
+
+
+INSTALL_BENCH = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+static struct sock_filter prog[] = {PROGRAM};
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e6 + t.tv_nsec / 1e3; }
+int main(void) {
+    for (int i = 0; i < 21; i++) {
+        pid_t p = fork();
+        if (p == 0) {
+            struct sock_fprog fp = { sizeof(prog) / sizeof(prog[0]), prog };
+            prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            double t0 = now();
+            if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp)) _exit(1);
+            double t1 = now();
+            char b[32];
+            int l = snprintf(b, sizeof b, "%.1f\n", t1 - t0);
+            write(1, b, l);
+            _exit(0);
+        }
+        waitpid(p, 0, 0);
+    }
+    return 0;
+}
+"""
+
+
+def filter_programs():
+    """{kind: BPF instructions} from the seccomp_filters.rs build.rs generated for the release build."""
+    import re
+    outs = glob.glob(f"{ROOT}/target/release/build/vmm-*/out/seccomp_filters.rs")
+    if not outs:
+        return {}
+    text = open(max(outs, key=os.path.getmtime)).read()
+    progs = {}
+    for m in re.finditer(r'\("(\w+)", &\[(.*?)\]\)', text, re.S):
+        progs[m.group(1)] = re.findall(r"\((\d+), (\d+), (\d+), (\d+)\)", m.group(2))
+    return progs
+
+
+def install_cost(tmp):
+    """{kind: (instructions, median us)} of installing each thread kind's filter (seccomp(2) in a fresh
+    child, 21 times): what a filtered thread pays once, before its first syscall under the filter."""
+    out = {}
+    for kind, insns in filter_programs().items():
+        with open(f"{tmp}/inst.c", "w") as f:
+            f.write(INSTALL_BENCH.replace("PROGRAM", ", ".join("{%s, %s, %s, %su}" % i for i in insns)))
+        subprocess.run(["gcc", "-O2", "-o", f"{tmp}/inst", f"{tmp}/inst.c"], check=True)
+        r = subprocess.run([f"{tmp}/inst"], capture_output=True, text=True, check=True).stdout
+        out[kind] = (len(insns), median([float(x) for x in r.split()]))
+    return out
 
 
 def syscall_cost(tmp):
@@ -189,12 +263,12 @@ def main():
                         boot[m][1].append(cpu)
         api = {m: ([], []) for m in MODES}  # per round: p50, p99
         for i in range(ROUNDS):
-            order = list(MODES) if i % 2 == 0 else list(MODES)[::-1]
-            for m in order:
-                t = api_round(microvm, guest, MODES[m], tmp, N)
-                api[m][0].append(median(t))
-                api[m][1].append(p99(t))
+            t = api_round(microvm, guest, tmp, N)
+            for m in MODES:
+                api[m][0].append(median(t[m]))
+                api[m][1].append(p99(t[m]))
         per_syscall = syscall_cost(tmp)
+        installs = install_cost(tmp)
 
     load = os.getloadavg()[0]
     print(f"load average {load:.1f}; {PAIRS} start pairs, {BOOTS} boot pairs, {ROUNDS}x{N} API requests per mode")
@@ -214,6 +288,9 @@ def main():
     if per_syscall:
         print(f"one syscall through the vcpu filter: ioctl(KVM_RUN) {per_syscall[0]:.0f} -> {per_syscall[1]:.0f} ns, "
               f"write {per_syscall[2]:.0f} -> {per_syscall[3]:.0f} ns (best of 5 x 2,000,000, on a bad descriptor)")
+    if installs:
+        print("installing a filter (seccomp(2), median of 21): " +
+              ", ".join(f"{k} {n} instructions {us:.0f} us" for k, (n, us) in installs.items()))
 
 
 if __name__ == "__main__":
