@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod disk;
 pub mod legacy;
+pub mod rate_limiter;
 pub mod virtio;
 
 /// What every I/O worker thread a device starts runs first, before it takes any request (the VMM sets it

@@ -12,6 +12,7 @@
  *   blkread=S   read sector S of the first virtio-blk disk (virtio_blk.c)
  *   blkwrite=S  write and flush sector S of the first virtio-blk disk (virtio_blk.c)
  *   blkloop=N   write sectors 1..N of the first virtio-blk disk in turn, printing each completion
+ *   blkbulk=N   read N 64 KiB requests of the first virtio-blk disk, between two marker lines
  *   netbad      hand the first virtio-net device malformed chains (virtio_net.c)
  *   netecho     answer ARP, ICMP echo and UDP on the first virtio-net device until a datagram to port 9
  *               (virtio_net.c, with its options netip=, netbuf=, netnomrg)
@@ -80,6 +81,7 @@ static void die(uint8_t code) {
 void blk_write(uint64_t sector);
 void blk_read(uint64_t sector);
 void blk_loop(uint64_t count);
+void blk_bulk(uint64_t count);
 void blk_puts(const char *s) { puts_(s); }
 void blk_puthex(uint64_t v) { puthex(v); }
 void blk_die(uint8_t code) { die(code); }
@@ -238,6 +240,7 @@ void guest_main(int kind, uint64_t info) {
     if ((v = find("blkread"))) blk_read(number(v));
     if ((v = find("blkwrite"))) blk_write(number(v));
     if ((v = find("blkloop"))) blk_loop(number(v));
+    if ((v = find("blkbulk"))) blk_bulk(number(v));
     if (find("netbad")) net_command(cmdline, 2);
     if (find("netecho")) net_command(cmdline, 1);
     if (find("count")) count();

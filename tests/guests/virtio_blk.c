@@ -5,6 +5,8 @@
  *   blkread=S   read sector S and print its first 8 bytes in hex
  *   blkloop=N   write sectors 1..N in turn, each filled with its number (64-bit words), no flush, and print
  *               "blk: acked N" as each completes (a stream of I/O to snapshot in the middle of)
+ *   blkbulk=N   read N 64 KiB requests from sector 0 on, one at a time, between "blk: bulk start" and
+ *               "blk: bulk done" (the host times the rate limiter by these lines)
  * Prints "blk: ..." lines; on any failure prints "blk: error ..." and exits through debug-exit with 77.
  */
 #include <stdint.h>
@@ -26,6 +28,8 @@ static struct { uint16_t flags, idx; struct { uint32_t id, len; } ring[QSIZE]; u
     __attribute__((aligned(16)));
 static struct { uint32_t type, reserved; uint64_t sector; } hdr;
 static uint8_t data[512] __attribute__((aligned(512)));
+#define BULK_LEN 65536
+static uint8_t bulk[BULK_LEN] __attribute__((aligned(4096)));
 static volatile uint8_t status;
 static int ready;
 
@@ -58,8 +62,8 @@ static void init(void) {
     ready = 1;
 }
 
-/* type: 0 = IN, 1 = OUT, 4 = FLUSH. Returns the status byte. */
-static uint8_t request(uint32_t type, uint64_t sector) {
+/* type: 0 = IN, 1 = OUT, 4 = FLUSH, on `len` bytes at `buf`. Returns the status byte. */
+static uint8_t request_on(uint32_t type, uint64_t sector, uint8_t *buf, uint32_t len) {
     if (!ready) init();
     hdr.type = type; hdr.reserved = 0; hdr.sector = sector;
     status = 0xff;
@@ -67,7 +71,7 @@ static uint8_t request(uint32_t type, uint64_t sector) {
     if (type == 4) {
         descs[0].next = 2;
     } else {
-        descs[1] = (struct desc){(uint64_t)data, 512, (uint16_t)(1 | (type == 0 ? 2 : 0)), 2};
+        descs[1] = (struct desc){(uint64_t)buf, len, (uint16_t)(1 | (type == 0 ? 2 : 0)), 2};
     }
     descs[2] = (struct desc){(uint64_t)&status, 1, 2, 0};
     uint16_t expect = (uint16_t)(used.idx + 1);
@@ -80,6 +84,8 @@ static uint8_t request(uint32_t type, uint64_t sector) {
     *reg(0x064) = *reg(0x060); /* acknowledge, though we poll */
     return status;
 }
+
+static uint8_t request(uint32_t type, uint64_t sector) { return request_on(type, sector, data, 512); }
 
 void blk_write(uint64_t sector) {
     for (int i = 0; i < 512; i++) data[i] = (uint8_t)(sector + (uint64_t)i);
@@ -110,4 +116,13 @@ void blk_loop(uint64_t count) {
         blk_puts("\n");
     }
     blk_puts("blk: loop done\n");
+}
+
+void blk_bulk(uint64_t count) {
+    blk_puts("blk: bulk start\n");
+    for (uint64_t n = 0; n < count; n++)
+        if (request_on(0, n * (BULK_LEN / 512), bulk, BULK_LEN) != 0) fail("bulk read");
+    blk_puts("blk: bulk done ");
+    blk_puthex(count);
+    blk_puts("\n");
 }

@@ -312,7 +312,6 @@ fn answers_follow_firecrackers_schema() {
     let expected = [
         "Drive.cache_type=\"Unsafe\"",
         "Drive.partuuid=\"x\"",
-        "Drive.rate_limiter={}",
         "Drive.socket=\"x\"",
         "MachineConfiguration.cpu_template=\"C3\"",
         "MachineConfiguration.cpu_template=\"T2\"",
@@ -322,8 +321,6 @@ fn answers_follow_firecrackers_schema() {
         "MachineConfiguration.cpu_template=\"V1N1\"",
         "MachineConfiguration.huge_pages=\"2M\"",
         "NetworkInterface.mtu=1500",
-        "NetworkInterface.rx_rate_limiter={}",
-        "NetworkInterface.tx_rate_limiter={}",
         "SnapshotLoadParams.clock_realtime=true",
         "SnapshotLoadParams.huge_pages=\"2M\"",
         "SnapshotLoadParams.huge_pages=\"None\"",

@@ -152,6 +152,7 @@ pub struct BootSource {
 /// Drive format, I/O engine and cache mode are the device model's own types (one definition, with their
 /// serde names and defaults, in `devices`).
 pub use devices::disk::{CacheMode, ImageFormat};
+pub use devices::rate_limiter::RateLimiterConfig;
 pub use devices::virtio::IoEngine;
 
 /// A virtio-blk disk: the `--disk` flag, a config file's `drives` entry and the body of `PUT /drives/{id}`
@@ -171,6 +172,8 @@ pub struct DriveConfig {
     pub format: Option<ImageFormat>,
     pub io_engine: IoEngine,
     pub cache_type: CacheMode,
+    /// Firecracker's `rate_limiter`, enforced by the device (`devices::rate_limiter`).
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `cache_type` as a body may give it: Firecracker's `Unsafe` is named so that it can be refused as not
@@ -204,8 +207,8 @@ pub struct DriveBody {
     partuuid: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
     socket: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    rate_limiter: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// The message for a Firecracker field microvm refuses.
@@ -225,8 +228,8 @@ impl TryFrom<DriveBody> for DriveConfig {
                 "the root device is always /dev/vda",
             ));
         }
-        if b.rate_limiter.is_some() {
-            return Err(unsupported("rate_limiter", "no rate limiters yet"));
+        if let Some(r) = &b.rate_limiter {
+            r.validate().map_err(|e| format!("rate_limiter: {e}"))?;
         }
         let Some(path_on_host) = b.path_on_host else {
             return Err(
@@ -251,6 +254,7 @@ impl TryFrom<DriveBody> for DriveConfig {
             format: b.format,
             io_engine: b.io_engine.unwrap_or_default(),
             cache_type,
+            rate_limiter: b.rate_limiter,
         })
     }
 }
@@ -270,7 +274,7 @@ impl From<DriveConfig> for DriveBody {
             }),
             partuuid: None,
             socket: None,
-            rate_limiter: None,
+            rate_limiter: d.rate_limiter,
         }
     }
 }
@@ -286,6 +290,7 @@ impl DriveConfig {
             format: None,
             io_engine: IoEngine::default(),
             cache_type: CacheMode::default(),
+            rate_limiter: None,
         }
     }
 
@@ -332,6 +337,10 @@ pub struct NetConfig {
     pub host_dev_name: String,
     /// `xx:xx:xx:xx:xx:xx`, unicast; a default is chosen when absent.
     pub guest_mac: Option<String>,
+    /// Firecracker's `rx_rate_limiter` (frames to the guest), enforced by the device.
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    /// Firecracker's `tx_rate_limiter` (frames from the guest), enforced by the device.
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// The JSON shape of [`NetConfig`]: Firecracker's `NetworkInterface`; its fields microvm does not support
@@ -345,10 +354,10 @@ pub struct NetBody {
     guest_mac: Option<String>,
     #[serde(default, skip_serializing)]
     mtu: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    rx_rate_limiter: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    tx_rate_limiter: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rx_rate_limiter: Option<RateLimiterConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 impl TryFrom<NetBody> for NetConfig {
@@ -361,14 +370,16 @@ impl TryFrom<NetBody> for NetConfig {
             ("rx_rate_limiter", &b.rx_rate_limiter),
             ("tx_rate_limiter", &b.tx_rate_limiter),
         ] {
-            if v.is_some() {
-                return Err(unsupported(field, "no rate limiters yet"));
+            if let Some(r) = v {
+                r.validate().map_err(|e| format!("{field}: {e}"))?;
             }
         }
         Ok(Self {
             iface_id: b.iface_id,
             host_dev_name: b.host_dev_name,
             guest_mac: b.guest_mac,
+            rx_rate_limiter: b.rx_rate_limiter,
+            tx_rate_limiter: b.tx_rate_limiter,
         })
     }
 }
@@ -380,8 +391,8 @@ impl From<NetConfig> for NetBody {
             host_dev_name: n.host_dev_name,
             guest_mac: n.guest_mac,
             mtu: None,
-            rx_rate_limiter: None,
-            tx_rate_limiter: None,
+            rx_rate_limiter: n.rx_rate_limiter,
+            tx_rate_limiter: n.tx_rate_limiter,
         }
     }
 }
@@ -457,6 +468,8 @@ impl NetConfig {
             iface_id: String::new(),
             host_dev_name: String::new(),
             guest_mac: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
         };
         for opt in spec.split(',') {
             match opt.split_once('=') {
@@ -909,6 +922,8 @@ mod tests {
             iface_id: "eth0".into(),
             host_dev_name: "tap0".into(),
             guest_mac: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
         }];
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(VmConfig::from_json(&text).unwrap(), c);
@@ -966,8 +981,12 @@ mod tests {
             ),
             (r#", "socket": "/s""#, "socket is not supported by microvm"),
             (
-                r#", "path_on_host": "a", "rate_limiter": {}"#,
-                "rate_limiter is not supported",
+                r#", "path_on_host": "a", "rate_limiter": {"ops": {"size": 1, "refill_time": 4294967296}}"#,
+                "rate_limiter: refill_time 4294967296 ms is too long",
+            ),
+            (
+                r#", "path_on_host": "a", "rate_limiter": {"bandwidth": {"size": 1}}"#,
+                "missing field `refill_time`",
             ),
             ("", "path_on_host is required"),
         ] {
@@ -991,17 +1010,34 @@ mod tests {
         for (extra, says) in [
             (r#", "mtu": 1500"#, "mtu is not supported by microvm"),
             (
-                r#", "rx_rate_limiter": {}"#,
-                "rx_rate_limiter is not supported",
+                r#", "rx_rate_limiter": {"ops": {"size": 1, "refill_time": 4294967296}}"#,
+                "rx_rate_limiter: refill_time",
             ),
             (
-                r#", "tx_rate_limiter": {}"#,
-                "tx_rate_limiter is not supported",
+                r#", "tx_rate_limiter": {"bogus": {}}"#,
+                "unknown field `bogus`",
             ),
         ] {
             let e = net(extra).unwrap_err();
             assert!(e.to_string().contains(says), "{extra}: {e}");
         }
+        // Rate limiters are honoured and read back as given.
+        let limited = r#"{"bandwidth": {"size": 1048576, "one_time_burst": 4096, "refill_time": 1000}, "ops": {"size": 100, "refill_time": 1000}}"#;
+        let d = drive(&format!(
+            r#", "path_on_host": "a", "rate_limiter": {limited}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&d).unwrap()["rate_limiter"],
+            serde_json::from_str::<serde_json::Value>(limited).unwrap()
+        );
+        let n = net(&format!(
+            r#", "rx_rate_limiter": {limited}, "tx_rate_limiter": {{"ops": {{"size": 5, "refill_time": 10}}}}"#
+        ))
+        .unwrap();
+        let v = serde_json::to_value(&n).unwrap();
+        assert_eq!(v["rx_rate_limiter"]["bandwidth"]["one_time_burst"], 4096);
+        assert_eq!(v["tx_rate_limiter"]["ops"]["size"], 5);
         assert!(net(r#", "bogus": 1"#)
             .unwrap_err()
             .to_string()
@@ -1063,6 +1099,8 @@ mod tests {
             iface_id: id.into(),
             host_dev_name: dev.into(),
             guest_mac: mac.map(Into::into),
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
         };
         let mut c = config();
         c.network_interfaces = vec![net("eth0", "tap0", Some("06:00:AC:10:00:02"))];

@@ -166,6 +166,8 @@ pub fn virtio_net(data: &[u8]) -> usize {
         tap,
         &NetConfig {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            rx_rate_limiter: Default::default(),
+            tx_rate_limiter: Default::default(),
         },
     ) else {
         return 0;

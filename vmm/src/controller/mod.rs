@@ -229,9 +229,11 @@ mod tests {
             serde_json::json!({
                 "api": {"connections": 0, "requests": 3, "errors": 0, "timeouts": 0},
                 "block": {"vda": {"reads": 0, "writes": 0, "read_bytes": 4096, "write_bytes": 0,
-                                  "flushes": 0, "errors": 0, "dropped": 0}},
+                                  "flushes": 0, "errors": 0, "dropped": 0,
+                                  "rate_limiter_throttled_events": 0}},
                 "net": {"eth0": {"rx_packets": 0, "rx_bytes": 0, "rx_dropped": 0, "rx_no_buffers": 2,
-                                 "tx_packets": 0, "tx_bytes": 0, "tx_dropped": 0, "malformed": 0}},
+                                 "tx_packets": 0, "tx_bytes": 0, "tx_dropped": 0, "malformed": 0,
+                                 "rx_rate_limiter_throttled": 0, "tx_rate_limiter_throttled": 0}},
                 "i8042": {"ctrl_alt_del": 1},
             })
         );

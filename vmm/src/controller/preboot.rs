@@ -299,6 +299,8 @@ mod tests {
             iface_id: "eth0".into(),
             host_dev_name: "tap0".into(),
             guest_mac: Some("zz".into()),
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
         };
         assert_eq!(
             err(c.handle(Action::PutNetworkInterface(net))).status(),

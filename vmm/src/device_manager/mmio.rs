@@ -123,6 +123,7 @@ impl MmioDeviceManager {
                 &BlockConfig {
                     id: drive.drive_id.clone(),
                     io_engine: drive.io_engine,
+                    rate_limiter: drive.rate_limiter.unwrap_or_default(),
                 },
             )
             .map_err(DeviceError::Block)?,
@@ -142,7 +143,11 @@ impl MmioDeviceManager {
             iface: iface.iface_id.clone(),
             source,
         })?;
-        let cfg = devices::virtio::NetConfig { mac: iface.mac() };
+        let cfg = devices::virtio::NetConfig {
+            mac: iface.mac(),
+            rx_rate_limiter: iface.rx_rate_limiter.unwrap_or_default(),
+            tx_rate_limiter: iface.tx_rate_limiter.unwrap_or_default(),
+        };
         let net = Arc::new(Mutex::new(Net::new(tap, &cfg).map_err(DeviceError::Net)?));
         self.add(mem, net.clone(), net.clone())?;
         self.nets.push((iface.iface_id.clone(), net.clone()));
@@ -324,6 +329,8 @@ mod tests {
             iface_id: "eth0".into(),
             host_dev_name: "mvmnotap9".into(),
             guest_mac: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
         };
         let e = dm.add_net(&mem, &no_tap).err().unwrap();
         assert_eq!(

@@ -54,6 +54,7 @@ impl Driver {
                 &BlockConfig {
                     id: "t".into(),
                     io_engine: engine,
+                    rate_limiter: Default::default(),
                 },
             )
             .unwrap(),
@@ -496,6 +497,7 @@ fn async_falls_back_to_sync_without_io_uring() {
             &BlockConfig {
                 id: "f".into(),
                 io_engine: IoEngine::Async,
+                rate_limiter: Default::default(),
             },
         )
         .unwrap();

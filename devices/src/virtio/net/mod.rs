@@ -43,6 +43,7 @@ use super::{
     read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
     TYPE_NET,
 };
+use crate::rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError};
 use crate::virtio::persist::{DeviceData, VirtioStateError};
 use crate::GuestMemoryMmap;
 
@@ -63,6 +64,9 @@ pub enum NetError {
     /// A queue notify EventFd could not be created.
     #[error("cannot create a queue EventFd")]
     EventFd(#[source] io::Error),
+    /// A rate limiter could not be set up.
+    #[error(transparent)]
+    RateLimiter(#[from] RateLimiterError),
 }
 
 /// Counters of one network device.
@@ -86,6 +90,12 @@ pub struct NetMetrics {
     pub tx_dropped: AtomicU64,
     /// Malformed descriptor chains (either queue).
     pub malformed: AtomicU64,
+    /// Times a received frame waited for the receive rate limiter (Firecracker's
+    /// `rx_rate_limiter_throttled`).
+    pub rx_rate_limiter_throttled: AtomicU64,
+    /// Times a frame to send waited for the transmit rate limiter (Firecracker's
+    /// `tx_rate_limiter_throttled`).
+    pub tx_rate_limiter_throttled: AtomicU64,
 }
 
 /// How to set up a network device.
@@ -93,6 +103,10 @@ pub struct NetMetrics {
 pub struct NetConfig {
     /// The guest's MAC address.
     pub mac: [u8; 6],
+    /// Firecracker's `rx_rate_limiter`: frames and bytes delivered to the guest.
+    pub rx_rate_limiter: RateLimiterConfig,
+    /// Firecracker's `tx_rate_limiter`: frames and bytes the guest sends.
+    pub tx_rate_limiter: RateLimiterConfig,
 }
 
 struct Active {
@@ -120,6 +134,10 @@ pub struct Net {
     tx_buf: Vec<u8>,
     metrics: Arc<NetMetrics>,
     warn: LogLimiter,
+    /// A received frame waits in `rx_buf` (the TAP disarmed) while this is short.
+    rx_limiter: RateLimiter,
+    /// A chain to send waits on the avail ring while this is short.
+    tx_limiter: RateLimiter,
 }
 
 impl Net {
@@ -129,6 +147,10 @@ impl Net {
     pub const PROCESS_TX: u32 = 1;
     /// Event token of the TAP.
     pub const TAP: u32 = 2;
+    /// Event token of the receive rate limiter's timerfd.
+    pub const RX_RATE_LIMITER: u32 = 3;
+    /// Event token of the transmit rate limiter's timerfd.
+    pub const TX_RATE_LIMITER: u32 = 4;
 
     /// A network device on `tap`.
     pub fn new(tap: Tap, cfg: &NetConfig) -> Result<Self, NetError> {
@@ -150,12 +172,40 @@ impl Net {
             tx_buf: Vec::with_capacity(MAX_PACKET),
             metrics: Arc::new(NetMetrics::default()),
             warn: LogLimiter::default(),
+            rx_limiter: RateLimiter::new(&cfg.rx_rate_limiter)?,
+            tx_limiter: RateLimiter::new(&cfg.tx_rate_limiter)?,
         })
     }
 
     /// The device's counters.
     pub fn metrics(&self) -> Arc<NetMetrics> {
         self.metrics.clone()
+    }
+
+    /// The receive and transmit rate limiters' buckets in force.
+    pub fn rate_limiter_configs(&self) -> (RateLimiterConfig, RateLimiterConfig) {
+        (*self.rx_limiter.config(), *self.tx_limiter.config())
+    }
+
+    /// Changes the rate limiters (`PATCH /network-interfaces/{id}`; buckets not named stay). Frames
+    /// that waited for the old limiters move on the next event: both queues are kicked.
+    pub fn update_rate_limiters(
+        &mut self,
+        rx: Option<&RateLimiterConfig>,
+        tx: Option<&RateLimiterConfig>,
+    ) -> Result<(), NetError> {
+        if let Some(rx) = rx {
+            self.rx_limiter.update(rx)?;
+        }
+        if let Some(tx) = tx {
+            self.tx_limiter.update(tx)?;
+        }
+        for evt in &self.queue_evts {
+            if let Err(e) = evt.write(1) {
+                log::error!("virtio-net: cannot kick a queue after a rate limiter change: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// The host TAP's name.
@@ -207,6 +257,14 @@ impl Net {
                         break;
                     }
                 }
+            }
+            if !self.rx_limiter.consume((self.rx_len - VNET_HDR_LEN) as u64) {
+                // The frame waits in rx_buf with the TAP disarmed until the limiter's timer fires.
+                self.metrics
+                    .rx_rate_limiter_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                starved = true;
+                break;
             }
             let packet = &self.rx_buf[..self.rx_len];
             match deliver_rx(&a.mem, &mut a.rx, packet, mrg) {
@@ -276,6 +334,15 @@ impl Net {
             let head = chain.head_index();
             match read_tx(&a.mem, chain, &mut self.tx_buf, MAX_PACKET) {
                 Ok(()) => {
+                    let len = (self.tx_buf.len() - VNET_HDR_LEN) as u64;
+                    if !self.tx_limiter.consume(len) {
+                        // Back on the avail ring; the limiter's timer resumes sending.
+                        a.tx.go_to_previous_position();
+                        self.metrics
+                            .tx_rate_limiter_throttled
+                            .fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
                     let (hdr, frame) = self.tx_buf.split_at(VNET_HDR_LEN);
                     let hdr = tx_header(hdr, frame.len(), self.acked_features);
                     match self.tap.write_frame(&hdr, frame) {
@@ -527,6 +594,15 @@ impl MutEventSubscriber for Net {
                 }
                 self.process_rx()
             }
+            Self::RX_RATE_LIMITER => {
+                self.rx_limiter.event_handler();
+                self.process_rx()
+            }
+            Self::TX_RATE_LIMITER => {
+                self.tx_limiter.event_handler();
+                self.process_tx();
+                !self.tap_armed && self.rx_len > 0
+            }
             other => {
                 log::warn!("virtio-net: unexpected event token {other}");
                 return;
@@ -543,6 +619,14 @@ impl MutEventSubscriber for Net {
         {
             if let Err(e) = ops.add(Events::with_data(evt, token, EventSet::IN)) {
                 log::error!("virtio-net: cannot register a queue EventFd: {e:?}");
+            }
+        }
+        for (limiter, token) in [
+            (&self.rx_limiter, Self::RX_RATE_LIMITER),
+            (&self.tx_limiter, Self::TX_RATE_LIMITER),
+        ] {
+            if let Err(e) = ops.add(Events::with_data(limiter, token, EventSet::IN)) {
+                log::error!("virtio-net: cannot register a rate limiter's timer: {e:?}");
             }
         }
         // Registered without interest: it is armed once the guest has activated the device.
@@ -617,6 +701,8 @@ mod tests {
             Tap::from_fd(a, "pair"),
             &NetConfig {
                 mac: [6, 0, 0, 0, 0, 1],
+                rx_rate_limiter: Default::default(),
+                tx_rate_limiter: Default::default(),
             },
         )
         .unwrap();
@@ -695,6 +781,8 @@ mod tests {
         let (a, _b) = tap::socket_pair().unwrap();
         let cfg = NetConfig {
             mac: [6, 0, 0, 0, 0, 1],
+            rx_rate_limiter: Default::default(),
+            tx_rate_limiter: Default::default(),
         };
         let net2 = Arc::new(Mutex::new(Net::new(Tap::from_fd(a, "new"), &cfg).unwrap()));
         let mut t2 = MmioTransport::new(mem.clone(), net2.clone()).unwrap();
@@ -723,6 +811,82 @@ mod tests {
             st.data = bad;
             assert!(matches!(t3.restore(&st), Err(VirtioStateError::Data(_))));
         }
+    }
+
+    /// One frame per 100 ms each way: the first of three passes at once, the others when the limiters'
+    /// timers fire in the event loop; nothing is lost or reordered.
+    #[test]
+    fn rate_limiters_pace_frames_both_ways() {
+        use crate::rate_limiter::TokenBucketConfig;
+        use std::time::{Duration, Instant};
+        let mem = guest_memory(4 << 20);
+        let rxq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let txq = MockSplitQueue::create(&mem, GuestAddress(0x4000), 16);
+        let mut r = rig(&mem, &rxq, &txq, 1 << VIRTIO_NET_F_MRG_RXBUF);
+        let one_per_100ms = RateLimiterConfig {
+            bandwidth: None,
+            ops: Some(TokenBucketConfig {
+                size: 1,
+                one_time_burst: None,
+                refill_time: 100,
+            }),
+        };
+        r.net
+            .lock()
+            .unwrap()
+            .update_rate_limiters(Some(&one_per_100ms), Some(&one_per_100ms))
+            .unwrap();
+        assert_eq!(
+            r.net.lock().unwrap().rate_limiter_configs().1,
+            one_per_100ms
+        );
+        r.settle();
+        let mut chains = Vec::new();
+        for i in 0..3u64 {
+            let at = GuestAddress(0x20_0000 + i * 0x1000);
+            mem.write_slice(&[0; VNET_HDR_LEN], at).unwrap();
+            mem.write_slice(&frame(100, i as u8), at.unchecked_add(12))
+                .unwrap();
+            chains.push(desc(0x20_0000 + i * 0x1000, 112, 0, 0));
+        }
+        txq.add_desc_chains(&chains, 0).unwrap();
+        rxq.add_desc_chains(
+            &(0..3)
+                .map(|i| desc(0x10_0000 + i * 0x1000, 1024, VRING_DESC_F_WRITE, 0))
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        for i in 0..3 {
+            r.inject(&frame(60, 10 + i));
+        }
+        let t0 = Instant::now();
+        write_reg(&mut r.t, 0x50, 1);
+        r.settle();
+        assert_eq!(r.metric(|m| &m.tx_packets), 1);
+        assert_eq!(r.metric(|m| &m.rx_packets), 1);
+        let mut buf = [0u8; 256];
+        let mut sent = 1;
+        assert_eq!(r.host.read_frame(&mut buf).unwrap(), 112);
+        while (sent < 3 || r.metric(|m| &m.rx_packets) < 3)
+            && t0.elapsed() < Duration::from_secs(10)
+        {
+            r.manager.run_with_timeout(100).unwrap();
+            while let Ok(n) = r.host.read_frame(&mut buf) {
+                assert_eq!(n, 112);
+                assert_eq!(&buf[12..112], &frame(100, sent as u8)[..], "in order");
+                sent += 1;
+            }
+        }
+        let took = t0.elapsed();
+        assert_eq!(sent, 3);
+        assert_eq!(r.metric(|m| &m.rx_packets), 3);
+        assert!(took >= Duration::from_millis(190), "{took:?}");
+        assert!(r.metric(|m| &m.tx_rate_limiter_throttled) >= 1);
+        assert!(r.metric(|m| &m.rx_rate_limiter_throttled) >= 1);
+        let mut got = [0u8; 72];
+        mem.read_slice(&mut got, GuestAddress(0x10_2000)).unwrap();
+        assert_eq!(&got[12..], &frame(60, 12)[..]);
     }
 
     #[test]
