@@ -18,6 +18,12 @@
  *               (virtio_net.c, with its options netip=, netbuf=, netnomrg)
  *   count       print "count N" every 10 timer ticks, forever; keyboard bytes (IRQ 1, port 0x60) are
  *               collected, and the Ctrl-Alt-Del sequence 14 11 e0 71 ends the guest with status 57
+ *   memwalk     with count: before printing count N, write N+1 into counter page (N+1) % 64 (pages 64 KiB
+ *               apart) and have the first virtio-blk disk read its sector (N+1) % 8192 into read page
+ *               (N+1) % 64 (the device writes those pages, the guest never does), then check all 128
+ *               pages against what the counts so far must have left there; a mismatch prints
+ *               "memwalk: bad ..." and exits with status 66. Prints "memwalk: pages at 0xADDR" first.
+ *               Sector S of the disk must hold S in each of its 64-bit words.
  *   reset       reset through the i8042
  *   halt        stay alive forever (halted, interrupts off)
  *   exit=N      leave through the debug-exit port with status N (default 0)
@@ -82,6 +88,7 @@ void blk_write(uint64_t sector);
 void blk_read(uint64_t sector);
 void blk_loop(uint64_t count);
 void blk_bulk(uint64_t count);
+void blk_read_to(uint64_t sector, uint8_t *buf);
 void blk_puts(const char *s) { puts_(s); }
 void blk_puthex(uint64_t v) { puthex(v); }
 void blk_die(uint8_t code) { die(code); }
@@ -139,15 +146,53 @@ static void start_interrupts(uint8_t master_mask) {
     __asm__ volatile("sti");
 }
 
+/* --- memwalk: guest RAM changing between snapshots, by the guest and by a device ---------------------- */
+#define WALK_PAGES 64
+#define WALK_STRIDE 16 /* pages from one counter page to the next */
+#define WALK_SECTORS 8192
+static volatile uint64_t walk_counters[WALK_PAGES * WALK_STRIDE * 512] __attribute__((aligned(4096)));
+static uint8_t walk_reads[WALK_PAGES][4096] __attribute__((aligned(4096)));
+
+/* The last m in 1..=n with m % WALK_PAGES == k, or 0. */
+static uint64_t walk_last(uint64_t n, uint64_t k) {
+    if (n < k || (k == 0 && n < WALK_PAGES)) return 0;
+    return n - (n - k) % WALK_PAGES;
+}
+
+static void walk_bad(const char *what, uint64_t k, uint64_t got, uint64_t want) {
+    puts_("memwalk: bad "); puts_(what); puts_(" page "); putu(k);
+    puts_(": "); putu(got); puts_(", want "); putu(want); puts_("\n");
+    die(66);
+}
+
+static void walk_step(uint64_t m) {
+    uint64_t k = m % WALK_PAGES;
+    walk_counters[k * WALK_STRIDE * 512] = m;
+    blk_read_to(m % WALK_SECTORS, walk_reads[k]);
+    for (uint64_t j = 0; j < WALK_PAGES; j++) {
+        uint64_t want = walk_last(m, j);
+        uint64_t got = walk_counters[j * WALK_STRIDE * 512];
+        if (got != want) walk_bad("counter", j, got, want);
+        uint64_t sector = want % WALK_SECTORS;
+        volatile uint64_t *r = (volatile uint64_t *)walk_reads[j];
+        uint64_t first = r[0], last = r[63];
+        if (want == 0 ? (first | last) != 0 : first != sector || last != sector)
+            walk_bad("read", j, first, sector);
+    }
+}
+
 /* Prints a counter every 10 ticks until the Ctrl-Alt-Del scancodes arrive. */
 static void count(void) {
+    int walk = find("memwalk") != 0;
     start_interrupts(0xfc); /* IRQ 0 and 1 */
+    if (walk) { puts_("memwalk: pages at 0x"); puthex((uint64_t)walk_counters); puts_("\n"); }
     puts_("counting\n");
     uint64_t n = 0, next = 10;
     for (;;) {
         __asm__ volatile("hlt");
         if (ticks >= next) {
             next = ticks + 10;
+            if (walk) walk_step(n + 1);
             puts_("count "); putu(n++); puts_("\n");
         }
         int k = nkeys;

@@ -3,6 +3,7 @@
  * at a time, no interrupts. Used by the disk integration tests:
  *   blkwrite=S  write one sector of pattern (byte i = S + i) at sector S, then FLUSH
  *   blkread=S   read sector S and print its first 8 bytes in hex
+ *   (memwalk)   guest.c reads sectors into pages of its own with blk_read_to
  *   blkloop=N   write sectors 1..N in turn, each filled with its number (64-bit words), no flush, and print
  *               "blk: acked N" as each completes (a stream of I/O to snapshot in the middle of)
  *   blkbulk=N   read N 64 KiB requests from sector 0 on, one at a time, between "blk: bulk start" and
@@ -86,6 +87,11 @@ static uint8_t request_on(uint32_t type, uint64_t sector, uint8_t *buf, uint32_t
 }
 
 static uint8_t request(uint32_t type, uint64_t sector) { return request_on(type, sector, data, 512); }
+
+/* Reads sector S into `buf` (the device writes guest RAM there; the guest does not). */
+void blk_read_to(uint64_t sector, uint8_t *buf) {
+    if (request_on(0, sector, buf, 512) != 0) fail("read");
+}
 
 void blk_write(uint64_t sector) {
     for (int i = 0; i < 512; i++) data[i] = (uint8_t)(sector + (uint64_t)i);

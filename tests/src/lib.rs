@@ -144,6 +144,17 @@ impl Vm {
         stdin.flush().unwrap();
     }
 
+    /// Bytes written with [`Vm::send`] that `microvm` has not read yet (`FIONREAD` on the pipe).
+    pub fn unread_input(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let fd = self.child.stdin.as_ref().unwrap().as_raw_fd();
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on our own pipe's descriptor writes one int into `n`.
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        assert_eq!(r, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+        n as usize
+    }
+
     /// Sends a signal to `microvm`.
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill on our own child's pid has no memory-safety effects.

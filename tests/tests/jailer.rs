@@ -364,3 +364,142 @@ fn bad_input_is_one_line_and_status_1() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// The counts a test guest printed.
+fn counts(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("count ")?.trim().parse().ok())
+        .collect()
+}
+
+/// Pauses a jailed VM through its API and waits for its output to settle; returns the last count.
+fn pause_settled(sock: &Path, vm: &Vm) -> u64 {
+    let (code, body) = request(sock, "PATCH", "/vm", r#"{"state": "Paused"}"#);
+    assert_eq!(code, 204, "{body}");
+    let (mut seen, mut since) = (vm.stdout(), std::time::Instant::now());
+    assert!(wait_until(T, || {
+        let now = vm.stdout();
+        if now != seen {
+            (seen, since) = (now, std::time::Instant::now());
+        }
+        since.elapsed() >= Duration::from_millis(150)
+    }));
+    *counts(&vm.stdout()).last().expect("the guest counted")
+}
+
+/// Restores `state`/`mem` (host paths, copied into a new jail) in a jailed microvm; returns its first
+/// count.
+fn restore_jailed(base: &Path, id: &str, state: &Path, mem: &Path) -> u64 {
+    let (s, m) = (state.to_str().unwrap(), mem.to_str().unwrap());
+    let inside = |p: &Path| format!("/{}", p.file_name().unwrap().to_str().unwrap());
+    let (si, mi) = (inside(state), inside(mem));
+    let mut cmd = jailer(
+        base,
+        id,
+        &["--file", s, "--file", m],
+        &["--restore", &si, "--mem-file", &mi, "--resume"],
+    );
+    let vm = Vm::spawn_cmd(&mut cmd);
+    assert!(
+        wait_until(T, || counts(&vm.stdout()).len() >= 2),
+        "the jailed restore does not count: {}",
+        vm.stdout()
+    );
+    let first = counts(&vm.stdout())[0];
+    vm.signal(libc::SIGKILL);
+    drop(vm.wait(T));
+    first
+}
+
+/// Bytes a file really occupies on disk.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A jailed VM (no /proc in its jail) is paused and snapshotted into its jail, Full then Diff; other
+/// jailed microvms restore each: the Full at its count, the Diff laid onto a copy of the Full with
+/// `rebase-snap` at its later count. Without /proc/self/pagemap the Diff holds every page of guest RAM.
+#[test]
+fn a_jailed_vm_snapshots_into_its_jail_and_jailed_vms_restore_it() {
+    if !is_root() || !require_kvm() {
+        eprintln!("SKIPPED: needs root and KVM");
+        return;
+    }
+    let base = base("snap");
+    let name = Path::new(PVH).file_name().unwrap().to_str().unwrap();
+    let kernel = format!("/{name}");
+    let mut cmd = jailer(
+        &base,
+        "snap-a",
+        &["--file", PVH],
+        &[
+            "--api-sock",
+            "/api.sock",
+            "--kernel",
+            &kernel,
+            "--cmdline",
+            "count",
+            "--mem",
+            "64",
+        ],
+    );
+    let vm = Vm::spawn_cmd(&mut cmd);
+    let root = base.join("microvm/snap-a/root");
+    let sock = root.join("api.sock");
+    vm.wait_for_output("count 3\n", T);
+    assert!(!root.join("proc").exists(), "the jail has a /proc");
+    let snap = |kind: &str, state: &str, mem: &str| {
+        let (code, body) = request(
+            &sock,
+            "PUT",
+            "/snapshot/create",
+            &format!(
+                r#"{{"snapshot_type": "{kind}", "snapshot_path": "/{state}", "mem_file_path": "/{mem}"}}"#
+            ),
+        );
+        assert_eq!(code, 204, "{kind}: {body}");
+    };
+    let c0 = pause_settled(&sock, &vm);
+    snap("Full", "full.state", "full.mem");
+    let (code, _) = request(&sock, "PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    assert_eq!(code, 204);
+    assert!(wait_until(T, || counts(&vm.stdout()).last() >= Some(&(c0 + 4))));
+    let c1 = pause_settled(&sock, &vm);
+    snap("Diff", "diff.state", "diff.mem");
+    vm.signal(libc::SIGKILL);
+    drop(vm.wait(T));
+
+    // Written by the jailed uid, inside the jail.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root.join("full.mem")).unwrap();
+    assert_eq!((meta.uid(), meta.len()), (UID, 64 << 20));
+    // The Full is still sparse; the Diff, without pagemap, holds every page.
+    assert!(allocated(&root.join("full.mem")) < 16 << 20);
+    assert!(allocated(&root.join("diff.mem")) >= 64 << 20);
+
+    assert_eq!(
+        restore_jailed(
+            &base,
+            "snap-b",
+            &root.join("full.state"),
+            &root.join("full.mem")
+        ),
+        c0 + 1
+    );
+    let rebased = base.join("rebased.mem");
+    std::fs::copy(root.join("full.mem"), &rebased).unwrap();
+    let out = Command::new(microvm_bin().with_file_name("rebase-snap"))
+        .arg("--base-file")
+        .arg(&rebased)
+        .arg("--diff-file")
+        .arg(root.join("diff.mem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        restore_jailed(&base, "snap-c", &root.join("diff.state"), &rebased),
+        c1 + 1
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -93,6 +93,37 @@ impl Client {
         let r = self.request(method, path, body);
         assert_eq!(r.status, 204, "{method} {path} {body}: {r:?}");
     }
+
+    /// `PUT /snapshot/create` of type `kind` (`Full` or `Diff`).
+    fn snapshot(&mut self, kind: &str, state: &Path, mem: &Path) -> Resp {
+        self.request("PUT", "/snapshot/create", &create_body(kind, state, mem))
+    }
+}
+
+fn create_body(kind: &str, state: &Path, mem: &Path) -> String {
+    format!(
+        r#"{{"snapshot_type": "{kind}", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+        state.display(),
+        mem.display()
+    )
+}
+
+/// `--restore STATE --mem-file MEM --resume` and `extra`.
+fn restore_args<'a>(state: &'a Path, mem: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--restore",
+        state.to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+        "--resume",
+    ];
+    args.extend(extra);
+    args
+}
+
+/// A `microvm` restoring a snapshot from the command line, running.
+fn restore(state: &Path, mem: &Path, extra: &[&str]) -> Vm {
+    Vm::spawn(&restore_args(state, mem, extra))
 }
 
 /// `microvm --api-sock` with extra args; waits for the socket.
@@ -145,8 +176,9 @@ fn counting_snapshot(vcpus: &str) -> (PathBuf, PathBuf, u64) {
     vm.wait_for_output("count 3\n", T);
     // Not while running.
     let (state, mem) = (tmp("state"), tmp("mem"));
+    // No snapshot_type: Full, as Firecracker's default.
     let body = format!(
-        r#"{{"snapshot_type": "Full", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+        r#"{{"snapshot_path": "{}", "mem_file_path": "{}"}}"#,
         state.display(),
         mem.display()
     );
@@ -175,13 +207,7 @@ fn restored_guest_counts_on_from_where_it_was() {
     }
     let (state, mem, last) = counting_snapshot("2");
     // CLI restore, running at once.
-    let vm = Vm::spawn(&[
-        "--restore",
-        state.to_str().unwrap(),
-        "--mem-file",
-        mem.to_str().unwrap(),
-        "--resume",
-    ]);
+    let vm = restore(&state, &mem, &[]);
     assert!(
         wait_until(T, || counts(&vm).len() >= 3),
         "the restored guest does not count: {}",
@@ -240,16 +266,7 @@ fn bad_snapshot_files_are_refused_with_one_line() {
     let (state, mem, _) = counting_snapshot("1");
     let good = std::fs::read(&state).unwrap();
     let cli = |state: &Path, mem: &Path| {
-        let out = run(
-            &[
-                "--restore",
-                state.to_str().unwrap(),
-                "--mem-file",
-                mem.to_str().unwrap(),
-                "--resume",
-            ],
-            T,
-        );
+        let out = run(&restore_args(state, mem, &[]), T);
         assert_eq!(out.code, Some(1), "{out:?}");
         assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
         assert!(out.stdout.is_empty(), "the guest ran: {out:?}");
@@ -397,26 +414,29 @@ fn guest_kernel_shell_and_processes_survive_restore() {
 
     let mut c = Client::connect(&sock);
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
-    let (state, mem) = (tmp("gk-state"), tmp("gk-mem"));
-    c.ok(
-        "PUT",
-        "/snapshot/create",
-        &format!(
-            r#"{{"snapshot_type": "Full", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
-            state.display(),
-            mem.display()
-        ),
+    // A command typed while the VM is paused, longer than the 8250's 64-byte FIFO: the FIFO takes the
+    // first part, the VMM holds the rest, and the snapshot carries both.
+    let tail = "x".repeat(80);
+    vm.send(format!("echo typed-while-''paused-{tail}\n").as_bytes());
+    assert!(
+        wait_until(T, || vm.unread_input() == 0),
+        "microvm does not read its input while paused"
     );
+    let (state, mem) = (tmp("gk-state"), tmp("gk-mem"));
+    assert_eq!(c.snapshot("Full", &state, &mem).status, 204);
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
 
-    let mut vm = Vm::spawn(&[
-        "--restore",
-        state.to_str().unwrap(),
-        "--mem-file",
-        mem.to_str().unwrap(),
-        "--resume",
-    ]);
+    let mut vm = restore(&state, &mem, &[]);
+    let typed = format!("typed-while-paused-{tail}");
+    assert!(
+        wait_until(Duration::from_secs(60), || vm
+            .stdout()
+            .lines()
+            .any(|l| l.trim_end() == typed)),
+        "the input typed while paused did not reach the restored shell: {}",
+        vm.stdout()
+    );
     assert_eq!(shell(&mut vm, "echo alive", "a"), "alive\n");
     let after_hogs = hogs(&mut vm, "h2");
     let pids = |h: &[(u32, String)]| h.iter().map(|x| x.0).collect::<Vec<_>>();
@@ -436,13 +456,7 @@ fn guest_kernel_shell_and_processes_survive_restore() {
 }
 
 fn restore_first_count(state: &Path, mem: &Path) -> u64 {
-    let vm = Vm::spawn(&[
-        "--restore",
-        state.to_str().unwrap(),
-        "--mem-file",
-        mem.to_str().unwrap(),
-        "--resume",
-    ]);
+    let vm = restore(state, mem, &[]);
     assert!(
         wait_until(T, || counts(&vm).len() >= 2),
         "the restored guest does not count: {}",
@@ -460,88 +474,160 @@ fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
-/// A Diff snapshot's memory file holds only the pages written since the Full one (sparse); laid onto a
-/// copy of the Full memory file with `rebase-snap`, it restores the later state; the Full snapshot's own
-/// files are untouched and still restore the earlier one.
+/// The `memwalk` guest's disk: sector S holds S in each of its 64-bit words.
+fn walk_disk() -> PathBuf {
+    let disk = tmp("walk-disk");
+    let bytes: Vec<u8> = (0..8192u64)
+        .flat_map(|s| std::iter::repeat_n(s, 64))
+        .flat_map(u64::to_le_bytes)
+        .collect();
+    std::fs::write(&disk, bytes).unwrap();
+    disk
+}
+
+/// Restores a `memwalk` snapshot and lets it run 3 counts (each checks all 128 of its pages); returns
+/// the first count and the restored VM's output, or the output if the guest found a page wrong.
+fn restore_walk(state: &Path, mem: &Path) -> Result<u64, String> {
+    let vm = restore(state, mem, &[]);
+    let done = wait_until(T, || {
+        counts(&vm).len() >= 3 || vm.stdout().contains("memwalk: bad")
+    });
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    if !done || out.stdout.contains("memwalk: bad") {
+        return Err(out.stdout);
+    }
+    let first = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("count ")?.trim().parse().ok());
+    Ok(first.expect("counted"))
+}
+
+/// Runs the paused VM until it has printed `more` counts after `from`, then pauses it again and returns
+/// the last count.
+fn run_counts(c: &mut Client, vm: &Vm, from: u64, more: u64) -> u64 {
+    c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    assert!(
+        wait_until(T, || counts(vm).last() >= Some(&(from + more))),
+        "{}",
+        vm.stdout()
+    );
+    pause_settled(c, vm)
+}
+
+fn rebase_snap(base: &Path, diff: &Path) -> std::process::Output {
+    std::process::Command::new(tests::microvm_bin().with_file_name("rebase-snap"))
+        .args(["--base-file", base.to_str().unwrap()])
+        .args(["--diff-file", diff.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+/// Each Diff holds the pages written since the last snapshot, Full or Diff (as Firecracker's), by the
+/// guest or by a device: the `memwalk` guest writes a counter page per count and has its disk read a
+/// sector into a page per count, 64 pages of each round robin, and checks all of them every count.
+/// Full, Diff1, Diff2: Full + Diff1 laid on with `rebase-snap` restores the state at Diff1, + Diff2 the
+/// latest; Diff2 holds no page written only before Diff1; and Full + Diff2 without Diff1 restores a
+/// guest that finds its pages wrong (so the restored guests' checks can fail).
 #[test]
-fn diff_on_top_of_full_restores_the_latest_state() {
+fn each_diff_holds_the_pages_written_since_the_last_snapshot() {
     if !require_kvm() {
         return;
     }
-    let (vm, sock) = spawn_api(&["--kernel", PVH, "--cmdline", "count", "--mem", "64"]);
+    let disk = walk_disk();
+    let disk_arg = format!("{},id=data", disk.display());
+    let (vm, sock) = spawn_api(&[
+        "--kernel",
+        PVH,
+        "--cmdline",
+        "count memwalk",
+        "--mem",
+        "64",
+        "--disk",
+        &disk_arg,
+    ]);
     let mut c = Client::connect(&sock);
     vm.wait_for_output("count 3\n", T);
-    let first = pause_settled(&mut c, &vm);
-    let snap = |c: &mut Client, kind: &str, state: &Path, mem: &Path| {
-        c.request(
-            "PUT",
-            "/snapshot/create",
-            &format!(
-                r#"{{"snapshot_type": "{kind}", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
-                state.display(),
-                mem.display()
-            ),
-        )
-    };
-    let (s1, m1, s2, m2, m3) = (tmp("s1"), tmp("m1"), tmp("s2"), tmp("m2"), tmp("m3"));
+    let pages_at = vm
+        .stdout()
+        .lines()
+        .find_map(|l| u64::from_str_radix(l.strip_prefix("memwalk: pages at 0x")?, 16).ok())
+        .expect("memwalk prints where its pages are");
+    let c0 = pause_settled(&mut c, &vm);
+    let [s0, m0, s1, m1, s2, m2, base] = ["s0", "m0", "s1", "m1", "s2", "m2", "base"].map(tmp);
     // No Full snapshot yet: nothing to diff against.
-    let r = snap(&mut c, "Diff", &s2, &m2);
+    let r = c.snapshot("Diff", &s1, &m1);
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.fault().contains("needs a Full snapshot"), "{r:?}");
-    assert_eq!(snap(&mut c, "Full", &s1, &m1).status, 204);
+    assert_eq!(c.snapshot("Full", &s0, &m0).status, 204);
     // The Full memory file is sparse: the pages the guest never wrote are holes.
-    assert_eq!(std::fs::metadata(&m1).unwrap().len(), 64 << 20);
-    assert!(
-        allocated(&m1) < 8 << 20,
-        "{} bytes allocated",
-        allocated(&m1)
-    );
-    let base = std::fs::read(&m1).unwrap();
-    c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
-    assert!(wait_until(T, || counts(&vm).last() >= Some(&(first + 5))));
-    let second = pause_settled(&mut c, &vm);
-    assert_eq!(snap(&mut c, "Diff", &s2, &m2).status, 204);
+    assert_eq!(std::fs::metadata(&m0).unwrap().len(), 64 << 20);
+    assert!(allocated(&m0) < 12 << 20, "{} bytes", allocated(&m0));
+    let full = std::fs::read(&m0).unwrap();
+    let c1 = run_counts(&mut c, &vm, c0, 4);
+    assert_eq!(c.snapshot("Diff", &s1, &m1).status, 204);
+    let c2 = run_counts(&mut c, &vm, c1, 4);
+    assert_eq!(c.snapshot("Diff", &s2, &m2).status, 204);
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
     assert_eq!(
-        std::fs::read(&m1).unwrap(),
-        base,
+        std::fs::read(&m0).unwrap(),
+        full,
         "the Full memory file changed"
     );
-    // The Diff holds a few pages, at their offsets.
-    assert_eq!(std::fs::metadata(&m2).unwrap().len(), 64 << 20);
-    let pages = allocated(&m2) / 4096;
-    assert!((1..256).contains(&pages), "{pages} pages in the Diff");
-    std::fs::copy(&m1, &m3).unwrap();
-    let rebase = tests::microvm_bin().with_file_name("rebase-snap");
-    let out = std::process::Command::new(&rebase)
-        .args(["--base-file", m3.to_str().unwrap()])
-        .args(["--diff-file", m2.to_str().unwrap()])
-        .output()
-        .unwrap();
+    assert!(c2 - c0 < 50, "the counts wrapped the 64 pages: {c0} {c2}");
+
+    // Before printing count n the guest wrote n + 1 into counter page (n + 1) % 64; a pause may land
+    // between that write and the print, so the interval of Diff1 surely holds c0 + 3 ..= c1 + 1, and
+    // Diff2 surely none of those whose page was not written again: c1 + 1 ..= c2 + 2.
+    let counter = |file: &[u8], m: u64| {
+        let at = (pages_at + (m % 64) * 16 * 4096) as usize;
+        u64::from_le_bytes(file[at..at + 8].try_into().unwrap())
+    };
+    let d1 = std::fs::read(&m1).unwrap();
+    let d2 = std::fs::read(&m2).unwrap();
+    let again: Vec<u64> = (c1 + 1..=c2 + 2).map(|m| m % 64).collect();
+    let only_before: Vec<u64> = (c0 + 3..=c1 + 1)
+        .filter(|m| !again.contains(&(m % 64)))
+        .collect();
+    assert!(only_before.len() >= 2, "{c0} {c1} {c2}");
+    for &m in &only_before {
+        assert_eq!(counter(&d1, m), m, "Diff1 lacks counter {m}");
+        assert_eq!(
+            counter(&d2, m),
+            0,
+            "Diff2 holds counter {m}, written before Diff1"
+        );
+    }
+    for m in c1 + 3..=c2 + 1 {
+        assert_eq!(counter(&d2, m), m, "Diff2 lacks counter {m}");
+    }
+    for m in [&m1, &m2] {
+        assert_eq!(std::fs::metadata(m).unwrap().len(), 64 << 20);
+        let pages = allocated(m) / 4096;
+        assert!((1..512).contains(&pages), "{pages} pages in a Diff");
+    }
+
+    // Full + Diff1 is the state at Diff1, + Diff2 the latest.
+    std::fs::copy(&m0, &base).unwrap();
+    let out = rebase_snap(&base, &m1);
     assert!(out.status.success(), "{out:?}");
-    let now = std::fs::read(&m3).unwrap();
-    let changed = base
-        .chunks(4096)
-        .zip(now.chunks(4096))
-        .filter(|(a, b)| a != b)
-        .count();
-    assert!(
-        changed > 0 && changed as u64 <= pages,
-        "{changed} pages differ, {pages} in the Diff"
-    );
-    assert_eq!(restore_first_count(&s2, &m3), second + 1);
-    assert_eq!(restore_first_count(&s1, &m1), first + 1);
+    assert_eq!(restore_walk(&s1, &base), Ok(c1 + 1));
+    let out = rebase_snap(&base, &m2);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(restore_walk(&s2, &base), Ok(c2 + 1));
+    // Without Diff1 the counter and read pages of its interval are stale: the guest says so.
+    std::fs::copy(&m0, &base).unwrap();
+    assert!(rebase_snap(&base, &m2).status.success());
+    let out = restore_walk(&s2, &base).expect_err("Full + Diff2 without Diff1 passed the checks");
+    assert!(out.contains("memwalk: bad"), "{out}");
     // A diff file of another length is refused with one line.
-    let out = std::process::Command::new(&rebase)
-        .args(["--base-file", m3.to_str().unwrap()])
-        .args(["--diff-file", s2.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = rebase_snap(&base, &s2);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    for f in [s1, m1, s2, m2, m3] {
+    for f in [s0, m0, s1, m1, s2, m2, base, disk] {
         std::fs::remove_file(f).unwrap();
     }
 }
@@ -565,15 +651,7 @@ fn sector_written(disk: &[u8], n: u64) -> bool {
 /// Restores the `blkloop` snapshot with its disk overridden by `disk`, running.
 fn restore_onto(state: &Path, mem: &Path, disk: &Path) -> Vm {
     let drive = format!("data={}", disk.display());
-    Vm::spawn(&[
-        "--restore",
-        state.to_str().unwrap(),
-        "--mem-file",
-        mem.to_str().unwrap(),
-        "--resume",
-        "--drive-override",
-        &drive,
-    ])
+    restore(state, mem, &["--drive-override", &drive])
 }
 
 /// A guest writing its disk as fast as it can is paused and snapshotted in the middle of the stream
@@ -615,15 +693,7 @@ fn a_snapshot_during_disk_writes_loses_no_acknowledged_write_and_clones_write_th
     // The snapshot follows the pause at once, so that a write may still be in flight.
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     let (state, mem) = (tmp("state"), tmp("mem"));
-    c.ok(
-        "PUT",
-        "/snapshot/create",
-        &format!(
-            r#"{{"snapshot_path": "{}", "mem_file_path": "{}"}}"#,
-            state.display(),
-            mem.display()
-        ),
-    );
+    assert_eq!(c.snapshot("Full", &state, &mem).status, 204);
     let (mut seen, mut since) = (vm.stdout(), Instant::now());
     assert!(wait_until(T, || {
         let now = vm.stdout();
@@ -719,30 +789,34 @@ fn the_restored_network_answers_pings_on_the_tap() {
     ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "10", "10.0.0.2"]);
     let mut c = Client::connect(&sock);
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
-    let (state, mem) = (tmp("net-state"), tmp("net-mem"));
-    c.ok(
-        "PUT",
-        "/snapshot/create",
-        &format!(
-            r#"{{"snapshot_path": "{}", "mem_file_path": "{}"}}"#,
-            state.display(),
-            mem.display()
-        ),
+    // A datagram sent to the paused guest: microvm reads it from the TAP (into guest RAM if the guest has
+    // receive buffers posted, else into the device's pending frame), the snapshot carries it, and the
+    // restored guest echoes it.
+    let before = tap_tx_packets(&ns);
+    let echo = ns.enter_thread(|| {
+        let s = std::net::UdpSocket::bind("10.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.send_to(b"sent-while-paused", "10.0.0.2:7").unwrap();
+        let mut buf = [0u8; 64];
+        let n = tests::retry_interrupted(|| s.recv(&mut buf)).unwrap_or(0);
+        buf[..n].to_vec()
+    });
+    assert!(
+        wait_until(T, || tap_tx_packets(&ns) > before),
+        "microvm did not read the frame from the TAP"
     );
+    let (state, mem) = (tmp("net-state"), tmp("net-mem"));
+    assert_eq!(c.snapshot("Full", &state, &mem).status, 204);
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
-    let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "--restore",
-            state.to_str().unwrap(),
-            "--mem-file",
-            mem.to_str().unwrap(),
-            "--resume",
-        ];
-        args.extend(extra);
-        ns.spawn(&args)
-    };
+    let restore = |extra: &[&str]| ns.spawn(&restore_args(&state, &mem, extra));
     let vm = restore(&[]);
+    assert_eq!(
+        echo.join().unwrap(),
+        b"sent-while-paused",
+        "{}",
+        vm.stdout()
+    );
     ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "10", "10.0.0.2"]);
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
@@ -758,6 +832,13 @@ fn the_restored_network_answers_pings_on_the_tap() {
     for f in [state, mem] {
         std::fs::remove_file(f).unwrap();
     }
+}
+
+/// Frames the TAP has handed to its reader (microvm) so far.
+fn tap_tx_packets(ns: &tests::Netns) -> u64 {
+    let path = format!("/sys/class/net/{}/statistics/tx_packets", tests::TAP);
+    let out = ns.command("cat").arg(&path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 fn ip_in(ns: &tests::Netns, args: &[&str]) {
@@ -792,24 +873,8 @@ fn a_restored_vm_snapshots_over_its_own_files() {
     assert!(wait_until(T, || counts(&vm).last() >= Some(&(last + 3))));
     let second = pause_settled(&mut c, &vm);
     let (diff_state, diff_mem) = (tmp("dstate"), tmp("dmem"));
-    c.ok(
-        "PUT",
-        "/snapshot/create",
-        &format!(
-            r#"{{"snapshot_type": "Diff", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
-            diff_state.display(),
-            diff_mem.display()
-        ),
-    );
-    c.ok(
-        "PUT",
-        "/snapshot/create",
-        &format!(
-            r#"{{"snapshot_path": "{}", "mem_file_path": "{}"}}"#,
-            state.display(),
-            mem.display()
-        ),
-    );
+    assert_eq!(c.snapshot("Diff", &diff_state, &diff_mem).status, 204);
+    assert_eq!(c.snapshot("Full", &state, &mem).status, 204);
     // The old VM still runs correctly on its memory after the snapshot replaced the file under it.
     c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
     assert!(

@@ -168,6 +168,21 @@ impl VmmEvents {
             .push_input(&mut self.pending);
     }
 
+    /// Host input read from stdin that the guest's console has not taken yet (its FIFO or queue was
+    /// full): a snapshot saves it.
+    pub fn pending_input(&self) -> Vec<u8> {
+        self.pending.iter().copied().collect()
+    }
+
+    /// Puts a snapshot's pending host input back, ahead of anything read from stdin later, and hands
+    /// the console what it takes now.
+    pub fn restore_pending_input(&mut self, bytes: &[u8]) {
+        let later = std::mem::take(&mut self.pending);
+        self.pending.extend(bytes);
+        self.pending.extend(later);
+        self.feed_serial();
+    }
+
     fn read_signal(&mut self) {
         if let Some(code) = read_stop_signal(&self.signals) {
             log::info!("received a stop signal, stopping the VM (exit status {code})");

@@ -22,7 +22,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match vmm::vstate::memory::rebase(&cli.base_file, &cli.diff_file) {
+    match vmm::persist::memfile::rebase(&cli.base_file, &cli.diff_file) {
         Ok(n) => {
             println!(
                 "rebase-snap: {} bytes of {} laid onto {}",

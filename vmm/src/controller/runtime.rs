@@ -82,14 +82,21 @@ impl RuntimeController {
         manager: &mut Manager,
     ) -> Result<Self, StartError> {
         let t0 = Instant::now();
-        let (mut config, snapshot, mem) = persist::load(params)?;
+        let (mut config, mut snapshot, mem) = persist::load(params)?;
         config.boot_timer = boot_timer;
         let t1 = Instant::now();
         let vm = restore_vm(&config, mem, &snapshot, start)?;
+        let host_input = std::mem::take(&mut snapshot.devices.host_input);
         drop(snapshot);
         let t2 = Instant::now();
         let mut ctl = Self::run_vm(id, config, vm, api_metrics, manager, !params.resume_vm)?;
         ctl.has_mem_base = true;
+        if !host_input.is_empty() {
+            ctl.events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .restore_pending_input(&host_input);
+        }
         log::info!(
             target: "snapshot",
             "snapshot {:?} restored in {} us (files read and mapped {} us, VM and devices {} us, \
@@ -322,6 +329,11 @@ impl RuntimeController {
             SnapshotKind::Full
         };
         let t0 = Instant::now();
+        let host_input = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending_input();
         let bytes = persist::create(
             &self.vm,
             &self.config,
@@ -329,6 +341,7 @@ impl RuntimeController {
             &c.snapshot_path,
             &c.mem_file_path,
             kind,
+            host_input,
         )
         .map_err(|e| match e {
             PersistError::Io { .. } | PersistError::Memory(_) => {

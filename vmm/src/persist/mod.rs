@@ -16,7 +16,7 @@
 //! KVM's structs are hex strings of their bytes ([`crate::vstate::hex`]; format version 2, version 1 had
 //! arrays of byte numbers, three times slower to read): ~20 KiB per vCPU, read in about 0.3 ms.
 //!
-//! The **memory file** is guest RAM, raw (`mem_size_mib` MiB, regions in guest-physical order, the MMIO
+//! The **memory file** ([`memfile`]) is guest RAM, raw (`mem_size_mib` MiB, regions in guest-physical order, the MMIO
 //! hole left out). A restore maps it `MAP_PRIVATE` ([`memory::from_file`]): pages come in on first touch,
 //! a guest write copies the page, and clones restored from one memory file share its unmodified pages
 //! through the page cache.
@@ -30,6 +30,9 @@ use serde::{Deserialize, Serialize};
 use crate::builder::Vm;
 use crate::config::VmConfig;
 use crate::vstate::memory::{self, MemoryError};
+use memfile::MemFileError;
+
+pub mod memfile;
 use crate::vstate::vcpu::SaveError;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm::{self, VmState, VmStateError};
@@ -75,6 +78,8 @@ pub enum PersistError {
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error(transparent)]
+    MemFile(#[from] MemFileError),
+    #[error(transparent)]
     VmState(#[from] VmStateError),
     #[error("cannot save the vCPUs: {0}")]
     Vcpus(#[from] SaveError),
@@ -95,6 +100,10 @@ pub struct DevicesState {
     pub i8042: I8042State,
     /// Each virtio-mmio transport with its device's queues, in slot order.
     pub virtio: Vec<MmioTransportState>,
+    /// Host input the VMM had read from stdin that the guest's console had not taken (the 8250's FIFO
+    /// or the virtio console's queue was full): given to the console first after a restore.
+    #[serde(default)]
+    pub host_input: Vec<u8>,
 }
 
 /// Everything in a state file.
@@ -212,9 +221,10 @@ pub enum SnapshotKind {
     /// All of guest RAM goes to a new memory file (sparse: zero pages are holes); guest RAM is then
     /// mapped copy-on-write from that file, so that a later Diff finds the pages written since.
     Full,
-    /// A new memory file of guest RAM's length holding only the pages written since the last Full
-    /// snapshot (or the restore) of this VM, holes elsewhere; [`memory::rebase`] (the `rebase-snap`
-    /// tool) lays it onto that Full snapshot's memory file, which then restores the latest state.
+    /// A new memory file of guest RAM's length holding only the pages written since the last snapshot
+    /// (Full or Diff) or the restore of this VM, holes elsewhere ([`memfile`] says how they are found);
+    /// [`memfile::rebase`] (the `rebase-snap` tool) lays the Diffs onto the Full snapshot's memory file
+    /// in the order they were taken, which then restores the latest state laid on.
     Diff,
 }
 
@@ -228,6 +238,7 @@ pub fn create(
     snapshot_path: &Path,
     mem_file_path: &Path,
     kind: SnapshotKind,
+    host_input: Vec<u8>,
 ) -> Result<u64, PersistError> {
     let virtio = vm.devices.save();
     let msr_list = vm
@@ -247,6 +258,7 @@ pub fn create(
             serial: vm.serial.lock().unwrap_or_else(|e| e.into_inner()).save(),
             i8042: vm.i8042.lock().unwrap_or_else(|e| e.into_inner()).save(),
             virtio,
+            host_input,
         },
     };
     let bytes = encode(&snapshot)?;
@@ -260,17 +272,23 @@ pub fn create(
         .map_err(io_err(snapshot_path))?;
     let mem_file = std::fs::File::create(&mem_tmp.0).map_err(io_err(mem_file_path))?;
     let written = match kind {
-        SnapshotKind::Full => memory::dump(&vm.mem, &mem_file)?,
-        SnapshotKind::Diff => memory::dump_written(&vm.mem, &mem_file)?,
+        SnapshotKind::Full => memfile::dump(&vm.mem, &mem_file)?,
+        SnapshotKind::Diff => memfile::dump_written(&vm.mem, &mem_file)?,
     };
     mem_file.sync_data().map_err(io_err(mem_file_path))?;
     drop(mem_file);
+    // Guest RAM is mapped back onto the file just written (see memfile): opened before the rename, so
+    // that the mapping is of this file whatever happens to its path.
+    let written_file = std::fs::File::open(&mem_tmp.0).map_err(io_err(mem_file_path))?;
     mem_tmp.rename()?;
     state_tmp.rename()?;
-    if kind == SnapshotKind::Full {
-        memory::remap_onto_file(&vm.mem, mem_file_path)?;
+    match kind {
+        SnapshotKind::Full => memfile::remap_onto_file(&vm.mem, &written_file)?,
+        SnapshotKind::Diff => {
+            memfile::remap_runs(&vm.mem, &written_file, &written.runs)?;
+        }
     }
-    Ok(written)
+    Ok(written.bytes)
 }
 
 /// A file written beside `path` (`PATH.tmp-PID`), renamed onto it when complete, removed if not.
@@ -342,6 +360,7 @@ mod tests {
                 serial: SerialDeviceState::default(),
                 i8042: I8042State::default(),
                 virtio: vec![MmioTransportState::default()],
+                host_input: b"typed".to_vec(),
             },
         }
     }
@@ -353,6 +372,7 @@ mod tests {
         assert_eq!(&good[..8], b"MVMSNAP\0");
         let back = decode(p, &good).unwrap();
         assert_eq!(back.vm.clock.clock, 12345);
+        assert_eq!(back.devices.host_input, b"typed");
         assert_eq!(encode(&back).unwrap(), good);
 
         let mut v = good.clone();
