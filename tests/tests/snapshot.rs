@@ -428,12 +428,14 @@ fn guest_kernel_shell_and_processes_survive_restore() {
     drop(vm.wait(T));
 
     let mut vm = restore(&state, &mem, &[]);
+    // The echo's output (the shell's prompt may precede it on its line), not the tty's echo of the
+    // command, which has the quotes.
     let typed = format!("typed-while-paused-{tail}");
     assert!(
         wait_until(Duration::from_secs(60), || vm
             .stdout()
             .lines()
-            .any(|l| l.trim_end() == typed)),
+            .any(|l| l.trim_end().ends_with(&typed))),
         "the input typed while paused did not reach the restored shell: {}",
         vm.stdout()
     );
