@@ -49,7 +49,9 @@ for src in "$root"/rootfs/c/*.c; do
 done
 
 rm -rf "$stage"
-mkdir -p "$stage"/{sbin,bin,etc,dev,proc,tmp,root}
+mkdir -p "$stage"/{sbin,bin,etc,dev,proc,tmp,root,mnt,run}
+# busybox mount/df read the mount table from /etc/mtab, as on Linux a link to /proc/mounts.
+ln -s /proc/mounts "$stage/etc/mtab"
 cp -a "$root/rootfs/files/." "$stage/"
 install -m 0755 "$bindir/init" "$stage/sbin/init"
 install -m 0755 "$nopie/init" "$stage/sbin/init-nopie"

@@ -140,6 +140,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         if writable { "read-write" } else { "read-only" },
         root
     );
+    fs::mount_boot_tmpfs();
     // The device nodes and trees other subsystems serve through the VFS.
     fs::dev::register();
     fs::blockdev::register();

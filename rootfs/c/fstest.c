@@ -328,6 +328,14 @@ int main(int argc, char **argv) {
     int fd = open(p, O_WRONLY | O_APPEND);
     if (fd < 0 || write(fd, "appended", 8) != 8)
         die("append", p);
+    /* Linux's pwrite(2) BUGS: with O_APPEND the data goes to the end whatever the offset, and the
+     * file offset stays where it was. */
+    off_t before = lseek(fd, 0, SEEK_CUR);
+    if (pwrite(fd, "PWRITE", 6, 0) != 6)
+        die("pwrite O_APPEND", p);
+    int kept = lseek(fd, 0, SEEK_CUR) == before;
+    long long size = lseek(fd, 0, SEEK_END);
+    printf("fstest: pwrite with O_APPEND: offset kept %d, size now %lld\n", kept, size);
     close(fd);
     path_of(p, sizeof p, 2 % ndirs, "f0002");
     fd = open(p, O_RDWR);

@@ -117,7 +117,7 @@ fn fstest_matches_the_host_and_the_image_stays_consistent() {
 
     let disk = copy_root(&images, &dir, false);
     let cmdline =
-        format!("console=ttyS0 root=/dev/vda rw -- run /bin/fstest-glibc /tmp/fst {n} {d}");
+        format!("console=ttyS0 root=/dev/vda rw -- run /bin/fstest-glibc /root/fst {n} {d}");
     let guest = run(&args(&images, &disk, &cmdline), T);
     assert!(
         guest
@@ -159,7 +159,7 @@ fn fstest_matches_the_host_and_the_image_stays_consistent() {
         "d04/r0291",
     ] {
         let want = std::fs::read(host_top.join(f)).unwrap();
-        let got = debugfs(&raw, &format!("cat /tmp/fst/{f}"));
+        let got = debugfs(&raw, &format!("cat /root/fst/{f}"));
         assert!(
             got == want,
             "{f}: debugfs read {} bytes, the host wrote {}",
@@ -332,5 +332,177 @@ fn a_second_disk_written_through_dev_vdb_reads_back_with_qemu_io() {
         "{text}"
     );
     assert_eq!(text.matches("read ").count(), 3, "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `dumpe2fs -h` of `raw` as (field, value) pairs.
+fn dumpe2fs(raw: &Path) -> Vec<(String, String)> {
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(raw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dumpe2fs: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn field(fields: &[(String, String)], name: &str) -> u64 {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("dumpe2fs has no {name:?}"))
+        .1
+        .parse()
+        .unwrap()
+}
+
+/// An ext2 made on the host is mounted on /mnt from /dev/vdb, written, remounted read-only (EROFS)
+/// and read-write, refused to unmount while a file is open, unmounted; `df` gives the numbers Linux's
+/// statfs gives for the image; a tmpfs with size= fills up (ENOSPC) and gives its pages back at the
+/// unlink and last close; /tmp is a tmpfs. Then the host's e2fsck and debugfs check /dev/vdb.
+#[test]
+fn mount_ext2_on_vdb_remount_umount_and_tmpfs() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("mount");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello.txt"), "made on the host\n").unwrap();
+    let vdb = dir.join("vdb.raw");
+    let st = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2", "-b", "1024", "-d"])
+        .arg(&src)
+        .arg(&vdb)
+        .arg("8M")
+        .status()
+        .expect("mke2fs (e2fsprogs) must be installed");
+    assert!(st.success());
+    let guest = run(
+        &images.args(
+            &["--disk", &vdb.display().to_string()],
+            "console=ttyS0 root=/dev/vda -- run /bin/busybox sh /usr/share/fstest/mount.sh",
+        ),
+        T,
+    );
+    let out = guest.stdout.replace('\r', "");
+    assert_eq!(guest.code, Some(0), "{out}");
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with('[') && !l.starts_with("init: "))
+        .collect();
+    let section = |name: &str| -> Vec<&str> {
+        let start = lines
+            .iter()
+            .position(|l| *l == format!("== {name}"))
+            .unwrap_or_else(|| panic!("no section {name}:\n{out}"));
+        lines[start + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("== "))
+            .copied()
+            .collect()
+    };
+    assert_eq!(
+        section("boot mounts"),
+        [
+            "/dev/vda / ext2 ro,relatime 0 0",
+            "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0",
+            "devtmpfs /dev devtmpfs rw,relatime,mode=755 0 0",
+            "tmpfs /tmp tmpfs rw,relatime,mode=1777 0 0",
+            "tmpfs /run tmpfs rw,relatime,mode=755 0 0",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        section("mount vdb"),
+        [
+            "mounted",
+            "made on the host",
+            "/dev/vdb /mnt ext2 rw,relatime 0 0",
+            "wrote",
+            "/",
+            "dev 0:0 fe10",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        section("exdev"),
+        [
+            "ln: /tmp/link: Invalid cross-device link",
+            "mv copied across",
+            "/mnt: hello.txt lost+found new.txt  /tmp: dir ",
+            "moved back",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        section("remount"),
+        [
+            "/dev/vdb /mnt ext2 ro,relatime 0 0",
+            "Read-only file system",
+            "write refused",
+            "rw-again",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        section("busy"),
+        [
+            "umount: can't unmount /mnt: Device or resource busy",
+            "umount refused",
+            "unmounted",
+            "0",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        section("tmpfs"),
+        [
+            "shmem 0",
+            "scratch /mnt tmpfs rw,relatime,size=64k,mode=700 0 0",
+            "No space left on device",
+            "size 65536",
+            "scratch                     64        64         0 100% /mnt",
+            "shmem 64",
+            "shmem 64",
+            "shmem 0",
+            "tmpfs unmounted",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        section("/tmp"),
+        ["hi", "e g ", "sparse 0 10000000", "0", "shmem 0"],
+        "{out}"
+    );
+    assert!(lines.contains(&"== done"), "{out}");
+
+    // On the host: consistent, with the guest's files, and df showed what Linux's statfs gives for
+    // this image (f_blocks without the metadata overhead, used = f_blocks - f_bfree, available =
+    // free - reserved, in 1 KiB blocks).
+    fsck_clean(&vdb);
+    assert_eq!(debugfs(&vdb, "cat /new.txt"), b"guest-data\n");
+    assert_eq!(debugfs(&vdb, "cat /dir/f"), b"nested\n");
+    assert_eq!(debugfs(&vdb, "cat /rw.txt"), b"rw-again\n");
+    let f = dumpe2fs(&vdb);
+    assert_eq!(field(&f, "Block size"), 1024);
+    let blocks = field(&f, "Block count") - field(&f, "Overhead clusters");
+    let free = field(&f, "Free blocks");
+    let avail = free - field(&f, "Reserved block count");
+    let used = blocks - free;
+    // busybox rounds to the nearest percent.
+    let pct = (used * 100 + (used + avail) / 2) / (used + avail);
+    let df = section("df");
+    let want = format!("/dev/vdb {blocks} {used} {avail} {pct}% /mnt");
+    assert_eq!(
+        df.first()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+        Some(want),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,13 +1,14 @@
-//! Files and directories of the ext2 root filesystem as open-file objects ([`FileOps`]).
+//! Files and directories of a mounted filesystem (ext2 or tmpfs) as open-file objects ([`FileOps`]).
 //!
-//! An open file names its inode by number and reads the inode (from the filesystem's inode cache) at
-//! each operation, so every description of a file sees the size and times the last write left. Writes
-//! go through a kernel buffer (a piece of at most [`WRITE_CHUNK`] bytes at a time) to the filesystem,
-//! which writes them through to the disk.
+//! An open file holds its mount and names its inode by number, reading the inode (from the
+//! filesystem's inode cache) at each operation, so every description of a file sees the size and
+//! times the last write left. Writes go through a kernel buffer (a piece of at most [`WRITE_CHUNK`]
+//! bytes at a time) to the filesystem.
 #![deny(unsafe_code)]
 
 use super::file::{DirEntry, FileOps, OpenFile, ReadBuf, Stat, WriteBuf};
-use super::{now, with_root};
+use super::mount::Mount;
+use super::now;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::any::Any;
@@ -15,22 +16,25 @@ use kcore::errno::Errno;
 use kcore::ext2::{Inode, S_IFDIR, S_IFMT};
 use kcore::vma::{Backing, PROT_WRITE};
 
-/// The device number of the root filesystem (`fe:00`, as /proc/PID/maps shows it).
-pub const ROOT_DEV: u32 = 0xfe00;
-
 /// Most bytes one step of a write moves through the kernel.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// An open root filesystem file or directory.
+/// An open file or directory of a mounted filesystem.
 pub struct Ext2File {
+    mnt: Rc<Mount>,
     ino: u32,
     /// The file type bits (they never change).
     kind: u16,
 }
 
 impl Ext2File {
-    pub fn new(inode: &Inode) -> Self {
+    pub fn new(mnt: Rc<Mount>, inode: &Inode) -> Self {
+        let _ = mnt.with(|fs| {
+            fs.opened(inode.ino);
+            Ok(())
+        });
         Ext2File {
+            mnt,
             ino: inode.ino,
             kind: inode.mode & S_IFMT,
         }
@@ -38,14 +42,36 @@ impl Ext2File {
 
     /// The inode as it is now.
     pub fn inode(&self) -> Result<Inode, Errno> {
-        with_root(|fs| fs.inode(self.ino))
+        self.mnt.with(|fs| fs.inode(self.ino))
+    }
+
+    /// The mount it is on.
+    pub fn mount(&self) -> &Rc<Mount> {
+        &self.mnt
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut dyn super::mount::FileSystem) -> Result<R, kcore::ext2::Ext2Error>,
+    ) -> Result<R, Errno> {
+        self.mnt.with(f)
     }
 }
 
-/// The stat of a root filesystem inode.
-pub fn stat_of(i: &Inode) -> Stat {
+impl Drop for Ext2File {
+    fn drop(&mut self) {
+        let ino = self.ino;
+        let _ = self.mnt.with(|fs| {
+            fs.closed(ino);
+            Ok(())
+        });
+    }
+}
+
+/// The stat of inode `i` on the filesystem with device number `dev`.
+pub fn stat_of(dev: u32, i: &Inode) -> Stat {
     Stat {
-        dev: ROOT_DEV as u64,
+        dev: dev as u64,
         ino: i.ino as u64,
         nlink: i.links as u64,
         mode: i.mode as u32,
@@ -87,14 +113,14 @@ impl FileOps for Ext2File {
         }
         let inode = self.inode()?;
         if let Some(dst) = buf.direct()? {
-            return with_root(|fs| fs.read_at(&inode, offset, dst));
+            return self.with(|fs| fs.read_at(&inode, offset, dst));
         }
         // A kernel-side chunk at a time into a buffer that takes bytes by copy.
         let mut chunk = alloc::vec![0u8; buf.len().min(16384)];
         let mut done = 0;
         while done < buf.len() {
             let want = (buf.len() - done).min(chunk.len());
-            let n = with_root(|fs| fs.read_at(&inode, offset + done as u64, &mut chunk[..want]))?;
+            let n = self.with(|fs| fs.read_at(&inode, offset + done as u64, &mut chunk[..want]))?;
             buf.put(done, &chunk[..n])?;
             done += n;
             if n < want {
@@ -106,7 +132,7 @@ impl FileOps for Ext2File {
 
     fn write_at(
         &self,
-        _file: &OpenFile,
+        file: &OpenFile,
         offset: u64,
         buf: &mut dyn WriteBuf,
     ) -> Result<usize, Errno> {
@@ -117,6 +143,12 @@ impl FileOps for Ext2File {
         if len == 0 {
             return Ok(0);
         }
+        // O_APPEND writes at the end even through pwrite (Linux's pwrite(2) BUGS section).
+        let offset = if file.flags() & super::O_APPEND != 0 {
+            self.inode()?.size
+        } else {
+            offset
+        };
         offset.checked_add(len as u64).ok_or(Errno::EFBIG)?;
         let mut chunk: Vec<u8> = Vec::new();
         chunk
@@ -128,7 +160,7 @@ impl FileOps for Ext2File {
             let n = (len - done).min(WRITE_CHUNK);
             let step = buf.get(done, &mut chunk[..n]).and_then(|_| {
                 let now = now();
-                with_root(|fs| {
+                self.with(|fs| {
                     let mut inode = fs.inode(self.ino)?;
                     fs.write_at(&mut inode, offset + done as u64, &chunk[..n], now)
                 })
@@ -164,7 +196,7 @@ impl FileOps for Ext2File {
             return Err(Errno::EACCES);
         }
         Ok(Backing::File {
-            dev: ROOT_DEV,
+            dev: self.mnt.dev,
             inode: Rc::new(inode),
             offset,
             path: file.path.clone().unwrap_or_else(|| Rc::from(&b""[..])),
@@ -173,9 +205,9 @@ impl FileOps for Ext2File {
 
     fn stat(&self) -> Stat {
         match self.inode() {
-            Ok(i) => stat_of(&i),
+            Ok(i) => stat_of(self.mnt.dev, &i),
             Err(_) => Stat {
-                dev: ROOT_DEV as u64,
+                dev: self.mnt.dev as u64,
                 ino: self.ino as u64,
                 mode: self.kind as u32,
                 ..Stat::default()
@@ -188,16 +220,16 @@ impl FileOps for Ext2File {
             return Err(Errno::EISDIR);
         }
         let now = now();
-        with_root(|fs| {
+        self.with(|fs| {
             let mut inode = fs.inode(self.ino)?;
             fs.truncate(&mut inode, len, now)
         })
     }
 
-    /// Everything is written through already; what is left is the group descriptors, the superblock
-    /// counts and the disk's cache.
+    /// File data is written through already; what is left is this filesystem's metadata and the
+    /// disk's cache.
     fn sync(&self, _file: &OpenFile, _data_only: bool) -> Result<(), Errno> {
-        super::sync_all()
+        self.with(|fs| fs.sync())
     }
 
     fn readdir(&self, _file: &OpenFile) -> Result<Vec<DirEntry>, Errno> {
@@ -205,7 +237,7 @@ impl FileOps for Ext2File {
             return Err(Errno::ENOTDIR);
         }
         let inode = self.inode()?;
-        let entries = with_root(|fs| fs.read_dir(&inode))?;
+        let entries = self.with(|fs| fs.read_dir(&inode))?;
         Ok(entries
             .into_iter()
             .map(|e| (e.ino as u64, dt_type(e.file_type), e.name))

@@ -1,9 +1,9 @@
-//! The VFS: the ext2 root filesystem on a virtio block device, open file descriptions and the
-//! per-process file descriptor table.
+//! The VFS: mounted filesystems ([`mount`]: the ext2 root on a virtio block device, other ext2
+//! disks, [`tmpfs`]), open file descriptions and the per-process file descriptor table.
 //!
 //! `open` resolves a path to an [`OpenFile`] (shared by `Rc` between descriptors, so dup/fork share the
-//! offset as on Linux) around an `Rc<dyn FileOps>` ([`file::FileOps`]): a root filesystem file
-//! ([`ext2file`]), or what another subsystem registered for a path: a device node
+//! offset as on Linux) around an `Rc<dyn FileOps>` ([`file::FileOps`]): a file of a mounted
+//! filesystem ([`ext2file`]), or what another subsystem registered for a path: a device node
 //! ([`register_device`]: the console, /dev/null) or a whole tree ([`register_tree`]: /proc). The
 //! system calls act on the description through the trait and never learn what is behind it.
 #![deny(unsafe_code)]
@@ -16,10 +16,13 @@ pub mod ext2file;
 pub mod fd;
 pub mod file;
 pub mod lock;
+pub mod mount;
 pub mod pipe;
 pub mod proc;
+pub mod tmpfs;
 
 pub use file::{FileOps, FileRef, OpenFile, Stat};
+pub use mount::Mount;
 
 use crate::drivers::virtio;
 use crate::sync::KCell;
@@ -84,8 +87,6 @@ impl<F: FnMut()> Drop for Defer<F> {
     }
 }
 
-static ROOT: KCell<Option<Ext2<Disk>>> = KCell::new(None);
-
 /// Why mounting the root failed.
 #[derive(Debug)]
 pub enum MountError {
@@ -95,28 +96,32 @@ pub enum MountError {
     Ext2(Ext2Error),
 }
 
-/// Mounts the root filesystem from `root=/dev/vdX`, read-write when `rw` and both the device and the
-/// filesystem allow it (else read-only, with a log line saying why). Returns whether it is writable.
-pub fn mount_root(root: &str, rw: bool) -> Result<bool, MountError> {
-    let letter = root
-        .strip_prefix("/dev/vd")
-        .and_then(|s| s.bytes().next())
-        .ok_or(MountError::NoDevice)?;
-    let index = letter.checked_sub(b'a').ok_or(MountError::NoDevice)? as usize;
-    virtio::with_block(index, |_| ()).ok_or(MountError::NoDevice)?;
-    let mut fs = Ext2::open(Disk { index }).map_err(MountError::Ext2)?;
+/// The virtio disk index `/dev/vdX` names.
+pub fn disk_index(path: &[u8]) -> Option<usize> {
+    let rest = path.strip_prefix(b"/dev/vd")?;
+    match rest {
+        [c @ b'a'..=b'z'] => {
+            let i = (c - b'a') as usize;
+            virtio::with_block(i, |_| ()).map(|_| i)
+        }
+        _ => None,
+    }
+}
+
+/// An ext2 filesystem on disk `index`, read-write when `rw` and both the device and the filesystem
+/// allow it (else read-only, with a log line saying why). Returns it and whether it is writable.
+pub fn open_ext2_disk(index: usize, name: &str, rw: bool) -> Result<(Ext2<Disk>, bool), Ext2Error> {
+    let mut fs = Ext2::open(Disk { index })?;
     let mut writable = false;
     if rw {
         let device_ro = virtio::with_block(index, |d| d.readonly()).unwrap_or(true);
         if device_ro {
-            crate::kprintln!(
-                "VFS: {} is a read-only device: root mounted read-only",
-                root
-            );
+            crate::kprintln!("VFS: {} is a read-only device: mounted read-only", name);
+            let _ = fs.set_read_only(true);
         } else if fs.set_read_only(false).is_err() {
             crate::kprintln!(
                 "EXT2-fs ({}): features or state this kernel cannot write: mounted read-only",
-                root
+                name
             );
         } else {
             writable = true;
@@ -124,74 +129,76 @@ pub fn mount_root(root: &str, rw: bool) -> Result<bool, MountError> {
     } else {
         let _ = fs.set_read_only(true);
     }
-    *ROOT.borrow_mut() = Some(fs);
+    Ok((fs, writable))
+}
+
+/// Mounts the root filesystem from `root=/dev/vdX` (see [`open_ext2_disk`]). Returns whether it is
+/// writable.
+pub fn mount_root(root: &str, rw: bool) -> Result<bool, MountError> {
+    let index = disk_index(root.as_bytes()).ok_or(MountError::NoDevice)?;
+    let (fs, writable) = open_ext2_disk(index, root, rw).map_err(MountError::Ext2)?;
+    mount::add(
+        alloc::boxed::Box::new(fs),
+        "ext2",
+        root.as_bytes().to_vec(),
+        b"/".to_vec(),
+        None,
+        Some(index),
+    );
     Ok(writable)
 }
 
-/// Writes everything the root filesystem holds back to its disk and flushes the disk (sync, syncfs,
-/// power-off).
-pub fn sync_all() -> Result<(), Errno> {
-    if ROOT.borrow().is_none() {
-        return Ok(());
+/// The tmpfs mounts the kernel makes at boot: /tmp (mode 1777) and /run (0755), each on a directory
+/// the root filesystem has (a missing one is skipped with a log line).
+pub fn mount_boot_tmpfs() {
+    for (point, mode) in [(&b"/tmp"[..], 0o1777u16), (&b"/run"[..], 0o755)] {
+        let opts = tmpfs::Options {
+            size: None,
+            nr_inodes: None,
+            mode: Some(mode),
+        };
+        if let Err(e) = mount_tmpfs(point, &opts) {
+            crate::kprintln!(
+                "VFS: no tmpfs on {}: errno {}",
+                core::str::from_utf8(point).unwrap_or("?"),
+                kcore::fmt::Dec(e.0 as u64)
+            );
+        }
     }
-    with_root(|fs| if fs.writable() { fs.sync() } else { Ok(()) })
 }
 
-/// Whether the root filesystem is mounted read-write.
-pub fn root_writable() -> bool {
-    ROOT.borrow().as_ref().is_some_and(|fs| fs.writable())
+/// Mounts a new tmpfs on the directory at `point`.
+pub fn mount_tmpfs(point: &[u8], opts: &tmpfs::Options) -> Result<(), Errno> {
+    let (parent, dir) = mount::resolve(point, true)?;
+    if !dir.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    let fs = tmpfs::Tmpfs::new(opts, ram_bytes(), now());
+    mount::add(
+        alloc::boxed::Box::new(fs),
+        "tmpfs",
+        b"tmpfs".to_vec(),
+        point.to_vec(),
+        Some((parent, dir.ino)),
+        None,
+    );
+    Ok(())
+}
+
+/// RAM the kernel manages, in bytes (tmpfs's default size is half of it).
+pub fn ram_bytes() -> u64 {
+    crate::mm::frame::stats().0 * crate::mm::PAGE_SIZE
+}
+
+/// Writes everything every filesystem holds back to its disk and flushes the disk (sync, syncfs,
+/// power-off).
+pub fn sync_all() -> Result<(), Errno> {
+    mount::sync_all()
 }
 
 /// The wall-clock second for inode times.
 pub fn now() -> u32 {
     (crate::time::realtime_ns() / 1_000_000_000) as u32
-}
-
-/// How long changed metadata may stay in memory before it is written back (Linux's
-/// dirty_expire_centisecs is 30 s, its flusher wakes every 5 s; here the check runs at the end of
-/// a filesystem call).
-const WRITEBACK_NS: u64 = 5_000_000_000;
-/// When the root filesystem was last written back.
-static LAST_WRITEBACK: AtomicU64 = AtomicU64::new(0);
-
-/// Runs `f` on the root filesystem; then writes back what changed if that is due.
-pub fn with_root<R>(f: impl FnOnce(&mut Ext2<Disk>) -> Result<R, Ext2Error>) -> Result<R, Errno> {
-    let mut root = ROOT.borrow_mut();
-    let fs = root.as_mut().ok_or(Errno::ENOENT)?;
-    let r = f(fs).map_err(errno);
-    let now = crate::time::now_ns();
-    if now.saturating_sub(LAST_WRITEBACK.load(Ordering::Relaxed)) > WRITEBACK_NS {
-        LAST_WRITEBACK.store(now, Ordering::Relaxed);
-        if fs.writable() && fs.dirty() {
-            if let Err(e) = fs.write_back() {
-                crate::kprintln!("VFS: write-back failed: {}", e);
-            }
-        }
-    }
-    r
-}
-
-/// The errno for a filesystem error. Corruption is EIO with a log line (Linux's ext2_error).
-pub fn errno(e: Ext2Error) -> Errno {
-    match e {
-        Ext2Error::NotFound => Errno::ENOENT,
-        Ext2Error::NotDir => Errno::ENOTDIR,
-        Ext2Error::Loop => Errno::ELOOP,
-        Ext2Error::NoSpace => Errno::ENOSPC,
-        Ext2Error::Exists => Errno::EEXIST,
-        Ext2Error::NotEmpty => Errno::ENOTEMPTY,
-        Ext2Error::IsDir => Errno::EISDIR,
-        Ext2Error::NameTooLong => Errno::ENAMETOOLONG,
-        Ext2Error::TooManyLinks => Errno::EMLINK,
-        Ext2Error::ReadOnly => Errno::EROFS,
-        Ext2Error::Invalid => Errno::EINVAL,
-        Ext2Error::TooBig => Errno::EFBIG,
-        Ext2Error::Corrupt(what) => {
-            crate::kprintln!("EXT2-fs error (device vda): {}", what);
-            Errno::EIO
-        }
-        Ext2Error::Io | Ext2Error::BadMagic | Ext2Error::Unsupported(_) => Errno::EIO,
-    }
 }
 
 /// The flags of open(2).
@@ -289,9 +296,9 @@ pub fn open(path: &[u8], flags: u32, mode: u32) -> Result<FileRef, Errno> {
             ops
         }
         None => {
-            let inode = open_ext2(path, flags, mode)?;
+            let (mnt, inode) = open_inode(path, flags, mode)?;
             return Ok(OpenFile::new(
-                Rc::new(ext2file::Ext2File::new(&inode)),
+                Rc::new(ext2file::Ext2File::new(mnt, &inode)),
                 flags & !(O_CLOEXEC | O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY),
                 Some(Rc::from(path)),
             ));
@@ -300,16 +307,19 @@ pub fn open(path: &[u8], flags: u32, mode: u32) -> Result<FileRef, Errno> {
     Ok(OpenFile::new(ops, flags & !O_CLOEXEC, Some(Rc::from(path))))
 }
 
-/// The root filesystem inode `open` gives for `path`: created (O_CREAT, with `mode`), truncated
-/// (O_TRUNC; `mode` has the umask applied already), checked against the access mode (EISDIR, EROFS, ELOOP for O_NOFOLLOW on a link).
-fn open_ext2(path: &[u8], flags: u32, mode: u32) -> Result<Inode, Errno> {
-    let found = with_root(|fs| fs.resolve(path, flags & O_NOFOLLOW == 0));
-    let mut inode = match found {
+/// The inode `open` gives for `path` and its mount: created (O_CREAT, with `mode`), truncated
+/// (O_TRUNC; `mode` has the umask applied already), checked against the access mode (EISDIR, EROFS,
+/// ELOOP for O_NOFOLLOW on a link).
+fn open_inode(path: &[u8], flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), Errno> {
+    let found = mount::resolve(path, flags & O_NOFOLLOW == 0);
+    let (mnt, mut inode) = match found {
         Err(Errno::ENOENT) if flags & O_CREAT != 0 => {
-            let (mut dir, name) = parent_of(path)?;
+            let (mnt, mut dir, name) = parent_of(path)?;
             let perm = (mode & 0o7777) as u16;
             let now = now();
-            return with_root(|fs| fs.create(&mut dir, name, kcore::ext2::S_IFREG | perm, now));
+            let inode =
+                mnt.with(|fs| fs.create(&mut dir, name, kcore::ext2::S_IFREG | perm, now))?;
+            return Ok((mnt, inode));
         }
         other => other?,
     };
@@ -327,21 +337,21 @@ fn open_ext2(path: &[u8], flags: u32, mode: u32) -> Result<Inode, Errno> {
         if inode.is_dir() {
             return Err(Errno::EISDIR);
         }
-        if !with_root(|fs| Ok(fs.writable()))? {
+        if !mnt.writable() {
             return Err(Errno::EROFS);
         }
     }
     if flags & O_TRUNC != 0 && inode.is_reg() && inode.size != 0 {
         let now = now();
-        with_root(|fs| fs.truncate(&mut inode, 0, now))?;
+        mnt.with(|fs| fs.truncate(&mut inode, 0, now))?;
     }
-    Ok(inode)
+    Ok((mnt, inode))
 }
 
-/// The directory holding the last component of `path` and that component's name. EEXIST-free:
-/// the caller decides what an existing name means. A path ending in `/` or naming `/` has no name
-/// (EEXIST for `/`, as mkdir("/") is).
-pub fn parent_of(path: &[u8]) -> Result<(Inode, &[u8]), Errno> {
+/// The directory holding the last component of `path`, its mount, and that component's name.
+/// EEXIST-free: the caller decides what an existing name means. A path ending in `/` or naming `/`
+/// has no name (EEXIST for `/`, as mkdir("/") is).
+pub fn parent_of(path: &[u8]) -> Result<(Rc<Mount>, Inode, &[u8]), Errno> {
     let trimmed = {
         let mut p = path;
         while p.len() > 1 && p.last() == Some(&b'/') {
@@ -363,11 +373,11 @@ pub fn parent_of(path: &[u8]) -> Result<(Inode, &[u8]), Errno> {
     if registered(dir, O_NOCTTY).is_some() || registered(trimmed, O_NOCTTY).is_some() {
         return Err(Errno::EPERM);
     }
-    let dir = with_root(|fs| fs.resolve(dir, true))?;
+    let (mnt, dir) = mount::resolve(dir, true)?;
     if !dir.is_dir() {
         return Err(Errno::ENOTDIR);
     }
-    Ok((dir, name))
+    Ok((mnt, dir, name))
 }
 
 /// The target of the symbolic link at `path` (EINVAL for what is not one).
@@ -376,11 +386,11 @@ pub fn read_link(path: &[u8]) -> Result<Vec<u8>, Errno> {
         ops?;
         return Err(Errno::EINVAL);
     }
-    let inode = with_root(|fs| fs.resolve(path, false))?;
+    let (mnt, inode) = mount::resolve(path, false)?;
     if !inode.is_symlink() {
         return Err(Errno::EINVAL);
     }
-    with_root(|fs| fs.read_link(&inode))
+    mnt.with(|fs| fs.read_link(&inode))
 }
 
 /// The stat of `path` without following a final symlink (lstat): the registered objects have none.
@@ -388,6 +398,6 @@ pub fn lstat(path: &[u8]) -> Result<Stat, Errno> {
     if let Some(ops) = registered(path, O_NOCTTY) {
         return Ok(ops?.stat());
     }
-    let inode = with_root(|fs| fs.resolve(path, false))?;
-    Ok(ext2file::stat_of(&inode))
+    let (mnt, inode) = mount::resolve(path, false)?;
+    Ok(ext2file::stat_of(mnt.dev, &inode))
 }

@@ -266,14 +266,19 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
             crate::syscall::UNAME_RELEASE,
             crate::syscall::UNAME_VERSION,
         ))),
-        [b"filesystems"] => Ok(ProcFile::Data(b"nodev\tproc\n\text2\n".to_vec())),
+        [b"filesystems"] => Ok(ProcFile::Data(
+            b"nodev\tproc\nnodev\ttmpfs\nnodev\tdevtmpfs\n\text2\n".to_vec(),
+        )),
+        [b"mounts"] => Ok(ProcFile::Data(super::mount::proc_mounts())),
         [b"meminfo"] => {
             let (total, used) = crate::mm::frame::stats();
             let heap_used = crate::mm::heap::stats().1 as u64;
+            let shmem = super::tmpfs::SHMEM_PAGES.load(core::sync::atomic::Ordering::Relaxed);
             Ok(ProcFile::Data(procfs::meminfo(
                 total * 4,
                 (total - used) * 4,
                 heap_used.div_ceil(1024),
+                shmem * 4,
             )))
         }
         [p] => {
@@ -336,6 +341,7 @@ fn pid_file(pid: u32, f: &[u8]) -> Result<ProcFile, Errno> {
         b"statm" => statm(Pid(pid)).map(ProcFile::Data).ok_or(Errno::ENOENT),
         b"maps" => Ok(ProcFile::Data(maps(Pid(pid)))),
         b"sched" => Ok(ProcFile::Data(procfs::sched(&sched))),
+        b"mounts" => Ok(ProcFile::Data(super::mount::proc_mounts())),
         _ => Err(Errno::ENOENT),
     }
 }

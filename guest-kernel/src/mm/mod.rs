@@ -8,6 +8,7 @@
 
 pub mod frame;
 pub mod heap;
+pub mod page;
 pub mod paging;
 pub mod uaccess;
 pub mod user;

@@ -20,9 +20,6 @@ use kcore::ext2::{BlockDevice, Inode};
 use kcore::stack::{self, AuxInfo};
 use kcore::vma::{Backing, Vma, VmaList, PROT_EXEC, PROT_READ, PROT_WRITE};
 
-/// The root disk's device number as Linux numbers the first virtio disk (254:0), for /proc/PID/maps.
-pub use crate::fs::ext2file::ROOT_DEV;
-
 /// Pages of one physically contiguous run of a segment: one device request's worth.
 const RUN_PAGES: u64 = (crate::drivers::virtio::MAX_REQUEST as u64) / PAGE_SIZE;
 
@@ -39,9 +36,11 @@ fn map_err(e: MapError) -> Errno {
     }
 }
 
-/// Reads file bytes `[file_start, file_end)` of `inode` into `dst` (a run of fresh frames) with as few
-/// device requests as the disk layout allows.
+/// Reads file bytes `[file_start, file_end)` of `inode` (on the filesystem with device number `dev`)
+/// into `dst` (a run of fresh frames): on ext2 with as few device requests as the disk layout allows,
+/// elsewhere (tmpfs) by copying.
 pub fn read_into(
+    dev: u32,
     inode: &Inode,
     file_start: u64,
     file_end: u64,
@@ -50,7 +49,21 @@ pub fn read_into(
     if file_end <= file_start {
         return Ok(());
     }
-    let extents = fs::with_root(|fs| fs.extents(inode, file_start, file_end - file_start))?;
+    let mnt = fs::mount::by_dev(dev as u64).ok_or(Errno::EIO)?;
+    let want = (file_end - file_start) as usize;
+    let extents = mnt.with(|fs| match fs.ext2() {
+        Some(e) => e
+            .extents(inode, file_start, file_end - file_start)
+            .map(Some),
+        None => {
+            let n = fs.read_at(inode, file_start, &mut dst[..want])?;
+            dst[n..want].fill(0);
+            Ok(None)
+        }
+    })?;
+    let Some(extents) = extents else {
+        return Ok(());
+    };
     for e in extents {
         let Some(disk) = e.disk_offset else {
             // A hole reads as zeros; the frames may hold old contents.
@@ -62,7 +75,10 @@ pub fn read_into(
         let at = (e.file_offset - file_start) as usize;
         // Whole sectors: round up, then clear what lies past the end of the file data.
         let len = ((e.len as usize + 511) & !511).min(dst.len() - at);
-        fs::with_root(|fs| fs.device().read(disk, &mut dst[at..at + len]))?;
+        mnt.with(|fs| match fs.ext2() {
+            Some(e) => e.device().read(disk, &mut dst[at..at + len]),
+            None => Err(kcore::ext2::Ext2Error::Io),
+        })?;
         let data_end = at + e.len as usize;
         if data_end < at + len {
             dst[data_end..at + len].fill(0);
@@ -74,6 +90,7 @@ pub fn read_into(
 fn load_segments(
     aspace: &mut AddressSpace,
     img: &ElfImage,
+    mnt: &fs::Mount,
     inode: &Inode,
     path: &[u8],
 ) -> Result<VmaList, Errno> {
@@ -95,7 +112,7 @@ fn load_segments(
             if to > from {
                 let off = s.offset + (from - (s.vaddr + img.bias));
                 let within = (from - va) as usize;
-                fs::with_root(|fs| {
+                mnt.with(|fs| {
                     fs.read_at(inode, off, &mut page[within..within + (to - from) as usize])
                 })?;
             }
@@ -110,7 +127,7 @@ fn load_segments(
             let data_end = file_end.min(inode.size).max(file_start).min(run_end);
             let run = user::map_fresh_run(aspace, va, pages, flags, data_end - file_start)
                 .map_err(map_err)?;
-            read_into(inode, file_start, data_end, run)?;
+            read_into(mnt.dev, inode, file_start, data_end, run)?;
             va += pages * PAGE_SIZE;
             file_start = run_end;
         }
@@ -126,7 +143,7 @@ fn load_segments(
             if a < b {
                 let backing = if from_file {
                     Backing::File {
-                        dev: ROOT_DEV,
+                        dev: mnt.dev,
                         inode: file.clone(),
                         offset: page_down(s.offset) + (a - start),
                         path: path.clone(),
@@ -172,7 +189,7 @@ pub fn needs_tunable(envp: &[&[u8]]) -> bool {
 /// Loads `path` with `argv`/`envp` (with [`NO_AVX_TUNABLE`] added by the caller if needed) into a new
 /// address space.
 pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno> {
-    let inode = fs::with_root(|fs| fs.resolve(path, true))?;
+    let (mnt, inode) = fs::mount::resolve(path, true)?;
     if inode.is_dir() {
         return Err(Errno::EACCES);
     }
@@ -180,16 +197,16 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
         return Err(Errno::EACCES);
     }
     let mut head = vec![0u8; 4096.min(inode.size as usize).max(64)];
-    fs::with_root(|fs| fs.read_at(&inode, 0, &mut head))?;
+    mnt.with(|fs| fs.read_at(&inode, 0, &mut head))?;
     let need = elf::headers_len(&head).map_err(|_| Errno::ENOEXEC)?;
     if need > head.len() {
         head.resize(need, 0);
-        fs::with_root(|fs| fs.read_at(&inode, 0, &mut head))?;
+        mnt.with(|fs| fs.read_at(&inode, 0, &mut head))?;
     }
     let img = elf::parse(&head, USER_STACK_TOP - STACK_LIMIT).map_err(|_| Errno::ENOEXEC)?;
 
     let mut aspace = AddressSpace::new().ok_or(Errno::ENOMEM)?;
-    let mut vmas = match load_segments(&mut aspace, &img, &inode, path) {
+    let mut vmas = match load_segments(&mut aspace, &img, &mnt, &inode, path) {
         Ok(v) => v,
         Err(e) => {
             aspace.destroy();

@@ -231,7 +231,9 @@ pub fn resolve_fault(
                 crate::cost::record(crate::cost::Cost::ZeroFault, t0);
                 Ok(())
             }
-            Backing::File { inode, offset, .. } => {
+            Backing::File {
+                dev, inode, offset, ..
+            } => {
                 // The file's page, read straight into a fresh frame that is this mapping's own
                 // (no page cache: private pages are copies anyway, shared ones read-only). A page
                 // wholly past the end of the file is SIGBUS, as Linux. Fault-around (Linux's
@@ -263,7 +265,7 @@ pub fn resolve_fault(
                     Err(_) => return Err(BadAccess::NoPage),
                 };
                 let data_end = (off + n * PAGE_SIZE).min(inode.size);
-                if exec::read_into(inode, off, data_end, bytes).is_err() {
+                if exec::read_into(*dev, inode, off, data_end, bytes).is_err() {
                     user::unmap_range(aspace, page, page + n * PAGE_SIZE);
                     return Err(BadAccess::NoPage);
                 }

@@ -10,8 +10,9 @@
 use super::file::{check_user, copy_to_user, file, user_cstr};
 use super::path::{absolute, AT_FDCWD};
 use super::SysResult;
-use crate::fs::{self, ext2file::Ext2File, now, parent_of, with_root};
+use crate::fs::{self, ext2file::Ext2File, mount, now, parent_of, Mount};
 use crate::proc::with_current;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 use kcore::ext2::Inode;
@@ -27,27 +28,29 @@ fn user_path(dirfd: i64, path: u64) -> Result<Vec<u8>, Errno> {
     absolute(dirfd, user_cstr(path)?)
 }
 
-/// The inode at `path` (`follow`: through a final symlink). EPERM for a path the VFS serves from
-/// elsewhere (/proc, device nodes).
-fn inode_at(path: &[u8], follow: bool) -> Result<Inode, Errno> {
-    if fs::lstat(path)?.dev != fs::ext2file::ROOT_DEV as u64 {
+/// The inode at `path` and its mount (`follow`: through a final symlink). EPERM for a path the VFS
+/// serves from elsewhere (/proc, device nodes).
+fn inode_at(path: &[u8], follow: bool) -> Result<(Rc<Mount>, Inode), Errno> {
+    if mount::by_dev(fs::lstat(path)?.dev).is_none() {
         return Err(Errno::EPERM);
     }
-    with_root(|fs| fs.resolve(path, follow))
+    mount::resolve(path, follow)
 }
 
-/// The root filesystem inode behind descriptor `fd` (EPERM for other files).
-fn inode_of_fd(fd: i64) -> Result<Inode, Errno> {
+/// The inode behind descriptor `fd` and its mount (EPERM for files of no mounted filesystem).
+fn inode_of_fd(fd: i64) -> Result<(Rc<Mount>, Inode), Errno> {
     let f = file(fd)?;
-    f.downcast::<Ext2File>().ok_or(Errno::EPERM)?.inode()
+    let e = f.downcast::<Ext2File>().ok_or(Errno::EPERM)?;
+    Ok((e.mount().clone(), e.inode()?))
 }
 
 pub fn sys_mkdirat(dirfd: i64, path: u64, mode: u32) -> SysResult {
     let path = user_path(dirfd, path)?;
-    let (mut dir, name) = parent_of(&path)?;
+    let (mnt, mut dir, name) = parent_of(&path)?;
     let perm = (mode & 0o7777 & !with_current(|p| p.cwd.umask())) as u16;
     let now = now();
-    with_root(|fs| fs.mkdir(&mut dir, name, perm, now)).map(|_| 0)
+    mnt.with(|fs| fs.mkdir(&mut dir, name, perm, now))
+        .map(|_| 0)
 }
 
 pub fn sys_unlinkat(dirfd: i64, path: u64, flags: u32) -> SysResult {
@@ -55,15 +58,16 @@ pub fn sys_unlinkat(dirfd: i64, path: u64, flags: u32) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let path = user_path(dirfd, path)?;
-    let (mut dir, name) = parent_of(&path)?;
+    let (mnt, mut dir, name) = parent_of(&path)?;
     let now = now();
     if flags & AT_REMOVEDIR != 0 {
         if name == b"." {
             return Err(Errno::EINVAL);
         }
-        with_root(|fs| fs.rmdir(&mut dir, name, now)).map(|_| 0)
+        busy_if_mount_point(&mnt, &dir, name)?;
+        mnt.with(|fs| fs.rmdir(&mut dir, name, now)).map(|_| 0)
     } else {
-        with_root(|fs| fs.unlink(&mut dir, name, now)).map(|_| 0)
+        mnt.with(|fs| fs.unlink(&mut dir, name, now)).map(|_| 0)
     }
 }
 
@@ -74,11 +78,16 @@ pub fn sys_renameat2(olddir: i64, old: u64, newdir: i64, new: u64, flags: u32) -
     }
     let old = user_path(olddir, old)?;
     let new = user_path(newdir, new)?;
-    let (mut odir, oname) = parent_of(&old)?;
-    let (mut ndir, nname) = parent_of(&new)?;
+    let (omnt, mut odir, oname) = parent_of(&old)?;
+    let (nmnt, mut ndir, nname) = parent_of(&new)?;
+    if omnt.id != nmnt.id {
+        return Err(Errno::EXDEV);
+    }
+    busy_if_mount_point(&omnt, &odir, oname)?;
+    busy_if_mount_point(&nmnt, &ndir, nname)?;
     let now = now();
     let noreplace = flags & RENAME_NOREPLACE != 0;
-    with_root(|fs| {
+    omnt.with(|fs| {
         if odir.ino == ndir.ino {
             fs.rename(&mut odir, oname, None, nname, noreplace, now)
         } else {
@@ -93,34 +102,51 @@ pub fn sys_linkat(olddir: i64, old: u64, newdir: i64, new: u64, flags: u32) -> S
         return Err(Errno::EINVAL);
     }
     let oldp = user_cstr(old)?;
-    let mut target = if oldp.is_empty() && flags & AT_EMPTY_PATH != 0 {
+    let (tmnt, mut target) = if oldp.is_empty() && flags & AT_EMPTY_PATH != 0 {
         inode_of_fd(olddir)?
     } else {
         inode_at(&absolute(olddir, oldp)?, flags & AT_SYMLINK_FOLLOW != 0)?
     };
     let new = user_path(newdir, new)?;
-    let (mut dir, name) = parent_of(&new)?;
+    let (mnt, mut dir, name) = parent_of(&new)?;
+    if tmnt.id != mnt.id {
+        return Err(Errno::EXDEV);
+    }
     let now = now();
-    with_root(|fs| fs.link(&mut target, &mut dir, name, now)).map(|_| 0)
+    mnt.with(|fs| fs.link(&mut target, &mut dir, name, now))
+        .map(|_| 0)
 }
 
 pub fn sys_symlinkat(target: u64, newdir: i64, linkpath: u64) -> SysResult {
     let target = user_cstr(target)?;
     let path = user_path(newdir, linkpath)?;
-    let (mut dir, name) = parent_of(&path)?;
+    let (mnt, mut dir, name) = parent_of(&path)?;
     let now = now();
-    with_root(|fs| fs.symlink(&mut dir, name, &target, now)).map(|_| 0)
+    mnt.with(|fs| fs.symlink(&mut dir, name, &target, now))
+        .map(|_| 0)
 }
 
 /// chmod, fchmod, fchmodat: the permission bits (and setuid/setgid/sticky).
 pub fn sys_fchmodat(dirfd: i64, path: u64, mode: u32) -> SysResult {
-    let mut inode = inode_at(&user_path(dirfd, path)?, true)?;
-    set_attr(&mut inode, Some(mode as u16), (None, None), (None, None))
+    let (mnt, mut inode) = inode_at(&user_path(dirfd, path)?, true)?;
+    set_attr(
+        &mnt,
+        &mut inode,
+        Some(mode as u16),
+        (None, None),
+        (None, None),
+    )
 }
 
 pub fn sys_fchmod(fd: i64, mode: u32) -> SysResult {
-    let mut inode = inode_of_fd(fd)?;
-    set_attr(&mut inode, Some(mode as u16), (None, None), (None, None))
+    let (mnt, mut inode) = inode_of_fd(fd)?;
+    set_attr(
+        &mnt,
+        &mut inode,
+        Some(mode as u16),
+        (None, None),
+        (None, None),
+    )
 }
 
 /// An owner argument: -1 leaves it unchanged; ids past 16 bits do not fit this filesystem's fields.
@@ -136,27 +162,29 @@ pub fn sys_fchownat(dirfd: i64, path: u64, uid: u32, gid: u32, flags: u32) -> Sy
         return Err(Errno::EINVAL);
     }
     let p = user_cstr(path)?;
-    let mut inode = if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
+    let (mnt, mut inode) = if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
         inode_of_fd(dirfd)?
     } else {
         inode_at(&absolute(dirfd, p)?, flags & AT_SYMLINK_NOFOLLOW == 0)?
     };
-    set_attr(&mut inode, None, (id(uid)?, id(gid)?), (None, None))
+    set_attr(&mnt, &mut inode, None, (id(uid)?, id(gid)?), (None, None))
 }
 
 pub fn sys_fchown(fd: i64, uid: u32, gid: u32) -> SysResult {
-    let mut inode = inode_of_fd(fd)?;
-    set_attr(&mut inode, None, (id(uid)?, id(gid)?), (None, None))
+    let (mnt, mut inode) = inode_of_fd(fd)?;
+    set_attr(&mnt, &mut inode, None, (id(uid)?, id(gid)?), (None, None))
 }
 
 fn set_attr(
+    mnt: &Mount,
     inode: &mut Inode,
     perm: Option<u16>,
     owner: (Option<u16>, Option<u16>),
     times: (Option<u32>, Option<u32>),
 ) -> SysResult {
     let now = now();
-    with_root(|fs| fs.set_attr(inode, perm, owner, times, now)).map(|_| 0)
+    mnt.with(|fs| fs.set_attr(inode, perm, owner, times, now))
+        .map(|_| 0)
 }
 
 const UTIME_NOW: i64 = (1 << 30) - 1;
@@ -189,7 +217,7 @@ pub fn sys_utimensat(dirfd: i64, path: u64, times: u64, flags: u32) -> SysResult
         };
         (pick(word(0), word(8))?, pick(word(16), word(24))?)
     };
-    let mut inode = if path == 0 {
+    let (mnt, mut inode) = if path == 0 {
         inode_of_fd(dirfd)?
     } else {
         let p = user_cstr(path)?;
@@ -202,7 +230,7 @@ pub fn sys_utimensat(dirfd: i64, path: u64, times: u64, flags: u32) -> SysResult
     if atime.is_none() && mtime.is_none() {
         return Ok(0);
     }
-    set_attr(&mut inode, None, (None, None), (atime, mtime))
+    set_attr(&mnt, &mut inode, None, (None, None), (atime, mtime))
 }
 
 /// truncate(path, len).
@@ -210,7 +238,7 @@ pub fn sys_truncate(path: u64, len: i64) -> SysResult {
     if len < 0 {
         return Err(Errno::EINVAL);
     }
-    let mut inode = inode_at(&user_path(AT_FDCWD, path)?, true)?;
+    let (mnt, mut inode) = inode_at(&user_path(AT_FDCWD, path)?, true)?;
     if inode.is_dir() {
         return Err(Errno::EISDIR);
     }
@@ -218,57 +246,70 @@ pub fn sys_truncate(path: u64, len: i64) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let now = now();
-    with_root(|fs| fs.truncate(&mut inode, len as u64, now)).map(|_| 0)
+    mnt.with(|fs| fs.truncate(&mut inode, len as u64, now))
+        .map(|_| 0)
 }
 
 pub fn sys_umask(mask: u32) -> SysResult {
     Ok(with_current(|p| p.cwd.set_umask(mask)) as u64)
 }
 
-/// sync and syncfs: everything written through is made durable.
+/// sync: every filesystem written back, every disk flushed.
 pub fn sys_sync() -> SysResult {
     fs::sync_all().map(|_| 0)
 }
 
+/// syncfs: the filesystem holding `fd` (others' files: nothing to do).
 pub fn sys_syncfs(fd: i64) -> SysResult {
-    file(fd)?;
-    fs::sync_all().map(|_| 0)
+    let dev = file(fd)?.ops.stat().dev;
+    match mount::by_dev(dev) {
+        Some(m) => m.with(|fs| fs.sync()).map(|_| 0),
+        None => Ok(0),
+    }
 }
 
-const EXT2_SUPER_MAGIC: u64 = 0xef53;
+/// EBUSY when `name` in `dir` is a mount point (rmdir and rename of one, as Linux).
+fn busy_if_mount_point(mnt: &Mount, dir: &Inode, name: &[u8]) -> Result<(), Errno> {
+    if matches!(name, b"." | b"..") {
+        return Ok(());
+    }
+    let ino = mnt.with(|fs| fs.lookup(dir, name))?;
+    match ino {
+        Some(i) if mount::is_mount_point(mnt, i) => Err(Errno::EBUSY),
+        _ => Ok(()),
+    }
+}
+
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
-const TMPFS_MAGIC: u64 = 0x0102_1994;
 const ST_RDONLY: u64 = 1;
 
 /// The 120-byte `struct statfs` of the filesystem holding a file with device number `dev`.
 fn statfs_bytes(dev: u64) -> Result<[u8; 120], Errno> {
     let mut b = [0u8; 120];
     let mut put = |o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
-    if dev == fs::ext2file::ROOT_DEV as u64 {
-        let (blocks, free, avail, files, ffree, bsize) = with_root(|fs| Ok(fs.statfs()))?;
-        put(0, EXT2_SUPER_MAGIC);
-        put(8, bsize);
-        put(16, blocks);
-        put(24, free);
-        put(32, avail);
-        put(40, files);
-        put(48, ffree);
-        put(56, dev);
-        put(64, 255);
-        put(72, bsize);
-        put(80, if fs::root_writable() { 0 } else { ST_RDONLY });
+    put(56, dev);
+    put(64, 255);
+    if let Some(m) = mount::by_dev(dev) {
+        let st = m.statfs();
+        put(0, st.magic);
+        put(8, st.bsize);
+        put(16, st.blocks);
+        put(24, st.bfree);
+        put(32, st.bavail);
+        put(40, st.files);
+        put(48, st.ffree);
+        put(72, st.bsize);
+        put(80, if m.writable() { 0 } else { ST_RDONLY });
     } else {
         put(
             0,
             if dev == 4 {
                 PROC_SUPER_MAGIC
             } else {
-                TMPFS_MAGIC
+                mount::TMPFS_MAGIC
             },
         );
         put(8, 4096);
-        put(56, dev);
-        put(64, 255);
         put(72, 4096);
     }
     Ok(b)

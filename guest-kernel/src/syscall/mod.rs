@@ -10,6 +10,7 @@ pub mod file;
 mod fsops;
 mod memory;
 mod misc;
+mod mount;
 pub use misc::{UNAME_RELEASE, UNAME_VERSION};
 mod epoll;
 mod net;
@@ -151,6 +152,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         110 => misc::sys_getppid(),
         131 => misc::sys_sigaltstack(a[0], a[1], frame.rsp),
         158 => misc::sys_arch_prctl(a[0] as u32, a[1]),
+        165 => mount::sys_mount(a[0], a[1], a[2], a[3], a[4]),
+        166 => mount::sys_umount2(a[0], a[1] as u32),
         169 => misc::sys_reboot(a[0] as u32, a[1] as u32, a[2] as u32),
         186 => thread::sys_gettid(),
         201 => misc::sys_time(a[0]),

@@ -188,7 +188,7 @@ pub fn sys_faccessat(dirfd: i64, path: u64, mode: u32, flags: u32) -> SysResult 
     if mode & X_OK != 0 && st.mode & 0o170000 != 0o040000 && st.mode & 0o111 == 0 {
         return Err(Errno::EACCES);
     }
-    if mode & W_OK != 0 && st.dev == fs::ext2file::ROOT_DEV as u64 && !fs::root_writable() {
+    if mode & W_OK != 0 && fs::mount::by_dev(st.dev).is_some_and(|m| !m.writable()) {
         return Err(Errno::EROFS);
     }
     Ok(0)

@@ -62,6 +62,37 @@ impl<D: BlockDevice> Ext2<D> {
         )
     }
 
+    /// The blocks Linux's ext2_statfs leaves out of f_blocks (its default "bsddf" accounting): the
+    /// first data block, the superblock, group descriptor and reserved GDT copies (only in groups 0,
+    /// 1 and powers of 3, 5 and 7 with SPARSE_SUPER), and every group's two bitmaps and inode table.
+    pub fn statfs_overhead(&self) -> u64 {
+        let groups = self.groups.len() as u64;
+        let gdb = (groups * 32).div_ceil(self.block_size);
+        let rev = le32(&self.sb, 76);
+        let sparse = rev >= 1 && le32(&self.sb, 100) & 1 != 0;
+        let has_super = |g: u64| {
+            if !sparse || g <= 1 {
+                return true;
+            }
+            [3u64, 5, 7].iter().any(|&b| {
+                let mut p = b;
+                while p < g {
+                    p *= b;
+                }
+                p == g
+            })
+        };
+        // RESIZE_INODE: blocks kept after each descriptor copy for online growth.
+        let reserved_gdt = if rev >= 1 && le32(&self.sb, 92) & 0x10 != 0 {
+            le16(&self.sb, 206) as u64
+        } else {
+            0
+        };
+        let itb = (self.inodes_per_group as u64 * self.inode_size).div_ceil(self.block_size);
+        let copies: u64 = (0..groups).filter(|&g| has_super(g)).count() as u64;
+        self.first_data_block as u64 + copies * (1 + gdb + reserved_gdt) + groups * (2 + itb)
+    }
+
     /// Writes `inode`'s fields into its on-disk record (the rest of the record is kept).
     pub fn write_inode(&mut self, inode: &Inode) -> Result<(), Ext2Error> {
         self.need_writable()?;

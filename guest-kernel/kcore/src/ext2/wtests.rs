@@ -396,3 +396,35 @@ fn corrupt_metadata_is_an_error() {
     assert!(matches!(fs.read_dir(&etc), Err(Ext2Error::Corrupt(_))));
     let _ = fs::remove_dir_all(dir);
 }
+
+/// f_blocks as Linux 6.18's ext2 showed it for these images (`stat -f` of a loop mount): block count
+/// less the metadata overhead.
+#[test]
+fn statfs_blocks_match_linux() {
+    for (tag, args, size, linux_blocks) in [
+        ("sf1", &["-b", "1024"][..], "8M", 7644u64),
+        ("sf2", &["-b", "1024"][..], "300M", 285_823),
+        ("sf3", &["-b", "4096"][..], "300M", 71_954),
+        (
+            "sf4",
+            &["-b", "1024", "-O", "^resize_inode"][..],
+            "100M",
+            95_965,
+        ),
+    ] {
+        let dir = tmpdir(tag);
+        let img = dir.join("fs.img");
+        let st = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext2"])
+            .args(args)
+            .arg(&img)
+            .arg(size)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let fs = Ext2::open(MemDev(fs::read(&img).unwrap())).unwrap();
+        let blocks = fs.statfs().0 - fs.statfs_overhead();
+        assert_eq!(blocks, linux_blocks, "{tag} {args:?} {size}");
+        let _ = fs::remove_dir_all(dir);
+    }
+}
