@@ -9,8 +9,9 @@ its shell prompt. For each size (128 MiB / 1 vCPU, then 1 GiB / 2 vCPUs):
     Full memory file with rebase-snap (time);
   - restore, RUNS times: `microvm --restore --resume`, exec -> first KVM_RUN of a restored vCPU (microvm logs
     its CLOCK_MONOTONIC with --boot-timer) and load -> vCPUs started with its three phases (its own log line);
-    beside it kvm-restore-floor (scripts/kvm-restore-floor.c, built static here): a C program making only the
-    ioctls a restore cannot skip, each step timed; and QEMU: the same guest booted
+    beside it kvm-restore-floor (scripts/kvm-restore-floor.c, built static here): a C program making exactly
+    microvm's ioctl sequence for this restore (the one virtio device is the root disk) and nothing else, each
+    step timed; and QEMU: the same guest booted
     on -M microvm, saved with `migrate exec:cat > FILE`, restored with `-incoming exec:cat FILE`, exec -> QMP
     query-status "running" (polled every 0.2 ms);
   - clones (128 MiB only): CLONES microvm processes restored from the one snapshot, running side by side;
@@ -142,7 +143,7 @@ def microvm_restore(state, mem):
 
 
 def build_floor(tmp):
-    """scripts/kvm-restore-floor.c, built static: only the ioctls a restore cannot skip."""
+    """scripts/kvm-restore-floor.c, built static: microvm's ioctl sequence for a restore, nothing else."""
     subprocess.run(["gcc", "-O2", "-static", "-o", f"{tmp}/kvm-restore-floor",
                     f"{ROOT}/scripts/kvm-restore-floor.c"], check=True)
     return f"{tmp}/kvm-restore-floor"
@@ -260,6 +261,7 @@ def main():
     if not (os.path.exists(MICROVM) and os.path.exists(f"{ROOT}/build/guest-kernel")):
         sys.exit("build first: cargo build --release, scripts/build-guest-kernel.sh, scripts/build-rootfs.sh")
     print(f"load average before: {load_average()}")
+    summary = []
     with tempfile.TemporaryDirectory() as tmp:
         disk = f"{tmp}/rootfs.qcow2"
         shutil.copy(f"{ROOT}/build/rootfs.qcow2", disk)
@@ -294,6 +296,7 @@ def main():
             for name in steps[0]:
                 col = [st[name] for st in steps]
                 print(f"    {name:<28} p50 {q(col, .5):.3f}  min {min(col):.3f}")
+            summary.append((f"{mib} MiB / {vcpus} vCPU", firsts, floors, qs))
             if qs:
                 print(f"  QEMU -incoming, exec -> running, ms          p50 {q(qs, .5):.2f}  p99 {q(qs, .99):.2f}"
                       f"   (microvm / QEMU p50: {q(firsts, .5) / q(qs, .5):.3f})")
@@ -305,6 +308,12 @@ def main():
             if mig:
                 os.unlink(mig)
     print(f"\nload average after: {load_average()}")
+    print("\nrestore, exec -> first KVM_RUN (QEMU: -> running), ms: p50 / p99 / min")
+    print(f"  {'':<18} {'microvm':>22} {'kvm-restore-floor':>22} {'QEMU':>24} {'microvm/QEMU p50':>17}")
+    cell = lambda v: f"{q(v, .5):.2f} / {q(v, .99):.2f} / {min(v):.2f}" if v else "-"
+    for name, firsts, floors, qs in summary:
+        ratio = f"{q(firsts, .5) / q(qs, .5):.3f}" if qs else "-"
+        print(f"  {name:<18} {cell(firsts):>22} {cell(floors):>22} {cell(qs):>24} {ratio:>17}")
 
 
 if __name__ == "__main__":
