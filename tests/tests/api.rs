@@ -489,6 +489,61 @@ fn every_error_class() {
     assert!(!sock.exists());
 }
 
+/// The case: 80 slow clients each sending a byte every 2 s (reconnecting when dropped) hold more
+/// connections than the server serves at once; prompt clients must still get every answer, and the
+/// tricklers are the ones closed. A new client is told 503 only when every connection waits for the VMM.
+#[test]
+fn slow_clients_do_not_starve_prompt_ones() {
+    let (vm, sock) = spawn_api(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..80)
+        .map(|_| {
+            let (sock, stop) = (sock.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = UnixStream::connect(&sock) else {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    for b in request.iter().cycle() {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || s.write_all(&[*b]).is_err()
+                        {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the tricklers take every slot.
+    std::thread::sleep(Duration::from_secs(3));
+    let t0 = Instant::now();
+    let mut answered = 0;
+    for _ in 0..120 {
+        let r = Client::connect(&sock).get("/");
+        assert_eq!(r.status, 200, "{r:?}");
+        answered += 1;
+    }
+    let took = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!("120 GET / beside 80 trickling clients: {took:?}");
+    assert_eq!(answered, 120);
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let metrics = Client::connect(&sock).get("/metrics").json();
+    assert!(
+        metrics["api"]["evicted"].as_u64().unwrap() >= 16,
+        "{metrics}"
+    );
+    vm.signal(libc::SIGTERM);
+    assert_eq!(vm.wait(T).code, Some(143));
+    for t in tricklers {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn concurrent_clients_beside_silent_and_half_sent_ones() {
     let (vm, sock) = spawn_api(&[]);

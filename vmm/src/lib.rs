@@ -126,6 +126,24 @@ pub fn run(opts: RunOptions) -> Result<i32, Error> {
         ))));
     }
     let lock = || runtime.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(timer) = lock().take_metrics_timer() {
+        let ctl = runtime.clone();
+        let flush = move || {
+            ctl.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush_metrics_to_sink()
+        };
+        match controller::runtime::MetricsFlusher::new(
+            timer,
+            controller::runtime::METRICS_FLUSH_INTERVAL,
+            Box::new(flush),
+        ) {
+            Ok(f) => {
+                manager.add_subscriber(Arc::new(Mutex::new(f)));
+            }
+            Err(e) => log::error!("metrics: cannot arm the periodic flush: {e}"),
+        }
+    }
     let code = loop {
         if let Err(e) = manager.run() {
             log::error!("event loop failed: {e:?}");

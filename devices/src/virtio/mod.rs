@@ -140,6 +140,18 @@ pub trait VirtioDevice: Send {
     }
 }
 
+/// Whether the driver wants an interrupt for this queue's used buffers: not when it set
+/// VRING_AVAIL_F_NO_INTERRUPT in the available ring's flags (virtio 1.x, 2.7.7.2; EVENT_IDX is not
+/// offered). An unreadable ring gets its interrupt.
+pub(crate) fn wants_interrupt(mem: &GuestMemoryMmap, queue: &Queue) -> bool {
+    use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
+    use vm_memory::{Bytes, GuestAddress};
+    mem.read_obj::<u16>(GuestAddress(queue.avail_ring()))
+        .map_or(true, |flags| {
+            u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
+        })
+}
+
 /// Fills `data` from `config` at `offset`, with zeroes past its end (guest reads are never out of range).
 pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);

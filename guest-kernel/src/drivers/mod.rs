@@ -23,6 +23,7 @@ pub fn irq(irq: u8) {
     if irq as u32 == NET_IRQ.load(Ordering::Relaxed) {
         crate::net::irq();
     }
+    virtio::block_irq(irq);
     if irq == I8042_KBD_IRQ {
         i8042::irq();
     }

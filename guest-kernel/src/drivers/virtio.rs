@@ -4,19 +4,23 @@
 //! the crate's queues, [`super::virtio_net`], handed to `crate::net` by `main`).
 //!
 //! Requests are synchronous and polled: the boot path has nothing else to do while the disk works, and
-//! polling costs fewer emulated instructions than an interrupt round trip.
+//! polling costs fewer emulated instructions than an interrupt round trip. A block device's used-ring
+//! interrupts are therefore switched off (VRING_AVAIL_F_NO_INTERRUPT), but its IRQ is routed: the one
+//! interrupt it raises is a configuration change (the host pointed the drive at another file, `PATCH
+//! /drives`), and [`block_irq`] re-reads the capacity from config space and logs it.
 
 use crate::mm::{frame, phys_to_virt, virt_to_phys, PAGE_SIZE};
 use crate::sync::KCell;
 use crate::{kprintln, mm};
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::cmdline::VirtioMmioDevice;
 use kcore::fmt::{Dec, Hex};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::console::VirtIOConsole;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::{DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 /// DMA through the direct map: every kernel buffer is physically contiguous (heap and stacks come from
@@ -54,7 +58,13 @@ type Transport0 = MmioTransport<'static>;
 pub struct BlockDevice {
     dev: VirtIOBlk<KernelHal, Transport0>,
     capacity_sectors: u64,
+    /// The MMIO window (direct-map address), for config-space reads after a change.
+    mmio: u64,
+    irq: u8,
 }
+
+/// A block device interrupt arrived while the devices were in use; handled when they are released.
+static BLOCK_IRQ_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Largest single request (bytes): big enough to load executables in few requests, small enough for any
 /// device's segment limits.
@@ -105,6 +115,40 @@ impl BlockDevice {
 }
 
 impl BlockDevice {
+    /// Acknowledges the device's interrupt; on a configuration change, re-reads the capacity.
+    fn interrupt(&mut self, index: usize) {
+        let status = self.dev.ack_interrupt();
+        if !status.contains(InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT) {
+            return;
+        }
+        let capacity = self.read_capacity();
+        kprintln!(
+            "virtio-blk: vd{}: capacity changed from {} to {} sectors ({} MiB)",
+            char::from(b'a' + index as u8),
+            Dec(self.capacity_sectors),
+            Dec(capacity),
+            Dec(capacity / 2048)
+        );
+        self.capacity_sectors = capacity;
+    }
+
+    /// `capacity` from config space (offset 0x100 of the window), read again while ConfigGeneration
+    /// (0xfc) says it changed under us.
+    fn read_capacity(&self) -> u64 {
+        let reg = |off: u64| {
+            // SAFETY: the window is the device's MMIO page, mapped by the direct map (probe made the
+            // transport on it); 32-bit aligned registers inside it.
+            unsafe { core::ptr::read_volatile((self.mmio + off) as *const u32) }
+        };
+        loop {
+            let generation = reg(0xfc);
+            let capacity = u64::from(reg(0x100)) | (u64::from(reg(0x104)) << 32);
+            if reg(0xfc) == generation {
+                return capacity;
+            }
+        }
+    }
+
     /// The capacity in 512-byte sectors.
     pub fn capacity_sectors(&self) -> u64 {
         self.capacity_sectors
@@ -163,9 +207,12 @@ pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>, use_console: bool)
         };
         match transport.device_type() {
             DeviceType::Block => match VirtIOBlk::<KernelHal, _>::new(transport) {
-                Ok(dev) => {
+                Ok(mut dev) => {
                     let mut devs = BLOCK_DEVICES.borrow_mut();
                     let capacity_sectors = dev.capacity();
+                    // Requests are polled: no used-ring interrupts. The IRQ carries config changes.
+                    dev.disable_interrupts();
+                    crate::arch::apic::route_irq(d.irq as u8);
                     let name = [b'v', b'd', b'a' + devs.len() as u8];
                     kprintln!(
                         "virtio-blk: {} at {} irq {}: {} sectors ({} MiB)",
@@ -178,6 +225,8 @@ pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>, use_console: bool)
                     devs.push(BlockDevice {
                         dev,
                         capacity_sectors,
+                        mmio: phys_to_virt(d.addr),
+                        irq: d.irq as u8,
                     });
                 }
                 Err(_) => kprintln!("virtio-blk at {}: initialisation failed", Hex(d.addr)),
@@ -230,8 +279,28 @@ pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>, use_console: bool)
 
 /// Runs `f` with block device `index` (0 = vda).
 pub fn with_block<R>(index: usize, f: impl FnOnce(&mut BlockDevice) -> R) -> Option<R> {
-    let mut devs = BLOCK_DEVICES.borrow_mut();
-    devs.get_mut(index).map(f)
+    let r = BLOCK_DEVICES.borrow_mut().get_mut(index).map(f);
+    if BLOCK_IRQ_PENDING.swap(false, Ordering::Relaxed) {
+        block_interrupts(&mut BLOCK_DEVICES.borrow_mut(), None);
+    }
+    r
+}
+
+/// Device interrupt `irq`: the block devices on it look at their interrupt status (a configuration
+/// change re-reads the capacity). Deferred to the end of a request in progress if one is.
+pub fn block_irq(irq: u8) {
+    match BLOCK_DEVICES.try_borrow_mut() {
+        Ok(mut devs) => block_interrupts(&mut devs, Some(irq)),
+        Err(_) => BLOCK_IRQ_PENDING.store(true, Ordering::Relaxed),
+    }
+}
+
+fn block_interrupts(devs: &mut [BlockDevice], irq: Option<u8>) {
+    for (i, d) in devs.iter_mut().enumerate() {
+        if irq.is_none_or(|irq| irq == d.irq) {
+            d.interrupt(i);
+        }
+    }
 }
 
 /// Reads pending virtio-console input into `out`.

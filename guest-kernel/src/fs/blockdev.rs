@@ -21,12 +21,12 @@ const CHUNK: usize = 64 * 1024;
 /// Virtio block device `index` (0 = vda).
 pub struct BlockFile {
     index: usize,
-    sectors: u64,
 }
 
 impl BlockFile {
+    /// The device's size now (the host may change it: `PATCH /drives`, a config-change interrupt).
     fn bytes(&self) -> u64 {
-        self.sectors * 512
+        virtio::with_block(self.index, |d| d.capacity_sectors()).unwrap_or(0) * 512
     }
 
     /// Runs a device request over the sector-aligned span around `[offset, offset + len)` with a
@@ -140,13 +140,13 @@ impl FileOps for BlockFile {
 /// Registers `/dev/vdX` for every virtio block device.
 pub fn register() {
     for index in 0..26usize {
-        let Some(sectors) = virtio::with_block(index, |d| d.capacity_sectors()) else {
+        if virtio::with_block(index, |_| ()).is_none() {
             break;
-        };
+        }
         let mut path = b"/dev/vd".to_vec();
         path.push(b'a' + index as u8);
         super::register_device(path, move |_| {
-            Ok(Rc::new(BlockFile { index, sectors }) as Rc<dyn FileOps>)
+            Ok(Rc::new(BlockFile { index }) as Rc<dyn FileOps>)
         });
     }
 }

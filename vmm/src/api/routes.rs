@@ -13,7 +13,7 @@ use crate::persist::{DriveOverride, LoadParams, NetworkOverride};
 
 use crate::config::{
     unsupported, BootSource, ConfigError, DriveConfig, LoggerConfig, MachineConfig, MetricsConfig,
-    NetConfig,
+    NetConfig, RateLimiterConfig,
 };
 
 /// What a client asked for, parsed and checked for shape (values are checked by the VMM thread).
@@ -45,6 +45,34 @@ pub enum Action {
     PutLogger(LoggerConfig),
     /// `PUT /metrics` (pre-boot only).
     PutMetrics(MetricsConfig),
+    /// `PATCH /drives/{id}` (after start only).
+    PatchDrive(PatchDrive),
+    /// `PATCH /network-interfaces/{id}` (after start only).
+    PatchNetworkInterface(PatchNetworkInterface),
+}
+
+/// `PATCH /drives/{id}`: Firecracker's `PartialDrive`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDrive {
+    pub drive_id: String,
+    /// A new backing file: reopened with the drive's format, cache mode and read-only flag.
+    #[serde(default)]
+    pub path_on_host: Option<PathBuf>,
+    /// Buckets to change (those left out stay).
+    #[serde(default)]
+    pub rate_limiter: Option<RateLimiterConfig>,
+}
+
+/// `PATCH /network-interfaces/{id}`: Firecracker's `PartialNetworkInterface`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchNetworkInterface {
+    pub iface_id: String,
+    #[serde(default)]
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    #[serde(default)]
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `PUT /snapshot/create`, checked for shape.
@@ -192,8 +220,14 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    #[error("the VMM is not answering")]
+    #[error("the VMM thread did not take or answer the request in time")]
     Unavailable,
+    /// Every connection the API serves at once is waiting for the VMM thread's answer.
+    #[error(
+        "the API is busy: all {0} connections it serves at once are waiting for answers from the VMM; \
+         try again"
+    )]
+    Busy(usize),
     #[error("{0}")]
     Internal(String),
 }
@@ -209,7 +243,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::PayloadTooLarge(_) => 413,
-            ApiError::Unavailable => 503,
+            ApiError::Unavailable | ApiError::Busy(_) => 503,
             ApiError::Internal(_) | ApiError::StartFailed(_) => 500,
         }
     }
@@ -264,6 +298,13 @@ fn check_id(kind: &str, path_id: &str, body_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn check_limiter(field: &str, r: Option<&RateLimiterConfig>) -> Result<(), ApiError> {
+    match r.map(RateLimiterConfig::validate) {
+        Some(Err(e)) => Err(ApiError::BadRequest(format!("{field}: {e}"))),
+        _ => Ok(()),
+    }
+}
+
 /// Maps a request onto an [`Action`].
 pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> {
     // Firecracker ignores a query string; so do we, except on our introspection paths.
@@ -291,11 +332,24 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
             check_id("drive_id", id, &d.drive_id)?;
             Ok(Action::PutDrive(d))
         }
+        (["drives", id], "PATCH") if !id.is_empty() => {
+            let d: PatchDrive = json(body)?;
+            check_id("drive_id", id, &d.drive_id)?;
+            check_limiter("rate_limiter", d.rate_limiter.as_ref())?;
+            Ok(Action::PatchDrive(d))
+        }
         (["drives", id], _) if !id.is_empty() => Err(not_allowed()),
         (["network-interfaces", id], "PUT") if !id.is_empty() => {
             let n: NetConfig = json(body)?;
             check_id("iface_id", id, &n.iface_id)?;
             Ok(Action::PutNetworkInterface(n))
+        }
+        (["network-interfaces", id], "PATCH") if !id.is_empty() => {
+            let n: PatchNetworkInterface = json(body)?;
+            check_id("iface_id", id, &n.iface_id)?;
+            check_limiter("rx_rate_limiter", n.rx_rate_limiter.as_ref())?;
+            check_limiter("tx_rate_limiter", n.tx_rate_limiter.as_ref())?;
+            Ok(Action::PatchNetworkInterface(n))
         }
         (["network-interfaces", id], _) if !id.is_empty() => Err(not_allowed()),
         (["actions"], "PUT") => Ok(match json::<ActionBody>(body)?.action_type {
@@ -337,9 +391,29 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
         (["logger"], "PUT") => Ok(Action::PutLogger(json(body)?)),
         (["logger"], _) => Err(not_allowed()),
         (["metrics"], _) => Err(not_allowed()),
+        // Firecracker's paths for what microvm does not implement.
+        ([first, ..], _) if UNSUPPORTED_PATHS.iter().any(|(p, _)| p == first) => {
+            let (what, why) = UNSUPPORTED_PATHS
+                .iter()
+                .find(|(p, _)| p == first)
+                .map_or(("", ""), |&(p, w)| (p, w));
+            Err(ApiError::BadRequest(unsupported(&format!("/{what}"), why)))
+        }
         _ => Err(ApiError::NotFound(path.to_owned())),
     }
 }
+
+/// Firecracker's API paths (first segment) microvm answers with a 400 that says it does not support
+/// them, rather than a 404.
+const UNSUPPORTED_PATHS: &[(&str, &str)] = &[
+    ("balloon", "no balloon device"),
+    ("entropy", "no virtio-rng device"),
+    ("mmds", "no MMDS"),
+    ("cpu-config", "no CPU templates or CPUID/MSR modifiers"),
+    ("pmem", "no virtio-pmem devices"),
+    ("hotplug", "no memory hot-plug"),
+    ("serial", "the serial console is configured with --serial"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -408,6 +482,69 @@ mod tests {
             assert_eq!(status("PUT", "/snapshot/load", bad), 400, "{bad}");
         }
         assert_eq!(status("GET", "/snapshot/create", ""), 405);
+    }
+
+    #[test]
+    fn firecracker_paths_microvm_lacks_say_so() {
+        for (method, path) in [
+            ("PUT", "/balloon"),
+            ("GET", "/balloon/statistics"),
+            ("PUT", "/entropy"),
+            ("PUT", "/mmds"),
+            ("PUT", "/mmds/config"),
+            ("PUT", "/cpu-config"),
+            ("PUT", "/pmem/p0"),
+            ("PUT", "/hotplug/memory"),
+        ] {
+            let e = route(method, path, b"{}").unwrap_err();
+            assert_eq!(e.status(), 400, "{path}");
+            assert!(e.to_string().contains("is not supported by microvm"), "{e}");
+        }
+        assert_eq!(status("GET", "/nonexistent", ""), 404);
+    }
+
+    #[test]
+    fn patch_bodies_follow_firecracker() {
+        let Action::PatchDrive(d) = ok(
+            "PATCH",
+            "/drives/rootfs",
+            r#"{"drive_id": "rootfs", "path_on_host": "/new.img",
+                "rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(d.path_on_host, Some(PathBuf::from("/new.img")));
+        assert_eq!(d.rate_limiter.unwrap().bandwidth.unwrap().size, 1000);
+        assert_eq!(
+            ok("PATCH", "/drives/x", r#"{"drive_id": "x"}"#),
+            Action::PatchDrive(PatchDrive {
+                drive_id: "x".into(),
+                path_on_host: None,
+                rate_limiter: None,
+            })
+        );
+        let Action::PatchNetworkInterface(n) = ok(
+            "PATCH",
+            "/network-interfaces/eth0",
+            r#"{"iface_id": "eth0", "tx_rate_limiter": {"ops": {"size": 5, "refill_time": 10}}}"#,
+        ) else {
+            panic!()
+        };
+        assert!(n.rx_rate_limiter.is_none());
+        assert_eq!(n.tx_rate_limiter.unwrap().ops.unwrap().size, 5);
+        for (path, bad) in [
+            ("/drives/a", r#"{"drive_id": "b"}"#),
+            ("/drives/a", r#"{"drive_id": "a", "is_read_only": true}"#),
+            ("/drives/a", r#"{"path_on_host": "/x"}"#),
+            (
+                "/drives/a",
+                r#"{"drive_id": "a", "rate_limiter": {"ops": {"size": 1, "refill_time": 99999999999}}}"#,
+            ),
+            ("/network-interfaces/e", r#"{"iface_id": "f"}"#),
+            ("/network-interfaces/e", r#"{"iface_id": "e", "mtu": 1500}"#),
+        ] {
+            assert_eq!(status("PATCH", path, bad), 400, "{bad}");
+        }
     }
 
     #[test]

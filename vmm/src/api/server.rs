@@ -1,18 +1,25 @@
 //! The API's socket side: binds the Unix socket (mode 0600; a stale socket file is replaced, a live one is
 //! an error), accepts on its own thread and serves each connection on a thread of its own, so a silent or
-//! slow client holds only its own thread (reads time out after [`READ_TIMEOUT`]).
+//! slow client holds only its own thread (reads time out after [`READ_TIMEOUT`], a request must be complete
+//! within [`http::REQUEST_DEADLINE`]).
+//!
+//! Fairness: at most [`MAX_CONNECTIONS`] connections are served at once. When a new client finds them all
+//! taken, the connection that has been reading (an idle keep-alive connection, or a client trickling its
+//! request) for the longest is closed to make room, so clients that send slowly cannot keep a prompt one
+//! out; only when every connection is waiting for the VMM thread's answer is the newcomer told so (503).
 //!
 //! A connection thread parses a request ([`super::http`]), routes it ([`super::routes::route`]) and sends
 //! the [`Action`] to the VMM thread as an [`ApiRequest`] over a channel, writing to an EventFd the VMM
 //! thread watches ([`ApiChannel`]); the answer comes back on a per-request channel.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -24,8 +31,8 @@ use super::routes::{route, Action, ApiError};
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the VMM thread's answer (InstanceStart loads the kernel and opens disks).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connections served at once; more are answered 503 and closed.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once (see the module doc for what happens at the limit).
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Why the API socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,8 @@ pub struct ApiMetrics {
     pub errors: AtomicU64,
     /// Connections closed for silence or an incomplete request.
     pub timeouts: AtomicU64,
+    /// Connections closed at the limit to make room for a new client (the longest reading).
+    pub evicted: AtomicU64,
 }
 
 /// The bound socket; removes the socket file when dropped.
@@ -153,6 +162,7 @@ pub fn start(path: &Path) -> Result<(SocketGuard, ApiChannel, Arc<ApiMetrics>), 
         evt: evt.clone(),
         metrics: metrics.clone(),
         active: Arc::new(AtomicUsize::new(0)),
+        conns: Arc::new(Mutex::new(Conns::default())),
     };
     // The thread installs its seccomp filter (inherited by the connection threads it starts) before it
     // accepts anything, and says whether that worked.
@@ -181,6 +191,66 @@ struct Shared {
     evt: Arc<EventFd>,
     metrics: Arc<ApiMetrics>,
     active: Arc<AtomicUsize>,
+    conns: Arc<Mutex<Conns>>,
+}
+
+/// The connections being served: each one's descriptor and since when it has been reading a request
+/// (`None` while the VMM thread works on its request).
+#[derive(Default)]
+struct Conns {
+    next_id: u64,
+    open: Vec<(u64, RawFd, Option<Instant>)>,
+}
+
+impl Conns {
+    fn set_reading(&mut self, id: u64, since: Option<Instant>) {
+        if let Some(c) = self.open.iter_mut().find(|c| c.0 == id) {
+            c.2 = since;
+        }
+    }
+
+    /// Shuts down the connection that has been reading the longest (its thread then sees the end of the
+    /// stream and leaves); false when every connection waits for the VMM thread.
+    fn evict_longest_reading(&mut self) -> bool {
+        let Some(i) = self
+            .open
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.2.map(|t| (i, t)))
+            .min_by_key(|&(_, t)| t)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let (_, fd, _) = self.open.swap_remove(i);
+        // SAFETY: the descriptor is in the table, so its connection's thread still owns it open (the
+        // thread leaves the table, under this lock, before it closes the stream); shutdown changes no
+        // memory and only makes the thread's pending and next reads see the end of the stream.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        true
+    }
+}
+
+/// A connection's place in [`Conns`], left when dropped (before the stream is closed).
+struct ConnEntry<'a> {
+    conns: &'a Mutex<Conns>,
+    id: u64,
+}
+
+impl ConnEntry<'_> {
+    fn reading(&self, since: Option<Instant>) {
+        lock(self.conns).set_reading(self.id, since);
+    }
+}
+
+impl Drop for ConnEntry<'_> {
+    fn drop(&mut self) {
+        lock(self.conns).open.retain(|c| c.0 != self.id);
+    }
+}
+
+fn lock(m: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn accept_loop(listener: UnixListener, shared: Shared) {
@@ -195,11 +265,15 @@ fn accept_loop(listener: UnixListener, shared: Shared) {
         };
         shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
         if shared.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            shared.active.fetch_sub(1, Ordering::AcqRel);
-            let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
-            let e = ApiError::Unavailable;
-            let _ = http::write_response(&mut stream, e.status(), &e.body(), false);
-            continue;
+            if lock(&shared.conns).evict_longest_reading() {
+                shared.metrics.evicted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared.active.fetch_sub(1, Ordering::AcqRel);
+                let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+                let e = ApiError::Busy(MAX_CONNECTIONS);
+                let _ = http::write_response(&mut stream, e.status(), &e.body(), false);
+                continue;
+            }
         }
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -215,16 +289,31 @@ fn accept_loop(listener: UnixListener, shared: Shared) {
     }
 }
 
-/// Serves one connection until it closes, fails, or goes silent.
+/// Serves one connection until it closes, fails, goes silent, or is evicted to make room.
 fn serve(mut stream: UnixStream, shared: &Shared) {
     if stream.set_read_timeout(Some(READ_TIMEOUT)).is_err()
         || stream.set_write_timeout(Some(READ_TIMEOUT)).is_err()
     {
         return;
     }
+    let entry = {
+        let mut conns = lock(&shared.conns);
+        conns.next_id += 1;
+        let id = conns.next_id;
+        conns
+            .open
+            .push((id, stream.as_raw_fd(), Some(Instant::now())));
+        ConnEntry {
+            conns: &shared.conns,
+            id,
+        }
+    };
     let mut buf = Vec::new();
     loop {
-        let (outcome, keep_alive) = match http::read_request(&mut stream, &mut buf) {
+        entry.reading(Some(Instant::now()));
+        let request = http::read_request(&mut stream, &mut buf);
+        entry.reading(None);
+        let (outcome, keep_alive) = match request {
             Ok(req) => (
                 route(&req.method, &req.path, &req.body).and_then(|a| call(shared, a)),
                 req.keep_alive,

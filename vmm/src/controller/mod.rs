@@ -227,7 +227,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({
-                "api": {"connections": 0, "requests": 3, "errors": 0, "timeouts": 0},
+                "api": {"connections": 0, "requests": 3, "errors": 0, "timeouts": 0, "evicted": 0},
                 "block": {"vda": {"reads": 0, "writes": 0, "read_bytes": 4096, "write_bytes": 0,
                                   "flushes": 0, "errors": 0, "dropped": 0,
                                   "rate_limiter_throttled_events": 0}},

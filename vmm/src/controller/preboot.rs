@@ -181,6 +181,12 @@ impl PrebootController {
             Action::CreateSnapshot(_) => Err(ApiError::NotAllowed(
                 "a snapshot needs a started, paused VM".into(),
             )),
+            // Firecracker's rule: PATCH is for a running VM; before it, PUT the whole body again.
+            Action::PatchDrive(_) | Action::PatchNetworkInterface(_) => Err(ApiError::NotAllowed(
+                "PATCH is only allowed after InstanceStart (before it, PUT the drive or interface \
+                 again)"
+                    .into(),
+            )),
             Action::Translate(_) | Action::ReadMemory(_) | Action::GuestProcesses => {
                 Err(ApiError::NotAllowed(
                     "looking inside the guest needs a started VM (InstanceStart)".into(),

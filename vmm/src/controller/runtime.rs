@@ -13,17 +13,19 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::timerfd::TimerFd;
 
-use crate::api::routes::Action;
 use crate::api::routes::CreateSnapshot;
+use crate::api::routes::{Action, PatchDrive, PatchNetworkInterface};
 use crate::api::{ApiChannel, ApiError, ApiMetrics, Outcome, Reply};
 use crate::builder::{build_vm, restore_vm, Vm};
 use crate::config::{SerialMode, VmConfig};
 use crate::event_loop::VmmEvents;
 use crate::persist::{self, LoadParams, PersistError, SnapshotKind};
 use crate::{introspect, terminal, vstate};
+use devices::disk::{open_disk, DiskOptions};
 use devices::virtio::block::BlockMetrics;
-use devices::virtio::NetMetrics;
+use devices::virtio::{Block, NetMetrics};
 
 use super::{
     flush_metrics, info, metrics_json, to_json, version, I8042Metrics, Manager, StartError,
@@ -36,6 +38,8 @@ const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 const VCPU_KICK_INTERVAL: Duration = Duration::from_millis(10);
 /// How long to wait for every vCPU to park on a pause.
 const VCPU_PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Firecracker writes a metrics line this often while a metrics sink is configured.
+pub const METRICS_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The started VM.
 pub struct RuntimeController {
@@ -46,6 +50,8 @@ pub struct RuntimeController {
     events: Arc<Mutex<VmmEvents>>,
     /// Block device counters, by drive id.
     blocks: Vec<(String, Arc<BlockMetrics>)>,
+    /// Block devices, by drive id (`PATCH /drives`).
+    block_devs: Vec<(String, Arc<Mutex<Block>>)>,
     /// Network device counters, by interface id.
     nets: Vec<(String, Arc<NetMetrics>)>,
     api_metrics: Option<Arc<ApiMetrics>>,
@@ -55,6 +61,9 @@ pub struct RuntimeController {
     inspector: introspect::Inspector,
     /// Guest RAM is mapped from a memory file (a restore, or after a Full snapshot): a Diff can be taken.
     has_mem_base: bool,
+    /// The periodic metrics flush's timer, made before the seccomp filter (which has no
+    /// timerfd_create) and handed to [`MetricsFlusher`].
+    metrics_timer: Option<TimerFd>,
     _raw: terminal::RawMode,
 }
 
@@ -139,13 +148,17 @@ impl RuntimeController {
         for device in vm.devices.subscribers() {
             manager.add_subscriber(device);
         }
-        let blocks = config
+        let block_devs: Vec<(String, Arc<Mutex<Block>>)> = config
             .ordered_drives()
             .into_iter()
             .zip(vm.devices.blocks())
-            .map(|(d, b)| {
+            .map(|(d, b)| (d.drive_id, b.clone()))
+            .collect();
+        let blocks = block_devs
+            .iter()
+            .map(|(id, b)| {
                 let m = b.lock().unwrap_or_else(|e| e.into_inner()).metrics();
-                (d.drive_id, m)
+                (id.clone(), m)
             })
             .collect();
         let nets = vm
@@ -160,6 +173,10 @@ impl RuntimeController {
 
         let inspector = introspect::Inspector::new(vm.vcpus.iter().map(|v| &v.fd))
             .map_err(StartError::Introspect)?;
+        let metrics_timer = match &config.metrics {
+            Some(_) => Some(TimerFd::new().map_err(|e| StartError::Events(e.into()))?),
+            None => None,
+        };
         let raw = terminal::RawMode::enter();
         let mut threads = Vec::new();
         let vcpus: Vec<_> = vm.vcpus.drain(..).collect();
@@ -203,12 +220,14 @@ impl RuntimeController {
             threads,
             events,
             blocks,
+            block_devs,
             nets,
             api_metrics,
             i8042: I8042Metrics::default(),
             paused,
             inspector,
             has_mem_base: false,
+            metrics_timer,
             _raw: raw,
         })
     }
@@ -221,10 +240,32 @@ impl RuntimeController {
             .outcome
     }
 
-    /// Stops the vCPUs and flushes the disks.
+    /// Stops the vCPUs, flushes the disks and, with a metrics sink, writes a last metrics line (as
+    /// Firecracker does at exit).
     pub fn shutdown(&mut self) {
         stop_vcpus(&self.vm, std::mem::take(&mut self.threads));
         self.vm.devices.flush_disks();
+        self.flush_metrics_to_sink();
+    }
+
+    /// The periodic flush's timer (once), when a metrics sink is configured.
+    pub fn take_metrics_timer(&mut self) -> Option<TimerFd> {
+        self.metrics_timer.take()
+    }
+
+    /// Writes a metrics line to the sink, if one is configured (the periodic and the exit flush).
+    pub fn flush_metrics_to_sink(&self) {
+        if self.config.metrics.is_none() {
+            return;
+        }
+        match self.metrics() {
+            Ok(line) => {
+                if let Err(e) = flush_metrics(&self.id, &self.config, line) {
+                    log::error!("metrics: cannot flush: {e}");
+                }
+            }
+            Err(e) => log::error!("metrics: cannot flush: {e}"),
+        }
     }
 
     fn metrics(&self) -> Result<String, ApiError> {
@@ -259,6 +300,8 @@ impl RuntimeController {
                 "a snapshot can only be loaded before anything is configured".into(),
             )),
             Action::CreateSnapshot(c) => self.create_snapshot(&c),
+            Action::PatchDrive(p) => self.patch_drive(&p),
+            Action::PatchNetworkInterface(p) => self.patch_net(&p),
             Action::SendCtrlAltDel => {
                 self.vm
                     .i8042
@@ -310,6 +353,89 @@ impl RuntimeController {
             self.paused = false;
         }
         to_json(&t.map_err(introspect_error)?)
+    }
+
+    /// `PATCH /drives/{id}`: a new backing file (reopened with the drive's format, cache mode and
+    /// read-only flag; the guest gets a config-change interrupt and the new capacity) and/or new rate
+    /// limiter buckets. The configuration follows, so `GET /vm/config` and a snapshot see the change.
+    fn patch_drive(&mut self, p: &PatchDrive) -> Outcome {
+        let id = &p.drive_id;
+        let (Some(i), Some(block)) = (
+            self.config.drives.iter().position(|d| &d.drive_id == id),
+            self.block_devs
+                .iter()
+                .find(|(d, _)| d == id)
+                .map(|(_, b)| b.clone()),
+        ) else {
+            return Err(ApiError::BadRequest(format!(
+                "no drive with drive_id {id:?}"
+            )));
+        };
+        let mut dev = block.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = &p.path_on_host {
+            let drive = &self.config.drives[i];
+            let opts = DiskOptions {
+                read_only: drive.is_read_only,
+                format: drive.format,
+                cache: drive.cache_type,
+            };
+            // The same file again (grown in place, say): its lock is held by the open we replace.
+            let same = same_file(&drive.path_on_host, path);
+            if let Err(e) = dev.replace_disk(same, || open_disk(path, &opts)) {
+                if same {
+                    let old = drive.path_on_host.clone();
+                    if let Err(e) = dev.replace_disk(false, || open_disk(&old, &opts)) {
+                        log::error!(
+                            "drive {id:?}: cannot reopen {old:?} either ({e}); no disk now"
+                        );
+                    }
+                }
+                return Err(ApiError::BadRequest(format!(
+                    "drive {id:?}: cannot use {path:?}: {e}"
+                )));
+            }
+            log::info!(
+                "drive {id:?}: now backed by {path:?}, {} sectors",
+                dev.capacity()
+            );
+            self.config.drives[i].path_on_host = path.clone();
+        }
+        if let Some(r) = &p.rate_limiter {
+            dev.update_rate_limiter(r)
+                .map_err(|e| ApiError::BadRequest(format!("drive {id:?}: {e}")))?;
+            let now = dev.rate_limiter_config();
+            self.config.drives[i].rate_limiter = now.is_limited().then_some(now);
+        }
+        Ok(Reply::Empty)
+    }
+
+    /// `PATCH /network-interfaces/{id}`: new rate limiter buckets.
+    fn patch_net(&mut self, p: &PatchNetworkInterface) -> Outcome {
+        let id = &p.iface_id;
+        let (Some(i), Some(net)) = (
+            self.config
+                .network_interfaces
+                .iter()
+                .position(|n| &n.iface_id == id),
+            self.vm
+                .devices
+                .nets()
+                .iter()
+                .find(|(n, _)| n == id)
+                .map(|(_, n)| n.clone()),
+        ) else {
+            return Err(ApiError::BadRequest(format!(
+                "no network interface with iface_id {id:?}"
+            )));
+        };
+        let mut dev = net.lock().unwrap_or_else(|e| e.into_inner());
+        dev.update_rate_limiters(p.rx_rate_limiter.as_ref(), p.tx_rate_limiter.as_ref())
+            .map_err(|e| ApiError::BadRequest(format!("network interface {id:?}: {e}")))?;
+        let (rx, tx) = dev.rate_limiter_configs();
+        let iface = &mut self.config.network_interfaces[i];
+        iface.rx_rate_limiter = rx.is_limited().then_some(rx);
+        iface.tx_rate_limiter = tx.is_limited().then_some(tx);
+        Ok(Reply::Empty)
     }
 
     /// `PUT /snapshot/create`: a full snapshot of the paused VM.
@@ -384,6 +510,44 @@ impl RuntimeController {
     }
 }
 
+/// Firecracker's periodic metrics flush: a timerfd on the VMM thread's event loop that fires every
+/// `interval` and runs `flush` (the controller's [`RuntimeController::flush_metrics_to_sink`]).
+pub struct MetricsFlusher {
+    timer: TimerFd,
+    flush: Box<dyn FnMut() + Send>,
+}
+
+impl MetricsFlusher {
+    const TICK: u32 = 1;
+
+    /// Arms `timer` to fire every `interval`.
+    pub fn new(
+        mut timer: TimerFd,
+        interval: Duration,
+        flush: Box<dyn FnMut() + Send>,
+    ) -> std::io::Result<Self> {
+        timer.reset(interval, Some(interval))?;
+        Ok(Self { timer, flush })
+    }
+}
+
+impl MutEventSubscriber for MetricsFlusher {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.data() != Self::TICK {
+            return;
+        }
+        // Readable, so this does not block: the number of expirations, which do not matter.
+        let _ = self.timer.wait();
+        (self.flush)();
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data(&self.timer, Self::TICK, EventSet::IN)) {
+            log::error!("metrics: cannot watch the flush timer: {e:?}");
+        }
+    }
+}
+
 /// The API at run time: a subscriber that answers each request as it arrives, on the VMM thread.
 pub struct RuntimeApi {
     channel: ApiChannel,
@@ -425,6 +589,15 @@ impl MutEventSubscriber for RuntimeApi {
     }
 }
 
+/// Whether two paths name the same file (device and inode); false when either cannot be looked up.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn introspect_error(e: introspect::IntrospectError) -> ApiError {
     if e.is_bad_input() {
         ApiError::BadRequest(e.to_string())
@@ -460,5 +633,37 @@ fn stop_vcpus(vm: &Vm, threads: Vec<JoinHandle<()>>) {
         } else {
             log::warn!("a vCPU thread did not stop in time");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn the_metrics_flusher_flushes_every_interval() {
+        let mut manager = Manager::new().unwrap();
+        let count = Arc::new(AtomicU32::new(0));
+        let c = count.clone();
+        let flusher = MetricsFlusher::new(
+            TimerFd::new().unwrap(),
+            Duration::from_millis(20),
+            Box::new(move || {
+                c.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .unwrap();
+        manager.add_subscriber(Arc::new(Mutex::new(flusher)));
+        let t0 = Instant::now();
+        while count.load(Ordering::Relaxed) < 3 && t0.elapsed() < Duration::from_secs(10) {
+            manager.run_with_timeout(100).unwrap();
+        }
+        assert_eq!(count.load(Ordering::Relaxed), 3);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(55),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

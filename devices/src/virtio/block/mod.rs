@@ -29,8 +29,8 @@ use self::engine::{Completion, Engine, Submit};
 pub use self::engine::{IoEngine, MAX_RUNS};
 use self::request::{parse_request, RequestType, MAX_DISCARD_SEGMENTS, SECTOR_SIZE};
 use super::{
-    read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
-    TYPE_BLOCK,
+    read_config_bytes, ready_queues, wants_interrupt, ActivateError, LogLimiter, VirtioDevice,
+    VirtioInterrupt, TYPE_BLOCK,
 };
 use crate::disk::DiskFile;
 use crate::rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError};
@@ -195,6 +195,49 @@ impl Block {
         self.metrics.clone()
     }
 
+    /// Serves `open()`'s disk from now on (`PATCH /drives/{id}` with a `path_on_host`): requests in
+    /// flight finish on the old disk, which is flushed; the capacity in config space becomes the new
+    /// disk's and an active device raises a configuration-change interrupt, so the driver re-reads it.
+    /// With `close_first` the old disk is closed before `open` runs (the new path is the same file, whose
+    /// lock the old descriptor holds); should `open` then fail, the device has no disk (capacity 0,
+    /// every request an error) until a later call succeeds. The offered features stay: they were
+    /// negotiated, and a new disk without discard answers discards with an error status.
+    pub fn replace_disk<E>(
+        &mut self,
+        close_first: bool,
+        open: impl FnOnce() -> Result<Box<dyn DiskFile>, E>,
+    ) -> Result<(), E> {
+        self.drain_engine();
+        if let Err(e) = self.disk.flush() {
+            log::error!("virtio-blk: flush before changing the backing file failed: {e}");
+        }
+        let read_only = self.disk.read_only();
+        if close_first {
+            self.disk = Box::new(NoDisk { read_only });
+            self.set_capacity();
+        }
+        let disk = open()?;
+        self.disk = disk;
+        self.set_capacity();
+        Ok(())
+    }
+
+    /// Rewrites the capacity in config space from the disk and tells an active driver.
+    fn set_capacity(&mut self) {
+        let capacity = self.disk.size() / SECTOR_SIZE;
+        self.config[0..8].copy_from_slice(&capacity.to_le_bytes());
+        if let Some(active) = self.active.as_ref() {
+            active.interrupt.signal_config_change();
+        }
+    }
+
+    /// The capacity in 512-byte sectors, as config space says.
+    pub fn capacity(&self) -> u64 {
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&self.config[0..8]);
+        u64::from_le_bytes(c)
+    }
+
     /// The rate limiter's buckets in force.
     pub fn rate_limiter_config(&self) -> RateLimiterConfig {
         *self.rate_limiter.config()
@@ -247,7 +290,7 @@ impl Block {
             &mut self.warn,
             &mut self.broken,
         );
-        if done > 0 && active.queue.needs_notification(&active.mem).unwrap_or(true) {
+        if done > 0 && wants_interrupt(&active.mem, &active.queue) {
             active.interrupt.signal_used_queue();
         }
         if self.stalled {
@@ -364,10 +407,50 @@ impl Block {
             &mut self.warn,
             &mut self.broken,
         );
-        if done > 0 && active.queue.needs_notification(&active.mem).unwrap_or(true) {
+        if done > 0 && wants_interrupt(&active.mem, &active.queue) {
             active.interrupt.signal_used_queue();
         }
         done
+    }
+}
+
+/// The disk of a device whose backing file was closed for a `PATCH` and could not be opened again:
+/// nothing to read or write.
+struct NoDisk {
+    read_only: bool,
+}
+
+impl DiskFile for NoDisk {
+    fn size(&self) -> u64 {
+        0
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn read_vectored(
+        &mut self,
+        offset: u64,
+        bufs: &[vm_memory::VolatileSlice<'_>],
+    ) -> crate::disk::Result<()> {
+        Err(no_disk(offset, bufs))
+    }
+    fn write_vectored(
+        &mut self,
+        offset: u64,
+        bufs: &[vm_memory::VolatileSlice<'_>],
+    ) -> crate::disk::Result<()> {
+        Err(no_disk(offset, bufs))
+    }
+    fn flush(&mut self) -> crate::disk::Result<()> {
+        Ok(())
+    }
+}
+
+fn no_disk(offset: u64, bufs: &[vm_memory::VolatileSlice<'_>]) -> crate::disk::DiskError {
+    crate::disk::DiskError::OutOfBounds {
+        offset,
+        len: bufs.iter().map(|b| b.len() as u64).sum(),
+        size: 0,
     }
 }
 
@@ -752,6 +835,63 @@ mod tests {
         b.rate_limiter.event_handler();
         assert_eq!(b.process_queue(), 1);
         assert_eq!(m.reads.load(Ordering::Relaxed), 3);
+    }
+
+    /// A new backing file: config space shows its capacity, the driver gets a config-change interrupt
+    /// and reads see the new file.
+    #[test]
+    fn replacing_the_disk_changes_the_capacity_and_interrupts() {
+        let mem = guest_memory(MEM);
+        let q = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let (blk, mut t) = setup(MemDisk::new(1 << 20, false), &mem, &q);
+        let irq = t.interrupt().clone();
+        let _ = irq.irq_evt().read();
+        let mut bigger = MemDisk::new(3 << 20, false);
+        bigger.write_at(&[0x77; 512], 5 << 19).unwrap();
+        blk.lock()
+            .unwrap()
+            .replace_disk(false, || Ok::<_, ()>(Box::new(bigger) as Box<dyn DiskFile>))
+            .unwrap();
+        assert_eq!(irq.irq_evt().read().unwrap(), 1);
+        assert_eq!(read_reg(&mut t, 0x60), VirtioInterrupt::CONFIG_CHANGE);
+        let mut cap = [0u8; 8];
+        t.read(0x100, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), 6144);
+        // Sector 5120 exists only on the new disk.
+        let (n, w) = (VRING_DESC_F_NEXT, VRING_DESC_F_WRITE);
+        mem.write_obj(VIRTIO_BLK_T_IN, GuestAddress(0x10_0000))
+            .unwrap();
+        mem.write_obj(5120u64, GuestAddress(0x10_0008)).unwrap();
+        q.add_desc_chains(
+            &[
+                desc(0x10_0000, 16, n, 1),
+                desc(0x20_0000, 512, n | w, 2),
+                desc(0x30_0000, 1, w, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        assert_eq!(blk.lock().unwrap().process_queue(), 1);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x30_0000)).unwrap(), 0);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x20_0000)).unwrap(), 0x77);
+        // Closed first and the open fails: no disk, capacity 0, requests fail.
+        let r = blk.lock().unwrap().replace_disk(true, || Err("gone"));
+        assert_eq!(r, Err("gone"));
+        assert_eq!(blk.lock().unwrap().capacity(), 0);
+        q.add_desc_chains(
+            &[
+                desc(0x10_0000, 16, n, 4),
+                desc(0x20_0000, 512, n | w, 5),
+                desc(0x30_0000, 1, w, 0),
+            ],
+            3,
+        )
+        .unwrap();
+        blk.lock().unwrap().process_queue();
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(0x30_0000)).unwrap() as u32,
+            VIRTIO_BLK_S_IOERR
+        );
     }
 
     #[test]

@@ -33,15 +33,14 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_S_LINK_UP,
 };
-use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use self::frames::{deliver_rx, read_tx, RxOutcome};
 use self::tap::{Tap, VNET_HDR_LEN};
 use super::{
-    read_config_bytes, ready_queues, ActivateError, LogLimiter, VirtioDevice, VirtioInterrupt,
-    TYPE_NET,
+    read_config_bytes, ready_queues, wants_interrupt, ActivateError, LogLimiter, VirtioDevice,
+    VirtioInterrupt, TYPE_NET,
 };
 use crate::rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError};
 use crate::virtio::persist::{DeviceData, VirtioStateError};
@@ -434,17 +433,6 @@ fn tx_header(guest: &[u8], frame_len: usize, acked: u64) -> [u8; VNET_HDR_LEN] {
         hdr[6..10].copy_from_slice(&guest[6..10]);
     }
     hdr
-}
-
-/// Whether the driver wants an interrupt for this queue's used buffers: not when it set
-/// VRING_AVAIL_F_NO_INTERRUPT in the available ring's flags (virtio 1.x, 2.7.7.2; EVENT_IDX is not
-/// offered). An unreadable ring gets its interrupt.
-fn wants_interrupt(mem: &GuestMemoryMmap, queue: &Queue) -> bool {
-    use vm_memory::{Bytes, GuestAddress};
-    mem.read_obj::<u16>(GuestAddress(queue.avail_ring()))
-        .map_or(true, |flags| {
-            u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
-        })
 }
 
 impl VirtioDevice for Net {
