@@ -60,7 +60,8 @@ pub enum HugePages {
 pub struct MachineBody {
     vcpu_count: u8,
     mem_size_mib: u64,
-    #[serde(default)]
+    /// `ht_enabled` is its name before Firecracker 1.0, which Kata's client still sends.
+    #[serde(default, alias = "ht_enabled")]
     smt: bool,
     #[serde(default)]
     track_dirty_pages: bool,
@@ -544,8 +545,9 @@ pub enum SerialMode {
     Off,
 }
 
-/// Longest drive id: the virtio-blk serial is 20 bytes.
-pub const MAX_DRIVE_ID_LEN: usize = 20;
+/// Longest drive id, Firecracker's limit for resource ids (firecracker-containerd's base32 stub ids
+/// pass 20 bytes); the guest's GET_ID serial is its first 20 bytes.
+pub const MAX_DRIVE_ID_LEN: usize = 64;
 
 /// Everything needed to build and run one VM.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -910,7 +912,9 @@ mod tests {
             DriveConfig::parse("b,id=x").unwrap(),
         ];
         assert_eq!(c.validate(), Err(ConfigError::DuplicateDriveId("x".into())));
-        c.drives[1].drive_id = "y".repeat(21);
+        c.drives[1].drive_id = "y".repeat(64);
+        c.validate().unwrap();
+        c.drives[1].drive_id = "y".repeat(65);
         assert!(matches!(c.validate(), Err(ConfigError::DriveIdTooLong(_))));
         c.drives[1].drive_id = String::new();
         assert_eq!(c.validate(), Err(ConfigError::EmptyDriveId));
@@ -1079,6 +1083,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown field"));
+        // Kata's client sends Firecracker's old name for smt.
+        let m: MachineConfig =
+            serde_json::from_str(r#"{"vcpu_count": 1, "mem_size_mib": 64, "ht_enabled": false}"#)
+                .unwrap();
+        assert!(!m.smt);
+        assert!(serde_json::to_value(&m)
+            .unwrap()
+            .get("ht_enabled")
+            .is_none());
         let l: LoggerConfig =
             serde_json::from_str(r#"{"log_path": "/l", "level": "warning", "show_level": true}"#)
                 .unwrap();
