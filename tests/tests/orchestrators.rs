@@ -7,6 +7,22 @@
 //! place (the old descriptor's lock must not refuse it); a path that does not open is a 400 and the drive
 //! keeps working; unknown ids, mismatched ids and PATCH before InstanceStart are 400s; a rate limiter
 //! PATCHed in reads back from `GET /vm/config`.
+//!
+//! Then the two orchestrators' call sequences, replayed as their code makes them (README, "Using microvm
+//! under Kata or firecracker-containerd", lists them), against the guest kernel with busybox ash as a
+//! stand-in for their in-guest agents (which talk over vsock; microvm has no vsock yet):
+//! - Kata (src/runtime/virtcontainers/fc.go): a config file with `machine-config` carrying the old
+//!   `ht_enabled`, the root image as a read-only non-root drive `rootfs`, a pool of eight empty placeholder
+//!   drives `drive_0`..`drive_7`, `logger` and `metrics` on FIFOs Kata opened first; `microvm --api-sock
+//!   --config-file`; `GET /` polled every 10 ms until the VM runs (Kata gives up after 10 s); a block
+//!   device hot-plugged as `PATCH /drives/drive_0` onto an image and unplugged by patching it back to
+//!   its empty placeholder; SIGTERM (Kata waits 15 s).
+//! - firecracker-containerd (runtime/service.go through firecracker-go-sdk, runtime/drive_handler.go):
+//!   `microvm --api-sock --id`; `GET /machine-config` polled until the socket answers; `PUT /logger`,
+//!   `PUT /metrics`, `PUT /machine-config`, `PUT /boot-source`, `PUT /drives/root_drive`, the stub drives
+//!   (ids the base32 of their file names, `ctrstub0` and a drive-mount stub with a rate limiter, each a
+//!   512-byte file naming itself), `PUT /actions InstanceStart`; a container's image is `PATCH`ed onto the
+//!   stub and back on release; `FlushMetrics`; shutdown by `SendCtrlAltDel`.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -189,4 +205,251 @@ fn patch_is_refused_before_instance_start() {
     vm.signal(libc::SIGTERM);
     let out = vm.wait(T);
     assert_eq!(out.code, Some(143), "{}", out.stderr);
+}
+
+/// Reads whatever the FIFO holds now.
+fn drain(fifo: &mut std::fs::File) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = fifo.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes a FIFO and opens it as the orchestrators do before starting the VMM (read, non-blocking).
+fn fifo(name: &str) -> (PathBuf, std::fs::File) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = tmp(name);
+    let _ = std::fs::remove_file(&path);
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .unwrap();
+    (path, f)
+}
+
+#[test]
+fn kata_containers_call_sequence() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let (log_path, mut log) = fifo("kata-logs.fifo");
+    let (metrics_path, mut metrics) = fifo("kata-metrics.fifo");
+    // createDiskPool: empty files (os.Create) as the placeholders' backends.
+    let mut drives = vec![
+        serde_json::json!({"drive_id": "rootfs", "is_read_only": true,
+        "is_root_device": false, "path_on_host": images.disk}),
+    ];
+    let mut placeholders = Vec::new();
+    for i in 0..8 {
+        let p = tmp(&format!("drive_{i}"));
+        std::fs::File::create(&p).unwrap();
+        drives.push(
+            serde_json::json!({"drive_id": format!("drive_{i}"), "is_read_only": false,
+            "is_root_device": false, "path_on_host": p}),
+        );
+        placeholders.push(p);
+    }
+    // fcKernelParams (our kernel's root is /dev/vda itself, not Kata's partitioned image's vda1).
+    let boot_args = "console=ttyS0 pci=off reboot=k panic=1 iommu=off net.ifnames=0 \
+                     random.trust_cpu=on acpi=off root=/dev/vda -- run /bin/ash";
+    let config = serde_json::json!({
+        "boot-source": {"kernel_image_path": images.kernel, "boot_args": boot_args},
+        "drives": drives,
+        "machine-config": {"ht_enabled": false, "mem_size_mib": 128, "vcpu_count": 1},
+        "logger": {"level": "Error", "log_path": log_path},
+        "metrics": {"metrics_path": metrics_path},
+    });
+    let config_path = tmp("fcConfig.json");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let sock = tmp("kata.sock");
+    let mut vm = Vm::spawn(&[
+        "--api-sock",
+        sock.to_str().unwrap(),
+        "--config-file",
+        config_path.to_str().unwrap(),
+    ]);
+    // waitVMMRunning: DescribeInstance every 10 ms, 10 s at most.
+    let t0 = std::time::Instant::now();
+    let mut info = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            if UnixStream::connect(&sock).is_err() {
+                return false;
+            }
+            let (status, body) = api(&sock, "GET", "/", "");
+            info = serde_json::from_str(&body).unwrap_or_default();
+            status == 200 && info["state"] == "Running"
+        }),
+        "GET / never said Running: {info}"
+    );
+    assert!(
+        info["id"].is_string() && info["vmm_version"].is_string(),
+        "{info}"
+    );
+    eprintln!("kata: the VMM answered Running after {:?}", t0.elapsed());
+    vm.wait_for_output("/ # ", T);
+    type_and_wait(&mut vm, "wc -c < /dev/vdb", "\n0\n");
+
+    // hotplugBlockDevice(AddDevice): the placeholder is patched onto the container's image.
+    let image = image("kata-container.img", 128 << 10, b"KATA-CONTAINER");
+    let body = format!(
+        r#"{{"drive_id": "drive_0", "path_on_host": "{}"}}"#,
+        image.display()
+    );
+    assert_eq!(api(&sock, "PATCH", "/drives/drive_0", &body).0, 204);
+    vm.wait_for_output("virtio-blk: vdb: capacity changed from 0 to 256 sectors", T);
+    type_and_wait(&mut vm, "head -c 14 /dev/vdb; echo", "KATA-CONTAINER\n");
+    // RemoveDevice: back to the placeholder, so the image is released on the host.
+    let body = format!(
+        r#"{{"drive_id": "drive_0", "path_on_host": "{}"}}"#,
+        placeholders[0].display()
+    );
+    assert_eq!(api(&sock, "PATCH", "/drives/drive_0", &body).0, 204);
+    vm.wait_for_output("virtio-blk: vdb: capacity changed from 256 to 0 sectors", T);
+    type_and_wait(&mut vm, "wc -c < /dev/vdb", "\n0\n");
+
+    // fcEnd: SIGTERM, 15 s.
+    vm.signal(libc::SIGTERM);
+    let out = vm.wait(Duration::from_secs(15));
+    assert_eq!(out.code, Some(143), "{}", out.stderr);
+    assert!(!sock.exists());
+    // The metrics FIFO got the exit line, which Kata's updateMetrics parses as JSON.
+    let lines = drain(&mut metrics);
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert!(last["block"]["drive_0"].is_object(), "{last}");
+    // Level Error: nothing went wrong, so nothing was logged.
+    assert_eq!(drain(&mut log), "");
+}
+
+#[test]
+fn firecracker_containerd_call_sequence() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let (log_path, mut log) = fifo("fcc-log.fifo");
+    let (metrics_path, mut metrics) = fifo("fcc-metrics.fifo");
+    let sock = tmp("fcc.sock");
+    let mut vm = Vm::spawn(&["--api-sock", sock.to_str().unwrap(), "--id", "fcc-vm-1"]);
+    // firecracker-go-sdk's waitForSocket: the socket exists and GET /machine-config answers.
+    assert!(wait_until(T, || UnixStream::connect(&sock).is_ok()
+        && api(&sock, "GET", "/machine-config", "").0 == 200));
+    let put = |path: &str, body: serde_json::Value| {
+        let (status, e) = api(&sock, "PUT", path, &body.to_string());
+        assert_eq!(status, 204, "PUT {path} {body}: {e}");
+    };
+    put(
+        "/logger",
+        serde_json::json!({"log_path": log_path, "level": "Debug", "show_level": true,
+                           "show_log_origin": true}),
+    );
+    put(
+        "/metrics",
+        serde_json::json!({"metrics_path": metrics_path}),
+    );
+    put(
+        "/machine-config",
+        serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128, "smt": false}),
+    );
+    put(
+        "/boot-source",
+        serde_json::json!({"kernel_image_path": images.kernel,
+                           "boot_args": "console=ttyS0 reboot=k panic=1 -- run /bin/ash"}),
+    );
+    put(
+        "/drives/root_drive",
+        serde_json::json!({"drive_id": "root_drive", "path_on_host": images.disk,
+                           "is_root_device": true, "is_read_only": true}),
+    );
+    // Stub drives: base32 of the stub file's name as the id, a 512-byte file naming its drive.
+    let mut stubs = Vec::new();
+    for (name, id, limiter) in [
+        ("ctrstub0", "MN2HE43UOVRDA", serde_json::Value::Null),
+        (
+            "drivemntstub0",
+            "MRZGS5TFNVXHI43UOVRDA",
+            serde_json::json!({"bandwidth": {"size": 1048576, "refill_time": 1000}}),
+        ),
+    ] {
+        let stub = image(name, 512, format!("stub:{id}").as_bytes());
+        let mut d = serde_json::json!({"drive_id": id, "path_on_host": stub,
+                                       "is_root_device": false, "is_read_only": false});
+        if !limiter.is_null() {
+            d["rate_limiter"] = limiter;
+        }
+        put(&format!("/drives/{id}"), d);
+        stubs.push((id, stub));
+    }
+    put(
+        "/actions",
+        serde_json::json!({"action_type": "InstanceStart"}),
+    );
+    vm.wait_for_output("/ # ", T);
+    // The agent finds its stub drives by their contents.
+    type_and_wait(&mut vm, "head -c 18 /dev/vdb; echo", "stub:MN2HE43UOVRDA\n");
+    type_and_wait(
+        &mut vm,
+        "head -c 26 /dev/vdc; echo",
+        "stub:MRZGS5TFNVXHI43UOVRDA\n",
+    );
+
+    // CreateContainer: the container's image onto the stub (UpdateGuestDrive), then mounted by the agent.
+    let (id, stub) = &stubs[0];
+    let image = image("fcc-container.img", 64 << 10, b"CONTAINER-IMAGE");
+    let patch = |path: &Path| {
+        let body = format!(
+            r#"{{"drive_id": "{id}", "path_on_host": "{}"}}"#,
+            path.display()
+        );
+        let (status, e) = api(&sock, "PATCH", &format!("/drives/{id}"), &body);
+        assert_eq!(status, 204, "{e}");
+    };
+    patch(&image);
+    vm.wait_for_output("virtio-blk: vdb: capacity changed from 1 to 128 sectors", T);
+    type_and_wait(&mut vm, "head -c 15 /dev/vdb; echo", "CONTAINER-IMAGE\n");
+    // Release: back to the stub.
+    patch(stub);
+    vm.wait_for_output("virtio-blk: vdb: capacity changed from 128 to 1 sectors", T);
+    type_and_wait(&mut vm, "head -c 18 /dev/vdb; echo", "stub:MN2HE43UOVRDA\n");
+
+    let (status, _) = api(
+        &sock,
+        "PUT",
+        "/actions",
+        r#"{"action_type": "FlushMetrics"}"#,
+    );
+    assert_eq!(status, 204);
+    let line: serde_json::Value =
+        serde_json::from_str(drain(&mut metrics).lines().next().unwrap()).unwrap();
+    assert!(
+        line["block"]["MN2HE43UOVRDA"]["reads"].as_u64().unwrap() >= 3,
+        "{line}"
+    );
+    let (_, config) = api(&sock, "GET", "/vm/config", "");
+    assert!(
+        config.contains("fcc-container") || config.contains("ctrstub0"),
+        "{config}"
+    );
+
+    // StopVM: SendCtrlAltDel; the guest restarts, which ends the VM.
+    let (status, e) = api(
+        &sock,
+        "PUT",
+        "/actions",
+        r#"{"action_type": "SendCtrlAltDel"}"#,
+    );
+    assert_eq!(status, 204, "{e}");
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let log = drain(&mut log);
+    assert!(log.contains("[fcc-vm-1:"), "{log}");
 }
