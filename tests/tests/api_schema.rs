@@ -435,7 +435,9 @@ fn answers_follow_firecrackers_schema() {
     );
     assert_eq!(line["properties"], json!({"pod": "p1"}));
     assert!(
-        line["block"]["d1"]["reads"].as_u64().unwrap() >= 1,
+        line["block_d1"]["read_count"].as_u64().unwrap() >= 1
+            && line["block"]["read_count"] == line["block_d1"]["read_count"]
+            && line["microvm"]["block"]["d1"]["reads"] == line["block_d1"]["read_count"],
         "{line}"
     );
 

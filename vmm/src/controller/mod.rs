@@ -169,15 +169,69 @@ pub(crate) fn metrics_json(
     serde_json::to_string(&m).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// `FlushMetrics`: one JSON line to the `metrics_path` sink (with Firecracker's `emit_id` and
-/// `properties`), or, with no sink configured, to the log at info level.
+/// Firecracker's names for the per-device counters microvm has too: (ours, Firecracker's).
+const FC_BLOCK_NAMES: &[(&str, &str)] = &[
+    ("reads", "read_count"),
+    ("writes", "write_count"),
+    ("read_bytes", "read_bytes"),
+    ("write_bytes", "write_bytes"),
+    ("flushes", "flush_count"),
+    ("errors", "execute_fails"),
+    ("dropped", "invalid_reqs_count"),
+    (
+        "rate_limiter_throttled_events",
+        "rate_limiter_throttled_events",
+    ),
+];
+const FC_NET_NAMES: &[(&str, &str)] = &[
+    ("rx_packets", "rx_packets_count"),
+    ("rx_bytes", "rx_bytes_count"),
+    ("tx_packets", "tx_packets_count"),
+    ("tx_bytes", "tx_bytes_count"),
+    ("rx_no_buffers", "no_rx_avail_buffer"),
+    ("malformed", "tx_malformed_frames"),
+    ("rx_rate_limiter_throttled", "rx_rate_limiter_throttled"),
+    ("tx_rate_limiter_throttled", "tx_rate_limiter_throttled"),
+];
+
+/// A metrics line in Firecracker's shape from microvm's metrics (the `GET /metrics` body): per device
+/// `block_<drive_id>` and `net_<iface_id>` with Firecracker's counter names, `block` and `net` their sums,
+/// and everything microvm counts under its own names in `microvm`.
+fn firecracker_line(ours: &serde_json::Value) -> serde_json::Value {
+    let mut line = serde_json::Map::new();
+    for (section, names) in [("block", FC_BLOCK_NAMES), ("net", FC_NET_NAMES)] {
+        let mut total = serde_json::Map::new();
+        for &(_, fc) in names {
+            total.insert(fc.into(), 0u64.into());
+        }
+        for (id, counters) in ours[section].as_object().into_iter().flatten() {
+            let mut device = serde_json::Map::new();
+            for &(name, fc) in names {
+                let n = counters[name].as_u64().unwrap_or(0);
+                device.insert(fc.into(), n.into());
+                if let Some(t) = total.get_mut(fc) {
+                    *t = (t.as_u64().unwrap_or(0) + n).into();
+                }
+            }
+            line.insert(format!("{section}_{id}"), device.into());
+        }
+        line.insert(section.into(), total.into());
+    }
+    line.insert("microvm".into(), ours.clone());
+    line.into()
+}
+
+/// `FlushMetrics` (and the periodic and exit flushes): one JSON line to the `metrics_path` sink in
+/// Firecracker's shape ([`firecracker_line`], with `utc_timestamp_ms`, and `emit_id`'s `id` and
+/// `properties`), or, with no sink configured, microvm's metrics to the log at info level.
 pub(crate) fn flush_metrics(id: &str, config: &crate::config::VmConfig, line: String) -> Outcome {
     let Some(m) = &config.metrics else {
         log::info!("metrics: {line}");
         return Ok(Reply::Empty);
     };
-    let mut value: serde_json::Value =
+    let ours: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut value = firecracker_line(&ours);
     if let Some(obj) = value.as_object_mut() {
         // Firecracker's lines carry the wall-clock time they were written.
         let ms = std::time::SystemTime::now()
@@ -241,6 +295,39 @@ mod tests {
             serde_json::from_str(&metrics_json(None, &[], &[], &kbd).unwrap()).unwrap();
         assert_eq!(v["api"], serde_json::Value::Null);
         assert_eq!(v["block"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn metrics_lines_use_firecrackers_names_per_device_and_in_sum() {
+        let a = Arc::new(BlockMetrics::default());
+        a.reads.store(3, Ordering::Relaxed);
+        a.read_bytes.store(1536, Ordering::Relaxed);
+        let b = Arc::new(BlockMetrics::default());
+        b.reads.store(2, Ordering::Relaxed);
+        b.rate_limiter_throttled_events.store(7, Ordering::Relaxed);
+        let n = Arc::new(NetMetrics::default());
+        n.tx_packets.store(5, Ordering::Relaxed);
+        n.rx_no_buffers.store(1, Ordering::Relaxed);
+        let ours = metrics_json(
+            None,
+            &[("rootfs".into(), a), ("data".into(), b)],
+            &[("eth0".into(), n)],
+            &I8042Metrics::default(),
+        )
+        .unwrap();
+        let ours: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        let line = firecracker_line(&ours);
+        assert_eq!(line["block_rootfs"]["read_count"], 3);
+        assert_eq!(line["block_rootfs"]["read_bytes"], 1536);
+        assert_eq!(line["block_data"]["rate_limiter_throttled_events"], 7);
+        assert_eq!(line["block"]["read_count"], 5);
+        assert_eq!(line["block"]["flush_count"], 0);
+        assert_eq!(line["net_eth0"]["tx_packets_count"], 5);
+        assert_eq!(line["net"]["no_rx_avail_buffer"], 1);
+        assert_eq!(line["microvm"], ours);
+        // No devices: the sums are there, zero.
+        let empty = firecracker_line(&serde_json::json!({"block": {}, "net": {}}));
+        assert_eq!(empty["net"]["rx_bytes_count"], 0);
     }
 
     #[test]
