@@ -4,6 +4,8 @@
 //! Tests that need `/dev/kvm` call [`require_kvm`] first: without KVM they skip with a message, unless
 //! `MICROVM_REQUIRE_KVM=1` (as in CI), where a missing KVM fails the test.
 
+pub mod api;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{is_root, microvm_bin, read_http_response, require_kvm, wait_until, GuestImages, Vm};
+use tests::{
+    api, is_root, microvm_bin, read_http_response, require_kvm, wait_until, GuestImages, Vm,
+};
 
 const T: Duration = Duration::from_secs(60);
 const PVH: &str = env!("GUEST_PVH");
@@ -365,28 +367,6 @@ fn bad_input_is_one_line_and_status_1() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-/// The counts a test guest printed.
-fn counts(out: &str) -> Vec<u64> {
-    out.lines()
-        .filter_map(|l| l.strip_prefix("count ")?.trim().parse().ok())
-        .collect()
-}
-
-/// Pauses a jailed VM through its API and waits for its output to settle; returns the last count.
-fn pause_settled(sock: &Path, vm: &Vm) -> u64 {
-    let (code, body) = request(sock, "PATCH", "/vm", r#"{"state": "Paused"}"#);
-    assert_eq!(code, 204, "{body}");
-    let (mut seen, mut since) = (vm.stdout(), std::time::Instant::now());
-    assert!(wait_until(T, || {
-        let now = vm.stdout();
-        if now != seen {
-            (seen, since) = (now, std::time::Instant::now());
-        }
-        since.elapsed() >= Duration::from_millis(150)
-    }));
-    *counts(&vm.stdout()).last().expect("the guest counted")
-}
-
 /// Restores `state`/`mem` (host paths, copied into a new jail) in a jailed microvm; returns its first
 /// count.
 fn restore_jailed(base: &Path, id: &str, state: &Path, mem: &Path) -> u64 {
@@ -401,11 +381,11 @@ fn restore_jailed(base: &Path, id: &str, state: &Path, mem: &Path) -> u64 {
     );
     let vm = Vm::spawn_cmd(&mut cmd);
     assert!(
-        wait_until(T, || counts(&vm.stdout()).len() >= 2),
+        wait_until(T, || api::counts(&vm.stdout()).len() >= 2),
         "the jailed restore does not count: {}",
         vm.stdout()
     );
-    let first = counts(&vm.stdout())[0];
+    let first = api::counts(&vm.stdout())[0];
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
     first
@@ -449,24 +429,18 @@ fn a_jailed_vm_snapshots_into_its_jail_and_jailed_vms_restore_it() {
     let sock = root.join("api.sock");
     vm.wait_for_output("count 3\n", T);
     assert!(!root.join("proc").exists(), "the jail has a /proc");
-    let snap = |kind: &str, state: &str, mem: &str| {
-        let (code, body) = request(
-            &sock,
-            "PUT",
-            "/snapshot/create",
-            &format!(
-                r#"{{"snapshot_type": "{kind}", "snapshot_path": "/{state}", "mem_file_path": "/{mem}"}}"#
-            ),
-        );
-        assert_eq!(code, 204, "{kind}: {body}");
+    // Paths inside the jail.
+    let snap = |c: &mut api::Client, kind: &str, state: &str, mem: &str| {
+        let r = c.snapshot(kind, Path::new(state), Path::new(mem));
+        assert_eq!(r.status, 204, "{kind}: {r:?}");
     };
-    let c0 = pause_settled(&sock, &vm);
-    snap("Full", "full.state", "full.mem");
-    let (code, _) = request(&sock, "PATCH", "/vm", r#"{"state": "Resumed"}"#);
-    assert_eq!(code, 204);
-    assert!(wait_until(T, || counts(&vm.stdout()).last() >= Some(&(c0 + 4))));
-    let c1 = pause_settled(&sock, &vm);
-    snap("Diff", "diff.state", "diff.mem");
+    let mut c = api::Client::connect(&sock);
+    let c0 = c.pause_settled(&vm, T);
+    snap(&mut c, "Full", "/full.state", "/full.mem");
+    c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    assert!(wait_until(T, || api::counts(&vm.stdout()).last() >= Some(&(c0 + 4))));
+    let c1 = c.pause_settled(&vm, T);
+    snap(&mut c, "Diff", "/diff.state", "/diff.mem");
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
 

@@ -10,13 +10,13 @@
 //! guest-kernel test restores a shell with a process counting in user space and checks its files and
 //! CLOCK_MONOTONIC.
 
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{read_http_response, require_kvm, run, wait_until, GuestImages, Vm};
+use tests::api::{restore_args, Client, TmpPath};
+use tests::{require_kvm, run, wait_until, GuestImages, Vm};
 
 const PVH: &str = env!("GUEST_PVH");
 const T: Duration = Duration::from_secs(30);
@@ -27,98 +27,6 @@ fn tmp(name: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!("microvm-snap-{}-{n}-{name}", std::process::id()))
-}
-
-/// A path removed when dropped (the API sockets, which a killed microvm leaves behind).
-struct TmpPath(PathBuf);
-
-impl std::ops::Deref for TmpPath {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TmpPath {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A minimal HTTP/1.1 client on one connection.
-struct Client {
-    stream: UnixStream,
-}
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    body: String,
-}
-
-impl Resp {
-    fn fault(&self) -> String {
-        let v: serde_json::Value = serde_json::from_str(&self.body).unwrap();
-        v["fault_message"].as_str().unwrap().to_owned()
-    }
-}
-
-impl Client {
-    fn connect(sock: &Path) -> Client {
-        let stream = UnixStream::connect(sock).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Client { stream }
-    }
-
-    fn request(&mut self, method: &str, path: &str, body: &str) -> Resp {
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.stream.write_all(req.as_bytes()).unwrap();
-        let (status, body) = read_http_response(&mut self.stream);
-        Resp { status, body }
-    }
-
-    fn ok(&mut self, method: &str, path: &str, body: &str) {
-        let r = self.request(method, path, body);
-        assert_eq!(r.status, 204, "{method} {path} {body}: {r:?}");
-    }
-
-    /// `PUT /snapshot/create` of type `kind` (`Full` or `Diff`).
-    fn snapshot(&mut self, kind: &str, state: &Path, mem: &Path) -> Resp {
-        self.request("PUT", "/snapshot/create", &create_body(kind, state, mem))
-    }
-}
-
-fn create_body(kind: &str, state: &Path, mem: &Path) -> String {
-    format!(
-        r#"{{"snapshot_type": "{kind}", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
-        state.display(),
-        mem.display()
-    )
-}
-
-/// `--restore STATE --mem-file MEM --resume` and `extra`.
-fn restore_args<'a>(state: &'a Path, mem: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--restore",
-        state.to_str().unwrap(),
-        "--mem-file",
-        mem.to_str().unwrap(),
-        "--resume",
-    ];
-    args.extend(extra);
-    args
 }
 
 /// A `microvm` restoring a snapshot from the command line, running.
@@ -140,24 +48,12 @@ fn spawn_api(extra: &[&str]) -> (Vm, TmpPath) {
 }
 
 fn counts(vm: &Vm) -> Vec<u64> {
-    vm.stdout()
-        .lines()
-        .filter_map(|l| l.strip_prefix("count ")?.trim().parse().ok())
-        .collect()
+    tests::api::counts(&vm.stdout())
 }
 
 /// Pauses the VM, waits for its output to settle, and returns the last count it printed.
 fn pause_settled(c: &mut Client, vm: &Vm) -> u64 {
-    c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
-    let (mut seen, mut since) = (vm.stdout(), Instant::now());
-    assert!(wait_until(T, || {
-        let now = vm.stdout();
-        if now != seen {
-            (seen, since) = (now, Instant::now());
-        }
-        since.elapsed() >= Duration::from_millis(150)
-    }));
-    *counts(vm).last().expect("the guest counted")
+    c.pause_settled(vm, T)
 }
 
 /// Boots the counting guest, pauses it at count >= 3 and snapshots it; returns (state, mem, last count).

@@ -1,0 +1,124 @@
+//! A client of microvm's API socket for the integration tests, and what the snapshot tests (snapshot.rs,
+//! jailer.rs) share: a one-connection HTTP/1.1 client with Firecracker's calls, paths removed on drop, and
+//! pausing a counting test guest until its output settles.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{read_http_response, wait_until, Vm};
+
+/// A path removed when dropped (an API socket, which a killed microvm leaves behind).
+pub struct TmpPath(pub PathBuf);
+
+impl std::ops::Deref for TmpPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A minimal HTTP/1.1 client on one connection.
+pub struct Client {
+    stream: UnixStream,
+}
+
+/// An answer: status and body.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Resp {
+    /// The `fault_message` of an error answer.
+    pub fn fault(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(&self.body).unwrap();
+        v["fault_message"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Client {
+    pub fn connect(sock: &Path) -> Client {
+        let stream = UnixStream::connect(sock).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client { stream }
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, body: &str) -> Resp {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).unwrap();
+        let (status, body) = read_http_response(&mut self.stream);
+        Resp { status, body }
+    }
+
+    /// A request that must answer 204.
+    pub fn ok(&mut self, method: &str, path: &str, body: &str) {
+        let r = self.request(method, path, body);
+        assert_eq!(r.status, 204, "{method} {path} {body}: {r:?}");
+    }
+
+    /// `PUT /snapshot/create` of type `kind` (`Full` or `Diff`).
+    pub fn snapshot(&mut self, kind: &str, state: &Path, mem: &Path) -> Resp {
+        let body = format!(
+            r#"{{"snapshot_type": "{kind}", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+            state.display(),
+            mem.display()
+        );
+        self.request("PUT", "/snapshot/create", &body)
+    }
+
+    /// Pauses the VM, waits (up to `timeout`) for its console output to settle, and returns the last
+    /// count the test guest's `count` mode printed.
+    pub fn pause_settled(&mut self, vm: &Vm, timeout: Duration) -> u64 {
+        self.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+        let (mut seen, mut since) = (vm.stdout(), Instant::now());
+        assert!(wait_until(timeout, || {
+            let now = vm.stdout();
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+            since.elapsed() >= Duration::from_millis(150)
+        }));
+        *counts(&vm.stdout()).last().expect("the guest counted")
+    }
+}
+
+/// The numbers of the test guest's "count N" lines in `out`.
+pub fn counts(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("count ")?.trim().parse().ok())
+        .collect()
+}
+
+/// `--restore STATE --mem-file MEM --resume` and `extra`.
+pub fn restore_args<'a>(state: &'a Path, mem: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--restore",
+        state.to_str().unwrap(),
+        "--mem-file",
+        mem.to_str().unwrap(),
+        "--resume",
+    ];
+    args.extend(extra);
+    args
+}
