@@ -195,18 +195,20 @@ struct ThreadPool {
     shared: Arc<PoolShared>,
     workers: Vec<std::thread::JoinHandle<()>>,
     max_workers: usize,
+    /// Whether `buffered_max` has been set from the CPU count (at the first job, not at creation: finding
+    /// the CPU count reads the cgroup's CPU quota, about 25 system calls, which a boot or a restore need
+    /// not wait for before the guest's first instruction).
+    sized: bool,
     /// Jobs queued by `push` and not yet handed to the workers.
     pending: Vec<Job>,
 }
 
 impl ThreadPool {
     fn new(max_workers: usize, completion_evt: EventFd) -> Self {
-        // Two page-cache copies per CPU keep every CPU busy while one waits for a lock or a page.
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             shared: Arc::new(PoolShared {
                 state: Mutex::new(PoolState {
-                    buffered_max: (2 * cpus).min(max_workers),
+                    buffered_max: max_workers,
                     ..PoolState::default()
                 }),
                 work: Condvar::new(),
@@ -215,6 +217,7 @@ impl ThreadPool {
             }),
             workers: Vec::new(),
             max_workers,
+            sized: false,
             pending: Vec::new(),
         }
     }
@@ -229,6 +232,12 @@ impl ThreadPool {
     fn start(&mut self) {
         if self.pending.is_empty() {
             return;
+        }
+        if !self.sized {
+            // Two page-cache copies per CPU keep every CPU busy while one waits for a lock or a page.
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            self.shared.lock().buffered_max = (2 * cpus).min(self.max_workers);
+            self.sized = true;
         }
         let (wake, wanted) = {
             let mut st = self.shared.lock();
