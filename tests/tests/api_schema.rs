@@ -148,6 +148,7 @@ fn samples(defs: &Value, files: &Files, name: &str, schema: &Value) -> Vec<Value
         }
         "drive_id" => return vec![json!("d1")],
         "iface_id" => return vec![json!("eth0")],
+        "uds_path" => return vec![path(&files.scratch.with_extension("vsock"))],
         "host_dev_name" => return vec![json!("mvmnotap0")],
         "guest_mac" => return vec![json!("06:00:ac:10:00:02")],
         "mem_size_mib" => return vec![json!(64)],
@@ -309,6 +310,7 @@ fn answers_follow_firecrackers_schema() {
             ("PUT", "/boot-source", "BootSource"),
             ("PUT", "/drives/d1", "Drive"),
             ("PUT", "/network-interfaces/eth0", "NetworkInterface"),
+            ("PUT", "/vsock", "Vsock"),
             ("PUT", "/logger", "Logger"),
             ("PUT", "/metrics", "Metrics"),
             ("PUT", "/actions", "InstanceActionInfo"),
@@ -335,7 +337,6 @@ fn answers_follow_firecrackers_schema() {
         "SnapshotLoadParams.huge_pages=\"2M\"",
         "SnapshotLoadParams.huge_pages=\"None\"",
         "SnapshotLoadParams.huge_pages=\"Transparent\"",
-        "SnapshotLoadParams.vsock_override={\"uds_path\":\"x\"}",
     ];
     assert_eq!(refused, expected);
     // A drive without path_on_host (a vhost-user drive in Firecracker) says why.

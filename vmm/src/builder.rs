@@ -217,6 +217,9 @@ fn setup_guest(
     for iface in &config.network_interfaces {
         devices.add_net(mem, iface)?;
     }
+    if let Some(v) = &config.vsock {
+        devices.add_vsock(mem, v)?;
+    }
     if restoring {
         return Ok(GuestParts {
             devices,

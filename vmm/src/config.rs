@@ -461,6 +461,54 @@ pub struct MetricsConfig {
     pub properties: Option<std::collections::BTreeMap<String, String>>,
 }
 
+/// Firecracker's `Vsock` (`PUT /vsock`, a config file's `vsock`, `--vsock`): a virtio-vsock device whose
+/// host side is the Unix socket `uds_path` (see README, "vsock").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    /// Firecracker's deprecated id: accepted and ignored, as Firecracker does.
+    #[serde(default, skip_serializing)]
+    pub vsock_id: Option<String>,
+    /// The guest's CID, 3 or more.
+    pub guest_cid: u64,
+    /// Host clients connect here; guest connections to port P reach `<uds_path>_P`.
+    pub uds_path: PathBuf,
+}
+
+/// Longest `uds_path`: a Unix socket path (108 bytes with its NUL) less room for `_4294967295`.
+pub const MAX_VSOCK_PATH_LEN: usize = 107 - 11;
+
+impl VsockConfig {
+    /// Parses the `--vsock` syntax `cid=N,uds=PATH`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (mut cid, mut uds) = (None, None);
+        for opt in spec.split(',') {
+            match opt.split_once('=') {
+                Some(("cid", n)) => {
+                    cid = Some(
+                        n.parse::<u64>()
+                            .map_err(|_| format!("--vsock {spec:?}: cid {n:?} is not a number"))?,
+                    )
+                }
+                Some(("uds", p)) if !p.is_empty() => uds = Some(PathBuf::from(p)),
+                _ => {
+                    return Err(format!(
+                        "--vsock {spec:?}: unknown option {opt:?} (expected cid=N, uds=PATH)"
+                    ))
+                }
+            }
+        }
+        match (cid, uds) {
+            (Some(guest_cid), Some(uds_path)) => Ok(Self {
+                vsock_id: None,
+                guest_cid,
+                uds_path,
+            }),
+            _ => Err(format!("--vsock {spec:?}: needs cid=N and uds=PATH")),
+        }
+    }
+}
+
 impl NetConfig {
     /// Parses the `--net` syntax `tap=NAME[,mac=MAC][,id=ID]`. Without `id=`, the id is empty and the
     /// caller names the interface by its position.
@@ -565,6 +613,9 @@ pub struct VmConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub network_interfaces: Vec<NetConfig>,
+    /// Firecracker's `vsock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
     /// Firecracker's `logger`, applied before the VM starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logger: Option<LoggerConfig>,
@@ -625,6 +676,12 @@ pub enum ConfigError {
     BadMac(String),
     #[error("guest_mac {0:?} is used by two network interfaces")]
     DuplicateMac(String),
+    #[error("vsock guest_cid {0} is reserved: it must be 3 to 4294967294")]
+    BadVsockCid(u64),
+    #[error(
+        "vsock uds_path must be 1 to {MAX_VSOCK_PATH_LEN} bytes (the ports' sockets add _PORT)"
+    )]
+    BadVsockPath,
 }
 
 /// Most vCPUs a VM can have: what the MP table in the EBDA can describe, rounded down (Firecracker's limit).
@@ -644,7 +701,6 @@ pub const UNSUPPORTED_SECTIONS: &[(&str, &str)] = &[
     ("cpu-config", "no CPU templates or CPUID/MSR modifiers"),
     ("pmem", "no virtio-pmem devices"),
     ("memory-hotplug", "no memory hot-plug"),
-    ("vsock", "no vsock device yet"),
 ];
 
 impl VmConfig {
@@ -735,8 +791,18 @@ impl VmConfig {
             ));
         }
         self.validate_network()?;
+        if let Some(v) = &self.vsock {
+            if v.guest_cid < 3 || v.guest_cid >= u64::from(u32::MAX) {
+                return Err(ConfigError::BadVsockCid(v.guest_cid));
+            }
+            let len = v.uds_path.as_os_str().len();
+            if len == 0 || len > MAX_VSOCK_PATH_LEN {
+                return Err(ConfigError::BadVsockPath);
+            }
+        }
         let devices = self.drives.len()
             + self.network_interfaces.len()
+            + usize::from(self.vsock.is_some())
             + usize::from(self.console == ConsoleKind::Virtio);
         if devices as u64 > layout::VIRTIO_MMIO_SLOTS {
             return Err(ConfigError::TooManyDevices(devices));
@@ -1202,5 +1268,37 @@ mod tests {
         c.console = ConsoleKind::Virtio;
         assert_eq!(c.validate(), Err(ConfigError::TooManyDevices(17)));
         assert_eq!(parse_mac("0a:bc:00:00:00:f"), None);
+    }
+
+    #[test]
+    fn vsock_from_flags_bodies_and_files() {
+        let v = VsockConfig::parse("cid=3,uds=/tmp/v.sock").unwrap();
+        assert_eq!((v.guest_cid, v.uds_path.to_str()), (3, Some("/tmp/v.sock")));
+        for bad in ["cid=3", "uds=/x", "cid=x,uds=/x", "cid=3,uds=/x,port=1", ""] {
+            assert!(VsockConfig::parse(bad).is_err(), "{bad:?}");
+        }
+        // Firecracker's body, with its deprecated vsock_id: accepted, not written back.
+        let c: VmConfig = serde_json::from_str(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "vsock": {"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/tmp/v.sock"}}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["vsock"],
+            serde_json::json!({"guest_cid": 3, "uds_path": "/tmp/v.sock"})
+        );
+        assert!(serde_json::from_str::<VsockConfig>(
+            r#"{"guest_cid": 3, "uds_path": "/x", "bogus": 1}"#
+        )
+        .is_err());
+        let mut c = c;
+        for cid in [0, 1, 2, u64::from(u32::MAX)] {
+            c.vsock.as_mut().unwrap().guest_cid = cid;
+            assert_eq!(c.validate(), Err(ConfigError::BadVsockCid(cid)));
+        }
+        c.vsock.as_mut().unwrap().guest_cid = 3;
+        c.vsock.as_mut().unwrap().uds_path = PathBuf::from("/".repeat(MAX_VSOCK_PATH_LEN + 1));
+        assert_eq!(c.validate(), Err(ConfigError::BadVsockPath));
     }
 }

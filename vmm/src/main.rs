@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::Parser;
 use vmm::config::{
     BootProtocol, BootSource, ConsoleKind, DriveConfig, MachineConfig, NetConfig, SerialMode,
-    VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+    VmConfig, VsockConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
 use vmm::controller::DEFAULT_INSTANCE_ID;
 use vmm::RunOptions;
@@ -32,7 +32,7 @@ struct Cli {
     kernel: Option<PathBuf>,
     /// Restore the VM of a snapshot's state file (from `PUT /snapshot/create`) instead of booting; needs
     /// --mem-file. The VM stays paused unless --resume.
-    #[arg(long, value_name = "STATE", requires = "mem_file", conflicts_with_all = ["kernel", "config_file", "initrd", "cmdline", "mem", "vcpus", "disks", "nets"])]
+    #[arg(long, value_name = "STATE", requires = "mem_file", conflicts_with_all = ["kernel", "config_file", "initrd", "cmdline", "mem", "vcpus", "disks", "nets", "vsock"])]
     restore: Option<PathBuf>,
     /// The snapshot's memory file (with --restore).
     #[arg(long, value_name = "MEM", requires = "restore")]
@@ -46,12 +46,15 @@ struct Cli {
     /// Attach a network interface of the snapshot to another TAP (with --restore): ID=TAP, repeatable.
     #[arg(long = "net-override", value_name = "ID=TAP", requires = "restore", value_parser = parse_net_override)]
     net_overrides: Vec<vmm::persist::NetworkOverride>,
+    /// Listen for the snapshot's vsock device on another Unix socket (with --restore).
+    #[arg(long = "vsock-override", value_name = "UDS_PATH", requires = "restore")]
+    vsock_override: Option<PathBuf>,
     /// Serve the HTTP API (Firecracker's paths) on this Unix socket, created mode 0600, removed on exit.
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
     /// Boot from a JSON config file in Firecracker's schema (boot-source, machine-config, drives,
     /// network-interfaces) instead of the VM flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "thp", "vcpus", "boot", "disks", "nets"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "thp", "vcpus", "boot", "disks", "nets", "vsock"])]
     config_file: Option<PathBuf>,
     /// The instance id reported by the API's GET /.
     #[arg(long, value_name = "ID", default_value = DEFAULT_INSTANCE_ID)]
@@ -86,6 +89,10 @@ struct Cli {
     /// mac= a fixed address is derived from the TAP's name.
     #[arg(long = "net", value_name = "SPEC", value_parser = NetConfig::parse)]
     nets: Vec<NetConfig>,
+    /// A virtio-vsock device: cid=N,uds=PATH (the guest's CID, 3 or more; host clients connect to PATH
+    /// and write `CONNECT <port>`, guest connections to CID 2 port P reach PATH_P).
+    #[arg(long, value_name = "SPEC", value_parser = VsockConfig::parse)]
+    vsock: Option<VsockConfig>,
     /// The guest console: the 8250 UART (ttyS0) or a virtio console (hvc0) on stdin/stdout.
     #[arg(long, value_enum, default_value_t = ConsoleKind::Serial)]
     console: ConsoleKind,
@@ -149,6 +156,7 @@ impl Cli {
                     n
                 })
                 .collect(),
+            vsock: self.vsock.take(),
             logger: None,
             metrics: None,
             console: self.console,
@@ -376,6 +384,7 @@ fn main() -> ExitCode {
         mem_file_path: cli.mem_file.take().unwrap_or_default(),
         resume_vm: cli.resume,
         network_overrides: std::mem::take(&mut cli.net_overrides),
+        vsock_override: cli.vsock_override.take(),
         drive_overrides: std::mem::take(&mut cli.drive_overrides),
     });
     let opts = RunOptions {

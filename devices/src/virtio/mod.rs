@@ -22,6 +22,7 @@ pub mod net;
 pub mod persist;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
+pub mod vsock;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use console::Console;
 pub use interrupt::VirtioInterrupt;
 pub use mmio::MmioTransport;
 pub use net::{Net, NetConfig, NetMetrics};
+pub use vsock::{Vsock, VsockConfig, TYPE_VSOCK};
 
 /// Virtio device ids (virtio 1.x, 5 "Device Types").
 pub const TYPE_NET: u32 = 1;
@@ -93,7 +95,7 @@ pub fn ready_queues<const N: usize>(queues: Vec<Queue>) -> Result<[Queue; N], Ac
 
 /// What a virtio device implements; the transport does the rest.
 pub trait VirtioDevice: Send {
-    /// The virtio device id ([`TYPE_NET`], [`TYPE_BLOCK`], [`TYPE_CONSOLE`]).
+    /// The virtio device id ([`TYPE_NET`], [`TYPE_BLOCK`], [`TYPE_CONSOLE`], [`TYPE_VSOCK`]).
     fn device_type(&self) -> u32;
     /// The maximum size of each queue; its length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];

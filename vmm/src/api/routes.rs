@@ -13,7 +13,7 @@ use crate::persist::{DriveOverride, LoadParams, NetworkOverride};
 
 use crate::config::{
     unsupported, BootSource, ConfigError, DriveConfig, LoggerConfig, MachineConfig, MetricsConfig,
-    NetConfig, RateLimiterConfig,
+    NetConfig, RateLimiterConfig, VsockConfig,
 };
 
 /// What a client asked for, parsed and checked for shape (values are checked by the VMM thread).
@@ -26,6 +26,8 @@ pub enum Action {
     PutBootSource(BootSource),
     PutDrive(DriveConfig),
     PutNetworkInterface(NetConfig),
+    /// `PUT /vsock` (pre-boot only).
+    PutVsock(VsockConfig),
     InstanceStart,
     SendCtrlAltDel,
     FlushMetrics,
@@ -124,15 +126,21 @@ struct LoadBody {
     network_overrides: Vec<NetworkOverride>,
     #[serde(default)]
     drive_overrides: Vec<DriveOverride>,
-    /// Firecracker's; refused (microvm has no vsock).
+    /// Firecracker's `{"uds_path"}`: the restored vsock device listens there instead.
     #[serde(default)]
-    vsock_override: Option<serde_json::Value>,
+    vsock_override: Option<VsockOverride>,
     /// Firecracker's; refused (kvmclock resumes where it stopped).
     #[serde(default)]
     clock_realtime: Option<bool>,
     /// Firecracker's; only `"Snapshot"` (the snapshot's own setting) is accepted.
     #[serde(default)]
     huge_pages: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VsockOverride {
+    uds_path: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -151,9 +159,6 @@ enum BackendType {
 fn load_params(body: &[u8]) -> Result<LoadParams, ApiError> {
     let b: LoadBody = json(body)?;
     let unsupported = |f: &str, why: &str| ApiError::BadRequest(unsupported(f, why));
-    if b.vsock_override.is_some() {
-        return Err(unsupported("vsock_override", "no vsock device"));
-    }
     if b.clock_realtime == Some(true) {
         return Err(unsupported(
             "clock_realtime",
@@ -193,6 +198,7 @@ fn load_params(body: &[u8]) -> Result<LoadParams, ApiError> {
         resume_vm: b.resume_vm,
         network_overrides: b.network_overrides,
         drive_overrides: b.drive_overrides,
+        vsock_override: b.vsock_override.map(|v| v.uds_path),
     })
 }
 
@@ -352,6 +358,8 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
             Ok(Action::PatchNetworkInterface(n))
         }
         (["network-interfaces", id], _) if !id.is_empty() => Err(not_allowed()),
+        (["vsock"], "PUT") => Ok(Action::PutVsock(json(body)?)),
+        (["vsock"], _) => Err(not_allowed()),
         (["actions"], "PUT") => Ok(match json::<ActionBody>(body)?.action_type {
             ActionType::InstanceStart => Action::InstanceStart,
             ActionType::SendCtrlAltDel => Action::SendCtrlAltDel,

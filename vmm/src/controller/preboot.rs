@@ -168,6 +168,7 @@ impl PrebootController {
                 }
                 Ok(Reply::Empty)
             }
+            Action::PutVsock(v) => self.update(|c| c.vsock = Some(v)),
             Action::Pause | Action::Resume | Action::SendCtrlAltDel => {
                 let what = match action {
                     Action::Pause => "pausing",

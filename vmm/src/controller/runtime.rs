@@ -292,7 +292,8 @@ impl RuntimeController {
             Action::PutMachineConfig(_)
             | Action::PutBootSource(_)
             | Action::PutDrive(_)
-            | Action::PutNetworkInterface(_) => Err(ApiError::NotAllowed(
+            | Action::PutNetworkInterface(_)
+            | Action::PutVsock(_) => Err(ApiError::NotAllowed(
                 "the configuration cannot change after InstanceStart".into(),
             )),
             Action::InstanceStart => Err(ApiError::NotAllowed("the VM is already started".into())),

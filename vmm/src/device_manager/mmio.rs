@@ -2,7 +2,7 @@
 //! command line.
 //!
 //! Devices are added in a fixed order (disks in the order given, then the console, then network interfaces in
-//! the order given), each taking the next
+//! the order given, then the vsock device), each taking the next
 //! slot: window `VIRTIO_MMIO_START + n * VIRTIO_MMIO_SIZE` and IRQ `VIRTIO_IRQ_BASE + n` from
 //! `arch::x86_64::layout`. Adding a device needs only guest memory, so disks are opened (and their errors
 //! reported) before KVM is touched; [`MmioDeviceManager::cmdline_entries`] then gives the
@@ -19,7 +19,7 @@ use event_manager::MutEventSubscriber;
 use kvm_ioctls::{IoEventAddress, VmFd};
 
 use crate::arch::x86_64::layout;
-use crate::config::{DriveConfig, NetConfig};
+use crate::config::{DriveConfig, NetConfig, VsockConfig};
 use devices::bus::{Bus, BusError};
 use devices::disk::{open_disk, DiskError, DiskOptions};
 use devices::virtio::block::BlockError;
@@ -27,7 +27,8 @@ use devices::virtio::mmio::{MmioError, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::net::tap::{Tap, TapError};
 use devices::virtio::net::NetError;
 use devices::virtio::persist::{MmioTransportState, VirtioStateError};
-use devices::virtio::{Block, BlockConfig, Console, MmioTransport, Net, VirtioDevice};
+use devices::virtio::vsock::VsockError;
+use devices::virtio::{Block, BlockConfig, Console, MmioTransport, Net, VirtioDevice, Vsock};
 use devices::GuestMemoryMmap;
 
 /// Errors from creating or wiring virtio devices.
@@ -51,6 +52,8 @@ pub enum DeviceError {
     },
     #[error("cannot create a virtio-net device: {0}")]
     Net(#[source] NetError),
+    #[error("cannot create the vsock device: {0}")]
+    Vsock(#[source] VsockError),
     #[error("cannot create the virtio console: {0}")]
     Console(#[source] std::io::Error),
     #[error("cannot create a virtio-mmio transport: {0}")]
@@ -94,6 +97,7 @@ pub struct MmioDeviceManager {
     blocks: Vec<Arc<Mutex<Block>>>,
     console: Option<Arc<Mutex<Console>>>,
     nets: Vec<(String, Arc<Mutex<Net>>)>,
+    vsock: Option<Arc<Mutex<Vsock>>>,
 }
 
 impl MmioDeviceManager {
@@ -152,6 +156,29 @@ impl MmioDeviceManager {
         self.add(mem, net.clone(), net.clone())?;
         self.nets.push((iface.iface_id.clone(), net.clone()));
         Ok(net)
+    }
+
+    /// Listens on the vsock's Unix socket and adds a virtio-vsock device.
+    pub fn add_vsock(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        cfg: &VsockConfig,
+    ) -> Result<Arc<Mutex<Vsock>>, DeviceError> {
+        let vsock = Arc::new(Mutex::new(
+            Vsock::new(&devices::virtio::VsockConfig {
+                guest_cid: cfg.guest_cid,
+                uds_path: cfg.uds_path.clone(),
+            })
+            .map_err(DeviceError::Vsock)?,
+        ));
+        self.add(mem, vsock.clone(), vsock.clone())?;
+        self.vsock = Some(vsock.clone());
+        Ok(vsock)
+    }
+
+    /// The vsock device, if there is one.
+    pub fn vsock(&self) -> Option<&Arc<Mutex<Vsock>>> {
+        self.vsock.as_ref()
     }
 
     /// Adds the virtio console, writing guest output to `out`.

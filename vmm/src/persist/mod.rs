@@ -85,6 +85,8 @@ pub enum PersistError {
     Vcpus(#[from] SaveError),
     #[error("cannot read KVM's MSR list: {0}")]
     MsrList(#[source] kvm_ioctls::Error),
+    #[error("vsock_override given, but the snapshot has no vsock device")]
+    NoVsock,
     #[error("network_overrides names interface {0:?}, which the snapshot does not have")]
     NoSuchInterface(String),
     #[error("drive_overrides names drive {0:?}, which the snapshot does not have")]
@@ -139,6 +141,8 @@ pub struct LoadParams {
     pub resume_vm: bool,
     pub network_overrides: Vec<NetworkOverride>,
     pub drive_overrides: Vec<DriveOverride>,
+    /// Firecracker's `vsock_override`: the vsock device's new `uds_path`.
+    pub vsock_override: Option<PathBuf>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
@@ -333,6 +337,9 @@ pub fn load(params: &LoadParams) -> Result<(VmConfig, Snapshot, GuestMemoryMmap)
             .find(|d| d.drive_id == o.drive_id)
             .ok_or_else(|| PersistError::NoSuchDrive(o.drive_id.clone()))?;
         drive.path_on_host = o.path_on_host.clone();
+    }
+    if let Some(path) = &params.vsock_override {
+        config.vsock.as_mut().ok_or(PersistError::NoVsock)?.uds_path = path.clone();
     }
     let mem = memory::from_file(&params.mem_file_path, config.machine.mem_size_mib)?;
     Ok((config, snapshot, mem))
