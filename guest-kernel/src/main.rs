@@ -123,6 +123,12 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         // virtio-mmio) would never make an edge again unless acknowledged once.
         net::irq();
     }
+    if let Some((dev, irq)) = drivers::virtio::take_vsock() {
+        net::vsock::init(dev);
+        drivers::set_vsock_irq(irq as u8);
+        // As for the network device: take anything already pending (the IOAPIC pin is edge-triggered).
+        net::vsock::irq();
+    }
     let root = cmdline::value(cmdline, "root").unwrap_or("/dev/vda");
     // Linux mounts the root read-only unless `rw` comes last of `ro`/`rw`.
     let rw = cmdline::words(cmdline)

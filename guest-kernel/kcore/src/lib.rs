@@ -13,6 +13,7 @@
 //! - [`lock`]: POSIX advisory record locks (fcntl).
 //! - [`rtc`]: CMOS RTC readings and pvclock scaling as wall-clock time.
 //! - [`procfs`]: the text of /proc files; [`vma`]: a process's memory areas (mmap, mprotect, munmap).
+//! - [`vsock`]: virtio-vsock packet headers, `sockaddr_vm`, and the credit a peer gives.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -32,4 +33,5 @@ pub mod rtc;
 pub mod sched;
 pub mod stack;
 pub mod vma;
+pub mod vsock;
 pub mod wait;

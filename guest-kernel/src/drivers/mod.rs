@@ -1,10 +1,11 @@
-//! Device drivers: the 8250 console UART and virtio-mmio devices (block, console, net) found on the command line.
+//! Device drivers: the 8250 console UART and virtio-mmio devices (block, console, net, vsock) found on the command line.
 
 pub mod i8042;
 pub mod introspect;
 pub mod serial;
 pub mod virtio;
 pub mod virtio_net;
+pub mod virtio_vsock;
 
 use crate::arch::layout::{COM1_IRQ, I8042_KBD_IRQ, INTROSPECT_IRQ};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -18,12 +19,24 @@ pub fn set_net_irq(irq: u8) {
     crate::arch::apic::route_irq(irq);
 }
 
+/// The vsock device's IRQ (u32::MAX: none).
+static VSOCK_IRQ: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Routes the vsock device's IRQ to AF_VSOCK.
+pub fn set_vsock_irq(irq: u8) {
+    VSOCK_IRQ.store(irq as u32, Ordering::Relaxed);
+    crate::arch::apic::route_irq(irq);
+}
+
 /// Handles device interrupt `irq` (an IOAPIC pin).
 pub fn irq(irq: u8) {
     if irq as u32 == NET_IRQ.load(Ordering::Relaxed) {
         crate::net::irq();
     }
     virtio::block_irq(irq);
+    if irq as u32 == VSOCK_IRQ.load(Ordering::Relaxed) {
+        crate::net::vsock::irq();
+    }
     if irq == I8042_KBD_IRQ {
         i8042::irq();
     }

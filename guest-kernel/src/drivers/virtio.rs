@@ -271,10 +271,32 @@ pub fn probe(devices: impl Iterator<Item = VirtioMmioDevice>, use_console: bool)
                     Err(_) => kprintln!("virtio-net at {}: initialisation failed", Hex(d.addr)),
                 }
             }
+            DeviceType::Socket if VSOCK.borrow().is_none() => {
+                match super::virtio_vsock::VsockDevice::new(transport) {
+                    Ok(dev) => {
+                        kprintln!(
+                            "virtio-vsock: at {} irq {}: cid {}",
+                            Hex(d.addr),
+                            Dec(d.irq as u64),
+                            Dec(dev.guest_cid())
+                        );
+                        *VSOCK.borrow_mut() = Some((dev, d.irq));
+                    }
+                    Err(_) => kprintln!("virtio-vsock at {}: initialisation failed", Hex(d.addr)),
+                }
+            }
             _ => kprintln!("virtio-mmio: ignoring device type at {}", Hex(d.addr)),
         }
     }
     let _ = (mm::PAGE_SIZE, PAGE_SIZE);
+}
+
+/// The vsock device found by `probe` and its IRQ, until `main` starts AF_VSOCK on it.
+static VSOCK: KCell<Option<(super::virtio_vsock::VsockDevice, u32)>> = KCell::new(None);
+
+/// The vsock device `probe` found, and its IRQ.
+pub fn take_vsock() -> Option<(super::virtio_vsock::VsockDevice, u32)> {
+    VSOCK.borrow_mut().take()
 }
 
 /// Runs `f` with block device `index` (0 = vda).

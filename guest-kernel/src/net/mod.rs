@@ -18,6 +18,8 @@
 pub mod file;
 pub mod listen;
 pub mod socket;
+pub mod vsock;
+pub mod vsock_sock;
 
 use crate::drivers::virtio_net::{NetDevice, MAX_FRAME};
 use crate::sync::KCell;

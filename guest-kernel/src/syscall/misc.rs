@@ -116,6 +116,7 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
             );
             crate::cost::report();
             crate::net::report();
+            crate::net::vsock::report();
             kprintln!("reboot: Power down");
             crate::arch::cpu::reset()
         }

@@ -19,6 +19,7 @@ mod poll;
 mod process;
 mod sched;
 pub mod thread;
+mod vsock;
 
 pub use file::{check_user, copy_to_user};
 
@@ -40,6 +41,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
     frame.vector = crate::arch::trap::SYSCALL_VECTOR;
     frame.error = nr;
     let r = match nr {
+        41..=55 | 288 if vsock::owns(nr, &a) => vsock::dispatch(nr, &a),
         0 => file::sys_read(int(a[0]), a[1], a[2]),
         1 => file::sys_write(int(a[0]), a[1], a[2]),
         2 => path::sys_open(a[0], a[1] as u32, a[2] as u32),
