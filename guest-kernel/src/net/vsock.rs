@@ -51,6 +51,8 @@ pub struct Vsock {
 }
 
 static VSOCK: KCell<Option<Vsock>> = KCell::new(None);
+/// An interrupt found the tables in use: handled when that use ends ([`with`]).
+static IRQ_PENDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Starts AF_VSOCK on the device.
 pub fn init(dev: VsockDevice) {
@@ -75,8 +77,14 @@ pub fn present() -> bool {
 pub fn with<R>(f: impl FnOnce(&mut Vsock) -> R) -> Result<R, Errno> {
     // Never borrowed twice by design (interrupts run only outside the kernel's own code); a nested
     // use is a bug, answered with EIO rather than a panic.
-    let mut g = VSOCK.try_borrow_mut().map_err(|_| Errno::EIO)?;
-    g.as_mut().map(f).ok_or(Errno::ENODEV)
+    let r = {
+        let mut g = VSOCK.try_borrow_mut().map_err(|_| Errno::EIO)?;
+        g.as_mut().map(f).ok_or(Errno::ENODEV)
+    };
+    if IRQ_PENDING.swap(false, core::sync::atomic::Ordering::Relaxed) {
+        irq();
+    }
+    r
 }
 
 impl Vsock {
@@ -168,6 +176,7 @@ pub fn irq() {
     let mut woken: Vec<WaitQueue> = Vec::new();
     {
         let Ok(mut g) = VSOCK.try_borrow_mut() else {
+            IRQ_PENDING.store(true, core::sync::atomic::Ordering::Relaxed);
             return;
         };
         let Some(v) = g.as_mut() else { return };
