@@ -269,9 +269,19 @@ pub fn remap_runs(
     file: &std::fs::File,
     runs: &[Run],
 ) -> Result<bool, MemFileError> {
+    remap_runs_within(mem, file, runs, MAX_GUEST_MAPPINGS)
+}
+
+/// [`remap_runs`] with the limit on guest RAM's mappings given.
+fn remap_runs_within(
+    mem: &GuestMemoryMmap,
+    file: &std::fs::File,
+    runs: &[Run],
+    max_mappings: usize,
+) -> Result<bool, MemFileError> {
     let regions = regions(mem)?;
     if let Some(now) = guest_mappings(&regions) {
-        if now + 2 * runs.len() > MAX_GUEST_MAPPINGS {
+        if now + 2 * runs.len() > max_mappings {
             log::warn!(
                 target: "snapshot",
                 "guest RAM has {now} mappings: this Diff's {} runs are not mapped back, so the next Diff \
@@ -677,6 +687,57 @@ mod tests {
             Err(MemFileError::Size { .. })
         ));
         for p in [full, full2, empty, empty2, diff1, diff2, base, short] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// More runs than a Diff may have: gaps are filled until they fit, and the result still rebases to
+    /// guest RAM. Past the mapping limit a Diff is not mapped back, and the next one holds its pages too.
+    #[test]
+    fn many_runs_are_coalesced_and_past_the_mapping_limit_the_next_diff_holds_them() {
+        let mib = 16u64;
+        let mem = crate::vstate::memory::create(mib, false).unwrap();
+        mem.write_slice(b"base", GuestAddress(0x1000)).unwrap();
+        let (full, _, f) = snap("many-full", dump, &mem);
+        remap_onto_file(&mem, &f).unwrap();
+        let at_full = std::fs::read(&full).unwrap();
+        // Every other page from 64 KiB on: 1500 runs of one page.
+        for i in 0..1500u64 {
+            mem.write_slice(&i.to_le_bytes(), GuestAddress(0x1_0000 + 2 * i * 4096))
+                .unwrap();
+        }
+        let (diff1, w, f1) = snap("many-diff1", dump_written, &mem);
+        assert!(w.runs.len() <= MAX_DIFF_RUNS, "{} runs", w.runs.len());
+        assert!(
+            w.bytes >= 1500 * 4096 && w.bytes < 3000 * 4096,
+            "{}",
+            w.bytes
+        );
+        assert!(remap_runs(&mem, &f1, &w.runs).unwrap());
+        // Each run one mapping, with the Full's pieces between them.
+        let mappings = guest_mappings(&regions(&mem).unwrap()).unwrap();
+        assert!(mappings <= 2 * w.runs.len() + 1, "{mappings} mappings");
+        let base = tmp("many-base");
+        std::fs::write(&base, &at_full).unwrap();
+        rebase(&base, &diff1).unwrap();
+        let mut all = vec![0u8; (mib << 20) as usize];
+        mem.read_slice(&mut all, GuestAddress(0)).unwrap();
+        assert_eq!(std::fs::read(&base).unwrap(), all);
+
+        // A Diff whose runs are not mapped back (the limit is 0 here): the next Diff holds its pages as
+        // well as its own, and Full + Diff1 + Diff2 + Diff3 is guest RAM.
+        mem.write_slice(b"two", GuestAddress(0x80_0000)).unwrap();
+        let (diff2, w, f2) = snap("many-diff2", dump_written, &mem);
+        assert_eq!(w.bytes, 4096);
+        assert!(!remap_runs_within(&mem, &f2, &w.runs, 0).unwrap());
+        mem.write_slice(b"three", GuestAddress(0x90_0000)).unwrap();
+        let (diff3, w, _) = snap("many-diff3", dump_written, &mem);
+        assert_eq!(w.bytes, 2 * 4096, "the page of Diff2 is in Diff3 too");
+        rebase(&base, &diff2).unwrap();
+        rebase(&base, &diff3).unwrap();
+        mem.read_slice(&mut all, GuestAddress(0)).unwrap();
+        assert_eq!(std::fs::read(&base).unwrap(), all);
+        for p in [full, diff1, diff2, diff3, base] {
             let _ = std::fs::remove_file(p);
         }
     }
