@@ -80,6 +80,7 @@ fn main() {
         "guest.c",
         "virtio_blk.c",
         "virtio_net.c",
+        "virtio_vsock.c",
         "link.ld",
     ] {
         println!("cargo:rerun-if-changed=guests/{f}");
@@ -93,12 +94,19 @@ fn main() {
             "guest.c",
             "virtio_blk.c",
             "virtio_net.c",
+            "virtio_vsock.c",
         ],
     );
     let elf64 = link(
         &out,
         "guest-elf64.elf",
-        &["entry.S", "guest.c", "virtio_blk.c", "virtio_net.c"],
+        &[
+            "entry.S",
+            "guest.c",
+            "virtio_blk.c",
+            "virtio_net.c",
+            "virtio_vsock.c",
+        ],
     );
     let bz = bzimage(&out, &elf64);
     println!("cargo:rustc-env=GUEST_PVH={}", pvh.display());

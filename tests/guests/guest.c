@@ -14,6 +14,7 @@
  *   blkloop=N   write sectors 1..N of the first virtio-blk disk in turn, printing each completion
  *   blkbulk=N   read N 64 KiB requests of the first virtio-blk disk, between two marker lines
  *   netbad      hand the first virtio-net device malformed chains (virtio_net.c)
+ *   vsockbad    hand the first virtio-vsock device bad packets and bogus credit (virtio_vsock.c)
  *   netecho     answer ARP, ICMP echo and UDP on the first virtio-net device until a datagram to port 9
  *               (virtio_net.c, with its options netip=, netbuf=, netnomrg)
  *   count       print "count N" every 10 timer ticks, forever; keyboard bytes (IRQ 1, port 0x60) are
@@ -95,6 +96,8 @@ void blk_die(uint8_t code) { die(code); }
 
 /* For virtio_net.c. */
 void net_command(const char *cmdline, int what);
+/* virtio_vsock.c */
+void vsock_command(const char *cmdline);
 void net_puts(const char *s) { puts_(s); }
 void net_putu(uint64_t v) { putu(v); }
 void net_die(uint8_t code) { die(code); }
@@ -288,6 +291,7 @@ void guest_main(int kind, uint64_t info) {
     if ((v = find("blkbulk"))) blk_bulk(number(v));
     if (find("netbad")) net_command(cmdline, 2);
     if (find("netecho")) net_command(cmdline, 1);
+    if (find("vsockbad")) vsock_command(cmdline);
     if (find("count")) count();
     if (find("reset")) { puts_("resetting\n"); outb(0x64, 0xfe); }
     if (find("halt")) { puts_("halting\n"); for (;;) __asm__ volatile("cli; hlt"); }

@@ -465,3 +465,58 @@ fn a_restored_guest_drops_its_connections_and_serves_new_ones() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// The PVH test guest's `vsockbad` (tests/guests/virtio_vsock.c) sends raw packets: for connections that do
+/// not exist (RST back, none for an RST), a length beyond its chain (reset), another source CID (dropped), a
+/// REQUEST nobody on the host takes (RST); then it accepts a host connection with a `fwd_cnt` far ahead of
+/// anything sent (no credit: the host sends nothing), then grants 4096 bytes (the host sends exactly
+/// that). The VMM answers its API throughout.
+#[test]
+fn a_guest_sending_bad_packets_and_bogus_credit_is_reset_never_served_beyond_credit() {
+    if !require_kvm() {
+        return;
+    }
+    let uds = tmp("bad.sock");
+    let api_sock = tmp("bad.api");
+    let vm = Vm::spawn(&[
+        "--kernel",
+        PVH,
+        "--cmdline",
+        "vsockbad count",
+        "--vsock",
+        &format!("cid=5,uds={}", uds.display()),
+        "--api-sock",
+        api_sock.to_str().unwrap(),
+    ]);
+    vm.wait_for_output("vsock: waiting for CONNECT 5", T);
+    let out = vm.stdout();
+    for port in [1000, 1001, 1002, 1004] {
+        assert!(
+            out.contains(&format!("vsock: rst for port {port}\n")),
+            "{out}"
+        );
+    }
+    let mut c = host_connect(&uds, 5);
+    c.set_nonblocking(true).unwrap();
+    let block = vec![0x42u8; 64 * 1024];
+    let mut written = 0;
+    while written < block.len() {
+        match c.write(&block[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(written >= 8192, "only {written} bytes went into the socket");
+    vm.wait_for_output("vsock: done", T);
+    let out = vm.stdout();
+    assert!(out.contains("vsock: 0 bytes with bogus credit\n"), "{out}");
+    assert!(
+        out.contains("vsock: 4096 bytes with 4096 credit\n"),
+        "{out}"
+    );
+    vm.wait_for_output("counting", T);
+    assert_eq!(api(&api_sock, "GET", "/", "").0, 200);
+    drop(vm);
+    let _ = std::fs::remove_file(&uds);
+}
