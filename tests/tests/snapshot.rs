@@ -687,21 +687,46 @@ fn the_restored_network_answers_pings_on_the_tap() {
     ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "10", "10.0.0.2"]);
     let mut c = Client::connect(&sock);
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
-    // A datagram sent to the paused guest: microvm reads it from the TAP (into guest RAM if the guest has
-    // receive buffers posted, else into the device's pending frame), the snapshot carries it, and the
-    // restored guest echoes it.
+    // 40 datagrams sent to the paused guest: microvm reads from the TAP into the guest's free receive
+    // buffers (up to 32), then one more frame, which waits in the device for a buffer (the rest stay in
+    // the TAP's queue, dropped when the old microvm dies). The snapshot carries every frame read: the
+    // restored guest echoes those in its memory and, once it posts buffers again, the one from the
+    // device's saved state.
     let before = tap_tx_packets(&ns);
-    let echo = ns.enter_thread(|| {
+    let (tx, echoes) = std::sync::mpsc::channel();
+    drop(ns.enter_thread(move || {
         let s = std::net::UdpSocket::bind("10.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        s.send_to(b"sent-while-paused", "10.0.0.2:7").unwrap();
+        for i in 0..40 {
+            s.send_to(format!("paused-{i}").as_bytes(), "10.0.0.2:7")
+                .unwrap();
+        }
         let mut buf = [0u8; 64];
-        let n = tests::retry_interrupted(|| s.recv(&mut buf)).unwrap_or(0);
-        buf[..n].to_vec()
-    });
+        while let Ok(n) = tests::retry_interrupted(|| s.recv(&mut buf)) {
+            if tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    }));
+    let mut read = 0;
     assert!(
-        wait_until(T, || tap_tx_packets(&ns) > before),
-        "microvm did not read the frame from the TAP"
+        wait_until(T, || {
+            let now = tap_tx_packets(&ns) - before;
+            let settled = now == read && now > 0;
+            read = now;
+            settled
+        }),
+        "microvm did not read the frames from the TAP"
+    );
+    // The guest ran out of receive buffers: the last frame read waits in the device.
+    let r = c.request("GET", "/metrics", "");
+    let m: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(
+        m["net"]["eth0"]["rx_no_buffers"].as_u64() >= Some(1),
+        "no frame waits for a buffer: {m}"
     );
     let (state, mem) = (tmp("net-state"), tmp("net-mem"));
     assert_eq!(c.snapshot("Full", &state, &mem).status, 204);
@@ -709,12 +734,16 @@ fn the_restored_network_answers_pings_on_the_tap() {
     drop(vm.wait(T));
     let restore = |extra: &[&str]| ns.spawn(&restore_args(&state, &mem, extra));
     let vm = restore(&[]);
-    assert_eq!(
-        echo.join().unwrap(),
-        b"sent-while-paused",
-        "{}",
-        vm.stdout()
-    );
+    let mut got = Vec::new();
+    while got.len() < read as usize {
+        match echoes.recv_timeout(T) {
+            Ok(p) => got.push(p),
+            Err(_) => break,
+        }
+    }
+    got.sort_by_key(|p| p[7..].parse::<u32>().unwrap());
+    let want: Vec<String> = (0..read).map(|i| format!("paused-{i}")).collect();
+    assert_eq!(got, want, "{}", vm.stdout());
     ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "10", "10.0.0.2"]);
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
