@@ -103,13 +103,14 @@ fn initrd_problems() {
         &["--kernel", PVH, "--initrd", "/nonexistent/initrd"],
         "cannot read initrd",
     );
-    let big = temp("initrd", &vec![0u8; 3 << 20]);
+    // Larger than the guest's RAM, which holds the test guest (4.4 MiB of bss) with room to spare.
+    let big = temp("initrd", &vec![0u8; 17 << 20]);
     fails_with(
         &[
             "--kernel",
             PVH,
             "--mem",
-            "2",
+            "16",
             "--initrd",
             big.to_str().unwrap(),
         ],
