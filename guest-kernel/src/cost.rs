@@ -151,4 +151,11 @@ pub fn report() {
             kcore::fmt::Dec(ns / n)
         );
     }
+    let faults = crate::arch::mem::copy_faults();
+    if faults != 0 {
+        crate::kprintln!(
+            "fixup: {} user copies faulted and resumed at their fixup",
+            kcore::fmt::Dec(faults)
+        );
+    }
 }

@@ -357,7 +357,7 @@ const TIOCGSID: u32 = 0x5429;
 
 /// Terminal ioctls on the console. `arg` is the user pointer.
 pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
-    use crate::syscall::{check_user, copy_to_user};
+    use crate::syscall::copy_to_user;
     match cmd {
         TCGETS => {
             let b = TTY.borrow().termios.to_bytes();
@@ -365,8 +365,8 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
         }
         TCSETS | TCSETSW | TCSETSF => {
             background_check(signal::SIGTTOU)?;
-            check_user(arg, TERMIOS_SIZE as u64, false)?;
-            let t = Termios::from_bytes(crate::mm::uaccess::checked_slice(arg, TERMIOS_SIZE));
+            let raw: [u8; TERMIOS_SIZE] = crate::mm::uaccess::read_val(arg)?;
+            let t = Termios::from_bytes(&raw);
             let mut tty = TTY.borrow_mut();
             tty.termios = t;
             if cmd == TCSETSF {
@@ -410,9 +410,7 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
                     e
                 }
             })?;
-            check_user(arg, 4, false)?;
-            let b = crate::mm::uaccess::checked_slice(arg, 4);
-            let pg = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let pg: i32 = crate::mm::uaccess::read_val(arg)?;
             if pg < 0 {
                 return Err(Errno::EINVAL);
             }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tests::{run, GuestImages, Output, Vm};
 
-const T: Duration = Duration::from_secs(120);
+const T: Duration = Duration::from_secs(300);
 
 /// Cycles and commands to run: `MEMTEST_CYCLES`, else `default`.
 fn cycles(default: u64) -> u64 {

@@ -6,7 +6,8 @@
 //! mincore, msync, mremap, pread64), `sigwait` (rt_sigsuspend, rt_sigtimedwait, sigpending, tkill),
 //! `threads` (pthreads: mutex and condvar counter, semaphores, join/detach, signals to a thread and
 //! to the process, fork and exit from a thread, a robust mutex whose owner died, /proc/PID/task,
-//! futex errors), and
+//! futex errors), `uaccess` (a buffer unmapped by one thread while another's read, write or socket
+//! call copies to or from it: a count or EFAULT, never a kernel fault), and
 //! the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier).
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
@@ -25,11 +26,10 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
 }
 
 /// Runs `/bin/PROG` on the host and in the guest and compares the lines starting with `PREFIX: `;
-/// the program must end with `PREFIX: done` and exit 0 on both.
-fn same_on_host_and_guest(prog: &str, prefix: &str) {
-    let Some(images) = GuestImages::for_vm() else {
-        return;
-    };
+/// the program must end with `PREFIX: done` and exit 0 on both. Returns the guest's console (None when
+/// the artifacts are missing).
+fn same_on_host_and_guest(prog: &str, prefix: &str) -> Option<String> {
+    let images = GuestImages::for_vm()?;
     let bin = images.host_program(&format!("bin/{prog}"));
     let host = Command::new(&bin).output().unwrap();
     assert!(host.status.success(), "{prog} on the host: {host:?}");
@@ -60,49 +60,75 @@ fn same_on_host_and_guest(prog: &str, prefix: &str) {
         guest.stdout
     );
     assert_eq!(guest.code, Some(0), "{}", guest.stdout);
+    Some(guest.stdout)
 }
 
 #[test]
 fn mprotect_and_guard_pages_match_the_host_glibc() {
-    same_on_host_and_guest("mprotect-glibc", "mprotect");
+    let _ = same_on_host_and_guest("mprotect-glibc", "mprotect");
 }
 
 #[test]
 fn mprotect_and_guard_pages_match_the_host_musl() {
-    same_on_host_and_guest("mprotect-musl", "mprotect");
+    let _ = same_on_host_and_guest("mprotect-musl", "mprotect");
 }
 
 #[test]
 fn file_mappings_madvise_mremap_match_the_host_glibc() {
-    same_on_host_and_guest("mmapfile-glibc", "mmapfile");
+    let _ = same_on_host_and_guest("mmapfile-glibc", "mmapfile");
 }
 
 #[test]
 fn file_mappings_madvise_mremap_match_the_host_musl() {
-    same_on_host_and_guest("mmapfile-musl", "mmapfile");
+    let _ = same_on_host_and_guest("mmapfile-musl", "mmapfile");
 }
 
 #[test]
 fn sigsuspend_and_sigtimedwait_match_the_host_glibc() {
-    same_on_host_and_guest("sigwait-glibc", "sigwait");
+    let _ = same_on_host_and_guest("sigwait-glibc", "sigwait");
 }
 
 #[test]
 fn sigsuspend_and_sigtimedwait_match_the_host_musl() {
-    same_on_host_and_guest("sigwait-musl", "sigwait");
+    let _ = same_on_host_and_guest("sigwait-musl", "sigwait");
 }
 
 #[test]
 fn posix_threads_match_the_host_glibc() {
-    same_on_host_and_guest("threads-glibc", "threads");
+    let _ = same_on_host_and_guest("threads-glibc", "threads");
 }
 
 #[test]
 fn posix_threads_match_the_host_musl() {
-    same_on_host_and_guest("threads-musl", "threads");
+    let _ = same_on_host_and_guest("threads-musl", "threads");
 }
 
 #[test]
 fn rust_std_threads_match_the_host() {
-    same_on_host_and_guest("rthreads", "rthreads");
+    let _ = same_on_host_and_guest("rthreads", "rthreads");
+}
+
+/// The blocked pipe write and read of `uaccess` resume after their buffer was unmapped: the kernel's
+/// copy faults and stops at its fixup (counted at power-off), and the calls return a count or EFAULT.
+fn unmapped_during_a_copy(prog: &str) {
+    let Some(out) = same_on_host_and_guest(prog, "uaccess") else {
+        return;
+    };
+    let fixups: u64 = out
+        .lines()
+        .find_map(|l| l.split("fixup: ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(fixups >= 2, "no user copy resumed at its fixup:\n{out}");
+}
+
+#[test]
+fn a_buffer_unmapped_during_a_copy_is_efault_glibc() {
+    unmapped_during_a_copy("uaccess-glibc");
+}
+
+#[test]
+fn a_buffer_unmapped_during_a_copy_is_efault_musl() {
+    unmapped_during_a_copy("uaccess-musl");
 }

@@ -40,9 +40,42 @@ pub struct AuxInfo {
     pub random: [u8; 16],
 }
 
-/// The stack did not fit in the memory given.
+/// Why [`build`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StackTooSmall;
+pub enum BuildError {
+    /// The stack did not fit in the memory given.
+    TooSmall,
+    /// A string could not be read (it lives in memory that went away).
+    Unreadable,
+}
+
+/// A string for the new stack: its length and a way to copy it (the kernel's strings are slices, a
+/// caller's execve strings are copied out of its memory).
+pub trait StackStr {
+    /// Its length, without a NUL.
+    fn len(&self) -> usize;
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies its first `dst.len()` bytes (at most `len()`) into `dst`; false if they cannot be read.
+    fn copy_to(&self, dst: &mut [u8]) -> bool;
+}
+
+impl StackStr for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn copy_to(&self, dst: &mut [u8]) -> bool {
+        match self.get(..dst.len()) {
+            Some(s) => {
+                dst.copy_from_slice(s);
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 struct Writer<'a> {
     mem: &'a mut [u8],
@@ -56,20 +89,24 @@ impl Writer<'_> {
         self.top - (self.mem.len() - self.pos) as u64
     }
 
-    fn push_bytes(&mut self, b: &[u8]) -> Result<u64, StackTooSmall> {
-        self.pos = self.pos.checked_sub(b.len()).ok_or(StackTooSmall)?;
+    fn push_bytes(&mut self, b: &[u8]) -> Result<u64, BuildError> {
+        self.pos = self.pos.checked_sub(b.len()).ok_or(BuildError::TooSmall)?;
         self.mem[self.pos..self.pos + b.len()].copy_from_slice(b);
         Ok(self.addr())
     }
 
-    fn push_str(&mut self, s: &[u8]) -> Result<u64, StackTooSmall> {
+    fn push_str<S: StackStr + ?Sized>(&mut self, s: &S) -> Result<u64, BuildError> {
         self.push_bytes(&[0])?;
-        self.push_bytes(s)
+        self.pos = self.pos.checked_sub(s.len()).ok_or(BuildError::TooSmall)?;
+        if !s.copy_to(&mut self.mem[self.pos..self.pos + s.len()]) {
+            return Err(BuildError::Unreadable);
+        }
+        Ok(self.addr())
     }
 }
 
 /// Bytes [`build`] needs for these strings (an upper bound).
-pub fn size_needed(argv: &[&[u8]], envp: &[&[u8]], execfn: &[u8]) -> u64 {
+pub fn size_needed<S: StackStr>(argv: &[S], envp: &[S], execfn: &[u8]) -> u64 {
     let strings: u64 = argv.iter().chain(envp).map(|s| s.len() as u64 + 1).sum();
     // End marker, execfn, platform, random bytes, alignment; argc, the two lists with their NULLs,
     // and the auxiliary vector (at most 32 pairs).
@@ -84,18 +121,18 @@ pub fn size_needed(argv: &[&[u8]], envp: &[&[u8]], execfn: &[u8]) -> u64 {
 }
 
 /// Writes the initial stack for `argv`/`envp` and returns the initial `rsp`.
-pub fn build(
+pub fn build<S: StackStr>(
     mem: &mut [u8],
     top: u64,
-    argv: &[&[u8]],
-    envp: &[&[u8]],
+    argv: &[S],
+    envp: &[S],
     execfn: &[u8],
     aux: &AuxInfo,
-) -> Result<u64, StackTooSmall> {
+) -> Result<u64, BuildError> {
     let mut w = Writer { mem, top, pos: 0 };
     w.pos = w.mem.len();
     w.push_bytes(&[0; 8])?;
-    let execfn_addr = w.push_str(execfn)?;
+    let execfn_addr = w.push_str(&execfn)?;
     // The strings go in back to front, so each list ends up in order from its lowest address; the
     // pointers are computed from there (no list of addresses: execve's lists can be long).
     let mut env_lo = w.addr();
@@ -106,7 +143,7 @@ pub fn build(
     for a in argv.iter().rev() {
         arg_lo = w.push_str(a)?;
     }
-    let platform = w.push_str(b"x86_64")?;
+    let platform = w.push_str(&&b"x86_64"[..])?;
     let random = w.push_bytes(&aux.random)?;
 
     let auxv: [(u64, u64); 18] = [
@@ -134,10 +171,10 @@ pub fn build(
     let mut rsp = w
         .addr()
         .checked_sub((words * 8) as u64)
-        .ok_or(StackTooSmall)?
+        .ok_or(BuildError::TooSmall)?
         & !15;
     if top - rsp > w.mem.len() as u64 {
-        return Err(StackTooSmall);
+        return Err(BuildError::TooSmall);
     }
     let base = w.mem.len() - (top - rsp) as usize;
     let mut o = base;
@@ -195,8 +232,8 @@ mod tests {
         let rsp = build(
             &mut mem,
             top,
-            &[b"/sbin/init", b"-v"],
-            &[b"HOME=/", b"TERM=linux"],
+            &[&b"/sbin/init"[..], b"-v"],
+            &[&b"HOME=/"[..], b"TERM=linux"],
             b"/sbin/init",
             &aux,
         )
@@ -253,8 +290,8 @@ mod tests {
             random: [0; 16],
         };
         assert_eq!(
-            build(&mut mem, 0x1000, &[b"x"], &[], b"x", &aux),
-            Err(StackTooSmall)
+            build(&mut mem, 0x1000, &[&b"x"[..]], &[], b"x", &aux),
+            Err(BuildError::TooSmall)
         );
     }
 

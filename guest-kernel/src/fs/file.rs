@@ -6,10 +6,11 @@
 //! gives for the rest). The VFS and the system calls name none of them: they call the trait.
 //!
 //! Data moves through [`ReadBuf`]/[`WriteBuf`] handles: for user memory the system call layer's handle
-//! checks the range just before each copy, so an operation that sleeps holds no view of user memory
-//! across the sleep.
+//! wraps a `mm::uaccess` reader or writer (validated when the call starts, every copy fault-safe), so
+//! an operation that sleeps holds no view of user memory across the sleep.
 #![deny(unsafe_code)]
 
+use crate::mm::uaccess::{UserReader, UserWriter};
 use crate::sync::waitqueue::WaitQueue;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -33,14 +34,14 @@ pub trait ReadBuf {
     fn len(&self) -> usize;
     /// Delivers `bytes` at offset `at` of the buffer (checked just before the copy for user memory).
     fn put(&mut self, at: usize, bytes: &[u8]) -> Result<(), Errno>;
-    /// The whole buffer as one writable slice, when the file can fill it in place (a device request
-    /// straight into the buffer): user memory checked writable just now. None: use `put`.
+    /// The whole buffer as one writable slice, when the file can fill it in place: a kernel buffer
+    /// only (user memory is reached by copying, never through a slice). None: use `put`.
     fn direct(&mut self) -> Result<Option<&mut [u8]>, Errno> {
         Ok(None)
     }
-    /// The user address range behind the buffer, for files whose code copies to user memory itself
-    /// (sockets); None for a kernel buffer.
-    fn user_range(&self) -> Option<(u64, usize)> {
+    /// The user memory behind the buffer, for files whose code copies to it itself (sockets); None
+    /// for a kernel buffer.
+    fn user_writer(&mut self) -> Option<&mut UserWriter> {
         None
     }
 }
@@ -51,8 +52,8 @@ pub trait WriteBuf {
     fn len(&self) -> usize;
     /// Fills `dst` with the bytes at offset `at` (checked just before the copy for user memory).
     fn get(&mut self, at: usize, dst: &mut [u8]) -> Result<(), Errno>;
-    /// The user address range behind the buffer (see [`ReadBuf::user_range`]).
-    fn user_range(&self) -> Option<(u64, usize)> {
+    /// The user memory behind the buffer (see [`ReadBuf::user_writer`]).
+    fn user_reader(&mut self) -> Option<&mut UserReader> {
         None
     }
 }

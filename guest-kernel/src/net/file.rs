@@ -16,16 +16,16 @@ pub struct SocketFile(pub SocketRef);
 
 impl FileOps for SocketFile {
     fn read(&self, file: &OpenFile, buf: &mut dyn ReadBuf) -> Result<usize, Errno> {
-        // The socket code copies into user memory itself (checked before each copy); the kernel never
-        // reads a socket into a buffer of its own.
-        let (va, len) = buf.user_range().ok_or(Errno::EINVAL)?;
-        socket::recv(&self.0, va, len, file.nonblocking(), false).map(|(n, _)| n)
+        // The socket code copies into user memory itself (through the caller's writer); the kernel
+        // never reads a socket into a buffer of its own.
+        let dst = buf.user_writer().ok_or(Errno::EINVAL)?;
+        socket::recv(&self.0, dst, file.nonblocking(), false).map(|(n, _)| n)
     }
 
     fn write(&self, file: &OpenFile, buf: &mut dyn WriteBuf) -> Result<usize, Errno> {
-        let (va, len) = buf.user_range().ok_or(Errno::EINVAL)?;
+        let src = buf.user_reader().ok_or(Errno::EINVAL)?;
         // EPIPE raises SIGPIPE in the system call layer (`syscall::file::sys_write`).
-        socket::send(&self.0, va, len, None, file.nonblocking())
+        socket::send(&self.0, src, None, file.nonblocking())
     }
 
     fn seekable(&self) -> bool {

@@ -15,6 +15,7 @@
 
 use super::listen::{ListenId, SOMAXCONN};
 use super::{poll, with_stack, Stack, Watch};
+use crate::mm::uaccess::{UserReader, UserWriter};
 use crate::sync::{waitqueue, KCell, WaitQueue};
 use alloc::rc::Rc;
 use alloc::vec;
@@ -520,29 +521,55 @@ impl Drop for Socket {
     }
 }
 
-/// Copies up to `len` bytes of received data to user memory at `va`.
-fn tcp_recv_to_user(s: &mut tcp::Socket, va: u64, len: usize) -> usize {
+/// Copies up to `dst.len()` bytes of received data to user memory; bytes that a fault kept from
+/// reaching user memory stay in the socket.
+fn tcp_recv_to_user(s: &mut tcp::Socket, dst: &UserWriter) -> usize {
+    let len = dst.len();
     let mut done = 0;
     while done < len {
         let r = s.recv(|buf| {
             let n = buf.len().min(len - done);
-            crate::mm::uaccess::checked_slice_mut(va + done as u64, n).copy_from_slice(&buf[..n]);
-            (n, n)
+            let copied = dst.write_at(done, &buf[..n]).unwrap_or(0);
+            (copied, copied)
         });
         match r {
-            Ok(0) | Err(_) => break,
-            Ok(n) => done += n,
+            Ok(n) if n > 0 => done += n,
+            _ => break,
+        }
+        if done < len && dst.remaining() == 0 {
+            break;
         }
     }
     done
 }
 
-/// read(2)/recvfrom(2) on a socket into user memory (`va`, `len`, already checked writable); the
-/// sender's address for UDP.
+/// Copies up to `src.len()` bytes of user memory into the send buffer: the bytes queued (a fault
+/// ends the copy short), EFAULT when a fault kept the first byte from being queued.
+fn tcp_send_from_user(s: &mut tcp::Socket, src: &UserReader) -> Result<usize, Errno> {
+    let len = src.len();
+    let mut done = 0;
+    while done < len {
+        let r = s.send(|buf| {
+            let n = buf.len().min(len - done);
+            match src.read_at(done, &mut buf[..n]) {
+                Ok(copied) => (copied, Ok(copied)),
+                Err(e) => (0, Err(e)),
+            }
+        });
+        match r {
+            Ok(Ok(n)) if n > 0 => done += n,
+            Ok(Err(e)) if done == 0 => return Err(e),
+            _ => break,
+        }
+    }
+    Ok(done)
+}
+
+/// read(2)/recvfrom(2) on a socket into user memory (a validated writer); the sender's address for
+/// UDP. EFAULT when a fault stops the copy before its first byte.
 pub fn recv(
     this: &SocketRef,
-    va: u64,
-    len: usize,
+    dst: &mut UserWriter,
     nonblock: bool,
     peek_only: bool,
 ) -> Result<(usize, Option<Addr>), Errno> {
@@ -562,13 +589,14 @@ pub fn recv(
         if shut_rd {
             return Ok((0, None));
         }
-        crate::syscall::check_user(va, len as u64, true)?;
+        let len = dst.len();
         enum Got {
             Data(usize, Option<Addr>),
             Eof,
             Reset,
             NotConn,
             Empty,
+            Fault,
         }
         let got = stack(|st| match proto {
             Proto::Tcp => {
@@ -576,20 +604,21 @@ pub fn recv(
                 if s.can_recv() {
                     let n = if peek_only {
                         match s.peek(len) {
-                            Ok(b) => {
-                                let n = b.len();
-                                crate::mm::uaccess::checked_slice_mut(va, n).copy_from_slice(b);
-                                n
-                            }
+                            Ok(b) => dst.write_at(0, b).unwrap_or(0),
                             Err(_) => 0,
                         }
                     } else {
                         let t0 = crate::arch::cpu::rdtsc();
-                        let n = tcp_recv_to_user(s, va, len);
+                        let n = tcp_recv_to_user(s, dst);
                         super::add(&super::COPY_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
                         n
                     };
-                    Got::Data(n, None)
+                    // Data was there: nothing copied means a fault stopped the first byte.
+                    if n == 0 && len > 0 {
+                        Got::Fault
+                    } else {
+                        Got::Data(n, None)
+                    }
                 } else if s.may_recv() {
                     Got::Empty
                 } else {
@@ -612,8 +641,11 @@ pub fn recv(
                 match r {
                     Ok((b, from)) => {
                         let n = b.len().min(len);
-                        crate::mm::uaccess::checked_slice_mut(va, n).copy_from_slice(&b[..n]);
-                        Got::Data(n, Some(Addr::from_endpoint(from)))
+                        // The datagram is consumed even when a fault cut its copy short (Linux too).
+                        match dst.write_at(0, &b[..n]) {
+                            Ok(n) => Got::Data(n, Some(Addr::from_endpoint(from))),
+                            Err(_) => Got::Fault,
+                        }
                     }
                     Err(_) => Got::Empty,
                 }
@@ -626,6 +658,7 @@ pub fn recv(
                 return Ok((n, from));
             }
             Got::Eof => return Ok((0, None)),
+            Got::Fault => return Err(Errno::EFAULT),
             Got::Reset => return Err(Errno::ECONNRESET),
             Got::NotConn => return Err(Errno::ENOTCONN),
             Got::Empty if nonblock => return Err(Errno::EAGAIN),
@@ -638,17 +671,17 @@ fn this_shut_wr(this: &SocketRef) -> bool {
     this.try_borrow().map(|s| s.shut_wr).unwrap_or(false)
 }
 
-/// write(2)/sendto(2) from user memory (`va`, `len`, already checked readable). UDP sends one datagram
+/// write(2)/sendto(2) from user memory (a validated reader). UDP sends one datagram
 /// to `to` (or the connected peer). EPIPE on a TCP connection that can no longer send (the caller
 /// sends SIGPIPE unless MSG_NOSIGNAL: [`crate::syscall::net::sigpipe`]).
 pub fn send(
     this: &SocketRef,
-    va: u64,
-    len: usize,
+    src: &UserReader,
     to: Option<Addr>,
     nonblock: bool,
 ) -> Result<usize, Errno> {
     let proto = this.borrow().proto;
+    let len = src.len();
     let until = deadline(this.borrow().snd_timeout);
     if proto == Proto::Udp {
         let (h, dest) = {
@@ -660,15 +693,23 @@ pub fn send(
             return Err(Errno::EMSGSIZE);
         }
         loop {
-            crate::syscall::check_user(va, len as u64, false)?;
             let r = stack(|st| {
-                let data = crate::mm::uaccess::checked_slice(va, len);
+                // The datagram is filled in place; a fault during the copy (the range changed
+                // since it was validated) leaves zeros and the call reports EFAULT.
                 st.sockets
                     .get_mut::<udp::Socket>(h)
-                    .send_slice(data, dest.endpoint())
+                    .send(len, dest.endpoint())
+                    .map(|buf| {
+                        let ok = src.read_exact_at(0, buf).is_ok();
+                        if !ok {
+                            buf.fill(0);
+                        }
+                        ok
+                    })
             })?;
             match r {
-                Ok(()) => {
+                Ok(false) => return Err(Errno::EFAULT),
+                Ok(true) => {
                     poll();
                     return Ok(len);
                 }
@@ -690,21 +731,19 @@ pub fn send(
         return pipe();
     }
     loop {
-        crate::syscall::check_user(va, len as u64, false)?;
         let r = stack(|st| {
             let s = st.sockets.get_mut::<tcp::Socket>(h);
             if s.can_send() {
-                let data = crate::mm::uaccess::checked_slice(va, len);
                 let t0 = crate::arch::cpu::rdtsc();
-                let n = s.send_slice(data).unwrap_or(0);
+                let n = tcp_send_from_user(s, src);
                 super::add(&super::COPY_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));
-                Ok(n)
+                n.map(Ok)
             } else if s.may_send() || matches!(s.state(), tcp::State::SynSent) {
-                Ok(0)
+                Ok(Ok(0))
             } else {
-                Err(s.state())
+                Ok(Err(s.state()))
             }
-        })?;
+        })??;
         match r {
             Ok(0) if len == 0 => return Ok(0),
             Ok(0) if nonblock => return Err(Errno::EAGAIN),

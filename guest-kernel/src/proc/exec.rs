@@ -9,6 +9,7 @@ use crate::arch::switch::{prepare_new_task, TaskContext};
 use crate::arch::trap::TrapFrame;
 use crate::fs::{self, fd::FdTable, FileRef};
 use crate::mm::paging::{user_flags, AddressSpace, MapError};
+use crate::mm::uaccess::UserStr;
 use crate::mm::{page_down, page_up, user, PAGE_SIZE};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -17,7 +18,7 @@ use alloc::vec::Vec;
 use kcore::elf::{self, ElfImage, PF_W, PF_X};
 use kcore::errno::Errno;
 use kcore::ext2::{BlockDevice, Inode};
-use kcore::stack::{self, AuxInfo};
+use kcore::stack::{self, AuxInfo, StackStr};
 use kcore::vma::{Backing, Vma, VmaList, PROT_EXEC, PROT_READ, PROT_WRITE};
 
 /// Pages of one physically contiguous run of a segment: one device request's worth.
@@ -181,14 +182,48 @@ pub struct Loaded {
 /// halves on context switches.
 pub const NO_AVX_TUNABLE: &[u8] = b"GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX_Fast_Unaligned_Load,-FMA,-FMA4";
 
+/// An execve string: one of the kernel's (init's arguments, the tunable) or one in the calling
+/// process's memory, copied from there by the loader.
+#[derive(Clone, Copy, Debug)]
+pub enum ArgStr<'a> {
+    Kernel(&'a [u8]),
+    User(UserStr),
+}
+
+impl ArgStr<'_> {
+    /// Whether it starts with `prefix` (false when it cannot be read).
+    fn starts_with(&self, prefix: &[u8]) -> bool {
+        let mut head = [0u8; 16];
+        let Some(head) = head.get_mut(..prefix.len()) else {
+            return false;
+        };
+        self.len() >= prefix.len() && self.copy_to(head) && head == prefix
+    }
+}
+
+impl StackStr for ArgStr<'_> {
+    fn len(&self) -> usize {
+        match self {
+            ArgStr::Kernel(s) => s.len(),
+            ArgStr::User(s) => s.len(),
+        }
+    }
+    fn copy_to(&self, dst: &mut [u8]) -> bool {
+        match self {
+            ArgStr::Kernel(s) => StackStr::copy_to(s, dst),
+            ArgStr::User(s) => s.copy_to(dst).is_ok(),
+        }
+    }
+}
+
 /// Whether [`NO_AVX_TUNABLE`] must be added to `envp` (it sets no GLIBC_TUNABLES of its own).
-pub fn needs_tunable(envp: &[&[u8]]) -> bool {
+pub fn needs_tunable(envp: &[ArgStr]) -> bool {
     !envp.iter().any(|e| e.starts_with(b"GLIBC_TUNABLES="))
 }
 
 /// Loads `path` with `argv`/`envp` (with [`NO_AVX_TUNABLE`] added by the caller if needed) into a new
 /// address space.
-pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno> {
+pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Errno> {
     let (mnt, inode) = fs::mount::resolve(path, true)?;
     if inode.is_dir() {
         return Err(Errno::EACCES);
@@ -242,9 +277,12 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
     };
     let rsp = match stack::build(run, USER_STACK_TOP, argv, envp, path, &aux) {
         Ok(r) => r,
-        Err(_) => {
+        Err(e) => {
             aspace.destroy();
-            return Err(Errno::E2BIG);
+            return Err(match e {
+                stack::BuildError::TooSmall => Errno::E2BIG,
+                stack::BuildError::Unreadable => Errno::EFAULT,
+            });
         }
     };
     vmas.insert(Vma::anonymous(
@@ -256,14 +294,18 @@ pub fn load(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Loaded, Errno
     let brk_start = img.end();
     let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
     // /proc/PID/cmdline and environ keep the first page of the strings (they can be 2 MiB).
-    let joined = |list: &[&[u8]]| {
+    let joined = |list: &[ArgStr]| {
         let mut out = Vec::new();
         for a in list {
             let room = CMDLINE_MAX.saturating_sub(out.len());
             if room == 0 {
                 break;
             }
-            out.extend_from_slice(&a[..a.len().min(room)]);
+            let at = out.len();
+            out.resize(at + a.len().min(room), 0);
+            if !a.copy_to(&mut out[at..]) {
+                out.truncate(at);
+            }
             if out.len() < CMDLINE_MAX {
                 out.push(0);
             }
@@ -303,11 +345,12 @@ pub fn spawn(
     envp: &[&[u8]],
     console: FileRef,
 ) -> Result<Process, Errno> {
-    let mut env: Vec<&[u8]> = envp.to_vec();
-    if needs_tunable(envp) {
-        env.push(NO_AVX_TUNABLE);
+    let argv: Vec<ArgStr> = argv.iter().map(|s| ArgStr::Kernel(s)).collect();
+    let mut env: Vec<ArgStr> = envp.iter().map(|s| ArgStr::Kernel(s)).collect();
+    if needs_tunable(&env) {
+        env.push(ArgStr::Kernel(NO_AVX_TUNABLE));
     }
-    let l = load(path, argv, &env)?;
+    let l = load(path, &argv, &env)?;
     let mut fds = FdTable::default();
     for _ in 0..3 {
         fds.insert(console.clone(), false)?;
@@ -350,8 +393,8 @@ pub fn spawn(
 pub fn exec_current(
     frame: &mut TrapFrame,
     path: &[u8],
-    argv: &[&[u8]],
-    envp: &[&[u8]],
+    argv: &[ArgStr],
+    envp: &[ArgStr],
 ) -> Result<(), Errno> {
     let l = load(path, argv, envp)?;
     l.aspace.activate();

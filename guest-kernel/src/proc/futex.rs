@@ -51,9 +51,7 @@ pub fn key(uaddr: u64, shared: bool) -> Result<Key, Errno> {
 
 /// Reads the futex word at `uaddr`.
 pub fn read_word(uaddr: u64) -> Result<u32, Errno> {
-    crate::syscall::file::check_user(uaddr, 4, false)?;
-    let b = crate::mm::uaccess::checked_slice(uaddr, 4);
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    crate::mm::uaccess::read_val(uaddr)
 }
 
 /// How a wait ended early.

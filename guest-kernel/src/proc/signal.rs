@@ -8,7 +8,6 @@
 use super::{sched, Pid, Process, State, INIT_PID};
 use crate::arch::layout::{USER_CS, USER_DS};
 use crate::arch::trap::TrapFrame;
-use crate::syscall::{check_user, copy_to_user};
 use alloc::rc::Rc;
 use core::cell::RefCell;
 use kcore::errno::Errno;
@@ -404,6 +403,11 @@ pub fn pending_for_current() -> bool {
     sched::current_signals_ready()
 }
 
+/// Whether SIGKILL is pending for the current thread (it dies on its way back to user mode).
+pub fn fatal_pending() -> bool {
+    super::with_current(|p| p.signals.pending & bit(SIGKILL) != 0)
+}
+
 /// Whether the current process ignores or blocks `sig`.
 pub fn ignored_or_blocked(sig: u32) -> bool {
     super::with_current(|p| {
@@ -617,7 +621,7 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
     if (nested || entering) && !(base > alt.sp && base - alt.sp <= alt.size) {
         return Err(Errno::EFAULT);
     }
-    check_user(base, fx + FX_SIZE - base, true)?;
+    let out = crate::mm::uaccess::UserWriter::new(base, (fx + FX_SIZE - base) as usize)?;
     let mut b = [0u8; FRAME_SIZE as usize];
     // uc_stack: the alternate stack as set, at the interrupted rsp.
     let uc_stack = AltStack::to_bytes(alt.sp, alt.flags, alt.size);
@@ -656,12 +660,12 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
         put(SIGINFO_OFF + 8, code as u32 as u64);
         put(SIGINFO_OFF + 16, addr);
     }
-    copy_to_user(base, &b)?;
+    out.write_all_at(0, &b)?;
     let fx_bytes = super::with_current(|p| {
         crate::arch::switch::save_fx(&mut p.ctx);
         p.ctx.fx
     });
-    copy_to_user(fx, &fx_bytes)?;
+    out.write_all_at((fx - base) as usize, &fx_bytes)?;
     super::with_current(|p| {
         let mut add = act.mask;
         if act.flags & SA_NODEFER == 0 {
@@ -690,13 +694,10 @@ fn setup_frame(frame: &mut TrapFrame, sig: u32, act: &SigAction) -> Result<(), E
 pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
     let handler_sp = frame.rsp;
     let base = handler_sp - 8;
-    check_user(base, FRAME_SIZE, false)?;
-    let raw = crate::mm::uaccess::checked_slice(base, FRAME_SIZE as usize);
-    let get = |off: u64| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&raw[off as usize..off as usize + 8]);
-        u64::from_le_bytes(a)
-    };
+    // uc_stack, uc_mcontext and uc_sigmask lie together: one copy into the kernel.
+    const WORDS: usize = ((UC_SIGMASK_OFF + 8 - UC_STACK_OFF) / 8) as usize;
+    let words: [u64; WORDS] = crate::mm::uaccess::read_val(base + UC_STACK_OFF)?;
+    let get = |off: u64| words[((off - UC_STACK_OFF) / 8) as usize];
     let g: [u64; 18] = core::array::from_fn(|i| get(MCONTEXT_OFF + 8 * i as u64));
     let mask = get(UC_SIGMASK_OFF);
     let fx = get(MCONTEXT_OFF + 184);
@@ -713,10 +714,12 @@ pub fn sigreturn(frame: &mut TrapFrame) -> Result<u64, Errno> {
     frame.cs = USER_CS as u64;
     frame.ss = USER_DS as u64;
     frame.error = NOT_A_SYSCALL;
-    if fx != 0 && check_user(fx, FX_SIZE, false).is_ok() {
-        let src = crate::mm::uaccess::checked_slice(fx, FX_SIZE as usize);
+    // Copied outside the process table (a copy that faults validates through it); an unreadable
+    // image keeps the state the task has.
+    let mut image = [0u8; FX_SIZE as usize];
+    if fx != 0 && crate::mm::uaccess::copy_from_user(&mut image, fx).is_ok() {
         super::with_current(|p| {
-            p.ctx.fx.copy_from_slice(src);
+            p.ctx.fx.copy_from_slice(&image);
             // MXCSR: reserved bits set would make fxrstor fault.
             p.ctx.fx[26] = 0;
             p.ctx.fx[27] = 0;

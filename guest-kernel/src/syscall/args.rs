@@ -1,14 +1,15 @@
 //! execve's argument and environment strings, bounded as Linux bounds them (fs/exec.c) and never
-//! copied into the kernel heap: each string is checked in place in the calling process's memory and
-//! the loader writes it straight into the new program's stack frames (the old address space stays
-//! active, and nothing runs in between: one CPU, kernel code is not preempted and the loader does not
-//! sleep). The kernel keeps only the list of (address, length) views, 16 bytes per string.
+//! copied into the kernel heap: each string is found in place in the calling process's memory (a
+//! fault-safe scan for its NUL, `mm::uaccess::user_str`) and the loader copies it straight into the
+//! new program's stack frames (the old address space stays active until the new one is complete). The
+//! kernel keeps only the list of `UserStr` handles (address and length), 16 bytes per string.
 //!
 //! Linux's limits: at most a quarter of the stack limit (8 MiB -> 2 MiB, but at least 128 KiB) for
 //! all strings, NULs and pointers, the filename included; `MAX_ARG_STRLEN` (32 pages) per string;
 //! `MAX_ARG_STRINGS` strings per list. Past any of them: E2BIG.
 
-use super::file::check_user;
+use crate::mm::uaccess::{self, UserStr};
+use crate::proc::exec::ArgStr;
 use crate::proc::STACK_LIMIT;
 use alloc::vec::Vec;
 use kcore::errno::Errno;
@@ -27,11 +28,7 @@ pub fn limit() -> u64 {
 }
 
 fn read_ptr(va: u64) -> Result<u64, Errno> {
-    check_user(va, 8, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 8);
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
+    uaccess::read_val(va)
 }
 
 /// The number of pointers before the NULL in the user array at `va` (0 for a null array); E2BIG as
@@ -50,29 +47,10 @@ fn count(va: u64, max_ptrs: u64) -> Result<u64, Errno> {
     Ok(n)
 }
 
-/// A view of the NUL-terminated user string at `va` without its NUL: E2BIG past `MAX_ARG_STRLEN`
-/// (NUL included), EFAULT if unmapped before its end.
-fn user_str(va: u64) -> Result<&'static [u8], Errno> {
-    let mut len = 0u64;
-    loop {
-        let a = va.checked_add(len).ok_or(Errno::EFAULT)?;
-        let chunk = ((a | 0xfff) + 1 - a).min(MAX_ARG_STRLEN + 1 - len);
-        check_user(a, chunk, false)?;
-        let bytes = crate::mm::uaccess::checked_slice(a, chunk as usize);
-        if let Some(i) = crate::arch::mem::find_nul(bytes) {
-            len += i as u64;
-            break;
-        }
-        len += chunk;
-        if len > MAX_ARG_STRLEN {
-            return Err(Errno::E2BIG);
-        }
-    }
-    if len + 1 > MAX_ARG_STRLEN {
-        return Err(Errno::E2BIG);
-    }
-    check_user(va, len, false)?;
-    Ok(crate::mm::uaccess::checked_slice(va, len as usize))
+/// The NUL-terminated user string at `va` (its NUL not counted): E2BIG past `MAX_ARG_STRLEN` (NUL
+/// included), EFAULT if unmapped before its end.
+fn user_str(va: u64) -> Result<UserStr, Errno> {
+    uaccess::user_str(va, MAX_ARG_STRLEN as usize, Errno::E2BIG)
 }
 
 /// The strings of execve's `argv` and `envp` (user arrays) for `filename_len` bytes of filename, in
@@ -82,7 +60,7 @@ pub fn collect(
     envp: u64,
     filename_len: u64,
     extra: usize,
-) -> Result<(Vec<&'static [u8]>, usize), Errno> {
+) -> Result<(Vec<ArgStr<'static>>, usize), Errno> {
     let limit = limit();
     let argc = count(argv, limit / 8)?;
     let envc = count(envp, limit / 8)?;
@@ -103,12 +81,12 @@ pub fn collect(
     for i in 0..envc {
         let s = user_str(read_ptr(envp + 8 * i)?)?;
         take(s.len() as u64)?;
-        out.push(s);
+        out.push(ArgStr::User(s));
     }
     for i in 0..argc {
         let s = user_str(read_ptr(argv + 8 * i)?)?;
         take(s.len() as u64)?;
-        out.push(s);
+        out.push(ArgStr::User(s));
     }
     out.rotate_left(envc as usize);
     Ok((out, argc as usize))

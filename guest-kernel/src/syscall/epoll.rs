@@ -78,8 +78,7 @@ pub fn sys_epoll_ctl(epfd: i64, op: u32, fd: i64, event: u64) -> SysResult {
     let (events, data) = if op == EPOLL_CTL_DEL {
         (0, 0)
     } else {
-        check_user(event, EVENT_SIZE, false)?;
-        let b = crate::mm::uaccess::checked_slice(event, EVENT_SIZE as usize);
+        let b: [u8; EVENT_SIZE as usize] = crate::mm::uaccess::read_val(event)?;
         let mut e = [0u8; 4];
         let mut d = [0u8; 8];
         e.copy_from_slice(&b[..4]);

@@ -6,108 +6,95 @@
 use super::SysResult;
 use crate::fs::file::{KernelBuf, KernelBytes, ReadBuf, WriteBuf};
 use crate::fs::{self, FileRef};
-use crate::mm::uaccess;
-use crate::proc::{resolve_fault, with_current, with_mm, Access};
+use crate::mm::uaccess::{self, UserReader, UserWriter};
+use crate::proc::{resolve_fault, with_current, with_mm, Access, BadAccess};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 
 /// Longest path (with its NUL), as Linux's PATH_MAX.
 const PATH_MAX: usize = 4096;
 
-/// Checks a user range in the current process, faulting pages in as its areas allow.
+/// Checks a user range in the current process, faulting pages in as its areas allow (the validation
+/// behind every user-memory handle: `mm::uaccess`).
 pub fn check_user(va: u64, len: u64, write: bool) -> Result<(), Errno> {
+    uaccess::validate(va, len, write)
+}
+
+/// The validation `mm::uaccess` calls (installed at boot): the process's areas decide about every
+/// page not usable as it is (demand paging, copy-on-write, or EFAULT). A page the areas allow but no
+/// frame can be had for invokes the OOM killer, as a user-mode fault does (Linux's page allocator
+/// does the same for a fault in `copy_from_user`), and is tried again; EFAULT if memory is still
+/// short, or if this process was the victim (its SIGKILL ends it on the way out).
+pub fn validate_user(va: u64, len: u64, write: bool, may_sleep: bool) -> Result<(), Errno> {
     let access = if write { Access::Write } else { Access::Read };
-    with_mm(|mm| {
+    let mut no_frame = None;
+    let r = with_mm(|mm| {
         let (aspace, vmas) = (&mut mm.aspace, &mm.vmas);
         uaccess::check(aspace, va, len, write, |aspace, page| {
-            resolve_fault(aspace, vmas, page, access).is_ok()
+            match resolve_fault(aspace, vmas, page, access) {
+                Ok(()) => true,
+                Err(BadAccess::NoPage) => {
+                    no_frame = Some(page);
+                    false
+                }
+                Err(_) => false,
+            }
         })
-    })
+    });
+    match no_frame {
+        Some(page) if r.is_err() && may_sleep => {
+            if !crate::proc::oom::out_of_memory() || crate::proc::signal::fatal_pending() {
+                return r;
+            }
+            // Room was made: the pages from the one that failed on.
+            let end = va + len;
+            validate_user(page, end - page, write, false)
+        }
+        _ => r,
+    }
 }
 
 /// Copies a NUL-terminated string (at most PATH_MAX bytes) from user memory.
 pub fn user_cstr(va: u64) -> Result<Vec<u8>, Errno> {
-    let mut out = Vec::new();
-    // The page checked last (None at first: page 0 must be checked too, it is where NULL points).
-    let mut page_checked: Option<u64> = None;
-    loop {
-        let a = va.checked_add(out.len() as u64).ok_or(Errno::EFAULT)?;
-        if page_checked != Some(a & !0xfff) {
-            check_user(a, 1, false)?;
-            page_checked = Some(a & !0xfff);
-        }
-        let chunk_end = (a | 0xfff) + 1;
-        let bytes = uaccess_slice(a, chunk_end - a);
-        match bytes.iter().position(|&b| b == 0) {
-            Some(n) => {
-                out.extend_from_slice(&bytes[..n]);
-                return Ok(out);
-            }
-            None => out.extend_from_slice(bytes),
-        }
-        if out.len() > PATH_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
-    }
-}
-
-pub(super) fn uaccess_slice(va: u64, len: u64) -> &'static [u8] {
-    crate::mm::uaccess::checked_slice(va, len as usize)
+    uaccess::read_cstr(va, PATH_MAX, Errno::ENAMETOOLONG)
 }
 
 /// Writes `bytes` to user memory at `va`.
 pub fn copy_to_user(va: u64, bytes: &[u8]) -> Result<(), Errno> {
-    check_user(va, bytes.len() as u64, true)?;
-    crate::mm::uaccess::checked_slice_mut(va, bytes.len()).copy_from_slice(bytes);
-    Ok(())
+    uaccess::copy_to_user(va, bytes)
 }
 
 pub(super) fn file(fd: i64) -> Result<FileRef, Errno> {
     with_current(|p| p.fds.get(fd))
 }
 
-/// User memory as the destination of a read: checked writable just before each copy.
-struct UserOut {
-    va: u64,
-    len: usize,
-}
+/// User memory as the destination of a read: validated when the call starts, each copy fault-safe.
+struct UserOut(UserWriter);
 
 impl ReadBuf for UserOut {
     fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
     fn put(&mut self, at: usize, bytes: &[u8]) -> Result<(), Errno> {
-        copy_to_user(self.va + at as u64, bytes)
+        self.0.write_all_at(at, bytes)
     }
-    fn direct(&mut self) -> Result<Option<&mut [u8]>, Errno> {
-        check_user(self.va, self.len as u64, true)?;
-        Ok(Some(crate::mm::uaccess::checked_slice_mut(
-            self.va, self.len,
-        )))
-    }
-    fn user_range(&self) -> Option<(u64, usize)> {
-        Some((self.va, self.len))
+    fn user_writer(&mut self) -> Option<&mut UserWriter> {
+        Some(&mut self.0)
     }
 }
 
-/// User memory as the source of a write: checked readable just before each copy.
-struct UserIn {
-    va: u64,
-    len: usize,
-}
+/// User memory as the source of a write: validated when the call starts, each copy fault-safe.
+struct UserIn(UserReader);
 
 impl WriteBuf for UserIn {
     fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
     fn get(&mut self, at: usize, dst: &mut [u8]) -> Result<(), Errno> {
-        let va = self.va + at as u64;
-        check_user(va, dst.len() as u64, false)?;
-        dst.copy_from_slice(uaccess_slice(va, dst.len() as u64));
-        Ok(())
+        self.0.read_exact_at(at, dst)
     }
-    fn user_range(&self) -> Option<(u64, usize)> {
-        Some((self.va, self.len))
+    fn user_reader(&mut self) -> Option<&mut UserReader> {
+        Some(&mut self.0)
     }
 }
 
@@ -116,11 +103,7 @@ pub fn sys_read(fd: i64, buf: u64, len: u64) -> SysResult {
     if !f.readable() {
         return Err(Errno::EBADF);
     }
-    check_user(buf, len, true)?;
-    let mut out = UserOut {
-        va: buf,
-        len: len as usize,
-    };
+    let mut out = UserOut(UserWriter::new(buf, len as usize)?);
     f.ops.read(&f, &mut out).map(|n| n as u64)
 }
 
@@ -137,11 +120,7 @@ pub fn sys_pread64(fd: i64, buf: u64, len: u64, offset: i64) -> SysResult {
     if offset < 0 {
         return Err(Errno::EINVAL);
     }
-    check_user(buf, len, true)?;
-    let mut out = UserOut {
-        va: buf,
-        len: len as usize,
-    };
+    let mut out = UserOut(UserWriter::new(buf, len as usize)?);
     f.ops.read_at(&f, offset as u64, &mut out).map(|n| n as u64)
 }
 
@@ -157,11 +136,7 @@ pub fn sys_pwrite64(fd: i64, buf: u64, len: u64, offset: i64) -> SysResult {
     if offset < 0 {
         return Err(Errno::EINVAL);
     }
-    check_user(buf, len, false)?;
-    let mut src = UserIn {
-        va: buf,
-        len: len as usize,
-    };
+    let mut src = UserIn(UserReader::new(buf, len as usize)?);
     f.ops
         .write_at(&f, offset as u64, &mut src)
         .map(|n| n as u64)
@@ -172,11 +147,7 @@ pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
     if !f.writable() {
         return Err(Errno::EBADF);
     }
-    check_user(buf, len, false)?;
-    let mut src = UserIn {
-        va: buf,
-        len: len as usize,
-    };
+    let mut src = UserIn(UserReader::new(buf, len as usize)?);
     sigpipe(f.ops.write(&f, &mut src)).map(|n| n as u64)
 }
 
@@ -203,10 +174,9 @@ pub fn sys_sendfile(out_fd: i64, in_fd: i64, offset: u64, count: u64) -> SysResu
         return Err(Errno::EINVAL);
     }
     let mut pos = if offset != 0 {
+        // Validated for writing now: the new offset is written back at the end.
         check_user(offset, 8, true)?;
-        let mut b = [0u8; 8];
-        b.copy_from_slice(uaccess_slice(offset, 8));
-        let v = i64::from_le_bytes(b);
+        let v: i64 = uaccess::read_val(offset)?;
         if v < 0 {
             return Err(Errno::EINVAL);
         }
@@ -259,18 +229,15 @@ fn iovecs(iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, Errno> {
     if cnt > 1024 {
         return Err(Errno::EINVAL);
     }
-    check_user(iov, cnt * 16, false)?;
-    let raw = uaccess_slice(iov, cnt * 16);
-    Ok(raw
-        .chunks_exact(16)
-        .map(|c| {
-            let mut a = [0u8; 8];
-            let mut b = [0u8; 8];
-            a.copy_from_slice(&c[..8]);
-            b.copy_from_slice(&c[8..]);
-            (u64::from_le_bytes(a), u64::from_le_bytes(b))
-        })
-        .collect())
+    let mut r = UserReader::new(iov, (cnt * 16) as usize)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(cnt as usize)
+        .map_err(|_| Errno::ENOMEM)?;
+    for _ in 0..cnt {
+        let [base, len] = r.read_val::<[u64; 2]>()?;
+        out.push((base, len));
+    }
+    Ok(out)
 }
 
 pub fn sys_readv(fd: i64, iov: u64, cnt: u64) -> SysResult {
@@ -407,9 +374,9 @@ const F_UNLCK: i16 = 2;
 /// i64 at 16, pid i32 at 24): a read lock needs the file open for reading, a write lock for writing
 /// (EBADF); EINVAL for a bad type, whence or range.
 fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
+    // Validated for writing: F_GETLK writes the result back.
     check_user(arg, 32, true)?;
-    let mut b = [0u8; 32];
-    b.copy_from_slice(uaccess_slice(arg, 32));
+    let b: [u8; 32] = uaccess::read_val(arg)?;
     let ty = i16::from_le_bytes([b[0], b[1]]);
     let whence = i16::from_le_bytes([b[2], b[3]]);
     let word = |i: usize| {
@@ -507,9 +474,7 @@ pub fn sys_ioctl(fd: i64, cmd: u32, arg: u64) -> SysResult {
     let f = file(fd)?;
     match cmd {
         FIONBIO => {
-            check_user(arg, 4, false)?;
-            let b = crate::mm::uaccess::checked_slice(arg, 4);
-            let on = b.iter().any(|&x| x != 0);
+            let on = uaccess::read_val::<u32>(arg)? != 0;
             f.set_flags(if on {
                 f.flags() | fs::O_NONBLOCK
             } else {

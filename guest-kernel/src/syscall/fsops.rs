@@ -7,7 +7,7 @@
 //! ENAMETOOLONG, EMLINK, ELOOP; EIO and a log line for corruption).
 #![deny(unsafe_code)]
 
-use super::file::{check_user, copy_to_user, file, user_cstr};
+use super::file::{copy_to_user, file, user_cstr};
 use super::path::{absolute, AT_FDCWD};
 use super::SysResult;
 use crate::fs::{self, ext2file::Ext2File, mount, now, parent_of, Mount};
@@ -200,8 +200,7 @@ pub fn sys_utimensat(dirfd: i64, path: u64, times: u64, flags: u32) -> SysResult
     let (atime, mtime) = if times == 0 {
         (Some(now), Some(now))
     } else {
-        check_user(times, 32, false)?;
-        let b = super::file::uaccess_slice(times, 32);
+        let b: [u8; 32] = crate::mm::uaccess::read_val(times)?;
         let word = |o: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&b[o..o + 8]);

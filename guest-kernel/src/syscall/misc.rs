@@ -179,10 +179,7 @@ pub fn sys_settimeofday(tv: u64, _tz: u64) -> SysResult {
 }
 
 fn read_user<const N: usize>(va: u64) -> Result<[u8; N], Errno> {
-    super::file::check_user(va, N as u64, false)?;
-    let mut b = [0u8; N];
-    b.copy_from_slice(crate::mm::uaccess::checked_slice(va, N));
-    Ok(b)
+    crate::mm::uaccess::read_val(va)
 }
 
 fn read_timespec(tp: u64) -> Result<u64, Errno> {
@@ -237,14 +234,8 @@ pub fn sys_time(t: u64) -> SysResult {
 /// alternate stack). `old_ss` is written only on success, as Linux does.
 pub fn sys_sigaltstack(ss: u64, old: u64, user_sp: u64) -> SysResult {
     let new = if ss != 0 {
-        super::file::check_user(ss, 24, false)?;
-        let b = crate::mm::uaccess::checked_slice(ss, 24);
-        let word = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(a)
-        };
-        Some((word(0), word(8) as u32, word(16)))
+        let [sp, flags, size] = crate::mm::uaccess::read_val::<[u64; 3]>(ss)?;
+        Some((sp, flags as u32, size))
     } else {
         None
     };

@@ -21,7 +21,7 @@ mod sched;
 pub mod thread;
 mod vsock;
 
-pub use file::{check_user, copy_to_user};
+pub use file::copy_to_user;
 
 use crate::arch::trap::TrapFrame;
 use crate::kprintln;

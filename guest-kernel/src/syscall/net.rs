@@ -3,8 +3,9 @@
 //! are `crate::net::socket`; read/write/close/poll on them go through the ordinary file calls.
 #![deny(unsafe_code)]
 
-use super::file::{check_user, copy_to_user};
+use super::file::copy_to_user;
 use super::SysResult;
+use crate::mm::uaccess::{self, UserReader, UserWriter};
 use crate::net::socket::{self, Addr, Proto, SocketRef};
 use crate::proc::with_current;
 use kcore::errno::Errno;
@@ -29,9 +30,7 @@ const IPPROTO_TCP: u32 = 6;
 const SOCKADDR_IN_LEN: u32 = 16;
 
 fn read_u32(va: u64) -> Result<u32, Errno> {
-    check_user(va, 4, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 4);
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    uaccess::read_val(va)
 }
 
 /// A `struct sockaddr_in` from user memory.
@@ -39,8 +38,7 @@ fn read_addr(va: u64, len: u32) -> Result<Addr, Errno> {
     if len < SOCKADDR_IN_LEN {
         return Err(Errno::EINVAL);
     }
-    check_user(va, SOCKADDR_IN_LEN as u64, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, SOCKADDR_IN_LEN as usize);
+    let b: [u8; SOCKADDR_IN_LEN as usize] = uaccess::read_val(va)?;
     if u16::from_le_bytes([b[0], b[1]]) != AF_INET {
         return Err(Errno::EAFNOSUPPORT);
     }
@@ -134,14 +132,8 @@ pub fn sys_sendto(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, alen: u32)
     } else {
         None
     };
-    check_user(buf, len, false)?;
-    let res = socket::send(
-        &s,
-        buf,
-        len as usize,
-        to,
-        nonblock || flags & MSG_DONTWAIT != 0,
-    );
+    let src = UserReader::new(buf, len as usize)?;
+    let res = socket::send(&s, &src, to, nonblock || flags & MSG_DONTWAIT != 0);
     sigpipe(res, flags & MSG_NOSIGNAL != 0).map(|n| n as u64)
 }
 
@@ -156,11 +148,10 @@ pub fn sigpipe(res: Result<usize, Errno>, nosignal: bool) -> Result<usize, Errno
 
 pub fn sys_recvfrom(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, lenp: u64) -> SysResult {
     let (s, nonblock) = sock(fd)?;
-    check_user(buf, len, true)?;
+    let mut dst = UserWriter::new(buf, len as usize)?;
     let (n, from) = socket::recv(
         &s,
-        buf,
-        len as usize,
+        &mut dst,
         nonblock || flags & MSG_DONTWAIT != 0,
         flags & MSG_PEEK != 0,
     )?;
@@ -172,24 +163,13 @@ pub fn sys_recvfrom(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, lenp: u6
 
 /// The parts of a `struct msghdr` used here: (name, namelen, iov, iovlen).
 fn read_msghdr(va: u64) -> Result<(u64, u32, u64, u64), Errno> {
-    check_user(va, 56, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 56);
-    let q = |o: usize| {
-        let mut x = [0u8; 8];
-        x.copy_from_slice(&b[o..o + 8]);
-        u64::from_le_bytes(x)
-    };
-    Ok((q(0), q(8) as u32, q(16), q(24)))
+    let q: [u64; 7] = uaccess::read_val(va)?;
+    Ok((q[0], q[1] as u32, q[2], q[3]))
 }
 
 fn iovec(iov: u64, i: u64) -> Result<(u64, u64), Errno> {
-    check_user(iov + i * 16, 16, false)?;
-    let b = crate::mm::uaccess::checked_slice(iov + i * 16, 16);
-    let mut x = [0u8; 8];
-    let mut y = [0u8; 8];
-    x.copy_from_slice(&b[..8]);
-    y.copy_from_slice(&b[8..]);
-    Ok((u64::from_le_bytes(x), u64::from_le_bytes(y)))
+    let [base, len] = uaccess::read_val::<[u64; 2]>(iov.checked_add(i * 16).ok_or(Errno::EFAULT)?)?;
+    Ok((base, len))
 }
 
 /// sendmsg: each iovec in turn (a datagram socket takes exactly one); no control messages.
@@ -237,7 +217,7 @@ pub fn sys_recvmsg(fd: i64, msg: u64, flags: u32) -> SysResult {
         }
     }
     // msg_flags: nothing truncated or out of band to report.
-    copy_to_user(msg + 48, &0u32.to_le_bytes())?;
+    uaccess::write_val(msg + 48, &0u32)?;
     Ok(total)
 }
 
@@ -264,13 +244,7 @@ fn read_timeval(va: u64, len: u32) -> Result<Option<u64>, Errno> {
     if len < 16 {
         return Err(Errno::EINVAL);
     }
-    check_user(va, 16, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 16);
-    let mut x = [0u8; 8];
-    let mut y = [0u8; 8];
-    x.copy_from_slice(&b[..8]);
-    y.copy_from_slice(&b[8..]);
-    let (sec, usec) = (i64::from_le_bytes(x), i64::from_le_bytes(y));
+    let [sec, usec] = uaccess::read_val::<[i64; 2]>(va)?;
     if !(0..1_000_000).contains(&usec) {
         return Err(Errno::EDOM);
     }

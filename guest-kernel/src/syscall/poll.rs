@@ -70,13 +70,7 @@ fn deadline_after_ns(ns: u64) -> u64 {
 
 /// A `struct timespec` / `struct timeval` at `va` as nanoseconds (`unit` ns per second fraction unit).
 fn read_time(va: u64, unit: u64) -> Result<u64, Errno> {
-    check_user(va, 16, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 16);
-    let mut s = [0u8; 8];
-    let mut f = [0u8; 8];
-    s.copy_from_slice(&b[..8]);
-    f.copy_from_slice(&b[8..]);
-    let (sec, frac) = (i64::from_le_bytes(s), i64::from_le_bytes(f));
+    let [sec, frac] = crate::mm::uaccess::read_val::<[i64; 2]>(va)?;
     if sec < 0 || frac < 0 || (frac as u64).saturating_mul(unit) >= 1_000_000_000 {
         return Err(Errno::EINVAL);
     }
@@ -89,8 +83,13 @@ fn poll_common(fds: u64, nfds: u64, deadline: Option<u64>) -> SysResult {
     if nfds > crate::fs::fd::MAX_FDS as u64 {
         return Err(Errno::EINVAL);
     }
+    // Validated for writing: revents go back into the same array.
     check_user(fds, nfds * 8, true)?;
-    let mut raw: Vec<u8> = crate::mm::uaccess::checked_slice(fds, (nfds * 8) as usize).to_vec();
+    let mut raw: Vec<u8> = Vec::new();
+    raw.try_reserve_exact((nfds * 8) as usize)
+        .map_err(|_| Errno::ENOMEM)?;
+    raw.resize((nfds * 8) as usize, 0);
+    crate::mm::uaccess::copy_from_user(&mut raw, fds)?;
     let list: Vec<(i64, u16)> = raw
         .chunks_exact(8)
         .map(|e| {
@@ -134,10 +133,8 @@ pub fn with_sigmask(sigmask: u64, sigsetsize: u64, wait: impl FnOnce() -> SysRes
     if sigsetsize != 8 {
         return Err(Errno::EINVAL);
     }
-    check_user(sigmask, 8, false)?;
-    let mut m = [0u8; 8];
-    m.copy_from_slice(crate::mm::uaccess::checked_slice(sigmask, 8));
-    crate::proc::signal::suspend_mask(u64::from_le_bytes(m));
+    let m: u64 = crate::mm::uaccess::read_val(sigmask)?;
+    crate::proc::signal::suspend_mask(m);
     let r = wait();
     if r != Err(Errno::ERESTARTNOHAND) {
         crate::proc::signal::restore_saved_mask();
@@ -154,8 +151,13 @@ fn select_common(nfds: u64, sets: [u64; 3], deadline: Option<u64>) -> SysResult 
     let mut bits: [Vec<u8>; 3] = Default::default();
     for (i, &va) in sets.iter().enumerate() {
         if va != 0 {
+            // Validated for writing: the result sets go back into the same bitmaps.
             check_user(va, bytes as u64, true)?;
-            bits[i] = crate::mm::uaccess::checked_slice(va, bytes).to_vec();
+            let mut b = Vec::new();
+            b.try_reserve_exact(bytes).map_err(|_| Errno::ENOMEM)?;
+            b.resize(bytes, 0);
+            crate::mm::uaccess::copy_from_user(&mut b, va)?;
+            bits[i] = b;
         }
     }
     let is_set = |b: &Vec<u8>, fd: usize| b.get(fd / 8).is_some_and(|x| x & (1 << (fd % 8)) != 0);
@@ -227,14 +229,8 @@ pub fn sys_pselect6(nfds: u64, r: u64, w: u64, e: u64, ts: u64, sig: u64) -> Sys
     let (mask, size) = if sig == 0 {
         (0, 0)
     } else {
-        check_user(sig, 16, false)?;
-        let b = crate::mm::uaccess::checked_slice(sig, 16);
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
-        (word(0), word(8))
+        let [mask, size] = crate::mm::uaccess::read_val::<[u64; 2]>(sig)?;
+        (mask, size)
     };
     with_sigmask(mask, size, || select_common(nfds, [r, w, e], deadline))
 }

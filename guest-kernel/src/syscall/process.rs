@@ -2,7 +2,7 @@
 //! and sessions, signal actions and masks, rt_sigreturn, sleeping, sched_yield, prctl.
 #![deny(unsafe_code)]
 
-use super::file::{check_user, copy_to_user, user_cstr};
+use super::file::{copy_to_user, user_cstr};
 use super::SysResult;
 use crate::arch::trap::TrapFrame;
 use crate::proc::exit::Waited;
@@ -19,11 +19,7 @@ pub fn sys_vfork(frame: &TrapFrame) -> SysResult {
 }
 
 fn read_u64(va: u64) -> Result<u64, Errno> {
-    check_user(va, 8, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 8);
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
+    crate::mm::uaccess::read_val(va)
 }
 
 pub fn sys_execve(frame: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> SysResult {
@@ -31,7 +27,7 @@ pub fn sys_execve(frame: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> Sys
     let path = super::path::absolute_path(name.clone())?;
     let (mut strs, argc) = super::args::collect(argv, envp, name.len() as u64, 1)?;
     if proc::exec::needs_tunable(&strs[argc..]) {
-        strs.push(proc::exec::NO_AVX_TUNABLE);
+        strs.push(proc::exec::ArgStr::Kernel(proc::exec::NO_AVX_TUNABLE));
     }
     let (a, e) = strs.split_at(argc);
     proc::exec::exec_current(frame, &path, a, e).map(|_| 0)
@@ -46,7 +42,7 @@ pub fn sys_wait4(pid: i32, status: u64, options: u32, rusage: u64) -> SysResult 
         Waited::None => Ok(0),
         Waited::Child(p, s, usage) => {
             if status != 0 {
-                copy_to_user(status, &s.to_le_bytes())?;
+                crate::mm::uaccess::write_val(status, &s)?;
             }
             if rusage != 0 {
                 copy_to_user(rusage, &super::sched::rusage_bytes(&usage))?;

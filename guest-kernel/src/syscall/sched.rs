@@ -3,7 +3,7 @@
 //! times and getrusage. The numbers come from the scheduler's entities (`proc::sched::entity`).
 #![deny(unsafe_code)]
 
-use super::file::{check_user, copy_to_user};
+use super::file::copy_to_user;
 use super::SysResult;
 use crate::proc::exit::Usage;
 use crate::proc::{self, sched, Pid};
@@ -87,9 +87,7 @@ fn read_sched_priority(param: u64) -> Result<i32, Errno> {
     if param == 0 {
         return Err(Errno::EINVAL);
     }
-    check_user(param, 4, false)?;
-    let b = crate::mm::uaccess::checked_slice(param, 4);
-    Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    crate::mm::uaccess::read_val::<i32>(param)
 }
 
 /// sched_setscheduler: SCHED_NORMAL, SCHED_BATCH and SCHED_IDLE (priority 0; SCHED_RESET_ON_FORK is

@@ -11,11 +11,7 @@ use crate::proc::{self, with_current};
 use kcore::errno::Errno;
 
 fn read_u64(va: u64) -> Result<u64, Errno> {
-    check_user(va, 8, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 8);
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
+    crate::mm::uaccess::read_val(va)
 }
 
 /// clone(flags, stack, parent_tid, child_tid, tls).

@@ -187,6 +187,13 @@ fn handle(frame: &mut TrapFrame) {
             if frame.user_mode() {
                 let addr = if v == 14 { read_cr2() } else { 0 };
                 crate::proc::user_fault(frame, addr);
+            } else if let Some(fix) = (v == 14)
+                .then(|| super::mem::user_copy_fixup(frame.rip, read_cr2()))
+                .flatten()
+            {
+                // A user copy touched a page that is not there (or not writable): it stops short and
+                // returns the bytes it did not copy (Linux's exception table).
+                frame.rip = fix;
             } else {
                 kernel_fault(frame);
             }

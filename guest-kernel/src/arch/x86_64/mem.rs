@@ -151,21 +151,131 @@ pub extern "C" fn _Unwind_Resume() -> ! {
     super::cpu::debug_exit(0x7f)
 }
 
-/// The index of the first zero byte of `s` (`None` if it has none), found with `repne scasb`: one
-/// emulated iteration per byte instead of a loop of several instructions (execve scans up to 2 MiB of
-/// argument strings).
-pub fn find_nul(s: &[u8]) -> Option<usize> {
-    if s.is_empty() {
+// The fault-safe user copy (Linux's `copy_user_generic` with its exception table): `rep movsq` then
+// `rep movsb`, as memcpy. A page fault at a user address on either instruction does not panic: the
+// page-fault handler ([`user_copy_fixup`]) resumes at the matching fixup label, which returns the
+// bytes not copied (RCX counts the repetitions left, RDX the tail still to go).
+core::arch::global_asm!(
+    ".section .text.copy_user, \"ax\"",
+    ".global microvm_copy_user",
+    "microvm_copy_user:",
+    "mov rcx, rdx",
+    "shr rcx, 3",
+    "and edx, 7",
+    ".global microvm_copy_user_q",
+    "microvm_copy_user_q:",
+    "rep movsq",
+    "mov ecx, edx",
+    ".global microvm_copy_user_b",
+    "microvm_copy_user_b:",
+    "rep movsb",
+    "xor eax, eax",
+    "ret",
+    ".global microvm_copy_user_fix_q",
+    "microvm_copy_user_fix_q:",
+    "lea rax, [rdx + rcx * 8]",
+    "ret",
+    ".global microvm_copy_user_fix_b",
+    "microvm_copy_user_fix_b:",
+    "mov rax, rcx",
+    "ret",
+    // The NUL scan (Linux's strnlen_user): rdi = start, rsi = length; rax = the NUL's index, the
+    // length when there is none, or -1 when a fault stopped the scan.
+    ".global microvm_user_scan",
+    "microvm_user_scan:",
+    "mov rcx, rsi",
+    "xor eax, eax",
+    "test rcx, rcx",
+    "jz 2f",
+    ".global microvm_user_scan_i",
+    "microvm_user_scan_i:",
+    "repne scasb",
+    "jne 2f",
+    "mov rax, rsi",
+    "sub rax, rcx",
+    "dec rax",
+    "ret",
+    "2:",
+    "mov rax, rsi",
+    "ret",
+    ".global microvm_user_scan_fix",
+    "microvm_user_scan_fix:",
+    "mov rax, -1",
+    "ret",
+    ".text",
+);
+
+extern "C" {
+    fn microvm_copy_user(dst: *mut u8, src: *const u8, n: usize) -> usize;
+    static microvm_copy_user_q: u8;
+    static microvm_copy_user_b: u8;
+    static microvm_copy_user_fix_q: u8;
+    static microvm_copy_user_fix_b: u8;
+    fn microvm_user_scan(p: *const u8, n: usize) -> usize;
+    static microvm_user_scan_i: u8;
+    static microvm_user_scan_fix: u8;
+}
+
+/// The user address of the last fault [`user_copy_fixup`] took (read by the copy's caller to resolve
+/// that page and try again).
+static LAST_COPY_FAULT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Faults in a user copy resumed at a fixup since boot.
+static COPY_FAULTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Copies `n` bytes from `src` to `dst`, one of which is user memory, and returns how many bytes were
+/// NOT copied (0: all of them): a page fault on the user side stops the copy instead of panicking.
+/// After a short copy, [`last_copy_fault`] is the user address that faulted.
+///
+/// # Safety
+/// The kernel side must be valid for `n` bytes; the user side must lie wholly below `USER_END`
+/// (user addresses of the current address space, mapped or not). The ranges must not overlap.
+pub unsafe fn copy_user(dst: *mut u8, src: *const u8, n: usize) -> usize {
+    // SAFETY: guaranteed by the caller; a fault on the user side resumes at a fixup (see above).
+    unsafe { microvm_copy_user(dst, src, n) }
+}
+
+/// The index of the first zero byte of the `n` user bytes at `p` (`Ok(None)` when there is none), with
+/// `repne scasb`; `Err(())` when a page fault at a user address stopped the scan.
+///
+/// # Safety
+/// `[p, p + n)` must lie wholly below `USER_END` (user addresses of the current address space).
+pub unsafe fn user_find_nul(p: *const u8, n: usize) -> Result<Option<usize>, ()> {
+    // SAFETY: guaranteed by the caller; a fault resumes at the fixup, which returns -1.
+    match unsafe { microvm_user_scan(p, n) } {
+        usize::MAX => Err(()),
+        i if i == n => Ok(None),
+        i => Ok(Some(i)),
+    }
+}
+
+/// The user address the last interrupted user copy faulted at.
+pub fn last_copy_fault() -> u64 {
+    LAST_COPY_FAULT.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// User copies that faulted and were resumed at their fixup, since boot.
+pub fn copy_faults() -> u64 {
+    COPY_FAULTS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The exception table: for a kernel-mode page fault at `rip` on user address `addr`, the address to
+/// resume at when `rip` is one of the user copy's two string instructions; None otherwise (a kernel bug).
+pub fn user_copy_fixup(rip: u64, addr: u64) -> Option<u64> {
+    if addr >= super::layout::USER_END {
         return None;
     }
-    let left: usize;
-    // SAFETY: reads only `s`; DF is clear in the kernel.
-    unsafe {
-        asm!("repne scasb",
-             inout("rcx") s.len() => left, inout("rdi") s.as_ptr() => _, in("al") 0u8,
-             options(nostack, readonly));
-    }
-    // rcx counts down once per byte compared, the matching one included.
-    let scanned = s.len() - left;
-    (s[scanned - 1] == 0).then(|| scanned - 1)
+    let q = &raw const microvm_copy_user_q as u64;
+    let b = &raw const microvm_copy_user_b as u64;
+    let fix = if rip == q {
+        &raw const microvm_copy_user_fix_q as u64
+    } else if rip == b {
+        &raw const microvm_copy_user_fix_b as u64
+    } else if rip == &raw const microvm_user_scan_i as u64 {
+        &raw const microvm_user_scan_fix as u64
+    } else {
+        return None;
+    };
+    LAST_COPY_FAULT.store(addr, core::sync::atomic::Ordering::Relaxed);
+    COPY_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    Some(fix)
 }
