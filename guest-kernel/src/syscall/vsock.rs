@@ -3,9 +3,10 @@
 //! ([`owns`]); read, write, close and poll go through the ordinary file calls.
 #![deny(unsafe_code)]
 
-use super::file::{check_user, copy_to_user};
+use super::file::copy_to_user;
 use super::SysResult;
 use crate::fs::file::{ReadBuf, WriteBuf};
+use crate::mm::uaccess::{self, UserReader, UserWriter};
 use crate::net::vsock_sock::{self as vsock, SockRef};
 use crate::proc::with_current;
 use kcore::errno::Errno;
@@ -104,16 +105,14 @@ fn sys_socket(ty: u32, protocol: u32) -> SysResult {
 }
 
 fn read_u32(va: u64) -> Result<u32, Errno> {
-    check_user(va, 4, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 4);
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    uaccess::read_val(va)
 }
 
 fn read_addr(va: u64, len: u32) -> Result<SockaddrVm, Errno> {
     let n = (len as usize).min(SOCKADDR_VM_LEN);
-    check_user(va, n as u64, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, n);
-    SockaddrVm::parse(b).map_err(|e| match e {
+    let mut raw = [0u8; SOCKADDR_VM_LEN];
+    uaccess::copy_from_user(&mut raw[..n], va)?;
+    SockaddrVm::parse(&raw[..n]).map_err(|e| match e {
         AddrError::TooShort => Errno::EINVAL,
         AddrError::Family => Errno::EAFNOSUPPORT,
     })
@@ -142,36 +141,33 @@ fn sys_accept4(fd: i64, addr: u64, lenp: u64, flags: u32) -> SysResult {
     Ok(nfd)
 }
 
-/// User memory as the destination of a receive: checked writable before each copy.
-struct UserOut {
-    va: u64,
-    len: usize,
-}
+/// User memory as the destination of a receive (a validated writer; each copy fault-safe).
+struct UserOut(UserWriter);
 
 impl ReadBuf for UserOut {
     fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
     fn put(&mut self, at: usize, bytes: &[u8]) -> Result<(), Errno> {
-        copy_to_user(self.va + at as u64, bytes)
+        self.0.write_all_at(at, bytes)
+    }
+    fn user_writer(&mut self) -> Option<&mut UserWriter> {
+        Some(&mut self.0)
     }
 }
 
-/// User memory as the source of a send: checked readable before each copy.
-struct UserIn {
-    va: u64,
-    len: usize,
-}
+/// User memory as the source of a send (a validated reader; each copy fault-safe).
+struct UserIn(UserReader);
 
 impl WriteBuf for UserIn {
     fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
     fn get(&mut self, at: usize, dst: &mut [u8]) -> Result<(), Errno> {
-        let va = self.va + at as u64;
-        check_user(va, dst.len() as u64, false)?;
-        dst.copy_from_slice(crate::mm::uaccess::checked_slice(va, dst.len()));
-        Ok(())
+        self.0.read_exact_at(at, dst)
+    }
+    fn user_reader(&mut self) -> Option<&mut UserReader> {
+        Some(&mut self.0)
     }
 }
 
@@ -189,10 +185,7 @@ fn sys_sendto(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, alen: u32) -> 
     let nonblock = nonblocking(fd)? || flags & MSG_DONTWAIT != 0;
     let res = vsock::send(
         &s,
-        &mut UserIn {
-            va: buf,
-            len: len as usize,
-        },
+        &mut UserIn(UserReader::new(buf, len as usize)?),
         nonblock,
     );
     super::net::sigpipe(res, flags & MSG_NOSIGNAL != 0).map(|n| n as u64)
@@ -203,10 +196,7 @@ fn sys_recvfrom(fd: i64, buf: u64, len: u64, flags: u32, lenp: u64) -> SysResult
     let nonblock = nonblocking(fd)? || flags & MSG_DONTWAIT != 0;
     let n = vsock::recv(
         &s,
-        &mut UserOut {
-            va: buf,
-            len: len as usize,
-        },
+        &mut UserOut(UserWriter::new(buf, len as usize)?),
         nonblock,
         flags & MSG_PEEK != 0,
     )?;
@@ -217,23 +207,15 @@ fn sys_recvfrom(fd: i64, buf: u64, len: u64, flags: u32, lenp: u64) -> SysResult
     Ok(n as u64)
 }
 
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(x)
-}
-
 /// (iov, iovlen) of a `struct msghdr`.
 fn msghdr_iov(msg: u64) -> Result<(u64, u64), Errno> {
-    check_user(msg, 56, false)?;
-    let b = crate::mm::uaccess::checked_slice(msg, 56);
-    Ok((u64_at(b, 16), u64_at(b, 24)))
+    let q: [u64; 7] = uaccess::read_val(msg)?;
+    Ok((q[2], q[3]))
 }
 
 fn iovec(iov: u64, i: u64) -> Result<(u64, u64), Errno> {
-    check_user(iov + i * 16, 16, false)?;
-    let b = crate::mm::uaccess::checked_slice(iov + i * 16, 16);
-    Ok((u64_at(b, 0), u64_at(b, 8)))
+    let [base, len] = uaccess::read_val::<[u64; 2]>(iov.checked_add(i * 16).ok_or(Errno::EFAULT)?)?;
+    Ok((base, len))
 }
 
 fn sys_sendmsg(fd: i64, msg: u64, flags: u32) -> SysResult {
@@ -283,9 +265,7 @@ fn read_timeval(va: u64, len: u32) -> Result<Option<u64>, Errno> {
     if len < 16 {
         return Err(Errno::EINVAL);
     }
-    check_user(va, 16, false)?;
-    let b = crate::mm::uaccess::checked_slice(va, 16);
-    let (sec, usec) = (u64_at(b, 0) as i64, u64_at(b, 8) as i64);
+    let [sec, usec] = uaccess::read_val::<[i64; 2]>(va)?;
     if !(0..1_000_000).contains(&usec) {
         return Err(Errno::EDOM);
     }
