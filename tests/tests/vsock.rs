@@ -7,7 +7,7 @@
 //! With the guest kernel and the rootfs program `vsock` (rootfs/c/vsock.c, glibc and musl builds): host to
 //! guest through `CONNECT` to the guest's echo server, several connections at once; guest to host through
 //! `<uds_path>_PORT`; a guest connection to a port nobody listens on (ECONNRESET, as Linux); bulk data
-//! each way with a CRC-32 on both ends; a guest that never reads: the host's writes block after a bounded
+//! each way with a CRC-32 on both ends (8 MiB, or MICROVM_VSOCK_MIB); SO_RCVTIMEO (EAGAIN); a guest that never reads: the host's writes block after a bounded
 //! amount and the VMM's RSS stays put, and the guest still answers on other connections.
 
 use std::io::{Read, Write};
@@ -338,9 +338,10 @@ fn guest_kernel_vsock_both_directions_bulk_and_a_reader_that_stalls() {
     });
     let start = Instant::now();
     g.sh(&format!("vsock-musl send 2 5002 {mib}"));
-    let sent = g.line("vsock: sent ");
+    // The host's reader ends with the data (each read within T); the guest's line is out by then.
     let got = h.join().unwrap();
     let secs = start.elapsed().as_secs_f64();
+    let sent = g.line("vsock: sent ");
     let peer = g.line("vsock: peer: ");
     assert_eq!(got.len(), mib << 20);
     let want = format!("vsock: sent {} bytes crc {:08x}", mib << 20, crc32(0, &got));
@@ -353,6 +354,13 @@ fn guest_kernel_vsock_both_directions_bulk_and_a_reader_that_stalls() {
         "vsock guest->host: {mib} MiB in {secs:.2} s ({:.1} MB/s)",
         (mib << 20) as f64 / secs / 1e6
     );
+
+    // SO_RCVTIMEO: a receiver whose peer sends nothing gives up with EAGAIN after its timeout.
+    g.sh("vsock-glibc recv 1027 --timeout 1");
+    g.wait_count("vsock: listening on port 1027", 1);
+    let quiet = host_connect(&g.uds, 1027);
+    assert_eq!(g.line("vsock: read:"), "vsock: read: EAGAIN (errno 11)");
+    drop(quiet);
 
     // A guest that never reads: the host's writes stop after a bounded amount, the VMM's memory does
     // not grow, and the guest's other connections still work.
