@@ -309,11 +309,11 @@ def main():
                 os.unlink(mig)
     print(f"\nload average after: {load_average()}")
     print("\nrestore, exec -> first KVM_RUN (QEMU: -> running), ms: p50 / p99 / min")
-    print(f"  {'':<18} {'microvm':>22} {'kvm-restore-floor':>22} {'QEMU':>24} {'microvm/QEMU p50':>17}")
+    print(f"  {'':<18} {'microvm':>22}  {'kvm-restore-floor':>22}  {'QEMU':>26}  {'microvm/QEMU p50':>17}")
     cell = lambda v: f"{q(v, .5):.2f} / {q(v, .99):.2f} / {min(v):.2f}" if v else "-"
     for name, firsts, floors, qs in summary:
         ratio = f"{q(firsts, .5) / q(qs, .5):.3f}" if qs else "-"
-        print(f"  {name:<18} {cell(firsts):>22} {cell(floors):>22} {cell(qs):>24} {ratio:>17}")
+        print(f"  {name:<18} {cell(firsts):>22}  {cell(floors):>22}  {cell(qs):>26}  {ratio:>17}")
 
 
 if __name__ == "__main__":
