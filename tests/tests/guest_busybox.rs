@@ -194,7 +194,10 @@ fn the_guests_date_is_the_hosts() {
                 .duration_since(UNIX_EPOCH)
                 .unwrap()
                 .as_secs();
-            guest = vm.stdout().lines().find_map(|l| {
+            // Complete lines only: a line still being printed would parse as a prefix of the number.
+            let out = vm.stdout();
+            let complete = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
+            guest = complete.lines().find_map(|l| {
                 l.trim()
                     .strip_prefix("guest-time=")
                     .and_then(|t| t.parse::<u64>().ok())
