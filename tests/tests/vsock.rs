@@ -1,7 +1,7 @@
 //! virtio-vsock end to end: `microvm` with a vsock device, clients on its Unix socket.
 //!
-//! With the PVH test guest (no vsock driver): the device is configured from the flag and the API and reads
-//! back in `GET /vm/config`; its Unix socket closes a malformed `CONNECT` line or a port out of range at
+//! With the PVH test guest (no vsock driver): the device is configured from the flag, the API and a config
+//! file and reads back in `GET /vm/config`; its Unix socket closes a malformed `CONNECT` line or a port out of range at
 //! once, and a `CONNECT` the guest never answers after the timeout, while the VM runs on.
 //!
 //! With the guest kernel and the rootfs program `vsock` (rootfs/c/vsock.c, glibc and musl builds): host to
@@ -99,6 +99,34 @@ fn the_host_side_refuses_bad_lines_and_times_out_unanswered_connects() {
     assert!(wait_until(T, || vm.stdout().matches("count ").count() > n));
     drop(vm);
     let _ = std::fs::remove_file(&uds);
+}
+
+#[test]
+fn a_config_files_vsock_section_makes_the_device() {
+    if !require_kvm() {
+        return;
+    }
+    let uds = tmp("cfg.sock");
+    let cfg = tmp("cfg.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{PVH}", "boot_args": "count"}},
+                "vsock": {{"vsock_id": "vsock0", "guest_cid": 7, "uds_path": "{}"}}}}"#,
+            uds.display()
+        ),
+    )
+    .unwrap();
+    let vm = Vm::spawn(&["--config-file", cfg.to_str().unwrap()]);
+    vm.wait_for_output("counting", T);
+    assert!(vm.stdout().contains("virtio_mmio.device=4K@0xd0000000:5"));
+    let mut c = UnixStream::connect(&uds).unwrap();
+    c.write_all(b"CONNECT\n").unwrap();
+    assert_eq!(read_to_close(&mut c, T), b"");
+    drop(vm);
+    for f in [&uds, &cfg] {
+        let _ = std::fs::remove_file(f);
+    }
 }
 
 #[test]
