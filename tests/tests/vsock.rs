@@ -553,6 +553,14 @@ fn a_guest_sending_bad_packets_and_bogus_credit_is_reset_never_served_beyond_cre
     );
     vm.wait_for_output("counting", T);
     assert_eq!(api(&api_sock, "GET", "/", "").0, 200);
+    let (status, body) = api(&api_sock, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{body}");
+    let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = &m["vsock"];
+    assert_eq!(v["host_connects"], 1, "{v}");
+    assert_eq!(v["rx_bytes_count"], 4096, "{v}");
+    assert!(v["rsts_sent"].as_u64().unwrap() >= 4, "{v}");
+    assert!(v["malformed"].as_u64().unwrap() >= 2, "{v}");
     drop(vm);
     let _ = std::fs::remove_file(&uds);
 }

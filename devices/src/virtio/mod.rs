@@ -38,7 +38,7 @@ pub use console::Console;
 pub use interrupt::VirtioInterrupt;
 pub use mmio::MmioTransport;
 pub use net::{Net, NetConfig, NetMetrics};
-pub use vsock::{Vsock, VsockConfig, TYPE_VSOCK};
+pub use vsock::{Vsock, VsockConfig, VsockMetrics, TYPE_VSOCK};
 
 /// Virtio device ids (virtio 1.x, 5 "Device Types").
 pub const TYPE_NET: u32 = 1;

@@ -25,7 +25,7 @@ use crate::api::{ApiError, ApiMetrics, Outcome, Reply};
 use crate::builder::BuildError;
 use crate::device_manager::DeviceError;
 use devices::virtio::block::BlockMetrics;
-use devices::virtio::NetMetrics;
+use devices::virtio::{NetMetrics, VsockMetrics};
 
 pub use preboot::{PrebootAnswer, PrebootController};
 pub use runtime::{RuntimeApi, RuntimeController};
@@ -134,6 +134,8 @@ struct Metrics<'a> {
     api: Option<&'a ApiMetrics>,
     block: BTreeMap<&'a str, &'a BlockMetrics>,
     net: BTreeMap<&'a str, &'a NetMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vsock: Option<&'a VsockMetrics>,
     i8042: &'a I8042Metrics,
 }
 
@@ -158,12 +160,14 @@ pub(crate) fn metrics_json(
     api: Option<&ApiMetrics>,
     blocks: &[(String, Arc<BlockMetrics>)],
     nets: &[(String, Arc<NetMetrics>)],
+    vsock: Option<&VsockMetrics>,
     i8042: &I8042Metrics,
 ) -> Result<String, ApiError> {
     let m = Metrics {
         api,
         block: blocks.iter().map(|(id, m)| (id.as_str(), &**m)).collect(),
         net: nets.iter().map(|(id, m)| (id.as_str(), &**m)).collect(),
+        vsock,
         i8042,
     };
     serde_json::to_string(&m).map_err(|e| ApiError::Internal(e.to_string()))
@@ -194,6 +198,18 @@ const FC_NET_NAMES: &[(&str, &str)] = &[
     ("tx_rate_limiter_throttled", "tx_rate_limiter_throttled"),
 ];
 
+/// Firecracker's vsock counters microvm has under the same names.
+const FC_VSOCK_NAMES: &[&str] = &[
+    "rx_bytes_count",
+    "tx_bytes_count",
+    "rx_packets_count",
+    "tx_packets_count",
+    "conns_added",
+    "conns_removed",
+    "rx_read_fails",
+    "tx_write_fails",
+];
+
 /// A metrics line in Firecracker's shape from microvm's metrics (the `GET /metrics` body): per device
 /// `block_<drive_id>` and `net_<iface_id>` with Firecracker's counter names, `block` and `net` their sums,
 /// and everything microvm counts under its own names in `microvm`.
@@ -216,6 +232,13 @@ fn firecracker_line(ours: &serde_json::Value) -> serde_json::Value {
             line.insert(format!("{section}_{id}"), device.into());
         }
         line.insert(section.into(), total.into());
+    }
+    if let Some(v) = ours["vsock"].as_object() {
+        let vsock: serde_json::Map<_, _> = FC_VSOCK_NAMES
+            .iter()
+            .map(|&n| (n.to_string(), v.get(n).cloned().unwrap_or(0u64.into())))
+            .collect();
+        line.insert("vsock".into(), vsock.into());
     }
     line.insert("microvm".into(), ours.clone());
     line.into()
@@ -274,6 +297,7 @@ mod tests {
             Some(&api),
             &[("vda".into(), blk)],
             &[("eth0".into(), net)],
+            None,
             &kbd,
         )
         .unwrap();
@@ -292,7 +316,7 @@ mod tests {
             })
         );
         let v: serde_json::Value =
-            serde_json::from_str(&metrics_json(None, &[], &[], &kbd).unwrap()).unwrap();
+            serde_json::from_str(&metrics_json(None, &[], &[], None, &kbd).unwrap()).unwrap();
         assert_eq!(v["api"], serde_json::Value::Null);
         assert_eq!(v["block"], serde_json::json!({}));
     }
@@ -308,10 +332,14 @@ mod tests {
         let n = Arc::new(NetMetrics::default());
         n.tx_packets.store(5, Ordering::Relaxed);
         n.rx_no_buffers.store(1, Ordering::Relaxed);
+        let vs = VsockMetrics::default();
+        vs.rx_bytes_count.store(9, Ordering::Relaxed);
+        vs.host_connects.store(1, Ordering::Relaxed);
         let ours = metrics_json(
             None,
             &[("rootfs".into(), a), ("data".into(), b)],
             &[("eth0".into(), n)],
+            Some(&vs),
             &I8042Metrics::default(),
         )
         .unwrap();
@@ -324,6 +352,13 @@ mod tests {
         assert_eq!(line["block"]["flush_count"], 0);
         assert_eq!(line["net_eth0"]["tx_packets_count"], 5);
         assert_eq!(line["net"]["no_rx_avail_buffer"], 1);
+        assert_eq!(line["vsock"]["rx_bytes_count"], 9);
+        assert_eq!(
+            line["vsock"].get("host_connects"),
+            None,
+            "not a Firecracker counter"
+        );
+        assert_eq!(line["microvm"]["vsock"]["host_connects"], 1);
         assert_eq!(line["microvm"], ours);
         // No devices: the sums are there, zero.
         let empty = firecracker_line(&serde_json::json!({"block": {}, "net": {}}));

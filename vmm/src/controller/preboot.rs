@@ -109,6 +109,7 @@ impl PrebootController {
                 self.api_metrics.as_deref(),
                 &[],
                 &[],
+                None,
                 &I8042Metrics::default(),
             )
             .map(Reply::Json),
@@ -117,6 +118,7 @@ impl PrebootController {
                     self.api_metrics.as_deref(),
                     &[],
                     &[],
+                    None,
                     &I8042Metrics::default(),
                 )?;
                 flush_metrics(&self.id, &self.config, m)

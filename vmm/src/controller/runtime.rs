@@ -25,7 +25,7 @@ use crate::persist::{self, LoadParams, PersistError, SnapshotKind};
 use crate::{introspect, terminal, vstate};
 use devices::disk::{open_disk, DiskOptions};
 use devices::virtio::block::BlockMetrics;
-use devices::virtio::{Block, NetMetrics};
+use devices::virtio::{Block, NetMetrics, VsockMetrics};
 
 use super::{
     flush_metrics, info, metrics_json, to_json, version, I8042Metrics, Manager, StartError,
@@ -54,6 +54,8 @@ pub struct RuntimeController {
     block_devs: Vec<(String, Arc<Mutex<Block>>)>,
     /// Network device counters, by interface id.
     nets: Vec<(String, Arc<NetMetrics>)>,
+    /// The vsock device's counters.
+    vsock: Option<Arc<VsockMetrics>>,
     api_metrics: Option<Arc<ApiMetrics>>,
     i8042: I8042Metrics,
     paused: bool,
@@ -170,6 +172,10 @@ impl RuntimeController {
                 (id.clone(), m)
             })
             .collect();
+        let vsock = vm
+            .devices
+            .vsock()
+            .map(|v| v.lock().unwrap_or_else(|e| e.into_inner()).metrics());
 
         let inspector = introspect::Inspector::new(vm.vcpus.iter().map(|v| &v.fd))
             .map_err(StartError::Introspect)?;
@@ -222,6 +228,7 @@ impl RuntimeController {
             blocks,
             block_devs,
             nets,
+            vsock,
             api_metrics,
             i8042: I8042Metrics::default(),
             paused,
@@ -273,6 +280,7 @@ impl RuntimeController {
             self.api_metrics.as_deref(),
             &self.blocks,
             &self.nets,
+            self.vsock.as_deref(),
             &self.i8042,
         )
     }

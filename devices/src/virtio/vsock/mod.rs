@@ -18,6 +18,7 @@ pub mod packet;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
@@ -26,7 +27,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use self::muxer::{Muxer, MuxerStats};
+use self::muxer::Muxer;
 use self::packet::{Header, EVENT_TRANSPORT_RESET, HDR_LEN};
 use super::persist::{DeviceData, VirtioStateError};
 use super::{
@@ -68,6 +69,34 @@ pub enum VsockError {
     Io(#[source] io::Error),
 }
 
+/// Counters of a vsock device, Firecracker's names where they count the same thing. Serialized by serde as
+/// a snapshot (`GET /metrics`). "rx" is towards the guest, "tx" from it, as in Firecracker.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VsockMetrics {
+    /// Packets put in the guest's receive buffers.
+    pub rx_packets_count: AtomicU64,
+    /// Bytes read from host sockets and sent to the guest.
+    pub rx_bytes_count: AtomicU64,
+    /// Packets taken from the guest's transmit queue.
+    pub tx_packets_count: AtomicU64,
+    /// Guest bytes written to host sockets.
+    pub tx_bytes_count: AtomicU64,
+    /// Connections made (host- or guest-initiated) and ended.
+    pub conns_added: AtomicU64,
+    pub conns_removed: AtomicU64,
+    /// RSTs sent to the guest (refused connections, resets, packets for no connection).
+    pub rsts_sent: AtomicU64,
+    /// Host socket reads and writes that failed (the connection is reset).
+    pub rx_read_fails: AtomicU64,
+    pub tx_write_fails: AtomicU64,
+    /// Ours: `CONNECT` requests from host clients, guest connections to `<uds_path>_PORT`, malformed
+    /// `CONNECT` lines, and guest chains or packets that made no sense.
+    pub host_connects: AtomicU64,
+    pub guest_connects: AtomicU64,
+    pub bad_connect_lines: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
 /// The configuration of a vsock device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VsockConfig {
@@ -87,6 +116,7 @@ struct Active {
 pub struct Vsock {
     guest_cid: u64,
     muxer: Muxer,
+    metrics: Arc<VsockMetrics>,
     acked_features: u64,
     queue_evts: [EventFd; 3],
     active: Option<Active>,
@@ -113,9 +143,11 @@ impl Vsock {
             return Err(VsockError::BadCid(cfg.guest_cid));
         }
         let evt = || EventFd::new(EFD_NONBLOCK).map_err(VsockError::Io);
+        let metrics = Arc::new(VsockMetrics::default());
         Ok(Self {
             guest_cid: cfg.guest_cid,
-            muxer: Muxer::new(cfg.guest_cid, &cfg.uds_path)?,
+            muxer: Muxer::new(cfg.guest_cid, &cfg.uds_path, metrics.clone())?,
+            metrics,
             acked_features: 0,
             queue_evts: [evt()?, evt()?, evt()?],
             active: None,
@@ -126,9 +158,9 @@ impl Vsock {
         })
     }
 
-    /// The muxer's counters.
-    pub fn stats(&self) -> MuxerStats {
-        self.muxer.stats()
+    /// The device's counters.
+    pub fn metrics(&self) -> Arc<VsockMetrics> {
+        self.metrics.clone()
     }
 
     /// Live connections.
@@ -188,8 +220,12 @@ impl Vsock {
                 self.broken = true;
                 break;
             }
+            self.metrics
+                .tx_packets_count
+                .fetch_add(1, Ordering::Relaxed);
             let hdr = (!bad).then(|| Header::parse(&self.buf[..got])).flatten();
             let Some(h) = hdr else {
+                self.metrics.malformed.fetch_add(1, Ordering::Relaxed);
                 self.warn.warn(format_args!(
                     "virtio-vsock: a transmit chain without a readable packet header dropped"
                 ));
@@ -197,6 +233,7 @@ impl Vsock {
             };
             let len = h.len as usize;
             if len > MAX_PKT_PAYLOAD || HDR_LEN + len > got {
+                self.metrics.malformed.fetch_add(1, Ordering::Relaxed);
                 self.warn.warn(format_args!(
                     "virtio-vsock: packet of {len} bytes in a chain of {got} dropped"
                 ));
@@ -251,6 +288,7 @@ impl Vsock {
                 .collect();
             let cap = descs.iter().map(|d| d.1).sum::<usize>().min(self.buf.len());
             if cap < HDR_LEN {
+                self.metrics.malformed.fetch_add(1, Ordering::Relaxed);
                 self.warn.warn(format_args!(
                     "virtio-vsock: a receive chain of {cap} bytes is too small for a header"
                 ));
@@ -288,6 +326,9 @@ impl Vsock {
                 self.broken = true;
                 break;
             }
+            self.metrics
+                .rx_packets_count
+                .fetch_add(1, Ordering::Relaxed);
             done += 1;
         }
         if done > 0 && wants_interrupt(&a.mem, &a.rx) {

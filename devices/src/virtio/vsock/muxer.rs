@@ -22,6 +22,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -29,7 +31,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use super::conn::{rst_for, Conn, Recv, State};
 use super::packet::{op, Header, HDR_LEN, HOST_CID};
-use super::VsockError;
+use super::{VsockError, VsockMetrics};
 use crate::virtio::LogLimiter;
 
 /// Most connections at once (Firecracker's limit); clients beyond it are closed, REQUESTs reset.
@@ -71,13 +73,9 @@ struct Entry {
     connecting_since: Option<Instant>,
 }
 
-/// Counters, read by tests and (through the device) the VMM.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct MuxerStats {
-    pub host_connects: u64,
-    pub guest_connects: u64,
-    pub resets_sent: u64,
-    pub bad_connect_lines: u64,
+/// Adds one to a counter.
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The muxer of one vsock device.
@@ -94,7 +92,7 @@ pub struct Muxer {
     rxq: VecDeque<Key>,
     rsts: VecDeque<Header>,
     next_port: u32,
-    stats: MuxerStats,
+    metrics: Arc<VsockMetrics>,
     warn: LogLimiter,
 }
 
@@ -169,7 +167,11 @@ fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
 
 impl Muxer {
     /// Listens on `uds_path` for a guest whose CID is `guest_cid`.
-    pub fn new(guest_cid: u64, uds_path: &Path) -> Result<Self, VsockError> {
+    pub fn new(
+        guest_cid: u64,
+        uds_path: &Path,
+        metrics: Arc<VsockMetrics>,
+    ) -> Result<Self, VsockError> {
         let listener = bind(uds_path).map_err(|source| VsockError::Bind {
             path: uds_path.to_owned(),
             source,
@@ -190,7 +192,7 @@ impl Muxer {
             rxq: VecDeque::new(),
             rsts: VecDeque::new(),
             next_port: FIRST_LOCAL_PORT,
-            stats: MuxerStats::default(),
+            metrics,
             warn: LogLimiter::default(),
         };
         let lfd = m.listener.as_raw_fd();
@@ -227,10 +229,6 @@ impl Muxer {
     /// The socket path clients connect to.
     pub fn uds_path(&self) -> &Path {
         &self.uds_path
-    }
-
-    pub fn stats(&self) -> MuxerStats {
-        self.stats
     }
 
     /// Live connections.
@@ -356,7 +354,9 @@ impl Muxer {
         let Some(end) = buf[..n].iter().position(|&b| b == b'\n') else {
             if n == 0 || n == buf.len() {
                 // EOF before a line, or a line too long.
-                self.stats.bad_connect_lines += u64::from(n > 0);
+                if n > 0 {
+                    inc(&self.metrics.bad_connect_lines);
+                }
                 self.drop_client(fd);
             }
             return;
@@ -369,7 +369,7 @@ impl Muxer {
             return;
         }
         let Some(port) = parse_connect(&line[..=end]) else {
-            self.stats.bad_connect_lines += 1;
+            inc(&self.metrics.bad_connect_lines);
             return;
         };
         let local = self.alloc_port(port);
@@ -384,7 +384,8 @@ impl Muxer {
             connecting_since: Some(Instant::now()),
         };
         self.conns.insert(key, entry);
-        self.stats.host_connects += 1;
+        inc(&self.metrics.host_connects);
+        inc(&self.metrics.conns_added);
         self.refresh(key);
     }
 
@@ -455,7 +456,7 @@ impl Muxer {
             self.rxq.push_back(key);
         }
         if set.intersects(EventSet::OUT | EventSet::ERROR) {
-            flush(e);
+            flush(e, &self.metrics);
         }
         self.refresh(key);
     }
@@ -468,7 +469,7 @@ impl Muxer {
             return;
         };
         if !e.conn.tx_pending().is_empty() {
-            flush(e);
+            flush(e, &self.metrics);
         }
         if e.conn.state() == State::Closed && !e.host_closed {
             // The host client learns at once, even while the guest has not taken the RST yet.
@@ -485,6 +486,7 @@ impl Muxer {
             self.rxq.push_back(key);
         }
         if e.conn.is_done() {
+            inc(&self.metrics.conns_removed);
             let fd = e.stream.as_raw_fd();
             let registered = !e.interest.is_empty();
             self.conns.remove(&key);
@@ -543,6 +545,7 @@ impl Muxer {
     /// Takes one packet from the guest's transmit queue.
     pub fn on_guest_packet(&mut self, h: &Header, data: &[u8]) {
         if h.src_cid != self.guest_cid {
+            inc(&self.metrics.malformed);
             self.warn.warn(format_args!(
                 "vsock: packet from CID {} (the guest is {}) dropped",
                 h.src_cid, self.guest_cid
@@ -593,7 +596,8 @@ impl Muxer {
                         connecting_since: None,
                     },
                 );
-                self.stats.guest_connects += 1;
+                inc(&self.metrics.guest_connects);
+                inc(&self.metrics.conns_added);
                 self.refresh(key);
             }
             Err(_) => self.queue_rst(h),
@@ -608,7 +612,7 @@ impl Muxer {
         }
         if let Some(h) = self.rsts.pop_front() {
             buf[..HDR_LEN].copy_from_slice(&h.to_bytes());
-            self.stats.resets_sent += 1;
+            inc(&self.metrics.rsts_sent);
             return Some(HDR_LEN);
         }
         while let Some(key) = self.rxq.pop_front() {
@@ -619,7 +623,7 @@ impl Muxer {
             let mut out = None;
             if let Some(h) = e.conn.next_control() {
                 if h.op == op::RST {
-                    self.stats.resets_sent += 1;
+                    inc(&self.metrics.rsts_sent);
                 }
                 buf[..HDR_LEN].copy_from_slice(&h.to_bytes());
                 out = Some(HDR_LEN);
@@ -637,6 +641,9 @@ impl Muxer {
                     match e.stream.read(&mut buf[HDR_LEN..HDR_LEN + room]) {
                         Ok(0) => e.conn.host_eof(),
                         Ok(n) => {
+                            self.metrics
+                                .rx_bytes_count
+                                .fetch_add(n as u64, Ordering::Relaxed);
                             let h = e.conn.data_header(n as u32);
                             buf[..HDR_LEN].copy_from_slice(&h.to_bytes());
                             out = Some(HDR_LEN + n);
@@ -648,7 +655,10 @@ impl Muxer {
                             e.queued = true;
                             self.rxq.push_back(key);
                         }
-                        Err(_) => e.conn.reset(),
+                        Err(_) => {
+                            inc(&self.metrics.rx_read_fails);
+                            e.conn.reset();
+                        }
                     }
                 }
             }
@@ -679,7 +689,7 @@ impl Muxer {
 }
 
 /// Writes as much waiting guest data as the socket takes; a failure resets the connection.
-fn flush(e: &mut Entry) {
+fn flush(e: &mut Entry, m: &VsockMetrics) {
     loop {
         let (a, _) = e.conn.tx_pending().as_slices();
         if a.is_empty() {
@@ -690,10 +700,14 @@ fn flush(e: &mut Entry) {
                 e.conn.reset();
                 return;
             }
-            Ok(n) => e.conn.consumed(n),
+            Ok(n) => {
+                m.tx_bytes_count.fetch_add(n as u64, Ordering::Relaxed);
+                e.conn.consumed(n);
+            }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
+                inc(&m.tx_write_fails);
                 e.conn.reset();
                 return;
             }

@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -245,7 +246,20 @@ fn host_initiated_connection_carries_data_both_ways() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0.op, op::RST);
     assert_eq!(r.dev.lock().unwrap().connections(), 0);
-    assert_eq!(r.dev.lock().unwrap().stats().host_connects, 1);
+    assert_eq!(
+        r.dev
+            .lock()
+            .unwrap()
+            .metrics()
+            .host_connects
+            .load(Ordering::Relaxed),
+        1
+    );
+    let m = r.dev.lock().unwrap().metrics();
+    assert_eq!(m.rx_bytes_count.load(Ordering::Relaxed), 4);
+    assert_eq!(m.tx_bytes_count.load(Ordering::Relaxed), 4);
+    assert_eq!(m.conns_added.load(Ordering::Relaxed), 1);
+    assert_eq!(m.conns_removed.load(Ordering::Relaxed), 1);
 }
 
 #[test]
@@ -305,7 +319,15 @@ fn bad_connect_lines_and_unknown_packets_are_refused() {
         }
     }
     assert!(r.received().is_empty(), "no REQUEST for a bad line");
-    assert_eq!(r.dev.lock().unwrap().stats().bad_connect_lines, 7);
+    assert_eq!(
+        r.dev
+            .lock()
+            .unwrap()
+            .metrics()
+            .bad_connect_lines
+            .load(Ordering::Relaxed),
+        7
+    );
 
     // Packets for connections that do not exist: RST (but an RST is never answered).
     r.send(pkt(op::RW, 1, 2, 3, 4096, 0), b"abc");
