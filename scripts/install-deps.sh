@@ -3,7 +3,7 @@
 # rootfs's C test programs, also built against musl), e2fsprogs (rootfs),
 # qemu-utils (qcow2 images, interop tests), qemu-system-x86 (second VMM for the guest kernel and benchmarks),
 # curl (API tests), util-linux (unshare, setpriv), iproute2 and ping (virtio-net tests and benchmarks in
-# network namespaces), busybox-static (the guest's userland). Safe to run repeatedly: it does nothing
+# network namespaces), busybox-static (the guest's userland), strace (the trace tests). Safe to run repeatedly: it does nothing
 # when everything is there.
 set -euo pipefail
 need=()
@@ -19,6 +19,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
+# strace: the host side of the syscall-trace comparison (tests/tests/introspect.rs).
+command -v strace >/dev/null || need+=(strace)
 # Debian's static busybox: the guest's shell and tools (copied into the rootfs), and the host side of the
 # differential busybox tests (tests/tests/guest_busybox.rs).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)

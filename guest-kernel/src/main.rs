@@ -76,6 +76,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     }
     let tun = proc::sched::init(cmdline);
     drivers::introspect::init();
+    drivers::trace::init(cmdline::words(cmdline).any(|w| w == "tracegarbage"));
     kprintln!(
         "sched: CFS, latency {} ns, min_granularity {} ns, wakeup_granularity {} ns",
         Dec(tun.latency_ns),

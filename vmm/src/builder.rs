@@ -94,6 +94,8 @@ pub struct Vm {
     pub i8042: Arc<Mutex<I8042>>,
     /// The guest kernel's introspection channel.
     pub guest_channel: Arc<crate::introspect::channel::GuestChannel>,
+    /// The guest kernel's syscall-trace ring.
+    pub tracer: Arc<crate::introspect::trace::Tracer>,
 }
 
 /// The KVM side of a VM: set up on a thread of its own while the calling thread loads the kernel and
@@ -338,8 +340,9 @@ fn build(
         SerialMode::Stdio => Box::new(std::io::stdout()),
         SerialMode::Off => Box::new(std::io::sink()),
     };
-    let legacy = PortIoDeviceManager::new(&exit, serial_out, start, config.boot_timer)?;
+    let mut legacy = PortIoDeviceManager::new(&exit, serial_out, start, config.boot_timer)?;
     legacy.register_irqs(&vm_fd)?;
+    let tracer = legacy.attach_tracer(mem.clone())?;
     let PortIoDeviceManager {
         bus: pio,
         serial,
@@ -362,6 +365,7 @@ fn build(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .restore(&state.devices.i8042)?;
+        crate::introspect::restore(&guest_channel, &tracer, &state.devices.introspect);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -404,5 +408,6 @@ fn build(
         pause,
         i8042,
         guest_channel,
+        tracer,
     })
 }

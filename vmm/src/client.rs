@@ -1,6 +1,7 @@
 //! The client side of `microvm translate`, `microvm memory` and `microvm ps`: one HTTP/1.1 `GET` on the
 //! API's Unix socket, and the answer formatted for a terminal (the page walk level by level; memory as
 //! `xxd` prints it; the guest's tasks as a table). `main.rs` prints what these functions return.
+//! `microvm trace` ([`trace`]) turns tracing on, polls `GET /guest/trace` and prints strace's lines.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -35,12 +36,22 @@ pub enum ClientError {
 
 /// `GET path` on the API socket `sock`; the body of a 200, or the VMM's `fault_message`.
 pub fn get(sock: &Path, path: &str) -> Result<Value, ClientError> {
+    request(sock, "GET", path, "")
+}
+
+/// One request on the API socket `sock`; the JSON body of a 2xx (null for none), or the VMM's
+/// `fault_message`.
+pub fn request(sock: &Path, method: &str, path: &str, body: &str) -> Result<Value, ClientError> {
     let mut s = UnixStream::connect(sock).map_err(|source| ClientError::Connect {
         path: sock.display().to_string(),
         source,
     })?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(ClientError::Io)?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).map_err(ClientError::Io)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(ClientError::Io)?;
@@ -53,6 +64,9 @@ pub fn get(sock: &Path, path: &str) -> Result<Value, ClientError> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| ClientError::BadResponse(head.chars().take(80).collect()))?;
+    if status == 204 || (status == 200 && body.trim().is_empty()) {
+        return Ok(Value::Null);
+    }
     let value: Value =
         serde_json::from_str(body).map_err(|e| ClientError::BadJson(e.to_string()))?;
     if status != 200 {
@@ -190,9 +204,134 @@ pub fn format_memory(v: &Value) -> Result<String, ClientError> {
     Ok(xxd(gpa, &bytes))
 }
 
+/// What `microvm trace` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct TraceOptions {
+    pub pids: Vec<u32>,
+    pub follow: bool,
+    pub syscalls: Vec<String>,
+    /// `-t`: the wall-clock time (UTC) of each call.
+    pub time: bool,
+    /// `-T`: the time spent in each call.
+    pub durations: bool,
+    /// Print the API's events as JSON lines.
+    pub json: bool,
+    /// Stop after this long (otherwise when `stop` is set).
+    pub duration: Option<Duration>,
+}
+
+/// How often `microvm trace` reads the VMM's buffer.
+const POLL: Duration = Duration::from_millis(100);
+
+/// `microvm trace`: turns tracing on with the filters, prints each event as strace does until `stop`
+/// is set or the duration has passed, turns tracing off, and returns the summary line
+/// (events, and those dropped by the guest and by the VMM).
+pub fn trace(
+    sock: &Path,
+    opts: &TraceOptions,
+    stop: &std::sync::atomic::AtomicBool,
+    out: &mut dyn Write,
+) -> Result<String, ClientError> {
+    let body = serde_json::json!({
+        "enabled": true, "pids": opts.pids, "follow_children": opts.follow,
+        "syscalls": opts.syscalls,
+    });
+    let on = request(sock, "PUT", "/guest/trace", &body.to_string())?;
+    let mut next = on["from"].as_u64().unwrap_or(0);
+    let deadline = opts.duration.map(|d| std::time::Instant::now() + d);
+    let mut printed = 0u64;
+    let mut lost = 0u64;
+    let mut last;
+    loop {
+        let done = stop.load(std::sync::atomic::Ordering::Relaxed)
+            || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        // Read until the VMM has nothing more (several answers when the guest was busy).
+        loop {
+            let v = get(sock, &format!("/guest/trace?from={next}"))?;
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            lost += v["lost"].as_u64().unwrap_or(0);
+            for e in &events {
+                let line = if opts.json {
+                    e.to_string()
+                } else {
+                    format_event(e, opts.time, opts.durations)
+                };
+                writeln!(out, "{line}").map_err(ClientError::Io)?;
+                printed += 1;
+            }
+            next = v["next"].as_u64().unwrap_or(next);
+            last = v;
+            if events.len() < crate::introspect::trace::ANSWER_EVENTS {
+                break;
+            }
+        }
+        out.flush().map_err(ClientError::Io)?;
+        if done {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    let off = serde_json::json!({"enabled": false});
+    request(sock, "PUT", "/guest/trace", &off.to_string())?;
+    let n = |k: &str| last[k].as_u64().unwrap_or(0);
+    Ok(format!(
+        "{printed} events; dropped: {} in the guest (its ring was full), {} in the VMM ({} not read \
+         in time), {} malformed",
+        n("dropped_guest"),
+        n("dropped_vmm"),
+        lost,
+        n("malformed")
+    ))
+}
+
+/// One event as strace -f prints it: `[pid N] [HH:MM:SS ]call = ret[ <secs>]`.
+pub fn format_event(e: &Value, time: bool, durations: bool) -> String {
+    let n = |k: &str| e[k].as_u64().unwrap_or(0);
+    let mut line = format!("[pid {}] ", n("pid"));
+    if time {
+        let secs = n("realtime_ns") / 1_000_000_000;
+        line.push_str(&format!(
+            "{:02}:{:02}:{:02} ",
+            secs / 3600 % 24,
+            secs / 60 % 60,
+            secs % 60
+        ));
+    }
+    line.push_str(e["call"].as_str().unwrap_or("?"));
+    line.push_str(" = ");
+    line.push_str(e["ret"].as_str().unwrap_or("?"));
+    if durations && !e["result"].is_null() {
+        let d = n("exit_ns").saturating_sub(n("entry_ns"));
+        line.push_str(&format!(
+            " <{}.{:06}>",
+            d / 1_000_000_000,
+            d % 1_000_000_000 / 1000
+        ));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_lines_are_strace_lines() {
+        let e = serde_json::json!({"seq": 0, "pid": 12, "tgid": 12, "call": "openat(AT_FDCWD, \"/x\", O_RDONLY)",
+            "ret": "-1 ENOENT (No such file or directory)", "result": -2, "entry_ns": 1_000,
+            "exit_ns": 2_501_000, "realtime_ns": 3_723_000_000_000u64});
+        assert_eq!(
+            format_event(&e, false, false),
+            "[pid 12] openat(AT_FDCWD, \"/x\", O_RDONLY) = -1 ENOENT (No such file or directory)"
+        );
+        assert_eq!(
+            format_event(&e, true, true),
+            "[pid 12] 01:02:03 openat(AT_FDCWD, \"/x\", O_RDONLY) = -1 ENOENT (No such file or \
+             directory) <0.002500>"
+        );
+        let e = serde_json::json!({"pid": 3, "call": "exit_group(0)", "ret": "?", "result": null});
+        assert_eq!(format_event(&e, false, true), "[pid 3] exit_group(0) = ?");
+    }
 
     #[test]
     fn translation_report_names_every_level() {

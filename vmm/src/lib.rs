@@ -120,10 +120,9 @@ pub fn run(opts: RunOptions) -> Result<i32, Error> {
     };
     let runtime = Arc::new(Mutex::new(runtime));
     if let Some(channel) = api {
-        manager.add_subscriber(Arc::new(Mutex::new(RuntimeApi::new(
-            channel,
-            runtime.clone(),
-        ))));
+        let api = RuntimeApi::new(channel, runtime.clone())
+            .map_err(|e| Error::EventLoop(format!("cannot create the API's timer: {e}")))?;
+        manager.add_subscriber(Arc::new(Mutex::new(api)));
     }
     let lock = || runtime.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(timer) = lock().take_metrics_timer() {

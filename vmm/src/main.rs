@@ -251,10 +251,38 @@ enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the guest's system calls as strace does, until Ctrl-C or --duration (PUT and
+    /// GET /guest/trace); tracing is off again when it ends.
+    Trace {
+        /// The microvm's API socket.
+        #[arg(long, value_name = "PATH")]
+        api_sock: PathBuf,
+        /// Only this process (repeatable, at most 16).
+        #[arg(short = 'p', long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Also its children (as they start).
+        #[arg(short = 'f')]
+        follow: bool,
+        /// Only these calls: trace=NAME[,NAME...].
+        #[arg(short = 'e', value_name = "trace=NAMES")]
+        expr: Option<String>,
+        /// Prefix each line with the time of day (UTC).
+        #[arg(short = 't')]
+        time: bool,
+        /// Show the time spent in each call.
+        #[arg(short = 'T')]
+        durations: bool,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Print the API's events as JSON, one a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The subcommands that make `microvm` a client; any other first argument is the VMM's flags.
-const CLIENT_COMMANDS: [&str; 3] = ["translate", "memory", "ps"];
+const CLIENT_COMMANDS: [&str; 4] = ["translate", "memory", "ps", "trace"];
 
 /// Runs a client subcommand.
 fn client_main() -> ExitCode {
@@ -262,6 +290,32 @@ fn client_main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
     };
+    if let ClientCommand::Trace {
+        api_sock,
+        pids,
+        follow,
+        expr,
+        time,
+        durations,
+        duration,
+        json,
+    } = &cli.command
+    {
+        return trace_main(
+            api_sock,
+            vmm::client::TraceOptions {
+                pids: pids.clone(),
+                follow: *follow,
+                syscalls: Vec::new(),
+                time: *time,
+                durations: *durations,
+                json: *json,
+                duration: None,
+            },
+            expr.as_deref(),
+            *duration,
+        );
+    }
     let (sock, path, json, kind) = match &cli.command {
         ClientCommand::Translate {
             api_sock,
@@ -288,6 +342,7 @@ fn client_main() -> ExitCode {
         ClientCommand::Ps { api_sock, json } => {
             (api_sock, "/guest/processes".to_owned(), *json, "ps")
         }
+        ClientCommand::Trace { .. } => unreachable!("handled above"),
     };
     // The numbers go into the query string as given (the VMM parses and checks them): only letters,
     // digits and '_' may pass.
@@ -313,6 +368,56 @@ fn client_main() -> ExitCode {
     match answer {
         Ok(text) => {
             print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("microvm: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Set by SIGINT/SIGTERM while `microvm trace` runs.
+static TRACE_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn trace_stop(_: libc::c_int) {
+    TRACE_STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `microvm trace`: the filters checked, SIGINT/SIGTERM stop it (tracing is turned off on the way out).
+fn trace_main(
+    sock: &std::path::Path,
+    mut opts: vmm::client::TraceOptions,
+    expr: Option<&str>,
+    duration: Option<f64>,
+) -> ExitCode {
+    if let Some(e) = expr {
+        let Some(names) = e.strip_prefix("trace=") else {
+            eprintln!("microvm: -e {e:?}: only trace=NAME[,NAME...] is understood");
+            return ExitCode::from(1);
+        };
+        opts.syscalls = names
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    if let Some(d) = duration {
+        if !(d.is_finite() && d > 0.0) {
+            eprintln!("microvm: --duration {d}: a positive number of seconds");
+            return ExitCode::from(1);
+        }
+        opts.duration = Some(std::time::Duration::from_secs_f64(d));
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, trace_stop as *const () as libc::sighandler_t) };
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match vmm::client::trace(sock, &opts, &TRACE_STOP, &mut out) {
+        Ok(summary) => {
+            eprintln!("microvm trace: {summary}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -3,6 +3,7 @@
 pub mod i8042;
 pub mod introspect;
 pub mod serial;
+pub mod trace;
 pub mod virtio;
 pub mod virtio_net;
 pub mod virtio_vsock;

@@ -31,8 +31,18 @@ use kcore::fmt::Dec;
 /// The outcome of a system call.
 pub type SysResult = Result<u64, Errno>;
 
-/// Runs the system call in `frame` and stores its result in rax.
+/// Runs the system call in `frame` and stores its result in rax; while microvm traces system calls,
+/// through the trace ring (`drivers/trace.rs`: one predictable branch when tracing is off).
 pub fn dispatch(frame: &mut TrapFrame) {
+    if crate::drivers::trace::on() {
+        crate::drivers::trace::traced(frame, run);
+    } else {
+        run(frame);
+    }
+}
+
+/// Runs the system call in `frame` and stores its result in rax.
+fn run(frame: &mut TrapFrame) {
     let a = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];

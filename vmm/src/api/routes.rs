@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::introspect::trace::{TraceBody, TraceQuery, TraceSettings};
 use crate::introspect::{IntrospectError, MemoryQuery, TranslateQuery};
 use crate::persist::{DriveOverride, LoadParams, NetworkOverride};
 
@@ -43,6 +44,10 @@ pub enum Action {
     ReadMemory(MemoryQuery),
     /// `GET /guest/processes` (ours).
     GuestProcesses,
+    /// `PUT /guest/trace` (ours).
+    PutTrace(TraceSettings),
+    /// `GET /guest/trace?from=SEQ` (ours).
+    GetTrace(TraceQuery),
     /// `PUT /logger` (pre-boot only).
     PutLogger(LoggerConfig),
     /// `PUT /metrics` (pre-boot only).
@@ -394,6 +399,13 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<Action, ApiError> 
         (["vm", "memory"], _) => Err(not_allowed()),
         (["guest", "processes"], "GET") => Ok(Action::GuestProcesses),
         (["guest", "processes"], _) => Err(not_allowed()),
+        (["guest", "trace"], "PUT") => Ok(Action::PutTrace(
+            json::<TraceBody>(body)?.check().map_err(bad_query)?,
+        )),
+        (["guest", "trace"], "GET") => Ok(Action::GetTrace(
+            TraceQuery::parse(query).map_err(bad_query)?,
+        )),
+        (["guest", "trace"], _) => Err(not_allowed()),
         (["metrics"], "GET") => Ok(Action::GetMetrics),
         (["metrics"], "PUT") => Ok(Action::PutMetrics(json(body)?)),
         (["logger"], "PUT") => Ok(Action::PutLogger(json(body)?)),
@@ -764,5 +776,34 @@ mod tests {
         assert_eq!(status("PUT", "/vm/memory?gpa=0&len=1", ""), 405);
         let e = route("GET", "/vm/memory?gpa=0&len=99999", b"").unwrap_err();
         assert!(e.to_string().contains("over the limit of 4096"), "{e}");
+        assert_eq!(
+            ok("GET", "/guest/trace?from=5", ""),
+            Action::GetTrace(TraceQuery { from: 5 })
+        );
+        assert_eq!(
+            ok(
+                "PUT",
+                "/guest/trace",
+                r#"{"enabled": true, "syscalls": ["openat"]}"#
+            ),
+            Action::PutTrace(TraceSettings {
+                enabled: true,
+                pids: vec![],
+                follow_children: false,
+                syscalls: vec![257]
+            })
+        );
+        assert_eq!(status("PUT", "/guest/trace", r#"{"enabled": 1}"#), 400);
+        assert_eq!(
+            status(
+                "PUT",
+                "/guest/trace",
+                r#"{"enabled": true, "syscalls": ["x"]}"#
+            ),
+            400
+        );
+        assert_eq!(status("PUT", "/guest/trace", ""), 400);
+        assert_eq!(status("GET", "/guest/trace?from=-1", ""), 400);
+        assert_eq!(status("POST", "/guest/trace", ""), 405);
     }
 }

@@ -190,11 +190,13 @@ impl PrebootController {
                  again)"
                     .into(),
             )),
-            Action::Translate(_) | Action::ReadMemory(_) | Action::GuestProcesses => {
-                Err(ApiError::NotAllowed(
-                    "looking inside the guest needs a started VM (InstanceStart)".into(),
-                ))
-            }
+            Action::Translate(_)
+            | Action::ReadMemory(_)
+            | Action::GuestProcesses
+            | Action::PutTrace(_)
+            | Action::GetTrace(_) => Err(ApiError::NotAllowed(
+                "looking inside the guest needs a started VM (InstanceStart)".into(),
+            )),
             Action::InstanceStart | Action::LoadSnapshot(_) => {
                 unreachable!("handled by PrebootController::handle")
             }

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -333,13 +335,15 @@ impl RuntimeController {
                 Ok(Reply::Empty)
             }
             Action::Translate(q) => self.translate(&q),
-            Action::GuestProcesses => to_json(
-                &self
-                    .vm
-                    .guest_channel
-                    .processes(&self.vm.mem)
-                    .map_err(introspect_error)?,
-            ),
+            // Answered when the guest's reply arrives (RuntimeApi), not here.
+            Action::GuestProcesses => Err(ApiError::Internal(
+                "GET /guest/processes is answered by the API's subscriber".into(),
+            )),
+            Action::PutTrace(set) => {
+                let from = self.vm.tracer.configure(&set).map_err(introspect_error)?;
+                to_json(&serde_json::json!({ "from": from }))
+            }
+            Action::GetTrace(q) => to_json(&self.vm.tracer.read(&q).map_err(introspect_error)?),
             Action::ReadMemory(q) => {
                 to_json(&introspect::read_memory(&self.vm.mem, &q).map_err(introspect_error)?)
             }
@@ -558,42 +562,122 @@ impl MutEventSubscriber for MetricsFlusher {
 }
 
 /// The API at run time: a subscriber that answers each request as it arrives, on the VMM thread.
+/// `GET /guest/processes` is the exception: the guest is asked (an IRQ) and the request waits in
+/// `pending` until the guest's answer (its eventfd) or the timeout (a timerfd), while the loop serves
+/// everything else; requests that arrive meanwhile share the same answer.
 pub struct RuntimeApi {
     channel: ApiChannel,
     ctl: Arc<Mutex<RuntimeController>>,
+    guest: Arc<introspect::channel::GuestChannel>,
+    pending: Vec<crate::api::ApiRequest>,
+    timer: TimerFd,
 }
 
 impl RuntimeApi {
     const REQUEST: u32 = 1;
+    const ANSWER: u32 = 2;
+    const TIMEOUT: u32 = 3;
 
-    pub fn new(channel: ApiChannel, ctl: Arc<Mutex<RuntimeController>>) -> Self {
-        Self { channel, ctl }
+    pub fn new(
+        channel: ApiChannel,
+        ctl: Arc<Mutex<RuntimeController>>,
+    ) -> Result<Self, std::io::Error> {
+        let guest = ctl
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .vm
+            .guest_channel
+            .clone();
+        Ok(Self {
+            channel,
+            ctl,
+            guest,
+            pending: Vec::new(),
+            timer: TimerFd::new()?,
+        })
+    }
+
+    /// Starts a `GET /guest/processes` (or joins the one under way).
+    fn ask_guest(&mut self, req: crate::api::ApiRequest) {
+        if self.pending.is_empty() {
+            if let Err(e) = self.guest.request() {
+                req.respond(Err(introspect_error(e)));
+                return;
+            }
+            if let Err(e) = self.timer.reset(introspect::channel::ANSWER_TIMEOUT, None) {
+                req.respond(Err(ApiError::Internal(format!(
+                    "cannot arm the answer timer: {e}"
+                ))));
+                return;
+            }
+        }
+        self.pending.push(req);
+    }
+
+    fn answer_pending(&mut self, outcome: impl Fn() -> Outcome) {
+        let _ = self.timer.clear();
+        for req in self.pending.drain(..) {
+            req.respond(outcome());
+        }
     }
 }
 
 impl MutEventSubscriber for RuntimeApi {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.data() != Self::REQUEST {
-            log::warn!("unexpected API event token {}", events.data());
-            return;
-        }
-        for req in self.channel.take() {
-            let outcome = self
-                .ctl
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .handle(req.action.clone());
-            req.respond(outcome);
+        match events.data() {
+            Self::REQUEST => {
+                for req in self.channel.take() {
+                    if req.action == Action::GuestProcesses {
+                        self.ask_guest(req);
+                        continue;
+                    }
+                    let outcome = self
+                        .ctl
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .handle(req.action.clone());
+                    req.respond(outcome);
+                }
+            }
+            Self::ANSWER => {
+                let _ = self.guest.answered().read();
+                if self.pending.is_empty() {
+                    return; // a late answer to a request that timed out
+                }
+                let list = {
+                    let ctl = self.ctl.lock().unwrap_or_else(|e| e.into_inner());
+                    self.guest.answer(&ctl.vm.mem)
+                };
+                match list {
+                    Ok(l) => {
+                        let json = to_json(&l);
+                        self.answer_pending(|| json.clone());
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        self.answer_pending(|| Err(ApiError::BadRequest(msg.clone())));
+                    }
+                }
+            }
+            Self::TIMEOUT => {
+                let _ = self.timer.wait();
+                let msg = introspect::channel::timeout_error().to_string();
+                self.answer_pending(|| Err(ApiError::BadRequest(msg.clone())));
+            }
+            t => log::warn!("unexpected API event token {t}"),
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::with_data(
-            self.channel.eventfd(),
-            Self::REQUEST,
-            EventSet::IN,
-        )) {
-            log::error!("cannot watch the API EventFd: {e:?}");
+        let watched = [
+            (self.channel.eventfd().as_raw_fd(), Self::REQUEST),
+            (self.guest.answered().as_raw_fd(), Self::ANSWER),
+            (self.timer.as_raw_fd(), Self::TIMEOUT),
+        ];
+        for (fd, token) in watched {
+            if let Err(e) = ops.add(Events::with_data_raw(fd, token, EventSet::IN)) {
+                log::error!("cannot watch the API's event {token}: {e:?}");
+            }
         }
     }
 }

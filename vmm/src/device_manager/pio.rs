@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::layout;
 use crate::introspect::channel::{ChannelPort, GuestChannel};
+use crate::introspect::trace::{TracePort, Tracer};
 use devices::bus::{Bus, BusError};
 use devices::legacy::{BootMarker, DebugExit, ExitSignal, Serial, I8042};
 
@@ -87,7 +88,7 @@ impl PortIoDeviceManager {
             layout::BOOT_MARKER_PORT,
             layout::BOOT_MARKER_PORT_LEN,
         )?;
-        let guest_channel = Arc::new(GuestChannel::new(eventfd()?));
+        let guest_channel = Arc::new(GuestChannel::new(eventfd()?, eventfd()?));
         insert(
             Arc::new(Mutex::new(ChannelPort(guest_channel.clone()))),
             layout::INTROSPECT_PORT,
@@ -102,6 +103,23 @@ impl PortIoDeviceManager {
             i8042_irq,
             guest_channel,
         })
+    }
+
+    /// Places the syscall tracer (`PUT`/`GET /guest/trace`) on its ports; it reads the guest's ring in
+    /// `mem`.
+    pub fn attach_tracer(
+        &mut self,
+        mem: devices::GuestMemoryMmap,
+    ) -> Result<Arc<Tracer>, PioError> {
+        let tracer = Arc::new(Tracer::new(mem));
+        self.bus
+            .insert(
+                Arc::new(Mutex::new(TracePort(tracer.clone()))),
+                layout::TRACE_PORT.into(),
+                layout::TRACE_PORT_LEN.into(),
+            )
+            .map_err(PioError::Bus)?;
+        Ok(tracer)
     }
 
     /// Connects the UART's and the i8042's IRQs to KVM's irqchip.

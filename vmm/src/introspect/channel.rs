@@ -6,17 +6,17 @@
 //! - The guest registers a buffer of [`BUF_SIZE`] bytes of guest RAM: its guest-physical address in
 //!   eight byte writes to `INTROSPECT_PORT + 0..8`, little-endian; the write to `+7` commits it.
 //! - A request raises `INTROSPECT_IRQ` (an irqfd); the guest fills the buffer and writes a byte to
-//!   `INTROSPECT_PORT + 8`. The VMM thread waits for that write (at most [`ANSWER_TIMEOUT`]), then reads
-//!   and checks the buffer: a 64-byte header (magic `MVIP`, version 1, sequence, records written, tasks
+//!   `INTROSPECT_PORT + 8`, which writes [`GuestChannel::answered`]. The VMM thread does not wait: it
+//!   answers the API when that eventfd fires or after [`ANSWER_TIMEOUT`] (`controller::runtime`),
+//!   serving other events meanwhile. Then it reads and checks the buffer: a 64-byte header (magic `MVIP`, version 1, sequence, records written, tasks
 //!   that exist, record size 96) and the records (see [`parse`]).
 //!
 //! The guest is not trusted: the registered address must lie in RAM, and every header field and
 //! record is checked; an answer that does not parse is an error naming what is wrong (a 400), never a
-//! panic. Registration is not part of a snapshot: a restored guest has no channel until it registers
-//! again (it does so at boot).
+//! panic. The registration is part of a snapshot ([`super::IntrospectState`]).
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use vm_memory::{Bytes, GuestAddress};
@@ -45,15 +45,13 @@ struct State {
     addr: [u8; 8],
     /// The registered buffer.
     buffer: Option<u64>,
-    /// Answers the guest has signalled.
-    answers: u64,
 }
 
 /// The channel: the port device's state and the request IRQ.
 pub struct GuestChannel {
     state: Mutex<State>,
-    cv: Condvar,
     irq: EventFd,
+    answered: EventFd,
 }
 
 /// The port device on the PIO bus (the vCPU threads call it).
@@ -80,8 +78,9 @@ impl BusDevice for ChannelPort {
                 }
             }
             (DOORBELL, _) => {
-                s.answers += 1;
-                ch.cv.notify_all();
+                if let Err(e) = ch.answered.write(1) {
+                    log::warn!("introspection channel: cannot signal an answer: {e}");
+                }
             }
             _ => log::debug!(
                 "introspection channel: ignored a {}-byte write at +{offset}",
@@ -121,12 +120,12 @@ pub struct ProcessList {
 }
 
 impl GuestChannel {
-    /// A channel with `irq` as the request's irqfd.
-    pub fn new(irq: EventFd) -> Self {
+    /// A channel with `irq` as the request's irqfd and `answered` written on each answer.
+    pub fn new(irq: EventFd, answered: EventFd) -> Self {
         GuestChannel {
             state: Mutex::new(State::default()),
-            cv: Condvar::new(),
             irq,
+            answered,
         }
     }
 
@@ -135,33 +134,37 @@ impl GuestChannel {
         &self.irq
     }
 
-    /// Asks the guest for its process table and reads the answer.
-    pub fn processes(&self, mem: &GuestMemoryMmap) -> Result<ProcessList, IntrospectError> {
-        let guest = |m: String| IntrospectError::Guest(m);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let buffer = s.buffer.ok_or_else(|| {
-            guest("the guest kernel has not registered an introspection channel".into())
-        })?;
-        let before = s.answers;
+    /// Asks the guest for its process table: raises the request IRQ. The answer is signalled on
+    /// [`GuestChannel::answered`] and read with [`GuestChannel::answer`]; the caller keeps the deadline
+    /// ([`ANSWER_TIMEOUT`]), so the VMM thread never waits here.
+    pub fn request(&self) -> Result<(), IntrospectError> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.buffer.is_none() {
+            return Err(IntrospectError::Guest(
+                "the guest kernel has not registered an introspection channel".into(),
+            ));
+        }
         self.irq
             .write(1)
-            .map_err(|e| guest(format!("cannot raise the request IRQ: {e}")))?;
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
-        while s.answers == before {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(guest(format!(
-                    "the guest did not answer within {} ms",
-                    ANSWER_TIMEOUT.as_millis()
-                )));
-            }
-            s = self
-                .cv
-                .wait_timeout(s, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        drop(s);
+            .map_err(|e| IntrospectError::Guest(format!("cannot raise the request IRQ: {e}")))
+    }
+
+    /// Becomes readable when the guest has answered (the doorbell).
+    pub fn answered(&self) -> &EventFd {
+        &self.answered
+    }
+
+    /// Reads and checks the guest's answer buffer.
+    pub fn answer(&self, mem: &GuestMemoryMmap) -> Result<ProcessList, IntrospectError> {
+        let guest = |m: String| IntrospectError::Guest(m);
+        let buffer = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .buffer
+            .ok_or_else(|| {
+                guest("the guest kernel has not registered an introspection channel".into())
+            })?;
         let mut raw = vec![0u8; BUF_SIZE];
         mem.read_slice(&mut raw, GuestAddress(buffer))
             .map_err(|_| {
@@ -171,6 +174,24 @@ impl GuestChannel {
             })?;
         parse(&raw).map_err(guest)
     }
+
+    /// The registered buffer, for a snapshot.
+    pub fn save(&self) -> Option<u64> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).buffer
+    }
+
+    /// Takes a snapshot's registration (the buffer is in the restored guest memory).
+    pub fn restore(&self, buffer: Option<u64>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).buffer = buffer;
+    }
+}
+
+/// The timeout's message.
+pub fn timeout_error() -> IntrospectError {
+    IntrospectError::Guest(format!(
+        "the guest did not answer within {} ms",
+        ANSWER_TIMEOUT.as_millis()
+    ))
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -288,37 +309,34 @@ mod tests {
 
     #[test]
     fn the_port_registers_and_rings() {
-        let ch = Arc::new(GuestChannel::new(
-            EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
-        ));
+        let efd = || EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let ch = Arc::new(GuestChannel::new(efd(), efd()));
         let mut port = ChannelPort(ch.clone());
         let mut sig = [0u8];
         port.read(DOORBELL, &mut sig);
         assert_eq!(sig[0], SIGNATURE);
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
         assert!(ch
-            .processes(&mem)
+            .request()
             .unwrap_err()
             .to_string()
             .contains("not registered"));
+        assert!(ch.save().is_none());
         for (i, b) in 0x8000u64.to_le_bytes().iter().enumerate() {
             port.write(i as u64, &[*b]);
         }
         mem.write_slice(&answer(&[(1, b'S', "init")], 1), GuestAddress(0x8000))
             .unwrap();
-        // The "guest" answers the IRQ from another thread.
-        let irq = ch.irq().try_clone().unwrap();
-        let t = std::thread::spawn(move || {
-            while irq.read().is_err() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            port.write(DOORBELL, &[1]);
-        });
-        let l = ch.processes(&mem).unwrap();
-        t.join().unwrap();
-        assert_eq!(l.processes[0].command, "init");
-        // Nobody answers now: a timeout, not a hang.
-        let e = ch.processes(&mem).unwrap_err().to_string();
-        assert!(e.contains("did not answer"), "{e}");
+        ch.request().unwrap();
+        assert_eq!(ch.irq().read().unwrap(), 1);
+        assert!(ch.answered().read().is_err(), "no answer yet");
+        port.write(DOORBELL, &[1]);
+        assert_eq!(ch.answered().read().unwrap(), 1);
+        assert_eq!(ch.answer(&mem).unwrap().processes[0].command, "init");
+        // A snapshot keeps the registration.
+        let other = GuestChannel::new(efd(), efd());
+        other.restore(ch.save());
+        assert_eq!(other.answer(&mem).unwrap().processes.len(), 1);
+        assert!(timeout_error().to_string().contains("did not answer"));
     }
 }

@@ -18,6 +18,9 @@
 //! meanwhile).
 
 pub mod channel;
+pub mod decode;
+mod names;
+pub mod trace;
 pub mod walk;
 
 use std::fs::File;
@@ -79,6 +82,40 @@ impl IntrospectError {
     }
 }
 
+/// The introspection devices' part of a snapshot: the process channel's registered buffer and the
+/// trace ring's registration, tail and settings (the buffer and the ring themselves are guest memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IntrospectState {
+    pub version: u32,
+    pub channel_buffer: Option<u64>,
+    pub trace: trace::TracerState,
+}
+
+/// [`IntrospectState`]'s version.
+const STATE_VERSION: u32 = 1;
+
+/// Saves both devices' state.
+pub fn save(channel: &channel::GuestChannel, tracer: &trace::Tracer) -> IntrospectState {
+    IntrospectState {
+        version: STATE_VERSION,
+        channel_buffer: channel.save(),
+        trace: tracer.save(),
+    }
+}
+
+/// Restores both devices' state (an older snapshot without it: nothing registered).
+pub fn restore(channel: &channel::GuestChannel, tracer: &trace::Tracer, st: &IntrospectState) {
+    if st.version != STATE_VERSION && st.version != 0 {
+        log::warn!(
+            "introspection state version {} unknown: the guest's channels start unregistered",
+            st.version
+        );
+        return;
+    }
+    channel.restore(st.channel_buffer);
+    tracer.restore(&st.trace);
+}
+
 /// Parses a number as `0x`-prefixed hex or decimal.
 pub fn parse_number(name: &str, text: &str) -> Result<u64, IntrospectError> {
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
@@ -93,7 +130,7 @@ pub fn parse_number(name: &str, text: &str) -> Result<u64, IntrospectError> {
 }
 
 /// The parameters of a query string, each known name at most once, no unknown ones.
-fn query_params<'a>(
+pub(crate) fn query_params<'a>(
     query: &'a str,
     known: &[&str],
 ) -> Result<Vec<(&'a str, &'a str)>, IntrospectError> {

@@ -106,6 +106,9 @@ pub struct DevicesState {
     /// or the virtio console's queue was full): given to the console first after a restore.
     #[serde(default)]
     pub host_input: Vec<u8>,
+    /// The introspection channel and trace ring (absent from older files: unregistered).
+    #[serde(default)]
+    pub introspect: crate::introspect::IntrospectState,
 }
 
 /// Everything in a state file.
@@ -263,6 +266,7 @@ pub fn create(
             i8042: vm.i8042.lock().unwrap_or_else(|e| e.into_inner()).save(),
             virtio,
             host_input,
+            introspect: crate::introspect::save(&vm.guest_channel, &vm.tracer),
         },
     };
     let bytes = encode(&snapshot)?;
@@ -368,6 +372,7 @@ mod tests {
                 i8042: I8042State::default(),
                 virtio: vec![MmioTransportState::default()],
                 host_input: b"typed".to_vec(),
+                introspect: Default::default(),
             },
         }
     }

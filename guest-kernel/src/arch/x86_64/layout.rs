@@ -29,6 +29,8 @@ pub const CMOS_DATA_PORT: u16 = 0x71;
 /// microvm's introspection channel (`drivers/introspect.rs`): 16 ports and the IRQ of its requests.
 pub const INTROSPECT_PORT: u16 = 0x5f0;
 pub const INTROSPECT_IRQ: u8 = 21;
+/// microvm's syscall-trace ring (`drivers/trace.rs`): 8 ports (registration, doorbell, probe).
+pub const TRACE_PORT: u16 = 0x600;
 pub const PIT_CH0_PORT: u16 = 0x40;
 pub const PIT_COMMAND_PORT: u16 = 0x43;
 pub const PIT_HZ: u64 = 1_193_182;

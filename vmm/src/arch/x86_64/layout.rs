@@ -82,6 +82,9 @@ pub const INTROSPECT_PORT: u16 = 0x5f0;
 pub const INTROSPECT_PORT_LEN: u16 = 16;
 /// Its request IRQ, past the virtio-mmio devices' IRQs.
 pub const INTROSPECT_IRQ: u32 = 21;
+/// The guest kernel's syscall-trace ring (`introspect::trace`): registration, doorbell, probe.
+pub const TRACE_PORT: u16 = 0x600;
+pub const TRACE_PORT_LEN: u16 = 8;
 const _: () = assert!(INTROSPECT_IRQ as u64 >= VIRTIO_IRQ_BASE as u64 + VIRTIO_MMIO_SLOTS);
 const _: () = assert!(INTROSPECT_IRQ < IOAPIC_PINS);
 /// First IRQ given to virtio-mmio devices (5..=20, below the IOAPIC's 24 pins).
