@@ -16,6 +16,9 @@
 //! ns), user and system time (u64 ns each), virtual size (u64 bytes), resident pages (u64), command
 //! (16 bytes, NUL-padded), 8 bytes padding.
 //!
+//! The magic is cleared while the handler writes and set last, so that a host reading the buffer
+//! meanwhile (on an earlier answer's doorbell) can tell an answer in progress from a finished one.
+//!
 //! The handler runs only where interrupts are on (user mode, the idle task's halt), so the process table
 //! is never borrowed by the code it interrupted (see `sync.rs`).
 
@@ -97,6 +100,9 @@ pub fn irq() {
     }
     let pids: Vec<Pid> = proc::with_table(|t| t.keys().copied().collect());
     let mut buf = BUF.borrow_mut();
+    // No magic while the buffer changes: a host reading it now (an earlier answer's doorbell) sees an
+    // answer in progress, not a torn one.
+    buf[0..4].fill(0);
     let capacity = (BUF_SIZE - HEADER) / RECORD;
     let mut written = 0usize;
     for &pid in pids.iter().take(capacity) {
@@ -109,12 +115,12 @@ pub fn irq() {
     }
     let mut seq = SEQ.borrow_mut();
     *seq += 1;
-    buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     buf[4..8].copy_from_slice(&VERSION.to_le_bytes());
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
     buf[16..20].copy_from_slice(&(written as u32).to_le_bytes());
     buf[20..24].copy_from_slice(&(pids.len() as u32).to_le_bytes());
     buf[24..28].copy_from_slice(&(RECORD as u32).to_le_bytes());
+    buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     drop(buf);
     outb(INTROSPECT_PORT + 8, 1);
 }

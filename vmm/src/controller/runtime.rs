@@ -649,7 +649,9 @@ impl MutEventSubscriber for RuntimeApi {
                     self.guest.answer(&ctl.vm.mem)
                 };
                 match list {
-                    Ok(l) => {
+                    // A newer answer is being written: its doorbell will come.
+                    Ok(None) => {}
+                    Ok(Some(l)) => {
                         let json = to_json(&l);
                         self.answer_pending(|| json.clone());
                     }

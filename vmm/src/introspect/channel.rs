@@ -154,8 +154,9 @@ impl GuestChannel {
         &self.answered
     }
 
-    /// Reads and checks the guest's answer buffer.
-    pub fn answer(&self, mem: &GuestMemoryMmap) -> Result<ProcessList, IntrospectError> {
+    /// Reads and checks the guest's answer buffer; `None` while the guest is writing a newer answer
+    /// (no magic, or the header changed during the read: its doorbell will come).
+    pub fn answer(&self, mem: &GuestMemoryMmap) -> Result<Option<ProcessList>, IntrospectError> {
         let guest = |m: String| IntrospectError::Guest(m);
         let buffer = self
             .state
@@ -172,7 +173,12 @@ impl GuestChannel {
                     "the registered buffer {buffer:#x} is not guest RAM"
                 ))
             })?;
-        parse(&raw).map_err(guest)
+        let mut again = [0u8; 16];
+        let reread = mem.read_slice(&mut again, GuestAddress(buffer));
+        if u32_at(&raw, 0) == 0 || reread.is_err() || again[..] != raw[..16] {
+            return Ok(None);
+        }
+        parse(&raw).map(Some).map_err(guest)
     }
 
     /// The registered buffer, for a snapshot.
@@ -332,11 +338,19 @@ mod tests {
         assert!(ch.answered().read().is_err(), "no answer yet");
         port.write(DOORBELL, &[1]);
         assert_eq!(ch.answered().read().unwrap(), 1);
-        assert_eq!(ch.answer(&mem).unwrap().processes[0].command, "init");
+        assert_eq!(
+            ch.answer(&mem).unwrap().unwrap().processes[0].command,
+            "init"
+        );
+        // An answer being written (no magic yet) is not read.
+        mem.write_obj(0u32, GuestAddress(0x8000)).unwrap();
+        assert!(ch.answer(&mem).unwrap().is_none());
+        mem.write_slice(&answer(&[(1, b'S', "init")], 1), GuestAddress(0x8000))
+            .unwrap();
         // A snapshot keeps the registration.
         let other = GuestChannel::new(efd(), efd());
         other.restore(ch.save());
-        assert_eq!(other.answer(&mem).unwrap().processes.len(), 1);
+        assert_eq!(other.answer(&mem).unwrap().unwrap().processes.len(), 1);
         assert!(timeout_error().to_string().contains("did not answer"));
     }
 }
