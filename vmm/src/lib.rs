@@ -121,7 +121,7 @@ pub fn run(opts: RunOptions) -> Result<i32, Error> {
     let runtime = Arc::new(Mutex::new(runtime));
     if let Some(channel) = api {
         let api = RuntimeApi::new(channel, runtime.clone())
-            .map_err(|e| Error::EventLoop(format!("cannot create the API's timer: {e}")))?;
+            .ok_or_else(|| Error::EventLoop("the API's answer timer was taken already".into()))?;
         manager.add_subscriber(Arc::new(Mutex::new(api)));
     }
     let lock = || runtime.lock().unwrap_or_else(|e| e.into_inner());

@@ -68,6 +68,8 @@ pub struct RuntimeController {
     /// The periodic metrics flush's timer, made before the seccomp filter (which has no
     /// timerfd_create) and handed to [`MetricsFlusher`].
     metrics_timer: Option<TimerFd>,
+    /// The API subscriber's timer for `GET /guest/processes` (created before the seccomp filter).
+    answer_timer: Option<TimerFd>,
     _raw: terminal::RawMode,
 }
 
@@ -185,6 +187,7 @@ impl RuntimeController {
             Some(_) => Some(TimerFd::new().map_err(|e| StartError::Events(e.into()))?),
             None => None,
         };
+        let answer_timer = Some(TimerFd::new().map_err(|e| StartError::Events(e.into()))?);
         let raw = terminal::RawMode::enter();
         let mut threads = Vec::new();
         let vcpus: Vec<_> = vm.vcpus.drain(..).collect();
@@ -237,6 +240,7 @@ impl RuntimeController {
             inspector,
             has_mem_base: false,
             metrics_timer,
+            answer_timer,
             _raw: raw,
         })
     }
@@ -260,6 +264,11 @@ impl RuntimeController {
     /// The periodic flush's timer (once), when a metrics sink is configured.
     pub fn take_metrics_timer(&mut self) -> Option<TimerFd> {
         self.metrics_timer.take()
+    }
+
+    /// The API subscriber's answer timer (once).
+    pub fn take_answer_timer(&mut self) -> Option<TimerFd> {
+        self.answer_timer.take()
     }
 
     /// Writes a metrics line to the sink, if one is configured (the periodic and the exit flush).
@@ -578,22 +587,18 @@ impl RuntimeApi {
     const ANSWER: u32 = 2;
     const TIMEOUT: u32 = 3;
 
-    pub fn new(
-        channel: ApiChannel,
-        ctl: Arc<Mutex<RuntimeController>>,
-    ) -> Result<Self, std::io::Error> {
-        let guest = ctl
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .vm
-            .guest_channel
-            .clone();
-        Ok(Self {
+    /// The subscriber of `ctl`'s API; `None` when its answer timer was taken already.
+    pub fn new(channel: ApiChannel, ctl: Arc<Mutex<RuntimeController>>) -> Option<Self> {
+        let (guest, timer) = {
+            let mut c = ctl.lock().unwrap_or_else(|e| e.into_inner());
+            (c.vm.guest_channel.clone(), c.take_answer_timer()?)
+        };
+        Some(Self {
             channel,
             ctl,
             guest,
             pending: Vec::new(),
-            timer: TimerFd::new()?,
+            timer,
         })
     }
 
