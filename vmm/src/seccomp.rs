@@ -219,9 +219,21 @@ fn blk_io_start() {
 /// a constant so that start-up reads nothing either.
 const MALLOC_ARENAS: i32 = 64;
 
+/// The same kind of read: when a thread's free leaves more than the trim threshold at the top of a
+/// per-thread arena's heap, glibc shrinks the heap, and the first time it does it opens
+/// `/proc/sys/vm/overcommit_memory` (`check_may_shrink_heap`), from whichever thread freed: an API
+/// connection thread dropping a large answer (a `GET /guest/trace` of 1024 events) was killed for that
+/// `openat`. Heaps of per-thread arenas are at most 64 MiB, so a threshold of 1 GiB means they are never
+/// shrunk (large blocks are mmapped and unmapped on free as before: a fixed threshold also keeps the
+/// mmap threshold at its 128 KiB default).
+const MALLOC_TRIM_THRESHOLD: i32 = 1 << 30;
+
 fn fix_malloc_arena_limit() {
-    // SAFETY: mallopt only sets a malloc tunable.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    // SAFETY: mallopt only sets malloc tunables.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
+    }
 }
 
 fn install_sigsys_handler() -> Result<(), SeccompError> {
