@@ -32,8 +32,10 @@
 use crate::arch::cpu::{inb, outb};
 use crate::arch::layout::TRACE_PORT;
 use crate::arch::trap::TrapFrame;
+use crate::mm::uaccess;
 use crate::sync::KCell;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use kcore::errno::Errno;
 
 const SIGNATURE: u8 = b'T';
 const MAGIC: u64 = u32::from_le_bytes(*b"MVTR") as u64;
@@ -200,33 +202,31 @@ fn pid_traced(control: u64, tid: u32, tgid: u32, ppid: u32) -> bool {
 /// Copies up to [`STR_MAX`] bytes of user memory at `va` into the record's string words; with `cstr`
 /// up to the first NUL. Returns the flags and the length copied.
 fn copy_string(rec: &mut [u64; WORDS], va: u64, max: usize, cstr: bool) -> (u64, usize) {
-    let want = max.min(STR_MAX);
     let mut buf = [0u8; STR_MAX];
-    let mut n = 0;
     let mut flags = 0;
-    let mut ended = false;
-    while n < want {
-        let a = va.wrapping_add(n as u64);
-        let chunk = (want - n).min((0x1000 - (a & 0xfff)) as usize);
-        if crate::syscall::check_user(a, chunk as u64, false).is_err() {
-            if n == 0 {
-                flags |= F_FAULT;
+    // The first `len` bytes at `va`, as far as they can be read.
+    let read = |buf: &mut [u8], len: usize| {
+        uaccess::UserReader::new(va, len).and_then(|r| r.read_at(0, &mut buf[..len]))
+    };
+    let copied = if cstr {
+        match uaccess::user_str(va, STR_MAX, Errno::ENAMETOOLONG) {
+            Ok(s) => s.copy_to(&mut buf[..s.len()]).map(|_| s.len()),
+            Err(Errno::ENAMETOOLONG) => {
+                flags |= F_CUT;
+                read(&mut buf, STR_MAX)
             }
-            break;
+            Err(e) => Err(e),
         }
-        let bytes = crate::mm::uaccess::checked_slice(a, chunk);
-        if let Some(end) = bytes.iter().position(|&b| b == 0).filter(|_| cstr) {
-            buf[n..n + end].copy_from_slice(&bytes[..end]);
-            n += end;
-            ended = true;
-            break;
+    } else {
+        if max > STR_MAX {
+            flags |= F_CUT;
         }
-        buf[n..n + chunk].copy_from_slice(bytes);
-        n += chunk;
-    }
-    if n == STR_MAX && ((cstr && !ended) || max > STR_MAX) {
-        flags |= F_CUT;
-    }
+        read(&mut buf, max.min(STR_MAX))
+    };
+    let n = copied.unwrap_or_else(|_| {
+        flags = F_FAULT;
+        0
+    });
     for (i, w) in rec[12..].iter_mut().enumerate() {
         if i * 8 >= n {
             break;
