@@ -240,6 +240,75 @@ fn console_seeds(dir: &Path) {
     write_seed(dir, "registers-tx-rx-reset", &encode(0, &by_regs));
 }
 
+/// A vsock packet: the 44-byte header (guest CID 3 to the host, CID 2), then `data`.
+fn vsock_pkt(
+    op: u16,
+    src_port: u32,
+    dst_port: u32,
+    buf_alloc: u32,
+    fwd_cnt: u32,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut p = 3u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&2u64.to_le_bytes());
+    p.extend_from_slice(&src_port.to_le_bytes());
+    p.extend_from_slice(&dst_port.to_le_bytes());
+    p.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    p.extend_from_slice(&1u16.to_le_bytes());
+    p.extend_from_slice(&op.to_le_bytes());
+    p.extend_from_slice(&0u32.to_le_bytes());
+    p.extend_from_slice(&buf_alloc.to_le_bytes());
+    p.extend_from_slice(&fwd_cnt.to_le_bytes());
+    p.extend_from_slice(data);
+    p
+}
+
+fn vsock_seeds(dir: &Path) {
+    // Receive buffers, then packets on the transmit queue, each its own chain.
+    let mut rx = Vec::new();
+    for i in 0..4u16 {
+        rx.push(chain(
+            0,
+            i,
+            &[(0x8000 + 0x1000 * u64::from(i), 0x1000, true)],
+        ));
+        rx.push(Op::Avail(0, i));
+    }
+    let tx = |pkts: &[Vec<u8>]| {
+        let mut ops = Vec::new();
+        for (i, p) in pkts.iter().enumerate() {
+            let at = DATA_BASE + 0x400 * i as u64;
+            ops.push(Op::Mem(at as u16, p.clone()));
+            ops.push(chain(1, i as u16, &[(at, p.len() as u32, false)]));
+            ops.push(Op::Avail(1, i as u16));
+        }
+        ops
+    };
+    // Packets for connections that do not exist, bogus credit, a length beyond the chain, a REQUEST to a
+    // port nobody listens on: RSTs come back.
+    let mut unknown = rx.clone();
+    unknown.extend(tx(&[
+        vsock_pkt(5, 1000, 2000, 4096, 0, b"abc"),
+        vsock_pkt(6, 1001, 2000, u32::MAX, u32::MAX, b""),
+        vsock_pkt(3, 1002, 2000, 0, 0, b""),
+        vsock_pkt(1, 1003, 7777, 4096, 0, b""),
+    ]));
+    write_seed(dir, "unknown-connections", &encode(1, &unknown));
+    // A host client connects to guest port 5 and writes; the guest accepts (RESPONSE, with the host's
+    // first port), sends data, asks for credit, shuts down.
+    let mut host = rx.clone();
+    host.push(Op::Input(b"CONNECT 5\nhello from the host".to_vec()));
+    host.extend(tx(&[
+        vsock_pkt(2, 5, 1 << 30, 4096, 0, b""),
+        vsock_pkt(5, 5, 1 << 30, 4096, 0, b"hello from the guest"),
+        vsock_pkt(7, 5, 1 << 30, 4096, 20, b""),
+        vsock_pkt(4, 5, 1 << 30, 4096, 20, b""),
+    ]));
+    host.push(Op::Input(b"CONNECT 4294967296\n".to_vec()));
+    host.push(Op::Kick(2));
+    write_seed(dir, "host-connection", &encode(1, &host));
+}
+
 fn blk_seeds(mmio: &Path, blk: &Path) {
     for (name, ops) in blk_requests() {
         write_seed(mmio, name, &encode(1, &ops));
@@ -471,6 +540,7 @@ fn main() {
     blk_seeds(&seeds.join("mmio_transport"), &seeds.join("blk_request"));
     net_seeds(&seeds.join("virtio_net"));
     console_seeds(&seeds.join("virtio_console"));
+    vsock_seeds(&seeds.join("virtio_vsock"));
     qcow2_seeds(&seeds.join("qcow2_image"), &root.join("images"));
     for t in std::fs::read_dir(&seeds).unwrap() {
         let t = t.unwrap();
@@ -486,7 +556,11 @@ fn clear_generated(seeds: &std::path::Path) {
         return;
     };
     for target in targets.flatten() {
-        for seed in std::fs::read_dir(target.path()).into_iter().flatten().flatten() {
+        for seed in std::fs::read_dir(target.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if !seed.file_name().to_string_lossy().starts_with("crash-") {
                 let _ = std::fs::remove_file(seed.path());
             }

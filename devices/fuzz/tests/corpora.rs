@@ -104,6 +104,11 @@ fn virtio_console_seeds() {
 }
 
 #[test]
+fn virtio_vsock_seeds() {
+    virtio("virtio_vsock", targets::virtio_vsock);
+}
+
+#[test]
 fn qcow2_image_seeds() {
     for (name, data) in seeds("qcow2_image") {
         let done = bounded(&format!("qcow2_image/{name}"), || {

@@ -340,8 +340,15 @@ impl Vsock {
         done
     }
 
+    /// What the muxer's epoll fd firing does: host sockets' events, then the receive queue (for harnesses
+    /// that drive the device without an event manager, like the fuzz targets).
+    pub fn process_backend(&mut self) -> usize {
+        self.muxer.process_events();
+        self.process_rx()
+    }
+
     /// Sends an owed TRANSPORT_RESET if the guest has posted an event buffer.
-    fn process_evt(&mut self) {
+    pub fn process_evt(&mut self) {
         let Some(a) = self.active.as_mut() else {
             return;
         };
