@@ -24,6 +24,6 @@ echo "== guest (microvm, root image copy mounted rw, qcow2)"
 cp "$build/rootfs.qcow2" "$tmp/root.qcow2"
 timeout 900 "$microvm" --kernel "$build/guest-kernel" --disk "$tmp/root.qcow2" \
     --cmdline "console=ttyS0 root=/dev/vda rw -- run /bin/fsbench-glibc /root/fsb $files $mib $rounds" \
-    | grep -E '^fsbench:|vfs: |cost: syscall'
+    | grep -E '^fsbench:|vfs: |pagecache: |cost: syscall'
 qemu-img convert -O raw "$tmp/root.qcow2" "$tmp/root.raw"
 if e2fsck -fn "$tmp/root.raw" >/dev/null 2>&1; then echo "e2fsck -fn: clean"; else echo "e2fsck -fn: ERRORS"; exit 1; fi

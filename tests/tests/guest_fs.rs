@@ -360,7 +360,9 @@ fn field(fields: &[(String, String)], name: &str) -> u64 {
         .unwrap()
 }
 
-/// An ext2 made on the host is mounted on /mnt from /dev/vdb, written, remounted read-only (EROFS)
+/// An ext2 made on the host is mounted on /mnt from /dev/vdb, written, read through the page cache
+/// while the file changes (write, truncate) and while the disk under it changes (dd to /dev/vdb),
+/// remounted read-only (EROFS)
 /// and read-write, refused to unmount while a file is open, unmounted; `df` gives the numbers Linux's
 /// statfs gives for the image; a tmpfs with size= fills up (ENOSPC) and gives its pages back at the
 /// unlink and last close; /tmp is a tmpfs. Then the host's e2fsck and debugfs check /dev/vdb.
@@ -373,6 +375,11 @@ fn mount_ext2_on_vdb_remount_umount_and_tmpfs() {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("hello.txt"), "made on the host\n").unwrap();
+    std::fs::write(
+        src.join("blk.txt"),
+        "0123456789abcdefghijklmnopqrstuvwxyz\n",
+    )
+    .unwrap();
     let vdb = dir.join("vdb.raw");
     let st = Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext2", "-b", "1024", "-d"])
@@ -382,10 +389,14 @@ fn mount_ext2_on_vdb_remount_umount_and_tmpfs() {
         .status()
         .expect("mke2fs (e2fsprogs) must be installed");
     assert!(st.success());
+    let bmap = debugfs(&vdb, "bmap /blk.txt 0");
+    let block: u64 = String::from_utf8_lossy(&bmap).trim().parse().unwrap();
     let guest = run(
         &images.args(
             &["--disk", &vdb.display().to_string()],
-            "console=ttyS0 root=/dev/vda -- run /bin/busybox sh /usr/share/fstest/mount.sh",
+            &format!(
+                "console=ttyS0 root=/dev/vda -- run /bin/busybox sh /usr/share/fstest/mount.sh {block}"
+            ),
         ),
         T,
     );
@@ -429,12 +440,25 @@ fn mount_ext2_on_vdb_remount_umount_and_tmpfs() {
         ],
         "{out}"
     );
+    // Reads through the page cache see writes through the file, truncation, and a write to the
+    // disk under the mounted filesystem.
+    assert_eq!(
+        section("cache"),
+        [
+            "0123456789abcdefghijklmnopqrstuvwxyz",
+            "cached",
+            "made CHANGEDhost",
+            "made",
+            "written through /dev/vdbopqrstuvwxyz",
+        ],
+        "{out}"
+    );
     assert_eq!(
         section("exdev"),
         [
             "ln: /tmp/link: Invalid cross-device link",
             "mv copied across",
-            "/mnt: hello.txt lost+found new.txt  /tmp: dir ",
+            "/mnt: blk.txt hello.txt lost+found new.txt  /tmp: dir ",
             "moved back",
         ],
         "{out}"

@@ -207,16 +207,17 @@ pub fn uptime(up_ns: u64, idle_ns: u64) -> Vec<u8> {
 }
 
 /// `/proc/meminfo`, the first lines (kB).
-pub fn meminfo(total_kb: u64, free_kb: u64, slab_kb: u64, shmem_kb: u64) -> Vec<u8> {
+pub fn meminfo(total_kb: u64, free_kb: u64, slab_kb: u64, shmem_kb: u64, cache_kb: u64) -> Vec<u8> {
     let mut b = Buf(Vec::new());
-    // As Linux counts them, tmpfs pages (Shmem) are part of Cached.
+    // As Linux counts them, tmpfs pages (Shmem) are part of Cached; clean page-cache pages are
+    // available memory.
     let _ = write!(
         b,
         "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         {} kB\nShmem:          {} kB\nSlab:           {} kB\n",
         Dec(total_kb),
         Dec(free_kb),
-        Dec(free_kb),
-        Dec(shmem_kb),
+        Dec(free_kb + cache_kb),
+        Dec(shmem_kb + cache_kb),
         Dec(shmem_kb),
         Dec(slab_kb)
     );
@@ -543,9 +544,10 @@ mod tests {
             assert!(s.contains(l), "{l:?} in {s}");
         }
         assert_eq!(uptime(12_345_000_000, 5_000_000), b"12.34 0.00\n");
-        let m = String::from_utf8(meminfo(1000, 500, 7, 12)).unwrap();
+        let m = String::from_utf8(meminfo(1000, 500, 7, 12, 30)).unwrap();
+        assert!(m.contains("\nMemAvailable:   530 kB\n"), "{m}");
         assert!(
-            m.contains("\nCached:         12 kB\nShmem:          12 kB\n"),
+            m.contains("\nCached:         42 kB\nShmem:          12 kB\n"),
             "{m}"
         );
         assert!(m.starts_with("MemTotal:       1000 kB\nMemFree:        500 kB\n"));

@@ -97,6 +97,10 @@ impl FileOps for BlockFile {
             }))?;
             done += n;
         }
+        // A filesystem mounted from this disk must not keep showing file pages the write replaced.
+        if let Some(m) = super::mount::by_disk(self.index) {
+            crate::mm::pagecache::invalidate_dev(m.dev);
+        }
         Ok(done)
     }
 

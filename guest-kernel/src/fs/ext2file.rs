@@ -9,6 +9,7 @@
 use super::file::{DirEntry, FileOps, OpenFile, ReadBuf, Stat, WriteBuf};
 use super::mount::Mount;
 use super::now;
+use crate::mm::{pagecache, PAGE_SIZE};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::any::Any;
@@ -68,6 +69,136 @@ impl Drop for Ext2File {
     }
 }
 
+impl Ext2File {
+    /// A read through the page cache: cached pages are copied out; a missing one is read with the
+    /// missing pages after it (up to `RUN_PAGES`, within the file) in one filesystem read, and kept.
+    fn read_cached(&self, inode: &Inode, offset: u64, out: &mut Out) -> Result<usize, Errno> {
+        if offset >= inode.size {
+            return Ok(0);
+        }
+        let n = (out.len() as u64).min(inode.size - offset) as usize;
+        let dev = self.mnt.dev;
+        let page = PAGE_SIZE as usize;
+        let last = pagecache::index(inode.size - 1);
+        let mut run: Vec<u8> = Vec::new();
+        let mut done = 0;
+        while done < n {
+            let pos = offset + done as u64;
+            let idx = pagecache::index(pos);
+            let within = (pos % PAGE_SIZE) as usize;
+            let step = (page - within).min(n - done);
+            if out.copy_cached((dev, self.ino, idx), within, done, step)? {
+                done += step;
+                continue;
+            }
+            // A miss: this page and the missing ones after it.
+            let mut end = idx + 1;
+            while end <= last
+                && end - idx < pagecache::RUN_PAGES
+                && !pagecache::contains((dev, self.ino, end))
+            {
+                end += 1;
+            }
+            let len = (end - idx) as usize * page;
+            if within == 0 && len <= n - done {
+                if let Some(d) = out.whole(done, len) {
+                    // The run lies inside the caller's memory: read it there, then keep copies.
+                    let got = self.with(|fs| fs.read_at(inode, pos, d))?;
+                    if got == len {
+                        for (k, p) in d.chunks_exact(page).enumerate() {
+                            pagecache::insert((dev, self.ino, idx + k as u64), p);
+                        }
+                        done += len;
+                        continue;
+                    }
+                    // The file shrank meanwhile: what was read is all there is.
+                    return Ok(done + got);
+                }
+            }
+            run.clear();
+            run.try_reserve_exact(len).map_err(|_| Errno::ENOMEM)?;
+            run.resize(len, 0);
+            let got = self.with(|fs| fs.read_at(inode, idx * PAGE_SIZE, &mut run))?;
+            run[got..].fill(0);
+            for (k, p) in run.chunks_exact(page).enumerate() {
+                pagecache::insert((dev, self.ino, idx + k as u64), p);
+            }
+            let take = (len - within).min(n - done);
+            out.put(done, &run[within..within + take])?;
+            done += take;
+        }
+        Ok(n)
+    }
+
+    /// `data` reached the disk at `pos`: the cached pages it covers get the same bytes.
+    fn cache_update(&self, pos: u64, data: &[u8]) {
+        let mut at = 0;
+        while at < data.len() {
+            let p = pos + at as u64;
+            let within = (p % PAGE_SIZE) as usize;
+            let step = (PAGE_SIZE as usize - within).min(data.len() - at);
+            pagecache::update(
+                (self.mnt.dev, self.ino, pagecache::index(p)),
+                within,
+                &data[at..at + step],
+            );
+            at += step;
+        }
+    }
+}
+
+/// Where a cached read delivers: straight into the caller's memory, or through `put` (with a bounce
+/// buffer for cached pages).
+enum Out<'a> {
+    Direct(&'a mut [u8]),
+    Put(&'a mut dyn ReadBuf, Vec<u8>),
+}
+
+impl Out<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Out::Direct(d) => d.len(),
+            Out::Put(b, _) => b.len(),
+        }
+    }
+    /// `step` bytes at `within` of cached page `key` to offset `at`; false when it is not cached.
+    fn copy_cached(
+        &mut self,
+        key: pagecache::Key,
+        within: usize,
+        at: usize,
+        step: usize,
+    ) -> Result<bool, Errno> {
+        match self {
+            Out::Direct(d) => Ok(pagecache::read(key, within, &mut d[at..at + step])),
+            Out::Put(b, bounce) => {
+                bounce.resize(step, 0);
+                if !pagecache::read(key, within, bounce) {
+                    return Ok(false);
+                }
+                b.put(at, bounce)?;
+                Ok(true)
+            }
+        }
+    }
+    /// The caller's memory at `[at, at + len)` when it can be written in place.
+    fn whole(&mut self, at: usize, len: usize) -> Option<&mut [u8]> {
+        match self {
+            Out::Direct(d) => d.get_mut(at..at + len),
+            Out::Put(..) => None,
+        }
+    }
+    fn put(&mut self, at: usize, bytes: &[u8]) -> Result<(), Errno> {
+        match self {
+            Out::Direct(d) => {
+                d[at..at + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            }
+            Out::Put(b, _) => b.put(at, bytes),
+        }
+    }
+}
+
 /// The stat of inode `i` on the filesystem with device number `dev`.
 pub fn stat_of(dev: u32, i: &Inode) -> Stat {
     Stat {
@@ -112,6 +243,12 @@ impl FileOps for Ext2File {
             return Err(Errno::EISDIR);
         }
         let inode = self.inode()?;
+        if self.mnt.disk.is_some() {
+            if let Some(d) = buf.direct()? {
+                return self.read_cached(&inode, offset, &mut Out::Direct(d));
+            }
+            return self.read_cached(&inode, offset, &mut Out::Put(buf, Vec::new()));
+        }
         if let Some(dst) = buf.direct()? {
             return self.with(|fs| fs.read_at(&inode, offset, dst));
         }
@@ -167,6 +304,9 @@ impl FileOps for Ext2File {
             });
             match step {
                 Ok(w) => {
+                    if self.mnt.disk.is_some() {
+                        self.cache_update(offset + done as u64, &chunk[..w]);
+                    }
                     done += w;
                     if w < n {
                         break;
@@ -223,7 +363,9 @@ impl FileOps for Ext2File {
         self.with(|fs| {
             let mut inode = fs.inode(self.ino)?;
             fs.truncate(&mut inode, len, now)
-        })
+        })?;
+        pagecache::invalidate(self.mnt.dev, self.ino, pagecache::index(len));
+        Ok(())
     }
 
     /// File data is written through already; what is left is this filesystem's metadata and the

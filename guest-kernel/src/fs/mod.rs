@@ -319,6 +319,8 @@ fn open_inode(path: &[u8], flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), 
             let now = now();
             let inode =
                 mnt.with(|fs| fs.create(&mut dir, name, kcore::ext2::S_IFREG | perm, now))?;
+            // Pages an earlier file of this inode number left in the cache are not this file's.
+            crate::mm::pagecache::invalidate(mnt.dev, inode.ino, 0);
             return Ok((mnt, inode));
         }
         other => other?,
@@ -344,6 +346,7 @@ fn open_inode(path: &[u8], flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), 
     if flags & O_TRUNC != 0 && inode.is_reg() && inode.size != 0 {
         let now = now();
         mnt.with(|fs| fs.truncate(&mut inode, 0, now))?;
+        crate::mm::pagecache::invalidate(mnt.dev, inode.ino, 0);
     }
     Ok((mnt, inode))
 }

@@ -279,6 +279,7 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
                 (total - used) * 4,
                 heap_used.div_ceil(1024),
                 shmem * 4,
+                crate::mm::pagecache::pages() * 4,
             )))
         }
         [p] => {

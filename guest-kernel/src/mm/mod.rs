@@ -9,6 +9,7 @@
 pub mod frame;
 pub mod heap;
 pub mod page;
+pub mod pagecache;
 pub mod paging;
 pub mod uaccess;
 pub mod user;

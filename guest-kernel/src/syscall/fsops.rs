@@ -245,8 +245,9 @@ pub fn sys_truncate(path: u64, len: i64) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let now = now();
-    mnt.with(|fs| fs.truncate(&mut inode, len as u64, now))
-        .map(|_| 0)
+    mnt.with(|fs| fs.truncate(&mut inode, len as u64, now))?;
+    crate::mm::pagecache::invalidate(mnt.dev, inode.ino, crate::mm::pagecache::index(len as u64));
+    Ok(0)
 }
 
 pub fn sys_umask(mask: u32) -> SysResult {

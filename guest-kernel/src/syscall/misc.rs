@@ -87,6 +87,15 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
                 kcore::fmt::Dec(ld(2)),
                 kcore::fmt::Dec(crate::time::tsc_to_ns(ld(3)) / reqs.max(1))
             );
+            let pc = &crate::mm::pagecache::STATS;
+            let lp = |i: usize| pc[i].load(core::sync::atomic::Ordering::Relaxed);
+            kprintln!(
+                "pagecache: {} pages, {} hits, {} pages read in, {} evicted",
+                kcore::fmt::Dec(lp(0)),
+                kcore::fmt::Dec(lp(1)),
+                kcore::fmt::Dec(lp(2)),
+                kcore::fmt::Dec(lp(3))
+            );
             let (lstar, fault) = crate::arch::interrupts::syscall_counts();
             kprintln!(
                 "syscalls: {} through the LSTAR entry, {} through the #PF at LSTAR",

@@ -1,6 +1,6 @@
 # Mounts in the guest (tests/tests/guest_fs.rs): an ext2 made on the host on /dev/vdb at /mnt, written,
-# remounted read-only and back, busy and unmounted; a small tmpfs filled to its size=; the boot tmpfs
-# on /tmp. Run by busybox sh; the test compares the lines and checks /dev/vdb on the host afterwards.
+# read through the page cache while the file and the disk under it change, remounted read-only and
+# back, busy and unmounted; a small tmpfs filled to its size=; the boot tmpfs on /tmp. Run by busybox sh; the test compares the lines and checks /dev/vdb on the host afterwards.
 shmem() { grep Shmem: /proc/meminfo | awk '{print "shmem " $2}'; }
 echo "== boot mounts"
 cat /proc/mounts
@@ -12,6 +12,15 @@ echo guest-data > /mnt/new.txt
 mkdir /mnt/dir && echo nested > /mnt/dir/f && echo "wrote"
 cd /mnt/dir && cd ../.. && pwd && cd /
 stat -c 'dev %t:%T %D' /mnt/dir/f
+echo "== cache"
+# $1: the 1 KiB block of /blk.txt on /dev/vdb (the host's debugfs found it).
+cat /mnt/blk.txt
+[ "$(grep '^Cached:' /proc/meminfo | awk '{print $2}')" -ge 4 ] && echo "cached"
+printf 'CHANGED' | dd of=/mnt/hello.txt bs=1 seek=5 conv=notrunc 2>/dev/null
+cat /mnt/hello.txt
+truncate -s 4 /mnt/hello.txt && cat /mnt/hello.txt && echo
+printf 'written through /dev/vdb' | dd of=/dev/vdb bs=1024 seek="$1" conv=notrunc 2>/dev/null
+cat /mnt/blk.txt
 echo "== exdev"
 ln /mnt/new.txt /tmp/link 2>&1
 mv /mnt/dir /tmp/dir 2>&1 && echo "mv copied across"
