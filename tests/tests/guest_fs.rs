@@ -1,7 +1,7 @@
 //! A writable root filesystem on the project's guest kernel (issue #17), on real VMs. Every test boots
 //! on its own COPY of the root image with `rw` on the command line (the shared image stays read-only).
 //!
-//! - `rootfs/c/fstest.c` (static, glibc) creates, writes, renames, links and deletes hundreds of files
+//! - `rootfs/c/fstest.c` (static, glibc and musl) creates, writes, renames, links and deletes hundreds of files
 //!   on the host and in the guest and must print the same sorted listing with checksums; after the
 //!   guest powers off, `e2fsck -fn` finds nothing and the host's `debugfs` reads the same bytes.
 //! - Durability: the guest writes and fsyncs a file, `microvm` is killed with SIGKILL, and the file is
@@ -100,13 +100,23 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
 
 #[test]
 fn fstest_matches_the_host_and_the_image_stays_consistent() {
+    fstest_matches_the_host("glibc");
+}
+
+/// The same with the musl build (its own stdio buffering, `opendir`/`readdir` and `*at` wrappers).
+#[test]
+fn fstest_musl_matches_the_host_and_the_image_stays_consistent() {
+    fstest_matches_the_host("musl");
+}
+
+fn fstest_matches_the_host(libc: &str) {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let dir = scratch("fstest");
+    let dir = scratch(&format!("fstest-{libc}"));
     let (n, d) = ("300", "12");
     let host_top = dir.join("host");
-    let host = Command::new(images.host_program("bin/fstest-glibc"))
+    let host = Command::new(images.host_program(&format!("bin/fstest-{libc}")))
         .arg(&host_top)
         .args([n, d])
         .output()
@@ -117,7 +127,7 @@ fn fstest_matches_the_host_and_the_image_stays_consistent() {
 
     let disk = copy_root(&images, &dir, false);
     let cmdline =
-        format!("console=ttyS0 root=/dev/vda rw -- run /bin/fstest-glibc /root/fst {n} {d}");
+        format!("console=ttyS0 root=/dev/vda rw -- run /bin/fstest-{libc} /root/fst {n} {d}");
     let guest = run(&args(&images, &disk, &cmdline), T);
     assert!(
         guest
@@ -135,7 +145,7 @@ fn fstest_matches_the_host_and_the_image_stays_consistent() {
     assert!(
         guest
             .stdout
-            .contains("init: /bin/fstest-glibc exited (exit 0)"),
+            .contains(&format!("init: /bin/fstest-{libc} exited (exit 0)")),
         "{}",
         guest.stdout
     );
