@@ -7,7 +7,9 @@
 //! `threads` (pthreads: mutex and condvar counter, semaphores, join/detach, signals to a thread and
 //! to the process, fork and exit from a thread, a robust mutex whose owner died, /proc/PID/task,
 //! futex errors), `uaccess` (a buffer unmapped by one thread while another's read, write or socket
-//! call copies to or from it: a count or EFAULT, never a kernel fault), and
+//! call copies to or from it: a count or EFAULT, never a kernel fault), `execthread` (execve from a
+//! thread: the caller takes the group's pid, the other threads are gone, the parent sees one exit; a
+//! leader that exits before its thread leaves its children to the group), and
 //! the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier).
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
@@ -131,4 +133,14 @@ fn a_buffer_unmapped_during_a_copy_is_efault_glibc() {
 #[test]
 fn a_buffer_unmapped_during_a_copy_is_efault_musl() {
     unmapped_during_a_copy("uaccess-musl");
+}
+
+#[test]
+fn execve_from_a_thread_and_an_early_leader_exit_match_the_host_glibc() {
+    let _ = same_on_host_and_guest("execthread-glibc", "execthread");
+}
+
+#[test]
+fn execve_from_a_thread_and_an_early_leader_exit_match_the_host_musl() {
+    let _ = same_on_host_and_guest("execthread-musl", "execthread");
 }

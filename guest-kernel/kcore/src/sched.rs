@@ -880,6 +880,22 @@ impl Cfs {
         }
     }
 
+    /// The running task takes the id `new` (execve from a thread takes its group leader's pid, Linux's
+    /// de_thread; the leader was released first). False if no task runs or `new` is in use.
+    pub fn rename_curr(&mut self, new: u32) -> bool {
+        let Some((old, s)) = self.curr else {
+            return false;
+        };
+        if self.index.contains_key(&new) {
+            return false;
+        }
+        self.index.remove(&old);
+        self.index.insert(new, s as u32);
+        self.curr = Some((new, s));
+        self.clear_buddies(old);
+        true
+    }
+
     /// Forgets a reaped task; its CPU time (with its own children's) is added to `parent`'s children
     /// totals.
     pub fn release(&mut self, task: u32, parent: Option<u32>) {
@@ -956,6 +972,36 @@ mod tests {
             }
         }
         c.update_curr(*now);
+    }
+
+    #[test]
+    fn the_running_task_takes_its_leaders_id() {
+        let mut c = cfs();
+        let mut now = 0;
+        c.fork(now, None, 1);
+        c.fork(now, Some(1), 2);
+        c.fork(now, Some(1), 3);
+        // Run until task 3 is current.
+        for _ in 0..100 {
+            if c.curr() == Some(3) {
+                break;
+            }
+            now += MS;
+            c.pick_next(now, Prev::Runnable, 0);
+        }
+        assert_eq!(c.curr(), Some(3));
+        assert!(!c.rename_curr(2), "2 is still in use");
+        c.pick_next(now, Prev::Runnable, 0);
+        let cur = c.curr().unwrap();
+        let other = if cur == 2 { 3 } else { 2 };
+        c.release(other, None);
+        assert!(c.rename_curr(other));
+        assert_eq!(c.curr(), Some(other));
+        assert!(c.entity(cur).is_none(), "the old id is gone");
+        assert!(c.entity(other).is_some());
+        // It goes on being scheduled under the new id.
+        simulate(&mut c, &mut now, 50);
+        assert!(c.entity(other).unwrap().sum_exec_runtime > 0);
     }
 
     #[test]

@@ -157,31 +157,43 @@ pub fn stats() -> (usize, usize) {
     (inner.heap.size(), inner.heap.used() - inner.cached)
 }
 
-/// A kernel stack of `bytes` from the heap, or `None` if the heap cannot spare it (fork then fails
-/// with EAGAIN instead of the kernel dying on an allocation failure).
-pub fn try_alloc_stack(bytes: usize) -> Option<alloc::boxed::Box<[core::mem::MaybeUninit<u8>]>> {
-    // Keep a reserve for everything else the kernel allocates.
-    const RESERVE: usize = 512 * 1024;
+/// Heap bytes that user-sized requests (kernel stacks for fork, pipe rings, sendfile's buffer) leave
+/// for everything else the kernel allocates: those fail (EAGAIN, ENOMEM) first, so that the small
+/// allocations a system call makes on its way (a path, a descriptor slot, a wait-queue entry) still
+/// find room when a user has filled the heap.
+const RESERVE: usize = 512 * 1024;
+
+/// Whether the heap has `bytes` to spare beyond the reserve.
+fn can_spare(bytes: usize) -> bool {
     // SAFETY: reads counters; no concurrent access (see the Sync impl).
     let (size, used) = unsafe {
         let inner = &*HEAP.0.get();
         (inner.heap.size(), inner.heap.used())
     };
+    size.saturating_sub(used) >= bytes + RESERVE
+}
+
+/// A kernel stack of `bytes` from the heap, or `None` if the heap cannot spare it (fork then fails
+/// with EAGAIN instead of the kernel dying on an allocation failure).
+pub fn try_alloc_stack(bytes: usize) -> Option<alloc::boxed::Box<[core::mem::MaybeUninit<u8>]>> {
     let cached_stack = class(Layout::array::<u8>(bytes).unwrap_or(Layout::new::<u8>()))
         // SAFETY: as above.
         .is_some_and(|c| unsafe { !(*HEAP.0.get()).free[c].is_null() });
-    if !cached_stack && size - used < bytes + RESERVE {
+    if !cached_stack && !can_spare(bytes) {
         return None;
     }
     Some(alloc::boxed::Box::new_uninit_slice(bytes))
 }
 
-/// `len` zero bytes on the heap, or `None` if the heap cannot spare them (the caller fails with ENOMEM
-/// instead of the kernel dying on an allocation failure). Fresh heap memory is not cleared again.
+/// `len` zero bytes on the heap, or `None` if the heap cannot spare them beyond its reserve (the
+/// caller fails with ENOMEM instead of the kernel dying on an allocation failure). Fresh heap memory is not cleared again.
 pub fn try_zeroed_bytes(len: usize) -> Option<alloc::boxed::Box<[u8]>> {
     let layout = Layout::array::<u8>(len).ok()?;
     if len == 0 {
         return Some(alloc::boxed::Box::default());
+    }
+    if !can_spare(len) {
+        return None;
     }
     // SAFETY: a nonzero-sized layout; the global allocator is ours.
     let p = unsafe { alloc::alloc::alloc_zeroed(layout) };

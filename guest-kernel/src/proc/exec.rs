@@ -389,6 +389,52 @@ pub fn spawn(
     })
 }
 
+/// Longest wait for the other threads of an exec-ing thread's group to go, in 10 ms steps.
+const DE_THREAD_STEPS: u32 = 1000;
+
+/// Linux's de_thread, at execve's point of no return: every other thread of the group gets SIGKILL
+/// (marked as dying with the group, so none of them ends the group itself) and the caller waits until
+/// they are gone; a caller that is not the leader then takes the leader's pid. Err when the caller
+/// itself is being killed meanwhile (another thread's exit_group or execve came first).
+fn de_thread() -> Result<(), Errno> {
+    let (me, tgid) = super::with_current(|p| (p.pid, p.tgid));
+    let alive = |t: &alloc::collections::BTreeMap<Pid, Box<super::Process>>| {
+        t.values()
+            .any(|q| q.tgid == tgid && q.pid != me && q.state != State::Zombie)
+    };
+    let others: Vec<Pid> = super::with_table(|t| {
+        t.values_mut()
+            .filter(|q| q.tgid == tgid && q.pid != me && q.state != State::Zombie)
+            .map(|q| {
+                q.group_exit
+                    .get_or_insert(kcore::wait::signaled(super::signal::SIGKILL, false));
+                q.pid
+            })
+            .collect()
+    });
+    if others.is_empty() && me == tgid {
+        return Ok(());
+    }
+    for o in others {
+        let _ = super::signal::send_thread(o, super::signal::SIGKILL);
+    }
+    let mut steps = 0;
+    while super::with_table(|t| alive(t)) {
+        if super::signal::fatal_pending() || steps == DE_THREAD_STEPS {
+            return Err(Errno::EAGAIN);
+        }
+        steps += 1;
+        if !super::sched::sleep_until(crate::time::now_ns() + 10_000_000) {
+            // A signal is pending (not SIGKILL): let the dying threads run all the same.
+            super::sched::yield_now();
+        }
+    }
+    if me != tgid {
+        super::take_over_leader(me, tgid);
+    }
+    Ok(())
+}
+
 /// execve in the current process: on success the old image is gone and `frame` enters the new one.
 pub fn exec_current(
     frame: &mut TrapFrame,
@@ -397,6 +443,10 @@ pub fn exec_current(
     envp: &[ArgStr],
 ) -> Result<(), Errno> {
     let l = load(path, argv, envp)?;
+    if let Err(e) = de_thread() {
+        l.aspace.destroy();
+        return Err(e);
+    }
     l.aspace.activate();
     let old = super::with_current(|p| {
         let old = core::mem::replace(&mut p.mm, super::Mm::new_ref(l.aspace, l.vmas, l.brk_start));

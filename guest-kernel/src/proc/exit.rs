@@ -79,10 +79,23 @@ fn exit_thread(pid: Pid, tgid: Pid, status: i32) -> ! {
     });
     sched::bury(pid);
     if let Some(ppid) = leader_parent {
-        notify_parent(tgid, ppid);
+        // The group ends with this thread: what the leader's exit left for the end happens now.
+        group_ended(tgid, ppid);
     }
     sched::schedule();
     unreachable!("an exited thread ran again");
+}
+
+/// The last thread of group `tgid` is gone (its leader exited before): the leader's children go to
+/// the reaper now, as Linux reparents a thread's children to another live thread of its group and
+/// only the group's end hands them on; the terminal and record locks are let go; the parent learns
+/// of the zombie.
+fn group_ended(tgid: Pid, ppid: Pid) {
+    let (sid, ctty) = super::with_proc(tgid, |p| (p.sid, p.ctty)).unwrap_or((Pid(0), false));
+    crate::tty::exiting(tgid, sid, ctty);
+    crate::fs::lock::exited(tgid.0);
+    reparent_children(tgid);
+    notify_parent(tgid, ppid);
 }
 
 /// A process (its last thread gone) is a zombie now: its parent gets SIGCHLD and a wake, or reaps it
@@ -139,8 +152,10 @@ pub fn exit_current(status: i32) -> ! {
             .any(|q| q.tgid == pid && q.pid != pid && q.state != State::Zombie)
     });
     super::fork::release_vfork_parent();
-    let (sid, ctty) = super::with_current(|p| (p.sid, p.ctty));
-    crate::tty::exiting(pid, sid, ctty);
+    if !threads_left {
+        let (sid, ctty) = super::with_current(|p| (p.sid, p.ctty));
+        crate::tty::exiting(pid, sid, ctty);
+    }
     // Memory and files go now; the PCB and kernel stack stay until the parent reaps the zombie.
     AddressSpace::activate_kernel();
     let (files, mm) = super::with_current(|p| {
@@ -153,9 +168,30 @@ pub fn exit_current(status: i32) -> ! {
     super::drop_mm(mm);
     cost::record(Cost::Release, t1);
     drop(files);
-    crate::fs::lock::exited(super::with_current(|p| p.tgid.0));
+    let ppid = super::with_table(|t| {
+        let p = t.get_mut(&pid);
+        p.map(|p| {
+            p.state = State::Zombie;
+            p.exit_status = Some(status);
+            p.ppid
+        })
+        .unwrap_or(INIT_PID)
+    });
+    if !threads_left {
+        crate::fs::lock::exited(pid.0);
+        reparent_children(pid);
+        notify_parent(pid, ppid);
+    }
+    cost::record(Cost::Exit, t0);
+    sched::schedule();
+    unreachable!("a zombie ran again");
+}
 
-    let (ppid, reaper, orphaned) = super::with_table(|t| {
+/// Hands `pid`'s children to the nearest living subreaper among its ancestors, else init (zombies
+/// among them are reported to it), and sends SIGHUP then SIGCONT to the process groups this orphans
+/// that have a stopped member. `pid` is a zombie by now.
+fn reparent_children(pid: Pid) {
+    let (reaper, orphaned) = super::with_table(|t| {
         let ppid = t.get(&pid).map(|p| p.ppid).unwrap_or(INIT_PID);
         // The nearest living subreaper among the ancestors, else init.
         let mut reaper = INIT_PID;
@@ -173,7 +209,7 @@ pub fn exit_current(status: i32) -> ! {
         let mut zombies = false;
         let mut child_groups = Vec::new();
         for c in t.values_mut() {
-            if c.ppid == pid {
+            if c.ppid == pid && c.tgid != pid {
                 c.ppid = reaper;
                 zombies |= c.state == State::Zombie;
                 child_groups.push((c.pgid, c.sid));
@@ -183,11 +219,7 @@ pub fn exit_current(status: i32) -> ! {
         child_groups.sort_unstable();
         child_groups.dedup();
         let orphaned = newly_orphaned_groups(t, pid, &child_groups);
-        if let Some(p) = t.get_mut(&pid) {
-            p.state = State::Zombie;
-            p.exit_status = Some(status);
-        }
-        (ppid, zombies.then_some(reaper), orphaned)
+        (zombies.then_some(reaper), orphaned)
     });
     for g in orphaned {
         let _ = signal::send_group(g, signal::SIGHUP);
@@ -198,12 +230,6 @@ pub fn exit_current(status: i32) -> ! {
         signal::send_kernel(r, SIGCHLD);
         sched::wake(Chan::Child(r));
     }
-    if !threads_left {
-        notify_parent(pid, ppid);
-    }
-    cost::record(Cost::Exit, t0);
-    sched::schedule();
-    unreachable!("a zombie ran again");
 }
 
 /// Whether process group `pgid` is orphaned (POSIX): no member other than `ignore` has a parent in

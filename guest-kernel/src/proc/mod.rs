@@ -356,6 +356,31 @@ pub fn with_table<R>(f: impl FnOnce(&mut BTreeMap<Pid, Box<Process>>) -> R) -> R
     f(&mut PROCS.borrow_mut())
 }
 
+/// execve from thread `me` of group `tgid` (Linux's de_thread, once the other threads are gone): the
+/// leader's entry (a zombie now) is freed without a report and `me` takes its pid, parent, start time
+/// and children's totals. The old tid is free again.
+pub fn take_over_leader(me: Pid, tgid: Pid) {
+    let leader = with_table(|t| {
+        let leader = t.remove(&tgid)?;
+        let mut p = t.remove(&me)?;
+        p.pid = tgid;
+        p.ppid = leader.ppid;
+        p.start_jiffies = leader.start_jiffies;
+        p.children_csw = leader.children_csw;
+        p.clear_child_tid = 0;
+        p.robust_list = 0;
+        t.insert(tgid, p);
+        Some(leader)
+    });
+    if leader.is_some() {
+        sched::release(tgid, None);
+        sched::rename_current(tgid);
+        forget_current_pcb();
+    }
+    // The leader's PCB, kernel stack and context go now (it never runs again).
+    drop(leader);
+}
+
 /// The current process's pid (0 for the idle task).
 pub fn current_pid() -> Pid {
     CURRENT.try_borrow().ok().and_then(|c| *c).unwrap_or(Pid(0))

@@ -156,6 +156,16 @@ pub fn set_nice(pid: Pid, nice: i32, policy: SchedPolicy) {
     resched_if(preempt);
 }
 
+/// The running task takes pid `new` (execve from a thread takes its leader's, which was released
+/// first): its scheduling entity and the running-task record follow.
+pub fn rename_current(new: Pid) -> bool {
+    let ok = POLICY.borrow_mut().rename_curr(new.0);
+    if ok {
+        *CURRENT.borrow_mut() = Some(new);
+    }
+    ok
+}
+
 /// A reaped process leaves the scheduler; its CPU time counts for `parent`'s children.
 pub fn release(pid: Pid, parent: Option<Pid>) {
     POLICY.borrow_mut().release(pid.0, parent.map(|p| p.0));

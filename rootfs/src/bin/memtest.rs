@@ -9,7 +9,11 @@
 //!   (E2BIG), and single strings of MAX_ARG_STRLEN - 1 bytes (runs) and MAX_ARG_STRLEN (E2BIG).
 //! - `memtest overcommit`: mmap and brk requests larger than RAM fail with ENOMEM at once.
 //! - `memtest hog`: maps and touches 4 MiB chunks until the kernel's OOM killer ends it (prints how
-//!   far it got every 16 MiB).
+//!   far it got every 16 MiB). `memtest hog read`: the same, but the pages are brought in by the
+//!   kernel, as the buffer of a read() from an empty non-blocking pipe (the kernel checks the whole
+//!   buffer first): the OOM killer must end it there too, not EFAULT.
+//! - `memtest kheap`: pipes with data until the kernel heap (or the descriptor table) is full, the
+//!   calls that allocate kernel memory while it is, and a pipe after everything was closed.
 //! - `memtest badptr`: system calls given NULL, kernel-half and unmapped pointers: each fails with EFAULT
 //!   (the kernel must check every user pointer before it touches it, and never fault itself).
 //! - `memtest argcount ...`: what the exec'd child runs: prints its argc and argument bytes.
@@ -33,6 +37,9 @@ fn errno_name(e: i32) -> String {
         libc::ENOMEM => "ENOMEM".into(),
         libc::EAGAIN => "EAGAIN".into(),
         libc::EFAULT => "EFAULT".into(),
+        libc::EMFILE => "EMFILE".into(),
+        libc::ENFILE => "ENFILE".into(),
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT".into(),
         e => format!("errno {e}"),
     }
 }
@@ -243,9 +250,15 @@ fn overcommit_test() {
     ));
 }
 
-fn hog() -> ! {
+fn hog(by_read: bool) -> ! {
     let chunk = 4 << 20;
     let mut mib = 0;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if by_read && unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) } != 0 {
+        say("hog: pipe failed");
+        std::process::exit(1);
+    }
     loop {
         // SAFETY: an anonymous private mapping, kept until the process dies.
         let p = unsafe {
@@ -265,15 +278,121 @@ fn hog() -> ! {
             ));
             std::process::exit(1);
         }
-        for off in (0..chunk).step_by(4096) {
-            // SAFETY: inside the mapping just made.
-            unsafe { (p as *mut u8).add(off).write_volatile(1) };
+        if by_read {
+            // SAFETY: a read into the mapping just made (the pipe is empty: EAGAIN after the
+            // kernel has brought in every page of the buffer).
+            let r = unsafe { libc::read(fds[0], p, chunk) };
+            if r < 0 && errno() != libc::EAGAIN {
+                say(&format!(
+                    "hog: read failed after {mib} MiB: {}",
+                    errno_name(errno())
+                ));
+                std::process::exit(1);
+            }
+        } else {
+            for off in (0..chunk).step_by(4096) {
+                // SAFETY: inside the mapping just made.
+                unsafe { (p as *mut u8).add(off).write_volatile(1) };
+            }
         }
         mib += 4;
         if mib % 16 == 0 {
             say(&format!("hog: {mib} MiB"));
         }
     }
+}
+
+/// Fills the kernel heap from user space: pipes (each one's 64 KiB ring is allocated at its first
+/// write) until a write fails with ENOMEM or the descriptors run out (EMFILE), then, with the heap
+/// full, the calls that allocate kernel memory (pipe, epoll_create1, socket, open, fork, a large
+/// poll): each must succeed or fail with an error (ENOMEM, EAGAIN, EMFILE), never bring the kernel
+/// down; after everything is closed a pipe works again.
+fn kheap_test() {
+    let mut ends = Vec::new();
+    let mut written = 0;
+    let first_err = loop {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) } != 0 {
+            break format!("pipe: {}", errno_name(errno()));
+        }
+        ends.push(fds);
+        // SAFETY: a one-byte write from a static buffer.
+        if unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) } != 1 {
+            break format!("write: {}", errno_name(errno()));
+        }
+        written += 1;
+    };
+    say(&format!(
+        "kheap: {written} pipes with a ring, then {first_err}"
+    ));
+    // With the heap (or the descriptor table) full: every call answers.
+    let answer = |r: i64| {
+        if r >= 0 {
+            "ok".to_string()
+        } else {
+            errno_name(errno())
+        }
+    };
+    // SAFETY: plain system calls with valid arguments; descriptors made here are closed below.
+    let (ep, sock, file) = unsafe {
+        (
+            i64::from(libc::epoll_create1(0)),
+            i64::from(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)),
+            i64::from(libc::open(c"/etc/passwd".as_ptr(), libc::O_RDONLY)),
+        )
+    };
+    let child = spawn_exiting_child();
+    if child > 0 {
+        // SAFETY: reaping the child just made.
+        unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
+    }
+    let mut pfds: Vec<libc::pollfd> = ends
+        .iter()
+        .map(|e| libc::pollfd {
+            fd: e[0],
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .take(1000)
+        .collect();
+    // SAFETY: `pfds` is a valid array of its length.
+    let polled = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
+    say(&format!(
+        "kheap: while full: epoll_create1 {}, socket {}, open {}, fork {}, poll {}",
+        answer(ep),
+        answer(sock),
+        answer(file),
+        answer(child),
+        answer(i64::from(polled))
+    ));
+    for fd in [ep, sock, file] {
+        if fd >= 0 {
+            // SAFETY: closing a descriptor opened above.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+    for e in ends.drain(..) {
+        // SAFETY: closing the pipes made above.
+        unsafe {
+            libc::close(e[0]);
+            libc::close(e[1]);
+        }
+    }
+    let mut fds = [0i32; 2];
+    let mut buf = [0u8; 5];
+    // SAFETY: a pipe, a write and a read of five bytes on it, then both ends closed.
+    let ok = unsafe {
+        libc::pipe(fds.as_mut_ptr()) == 0
+            && libc::write(fds[1], b"hello".as_ptr().cast(), 5) == 5
+            && libc::read(fds[0], buf.as_mut_ptr().cast(), 5) == 5
+            && libc::close(fds[0]) == 0
+            && libc::close(fds[1]) == 0
+    };
+    say(&format!(
+        "kheap: after closing them a pipe works: {}",
+        if ok && &buf == b"hello" { "yes" } else { "no" }
+    ));
 }
 
 /// Calls that take user pointers, given bad ones: NULL, an address in the kernel's half, and an unmapped
@@ -355,8 +474,9 @@ fn main() {
             }
         }
         Some("overcommit") => overcommit_test(),
-        Some("hog") => hog(),
+        Some("hog") => hog(args.get(2).map(String::as_str) == Some("read")),
         Some("badptr") => badptr_test(),
+        Some("kheap") => kheap_test(),
         Some("argcount") => {
             // Every argument after this word is one byte repeated: check each arrived whole.
             let whole = args[2..]
@@ -368,7 +488,9 @@ fn main() {
             ));
         }
         _ => {
-            eprintln!("usage: memtest pipe [MIB] | args | overcommit | hog | badptr");
+            eprintln!(
+                "usage: memtest pipe [MIB] | args | overcommit | hog [read] | badptr | kheap"
+            );
             std::process::exit(2);
         }
     }
