@@ -504,7 +504,8 @@ fn forkbomb_stops_at_eagain_and_the_kernel_recovers() {
     };
     // Kernel stacks come from the kernel heap: fork fails with EAGAIN (not a kernel panic) once it
     // cannot spare one, and everything comes back when the children are gone.
-    let Some(out) = boot_running("/bin/forkbomb 100000") else {
+    // ~130 s of emulated kernel work at load 16 (400 forks and exits): more than T.
+    let Some(out) = boot_running_for("/bin/forkbomb 100000", Duration::from_secs(400)) else {
         return;
     };
     let line = out
