@@ -417,4 +417,31 @@ mod tests {
         assert!(matches!(start(&path), Err(ServerError::NotASocket(_))));
         std::fs::remove_file(&path).unwrap();
     }
+
+    #[test]
+    fn eviction_closes_the_longest_reading_connection_and_never_a_busy_one() {
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        let (c, _c_peer) = UnixStream::pair().unwrap();
+        let t = Instant::now();
+        let mut conns = Conns::default();
+        conns
+            .open
+            .push((1, a.as_raw_fd(), Some(t + Duration::from_millis(10))));
+        conns.open.push((2, b.as_raw_fd(), Some(t)));
+        conns.open.push((3, c.as_raw_fd(), None));
+        assert!(conns.evict_longest_reading());
+        // The evicted connection's client sees the end of the stream.
+        let mut buf = [0u8; 1];
+        assert_eq!(b_peer.read(&mut buf).unwrap(), 0);
+        let ids: Vec<u64> = conns.open.iter().map(|c| c.0).collect();
+        assert_eq!(ids, [1, 3]);
+        assert!(conns.evict_longest_reading());
+        // Only the connection waiting for the VMM is left: nothing to evict.
+        assert!(!conns.evict_longest_reading());
+        assert_eq!(conns.open.len(), 1);
+        let e = ApiError::Busy(MAX_CONNECTIONS);
+        assert_eq!(e.status(), 503);
+        assert!(e.to_string().contains("waiting for answers from the VMM"));
+    }
 }
