@@ -9,19 +9,22 @@
 //! PATCHed in reads back from `GET /vm/config`.
 //!
 //! Then the two orchestrators' call sequences, replayed as their code makes them (README, "Using microvm
-//! under Kata or firecracker-containerd", lists them), against the guest kernel with busybox ash as a
-//! stand-in for their in-guest agents (which talk over vsock; microvm has no vsock yet):
+//! under Kata or firecracker-containerd", lists them), against the guest kernel with busybox ash and a
+//! vsock echo server on port 1024 as the stand-in for their in-guest agents, reached as they reach it
+//! (`CONNECT 1024` on the vsock device's Unix socket):
 //! - Kata (src/runtime/virtcontainers/fc.go): a config file with `machine-config` carrying the old
 //!   `ht_enabled`, the root image as a read-only non-root drive `rootfs`, a pool of eight empty placeholder
 //!   drives `drive_0`..`drive_7`, `logger` and `metrics` on FIFOs Kata opened first; `microvm --api-sock
-//!   --config-file`; `GET /` polled every 10 ms until the VM runs (Kata gives up after 10 s); a block
+//!   --config-file` with a `vsock` section (the old `vsock_id` in it); `GET /` polled every 10 ms until the
+//!   VM runs (Kata gives up after 10 s); the agent connection; a block
 //!   device hot-plugged as `PATCH /drives/drive_0` onto an image and unplugged by patching it back to
 //!   its empty placeholder; SIGTERM (Kata waits 15 s).
 //! - firecracker-containerd (runtime/service.go through firecracker-go-sdk, runtime/drive_handler.go):
 //!   `microvm --api-sock --id`; `GET /machine-config` polled until the socket answers; `PUT /logger`,
 //!   `PUT /metrics`, `PUT /machine-config`, `PUT /boot-source`, `PUT /drives/root_drive`, the stub drives
 //!   (ids the base32 of their file names, `ctrstub0` and a drive-mount stub with a rate limiter, each a
-//!   512-byte file naming itself), `PUT /actions InstanceStart`; a container's image is `PATCH`ed onto the
+//!   512-byte file naming itself), `PUT /vsock`, `PUT /actions InstanceStart`, the agent connection; a
+//!   container's image is `PATCH`ed onto the
 //!   stub and back on release; `FlushMetrics`; shutdown by `SendCtrlAltDel`.
 
 use std::io::Write;
@@ -207,6 +210,37 @@ fn patch_is_refused_before_instance_start() {
     assert_eq!(out.code, Some(143), "{}", out.stderr);
 }
 
+/// The agent connection: `CONNECT 1024` on the vsock device's Unix socket until the guest's listener
+/// (started from the shell just before) answers `OK`, then a line echoed through it.
+fn agent_round_trip(uds: &Path) {
+    use std::io::{BufRead, BufReader};
+    let mut answered = None;
+    assert!(
+        wait_until(T, || {
+            let Ok(mut s) = UnixStream::connect(uds) else {
+                return false;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            if s.write_all(b"CONNECT 1024\n").is_err() {
+                return false;
+            }
+            let mut line = String::new();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            if r.read_line(&mut line).is_err() || !line.starts_with("OK ") {
+                return false;
+            }
+            answered = Some((s, r));
+            true
+        }),
+        "the guest's agent port 1024 never answered CONNECT"
+    );
+    let (mut s, mut r) = answered.unwrap();
+    s.write_all(b"agent: hello\n").unwrap();
+    let mut echo = String::new();
+    r.read_line(&mut echo).unwrap();
+    assert_eq!(echo, "agent: hello\n");
+}
+
 /// Reads whatever the FIFO holds now.
 fn drain(fifo: &mut std::fs::File) -> String {
     use std::io::Read;
@@ -244,6 +278,7 @@ fn kata_containers_call_sequence() {
     };
     let (log_path, mut log) = fifo("kata-logs.fifo");
     let (metrics_path, mut metrics) = fifo("kata-metrics.fifo");
+    let hvsock = tmp("kata.hvsock");
     // createDiskPool: empty files (os.Create) as the placeholders' backends.
     let mut drives = vec![
         serde_json::json!({"drive_id": "rootfs", "is_read_only": true,
@@ -268,8 +303,11 @@ fn kata_containers_call_sequence() {
         "machine-config": {"ht_enabled": false, "mem_size_mib": 128, "vcpu_count": 1},
         "logger": {"level": "Error", "log_path": log_path},
         "metrics": {"metrics_path": metrics_path},
+        // fcAddVsock: the hybrid vsock, CID 3, with the pre-1.0 vsock_id.
+        "vsock": {"guest_cid": 3, "uds_path": hvsock, "vsock_id": "root"},
     });
     let config_path = tmp("fcConfig.json");
+    let _ = std::fs::remove_file(&hvsock);
     std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     let sock = tmp("kata.sock");
     let mut vm = Vm::spawn(&[
@@ -298,6 +336,9 @@ fn kata_containers_call_sequence() {
     );
     eprintln!("kata: the VMM answered Running after {:?}", t0.elapsed());
     vm.wait_for_output("/ # ", T);
+    // The agent (its stand-in: an echo server on vsock port 1024), reached as Kata reaches it.
+    type_and_wait(&mut vm, "vsock-glibc server 1024 &", "/ # ");
+    agent_round_trip(&hvsock);
     type_and_wait(&mut vm, "wc -c < /dev/vdb", "\n0\n");
 
     // hotplugBlockDevice(AddDevice): the placeholder is patched onto the container's image.
@@ -394,11 +435,19 @@ fn firecracker_containerd_call_sequence() {
         put(&format!("/drives/{id}"), d);
         stubs.push((id, stub));
     }
+    let uds = tmp("fcc.vsock");
+    let _ = std::fs::remove_file(&uds);
+    put(
+        "/vsock",
+        serde_json::json!({"guest_cid": 3, "uds_path": uds, "vsock_id": "agent_api"}),
+    );
     put(
         "/actions",
         serde_json::json!({"action_type": "InstanceStart"}),
     );
     vm.wait_for_output("/ # ", T);
+    type_and_wait(&mut vm, "vsock-glibc server 1024 &", "/ # ");
+    agent_round_trip(&uds);
     // The agent finds its stub drives by their contents.
     type_and_wait(&mut vm, "head -c 18 /dev/vdb; echo", "stub:MN2HE43UOVRDA\n");
     type_and_wait(
