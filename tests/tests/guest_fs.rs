@@ -490,6 +490,7 @@ fn mount_ext2_on_vdb_remount_umount_and_tmpfs() {
             "umount refused",
             "unmounted",
             "0",
+            "while unmounted /dev/vdbopqrstuvwxyz",
         ],
         "{out}"
     );

@@ -332,6 +332,8 @@ impl Drop for Mount {
         if let Err(e) = self.fs.get_mut().sync() {
             crate::kprintln!("VFS: write-back at unmount failed: {}", e);
         }
+        // Pages a detached mount's open files read after the umount.
+        crate::mm::pagecache::invalidate_dev(self.dev);
     }
 }
 
@@ -489,6 +491,8 @@ pub fn remove(m: Rc<Mount>, detach: bool) -> Result<(), Errno> {
         .sync()
         .map_err(|e| errno_on(e, &m.source))?;
     MOUNTS.borrow_mut().retain(|x| x.id != m.id);
+    // The disk may change before it is mounted again (same device number): no pages of it stay.
+    crate::mm::pagecache::invalidate_dev(m.dev);
     Ok(())
 }
 

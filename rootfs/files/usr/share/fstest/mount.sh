@@ -39,6 +39,9 @@ umount /mnt 2>&1 || echo "umount refused"
 exec 3<&-
 umount /mnt && echo "unmounted"
 ls -A /mnt | wc -l
+# The disk changes while nothing is mounted from it: mounted again, it shows the change.
+printf 'while unmounted' | dd of=/dev/vdb bs=1024 seek="$1" conv=notrunc 2>/dev/null
+mount -t ext2 /dev/vdb /mnt && cat /mnt/blk.txt && umount /mnt
 echo "== tmpfs"
 shmem
 mount -t tmpfs -o size=64k,mode=700 scratch /mnt && grep ' /mnt ' /proc/mounts
