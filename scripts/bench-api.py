@@ -15,12 +15,13 @@ import glob, os, socket, statistics, subprocess, sys, tempfile, time
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILE = os.environ.get("PROFILE", "release")
+TARGET = "x86_64-unknown-linux-musl"  # the static build that ships (scripts/build.sh)
 
 
 def build():
-    args = ["cargo", "build", "-q", "-p", "vmm"] + (["--release"] if PROFILE == "release" else [])
+    args = ["cargo", "build", "-q", "-p", "vmm", "--target", TARGET] + (["--release"] if PROFILE == "release" else [])
     subprocess.run(args, cwd=ROOT, check=True)
-    return f"{ROOT}/target/{PROFILE}/microvm"
+    return f"{ROOT}/target/{TARGET}/{PROFILE}/microvm"
 
 
 class Client:

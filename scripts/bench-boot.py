@@ -90,8 +90,8 @@ def bench(label, cmd, want_kvm_run):
 
 def main():
     g = guest()
-    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm"], cwd=ROOT, check=True)
-    microvm = f"{ROOT}/target/release/microvm"
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm", "--target", "x86_64-unknown-linux-musl"], cwd=ROOT, check=True)
+    microvm = f"{ROOT}/target/x86_64-unknown-linux-musl/release/microvm"
     print(f"guest: {g}\nruns: {RUNS}, guest memory {MEM_MIB} MiB\n")
     bench("microvm", [microvm, "--kernel", g, "--mem", str(MEM_MIB), "--boot-timer",
                       "--cmdline", "marker halt"], True)

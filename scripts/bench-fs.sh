@@ -12,8 +12,8 @@ build="$root/build"
 for f in guest-kernel rootfs.qcow2 rootfs-stage/bin/fsbench-glibc; do
     [[ -e "$build/$f" ]] || { echo "build/$f is missing: run scripts/build-guest-kernel.sh and scripts/build-rootfs.sh" >&2; exit 1; }
 done
-microvm="$root/target/release/microvm"
-[[ -x "$microvm" ]] || (cd "$root" && cargo build --release --quiet -p vmm)
+microvm="$root/target/x86_64-unknown-linux-musl/release/microvm"
+[[ -x "$microvm" ]] || (cd "$root" && cargo build --release --quiet -p vmm --target x86_64-unknown-linux-musl)
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 

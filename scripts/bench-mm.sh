@@ -11,8 +11,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 rounds="${1:-3}"
 pingpongs="${2:-300}"
 stage="$root/build/rootfs-stage"
-microvm="$root/target/release/microvm"
-[[ -x "$microvm" ]] || (cd "$root" && cargo build --release --quiet -p vmm)
+microvm="$root/target/x86_64-unknown-linux-musl/release/microvm"
+[[ -x "$microvm" ]] || (cd "$root" && cargo build --release --quiet -p vmm --target x86_64-unknown-linux-musl)
 pin=()
 command -v taskset >/dev/null && pin=(taskset -c 0)
 echo "host (${pin[*]:-unpinned}):"

@@ -54,7 +54,7 @@ def enter(name):
 def vmm_cmd(vmm, ns, args):
     cmdline = "console=ttyS0 root=/dev/vda -- run " + args
     if vmm == "microvm":
-        cmd = [os.path.join(ROOT, "target/release/microvm"), "--kernel", KERNEL, "--disk", DISK + ",ro",
+        cmd = [os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/microvm"), "--kernel", KERNEL, "--disk", DISK + ",ro",
                "--mem", "256", "--net", f"tap={TAP}", "--cmdline", cmdline]
     else:
         cmd = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "qemu64", "-m", "256",

@@ -213,11 +213,11 @@ def main():
         return client()
     if os.geteuid() != 0:
         raise SystemExit("run as root: network namespaces, TAP devices and raw sockets")
-    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm", "--target", "x86_64-unknown-linux-musl"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "-q", "-p", "tests"], cwd=ROOT, check=True)
     guest = max(glob.glob(f"{ROOT}/target/debug/build/tests-*/out/guest-pvh.elf"), key=os.path.getmtime)
     cmdline = f"netecho netip={GUEST_IP} halt"
-    rows = [("microvm", measure("microvm", [f"{ROOT}/target/release/microvm", "--kernel", guest,
+    rows = [("microvm", measure("microvm", [f"{ROOT}/target/x86_64-unknown-linux-musl/release/microvm", "--kernel", guest,
                                             "--net", f"tap={TAP},mac={MAC}", "--cmdline", cmdline]))]
     qemu = shutil.which("qemu-system-x86_64")
     if qemu:

@@ -194,7 +194,7 @@ int main(void) {
 def filter_programs():
     """{kind: BPF instructions} from the seccomp_filters.rs build.rs generated for the release build."""
     import re
-    outs = glob.glob(f"{ROOT}/target/release/build/vmm-*/out/seccomp_filters.rs")
+    outs = glob.glob(f"{ROOT}/target/x86_64-unknown-linux-musl/release/build/vmm-*/out/seccomp_filters.rs")
     if not outs:
         return {}
     text = open(max(outs, key=os.path.getmtime)).read()
@@ -221,7 +221,7 @@ def syscall_cost(tmp):
     """What one syscall costs without and with the built vcpu filter (a C loop; the program is the BPF
     build.rs generated for the release build)."""
     import re
-    outs = glob.glob(f"{ROOT}/target/release/build/vmm-*/out/seccomp_filters.rs")
+    outs = glob.glob(f"{ROOT}/target/x86_64-unknown-linux-musl/release/build/vmm-*/out/seccomp_filters.rs")
     if not outs:
         return None
     text = open(max(outs, key=os.path.getmtime)).read()
@@ -236,8 +236,8 @@ def syscall_cost(tmp):
 
 
 def main():
-    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm", "--bin", "microvm"], cwd=ROOT, check=True)
-    microvm = f"{ROOT}/target/release/microvm"
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm", "--target", "x86_64-unknown-linux-musl", "--bin", "microvm"], cwd=ROOT, check=True)
+    microvm = f"{ROOT}/target/x86_64-unknown-linux-musl/release/microvm"
     guests = glob.glob(f"{ROOT}/target/debug/build/tests-*/out/guest-pvh.elf")
     if not guests:
         sys.exit("the test guest is missing: run cargo test -p tests --no-run first")

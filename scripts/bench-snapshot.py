@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "30"))
 CLONES = int(os.environ.get("CLONES", "10"))
 SIZES = [tuple(int(x) for x in s.split(":")) for s in os.environ.get("SIZES", "128:1,1024:2").split(",")]
-MICROVM = f"{ROOT}/target/release/microvm"
+MICROVM = f"{ROOT}/target/x86_64-unknown-linux-musl/release/microvm"
 READY = b"starting /bin/sh on the console"
 CMDLINE = "console=ttyS0 root=/dev/vda -- rc"
 
@@ -107,7 +107,7 @@ def microvm_snapshot(tmp, disk, mib, vcpus):
     pages = os.stat(f"{tmp}/diff.mem").st_blocks * 512 // 4096
     subprocess.run(["cp", "--sparse=always", mem, f"{tmp}/rebased.mem"], check=True)
     t0 = time.perf_counter()
-    subprocess.run([f"{ROOT}/target/release/rebase-snap", "--base-file", f"{tmp}/rebased.mem", "--diff-file",
+    subprocess.run([f"{ROOT}/target/x86_64-unknown-linux-musl/release/rebase-snap", "--base-file", f"{tmp}/rebased.mem", "--diff-file",
                     f"{tmp}/diff.mem"], check=True, stdout=subprocess.DEVNULL)
     rebase_ms = (time.perf_counter() - t0) * 1e3
     os.unlink(f"{tmp}/rebased.mem")

@@ -162,8 +162,8 @@ def main():
     if not qemu:
         print("qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)")
         return 1
-    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm"], cwd=ROOT, check=True)
-    microvm = f"{ROOT}/target/release/microvm"
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vmm", "--target", "x86_64-unknown-linux-musl"], cwd=ROOT, check=True)
+    microvm = f"{ROOT}/target/x86_64-unknown-linux-musl/release/microvm"
     tmp = tempfile.mkdtemp(prefix="bench-start-")
     kernel = build_guest(tmp)
     mvm, qm = commands(microvm, qemu, kernel)

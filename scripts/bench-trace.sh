@@ -10,8 +10,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 n="${1:-3000}"
 rounds="${2:-3}"
 kernel="${KERNEL:-$root/build/guest-kernel}"
-microvm="$root/target/debug/microvm"
-[ -x "$microvm" ] || (cd "$root" && cargo build --bins -q)
+microvm="$root/target/x86_64-unknown-linux-musl/release/microvm"
+[ -x "$microvm" ] || (cd "$root" && cargo build --release -q -p vmm --bins --target x86_64-unknown-linux-musl)
 work="$(mktemp -d)"
 trap 'kill "$vm" 2>/dev/null || true; rm -rf "$work"' EXIT
 sock="$work/api.sock"

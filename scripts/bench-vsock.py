@@ -29,7 +29,7 @@ KERNEL, DISK, TAP = bng.KERNEL, bng.DISK, bng.TAP
 
 def boot(ns, uds, args):
     cmdline = "console=ttyS0 root=/dev/vda -- run " + args
-    cmd = ["ip", "netns", "exec", ns, os.path.join(ROOT, "target/release/microvm"), "--kernel", KERNEL,
+    cmd = ["ip", "netns", "exec", ns, os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/microvm"), "--kernel", KERNEL,
            "--disk", DISK + ",ro", "--mem", "256", "--net", f"tap={TAP}", "--vsock", f"cid=3,uds={uds}",
            "--cmdline", cmdline]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -30,3 +30,9 @@ if ((${#need[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The microvm binaries are built static against musl (scripts/build.sh; README "Building"): Rust's
+# standard library for that target, from rustup.
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    echo "installing: rust-std for x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
+fi

@@ -21,8 +21,15 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `microvm` binary, built by cargo for this test run (the same profile as the tests).
+/// The `microvm` binary the tests run: `$MICROVM_BIN` when set (scripts/test.sh sets it to the static musl
+/// build, the one that ships), else the one cargo built for this test run (the same profile as the tests).
+/// `microvm-jailer` and `rebase-snap` are taken from the same directory.
 pub fn microvm_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MICROVM_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.exists(), "MICROVM_BIN={} is missing", bin.display());
+        return bin;
+    }
     // Integration tests of this crate live in target/<profile>/deps; the binary is one level up.
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();

@@ -217,6 +217,7 @@ fn blk_io_start() {
 /// `/sys/devices/system/cpu/online` from whichever thread that is (a filtered one, which may not open
 /// files). Setting the limit now means it never reads it: 64, glibc's own default (8 per CPU) for 8 CPUs,
 /// a constant so that start-up reads nothing either.
+#[cfg(target_env = "gnu")]
 const MALLOC_ARENAS: i32 = 64;
 
 /// The same kind of read: when a thread's free leaves more than the trim threshold at the top of a
@@ -226,8 +227,11 @@ const MALLOC_ARENAS: i32 = 64;
 /// `openat`. Heaps of per-thread arenas are at most 64 MiB, so a threshold of 1 GiB means they are never
 /// shrunk (large blocks are mmapped and unmapped on free as before: a fixed threshold also keeps the
 /// mmap threshold at its 128 KiB default).
+#[cfg(target_env = "gnu")]
 const MALLOC_TRIM_THRESHOLD: i32 = 1 << 30;
 
+/// glibc only: musl's malloc (the static build that ships) has no arenas and reads no file.
+#[cfg(target_env = "gnu")]
 fn fix_malloc_arena_limit() {
     // SAFETY: mallopt only sets malloc tunables.
     unsafe {
@@ -235,6 +239,9 @@ fn fix_malloc_arena_limit() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
     }
 }
+
+#[cfg(not(target_env = "gnu"))]
+fn fix_malloc_arena_limit() {}
 
 fn install_sigsys_handler() -> Result<(), SeccompError> {
     // SAFETY: a zeroed sigaction is a valid value (no flags, empty mask) that is filled in below.

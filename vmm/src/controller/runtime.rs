@@ -709,7 +709,7 @@ fn introspect_error(e: introspect::IntrospectError) -> ApiError {
 fn kick(t: &JoinHandle<()>) {
     // SAFETY: the caller checked that the thread has not finished, and its handle is held, so the pthread_t
     // is valid.
-    unsafe { libc::pthread_kill(t.as_pthread_t(), vstate::vcpu::kick_signal()) };
+    unsafe { libc::pthread_kill(t.as_pthread_t() as _, vstate::vcpu::kick_signal()) };
 }
 
 /// Asks every vCPU thread to stop (waking parked ones), kicking it out of `KVM_RUN`, and sleeps until

@@ -21,6 +21,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `setrlimit`'s resource type: `__rlimit_resource_t` in glibc, a plain `c_int` in musl.
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
 /// Why the jail could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum JailerError {
@@ -105,9 +111,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// The resource limits asked for, as (resource, name, value).
-fn parse_limits(
-    specs: &[String],
-) -> Result<Vec<(libc::__rlimit_resource_t, &'static str, u64)>, JailerError> {
+fn parse_limits(specs: &[String]) -> Result<Vec<(Resource, &'static str, u64)>, JailerError> {
     let mut out = Vec::new();
     for spec in specs {
         for item in spec.split(',') {
@@ -150,9 +154,7 @@ fn close_inherited_fds() {
     }
 }
 
-fn set_limits(
-    limits: &[(libc::__rlimit_resource_t, &'static str, u64)],
-) -> Result<(), JailerError> {
+fn set_limits(limits: &[(Resource, &'static str, u64)]) -> Result<(), JailerError> {
     for &(resource, name, value) in limits {
         let rl = libc::rlimit {
             rlim_cur: value,
