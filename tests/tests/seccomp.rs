@@ -5,6 +5,8 @@
 //! Every other test file boots its VMs with the built-in filters on: they are the proof that the filters
 //! allow everything microvm does.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -167,6 +169,33 @@ fn a_syscall_the_filter_omits_kills_microvm_naming_the_thread() {
     assert!(
         out.stderr
             .contains("microvm: seccomp: the api thread made syscall 288,"),
+        "{out:?}"
+    );
+
+    // The API filter without sendto (syscall 44): a connection thread, which runs under the filter it
+    // inherited from the accept thread, dies answering its first request, and is named as an api thread.
+    let file = table_without("api", "sendto", "", "no-sendto.json");
+    let sock = tmp("sendto.sock");
+    let vm = Vm::spawn(&[
+        "--kernel",
+        PVH,
+        "--cmdline",
+        "count",
+        "--api-sock",
+        sock.to_str().unwrap(),
+        "--seccomp-filter",
+        file.to_str().unwrap(),
+    ]);
+    assert!(wait_until(T, || sock.exists()), "no API socket");
+    let mut client = UnixStream::connect(&sock).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(BAD_SYSCALL_EXIT), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("microvm: seccomp: the api thread made syscall 44,"),
         "{out:?}"
     );
 }

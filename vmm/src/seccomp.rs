@@ -202,6 +202,13 @@ pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
     seccompiler::apply_filter(filters.get(kind)).map_err(|e| SeccompError::Install(kind.name(), e))
 }
 
+/// Names the filter a thread inherited from the thread that started it (`kind`'s), for the SIGSYS
+/// handler's line: API connection threads run under the accept thread's `api` filter without installing
+/// one of their own. Makes no system call.
+pub fn inherited(kind: ThreadKind) {
+    KIND.with(|k| k.set(kind.name()));
+}
+
 /// The first thing a virtio-blk worker does. A worker cannot run unfiltered, and cannot hand an error back:
 /// on failure it ends the process (this needs only `seccomp` to fail, which the `vmm` filter allows).
 fn blk_io_start() {

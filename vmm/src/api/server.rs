@@ -279,6 +279,7 @@ fn accept_loop(listener: UnixListener, shared: Shared) {
         let spawned = std::thread::Builder::new()
             .name("api-conn".into())
             .spawn(move || {
+                crate::seccomp::inherited(crate::seccomp::ThreadKind::Api);
                 serve(stream, &s);
                 s.active.fetch_sub(1, Ordering::AcqRel);
             });
