@@ -120,6 +120,22 @@ pub fn size_needed<S: StackStr>(argv: &[S], envp: &[S], execfn: &[u8]) -> u64 {
         + 32 * 16
 }
 
+/// Where [`build`] puts the argument and the environment strings below `top`: `[start, end)` of
+/// each, NULs included (Linux's `arg_start`/`arg_end` and `env_start`/`env_end`, which
+/// /proc/PID/cmdline and /proc/PID/environ read from the process's memory).
+pub fn string_areas<S: StackStr>(
+    top: u64,
+    argv: &[S],
+    envp: &[S],
+    execfn: &[u8],
+) -> ((u64, u64), (u64, u64)) {
+    let total = |list: &[S]| list.iter().map(|s| s.len() as u64 + 1).sum::<u64>();
+    // The end marker, then execfn and its NUL; the environment strings end where execfn starts.
+    let env_end = top - 8 - (execfn.len() as u64 + 1);
+    let env_start = env_end - total(envp);
+    ((env_start - total(argv), env_start), (env_start, env_end))
+}
+
 /// Writes the initial stack for `argv`/`envp` and returns the initial `rsp`.
 pub fn build<S: StackStr>(
     mem: &mut [u8],
@@ -324,5 +340,20 @@ mod tests {
             let p = word(&mem, top, envp0 + 8 * i as u64);
             assert_eq!(&cstr(&mem, top, p), e, "envp[{i}]");
         }
+        // The areas /proc reads: from argv[0] to just past the last argument's NUL, then the
+        // environment's strings in the same way.
+        let ((a0, a1), (e0, e1)) = string_areas(top, &argv, &envp, b"/bin/x");
+        assert_eq!(a0, word(&mem, top, rsp + 8));
+        assert_eq!(a1, e0);
+        assert_eq!(e0, word(&mem, top, envp0));
+        let last = word(&mem, top, envp0 + 16);
+        assert_eq!(e1, last + b"PATH=/bin".len() as u64 + 1);
+        let base = top - mem.len() as u64;
+        let area = &mem[(a0 - base) as usize..(a1 - base) as usize];
+        let want: Vec<u8> = argv
+            .iter()
+            .flat_map(|a| a.iter().copied().chain([0]))
+            .collect();
+        assert_eq!(area, &want[..]);
     }
 }

@@ -398,7 +398,7 @@ pub fn read_link(path: &[u8]) -> Result<Vec<u8>, Errno> {
 
 /// The stat of `path` without following a final symlink (lstat): the registered objects have none.
 pub fn lstat(path: &[u8]) -> Result<Stat, Errno> {
-    if let Some(ops) = registered(path, O_NOCTTY) {
+    if let Some(ops) = registered(path, O_NOCTTY | O_NOFOLLOW) {
         return Ok(ops?.stat());
     }
     let (mnt, inode) = mount::resolve(path, false)?;

@@ -17,6 +17,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::any::Any;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::errno::Errno;
 
 /// Linux's default pipe capacity.
@@ -35,7 +36,14 @@ pub struct Pipe {
     len: usize,
     readers: usize,
     writers: usize,
+    /// Its inode number on Linux's pipefs: each pipe its own (`stat`, `/proc/PID/fd/N` -> `pipe:[ino]`).
+    ino: u64,
 }
+
+/// The next pipe's inode number.
+static NEXT_INO: AtomicU64 = AtomicU64::new(PIPE_INO_BASE);
+/// The first pipe inode number (Linux's pipefs numbers its inodes from a shared counter too).
+const PIPE_INO_BASE: u64 = 4096;
 
 /// One end of a pipe; dropping it (the last descriptor of its open file description closed) tells the
 /// other side.
@@ -96,6 +104,7 @@ pub fn new() -> (PipeEnd, PipeEnd) {
         len: 0,
         readers: 1,
         writers: 1,
+        ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
     }));
     (
         PipeEnd {
@@ -276,7 +285,7 @@ impl FileOps for PipeEnd {
     fn stat(&self) -> Stat {
         Stat {
             dev: 12,
-            ino: 3,
+            ino: self.pipe.borrow().ino,
             nlink: 1,
             mode: 0o010600,
             blksize: 4096,

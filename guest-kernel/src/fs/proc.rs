@@ -324,19 +324,31 @@ fn parse_tid(t: &[u8], pid: u32) -> Result<u32, Errno> {
     Ok(tid)
 }
 
+/// The argument (or with `environ`, the environment) strings of `pid` as they are in its memory
+/// now, all of them (Linux reads `arg_start..arg_end` the same way); empty for a zombie.
+fn strings(pid: Pid, environ: bool) -> Option<Vec<u8>> {
+    proc::with_proc(pid, |p| {
+        let (start, end) = if environ { p.exec.env } else { p.exec.args };
+        match p.mm.try_borrow() {
+            Ok(mm) => crate::mm::user::read_area(&mm.aspace, start, end),
+            Err(_) => Vec::new(),
+        }
+    })
+}
+
 /// File `f` of `/proc/PID` (or of a thread's directory).
 fn pid_file(pid: u32, f: &[u8]) -> Result<ProcFile, Errno> {
     let (i, cmdline, sched) = info(Pid(pid)).ok_or(Errno::ENOENT)?;
     match f {
         b"stat" => Ok(ProcFile::Data(procfs::stat(&i))),
         b"status" => Ok(ProcFile::Data(procfs::status(&i))),
-        b"cmdline" => Ok(ProcFile::Data(cmdline)),
+        b"cmdline" => Ok(ProcFile::Data(strings(Pid(pid), false).unwrap_or(cmdline))),
         b"comm" => {
             let mut c = i.comm.clone();
             c.push(b'\n');
             Ok(ProcFile::Data(c))
         }
-        b"environ" => proc::with_proc(Pid(pid), |p| p.exec.environ.clone())
+        b"environ" => strings(Pid(pid), true)
             .map(ProcFile::Data)
             .ok_or(Errno::ENOENT),
         b"statm" => statm(Pid(pid)).map(ProcFile::Data).ok_or(Errno::ENOENT),
@@ -399,6 +411,23 @@ pub fn readlink(path: &[u8]) -> Option<Result<Vec<u8>, Errno>> {
         }
         _ => None,
     }
+}
+
+/// The file descriptor `/proc/PID/fd/N` (or `/proc/PID/task/TID/fd/N`) names, if `path` is one.
+fn fd_file(path: &[u8]) -> Option<Rc<dyn FileOps>> {
+    let parts: Vec<&[u8]> = path
+        .strip_prefix(b"/proc")?
+        .split(|&c| c == b'/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (pid, n) = match parts.as_slice() {
+        [p, b"fd", n] | [_, b"task", p, b"fd", n] => (parse_pid(p)?, n),
+        _ => return None,
+    };
+    let fd = parse_pid(n).filter(|_| *n != b"self" && *n != b"thread-self")?;
+    proc::with_proc(Pid(pid), |q| q.fds.get(fd as i64).ok())
+        .flatten()
+        .map(|f| f.ops.clone())
 }
 
 /// What `/proc/PID/fd/N` points at, as Linux names it: the path a file was opened by, the device
@@ -571,6 +600,13 @@ impl FileOps for ProcFile {
 /// Serves /proc (read-only: opening for writing is EACCES).
 pub fn register() {
     super::register_tree(b"/proc", |path, flags| {
+        // Followed, `/proc/PID/fd/N` is the open file itself (Linux's "magic" links): stat sees
+        // the pipe, socket or file, and an open reaches it (lstat asks with O_NOFOLLOW).
+        if flags & super::O_NOFOLLOW == 0 {
+            if let Some(ops) = fd_file(path) {
+                return Ok(ops);
+            }
+        }
         if flags & super::O_ACCMODE != 0 {
             return Err(Errno::EACCES);
         }

@@ -3,6 +3,7 @@
 
 use super::paging::{AddressSpace, MapError};
 use super::{frame, phys_slice_mut, PAGE_SIZE};
+use alloc::vec::Vec;
 
 /// Maps `pages` physically contiguous frames at `va` and returns a kernel view of them (through the
 /// direct map), so the loader can read file data into them with one device request. The frames are
@@ -64,4 +65,22 @@ pub fn page_bytes(aspace: &AddressSpace, va: u64) -> Option<&'static mut [u8]> {
     let (pa, _) = aspace.translate(va & !(PAGE_SIZE - 1))?;
     // SAFETY: the page is mapped in `aspace`, whose owner (the caller) is not running concurrently.
     Some(unsafe { phys_slice_mut(pa, PAGE_SIZE as usize) })
+}
+
+/// Copies `[start, end)` of `aspace` (another process's memory: /proc/PID/cmdline and environ read
+/// its argument and environment strings, as Linux's `access_remote_vm` does); the copy stops at the
+/// first page that is not mapped.
+pub fn read_area(aspace: &AddressSpace, start: u64, end: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut va = start;
+    while va < end {
+        let Some(page) = page_bytes(aspace, va) else {
+            break;
+        };
+        let off = (va & (PAGE_SIZE - 1)) as usize;
+        let n = (PAGE_SIZE as usize - off).min((end - va) as usize);
+        out.extend_from_slice(&page[off..off + n]);
+        va += n as u64;
+    }
+    out
 }

@@ -24,7 +24,7 @@ use kcore::vma::{Backing, Vma, VmaList, PROT_EXEC, PROT_READ, PROT_WRITE};
 /// Pages of one physically contiguous run of a segment: one device request's worth.
 const RUN_PAGES: u64 = (crate::drivers::virtio::MAX_REQUEST as u64) / PAGE_SIZE;
 
-/// Bytes of the arguments kept for /proc/PID/cmdline.
+/// Bytes of the arguments kept in the process table (ps, the introspection channel).
 pub const CMDLINE_MAX: usize = 4096;
 
 /// Pages of the stack mapped at exec (the rest is faulted in on demand).
@@ -293,7 +293,8 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
     // The brk heap's area appears with the first brk that grows it.
     let brk_start = img.end();
     let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
-    // /proc/PID/cmdline and environ keep the first page of the strings (they can be 2 MiB).
+    // The process table keeps the first page of the arguments (they can be 2 MiB) for ps and the
+    // introspection channel; /proc/PID/cmdline and environ read all of them from the process's memory.
     let joined = |list: &[ArgStr]| {
         let mut out = Vec::new();
         for a in list {
@@ -312,10 +313,12 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
         }
         out
     };
+    let (args, env) = stack::string_areas(USER_STACK_TOP, argv, envp, path);
     let exec = Rc::new(super::ExecInfo {
         cmdline: joined(argv),
-        environ: joined(envp),
         exe: path.to_vec(),
+        args,
+        env,
     });
     let frame = TrapFrame {
         rip: img.entry,

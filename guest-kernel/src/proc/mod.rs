@@ -58,13 +58,16 @@ pub enum Chan {
     Futex,
 }
 
-/// What /proc shows of a process's program: argv and the environment joined with NULs (the first
-/// [`exec::CMDLINE_MAX`] bytes of each) and the executable's absolute path.
+/// What execve ran: argv joined with NULs (the first [`exec::CMDLINE_MAX`] bytes), the
+/// executable's absolute path, and where the argument and environment strings
+/// are in the process's memory (`[start, end)`: /proc/PID/cmdline and environ read them there, as
+/// Linux's `arg_start`..`arg_end` and `env_start`..`env_end`).
 #[derive(Debug, Default)]
 pub struct ExecInfo {
     pub cmdline: Vec<u8>,
-    pub environ: Vec<u8>,
     pub exe: Vec<u8>,
+    pub args: (u64, u64),
+    pub env: (u64, u64),
 }
 
 /// Scheduling state.

@@ -43,6 +43,17 @@ head -c 1000 /dev/urandom | wc -c
 head -c 16 /dev/random | od -A n -t x1 | wc -w
 echo x > /dev/full; echo "full $?"
 cat /dev/null | wc -c
+echo "== /proc/PID/cmdline and environ past 4 KiB, read from the process's memory"
+/bin/busybox sh -c 'tr "\0" "\n" < /proc/$$/cmdline | tail -2; cat /proc/$$/cmdline | wc -c' sh $(seq 1 2000)
+big=$(printf '%06000d' 7)
+# (the guest kernel adds GLIBC_TUNABLES for glibc programs: guest-kernel/README.md says why)
+env -i A="$big" B=2 /bin/busybox sh -c 'tr "\0" "\n" < /proc/$$/environ | grep -v ^GLIBC_TUNABLES= | cut -c 1-8; tr "\0" "\n" < /proc/$$/environ | grep -v ^GLIBC_TUNABLES= | wc -c'
+echo "== each pipe its own inode"
+p1=$(: | stat -L -c %i /proc/self/fd/0)
+p2=$(: | stat -L -c %i /proc/self/fd/0)
+p3=$(: | stat -L -c %i /proc/self/fd/0 /proc/self/fd/1 | sort -u | wc -l)
+[ "$p1" != "$p2" ] && echo "two pipelines, two inodes"
+echo "stdin and stdout pipes: $p3 inodes"
 echo "== functions and loops"
 f() { echo "f got $# args: $*"; return 4; }
 f a 'b c' d; echo "f returned $?"
