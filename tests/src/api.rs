@@ -1,6 +1,6 @@
 //! A client of microvm's API socket for the integration tests, and what the snapshot tests (snapshot.rs,
-//! jailer.rs) share: a one-connection HTTP/1.1 client with Firecracker's calls, paths removed on drop, and
-//! pausing a counting test guest until its output settles.
+//! jailer.rs) share: an HTTP/1.1 client (a connection per request) with Firecracker's calls, paths removed
+//! on drop, and pausing a counting test guest until its output settles.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -31,9 +31,11 @@ impl Drop for TmpPath {
     }
 }
 
-/// A minimal HTTP/1.1 client on one connection.
+/// A minimal HTTP/1.1 client: each request on a connection of its own, so that a test that waits long
+/// between requests (a loaded machine) does not find its connection closed by the server, which closes a
+/// connection silent for `READ_TIMEOUT` (5 s).
 pub struct Client {
-    stream: UnixStream,
+    sock: PathBuf,
 }
 
 /// An answer: status and body.
@@ -52,12 +54,12 @@ impl Resp {
 }
 
 impl Client {
+    /// A client of the API socket `sock`, which must accept a connection now.
     pub fn connect(sock: &Path) -> Client {
-        let stream = UnixStream::connect(sock).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Client { stream }
+        drop(UnixStream::connect(sock).unwrap());
+        Client {
+            sock: sock.to_owned(),
+        }
     }
 
     pub fn request(&mut self, method: &str, path: &str, body: &str) -> Resp {
@@ -66,8 +68,12 @@ impl Client {
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        self.stream.write_all(req.as_bytes()).unwrap();
-        let (status, body) = read_http_response(&mut self.stream);
+        let mut stream = UnixStream::connect(&self.sock).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(req.as_bytes()).unwrap();
+        let (status, body) = read_http_response(&mut stream);
         Resp { status, body }
     }
 
