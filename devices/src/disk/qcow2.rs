@@ -441,6 +441,14 @@ impl Qcow2File {
         Ok(())
     }
 
+    /// An image whose virtual size is less than one cluster: imago 0.2.6's zeroing of a partial cluster
+    /// (`soft_ensure_zero`) then steps its aligned end back by a whole cluster below zero (an overflow
+    /// panic with debug assertions, a wrapped end without: found by the `qcow2_image` fuzz target, kept as
+    /// `crash-discard-tiny-image`), so such images are zeroed by writing zeroes.
+    fn smaller_than_a_cluster(&self) -> bool {
+        self.size < 1u64 << self.cluster_bits
+    }
+
     /// Writes real zero bytes over a range (for v2 images, which have no zero clusters).
     fn fill_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
         const CHUNK: u64 = 1 << 20;
@@ -583,6 +591,9 @@ impl DiskFile for Qcow2File {
         self.check_mappings(offset, len)?;
         // Discarding changes (and frees) cluster mappings.
         self.map.clear();
+        if self.smaller_than_a_cluster() {
+            return self.fill_zeroes(offset, len);
+        }
         match self.access.discard_to_zero(offset, len) {
             Ok(()) => Ok(()),
             // v2 images have no zero clusters: discarded data must still read back as zeroes.
@@ -604,6 +615,9 @@ impl DiskFile for Qcow2File {
         self.check_mappings(offset, len)?;
         // Zeroing changes (and may free) cluster mappings.
         self.map.clear();
+        if self.smaller_than_a_cluster() {
+            return self.fill_zeroes(offset, len);
+        }
         let res = if unmap {
             self.access.discard_to_zero(offset, len)
         } else {
