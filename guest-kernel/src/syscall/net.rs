@@ -29,7 +29,7 @@ const IPPROTO_IP: u32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const SOCKADDR_IN_LEN: u32 = 16;
 
-fn read_u32(va: u64) -> Result<u32, Errno> {
+pub(super) fn read_u32(va: u64) -> Result<u32, Errno> {
     uaccess::read_val(va)
 }
 
@@ -162,12 +162,12 @@ pub fn sys_recvfrom(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, lenp: u6
 }
 
 /// The parts of a `struct msghdr` used here: (name, namelen, iov, iovlen).
-fn read_msghdr(va: u64) -> Result<(u64, u32, u64, u64), Errno> {
+pub(super) fn read_msghdr(va: u64) -> Result<(u64, u32, u64, u64), Errno> {
     let q: [u64; 7] = uaccess::read_val(va)?;
     Ok((q[0], q[1] as u32, q[2], q[3]))
 }
 
-fn iovec(iov: u64, i: u64) -> Result<(u64, u64), Errno> {
+pub(super) fn iovec(iov: u64, i: u64) -> Result<(u64, u64), Errno> {
     let [base, len] = uaccess::read_val::<[u64; 2]>(iov.checked_add(i * 16).ok_or(Errno::EFAULT)?)?;
     Ok((base, len))
 }
@@ -239,8 +239,8 @@ pub fn sys_getpeername(fd: i64, addr: u64, lenp: u64) -> SysResult {
     write_addr(addr, lenp, a).map(|_| 0)
 }
 
-/// A `struct timeval` option value as ns (0: no timeout).
-fn read_timeval(va: u64, len: u32) -> Result<Option<u64>, Errno> {
+/// A `struct timeval` option value as ns (None: no timeout).
+pub(super) fn read_timeval(va: u64, len: u32) -> Result<Option<u64>, Errno> {
     if len < 16 {
         return Err(Errno::EINVAL);
     }
@@ -252,6 +252,26 @@ fn read_timeval(va: u64, len: u32) -> Result<Option<u64>, Errno> {
         .saturating_mul(1_000_000_000)
         .saturating_add(usec as u64 * 1000);
     Ok((ns > 0).then_some(ns))
+}
+
+/// getsockopt's answer for a timeout option: a `struct timeval` from `ns` (0: none), cut to the caller's
+/// length, which is updated.
+pub(super) fn put_timeval_opt(ns: u64, val: u64, lenp: u64) -> SysResult {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+    b[8..].copy_from_slice(&(ns % 1_000_000_000 / 1000).to_le_bytes());
+    let n = (read_u32(lenp)? as usize).min(16);
+    copy_to_user(val, &b[..n])?;
+    copy_to_user(lenp, &(n as u32).to_le_bytes())?;
+    Ok(0)
+}
+
+/// getsockopt's answer for an int option, cut to the caller's length, which is updated.
+pub(super) fn put_u32_opt(v: u32, val: u64, lenp: u64) -> SysResult {
+    let n = (read_u32(lenp)? as usize).min(4);
+    copy_to_user(val, &v.to_le_bytes()[..n])?;
+    copy_to_user(lenp, &(n as u32).to_le_bytes())?;
+    Ok(0)
 }
 
 /// setsockopt: SO_RCVTIMEO and SO_SNDTIMEO are kept; other SOL_SOCKET, IPPROTO_TCP and IPPROTO_IP
@@ -277,13 +297,7 @@ pub fn sys_getsockopt(fd: i64, level: u32, name: u32, val: u64, lenp: u64) -> Sy
             s.borrow().snd_timeout
         }
         .unwrap_or(0);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&(t / 1_000_000_000).to_le_bytes());
-        b[8..].copy_from_slice(&(t % 1_000_000_000 / 1000).to_le_bytes());
-        let n = (read_u32(lenp)? as usize).min(16);
-        copy_to_user(val, &b[..n])?;
-        copy_to_user(lenp, &(n as u32).to_le_bytes())?;
-        return Ok(0);
+        return put_timeval_opt(t, val, lenp);
     }
     let v: u32 = match (level, name) {
         (SOL_SOCKET, SO_ERROR) => s.borrow_mut().take_error().map_or(0, |e| e.0 as u32),
@@ -295,9 +309,5 @@ pub fn sys_getsockopt(fd: i64, level: u32, name: u32, val: u64, lenp: u64) -> Sy
         (SOL_SOCKET | IPPROTO_TCP | IPPROTO_IP, _) => 0,
         _ => return Err(Errno::ENOPROTOOPT),
     };
-    let len = read_u32(lenp)?;
-    let n = (len as usize).min(4);
-    copy_to_user(val, &v.to_le_bytes()[..n])?;
-    copy_to_user(lenp, &(n as u32).to_le_bytes())?;
-    Ok(0)
+    put_u32_opt(v, val, lenp)
 }

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 use super::file::copy_to_user;
+use super::net::{iovec, put_timeval_opt, put_u32_opt, read_msghdr, read_timeval, read_u32};
 use super::SysResult;
 use crate::fs::file::{ReadBuf, WriteBuf};
 use crate::mm::uaccess::{self, UserReader, UserWriter};
@@ -102,10 +103,6 @@ fn sys_socket(ty: u32, protocol: u32) -> SysResult {
         return Err(Errno::EPROTONOSUPPORT);
     }
     install(vsock::new()?, flags)
-}
-
-fn read_u32(va: u64) -> Result<u32, Errno> {
-    uaccess::read_val(va)
 }
 
 fn read_addr(va: u64, len: u32) -> Result<SockaddrVm, Errno> {
@@ -207,19 +204,8 @@ fn sys_recvfrom(fd: i64, buf: u64, len: u64, flags: u32, lenp: u64) -> SysResult
     Ok(n as u64)
 }
 
-/// (iov, iovlen) of a `struct msghdr`.
-fn msghdr_iov(msg: u64) -> Result<(u64, u64), Errno> {
-    let q: [u64; 7] = uaccess::read_val(msg)?;
-    Ok((q[2], q[3]))
-}
-
-fn iovec(iov: u64, i: u64) -> Result<(u64, u64), Errno> {
-    let [base, len] = uaccess::read_val::<[u64; 2]>(iov.checked_add(i * 16).ok_or(Errno::EFAULT)?)?;
-    Ok((base, len))
-}
-
 fn sys_sendmsg(fd: i64, msg: u64, flags: u32) -> SysResult {
-    let (iov, iovlen) = msghdr_iov(msg)?;
+    let (_, _, iov, iovlen) = read_msghdr(msg)?;
     let mut total = 0;
     for i in 0..iovlen.min(1024) {
         let (base, len) = iovec(iov, i)?;
@@ -238,7 +224,7 @@ fn sys_sendmsg(fd: i64, msg: u64, flags: u32) -> SysResult {
 }
 
 fn sys_recvmsg(fd: i64, msg: u64, flags: u32) -> SysResult {
-    let (iov, iovlen) = msghdr_iov(msg)?;
+    let (_, _, iov, iovlen) = read_msghdr(msg)?;
     let mut total = 0;
     for i in 0..iovlen.min(1024) {
         let (base, len) = iovec(iov, i)?;
@@ -258,21 +244,6 @@ fn sys_recvmsg(fd: i64, msg: u64, flags: u32) -> SysResult {
     copy_to_user(msg + 8, &0u32.to_le_bytes())?;
     copy_to_user(msg + 48, &0u32.to_le_bytes())?;
     Ok(total)
-}
-
-/// A `struct timeval` option value as ns (None: no timeout).
-fn read_timeval(va: u64, len: u32) -> Result<Option<u64>, Errno> {
-    if len < 16 {
-        return Err(Errno::EINVAL);
-    }
-    let [sec, usec] = uaccess::read_val::<[i64; 2]>(va)?;
-    if !(0..1_000_000).contains(&usec) {
-        return Err(Errno::EDOM);
-    }
-    let ns = (sec.max(0) as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(usec as u64 * 1000);
-    Ok((ns > 0).then_some(ns))
 }
 
 fn sys_setsockopt(fd: i64, level: u32, name: u32, val: u64, len: u32) -> SysResult {
@@ -296,13 +267,7 @@ fn sys_getsockopt(fd: i64, level: u32, name: u32, val: u64, lenp: u64) -> SysRes
             s.borrow().snd_timeout
         }
         .unwrap_or(0);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&(t / 1_000_000_000).to_le_bytes());
-        b[8..].copy_from_slice(&(t % 1_000_000_000 / 1000).to_le_bytes());
-        let n = (read_u32(lenp)? as usize).min(16);
-        copy_to_user(val, &b[..n])?;
-        copy_to_user(lenp, &(n as u32).to_le_bytes())?;
-        return Ok(0);
+        return put_timeval_opt(t, val, lenp);
     }
     let v: u32 = match (level, name) {
         (SOL_SOCKET, SO_ERROR) => s.borrow_mut().take_error().map_or(0, |e| e.0 as u32),
@@ -311,9 +276,5 @@ fn sys_getsockopt(fd: i64, level: u32, name: u32, val: u64, lenp: u64) -> SysRes
         (SOL_SOCKET, _) => 0,
         _ => return Err(Errno::ENOPROTOOPT),
     };
-    let len = read_u32(lenp)?;
-    let n = (len as usize).min(4);
-    copy_to_user(val, &v.to_le_bytes()[..n])?;
-    copy_to_user(lenp, &(n as u32).to_le_bytes())?;
-    Ok(0)
+    put_u32_opt(v, val, lenp)
 }
