@@ -230,3 +230,52 @@ fn bad_filter_files_are_one_line_and_status_1() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
 }
+
+/// A VM stopped and continued as a whole (`kill -STOP`/`-CONT`, a cgroup freeze) keeps running: a thread
+/// that was in a timed sleep (a futex wait with a timeout, as every `Condvar::wait_timeout` and channel
+/// `recv_timeout` is) comes back through `restart_syscall`, which the kernel issues itself, so every
+/// filter must allow it (Firecracker's do too). The VMM, API and vCPU threads are caught in timed waits by
+/// pausing and resuming the VM through the API while the process is stopped and continued.
+#[test]
+fn a_vm_stopped_and_continued_in_the_middle_of_requests_keeps_running() {
+    if !require_kvm() {
+        return;
+    }
+    let sock = tmp("stopcont.sock");
+    let vm = Vm::spawn(&[
+        "--kernel",
+        PVH,
+        "--cmdline",
+        "count",
+        "--vcpus",
+        "2",
+        "--api-sock",
+        sock.to_str().unwrap(),
+    ]);
+    vm.wait_for_output("count", T);
+    let mut client = tests::api::Client::connect(&sock);
+    let driver = std::thread::spawn(move || {
+        for _ in 0..40 {
+            client.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+            client.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+        }
+        client
+    });
+    while !driver.is_finished() {
+        vm.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(2));
+        vm.signal(libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let driver = driver.join();
+    let out = if driver.is_err() {
+        vm.wait(T)
+    } else {
+        vm.signal(libc::SIGTERM);
+        vm.wait(T)
+    };
+    assert!(driver.is_ok(), "an API request failed: {out:?}");
+    assert!(!out.stderr.contains("seccomp"), "{out:?}");
+    // SIGTERM ends the VM cleanly with status 143 (README).
+    assert_eq!(out.code, Some(143), "{out:?}");
+}
