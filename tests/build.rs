@@ -81,6 +81,7 @@ fn main() {
         "virtio_blk.c",
         "virtio_net.c",
         "virtio_vsock.c",
+        "virtio_mmio.h",
         "link.ld",
     ] {
         println!("cargo:rerun-if-changed=guests/{f}");

@@ -11,7 +11,11 @@
  *   vsock recv PORT [--timeout S]   accept one connection, read to its end, print
  *                                   "received N bytes crc C in T ms" and send the same line back
  *   vsock noread PORT               accept one connection, print "accepted", then never read
- *   vsock connect CID PORT          connect and report the outcome (errno name) without sending
+ *   vsock connect CID PORT [--nonblock poll|epoll]
+ *                                   connect and report the outcome (errno name) without sending; with
+ *                                   --nonblock: a non-blocking connect (EINPROGRESS), then one wait in
+ *                                   poll or epoll_wait (30 s at most) for POLLOUT, and the events, the
+ *                                   time waited and SO_ERROR
  *
  * CID 2 is the host (VMADDR_CID_HOST), -1 any. CRC-32 is the IEEE one (zlib's crc32). */
 #define _GNU_SOURCE
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -286,6 +291,63 @@ static int receiver(long port, int timeout) {
     return 0;
 }
 
+/* Names of the poll bits set in `ev` (EPOLL* and POLL* have the same values for these). */
+static void poll_names(unsigned ev, char *out, size_t n) {
+    static const struct { unsigned bit; const char *name; } bits[] = {
+        {POLLIN, "POLLIN"}, {POLLOUT, "POLLOUT"}, {POLLERR, "POLLERR"}, {POLLHUP, "POLLHUP"},
+    };
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++)
+        if (ev & bits[i].bit)
+            snprintf(out + strlen(out), n - strlen(out), "%s%s", out[0] ? "|" : "", bits[i].name);
+    if (!out[0])
+        snprintf(out, n, "none");
+}
+
+/* A non-blocking connect waited for in poll or epoll, as event loops do: prints
+ * "vsock: nonblocking connect: EVENTS after T ms, SO_ERROR NAME". */
+static int connect_nonblocking(long cid, long port, const char *how) {
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        die("socket");
+    struct sockaddr_vm_ a = addr(cid, port);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        printf("vsock: nonblocking connect: connected at once\n");
+        return 0;
+    }
+    if (errno != EINPROGRESS)
+        die("connect");
+    long long t0 = now_ms();
+    unsigned ev = 0;
+    if (!strcmp(how, "epoll")) {
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event e = {.events = EPOLLOUT, .data.fd = fd}, got;
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0)
+            die("epoll");
+        int n = epoll_wait(ep, &got, 1, 30000);
+        if (n < 0)
+            die("epoll_wait");
+        ev = n ? got.events : 0;
+    } else {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int n = poll(&p, 1, 30000);
+        if (n < 0)
+            die("poll");
+        ev = n ? (unsigned)p.revents : 0;
+    }
+    long long waited = now_ms() - t0;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        die("getsockopt");
+    char names[64];
+    poll_names(ev, names, sizeof names);
+    printf("vsock: nonblocking connect: %s after %lld ms, SO_ERROR %s\n", names, waited,
+           err ? ename(err) : "0");
+    close(fd);
+    return err ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     crc_init();
@@ -315,6 +377,8 @@ int main(int argc, char **argv) {
         for (;;)
             pause();
     }
+    if (!strcmp(mode, "connect") && argc > 5 && !strcmp(argv[4], "--nonblock"))
+        return connect_nonblocking(atol(argv[2]), atol(argv[3]), argv[5]);
     if (!strcmp(mode, "connect") && argc > 3) {
         int fd = connect_to(atol(argv[2]), atol(argv[3]));
         printf("vsock: connected\n");
@@ -322,6 +386,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     fprintf(stderr, "usage: vsock server PORT [--count N] | client CID PORT [--timeout S] | "
-                    "send CID PORT MIB | recv PORT [--timeout S] | noread PORT | connect CID PORT\n");
+                    "send CID PORT MIB | recv PORT [--timeout S] | noread PORT | "
+                    "connect CID PORT [--nonblock poll|epoll]\n");
     return 2;
 }

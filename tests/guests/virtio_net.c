@@ -28,15 +28,7 @@ const char *net_find(const char *key);
 #define MEM_BASE 0x800000ull /* buffers and rings live here, outside the image */
 #define DEV_NET 1
 
-struct desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
-struct avail { uint16_t flags, idx, ring[Q], used_event; };
-struct used { uint16_t flags, idx; struct { uint32_t id, len; } ring[Q]; uint16_t avail_event; };
-struct queue {
-    struct desc d[Q];
-    struct avail a;
-    uint8_t pad[4096 - sizeof(struct desc) * Q - sizeof(struct avail)];
-    struct used u;
-} __attribute__((aligned(4096)));
+#include "virtio_mmio.h"
 
 static uint64_t base;
 static struct queue *rxq, *txq;
@@ -48,8 +40,7 @@ static uint8_t ip[4] = {10, 0, 0, 2};
 static uint16_t rx_seen, tx_seen;
 static uint64_t rx_frames, rx_bytes, tx_frames, tx_bytes;
 
-static inline volatile uint32_t *reg(uint32_t off) { return (volatile uint32_t *)(base + off); }
-static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline volatile uint32_t *reg(uint32_t off) { return mmio_reg(base, off); }
 static inline uint16_t vread16(volatile uint16_t *p) { return *p; }
 
 static void fail(const char *what) {
@@ -59,41 +50,8 @@ static void fail(const char *what) {
     net_die(78);
 }
 
-static uint64_t hexnum(const char *s) {
-    uint64_t v = 0;
-    for (;; s++) {
-        if (*s >= '0' && *s <= '9') v = v * 16 + (uint64_t)(*s - '0');
-        else if (*s >= 'a' && *s <= 'f') v = v * 16 + (uint64_t)(*s - 'a' + 10);
-        else if (*s >= 'A' && *s <= 'F') v = v * 16 + (uint64_t)(*s - 'A' + 10);
-        else return v;
-    }
-}
-
-/* The first virtio-mmio window of the command line that holds a network device, or 0. */
-static uint64_t find_device(const char *cmdline) {
-    const char *key = "virtio_mmio.device=";
-    for (const char *p = cmdline; *p; p++) {
-        const char *k = key, *t = p;
-        while (*k && *t == *k) { k++; t++; }
-        if (*k) continue;
-        while (*t && *t != '@' && *t != ' ') t++;
-        if (*t != '@' || t[1] != '0' || t[2] != 'x') continue;
-        uint64_t a = hexnum(t + 3);
-        volatile uint32_t *r = (volatile uint32_t *)a;
-        if (r[0] == 0x74726976 && r[1] == 2 && r[2] == DEV_NET) return a;
-    }
-    return 0;
-}
-
 static void setup_queue(uint32_t index, struct queue *q) {
-    *reg(0x030) = index;
-    if (*reg(0x034) < Q) fail("queue too small");
-    *reg(0x038) = Q;
-    uint64_t d = (uint64_t)q->d, a = (uint64_t)&q->a, u = (uint64_t)&q->u;
-    *reg(0x080) = (uint32_t)d; *reg(0x084) = (uint32_t)(d >> 32);
-    *reg(0x090) = (uint32_t)a; *reg(0x094) = (uint32_t)(a >> 32);
-    *reg(0x0a0) = (uint32_t)u; *reg(0x0a4) = (uint32_t)(u >> 32);
-    *reg(0x044) = 1;
+    if (virtio_setup_queue(base, index, q) < 0) fail("queue too small");
 }
 
 static void post_rx(uint16_t b) {
@@ -113,7 +71,7 @@ static void parse_ip(const char *s) {
 
 /* Resets and sets up the device; posts every receive buffer unless `post`. */
 static void net_init(const char *cmdline, int post) {
-    base = find_device(cmdline);
+    base = virtio_find_device(cmdline, DEV_NET);
     if (!base) fail("no virtio-net device on the command line");
     const char *v;
     if ((v = net_find("netbuf"))) {

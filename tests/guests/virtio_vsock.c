@@ -4,9 +4,9 @@
  *   1. an RW packet, a CREDIT_UPDATE with absurd credit and an RST, each for a connection that does not
  *      exist: the first two get an RST back ("vsock: rst for port 1000/1001"), the RST none
  *   2. a header claiming 1000 bytes in a 44-byte chain: reset ("vsock: rst for port 1002")
- *   3. a packet from another CID: dropped (nothing comes back)
+ *   3. a packet from another CID, and a REQUEST for CID 9 (not the host): dropped (nothing comes back)
  *   4. a REQUEST to host port 7777, where nobody listens: "vsock: rst for port 1004" (coming right after 2.,
- *      it also shows that 3. got no answer)
+ *      it also shows that the two of 3. got no answer)
  *   5. "vsock: waiting for CONNECT 5": the host connects to port 5 and writes; we answer RESPONSE with a
  *      fwd_cnt ahead of anything sent (bogus credit) and count what arrives for a while ("vsock: N bytes
  *      with bogus credit"), then give 4096 bytes of credit and count again ("vsock: N bytes with 4096
@@ -24,15 +24,7 @@ void net_die(uint8_t code);
 #define MEM_BASE 0xc00000ull /* rings and buffers live here, outside the image and virtio_net.c's area */
 #define DEV_VSOCK 19
 
-struct desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
-struct avail { uint16_t flags, idx, ring[Q], used_event; };
-struct used { uint16_t flags, idx; struct { uint32_t id, len; } ring[Q]; uint16_t avail_event; };
-struct queue {
-    struct desc d[Q];
-    struct avail a;
-    uint8_t pad[4096 - sizeof(struct desc) * Q - sizeof(struct avail)];
-    struct used u;
-} __attribute__((aligned(4096)));
+#include "virtio_mmio.h"
 
 struct hdr {
     uint64_t src_cid, dst_cid;
@@ -49,8 +41,7 @@ static uint8_t *rxb, *txb;
 static uint16_t rx_seen, tx_seen;
 static uint8_t rbuf[BUF]; /* the last packet received (the stack is only 16 KiB) */
 
-static inline volatile uint32_t *reg(uint32_t off) { return (volatile uint32_t *)(base + off); }
-static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline volatile uint32_t *reg(uint32_t off) { return mmio_reg(base, off); }
 static inline uint64_t rdtsc(void) {
     uint32_t lo, hi;
     __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
@@ -64,39 +55,8 @@ static void fail(const char *what) {
     net_die(78);
 }
 
-static uint64_t hexnum(const char *s) {
-    uint64_t v = 0;
-    for (;; s++) {
-        if (*s >= '0' && *s <= '9') v = v * 16 + (uint64_t)(*s - '0');
-        else if (*s >= 'a' && *s <= 'f') v = v * 16 + (uint64_t)(*s - 'a' + 10);
-        else return v;
-    }
-}
-
-static uint64_t find_device(const char *cmdline) {
-    const char *key = "virtio_mmio.device=";
-    for (const char *p = cmdline; *p; p++) {
-        const char *k = key, *t = p;
-        while (*k && *t == *k) { k++; t++; }
-        if (*k) continue;
-        while (*t && *t != '@' && *t != ' ') t++;
-        if (*t != '@' || t[1] != '0' || t[2] != 'x') continue;
-        uint64_t a = hexnum(t + 3);
-        volatile uint32_t *r = (volatile uint32_t *)a;
-        if (r[0] == 0x74726976 && r[1] == 2 && r[2] == DEV_VSOCK) return a;
-    }
-    return 0;
-}
-
 static void setup_queue(uint32_t index, struct queue *q) {
-    *reg(0x030) = index;
-    if (*reg(0x034) < Q) fail("queue too small");
-    *reg(0x038) = Q;
-    uint64_t d = (uint64_t)q->d, a = (uint64_t)&q->a, u = (uint64_t)&q->u;
-    *reg(0x080) = (uint32_t)d; *reg(0x084) = (uint32_t)(d >> 32);
-    *reg(0x090) = (uint32_t)a; *reg(0x094) = (uint32_t)(a >> 32);
-    *reg(0x0a0) = (uint32_t)u; *reg(0x0a4) = (uint32_t)(u >> 32);
-    *reg(0x044) = 1;
+    if (virtio_setup_queue(base, index, q) < 0) fail("queue too small");
 }
 
 static void post_rx(uint16_t b) {
@@ -108,7 +68,7 @@ static void post_rx(uint16_t b) {
 }
 
 static void init(const char *cmdline) {
-    base = find_device(cmdline);
+    base = virtio_find_device(cmdline, DEV_VSOCK);
     if (!base) fail("no virtio-vsock device on the command line");
     rxq = (struct queue *)MEM_BASE;
     txq = rxq + 1;
@@ -220,6 +180,9 @@ void vsock_command(const char *cmdline) {
     expect_rst(1002);
     h = mk(OP_REQUEST, 1003, 2000, 0);
     h.src_cid = cid + 1;
+    send_raw(&h, sizeof h);
+    h = mk(OP_REQUEST, 1005, 2000, 0);
+    h.dst_cid = 9;
     send_raw(&h, sizeof h);
     h = mk(OP_REQUEST, 1004, 7777, 0);
     send_raw(&h, sizeof h);

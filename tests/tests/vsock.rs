@@ -5,8 +5,9 @@
 //! once, and a `CONNECT` the guest never answers after the timeout, while the VM runs on.
 //!
 //! With the guest kernel and the rootfs program `vsock` (rootfs/c/vsock.c, glibc and musl builds): host to
-//! guest through `CONNECT` to the guest's echo server, several connections at once; guest to host through
-//! `<uds_path>_PORT`; a guest connection to a port nobody listens on (ECONNRESET, as Linux); bulk data
+//! guest through `CONNECT` to the guest's echo server, 32 connections open at once; guest to host through
+//! `<uds_path>_PORT`; a guest connection to a port nobody listens on (ECONNRESET, as Linux); one to a CID
+//! nobody answers for (ETIMEDOUT; non-blocking, poll and epoll woken at the 2 s deadline); bulk data
 //! each way with a CRC-32 on both ends (8 MiB, or MICROVM_VSOCK_MIB); SO_RCVTIMEO (EAGAIN); a guest that never reads: the host's writes block after a bounded
 //! amount and the VMM's RSS stays put, and the guest still answers on other connections.
 
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 use tests::{read_http_response, require_kvm, wait_until, GuestImages, Rng, Vm};
 
 const T: Duration = Duration::from_secs(60);
+/// Host connections open at once to the guest's echo server.
+const CONNS: usize = 32;
 const PVH: &str = env!("GUEST_PVH");
 
 fn tmp(name: &str) -> PathBuf {
@@ -288,13 +291,18 @@ fn guest_kernel_vsock_both_directions_bulk_and_a_reader_that_stalls() {
     let Some(mut g) = Guest::boot("guest") else {
         return;
     };
-    // Host to guest: an echo server, several connections at once.
+    // Host to guest: an echo server, many connections open at once (all connected before any data),
+    // each written before any is read back.
     g.sh("vsock-glibc server 1024 &");
     g.wait_count("vsock: listening on port 1024", 1);
-    let mut conns: Vec<UnixStream> = (0..6).map(|_| host_connect(&g.uds, 1024)).collect();
+    let mut conns: Vec<UnixStream> = (0..CONNS).map(|_| host_connect(&g.uds, 1024)).collect();
     let mut rng = Rng(7);
     let payloads: Vec<Vec<u8>> = (0..conns.len())
-        .map(|i| (0..1000 * (i + 1)).map(|_| rng.below(256) as u8).collect())
+        .map(|i| {
+            (0..1000 * (i % 8 + 1))
+                .map(|_| rng.below(256) as u8)
+                .collect()
+        })
         .collect();
     for (c, p) in conns.iter_mut().zip(&payloads) {
         c.write_all(p).unwrap();
@@ -325,6 +333,29 @@ fn guest_kernel_vsock_both_directions_bulk_and_a_reader_that_stalls() {
         g.line("vsock: connect:"),
         "vsock: connect: ECONNRESET (errno 104)"
     );
+    // A connect nobody answers (CID 9 is not reachable through the device, which drops the REQUEST as
+    // Firecracker and vhost-vsock do): ETIMEDOUT after Linux's 2 s when blocking; non-blocking, poll
+    // and epoll_wait are woken at that deadline with POLLOUT|POLLERR and SO_ERROR is ETIMEDOUT.
+    g.sh("vsock-musl connect 9 5999");
+    g.wait_count("vsock: connect: ETIMEDOUT (errno 110)", 1);
+    for (i, how) in ["poll", "epoll"].iter().enumerate() {
+        g.sh(&format!("vsock-glibc connect 9 5999 --nonblock {how}"));
+        g.wait_count("vsock: nonblocking connect:", i + 1);
+        let line = g.line("vsock: nonblocking connect:");
+        let ms: u64 = line
+            .split(" after ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}"));
+        assert!(
+            line.starts_with("vsock: nonblocking connect: POLLOUT|POLLERR after ")
+                && line.ends_with(" ms, SO_ERROR ETIMEDOUT"),
+            "{how}: {line:?}"
+        );
+        // Woken at the deadline (the guest's clock; a tick's granularity), not at poll's own 30 s.
+        assert!((1990..10_000).contains(&ms), "{how}: {line:?}");
+    }
 
     // Bulk, host to guest.
     let mib: usize = std::env::var("MICROVM_VSOCK_MIB")

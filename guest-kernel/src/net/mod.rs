@@ -470,8 +470,9 @@ pub fn irq() {
     poll();
 }
 
-/// The timer tick: runs the stack if smoltcp's deadline has passed.
+/// The timer tick: runs the stack if smoltcp's deadline has passed, and times out vsock connects.
 pub fn tick() {
+    vsock::tick();
     let d = DEADLINE.load(Ordering::Relaxed);
     if d != u64::MAX && crate::time::now_ns() >= d {
         poll();

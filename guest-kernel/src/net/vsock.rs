@@ -53,6 +53,9 @@ pub struct Vsock {
 static VSOCK: KCell<Option<Vsock>> = KCell::new(None);
 /// An interrupt found the tables in use: handled when that use ends ([`with`]).
 static IRQ_PENDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The earliest deadline of a connect in progress (ns since boot; `u64::MAX`: none), for [`tick`].
+static CONNECT_DEADLINE: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(u64::MAX);
 
 /// Starts AF_VSOCK on the device.
 pub fn init(dev: VsockDevice) {
@@ -296,6 +299,7 @@ fn connection_packet(
             if s.st == St::Connecting {
                 // Nothing listens there (Linux's virtio transport: ECONNRESET).
                 s.error = Some(Errno::ECONNRESET);
+                s.connect_failed = true;
             }
             s.peer_shut = SHUTDOWN_RCV | SHUTDOWN_SEND;
             close = true;
@@ -344,6 +348,48 @@ fn connection_packet(
         s.st = St::Closed;
         drop(s);
         v.conns.remove(&key);
+    }
+}
+
+/// A connect in progress gives up at `due` (ns since boot): the tick looks then.
+pub fn connect_deadline(due: u64) {
+    CONNECT_DEADLINE.fetch_min(due, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The timer tick: connects past their deadline time out (ETIMEDOUT) and their waiters are woken, so
+/// a program in poll or epoll on a non-blocking connect sees POLLOUT|POLLERR at the deadline (Linux's
+/// `vsock_connect_timeout` work), not only once it looks at the socket again.
+pub fn tick() {
+    use core::sync::atomic::Ordering::Relaxed;
+    let now = crate::time::now_ns();
+    if now < CONNECT_DEADLINE.load(Relaxed) {
+        return;
+    }
+    let mut woken: Vec<WaitQueue> = Vec::new();
+    let mut next = u64::MAX;
+    {
+        // In use (never, by design, at a tick): the next tick looks again.
+        let Ok(mut g) = VSOCK.try_borrow_mut() else {
+            return;
+        };
+        let Some(v) = g.as_mut() else { return };
+        let conns: Vec<SockRef> = v.conns.values().cloned().collect();
+        for sref in conns {
+            let Ok(mut s) = sref.try_borrow_mut() else {
+                next = now;
+                continue;
+            };
+            if s.connect_overdue(now) {
+                s.time_out(v);
+                woken.push(s.wq);
+            } else if s.st == St::Connecting {
+                next = next.min(s.connect_deadline.unwrap_or(u64::MAX));
+            }
+        }
+    }
+    CONNECT_DEADLINE.store(next, Relaxed);
+    for q in woken {
+        q.wake_all();
     }
 }
 

@@ -61,7 +61,11 @@ pub struct VSock {
     pub backlog_max: usize,
     pub rcv_timeout: Option<u64>,
     pub snd_timeout: Option<u64>,
-    connect_deadline: Option<u64>,
+    /// When a connect in progress gives up (ns since boot).
+    pub connect_deadline: Option<u64>,
+    /// The last connect failed (refused or timed out): poll reports POLLOUT|POLLERR only, as Linux's
+    /// TCP_CLOSE socket that never connected.
+    pub connect_failed: bool,
 }
 
 pub type SockRef = Rc<RefCell<VSock>>;
@@ -89,6 +93,7 @@ impl VSock {
             rcv_timeout: None,
             snd_timeout: None,
             connect_deadline: None,
+            connect_failed: false,
         }
     }
 
@@ -96,23 +101,30 @@ impl VSock {
         credit(self.peer_buf_alloc, self.peer_fwd_cnt, self.tx_cnt)
     }
 
-    /// A connect that was not answered in time times out (checked whenever the socket is looked at).
+    /// A connect that was not answered in time times out (checked whenever the socket is looked at,
+    /// and by the timer tick for sockets nobody looks at: [`vs::tick`]).
     fn check_connect_timeout(&mut self) {
-        if self.st == St::Connecting
-            && self
-                .connect_deadline
-                .is_some_and(|d| crate::time::now_ns() >= d)
-        {
-            self.st = St::Closed;
-            self.error = Some(Errno::ETIMEDOUT);
-            let key = self.key();
-            let _ = vs::with(|v| {
-                let r = header(v, self, OP_RST, 0, 0);
-                send_control(v, &r);
-                if let Some(k) = key {
-                    v.conns.remove(&k);
-                }
-            });
+        if self.connect_overdue(crate::time::now_ns()) {
+            let _ = vs::with(|v| self.time_out(v));
+        }
+    }
+
+    /// Whether this socket is connecting past its deadline.
+    pub fn connect_overdue(&self, now: u64) -> bool {
+        self.st == St::Connecting && self.connect_deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Ends a connect that was not answered: ETIMEDOUT, an RST to the peer (a late RESPONSE then finds
+    /// no connection), out of the table. The caller wakes the socket's queue.
+    pub fn time_out(&mut self, v: &mut vs::Vsock) {
+        self.st = St::Closed;
+        self.error = Some(Errno::ETIMEDOUT);
+        self.connect_failed = true;
+        self.connect_deadline = None;
+        let r = header(v, self, OP_RST, 0, 0);
+        send_control(v, &r);
+        if let Some(k) = self.key() {
+            v.conns.remove(&k);
         }
     }
 
@@ -274,7 +286,10 @@ pub fn connect(s: &SockRef, to: SockaddrVm, nonblock: bool) -> Result<(), Errno>
             b.peer_buf_alloc = 0;
             b.peer_fwd_cnt = 0;
             b.credit_requested = false;
-            b.connect_deadline = Some(crate::time::now_ns() + CONNECT_TIMEOUT_NS);
+            b.connect_failed = false;
+            let due = crate::time::now_ns() + CONNECT_TIMEOUT_NS;
+            b.connect_deadline = Some(due);
+            vs::connect_deadline(due);
             let key = b.key().ok_or(Errno::EINVAL)?;
             let req = header(v, &mut b, OP_REQUEST, 0, 0);
             v.conns.insert(key, s.clone());
@@ -463,6 +478,9 @@ pub fn readiness(s: &SockRef) -> (bool, bool, bool, bool) {
         St::Idle => (false, false, true, err),
         St::Listening => (!b.backlog.is_empty(), false, false, err),
         St::Connecting => (false, false, false, err),
+        // A connect that failed (Linux: TCP_CLOSE, never connected): writable and the error, no
+        // hang-up and nothing to read.
+        St::Closed if b.connect_failed => (false, !b.shut_wr, false, err),
         St::Connected | St::Closed => {
             let eof = b.shut_rd || b.peer_shut & SHUTDOWN_SEND != 0 || b.st == St::Closed;
             let readable = !b.rx.is_empty() || eof;

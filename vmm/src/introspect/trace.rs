@@ -12,7 +12,12 @@
 //! - The guest appends records at `head` and counts what it drops when full; it writes `TRACE_PORT + 6`
 //!   (the doorbell) at half full. The VMM drains on that doorbell (on the vCPU thread, a copy of at most
 //!   a ring's worth of records) and on every `GET`, into a bounded buffer of [`BUFFER_EVENTS`] decoded
-//!   events (the oldest dropped and counted), and advances `tail`.
+//!   events, and advances `tail`.
+//! - When the host reads too slowly: the doorbell drains only while that makes no event nobody has read
+//!   fall out of the buffer, so with the buffer full of unread events the guest's ring fills and the
+//!   guest drops (and counts) the newest events, never waiting and no longer exiting for the doorbell
+//!   (perf's ring buffer does the same). A `GET` (a reader) drains the ring anyway, and the buffer then
+//!   drops its oldest (counted as `dropped_vmm`; `lost` to a reader whose `from` they were after).
 //!
 //! Nothing in the ring is trusted: a head more than a ring ahead of the tail, a record whose sequence
 //! is not its index, an unknown flag or a string longer than its room are counted as `malformed` and
@@ -206,6 +211,9 @@ struct State {
     events: VecDeque<TraceEvent>,
     /// The sequence number of the next event.
     next_seq: u64,
+    /// Events before this one were answered to a reader (or predate the last `PUT`): the doorbell may
+    /// drop them from the buffer.
+    read_next: u64,
     dropped_vmm: u64,
     dropped_guest: u64,
     malformed: u64,
@@ -241,7 +249,11 @@ impl BusDevice for TracePort {
                     t.register(&mut s, u64::from_le_bytes(a));
                 }
             }
-            (DOORBELL, _) => t.drain(&mut s),
+            (DOORBELL, _) => {
+                if t.doorbell_may_drain(&s) {
+                    t.drain(&mut s);
+                }
+            }
             _ => log::debug!(
                 "trace port: ignored a {}-byte write at +{offset}",
                 data.len()
@@ -308,6 +320,23 @@ impl Tracer {
         }
     }
 
+    /// Whether the guest's doorbell may drain the ring: yes while the records fit in the buffer
+    /// beside the events it holds, or push out only events a reader has had. Otherwise they stay in
+    /// the ring until a reader comes, and the guest drops what does not fit there.
+    fn doorbell_may_drain(&self, s: &State) -> bool {
+        let Some(ring) = s.ring else {
+            return false;
+        };
+        let Some(head) = self.word(ring.gpa, W_HEAD) else {
+            return true;
+        };
+        // Clamped to a ring's worth: a head past that is garbage, which `drain` counts.
+        let avail = head.wrapping_sub(s.tail).min(ring.capacity);
+        let evicted = (s.events.len() as u64 + avail).saturating_sub(BUFFER_EVENTS as u64);
+        let first = s.events.front().map_or(s.next_seq, |e| e.seq);
+        evicted == 0 || first + evicted <= s.read_next
+    }
+
     /// Moves the ring's new records into the buffer.
     fn drain(&self, s: &mut State) {
         let Some(ring) = s.ring else {
@@ -367,6 +396,8 @@ impl Tracer {
         s.generation += 1;
         self.write_control(ring, s.generation, set);
         s.settings = set.clone();
+        // What came before is not what the new settings asked for: the doorbell may drop it.
+        s.read_next = s.next_seq;
         Ok(s.next_seq)
     }
 
@@ -422,6 +453,7 @@ impl Tracer {
             .cloned()
             .collect();
         let next = events.last().map_or(from.max(first), |e| e.seq + 1);
+        s.read_next = s.read_next.max(next);
         Ok(TraceAnswer {
             enabled: s.settings.enabled,
             lost: first.saturating_sub(from),
@@ -598,18 +630,26 @@ mod tests {
         port.write(DOORBELL, &[1]);
         let a = t.read(&TraceQuery { from: 2 }).unwrap();
         assert_eq!((a.events.len(), a.dropped_guest), (8, 2));
-        // Nobody reads: the VMM's buffer keeps the newest BUFFER_EVENTS.
-        for _ in 0..(BUFFER_EVENTS / 8 + 2) {
+        // Nobody reads: the doorbell fills the buffer, pushing out only the 10 events read above;
+        // then the ring stays full and the guest drops the newest (its counter moves), until a
+        // reader's GET drains the ring and the buffer drops its oldest.
+        let rounds = BUFFER_EVENTS as u64 / 8 + 4;
+        for _ in 0..rounds {
             for _ in 0..8 {
                 push(&mem, 8, 39, b"", 1);
             }
             port.write(DOORBELL, &[1]);
         }
+        assert_eq!(t.lock().events.len(), BUFFER_EVENTS);
         let a = t.read(&TraceQuery { from: 0 }).unwrap();
+        let pushed = 2 + 10 + 8 * rounds;
         assert_eq!(
-            a.dropped_vmm,
-            2 + 8 + 8 * (BUFFER_EVENTS as u64 / 8 + 2) - BUFFER_EVENTS as u64
+            a.dropped_guest + BUFFER_EVENTS as u64 + a.dropped_vmm,
+            pushed,
+            "{a:?}"
         );
+        // The 2 from before, and the last three rounds: the ring held the round before them.
+        assert_eq!(a.dropped_guest, 2 + 8 * 3, "{a:?}");
         assert_eq!(a.lost, a.dropped_vmm);
         assert_eq!(a.events.len(), ANSWER_EVENTS);
         let saved = t.save();
