@@ -403,11 +403,10 @@ impl MmioTransport {
                 .activate(self.mem.clone(), self.interrupt.clone(), queues)
                 .map_err(VirtioStateError::Activate)?;
             self.active = true;
-            for evt in &self.notify_evts {
-                if let Err(e) = evt.write(1) {
-                    log::error!("virtio-mmio: cannot kick a restored queue: {e}");
-                }
-            }
+            super::kick_queues(
+                &self.notify_evts,
+                "virtio-mmio: cannot kick a restored queue",
+            );
         }
         if state.interrupt_status != 0 {
             // The driver has not acknowledged these yet: raise the line again.

@@ -154,6 +154,17 @@ pub(crate) fn wants_interrupt(mem: &GuestMemoryMmap, queue: &Queue) -> bool {
         })
 }
 
+/// Signals every queue's notification eventfd once, so the thread serving the device looks at what the
+/// guest has queued (after activation, a restore or a rate limiter change); a failure is logged with
+/// `what` (e.g. "virtio-net: cannot kick a queue on activation").
+pub(crate) fn kick_queues(evts: &[EventFd], what: &str) {
+    for evt in evts {
+        if let Err(e) = evt.write(1) {
+            log::error!("{what}: {e}");
+        }
+    }
+}
+
 /// Fills `data` from `config` at `offset`, with zeroes past its end (guest reads are never out of range).
 pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);

@@ -199,11 +199,10 @@ impl Net {
         if let Some(tx) = tx {
             self.tx_limiter.update(tx)?;
         }
-        for evt in &self.queue_evts {
-            if let Err(e) = evt.write(1) {
-                log::error!("virtio-net: cannot kick a queue after a rate limiter change: {e}");
-            }
-        }
+        super::kick_queues(
+            &self.queue_evts,
+            "virtio-net: cannot kick a queue after a rate limiter change",
+        );
         Ok(())
     }
 
@@ -485,11 +484,10 @@ impl VirtioDevice for Net {
         self.broken = false;
         // This runs on a vCPU thread; the VMM thread arms the TAP and picks up anything already queued
         // when it sees these.
-        for evt in &self.queue_evts {
-            if let Err(e) = evt.write(1) {
-                log::error!("virtio-net: cannot kick a queue on activation: {e}");
-            }
-        }
+        super::kick_queues(
+            &self.queue_evts,
+            "virtio-net: cannot kick a queue on activation",
+        );
         Ok(())
     }
 

@@ -433,11 +433,10 @@ impl VirtioDevice for Vsock {
         });
         self.broken = false;
         // On a vCPU thread: the VMM thread picks up what is queued when it sees these.
-        for evt in &self.queue_evts {
-            if let Err(e) = evt.write(1) {
-                log::error!("virtio-vsock: cannot kick a queue on activation: {e}");
-            }
-        }
+        super::kick_queues(
+            &self.queue_evts,
+            "virtio-vsock: cannot kick a queue on activation",
+        );
         Ok(())
     }
 
