@@ -1,10 +1,10 @@
-//! Compiles the seccomp filter table (`resources/seccomp/x86_64-unknown-linux-gnu.json`) to BPF with
+//! Compiles the seccomp filter table (`resources/seccomp/x86_64.json`) to BPF with
 //! seccompiler at build time, as Firecracker does, into `$OUT_DIR/seccomp_filters.rs`: one array of
 //! `(code, jt, jf, k)` instructions per thread kind, which `src/seccomp.rs` includes.
 
 use std::fmt::Write;
 
-const TABLE: &str = "resources/seccomp/x86_64-unknown-linux-gnu.json";
+const TABLE: &str = "resources/seccomp/x86_64.json";
 const KINDS: [&str; 4] = ["vmm", "api", "vcpu", "blk_io"];
 
 fn main() {

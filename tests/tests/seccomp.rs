@@ -17,7 +17,7 @@ const PVH: &str = env!("GUEST_PVH");
 const BAD_SYSCALL_EXIT: i32 = 148;
 
 fn builtin_table() -> serde_json::Value {
-    let path = workspace_root().join("vmm/resources/seccomp/x86_64-unknown-linux-gnu.json");
+    let path = workspace_root().join("vmm/resources/seccomp/x86_64.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

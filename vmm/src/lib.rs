@@ -205,7 +205,7 @@ fn preboot_loop(
         if let Some(code) = event_loop::read_stop_signal(&signals) {
             return Ok(Err(code));
         }
-        let mut requests = api.take().into_iter();
+        let mut requests = api.take();
         while let Some(req) = requests.next() {
             match preboot.handle(req.action.clone()) {
                 PrebootAnswer::Reply(outcome) => req.respond(outcome),

@@ -1,7 +1,7 @@
 //! Seccomp filters: one allowlist per kind of thread, installed by each thread before it touches input from
 //! the guest or an API client.
 //!
-//! The table is `vmm/resources/seccomp/x86_64-unknown-linux-gnu.json` (seccompiler's JSON format, the one
+//! The table is `vmm/resources/seccomp/x86_64.json` (seccompiler's JSON format, the one
 //! Firecracker's `resources/seccomp/*.json` use). `build.rs` compiles it to BPF with rust-vmm's
 //! `seccompiler` at build time; [`init`] loads it (or, with `--seccomp-filter FILE`, compiles FILE at start,
 //! or with `--no-seccomp` nothing) and installs the SIGSYS handler. Each thread then calls [`apply`] with its
@@ -158,7 +158,7 @@ impl Filters {
 }
 
 /// The built-in table's JSON text.
-pub const BUILTIN_JSON: &str = include_str!("../resources/seccomp/x86_64-unknown-linux-gnu.json");
+pub const BUILTIN_JSON: &str = include_str!("../resources/seccomp/x86_64.json");
 
 mod built {
     include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));

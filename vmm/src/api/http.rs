@@ -17,7 +17,7 @@ const MAX_HEADERS: usize = 32;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One parsed request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
     pub path: String,
@@ -85,6 +85,18 @@ pub fn read_request<S: Read + Write>(
     stream: &mut S,
     buf: &mut Vec<u8>,
 ) -> Result<Request, HttpError> {
+    let mut req = Request::default();
+    read_request_into(stream, buf, &mut req)?;
+    Ok(req)
+}
+
+/// [`read_request`] into `out`, whose strings and body keep their capacity: a connection that reuses one
+/// `Request` (and `buf`) allocates nothing per request once they have grown to its requests' sizes.
+pub fn read_request_into<S: Read + Write>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    out: &mut Request,
+) -> Result<(), HttpError> {
     let started = Instant::now();
     let head_len = loop {
         if let Some(n) = head_end(buf) {
@@ -112,8 +124,10 @@ pub fn read_request<S: Read + Write>(
         }
         Err(e) => return Err(HttpError::Malformed(format!("bad request head: {e}"))),
     }
-    let method = req.method.unwrap_or_default().to_owned();
-    let path = req.path.unwrap_or_default().to_owned();
+    out.method.clear();
+    out.method.push_str(req.method.unwrap_or_default());
+    out.path.clear();
+    out.path.push_str(req.path.unwrap_or_default());
     let version = req.version.unwrap_or(1);
     let mut keep_alive = version == 1;
     let mut length = 0usize;
@@ -152,13 +166,11 @@ pub fn read_request<S: Read + Write>(
     while buf.len() < length {
         read_more(stream, buf, started)?;
     }
-    let body = buf.drain(..length).collect();
-    Ok(Request {
-        method,
-        path,
-        body,
-        keep_alive,
-    })
+    out.body.clear();
+    out.body.extend_from_slice(&buf[..length]);
+    buf.drain(..length);
+    out.keep_alive = keep_alive;
+    Ok(())
 }
 
 fn reason(status: u16) -> &'static str {
@@ -182,22 +194,38 @@ pub fn write_response<W: Write>(
     body: &str,
     keep_alive: bool,
 ) -> io::Result<()> {
-    let mut msg = format!(
+    write_response_with(out, &mut Vec::new(), status, body, keep_alive)
+}
+
+/// [`write_response`] composing the response in `scratch` (cleared first; a connection keeps one, so that
+/// answering allocates nothing once it has grown), sent with one write.
+pub fn write_response_with<W: Write>(
+    out: &mut W,
+    scratch: &mut Vec<u8>,
+    status: u16,
+    body: &str,
+    keep_alive: bool,
+) -> io::Result<()> {
+    scratch.clear();
+    write!(
+        scratch,
         "HTTP/1.1 {status} {}\r\nServer: microvm\r\n",
         reason(status)
-    );
+    )?;
     if !keep_alive {
-        msg.push_str("Connection: close\r\n");
+        scratch.extend_from_slice(b"Connection: close\r\n");
     }
     if status == 204 {
-        msg.push_str("\r\n");
+        scratch.extend_from_slice(b"\r\n");
     } else {
-        msg.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        write!(
+            scratch,
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
-        ));
+        )?;
+        scratch.extend_from_slice(body.as_bytes());
     }
-    out.write_all(msg.as_bytes())?;
+    out.write_all(scratch)?;
     out.flush()
 }
 

@@ -13,6 +13,7 @@
 
 pub mod preboot;
 pub mod runtime;
+mod vcpu_threads;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -272,8 +273,13 @@ pub(crate) fn flush_metrics(id: &str, config: &crate::config::VmConfig, line: St
     Ok(Reply::Empty)
 }
 
+/// `value` as a JSON answer, written into a buffer from the API's pool (given back once the answer is
+/// sent), so that answering allocates nothing in steady state.
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Outcome {
-    serde_json::to_string(value)
+    let mut buf = crate::api::server::json_buffer();
+    serde_json::to_writer(&mut buf, value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // serde_json writes UTF-8 only.
+    String::from_utf8(buf)
         .map(Reply::Json)
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
@@ -305,7 +311,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({
-                "api": {"connections": 0, "requests": 3, "errors": 0, "timeouts": 0, "evicted": 0},
+                "api": {"connections": 0, "requests": 3, "errors": 0, "timeouts": 0, "evicted": 0,
+                        "threads": 0},
                 "block": {"vda": {"reads": 0, "writes": 0, "read_bytes": 4096, "write_bytes": 0,
                                   "flushes": 0, "errors": 0, "dropped": 0,
                                   "rate_limiter_throttled_events": 0}},

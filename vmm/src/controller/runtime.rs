@@ -29,6 +29,7 @@ use devices::disk::{open_disk, DiskOptions};
 use devices::virtio::block::BlockMetrics;
 use devices::virtio::{Block, NetMetrics, VsockMetrics};
 
+use super::vcpu_threads::VcpuThreads;
 use super::{
     flush_metrics, info, metrics_json, to_json, version, I8042Metrics, Manager, StartError,
 };
@@ -82,8 +83,10 @@ impl RuntimeController {
         start: Instant,
         manager: &mut Manager,
     ) -> Result<Self, StartError> {
+        let threads =
+            VcpuThreads::spawn(config.machine.vcpu_count).map_err(StartError::SpawnVcpu)?;
         let vm = build_vm(&config, start)?;
-        Self::run_vm(id, config, vm, api_metrics, manager, false)
+        Self::run_vm(id, config, vm, threads, api_metrics, manager, false)
     }
 
     /// Restores the VM of a snapshot ([`persist::load`], [`restore_vm`]) and starts its vCPUs, parked
@@ -99,12 +102,23 @@ impl RuntimeController {
         let t0 = Instant::now();
         let (mut config, mut snapshot, mem) = persist::load(params)?;
         config.boot_timer = boot_timer;
+        // The vCPU threads start, and install their filters, while the VM is restored.
+        let threads =
+            VcpuThreads::spawn(config.machine.vcpu_count).map_err(StartError::SpawnVcpu)?;
         let t1 = Instant::now();
         let vm = restore_vm(&config, mem, &snapshot, start)?;
         let host_input = std::mem::take(&mut snapshot.devices.host_input);
         drop(snapshot);
         let t2 = Instant::now();
-        let mut ctl = Self::run_vm(id, config, vm, api_metrics, manager, !params.resume_vm)?;
+        let mut ctl = Self::run_vm(
+            id,
+            config,
+            vm,
+            threads,
+            api_metrics,
+            manager,
+            !params.resume_vm,
+        )?;
         ctl.has_mem_base = true;
         if !host_input.is_empty() {
             ctl.events
@@ -125,11 +139,12 @@ impl RuntimeController {
         Ok(ctl)
     }
 
-    /// Wires a built VM into the event manager and starts one thread per vCPU (parked if `paused`).
+    /// Wires a built VM into the event manager and hands each vCPU to its thread (parked if `paused`).
     fn run_vm(
         id: String,
         config: VmConfig,
         mut vm: Vm,
+        vcpu_threads: VcpuThreads,
         api_metrics: Option<Arc<ApiMetrics>>,
         manager: &mut Manager,
         paused: bool,
@@ -189,38 +204,11 @@ impl RuntimeController {
         };
         let answer_timer = Some(TimerFd::new().map_err(|e| StartError::Events(e.into()))?);
         let raw = terminal::RawMode::enter();
-        let mut threads = Vec::new();
-        let vcpus: Vec<_> = vm.vcpus.drain(..).collect();
-        // Each vCPU thread installs its seccomp filter before its first KVM_RUN and says whether that
-        // worked; the VMM thread installs its own once they all have, before the event loop runs.
-        let (filtered_tx, filtered) = std::sync::mpsc::channel();
-        for vcpu in vcpus {
-            let pause = vm.pause.clone();
-            let filtered_tx = filtered_tx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("vcpu{}", vcpu.id))
-                .spawn(move || {
-                    let r = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu);
-                    let ok = r.is_ok();
-                    let _ = filtered_tx.send(r);
-                    if ok {
-                        vcpu.run();
-                    }
-                    pause.thread_exited();
-                });
-            match handle {
-                Ok(h) => threads.push(h),
-                Err(e) => {
-                    stop_vcpus(&vm, threads);
-                    return Err(StartError::SpawnVcpu(e));
-                }
-            }
-        }
-        drop(filtered_tx);
-        let filtered: Result<Vec<()>, _> = filtered.iter().take(threads.len()).collect();
-        if let Err(e) =
-            filtered.and_then(|_| crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm))
-        {
+        // Each vCPU thread has installed its seccomp filter (or is about to) and waits for its vCPU; the
+        // VMM thread installs its own once they all have, before the event loop runs.
+        vcpu_threads.wait_filtered()?;
+        let threads = vcpu_threads.run(vm.vcpus.drain(..).collect());
+        if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm) {
             stop_vcpus(&vm, threads);
             return Err(StartError::Seccomp(e));
         }
@@ -631,7 +619,9 @@ impl MutEventSubscriber for RuntimeApi {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         match events.data() {
             Self::REQUEST => {
-                for req in self.channel.take() {
+                // The EventFd cleared first, so that no request is missed.
+                let _ = self.channel.eventfd().read();
+                while let Some(req) = self.channel.try_next() {
                     if req.action == Action::GuestProcesses {
                         self.ask_guest(req);
                         continue;

@@ -155,6 +155,58 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
     }
 }
 
+/// CRC-32 of IEEE 802.3 (zlib's), eight bytes at a time from tables ("slicing-by-8"): about 20 us for a
+/// state file of 25 KiB. Not crc32fast, whose first call detects the CPU's features with `CPUID`, an
+/// instruction that traps to the hypervisor in a VM: about 75 us of every restore on this nested host.
+fn crc32(bytes: &[u8]) -> u32 {
+    /// `TABLES[0]` is the byte-at-a-time table; `TABLES[k][i]` is the CRC of byte `i` followed by `k`
+    /// zero bytes.
+    const TABLES: [[u32; 256]; 8] = {
+        let mut t = [[0u32; 256]; 8];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[0][i] = c;
+            i += 1;
+        }
+        let mut k = 1;
+        while k < 8 {
+            let mut i = 0;
+            while i < 256 {
+                let prev = t[k - 1][i];
+                t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+                i += 1;
+            }
+            k += 1;
+        }
+        t
+    };
+    let byte = |c: u32, b: u8| TABLES[0][usize::from(c as u8 ^ b)] ^ (c >> 8);
+    let mut c = !0u32;
+    let mut chunks = bytes.chunks_exact(8);
+    for w in &mut chunks {
+        let lo = c ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        c = TABLES[7][usize::from(lo as u8)]
+            ^ TABLES[6][usize::from((lo >> 8) as u8)]
+            ^ TABLES[5][usize::from((lo >> 16) as u8)]
+            ^ TABLES[4][usize::from((lo >> 24) as u8)]
+            ^ TABLES[3][usize::from(w[4])]
+            ^ TABLES[2][usize::from(w[5])]
+            ^ TABLES[1][usize::from(w[6])]
+            ^ TABLES[0][usize::from(w[7])];
+    }
+    !chunks.remainder().iter().fold(c, |c, &b| byte(c, b))
+}
+
 /// Encodes `snapshot` as a state file's bytes.
 pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, PersistError> {
     let body = serde_json::to_vec(snapshot).map_err(PersistError::Encode)?;
@@ -162,7 +214,7 @@ pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, PersistError> {
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&crc32(&body).to_le_bytes());
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -204,7 +256,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, PersistError> {
             want: HEADER_LEN as u64 + len,
         });
     }
-    if crc32fast::hash(body) != crc {
+    if crc32(body) != crc {
         return Err(PersistError::Checksum(path.to_owned()));
     }
     serde_json::from_slice(body).map_err(|source| PersistError::Decode {
@@ -378,6 +430,16 @@ mod tests {
     }
 
     #[test]
+    fn crc32_is_ieee() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"{}"), 0xa3a6_bf43);
+        // Past the eight-byte steps, against zlib's.
+        let text = b"The quick brown fox jumps over the lazy dog, and then some more!!!";
+        assert_eq!(crc32(text), 0x85f2_a7f5);
+    }
+
+    #[test]
     fn encode_decode_and_every_bad_file() {
         let p = Path::new("s");
         let good = encode(&snapshot()).unwrap();
@@ -413,7 +475,7 @@ mod tests {
         // A body that checks out but is not a snapshot.
         let mut v = good[..HEADER_LEN].to_vec();
         v[12..20].copy_from_slice(&2u64.to_le_bytes());
-        v[20..24].copy_from_slice(&crc32fast::hash(b"{}").to_le_bytes());
+        v[20..24].copy_from_slice(&crc32(b"{}").to_le_bytes());
         v.extend_from_slice(b"{}");
         assert!(matches!(decode(p, &v), Err(PersistError::Decode { .. })));
     }

@@ -22,18 +22,27 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 fn decode(s: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
+    /// A digit's value; 0xff (over 15) for anything else.
+    fn digit(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => 0xff,
+        }
+    }
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    s.as_bytes()
-        .chunks_exact(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    // A plain loop (an iterator of Options collected was ~100 us of a restore's 25 KiB state file in the
+    // size-optimized build); the bad digits are checked once at the end.
+    let mut out = vec![0u8; s.len() / 2];
+    let mut seen = 0u8;
+    for (o, p) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        let (hi, lo) = (digit(p[0]), digit(p[1]));
+        seen |= hi | lo;
+        *o = hi << 4 | lo & 15;
+    }
+    (seen <= 15).then_some(out)
 }
 
 fn from_hex<'de, T: DeserializeOwned, D: Deserializer<'de>>(s: &str) -> Result<T, D::Error> {

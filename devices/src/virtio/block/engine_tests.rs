@@ -673,7 +673,7 @@ fn filtered_worker_start() {
 /// after this one run filtered too, which holds them to the same table.)
 #[test]
 fn threads_engine_workers_run_under_microvm_seccomp_filters() {
-    let table = include_str!("../../../../vmm/resources/seccomp/x86_64-unknown-linux-gnu.json");
+    let table = include_str!("../../../../vmm/resources/seccomp/x86_64.json");
     let map =
         seccompiler::compile_from_json(table.as_bytes(), seccompiler::TargetArch::x86_64).unwrap();
     let _ = VMM_FILTERS.set(map);
