@@ -179,7 +179,7 @@ pub struct TraceAnswer {
     pub lost: u64,
     /// Events the guest dropped because its ring was full.
     pub dropped_guest: u64,
-    /// Events dropped from the VMM's buffer because nobody read them in time.
+    /// Events dropped from the VMM's buffer before any reader had them.
     pub dropped_vmm: u64,
     /// Records (or ring states) that did not check, skipped.
     pub malformed: u64,
@@ -372,8 +372,10 @@ impl Tracer {
                 match ev {
                     Some(ev) => {
                         if s.events.len() >= BUFFER_EVENTS {
-                            s.events.pop_front();
-                            s.dropped_vmm += 1;
+                            // A drop only if no reader had it.
+                            if s.events.pop_front().is_some_and(|e| e.seq >= s.read_next) {
+                                s.dropped_vmm += 1;
+                            }
                         }
                         s.events.push_back(ev);
                         s.next_seq += 1;
@@ -642,15 +644,18 @@ mod tests {
         }
         assert_eq!(t.lock().events.len(), BUFFER_EVENTS);
         let a = t.read(&TraceQuery { from: 0 }).unwrap();
+        // The 2 from before, and the last three rounds: the ring held the round before them.
+        assert_eq!(a.dropped_guest, 2 + 8 * 3, "{a:?}");
+        // The GET pushed out 8 unread events (the doorbell pushed out the 10 read ones: no drop).
+        assert_eq!(a.dropped_vmm, 8, "{a:?}");
         let pushed = 2 + 10 + 8 * rounds;
         assert_eq!(
-            a.dropped_guest + BUFFER_EVENTS as u64 + a.dropped_vmm,
+            a.dropped_guest + BUFFER_EVENTS as u64 + a.dropped_vmm + 10,
             pushed,
             "{a:?}"
         );
-        // The 2 from before, and the last three rounds: the ring held the round before them.
-        assert_eq!(a.dropped_guest, 2 + 8 * 3, "{a:?}");
-        assert_eq!(a.lost, a.dropped_vmm);
+        // From 0, everything the buffer no longer holds is lost to this reader, read or not.
+        assert_eq!(a.lost, 18);
         assert_eq!(a.events.len(), ANSWER_EVENTS);
         let saved = t.save();
         assert_eq!(
