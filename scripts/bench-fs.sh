@@ -18,12 +18,12 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 echo "== host ($(uname -r), $(df -T "$tmp" | awk 'NR==2 {print $2}') in $tmp)"
-"$build/rootfs-stage/bin/fsbench-glibc" "$tmp/host" "$files" "$mib" "$rounds" | grep '^fsbench:'
+"$build/rootfs-stage/bin/fsbench-glibc" "$tmp/host" "$files" "$mib" "$rounds" "$build/rootfs-stage/bin/busybox" | grep '^fsbench:'
 
 echo "== guest (microvm, root image copy mounted rw, qcow2)"
 cp "$build/rootfs.qcow2" "$tmp/root.qcow2"
 timeout 900 "$microvm" --kernel "$build/guest-kernel" --disk "$tmp/root.qcow2" \
-    --cmdline "console=ttyS0 root=/dev/vda rw -- run /bin/fsbench-glibc /root/fsb $files $mib $rounds" \
-    | grep -E '^fsbench:|vfs: |pagecache: |cost: syscall'
+    --cmdline "console=ttyS0 root=/dev/vda rw -- run /bin/fsbench-glibc /root/fsb $files $mib $rounds /bin/busybox" \
+    | grep -E '^fsbench:|vfs: |pagecache: |cost: (syscall|cache_|write_back)'
 qemu-img convert -O raw "$tmp/root.qcow2" "$tmp/root.raw"
 if e2fsck -fn "$tmp/root.raw" >/dev/null 2>&1; then echo "e2fsck -fn: clean"; else echo "e2fsck -fn: ERRORS"; exit 1; fi

@@ -51,9 +51,21 @@ pub enum Cost {
     FileFault,
     /// Pages mapped by file faults (the faulting ones and their fault-around).
     FileFaultPages,
+    /// A piece of a write into the page cache (`Ext2File::write_cached`, up to 64 KiB), whole.
+    CacheWrite,
+    /// Its block allocation alone (`Ext2::reserve`).
+    CacheReserve,
+    /// Its copies into cached pages alone.
+    CacheCopy,
+    /// One write-back of a run of dirty pages (up to 128 KiB: copy out, extents, device write).
+    WriteBack,
+    /// Pages written back.
+    WriteBackPages,
+    /// A cached read (`Ext2File::read_cached`, one read call), whole.
+    CacheRead,
 }
 
-const N: usize = 22;
+const N: usize = 28;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -77,6 +89,12 @@ const NAMES: [&str; N] = [
     "mprotect",
     "file_fault",
     "file_fault_pages",
+    "cache_write",
+    "cache_reserve",
+    "cache_copy",
+    "write_back",
+    "write_back_pages",
+    "cache_read",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];

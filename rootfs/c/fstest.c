@@ -8,6 +8,9 @@
  *
  *   fstest DIR [N [D]]    (defaults: 2000 files in 20 directories)
  *   fstest --durable FILE KIB   write KIB KiB of pattern, fsync, print "synced", then wait forever
+ *   fstest --writeback FILE KIB the same pattern without fsync: print whether /proc/meminfo shows
+ *                               it Dirty, wait (up to 60 s) until Dirty is 0 (the kernel's periodic
+ *                               write-back), print "written back", then wait forever
  *   fstest --fill DIR           fill the disk to ENOSPC, delete, write again
  *   fstest --read FILE          read FILE whole and print the errno (EIO for a corrupt one)
  *   fstest --blk DEV            write 0xa5 over DEV's first MiB and 0x5a over the second (unaligned
@@ -172,6 +175,44 @@ static _Noreturn void durable(const char *path, long kib) {
         pause();
 }
 
+/* Dirty: from /proc/meminfo, in kB (-1 if absent). */
+static long dirty_kb(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[128];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Dirty: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+static _Noreturn void writeback(const char *path, long kib) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        die("create", path);
+    static unsigned char buf[65536];
+    size_t total = (size_t)kib * 1024, done = 0;
+    while (done < total) {
+        size_t n = total - done < sizeof buf ? total - done : sizeof buf;
+        for (size_t k = 0; k < n; k++)
+            buf[k] = durable_byte(done + k);
+        if (write(fd, buf, n) != (ssize_t)n)
+            die("write", path);
+        done += n;
+    }
+    long d = dirty_kb();
+    printf("fstest: wrote %zu bytes, dirty %s\n", total, d >= (long)kib ? "yes" : "no");
+    fflush(stdout);
+    for (int i = 0; i < 600 && dirty_kb() != 0; i++)
+        usleep(100000);
+    printf("fstest: written back: dirty %ld kB\n", dirty_kb());
+    fflush(stdout);
+    for (;;)
+        pause();
+}
+
 /* Writes FILE in 64 KiB pieces until the disk is full; returns the bytes written. */
 static long long fill(const char *path) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -272,6 +313,8 @@ int main(int argc, char **argv) {
         return blk(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "--durable"))
         durable(argv[2], atol(argv[3]));
+    if (argc == 4 && !strcmp(argv[1], "--writeback"))
+        writeback(argv[2], atol(argv[3]));
     if (argc == 3 && !strcmp(argv[1], "--fill"))
         return fill_disk(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "--read"))

@@ -6,6 +6,8 @@
 //!   guest powers off, `e2fsck -fn` finds nothing and the host's `debugfs` reads the same bytes.
 //! - Durability: the guest writes and fsyncs a file, `microvm` is killed with SIGKILL, and the file is
 //!   on the disk (raw and qcow2 images).
+//! - Write-back: a file written without fsync is `Dirty` in /proc/meminfo, the periodic write-back puts
+//!   it on the disk, and after `kill -9` the host reads it whole from a clean image.
 //! - A full disk: ENOSPC, then a delete and a write that works, and a clean `e2fsck -fn`.
 //! - A corrupt block pointer: EIO for that file and a kernel log line, no panic.
 //! - A second disk written through `/dev/vdb` (unaligned pieces) reads back with `qemu-io`.
@@ -224,6 +226,41 @@ fn fsync_survives_kill_9_raw() {
 #[test]
 fn fsync_survives_kill_9_qcow2() {
     fsync_survives_kill_9(false);
+}
+
+/// Write-back: a file written without fsync sits in the page cache as Dirty (/proc/meminfo), the
+/// periodic write-back (every 5 s, from the idle task) puts it on the disk without any sync, and
+/// after `kill -9` of microvm the host reads it whole from a consistent image.
+#[test]
+fn unsynced_writes_reach_the_disk_by_periodic_write_back() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("writeback");
+    let disk = copy_root(&images, &dir, true);
+    let kib = 200;
+    let cmdline = format!(
+        "console=ttyS0 root=/dev/vda rw -- run /bin/fstest-glibc --writeback /root/wb {kib}"
+    );
+    let vm = Vm::spawn(&args(&images, &disk, &cmdline));
+    vm.wait_for_output("fstest: written back: dirty 0 kB", T);
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    assert!(
+        out.stdout
+            .contains(&format!("fstest: wrote {} bytes, dirty yes", kib * 1024)),
+        "the written file was not counted as Dirty:\n{}",
+        out.stdout
+    );
+    let got = debugfs(&disk, "cat /root/wb");
+    assert!(
+        got == durable_pattern(kib * 1024),
+        "after the periodic write-back and SIGKILL the file reads back {} bytes, not the {} written",
+        got.len(),
+        kib * 1024
+    );
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -207,17 +207,27 @@ pub fn uptime(up_ns: u64, idle_ns: u64) -> Vec<u8> {
 }
 
 /// `/proc/meminfo`, the first lines (kB).
-pub fn meminfo(total_kb: u64, free_kb: u64, slab_kb: u64, shmem_kb: u64, cache_kb: u64) -> Vec<u8> {
+pub fn meminfo(
+    total_kb: u64,
+    free_kb: u64,
+    slab_kb: u64,
+    shmem_kb: u64,
+    cache_kb: u64,
+    dirty_kb: u64,
+    writeback_kb: u64,
+) -> Vec<u8> {
     let mut b = Buf(Vec::new());
-    // As Linux counts them, tmpfs pages (Shmem) are part of Cached; clean page-cache pages are
-    // available memory.
+    // As Linux counts them, tmpfs pages (Shmem) are part of Cached; page-cache pages are available
+    // memory (dirty ones once written back). Dirty and Writeback are part of Cached.
     let _ = write!(
         b,
-        "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         {} kB\nShmem:          {} kB\nSlab:           {} kB\n",
+        "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         {} kB\nDirty:          {} kB\nWriteback:      {} kB\nShmem:          {} kB\nSlab:           {} kB\n",
         Dec(total_kb),
         Dec(free_kb),
         Dec(free_kb + cache_kb),
         Dec(shmem_kb + cache_kb),
+        Dec(dirty_kb),
+        Dec(writeback_kb),
         Dec(shmem_kb),
         Dec(slab_kb)
     );
@@ -544,10 +554,10 @@ mod tests {
             assert!(s.contains(l), "{l:?} in {s}");
         }
         assert_eq!(uptime(12_345_000_000, 5_000_000), b"12.34 0.00\n");
-        let m = String::from_utf8(meminfo(1000, 500, 7, 12, 30)).unwrap();
+        let m = String::from_utf8(meminfo(1000, 500, 7, 12, 30, 8, 4)).unwrap();
         assert!(m.contains("\nMemAvailable:   530 kB\n"), "{m}");
         assert!(
-            m.contains("\nCached:         42 kB\nShmem:          12 kB\n"),
+            m.contains("\nCached:         42 kB\nDirty:          8 kB\nWriteback:      4 kB\nShmem:          12 kB\n"),
             "{m}"
         );
         assert!(m.starts_with("MemTotal:       1000 kB\nMemFree:        500 kB\n"));

@@ -3,18 +3,21 @@
 //! An open file holds its mount and names its inode by number, reading the inode (from the
 //! filesystem's inode cache) at each operation, so every description of a file sees the size and
 //! times the last write left. Writes go through a kernel buffer (a piece of at most [`WRITE_CHUNK`]
-//! bytes at a time) to the filesystem.
+//! bytes at a time): on ext2 into the page cache (blocks allocated at once, the pages dirty until
+//! [`writeback`] writes them), on tmpfs into its pages.
 #![deny(unsafe_code)]
 
 use super::file::{DirEntry, FileOps, OpenFile, ReadBuf, Stat, WriteBuf};
 use super::mount::Mount;
 use super::now;
+use super::writeback;
+use crate::mm::page::OwnedFrame;
 use crate::mm::{pagecache, PAGE_SIZE};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::any::Any;
 use kcore::errno::Errno;
-use kcore::ext2::{Inode, S_IFDIR, S_IFMT};
+use kcore::ext2::{BlockDevice, Inode, S_IFDIR, S_IFMT};
 use kcore::vma::{Backing, PROT_WRITE};
 
 /// Most bytes one step of a write moves through the kernel.
@@ -73,6 +76,13 @@ impl Ext2File {
     /// A read through the page cache: cached pages are copied out; a missing one is read with the
     /// missing pages after it (up to `RUN_PAGES`, within the file) in one filesystem read, and kept.
     fn read_cached(&self, inode: &Inode, offset: u64, out: &mut Out) -> Result<usize, Errno> {
+        let t0 = crate::cost::start();
+        let r = self.read_cached_inner(inode, offset, out);
+        crate::cost::record(crate::cost::Cost::CacheRead, t0);
+        r
+    }
+
+    fn read_cached_inner(&self, inode: &Inode, offset: u64, out: &mut Out) -> Result<usize, Errno> {
         if offset >= inode.size {
             return Ok(0);
         }
@@ -91,7 +101,8 @@ impl Ext2File {
                 done += step;
                 continue;
             }
-            // A miss: this page and the missing ones after it.
+            // A miss: this page and the missing ones after it, read with one request per run of
+            // adjacent blocks.
             let mut end = idx + 1;
             while end <= last
                 && end - idx < pagecache::RUN_PAGES
@@ -100,26 +111,10 @@ impl Ext2File {
                 end += 1;
             }
             let len = (end - idx) as usize * page;
-            if within == 0 && len <= n - done {
-                if let Some(d) = out.whole(done, len) {
-                    // The run lies inside the caller's memory: read it there, then keep copies.
-                    let got = self.with(|fs| fs.read_at(inode, pos, d))?;
-                    if got == len {
-                        for (k, p) in d.chunks_exact(page).enumerate() {
-                            pagecache::insert((dev, self.ino, idx + k as u64), p);
-                        }
-                        done += len;
-                        continue;
-                    }
-                    // The file shrank meanwhile: what was read is all there is.
-                    return Ok(done + got);
-                }
-            }
             run.clear();
             run.try_reserve_exact(len).map_err(|_| Errno::ENOMEM)?;
             run.resize(len, 0);
-            let got = self.with(|fs| fs.read_at(inode, idx * PAGE_SIZE, &mut run))?;
-            run[got..].fill(0);
+            self.fill(inode, idx * PAGE_SIZE, &mut run)?;
             for (k, p) in run.chunks_exact(page).enumerate() {
                 pagecache::insert((dev, self.ino, idx + k as u64), p);
             }
@@ -130,35 +125,222 @@ impl Ext2File {
         Ok(n)
     }
 
-    /// `data` reached the disk at `pos`: the cached pages it covers get the same bytes.
-    fn cache_update(&self, pos: u64, data: &[u8]) {
-        let mut at = 0;
-        while at < data.len() {
+    /// Reads the file's bytes at `start` into `dst` (a kernel buffer, so the device can write it
+    /// directly) with one request per extent; holes and what lies past the end read as zeros.
+    fn fill(&self, inode: &Inode, start: u64, dst: &mut [u8]) -> Result<(), Errno> {
+        let len = dst.len();
+        let extents = self.with(|fs| match fs.ext2() {
+            Some(e) => e.extents(inode, start, len as u64),
+            None => Err(kcore::ext2::Ext2Error::Io),
+        })?;
+        let mut at = 0usize;
+        for e in extents {
+            let from = (e.file_offset - start) as usize;
+            dst[at..from].fill(0);
+            let to = from + e.len as usize;
+            match e.disk_offset {
+                None => dst[from..to].fill(0),
+                Some(disk) => {
+                    // Whole sectors (the extent may end inside one at the end of the file).
+                    let n = ((e.len as usize + 511) & !511).min(len - from);
+                    self.mnt.with_quiet(|fs| match fs.ext2() {
+                        Some(e2) => e2.device().read(disk, &mut dst[from..from + n]),
+                        None => Err(kcore::ext2::Ext2Error::Io),
+                    })?;
+                }
+            }
+            at = to;
+        }
+        dst[at..].fill(0);
+        Ok(())
+    }
+
+    /// A write through the page cache of the `len` bytes at `boff` of `buf` to file offset `pos`:
+    /// the blocks under them are allocated (the size grows), then the bytes are copied from the
+    /// caller straight into the cached pages, which become dirty. A page not cached is made whole
+    /// first (the part of it the write does not cover read from the disk before blocks are
+    /// allocated under it); if the cache has no room for it, it is written to the disk at once.
+    /// Returns the bytes written (fewer when the disk fills part way or the source faults).
+    fn write_cached(
+        &self,
+        pos: u64,
+        buf: &mut dyn WriteBuf,
+        boff: usize,
+        len: usize,
+    ) -> Result<usize, Errno> {
+        let t0 = crate::cost::start();
+        let r = self.write_cached_inner(pos, buf, boff, len);
+        crate::cost::record(crate::cost::Cost::CacheWrite, t0);
+        r
+    }
+
+    fn write_cached_inner(
+        &self,
+        pos: u64,
+        buf: &mut dyn WriteBuf,
+        boff: usize,
+        len: usize,
+    ) -> Result<usize, Errno> {
+        let dev = self.mnt.dev;
+        let page = PAGE_SIZE as usize;
+        let end = pos + len as u64;
+        let (first, last) = (pagecache::index(pos), pagecache::index(end - 1));
+        // The pages the write covers only in part and the cache lacks, as they are now.
+        let mut partial: Vec<(u64, Vec<u8>)> = Vec::new();
+        for idx in [first, last] {
+            let whole = idx * PAGE_SIZE >= pos && (idx + 1) * PAGE_SIZE <= end;
+            if whole
+                || partial.iter().any(|(i, _)| *i == idx)
+                || pagecache::contains((dev, self.ino, idx))
+            {
+                continue;
+            }
+            let mut bytes: Vec<u8> = Vec::new();
+            bytes.try_reserve_exact(page).map_err(|_| Errno::ENOMEM)?;
+            bytes.resize(page, 0);
+            let inode = self.inode()?;
+            self.fill(&inode, idx * PAGE_SIZE, &mut bytes)?;
+            partial.push((idx, bytes));
+        }
+        let now = now();
+        let t0 = crate::cost::start();
+        let (inode, w, before) = self.with(|fs| {
+            let mut inode = fs.inode(self.ino)?;
+            let before = inode.size;
+            let w = fs.reserve(&mut inode, pos, len, now)?;
+            Ok((inode, w, before))
+        })?;
+        crate::cost::record(crate::cost::Cost::CacheReserve, t0);
+        let t0 = crate::cost::start();
+        let mut at = 0usize;
+        let mut fault = None;
+        while at < w {
             let p = pos + at as u64;
+            let idx = pagecache::index(p);
             let within = (p % PAGE_SIZE) as usize;
-            let step = (PAGE_SIZE as usize - within).min(data.len() - at);
-            pagecache::update(
-                (self.mnt.dev, self.ino, pagecache::index(p)),
-                within,
-                &data[at..at + step],
-            );
+            let step = (page - within).min(w - at);
+            let key = (dev, self.ino, idx);
+            // The page's bytes around the write, for a page the cache does not hold.
+            let mut old = |this: &Self| -> Result<Vec<u8>, Errno> {
+                if let Some(k) = partial.iter().position(|(i, _)| *i == idx) {
+                    return Ok(core::mem::take(&mut partial[k].1));
+                }
+                let mut b: Vec<u8> = Vec::new();
+                b.try_reserve_exact(page).map_err(|_| Errno::ENOMEM)?;
+                b.resize(page, 0);
+                if step < page {
+                    // (Not read before the reservation: a page cached then and evicted since.)
+                    this.fill(&inode, idx * PAGE_SIZE, &mut b)?;
+                }
+                Ok(b)
+            };
+            let (mut frame, new) = match pagecache::take(key) {
+                Some(f) => (f, false),
+                None => match pagecache::make_room().then(OwnedFrame::alloc).flatten() {
+                    Some(mut f) => {
+                        if step < page {
+                            f.bytes_mut().copy_from_slice(&old(self)?);
+                        }
+                        (f, true)
+                    }
+                    None => {
+                        // No room: the page goes to the disk now.
+                        let mut b = old(self)?;
+                        if let Err(e) = buf.get(boff + at, &mut b[within..within + step]) {
+                            fault = Some(e);
+                            break;
+                        }
+                        self.write_page_now(&inode, idx, &b)?;
+                        at += step;
+                        continue;
+                    }
+                },
+            };
+            let r = buf.get(boff + at, &mut frame.bytes_mut()[within..within + step]);
+            if r.is_ok() || !new {
+                pagecache::put_dirty(key, frame, new);
+            }
+            if let Err(e) = r {
+                fault = Some(e);
+                break;
+            }
             at += step;
         }
+        crate::cost::record(crate::cost::Cost::CacheCopy, t0);
+        if let Some(e) = fault {
+            // The source faulted: the file keeps no more than was written (blocks reserved past it
+            // are given back, as Linux's ext2 does after a short copy).
+            let keep = before.max(pos + at as u64);
+            if inode.size > keep {
+                truncate_pages(&self.mnt, self.ino, keep)?;
+                self.with(|fs| {
+                    let mut i = fs.inode(self.ino)?;
+                    fs.truncate(&mut i, keep, now)
+                })?;
+                truncated(&self.mnt, self.ino, keep);
+            }
+            if at == 0 {
+                return Err(e);
+            }
+            return Ok(at);
+        }
+        if pagecache::dirty_pages() > pagecache::dirty_limit() {
+            // Too much dirty data: this writer writes its filesystem back (balance_dirty_pages).
+            writeback::write_back_mount(&self.mnt)?;
+        }
+        Ok(w)
+    }
+
+    /// Writes page `idx` (`bytes`, a whole page) to the blocks under it, when the cache could not
+    /// keep it.
+    fn write_page_now(&self, inode: &Inode, idx: u64, bytes: &[u8]) -> Result<(), Errno> {
+        let mut buf: Vec<u8> = Vec::new();
+        buf.try_reserve_exact(bytes.len())
+            .map_err(|_| Errno::ENOMEM)?;
+        buf.extend_from_slice(bytes);
+        let start = idx * PAGE_SIZE;
+        self.mnt.with_quiet(|fs| {
+            let e2 = fs.ext2().ok_or(kcore::ext2::Ext2Error::Io)?;
+            let bs = e2.block_size();
+            for e in e2.extents(inode, start, PAGE_SIZE)? {
+                if let Some(disk) = e.disk_offset {
+                    let at = (e.file_offset - start) as usize;
+                    let n = (e.len.div_ceil(bs) * bs).min(PAGE_SIZE - at as u64) as usize;
+                    e2.device().write(disk, &buf[at..at + n])?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 
-/// Where a cached read delivers: straight into the caller's memory, or through `put` (with a bounce
-/// buffer for cached pages).
+/// Truncation of a cached file to `len`: the page holding the new end is written back first (the
+/// filesystem zeroes the rest of its last block on the disk), then the pages from it on are
+/// dropped (dirty ones too: their blocks are gone, and the page at the end is read again).
+pub fn truncate_pages(mnt: &Mount, ino: u32, len: u64) -> Result<(), Errno> {
+    let idx = pagecache::index(len);
+    if !len.is_multiple_of(PAGE_SIZE) {
+        writeback::write_back_range(mnt, ino, idx, idx)?;
+    }
+    Ok(())
+}
+
+/// After the truncation: the pages at and past the new end go.
+pub fn truncated(mnt: &Mount, ino: u32, len: u64) {
+    pagecache::invalidate(mnt.dev, ino, pagecache::index(len));
+}
+
+/// Where a cached read delivers: straight into a kernel buffer, or through `put` (user memory).
 enum Out<'a> {
     Direct(&'a mut [u8]),
-    Put(&'a mut dyn ReadBuf, Vec<u8>),
+    Put(&'a mut dyn ReadBuf),
 }
 
 impl Out<'_> {
     fn len(&self) -> usize {
         match self {
             Out::Direct(d) => d.len(),
-            Out::Put(b, _) => b.len(),
+            Out::Put(b) => b.len(),
         }
     }
     /// `step` bytes at `within` of cached page `key` to offset `at`; false when it is not cached.
@@ -171,21 +353,14 @@ impl Out<'_> {
     ) -> Result<bool, Errno> {
         match self {
             Out::Direct(d) => Ok(pagecache::read(key, within, &mut d[at..at + step])),
-            Out::Put(b, bounce) => {
-                bounce.resize(step, 0);
-                if !pagecache::read(key, within, bounce) {
-                    return Ok(false);
+            // Straight from the cached page to the caller (a fault in the copy leaves the cache
+            // as it is: see `pagecache::with_page`).
+            Out::Put(b) => {
+                match pagecache::with_page(key, |p| b.put(at, &p[within..within + step])) {
+                    Some(r) => r.map(|_| true),
+                    None => Ok(false),
                 }
-                b.put(at, bounce)?;
-                Ok(true)
             }
-        }
-    }
-    /// The caller's memory at `[at, at + len)` when it can be written in place.
-    fn whole(&mut self, at: usize, len: usize) -> Option<&mut [u8]> {
-        match self {
-            Out::Direct(d) => d.get_mut(at..at + len),
-            Out::Put(..) => None,
         }
     }
     fn put(&mut self, at: usize, bytes: &[u8]) -> Result<(), Errno> {
@@ -194,7 +369,7 @@ impl Out<'_> {
                 d[at..at + bytes.len()].copy_from_slice(bytes);
                 Ok(())
             }
-            Out::Put(b, _) => b.put(at, bytes),
+            Out::Put(b) => b.put(at, bytes),
         }
     }
 }
@@ -247,7 +422,7 @@ impl FileOps for Ext2File {
             if let Some(d) = buf.direct()? {
                 return self.read_cached(&inode, offset, &mut Out::Direct(d));
             }
-            return self.read_cached(&inode, offset, &mut Out::Put(buf, Vec::new()));
+            return self.read_cached(&inode, offset, &mut Out::Put(buf));
         }
         if let Some(dst) = buf.direct()? {
             return self.with(|fs| fs.read_at(&inode, offset, dst));
@@ -287,14 +462,34 @@ impl FileOps for Ext2File {
             offset
         };
         offset.checked_add(len as u64).ok_or(Errno::EFBIG)?;
+        // ext2 on a disk writes into the page cache; tmpfs keeps its own pages.
+        let cached = self.mnt.disk.is_some();
+        if cached && !self.mnt.writable() {
+            return Err(Errno::EROFS);
+        }
         let mut chunk: Vec<u8> = Vec::new();
-        chunk
-            .try_reserve_exact(len.min(WRITE_CHUNK))
-            .map_err(|_| Errno::ENOMEM)?;
-        chunk.resize(len.min(WRITE_CHUNK), 0);
+        if !cached {
+            chunk
+                .try_reserve_exact(len.min(WRITE_CHUNK))
+                .map_err(|_| Errno::ENOMEM)?;
+            chunk.resize(len.min(WRITE_CHUNK), 0);
+        }
         let mut done = 0;
         while done < len {
             let n = (len - done).min(WRITE_CHUNK);
+            if cached {
+                match self.write_cached(offset + done as u64, buf, done, n) {
+                    Ok(w) => {
+                        done += w;
+                        if w < n {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) if done == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
             let step = buf.get(done, &mut chunk[..n]).and_then(|_| {
                 let now = now();
                 self.with(|fs| {
@@ -304,9 +499,6 @@ impl FileOps for Ext2File {
             });
             match step {
                 Ok(w) => {
-                    if self.mnt.disk.is_some() {
-                        self.cache_update(offset + done as u64, &chunk[..w]);
-                    }
                     done += w;
                     if w < n {
                         break;
@@ -360,17 +552,21 @@ impl FileOps for Ext2File {
             return Err(Errno::EISDIR);
         }
         let now = now();
+        truncate_pages(&self.mnt, self.ino, len)?;
         self.with(|fs| {
             let mut inode = fs.inode(self.ino)?;
             fs.truncate(&mut inode, len, now)
         })?;
-        pagecache::invalidate(self.mnt.dev, self.ino, pagecache::index(len));
+        truncated(&self.mnt, self.ino, len);
         Ok(())
     }
 
-    /// File data is written through already; what is left is this filesystem's metadata and the
-    /// disk's cache.
+    /// The file's dirty pages, then this filesystem's metadata, then the disk's cache (FLUSH).
+    /// fdatasync does the same (the inode is written with the metadata).
     fn sync(&self, _file: &OpenFile, _data_only: bool) -> Result<(), Errno> {
+        if self.mnt.disk.is_some() {
+            writeback::write_back_inode(&self.mnt, self.ino)?;
+        }
         self.with(|fs| fs.sync())
     }
 

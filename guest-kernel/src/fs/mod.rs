@@ -20,6 +20,7 @@ pub mod mount;
 pub mod pipe;
 pub mod proc;
 pub mod tmpfs;
+pub mod writeback;
 
 pub use file::{FileOps, FileRef, OpenFile, Stat};
 pub use mount::Mount;

@@ -13,6 +13,7 @@
 //! CPU with interrupts off in the kernel, so a `RefCell` per mount is enough.
 #![deny(unsafe_code)]
 
+use super::writeback::WRITEBACK_NS;
 use super::{Disk, Errno};
 use crate::sync::KCell;
 use alloc::boxed::Box;
@@ -21,6 +22,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::ext2::{DirEntry, Ext2, Ext2Error, Inode, MAX_SYMLINKS};
+use kcore::fmt::Dec;
 
 /// statfs(2) numbers of one filesystem.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,6 +54,17 @@ pub trait FileSystem {
         data: &[u8],
         now: u32,
     ) -> Result<usize, Ext2Error>;
+    /// Allocates the blocks under `[offset, offset + len)` and grows the size over them without
+    /// writing data (the page cache holds it); fewer bytes when the disk fills part way.
+    fn reserve(
+        &mut self,
+        _inode: &mut Inode,
+        _offset: u64,
+        _len: usize,
+        _now: u32,
+    ) -> Result<usize, Ext2Error> {
+        Err(Ext2Error::Invalid)
+    }
     fn read_dir(&mut self, dir: &Inode) -> Result<Vec<DirEntry>, Ext2Error>;
     fn read_link(&mut self, link: &Inode) -> Result<Vec<u8>, Ext2Error>;
     fn create(
@@ -156,6 +169,15 @@ impl FileSystem for Ext2<Disk> {
         now: u32,
     ) -> Result<usize, Ext2Error> {
         Ext2::write_at(self, inode, offset, data, now)
+    }
+    fn reserve(
+        &mut self,
+        inode: &mut Inode,
+        offset: u64,
+        len: usize,
+        now: u32,
+    ) -> Result<usize, Ext2Error> {
+        Ext2::reserve(self, inode, offset, len, now)
     }
     fn read_dir(&mut self, dir: &Inode) -> Result<Vec<DirEntry>, Ext2Error> {
         Ext2::read_dir(self, dir)
@@ -300,6 +322,32 @@ impl Mount {
         periodic_write_back();
         r
     }
+    /// Runs `f` on the filesystem without marking it changed or running the periodic write-back
+    /// (write-back itself).
+    pub fn with_quiet<R>(
+        &self,
+        f: impl FnOnce(&mut dyn FileSystem) -> Result<R, Ext2Error>,
+    ) -> Result<R, Errno> {
+        let mut fs = self.fs.try_borrow_mut().map_err(|_| Errno::EBUSY)?;
+        f(&mut **fs).map_err(|e| errno_on(e, &self.source))
+    }
+    /// Whether no filesystem call is running on it (the memory-pressure path may write it back).
+    pub fn idle(&self) -> bool {
+        self.fs.try_borrow_mut().is_ok()
+    }
+    /// fsync of everything: the dirty pages, then the metadata, then a device FLUSH (sync, syncfs,
+    /// umount).
+    pub fn sync(&self) -> Result<(), Errno> {
+        super::writeback::write_back_mount(self)?;
+        let r = self
+            .fs
+            .try_borrow_mut()
+            .map_err(|_| Errno::EBUSY)?
+            .sync()
+            .map_err(|e| errno_on(e, &self.source));
+        self.touched.set(false);
+        r
+    }
     /// The filesystem's statfs numbers.
     pub fn statfs(&self) -> StatFs {
         self.fs.borrow().statfs()
@@ -329,6 +377,12 @@ impl Mount {
 impl Drop for Mount {
     /// The last user of an unmounted filesystem is gone: what it still holds goes to its disk.
     fn drop(&mut self) {
+        if let Err(e) = super::writeback::write_back_mount(self) {
+            crate::kprintln!(
+                "VFS: page write-back at unmount failed: errno {}",
+                Dec(e.0 as u64)
+            );
+        }
         if let Err(e) = self.fs.get_mut().sync() {
             crate::kprintln!("VFS: write-back at unmount failed: {}", e);
         }
@@ -371,31 +425,44 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// The next anonymous device number (tmpfs: 0:32, 0:33, ...).
 static NEXT_ANON_DEV: AtomicU64 = AtomicU64::new(32);
 
-/// How long changed metadata may stay in memory before it is written back (Linux's
-/// dirty_expire_centisecs is 30 s, its flusher wakes every 5 s; here the check runs at the end of
-/// a filesystem call).
-const WRITEBACK_NS: u64 = 5_000_000_000;
 /// When the filesystems were last written back.
 static LAST_WRITEBACK: AtomicU64 = AtomicU64::new(0);
 
-/// Writes back every filesystem changed since the last time, when that is due.
-fn periodic_write_back() {
+/// Writes back every filesystem changed since the last time (dirty pages, then metadata, no
+/// flush), when [`WRITEBACK_NS`] has passed since the last pass. Runs at the end of filesystem
+/// calls and from the idle task ([`idle_write_back`]); skipped while the page cache is in use.
+pub fn periodic_write_back() {
     let now = crate::time::now_ns();
     if now.saturating_sub(LAST_WRITEBACK.load(Ordering::Relaxed)) <= WRITEBACK_NS {
         return;
     }
+    if crate::mm::pagecache::busy() {
+        return;
+    }
     LAST_WRITEBACK.store(now, Ordering::Relaxed);
-    let Ok(mounts) = MOUNTS.try_borrow() else {
+    let Ok(mounts) = MOUNTS.try_borrow().map(|m| m.clone()) else {
         return;
     };
     for m in mounts.iter().filter(|m| m.touched.get()) {
+        if !m.idle() {
+            continue;
+        }
+        m.touched.set(false);
+        if let Err(e) = super::writeback::write_back_mount(m) {
+            crate::kprintln!("VFS: page write-back failed: errno {}", Dec(e.0 as u64));
+        }
         if let Ok(mut fs) = m.fs.try_borrow_mut() {
-            m.touched.set(false);
             if let Err(e) = fs.write_back() {
                 crate::kprintln!("VFS: write-back failed: {}", e);
             }
         }
     }
+}
+
+/// The idle task's turn at the periodic write-back (so dirty data reaches the disk while programs
+/// sleep or compute without filesystem calls).
+pub fn idle_write_back() {
+    periodic_write_back();
 }
 
 /// Adds a mount. `covers`: the parent mount and the directory inode it hides (None: the root).
@@ -487,9 +554,7 @@ pub fn remove(m: Rc<Mount>, detach: bool) -> Result<(), Errno> {
     if children || (!detach && Rc::strong_count(&m) > 2) {
         return Err(Errno::EBUSY);
     }
-    m.fs.borrow_mut()
-        .sync()
-        .map_err(|e| errno_on(e, &m.source))?;
+    m.sync()?;
     MOUNTS.borrow_mut().retain(|x| x.id != m.id);
     // The disk may change before it is mounted again (same device number): no pages of it stay.
     crate::mm::pagecache::invalidate_dev(m.dev);
@@ -609,8 +674,7 @@ pub fn proc_mounts() -> Vec<u8> {
 pub fn sync_all() -> Result<(), Errno> {
     let mut r = Ok(());
     for m in all() {
-        let res = m.fs.borrow_mut().sync().map_err(|e| errno_on(e, &m.source));
-        m.touched.set(false);
+        let res = m.sync();
         if res.is_err() {
             r = res;
         }

@@ -280,6 +280,8 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
                 heap_used.div_ceil(1024),
                 shmem * 4,
                 crate::mm::pagecache::pages() * 4,
+                crate::mm::pagecache::dirty_pages() * 4,
+                crate::mm::pagecache::writeback_pages() * 4,
             )))
         }
         [p] => {

@@ -3,20 +3,26 @@
 //!
 //! Reads of ext2 files go through it (`fs::ext2file`): a hit is one copy from the frame, a miss
 //! reads a run of up to [`RUN_PAGES`] pages with as few disk requests as the file's layout allows
-//! and keeps them. Writes go through to the disk as before and patch the cached pages they cover,
-//! so the cache only ever holds clean pages (it is write-through, not Linux's write-back: nothing is
-//! lost at a crash that was not lost before, and fsync needs no page walk). Truncation drops the
-//! pages at and past the new end; a newly created inode drops whatever an earlier file of that number
-//! left; a write to a mounted disk through /dev/vdX drops the disk's pages.
+//! and keeps them. It is write-back, as Linux's: a write allocates the file's blocks at once (so a
+//! full disk is ENOSPC at `write`, as ext2 on Linux) but only copies the bytes into cached pages and
+//! marks them dirty; `fs::writeback` writes dirty pages to their blocks at fsync/fdatasync/sync/
+//! syncfs, every [`WRITEBACK_NS`](crate::fs::writeback) or so, at umount and remount-ro, at
+//! power-off and reboot, when dirty pages pass [`dirty_limit`], and under memory pressure. A dirty
+//! page is never dropped without being written, except when its file is truncated past it (the
+//! blocks are gone) or the inode is reused. Truncation drops the pages past the new end; a newly
+//! created inode drops whatever an earlier file of that number left.
 //!
 //! Bounded: at most a quarter of RAM, and it gives way to everything else: it stops growing while
-//! free memory is short ([`RESERVE_FRAMES`]), and the out-of-memory path ([`shrink`]) evicts pages,
-//! oldest first, before it kills a process. /proc/meminfo counts the pages in `Cached`.
+//! free memory is short ([`RESERVE_FRAMES`]), a full cache evicts its oldest clean page for a new
+//! one, and the out-of-memory path writes dirty pages back and evicts ([`shrink`]), oldest first,
+//! before it kills a process. /proc/meminfo counts the pages in `Cached`, the dirty ones in `Dirty`
+//! and those being written in `Writeback`.
 
 use super::page::OwnedFrame;
 use super::{frame, PAGE_SIZE};
 use crate::sync::KCell;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// (device, inode, page index).
@@ -31,20 +37,32 @@ struct Cache {
     pages: BTreeMap<Key, OwnedFrame>,
     /// Keys in insertion order (eviction order); keys of pages dropped since stay until popped.
     order: VecDeque<Key>,
+    /// The pages changed in memory and not yet written to the disk.
+    dirty: BTreeSet<Key>,
 }
 
 static CACHE: KCell<Cache> = KCell::new(Cache {
     pages: BTreeMap::new(),
     order: VecDeque::new(),
+    dirty: BTreeSet::new(),
 });
 
-/// Pages cached now, hits, misses (pages read from the disk into the cache), evictions.
-pub static STATS: [AtomicU64; 4] = [
+/// Pages cached now, hits, misses (pages read from the disk into the cache), evictions, dirty pages
+/// now, pages under write-back now, pages written back since boot.
+pub static STATS: [AtomicU64; 7] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
 ];
+
+fn counts(c: &Cache) {
+    STATS[0].store(c.pages.len() as u64, Ordering::Relaxed);
+    STATS[4].store(c.dirty.len() as u64, Ordering::Relaxed);
+}
 
 /// Copies `dst.len()` bytes at `within` of cached page `key` into `dst`; false if not cached.
 pub fn read(key: Key, within: usize, dst: &mut [u8]) -> bool {
@@ -59,25 +77,84 @@ pub fn read(key: Key, within: usize, dst: &mut [u8]) -> bool {
     }
 }
 
+/// Runs `f` on the bytes of cached page `key` (a hit); None if not cached. `f` may copy to user
+/// memory: a fault in it finds the cache borrowed (shared), so nothing it runs changes the cache.
+pub fn with_page<R>(key: Key, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    let c = CACHE.borrow();
+    let r = f(c.pages.get(&key)?.bytes());
+    STATS[1].fetch_add(1, Ordering::Relaxed);
+    Some(r)
+}
+
+/// Takes cached page `key` out of the cache for a write into it without the cache borrowed (a copy
+/// from user memory that may fault); [`put`] gives it back. None if not cached.
+pub fn take(key: Key) -> Option<OwnedFrame> {
+    CACHE.borrow_mut().pages.remove(&key)
+}
+
+/// Whether the cache has room for one more page (evicting its oldest clean page if it is full).
+pub fn make_room() -> bool {
+    room(&mut CACHE.borrow_mut())
+}
+
+/// Puts `frame` in as dirty page `key`: one [`take`]n out (its place in the eviction order kept),
+/// or a `new` one after [`make_room`].
+pub fn put_dirty(key: Key, frame: OwnedFrame, new: bool) {
+    let mut c = CACHE.borrow_mut();
+    c.pages.insert(key, frame);
+    if new {
+        c.order.push_back(key);
+    }
+    c.dirty.insert(key);
+    counts(&c);
+}
+
 /// Whether page `key` is cached.
 pub fn contains(key: Key) -> bool {
     CACHE.borrow().pages.contains_key(&key)
 }
 
-/// Whether the cache may take another page now.
-fn room(c: &Cache) -> bool {
-    let (total, _) = frame::stats();
-    (c.pages.len() as u64) < total / 4 && !frame::fewer_free_than(RESERVE_FRAMES)
+/// The most pages the cache holds (a quarter of RAM).
+fn limit() -> u64 {
+    frame::stats().0 / 4
 }
 
-/// Caches `bytes` (a whole page, zeros past the end of the file) as page `key`, if there is room.
-pub fn insert(key: Key, bytes: &[u8]) {
-    let mut c = CACHE.borrow_mut();
-    if c.pages.contains_key(&key) || !room(&c) {
-        return;
+/// Dirty pages past which a writer writes back before it goes on (Linux's dirty_ratio, 20% of
+/// available memory; here half of what the cache may hold, an eighth of RAM).
+pub fn dirty_limit() -> u64 {
+    limit() / 2
+}
+
+/// Whether the cache may take another page now; when it is full, its oldest clean page makes
+/// room (dirty ones keep their place in the order).
+fn room(c: &mut Cache) -> bool {
+    if frame::fewer_free_than(RESERVE_FRAMES) {
+        return false;
+    }
+    if (c.pages.len() as u64) < limit() {
+        return true;
+    }
+    for _ in 0..c.order.len().min(64) {
+        let Some(k) = c.order.pop_front() else {
+            break;
+        };
+        if c.dirty.contains(&k) {
+            c.order.push_back(k);
+        } else if c.pages.remove(&k).is_some() {
+            STATS[3].fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+    }
+    false
+}
+
+/// Adds a frame holding `bytes` as page `key` (not cached yet); false when there is no room.
+fn add(c: &mut Cache, key: Key, bytes: &[u8]) -> bool {
+    if !room(c) {
+        return false;
     }
     let Some(mut f) = OwnedFrame::alloc() else {
-        return;
+        return false;
     };
     f.bytes_mut().copy_from_slice(bytes);
     c.pages.insert(key, f);
@@ -87,19 +164,61 @@ pub fn insert(key: Key, bytes: &[u8]) {
         let keys: VecDeque<Key> = c.pages.keys().copied().collect();
         c.order = keys;
     }
-    STATS[0].store(c.pages.len() as u64, Ordering::Relaxed);
+    true
+}
+
+/// Caches `bytes` (a whole page, zeros past the end of the file) as clean page `key`, if there is
+/// room (a page cached already is left as it is: it may be dirty).
+pub fn insert(key: Key, bytes: &[u8]) {
+    let mut c = CACHE.borrow_mut();
+    if c.pages.contains_key(&key) || !add(&mut c, key, bytes) {
+        return;
+    }
+    counts(&c);
     STATS[2].fetch_add(1, Ordering::Relaxed);
 }
 
-/// A write of `src` at byte `within` of page `key` reached the disk: the cached page (if any) gets
-/// the same bytes.
-pub fn update(key: Key, within: usize, src: &[u8]) {
-    if let Some(f) = CACHE.borrow_mut().pages.get_mut(&key) {
-        f.bytes_mut()[within..within + src.len()].copy_from_slice(src);
+/// The dirty pages in `[from, to]`, in key order.
+pub fn dirty_keys(from: Key, to: Key) -> Vec<Key> {
+    let c = CACHE.borrow();
+    if from > to {
+        return Vec::new();
+    }
+    c.dirty.range(from..=to).copied().collect()
+}
+
+/// Copies bytes `[within, within + dst.len())` of cached page `key` into `dst` (write-back and
+/// overlays; no hit counted); false if not cached.
+pub fn copy_out(key: Key, within: usize, dst: &mut [u8]) -> bool {
+    match CACHE.borrow().pages.get(&key) {
+        Some(f) => {
+            dst.copy_from_slice(&f.bytes()[within..within + dst.len()]);
+            true
+        }
+        None => false,
     }
 }
 
-/// Drops the pages of inode `ino` on `dev` from page `from` on (truncation, a new inode).
+/// Page `key` reached the disk: it is clean now.
+pub fn clean(key: Key) {
+    let mut c = CACHE.borrow_mut();
+    if c.dirty.remove(&key) {
+        counts(&c);
+        STATS[6].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts pages under write-back (for /proc/meminfo's Writeback).
+pub fn writeback_started(n: u64) {
+    STATS[5].fetch_add(n, Ordering::Relaxed);
+}
+
+pub fn writeback_ended(n: u64) {
+    STATS[5].fetch_sub(n, Ordering::Relaxed);
+}
+
+/// Drops the pages of inode `ino` on `dev` from page `from` on (truncation, a new inode); dirty
+/// ones too: their blocks are gone.
 pub fn invalidate(dev: u32, ino: u32, from: u64) {
     let mut c = CACHE.borrow_mut();
     // [(dev, ino, from), (dev, ino + 1, 0)) leaves; what follows comes back.
@@ -109,46 +228,74 @@ pub fn invalidate(dev: u32, ino: u32, from: u64) {
         None => gone.split_off(&(dev, ino, u64::MAX)),
     };
     c.pages.extend(after);
+    for k in gone.keys() {
+        c.dirty.remove(k);
+    }
     drop(gone);
-    STATS[0].store(c.pages.len() as u64, Ordering::Relaxed);
+    counts(&c);
 }
 
-/// Drops every page of device `dev` (its disk was written underneath the filesystem).
+/// Drops every page of device `dev` (its disk was written underneath the filesystem, or it was
+/// unmounted after a write-back). Dirty pages go too: callers write them back first.
 pub fn invalidate_dev(dev: u32) {
     let mut c = CACHE.borrow_mut();
     c.pages.retain(|k, _| k.0 != dev);
+    c.dirty.retain(|k| k.0 != dev);
     if c.pages.is_empty() {
         c.order.clear();
     }
-    STATS[0].store(c.pages.len() as u64, Ordering::Relaxed);
+    counts(&c);
 }
 
-/// Evicts up to `n` pages, oldest first (memory pressure); returns how many frames went back. A
-/// cache in use at that moment (a fault while copying out of it) gives nothing.
+/// Evicts up to `n` clean pages, oldest first (memory pressure; the caller writes dirty pages back
+/// first); returns how many frames went back. A cache in use at that moment (a fault while copying
+/// out of it) gives nothing.
 pub fn shrink(n: u64) -> u64 {
     let Ok(mut c) = CACHE.try_borrow_mut() else {
         return 0;
     };
     let mut freed = 0;
+    let mut kept = VecDeque::new();
     while freed < n {
         let Some(k) = c.order.pop_front() else {
             break;
         };
-        if c.pages.remove(&k).is_some() {
+        if c.dirty.contains(&k) {
+            kept.push_back(k);
+        } else if c.pages.remove(&k).is_some() {
             freed += 1;
         }
+    }
+    // Dirty pages stay, oldest first.
+    while let Some(k) = kept.pop_back() {
+        c.order.push_front(k);
     }
     if c.pages.is_empty() {
         c.order.clear();
     }
-    STATS[0].store(c.pages.len() as u64, Ordering::Relaxed);
+    counts(&c);
     STATS[3].fetch_add(freed, Ordering::Relaxed);
     freed
+}
+
+/// Whether the cache is borrowed right now (a fault inside a cache copy).
+pub fn busy() -> bool {
+    CACHE.try_borrow_mut().is_err()
 }
 
 /// Pages cached now (/proc/meminfo Cached).
 pub fn pages() -> u64 {
     STATS[0].load(Ordering::Relaxed)
+}
+
+/// Dirty pages now (/proc/meminfo Dirty).
+pub fn dirty_pages() -> u64 {
+    STATS[4].load(Ordering::Relaxed)
+}
+
+/// Pages being written back now (/proc/meminfo Writeback).
+pub fn writeback_pages() -> u64 {
+    STATS[5].load(Ordering::Relaxed)
 }
 
 /// The page index of byte `pos`.

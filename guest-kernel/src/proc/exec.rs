@@ -51,6 +51,13 @@ pub fn read_into(
         return Ok(());
     }
     let mnt = fs::mount::by_dev(dev as u64).ok_or(Errno::EIO)?;
+    // Dirty page-cache pages of the range go to the disk first: the extents are read from there.
+    fs::writeback::write_back_range(
+        &mnt,
+        inode.ino,
+        file_start / PAGE_SIZE,
+        (file_end - 1) / PAGE_SIZE,
+    )?;
     let want = (file_end - file_start) as usize;
     let extents = mnt.with(|fs| match fs.ext2() {
         Some(e) => e
@@ -231,6 +238,8 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
     if !inode.is_reg() || inode.mode & 0o111 == 0 {
         return Err(Errno::EACCES);
     }
+    // The loader reads the file from the disk: what the page cache holds dirty goes there first.
+    fs::writeback::write_back_inode(&mnt, inode.ino)?;
     let mut head = vec![0u8; 4096.min(inode.size as usize).max(64)];
     mnt.with(|fs| fs.read_at(&inode, 0, &mut head))?;
     let need = elf::headers_len(&head).map_err(|_| Errno::ENOEXEC)?;

@@ -27,8 +27,8 @@ pub fn out_of_memory() -> bool {
     if !crate::mm::frame::fewer_free_than(LOW_FRAMES) {
         return false;
     }
-    // Clean page-cache pages go before any process does.
-    if crate::mm::pagecache::shrink(256) > 0 {
+    // Page-cache pages go before any process does (dirty ones written back first).
+    if crate::fs::writeback::reclaim(256) > 0 {
         return true;
     }
     let Some(victim) = pick_victim() else {

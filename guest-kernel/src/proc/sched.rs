@@ -521,6 +521,11 @@ pub fn idle_loop() -> ! {
         if has_ready() {
             schedule();
         } else {
+            // Dirty file data goes to the disk while nothing else runs, when it is due.
+            crate::fs::mount::idle_write_back();
+            if has_ready() {
+                continue;
+            }
             let t0 = crate::arch::cpu::rdtsc();
             crate::arch::cpu::enable_and_halt();
             add(&IDLE_TSC, crate::arch::cpu::rdtsc().wrapping_sub(t0));

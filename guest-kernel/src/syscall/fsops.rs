@@ -245,8 +245,9 @@ pub fn sys_truncate(path: u64, len: i64) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let now = now();
+    fs::ext2file::truncate_pages(&mnt, inode.ino, len as u64)?;
     mnt.with(|fs| fs.truncate(&mut inode, len as u64, now))?;
-    crate::mm::pagecache::invalidate(mnt.dev, inode.ino, crate::mm::pagecache::index(len as u64));
+    fs::ext2file::truncated(&mnt, inode.ino, len as u64);
     Ok(0)
 }
 
@@ -263,7 +264,7 @@ pub fn sys_sync() -> SysResult {
 pub fn sys_syncfs(fd: i64) -> SysResult {
     let dev = file(fd)?.ops.stat().dev;
     match mount::by_dev(dev) {
-        Some(m) => m.with(|fs| fs.sync()).map(|_| 0),
+        Some(m) => m.sync().map(|_| 0),
         None => Ok(0),
     }
 }

@@ -90,11 +90,12 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
             let pc = &crate::mm::pagecache::STATS;
             let lp = |i: usize| pc[i].load(core::sync::atomic::Ordering::Relaxed);
             kprintln!(
-                "pagecache: {} pages, {} hits, {} pages read in, {} evicted",
+                "pagecache: {} pages, {} hits, {} pages read in, {} evicted, {} written back",
                 kcore::fmt::Dec(lp(0)),
                 kcore::fmt::Dec(lp(1)),
                 kcore::fmt::Dec(lp(2)),
-                kcore::fmt::Dec(lp(3))
+                kcore::fmt::Dec(lp(3)),
+                kcore::fmt::Dec(lp(6))
             );
             let (lstar, fault) = crate::arch::interrupts::syscall_counts();
             kprintln!(
@@ -130,6 +131,13 @@ pub fn sys_reboot(magic1: u32, magic2: u32, cmd: u32) -> SysResult {
             crate::arch::cpu::reset()
         }
         CMD_RESTART => {
+            // As at power-off: dirty pages and metadata reach the disk before the reset.
+            if let Err(e) = crate::fs::sync_all() {
+                kprintln!(
+                    "VFS: sync at reboot failed: errno {}",
+                    kcore::fmt::Dec(e.0 as u64)
+                );
+            }
             kprintln!("reboot: Restarting system");
             crate::arch::cpu::reset()
         }

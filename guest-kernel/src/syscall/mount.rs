@@ -93,6 +93,9 @@ pub fn sys_mount(source: u64, target: u64, fstype: u64, flags: u64, data: u64) -
             }
         }
         let ram = fs::ram_bytes();
+        if ro {
+            fs::writeback::write_back_mount(&mnt)?;
+        }
         return mnt
             .with(|fs| {
                 fs.remount(&data, ram)?;

@@ -568,6 +568,60 @@ impl<D: BlockDevice> Ext2<D> {
         }
     }
 
+    /// Allocates the blocks under `[offset, offset + len)` of `inode` (holes become blocks; nothing
+    /// is written into them: the caller's page cache holds the bytes and writes whole blocks back
+    /// later) and grows the size over what was reserved, with new times; writes the inode. Returns
+    /// how many bytes are covered: fewer than asked when the disk fills up part way (NoSpace only
+    /// when nothing could be). As on Linux's ext2, a crash before the data is written back can leave
+    /// such a block holding what the disk had there before.
+    pub fn reserve(
+        &mut self,
+        inode: &mut Inode,
+        offset: u64,
+        len: usize,
+        now: u32,
+    ) -> Result<usize, Ext2Error> {
+        self.need_writable()?;
+        if len == 0 {
+            return Ok(0);
+        }
+        let bs = self.block_size;
+        let max = self.max_file_size();
+        if offset >= max {
+            return Err(Ext2Error::TooBig);
+        }
+        let len = len.min((max - offset) as usize);
+        let mut done = 0usize;
+        let mut goal = 0u32;
+        let mut err = None;
+        while done < len {
+            let pos = offset + done as u64;
+            let n = pos / bs;
+            let chunk = (bs - pos % bs).min((len - done) as u64) as usize;
+            if goal == 0 {
+                goal = self.goal_for(inode, n);
+            }
+            match self.map_alloc(inode, n, goal) {
+                Ok((disk, _)) => goal = disk + 1,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+            done += chunk;
+        }
+        if done > 0 {
+            inode.size = inode.size.max(offset + done as u64);
+            inode.mtime = now;
+            inode.ctime = now;
+        }
+        self.write_inode(inode)?;
+        match err {
+            Some(e) if done == 0 => Err(e),
+            _ => Ok(done),
+        }
+    }
+
     /// Where to look for the block after file block `n`: just past the previous block, else at the
     /// start of the inode's group.
     pub(super) fn goal_for(&mut self, inode: &Inode, n: u64) -> u32 {

@@ -428,3 +428,57 @@ fn statfs_blocks_match_linux() {
         let _ = fs::remove_dir_all(dir);
     }
 }
+
+/// What the kernel's write-back does: blocks reserved first (`reserve`), the bytes written later as
+/// whole blocks found through `extents`; e2fsck finds nothing and debugfs reads the data. A full
+/// disk reserves part of a write.
+fn reserve_then_write_back(block: u32) {
+    let (dir, mut fs) = image(&format!("reserve{block}"), block, "4M");
+    let mut root = fs.inode(ROOT_INO).unwrap();
+    let mut f = fs.create(&mut root, b"wb", S_IFREG | 0o644, NOW).unwrap();
+    let data = pattern(300 * 1024 + 123, 7);
+    // Reserved in uneven pieces, then written back in 4 KiB pages (zeros past the end).
+    let mut at = 0;
+    while at < data.len() {
+        let step = (data.len() - at).min(5000 + at % 777);
+        assert_eq!(fs.reserve(&mut f, at as u64, step, NOW).unwrap(), step);
+        at += step;
+    }
+    assert_eq!(f.size, data.len() as u64);
+    let bs = fs.block_size();
+    for page in 0..data.len().div_ceil(4096) {
+        let start = page * 4096;
+        let mut buf = vec![0u8; 4096];
+        let end = (start + 4096).min(data.len());
+        buf[..end - start].copy_from_slice(&data[start..end]);
+        for e in fs.extents(&f, start as u64, 4096).unwrap() {
+            let d = e.disk_offset.expect("reserved blocks are no holes");
+            let off = (e.file_offset - start as u64) as usize;
+            let n = (e.len.div_ceil(bs) * bs) as usize;
+            fs.device().write(d, &buf[off..off + n]).unwrap();
+        }
+    }
+    // The disk fills: the reservation stops short, and nothing past it is claimed.
+    let mut big = fs.create(&mut root, b"big", S_IFREG | 0o644, NOW).unwrap();
+    let got = fs.reserve(&mut big, 0, 8 << 20, NOW).unwrap();
+    assert!(got > 0 && got < 8 << 20, "reserved {got}");
+    assert_eq!(big.size, got as u64);
+    assert_eq!(
+        fs.reserve(&mut big, got as u64, 1 << 20, NOW),
+        Err(Ext2Error::NoSpace)
+    );
+    fs.truncate(&mut big, 0, NOW).unwrap();
+    let img = fsck(&dir, &mut fs);
+    assert_eq!(debugfs_cat(&img, "/wb"), data);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reserve_then_write_back_1k() {
+    reserve_then_write_back(1024);
+}
+
+#[test]
+fn reserve_then_write_back_4k() {
+    reserve_then_write_back(4096);
+}
