@@ -1,4 +1,6 @@
 //! virtio-vsock's wire format and AF_VSOCK's address, for the guest's vsock sockets (`net::vsock`).
+//! The VMM's device compiles this same file as its packet format (`devices/src/virtio/vsock/packet.rs`
+//! includes it), so both sides of the queue read one definition: keep it self-contained (no `crate::`).
 //!
 //! - [`Header`]: the 44-byte little-endian packet header (virtio 1.2, 5.10.6).
 //! - [`SockaddrVm`]: Linux's `struct sockaddr_vm` (16 bytes: family, reserved, port, cid, flags, zero).
@@ -19,6 +21,8 @@ pub const VMADDR_PORT_ANY: u32 = u32::MAX;
 /// `type`: stream.
 pub const TYPE_STREAM: u16 = 1;
 
+/// Packet operations (`op`); 0 is invalid.
+pub const OP_INVALID: u16 = 0;
 pub const OP_REQUEST: u16 = 1;
 pub const OP_RESPONSE: u16 = 2;
 pub const OP_RST: u16 = 3;
@@ -71,6 +75,13 @@ impl Header {
             buf_alloc: u32::from_le_bytes(le(b, 36)),
             fwd_cnt: u32::from_le_bytes(le(b, 40)),
         })
+    }
+
+    /// The header's wire bytes.
+    pub fn to_bytes(&self) -> [u8; HDR_LEN] {
+        let mut b = [0u8; HDR_LEN];
+        self.write(&mut b);
+        b
     }
 
     /// Writes the header into the first [`HDR_LEN`] bytes of `b`.

@@ -15,13 +15,10 @@
 
 use std::collections::VecDeque;
 
-use super::packet::{op, Header, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
+use super::packet::{credit, op, Header, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 
 /// The receive buffer we advertise per connection: guest data that may wait for the Unix socket.
 pub const BUF_ALLOC: u32 = 256 * 1024;
-/// The largest receive buffer a guest may claim: more is taken as this much, so that a `fwd_cnt` ahead
-/// of what was sent (in flight wrapping to near 2^32) can never leave any credit.
-pub const MAX_PEER_BUF_ALLOC: u32 = 64 << 20;
 /// A CREDIT_UPDATE is sent once this much credit was freed without the guest having been told.
 pub const CREDIT_UPDATE_THRESHOLD: u32 = BUF_ALLOC / 4;
 
@@ -150,10 +147,11 @@ impl Conn {
         self.pending != 0
     }
 
-    /// How much the guest can take now (its credit), clamped to zero when its counters make no sense.
+    /// How much the guest can take now (its credit): its `buf_alloc` counts as at most
+    /// [`MAX_PEER_BUF_ALLOC`](super::packet::MAX_PEER_BUF_ALLOC), so a `fwd_cnt` ahead of what was sent (in flight wrapping to near 2^32)
+    /// leaves none; the guest kernel computes its peer's credit with the same function.
     pub fn peer_credit(&self) -> u32 {
-        let in_flight = self.rx_cnt.wrapping_sub(self.peer_fwd_cnt);
-        self.peer_buf_alloc.saturating_sub(in_flight)
+        credit(self.peer_buf_alloc, self.peer_fwd_cnt, self.rx_cnt)
     }
 
     /// How many bytes may be read from the Unix socket for the guest now (0: do not read).
@@ -234,7 +232,7 @@ impl Conn {
     }
 
     fn update_peer_credit(&mut self, h: &Header) {
-        self.peer_buf_alloc = h.buf_alloc.min(MAX_PEER_BUF_ALLOC);
+        self.peer_buf_alloc = h.buf_alloc;
         self.peer_fwd_cnt = h.fwd_cnt;
         self.credit_requested = false;
     }
@@ -361,6 +359,7 @@ pub fn rst_for(h: &Header) -> Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::vsock::packet::MAX_PEER_BUF_ALLOC;
 
     fn pkt(op: u16, buf_alloc: u32, fwd_cnt: u32) -> Header {
         Header {
