@@ -57,7 +57,6 @@ install -m 0755 "$bindir/init" "$stage/sbin/init"
 install -m 0755 "$nopie/init" "$stage/sbin/init-nopie"
 install -m 0755 "$bindir/proctest" "$stage/bin/proctest"
 install -m 0755 "$bindir/memtest" "$stage/bin/memtest"
-install -m 0755 "$bindir/sh" "$stage/bin/sh"
 install -m 0755 "$bindir/toolbox" "$stage/bin/toolbox"
 install -m 0755 "$root/target/rootfs-tiny/forkloop" "$stage/bin/forkloop"
 install -m 0755 "$root/target/rootfs-tiny/execloop" "$stage/bin/execloop"
@@ -75,17 +74,19 @@ head -c $((4 << 20)) /dev/urandom > "$stage/srv/big.bin"
 install -m 0755 "$bindir/cfs-share" "$stage/bin/cfs-share"
 install -m 0755 "$bindir/rthreads" "$stage/bin/rthreads"
 install -m 0755 "$bindir/wakeup-latency" "$stage/bin/wakeup-latency"
-# The small commands are one executable, chosen by the name it runs as.
-for cmd in echo cat ls true false sleep kill ps poweroff zombie forkbomb nice renice; do
+# The few small commands busybox has no applet for are one executable, chosen by the name it runs as
+# (`toolbox schedps` and `toolbox cpuinfo` need no link).
+for cmd in zombie forkbomb nice; do
     ln -s toolbox "$stage/bin/$cmd"
 done
-strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/memtest" "$stage/bin/sh" "$stage/bin/toolbox" "$stage/bin/forkloop" "$stage/bin/execloop" \
+strip "$stage/sbin/init" "$stage/sbin/init-nopie" "$stage/bin/proctest" "$stage/bin/memtest" "$stage/bin/toolbox" "$stage/bin/forkloop" "$stage/bin/execloop" \
     "$stage/bin/udp-echo" "$stage/bin/httpd" "$stage/bin/tcp-cat" "$stage/bin/tcp-backlog" "$stage/bin/cfs-share" "$stage/bin/wakeup-latency" "$stage/bin/rthreads" \
     2>/dev/null || true
 
-# Debian's busybox-static (installed by scripts/install-deps.sh): /bin/busybox and a link for each applet
-# (`busybox --list-full`) unless the rootfs has a program of that name in any of the PATH directories
-# (its own httpd, ps, sh... stay what they are whatever the PATH order).
+# Debian's busybox-static (installed by scripts/install-deps.sh) is the userland: /bin/busybox and a link
+# for each applet (`busybox --list-full`: /bin/sh is its ash, ls, ps, kill, poweroff...) unless the rootfs
+# has a program of that name in any of the PATH directories (its own httpd and nice stay what they are
+# whatever the PATH order).
 busybox=/bin/busybox
 if ! [[ -x "$busybox" ]] || ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
     "$root/scripts/install-deps.sh"

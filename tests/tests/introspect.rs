@@ -299,10 +299,11 @@ fn translation_memory_and_bad_input_on_a_running_guest() {
     let _ = std::fs::remove_file(PathBuf::from(&sock));
 }
 
-/// The guest's `ps` rows (pid, ppid, state letter, nice) between the last header and `marker`.
+/// The guest's `ps -o pid,ppid,stat,nice,comm` rows (pid, ppid, state letter, nice, command) between
+/// the last header and `marker`.
 fn guest_ps(out: &str, marker: &str) -> Vec<(u32, u32, String, i32, String)> {
     let end = out.rfind(marker).unwrap();
-    let start = out[..end].rfind("  PID  PPID STAT").unwrap();
+    let start = out[..end].rfind("PID   PPID  STAT").unwrap();
     out[start..end]
         .lines()
         .skip(1)
@@ -313,7 +314,7 @@ fn guest_ps(out: &str, marker: &str) -> Vec<(u32, u32, String, i32, String)> {
                 f.get(1)?.parse().ok()?,
                 f.get(2)?.chars().next()?.to_string(),
                 f.get(3)?.parse().ok()?,
-                f[5..].join(" "),
+                f[4..].join(" "),
             ))
         })
         .collect()
@@ -333,18 +334,28 @@ fn guest_processes_match_the_guest_ps() {
     let mut vm = Vm::spawn(&args);
     vm.wait_for_output("init: starting /bin/sh", T);
     // A sleeping process, a stopped one, a niced one, and a zombie: `true` has exited and its parent
-    // (a background `sh -c`, stopped by the terminal) waits for `sleep 302` first.
+    // (a background `sh -c` that then became `sleep 302`) never waits for it.
+    vm.send(b"echo shell-pid=$$\n");
+    let shell: u64 = {
+        let complete = |out: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix("shell-pid="))
+                .and_then(|p| p.trim().parse().ok())
+        };
+        assert!(wait_until(T, || complete(&vm.stdout()).is_some()));
+        complete(&vm.stdout()).unwrap()
+    };
     vm.send(b"sleep 300 &\n");
     vm.send(b"sleep 301 &\n");
     vm.send(b"kill -STOP $!\n");
     vm.send(b"nice -n 5 sleep 303 &\n");
-    vm.send(b"sh -c \"sleep 302 | true\" &\n");
+    vm.send(b"sh -c \"/bin/true & exec sleep 302\" &\n");
     // The set settles (each new process sleeps or stops) before the two views are compared; a round
     // where something still moved between the guest's ps and the API's answer is taken again.
     let mut last = String::new();
     for round in 0..5 {
         let marker = format!("ps-done-{round}");
-        vm.send(format!("ps; echo ps-done\"\"-{round}\n").as_bytes());
+        vm.send(format!("ps -o pid,ppid,stat,nice,comm; echo ps-done\"\"-{round}\n").as_bytes());
         vm.wait_for_output(&marker, T);
         // The interactive shell is running until it is back at its prompt, asleep reading the console.
         let mut v = Value::Null;
@@ -356,7 +367,7 @@ fn guest_processes_match_the_guest_ps() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|p| p["pid"] == 4 && p["state"] == "S");
+                .any(|p| p["pid"] == shell && p["state"] == "S");
             if shell_asleep {
                 break;
             }
