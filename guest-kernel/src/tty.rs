@@ -642,8 +642,8 @@ pub fn open_console() -> FileRef {
 /// one); opening /dev/ttyS0 without O_NOCTTY may make it a session leader's controlling terminal.
 pub fn register() {
     fs::register_device(b"/dev/console", |_| Ok(Rc::new(ConsoleFile)));
-    fs::register_device(b"/dev/tty", |_| {
-        if !has_ctty() {
+    fs::register_device(b"/dev/tty", |flags| {
+        if flags & fs::O_STAT_ONLY == 0 && !has_ctty() {
             return Err(Errno::ENXIO);
         }
         Ok(Rc::new(ConsoleFile))

@@ -160,7 +160,7 @@ fn free_ps_top_and_uptime_show_sane_fields() {
     let up = between(&script_lines(&console), "== uptime", "== fd");
     // /proc/self/fd lists ls's own descriptors (0-2 and the directory it reads); the links name the
     // console, the executable and the working directory.
-    let fd = between(&script_lines(&console), "== fd", "== done");
+    let fd = between(&script_lines(&console), "== fd", "== exe");
     assert!(fd.iter().any(|l| l.starts_with("0 1 2 3")), "{console}");
     assert_eq!(fd.get(2), Some(&"/dev/ttyS0"), "{console}");
     // busybox runs readlink in the shell's process (/bin/busybox) or execs its link.
@@ -175,6 +175,32 @@ fn free_ps_top_and_uptime_show_sane_fields() {
             .any(|l| l.contains(" up ") && l.contains("load average:")),
         "{console}"
     );
+    // /proc/PID/exe and cwd: the canonical paths, as Linux gives them.
+    let exe = between(&script_lines(&console), "== exe", "== dev");
+    assert_eq!(
+        exe,
+        [
+            "== exe",
+            "/bin/busybox",
+            "/bin/busybox",
+            "/bin/busybox",
+            "/usr/share/bbtest",
+            "== dev"
+        ],
+        "{console}"
+    );
+    // ls /dev: the device nodes, each of which exists; character and block devices.
+    let dev = between(&script_lines(&console), "== dev", "== done");
+    let names: Vec<&str> = dev
+        .get(1)
+        .map_or(vec![], |l| l.split_whitespace().collect());
+    for want in [
+        "console", "full", "hvc0", "null", "random", "tty", "ttyS0", "urandom", "vda", "zero",
+    ] {
+        assert!(names.contains(&want), "{want} not in ls /dev: {console}");
+    }
+    assert!(!dev.iter().any(|l| l.starts_with("missing")), "{console}");
+    assert_eq!(dev.get(2..5), Some(&["c", "c", "b"][..]), "{console}");
     assert!(!console.contains("not implemented"), "{console}");
 }
 
@@ -462,9 +488,10 @@ fn epoll_on_a_pipe_the_console_and_sockets_matches_the_host_musl() {
     epoll_matches_the_host("musl");
 }
 
-/// Runs `rootfs/c/fcntllock.c` built with `libc` on the host and in the guest and compares the lines.
-fn record_locks_match_the_host(libc: &str) {
-    let prog = format!("fcntllock-{libc}");
+/// Runs `rootfs/c/NAME.c` built with `libc` on the host and in the guest and compares its lines
+/// (`NAME: ...`, ending with `NAME: done`).
+fn c_program_matches_the_host(name: &str, libc: &str) {
+    let prog = format!("{name}-{libc}");
     let Some(console) = boot_running(&format!("/bin/{prog}")) else {
         return;
     };
@@ -474,10 +501,10 @@ fn record_locks_match_the_host(libc: &str) {
         .unwrap();
     assert!(host.status.success(), "{host:?}");
     let host = String::from_utf8_lossy(&host.stdout).into_owned();
-    assert!(host.contains("fcntllock: done"), "{host}");
+    assert!(host.contains(&format!("{name}: done")), "{host}");
     let lines = |s: &str| -> Vec<String> {
         s.lines()
-            .filter(|l| l.starts_with("fcntllock: "))
+            .filter(|l| l.starts_with(&format!("{name}: ")))
             .map(str::to_string)
             .collect()
     };
@@ -486,10 +513,21 @@ fn record_locks_match_the_host(libc: &str) {
 
 #[test]
 fn fcntl_record_locks_match_the_host_glibc() {
-    record_locks_match_the_host("glibc");
+    c_program_matches_the_host("fcntllock", "glibc");
 }
 
 #[test]
 fn fcntl_record_locks_match_the_host_musl() {
-    record_locks_match_the_host("musl");
+    c_program_matches_the_host("fcntllock", "musl");
+}
+
+/// `rootfs/c/flocks.c`: flock(2), open-file-description locks and EDEADLK.
+#[test]
+fn flock_ofd_locks_and_deadlocks_match_the_host_glibc() {
+    c_program_matches_the_host("flocks", "glibc");
+}
+
+#[test]
+fn flock_ofd_locks_and_deadlocks_match_the_host_musl() {
+    c_program_matches_the_host("flocks", "musl");
 }

@@ -236,9 +236,22 @@ pub struct OpenFile {
     flags: Cell<u32>,
     /// The path it was opened by (a root filesystem file), for /proc/PID/maps of its mappings.
     pub path: Option<Rc<[u8]>>,
+    /// It has held a description (F_OFD_SETLK) or flock(2) lock: its last close releases them.
+    locked: Cell<bool>,
 }
 
 pub type FileRef = Rc<OpenFile>;
+
+impl Drop for OpenFile {
+    /// The last descriptor of the description is gone: its description and flock locks go.
+    fn drop(&mut self) {
+        if self.locked.get() {
+            let st = self.ops.stat();
+            let owner = kcore::lock::OFD | (self as *const OpenFile as u64 & !kcore::lock::OFD);
+            super::lock::description_closed(super::lock::file_key(st.dev, st.ino), owner);
+        }
+    }
+}
 
 impl OpenFile {
     /// A new description of `ops` with `flags`.
@@ -248,7 +261,15 @@ impl OpenFile {
             offset: Cell::new(0),
             flags: Cell::new(flags),
             path,
+            locked: Cell::new(false),
         })
+    }
+
+    /// The owner of this description's locks (`kcore::lock::OFD` and its address: unique while it
+    /// is open); marks it as holding locks, so its last close releases them.
+    pub fn lock_owner(&self) -> u64 {
+        self.locked.set(true);
+        kcore::lock::OFD | (self as *const OpenFile as u64 & !kcore::lock::OFD)
     }
     pub fn offset(&self) -> u64 {
         self.offset.get()

@@ -22,7 +22,7 @@ pub mod proc;
 pub mod tmpfs;
 pub mod writeback;
 
-pub use file::{FileOps, FileRef, OpenFile, Stat};
+pub use file::{DirEntry, FileOps, FileRef, OpenFile, Stat};
 pub use mount::Mount;
 
 use crate::drivers::virtio;
@@ -215,6 +215,10 @@ pub const O_NONBLOCK: u32 = 0o4000;
 pub const O_DIRECTORY: u32 = 0o200000;
 pub const O_NOFOLLOW: u32 = 0o400000;
 pub const O_CLOEXEC: u32 = 0o2000000;
+/// Kernel-internal, never taken from user space: the opener is asked for the object only to stat it
+/// (stat(2), lstat(2), listing /dev), so a node that opens conditionally (/dev/tty without a
+/// controlling terminal: ENXIO) still exists, as on Linux.
+pub const O_STAT_ONLY: u32 = 1 << 31;
 
 /// Opens the device node at `path` (as open(2) flags allow).
 pub type DeviceOpen = Rc<dyn Fn(u32) -> Result<Rc<dyn FileOps>, Errno>>;
@@ -283,8 +287,59 @@ pub fn pipe(flags: u32) -> (FileRef, FileRef) {
     )
 }
 
+/// The entries of the open directory `f`; for /dev also the registered device nodes (as devtmpfs
+/// shows them), each with the inode number and type its stat gives.
+pub fn dir_entries(f: &OpenFile) -> Result<Vec<DirEntry>, Errno> {
+    const DT_CHR: u8 = 2;
+    const DT_BLK: u8 = 6;
+    let mut entries = f.ops.readdir(f)?;
+    let mut dir = f.path.as_deref().unwrap_or_default();
+    while let Some(d) = dir.strip_suffix(b"/.").or_else(|| dir.strip_suffix(b"/")) {
+        dir = d;
+    }
+    if dir != b"/dev" {
+        return Ok(entries);
+    }
+    let names: Vec<Vec<u8>> = REGISTRY
+        .borrow()
+        .devices
+        .iter()
+        .filter_map(|(p, _)| p.strip_prefix(b"/dev/"))
+        .filter(|n| !n.contains(&b'/'))
+        .map(<[u8]>::to_vec)
+        .collect();
+    for name in names {
+        if entries.iter().any(|(_, _, n)| *n == name) {
+            continue;
+        }
+        let path = [b"/dev/".as_slice(), &name].concat();
+        let Some(Ok(ops)) = registered(&path, O_NOCTTY | O_STAT_ONLY) else {
+            continue;
+        };
+        let st = ops.stat();
+        let dt = if st.mode & 0o170000 == 0o060000 {
+            DT_BLK
+        } else {
+            DT_CHR
+        };
+        entries.push((st.ino, dt, name));
+    }
+    Ok(entries)
+}
+
+/// The stat of `path`, following a final symlink: a lookup, not an open (a terminal found this way
+/// does not become the controlling one, /dev/tty exists without one).
+pub fn stat(path: &[u8]) -> Result<Stat, Errno> {
+    if let Some(ops) = registered(path, O_NOCTTY | O_STAT_ONLY) {
+        return Ok(ops?.stat());
+    }
+    let (mnt, inode) = mount::resolve(path, true)?;
+    Ok(ext2file::stat_of(mnt.dev, &inode))
+}
+
 /// Opens an absolute path.
 pub fn open(path: &[u8], flags: u32, mode: u32) -> Result<FileRef, Errno> {
+    let flags = flags & !O_STAT_ONLY;
     let ops = match registered(path, flags) {
         Some(ops) => {
             let ops = ops?;
@@ -397,9 +452,61 @@ pub fn read_link(path: &[u8]) -> Result<Vec<u8>, Errno> {
     mnt.with(|fs| fs.read_link(&inode))
 }
 
+/// The absolute `path` with every symbolic link in it resolved and `.`, `..` and repeated slashes
+/// taken away: the one canonical name of what it reaches, as Linux's d_path gives it
+/// (/proc/PID/exe). ELOOP after 40 links; the errors of lstat for a missing component.
+pub fn canonical(path: &[u8]) -> Result<Vec<u8>, Errno> {
+    const MAX_LINKS: u32 = 40;
+    let join = |parts: &[Vec<u8>]| -> Vec<u8> {
+        if parts.is_empty() {
+            return b"/".to_vec();
+        }
+        let mut out = Vec::new();
+        for p in parts {
+            out.push(b'/');
+            out.extend_from_slice(p);
+        }
+        out
+    };
+    // Components still to walk, last first; the canonical prefix walked so far.
+    let mut todo: Vec<Vec<u8>> = path
+        .split(|&c| c == b'/')
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut done: Vec<Vec<u8>> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        done.push(part);
+        let here = join(&done);
+        if lstat(&here)?.mode & u32::from(kcore::ext2::S_IFMT) != u32::from(kcore::ext2::S_IFLNK) {
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(Errno::ELOOP);
+        }
+        let target = read_link(&here)?;
+        done.pop();
+        if target.first() == Some(&b'/') {
+            done.clear();
+        }
+        todo.extend(target.split(|&c| c == b'/').rev().map(<[u8]>::to_vec));
+    }
+    Ok(join(&done))
+}
+
 /// The stat of `path` without following a final symlink (lstat): the registered objects have none.
 pub fn lstat(path: &[u8]) -> Result<Stat, Errno> {
-    if let Some(ops) = registered(path, O_NOCTTY | O_NOFOLLOW) {
+    if let Some(ops) = registered(path, O_NOCTTY | O_NOFOLLOW | O_STAT_ONLY) {
         return Ok(ops?.stat());
     }
     let (mnt, inode) = mount::resolve(path, false)?;

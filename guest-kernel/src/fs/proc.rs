@@ -408,6 +408,10 @@ pub fn readlink(path: &[u8]) -> Option<Result<Vec<u8>, Errno>> {
                             }
                         })
                     })
+                    // The canonical name, as Linux's d_path gives it: a program started through a
+                    // symlink (/bin/ls -> busybox) or a path with `..` names the file itself. What
+                    // no longer resolves (renamed, removed) keeps the name it was reached by.
+                    .map(|p| super::canonical(&p).unwrap_or(p))
                     .ok_or(Errno::ENOENT);
             Some(r)
         }

@@ -93,7 +93,7 @@ fn exit_thread(pid: Pid, tgid: Pid, status: i32) -> ! {
 fn group_ended(tgid: Pid, ppid: Pid) {
     let (sid, ctty) = super::with_proc(tgid, |p| (p.sid, p.ctty)).unwrap_or((Pid(0), false));
     crate::tty::exiting(tgid, sid, ctty);
-    crate::fs::lock::exited(tgid.0);
+    crate::fs::lock::exited(u64::from(tgid.0));
     reparent_children(tgid);
     notify_parent(tgid, ppid);
 }
@@ -178,7 +178,7 @@ pub fn exit_current(status: i32) -> ! {
         .unwrap_or(INIT_PID)
     });
     if !threads_left {
-        crate::fs::lock::exited(pid.0);
+        crate::fs::lock::exited(u64::from(pid.0));
         reparent_children(pid);
         notify_parent(pid, ppid);
     }

@@ -27,30 +27,39 @@ pub fn check_user(va: u64, len: u64, write: bool) -> Result<(), Errno> {
 /// short, or if this process was the victim (its SIGKILL ends it on the way out).
 pub fn validate_user(va: u64, len: u64, write: bool, may_sleep: bool) -> Result<(), Errno> {
     let access = if write { Access::Write } else { Access::Read };
-    let mut no_frame = None;
-    let r = with_mm(|mm| {
-        let (aspace, vmas) = (&mut mm.aspace, &mm.vmas);
-        uaccess::check(aspace, va, len, write, |aspace, page| {
-            match resolve_fault(aspace, vmas, page, access) {
-                Ok(()) => true,
-                Err(BadAccess::NoPage) => {
-                    no_frame = Some(page);
-                    false
+    let end = va + len;
+    let mut from = va;
+    loop {
+        let mut no_frame = None;
+        let r = with_mm(|mm| {
+            let (aspace, vmas) = (&mut mm.aspace, &mm.vmas);
+            uaccess::check(
+                aspace,
+                from,
+                end - from,
+                write,
+                |aspace, page| match resolve_fault(aspace, vmas, page, access) {
+                    Ok(()) => true,
+                    Err(BadAccess::NoPage) => {
+                        no_frame = Some(page);
+                        false
+                    }
+                    Err(_) => false,
+                },
+            )
+        });
+        match no_frame {
+            Some(page) if r.is_err() && may_sleep => {
+                if !crate::proc::oom::out_of_memory() || crate::proc::signal::fatal_pending() {
+                    return r;
                 }
-                Err(_) => false,
+                // Room was made (page-cache pages dropped, which may be fewer than the buffer
+                // needs, or a victim killed): on from the page that failed, until the buffer is in
+                // or the OOM killer can do no more.
+                from = page;
             }
-        })
-    });
-    match no_frame {
-        Some(page) if r.is_err() && may_sleep => {
-            if !crate::proc::oom::out_of_memory() || crate::proc::signal::fatal_pending() {
-                return r;
-            }
-            // Room was made: the pages from the one that failed on.
-            let end = va + len;
-            validate_user(page, end - page, write, false)
+            _ => return r,
         }
-        _ => r,
     }
 }
 
@@ -267,7 +276,7 @@ pub fn sys_close(fd: i64) -> SysResult {
     let st = f.ops.stat();
     fs::lock::closed(
         fs::lock::file_key(st.dev, st.ino),
-        with_current(|p| p.tgid.0),
+        u64::from(with_current(|p| p.tgid.0)),
     );
     Ok(0)
 }
@@ -358,7 +367,9 @@ pub fn sys_fcntl(fd: i64, cmd: u32, arg: u64) -> SysResult {
             f.set_flags((f.flags() & !settable) | (arg as u32 & settable));
             Ok(0)
         }
-        F_GETLK | F_SETLK | F_SETLKW => record_lock(&f, cmd, arg),
+        F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW => {
+            record_lock(&f, cmd, arg)
+        }
         _ => Err(Errno::EINVAL),
     }
 }
@@ -366,13 +377,17 @@ pub fn sys_fcntl(fd: i64, cmd: u32, arg: u64) -> SysResult {
 const F_GETLK: u32 = 5;
 const F_SETLK: u32 = 6;
 const F_SETLKW: u32 = 7;
+const F_OFD_GETLK: u32 = 36;
+const F_OFD_SETLK: u32 = 37;
+const F_OFD_SETLKW: u32 = 38;
 const F_RDLCK: i16 = 0;
 const F_WRLCK: i16 = 1;
 const F_UNLCK: i16 = 2;
 
-/// F_GETLK, F_SETLK, F_SETLKW on `struct flock` at `arg` (type i16, whence i16, start i64 at 8, len
-/// i64 at 16, pid i32 at 24): a read lock needs the file open for reading, a write lock for writing
-/// (EBADF); EINVAL for a bad type, whence or range.
+/// F_GETLK, F_SETLK, F_SETLKW and their open-file-description forms (F_OFD_*: owned by the
+/// description, l_pid must be 0 and a conflict with one reports l_pid -1) on `struct flock` at `arg`
+/// (type i16, whence i16, start i64 at 8, len i64 at 16, pid i32 at 24): a read lock needs the file
+/// open for reading, a write lock for writing (EBADF); EINVAL for a bad type, whence or range.
 fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
     // Validated for writing: F_GETLK writes the result back.
     check_user(arg, 32, true)?;
@@ -385,6 +400,10 @@ fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
         i64::from_le_bytes(w)
     };
     let (start, len) = (word(8), word(16));
+    let ofd = matches!(cmd, F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW);
+    if ofd && i32::from_le_bytes([b[24], b[25], b[26], b[27]]) != 0 {
+        return Err(Errno::EINVAL);
+    }
     let (acc, offset, st) = (f.flags() & fs::O_ACCMODE, f.offset(), f.ops.stat());
     let kind = match ty {
         F_RDLCK => kcore::lock::Kind::Read,
@@ -401,8 +420,12 @@ fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
     let (s, e) = kcore::lock::range(base.checked_add(start).ok_or(Errno::EINVAL)?, len)
         .ok_or(Errno::EINVAL)?;
     let key = fs::lock::file_key(st.dev, st.ino);
-    let owner = with_current(|p| p.tgid.0);
-    if cmd == F_GETLK {
+    let owner = if ofd {
+        f.lock_owner()
+    } else {
+        u64::from(with_current(|p| p.tgid.0))
+    };
+    if cmd == F_GETLK || cmd == F_OFD_GETLK {
         if kind == kcore::lock::Kind::Unlock {
             return Err(Errno::EINVAL);
         }
@@ -424,7 +447,12 @@ fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
                     (l.end - l.start) as i64
                 };
                 out[16..24].copy_from_slice(&len.to_le_bytes());
-                out[24..28].copy_from_slice(&(l.owner as i32).to_le_bytes());
+                let pid = if l.owner & kcore::lock::OFD != 0 {
+                    -1
+                } else {
+                    l.owner as i32
+                };
+                out[24..28].copy_from_slice(&pid.to_le_bytes());
             }
         }
         return copy_to_user(arg, &out).map(|_| 0);
@@ -434,13 +462,42 @@ fn record_lock(f: &FileRef, cmd: u32, arg: u64) -> SysResult {
         kcore::lock::Kind::Write if acc == 0 => return Err(Errno::EBADF),
         _ => {}
     }
-    fs::lock::set(key, owner, s, e, kind, cmd == F_SETLKW).map(|_| 0)
+    fs::lock::set(
+        key,
+        owner,
+        s,
+        e,
+        kind,
+        cmd == F_SETLKW || cmd == F_OFD_SETLKW,
+    )
+    .map(|_| 0)
+}
+
+const LOCK_SH: u32 = 1;
+const LOCK_EX: u32 = 2;
+const LOCK_NB: u32 = 4;
+const LOCK_UN: u32 = 8;
+
+/// flock(2): a whole-file lock owned by the open file description (shared by dup and fork, released
+/// by LOCK_UN or its last close); any access mode may take either kind. LOCK_NB: EWOULDBLOCK instead
+/// of sleeping; EINVAL for anything but one of LOCK_SH, LOCK_EX, LOCK_UN (with LOCK_NB).
+pub fn sys_flock(fd: i64, op: u32) -> SysResult {
+    let f = file(fd)?;
+    let kind = match op & !LOCK_NB {
+        LOCK_SH => kcore::lock::Kind::Read,
+        LOCK_EX => kcore::lock::Kind::Write,
+        LOCK_UN => kcore::lock::Kind::Unlock,
+        _ => return Err(Errno::EINVAL),
+    };
+    let st = f.ops.stat();
+    let key = fs::lock::file_key(st.dev, st.ino);
+    fs::lock::flock(key, f.lock_owner(), kind, op & LOCK_NB == 0).map(|_| 0)
 }
 
 /// getdents64: `struct linux_dirent64` records; the file offset counts entries.
 pub fn sys_getdents64(fd: i64, buf: u64, count: u64) -> SysResult {
     let f = file(fd)?;
-    let entries = f.ops.readdir(&f)?;
+    let entries = fs::dir_entries(&f)?;
     let start = f.offset() as usize;
     let mut out = Vec::new();
     let mut next = start;

@@ -133,6 +133,7 @@ fn run(frame: &mut TrapFrame) {
         306 => fsops::sys_syncfs(int(a[0])),
         316 => fsops::sys_renameat2(int(a[0]), a[1], int(a[2]), a[3], a[4] as u32),
         72 => file::sys_fcntl(int(a[0]), a[1] as u32, a[2]),
+        73 => file::sys_flock(int(a[0]), a[1] as u32),
         80 => path::sys_chdir(a[0]),
         81 => path::sys_fchdir(int(a[0])),
         292 => file::sys_dup3(int(a[0]), int(a[1]), Some(a[2] as u32)),

@@ -102,8 +102,7 @@ fn stat_of(path: &[u8], nofollow: bool) -> Result<Stat, Errno> {
     if nofollow {
         fs::lstat(path)
     } else {
-        // A lookup, not an open: a terminal found this way must not become the controlling one.
-        Ok(fs::open(path, fs::O_NOCTTY, 0)?.ops.stat())
+        fs::stat(path)
     }
 }
 
