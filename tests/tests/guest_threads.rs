@@ -9,8 +9,12 @@
 //! futex errors), `uaccess` (a buffer unmapped by one thread while another's read, write or socket
 //! call copies to or from it: a count or EFAULT, never a kernel fault), `execthread` (execve from a
 //! thread: the caller takes the group's pid, the other threads are gone, the parent sees one exit; a
-//! leader that exits before its thread leaves its children to the group), and
-//! the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier).
+//! leader that exits before its thread leaves its children to the group), `groupstop` (group-wide
+//! stop and continue: SIGSTOP/SIGTSTP to the process or one thread stop all its threads, blocked
+//! and spinning ones, with the leader alive or gone; wait4 reports the stop and the continue once),
+//! and the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier). A threaded job
+//! under busybox ash's job control (Ctrl-Z, jobs, bg, kill -TSTP %1, fg) stops and continues as a
+//! whole.
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
 //! the tests skip (and fail when `CI` is set).
@@ -18,7 +22,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{run, GuestImages};
+use tests::{run, wait_until, GuestImages, Vm};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -143,4 +147,108 @@ fn execve_from_a_thread_and_an_early_leader_exit_match_the_host_glibc() {
 #[test]
 fn execve_from_a_thread_and_an_early_leader_exit_match_the_host_musl() {
     let _ = same_on_host_and_guest("execthread-musl", "execthread");
+}
+
+#[test]
+fn group_stop_and_continue_match_the_host_glibc() {
+    let _ = same_on_host_and_guest("groupstop-glibc", "groupstop");
+}
+
+#[test]
+fn group_stop_and_continue_match_the_host_musl() {
+    let _ = same_on_host_and_guest("groupstop-musl", "groupstop");
+}
+
+/// Types `line` into the guest's ash and returns the console from there to the marker that the
+/// `echo` typed after it prints (the marker's echo differs from its output, see guest_busybox.rs).
+fn ash_run(vm: &mut Vm, n: &mut u32, line: &str) -> String {
+    *n += 1;
+    let mark = format!("@{}", 1000 + *n);
+    let before = vm.stdout().len();
+    vm.send(format!("{line}; echo @$((1000 + {}))\r", *n).as_bytes());
+    assert!(
+        wait_until(T, || vm.stdout()[before..].contains(&mark)),
+        "typed {line:?}; console:\n{}",
+        vm.stdout()
+    );
+    let out = vm.stdout()[before..].replace('\r', "");
+    out[..out.find(&mark).unwrap()].to_string()
+}
+
+/// Waits until the console shows `text` after byte `since`.
+fn shown_after(vm: &Vm, since: usize, text: &str) {
+    assert!(
+        wait_until(T, || vm.stdout()[since..].contains(text)),
+        "waited for {text:?}; console:\n{}",
+        vm.stdout()
+    );
+}
+
+/// The states of groupstop's threads as `/proc/*/task/*/stat` show them: "T T T T" when stopped.
+const STATES: &str =
+    "awk '/groupstop/ {printf \"%s \", $3} END {print \"|\"}' /proc/[0-9]*/task/*/stat";
+
+#[test]
+fn a_threaded_job_stops_and_continues_under_ash_job_control() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let mut vm = Vm::spawn(&images.args(&[], "console=ttyS0 root=/dev/vda -- run /bin/ash"));
+    vm.wait_for_output("/ # ", T);
+    let mut n = 0;
+    // The job: four threads until /tmp/groupstop-go exists.
+    let before = vm.stdout().len();
+    vm.send(b"/bin/groupstop-musl job\r");
+    shown_after(&vm, before, "groupstop: job ready");
+    // Ctrl-Z: SIGTSTP to the foreground group stops all four threads; ash sees the stop (wait4).
+    let before = vm.stdout().len();
+    vm.send(b"\x1a");
+    shown_after(&vm, before, "Stopped");
+    let out = ash_run(&mut vm, &mut n, "jobs");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Stopped") && l.contains("groupstop")),
+        "{out}"
+    );
+    let out = ash_run(&mut vm, &mut n, STATES);
+    assert!(out.contains("T T T T |"), "{out}");
+    // bg: SIGCONT continues every thread; the job runs in the background.
+    let out = ash_run(&mut vm, &mut n, "bg");
+    assert!(out.contains("groupstop"), "{out}");
+    let mut states = String::new();
+    let running = wait_until(T, || {
+        states = ash_run(&mut vm, &mut n, STATES);
+        states
+            .lines()
+            .any(|l| l.ends_with('|') && !l.contains('T') && l.len() > 4)
+    });
+    assert!(running, "{states}");
+    let out = ash_run(&mut vm, &mut n, "jobs");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Running") && l.contains("groupstop")),
+        "{out}"
+    );
+    // SIGTSTP to the background job (kill %1) stops it again, all four threads.
+    ash_run(&mut vm, &mut n, "kill -TSTP %1");
+    let mut out = String::new();
+    let stopped = wait_until(T, || {
+        out = ash_run(&mut vm, &mut n, "jobs");
+        out.lines()
+            .any(|l| l.contains("Stopped") && l.contains("groupstop"))
+    });
+    assert!(stopped, "{out}");
+    let out = ash_run(&mut vm, &mut n, STATES);
+    assert!(out.contains("T T T T |"), "{out}");
+    // fg continues it in the foreground, where it finishes.
+    let out = ash_run(
+        &mut vm,
+        &mut n,
+        "touch /tmp/groupstop-go; fg; echo status=$?",
+    );
+    assert!(out.contains("groupstop: job threads joined 3"), "{out}");
+    assert!(out.contains("status=0"), "{out}");
+    vm.send(b"exit\r");
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
 }

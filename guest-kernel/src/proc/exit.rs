@@ -78,6 +78,8 @@ fn exit_thread(pid: Pid, tgid: Pid, status: i32) -> ! {
         }
     });
     sched::bury(pid);
+    // A group stop may have been waiting for this thread only.
+    signal::complete_group_stop(tgid);
     if let Some(ppid) = leader_parent {
         // The group ends with this thread: what the leader's exit left for the end happens now.
         group_ended(tgid, ppid);
@@ -181,6 +183,8 @@ pub fn exit_current(status: i32) -> ! {
         crate::fs::lock::exited(u64::from(pid.0));
         reparent_children(pid);
         notify_parent(pid, ppid);
+    } else {
+        signal::complete_group_stop(pid);
     }
     cost::record(Cost::Exit, t0);
     sched::schedule();
@@ -356,12 +360,8 @@ pub fn wait(pid: i32, options: u32) -> Result<Waited, Errno> {
                 if c.ppid != me || c.tgid != c.pid || !sel.matches(c.pid.0, c.pgid.0) {
                     continue;
                 }
-                if c.state == State::Zombie && running_threads.contains(&c.pid) {
-                    any = true;
-                    continue;
-                }
                 any = true;
-                if c.state == State::Zombie {
+                if c.state == State::Zombie && !running_threads.contains(&c.pid) {
                     hit = Some((c.pid, c.exit_status.unwrap_or(0), true, c.children_csw));
                     break;
                 }

@@ -111,6 +111,9 @@ pub fn clone_shared(frame: &TrapFrame, a: &CloneArgs) -> Result<Pid, Errno> {
                 saved_mask: None,
                 waiting: 0,
                 altstack: super::signal::AltStack::default(),
+                // A thread made while its group is stopping stops too.
+                jobctl_stop: p.signals.jobctl_stop,
+                group_stop: Default::default(),
             },
             wake_at: 0,
             restart_sleep: None,
@@ -214,6 +217,8 @@ fn clone_process(
             vfork_parent: None,
             signals: super::signal::SigState {
                 pending: 0,
+                jobctl_stop: false,
+                group_stop: Default::default(),
                 ..p.signals.clone()
             },
             wake_at: 0,

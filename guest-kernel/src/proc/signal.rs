@@ -54,7 +54,20 @@ const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 /// and not blocked) up to date; called after every change of its pending set or mask, so that the
 /// common return (nothing to deliver) needs no process-table lookup.
 fn sync_ready(p: &mut Process) {
-    p.ctx.signals_ready = p.signals.pending & !p.signals.blocked != 0;
+    p.ctx.signals_ready = p.signals.pending & !p.signals.blocked != 0 || p.signals.jobctl_stop;
+}
+
+/// The stop signals (default action: stop the group).
+const STOP_MASK: u64 =
+    (1 << (SIGSTOP - 1)) | (1 << (SIGTSTP - 1)) | (1 << (SIGTTIN - 1)) | (1 << (SIGTTOU - 1));
+
+/// A group stop (Linux's `signal->group_stop_count`, `SIGNAL_STOP_STOPPED`, `group_exit_code`),
+/// kept in the group leader's entry: the stop signal that began it (0: none) and whether every
+/// thread has stopped (the parent was told).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GroupStop {
+    pub sig: u32,
+    pub stopped: bool,
 }
 
 /// One signal's disposition (`struct sigaction` as the kernel sees it).
@@ -126,6 +139,11 @@ pub struct SigState {
     /// The signals rt_sigtimedwait waits for: they are queued even when ignored, and wake the
     /// process even when blocked (Linux's real_blocked).
     pub waiting: u64,
+    /// This thread must stop with its group on its way back to user mode (Linux's
+    /// JOBCTL_STOP_PENDING).
+    pub jobctl_stop: bool,
+    /// The group's stop (meaningful in the leader's entry only).
+    pub group_stop: GroupStop,
 }
 
 impl SigState {
@@ -289,6 +307,9 @@ pub fn send_thread(pid: Pid, sig: u32) -> Result<(), Errno> {
     if sig > 64 {
         return Err(Errno::EINVAL);
     }
+    if sig == SIGCONT || sig == SIGKILL || bit_of(sig) & STOP_MASK != 0 {
+        prepare_group(pid, sig);
+    }
     let posted = super::with_proc(pid, |p| {
         if p.state == State::Zombie || sig == 0 {
             return None;
@@ -298,42 +319,102 @@ pub fn send_thread(pid: Pid, sig: u32) -> Result<(), Errno> {
         if pid == INIT_PID && (a.handler == SIG_DFL || a.handler == SIG_IGN) {
             return None;
         }
-        if sig == SIGCONT || sig == SIGKILL {
-            // Continue a stopped process (SIGKILL must get to it too); drop pending stops.
-            p.signals.pending &= !(bit(SIGSTOP) | bit(SIGTSTP) | bit(SIGTTIN) | bit(SIGTTOU));
-            if p.state == State::Stopped && sig == SIGCONT {
-                p.stop_report = Some(kcore::wait::CONTINUED);
-            }
-        }
-        if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) {
-            p.signals.pending &= !bit(SIGCONT);
-        }
         // Blocked (or waited-for) signals are queued even when ignored: the disposition may change
         // before they are unblocked (Linux's sig_ignored).
         let held = (p.signals.blocked | p.signals.waiting) & bit(sig) != 0;
         if ignored(&a, sig) && !held && sig != SIGKILL && sig != SIGSTOP {
             sync_ready(p);
-            return Some((false, sig == SIGCONT, p.ppid));
+            return Some(false);
         }
         p.signals.pending |= bit(sig);
         sync_ready(p);
-        let wake = p.signals.blocked & bit(sig) == 0
-            || p.signals.waiting & bit(sig) != 0
-            || sig == SIGKILL;
-        Some((wake, sig == SIGCONT || sig == SIGKILL, p.ppid))
+        Some(
+            p.signals.blocked & bit(sig) == 0
+                || p.signals.waiting & bit(sig) != 0
+                || sig == SIGKILL,
+        )
     })
     .ok_or(Errno::ESRCH)?;
-    if let Some((wake, cont, ppid)) = posted {
-        let was_stopped = super::with_proc(pid, |p| p.state == State::Stopped).unwrap_or(false);
-        if wake || (cont && was_stopped) {
-            sched::wake_pid(pid, cont);
-        }
-        if sig == SIGCONT && was_stopped {
-            send_kernel(ppid, SIGCHLD);
-            sched::wake(super::Chan::Child(ppid));
-        }
+    if posted == Some(true) {
+        sched::wake_pid(pid, sig == SIGKILL);
     }
     Ok(())
+}
+
+/// `bit(sig)`, 0 for signal 0.
+fn bit_of(sig: u32) -> u64 {
+    if sig == 0 {
+        0
+    } else {
+        bit(sig)
+    }
+}
+
+/// What a stop, continue or kill signal does to thread `pid`'s whole group before it is queued
+/// (Linux's prepare_signal): a stop signal discards pending SIGCONTs in every thread; SIGCONT and
+/// SIGKILL discard pending stop signals and any group stop in progress; SIGCONT resumes every
+/// stopped thread, and after the group had stopped makes the leader report "continued" to wait4
+/// (WCONTINUED) and sends the parent SIGCHLD (unless SA_NOCLDSTOP).
+fn prepare_group(pid: Pid, sig: u32) {
+    let Some(tgid) = super::with_proc(pid, |p| p.tgid) else {
+        return;
+    };
+    let notify = super::with_table(|t| {
+        let mut notify = None;
+        for q in t.values_mut() {
+            if q.tgid != tgid || (q.state == State::Zombie && q.pid != tgid) {
+                continue;
+            }
+            if sig != SIGCONT && sig != SIGKILL {
+                q.signals.pending &= !bit(SIGCONT);
+            } else {
+                q.signals.pending &= !STOP_MASK;
+                q.signals.jobctl_stop = false;
+                if q.pid == tgid {
+                    let gs = core::mem::take(&mut q.signals.group_stop);
+                    if sig == SIGCONT && gs.stopped {
+                        q.stop_report = Some(kcore::wait::CONTINUED);
+                        notify = Some(q.ppid);
+                    }
+                }
+            }
+            sync_ready(q);
+        }
+        notify
+    });
+    if sig == SIGCONT {
+        wake_threads(tgid, true, |q| q.state == State::Stopped);
+    }
+    if let Some(ppid) = notify {
+        notify_parent_cldstop(ppid);
+    }
+}
+
+/// Wakes the threads of group `tgid` that `pick` selects (`cont`: stopped ones too), looking them
+/// up one at a time in pid order: no list of them to allocate.
+fn wake_threads(tgid: Pid, cont: bool, pick: impl Fn(&super::Process) -> bool) {
+    let mut from = Pid(0);
+    while let Some(pid) = super::with_table(|t| {
+        t.range(from..)
+            .find(|(_, q)| q.tgid == tgid && pick(q))
+            .map(|(pid, _)| *pid)
+    }) {
+        sched::wake_pid(pid, cont);
+        from = Pid(pid.0 + 1);
+    }
+}
+
+/// Tells `ppid` that its child stopped or continued: SIGCHLD unless it set SA_NOCLDSTOP, and a
+/// wake of its wait4.
+fn notify_parent_cldstop(ppid: Pid) {
+    let nocldstop = super::with_proc(ppid, |p| {
+        p.signals.actions.get(SIGCHLD).flags & SA_NOCLDSTOP != 0
+    })
+    .unwrap_or(true);
+    if !nocldstop {
+        send_kernel(ppid, SIGCHLD);
+    }
+    sched::wake(super::Chan::Child(ppid));
 }
 
 /// A signal the kernel sends (SIGCHLD, SIGPIPE, SIGINT from the tty); a missing target is fine.
@@ -458,6 +539,10 @@ fn deliver_ready(frame: &mut TrapFrame) {
     loop {
         let next = if sched::current_signals_ready() {
             super::with_current(|p| {
+                if p.signals.jobctl_stop && p.signals.pending & bit(SIGKILL) == 0 {
+                    // Another thread began a group stop: take part in it (no signal dequeued).
+                    return Some((0, SigAction::default(), p.pid));
+                }
                 let ready = p.signals.pending & !p.signals.blocked;
                 if ready == 0 {
                     sync_ready(p);
@@ -489,6 +574,10 @@ fn deliver_ready(frame: &mut TrapFrame) {
             }
             return;
         };
+        if sig == 0 {
+            stop_current(0);
+            continue;
+        }
         if sig == SIGKILL {
             super::exit::die(kcore::wait::signaled(sig, false));
         }
@@ -567,21 +656,77 @@ fn finish_interrupted(frame: &mut TrapFrame, code: Errno, handler_flags: Option<
 /// restart_syscall's number.
 const RESTART_SYSCALL: u64 = 219;
 
+/// Stops the current thread with its group (Linux's do_signal_stop). `sig` is the stop signal this
+/// thread dequeued, which begins a group stop unless one is under way (every other live thread is
+/// then marked to stop on its way back to user mode, and woken from interruptible sleeps); 0 when
+/// the thread only takes part in one. The thread that completes the stop (the last live one)
+/// records the leader's report for wait4 (WUNTRACED, with the signal that began it) and tells the
+/// parent. The thread sleeps until SIGCONT (or SIGKILL) wakes it.
 fn stop_current(sig: u32) {
-    let ppid = super::with_current(|p| {
-        p.state = State::Stopped;
-        p.stop_report = Some(kcore::wait::stopped(sig));
-        p.ppid
+    let me = super::current_pid();
+    let tgid = super::with_current(|p| {
+        p.signals.jobctl_stop = false;
+        sync_ready(p);
+        p.tgid
     });
-    let nocldstop = super::with_proc(ppid, |p| {
-        p.signals.actions.get(SIGCHLD).flags & SA_NOCLDSTOP != 0
-    })
-    .unwrap_or(true);
-    if !nocldstop {
-        send_kernel(ppid, SIGCHLD);
+    let began = super::with_table(|t| {
+        let began = match t.get_mut(&tgid) {
+            Some(l) if l.signals.group_stop.sig == 0 && sig != 0 => {
+                l.signals.group_stop = GroupStop {
+                    sig,
+                    stopped: false,
+                };
+                true
+            }
+            _ => false,
+        };
+        if began {
+            for q in t.values_mut() {
+                let dying = q.signals.pending & bit(SIGKILL) != 0 || q.group_exit.is_some();
+                if q.tgid == tgid && q.pid != me && q.state != State::Zombie && !dying {
+                    q.signals.jobctl_stop = true;
+                    sync_ready(q);
+                }
+            }
+        }
+        if let Some(p) = t.get_mut(&me) {
+            p.state = State::Stopped;
+        }
+        began
+    });
+    if began {
+        // Out of interruptible sleeps: they end with their restart code and stop on the way out.
+        wake_threads(tgid, false, |q| q.pid != me && q.signals.jobctl_stop);
     }
-    sched::wake(super::Chan::Child(ppid));
+    complete_group_stop(tgid);
     sched::schedule();
+}
+
+/// If a group stop of `tgid` is under way and no live thread of the group is left to stop, the
+/// group has stopped: the leader reports it to wait4 once and the parent is told. Called by each
+/// stopping thread and by a thread that exits during a stop.
+pub fn complete_group_stop(tgid: Pid) {
+    let notify = super::with_table(|t| {
+        let gs = t.get(&tgid)?.signals.group_stop;
+        if gs.sig == 0 || gs.stopped {
+            return None;
+        }
+        let running = t.values().any(|q| {
+            q.tgid == tgid
+                && !matches!(q.state, State::Stopped | State::Zombie)
+                && q.signals.pending & bit(SIGKILL) == 0
+        });
+        if running {
+            return None;
+        }
+        let l = t.get_mut(&tgid)?;
+        l.signals.group_stop.stopped = true;
+        l.stop_report = Some(kcore::wait::stopped(gs.sig));
+        Some(l.ppid)
+    });
+    if let Some(ppid) = notify {
+        notify_parent_cldstop(ppid);
+    }
 }
 
 // Layout of Linux's x86-64 rt_sigframe: pretcode, ucontext (flags, link, stack_t, sigcontext, mask),
