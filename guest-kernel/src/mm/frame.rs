@@ -58,6 +58,17 @@ impl Pool {
         self.mark(pfn, dirty);
         self.buddy.free(pfn, 0);
     }
+
+    /// Gives the `n` frames with old contents at `pa` to the buddy allocator as the largest aligned
+    /// blocks that fit (an executable's segment run of 32 frames is one block: one merge chain
+    /// instead of 32).
+    fn free_run(&mut self, pa: u64, n: u64) {
+        let pfn = pa / PAGE_SIZE;
+        for i in 0..n {
+            self.mark(pfn + i, true);
+        }
+        self.buddy.free_range(pfn, n);
+    }
 }
 
 struct Frames {
@@ -191,6 +202,21 @@ impl Frames {
         unsafe { (phys_to_virt(pa) as *mut u64).write(self.free_head) };
         self.free_head = pa;
         self.free_count += 1;
+    }
+
+    /// Frees `n` consecutive frames with old contents at `pa` to the buddy allocator as whole blocks.
+    fn free_run(&mut self, pa: u64, n: u64) {
+        match self.pool.as_mut() {
+            Some(pool) => {
+                self.used -= n;
+                pool.free_run(pa, n);
+            }
+            None => {
+                for i in 0..n {
+                    self.free_dirty(pa + i * PAGE_SIZE);
+                }
+            }
+        }
     }
 
     /// Moves both caches into the buddy allocator, so their frames can merge into runs.
@@ -439,14 +465,27 @@ pub fn widen_span(pa: u64, i: usize) {
 
 /// Share counts and frees for many frames under one borrow of the allocator (fork and exit walk
 /// hundreds of pages; going through [`put`] for each would cost several times the instructions).
+/// Frees of physically consecutive frames (a teardown walking an executable's segments, which exec
+/// loads in contiguous runs) are gathered into one run that goes to the buddy allocator whole when
+/// it breaks or the batch ends: freeing frame by frame to a full cache cost one buddy merge chain per
+/// frame (~190 us each here, 63 ms per exit of a 1.2 MB program).
 pub struct Batch<'a> {
     f: core::cell::RefMut<'a, Frames>,
+    /// The run being gathered: its first frame and its length (0: none).
+    run: (u64, u64),
 }
 
 /// Starts a [`Batch`].
 pub fn batch() -> Batch<'static> {
     Batch {
         f: FRAMES.borrow_mut(),
+        run: (0, 0),
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -457,10 +496,26 @@ impl Batch<'_> {
         (self.f.refs, self.f.nrefs)
     }
 
-    /// Returns frame `pa`, whose last user is gone, to the free list.
+    /// Returns frame `pa`, whose last user is gone, to the free lists.
     #[inline(always)]
     pub fn free(&mut self, pa: u64) {
-        self.f.free_dirty(pa);
+        let (start, n) = self.run;
+        if n != 0 && pa == start + n * PAGE_SIZE {
+            self.run.1 = n + 1;
+            return;
+        }
+        self.flush();
+        self.run = (pa, 1);
+    }
+
+    /// Frees the gathered run: a single frame to its cache, a longer run to the buddy allocator.
+    fn flush(&mut self) {
+        let (pa, n) = core::mem::take(&mut self.run);
+        match n {
+            0 => {}
+            1 => self.f.free_dirty(pa),
+            _ => self.f.free_run(pa, n),
+        }
     }
 }
 
