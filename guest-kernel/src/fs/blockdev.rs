@@ -50,8 +50,8 @@ impl FileOps for BlockFile {
         buf: &mut dyn ReadBuf,
     ) -> Result<usize, Errno> {
         let end = offset.saturating_add(buf.len() as u64).min(self.bytes());
-        // A filesystem mounted from this disk writes its dirty file pages first, so they cannot
-        // land on top of this write later (its pages are dropped after it).
+        // A filesystem mounted from this disk writes its dirty file pages first, so the disk read
+        // shows what its files hold.
         if let Some(m) = super::mount::by_disk(self.index) {
             super::writeback::write_back_mount(&m)?;
         }
@@ -82,6 +82,11 @@ impl FileOps for BlockFile {
             return Err(Errno::ENOSPC);
         }
         let end = offset.saturating_add(buf.len() as u64).min(self.bytes());
+        // A filesystem mounted from this disk writes its dirty file pages first: they cannot land on
+        // top of this write later, and they are not lost when its pages are dropped after it.
+        if let Some(m) = super::mount::by_disk(self.index) {
+            super::writeback::write_back_mount(&m)?;
+        }
         let mut done = 0usize;
         let mut tmp: Vec<u8> = Vec::new();
         while offset + (done as u64) < end {
