@@ -11,6 +11,9 @@
 //! - A full disk: ENOSPC, then a delete and a write that works, and a clean `e2fsck -fn`.
 //! - A corrupt block pointer: EIO for that file and a kernel log line, no panic.
 //! - A second disk written through `/dev/vdb` (unaligned pieces) reads back with `qemu-io`.
+//! - `rootfs/c/dirfd.c` (glibc and musl): directory descriptors and the working directory follow
+//!   their directory through renames and moves, a removed one is ENOENT, an unlinked open file keeps
+//!   its data until the last close; the same lines as on the host and a clean image after.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -577,4 +580,58 @@ fn mount_ext2_on_vdb_remount_umount_and_tmpfs() {
         "{out}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn directories_and_files_held_by_descriptors_match_the_host() {
+    if let Some(images) = GuestImages::for_vm() {
+        dirfd_matches_the_host(&images, "glibc", None);
+    }
+}
+
+#[test]
+fn directories_and_files_held_by_descriptors_match_the_host_musl() {
+    if let Some(images) = GuestImages::for_vm() {
+        dirfd_matches_the_host(&images, "musl", None);
+    }
+}
+
+/// `rootfs/c/dirfd.c` on the host and in the guest (`--many N` when `many` is set): the same lines,
+/// a clean image after the power-off. Returns the guest's console.
+fn dirfd_matches_the_host(images: &GuestImages, libc: &str, many: Option<u32>) -> String {
+    let tag = format!("dirfd-{libc}-{}", many.unwrap_or(0));
+    let dir = scratch(&tag);
+    let args_of = |top: &str| -> Vec<String> {
+        match many {
+            Some(n) => vec!["--many".into(), top.into(), n.to_string()],
+            None => vec![top.into()],
+        }
+    };
+    let host_top = dir.join("host");
+    let host = Command::new(images.host_program(&format!("bin/dirfd-{libc}")))
+        .args(args_of(&host_top.display().to_string()))
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "dirfd on the host: {host:?}");
+    let host_out = String::from_utf8_lossy(&host.stdout).into_owned();
+    assert!(host_out.contains("dirfd: done"), "{host_out}");
+
+    let disk = copy_root(images, &dir, true);
+    let cmdline = format!(
+        "console=ttyS0 root=/dev/vda rw -- run /bin/dirfd-{libc} {}",
+        args_of("/root/dirfd").join(" ")
+    );
+    let timeout = if many.is_some() { 3 * T } else { T };
+    let guest = run(&args(images, &disk, &cmdline), timeout);
+    assert_eq!(
+        lines_with(&guest.stdout, "dirfd: "),
+        lines_with(&host_out, "dirfd: "),
+        "guest console:\n{}",
+        guest.stdout
+    );
+    assert_eq!(guest.code, Some(0), "{}", guest.stdout);
+    // The unlinked file and the removed directory were freed at their last close.
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
+    guest.stdout
 }

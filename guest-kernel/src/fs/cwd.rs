@@ -1,21 +1,38 @@
 //! A process's working directory and umask (Linux's `fs_struct`): a handle that threads made with CLONE_FS share
 //! (`share`: a chdir in one is seen by all) and fork copies (`Clone`).
+//!
+//! The working directory is the directory itself when it is on a mounted filesystem (an open
+//! [`super::ext2file::Ext2File`], which also keeps its inode and mount alive, as Linux's `pwd` path
+//! does), so relative paths resolve from it wherever it is renamed or moved; beside it the
+//! normalized path text it was entered by, which getcwd reports while that text still names it.
 #![deny(unsafe_code)]
 
+use super::file::FileOps;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
-/// The working directory (an absolute, normalized path) and the file mode creation mask.
+/// A working directory: its path text (absolute, normalized) and, on a mounted filesystem, the
+/// open directory.
+#[derive(Clone)]
+pub struct Cwd {
+    pub text: Vec<u8>,
+    pub dir: Option<Rc<dyn FileOps>>,
+}
+
+/// The working directory and the file mode creation mask.
 pub struct FsContext {
-    cwd: Rc<RefCell<Vec<u8>>>,
+    cwd: Rc<RefCell<Cwd>>,
     umask: Rc<Cell<u32>>,
 }
 
 impl Default for FsContext {
     fn default() -> Self {
         FsContext {
-            cwd: Rc::new(RefCell::new(b"/".to_vec())),
+            cwd: Rc::new(RefCell::new(Cwd {
+                text: b"/".to_vec(),
+                dir: None,
+            })),
             // Linux's default for init.
             umask: Rc::new(Cell::new(0o022)),
         }
@@ -48,12 +65,16 @@ impl FsContext {
     pub fn set_umask(&self, mask: u32) -> u32 {
         self.umask.replace(mask & 0o777)
     }
-    /// The working directory.
+    /// The working directory's path text.
     pub fn cwd(&self) -> Vec<u8> {
+        self.cwd.borrow().text.clone()
+    }
+    /// The working directory.
+    pub fn get(&self) -> Cwd {
         self.cwd.borrow().clone()
     }
-    /// Changes the working directory (an absolute, normalized path).
-    pub fn set_cwd(&self, path: Vec<u8>) {
-        *self.cwd.borrow_mut() = path;
+    /// Changes the working directory.
+    pub fn set_cwd(&self, cwd: Cwd) {
+        *self.cwd.borrow_mut() = cwd;
     }
 }

@@ -49,6 +49,11 @@ impl Ext2File {
         self.mnt.with(|fs| fs.inode(self.ino))
     }
 
+    /// Its inode number.
+    pub fn ino(&self) -> u32 {
+        self.ino
+    }
+
     /// The mount it is on.
     pub fn mount(&self) -> &Rc<Mount> {
         &self.mnt
@@ -65,10 +70,11 @@ impl Ext2File {
 impl Drop for Ext2File {
     fn drop(&mut self) {
         let ino = self.ino;
-        let _ = self.mnt.with(|fs| {
-            fs.closed(ino);
-            Ok(())
-        });
+        let freed = self.mnt.with(|fs| Ok(fs.closed(ino))).unwrap_or(false);
+        if freed {
+            // An unlinked file's last close freed it: its cached pages (dirty ones too) go.
+            pagecache::invalidate(self.mnt.dev, ino, 0);
+        }
     }
 }
 
@@ -575,6 +581,10 @@ impl FileOps for Ext2File {
             return Err(Errno::ENOTDIR);
         }
         let inode = self.inode()?;
+        if inode.links == 0 {
+            // Removed while open: ENOENT, not even `.` and `..` (Linux's IS_DEADDIR).
+            return Err(Errno::ENOENT);
+        }
         let entries = self.with(|fs| fs.read_dir(&inode))?;
         Ok(entries
             .into_iter()

@@ -254,6 +254,8 @@ pub fn register_tree(prefix: &'static [u8], open: TreeOpen) {
 
 /// The opener registered for `path`, if any.
 fn registered(path: &[u8], flags: u32) -> Option<Result<Rc<dyn FileOps>, Errno>> {
+    // Devices and trees are registered by name: a path from a directory descriptor by its text.
+    let path = mount::display(path);
     enum Found {
         Dev(DeviceOpen),
         Tree(TreeOpen),
@@ -356,11 +358,15 @@ pub fn open(path: &[u8], flags: u32, mode: u32) -> Result<FileRef, Errno> {
             return Ok(OpenFile::new(
                 Rc::new(ext2file::Ext2File::new(mnt, &inode)),
                 flags & !(O_CLOEXEC | O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY),
-                Some(Rc::from(path)),
+                Some(Rc::from(mount::display(path))),
             ));
         }
     };
-    Ok(OpenFile::new(ops, flags & !O_CLOEXEC, Some(Rc::from(path))))
+    Ok(OpenFile::new(
+        ops,
+        flags & !O_CLOEXEC,
+        Some(Rc::from(mount::display(path))),
+    ))
 }
 
 /// The inode `open` gives for `path` and its mount: created (O_CREAT, with `mode`), truncated
@@ -435,6 +441,10 @@ pub fn parent_of(path: &[u8]) -> Result<(Rc<Mount>, Inode, &[u8]), Errno> {
     let (mnt, dir) = mount::resolve(dir, true)?;
     if !dir.is_dir() {
         return Err(Errno::ENOTDIR);
+    }
+    if dir.links == 0 {
+        // A directory removed while a descriptor or working directory still names it.
+        return Err(Errno::ENOENT);
     }
     Ok((mnt, dir, name))
 }

@@ -124,9 +124,12 @@ pub trait FileSystem {
     fn sync(&mut self) -> Result<(), Ext2Error>;
     /// The periodic write-back (no flush).
     fn write_back(&mut self) -> Result<(), Ext2Error>;
-    /// An open file of inode `ino` appeared / went away (tmpfs frees unlinked inodes at the last close).
+    /// An open file of inode `ino` appeared / went away: an inode whose last link went while it was
+    /// open is freed at its last close; `closed` says whether it was.
     fn opened(&mut self, _ino: u32) {}
-    fn closed(&mut self, _ino: u32) {}
+    fn closed(&mut self, _ino: u32) -> bool {
+        false
+    }
     /// Applies a remount's data string (`size=` for tmpfs). The default takes none (EINVAL).
     fn remount(&mut self, data: &[u8], _ram: u64) -> Result<(), Ext2Error> {
         if data
@@ -181,6 +184,22 @@ impl FileSystem for Ext2<Disk> {
     }
     fn read_dir(&mut self, dir: &Inode) -> Result<Vec<DirEntry>, Ext2Error> {
         Ext2::read_dir(self, dir)
+    }
+    fn opened(&mut self, ino: u32) {
+        Ext2::opened(self, ino)
+    }
+    fn closed(&mut self, ino: u32) -> bool {
+        match Ext2::closed(self, ino, super::now()) {
+            Ok(freed) => freed,
+            Err(e) => {
+                crate::kprintln!(
+                    "VFS: freeing unlinked inode {} at its last close failed: {}",
+                    kcore::fmt::Dec(ino as u64),
+                    e
+                );
+                false
+            }
+        }
     }
     fn read_link(&mut self, link: &Inode) -> Result<Vec<u8>, Ext2Error> {
         Ext2::read_link(self, link)
@@ -561,13 +580,144 @@ pub fn remove(m: Rc<Mount>, detach: bool) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Resolves an absolute `path` to its mount and inode, following symbolic links (the last
-/// component's too when `follow`).
+/// The first byte of an anchored path (no path from user space holds a NUL: strings end there).
+const ANCHOR: u8 = 0;
+
+/// A path relative to directory `ino` of mount `m` (a directory descriptor of the `*at` calls), so
+/// that it resolves from that directory itself wherever it has been renamed or moved since it was
+/// opened (Linux's dirfd holds the directory, not its name): `\0ID:INO:LEN\0`, then `display` (the
+/// directory's path as opened, LEN bytes, for what shows paths: /proc/PID/fd, registered device and
+/// /proc names), `/`, and `rel`.
+pub fn anchored(m: &Mount, ino: u32, display: &[u8], rel: &[u8]) -> Vec<u8> {
+    // Without its trailing slashes (the root's display is empty): one `/` joins it to `rel`.
+    let display = &display[..display
+        .iter()
+        .rposition(|&c| c != b'/')
+        .map_or(0, |i| i + 1)];
+    let mut out = Vec::with_capacity(display.len() + rel.len() + 32);
+    out.push(ANCHOR);
+    for (i, n) in [m.id as u64, ino as u64, display.len() as u64]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b':');
+        }
+        let _ = core::fmt::Write::write_fmt(&mut Text(&mut out), format_args!("{}", Dec(n)));
+    }
+    out.push(ANCHOR);
+    out.extend_from_slice(display);
+    out.push(b'/');
+    out.extend_from_slice(rel);
+    out
+}
+
+/// Appends formatted text to a byte vector.
+struct Text<'a>(&'a mut Vec<u8>);
+
+impl core::fmt::Write for Text<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// An anchored path's mount id, directory inode, and the text after its header (display, then
+/// the relative part from `rel_at` on); None for a plain absolute path.
+fn split_anchor(path: &[u8]) -> Option<(u32, u32, &[u8], usize)> {
+    let rest = path.strip_prefix(&[ANCHOR])?;
+    let end = rest.iter().position(|&c| c == ANCHOR)?;
+    let mut nums = rest[..end].split(|&c| c == b':').map(|n| {
+        n.iter().try_fold(0u64, |a, &d| {
+            d.is_ascii_digit()
+                .then(|| a.checked_mul(10)?.checked_add((d - b'0') as u64))
+                .flatten()
+        })
+    });
+    let (id, ino, len) = (nums.next()??, nums.next()??, nums.next()??);
+    let text = &rest[end + 1..];
+    ((len as usize) <= text.len()).then_some((id as u32, ino as u32, text, len as usize))
+}
+
+/// The text of `path` as a person would write it: an anchored path's display text and relative
+/// part, a plain path itself.
+pub fn display(path: &[u8]) -> &[u8] {
+    split_anchor(path).map_or(path, |(_, _, text, _)| text)
+}
+
+/// Resolves an absolute or anchored `path` to its mount and inode, following symbolic links (the
+/// last component's too when `follow`).
 pub fn resolve(path: &[u8], follow: bool) -> Result<(Rc<Mount>, Inode), Errno> {
+    if let Some((id, ino, text, len)) = split_anchor(path) {
+        let m = MOUNTS
+            .borrow()
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .ok_or(Errno::ENOENT)?;
+        let dir = m.with(|fs| fs.inode(ino))?;
+        if !dir.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let rel = &text[len..];
+        let rel = &rel[rel.iter().position(|&c| c != b'/').unwrap_or(rel.len())..];
+        let mut links = 0;
+        return walk(m, dir, rel, follow, &mut links);
+    }
     let root = root()?;
     let inode = root.root()?;
     let mut links = 0;
     walk(root, inode, path, follow, &mut links)
+}
+
+/// The absolute path of directory `ino` of `m` (getcwd of a working directory held as an inode):
+/// `hint` while it still names that directory, else found by walking `..` up and looking each
+/// directory up in its parent by inode number (Linux's d_path; each step reads a directory, so
+/// this runs only when the hint is stale). ENOENT for a directory that was removed.
+pub fn path_of(m: &Rc<Mount>, ino: u32, hint: &[u8]) -> Result<Vec<u8>, Errno> {
+    if let Ok((hm, found)) = resolve(hint, true) {
+        if Rc::ptr_eq(&hm, m) && found.ino == ino {
+            return Ok(hint.to_vec());
+        }
+    }
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let (mut mnt, mut ino) = (m.clone(), ino);
+    // Deeper than any real tree: a loop of `..` entries in a corrupt image ends here.
+    for _ in 0..4096 {
+        if ino == mnt.root_ino {
+            let Some((parent, covered)) = mnt.covers.clone() else {
+                let mut out = Vec::new();
+                for n in names.iter().rev() {
+                    out.push(b'/');
+                    out.extend_from_slice(n);
+                }
+                if out.is_empty() {
+                    out.push(b'/');
+                }
+                return Ok(out);
+            };
+            mnt = parent;
+            ino = covered;
+            continue;
+        }
+        let (parent, name) = mnt.with(|fs| {
+            let dir = fs.inode(ino)?;
+            if dir.links == 0 {
+                return Err(Ext2Error::NotFound);
+            }
+            let parent = fs.lookup(&dir, b"..")?.ok_or(Ext2Error::NotFound)?;
+            let pdir = fs.inode(parent)?;
+            let entries = fs.read_dir(&pdir)?;
+            let entry = entries
+                .into_iter()
+                .find(|e| e.ino == ino && e.name != b"." && e.name != b"..")
+                .ok_or(Ext2Error::NotFound)?;
+            Ok((parent, entry.name))
+        })?;
+        names.push(name);
+        ino = parent;
+    }
+    Err(Errno::ELOOP)
 }
 
 /// Walks `path` from directory `cur` of `mnt` (from the namespace's root if `path` is absolute),

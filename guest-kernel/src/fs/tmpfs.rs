@@ -758,11 +758,13 @@ impl FileSystem for Tmpfs {
         }
     }
 
-    fn closed(&mut self, ino: u32) {
+    fn closed(&mut self, ino: u32) -> bool {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.opens = n.opens.saturating_sub(1);
         }
         self.maybe_free(ino);
+        // Its pages are the file's own, not the page cache's.
+        false
     }
 
     fn options(&self) -> Vec<u8> {

@@ -232,6 +232,8 @@ pub fn needs_tunable(envp: &[ArgStr]) -> bool {
 /// address space.
 pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Errno> {
     let (mnt, inode) = fs::mount::resolve(path, true)?;
+    // The path as text (a path relative to a directory descriptor is anchored to it).
+    let shown = fs::mount::display(path);
     if inode.is_dir() {
         return Err(Errno::EACCES);
     }
@@ -250,7 +252,7 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
     let img = elf::parse(&head, USER_STACK_TOP - STACK_LIMIT).map_err(|_| Errno::ENOEXEC)?;
 
     let mut aspace = AddressSpace::new().ok_or(Errno::ENOMEM)?;
-    let mut vmas = match load_segments(&mut aspace, &img, &mnt, &inode, path) {
+    let mut vmas = match load_segments(&mut aspace, &img, &mnt, &inode, shown) {
         Ok(v) => v,
         Err(e) => {
             aspace.destroy();
@@ -262,7 +264,7 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
     // rest on demand.
     let stack_flags = user_flags(true, false);
     let pages =
-        (stack::size_needed(argv, envp, path).div_ceil(PAGE_SIZE) + 1).max(STACK_INITIAL_PAGES);
+        (stack::size_needed(argv, envp, shown).div_ceil(PAGE_SIZE) + 1).max(STACK_INITIAL_PAGES);
     let initial = pages * PAGE_SIZE;
     let run =
         match user::map_fresh_run(&mut aspace, USER_STACK_TOP - initial, pages, stack_flags, 0) {
@@ -284,7 +286,7 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
         gid: 0,
         random,
     };
-    let rsp = match stack::build(run, USER_STACK_TOP, argv, envp, path, &aux) {
+    let rsp = match stack::build(run, USER_STACK_TOP, argv, envp, shown, &aux) {
         Ok(r) => r,
         Err(e) => {
             aspace.destroy();
@@ -301,7 +303,11 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
     ));
     // The brk heap's area appears with the first brk that grows it.
     let brk_start = img.end();
-    let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path).to_vec();
+    let name = shown
+        .rsplit(|&c| c == b'/')
+        .next()
+        .unwrap_or(shown)
+        .to_vec();
     // The process table keeps the first page of the arguments (they can be 2 MiB) for ps and the
     // introspection channel; /proc/PID/cmdline and environ read all of them from the process's memory.
     let joined = |list: &[ArgStr]| {
@@ -322,10 +328,10 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
         }
         out
     };
-    let (args, env) = stack::string_areas(USER_STACK_TOP, argv, envp, path);
+    let (args, env) = stack::string_areas(USER_STACK_TOP, argv, envp, shown);
     let exec = Rc::new(super::ExecInfo {
         cmdline: joined(argv),
-        exe: path.to_vec(),
+        exe: shown.to_vec(),
         args,
         env,
     });

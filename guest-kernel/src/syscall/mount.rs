@@ -110,6 +110,8 @@ pub fn sys_mount(source: u64, target: u64, fstype: u64, flags: u64, data: u64) -
     if mount::is_mount_point(&mnt, dir.ino) {
         return Err(Errno::EBUSY);
     }
+    // Its path as /proc/mounts shows it (a relative target is resolved from the directory).
+    let target = mount::path_of(&mnt, dir.ino, mount::display(&target))?;
     let fstype = user_cstr(fstype)?;
     match fstype.as_slice() {
         b"tmpfs" => {
@@ -138,6 +140,7 @@ pub fn sys_mount(source: u64, target: u64, fstype: u64, flags: u64, data: u64) -
                 return Err(Errno::EINVAL);
             }
             let source = absolute_path(user_cstr(source)?)?;
+            let source = mount::display(&source).to_vec();
             let index = match fs::disk_index(&source) {
                 Some(i) => i,
                 None => {

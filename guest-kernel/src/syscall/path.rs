@@ -2,17 +2,22 @@
 //! faccessat, faccessat2, readlink, readlinkat, chdir, fchdir, getcwd.
 //!
 //! A relative path is taken from the working directory (`AT_FDCWD`, the process's `FsContext`, shared
-//! by CLONE_FS threads) or from a directory descriptor (the `*at` calls). Both are kept as absolute
-//! path text (the directory's path as it was opened, the working directory normalized: `.` and `..`
-//! taken away textually), so a path is made absolute here and handed to the VFS. Linux differs only
-//! when a directory is renamed or reached through a symlink after it was opened or entered (its
-//! `..` is then the real parent; getcwd reports the real path).
+//! by CLONE_FS threads) or from a directory descriptor (the `*at` calls). On a mounted filesystem
+//! both are the directory itself (an open `Ext2File`): the path becomes an anchored path
+//! (`fs::mount::anchored`) that the VFS resolves from that directory's inode, so relative paths keep
+//! working after the directory is renamed or moved, `..` is its real parent, and getcwd reports
+//! where it is now (`fs::mount::path_of`), as on Linux. Elsewhere (/proc) they are path text,
+//! normalized (`.` and `..` taken away textually).
 #![deny(unsafe_code)]
 
 use super::file::{copy_to_user, file, user_cstr};
 use super::SysResult;
+use crate::fs::cwd::Cwd;
+use crate::fs::ext2file::Ext2File;
+use crate::fs::file::FileOps;
 use crate::fs::{self, Stat};
 use crate::proc::with_current;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 
@@ -42,7 +47,28 @@ pub fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
     if path[0] == b'/' {
         return Ok(path);
     }
-    let mut abs = dir_path(dirfd)?;
+    // The directory it is relative to: its path text, and the directory itself when it is on a
+    // mounted filesystem.
+    let (text, dir) = if dirfd == AT_FDCWD {
+        let c = with_current(|p| p.cwd.get());
+        (c.text, c.dir)
+    } else {
+        let f = file(dirfd)?;
+        if !f.ops.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let text = f
+            .path
+            .as_deref()
+            .map(<[u8]>::to_vec)
+            .ok_or(Errno::ENOTDIR)?;
+        (text, Some(f.ops.clone()))
+    };
+    if let Some(d) = dir.as_deref().and_then(as_mounted_dir) {
+        // Resolved from the directory's inode, wherever it has been renamed or moved.
+        return Ok(fs::mount::anchored(d.mount(), d.ino(), &text, &path));
+    }
+    let mut abs = text;
     if abs.last() != Some(&b'/') {
         abs.push(b'/');
     }
@@ -50,16 +76,18 @@ pub fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
     Ok(abs)
 }
 
-/// The absolute path of `dirfd` (AT_FDCWD: the working directory).
-fn dir_path(dirfd: i64) -> Result<Vec<u8>, Errno> {
-    if dirfd == AT_FDCWD {
-        return Ok(with_current(|p| p.cwd.cwd()));
-    }
-    let f = file(dirfd)?;
-    if !f.ops.is_dir() {
-        return Err(Errno::ENOTDIR);
-    }
-    f.path.as_deref().map(<[u8]>::to_vec).ok_or(Errno::ENOTDIR)
+/// The directory of a mounted filesystem an open file is, if it is one.
+fn as_mounted_dir(ops: &dyn FileOps) -> Option<&Ext2File> {
+    ops.as_any()
+        .downcast_ref::<Ext2File>()
+        .filter(|_| ops.is_dir())
+}
+
+/// Makes the directory `ops`, entered by the (absolute) path `text`, the working directory.
+fn enter(text: &[u8], ops: &Rc<dyn FileOps>) {
+    let dir = as_mounted_dir(&**ops).is_some().then(|| ops.clone());
+    let text = normalize(text);
+    with_current(|p| p.cwd.set_cwd(Cwd { text, dir }));
 }
 
 /// `path` with `.`, `..` and repeated slashes taken away (absolute in, absolute out).
@@ -111,7 +139,11 @@ fn stat_at(dirfd: i64, path: u64, flags: u32) -> Result<Stat, Errno> {
     let p = user_cstr(path)?;
     if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
         if dirfd == AT_FDCWD {
-            return stat_of(&with_current(|p| p.cwd.cwd()), false);
+            let c = with_current(|p| p.cwd.get());
+            return match c.dir {
+                Some(d) => Ok(d.stat()),
+                None => stat_of(&c.text, false),
+            };
         }
         return Ok(file(dirfd)?.ops.stat());
     }
@@ -200,19 +232,29 @@ pub fn sys_access(path: u64, mode: u32) -> SysResult {
 pub fn sys_chdir(path: u64) -> SysResult {
     let path = absolute(AT_FDCWD, user_cstr(path)?)?;
     let dir = fs::open(&path, fs::O_DIRECTORY, 0)?;
-    drop(dir);
-    with_current(|p| p.cwd.set_cwd(normalize(&path)));
+    enter(fs::mount::display(&path), &dir.ops);
     Ok(0)
 }
 
 pub fn sys_fchdir(fd: i64) -> SysResult {
-    let path = dir_path(fd)?;
-    with_current(|p| p.cwd.set_cwd(normalize(&path)));
+    let f = file(fd)?;
+    if !f.ops.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    let text = f.path.as_deref().ok_or(Errno::ENOTDIR)?;
+    enter(text, &f.ops);
     Ok(0)
 }
 
+/// The working directory's path: on a mounted filesystem found from the directory itself (its
+/// text while that still names it), so a renamed or moved working directory reports where it is
+/// now, and one that was removed is ENOENT, as on Linux.
 pub fn sys_getcwd(buf: u64, size: u64) -> SysResult {
-    let mut cwd = with_current(|p| p.cwd.cwd());
+    let c = with_current(|p| p.cwd.get());
+    let mut cwd = match c.dir.as_deref().and_then(as_mounted_dir) {
+        Some(d) => fs::mount::path_of(d.mount(), d.ino(), &c.text)?,
+        None => c.text,
+    };
     cwd.push(0);
     if (cwd.len() as u64) > size {
         return Err(Errno::ERANGE);
@@ -226,7 +268,7 @@ pub fn sys_readlinkat(dirfd: i64, path: u64, buf: u64, size: u64) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let path = absolute(dirfd, user_cstr(path)?)?;
-    let target = match fs::proc::readlink(&path) {
+    let target = match fs::proc::readlink(fs::mount::display(&path)) {
         Some(t) => t?,
         None => fs::read_link(&path)?,
     };

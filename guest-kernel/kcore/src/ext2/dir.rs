@@ -286,7 +286,10 @@ impl<D: BlockDevice> Ext2<D> {
         self.remove_entry(dir, name, now)?;
         dir.links = dir.links.saturating_sub(1);
         self.write_inode(dir)?;
-        self.free_inode(&mut victim, now)
+        // Its `.` and the entry just removed: no link is left.
+        victim.links = 0;
+        victim.ctime = now;
+        self.release(&mut victim, now)
     }
 
     /// Removes `name` (not a directory) from `dir`; the inode goes when its last link does. Returns
@@ -302,15 +305,53 @@ impl<D: BlockDevice> Ext2<D> {
         Ok(victim)
     }
 
-    /// One link fewer for `inode`; freed at zero.
+    /// One link fewer for `inode`; freed at zero (at its last close if it is open).
     fn drop_link(&mut self, inode: &mut Inode, now: u32) -> Result<(), Ext2Error> {
         inode.links = inode.links.saturating_sub(1);
         inode.ctime = now;
         if inode.links == 0 {
-            self.free_inode(inode, now)
+            self.release(inode, now)
         } else {
             self.write_inode(inode)
         }
+    }
+
+    /// An inode whose last link is gone: freed now, or, while the VFS has it open, written with
+    /// no links and freed by the last [`Ext2::closed`] (its data stays readable and writable
+    /// through the open files, as on Linux; a crash in between leaves it for e2fsck to free).
+    fn release(&mut self, inode: &mut Inode, now: u32) -> Result<(), Ext2Error> {
+        if self.open.iter().any(|&(ino, _)| ino == inode.ino) {
+            self.write_inode(inode)
+        } else {
+            self.free_inode(inode, now)
+        }
+    }
+
+    /// The VFS opened a file of inode `ino`.
+    pub fn opened(&mut self, ino: u32) {
+        match self.open.iter_mut().find(|(i, _)| *i == ino) {
+            Some((_, n)) => *n += 1,
+            None => self.open.push((ino, 1)),
+        }
+    }
+
+    /// The VFS closed a file of inode `ino`: at the last close an inode with no links left is
+    /// freed. Returns whether it was (its cached pages are then stale).
+    pub fn closed(&mut self, ino: u32, now: u32) -> Result<bool, Ext2Error> {
+        let Some(at) = self.open.iter().position(|&(i, _)| i == ino) else {
+            return Ok(false);
+        };
+        self.open[at].1 -= 1;
+        if self.open[at].1 > 0 {
+            return Ok(false);
+        }
+        self.open.swap_remove(at);
+        let mut inode = self.inode(ino)?;
+        if inode.links != 0 || !self.writable {
+            return Ok(false);
+        }
+        self.free_inode(&mut inode, now)?;
+        Ok(true)
     }
 
     /// A new name `name` in `dir` for `target` (not a directory).
@@ -448,7 +489,8 @@ impl<D: BlockDevice> Ext2<D> {
                 nd.links = nd.links.saturating_sub(1);
                 self.write_inode(nd)?;
                 victim.links = 0;
-                self.free_inode(&mut victim, now)?;
+                victim.ctime = now;
+                self.release(&mut victim, now)?;
             } else {
                 self.drop_link(&mut victim, now)?;
             }

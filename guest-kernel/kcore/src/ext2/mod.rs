@@ -206,6 +206,9 @@ pub struct Ext2<D: BlockDevice> {
     cache: Vec<(u32, Vec<u8>, bool)>,
     /// A block-sized buffer for reads that do not fill whole blocks of the caller's memory.
     scratch: Vec<u8>,
+    /// Inodes open in the VFS, with their count of open files: one whose last link goes while it
+    /// is open keeps its blocks until the last close (Linux's iput), see [`Ext2::closed`].
+    open: Vec<(u32, u32)>,
 }
 
 /// Where the block pointer for a file block lives.
@@ -314,6 +317,7 @@ impl<D: BlockDevice> Ext2<D> {
             icache: Vec::new(),
             cache: Vec::new(),
             scratch: vec![0u8; block_size as usize],
+            open: Vec::new(),
         })
     }
 

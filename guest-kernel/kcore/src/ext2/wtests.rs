@@ -329,6 +329,45 @@ fn thousands_of_entries() {
     let _ = fs::remove_dir_all(dir);
 }
 
+/// A file or directory whose last link goes while it is open keeps its inode and blocks until the
+/// last close (Linux's iput), then is freed; the image is clean either way.
+#[test]
+fn unlinked_while_open_is_freed_at_the_last_close() {
+    let (dir, mut fs) = image("open-unlinked", 1024, "4M");
+    let mut root = fs.inode(ROOT_INO).unwrap();
+    let data = pattern(200 * 1024, 7);
+    let mut f = fs.create(&mut root, b"held", S_IFREG | 0o644, NOW).unwrap();
+    fs.write_at(&mut f, 0, &data, NOW).unwrap();
+    let d = fs.mkdir(&mut root, b"held-dir", 0o755, NOW).unwrap();
+    let (_, free_before, ..) = fs.statfs();
+    fs.opened(f.ino);
+    fs.opened(f.ino);
+    fs.opened(d.ino);
+    fs.unlink(&mut root, b"held", NOW).unwrap();
+    fs.rmdir(&mut root, b"held-dir", NOW).unwrap();
+    // Still there for the open files: no links, the data readable, nothing freed.
+    let f = fs.inode(f.ino).unwrap();
+    assert_eq!((f.links, f.size), (0, data.len() as u64));
+    let mut back = vec![0u8; data.len()];
+    fs.read_at(&f, 0, &mut back).unwrap();
+    assert!(back == data);
+    assert_eq!(fs.inode(d.ino).unwrap().links, 0);
+    assert_eq!(fs.statfs().1, free_before);
+    assert_eq!(fs.lookup(&root, b"held").unwrap(), None);
+    // A new file must not get its inode.
+    let mut root = fs.inode(ROOT_INO).unwrap();
+    let other = fs
+        .create(&mut root, b"other", S_IFREG | 0o644, NOW)
+        .unwrap();
+    assert!(other.ino != f.ino && other.ino != d.ino);
+    assert!(!fs.closed(f.ino, NOW).unwrap());
+    assert!(fs.closed(f.ino, NOW).unwrap());
+    assert!(fs.closed(d.ino, NOW).unwrap());
+    assert!(fs.statfs().1 > free_before);
+    fsck(&dir, &mut fs);
+    let _ = fs::remove_dir_all(dir);
+}
+
 /// A full disk: NoSpace, consistent; after a delete, writing works again.
 #[test]
 fn no_space_then_delete_and_write_again() {
