@@ -11,6 +11,8 @@
 //! - A full disk: ENOSPC, then a delete and a write that works, and a clean `e2fsck -fn`.
 //! - A corrupt block pointer: EIO for that file and a kernel log line, no panic.
 //! - A second disk written through `/dev/vdb` (unaligned pieces) reads back with `qemu-io`.
+//! - `rootfs/c/mapshared.c` (glibc and musl): writable shared file mappings coherent with read and
+//!   write, written back at msync, munmap and exit (debugfs reads the files after the power-off).
 //! - `rootfs/c/dirfd.c` (glibc and musl): directory descriptors and the working directory follow
 //!   their directory through renames and moves, a removed one is ENOENT, an unlinked open file keeps
 //!   its data until the last close; the same lines as on the host and a clean image after.
@@ -634,4 +636,56 @@ fn dirfd_matches_the_host(images: &GuestImages, libc: &str, many: Option<u32>) -
     fsck_clean(&disk);
     let _ = std::fs::remove_dir_all(dir);
     guest.stdout
+}
+
+/// Writable shared file mappings share the page cache with read/write and with each other, and
+/// what is written through them reaches the file at msync, munmap and exit: `rootfs/c/mapshared.c`
+/// prints the same lines in the guest as on the host, then the powered-off image is clean and the
+/// files written only through mappings (never synced) hold the host's bytes.
+fn shared_file_mappings_match_the_host(libc: &str) {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch(&format!("mapshared-{libc}"));
+    let host_top = dir.join("host");
+    let host = Command::new(images.host_program(&format!("bin/mapshared-{libc}")))
+        .arg(&host_top)
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "mapshared on the host: {host:?}");
+    let host_out = String::from_utf8_lossy(&host.stdout).into_owned();
+    assert!(host_out.contains("mapshared: done"), "{host_out}");
+
+    let disk = copy_root(&images, &dir, true);
+    let cmdline = format!("console=ttyS0 root=/dev/vda rw -- run /bin/mapshared-{libc} /root/ms");
+    let guest = run(&args(&images, &disk, &cmdline), T);
+    assert_eq!(
+        lines_with(&guest.stdout, "mapshared: "),
+        lines_with(&host_out, "mapshared: "),
+        "guest console:\n{}",
+        guest.stdout
+    );
+    assert_eq!(guest.code, Some(0), "{}", guest.stdout);
+    fsck_clean(&disk);
+    for f in ["f", "viamap", "atexit"] {
+        let want = std::fs::read(host_top.join(f)).unwrap();
+        let got = debugfs(&disk, &format!("cat /root/ms/{f}"));
+        assert!(
+            got == want,
+            "{f}: debugfs read {:?}, the host wrote {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn shared_file_mappings_match_the_host_glibc() {
+    shared_file_mappings_match_the_host("glibc");
+}
+
+#[test]
+fn shared_file_mappings_match_the_host_musl() {
+    shared_file_mappings_match_the_host("musl");
 }

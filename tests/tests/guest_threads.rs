@@ -69,6 +69,18 @@ fn same_on_host_and_guest(prog: &str, prefix: &str) -> Option<String> {
     Some(guest.stdout)
 }
 
+/// MAP_SHARED|MAP_ANONYMOUS across fork (pages touched before and after it, mprotect, madvise,
+/// a grandchild), a shared futex and process-shared pthread mutex and condition variable.
+#[test]
+fn shared_anonymous_memory_and_futexes_across_fork_match_the_host_glibc() {
+    let _ = same_on_host_and_guest("shmem-glibc", "shmem");
+}
+
+#[test]
+fn shared_anonymous_memory_and_futexes_across_fork_match_the_host_musl() {
+    let _ = same_on_host_and_guest("shmem-musl", "shmem");
+}
+
 #[test]
 fn mprotect_and_guard_pages_match_the_host_glibc() {
     let _ = same_on_host_and_guest("mprotect-glibc", "mprotect");

@@ -37,6 +37,8 @@ pub enum Backing {
         inode: Rc<Inode>,
         offset: u64,
         path: Rc<[u8]>,
+        /// The file was open for writing: a shared mapping of it may be (or become) writable.
+        may_write: bool,
     },
 }
 
@@ -318,6 +320,7 @@ mod tests {
                 }),
                 offset,
                 path: Rc::from(&b"/bin/x"[..]),
+                may_write: false,
             },
         }
     }

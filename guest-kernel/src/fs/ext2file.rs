@@ -131,34 +131,9 @@ impl Ext2File {
         Ok(n)
     }
 
-    /// Reads the file's bytes at `start` into `dst` (a kernel buffer, so the device can write it
-    /// directly) with one request per extent; holes and what lies past the end read as zeros.
+    /// Reads the file's bytes at `start` into `dst`: [`fill`].
     fn fill(&self, inode: &Inode, start: u64, dst: &mut [u8]) -> Result<(), Errno> {
-        let len = dst.len();
-        let extents = self.with(|fs| match fs.ext2() {
-            Some(e) => e.extents(inode, start, len as u64),
-            None => Err(kcore::ext2::Ext2Error::Io),
-        })?;
-        let mut at = 0usize;
-        for e in extents {
-            let from = (e.file_offset - start) as usize;
-            dst[at..from].fill(0);
-            let to = from + e.len as usize;
-            match e.disk_offset {
-                None => dst[from..to].fill(0),
-                Some(disk) => {
-                    // Whole sectors (the extent may end inside one at the end of the file).
-                    let n = ((e.len as usize + 511) & !511).min(len - from);
-                    self.mnt.with_quiet(|fs| match fs.ext2() {
-                        Some(e2) => e2.device().read(disk, &mut dst[from..from + n]),
-                        None => Err(kcore::ext2::Ext2Error::Io),
-                    })?;
-                }
-            }
-            at = to;
-        }
-        dst[at..].fill(0);
-        Ok(())
+        fill(&self.mnt, inode, start, dst)
     }
 
     /// A write through the page cache of the `len` bytes at `boff` of `buf` to file offset `pos`:
@@ -318,6 +293,100 @@ impl Ext2File {
             Ok(())
         })
     }
+}
+
+/// Reads the bytes of `inode` (on ext2 mount `mnt`) at `start` into `dst` (a kernel buffer, so the
+/// device can write it directly) with one request per extent; holes and what lies past the end
+/// read as zeros.
+fn fill(mnt: &Mount, inode: &Inode, start: u64, dst: &mut [u8]) -> Result<(), Errno> {
+    let len = dst.len();
+    let extents = mnt.with(|fs| match fs.ext2() {
+        Some(e) => e.extents(inode, start, len as u64),
+        None => Err(kcore::ext2::Ext2Error::Io),
+    })?;
+    let mut at = 0usize;
+    for e in extents {
+        let from = (e.file_offset - start) as usize;
+        dst[at..from].fill(0);
+        let to = from + e.len as usize;
+        match e.disk_offset {
+            None => dst[from..to].fill(0),
+            Some(disk) => {
+                // Whole sectors (the extent may end inside one at the end of the file).
+                let n = ((e.len as usize + 511) & !511).min(len - from);
+                mnt.with_quiet(|fs| match fs.ext2() {
+                    Some(e2) => e2.device().read(disk, &mut dst[from..from + n]),
+                    None => Err(kcore::ext2::Ext2Error::Io),
+                })?;
+            }
+        }
+        at = to;
+    }
+    dst[at..].fill(0);
+    Ok(())
+}
+
+/// Page `idx` of inode `ino` on device `dev` (frame `pa`) was written through a shared mapping:
+/// the blocks under it are allocated (a hole, e.g. after ftruncate, gets its blocks now, as
+/// Linux's page_mkwrite does at the first write) and the page becomes dirty for write-back. The
+/// part past the end of the file is not the file's and is not written. Nothing happens when the
+/// cache no longer holds that frame as that page (truncated, or the disk written underneath) or
+/// the file has no links left (a mapping does not keep an unlinked file: unlike Linux, whose
+/// mapping holds the file open). A full disk loses the write with a log line (Linux sends SIGBUS
+/// at the fault instead).
+pub fn mapped_page_written(dev: u32, ino: u32, idx: u64, pa: u64) {
+    let key = (dev, ino, idx);
+    let Some(mnt) = super::mount::by_dev(dev as u64).filter(|_| pagecache::holds(key, pa)) else {
+        return;
+    };
+    let now = now();
+    let r = mnt.with(|fs| {
+        let mut inode = fs.inode(ino)?;
+        let start = idx * PAGE_SIZE;
+        if start >= inode.size || inode.links == 0 {
+            return Ok(0);
+        }
+        let len = (inode.size - start).min(PAGE_SIZE) as usize;
+        fs.reserve(&mut inode, start, len, now)
+    });
+    match r {
+        Ok(0) => {}
+        Ok(_) => pagecache::mark_dirty(key, pa),
+        Err(e) => crate::kprintln!(
+            "VFS: a page written through a shared mapping (inode {}, page {}) is lost: errno {}",
+            kcore::fmt::Dec(ino as u64),
+            kcore::fmt::Dec(idx),
+            kcore::fmt::Dec(e.0 as u64)
+        ),
+    }
+}
+
+/// Whether files of device `dev` are in the page cache (a mounted disk: ext2, not tmpfs).
+pub fn in_page_cache(dev: u32) -> bool {
+    super::mount::by_dev(dev as u64).is_some_and(|m| m.disk.is_some())
+}
+
+/// The page-cache frame of page `idx` of inode `ino` on the filesystem of device `dev`, read in
+/// if it is not cached, with one more user counted: a shared file mapping maps it (and gives it
+/// back with `frame::put` when unmapped), so reads, writes and every shared mapping of the file
+/// share that one page. EFAULT for a page wholly past the end of the file (SIGBUS), ENOMEM when
+/// no frame is free.
+pub fn map_shared_page(dev: u32, ino: u32, idx: u64) -> Result<u64, Errno> {
+    let key = (dev, ino, idx);
+    if let Some(pa) = pagecache::map_page(key) {
+        return Ok(pa);
+    }
+    let mnt = super::mount::by_dev(dev as u64).ok_or(Errno::EIO)?;
+    let inode = mnt.with(|fs| fs.inode(ino))?;
+    if idx * PAGE_SIZE >= inode.size {
+        return Err(Errno::EFAULT);
+    }
+    let mut page: Vec<u8> = Vec::new();
+    page.try_reserve_exact(PAGE_SIZE as usize)
+        .map_err(|_| Errno::ENOMEM)?;
+    page.resize(PAGE_SIZE as usize, 0);
+    fill(&mnt, &inode, idx * PAGE_SIZE, &mut page)?;
+    pagecache::insert_mapped(key, &page).ok_or(Errno::ENOMEM)
 }
 
 /// Truncation of a cached file to `len`: the page holding the new end is written back first (the
@@ -528,9 +597,11 @@ impl FileOps for Ext2File {
         if !inode.is_reg() {
             return Err(Errno::ENODEV);
         }
-        // Shared mappings are read-only (no page cache to write back through yet): a writable shared
-        // mapping is EACCES, as for a descriptor not open for writing.
-        if !file.readable() || (shared && prot & PROT_WRITE != 0) {
+        // A shared mapping of an ext2 file maps the page cache's pages, so it may be writable when
+        // the file is open for writing (else EACCES, as Linux); tmpfs files are not in the page
+        // cache, and their shared mappings stay read-only.
+        let may_write = shared && file.writable() && self.mnt.disk.is_some();
+        if !file.readable() || (shared && prot & PROT_WRITE != 0 && !may_write) {
             return Err(Errno::EACCES);
         }
         Ok(Backing::File {
@@ -538,6 +609,7 @@ impl FileOps for Ext2File {
             inode: Rc::new(inode),
             offset,
             path: file.path.clone().unwrap_or_else(|| Rc::from(&b""[..])),
+            may_write,
         })
     }
 

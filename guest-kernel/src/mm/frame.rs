@@ -532,6 +532,15 @@ pub fn is_shared(pa: u64) -> bool {
     ref_slot(&f, pa).is_some_and(|p| unsafe { *p } != 0)
 }
 
+/// One more user of frame `pa` (a shared mapping of a page-cache page); [`put`] drops it.
+pub fn get(pa: u64) {
+    let f = FRAMES.borrow();
+    if let Some(p) = ref_slot(&f, pa) {
+        // SAFETY: `p` is inside the share-count array.
+        unsafe { *p = (*p).saturating_add(1) };
+    }
+}
+
 /// Drops one user of frame `pa`: frees it when it was the last.
 pub fn put(pa: u64) {
     let slot = ref_slot(&FRAMES.borrow(), pa);

@@ -12,6 +12,11 @@
 //! blocks are gone) or the inode is reused. Truncation drops the pages past the new end; a newly
 //! created inode drops whatever an earlier file of that number left.
 //!
+//! Shared file mappings map the cache's frames themselves (`fs::ext2file::map_shared_page`: the
+//! frame's share count counts each mapping), so `read`, `write` and every shared mapping of a file
+//! see one copy; a write through a mapping sets the page-table entry's dirty bit, which msync,
+//! munmap and exit turn into a dirty cache page ([`mark_dirty`]). A mapped page is never evicted.
+//!
 //! Bounded: at most a quarter of RAM, and it gives way to everything else: it stops growing while
 //! free memory is short ([`RESERVE_FRAMES`]), a full cache evicts its oldest clean page for a new
 //! one, and the out-of-memory path writes dirty pages back and evicts ([`shrink`]), oldest first,
@@ -138,7 +143,7 @@ fn room(c: &mut Cache) -> bool {
         let Some(k) = c.order.pop_front() else {
             break;
         };
-        if c.dirty.contains(&k) {
+        if c.dirty.contains(&k) || mapped(c, k) {
             c.order.push_back(k);
         } else if c.pages.remove(&k).is_some() {
             STATS[3].fetch_add(1, Ordering::Relaxed);
@@ -146,6 +151,55 @@ fn room(c: &mut Cache) -> bool {
         }
     }
     false
+}
+
+/// Whether page `key` is mapped by a shared file mapping (its frame has more users than the cache).
+fn mapped(c: &Cache, key: Key) -> bool {
+    c.pages.get(&key).is_some_and(|f| frame::is_shared(f.pa()))
+}
+
+/// The frame of cached page `key` for a shared mapping, with one more user counted (the mapping
+/// gives it back with `frame::put`); None if not cached.
+pub fn map_page(key: Key) -> Option<u64> {
+    let c = CACHE.borrow();
+    let pa = c.pages.get(&key)?.pa();
+    frame::get(pa);
+    STATS[1].fetch_add(1, Ordering::Relaxed);
+    Some(pa)
+}
+
+/// Caches `bytes` as clean page `key` for a shared mapping and returns its frame as [`map_page`]
+/// does: past the cache's size limit too (a mapped page must be the cache's), None only when no
+/// frame is free. A page cached meanwhile is left as it is.
+pub fn insert_mapped(key: Key, bytes: &[u8]) -> Option<u64> {
+    let mut c = CACHE.borrow_mut();
+    if !c.pages.contains_key(&key) {
+        // Room if it can be made; a full cache of dirty or mapped pages grows anyway.
+        let _ = room(&mut c);
+        let mut f = OwnedFrame::alloc()?;
+        f.bytes_mut().copy_from_slice(bytes);
+        c.pages.insert(key, f);
+        c.order.push_back(key);
+        counts(&c);
+        STATS[2].fetch_add(1, Ordering::Relaxed);
+    }
+    drop(c);
+    map_page(key)
+}
+
+/// Whether the cache holds frame `pa` as page `key`.
+pub fn holds(key: Key, pa: u64) -> bool {
+    CACHE.borrow().pages.get(&key).is_some_and(|f| f.pa() == pa)
+}
+
+/// A shared mapping wrote page `key` (frame `pa`, the page-table entry's dirty bit): it is dirty,
+/// if the cache still holds that frame as that page (truncation or a device write may have
+/// dropped it; the mapping then holds the only copy, as a page Linux would have unmapped).
+pub fn mark_dirty(key: Key, pa: u64) {
+    let mut c = CACHE.borrow_mut();
+    if c.pages.get(&key).is_some_and(|f| f.pa() == pa) && c.dirty.insert(key) {
+        counts(&c);
+    }
 }
 
 /// Adds a frame holding `bytes` as page `key` (not cached yet); false when there is no room.
@@ -260,13 +314,13 @@ pub fn shrink(n: u64) -> u64 {
         let Some(k) = c.order.pop_front() else {
             break;
         };
-        if c.dirty.contains(&k) {
+        if c.dirty.contains(&k) || mapped(&c, k) {
             kept.push_back(k);
         } else if c.pages.remove(&k).is_some() {
             freed += 1;
         }
     }
-    // Dirty pages stay, oldest first.
+    // Dirty and mapped pages stay, oldest first.
     while let Some(k) = kept.pop_back() {
         c.order.push_front(k);
     }

@@ -12,6 +12,11 @@ pub const HUGE: u64 = 1 << 7;
 pub const NO_EXECUTE: u64 = 1 << 63;
 /// Software bit: a writable page made read-only for copy-on-write.
 pub const COW: u64 = 1 << 9;
+/// Software bit: a page of a shared mapping (MAP_SHARED): fork shares it as it is, writable or not,
+/// and write permission never makes it copy-on-write, so every mapping of it sees every write.
+pub const SHARED: u64 = 1 << 10;
+/// Set by the CPU on a write through the entry (a shared file page written through a mapping).
+pub const DIRTY: u64 = 1 << 6;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 extern "C" {
@@ -311,9 +316,10 @@ impl AddressSpace {
     }
 
     /// mprotect's page-table half: gives the present pages of `[start, end)` the flags of `prot`. A
-    /// page that becomes writable gets [`COW`] unless it already was privately writable, so the first
-    /// write copies it if another address space still shares the frame (or just makes it writable);
-    /// one that loses write access loses `COW` too (read-only pages are never copied).
+    /// page that becomes writable gets [`COW`] unless it already was privately writable or is
+    /// [`SHARED`] (made writable at once), so the first write copies it if another address space
+    /// still shares the frame (or just makes it writable); one that loses write access loses `COW`
+    /// too (read-only pages are never copied). [`SHARED`] and [`DIRTY`] stay.
     pub fn protect_range(&mut self, start: u64, end: u64, prot: u32) {
         let base = prot_flags(prot & !kcore::vma::PROT_WRITE);
         let write = prot & kcore::vma::PROT_WRITE != 0;
@@ -321,14 +327,31 @@ impl AddressSpace {
             // SAFETY: `e` is a present entry of our own leaf table.
             unsafe {
                 let old = *e;
-                let w = match (write, old & WRITABLE != 0) {
+                let shared = old & SHARED;
+                let w = match (write, old & WRITABLE != 0 || shared != 0) {
                     (false, _) => 0,
                     (true, true) => WRITABLE,
                     (true, false) => COW,
                 };
-                *e = (old & ADDR_MASK) | base | w;
+                *e = (old & ADDR_MASK) | base | w | shared | (old & DIRTY);
             }
         });
+        self.flush_range(start, end, n);
+    }
+
+    /// Clears the dirty bit of the present pages of `[start, end)` and hands each page that had it
+    /// (its address and frame) to `f`: the pages of a shared file mapping written through it.
+    pub fn take_dirty(&mut self, start: u64, end: u64, mut f: impl FnMut(u64, u64)) {
+        let n = self.for_each_present(start, end, |va, e| {
+            // SAFETY: `e` is a present entry of our own leaf table.
+            unsafe {
+                if *e & DIRTY != 0 {
+                    *e &= !DIRTY;
+                    f(va, *e & ADDR_MASK);
+                }
+            }
+        });
+        // The next write must set the bit again: no TLB entry may remember it set.
         self.flush_range(start, end, n);
     }
 
@@ -383,7 +406,8 @@ impl AddressSpace {
     }
 
     /// A copy-on-write duplicate (fork): every user page is shared with the copy; writable ones become
-    /// read-only with [`COW`] in both. Flushes this address space's TLB entries if it is active.
+    /// read-only with [`COW`] in both, except pages of shared mappings ([`SHARED`]), which stay as
+    /// they are. Flushes this address space's TLB entries if it is active.
     ///
     /// Only the spans of entries in use are walked (see [`frame::span`]), the child's tables take their
     /// parent's spans, and the leaf loop takes the share counts under one borrow: kernel mode is
@@ -425,7 +449,7 @@ impl AddressSpace {
                     if e & PRESENT == 0 {
                         continue;
                     }
-                    if e & WRITABLE != 0 {
+                    if e & (WRITABLE | SHARED) == WRITABLE {
                         e = (e & !WRITABLE) | COW;
                         *s.add(i - 1) = e;
                     }

@@ -155,6 +155,7 @@ fn load_segments(
                         inode: file.clone(),
                         offset: page_down(s.offset) + (a - start),
                         path: path.clone(),
+                        may_write: false,
                     }
                 } else {
                     Backing::Anonymous

@@ -178,6 +178,8 @@ fn clone_process(
         let aspace = if share_memory {
             mm.aspace.alias()
         } else {
+            let mm = &mut *mm;
+            super::populate_shared_anonymous(&mut mm.aspace, &mm.vmas)?;
             mm.aspace.fork_cow().ok_or(Errno::ENOMEM)?
         };
         let child_mm = Rc::new(RefCell::new(super::Mm {

@@ -22,7 +22,7 @@ use crate::arch::switch::TaskContext;
 use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
 use crate::kprintln;
-use crate::mm::paging::{prot_flags, AddressSpace, WRITABLE};
+use crate::mm::paging::{prot_flags, AddressSpace, SHARED, WRITABLE};
 use crate::mm::{page_down, user, PAGE_SIZE};
 use crate::sync::KCell;
 use alloc::boxed::Box;
@@ -30,8 +30,9 @@ use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use kcore::errno::Errno;
 use kcore::fmt::{Dec, Hex};
-use kcore::vma::{Backing, VmaList};
+use kcore::vma::{Backing, Vma, VmaList};
 
 /// A process id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,10 +111,40 @@ impl Mm {
     }
 }
 
-/// Gives up `mm` (exit, execve): the last user frees the address space (which must not be active).
+/// Gives up `mm` (exit, execve): the last user frees the address space (which must not be active),
+/// after its writes through shared file mappings have made their page-cache pages dirty.
 pub fn drop_mm(mm: MmRef) {
     if let Ok(cell) = Rc::try_unwrap(mm) {
-        cell.into_inner().aspace.release();
+        let mut m = cell.into_inner();
+        harvest_dirty(&mut m.aspace, &m.vmas, 0, u64::MAX);
+        m.aspace.release();
+    }
+}
+
+/// The pages of shared file mappings in `[start, end)` written through the mapping since the last
+/// harvest (their page-table dirty bit, cleared now) become dirty page-cache pages, for write-back
+/// to write (msync, munmap, exit; Linux learns of them at the first write instead, through a
+/// write-protected entry, and so can write them back periodically too).
+pub fn harvest_dirty(aspace: &mut AddressSpace, vmas: &VmaList, start: u64, end: u64) {
+    for v in vmas.overlapping(start, end) {
+        let Backing::File {
+            dev,
+            inode,
+            offset,
+            may_write: true,
+            ..
+        } = &v.backing
+        else {
+            continue;
+        };
+        if !v.shared {
+            continue;
+        }
+        let (a, b) = (v.start.max(start), v.end.min(end));
+        aspace.take_dirty(a, b, |va, pa| {
+            let idx = (offset + (va - v.start)) / PAGE_SIZE;
+            crate::fs::ext2file::mapped_page_written(*dev, inode.ino, idx, pa);
+        });
     }
 }
 
@@ -205,6 +236,28 @@ pub enum Access {
 /// fault_around_bytes, 64 KiB.
 const FAULT_AROUND_PAGES: u64 = 16;
 
+/// The page-table flags of a page of area `v`: its protection, and [`SHARED`] for MAP_SHARED.
+pub fn page_flags(v: &Vma) -> u64 {
+    prot_flags(v.prot) | if v.shared { SHARED } else { 0 }
+}
+
+/// Gives every page of the shared anonymous areas that has none yet its zeroed frame (fork: parent
+/// and child must then map the same frames; a page first touched after the fork would otherwise
+/// become two). Linux keeps these pages in a shmem file instead, found again by each fault.
+pub fn populate_shared_anonymous(aspace: &mut AddressSpace, vmas: &VmaList) -> Result<(), Errno> {
+    for v in vmas
+        .iter()
+        .filter(|v| v.shared && v.backing == Backing::Anonymous)
+    {
+        for page in (v.start..v.end).step_by(PAGE_SIZE as usize) {
+            if aspace.translate(page).is_none() {
+                user::map_zero_page(aspace, page, page_flags(v)).map_err(|_| Errno::ENOMEM)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes the page at `va` usable for `access` if its area allows it: demand-zero for an anonymous
 /// page not yet mapped, copy-on-write for a write to a shared one. Called by the page-fault handler
 /// and by system calls checking user buffers (the same rules, so a read() into a PROT_NONE buffer is
@@ -229,9 +282,23 @@ pub fn resolve_fault(
         None => match &v.backing {
             Backing::Anonymous => {
                 let t0 = crate::cost::start();
-                user::map_zero_page(aspace, page, prot_flags(v.prot))
-                    .map_err(|_| BadAccess::NoPage)?;
+                user::map_zero_page(aspace, page, page_flags(v)).map_err(|_| BadAccess::NoPage)?;
                 crate::cost::record(crate::cost::Cost::ZeroFault, t0);
+                Ok(())
+            }
+            Backing::File {
+                dev, inode, offset, ..
+            } if v.shared && crate::fs::ext2file::in_page_cache(*dev) => {
+                // A shared mapping of a disk file maps the page cache's own frame (counted as one
+                // more user), so every mapping, read and write of the file sees one page; past
+                // the end of the file it is SIGBUS.
+                let idx = (offset + (page - v.start)) / PAGE_SIZE;
+                let pa = crate::fs::ext2file::map_shared_page(*dev, inode.ino, idx)
+                    .map_err(|_| BadAccess::NoPage)?;
+                aspace.map(page, pa, page_flags(v)).map_err(|_| {
+                    crate::mm::frame::put(pa);
+                    BadAccess::NoPage
+                })?;
                 Ok(())
             }
             Backing::File {
@@ -320,7 +387,7 @@ pub fn insert(p: Box<Process>) {
 }
 
 /// A free pid (Linux's cyclic allocation), or EAGAIN.
-pub fn alloc_pid() -> Result<Pid, kcore::errno::Errno> {
+pub fn alloc_pid() -> Result<Pid, Errno> {
     let procs = PROCS.borrow();
     PIDS.borrow_mut()
         .alloc(|p| procs.contains_key(&Pid(p)))

@@ -1,4 +1,5 @@
-//! Memory system calls: brk, mmap (anonymous, and files: private copy-on-write, shared read-only),
+//! Memory system calls: brk, mmap (anonymous, private or shared, and files: private copy-on-write,
+//! shared read-only),
 //! munmap, mprotect, mremap, madvise, mincore, msync. The process's areas
 //! (`kcore::vma::VmaList`) say what each address is; the page tables follow them: pages are mapped on
 //! first touch (`proc::resolve_fault`), and munmap/mprotect change the entries already present.
@@ -7,7 +8,7 @@
 use super::SysResult;
 use crate::arch::layout::{USER_END, USER_MMAP_TOP};
 use crate::mm::{page_up, user, PAGE_SIZE};
-use crate::proc::{with_current, with_mm, Mm};
+use crate::proc::{harvest_dirty, with_current, with_mm, Mm};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
 use kcore::vma::{Backing, Vma, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_WRITE};
@@ -64,9 +65,10 @@ fn file_backing(fd: i64, offset: u64, shared: bool, prot: u32) -> Result<Backing
     f.ops.mmap(&f, offset, shared, prot)
 }
 
-/// mmap: anonymous private mappings (zero-filled on first touch) and file mappings (a file's pages read
-/// on first touch: private ones are the process's own copies, shared ones read-only, as the root
-/// filesystem is). Shared anonymous memory: ENODEV.
+/// mmap: anonymous mappings (zero-filled on first touch; shared ones keep their frames shared with
+/// the children a fork makes: `proc::populate_shared_anonymous` and the page tables' `SHARED` bit)
+/// and file mappings (a file's pages read on first touch: private ones are the process's own
+/// copies, shared ones read-only, as the root filesystem is).
 pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -> SysResult {
     if len == 0 {
         return Err(Errno::EINVAL);
@@ -78,9 +80,6 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
     let shared = kind != MAP_PRIVATE;
     let len = page_len(len).ok_or(Errno::ENOMEM)?;
     let backing = if flags & MAP_ANONYMOUS != 0 {
-        if shared {
-            return Err(Errno::ENODEV);
-        }
         Backing::Anonymous
     } else {
         if !off.is_multiple_of(PAGE_SIZE) {
@@ -132,8 +131,10 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
     })
 }
 
-/// Unmaps `[start, end)`: the areas and the pages.
+/// Unmaps `[start, end)`: the areas and the pages (what was written through shared file mappings
+/// made dirty in the page cache first).
 fn unmap_area(p: &mut Mm, start: u64, end: u64) {
+    harvest_dirty(&mut p.aspace, &p.vmas, start, end);
     if p.vmas.unmap(start, end) {
         user::unmap_range(&mut p.aspace, start, end);
     }
@@ -169,12 +170,19 @@ pub fn sys_mprotect(addr: u64, len: u64, prot: u32) -> SysResult {
     let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
     let prot = prot & PROT_RWX;
     with_mm(|p| {
-        // A shared file mapping cannot become writable: nothing is open for writing (Linux: EACCES,
-        // the area lacks VM_MAYWRITE).
+        // A shared file mapping of a file not open for writing (or of tmpfs) cannot become
+        // writable (Linux: EACCES, the area lacks VM_MAYWRITE).
         if prot & PROT_WRITE != 0
-            && p.vmas
-                .overlapping(addr, end)
-                .any(|v| v.shared && v.backing != Backing::Anonymous)
+            && p.vmas.overlapping(addr, end).any(|v| {
+                v.shared
+                    && matches!(
+                        v.backing,
+                        Backing::File {
+                            may_write: false,
+                            ..
+                        }
+                    )
+            })
         {
             return Err(Errno::EACCES);
         }
@@ -205,8 +213,10 @@ fn page_range(addr: u64, len: u64) -> Result<(u64, u64), Errno> {
 const MADV_DONTNEED: u32 = 4;
 const MADV_FREE: u32 = 8;
 
-/// madvise: MADV_DONTNEED (and MADV_FREE on anonymous memory) drops the pages, so private anonymous
-/// pages read back as zero and private file pages as the file's bytes again; the hints that change
+/// madvise: MADV_DONTNEED (and MADV_FREE on private anonymous memory, EINVAL elsewhere) drops the
+/// pages, so private anonymous pages read back as zero and private file pages as the file's bytes
+/// again; shared anonymous pages stay (their contents remain, as Linux finds them again in its
+/// shmem object); the hints that change
 /// nothing a program can see (NORMAL, RANDOM, SEQUENTIAL, WILLNEED, MERGEABLE, UNMERGEABLE,
 /// HUGEPAGE, NOHUGEPAGE, DONTDUMP, DODUMP, COLD, PAGEOUT, POPULATE_*) are accepted. Others, the
 /// fork-time ones included (not implemented), are EINVAL. ENOMEM when part of the range is unmapped
@@ -226,22 +236,30 @@ pub fn sys_madvise(addr: u64, len: u64, advice: u32) -> SysResult {
         _ => return Err(Errno::EINVAL),
     }
     with_mm(|p| {
-        let pieces: Vec<(u64, u64, bool)> = p
+        // (start, end, private anonymous, shared anonymous)
+        let pieces: Vec<(u64, u64, bool, bool)> = p
             .vmas
             .overlapping(start, end)
             .map(|v| {
+                let anon = v.backing == Backing::Anonymous;
                 (
                     v.start.max(start),
                     v.end.min(end),
-                    v.backing == Backing::Anonymous,
+                    anon && !v.shared,
+                    anon && v.shared,
                 )
             })
             .collect();
-        if advice == MADV_FREE && pieces.iter().any(|&(_, _, anon)| !anon) {
+        if advice == MADV_FREE && pieces.iter().any(|&(_, _, private, _)| !private) {
             return Err(Errno::EINVAL);
         }
-        for &(a, b, _) in &pieces {
-            user::unmap_range(&mut p.aspace, a, b);
+        harvest_dirty(&mut p.aspace, &p.vmas, start, end);
+        for &(a, b, _, shared_anon) in &pieces {
+            // Shared anonymous pages keep their contents (Linux re-reads them from the shmem
+            // object); dropping them here would unshare them.
+            if !shared_anon {
+                user::unmap_range(&mut p.aspace, a, b);
+            }
         }
         if start == end || p.vmas.covers(start, end) {
             Ok(0)
@@ -272,9 +290,11 @@ const MS_ASYNC: u32 = 1;
 const MS_INVALIDATE: u32 = 2;
 const MS_SYNC: u32 = 4;
 
-/// msync: nothing is ever written through a mapping (shared file mappings are read-only), so only the
-/// checks: EINVAL for a misaligned address, unknown flags or MS_SYNC with MS_ASYNC, ENOMEM for
-/// unmapped parts.
+/// msync: the pages of shared file mappings in the range written through them become dirty in the
+/// page cache (they are its frames), and with MS_SYNC those files' dirty pages in the range are
+/// written back now (MS_ASYNC leaves them to the periodic write-back, as Linux's msync leaves
+/// them to its flusher). EINVAL for a misaligned address, unknown flags or MS_SYNC with MS_ASYNC,
+/// ENOMEM for unmapped parts (after the rest was done).
 pub fn sys_msync(addr: u64, len: u64, flags: u32) -> SysResult {
     if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0
         || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC
@@ -282,7 +302,36 @@ pub fn sys_msync(addr: u64, len: u64, flags: u32) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let (start, end) = page_range(addr, len)?;
-    if with_mm(|p| p.vmas.covers(start, end)) {
+    // (device, inode, first page, last page) of each shared file mapping in the range.
+    let (files, covered) = with_mm(|p| {
+        harvest_dirty(&mut p.aspace, &p.vmas, start, end);
+        let files: Vec<(u32, u32, u64, u64)> = p
+            .vmas
+            .overlapping(start, end)
+            .filter(|v| v.shared)
+            .filter_map(|v| match &v.backing {
+                Backing::File {
+                    dev, inode, offset, ..
+                } => {
+                    let (a, b) = (v.start.max(start), v.end.min(end));
+                    let first = (offset + (a - v.start)) / PAGE_SIZE;
+                    Some((*dev, inode.ino, first, first + (b - a) / PAGE_SIZE - 1))
+                }
+                Backing::Anonymous => None,
+            })
+            .collect();
+        (files, p.vmas.covers(start, end))
+    });
+    if flags & MS_SYNC != 0 {
+        for (dev, ino, first, last) in files {
+            if let Some(m) = crate::fs::mount::by_dev(dev as u64).filter(|m| m.disk.is_some()) {
+                // As fsync: the pages, then the metadata and a FLUSH (Linux's vfs_fsync_range).
+                crate::fs::writeback::write_back_range(&m, ino, first, last)?;
+                m.with(|fs| fs.sync())?;
+            }
+        }
+    }
+    if covered {
         Ok(0)
     } else {
         Err(Errno::ENOMEM)
