@@ -557,8 +557,52 @@ pub fn foreground() -> u32 {
     TTY.try_borrow().map(|t| t.fg).unwrap_or(0)
 }
 
-/// The console as an open file (/dev/console, /dev/tty, /dev/ttyS0, and init's descriptors 0-2).
-pub struct ConsoleFile;
+/// The console as an open file (/dev/console, /dev/tty, /dev/ttyS0, /dev/hvc0, and init's
+/// descriptors 0-2), one terminal under several names; the node it was opened by gives its stat.
+pub struct ConsoleFile(Node);
+
+/// The device node a console description was opened through, each with Linux's numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// /dev/console (5:1).
+    Console,
+    /// /dev/tty (5:0), the caller's controlling terminal.
+    Tty,
+    /// /dev/ttyS0 (4:64), the 8250 serial port.
+    TtyS0,
+    /// /dev/hvc0 (229:0), the virtio console.
+    Hvc0,
+    /// Init's descriptors: the console under its tty's name (`console::device_name`), as a
+    /// `console=` line names it (Linux would give init /dev/console).
+    Boot,
+}
+
+impl Node {
+    /// The device number (major << 8 | minor, as stat encodes numbers this small).
+    pub fn rdev(self) -> u64 {
+        match self {
+            Node::Console => (5 << 8) | 1,
+            Node::Tty => 5 << 8,
+            Node::TtyS0 => (4 << 8) | 64,
+            Node::Hvc0 => 229 << 8,
+            Node::Boot if crate::console::device_name() == b"/dev/hvc0" => Node::Hvc0.rdev(),
+            Node::Boot => Node::TtyS0.rdev(),
+        }
+    }
+
+    /// The node's path for a device number `rdev` of the console (/proc/PID/fd links).
+    pub fn path_of(rdev: u64) -> Option<&'static [u8]> {
+        [
+            (Node::Console, b"/dev/console".as_slice()),
+            (Node::Tty, b"/dev/tty"),
+            (Node::TtyS0, b"/dev/ttyS0"),
+            (Node::Hvc0, b"/dev/hvc0"),
+        ]
+        .into_iter()
+        .find(|(n, _)| n.rdev() == rdev)
+        .map(|(_, p)| p)
+    }
+}
 
 /// Most bytes moved through the kernel per step of a console read or write.
 const CONSOLE_CHUNK: usize = 65536;
@@ -617,12 +661,14 @@ impl FileOps for ConsoleFile {
     }
 
     fn stat(&self) -> Stat {
+        // One inode per node (devtmpfs's), so ttyname() finds the node a descriptor came from.
+        let rdev = self.0.rdev();
         Stat {
             dev: 5,
-            ino: 1,
+            ino: rdev,
             nlink: 1,
             mode: 0o020620,
-            rdev: (5 << 8) | 1,
+            rdev,
             blksize: 1024,
             ..Stat::default()
         }
@@ -635,30 +681,30 @@ impl FileOps for ConsoleFile {
 
 /// A new open description of the console (read-write), as init gets on descriptors 0, 1 and 2.
 pub fn open_console() -> FileRef {
-    OpenFile::new(Rc::new(ConsoleFile), O_RDWR, None)
+    OpenFile::new(Rc::new(ConsoleFile(Node::Boot)), O_RDWR, None)
 }
 
 /// Registers the console's device nodes. /dev/tty is the caller's controlling terminal (ENXIO without
 /// one); opening /dev/ttyS0 without O_NOCTTY may make it a session leader's controlling terminal.
 pub fn register() {
-    fs::register_device(b"/dev/console", |_| Ok(Rc::new(ConsoleFile)));
+    fs::register_device(b"/dev/console", |_| Ok(Rc::new(ConsoleFile(Node::Console))));
     fs::register_device(b"/dev/tty", |flags| {
         if flags & fs::O_STAT_ONLY == 0 && !has_ctty() {
             return Err(Errno::ENXIO);
         }
-        Ok(Rc::new(ConsoleFile))
+        Ok(Rc::new(ConsoleFile(Node::Tty)))
     });
     // The virtio console's name (`console=hvc0`): the same terminal.
     fs::register_device(b"/dev/hvc0", |flags| {
         if flags & fs::O_NOCTTY == 0 {
             open_acquire(flags & fs::O_ACCMODE != fs::O_WRONLY);
         }
-        Ok(Rc::new(ConsoleFile))
+        Ok(Rc::new(ConsoleFile(Node::Hvc0)))
     });
     fs::register_device(b"/dev/ttyS0", |flags| {
         if flags & fs::O_NOCTTY == 0 {
             open_acquire(flags & fs::O_ACCMODE != fs::O_WRONLY);
         }
-        Ok(Rc::new(ConsoleFile))
+        Ok(Rc::new(ConsoleFile(Node::TtyS0)))
     });
 }

@@ -4,11 +4,14 @@
 //! The differential test runs `rootfs/files/usr/share/bbtest/diff.sh` (background jobs and `wait`,
 //! exit statuses, pipes, here-documents, redirections, `find`, `tar c | tar t`, `md5sum`, `sort | uniq
 //! -c`, awk, functions and loops) with the host's busybox (the same Debian package) and in the guest,
-//! and requires the same output. The other tests check what has no host twin: the system tools'
-//! fields (`free`, `ps`, `top`, `uptime`), an interactive ash session on the console typed with delays
-//! (line editing, Ctrl-C, background jobs, Ctrl-Z and `fg`), and the guest's wall clock against the
-//! host's. `rootfs/c/epoll.c` (static glibc and musl) exercises epoll on a pipe, the console and
-//! sockets and must print what it prints on the host. Without the images the tests skip (and fail when `CI` is set).
+//! and requires the same output; `agree.sh` likewise checks that `free`, `top`, `ps`, `df` and
+//! `uptime` show what /proc and statfs say. The other tests check what has no host twin: the system
+//! tools' fields, an interactive ash session on the console typed with delays (line editing with
+//! the cursor keys, kill keys, history and Tab completion, the terminal's names, Ctrl-C, background
+//! jobs, Ctrl-Z, `bg` and `fg`), and the guest's wall clock against the host's. C programs (static
+//! glibc and musl) must print what they print on the host: `rootfs/c/epoll.c` (epoll on a pipe, the
+//! console and sockets), `fcntllock.c` and `flocks.c` (locks), `sysagree.c` (sysinfo, /proc, /dev
+//! and getrandom agreeing with each other). Without the images the tests skip (and fail when `CI` is set).
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,35 +53,48 @@ fn host_busybox() -> &'static str {
     "/bin/busybox"
 }
 
-#[test]
-fn busybox_scripts_print_what_they_print_on_the_host() {
-    let Some(console) = boot_running("/bin/busybox sh /usr/share/bbtest/diff.sh /") else {
-        return;
-    };
+/// Runs `rootfs/files/usr/share/bbtest/SCRIPT` with the host's busybox and in the guest (`$1` the
+/// root of the tree: build/rootfs-stage on the host) and requires the same lines from `first` to
+/// `== done`; returns them.
+fn script_matches_the_host(script: &str, first: &str) -> Option<Vec<String>> {
+    let path = format!("/usr/share/bbtest/{script}");
+    let console = boot_running(&format!("/bin/busybox sh {path} /"))?;
     let images = GuestImages::find().unwrap();
     let host = Command::new(host_busybox())
         .arg("sh")
-        .arg(images.stage.join("usr/share/bbtest/diff.sh"))
+        .arg(images.stage.join(&path[1..]))
         .arg(&images.stage)
         .output()
         .expect("the host's busybox (scripts/install-deps.sh installs busybox-static)");
     let host = String::from_utf8_lossy(&host.stdout).into_owned();
-    let want = between(
-        &host.lines().collect::<Vec<_>>(),
-        "== sleep in the background, wait",
-        "== done",
-    );
-    assert!(want.len() > 40, "host output:\n{host}");
-    let got = between(
-        &script_lines(&console),
-        "== sleep in the background, wait",
-        "== done",
-    );
+    let want = between(&host.lines().collect::<Vec<_>>(), first, "== done");
+    assert!(want.len() > 20, "host output:\n{host}");
+    let got = between(&script_lines(&console), first, "== done");
     assert_eq!(got, want, "guest console:\n{console}");
     assert!(!console.contains("not implemented"), "{console}");
+    Some(got.into_iter().map(str::to_string).collect())
 }
 
-/// The first whitespace-separated fields of the line of `text` that starts with `prefix`, as numbers.
+#[test]
+fn busybox_scripts_print_what_they_print_on_the_host() {
+    let Some(lines) = script_matches_the_host("diff.sh", "== sleep in the background, wait") else {
+        return;
+    };
+    assert!(lines.len() > 40, "{lines:?}");
+}
+
+/// `agree.sh`: free, top, ps, df and uptime show what /proc and statfs say, on both kernels.
+#[test]
+fn free_top_ps_df_and_uptime_agree_with_proc_as_on_the_host() {
+    let Some(lines) = script_matches_the_host("agree.sh", "== free") else {
+        return;
+    };
+    // Every check passed (the host's output is the same, so this is the script's own check).
+    let checks: Vec<&String> = lines.iter().filter(|l| l.contains(": ")).collect();
+    assert!(checks.len() >= 30, "{lines:?}");
+    assert!(checks.iter().all(|l| l.ends_with(": ok")), "{lines:?}");
+}
+
 fn numbers_after(text: &str, prefix: &str) -> Vec<u64> {
     let line = text
         .lines()
@@ -375,6 +391,37 @@ fn an_interactive_ash_session_on_the_console() {
     // Line editing: backspace (DEL) removes the typo.
     let out = sh.run("echo tpyo\x7f\x7f\x7fypo fixed");
     assert!(out.contains("typo fixed\n"), "{out}");
+    // The cursor keys: two to the left, an insertion, Ctrl-E to the end (where the marker goes).
+    let out = sh.run("echo abc\x1b[D\x1b[DX\x05");
+    assert!(out.lines().any(|l| l == "aXbc"), "{out}");
+    // Ctrl-A to the start of the line, Ctrl-K kills to its end: nothing of it runs.
+    let out = sh.run("echo killed\x01\x0becho after-kill");
+    assert!(out.lines().any(|l| l == "after-kill"), "{out}");
+    assert!(!out.lines().any(|l| l == "killed"), "{out}");
+    // Ctrl-U kills what is before the cursor, Ctrl-W the word before it.
+    let out = sh.run("echo garbage\x15echo kept dropped\x17");
+    assert!(out.lines().any(|l| l == "kept"), "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("garbage") && !l.contains("echo")),
+        "{out}"
+    );
+    // History: the up arrow brings back the previous line (with its marker), which runs again.
+    sh.run("echo from-history-$((40 + 2))");
+    let out = sh.run("\x1b[A");
+    assert!(out.lines().any(|l| l == "from-history-42"), "{out}");
+    // Tab completes a file name from the directory's entries.
+    let out = sh.run("head -1 /usr/share/bbtest/agr\t");
+    assert!(
+        out.contains("system tools show what the kernel reports"),
+        "{out}"
+    );
+    // The terminal: its name, /dev/tty (the controlling terminal) and /dev/console write to it,
+    // its size.
+    let out = sh.run("tty; echo via-tty > /dev/tty; echo via-console > /dev/console; stty size");
+    for want in ["/dev/ttyS0", "via-tty", "via-console", "24 80"] {
+        assert!(out.lines().any(|l| l == want), "{want}: {out}");
+    }
     // Ctrl-C ends the foreground job; $? is 128 + SIGINT.
     sh.foreground("exec sleep 100");
     type_and_wait(&mut sh.vm, b"\x03", "^C");
@@ -492,11 +539,13 @@ fn epoll_on_a_pipe_the_console_and_sockets_matches_the_host_musl() {
 /// (`NAME: ...`, ending with `NAME: done`).
 fn c_program_matches_the_host(name: &str, libc: &str) {
     let prog = format!("{name}-{libc}");
-    let Some(console) = boot_running(&format!("/bin/{prog}")) else {
+    // In a session of its own on both kernels (no controlling terminal), started by busybox's setsid.
+    let Some(console) = boot_running(&format!("/bin/busybox setsid /bin/{prog}")) else {
         return;
     };
     let images = GuestImages::find().unwrap();
-    let host = Command::new(images.host_program(&format!("bin/{prog}")))
+    let host = Command::new("setsid")
+        .arg(images.host_program(&format!("bin/{prog}")))
         .output()
         .unwrap();
     assert!(host.status.success(), "{host:?}");
@@ -530,4 +579,17 @@ fn flock_ofd_locks_and_deadlocks_match_the_host_glibc() {
 #[test]
 fn flock_ofd_locks_and_deadlocks_match_the_host_musl() {
     c_program_matches_the_host("flocks", "musl");
+}
+
+/// `rootfs/c/sysagree.c`: sysinfo, /proc (meminfo, stat, uptime, loadavg, version, filesystems,
+/// cpuinfo, self/{stat,status,statm,comm,cmdline,environ,exe,cwd,fd}), the /dev nodes and getrandom
+/// agree with each other and with the system calls as on the host.
+#[test]
+fn sysinfo_proc_dev_and_getrandom_agree_as_on_the_host_glibc() {
+    c_program_matches_the_host("sysagree", "glibc");
+}
+
+#[test]
+fn sysinfo_proc_dev_and_getrandom_agree_as_on_the_host_musl() {
+    c_program_matches_the_host("sysagree", "musl");
 }

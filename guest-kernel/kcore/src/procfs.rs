@@ -221,7 +221,7 @@ pub fn meminfo(
     // memory (dirty ones once written back). Dirty and Writeback are part of Cached.
     let _ = write!(
         b,
-        "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         {} kB\nDirty:          {} kB\nWriteback:      {} kB\nShmem:          {} kB\nSlab:           {} kB\n",
+        "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\nBuffers:        0 kB\nCached:         {} kB\nSwapCached:     0 kB\nSwapTotal:      0 kB\nSwapFree:       0 kB\nDirty:          {} kB\nWriteback:      {} kB\nShmem:          {} kB\nSlab:           {} kB\n",
         Dec(total_kb),
         Dec(free_kb),
         Dec(free_kb + cache_kb),
@@ -557,7 +557,7 @@ mod tests {
         let m = String::from_utf8(meminfo(1000, 500, 7, 12, 30, 8, 4)).unwrap();
         assert!(m.contains("\nMemAvailable:   530 kB\n"), "{m}");
         assert!(
-            m.contains("\nCached:         42 kB\nDirty:          8 kB\nWriteback:      4 kB\nShmem:          12 kB\n"),
+            m.contains("\nCached:         42 kB\nSwapCached:     0 kB\nSwapTotal:      0 kB\nSwapFree:       0 kB\nDirty:          8 kB\nWriteback:      4 kB\nShmem:          12 kB\n"),
             "{m}"
         );
         assert!(m.starts_with("MemTotal:       1000 kB\nMemFree:        500 kB\n"));

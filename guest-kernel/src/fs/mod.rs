@@ -497,14 +497,21 @@ pub fn canonical(path: &[u8]) -> Result<Vec<u8>, Errno> {
         }
         done.push(part);
         let here = join(&done);
-        if lstat(&here)?.mode & u32::from(kcore::ext2::S_IFMT) != u32::from(kcore::ext2::S_IFLNK) {
-            continue;
-        }
+        // /proc's links (self, thread-self, PID/exe, cwd, fd/N) are not ext2 symlinks.
+        let target = match proc::readlink(&here) {
+            Some(target) => target?,
+            None => {
+                let mode = lstat(&here)?.mode & u32::from(kcore::ext2::S_IFMT);
+                if mode != u32::from(kcore::ext2::S_IFLNK) {
+                    continue;
+                }
+                read_link(&here)?
+            }
+        };
         links += 1;
         if links > MAX_LINKS {
             return Err(Errno::ELOOP);
         }
-        let target = read_link(&here)?;
         done.pop();
         if target.first() == Some(&b'/') {
             done.clear();

@@ -186,20 +186,31 @@ fn info_of(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
     })
 }
 
-/// `/proc/PID/maps`: the process's areas, named as Linux names them (the file's path, `[heap]` for the
-/// area around the break, `[stack]` for the one holding the initial stack).
+/// `/proc/PID/maps`: the process's areas, named as Linux names them (the file's canonical path, as
+/// d_path gives it: /bin/sleep, a link to busybox, maps /bin/busybox; `[heap]` for the area around
+/// the break, `[stack]` for the one holding the initial stack).
 fn maps(pid: Pid) -> Vec<u8> {
     use kcore::vma::Backing;
-    proc::with_proc(pid, |p| {
+    struct Area {
+        start: u64,
+        end: u64,
+        prot: u32,
+        shared: bool,
+        offset: u64,
+        dev: u32,
+        ino: u64,
+        name: Option<Vec<u8>>,
+    }
+    // Copied out first: resolving the names reads /proc links, which borrow the process table.
+    let mut areas: Vec<Area> = proc::with_proc(pid, |p| {
         let mm = p.mm.borrow();
-        let lines: Vec<procfs::MapLine<'_>> = mm
-            .vmas
+        mm.vmas
             .iter()
             .map(|v| {
                 let (dev, ino, name) = match &v.backing {
                     Backing::File {
                         dev, inode, path, ..
-                    } => (*dev, inode.ino as u64, Some(&path[..])),
+                    } => (*dev, inode.ino as u64, Some(path.to_vec())),
                     Backing::Anonymous => {
                         let name: Option<&[u8]> = if v.start <= mm.brk && v.end >= mm.brk_start {
                             Some(b"[heap]")
@@ -208,10 +219,10 @@ fn maps(pid: Pid) -> Vec<u8> {
                         } else {
                             None
                         };
-                        (0, 0, name)
+                        (0, 0, name.map(<[u8]>::to_vec))
                     }
                 };
-                procfs::MapLine {
+                Area {
                     start: v.start,
                     end: v.end,
                     prot: v.prot,
@@ -222,10 +233,37 @@ fn maps(pid: Pid) -> Vec<u8> {
                     name,
                 }
             })
-            .collect();
-        procfs::maps(&lines)
+            .collect()
     })
-    .unwrap_or_default()
+    .unwrap_or_default();
+    // One resolution per distinct file (its areas are usually adjacent).
+    let mut last: Option<(Vec<u8>, Vec<u8>)> = None;
+    for a in areas.iter_mut().filter(|a| a.ino != 0) {
+        let Some(path) = a.name.take() else { continue };
+        let name = match &last {
+            Some((p, c)) if *p == path => c.clone(),
+            _ => {
+                let c = super::canonical(&path).unwrap_or_else(|_| path.clone());
+                last = Some((path, c.clone()));
+                c
+            }
+        };
+        a.name = Some(name);
+    }
+    let lines: Vec<procfs::MapLine<'_>> = areas
+        .iter()
+        .map(|a| procfs::MapLine {
+            start: a.start,
+            end: a.end,
+            prot: a.prot,
+            shared: a.shared,
+            offset: a.offset,
+            dev: a.dev,
+            ino: a.ino,
+            name: a.name.as_deref(),
+        })
+        .collect();
+    procfs::maps(&lines)
 }
 
 /// Opens `path` (which starts with /proc).
@@ -436,11 +474,14 @@ fn fd_file(path: &[u8]) -> Option<Rc<dyn FileOps>> {
         .map(|f| f.ops.clone())
 }
 
-/// What `/proc/PID/fd/N` points at, as Linux names it: the path a file was opened by, the device
-/// node of a character device (the console as its tty, see `console::device_name`), `pipe:[ino]`, `socket:[ino]`, `anon_inode:[eventpoll]`.
+/// What `/proc/PID/fd/N` points at, as Linux names it: the canonical path of the file, the device
+/// node of a character device (the console by the node it was opened through, init's as its tty,
+/// see `tty::Node`), `pipe:[ino]`, `socket:[ino]`, `anon_inode:[eventpoll]`.
 fn fd_name(f: &super::FileRef) -> Vec<u8> {
     if let Some(p) = &f.path {
-        return p.to_vec();
+        // The canonical name (a file opened through /proc/self or a symlink names its target), as
+        // Linux's d_path; one that no longer resolves keeps the name it was opened by.
+        return super::canonical(p).unwrap_or_else(|_| p.to_vec());
     }
     let st = f.ops.stat();
     let num = |prefix: &[u8], v: u64| {
@@ -459,7 +500,9 @@ fn fd_name(f: &super::FileRef) -> Vec<u8> {
             (1, 7) => b"/dev/full".to_vec(),
             (1, 8) => b"/dev/random".to_vec(),
             (1, 9) => b"/dev/urandom".to_vec(),
-            _ => crate::console::device_name().to_vec(),
+            _ => crate::tty::Node::path_of(st.rdev)
+                .unwrap_or(crate::console::device_name())
+                .to_vec(),
         },
         0 => b"anon_inode:[eventpoll]".to_vec(),
         _ => num(b"anon_inode:[", st.ino),

@@ -209,11 +209,13 @@ fn read_timespec(tp: u64) -> Result<u64, Errno> {
     Ok((sec as u64).saturating_mul(1_000_000_000) + nsec as u64)
 }
 
-/// sysinfo(2): uptime, load averages (16.16 fixed point, SI_LOAD_SHIFT), memory in pages of
-/// `mem_unit` bytes (4096), no swap, the number of tasks.
+/// sysinfo(2): uptime (whole seconds rounded up, as Linux's), load averages (16.16 fixed point,
+/// SI_LOAD_SHIFT), memory in pages of `mem_unit` bytes (4096): shared is tmpfs's pages (Shmem in
+/// /proc/meminfo), no buffers, no swap; the number of tasks.
 pub fn sys_sysinfo(info: u64) -> SysResult {
     let (total, used) = crate::mm::frame::stats();
-    let up = crate::time::now_ns() / 1_000_000_000;
+    let up = crate::time::now_ns().div_ceil(1_000_000_000);
+    let shared = crate::fs::tmpfs::SHMEM_PAGES.load(core::sync::atomic::Ordering::Relaxed);
     let loads = crate::proc::sched::load_averages().sysinfo();
     let procs = crate::proc::with_table(|t| t.len());
     let mut b = [0u8; 112];
@@ -223,6 +225,7 @@ pub fn sys_sysinfo(info: u64) -> SysResult {
     }
     b[32..40].copy_from_slice(&total.to_le_bytes());
     b[40..48].copy_from_slice(&(total - used).to_le_bytes());
+    b[48..56].copy_from_slice(&shared.to_le_bytes());
     b[80..82].copy_from_slice(&(procs.min(u16::MAX as usize) as u16).to_le_bytes());
     b[104..108].copy_from_slice(&4096u32.to_le_bytes());
     copy_to_user(info, &b).map(|_| 0)

@@ -83,10 +83,13 @@ fn as_mounted_dir(ops: &dyn FileOps) -> Option<&Ext2File> {
         .filter(|_| ops.is_dir())
 }
 
-/// Makes the directory `ops`, entered by the (absolute) path `text`, the working directory.
+/// Makes the directory `ops`, entered by the (absolute) path `text`, the working directory. Its text
+/// is the canonical path, the symbolic links on the way resolved, as Linux's getcwd gives it (`cd
+/// /proc/self` is in /proc/PID; resolved here, before the process table is borrowed: /proc's links
+/// read it); the normalized text when that fails.
 fn enter(text: &[u8], ops: &Rc<dyn FileOps>) {
     let dir = as_mounted_dir(&**ops).is_some().then(|| ops.clone());
-    let text = normalize(text);
+    let text = fs::canonical(fs::mount::display(text)).unwrap_or_else(|_| normalize(text));
     with_current(|p| p.cwd.set_cwd(Cwd { text, dir }));
 }
 

@@ -73,7 +73,9 @@ fn spawn(argv: &[&std::ffi::CStr], new_session: bool) -> libc::pid_t {
     if pid == 0 {
         // SAFETY: child setup; the arrays are NUL-terminated.
         unsafe {
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR2] {
+            // SIGPIPE too: Rust's runtime ignores it in init, and an ignored signal stays
+            // ignored across execve (a pipeline's writer would live on after its reader).
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR2, libc::SIGPIPE] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             if new_session {
@@ -198,8 +200,13 @@ fn run(argv: &[String]) {
     // SAFETY: fork has no preconditions in this single-threaded program.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        // SAFETY: the argument and environment arrays are NUL-terminated arrays of C strings.
-        unsafe { libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr()) };
+        // SAFETY: the program starts with SIGPIPE's default action, not the ignoring Rust's runtime
+        // set up in init (kept across execve); the argument and environment arrays are
+        // NUL-terminated arrays of C strings.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
+        }
         println!(
             "init: cannot run {prog}: {}",
             std::io::Error::last_os_error()

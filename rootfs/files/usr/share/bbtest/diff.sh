@@ -9,6 +9,9 @@ echo "== exit statuses"
 (exit 3); echo "subshell $?"
 false | true; echo "pipeline $?"
 sh -c 'kill -9 $$'; echo "killed $?"
+# SIGPIPE's default action (init must not hand down the ignoring its Rust runtime set up).
+sh -c 'kill -PIPE $$'; echo "SIGPIPE $?"
+yes | head -2
 echo "== pipes"
 printf 'b\na\nc\na\nb\na\n' | sort | uniq -c
 seq 1 1000 | grep 7 | wc -l
