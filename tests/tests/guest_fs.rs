@@ -11,6 +11,8 @@
 //! - A full disk: ENOSPC, then a delete and a write that works, and a clean `e2fsck -fn`.
 //! - A corrupt block pointer: EIO for that file and a kernel log line, no panic.
 //! - A second disk written through `/dev/vdb` (unaligned pieces) reads back with `qemu-io`.
+//! - Memory pressure: a hog in a 64 MiB guest makes the kernel evict clean cached pages (and write
+//!   dirty ones) before the OOM killer picks it; the evicted files read back the same.
 //! - `rootfs/c/mapshared.c` (glibc and musl): writable shared file mappings coherent with read and
 //!   write, written back at msync, munmap and exit (debugfs reads the files after the power-off).
 //! - `rootfs/c/dirfd.c` (glibc and musl): directory descriptors and the working directory follow
@@ -688,4 +690,60 @@ fn shared_file_mappings_match_the_host_glibc() {
 #[test]
 fn shared_file_mappings_match_the_host_musl() {
     shared_file_mappings_match_the_host("musl");
+}
+
+/// Memory pressure evicts clean page-cache pages: a 64 MiB guest caches the 4 MiB /srv/big.bin and
+/// busybox, then `memtest hog` touches memory until the OOM killer ends it; before it kills, the
+/// kernel writes dirty pages back and evicts clean ones, so the cache shrinks, the kernel counts
+/// evictions, and the files read back the same (`rootfs/files/usr/share/fstest/pressure.sh`).
+#[test]
+fn memory_pressure_evicts_clean_cached_pages() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("pressure");
+    let disk = copy_root(&images, &dir, true);
+    let mut a = args(
+        &images,
+        &disk,
+        "console=ttyS0 root=/dev/vda rw -- run /bin/busybox sh /usr/share/fstest/pressure.sh",
+    );
+    a.extend(["--mem".to_string(), "64".to_string()]);
+    let guest = run(&a, T);
+    let out = &guest.stdout;
+    let kb = |key: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+    };
+    let (before, after) = (kb("cached-before "), kb("cached-after "));
+    assert!(
+        out.contains("hog=137"),
+        "the hog was not OOM-killed:\n{out}"
+    );
+    assert!(
+        before >= 6000 && after < before / 2,
+        "Cached {before} kB before the hog, {after} kB after:\n{out}"
+    );
+    assert_eq!(kb("dirty-after "), 0, "{out}");
+    assert!(out.contains("the evicted files read the same"), "{out}");
+    assert!(
+        out.contains("dirty data, written before the pressure"),
+        "{out}"
+    );
+    // pagecache: N pages, H hits, M pages read in, E evicted, W written back
+    let evicted: u64 = out
+        .lines()
+        .find_map(|l| l.split("pagecache: ").nth(1))
+        .and_then(|l| l.split(", ").nth(3))
+        .and_then(|e| e.strip_suffix(" evicted"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pagecache line:\n{out}"));
+    eprintln!("Cached {before} kB before the hog, {after} kB after; {evicted} pages evicted");
+    assert!(evicted >= 1000, "{evicted} pages evicted:\n{out}");
+    assert!(out.contains("== done"), "{out}");
+    assert_eq!(guest.code, Some(0), "{out}");
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
 }
