@@ -227,7 +227,7 @@ fn run_init(path: &str, args: &[&str]) -> ! {
     };
     // Init's controlling terminal is the console.
     process.ctty = true;
-    tty::set_init_session(proc::INIT_PID);
+    tty::set_init_session(proc::INIT_PID.0);
     proc::insert(alloc::boxed::Box::new(process));
     proc::sched::new_task(proc::INIT_PID, None);
     kprintln!("Run {} as init process", path);

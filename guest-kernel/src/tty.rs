@@ -9,7 +9,9 @@
 //!
 //! Controlling terminal (Linux's tty_jobctrl.c): the console belongs to at most one session
 //! (`Tty::session`), and each process says whether the console is its controlling terminal
-//! (`Process::ctty`, inherited by fork, cleared by setsid). Init starts with it; a session leader
+//! (`Process::ctty`, inherited by fork, cleared by setsid). What it needs of the processes (the
+//! caller's ids, signals to groups, sessions) it asks through `sync::task`: it sits below the
+//! process table. Init starts with it; a session leader
 //! without one acquires it with TIOCSCTTY (taking it from another session only with arg 1, as root
 //! may) or by opening /dev/ttyS0 without O_NOCTTY; TIOCNOTTY or the leader's exit gives it up
 //! (`disassociate`). Job control applies only to processes whose controlling terminal it is: a
@@ -19,7 +21,7 @@
 
 use crate::fs::file::{add_queue, poll_mask, FileOps, FileRef, OpenFile, ReadBuf, Stat, WriteBuf};
 use crate::fs::{self, O_RDWR};
-use crate::proc::{signal, Pid};
+use crate::sync::task::{self, SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU};
 use crate::sync::KCell;
 use crate::sync::WaitQueue;
 use alloc::collections::VecDeque;
@@ -147,11 +149,11 @@ fn input_byte(t: &mut Tty, mut b: u8) -> Option<u32> {
         t.line.clear();
         t.ready.clear();
         let (sig, shown): (u32, &[u8]) = if b == cc[VINTR] {
-            (signal::SIGINT, b"^C\n")
+            (SIGINT, b"^C\n")
         } else if b == cc[VQUIT] {
-            (signal::SIGQUIT, b"^\\\n")
+            (SIGQUIT, b"^\\\n")
         } else {
-            (signal::SIGTSTP, b"^Z\n")
+            (SIGTSTP, b"^Z\n")
         };
         echo(t, shown);
         return Some(sig);
@@ -211,7 +213,7 @@ pub fn process_input() {
         };
         for s in sigs {
             if fg != 0 {
-                let _ = signal::send_group(Pid(fg), s);
+                task::signal_group(fg, s);
             }
         }
         if readable && WAITING.swap(false, Ordering::Relaxed) {
@@ -232,7 +234,7 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
     // The deadline of a VTIME wait (ns since boot) and how many bytes were queued when it was set.
     let mut timer: Option<(u64, usize)> = None;
     loop {
-        background_check(signal::SIGTTIN)?;
+        background_check(SIGTTIN)?;
         process_input();
         let mut deadline = None;
         {
@@ -303,28 +305,28 @@ pub fn read(buf: &mut [u8]) -> Result<usize, Errno> {
 /// Processes whose controlling terminal is not the console are never checked.
 fn background_check(sig: u32) -> Result<(), Errno> {
     let fg = TTY.borrow().fg;
-    let (pgid, ctty) = crate::proc::with_current(|p| (p.pgid.0, p.ctty));
-    if !ctty || fg == 0 || pgid == fg || crate::proc::current_pid() == crate::proc::INIT_PID {
+    let me = task::current();
+    if !me.ctty || fg == 0 || me.pgid == fg || me.pid == task::INIT_PID {
         return Ok(());
     }
-    if signal::ignored_or_blocked(sig) {
-        return if sig == signal::SIGTTIN {
+    if task::ignores(sig) {
+        return if sig == SIGTTIN {
             Err(Errno::EIO)
         } else {
             Ok(())
         };
     }
-    if crate::proc::exit::current_group_orphaned() {
+    if task::group_orphaned() {
         return Err(Errno::EIO);
     }
-    let _ = signal::send_group(Pid(pgid), sig);
+    task::signal_group(me.pgid, sig);
     Err(Errno::ERESTARTSYS)
 }
 
 /// Writes user output to the console; with TOSTOP set, only the foreground group may.
 pub fn write(buf: &[u8]) -> Result<usize, Errno> {
     if TTY.borrow().termios.lflag & TOSTOP != 0 {
-        background_check(signal::SIGTTOU)?;
+        background_check(SIGTTOU)?;
     }
     crate::console::write_bytes(buf);
     Ok(buf.len())
@@ -364,7 +366,7 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
             copy_to_user(arg, &b).map(|_| 0)
         }
         TCSETS | TCSETSW | TCSETSF => {
-            background_check(signal::SIGTTOU)?;
+            background_check(SIGTTOU)?;
             let raw: [u8; TERMIOS_SIZE] = crate::mm::uaccess::read_val(arg)?;
             let t = Termios::from_bytes(&raw);
             let mut tty = TTY.borrow_mut();
@@ -394,39 +396,35 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
             if !has_ctty() {
                 return Err(Errno::ENOTTY);
             }
-            let (me, sid) = crate::proc::with_current(|p| (p.pid, p.sid));
-            if me == sid {
-                disassociate(sid, false);
+            let me = task::current();
+            if me.pid == me.sid {
+                disassociate(me.sid, false);
             }
-            crate::proc::with_current(|p| p.ctty = false);
+            task::set_ctty(false);
             Ok(0)
         }
         TIOCSPGRP => {
             // Linux's tiocspgrp turns tty_check_change's EIO into ENOTTY.
-            background_check(signal::SIGTTOU).map_err(|e| {
-                if e == Errno::EIO {
-                    Errno::ENOTTY
-                } else {
-                    e
-                }
-            })?;
+            background_check(SIGTTOU).map_err(
+                |e| {
+                    if e == Errno::EIO {
+                        Errno::ENOTTY
+                    } else {
+                        e
+                    }
+                },
+            )?;
             let pg: i32 = crate::mm::uaccess::read_val(arg)?;
             if pg < 0 {
                 return Err(Errno::EINVAL);
             }
-            let sid = crate::proc::with_current(|p| p.sid.0);
-            if !has_ctty() || TTY.borrow().session != sid {
+            let me = task::current();
+            let sid = me.sid;
+            if !me.ctty || TTY.borrow().session != sid {
                 return Err(Errno::ENOTTY);
             }
             // The group (or, failing that, the process) with that id must be in our session.
-            let group_sid = crate::proc::with_table(|t| {
-                let pg = Pid(pg as u32);
-                t.values()
-                    .find(|q| q.pgid == pg)
-                    .or_else(|| t.get(&pg))
-                    .map(|q| q.sid.0)
-            });
-            match group_sid {
+            match task::session_of_group(pg as u32) {
                 None => Err(Errno::ESRCH),
                 Some(s) if s != sid => Err(Errno::EPERM),
                 Some(_) => {
@@ -452,15 +450,15 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
 
 /// Makes the console init's controlling terminal, its group the foreground (as the kernel's console
 /// setup gives it; the caller marks init's `ctty`).
-pub fn set_init_session(init: Pid) {
+pub fn set_init_session(init: u32) {
     let mut t = TTY.borrow_mut();
-    t.session = init.0;
-    t.fg = init.0;
+    t.session = init;
+    t.fg = init;
 }
 
 /// Whether the console is the current process's controlling terminal.
 pub fn has_ctty() -> bool {
-    crate::proc::with_current(|p| p.ctty)
+    task::current().ctty
 }
 
 /// TIOCSCTTY (Linux's tiocsctty): the calling session leader, without a controlling terminal, makes
@@ -468,77 +466,68 @@ pub fn has_ctty() -> bool {
 /// leader or has one, and when the console is another session's, unless `steal` (arg 1: the caller
 /// is root, as everyone is here), which takes it from that session.
 fn set_ctty(steal: bool) -> Result<(), Errno> {
-    let (me, sid, pgid, ctty) = crate::proc::with_current(|p| (p.pid, p.sid, p.pgid, p.ctty));
+    let me = task::current();
     let session = TTY.borrow().session;
-    if me == sid && session == sid.0 {
+    if me.pid == me.sid && session == me.sid {
         return Ok(());
     }
-    if me != sid || ctty {
+    if me.pid != me.sid || me.ctty {
         return Err(Errno::EPERM);
     }
     if session != 0 {
         if !steal {
             return Err(Errno::EPERM);
         }
-        clear_session(Pid(session));
+        task::release_ctty(session);
     }
-    acquire(sid, pgid);
+    acquire(me.sid, me.pgid);
     Ok(())
 }
 
 /// The current session leader `sid` takes the console, group `pgid` in the foreground.
-fn acquire(sid: Pid, pgid: Pid) {
+fn acquire(sid: u32, pgid: u32) {
     {
         let mut t = TTY.borrow_mut();
-        t.session = sid.0;
-        t.fg = pgid.0;
+        t.session = sid;
+        t.fg = pgid;
     }
-    crate::proc::with_current(|p| p.ctty = true);
+    task::set_ctty(true);
 }
 
 /// open("/dev/ttyS0") without O_NOCTTY (Linux's tty_open_proc_set_tty): a session leader without a
 /// controlling terminal opening the console for reading acquires it if no session has it.
 pub fn open_acquire(readable: bool) {
-    let (me, sid, pgid, ctty) = crate::proc::with_current(|p| (p.pid, p.sid, p.pgid, p.ctty));
-    if me == sid && !ctty && readable && TTY.borrow().session == 0 {
-        acquire(sid, pgid);
+    let me = task::current();
+    if me.pid == me.sid && !me.ctty && readable && TTY.borrow().session == 0 {
+        acquire(me.sid, me.pgid);
     }
-}
-
-/// No process of session `sid` has the console as its controlling terminal any more.
-fn clear_session(sid: Pid) {
-    crate::proc::with_table(|t| {
-        for p in t.values_mut().filter(|p| p.sid == sid) {
-            p.ctty = false;
-        }
-    });
 }
 
 /// Session leader `sid` gives up the console (Linux's disassociate_ctty): by TIOCNOTTY the
 /// foreground group gets SIGHUP and SIGCONT; by the leader's exit (a hangup of the session) SIGHUP
 /// alone. Then the console has no session and no foreground group, and no process of the session
 /// has it as its controlling terminal.
-fn disassociate(sid: Pid, on_exit: bool) {
+fn disassociate(sid: u32, on_exit: bool) {
     let fg = {
         let mut t = TTY.borrow_mut();
-        if t.session != sid.0 {
+        if t.session != sid {
             return;
         }
         t.session = 0;
         core::mem::take(&mut t.fg)
     };
-    clear_session(sid);
+    task::release_ctty(sid);
     if fg != 0 {
-        let _ = signal::send_group(Pid(fg), signal::SIGHUP);
+        task::signal_group(fg, SIGHUP);
         if !on_exit {
-            let _ = signal::send_group(Pid(fg), signal::SIGCONT);
+            task::signal_group(fg, SIGCONT);
         }
     }
 }
 
 /// The exit of process `pid` of session `sid`: a session leader whose controlling terminal is the
 /// console hangs up its session.
-pub fn exiting(pid: Pid, sid: Pid, ctty: bool) {
+pub fn exiting(pid: u32, sid: u32, ctty: bool) {
     if pid == sid && ctty {
         disassociate(sid, true);
     }

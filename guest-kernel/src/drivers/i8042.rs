@@ -57,5 +57,6 @@ fn ctrl_alt_del() {
         crate::kprintln!("reboot: Ctrl-Alt-Del: restarting system");
         crate::arch::cpu::reset();
     }
-    crate::proc::signal::send_kernel(crate::proc::INIT_PID, crate::proc::signal::SIGINT);
+    use crate::sync::task;
+    task::signal_process(task::INIT_PID, task::SIGINT);
 }

@@ -250,7 +250,8 @@ pub fn traced(frame: &mut TrapFrame, run: fn(&mut TrapFrame)) {
             return run(frame);
         }
     }
-    let (tid, tgid, ppid) = crate::proc::with_current(|p| (p.pid.0, p.tgid.0, p.ppid.0));
+    let me = crate::sync::task::current();
+    let (tid, tgid, ppid) = (me.pid, me.tgid, me.ppid);
     if control & PID_FILTER != 0 && !pid_traced(control, tid, tgid, ppid) {
         return run(frame);
     }

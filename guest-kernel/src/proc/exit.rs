@@ -94,7 +94,7 @@ fn exit_thread(pid: Pid, tgid: Pid, status: i32) -> ! {
 /// of the zombie.
 fn group_ended(tgid: Pid, ppid: Pid) {
     let (sid, ctty) = super::with_proc(tgid, |p| (p.sid, p.ctty)).unwrap_or((Pid(0), false));
-    crate::tty::exiting(tgid, sid, ctty);
+    crate::tty::exiting(tgid.0, sid.0, ctty);
     crate::fs::lock::exited(u64::from(tgid.0));
     reparent_children(tgid);
     notify_parent(tgid, ppid);
@@ -156,7 +156,7 @@ pub fn exit_current(status: i32) -> ! {
     super::fork::release_vfork_parent();
     if !threads_left {
         let (sid, ctty) = super::with_current(|p| (p.sid, p.ctty));
-        crate::tty::exiting(pid, sid, ctty);
+        crate::tty::exiting(pid.0, sid.0, ctty);
     }
     // Memory and files go now; the PCB and kernel stack stay until the parent reaps the zombie.
     AddressSpace::activate_kernel();

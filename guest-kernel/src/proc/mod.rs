@@ -508,3 +508,44 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
     );
     exit::die(kcore::wait::signaled(sig, false));
 }
+
+/// Installs what the terminal and the drivers may ask of the process table (`sync::task`): they
+/// sit below it and name no part of `proc`.
+pub fn install_task_ops() {
+    use crate::sync::task::{self, Current};
+    task::install(task::Processes {
+        current: || {
+            with_current(|p| Current {
+                pid: p.pid.0,
+                tgid: p.tgid.0,
+                ppid: p.ppid.0,
+                sid: p.sid.0,
+                pgid: p.pgid.0,
+                ctty: p.ctty,
+            })
+        },
+        set_ctty: |on| with_current(|p| p.ctty = on),
+        signal_process: |pid, sig| signal::send_kernel(Pid(pid), sig),
+        signal_group: |pgid, sig| {
+            let _ = signal::send_group(Pid(pgid), sig);
+        },
+        ignores: signal::ignored_or_blocked,
+        group_orphaned: exit::current_group_orphaned,
+        session_of_group: |pgid| {
+            let pg = Pid(pgid);
+            with_table(|t| {
+                t.values()
+                    .find(|q| q.pgid == pg)
+                    .or_else(|| t.get(&pg))
+                    .map(|q| q.sid.0)
+            })
+        },
+        release_ctty: |sid| {
+            with_table(|t| {
+                for p in t.values_mut().filter(|p| p.sid.0 == sid) {
+                    p.ctty = false;
+                }
+            })
+        },
+    });
+}

@@ -95,6 +95,7 @@ pub fn init(cmdline: &str) -> Tunables {
         wake: |key| wake(Chan::Queue(key)),
         signal_pending: super::signal::pending_for_current,
     });
+    super::install_task_ops();
     crate::mm::uaccess::install(crate::syscall::file::validate_user);
     let t = kcore::cmdline::sched_tunables(cmdline);
     POLICY.borrow_mut().set_tunables(t);

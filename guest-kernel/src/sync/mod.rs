@@ -32,5 +32,6 @@ impl<T> KCell<T> {
     }
 }
 
+pub mod task;
 pub mod waitqueue;
 pub use waitqueue::WaitQueue;
