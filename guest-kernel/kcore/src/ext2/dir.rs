@@ -3,6 +3,7 @@
 //! rename (over an existing name, across directories, RENAME_NOREPLACE), with link counts and `..`
 //! kept right.
 
+use super::dindex;
 use super::write::LINK_MAX;
 use super::*;
 
@@ -84,7 +85,19 @@ impl<D: BlockDevice> Ext2<D> {
             raw[o + 7] = ftype;
             raw[o + 8..o + 8 + name.len()].copy_from_slice(name);
         };
-        for n in 0..nblocks {
+        // The blocks to try: with an index, only those with a gap large enough.
+        let candidates: Vec<u64> = match self.dir_index(dir)? {
+            Some(i) => (0..nblocks)
+                .filter(|&n| {
+                    self.dindex[i]
+                        .room
+                        .get(n as usize)
+                        .is_none_or(|&r| r >= need)
+                })
+                .collect(),
+            None => (0..nblocks).collect(),
+        };
+        for n in candidates {
             let Some((b, mut raw)) = self.dir_block(dir, n)? else {
                 continue;
             };
@@ -93,13 +106,21 @@ impl<D: BlockDevice> Ext2<D> {
                 if rec - used < need {
                     continue;
                 }
-                if eino == 0 {
+                let at = if eino == 0 {
                     fill(&mut raw, o, rec);
+                    o
                 } else {
                     put16(&mut raw, o + 4, used as u16);
                     fill(&mut raw, o + used, rec - used);
-                }
+                    o + used
+                };
                 self.write_meta(b, &raw)?;
+                if let Some(ix) = self.index_of(dir.ino) {
+                    ix.names.insert(name.to_vec(), (n, at, ino));
+                    if let Some(r) = ix.room.get_mut(n as usize) {
+                        *r = dindex::room_in(&raw);
+                    }
+                }
                 self.unindex(dir);
                 dir.mtime = now;
                 dir.ctime = now;
@@ -112,6 +133,11 @@ impl<D: BlockDevice> Ext2<D> {
         let goal = self.goal_for_dir(dir, nblocks);
         let (b, _) = self.map_alloc(dir, nblocks, goal)?;
         self.write_meta(b, &raw)?;
+        if let Some(ix) = self.index_of(dir.ino) {
+            ix.names.insert(name.to_vec(), (nblocks, 0, ino));
+            ix.room.resize(nblocks as usize, 0);
+            ix.room.push(dindex::room_in(&raw));
+        }
         dir.size = (nblocks + 1) * bs as u64;
         self.unindex(dir);
         dir.mtime = now;
@@ -136,6 +162,21 @@ impl<D: BlockDevice> Ext2<D> {
         dir: &Inode,
         name: &[u8],
     ) -> Result<Option<(u32, usize, u32)>, Ext2Error> {
+        Ok(self
+            .find_entry_at(dir, name)?
+            .map(|(_, b, o, ino)| (b, o, ino)))
+    }
+
+    /// Finds `name` in `dir`: (logical block, directory block, offset in it, inode); through the
+    /// directory's index when it has one.
+    fn find_entry_at(
+        &mut self,
+        dir: &Inode,
+        name: &[u8],
+    ) -> Result<Option<dindex::EntryAt>, Ext2Error> {
+        if let Some(found) = self.indexed_entry(dir, name)? {
+            return Ok(found);
+        }
         let nblocks = dir.size.div_ceil(self.block_size);
         for n in 0..nblocks {
             let Some((b, raw)) = self.dir_block(dir, n)? else {
@@ -143,7 +184,7 @@ impl<D: BlockDevice> Ext2<D> {
             };
             for (o, ino, _, nl) in Self::entries(&raw)? {
                 if ino != 0 && &raw[o + 8..o + 8 + nl] == name {
-                    return Ok(Some((b, o, ino)));
+                    return Ok(Some((n, b, o, ino)));
                 }
             }
         }
@@ -153,7 +194,7 @@ impl<D: BlockDevice> Ext2<D> {
     /// Removes `name` from `dir` (merged into the previous entry of its block, or cleared when it is
     /// the first). Returns the inode it named.
     fn remove_entry(&mut self, dir: &mut Inode, name: &[u8], now: u32) -> Result<u32, Ext2Error> {
-        let (b, at, ino) = self.find_entry(dir, name)?.ok_or(Ext2Error::NotFound)?;
+        let (n, b, at, ino) = self.find_entry_at(dir, name)?.ok_or(Ext2Error::NotFound)?;
         let mut raw = self.meta_block(b)?.to_vec();
         let entries = Self::entries(&raw)?;
         let i = entries
@@ -167,6 +208,12 @@ impl<D: BlockDevice> Ext2<D> {
             put16(&mut raw, po + 4, (prec + entries[i].2) as u16);
         }
         self.write_meta(b, &raw)?;
+        if let Some(ix) = self.index_of(dir.ino) {
+            ix.names.remove(name);
+            if let Some(r) = ix.room.get_mut(n as usize) {
+                *r = dindex::room_in(&raw);
+            }
+        }
         self.unindex(dir);
         dir.mtime = now;
         dir.ctime = now;
@@ -188,6 +235,9 @@ impl<D: BlockDevice> Ext2<D> {
         put32(&mut raw, at, ino);
         raw[at + 7] = ftype;
         self.write_meta(b, &raw)?;
+        if let Some(e) = self.index_of(dir.ino).and_then(|ix| ix.names.get_mut(name)) {
+            e.2 = ino;
+        }
         dir.mtime = now;
         dir.ctime = now;
         self.write_inode(dir)

@@ -29,6 +29,7 @@ const INCOMPAT_SUPPORTED: u32 = 0x0002;
 const RO_COMPAT_SUPPORTED: u32 = 0x0001 | 0x0002 | 0x0004;
 const RO_COMPAT_LARGE_FILE: u32 = 0x0002;
 
+mod dindex;
 pub mod dir;
 pub mod write;
 #[cfg(test)]
@@ -209,6 +210,8 @@ pub struct Ext2<D: BlockDevice> {
     /// Inodes open in the VFS, with their count of open files: one whose last link goes while it
     /// is open keeps its blocks until the last close (Linux's iput), see [`Ext2::closed`].
     open: Vec<(u32, u32)>,
+    /// Indexes of the large directories used last ([`dindex`]).
+    dindex: Vec<dindex::DirIndex>,
 }
 
 /// Where the block pointer for a file block lives.
@@ -318,6 +321,7 @@ impl<D: BlockDevice> Ext2<D> {
             cache: Vec::new(),
             scratch: vec![0u8; block_size as usize],
             open: Vec::new(),
+            dindex: Vec::new(),
         })
     }
 
@@ -648,13 +652,17 @@ impl<D: BlockDevice> Ext2<D> {
         Ok(out)
     }
 
-    /// Looks `name` up in directory `dir`, one (cached) directory block at a time.
+    /// Looks `name` up in directory `dir`: through its index when it is large ([`dindex`]), else one
+    /// (cached) directory block at a time.
     pub fn lookup(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<u32>, Ext2Error> {
         if !dir.is_dir() {
             return Err(Ext2Error::NotDir);
         }
         if dir.size > self.max_dir_size() {
             return Err(Ext2Error::Corrupt("directory size"));
+        }
+        if let Some(found) = self.indexed_entry(dir, name)? {
+            return Ok(found.map(|(_, _, _, ino)| ino));
         }
         let bs = self.block_size;
         for n in 0..dir.size.div_ceil(bs) {

@@ -348,6 +348,7 @@ impl<D: BlockDevice> Ext2<D> {
         put32(&mut buf, (byte % self.block_size) as usize + 20, dtime);
         self.write_meta(block, &buf)?;
         self.icache.retain(|i| i.ino != inode.ino);
+        self.drop_index(inode.ino);
         let g = (inode.ino - 1) / self.inodes_per_group;
         let bit = (inode.ino - 1) % self.inodes_per_group;
         let i = self.bitmap(g, true)?;

@@ -321,6 +321,40 @@ fn thousands_of_entries() {
     }
     let names = fs.read_dir(&d).unwrap();
     assert_eq!(names.len(), 1500 + 2);
+    // The directory's index (it is far past INDEX_MIN_BLOCKS) answers as the blocks do.
+    for e in &names {
+        assert_eq!(fs.lookup(&d, &e.name).unwrap(), Some(e.ino));
+    }
+    for i in (0..3000).step_by(2) {
+        let gone = format!("file-with-a-longish-name-{i}");
+        assert_eq!(fs.lookup(&d, gone.as_bytes()).unwrap(), None);
+    }
+    // Into a second large directory and back over an existing name: both indexes follow.
+    let mut root = fs.inode(ROOT_INO).unwrap();
+    let mut d2 = fs.mkdir(&mut root, b"other", 0o755, NOW).unwrap();
+    for i in 0..400 {
+        let name = format!("o{i:04}-with-some-length");
+        fs.create(&mut d2, name.as_bytes(), S_IFREG | 0o644, NOW)
+            .unwrap();
+    }
+    let moved = fs.lookup(&d, b"r1").unwrap().unwrap();
+    fs.rename(
+        &mut d,
+        b"r1",
+        Some(&mut d2),
+        b"o0007-with-some-length",
+        false,
+        NOW,
+    )
+    .unwrap();
+    d = fs.inode(d.ino).unwrap();
+    d2 = fs.inode(d2.ino).unwrap();
+    assert_eq!(fs.lookup(&d, b"r1").unwrap(), None);
+    assert_eq!(
+        fs.lookup(&d2, b"o0007-with-some-length").unwrap(),
+        Some(moved)
+    );
+    assert_eq!(fs.read_dir(&d2).unwrap().len(), 400 + 2);
     let img = fsck(&dir, &mut fs);
     assert_eq!(
         debugfs_cat(&img, "/many/r2999"),
