@@ -159,9 +159,10 @@ fn mapped(c: &Cache, key: Key) -> bool {
 }
 
 /// The frame of cached page `key` for a shared mapping, with one more user counted (the mapping
-/// gives it back with `frame::put`); None if not cached.
+/// gives it back with `frame::put`); None if not cached, or if the cache is being changed (a fault
+/// in the middle of a cache operation: the fault then fails instead of the kernel).
 pub fn map_page(key: Key) -> Option<u64> {
-    let c = CACHE.borrow();
+    let c = CACHE.try_borrow().ok()?;
     let pa = c.pages.get(&key)?.pa();
     frame::get(pa);
     STATS[1].fetch_add(1, Ordering::Relaxed);
@@ -170,9 +171,10 @@ pub fn map_page(key: Key) -> Option<u64> {
 
 /// Caches `bytes` as clean page `key` for a shared mapping and returns its frame as [`map_page`]
 /// does: past the cache's size limit too (a mapped page must be the cache's), None only when no
-/// frame is free. A page cached meanwhile is left as it is.
+/// frame is free or the cache is in use (a fault inside a copy out of it: a buffer another thread
+/// unmapped and mapped again meanwhile). A page cached meanwhile is left as it is.
 pub fn insert_mapped(key: Key, bytes: &[u8]) -> Option<u64> {
-    let mut c = CACHE.borrow_mut();
+    let mut c = CACHE.try_borrow_mut().ok()?;
     if !c.pages.contains_key(&key) {
         // Room if it can be made; a full cache of dirty or mapped pages grows anyway.
         let _ = room(&mut c);
@@ -189,14 +191,18 @@ pub fn insert_mapped(key: Key, bytes: &[u8]) -> Option<u64> {
 
 /// Whether the cache holds frame `pa` as page `key`.
 pub fn holds(key: Key, pa: u64) -> bool {
-    CACHE.borrow().pages.get(&key).is_some_and(|f| f.pa() == pa)
+    CACHE
+        .try_borrow()
+        .is_ok_and(|c| c.pages.get(&key).is_some_and(|f| f.pa() == pa))
 }
 
 /// A shared mapping wrote page `key` (frame `pa`, the page-table entry's dirty bit): it is dirty,
 /// if the cache still holds that frame as that page (truncation or a device write may have
 /// dropped it; the mapping then holds the only copy, as a page Linux would have unmapped).
 pub fn mark_dirty(key: Key, pa: u64) {
-    let mut c = CACHE.borrow_mut();
+    let Ok(mut c) = CACHE.try_borrow_mut() else {
+        return;
+    };
     if c.pages.get(&key).is_some_and(|f| f.pa() == pa) && c.dirty.insert(key) {
         counts(&c);
     }
