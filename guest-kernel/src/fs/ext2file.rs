@@ -11,7 +11,7 @@ use super::file::{DirEntry, FileOps, OpenFile, ReadBuf, Stat, WriteBuf};
 use super::mount::Mount;
 use super::now;
 use super::writeback;
-use crate::mm::page::OwnedFrame;
+use crate::mm::page::{OwnedFrame, OwnedRun};
 use crate::mm::{pagecache, PAGE_SIZE};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -117,6 +117,18 @@ impl Ext2File {
                 end += 1;
             }
             let len = (end - idx) as usize * page;
+            let take = (len - within).min(n - done);
+            // Straight into a run of frames that become the cache's pages (no clearing, no copy
+            // into the cache); a single buffer when no such run is free.
+            if let Some(mut frames) = OwnedRun::alloc(end - idx) {
+                self.fill(inode, idx * PAGE_SIZE, frames.bytes_mut())?;
+                out.put(done, &frames.bytes()[within..within + take])?;
+                for (k, f) in frames.into_frames().enumerate() {
+                    pagecache::insert_frame((dev, self.ino, idx + k as u64), f);
+                }
+                done += take;
+                continue;
+            }
             run.clear();
             run.try_reserve_exact(len).map_err(|_| Errno::ENOMEM)?;
             run.resize(len, 0);
@@ -124,7 +136,6 @@ impl Ext2File {
             for (k, p) in run.chunks_exact(page).enumerate() {
                 pagecache::insert((dev, self.ino, idx + k as u64), p);
             }
-            let take = (len - within).min(n - done);
             out.put(done, &run[within..within + take])?;
             done += take;
         }

@@ -34,6 +34,50 @@ impl OwnedFrame {
     }
 }
 
+/// A run of physically contiguous frames just allocated, contents unspecified: filled through one
+/// slice (a device read of a file's extents straight into them) and then split into
+/// [`OwnedFrame`]s for the page cache, so a cache miss neither clears nor copies the pages.
+pub struct OwnedRun {
+    pa: u64,
+    n: u64,
+}
+
+impl OwnedRun {
+    /// `n` contiguous frames (None when no such run is free). Their old contents are not cleared:
+    /// the caller overwrites every byte before anyone else sees them.
+    pub fn alloc(n: u64) -> Option<OwnedRun> {
+        frame::alloc_run(n, 0..n * PAGE_SIZE).map(|pa| OwnedRun { pa, n })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the frames are RAM this handle owns alone (just allocated, freed by its drop or
+        // handed on whole by `into_frames`); the shared borrow keeps writers away.
+        unsafe { phys_slice_mut(self.pa, (self.n * PAGE_SIZE) as usize) }
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and the exclusive borrow makes this the only view.
+        unsafe { phys_slice_mut(self.pa, (self.n * PAGE_SIZE) as usize) }
+    }
+
+    /// The frames, one [`OwnedFrame`] each, in order.
+    pub fn into_frames(self) -> impl Iterator<Item = OwnedFrame> {
+        let (pa, n) = (self.pa, self.n);
+        core::mem::forget(self);
+        (0..n).map(move |i| OwnedFrame {
+            pa: pa + i * PAGE_SIZE,
+        })
+    }
+}
+
+impl Drop for OwnedRun {
+    fn drop(&mut self) {
+        for i in 0..self.n {
+            frame::free(self.pa + i * PAGE_SIZE);
+        }
+    }
+}
+
 impl Drop for OwnedFrame {
     fn drop(&mut self) {
         frame::put(self.pa);

@@ -227,6 +227,23 @@ fn add(c: &mut Cache, key: Key, bytes: &[u8]) -> bool {
     true
 }
 
+/// Caches frame `f` (a whole page read from the disk) as clean page `key`, if there is room and the
+/// page is not cached already (else the frame goes back).
+pub fn insert_frame(key: Key, f: OwnedFrame) {
+    let mut c = CACHE.borrow_mut();
+    if c.pages.contains_key(&key) || !room(&mut c) {
+        return;
+    }
+    c.pages.insert(key, f);
+    c.order.push_back(key);
+    if c.order.len() > 2 * c.pages.len() + 64 {
+        let keys: VecDeque<Key> = c.pages.keys().copied().collect();
+        c.order = keys;
+    }
+    counts(&c);
+    STATS[2].fetch_add(1, Ordering::Relaxed);
+}
+
 /// Caches `bytes` (a whole page, zeros past the end of the file) as clean page `key`, if there is
 /// room (a page cached already is left as it is: it may be dirty).
 pub fn insert(key: Key, bytes: &[u8]) {
