@@ -109,7 +109,9 @@ done
 
 img="$out/rootfs.ext2"
 rm -f "$img"
-mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 40M
+# 64 MiB: the tree is ~36 MiB (busybox and the static glibc/musl test programs); the file-system
+# tests write a few MiB into copies of it (40 MiB left fstest ENOSPC once the tree passed 36 MiB).
+mke2fs -q -F -t ext2 -b 4096 -L rootfs -d "$stage" "$img" 64M
 e2fsck -fn "$img" >/dev/null
 qemu-img convert -f raw -O qcow2 "$img" "$out/rootfs.qcow2"
 [[ "${1:-}" == "--raw" ]] || rm -f "$img"

@@ -206,7 +206,7 @@ fn free_ps_top_and_uptime_show_sane_fields() {
         "{console}"
     );
     // ls /dev: the device nodes, each of which exists; character and block devices.
-    let dev = between(&script_lines(&console), "== dev", "== done");
+    let dev = between(&script_lines(&console), "== dev", "== clock");
     let names: Vec<&str> = dev
         .get(1)
         .map_or(vec![], |l| l.split_whitespace().collect());
@@ -217,6 +217,10 @@ fn free_ps_top_and_uptime_show_sane_fields() {
     }
     assert!(!dev.iter().any(|l| l.starts_with("missing")), "{console}");
     assert_eq!(dev.get(2..5), Some(&["c", "c", "b"][..]), "{console}");
+    // date -s moved the wall clock (clock_settime), and it runs on from there.
+    let clock = between(&script_lines(&console), "== clock", "== done");
+    let set: u64 = clock.get(1).and_then(|l| l.parse().ok()).unwrap_or(0);
+    assert!((2_000_000_000..2_000_000_003).contains(&set), "{console}");
     assert!(!console.contains("not implemented"), "{console}");
 }
 
@@ -592,4 +596,17 @@ fn sysinfo_proc_dev_and_getrandom_agree_as_on_the_host_glibc() {
 #[test]
 fn sysinfo_proc_dev_and_getrandom_agree_as_on_the_host_musl() {
     c_program_matches_the_host("sysagree", "musl");
+}
+
+/// `rootfs/c/waitany.c`: poll, select, pselect6 and ppoll woken by pipes, a child's exit and
+/// timeouts, with signal masks; FIONREAD, readv/writev, dup3, sendfile, pread, clock_settime's
+/// errors.
+#[test]
+fn poll_select_and_file_calls_match_the_host_glibc() {
+    c_program_matches_the_host("waitany", "glibc");
+}
+
+#[test]
+fn poll_select_and_file_calls_match_the_host_musl() {
+    c_program_matches_the_host("waitany", "musl");
 }

@@ -305,7 +305,7 @@ fn a_corrupt_block_pointer_is_eio_not_a_panic() {
     };
     let dir = scratch("corrupt");
     let disk = copy_root(&images, &dir, true);
-    // Block 3 of the 4 MiB file points far past the end of the 40 MiB disk.
+    // Block 3 of the 4 MiB file points far past the end of the 64 MiB disk.
     let st = Command::new("debugfs")
         .args(["-w", "-R", "sif /srv/big.bin block[3] 0x0ffffff0"])
         .arg(&disk)

@@ -275,6 +275,16 @@ impl FileOps for PipeEnd {
         true
     }
 
+    /// FIONREAD (either end, as Linux's pipe_ioctl): the bytes queued.
+    fn ioctl(&self, _file: &OpenFile, cmd: u32, arg: u64) -> Result<u64, Errno> {
+        const FIONREAD: u32 = 0x541b;
+        if cmd != FIONREAD {
+            return Err(Errno::ENOTTY);
+        }
+        let n = self.pipe.borrow().len as u32;
+        crate::mm::uaccess::copy_to_user(arg, &n.to_le_bytes()).map(|_| 0)
+    }
+
     fn poll(&self, _file: &OpenFile, queues: &mut Vec<WaitQueue>, _depth: u32) -> u16 {
         let p = self.pipe.borrow();
         add_queue(queues, p.wait_queue());

@@ -266,6 +266,20 @@ fn maps(pid: Pid) -> Vec<u8> {
     procfs::maps(&lines)
 }
 
+/// Whether `path` is a process's `exe` or `cwd` link (/proc/PID/..., /proc/PID/task/TID/...).
+fn is_exe_or_cwd(path: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = path
+        .strip_prefix(b"/proc")
+        .unwrap_or_default()
+        .split(|&c| c == b'/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    matches!(
+        parts.as_slice(),
+        [_, b"exe" | b"cwd"] | [_, b"task", _, b"exe" | b"cwd"]
+    )
+}
+
 /// Opens `path` (which starts with /proc).
 pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
     let rest = path.strip_prefix(b"/proc").ok_or(Errno::ENOENT)?;
@@ -658,6 +672,13 @@ pub fn register() {
         }
         if flags & super::O_ACCMODE != 0 {
             return Err(Errno::EACCES);
+        }
+        // Followed, `exe` and `cwd` are the executable and the working directory themselves (an
+        // open of /proc/self/exe reads the program, stat sees its inode), as Linux's magic links.
+        if flags & super::O_NOFOLLOW == 0 && is_exe_or_cwd(path) {
+            if let Some(target) = readlink(path) {
+                return Ok(super::open(&target?, flags, 0)?.ops.clone());
+            }
         }
         Ok(Rc::new(open(path)?))
     });

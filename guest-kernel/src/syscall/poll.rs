@@ -119,7 +119,24 @@ pub fn sys_ppoll(fds: u64, nfds: u64, ts: u64, sigmask: u64, sigsetsize: u64) ->
     } else {
         Some(deadline_after_ns(read_time(ts, 1)?))
     };
-    with_sigmask(sigmask, sigsetsize, || poll_common(fds, nfds, deadline))
+    let r = with_sigmask(sigmask, sigsetsize, || poll_common(fds, nfds, deadline));
+    write_time_left(ts, deadline, 1);
+    r
+}
+
+/// Writes the time left until `deadline` back over the caller's timeout at `va` (`unit` ns per
+/// fraction unit: a timeval's microseconds or a timespec's nanoseconds), as Linux's
+/// poll_select_finish does for select, pselect6 and ppoll (0 once it passed; a copy that fails is
+/// ignored: the call's result stands). The C libraries' pselect and ppoll pass a copy.
+fn write_time_left(va: u64, deadline: Option<u64>, unit: u64) {
+    let Some(deadline) = deadline else {
+        return;
+    };
+    let left = deadline.saturating_sub(crate::time::now_ns());
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
+    b[8..].copy_from_slice(&((left % 1_000_000_000) / unit).to_le_bytes());
+    let _ = copy_to_user(va, &b);
 }
 
 /// Runs a wait with the signal mask at `sigmask` (if not null) in place of the caller's, as ppoll,
@@ -216,7 +233,9 @@ pub fn sys_select(nfds: u64, r: u64, w: u64, e: u64, tv: u64) -> SysResult {
     } else {
         Some(deadline_after_ns(read_time(tv, 1000)?))
     };
-    select_common(nfds, [r, w, e], deadline)
+    let res = select_common(nfds, [r, w, e], deadline);
+    write_time_left(tv, deadline, 1000);
+    res
 }
 
 /// pselect6: the sixth argument points at `{ const sigset_t *ss; size_t ss_len; }`.
@@ -232,5 +251,7 @@ pub fn sys_pselect6(nfds: u64, r: u64, w: u64, e: u64, ts: u64, sig: u64) -> Sys
         let [mask, size] = crate::mm::uaccess::read_val::<[u64; 2]>(sig)?;
         (mask, size)
     };
-    with_sigmask(mask, size, || select_common(nfds, [r, w, e], deadline))
+    let res = with_sigmask(mask, size, || select_common(nfds, [r, w, e], deadline));
+    write_time_left(ts, deadline, 1);
+    res
 }
