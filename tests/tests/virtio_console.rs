@@ -3,7 +3,8 @@
 //! to hvc0 and /sbin/init's output reaches stdout through the virtio console.
 //!
 //! With `--serial off` the 8250's output is discarded, so everything on stdout came through hvc0: the lines
-//! the kernel prints before it switches (on the UART) must be absent, the ones after present.
+//! the kernel prints before it switches (on the UART) must be absent, the ones after present. A busybox
+//! ash session runs on hvc0 as on the serial console (`tty` names /dev/hvc0; Ctrl-C ends the job).
 //!
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`. Without them the
 //! tests skip with a message, and fail under `MICROVM_REQUIRE_KVM=1` (or when `CI` is set).
@@ -95,4 +96,30 @@ fn host_input_goes_to_hvc0_without_disturbing_the_guest() {
         out.stdout
     );
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
+fn an_ash_session_on_hvc0() {
+    // busybox ash on the virtio console (the UART off): its name, typed input and line editing,
+    // Ctrl-C of the foreground job, then `exit` (init powers off).
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let mut vm = Vm::spawn(&images.args(
+        &["--console", "virtio", "--serial", "off"],
+        "console=hvc0 root=/dev/vda -- run /bin/ash",
+    ));
+    vm.wait_for_output("/ # ", T);
+    vm.send(b"tty; echo sum=$((6 * 7))x\x7f\r");
+    vm.wait_for_output("sum=42\n", T);
+    assert!(vm.stdout().contains("/dev/hvc0\n"), "{}", vm.stdout());
+    // The job says when it runs (it holds the terminal then), so the Ctrl-C reaches it.
+    vm.send(b"ash -c 'echo sleep''ing; exec sleep 100'\r");
+    vm.wait_for_output("sleeping\n", T);
+    vm.send(b"\x03");
+    vm.send(b"echo status=$?\r");
+    vm.wait_for_output("status=130\n", T);
+    vm.send(b"exit\r");
+    let out = vm.wait(T);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
 }
