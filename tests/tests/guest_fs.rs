@@ -762,3 +762,33 @@ fn memory_pressure_evicts_clean_cached_pages() {
     fsck_clean(&disk);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Writes through a shared mapping reach the disk with fsync alone (no msync, no munmap), as on
+/// Linux: `mapshared --durable` fills a file through its mapping, fsyncs the descriptor and waits;
+/// microvm is killed with SIGKILL and the host reads the file from the disk.
+#[test]
+fn writes_through_a_mapping_survive_kill_9_after_fsync() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("mapdurable");
+    let disk = copy_root(&images, &dir, true);
+    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapshared-glibc --durable /mapped";
+    let vm = Vm::spawn(&args(&images, &disk, cmdline));
+    vm.wait_for_output("mapshared: synced", T);
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    assert_eq!(out.code, None, "microvm was killed");
+    let got = debugfs(&disk, "cat /mapped");
+    let want: Vec<u8> = (0..64 * 1024usize)
+        .map(|k| (k * 7 + (k >> 12)) as u8)
+        .collect();
+    assert!(
+        got == want,
+        "after SIGKILL the file written through a mapping and fsynced reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    );
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
+}

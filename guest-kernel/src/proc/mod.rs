@@ -121,6 +121,28 @@ pub fn drop_mm(mm: MmRef) {
     }
 }
 
+/// Every address space's writes through shared file mappings become dirty page-cache pages: sync,
+/// syncfs, fsync and fdatasync call this first, since on Linux such pages are dirty already (its
+/// write-protected entries report the first write) and those calls write them.
+pub fn harvest_all_dirty() {
+    // The memories first (threads share one), then each harvested outside the table's borrow.
+    let mms: Vec<MmRef> = with_table(|t| {
+        let mut all: Vec<MmRef> = Vec::new();
+        for p in t.values() {
+            if !all.iter().any(|m| Rc::ptr_eq(m, &p.mm)) {
+                all.push(p.mm.clone());
+            }
+        }
+        all
+    });
+    for mm in mms {
+        if let Ok(mut m) = mm.try_borrow_mut() {
+            let m = &mut *m;
+            harvest_dirty(&mut m.aspace, &m.vmas, 0, u64::MAX);
+        }
+    }
+}
+
 /// The pages of shared file mappings in `[start, end)` written through the mapping since the last
 /// harvest (their page-table dirty bit, cleared now) become dirty page-cache pages, for write-back
 /// to write (msync, munmap, exit; Linux learns of them at the first write instead, through a

@@ -560,5 +560,7 @@ pub fn sys_ftruncate(fd: i64, len: i64) -> SysResult {
 /// fsync and fdatasync (`data_only`).
 pub fn sys_fsync(fd: i64, data_only: bool) -> SysResult {
     let f = file(fd)?;
+    // What was written through shared mappings of it is part of what fsync writes.
+    crate::proc::harvest_all_dirty();
     f.ops.sync(&f, data_only).map(|_| 0)
 }

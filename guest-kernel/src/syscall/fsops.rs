@@ -257,12 +257,14 @@ pub fn sys_umask(mask: u32) -> SysResult {
 
 /// sync: every filesystem written back, every disk flushed.
 pub fn sys_sync() -> SysResult {
+    crate::proc::harvest_all_dirty();
     fs::sync_all().map(|_| 0)
 }
 
 /// syncfs: the filesystem holding `fd` (others' files: nothing to do).
 pub fn sys_syncfs(fd: i64) -> SysResult {
     let dev = file(fd)?.ops.stat().dev;
+    crate::proc::harvest_all_dirty();
     match mount::by_dev(dev) {
         Some(m) => m.sync().map(|_| 0),
         None => Ok(0),
