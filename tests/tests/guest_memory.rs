@@ -442,3 +442,39 @@ fn a_full_kernel_heap_gives_errors_not_a_panic() {
         "{host}"
     );
 }
+
+#[test]
+fn open_files_of_many_processes_fill_the_kernel_heap_with_enomem_not_a_panic() {
+    // A process holds at most 1024 descriptors, but processes are many. memtest forks children until
+    // fork fails (EAGAIN: no kernel stack beside the heap's reserve), then lets each open /dev/null
+    // up to its descriptor limit in turn: the open file descriptions fill the kernel heap until an
+    // open fails with ENOMEM. Before, nothing stopped them at the reserve, and the allocations
+    // every system call makes had no room left. A 32 MiB guest (4 MiB heap) keeps it short.
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let cmdline = "console=ttyS0 root=/dev/vda -- run /bin/memtest kobjects files";
+    let out = run(&images.args(&["--mem", "32"], cmdline), T);
+    assert!(!out.stdout.contains("Kernel panic"), "{}", out.stdout);
+    let lines = memtest_lines(&out.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("(fork: EAGAIN)") && l.ends_with("files, then open: ENOMEM")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("all reaped; afterwards open and fork work: yes")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("init: /bin/memtest exited (exit 0)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}

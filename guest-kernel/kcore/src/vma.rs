@@ -127,6 +127,10 @@ pub struct Unmapped {
     pub done: u64,
 }
 
+/// Most areas a process may have (Linux's default vm.max_map_count): an mmap, munmap or mprotect
+/// that would need more fails with ENOMEM.
+pub const MAX_MAP_COUNT: usize = 65530;
+
 /// A process's areas, sorted by address.
 #[derive(Clone, Debug, Default)]
 pub struct VmaList {
@@ -148,6 +152,40 @@ impl VmaList {
 
     pub fn is_empty(&self) -> bool {
         self.v.is_empty()
+    }
+
+    /// How an operation on `[start, end)` changes the number of areas at most: its edges that fall
+    /// inside an area split it (`splits`, the entries the list needs while it works), and the count
+    /// it may end with above today's (`grows`: an unmap inside one area leaves two pieces).
+    pub fn splits(&self, start: u64, end: u64) -> (usize, usize) {
+        let inside = |at: u64| self.find(at).is_some_and(|v| v.start < at);
+        let splits = usize::from(inside(start)) + usize::from(inside(end));
+        let one = self
+            .find(start)
+            .is_some_and(|v| v.start < start && end < v.end);
+        (splits, usize::from(one))
+    }
+
+    /// Makes room for `entries` more areas in the list, and checks that the process may end up with
+    /// `grows` more (MAX_MAP_COUNT); false if not, or if a longer list would need more memory than
+    /// `room(bytes)` grants (the kernel's heap: the caller fails with ENOMEM instead of the kernel
+    /// dying on an allocation failure).
+    pub fn make_room(
+        &mut self,
+        entries: usize,
+        grows: usize,
+        room: impl FnOnce(usize) -> bool,
+    ) -> bool {
+        if self.v.len() + grows > MAX_MAP_COUNT {
+            return false;
+        }
+        let need = self.v.len() + entries;
+        if need <= self.v.capacity() {
+            return true;
+        }
+        let cap = need.max(self.v.capacity() * 2);
+        room(cap * core::mem::size_of::<Vma>())
+            && self.v.try_reserve_exact(cap - self.v.len()).is_ok()
     }
 
     /// Index of the first area that ends above `addr`.
@@ -443,5 +481,32 @@ mod tests {
         h.insert(Vma::anonymous(top + 0x1000, top + 0x2000, RW));
         assert_eq!(h.find_gap(0x1000, top), Some(top - 0x1000));
         assert_eq!(h.total(), 0x1000);
+    }
+
+    #[test]
+    fn splits_and_room_follow_max_map_count_and_the_heap() {
+        let mut l = VmaList::new();
+        l.insert(Vma::anonymous(0x1000, 0x5000, RW));
+        // Inside one area: two splits, one more area at the end.
+        assert_eq!(l.splits(0x2000, 0x3000), (2, 1));
+        // From its start, or over its end: one split, no more areas.
+        assert_eq!(l.splits(0x1000, 0x3000), (1, 0));
+        assert_eq!(l.splits(0x3000, 0x9000), (1, 0));
+        assert_eq!(l.splits(0x1000, 0x5000), (0, 0));
+        // The heap refuses: no room, nothing grown.
+        let cap = l.v.capacity();
+        assert!(!l.make_room(cap, 1, |_| false));
+        assert_eq!(l.v.capacity(), cap);
+        assert!(l.make_room(cap, 1, |bytes| bytes >= cap * core::mem::size_of::<Vma>()));
+        assert!(l.v.capacity() > cap);
+        // At MAX_MAP_COUNT areas one more is refused, a change that adds none is not.
+        let mut full = VmaList::new();
+        for i in 0..MAX_MAP_COUNT as u64 {
+            let prot = if i % 2 == 0 { RW } else { PROT_READ };
+            full.v
+                .push(Vma::anonymous(0x1000 * (i + 1), 0x1000 * (i + 2), prot));
+        }
+        assert!(!full.make_room(1, 1, |_| true));
+        assert!(full.make_room(1, 0, |_| true));
     }
 }

@@ -120,6 +120,11 @@ impl Slots {
             }
             None => return Err(Errno::EMFILE),
         };
+        // Each process may hold MAX_FDS, but processes are many: open file descriptions stop where
+        // the kernel heap's reserve begins (ENOMEM, as Linux's open when its file cache is empty).
+        if !crate::mm::heap::can_spare(0) {
+            return Err(Errno::ENOMEM);
+        }
         self.slots[fd] = Some(Slot { file, cloexec });
         Ok(fd)
     }

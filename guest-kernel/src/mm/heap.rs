@@ -73,6 +73,27 @@ impl Inner {
             Err(()) => core::ptr::null_mut(),
         }
     }
+
+    /// Gives every block in the class lists back to the underlying heap, where free neighbours
+    /// merge, so that memory cached for one size can serve any (Linux shrinks its slab caches when
+    /// memory is short). Without it, the 32 KiB kernel stacks a fork bomb left in their list kept
+    /// the heap "full" for every other allocation after all those processes had gone.
+    fn drain_classes(&mut self) {
+        for c in 0..CLASSES {
+            while !self.free[c].is_null() {
+                let block = self.free[c];
+                // SAFETY: a cached block links the next in its first word.
+                self.free[c] = unsafe { (block as *const *mut u8).read() };
+                // SAFETY: the block came from the underlying heap with its class's layout and is
+                // no longer in any list.
+                unsafe {
+                    self.heap
+                        .deallocate(NonNull::new_unchecked(block), class_layout(c))
+                };
+            }
+        }
+        self.cached = 0;
+    }
 }
 
 // SAFETY: `Heap` returns properly sized and aligned blocks from memory it owns exclusively.
@@ -163,14 +184,24 @@ pub fn stats() -> (usize, usize) {
 /// find room when a user has filled the heap.
 const RESERVE: usize = 512 * 1024;
 
-/// Whether the heap has `bytes` to spare beyond the reserve.
-fn can_spare(bytes: usize) -> bool {
-    // SAFETY: reads counters; no concurrent access (see the Sync impl).
-    let (size, used) = unsafe {
-        let inner = &*HEAP.0.get();
-        (inner.heap.size(), inner.heap.used())
-    };
-    size.saturating_sub(used) >= bytes + RESERVE
+/// Whether the heap has `bytes` to spare beyond the reserve. Besides the user-sized requests here,
+/// the system calls that make small objects a user can make without end but for memory (open
+/// descriptions, memory areas, epoll entries) ask it first and fail with ENOMEM, as Linux's do when
+/// their slab allocation fails, so only the kernel's own short-lived allocations reach the reserve.
+/// When the underlying heap is short, the class lists are drained into it first.
+pub fn can_spare(bytes: usize) -> bool {
+    // SAFETY: no concurrent access (see the Sync impl); no reference into the heap's state is held
+    // elsewhere while this runs.
+    let inner = unsafe { &mut *HEAP.0.get() };
+    let room = |i: &Inner| i.heap.size().saturating_sub(i.heap.used()) >= bytes + RESERVE;
+    if room(inner) {
+        return true;
+    }
+    if inner.cached == 0 {
+        return false;
+    }
+    inner.drain_classes();
+    room(inner)
 }
 
 /// A kernel stack of `bytes` from the heap, or `None` if the heap cannot spare it (fork then fails

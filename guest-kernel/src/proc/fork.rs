@@ -175,6 +175,12 @@ fn clone_process(
     let child = super::with_current(|p| -> Result<Box<Process>, Errno> {
         let t1 = cost::start();
         let mut mm = p.mm.borrow_mut();
+        // The copy of the area list (up to MAX_MAP_COUNT entries) must fit in the heap beside its
+        // reserve (Linux's dup_mmap: ENOMEM).
+        let list_bytes = mm.vmas.len() * core::mem::size_of::<kcore::vma::Vma>();
+        if !share_memory && !crate::mm::heap::can_spare(list_bytes) {
+            return Err(Errno::ENOMEM);
+        }
         let aspace = if share_memory {
             mm.aspace.alias()
         } else {

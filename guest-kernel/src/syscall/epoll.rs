@@ -97,6 +97,13 @@ pub fn sys_epoll_ctl(epfd: i64, op: u32, fd: i64, event: u64) -> SysResult {
             if events & EPOLLEXCLUSIVE != 0 && events & EPOLLONESHOT != 0 {
                 return Err(Errno::EINVAL);
             }
+            // An entry lives as long as its file, whatever descriptor it was added by: a user can
+            // make them without end but for memory. The list's growth must leave the heap's
+            // reserve (Linux's ep_insert: ENOMEM when the entry cannot be allocated).
+            let grown = (ep.entries.len() + 1) * 2 * core::mem::size_of::<Entry>();
+            if !crate::mm::heap::can_spare(grown) || ep.entries.try_reserve(1).is_err() {
+                return Err(Errno::ENOMEM);
+            }
             ep.entries.push(Entry {
                 fd: fd as i32,
                 file: weak,

@@ -30,6 +30,21 @@ fn enough_memory(bytes: u64) -> bool {
     bytes / PAGE_SIZE <= crate::mm::frame::stats().0
 }
 
+/// Room for a change of `[start, end)` that splits the areas straddling its edges and adds `new`
+/// areas (an mmap: 1): within Linux's max_map_count, and the kernel heap can hold the longer list.
+/// ENOMEM otherwise, as Linux answers both (a user could otherwise grow the list, one small
+/// mapping at a time, until the kernel's heap ran out).
+fn room_for_areas(p: &mut Mm, start: u64, end: u64, new: usize) -> Result<(), Errno> {
+    let (splits, grows) = p.vmas.splits(start, end);
+    if p.vmas
+        .make_room(splits + new, grows + new, crate::mm::heap::can_spare)
+    {
+        Ok(())
+    } else {
+        Err(Errno::ENOMEM)
+    }
+}
+
 /// brk: moves the end of the heap area; returns the (possibly unchanged) break.
 pub fn sys_brk(addr: u64) -> SysResult {
     with_mm(|p| {
@@ -39,7 +54,10 @@ pub fn sys_brk(addr: u64) -> SysResult {
         let old_end = page_up(p.brk);
         let new_end = page_up(addr);
         if new_end > old_end {
-            if !p.vmas.is_free(old_end, new_end) || !enough_memory(new_end - old_end) {
+            if !p.vmas.is_free(old_end, new_end)
+                || !enough_memory(new_end - old_end)
+                || room_for_areas(p, old_end, new_end, 1).is_err()
+            {
                 return Ok(p.brk);
             }
             p.vmas
@@ -106,6 +124,7 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
             if flags & MAP_FIXED == 0 && !p.vmas.is_free(addr, addr + len) {
                 return Err(Errno::EEXIST);
             }
+            room_for_areas(p, addr, addr + len, 1)?;
             unmap_area(p, addr, addr + len);
             addr
         } else {
@@ -120,6 +139,9 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
                 p.vmas.find_gap(len, USER_MMAP_TOP).ok_or(Errno::ENOMEM)?
             }
         };
+        if !fixed {
+            room_for_areas(p, start, start + len, 1)?;
+        }
         p.vmas.insert(Vma {
             start,
             end: start + len,
@@ -149,8 +171,11 @@ pub fn sys_munmap(addr: u64, len: u64) -> SysResult {
         .checked_add(len)
         .filter(|&e| e <= USER_END)
         .ok_or(Errno::EINVAL)?;
-    with_mm(|p| unmap_area(p, addr, end));
-    Ok(0)
+    with_mm(|p| {
+        room_for_areas(p, addr, end, 0)?;
+        unmap_area(p, addr, end);
+        Ok(0)
+    })
 }
 
 /// mprotect: sets the protection of `[addr, addr + len)`: the areas (split and merged as needed) and
@@ -186,6 +211,7 @@ pub fn sys_mprotect(addr: u64, len: u64, prot: u32) -> SysResult {
         {
             return Err(Errno::EACCES);
         }
+        room_for_areas(p, addr, end, 0)?;
         let t0 = crate::cost::start();
         let (done, r) = match p.vmas.protect(addr, end, prot) {
             Ok(()) => (end, Ok(0)),
@@ -376,6 +402,9 @@ pub fn sys_mremap(old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u6
         if old_end > v.end {
             return Err(Errno::EFAULT);
         }
+        // Whatever it does, it splits the old area and the destination at most twice each and
+        // adds one.
+        room_for_areas(p, old, old_end, 3)?;
         if flags & MREMAP_FIXED != 0 {
             let (dst, dst_end) = page_range(new_addr, new_len)?;
             if dst_end > USER_END {

@@ -14,6 +14,12 @@
 //!   buffer first): the OOM killer must end it there too, not EFAULT.
 //! - `memtest kheap`: pipes with data until the kernel heap (or the descriptor table) is full, the
 //!   calls that allocate kernel memory while it is, and a pipe after everything was closed.
+//! - `memtest kobjects files|maps [LIMIT]`: small kernel objects a user can make as many of as it
+//!   likes, made until a call fails (or LIMIT, for the host): `files`, children forked until fork
+//!   fails, then each opening /dev/null up to the descriptor limit in turn until an open fails
+//!   otherwise; `maps`, one-page mappings of
+//!   alternating protection (each its own area), until mmap fails. Prints how many and the error,
+//!   frees them all, and makes one again.
 //! - `memtest badptr`: system calls given NULL, kernel-half and unmapped pointers: each fails with EFAULT
 //!   (the kernel must check every user pointer before it touches it, and never fault itself).
 //! - `memtest argcount ...`: what the exec'd child runs: prints its argc and argument bytes.
@@ -39,6 +45,8 @@ fn errno_name(e: i32) -> String {
         libc::EFAULT => "EFAULT".into(),
         libc::EMFILE => "EMFILE".into(),
         libc::ENFILE => "ENFILE".into(),
+        libc::ENOLCK => "ENOLCK".into(),
+        libc::ENOSPC => "ENOSPC".into(),
         libc::EAFNOSUPPORT => "EAFNOSUPPORT".into(),
         e => format!("errno {e}"),
     }
@@ -395,6 +403,175 @@ fn kheap_test() {
     ));
 }
 
+/// `kobjects files`: children made first (until fork fails, or `limit` of them), then, one after the
+/// other, each opens /dev/null up to the descriptor limit and reports its count and error through a
+/// pipe, until an open fails with something other than EMFILE. Forking first leaves the heap to the
+/// files: a fork needs a kernel stack, which the kernel refuses before the heap runs out, so files
+/// opened between forks would only ever meet that limit. Then the children all go, and an open and
+/// a fork work again.
+fn kobjects_files(limit: u64) {
+    let (mut hold, mut go, mut rep) = ([0i32; 2], [0i32; 2], [0i32; 2]);
+    // SAFETY: three pipes: `hold` keeps the children waiting, `go` lets one open its files, `rep`
+    // brings back their reports.
+    assert!(unsafe {
+        libc::pipe(hold.as_mut_ptr()) == 0
+            && libc::pipe(go.as_mut_ptr()) == 0
+            && libc::pipe(rep.as_mut_ptr()) == 0
+    });
+    // A pipe takes its ring at the first write: give `go` and `rep` theirs now, while the heap has
+    // room (after the forks it has none to spare).
+    let mut c = 0u8;
+    // SAFETY: one byte through each pipe.
+    unsafe {
+        for p in [go, rep] {
+            libc::write(p[1], b"p".as_ptr().cast(), 1);
+            libc::read(p[0], (&raw mut c).cast(), 1);
+        }
+    }
+    let mut children = 0u64;
+    let forked = loop {
+        if children == limit {
+            break "limit".to_string();
+        }
+        // SAFETY: fork; the child waits for its turn, opens files, reports, waits on `hold` and
+        // _exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            break format!("fork: {}", errno_name(errno()));
+        }
+        if pid == 0 {
+            let mut c = 0u8;
+            // SAFETY: one byte from `go` is this child's turn; end of file means it has none.
+            unsafe {
+                libc::close(hold[1]);
+                libc::close(go[1]);
+                if libc::read(go[0], (&raw mut c).cast(), 1) != 1 {
+                    libc::_exit(0);
+                }
+            };
+            let mut n = 0i32;
+            let err = loop {
+                // SAFETY: opening a file by a NUL-terminated path.
+                if unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) } < 0 {
+                    break errno();
+                }
+                n += 1;
+            };
+            let msg = [n, err];
+            // SAFETY: an 8-byte write from `msg`, then a read that waits until `hold` closes.
+            unsafe {
+                libc::write(rep[1], msg.as_ptr().cast(), 8);
+                libc::read(hold[0], (&raw mut c).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        children += 1;
+    };
+    let (mut files, mut turns) = (0u64, 0u64);
+    let mut stop = "every child opened its files".to_string();
+    while turns < children {
+        let mut msg = [0i32; 2];
+        // SAFETY: one byte to `go` (one child's turn), then reading its 8-byte report.
+        let got = unsafe {
+            libc::write(go[1], b"g".as_ptr().cast(), 1);
+            libc::read(rep[0], msg.as_mut_ptr().cast(), 8)
+        };
+        turns += 1;
+        if got != 8 {
+            stop = "no report".to_string();
+            break;
+        }
+        files += msg[0] as u64;
+        if msg[1] != libc::EMFILE {
+            stop = format!("open: {}", errno_name(msg[1]));
+            break;
+        }
+    }
+    say(&format!(
+        "kobjects files: {children} children ({forked}); {files} files, then {stop}"
+    ));
+    // SAFETY: closing the write ends lets the children go (those still waiting for their turn read
+    // end of file); they are reaped below.
+    unsafe {
+        libc::close(hold[1]);
+        libc::close(go[1]);
+    }
+    let mut reaped = 0;
+    // SAFETY: reaping our children.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {
+        reaped += 1;
+    }
+    // SAFETY: an open and a close of a descriptor made here.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+    let child = spawn_exiting_child();
+    // SAFETY: closing what was opened above and reaping the child.
+    unsafe {
+        libc::close(fd);
+        libc::waitpid(child as i32, std::ptr::null_mut(), 0);
+    }
+    say(&format!(
+        "kobjects files: {} reaped; afterwards open and fork work: {}",
+        if reaped == children { "all" } else { "not all" },
+        if fd >= 0 && child > 0 { "yes" } else { "no" }
+    ));
+}
+
+/// `kobjects maps`: one-page anonymous mappings, read-only and read-write by turns so that no two
+/// merge, until mmap fails (Linux: ENOMEM at max_map_count, 65530) or `limit` of them; then they are
+/// unmapped and one more can be made.
+fn kobjects_maps(limit: u64) {
+    let mut maps = Vec::new();
+    let stop = loop {
+        if maps.len() as u64 == limit {
+            break "limit".to_string();
+        }
+        let prot = if maps.len() % 2 == 0 {
+            libc::PROT_READ
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
+        // SAFETY: a fresh anonymous mapping; nothing else is at its address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            break format!("mmap: {}", errno_name(errno()));
+        }
+        maps.push(p);
+    };
+    say(&format!(
+        "kobjects maps: {} mappings, then {stop}",
+        maps.len()
+    ));
+    for p in maps.drain(..) {
+        // SAFETY: unmapping a page mapped above.
+        unsafe { libc::munmap(p, 4096) };
+    }
+    // SAFETY: as above; unmapped at once.
+    let ok = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        p != libc::MAP_FAILED && libc::munmap(p, 4096) == 0
+    };
+    say(&format!(
+        "kobjects maps: afterwards a mapping works: {}",
+        if ok { "yes" } else { "no" }
+    ));
+}
+
 /// Calls that take user pointers, given bad ones: NULL, an address in the kernel's half, and an unmapped
 /// page of the user half. Raw syscalls, so that no libc wrapper checks or substitutes anything.
 fn badptr_test() {
@@ -477,6 +654,17 @@ fn main() {
         Some("hog") => hog(args.get(2).map(String::as_str) == Some("read")),
         Some("badptr") => badptr_test(),
         Some("kheap") => kheap_test(),
+        Some("kobjects") => {
+            let limit = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+            match args.get(2).map(String::as_str) {
+                Some("files") => kobjects_files(limit),
+                Some("maps") => kobjects_maps(limit),
+                _ => {
+                    eprintln!("usage: memtest kobjects files|maps [LIMIT]");
+                    std::process::exit(2);
+                }
+            }
+        }
         Some("argcount") => {
             // Every argument after this word is one byte repeated: check each arrived whole.
             let whole = args[2..]
@@ -489,7 +677,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: memtest pipe [MIB] | args | overcommit | hog [read] | badptr | kheap"
+                "usage: memtest pipe [MIB] | args | overcommit | hog [read] | badptr | kheap | kobjects KIND"
             );
             std::process::exit(2);
         }
