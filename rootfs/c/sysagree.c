@@ -184,6 +184,14 @@ static char *stat_fields(void) {
     return close + 2;
 }
 
+/* Touches 2 MiB of stack (a frame of its own: the compiler's stack probes would otherwise touch it
+ * all at the caller's entry). */
+__attribute__((noinline)) static void touch_deep(void) {
+    volatile char deep[2 << 20];
+    deep[0] = 1;
+    deep[sizeof deep - 1] = 1;
+}
+
 static void check_self(int argc, char **argv) {
     char *f = stat_fields();
     char state;
@@ -246,6 +254,25 @@ static void check_self(int argc, char **argv) {
      * them): it may be off by their batches, a few MiB at most. */
     SAY("stat vsize is VmSize, rss near VmRSS: %s\n",
         yes(vsize / 1024 == (unsigned long long)vmsize && llabs(rss_pages * page_kb - vmrss) <= 4096));
+
+    /* The stack's area: its first pages and 128 KiB, grown on demand (not RLIMIT_STACK's 8 MiB
+     * from the start). A deep touch grows it. */
+    unsigned long lo = 0, hi = 0;
+    slurp("/proc/self/maps");
+    char *sl = strstr(file_buf, "[stack]");
+    while (sl && sl > file_buf && sl[-1] != '\n')
+        sl--;
+    if (sl)
+        sscanf(sl, "%lx-%lx", &lo, &hi);
+    SAY("[stack] area under 1 MiB: %s\n", yes(hi - lo < (1 << 20)));
+    touch_deep();
+    slurp("/proc/self/maps");
+    sl = strstr(file_buf, "[stack]");
+    while (sl && sl > file_buf && sl[-1] != '\n')
+        sl--;
+    if (sl)
+        sscanf(sl, "%lx-%lx", &lo, &hi);
+    SAY("after touching 2 MiB below, [stack] over 2 MiB: %s\n", yes(hi - lo > (2 << 20)));
 
     /* cmdline: argv, NUL after each; environ: the environment at exec. */
     long n = slurp("/proc/self/cmdline");

@@ -131,6 +131,9 @@ pub struct Unmapped {
 /// that would need more fails with ENOMEM.
 pub const MAX_MAP_COUNT: usize = 65530;
 
+/// How far a growing stack stays from the area below it (Linux's stack_guard_gap: 256 pages).
+pub const STACK_GUARD_GAP: u64 = 256 * PAGE;
+
 /// A process's areas, sorted by address.
 #[derive(Clone, Debug, Default)]
 pub struct VmaList {
@@ -315,6 +318,31 @@ impl VmaList {
         }
     }
 
+    /// Grows the stack down to cover `addr` (Linux's expand_stack for a VM_GROWSDOWN area): the
+    /// stack is the run of anonymous areas reaching up to `top`; an address below its lowest area,
+    /// at or above `top - limit` (RLIMIT_STACK) and at least [`STACK_GUARD_GAP`] above the next
+    /// accessible area below gets the range from its page to that area, with the area's
+    /// protection. Returns whether it grew.
+    pub fn grow_down(&mut self, addr: u64, top: u64, limit: u64) -> bool {
+        let page = addr & !(PAGE - 1);
+        let i = self.first_ending_above(addr);
+        let Some(v) = self.v.get(i) else {
+            return false;
+        };
+        let stack = v.start > addr
+            && matches!(v.backing, Backing::Anonymous)
+            && !v.shared
+            && page >= top.saturating_sub(limit)
+            && self.covers(v.start, top);
+        let below = i.checked_sub(1).and_then(|j| self.v.get(j));
+        if !stack || below.is_some_and(|b| b.prot != 0 && page < b.end + STACK_GUARD_GAP) {
+            return false;
+        }
+        let (end, prot) = (v.start, v.prot);
+        self.insert(Vma::anonymous(page, end, prot));
+        true
+    }
+
     /// The highest `len`-byte free range ending at or below `top` (Linux's top-down allocation), and
     /// at or above [`MMAP_MIN_ADDR`].
     pub fn find_gap(&self, len: u64, top: u64) -> Option<u64> {
@@ -337,6 +365,34 @@ impl VmaList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stack_grows_down_to_its_limit_and_not_into_other_areas() {
+        const TOP: u64 = 0x7fff_0000_0000;
+        let mut l = VmaList::new();
+        l.insert(Vma::anonymous(TOP - 0x21000, TOP, 3));
+        l.insert(Vma::anonymous(TOP - 0x100_0000, TOP - 0x0f0_0000, 3));
+        // A touch well below the stack's start (a big frame) covers the whole range, one area.
+        assert!(l.grow_down(TOP - 0x40_0123, TOP, 8 << 20));
+        assert_eq!(
+            l.find(TOP - 0x40_0123).map(|v| (v.start, v.end)),
+            Some((TOP - 0x40_1000, TOP))
+        );
+        assert_eq!(l.len(), 2);
+        // Below the limit, into the other area, or inside an area: no.
+        assert!(!l.grow_down(TOP - (8 << 20) - 1, TOP, 8 << 20));
+        assert!(!l.grow_down(TOP - 0x0f0_0000 - 8, TOP, 0x200_0000));
+        assert!(!l.grow_down(TOP - 0x10, TOP, 8 << 20));
+        // Within the guard gap above the other area: no; just past it: grows.
+        assert!(!l.grow_down(TOP - 0x0f0_0000, TOP, 0x200_0000));
+        assert!(!l.grow_down(TOP - 0x0e0_0001, TOP, 0x200_0000));
+        assert!(l.grow_down(TOP - 0x0e0_0000, TOP, 0x200_0000));
+        assert_eq!(l.len(), 2);
+        // Not a stack: the area above does not reach `top`.
+        let mut m = VmaList::new();
+        m.insert(Vma::anonymous(0x10000, 0x20000, 3));
+        assert!(!m.grow_down(0x8000, TOP, 8 << 20));
+    }
 
     const RW: u32 = PROT_READ | PROT_WRITE;
 

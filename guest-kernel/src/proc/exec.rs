@@ -30,6 +30,9 @@ pub const CMDLINE_MAX: usize = 4096;
 /// Pages of the stack mapped at exec (the rest is faulted in on demand).
 const STACK_INITIAL_PAGES: u64 = 4;
 
+/// Room the stack's area has below its initial pages (Linux's stack_expand in setup_arg_pages).
+const STACK_EXPAND: u64 = 128 * 1024;
+
 fn map_err(e: MapError) -> Errno {
     match e {
         MapError::OutOfMemory => Errno::ENOMEM,
@@ -297,8 +300,11 @@ pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Err
             });
         }
     };
+    // The stack's area: the pages written now and 128 KiB more (Linux's setup_arg_pages); it
+    // grows down on demand up to STACK_LIMIT (`resolve_fault`), so VmSize and VSZ count what a
+    // program uses, as on Linux.
     vmas.insert(Vma::anonymous(
-        USER_STACK_TOP - STACK_LIMIT,
+        USER_STACK_TOP - initial - STACK_EXPAND,
         USER_STACK_TOP,
         PROT_READ | PROT_WRITE,
     ));

@@ -18,6 +18,7 @@ pub mod oom;
 pub mod sched;
 pub mod signal;
 
+use crate::arch::layout::USER_STACK_TOP;
 use crate::arch::switch::TaskContext;
 use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
@@ -286,10 +287,14 @@ pub fn populate_shared_anonymous(aspace: &mut AddressSpace, vmas: &VmaList) -> R
 /// EFAULT where a touch of it is SIGSEGV).
 pub fn resolve_fault(
     aspace: &mut AddressSpace,
-    vmas: &VmaList,
+    vmas: &mut VmaList,
     va: u64,
     access: Access,
 ) -> Result<(), BadAccess> {
+    if vmas.find(va).is_none() {
+        // Below the stack: it grows (up to RLIMIT_STACK), as Linux's stack area does.
+        vmas.grow_down(va, USER_STACK_TOP, STACK_LIMIT);
+    }
     let v = vmas.find(va).ok_or(BadAccess::Unmapped)?;
     let allowed = match access {
         Access::Read => v.prot != 0,
@@ -491,7 +496,7 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
             } else {
                 Access::Read
             };
-            match with_mm(|mm| resolve_fault(&mut mm.aspace, &mm.vmas, addr, access)) {
+            match with_mm(|mm| resolve_fault(&mut mm.aspace, &mut mm.vmas, addr, access)) {
                 Ok(()) => return,
                 // No frame for the page: the OOM killer makes room (or kills this process).
                 Err(BadAccess::NoPage) if oom::out_of_memory() => return,

@@ -32,7 +32,7 @@ pub fn validate_user(va: u64, len: u64, write: bool, may_sleep: bool) -> Result<
     loop {
         let mut no_frame = None;
         let r = with_mm(|mm| {
-            let (aspace, vmas) = (&mut mm.aspace, &mm.vmas);
+            let (aspace, vmas) = (&mut mm.aspace, &mut mm.vmas);
             uaccess::check(
                 aspace,
                 from,
