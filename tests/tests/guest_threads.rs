@@ -12,7 +12,8 @@
 //! leader that exits before its thread leaves its children to the group), `groupstop` (group-wide
 //! stop and continue: SIGSTOP/SIGTSTP to the process or one thread stop all its threads, blocked
 //! and spinning ones, with the leader alive or gone; wait4 reports the stop and the continue once),
-//! and the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier). A threaded job
+//! `schedattr` (sched_setattr/sched_getattr on one thread: nice and policy, the KEEP flags, Linux's
+//! errors), and the Rust program `rthreads` (std::thread with Mutex, Condvar, mpsc, Barrier). A threaded job
 //! under busybox ash's job control (Ctrl-Z, jobs, bg, kill -TSTP %1, fg) stops and continues as a
 //! whole.
 //!
@@ -159,6 +160,16 @@ fn execve_from_a_thread_and_an_early_leader_exit_match_the_host_glibc() {
 #[test]
 fn execve_from_a_thread_and_an_early_leader_exit_match_the_host_musl() {
     let _ = same_on_host_and_guest("execthread-musl", "execthread");
+}
+
+#[test]
+fn sched_setattr_and_getattr_per_thread_match_the_host_glibc() {
+    let _ = same_on_host_and_guest("schedattr-glibc", "schedattr");
+}
+
+#[test]
+fn sched_setattr_and_getattr_per_thread_match_the_host_musl() {
+    let _ = same_on_host_and_guest("schedattr-musl", "schedattr");
 }
 
 #[test]

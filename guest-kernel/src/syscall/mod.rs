@@ -213,6 +213,8 @@ fn run(frame: &mut TrapFrame) {
         143 => sched::sys_sched_getparam(a[0] as i32, a[1]),
         144 => sched::sys_sched_setscheduler(a[0] as i32, a[1] as i32, a[2]),
         145 => sched::sys_sched_getscheduler(a[0] as i32),
+        314 => sched::sys_sched_setattr(a[0] as i32, a[1], a[2] as u32),
+        315 => sched::sys_sched_getattr(a[0] as i32, a[1], a[2] as u32, a[3] as u32),
         146 => sched::sys_sched_get_priority(a[0] as i32, true),
         147 => sched::sys_sched_get_priority(a[0] as i32, false),
         _ => {

@@ -1,5 +1,6 @@
-//! Scheduling and CPU-time calls: getpriority/setpriority (nice), sched_{get,set}scheduler and
-//! sched_{get,set}param for the fair-class policies, sched_get_priority_{min,max}, the CPU-time clocks,
+//! Scheduling and CPU-time calls: getpriority/setpriority (nice), sched_{get,set}scheduler,
+//! sched_{get,set}param and sched_{get,set}attr for the fair-class policies (each on one thread, as
+//! Linux's: a tid names a thread), sched_get_priority_{min,max}, the CPU-time clocks,
 //! times and getrusage. The numbers come from the scheduler's entities (`proc::sched::entity`).
 #![deny(unsafe_code)]
 
@@ -132,6 +133,112 @@ pub fn sys_sched_getparam(pid: i32, param: u64) -> SysResult {
     }
     sched_target(pid)?;
     copy_to_user(param, &0i32.to_le_bytes()).map(|_| 0)
+}
+
+/// `struct sched_attr`: its first version (48 bytes) and the one this kernel knows (56: with
+/// util_min and util_max, always 0 here, as Linux without utilization clamping reports them).
+const SCHED_ATTR_SIZE_VER0: u32 = 48;
+const SCHED_ATTR_SIZE: u32 = 56;
+const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
+const SCHED_FLAG_KEEP_PARAMS: u64 = 0x10;
+const SCHED_FLAG_UTIL_CLAMP: u64 = 0x60;
+/// Every flag Linux knows (SCHED_FLAG_ALL | SCHED_FLAG_SUGOV): others are EINVAL.
+const SCHED_FLAGS_KNOWN: u64 = 0x7f | 0x1000_0000;
+/// Largest `struct sched_attr` a caller may pass (a page).
+const SCHED_ATTR_MAX: u32 = 4096;
+
+/// sched_setattr's E2BIG: the kernel's size written back into the caller's `size` field.
+fn sched_attr_too_big(uattr: u64) -> SysResult {
+    let _ = copy_to_user(uattr, &SCHED_ATTR_SIZE.to_le_bytes());
+    Err(Errno::E2BIG)
+}
+
+/// sched_setattr: the policy and nice value of one thread from a `struct sched_attr`, with Linux's
+/// checks in Linux's order: a NULL attr, pid < 0 or flags: EINVAL; a size (0 meaning the first
+/// version) below 48 or above a page, or nonzero bytes past the 56 known: E2BIG with 56 written
+/// back; a negative policy: EINVAL; no such thread: ESRCH; then an unknown policy (the real-time and
+/// deadline ones too: there is no such class here), unknown flags or a priority: EINVAL;
+/// utilization clamps: EOPNOTSUPP. SCHED_FLAG_KEEP_POLICY keeps the policy; KEEP_PARAMS keeps both
+/// policy and nice, as Linux's __sched_setscheduler then skips __setscheduler_params. Nice is
+/// clamped to -20..=19.
+pub fn sys_sched_setattr(pid: i32, uattr: u64, flags: u32) -> SysResult {
+    if uattr == 0 || pid < 0 || flags != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let mut size: u32 = crate::mm::uaccess::read_val(uattr)?;
+    if size == 0 {
+        size = SCHED_ATTR_SIZE_VER0;
+    }
+    if !(SCHED_ATTR_SIZE_VER0..=SCHED_ATTR_MAX).contains(&size) {
+        return sched_attr_too_big(uattr);
+    }
+    let mut raw = [0u8; SCHED_ATTR_SIZE as usize];
+    let known = size.min(SCHED_ATTR_SIZE) as usize;
+    crate::mm::uaccess::copy_from_user(&mut raw[..known], uattr)?;
+    let mut at = SCHED_ATTR_SIZE as u64;
+    while at < u64::from(size) {
+        let mut chunk = [0u8; 64];
+        let len = (u64::from(size) - at).min(64) as usize;
+        crate::mm::uaccess::copy_from_user(&mut chunk[..len], uattr + at)?;
+        if chunk[..len].iter().any(|&b| b != 0) {
+            return sched_attr_too_big(uattr);
+        }
+        at += len as u64;
+    }
+    let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+    let policy = word(4);
+    let sflags = u64::from(word(8)) | u64::from(word(12)) << 32;
+    let nice = (word(16) as i32).clamp(-20, 19);
+    let priority = word(20);
+    if sflags & SCHED_FLAG_UTIL_CLAMP != 0 && size < SCHED_ATTR_SIZE {
+        return Err(Errno::EINVAL);
+    }
+    if (policy as i32) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let (pid, e) = sched_target(pid)?;
+    let policy = if sflags & SCHED_FLAG_KEEP_POLICY != 0 {
+        e.policy
+    } else {
+        SchedPolicy::from_raw(policy).ok_or(Errno::EINVAL)?
+    };
+    if sflags & !SCHED_FLAGS_KNOWN != 0 || priority != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if sflags & SCHED_FLAG_UTIL_CLAMP != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if sflags & SCHED_FLAG_KEEP_PARAMS == 0 {
+        sched::set_nice(pid, nice, policy);
+    }
+    Ok(0)
+}
+
+/// sched_getattr: one thread's `struct sched_attr` (policy, nice; the rest 0), `size` bytes of it at
+/// most, its `size` field saying how many were written and any bytes beyond the 56 known cleared.
+/// EINVAL for a NULL attr, pid < 0, flags or a size below 48 or above a page; ESRCH for no thread.
+pub fn sys_sched_getattr(pid: i32, uattr: u64, size: u32, flags: u32) -> SysResult {
+    if uattr == 0
+        || pid < 0
+        || !(SCHED_ATTR_SIZE_VER0..=SCHED_ATTR_MAX).contains(&size)
+        || flags != 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    let (_, e) = sched_target(pid)?;
+    let written = size.min(SCHED_ATTR_SIZE);
+    let mut raw = [0u8; SCHED_ATTR_SIZE as usize];
+    raw[0..4].copy_from_slice(&written.to_le_bytes());
+    raw[4..8].copy_from_slice(&(e.policy as u32).to_le_bytes());
+    raw[16..20].copy_from_slice(&e.nice.to_le_bytes());
+    copy_to_user(uattr, &raw[..written as usize])?;
+    let mut at = u64::from(written);
+    while at < u64::from(size) {
+        let len = (u64::from(size) - at).min(64) as usize;
+        copy_to_user(uattr + at, &[0u8; 64][..len])?;
+        at += len as u64;
+    }
+    Ok(0)
 }
 
 /// sched_get_priority_max/min: 0 for the fair policies, 1..99 for FIFO and RR (as Linux answers even
