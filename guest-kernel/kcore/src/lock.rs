@@ -74,6 +74,16 @@ impl LockTable {
         }
     }
 
+    /// How many locks are held (all files, all owners).
+    pub fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Whether no lock is held.
+    pub fn is_empty(&self) -> bool {
+        self.locks.is_empty()
+    }
+
     /// Whether `owner` sleeping for `[start, end)` of `file` would wait for itself: the owner of the
     /// lock in the way waits (directly or through others, at most [`MAX_DEADLK_ITERATIONS`] steps) for
     /// a lock of `owner`. As on Linux, only process owners are followed: a description's locks

@@ -52,6 +52,13 @@ pub fn set(
             .conflict(file, owner, start, end, kind)
             .is_none()
         {
+            // A process can cut a file into as many ranges as it likes, and `set` builds the new
+            // list (up to two more locks) beside the old one: that must leave the heap's reserve
+            // (Linux: ENOLCK when a lock cannot be allocated), or the kernel's allocation fails.
+            let grown = (LOCKS.borrow().len() + 2) * core::mem::size_of::<Lock>();
+            if !crate::mm::heap::can_spare(grown) {
+                return Err(Errno::ENOLCK);
+            }
             LOCKS.borrow_mut().set(file, owner, start, end, kind);
             // Shrinking, converting or releasing may free a range somebody waits for.
             RELEASED.wake_all();
