@@ -54,11 +54,14 @@ pub struct Tmpfs {
     size_given: bool,
 }
 
+/// The longest name of a directory entry (Linux's NAME_MAX).
+const NAME_MAX: usize = 255;
+
 fn check_name(name: &[u8]) -> Result<(), Ext2Error> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
         return Err(Ext2Error::Invalid);
     }
-    if name.len() > 255 {
+    if name.len() > NAME_MAX {
         return Err(Ext2Error::NameTooLong);
     }
     Ok(())
@@ -233,6 +236,12 @@ impl Tmpfs {
     /// A new node (ENOSPC past nr_inodes).
     fn new_node(&mut self, mode: u16, data: Data, now: u32) -> Result<Inode, Ext2Error> {
         if self.nodes.len() as u64 >= self.max_inodes {
+            return Err(Ext2Error::NoSpace);
+        }
+        // Nodes live on the kernel heap, which nr_inodes (half of RAM's pages by default) can
+        // outgrow: a node, its name and a directory listing's copy of it must leave the heap's
+        // reserve (ENOSPC, as Linux's shmem_get_inode when the inode cannot be allocated).
+        if !crate::mm::heap::can_spare(core::mem::size_of::<Node>() + 2 * (NAME_MAX + 32)) {
             return Err(Ext2Error::NoSpace);
         }
         let ino = self.next_ino;
