@@ -3,7 +3,8 @@
  * written through a mapping into the file. The host and the guest must print the same lines; the
  * test then reads DIR/viamap and DIR/atexit from the powered-off image with debugfs.
  *
- *   mapshared DIR             (DIR is created)
+ *   mapshared DIR             (DIR is created; DIR/unlinked is mapped, unlinked and closed, then
+ *                             written through the mapping)
  *   mapshared --durable FILE  write 64 KiB of pattern into FILE through a shared mapping only, fsync
  *                             the descriptor (no msync, no munmap), print "synced", wait forever
  *                             (the test kills the VM and reads FILE from the disk)
@@ -203,6 +204,40 @@ int main(int argc, char **argv) {
     printf("mapshared: the child's exit status %d, read [%.12s]\n", WEXITSTATUS(st),
            peek(fd, 0, 12));
     close(fd);
+    /* A mapping holds its file (Linux's vm_file): unlinked and closed while mapped, the file lives
+     * on, its pages and blocks its own, until munmap. Another file made meanwhile must not get its
+     * inode or blocks. Only the first page is touched before the close. */
+    static unsigned char kept[2 * PAGE], other[2 * PAGE], back2[2 * PAGE];
+    for (size_t k = 0; k < sizeof kept; k++) {
+        kept[k] = (unsigned char)('0' + k % 10);
+        other[k] = (unsigned char)('A' + k % 7);
+    }
+    snprintf(path, sizeof path, "%s/unlinked", argv[1]);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, kept, sizeof kept) != (ssize_t)sizeof kept)
+        die("unlinked");
+    m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("mmap unlinked");
+    char first = m[0];
+    if (unlink(path) || close(fd))
+        die("unlink");
+    snprintf(path, sizeof path, "%s/other", argv[1]);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, other, sizeof other) != (ssize_t)sizeof other)
+        die("other");
+    printf("mapshared: unlinked and closed, the mapping reads its file: %d %d\n", first == kept[0],
+           !memcmp(m + PAGE, kept + PAGE, PAGE));
+    memcpy(m + 5, "KEPT", 4);
+    memcpy(m + PAGE + 5, "HELD", 4);
+    printf("mapshared: written through it and read back: [%.4s] [%.4s]\n", m + 5, m + PAGE + 5);
+    if (munmap(m, 2 * PAGE))
+        die("munmap unlinked");
+    got = pread(fd, back2, sizeof back2, 0);
+    printf("mapshared: the file made meanwhile is its own: %d\n",
+           got == (ssize_t)sizeof back2 && !memcmp(back2, other, sizeof other));
+    close(fd);
+
     printf("mapshared: done\n");
     return 0;
 }

@@ -39,7 +39,34 @@ pub enum Backing {
         path: Rc<[u8]>,
         /// The file was open for writing: a shared mapping of it may be (or become) writable.
         may_write: bool,
+        /// Keeps the file alive while it is mapped.
+        hold: FileHold,
     },
+}
+
+/// What keeps a mapped file alive (Linux's `vma->vm_file`): the kernel's open file, opaque here.
+/// The pieces of a split area and a forked child's copy share it; the file is let go (and an
+/// unlinked one freed) when the last of them goes: munmap, exec or exit. It is not part of what an
+/// area maps, so it never makes two areas compare unequal.
+#[derive(Clone, Default)]
+pub struct FileHold(pub Option<Rc<dyn core::any::Any>>);
+
+impl PartialEq for FileHold {
+    fn eq(&self, _: &FileHold) -> bool {
+        true
+    }
+}
+
+impl Eq for FileHold {}
+
+impl core::fmt::Debug for FileHold {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FileHold"
+        } else {
+            "FileHold(none)"
+        })
+    }
 }
 
 /// One memory area `[start, end)`, page-aligned.
@@ -415,6 +442,7 @@ mod tests {
                 offset,
                 path: Rc::from(&b"/bin/x"[..]),
                 may_write: false,
+                hold: FileHold::default(),
             },
         }
     }

@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use core::any::Any;
 use kcore::errno::Errno;
 use kcore::ext2::{BlockDevice, Inode, S_IFDIR, S_IFMT};
-use kcore::vma::{Backing, PROT_WRITE};
+use kcore::vma::{Backing, FileHold, PROT_WRITE};
 
 /// Most bytes one step of a write moves through the kernel.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -615,12 +615,17 @@ impl FileOps for Ext2File {
         if !file.readable() || (shared && prot & PROT_WRITE != 0 && !may_write) {
             return Err(Errno::EACCES);
         }
+        let hold = FileHold(Some(Rc::new(Ext2File::new(self.mnt.clone(), &inode))));
         Ok(Backing::File {
             dev: self.mnt.dev,
             inode: Rc::new(inode),
             offset,
             path: file.path.clone().unwrap_or_else(|| Rc::from(&b""[..])),
             may_write,
+            // The mapping keeps the file open (Linux's vm_file): a file unlinked and closed while
+            // mapped lives, its blocks and inode number its own, until the last piece of the area
+            // goes (munmap, exec, exit).
+            hold,
         })
     }
 

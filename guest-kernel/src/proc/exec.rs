@@ -159,6 +159,7 @@ fn load_segments(
                         offset: page_down(s.offset) + (a - start),
                         path: path.clone(),
                         may_write: false,
+                        hold: Default::default(),
                     }
                 } else {
                     Backing::Anonymous
