@@ -238,6 +238,40 @@ int main(int argc, char **argv) {
            got == (ssize_t)sizeof back2 && !memcmp(back2, other, sizeof other));
     close(fd);
 
+    /* The same on tmpfs (/tmp): a writable shared mapping and read/write see one page, holes
+     * included, and so does a forked child. */
+    snprintf(path, sizeof path, "/tmp/mapshared-%d", (int)getpid());
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, 2 * PAGE))
+        die("tmpfs file");
+    m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("mmap tmpfs");
+    memcpy(m + 3, "TMPFS", 5);
+    memcpy(m + PAGE + 9, "HOLE", 4);
+    printf("mapshared: tmpfs, read after writes through the mapping: [%s]\n", peek(fd, 3, 5));
+    printf("mapshared: tmpfs, and in the hole's page: [%s]\n", peek(fd, PAGE + 9, 4));
+    if (pwrite(fd, "FDW", 3, 100) != 3)
+        die("pwrite tmpfs");
+    printf("mapshared: tmpfs, the mapping after pwrite: [%.3s]\n", m + 100);
+    pid = fork();
+    if (pid < 0)
+        die("fork tmpfs");
+    if (pid == 0) {
+        memcpy(m + PAGE + 200, "KID", 3);
+        _exit(0);
+    }
+    waitpid(pid, &st, 0);
+    printf("mapshared: tmpfs, after the child's write: [%s]\n", peek(fd, PAGE + 200, 3));
+    printf("mapshared: tmpfs, msync %s\n", errname(msync(m, 2 * PAGE, MS_SYNC)));
+    if (munmap(m, 2 * PAGE))
+        die("munmap tmpfs");
+    got = pread(fd, back2, sizeof back2, 0);
+    printf("mapshared: tmpfs, after munmap: %ld bytes, fnv %016llx\n", (long)got,
+           (unsigned long long)fnv(back2, sizeof back2));
+    unlink(path);
+    close(fd);
+
     printf("mapshared: done\n");
     return 0;
 }

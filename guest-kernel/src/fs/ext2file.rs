@@ -372,9 +372,10 @@ pub fn mapped_page_written(dev: u32, ino: u32, idx: u64, pa: u64) {
     }
 }
 
-/// Whether files of device `dev` are in the page cache (a mounted disk: ext2, not tmpfs).
-pub fn in_page_cache(dev: u32) -> bool {
-    super::mount::by_dev(dev as u64).is_some_and(|m| m.disk.is_some())
+/// Whether a shared mapping of a file of device `dev` maps the file's pages ([`map_shared_page`]):
+/// a mounted filesystem's (ext2: the page cache's, tmpfs: the file's own).
+pub fn maps_file_pages(dev: u32) -> bool {
+    super::mount::by_dev(dev as u64).is_some()
 }
 
 /// The page-cache frame of page `idx` of inode `ino` on the filesystem of device `dev`, read in
@@ -383,11 +384,15 @@ pub fn in_page_cache(dev: u32) -> bool {
 /// share that one page. EFAULT for a page wholly past the end of the file (SIGBUS), ENOMEM when
 /// no frame is free.
 pub fn map_shared_page(dev: u32, ino: u32, idx: u64) -> Result<u64, Errno> {
+    let mnt = super::mount::by_dev(dev as u64).ok_or(Errno::EIO)?;
+    if mnt.disk.is_none() {
+        // tmpfs: the file's own page.
+        return mnt.with(|fs| fs.map_page(ino, idx));
+    }
     let key = (dev, ino, idx);
     if let Some(pa) = pagecache::map_page(key) {
         return Ok(pa);
     }
-    let mnt = super::mount::by_dev(dev as u64).ok_or(Errno::EIO)?;
     let inode = mnt.with(|fs| fs.inode(ino))?;
     if idx * PAGE_SIZE >= inode.size {
         return Err(Errno::EFAULT);
@@ -608,10 +613,10 @@ impl FileOps for Ext2File {
         if !inode.is_reg() {
             return Err(Errno::ENODEV);
         }
-        // A shared mapping of an ext2 file maps the page cache's pages, so it may be writable when
-        // the file is open for writing (else EACCES, as Linux); tmpfs files are not in the page
-        // cache, and their shared mappings stay read-only.
-        let may_write = shared && file.writable() && self.mnt.disk.is_some();
+        // A shared mapping maps the file's pages themselves (an ext2 file's in the page cache, a
+        // tmpfs file's its own), so it may be writable when the file is open for writing (else
+        // EACCES, as Linux).
+        let may_write = shared && file.writable();
         if !file.readable() || (shared && prot & PROT_WRITE != 0 && !may_write) {
             return Err(Errno::EACCES);
         }

@@ -130,6 +130,12 @@ pub trait FileSystem {
     fn closed(&mut self, _ino: u32) -> bool {
         false
     }
+    /// The frame of page `idx` of file `ino` for a shared mapping, its share count raised for the
+    /// mapping, on a filesystem whose files keep their own pages (tmpfs); the page cache serves
+    /// the others (Invalid).
+    fn map_page(&mut self, _ino: u32, _idx: u64) -> Result<u64, Ext2Error> {
+        Err(Ext2Error::Invalid)
+    }
     /// Applies a remount's data string (`size=` for tmpfs). The default takes none (EINVAL).
     fn remount(&mut self, data: &[u8], _ram: u64) -> Result<(), Ext2Error> {
         if data

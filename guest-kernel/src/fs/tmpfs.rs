@@ -767,6 +767,37 @@ impl FileSystem for Tmpfs {
         }
     }
 
+    /// The file's own frame, mapped as it is, so the mapping, read and write see one page; a hole
+    /// gets a zeroed page (counted against size=: ENOSPC, SIGBUS at the fault, as Linux's shmem).
+    /// Past the end of the file: Invalid (SIGBUS).
+    fn map_page(&mut self, ino: u32, idx: u64) -> Result<u64, Ext2Error> {
+        let (max, used) = (self.max_pages, self.pages);
+        let node = self.nodes.get_mut(&ino).ok_or(Ext2Error::NotFound)?;
+        if idx.saturating_mul(PAGE_SIZE) >= node.inode.size {
+            return Err(Ext2Error::Invalid);
+        }
+        let Data::File(pages) = &mut node.data else {
+            return Err(Ext2Error::IsDir);
+        };
+        let pa = match pages.entry(idx) {
+            Entry::Occupied(e) => e.get().pa(),
+            Entry::Vacant(e) => {
+                let mut f = Some(())
+                    .filter(|_| used < max)
+                    .and_then(|_| OwnedFrame::alloc())
+                    .ok_or(Ext2Error::NoSpace)?;
+                f.bytes_mut().fill(0);
+                let pa = e.insert(f).pa();
+                node.inode.sectors = (pages.len() as u64 * (PAGE_SIZE / 512)) as u32;
+                self.pages += 1;
+                SHMEM_PAGES.fetch_add(1, Ordering::Relaxed);
+                pa
+            }
+        };
+        crate::mm::frame::get(pa);
+        Ok(pa)
+    }
+
     fn closed(&mut self, ino: u32) -> bool {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.opens = n.opens.saturating_sub(1);

@@ -315,7 +315,7 @@ pub fn resolve_fault(
             }
             Backing::File {
                 dev, inode, offset, ..
-            } if v.shared && crate::fs::ext2file::in_page_cache(*dev) => {
+            } if v.shared && crate::fs::ext2file::maps_file_pages(*dev) => {
                 // A shared mapping of a disk file maps the page cache's own frame (counted as one
                 // more user), so every mapping, read and write of the file sees one page; past
                 // the end of the file it is SIGBUS.
