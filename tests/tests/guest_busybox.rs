@@ -453,7 +453,12 @@ fn an_interactive_ash_session_on_the_console() {
     // itself and from wait4 (which must not report the old stop again).
     let out = sh.run("bg");
     assert!(out.contains("trap"), "{out}");
-    sh.shown("cont1");
+    // About one run in five (session 9, quiet machine and under load alike) the job never prints
+    // cont1 after bg: a job-control hang not understood yet. Say which process waits, and how.
+    if !wait_until(T, || sh.vm.stdout().contains("cont1")) {
+        let ps = sh.run("ps -o pid,ppid,pgid,stat,comm; grep -H State /proc/[0-9]*/status");
+        panic!("bg did not continue the job (no cont1); the guest's processes:\n{ps}");
+    }
     let out = sh.run("jobs");
     assert!(
         out.lines()
