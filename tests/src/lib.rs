@@ -475,3 +475,26 @@ pub fn tool_ok(cmd: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Asserts that a program printed the same lines in the guest as on the host. On a mismatch the
+/// panic names the first differing line and shows both outputs, before the guest's whole console
+/// (a CI log keeps the head of a long message, so the difference comes first).
+pub fn assert_same_lines<G: AsRef<str>, H: AsRef<str>>(guest: &[G], host: &[H], console: &str) {
+    let guest: Vec<&str> = guest.iter().map(AsRef::as_ref).collect();
+    let host: Vec<&str> = host.iter().map(AsRef::as_ref).collect();
+    if guest == host {
+        return;
+    }
+    let at = guest.iter().zip(&host).take_while(|(g, h)| g == h).count();
+    panic!(
+        "guest and host differ at line {}:\n  guest: {:?}\n  host:  {:?}\n\
+         --- guest ({} lines):\n{}\n--- host ({} lines):\n{}\n--- guest console:\n{console}",
+        at + 1,
+        guest.get(at).copied().unwrap_or("(no more lines)"),
+        host.get(at).copied().unwrap_or("(no more lines)"),
+        guest.len(),
+        guest.join("\n"),
+        host.len(),
+        host.join("\n"),
+    );
+}

@@ -16,7 +16,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tests::{require_kvm, run, wait_until, GuestImages, Netns, Vm, TAP};
+use tests::{assert_same_lines, require_kvm, run, wait_until, GuestImages, Netns, Vm, TAP};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -70,7 +70,7 @@ fn script_matches_the_host(script: &str, first: &str) -> Option<Vec<String>> {
     let want = between(&host.lines().collect::<Vec<_>>(), first, "== done");
     assert!(want.len() > 20, "host output:\n{host}");
     let got = between(&script_lines(&console), first, "== done");
-    assert_eq!(got, want, "guest console:\n{console}");
+    assert_same_lines(&got, &want, &console);
     assert!(!console.contains("not implemented"), "{console}");
     Some(got.into_iter().map(str::to_string).collect())
 }
@@ -524,12 +524,7 @@ fn epoll_matches_the_host(libc: &str) {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(
-        lines(&out.stdout),
-        lines(&host),
-        "guest console:\n{}",
-        out.stdout
-    );
+    assert_same_lines(&lines(&out.stdout), &lines(&host), &out.stdout);
     assert!(!out.stdout.contains("not implemented"), "{}", out.stdout);
     assert_eq!(out.code, Some(0), "{}", out.stdout);
 }
@@ -566,7 +561,7 @@ fn c_program_matches_the_host(name: &str, libc: &str) {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(lines(&console), lines(&host), "guest console:\n{console}");
+    assert_same_lines(&lines(&console), &lines(&host), &console);
 }
 
 #[test]

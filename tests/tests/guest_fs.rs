@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{run, GuestImages, Vm};
+use tests::{assert_same_lines, run, GuestImages, Vm};
 
 const T: Duration = Duration::from_secs(240);
 
@@ -146,11 +146,10 @@ fn fstest_matches_the_host(libc: &str) {
         "{}",
         guest.stdout
     );
-    assert_eq!(
-        lines_with(&guest.stdout, "fstest: "),
-        lines_with(&host_out, "fstest: "),
-        "guest console:\n{}",
-        guest.stdout
+    assert_same_lines(
+        &lines_with(&guest.stdout, "fstest: "),
+        &lines_with(&host_out, "fstest: "),
+        &guest.stdout,
     );
     assert!(
         guest
@@ -642,11 +641,10 @@ fn dirfd_matches_the_host(images: &GuestImages, libc: &str, many: Option<u32>) -
     );
     let timeout = if many.is_some() { 3 * T } else { T };
     let guest = run(&args(images, &disk, &cmdline), timeout);
-    assert_eq!(
-        lines_with(&guest.stdout, "dirfd: "),
-        lines_with(&host_out, "dirfd: "),
-        "guest console:\n{}",
-        guest.stdout
+    assert_same_lines(
+        &lines_with(&guest.stdout, "dirfd: "),
+        &lines_with(&host_out, "dirfd: "),
+        &guest.stdout,
     );
     assert_eq!(guest.code, Some(0), "{}", guest.stdout);
     // The unlinked file and the removed directory were freed at their last close.
@@ -676,11 +674,10 @@ fn shared_file_mappings_match_the_host(libc: &str) {
     let disk = copy_root(&images, &dir, true);
     let cmdline = format!("console=ttyS0 root=/dev/vda rw -- run /bin/mapshared-{libc} /root/ms");
     let guest = run(&args(&images, &disk, &cmdline), T);
-    assert_eq!(
-        lines_with(&guest.stdout, "mapshared: "),
-        lines_with(&host_out, "mapshared: "),
-        "guest console:\n{}",
-        guest.stdout
+    assert_same_lines(
+        &lines_with(&guest.stdout, "mapshared: "),
+        &lines_with(&host_out, "mapshared: "),
+        &guest.stdout,
     );
     assert_eq!(guest.code, Some(0), "{}", guest.stdout);
     fsck_clean(&disk);

@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{run, wait_until, GuestImages, Output, Vm};
+use tests::{assert_same_lines, run, wait_until, GuestImages, Output, Vm};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -46,11 +46,10 @@ fn process_semantics_match_the_host() {
     assert!(host.status.success(), "{host:?}");
     let host = String::from_utf8_lossy(&host.stdout).into_owned();
     assert!(host.contains("proctest: done"), "{host}");
-    assert_eq!(
-        proctest_lines(&out.stdout),
-        proctest_lines(&host),
-        "guest console:\n{}",
-        out.stdout
+    assert_same_lines(
+        &proctest_lines(&out.stdout),
+        &proctest_lines(&host),
+        &out.stdout,
     );
     assert!(out.stdout.contains("init: /bin/proctest exited (exit 0)"));
     // The segfaulting child is reported by the kernel, as Linux logs it.
@@ -307,12 +306,7 @@ fn proctest_on_terminals(case: &str, host_says: &[&str]) -> Option<String> {
         assert!(host.contains(line), "{host}");
     }
     let guest = out.stdout.replace('\r', "");
-    assert_eq!(
-        proctest_lines(&guest),
-        proctest_lines(&host),
-        "guest console:\n{}",
-        out.stdout
-    );
+    assert_same_lines(&proctest_lines(&guest), &proctest_lines(&host), &out.stdout);
     assert_eq!(out.code, Some(0), "{}", out.stdout);
     Some(guest)
 }

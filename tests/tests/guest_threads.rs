@@ -23,7 +23,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{run, wait_until, GuestImages, Vm};
+use tests::{assert_same_lines, run, wait_until, GuestImages, Vm};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -48,11 +48,10 @@ fn same_on_host_and_guest(prog: &str, prefix: &str) -> Option<String> {
     );
     let cmdline = format!("console=ttyS0 root=/dev/vda -- run /bin/{prog}");
     let guest = run(&images.args(&[], &cmdline), T);
-    assert_eq!(
-        lines_with(&guest.stdout, &prefix),
-        lines_with(&host, &prefix),
-        "{prog}: guest console:\n{}",
-        guest.stdout
+    assert_same_lines(
+        &lines_with(&guest.stdout, &prefix),
+        &lines_with(&host, &prefix),
+        &guest.stdout,
     );
     assert!(
         guest
