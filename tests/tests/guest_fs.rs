@@ -19,6 +19,10 @@
 //!   their directory through renames and moves, a removed one is ENOENT, an unlinked open file keeps
 //!   its data until the last close; the same lines as on the host and a clean image after. Its
 //!   `--many 2000`: one directory of 2,000 entries created, renamed, listed and emptied.
+//! - `rootfs/c/mapedge.c` (glibc and musl): the edges of shared file mappings against the host
+//!   (truncation under a mapping is SIGBUS past the end, a full tmpfs is SIGBUS at the write
+//!   fault, mtime follows mapped writes); a full ext2 disk is SIGBUS at the write fault (guest
+//!   only); mapped writes reach the disk by the periodic write-back (SIGKILL, then debugfs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -787,5 +791,156 @@ fn writes_through_a_mapping_survive_kill_9_after_fsync() {
         got.iter().zip(&want).filter(|(a, b)| a == b).count()
     );
     fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The edges of shared file mappings, against the host (`rootfs/c/mapedge.c`, run as root: it
+/// mounts a 64 KiB tmpfs of its own on both): truncation under shared and private mappings
+/// (SIGBUS past the new end, zeros after the file grows again; on the root ext2 and on tmpfs), a
+/// write through a mapping into a hole of a full tmpfs (SIGBUS, then fine after a delete), and
+/// mtime after writes through a mapping (again after msync on the disk filesystem, not on tmpfs).
+/// The host's run is on a disk filesystem (under the target directory, not a possibly-tmpfs /tmp)
+/// so that its disk lines mean a disk filesystem too.
+fn mapping_edges_match_the_host(libc: &str) {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("mapedge mounts a tmpfs on the host and needs root: skipped");
+        return;
+    }
+    let host_top = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mapedge-{libc}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host_top);
+    let host = Command::new(images.host_program(&format!("bin/mapedge-{libc}")))
+        .arg(&host_top)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&host_top);
+    assert!(host.status.success(), "mapedge on the host: {host:?}");
+    let host_out = String::from_utf8_lossy(&host.stdout).into_owned();
+    assert!(host_out.contains("mapedge: done"), "{host_out}");
+
+    let dir = scratch(&format!("mapedge-{libc}"));
+    let disk = copy_root(&images, &dir, true);
+    let cmdline = format!("console=ttyS0 root=/dev/vda rw -- run /bin/mapedge-{libc} /root/me");
+    let guest = run(&args(&images, &disk, &cmdline), T);
+    assert_same_lines(
+        &lines_with(&guest.stdout, "mapedge: "),
+        &lines_with(&host_out, "mapedge: "),
+        &guest.stdout,
+    );
+    assert_eq!(guest.code, Some(0), "{}", guest.stdout);
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn mapping_edges_match_the_host_glibc() {
+    mapping_edges_match_the_host("glibc");
+}
+
+#[test]
+fn mapping_edges_match_the_host_musl() {
+    mapping_edges_match_the_host("musl");
+}
+
+/// The periodic write-back covers pages written through a shared mapping (Linux's flusher writes
+/// them too): `mapedge --writeback` fills a file through its mapping only (no msync, munmap or
+/// fsync), sleeps past two write-back periods, writes a second pattern over the first half
+/// (the pages were write-protected by the write-back, so these writes fault and dirty them
+/// again), sleeps again; microvm is killed with SIGKILL and the host reads both patterns.
+#[test]
+fn writes_through_a_mapping_reach_the_disk_by_periodic_write_back() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("mapwriteback");
+    let disk = copy_root(&images, &dir, true);
+    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapedge-glibc --writeback /wbmap";
+    let vm = Vm::spawn(&args(&images, &disk, cmdline));
+    vm.wait_for_output("mapedge: slept", T);
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    assert_eq!(out.code, None, "microvm was killed");
+    let got = debugfs(&disk, "cat /wbmap");
+    let want: Vec<u8> = (0..64 * 1024usize)
+        .map(|k| {
+            if k < 32 * 1024 {
+                (k * 13 + 1) as u8
+            } else {
+                (k * 7 + (k >> 12)) as u8
+            }
+        })
+        .collect();
+    assert!(
+        got == want,
+        "after SIGKILL the file written only through a mapping reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    );
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A write through a shared mapping into a hole of a full ext2 disk is SIGBUS at the fault (the
+/// block is allocated there, as Linux's page_mkwrite does on ext4; not a write lost at write-back),
+/// both for a page not mapped yet and for a hole page mapped by a read; after a delete the same
+/// write works and reaches the disk. Guest only: the host cannot mount an ext2 image here (no loop
+/// devices in the test environment), so `mapedge --enospc` prints what Linux would and the test
+/// checks those lines, then the image with e2fsck and debugfs.
+#[test]
+fn a_mapped_write_into_a_hole_of_a_full_disk_is_sigbus() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("mapenospc");
+    let small = dir.join("small.raw");
+    let st = Command::new("mke2fs")
+        .args(["-F", "-q", "-t", "ext2", "-b", "1024"])
+        .arg(&small)
+        .arg("1024")
+        .status()
+        .expect("mke2fs (e2fsprogs) must be installed");
+    assert!(st.success());
+    let args = vec![
+        "--kernel".to_string(),
+        images.kernel.display().to_string(),
+        "--disk".into(),
+        format!("{},ro", images.disk.display()),
+        "--disk".into(),
+        small.display().to_string(),
+        "--cmdline".into(),
+        "console=ttyS0 root=/dev/vda -- run /bin/mapedge-glibc --enospc /dev/vdb /mnt".into(),
+    ];
+    let guest = run(&args, T);
+    assert_eq!(
+        lines_with(&guest.stdout, "mapedge: "),
+        [
+            "mapedge: enospc: a read of the hole ok 0",
+            "mapedge: enospc: filled some: 1, stopped with errno 28",
+            "mapedge: enospc: write into the hole through the mapping: SIGBUS code 2",
+            "mapedge: enospc: the other page of the hole too: SIGBUS code 2",
+            "mapedge: enospc: after a delete: ok 88",
+            "mapedge: enospc: msync ok",
+            "mapedge: enospc: pread sees it: 88",
+            "mapedge: enospc: umount ok",
+            "mapedge: done",
+        ],
+        "{}",
+        guest.stdout
+    );
+    assert_eq!(guest.code, Some(0), "{}", guest.stdout);
+    fsck_clean(&small);
+    let mut want = vec![0u8; 8192];
+    want[0] = b'X';
+    let got = debugfs(&small, "cat /hole");
+    assert!(
+        got == want,
+        "/hole reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

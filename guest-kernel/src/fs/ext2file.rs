@@ -337,41 +337,6 @@ fn fill(mnt: &Mount, inode: &Inode, start: u64, dst: &mut [u8]) -> Result<(), Er
     Ok(())
 }
 
-/// Page `idx` of inode `ino` on device `dev` (frame `pa`) was written through a shared mapping:
-/// the blocks under it are allocated (a hole, e.g. after ftruncate, gets its blocks now, as
-/// Linux's page_mkwrite does at the first write) and the page becomes dirty for write-back. The
-/// part past the end of the file is not the file's and is not written. Nothing happens when the
-/// cache no longer holds that frame as that page (truncated, or the disk written underneath) or
-/// the file has no links left (a mapping does not keep an unlinked file: unlike Linux, whose
-/// mapping holds the file open). A full disk loses the write with a log line (Linux sends SIGBUS
-/// at the fault instead).
-pub fn mapped_page_written(dev: u32, ino: u32, idx: u64, pa: u64) {
-    let key = (dev, ino, idx);
-    let Some(mnt) = super::mount::by_dev(dev as u64).filter(|_| pagecache::holds(key, pa)) else {
-        return;
-    };
-    let now = now();
-    let r = mnt.with(|fs| {
-        let mut inode = fs.inode(ino)?;
-        let start = idx * PAGE_SIZE;
-        if start >= inode.size || inode.links == 0 {
-            return Ok(0);
-        }
-        let len = (inode.size - start).min(PAGE_SIZE) as usize;
-        fs.reserve(&mut inode, start, len, now)
-    });
-    match r {
-        Ok(0) => {}
-        Ok(_) => pagecache::mark_dirty(key, pa),
-        Err(e) => crate::kprintln!(
-            "VFS: a page written through a shared mapping (inode {}, page {}) is lost: errno {}",
-            kcore::fmt::Dec(ino as u64),
-            kcore::fmt::Dec(idx),
-            kcore::fmt::Dec(e.0 as u64)
-        ),
-    }
-}
-
 /// Whether a shared mapping of a file of device `dev` maps the file's pages ([`map_shared_page`]):
 /// a mounted filesystem's (ext2: the page cache's, tmpfs: the file's own).
 pub fn maps_file_pages(dev: u32) -> bool {
@@ -410,6 +375,11 @@ pub fn map_shared_page(dev: u32, ino: u32, idx: u64) -> Result<u64, Errno> {
 /// dropped (dirty ones too: their blocks are gone, and the page at the end is read again).
 pub fn truncate_pages(mnt: &Mount, ino: u32, len: u64) -> Result<(), Errno> {
     let idx = pagecache::index(len);
+    // Every mapping of the file lets go of the pages from the one holding the new end (Linux's
+    // unmap_mapping_range; what was written through them becomes dirty first, so the page at the
+    // end is written back with it below). Past the end an access is SIGBUS then; the page at the
+    // end faults in again from the cache, its tail zero.
+    super::mapping::unmap_file_pages(mnt.dev, ino, idx, true);
     if !len.is_multiple_of(PAGE_SIZE) {
         writeback::write_back_range(mnt, ino, idx, idx)?;
     }
@@ -419,6 +389,9 @@ pub fn truncate_pages(mnt: &Mount, ino: u32, len: u64) -> Result<(), Errno> {
 /// After the truncation: the pages at and past the new end go.
 pub fn truncated(mnt: &Mount, ino: u32, len: u64) {
     pagecache::invalidate(mnt.dev, ino, pagecache::index(len));
+    // Again, for a page faulted in while the write-back above waited for the disk (tmpfs: the
+    // pages the truncation freed, which the mappings still held).
+    super::mapping::unmap_file_pages(mnt.dev, ino, pagecache::index(len), false);
 }
 
 /// Where a cached read delivers: straight into a kernel buffer, or through `put` (user memory).

@@ -16,6 +16,7 @@ pub mod ext2file;
 pub mod fd;
 pub mod file;
 pub mod lock;
+pub mod mapping;
 pub mod mount;
 pub mod pipe;
 pub mod proc;
@@ -409,6 +410,7 @@ fn open_inode(path: &[u8], flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), 
         let now = now();
         mnt.with(|fs| fs.truncate(&mut inode, 0, now))?;
         crate::mm::pagecache::invalidate(mnt.dev, inode.ino, 0);
+        mapping::unmap_file_pages(mnt.dev, inode.ino, 0, false);
     }
     Ok((mnt, inode))
 }

@@ -356,6 +356,10 @@ impl Mount {
         let mut fs = self.fs.try_borrow_mut().map_err(|_| Errno::EBUSY)?;
         f(&mut **fs).map_err(|e| errno_on(e, &self.source))
     }
+    /// Owes a write-back (a page made dirty through a shared mapping).
+    pub fn mark_touched(&self) {
+        self.touched.set(true);
+    }
     /// Whether no filesystem call is running on it (the memory-pressure path may write it back).
     pub fn idle(&self) -> bool {
         self.fs.try_borrow_mut().is_ok()
@@ -465,6 +469,9 @@ pub fn periodic_write_back() {
         return;
     }
     LAST_WRITEBACK.store(now, Ordering::Relaxed);
+    // Pages written through shared mappings become dirty and read-only (the next write faults
+    // and dirties them again: Linux's clear_page_dirty_for_io), and their mounts owe a write-back.
+    super::mapping::write_protect_mapped();
     let Ok(mounts) = MOUNTS.try_borrow().map(|m| m.clone()) else {
         return;
     };

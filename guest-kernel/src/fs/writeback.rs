@@ -44,6 +44,9 @@ pub fn write_back_inode(mnt: &Mount, ino: u32) -> Result<(), Errno> {
 
 /// Writes back every dirty page of the filesystem `mnt`.
 pub fn write_back_mount(mnt: &Mount) -> Result<(), Errno> {
+    // Pages written through shared mappings are dirty (and read-only again, so a later write
+    // faults and dirties them anew) before the dirty pages are listed.
+    super::mapping::write_protect_mapped();
     let keys = pagecache::dirty_keys((mnt.dev, 0, 0), (mnt.dev, u32::MAX, u64::MAX));
     write_keys(mnt, &keys)
 }

@@ -14,8 +14,10 @@
 //!
 //! Shared file mappings map the cache's frames themselves (`fs::ext2file::map_shared_page`: the
 //! frame's share count counts each mapping), so `read`, `write` and every shared mapping of a file
-//! see one copy; a write through a mapping sets the page-table entry's dirty bit, which msync,
-//! munmap and exit turn into a dirty cache page ([`mark_dirty`]). A mapped page is never evicted.
+//! see one copy; the first write through a mapping faults (the entry is read-only until then) and
+//! makes the page dirty ([`mark_dirty`], from `fs::mapping::page_mkwrite`), and a write-back
+//! write-protects mapped pages again first (their dirty bits, harvested, make pages dirty too).
+//! A mapped page is never evicted.
 //!
 //! Bounded: at most a quarter of RAM, and it gives way to everything else: it stops growing while
 //! free memory is short ([`RESERVE_FRAMES`]), a full cache evicts its oldest clean page for a new

@@ -316,10 +316,12 @@ impl AddressSpace {
     }
 
     /// mprotect's page-table half: gives the present pages of `[start, end)` the flags of `prot`. A
-    /// page that becomes writable gets [`COW`] unless it already was privately writable or is
-    /// [`SHARED`] (made writable at once), so the first write copies it if another address space
-    /// still shares the frame (or just makes it writable); one that loses write access loses `COW`
-    /// too (read-only pages are never copied). [`SHARED`] and [`DIRTY`] stay.
+    /// page that becomes writable gets [`COW`] unless it already was privately writable, so the
+    /// first write copies it if another address space still shares the frame (or just makes it
+    /// writable); a [`SHARED`] page keeps write access only if it had it, else its first write
+    /// faults and [`make_shared_writable`](Self::make_shared_writable) follows (a file page is
+    /// dirtied there, as Linux's page_mkwrite); one that loses write access loses `COW` too
+    /// (read-only pages are never copied). [`SHARED`] and [`DIRTY`] stay.
     pub fn protect_range(&mut self, start: u64, end: u64, prot: u32) {
         let base = prot_flags(prot & !kcore::vma::PROT_WRITE);
         let write = prot & kcore::vma::PROT_WRITE != 0;
@@ -328,10 +330,11 @@ impl AddressSpace {
             unsafe {
                 let old = *e;
                 let shared = old & SHARED;
-                let w = match (write, old & WRITABLE != 0 || shared != 0) {
-                    (false, _) => 0,
-                    (true, true) => WRITABLE,
-                    (true, false) => COW,
+                let w = match (write, old & WRITABLE != 0, shared != 0) {
+                    (false, _, _) => 0,
+                    (true, true, _) => WRITABLE,
+                    (true, false, true) => 0,
+                    (true, false, false) => COW,
                 };
                 *e = (old & ADDR_MASK) | base | w | shared | (old & DIRTY);
             }
@@ -339,20 +342,43 @@ impl AddressSpace {
         self.flush_range(start, end, n);
     }
 
-    /// Clears the dirty bit of the present pages of `[start, end)` and hands each page that had it
-    /// (its address and frame) to `f`: the pages of a shared file mapping written through it.
+    /// Write-protects the present pages of `[start, end)` (the pages of a shared file mapping) and
+    /// clears their dirty bit, handing each page that had it (its address and frame) to `f`: the
+    /// pages written through the mapping since the last time. The next write faults (and the
+    /// fault makes the page writable again: [`make_shared_writable`](Self::make_shared_writable)).
     pub fn take_dirty(&mut self, start: u64, end: u64, mut f: impl FnMut(u64, u64)) {
         let n = self.for_each_present(start, end, |va, e| {
             // SAFETY: `e` is a present entry of our own leaf table.
             unsafe {
-                if *e & DIRTY != 0 {
-                    *e &= !DIRTY;
-                    f(va, *e & ADDR_MASK);
+                let old = *e;
+                if old & (DIRTY | WRITABLE) != 0 {
+                    *e = old & !(DIRTY | WRITABLE);
+                    if old & DIRTY != 0 {
+                        f(va, old & ADDR_MASK);
+                    }
                 }
             }
         });
-        // The next write must set the bit again: no TLB entry may remember it set.
+        // The next write must fault: no TLB entry may remember the page writable or dirty.
         self.flush_range(start, end, n);
+    }
+
+    /// A write to `va`, a read-only [`SHARED`] page of a writable area (a shared file page after
+    /// its write fault was accepted, or any shared page after mprotect gave write access): the
+    /// entry becomes writable. False if `va` is not such a page.
+    pub fn make_shared_writable(&mut self, va: u64) -> bool {
+        let Ok(Some(e)) = self.entry(va, false) else {
+            return false;
+        };
+        // SAFETY: `e` points into one of our page tables.
+        unsafe {
+            if *e & (PRESENT | SHARED) != PRESENT | SHARED {
+                return false;
+            }
+            *e |= WRITABLE;
+        }
+        invlpg(va);
+        true
     }
 
     /// Removes every mapping in `[start, end)` (page-aligned) and hands each frame to `put`.

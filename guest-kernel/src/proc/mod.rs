@@ -22,6 +22,7 @@ use crate::arch::layout::USER_STACK_TOP;
 use crate::arch::switch::TaskContext;
 use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
+use crate::fs::mapping::MkwriteError;
 use crate::kprintln;
 use crate::mm::paging::{prot_flags, AddressSpace, SHARED, WRITABLE};
 use crate::mm::{page_down, user, PAGE_SIZE};
@@ -31,6 +32,7 @@ use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::errno::Errno;
 use kcore::fmt::{Dec, Hex};
 use kcore::vma::{Backing, Vma, VmaList};
@@ -122,32 +124,111 @@ pub fn drop_mm(mm: MmRef) {
     }
 }
 
-/// Every address space's writes through shared file mappings become dirty page-cache pages: sync,
-/// syncfs, fsync and fdatasync call this first, since on Linux such pages are dirty already (its
-/// write-protected entries report the first write) and those calls write them.
-pub fn harvest_all_dirty() {
-    // The memories first (threads share one), then each harvested outside the table's borrow.
-    let mms: Vec<MmRef> = with_table(|t| {
-        let mut all: Vec<MmRef> = Vec::new();
-        for p in t.values() {
-            if !all.iter().any(|m| Rc::ptr_eq(m, &p.mm)) {
-                all.push(p.mm.clone());
-            }
+/// Set when a write fault makes a page of a shared file mapping writable; cleared by a
+/// [`harvest_all_dirty`] that reached every address space. While it is clear no such page is
+/// writable anywhere, so the write-protection before a write-back ([`write_protect_mapped`]) has
+/// nothing to do.
+static MAPPED_WRITABLE: AtomicBool = AtomicBool::new(false);
+
+/// Every memory in the process table, once each (threads share one); None when the table is in
+/// use (a filesystem call made from inside a look-up of it).
+fn all_mms() -> Option<Vec<MmRef>> {
+    let procs = PROCS.try_borrow().ok()?;
+    let mut all: Vec<MmRef> = Vec::new();
+    for p in procs.values() {
+        if !all.iter().any(|m| Rc::ptr_eq(m, &p.mm)) {
+            all.push(p.mm.clone());
         }
-        all
-    });
+    }
+    Some(all)
+}
+
+/// Every address space's writes through shared file mappings become dirty page-cache pages, and
+/// those pages read-only again: sync, syncfs, fsync and fdatasync call this first, and the
+/// write-back before it writes ([`write_protect_mapped`]), as Linux's clear_page_dirty_for_io
+/// write-protects a page it is about to write (so the next write faults, dirties the page again
+/// and updates the file's times). An address space in use at that moment (the faulting process's
+/// own, when a fault's filesystem call ends in the periodic write-back) is left for the next time.
+pub fn harvest_all_dirty() {
+    if crate::mm::pagecache::busy() {
+        return;
+    }
+    let Some(mms) = all_mms() else {
+        return;
+    };
+    MAPPED_WRITABLE.store(false, Ordering::Relaxed);
     for mm in mms {
-        if let Ok(mut m) = mm.try_borrow_mut() {
-            let m = &mut *m;
-            harvest_dirty(&mut m.aspace, &m.vmas, 0, u64::MAX);
+        match mm.try_borrow_mut() {
+            Ok(mut m) => {
+                let m = &mut *m;
+                harvest_dirty(&mut m.aspace, &m.vmas, 0, u64::MAX);
+            }
+            Err(_) => MAPPED_WRITABLE.store(true, Ordering::Relaxed),
         }
     }
 }
 
-/// The pages of shared file mappings in `[start, end)` written through the mapping since the last
-/// harvest (their page-table dirty bit, cleared now) become dirty page-cache pages, for write-back
-/// to write (msync, munmap, exit; Linux learns of them at the first write instead, through a
-/// write-protected entry, and so can write them back periodically too).
+/// [`harvest_all_dirty`] if a write fault made a shared file page writable since the last one
+/// (`fs::mapping::write_protect_mapped`, before every periodic and whole-filesystem write-back).
+///
+/// Why write-protection rather than only the page-table dirty bits: the first write must be seen
+/// at the fault, where Linux's page_mkwrite allocates the blocks under a hole (a full disk is
+/// SIGBUS there, not a write lost at write-back) and updates mtime; the dirty bits alone are
+/// seen only when someone walks the tables. With no reverse map from a page to its mappings,
+/// the walk over every address space takes its place, and it runs only when a page became
+/// writable since the last one.
+pub fn write_protect_mapped() {
+    if MAPPED_WRITABLE.load(Ordering::Relaxed) {
+        harvest_all_dirty();
+    }
+}
+
+/// Truncation (`fs::mapping::unmap_file_pages`, Linux's unmap_mapping_range with even_cows): every
+/// mapping of inode `ino` on device `dev`, shared or private, loses its pages from file page
+/// `from` on, so an access past the new end of the file is SIGBUS and one after the file grows
+/// again reads the file (zeros). With `harvest`, shared pages written through first become dirty
+/// cache pages (the one holding the new end is written back before the truncation). An address
+/// space in use at that moment keeps its pages (none is: truncate and ftruncate hold none).
+pub fn unmap_file_pages(dev: u32, ino: u32, from: u64, harvest: bool) {
+    let Some(mms) = all_mms() else {
+        return;
+    };
+    let from_off = from.saturating_mul(PAGE_SIZE);
+    for mm in mms {
+        let Ok(mut m) = mm.try_borrow_mut() else {
+            continue;
+        };
+        let m = &mut *m;
+        let ranges: Vec<(u64, u64)> = m
+            .vmas
+            .iter()
+            .filter_map(|v| match &v.backing {
+                Backing::File {
+                    dev: d,
+                    inode,
+                    offset,
+                    ..
+                } if *d == dev && inode.ino == ino => {
+                    let a = v.start.saturating_add(from_off.saturating_sub(*offset));
+                    (a < v.end).then_some((a, v.end))
+                }
+                _ => None,
+            })
+            .collect();
+        for (a, b) in ranges {
+            if harvest {
+                harvest_dirty(&mut m.aspace, &m.vmas, a, b);
+            }
+            user::unmap_range(&mut m.aspace, a, b);
+        }
+    }
+}
+
+/// The pages of shared disk-file mappings in `[start, end)` written through the mapping since the
+/// last harvest (their page-table dirty bit, cleared now) become dirty page-cache pages, for
+/// write-back to write (msync, munmap, exit, and before a write-back), and all of them read-only
+/// again (the next write faults: see [`resolve_fault`]). tmpfs mappings are left as they are: their
+/// pages are the file, with nothing to write back (Linux does not write-protect shmem either).
 pub fn harvest_dirty(aspace: &mut AddressSpace, vmas: &VmaList, start: u64, end: u64) {
     for v in vmas.overlapping(start, end) {
         let Backing::File {
@@ -160,13 +241,13 @@ pub fn harvest_dirty(aspace: &mut AddressSpace, vmas: &VmaList, start: u64, end:
         else {
             continue;
         };
-        if !v.shared {
+        if !v.shared || !crate::fs::mapping::is_cached_dev(*dev) {
             continue;
         }
         let (a, b) = (v.start.max(start), v.end.min(end));
         aspace.take_dirty(a, b, |va, pa| {
             let idx = (offset + (va - v.start)) / PAGE_SIZE;
-            crate::fs::ext2file::mapped_page_written(*dev, inode.ino, idx, pa);
+            crate::fs::mapping::mapped_page_written(*dev, inode.ino, idx, pa);
         });
     }
 }
@@ -243,8 +324,11 @@ pub enum BadAccess {
     Unmapped,
     /// An area whose protection forbids the access.
     Protection,
-    /// A file-backed page the kernel has no data for (beyond the loaded image), or no memory.
+    /// No memory for the page (the out-of-memory path may make room), or no data for it.
     NoPage,
+    /// A file page past the end of the file, or no room on its filesystem for a write into a
+    /// hole (Linux: SIGBUS from the fault, no out-of-memory handling).
+    Bus,
 }
 
 /// What a fault or a system call's user access wants of a page.
@@ -319,10 +403,33 @@ pub fn resolve_fault(
                 // A shared mapping of a disk file maps the page cache's own frame (counted as one
                 // more user), so every mapping, read and write of the file sees one page; past
                 // the end of the file it is SIGBUS.
+                // The entry is read-only until a write: a write fault first goes through
+                // page_mkwrite (blocks for a hole, the page dirty, mtime), as on Linux.
                 let idx = (offset + (page - v.start)) / PAGE_SIZE;
-                let pa = crate::fs::ext2file::map_shared_page(*dev, inode.ino, idx)
-                    .map_err(|_| BadAccess::NoPage)?;
-                aspace.map(page, pa, page_flags(v)).map_err(|_| {
+                let pa = crate::fs::ext2file::map_shared_page(*dev, inode.ino, idx).map_err(
+                    |e| match e {
+                        Errno::ENOMEM => BadAccess::NoPage,
+                        _ => BadAccess::Bus,
+                    },
+                )?;
+                // tmpfs has nothing to write back: its pages are mapped as the area allows (Linux
+                // asks for no write notification there) and only a write fault updates mtime.
+                let notify = crate::fs::mapping::is_cached_dev(*dev);
+                let mut flags = page_flags(v);
+                if notify {
+                    flags &= !WRITABLE;
+                }
+                if access == Access::Write {
+                    if crate::fs::mapping::page_mkwrite(*dev, inode.ino, idx, pa).is_err() {
+                        crate::mm::frame::put(pa);
+                        return Err(BadAccess::Bus);
+                    }
+                    if notify {
+                        MAPPED_WRITABLE.store(true, Ordering::Relaxed);
+                        flags |= WRITABLE;
+                    }
+                }
+                aspace.map(page, pa, flags).map_err(|_| {
                     crate::mm::frame::put(pa);
                     BadAccess::NoPage
                 })?;
@@ -337,10 +444,13 @@ pub fn resolve_fault(
                 // fault_around_bytes, 64 KiB): the following pages of the area that are not mapped
                 // yet come in the same device request, which is what a fault costs here.
                 let t0 = crate::cost::start();
+                // The file as it is now (truncated or grown since the mmap).
+                let now_inode = crate::fs::mapping::current_inode(*dev, inode.ino);
+                let inode = now_inode.as_ref().unwrap_or(inode);
                 let off = offset + (page - v.start);
                 let file_end = crate::mm::page_up(inode.size);
                 if off >= file_end {
-                    return Err(BadAccess::NoPage);
+                    return Err(BadAccess::Bus);
                 }
                 let flags = prot_flags(v.prot);
                 let mut n = 1;
@@ -371,10 +481,36 @@ pub fn resolve_fault(
                 Ok(())
             }
         },
-        Some((_, f)) => {
+        Some((pa, f)) => {
             if access != Access::Write || f & WRITABLE != 0 {
                 // Already allowed (the area permits it and the entry follows the area).
                 return Ok(());
+            }
+            if f & SHARED != 0 {
+                // A shared page read-only in a writable area: a file page's first write since it
+                // was mapped or written back (page_mkwrite), or mprotect gave the area write access.
+                if let Backing::File {
+                    dev, inode, offset, ..
+                } = &v.backing
+                {
+                    let (dev, ino) = (*dev, inode.ino);
+                    let idx = (offset + (page - v.start)) / PAGE_SIZE;
+                    match crate::fs::mapping::page_mkwrite(dev, ino, idx, pa) {
+                        Ok(()) => MAPPED_WRITABLE.store(true, Ordering::Relaxed),
+                        Err(MkwriteError::Bus) => return Err(BadAccess::Bus),
+                        Err(MkwriteError::Stale) => {
+                            // Not the cache's page any more (the disk was written underneath):
+                            // mapped again from the cache, then written.
+                            user::unmap_range(aspace, page, page + PAGE_SIZE);
+                            return resolve_fault(aspace, vmas, va, access);
+                        }
+                    }
+                }
+                return if aspace.make_shared_writable(page) {
+                    Ok(())
+                } else {
+                    Err(BadAccess::Protection)
+                };
             }
             match aspace.break_cow(page) {
                 Ok(true) => Ok(()),
@@ -502,7 +638,9 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
                 Err(BadAccess::NoPage) if oom::out_of_memory() => return,
                 Err(BadAccess::Unmapped) => (signal::SIGSEGV, signal::SEGV_MAPERR, addr),
                 Err(BadAccess::Protection) => (signal::SIGSEGV, signal::SEGV_ACCERR, addr),
-                Err(BadAccess::NoPage) => (signal::SIGBUS, signal::BUS_ADRERR, addr),
+                Err(BadAccess::NoPage | BadAccess::Bus) => {
+                    (signal::SIGBUS, signal::BUS_ADRERR, addr)
+                }
             }
         }
         // FPE_INTDIV and ILL_ILLOPN with the instruction's address; SI_KERNEL for the rest (#GP).
@@ -540,6 +678,10 @@ pub fn user_fault(frame: &mut TrapFrame, addr: u64) {
 /// sit below it and name no part of `proc`.
 pub fn install_task_ops() {
     use crate::sync::task::{self, Current};
+    crate::fs::mapping::install(crate::fs::mapping::MappingOps {
+        unmap_file_pages,
+        write_protect_mapped,
+    });
     task::install(task::Processes {
         current: || {
             with_current(|p| Current {

@@ -1,0 +1,317 @@
+/* The edges of shared file mappings (tests/tests/guest_fs.rs), as Linux draws them:
+ *
+ *   mapedge DIR             (run as root; the host and the guest must print the same lines)
+ *       - truncation: a file mapped shared and private is truncated; a touch of a page wholly past
+ *         the new end is SIGBUS, the page holding the end reads zeros past it, and after the file
+ *         grows again those pages read zeros (Linux's unmap_mapping_range). On DIR (a disk
+ *         filesystem) and on a tmpfs mounted at DIR/small.
+ *       - a full tmpfs (size=64k): a write through a mapping into a hole is SIGBUS; after a
+ *         delete it works.
+ *       - mtime: a write through a mapping updates the file's mtime (page_mkwrite /
+ *         file_update_time); on a disk filesystem again after msync wrote the page back, on
+ *         tmpfs not (its pages stay writable).
+ *   mapedge --writeback FILE  fills FILE (64 KiB, on a disk filesystem) through a shared
+ *       mapping only, never msync/fsync, sleeps past the periodic write-back, writes a second
+ *       pattern over the first half, sleeps again, prints "slept" and waits for the test's
+ *       SIGKILL (the test then reads FILE from the disk).
+ *   mapedge --enospc DEV DIR  mounts the small ext2 disk DEV at DIR: a hole mapped shared, the
+ *       disk filled with write(), a write through the mapping into the hole is SIGBUS, and after
+ *       a delete the same write works and reaches the file; then unmounts it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+
+static void die(const char *what) {
+    printf("mapedge: FAILED %s: errno %d\n", what, errno);
+    exit(1);
+}
+
+static sigjmp_buf jump;
+static volatile int bus_code;
+
+static void on_bus(int sig, siginfo_t *si, void *uc) {
+    (void)sig;
+    (void)uc;
+    bus_code = si->si_code;
+    siglongjmp(jump, 1);
+}
+
+/* Reads (and with `write`, first writes `val` to) *p: "ok N" with the byte read, or the SIGBUS. */
+static const char *touch(volatile char *p, int write, char val) {
+    static char out[64];
+    if (sigsetjmp(jump, 1)) {
+        snprintf(out, sizeof out, "SIGBUS code %d", bus_code);
+        return out;
+    }
+    if (write)
+        *p = val;
+    snprintf(out, sizeof out, "ok %d", *p);
+    return out;
+}
+
+static int peek(int fd, off_t off) {
+    unsigned char c = 0;
+    if (pread(fd, &c, 1, off) != 1)
+        return -1;
+    return c;
+}
+
+static const char *err(int r) {
+    static char out[32];
+    if (r == 0)
+        return "ok";
+    snprintf(out, sizeof out, "errno %d", errno);
+    return out;
+}
+
+/* Truncation under shared and private mappings of `path`. */
+static void truncation(const char *label, const char *path) {
+    static char data[3 * PAGE];
+    for (size_t k = 0; k < sizeof data; k++)
+        data[k] = (char)('a' + k % 26);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, data, sizeof data) != (ssize_t)sizeof data)
+        die("truncation file");
+    char *s = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    char *p = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (s == MAP_FAILED || p == MAP_FAILED)
+        die("truncation mmap");
+    printf("mapedge: %s: before: shared page 2 %s\n", label, touch(s + 2 * PAGE, 1, 'S'));
+    printf("mapedge: %s: before: private page 2 %s\n", label, touch(p + 2 * PAGE + 1, 0, 0));
+    printf("mapedge: %s: before: private page 0 written %s\n", label, touch(p, 1, 'P'));
+    if (ftruncate(fd, PAGE + 100))
+        die("ftruncate down");
+    printf("mapedge: %s: truncated: shared page 2 %s\n", label, touch(s + 2 * PAGE, 0, 0));
+    printf("mapedge: %s: truncated: shared page 2 write %s\n", label,
+           touch(s + 2 * PAGE + 9, 1, 'W'));
+    printf("mapedge: %s: truncated: private page 2 %s\n", label, touch(p + 2 * PAGE + 1, 0, 0));
+    printf("mapedge: %s: truncated: shared page 1 before the end %s\n", label,
+           touch(s + PAGE + 50, 0, 0));
+    printf("mapedge: %s: truncated: shared page 1 past the end %s\n", label,
+           touch(s + PAGE + 200, 0, 0));
+    printf("mapedge: %s: truncated: private page 0 keeps its write %s\n", label, touch(p, 0, 0));
+    if (ftruncate(fd, 3 * PAGE))
+        die("ftruncate up");
+    printf("mapedge: %s: grown: shared page 2 %s\n", label, touch(s + 2 * PAGE, 0, 0));
+    printf("mapedge: %s: grown: private page 2 %s\n", label, touch(p + 2 * PAGE + 1, 0, 0));
+    printf("mapedge: %s: grown: shared page 1 past the old end %s\n", label,
+           touch(s + PAGE + 200, 0, 0));
+    printf("mapedge: %s: grown: shared page 2 write %s\n", label,
+           touch(s + 2 * PAGE + 5, 1, 'G'));
+    printf("mapedge: %s: grown: pread sees it: %d\n", label, peek(fd, 2 * PAGE + 5));
+    if (munmap(s, 3 * PAGE) || munmap(p, 3 * PAGE))
+        die("truncation munmap");
+    struct stat st;
+    fstat(fd, &st);
+    printf("mapedge: %s: size %ld, byte %d at %d\n", label, (long)st.st_size, peek(fd, PAGE + 200),
+           PAGE + 200);
+    close(fd);
+}
+
+/* A full tmpfs: a write through a mapping into a hole is SIGBUS. */
+static void full_tmpfs(const char *dir) {
+    char hole[1024], fill[1024];
+    snprintf(hole, sizeof hole, "%s/hole", dir);
+    snprintf(fill, sizeof fill, "%s/fill", dir);
+    int fd = open(hole, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, 2 * PAGE))
+        die("hole");
+    char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("hole mmap");
+    int ff = open(fill, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (ff < 0)
+        die("fill");
+    static char page[PAGE];
+    memset(page, 'f', sizeof page);
+    int e = 0;
+    for (int k = 0; k < 1000; k++) {
+        if (write(ff, page, sizeof page) != (ssize_t)sizeof page) {
+            e = errno;
+            break;
+        }
+    }
+    printf("mapedge: full tmpfs: filling stopped with errno %d\n", e);
+    printf("mapedge: full tmpfs: write into a hole through the mapping: %s\n", touch(m, 1, 'X'));
+    close(ff);
+    if (unlink(fill))
+        die("unlink fill");
+    printf("mapedge: full tmpfs: after a delete: %s\n", touch(m, 1, 'X'));
+    printf("mapedge: full tmpfs: pread sees it: %d\n", peek(fd, 0));
+    munmap(m, 2 * PAGE);
+    close(fd);
+    unlink(hole);
+}
+
+/* Whether the file's mtime is still the old one set by `age`. */
+static const char *changed(int fd) {
+    struct stat st;
+    if (fstat(fd, &st))
+        die("fstat");
+    return st.st_mtime != 1000000000 ? "yes" : "no";
+}
+
+static void age(int fd) {
+    struct timespec old[2] = {{1000000000, 0}, {1000000000, 0}};
+    if (futimens(fd, old))
+        die("futimens");
+}
+
+/* mtime after writes through a mapping: on a disk filesystem msync writes the pages back and
+ * write-protects them (so the next write updates mtime again), on tmpfs it does nothing. */
+static void mtime(const char *label, const char *path) {
+    static char data[2 * PAGE];
+    memset(data, 'm', sizeof data);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, data, sizeof data) != (ssize_t)sizeof data)
+        die("mtime file");
+    char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("mtime mmap");
+    age(fd);
+    /* A write that maps the page (a write fault on a page not mapped yet). */
+    m[PAGE + 1] = 'w';
+    printf("mapedge: %s: mtime after a write through the mapping changed: %s\n", label,
+           changed(fd));
+    age(fd);
+    volatile char c = m[0];
+    (void)c;
+    printf("mapedge: %s: mtime after a read changed: %s\n", label, changed(fd));
+    /* (A write to the page just read is left out: Linux 6.x may have mapped it writable at the
+     * first write fault already, with the rest of a large folio.) */
+    if (msync(m, 2 * PAGE, MS_SYNC))
+        die("msync");
+    age(fd);
+    m[PAGE + 2] = 'v';
+    printf("mapedge: %s: mtime after msync and another write changed: %s\n", label, changed(fd));
+    munmap(m, 2 * PAGE);
+    printf("mapedge: %s: the file holds the writes: %d %d\n", label, peek(fd, PAGE + 1),
+           peek(fd, PAGE + 2));
+    close(fd);
+}
+
+static void writeback(const char *path) {
+    const size_t len = 64 * 1024;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, (off_t)len))
+        die("writeback open");
+    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("writeback mmap");
+    for (size_t k = 0; k < len; k++)
+        m[k] = (unsigned char)(k * 7 + (k >> 12));
+    printf("mapedge: written through the mapping\n");
+    /* Past the periodic write-back (every 5 s): the pages are on the disk and read-only again. */
+    sleep(12);
+    for (size_t k = 0; k < len / 2; k++)
+        m[k] = (unsigned char)(k * 13 + 1);
+    printf("mapedge: the first half written again\n");
+    sleep(12);
+    printf("mapedge: slept\n");
+    for (;;)
+        pause();
+}
+
+static void enospc(const char *dir) {
+    char hole[1024], fill[1024];
+    snprintf(hole, sizeof hole, "%s/hole", dir);
+    snprintf(fill, sizeof fill, "%s/fill", dir);
+    int fd = open(hole, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, 2 * PAGE))
+        die("hole");
+    char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("hole mmap");
+    printf("mapedge: enospc: a read of the hole %s\n", touch(m + PAGE, 0, 0));
+    int ff = open(fill, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (ff < 0)
+        die("fill");
+    static char block[PAGE];
+    memset(block, 'f', sizeof block);
+    int e = 0;
+    long total = 0;
+    for (;;) {
+        ssize_t n = write(ff, block, sizeof block);
+        if (n <= 0) {
+            e = errno;
+            break;
+        }
+        total += n;
+    }
+    /* Single blocks left over (a 4 KiB write needs several 1 KiB blocks and perhaps an indirect
+     * block) are taken one byte at a time. */
+    while (write(ff, block, 1) == 1)
+        total++;
+    printf("mapedge: enospc: filled some: %d, stopped with errno %d\n", total > 0, e);
+    printf("mapedge: enospc: write into the hole through the mapping: %s\n", touch(m, 1, 'X'));
+    printf("mapedge: enospc: the other page of the hole too: %s\n", touch(m + PAGE, 1, 'Y'));
+    close(ff);
+    if (unlink(fill))
+        die("unlink fill");
+    printf("mapedge: enospc: after a delete: %s\n", touch(m, 1, 'X'));
+    printf("mapedge: enospc: msync %s\n", err(msync(m, 2 * PAGE, MS_SYNC)));
+    printf("mapedge: enospc: pread sees it: %d\n", peek(fd, 0));
+    munmap(m, 2 * PAGE);
+    close(fd);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_bus;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGBUS, &sa, NULL);
+    if (argc == 3 && !strcmp(argv[1], "--writeback"))
+        writeback(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "--enospc")) {
+        if (mount(argv[2], argv[3], "ext2", 0, NULL))
+            die("mount ext2");
+        enospc(argv[3]);
+        printf("mapedge: enospc: umount %s\n", err(umount(argv[3])));
+        printf("mapedge: done\n");
+        return 0;
+    }
+    if (argc != 2) {
+        fprintf(stderr, "usage: mapedge DIR | --writeback FILE | --enospc DEV DIR\n");
+        return 2;
+    }
+    char path[1024], small[512];
+    if (mkdir(argv[1], 0755))
+        die("mkdir");
+    snprintf(small, sizeof small, "%s/small", argv[1]);
+    if (mkdir(small, 0755))
+        die("mkdir small");
+    if (mount("tmpfs", small, "tmpfs", 0, "size=64k"))
+        die("mount tmpfs");
+
+    snprintf(path, sizeof path, "%s/t", argv[1]);
+    truncation("disk", path);
+    snprintf(path, sizeof path, "%s/t", small);
+    truncation("tmpfs", path);
+    snprintf(path, sizeof path, "%s/m", argv[1]);
+    mtime("disk", path);
+    snprintf(path, sizeof path, "%s/m", small);
+    mtime("tmpfs", path);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/t", small);
+    unlink(path);
+    full_tmpfs(small);
+
+    printf("mapedge: umount %s\n", err(umount(small)));
+    printf("mapedge: done\n");
+    return 0;
+}
