@@ -3,9 +3,13 @@
 //! written back), `lseek(SEEK_END)` at the capacity, `fsync` a device cache flush.
 //!
 //! Writes go straight to the device. Linux keeps a block device's page cache coherent with a
-//! filesystem mounted on it (both use the buffer cache); here a mounted filesystem caches its
-//! metadata itself, so writing the device under a mounted filesystem is not seen by it (and its
-//! next write-back may undo the change): unmount first (the root cannot be).
+//! filesystem mounted on it (its metadata lives in the device's buffer cache); here a mounted
+//! filesystem caches its pages and metadata itself, so a read of the device first writes the
+//! filesystem's dirty pages and metadata back (`Mount::write_back_for_device`), and a write first
+//! does the same, then makes the filesystem drop what it cached and read its metadata again
+//! (`Mount::device_written`): a program reading `/dev/vdb` sees the files, inodes, directories
+//! and bitmaps as written, and one writing it is seen by the filesystem (Linux: by the metadata
+//! blocks at once, by an inode once it left the inode cache).
 #![deny(unsafe_code)]
 
 use super::file::{FileOps, OpenFile, ReadBuf, Stat, WriteBuf};
@@ -50,10 +54,10 @@ impl FileOps for BlockFile {
         buf: &mut dyn ReadBuf,
     ) -> Result<usize, Errno> {
         let end = offset.saturating_add(buf.len() as u64).min(self.bytes());
-        // A filesystem mounted from this disk writes its dirty file pages first, so the disk read
-        // shows what its files hold.
+        // A filesystem mounted from this disk writes its dirty file pages and metadata first, so
+        // the disk read shows what its files, inodes, directories and bitmaps hold.
         if let Some(m) = super::mount::by_disk(self.index) {
-            super::writeback::write_back_mount(&m)?;
+            m.write_back_for_device()?;
         }
         let mut done = 0usize;
         let mut tmp: Vec<u8> = Vec::new();
@@ -82,10 +86,11 @@ impl FileOps for BlockFile {
             return Err(Errno::ENOSPC);
         }
         let end = offset.saturating_add(buf.len() as u64).min(self.bytes());
-        // A filesystem mounted from this disk writes its dirty file pages first: they cannot land on
-        // top of this write later, and they are not lost when its pages are dropped after it.
+        // A filesystem mounted from this disk writes its dirty file pages and metadata first:
+        // they cannot land on top of this write later, and they are not lost when its caches are
+        // dropped after it.
         if let Some(m) = super::mount::by_disk(self.index) {
-            super::writeback::write_back_mount(&m)?;
+            m.write_back_for_device()?;
         }
         let mut done = 0usize;
         let mut tmp: Vec<u8> = Vec::new();
@@ -107,9 +112,10 @@ impl FileOps for BlockFile {
             }))?;
             done += n;
         }
-        // A filesystem mounted from this disk must not keep showing file pages the write replaced.
+        // A filesystem mounted from this disk must not keep showing file pages or metadata the
+        // write replaced.
         if let Some(m) = super::mount::by_disk(self.index) {
-            crate::mm::pagecache::invalidate_dev(m.dev);
+            m.device_written();
         }
         Ok(done)
     }

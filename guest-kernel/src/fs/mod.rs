@@ -380,10 +380,14 @@ fn open_inode(path: &[u8], flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), 
             let (mnt, mut dir, name) = parent_of(path)?;
             let perm = (mode & 0o7777) as u16;
             let now = now();
-            let inode =
-                mnt.with(|fs| fs.create(&mut dir, name, kcore::ext2::S_IFREG | perm, now))?;
-            // Pages an earlier file of this inode number left in the cache are not this file's.
-            crate::mm::pagecache::invalidate(mnt.dev, inode.ino, 0);
+            let dev = mnt.dev;
+            let inode = mnt.with(|fs| {
+                let made = fs.create(&mut dir, name, kcore::ext2::S_IFREG | perm, now)?;
+                // Pages an earlier file of this inode number left in the cache are not this
+                // file's (dropped before the periodic write-back at the end of `with` sees them).
+                crate::mm::pagecache::invalidate(dev, made.ino, 0);
+                Ok(made)
+            })?;
             return Ok((mnt, inode));
         }
         other => other?,

@@ -124,6 +124,10 @@ pub trait FileSystem {
     fn sync(&mut self) -> Result<(), Ext2Error>;
     /// The periodic write-back (no flush).
     fn write_back(&mut self) -> Result<(), Ext2Error>;
+    /// The device under it was written by a program (`/dev/vdX`): cached metadata is read again.
+    fn device_written(&mut self) -> Result<(), Ext2Error> {
+        Ok(())
+    }
     /// An open file of inode `ino` appeared / went away: an inode whose last link went while it was
     /// open is freed at its last close; `closed` says whether it was.
     fn opened(&mut self, _ino: u32) {}
@@ -209,6 +213,9 @@ impl FileSystem for Ext2<Disk> {
     }
     fn read_link(&mut self, link: &Inode) -> Result<Vec<u8>, Ext2Error> {
         Ext2::read_link(self, link)
+    }
+    fn device_written(&mut self) -> Result<(), Ext2Error> {
+        Ext2::reload(self)
     }
     fn create(
         &mut self,
@@ -355,6 +362,33 @@ impl Mount {
     ) -> Result<R, Errno> {
         let mut fs = self.fs.try_borrow_mut().map_err(|_| Errno::EBUSY)?;
         f(&mut **fs).map_err(|e| errno_on(e, &self.source))
+    }
+    /// A program reads or writes the disk under this filesystem (`/dev/vdX`): its dirty pages and
+    /// its dirty metadata (inodes, directories, bitmaps, counts) go to the disk first, so the
+    /// device shows what the filesystem holds (Linux's filesystems keep their metadata in the block
+    /// device's own cache, so a read of the device sees it at once).
+    pub fn write_back_for_device(&self) -> Result<(), Errno> {
+        super::writeback::write_back_mount(self)?;
+        let mut fs = self.fs.try_borrow_mut().map_err(|_| Errno::EBUSY)?;
+        fs.write_back().map_err(|e| errno_on(e, &self.source))
+    }
+    /// The disk under this filesystem was written by a program: the file pages cached are dropped
+    /// (those mapped stay with their mappings until the next write fault) and the metadata is read
+    /// again, so the filesystem sees what was written. A superblock of another geometry is not
+    /// taken (one log line; the filesystem keeps its view).
+    pub fn device_written(&self) {
+        crate::mm::pagecache::invalidate_dev(self.dev);
+        let r = match self.fs.try_borrow_mut() {
+            Ok(mut fs) => fs.device_written(),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = r {
+            crate::kprintln!(
+                "EXT2-fs ({}): not reloaded after a write to the device: {}",
+                core::str::from_utf8(&self.source).unwrap_or("?"),
+                e
+            );
+        }
     }
     /// Owes a write-back (a page made dirty through a shared mapping).
     pub fn mark_touched(&self) {

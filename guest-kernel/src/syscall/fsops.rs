@@ -49,8 +49,14 @@ pub fn sys_mkdirat(dirfd: i64, path: u64, mode: u32) -> SysResult {
     let (mnt, mut dir, name) = parent_of(&path)?;
     let perm = (mode & 0o7777 & !with_current(|p| p.cwd.umask())) as u16;
     let now = now();
-    mnt.with(|fs| fs.mkdir(&mut dir, name, perm, now))
-        .map(|_| 0)
+    let dev = mnt.dev;
+    mnt.with(|fs| {
+        let made = fs.mkdir(&mut dir, name, perm, now)?;
+        // Pages an earlier file of this inode number left in the cache (unlinked while dirty) are
+        // not this directory's: written back onto its blocks they would overwrite its entries.
+        crate::mm::pagecache::invalidate(dev, made.ino, 0);
+        Ok(0)
+    })
 }
 
 pub fn sys_unlinkat(dirfd: i64, path: u64, flags: u32) -> SysResult {
@@ -122,8 +128,14 @@ pub fn sys_symlinkat(target: u64, newdir: i64, linkpath: u64) -> SysResult {
     let path = user_path(newdir, linkpath)?;
     let (mnt, mut dir, name) = parent_of(&path)?;
     let now = now();
-    mnt.with(|fs| fs.symlink(&mut dir, name, &target, now))
-        .map(|_| 0)
+    let dev = mnt.dev;
+    mnt.with(|fs| {
+        let made = fs.symlink(&mut dir, name, &target, now)?;
+        // As for mkdir: an earlier file's dirty pages are not the link's (a fast symlink's block
+        // pointers are its target's text: their write-back failed with EIO at every sync).
+        crate::mm::pagecache::invalidate(dev, made.ino, 0);
+        Ok(0)
+    })
 }
 
 /// chmod, fchmod, fchmodat: the permission bits (and setuid/setgid/sticky).

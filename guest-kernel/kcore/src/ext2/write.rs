@@ -404,6 +404,53 @@ impl<D: BlockDevice> Ext2<D> {
         Ok(())
     }
 
+    /// The device was written underneath the mounted filesystem (a program wrote `/dev/vdX`): the
+    /// cached metadata (blocks, bitmaps, inodes, directory indexes) is dropped, and the
+    /// superblock's free counts and the group descriptors are read again, so what the write
+    /// changed is what this filesystem sees, as Linux's ext2 sees it in the block device's buffer
+    /// cache. The caller wrote everything dirty back first ([`Ext2::write_back`]); anything still
+    /// dirty is kept. A superblock whose geometry changed (another filesystem written over this
+    /// one) is not taken: Corrupt, and the old view stays.
+    pub fn reload(&mut self) -> Result<(), Ext2Error> {
+        self.cache.retain(|e| e.2);
+        self.bitmaps.retain(|b| b.3);
+        self.icache.clear();
+        self.dindex.clear();
+        if self.meta_dirty {
+            return Ok(());
+        }
+        let mut sb = [0u8; 1024];
+        self.dev.read(1024, &mut sb)?;
+        if le16(&sb, 56) != super::EXT2_MAGIC
+            || le32(&sb, 0) != self.inodes_count
+            || le32(&sb, 4) != self.blocks_count
+            || le32(&sb, 20) != self.first_data_block
+            || 1024u64 << le32(&sb, 24).min(6) != self.block_size
+        {
+            return Err(Ext2Error::Corrupt("superblock changed under the mount"));
+        }
+        let bs = self.block_size as usize;
+        let gdt_bytes = (self.groups.len() * 32).div_ceil(bs) * bs;
+        let mut gdt = vec![0u8; gdt_bytes];
+        self.dev.read(
+            (self.first_data_block as u64 + 1) * self.block_size,
+            &mut gdt,
+        )?;
+        for (g, gd) in self.groups.iter_mut().enumerate() {
+            let d = &gdt[g * 32..g * 32 + 32];
+            gd.block_bitmap = le32(d, 0);
+            gd.inode_bitmap = le32(d, 4);
+            gd.inode_table = le32(d, 8);
+            gd.free_blocks = le16(d, 12) as u32;
+            gd.free_inodes = le16(d, 14) as u32;
+            gd.used_dirs = le16(d, 16) as u32;
+        }
+        self.free_blocks = le32(&sb, 12);
+        self.free_inodes = le32(&sb, 16);
+        self.sb = sb.to_vec();
+        Ok(())
+    }
+
     /// The number of block pointers per indirect block.
     fn per_block(&self) -> u64 {
         self.block_size / 4

@@ -555,3 +555,37 @@ fn reserve_then_write_back_1k() {
 fn reserve_then_write_back_4k() {
     reserve_then_write_back(4096);
 }
+
+/// A write to the device underneath (`/dev/vdb` written while mounted) is seen after `reload`:
+/// an inode's owner changed in the inode table and the superblock's free-inode count; before the
+/// reload the cached copies are what the filesystem shows.
+#[test]
+fn a_device_write_underneath_is_seen_after_reload() {
+    let (_img, mut fs) = image("reload", 1024, "2M");
+    let mut root = fs.inode(ROOT_INO).unwrap();
+    let f = fs.create(&mut root, b"f", S_IFREG | 0o644, NOW).unwrap();
+    fs.write_back().unwrap();
+    let uid = fs.inode(f.ino).unwrap().uid;
+    let (_, _, _, _, free_inodes, _) = fs.statfs();
+    // Another writer: the inode's i_uid (offset 2) and s_free_inodes_count (offset 16).
+    let pos = fs.inode_pos(f.ino).unwrap();
+    let sector = pos & !511;
+    let mut raw = vec![0u8; 512];
+    fs.device().read(sector, &mut raw).unwrap();
+    let at = (pos - sector) as usize;
+    raw[at + 2..at + 4].copy_from_slice(&(uid ^ 0x4d2).to_le_bytes());
+    fs.device().write(sector, &raw).unwrap();
+    let mut sb = vec![0u8; 1024];
+    fs.device().read(1024, &mut sb).unwrap();
+    sb[16..20].copy_from_slice(&(free_inodes as u32 - 1).to_le_bytes());
+    fs.device().write(1024, &sb).unwrap();
+    assert_eq!(fs.inode(f.ino).unwrap().uid, uid, "the cached inode");
+    fs.reload().unwrap();
+    assert_eq!(fs.inode(f.ino).unwrap().uid, uid ^ 0x4d2);
+    assert_eq!(fs.statfs().4, free_inodes - 1);
+    // Another filesystem's superblock written over this one is refused; the old view stays.
+    sb[4..8].copy_from_slice(&12345u32.to_le_bytes());
+    fs.device().write(1024, &sb).unwrap();
+    assert!(fs.reload().is_err());
+    assert_eq!(fs.inode(f.ino).unwrap().uid, uid ^ 0x4d2);
+}
