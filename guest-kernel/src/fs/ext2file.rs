@@ -379,7 +379,7 @@ pub fn truncate_pages(mnt: &Mount, ino: u32, len: u64) -> Result<(), Errno> {
     // unmap_mapping_range; what was written through them becomes dirty first, so the page at the
     // end is written back with it below). Past the end an access is SIGBUS then; the page at the
     // end faults in again from the cache, its tail zero.
-    super::mapping::unmap_file_pages(mnt.dev, ino, idx, true);
+    super::mapping::unmap_file_pages(mnt.dev, ino, len, true);
     if !len.is_multiple_of(PAGE_SIZE) {
         writeback::write_back_range(mnt, ino, idx, idx)?;
     }
@@ -391,7 +391,7 @@ pub fn truncated(mnt: &Mount, ino: u32, len: u64) {
     pagecache::invalidate(mnt.dev, ino, pagecache::index(len));
     // Again, for a page faulted in while the write-back above waited for the disk (tmpfs: the
     // pages the truncation freed, which the mappings still held).
-    super::mapping::unmap_file_pages(mnt.dev, ino, pagecache::index(len), false);
+    super::mapping::unmap_file_pages(mnt.dev, ino, len, false);
 }
 
 /// Where a cached read delivers: straight into a kernel buffer, or through `put` (user memory).

@@ -23,9 +23,10 @@ use kcore::ext2::Inode;
 /// The operations `proc` provides.
 #[derive(Clone, Copy)]
 pub struct MappingOps {
-    /// `(dev, ino, from, harvest)`: unmaps the pages with file page index `from` and above of
-    /// every mapping of inode `ino` on device `dev`; with `harvest`, what was written through a
-    /// shared mapping of them is made a dirty cache page first.
+    /// `(dev, ino, len, harvest)`: inode `ino` on device `dev` is now `len` bytes long: every
+    /// mapping of it unmaps its pages from the one holding the end on (a private copy of that page
+    /// the process wrote stays, as on Linux); with `harvest`, what was written through a shared
+    /// mapping of them is made a dirty cache page first.
     pub unmap_file_pages: fn(u32, u32, u64, bool),
     /// Write-protects every writable page of the shared disk-file mappings, if any was made
     /// writable since the last time.
@@ -44,9 +45,9 @@ fn ops() -> Option<MappingOps> {
 }
 
 /// See [`MappingOps::unmap_file_pages`].
-pub fn unmap_file_pages(dev: u32, ino: u32, from: u64, harvest: bool) {
+pub fn unmap_file_pages(dev: u32, ino: u32, len: u64, harvest: bool) {
     if let Some(o) = ops() {
-        (o.unmap_file_pages)(dev, ino, from, harvest);
+        (o.unmap_file_pages)(dev, ino, len, harvest);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::arch::trap::TrapFrame;
 use crate::fs::fd::FdTable;
 use crate::fs::mapping::MkwriteError;
 use crate::kprintln;
-use crate::mm::paging::{prot_flags, AddressSpace, SHARED, WRITABLE};
+use crate::mm::paging::{prot_flags, AddressSpace, DIRTY, SHARED, WRITABLE};
 use crate::mm::{page_down, user, PAGE_SIZE};
 use crate::sync::KCell;
 use alloc::boxed::Box;
@@ -183,17 +183,21 @@ pub fn write_protect_mapped() {
     }
 }
 
-/// Truncation (`fs::mapping::unmap_file_pages`, Linux's unmap_mapping_range with even_cows): every
-/// mapping of inode `ino` on device `dev`, shared or private, loses its pages from file page
-/// `from` on, so an access past the new end of the file is SIGBUS and one after the file grows
-/// again reads the file (zeros). With `harvest`, shared pages written through first become dirty
-/// cache pages (the one holding the new end is written back before the truncation). An address
-/// space in use at that moment keeps its pages (none is: truncate and ftruncate hold none).
-pub fn unmap_file_pages(dev: u32, ino: u32, from: u64, harvest: bool) {
+/// Truncation to `len` bytes (`fs::mapping::unmap_file_pages`, Linux's unmap_mapping_range with
+/// even_cows): every mapping of inode `ino` on device `dev`, shared or private, loses its pages
+/// from the one holding the new end on (the cache drops that page: it faults in again with zeros
+/// past the end), so an access wholly past the end is SIGBUS and one after the file grows again
+/// reads the file (zeros). A private copy of the page holding the end that the process wrote (its
+/// dirty bit) stays, as Linux unmaps only whole pages past the end. With `harvest`, shared pages
+/// written through first become dirty cache pages (the one holding the new end is written back
+/// before the truncation). An address space in use at that moment keeps its pages (none is:
+/// truncate and ftruncate hold none).
+pub fn unmap_file_pages(dev: u32, ino: u32, len: u64, harvest: bool) {
     let Some(mms) = all_mms() else {
         return;
     };
-    let from_off = from.saturating_mul(PAGE_SIZE);
+    let from_off = page_down(len);
+    let partial = len != from_off;
     for mm in mms {
         let Ok(mut m) = mm.try_borrow_mut() else {
             continue;
@@ -209,7 +213,15 @@ pub fn unmap_file_pages(dev: u32, ino: u32, from: u64, harvest: bool) {
                     offset,
                     ..
                 } if *d == dev && inode.ino == ino => {
-                    let a = v.start.saturating_add(from_off.saturating_sub(*offset));
+                    let mut a = v.start.saturating_add(from_off.saturating_sub(*offset));
+                    if !v.shared
+                        && partial
+                        && from_off >= *offset
+                        && a < v.end
+                        && m.aspace.translate(a).is_some_and(|(_, f)| f & DIRTY != 0)
+                    {
+                        a += PAGE_SIZE;
+                    }
                     (a < v.end).then_some((a, v.end))
                 }
                 _ => None,
