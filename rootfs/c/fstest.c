@@ -154,7 +154,8 @@ static unsigned char durable_byte(size_t k) {
     return (unsigned char)((k * 131) ^ (k >> 9));
 }
 
-static _Noreturn void durable(const char *path, long kib) {
+/* Creates `path` with `kib` KiB of the durability pattern; returns its descriptor and size. */
+static int write_pattern(const char *path, long kib, size_t *size) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
         die("create", path);
@@ -168,6 +169,13 @@ static _Noreturn void durable(const char *path, long kib) {
             die("write", path);
         done += n;
     }
+    *size = total;
+    return fd;
+}
+
+static _Noreturn void durable(const char *path, long kib) {
+    size_t total;
+    int fd = write_pattern(path, kib, &total);
     if (fsync(fd))
         die("fsync", path);
     printf("fstest: synced %zu bytes\n", total);
@@ -189,19 +197,8 @@ static long dirty_kb(void) {
 }
 
 static _Noreturn void writeback(const char *path, long kib) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        die("create", path);
-    static unsigned char buf[65536];
-    size_t total = (size_t)kib * 1024, done = 0;
-    while (done < total) {
-        size_t n = total - done < sizeof buf ? total - done : sizeof buf;
-        for (size_t k = 0; k < n; k++)
-            buf[k] = durable_byte(done + k);
-        if (write(fd, buf, n) != (ssize_t)n)
-            die("write", path);
-        done += n;
-    }
+    size_t total;
+    write_pattern(path, kib, &total);
     long d = dirty_kb();
     printf("fstest: wrote %zu bytes, dirty %s\n", total, d >= (long)kib ? "yes" : "no");
     fflush(stdout);

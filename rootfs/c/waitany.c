@@ -199,6 +199,28 @@ static void selects(void) {
     close(p[0]);
 }
 
+/* A child that sends SIGUSR1 to `me` after 100 ms. */
+static pid_t usr1_later(pid_t me) {
+    pid_t c = fork();
+    if (c == 0) {
+        usleep(100000);
+        kill(me, SIGUSR1);
+        _exit(0);
+    }
+    return c;
+}
+
+/* Says whether SIGUSR1 is pending (blocked), and takes it if so. */
+static void report_usr1_pending(const sigset_t *usr1) {
+    sigset_t pend;
+    sigpending(&pend);
+    SAY("  SIGUSR1 pending after it: %d\n", sigismember(&pend, SIGUSR1));
+    if (sigismember(&pend, SIGUSR1)) {
+        int s;
+        sigwait(usr1, &s);
+    }
+}
+
 /* pselect6/ppoll with a signal: blocked outside, let through by the call's mask (EINTR), or kept
  * blocked by it (the call times out, the signal stays pending). */
 static void masks(void) {
@@ -213,12 +235,7 @@ static void masks(void) {
     pipe(p);
     pid_t me = getpid();
     for (int round = 0; round < 2; round++) {
-        pid_t c = fork();
-        if (c == 0) {
-            usleep(100000);
-            kill(me, SIGUSR1);
-            _exit(0);
-        }
+        pid_t c = usr1_later(me);
         struct timespec ts = {0, 500000000};
         fd_set rd;
         FD_ZERO(&rd);
@@ -227,33 +244,16 @@ static void masks(void) {
                            : pselect(p[0] + 1, &rd, NULL, NULL, &ts, &usr1);
         SAY("pselect, SIGUSR1 %s by its mask: %s\n", round == 0 ? "let through" : "blocked", err(r));
         waitpid(c, NULL, 0);
-        sigset_t pend;
-        sigpending(&pend);
-        SAY("  SIGUSR1 pending after it: %d\n", sigismember(&pend, SIGUSR1));
-        if (sigismember(&pend, SIGUSR1)) {
-            int s;
-            sigwait(&usr1, &s);
-        }
+        report_usr1_pending(&usr1);
     }
     for (int round = 0; round < 2; round++) {
-        pid_t c = fork();
-        if (c == 0) {
-            usleep(100000);
-            kill(me, SIGUSR1);
-            _exit(0);
-        }
+        pid_t c = usr1_later(me);
         struct timespec ts = {0, 500000000};
         struct pollfd fd = {.fd = p[0], .events = POLLIN};
         int r = ppoll(&fd, 1, &ts, round == 0 ? &empty : &usr1);
         SAY("ppoll, SIGUSR1 %s by its mask: %s\n", round == 0 ? "let through" : "blocked", err(r));
         waitpid(c, NULL, 0);
-        sigset_t pend;
-        sigpending(&pend);
-        SAY("  SIGUSR1 pending after it: %d\n", sigismember(&pend, SIGUSR1));
-        if (sigismember(&pend, SIGUSR1)) {
-            int s;
-            sigwait(&usr1, &s);
-        }
+        report_usr1_pending(&usr1);
     }
     struct timespec bad = {0, 1000000000};
     struct pollfd fd = {.fd = p[0], .events = POLLIN};

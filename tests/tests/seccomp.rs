@@ -69,12 +69,10 @@ fn thread_filters(pid: u32) -> Vec<(String, u32, u32)> {
     out
 }
 
-#[test]
-fn every_thread_of_a_running_vm_is_filtered() {
-    if !require_kvm() {
-        return;
-    }
-    let sock = tmp("threads.sock");
+/// A running VM (the test guest counting, two vCPUs) with its API on socket `name`, under the
+/// built-in filters.
+fn counting_vm_with_api(name: &str) -> (Vm, PathBuf) {
+    let sock = tmp(name);
     let vm = Vm::spawn(&[
         "--kernel",
         PVH,
@@ -86,6 +84,15 @@ fn every_thread_of_a_running_vm_is_filtered() {
         sock.to_str().unwrap(),
     ]);
     vm.wait_for_output("count", T);
+    (vm, sock)
+}
+
+#[test]
+fn every_thread_of_a_running_vm_is_filtered() {
+    if !require_kvm() {
+        return;
+    }
+    let (vm, sock) = counting_vm_with_api("threads.sock");
     // A connection thread of the API exists while a client is connected.
     let conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let pid = vm.pid();
@@ -241,18 +248,7 @@ fn a_vm_stopped_and_continued_in_the_middle_of_requests_keeps_running() {
     if !require_kvm() {
         return;
     }
-    let sock = tmp("stopcont.sock");
-    let vm = Vm::spawn(&[
-        "--kernel",
-        PVH,
-        "--cmdline",
-        "count",
-        "--vcpus",
-        "2",
-        "--api-sock",
-        sock.to_str().unwrap(),
-    ]);
-    vm.wait_for_output("count", T);
+    let (vm, sock) = counting_vm_with_api("stopcont.sock");
     let mut client = tests::api::Client::connect(&sock);
     let driver = std::thread::spawn(move || {
         for _ in 0..40 {
