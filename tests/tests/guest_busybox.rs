@@ -11,7 +11,8 @@
 //! jobs, Ctrl-Z, `bg` and `fg`), and the guest's wall clock against the host's. C programs (static
 //! glibc and musl) must print what they print on the host: `rootfs/c/epoll.c` (epoll on a pipe, the
 //! console and sockets), `fcntllock.c` and `flocks.c` (locks), `sysagree.c` (sysinfo, /proc, /dev
-//! and getrandom agreeing with each other). Without the images the tests skip (and fail when `CI` is set).
+//! and getrandom agreeing with each other), `procsig.c` (/proc/PID/status's signal sets and VmStk).
+//! Without the images the tests skip (and fail when `CI` is set).
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -600,6 +601,18 @@ fn sysinfo_proc_dev_and_getrandom_agree_as_on_the_host_glibc() {
 #[test]
 fn sysinfo_proc_dev_and_getrandom_agree_as_on_the_host_musl() {
     c_program_matches_the_host("sysagree", "musl");
+}
+
+/// `rootfs/c/procsig.c`: /proc/self/status's SigQ, SigPnd, ShdPnd (kill vs tgkill), SigBlk, SigIgn,
+/// SigCgt and VmStk (the `[stack]` area of maps) as on the host.
+#[test]
+fn proc_status_signal_sets_and_stack_match_the_host_glibc() {
+    c_program_matches_the_host("procsig", "glibc");
+}
+
+#[test]
+fn proc_status_signal_sets_and_stack_match_the_host_musl() {
+    c_program_matches_the_host("procsig", "musl");
 }
 
 /// `rootfs/c/waitany.c`: poll, select, pselect6 and ppoll woken by pipes, a child's exit and

@@ -3,7 +3,7 @@
 //! `/proc/cpuinfo`, `/proc/version`. Pure formatting, tested on the host.
 
 extern crate alloc;
-use crate::fmt::{Dec, IDec};
+use crate::fmt::{Dec, Hex16, IDec};
 use alloc::vec::Vec;
 use core::fmt::Write;
 
@@ -34,6 +34,26 @@ pub struct ProcInfo {
     /// The thread group (the process's pid; `pid` is the thread's) and its number of threads.
     pub tgid: u32,
     pub threads: u32,
+    /// The size of the stack area in bytes (status's VmStk).
+    pub stack: u64,
+    pub signals: SigSets,
+}
+
+/// The signal lines of /proc/PID/status (Linux's `task_sig`). Each set has bit `sig - 1` for signal
+/// `sig` and prints as 16 hex digits, signal 64's nibble first (`render_sigset_t`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SigSets {
+    /// SigQ: signals queued for the process's user, and its RLIMIT_SIGPENDING.
+    pub queued: u64,
+    pub queue_limit: u64,
+    /// SigPnd: pending for this thread.
+    pub pending: u64,
+    /// ShdPnd: pending for the whole thread group.
+    pub shared_pending: u64,
+    /// SigBlk, SigIgn, SigCgt: blocked by this thread; set to SIG_IGN; with a handler.
+    pub blocked: u64,
+    pub ignored: u64,
+    pub caught: u64,
 }
 
 struct Buf(Vec<u8>);
@@ -88,7 +108,7 @@ pub fn stat(p: &ProcInfo) -> Vec<u8> {
     b.0
 }
 
-/// `/proc/PID/status`, the commonly read lines.
+/// `/proc/PID/status`, the commonly read lines, in Linux 6.5's order (`nice` is ours, last).
 pub fn status(p: &ProcInfo) -> Vec<u8> {
     let mut b = Buf(Vec::new());
     b.0.extend_from_slice(b"Name:\t");
@@ -97,7 +117,8 @@ pub fn status(p: &ProcInfo) -> Vec<u8> {
         b,
         "\nUmask:\t0022\nState:\t{}\nTgid:\t{}\nNgid:\t0\nPid:\t{}\nPPid:\t{}\nTracerPid:\t0\n\
          Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNSpid:\t{}\nNSpgid:\t{}\nNSsid:\t{}\n\
-         VmSize:\t{} kB\nVmRSS:\t{} kB\nThreads:\t{}\nnice:\t{}\n",
+         VmSize:\t{} kB\nVmRSS:\t{} kB\nVmStk:\t{} kB\nThreads:\t{}\nSigQ:\t{}/{}\nSigPnd:\t{}\n\
+         ShdPnd:\t{}\nSigBlk:\t{}\nSigIgn:\t{}\nSigCgt:\t{}\nnice:\t{}\n",
         state_name(p.state),
         Dec(p.tgid as u64),
         Dec(p.pid as u64),
@@ -107,7 +128,15 @@ pub fn status(p: &ProcInfo) -> Vec<u8> {
         Dec(p.session as u64),
         Dec(p.vsize / 1024),
         Dec(p.rss * 4),
+        Dec(p.stack / 1024),
         Dec(p.threads.max(1) as u64),
+        Dec(p.signals.queued),
+        Dec(p.signals.queue_limit),
+        Hex16(p.signals.pending),
+        Hex16(p.signals.shared_pending),
+        Hex16(p.signals.blocked),
+        Hex16(p.signals.ignored),
+        Hex16(p.signals.caught),
         IDec(p.nice as i64),
     );
     b.0
@@ -479,6 +508,8 @@ mod tests {
             tpgid: 42,
             tgid: 42,
             threads: 1,
+            stack: 132 * 1024,
+            signals: SigSets::default(),
         }
     }
 
@@ -562,6 +593,36 @@ mod tests {
         );
         assert!(m.starts_with("MemTotal:       1000 kB\nMemFree:        500 kB\n"));
         assert!(m.contains("\nSlab:           7 kB\n"), "{m}");
+    }
+
+    #[test]
+    fn status_signal_sets_and_stack_are_linux_task_sig() {
+        let p = ProcInfo {
+            signals: SigSets {
+                queued: 2,
+                queue_limit: 95_547,
+                // SIGUSR2 (12) to the thread, SIGUSR1 (10) to the group, both blocked.
+                pending: 1 << 11,
+                shared_pending: 1 << 9,
+                blocked: (1 << 11) | (1 << 9),
+                // SIGPIPE (13) ignored; SIGINT (2) and signal 64 caught.
+                ignored: 1 << 12,
+                caught: (1 << 1) | (1 << 63),
+            },
+            ..info()
+        };
+        let s = String::from_utf8(status(&p)).unwrap();
+        // As a Linux 6.5 host prints them (fs/proc/array.c), in this order, after VmRSS.
+        let expected = "VmRSS:\t8 kB\nVmStk:\t132 kB\nThreads:\t1\nSigQ:\t2/95547\n\
+                        SigPnd:\t0000000000000800\nShdPnd:\t0000000000000200\n\
+                        SigBlk:\t0000000000000a00\nSigIgn:\t0000000000001000\n\
+                        SigCgt:\t8000000000000002\nnice:\t-3\n";
+        assert!(s.ends_with(expected), "{s}");
+        let none = String::from_utf8(status(&info())).unwrap();
+        assert!(
+            none.contains("\nSigQ:\t0/0\nSigPnd:\t0000000000000000\n"),
+            "{none}"
+        );
     }
 
     #[test]

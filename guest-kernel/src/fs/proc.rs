@@ -12,7 +12,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::any::Any;
 use kcore::errno::Errno;
-use kcore::procfs::{self, ProcInfo, SchedInfo};
+use kcore::procfs::{self, ProcInfo, SchedInfo, SigSets};
 
 /// A /proc directory.
 #[derive(Clone, Copy, Debug)]
@@ -126,8 +126,48 @@ fn threads(tgid: Pid) -> Vec<u32> {
 /// The process info /proc shows for `pid`, with its command line and /proc/PID/sched text.
 fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
     let mut r = info_of(pid)?;
-    r.0.threads = threads(Pid(r.0.tgid)).len() as u32;
+    let tgid = Pid(r.0.tgid);
+    r.0.threads = threads(tgid).len() as u32;
+    // ShdPnd: the group's pending signals that were sent to the whole process. This kernel has no
+    // group-wide queue: `signal::send` puts such a signal in the pending set of one thread (the one
+    // that takes it) and marks it `shared`; so ShdPnd is those, gathered from every thread of the
+    // group, and SigPnd is the rest of this thread's (tgkill, faults). SigQ counts every pending
+    // signal in the system, all of the one user root's (Linux counts a user's queued signals), and
+    // the limit is RLIMIT_SIGPENDING as prlimit reports it here (unlimited).
+    let (shared, queued) = proc::with_table(|t| {
+        t.values().fold((0, 0), |(shared, queued), q| {
+            let s = &q.signals;
+            let mine = if q.tgid == tgid {
+                s.pending & s.shared
+            } else {
+                0
+            };
+            (shared | mine, queued + s.pending.count_ones() as u64)
+        })
+    });
+    r.0.signals.shared_pending = shared;
+    r.0.signals.queued = queued;
+    r.0.signals.queue_limit = u64::MAX;
     Some(r)
+}
+
+/// A process's signal sets as /proc/PID/status shows them, except the group's (see [`info`]).
+fn sig_sets(s: &proc::signal::SigState) -> SigSets {
+    let (mut ignored, mut caught) = (0, 0);
+    for sig in 1..=64u32 {
+        match s.actions.get(sig).handler {
+            proc::signal::SIG_DFL => {}
+            proc::signal::SIG_IGN => ignored |= 1 << (sig - 1),
+            _ => caught |= 1 << (sig - 1),
+        }
+    }
+    SigSets {
+        pending: s.pending & !s.shared,
+        blocked: s.blocked,
+        ignored,
+        caught,
+        ..SigSets::default()
+    }
 }
 
 fn info_of(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
@@ -147,6 +187,13 @@ fn info_of(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
         } else {
             mm.aspace.mapped_pages()
         };
+        // The area holding the initial stack, as maps names `[stack]` (Linux's stack_vm).
+        let stack = mm
+            .vmas
+            .iter()
+            .filter(|v| v.start < USER_STACK_TOP && USER_STACK_TOP <= v.end)
+            .map(|v| v.end - v.start)
+            .sum();
         (
             ProcInfo {
                 pid: p.pid.0,
@@ -168,6 +215,8 @@ fn info_of(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
                 tpgid: if p.ctty { fg } else { -1 },
                 tgid: p.tgid.0,
                 threads: 0,
+                stack,
+                signals: sig_sets(&p.signals),
             },
             p.exec.cmdline.clone(),
             SchedInfo {

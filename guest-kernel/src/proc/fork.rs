@@ -107,6 +107,7 @@ pub fn clone_shared(frame: &TrapFrame, a: &CloneArgs) -> Result<Pid, Errno> {
                 },
                 blocked: p.signals.blocked,
                 pending: 0,
+                shared: 0,
                 fault_info: None,
                 saved_mask: None,
                 waiting: 0,

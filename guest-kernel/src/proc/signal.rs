@@ -128,6 +128,11 @@ pub struct SigState {
     pub actions: Actions,
     pub blocked: u64,
     pub pending: u64,
+    /// Of `pending`, the signals last posted to the whole process (kill, the kernel's SIGCHLD and
+    /// tty signals) rather than to this thread (tgkill, faults). Linux queues the former on the
+    /// group (its shared_pending, /proc's ShdPnd); here they wait in the pending set of the thread
+    /// [`send`] picked, and this mask only remembers how they came (read by /proc's status).
+    pub shared: u64,
     /// The alternate signal stack (inherited by fork, cleared by execve).
     pub altstack: AltStack,
     /// A fault signal forced on the process and not yet delivered: (signal, si_code, si_addr), for
@@ -299,11 +304,16 @@ pub fn send(pid: Pid, sig: u32) -> Result<(), Errno> {
             }
         }))
     });
-    send_thread(target.unwrap_or(pid), sig)
+    post(target.unwrap_or(pid), sig, true)
 }
 
 /// Posts `sig` to thread `pid` itself (tgkill, tkill, a group exit's SIGKILL).
 pub fn send_thread(pid: Pid, sig: u32) -> Result<(), Errno> {
+    post(pid, sig, false)
+}
+
+/// Queues `sig` on thread `pid`, as sent to its whole process (`to_group`) or to the thread.
+fn post(pid: Pid, sig: u32, to_group: bool) -> Result<(), Errno> {
     if sig > 64 {
         return Err(Errno::EINVAL);
     }
@@ -327,6 +337,11 @@ pub fn send_thread(pid: Pid, sig: u32) -> Result<(), Errno> {
             return Some(false);
         }
         p.signals.pending |= bit(sig);
+        if to_group {
+            p.signals.shared |= bit(sig);
+        } else {
+            p.signals.shared &= !bit(sig);
+        }
         sync_ready(p);
         Some(
             p.signals.blocked & bit(sig) == 0
@@ -510,6 +525,7 @@ pub fn force_info(sig: u32, code: i32, addr: u64) -> bool {
         let a = p.signals.actions.get(sig);
         if a.handler > SIG_IGN && p.signals.blocked & bit(sig) == 0 {
             p.signals.pending |= bit(sig);
+            p.signals.shared &= !bit(sig);
             p.signals.fault_info = Some((sig, code, addr));
             sync_ready(p);
             true

@@ -1,0 +1,153 @@
+/* procsig: /proc/self/status's signal lines (SigQ, SigPnd, ShdPnd, SigBlk, SigIgn, SigCgt) and VmStk
+ * against what the process did: it blocks SIGUSR1 and SIGUSR2, sends SIGUSR1 to itself as a process
+ * (kill: the group's shared pending set, ShdPnd) and SIGUSR2 to itself as a thread (tgkill: its own,
+ * SigPnd), ignores SIGPIPE, catches SIGINT, then unblocks and takes both signals. The lines are
+ * printed as they are, so the output is compared between the host and the guest kernel
+ * (tests/tests/guest_busybox.rs, glibc and musl). No bits are masked: the same binary makes the same
+ * sigaction calls on both kernels, so the libc's own signals (glibc's and musl's internal 32-34, when it
+ * sets them up at all) show the same; and every disposition and the mask are reset first, because the
+ * host's test run inherits whatever its parents ignored (a shell's background job ignores SIGINT and
+ * SIGQUIT; under cargo test signals 32 and 33 came ignored), through the raw system call because
+ * glibc's and musl's sigaction refuse their internal signals (32-34). */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SAY(...) (printf("procsig: " __VA_ARGS__), fflush(stdout))
+
+static const char *yes(int c) { return c ? "yes" : "NO"; }
+
+/* Reads a whole (small) file into a static buffer; returns its length or -1. */
+static char file_buf[16384];
+static long slurp(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(file_buf, 1, sizeof file_buf - 1, f);
+    fclose(f);
+    file_buf[n] = 0;
+    return (long)n;
+}
+
+/* The line of the buffer starting with `key`, without its newline, or "" (at most `n` bytes). */
+static void line(const char *key, char *out, size_t n) {
+    size_t k = strlen(key);
+    out[0] = 0;
+    for (char *l = file_buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, key, k) == 0) {
+            snprintf(out, n, "%.*s", (int)strcspn(l, "\n"), l);
+            return;
+        }
+}
+
+/* Prints the five signal-set lines of `path` (a status file) under `label`. */
+static void sig_lines(const char *label, const char *path) {
+    static const char *const keys[] = {"SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:", "SigCgt:"};
+    char l[128];
+    if (slurp(path) < 0) {
+        SAY("%s: cannot read %s\n", label, path);
+        return;
+    }
+    for (unsigned i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        line(keys[i], l, sizeof l);
+        SAY("%s: %s\n", label, l);
+    }
+}
+
+/* The number after `key` in the buffer, or -1. */
+static long long field(const char *key) {
+    char l[128];
+    line(key, l, sizeof l);
+    return l[0] ? strtoll(l + strlen(key), NULL, 10) : -1;
+}
+
+static volatile sig_atomic_t got_usr1, got_usr2;
+static void on_signal(int sig) {
+    if (sig == SIGUSR1)
+        got_usr1++;
+    if (sig == SIGUSR2)
+        got_usr2++;
+}
+
+int main(void) {
+    /* A known start: every signal at SIG_DFL (the kernel's struct sigaction: handler, flags,
+     * restorer, mask; SIGKILL and SIGSTOP refuse, and are at SIG_DFL anyway), nothing blocked. */
+    struct {
+        unsigned long handler, flags, restorer, mask;
+    } dfl = {0, 0, 0, 0};
+    for (int sig = 1; sig <= 64; sig++)
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
+    sigset_t set;
+    sigemptyset(&set);
+    sigprocmask(SIG_SETMASK, &set, NULL);
+    sig_lines("start", "/proc/self/status");
+
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    kill(getpid(), SIGUSR1);
+    syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), SIGUSR2);
+    sig_lines("pending", "/proc/self/status");
+    /* The thread's own file: the same sets (one thread), ShdPnd being the group's. */
+    char task[64];
+    snprintf(task, sizeof task, "/proc/self/task/%ld/status", (long)syscall(SYS_gettid));
+    sig_lines("task", task);
+
+    /* SigQ: "queued/limit": both signals count (on the host other processes of the user may add
+     * theirs), the limit is RLIMIT_SIGPENDING. */
+    char q[128];
+    unsigned long long queued = 0, limit = 0;
+    struct rlimit rl;
+    slurp("/proc/self/status");
+    line("SigQ:", q, sizeof q);
+    int parsed = sscanf(q, "SigQ:\t%llu/%llu", &queued, &limit) == 2;
+    getrlimit(RLIMIT_SIGPENDING, &rl);
+    SAY("SigQ counts both signals: %s\n", yes(parsed && queued >= 2));
+    SAY("SigQ limit is RLIMIT_SIGPENDING: %s\n", yes(parsed && limit == (unsigned long long)rl.rlim_cur));
+
+    /* VmStk: the [stack] area's size in kB, as /proc/self/maps shows it. */
+    long long stk = field("VmStk:");
+    unsigned long long lo = 0, hi = 0;
+    if (slurp("/proc/self/maps") > 0) {
+        for (char *l = file_buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+            size_t n = strcspn(l, "\n");
+            if (n > 7 && strncmp(l + n - 7, "[stack]", 7) == 0) {
+                sscanf(l, "%llx-%llx", &lo, &hi);
+                break;
+            }
+        }
+    }
+    SAY("VmStk > 0: %s\n", yes(stk > 0));
+    SAY("VmStk is the [stack] area of maps: %s\n", yes(hi > lo && stk == (long long)((hi - lo) / 1024)));
+
+    /* Caught and delivered: nothing pending, the handlers in SigCgt. */
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    SAY("delivered: SIGUSR1 %d, SIGUSR2 %d\n", (int)got_usr1, (int)got_usr2);
+    sig_lines("after", "/proc/self/status");
+
+    /* A second process's view: the child reads its parent's file (nothing pending, same sets). */
+    pid_t parent = getpid(), child = fork();
+    if (child == 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/status", (int)parent);
+        sig_lines("parent", path);
+        _exit(0);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    SAY("done\n");
+    return 0;
+}
