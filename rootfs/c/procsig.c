@@ -138,14 +138,22 @@ int main(void) {
     SAY("delivered: SIGUSR1 %d, SIGUSR2 %d\n", (int)got_usr1, (int)got_usr2);
     sig_lines("after", "/proc/self/status");
 
-    /* A second process's view: the child reads its parent's file (nothing pending, same sets). */
+    /* A second process's view: the child reads its parent's file (nothing pending, same sets), once
+     * the parent is back from fork (the libcs block every signal around the fork system call). */
+    int go[2];
+    if (pipe(go))
+        return 1;
     pid_t parent = getpid(), child = fork();
     if (child == 0) {
-        char path[64];
+        char path[64], c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(1);
         snprintf(path, sizeof path, "/proc/%d/status", (int)parent);
         sig_lines("parent", path);
         _exit(0);
     }
+    if (write(go[1], "g", 1) != 1)
+        return 1;
     int status;
     waitpid(child, &status, 0);
     SAY("done\n");
