@@ -93,12 +93,15 @@ static void check_sysinfo(void) {
     SAY("sysinfo totalswap is SwapTotal: %s\n", yes(si.totalswap * unit / 1024 == (unsigned long long)meminfo("SwapTotal:")));
     SAY("sysinfo freeswap is SwapFree: %s\n", yes(near(si.freeswap * unit / 1024, meminfo("SwapFree:"))));
     SAY("sysinfo totalhigh and freehigh: %lu %lu\n", si.totalhigh, si.freehigh);
-    /* The averages as /proc/loadavg prints them: fixed point with 16 fraction bits, rounded. */
+    /* The averages as /proc/loadavg prints them: Linux keeps them with 11 fraction bits (FSHIFT),
+     * sysinfo shifts them to 16, and loadavg adds FIXED_1/200 (10) before cutting to two decimals.
+     * (Adding 2^16/200 to the 16-bit value instead rounded up about 1 value in 100 that loadavg
+     * does not: an occasional NO on either kernel.) */
     unsigned long l[3];
     for (int i = 0; i < 3; i++)
-        l[i] = si.loads[i] + (1UL << 16) / 200;
-    snprintf(mine, sizeof mine, "%lu.%02lu %lu.%02lu %lu.%02lu", l[0] >> 16, ((l[0] & 0xffff) * 100) >> 16,
-             l[1] >> 16, ((l[1] & 0xffff) * 100) >> 16, l[2] >> 16, ((l[2] & 0xffff) * 100) >> 16);
+        l[i] = (si.loads[i] >> 5) + (1UL << 11) / 200;
+    snprintf(mine, sizeof mine, "%lu.%02lu %lu.%02lu %lu.%02lu", l[0] >> 11, ((l[0] & 2047) * 100) >> 11,
+             l[1] >> 11, ((l[1] & 2047) * 100) >> 11, l[2] >> 11, ((l[2] & 2047) * 100) >> 11);
     SAY("sysinfo loads are /proc/loadavg's: %s\n", yes(!strcmp(mine, before) || !strcmp(mine, after)));
     /* procs: threads, as loadavg's fourth field counts them (read just after). */
     long running = 0, total = 0;
