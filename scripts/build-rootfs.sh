@@ -36,7 +36,8 @@ rustc --edition 2021 -C panic=abort -C opt-level=2 -C relocation-model=static \
     -o "$root/target/rootfs-tiny/execloop" "$root/rootfs/tiny/execloop.rs"
 
 # The C test programs (rootfs/c/*.c), each static with glibc (NAME-glibc) and with musl (NAME-musl), so
-# both libcs' threads, mprotect and mmap use is run (tests/tests/guest_threads.rs).
+# both libcs' threads, mprotect and mmap use is run (tests/tests/guest_threads.rs). rootfs/c/common.h (SAY,
+# err(): a result as "N" or "-1 ENAME") is included by them from beside the source, not built itself.
 if ! command -v musl-gcc >/dev/null; then
     "$root/scripts/install-deps.sh"
 fi

@@ -9,43 +9,15 @@
  *   dirfd --many DIR N create N files in DIR (created), list it (count and a checksum of the sorted
  *                      names), look some up, rename a few, unlink all, rmdir
  */
-#define _GNU_SOURCE
+#define PROG "dirfd"
+#include "common.h"
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 static void die(const char *what, const char *path) {
     printf("dirfd: FAILED %s %s: errno %d\n", what, path, errno);
     exit(1);
-}
-
-/* The error a call gave, as text ("ok" for none). */
-static const char *err(int r) {
-    if (r >= 0)
-        return "ok";
-    switch (errno) {
-    case ENOENT:
-        return "ENOENT";
-    case ENOTDIR:
-        return "ENOTDIR";
-    case EEXIST:
-        return "EEXIST";
-    case ENOTEMPTY:
-        return "ENOTEMPTY";
-    case EBADF:
-        return "EBADF";
-    case EINVAL:
-        return "EINVAL";
-    default:
-        return "other";
-    }
 }
 
 static int cmp(const void *a, const void *b) {
@@ -106,7 +78,7 @@ static const char *get(int dfd, const char *name) {
     static char buf[256];
     int fd = openat(dfd, name, O_RDONLY);
     if (fd < 0)
-        return err(fd);
+        return ok_or_errname(fd);
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     buf[n < 0 ? 0 : n] = 0;
@@ -117,7 +89,7 @@ static const char *get(int dfd, const char *name) {
 static const char *cwd_in(const char *top) {
     static char buf[1024];
     if (!getcwd(buf, sizeof buf))
-        return err(-1);
+        return ok_or_errname(-1);
     size_t n = strlen(top);
     if (strncmp(buf, top, n))
         return buf;
@@ -155,18 +127,18 @@ static void held_by_descriptor(const char *top) {
     if (renameat(topfd, "a/sub", topfd, "b/moved"))
         die("renameat", "a/sub -> b/moved");
     put(dfd, "after", "written after the move");
-    /* One call per line: get() and err() return what the next call overwrites. */
+    /* One call per line: get() returns what the next call overwrites. */
     printf("dirfd: moved: before=[%s]\n", get(dfd, "before"));
     printf("dirfd: moved: after=[%s]\n", get(dfd, "after"));
     printf("dirfd: moved: by its new name=[%s]\n", get(topfd, "b/moved/after"));
-    printf("dirfd: moved: by its old name %s\n", err(openat(topfd, "a/sub/after", O_RDONLY)));
+    printf("dirfd: moved: by its old name %s\n", ok_or_errname(openat(topfd, "a/sub/after", O_RDONLY)));
     printf("dirfd: moved: ../marker=[%s]\n", get(dfd, "../marker"));
     int r = fstatat(dfd, "after", &st, 0);
-    printf("dirfd: moved: fstatat after %s size %ld\n", err(r), r ? -1L : (long)st.st_size);
-    printf("dirfd: moved: mkdirat %s\n", err(mkdirat(dfd, "made", 0700)));
-    printf("dirfd: moved: unlinkat before %s\n", err(unlinkat(dfd, "before", 0)));
-    printf("dirfd: moved: unlinkat again %s\n", err(unlinkat(dfd, "before", 0)));
-    printf("dirfd: moved: renameat within %s\n", err(renameat(dfd, "after", dfd, "made/after")));
+    printf("dirfd: moved: fstatat after %s size %ld\n", ok_or_errname(r), r ? -1L : (long)st.st_size);
+    printf("dirfd: moved: mkdirat %s\n", ok_or_errname(mkdirat(dfd, "made", 0700)));
+    printf("dirfd: moved: unlinkat before %s\n", ok_or_errname(unlinkat(dfd, "before", 0)));
+    printf("dirfd: moved: unlinkat again %s\n", ok_or_errname(unlinkat(dfd, "before", 0)));
+    printf("dirfd: moved: renameat within %s\n", ok_or_errname(renameat(dfd, "after", dfd, "made/after")));
     int n = list(dfd, names, sizeof names, &dots);
     printf("dirfd: moved: getdents %d entries [%s] and %d dots\n", n, names, dots);
 
@@ -181,14 +153,14 @@ static void held_by_descriptor(const char *top) {
     printf("dirfd: cwd moved: getcwd [%s]\n", cwd_in(top));
     printf("dirfd: cwd moved: made/after=[%s]\n", get(AT_FDCWD, "made/after"));
     printf("dirfd: cwd moved: ../a/marker=[%s]\n", get(AT_FDCWD, "../a/marker"));
-    printf("dirfd: cwd moved: chdir .. %s\n", err(chdir("..")));
+    printf("dirfd: cwd moved: chdir .. %s\n", ok_or_errname(chdir("..")));
     printf("dirfd: cwd moved: getcwd [%s]\n", cwd_in(top));
     /* The working directory removed: getcwd is ENOENT, creating in it too. */
     if (mkdirat(topfd, "doomed-cwd", 0755) || chdir("doomed-cwd"))
         die("chdir", "doomed-cwd");
-    printf("dirfd: cwd removed: rmdir %s\n", err(unlinkat(topfd, "doomed-cwd", AT_REMOVEDIR)));
+    printf("dirfd: cwd removed: rmdir %s\n", ok_or_errname(unlinkat(topfd, "doomed-cwd", AT_REMOVEDIR)));
     printf("dirfd: cwd removed: getcwd [%s]\n", cwd_in(top));
-    printf("dirfd: cwd removed: create %s\n", err(open("new", O_WRONLY | O_CREAT, 0644)));
+    printf("dirfd: cwd removed: create %s\n", ok_or_errname(open("new", O_WRONLY | O_CREAT, 0644)));
     if (chdir("/"))
         die("chdir", "/");
 
@@ -198,12 +170,12 @@ static void held_by_descriptor(const char *top) {
     int gone = openat(topfd, "doomed", O_RDONLY | O_DIRECTORY);
     if (gone < 0)
         die("openat", "doomed");
-    printf("dirfd: removed: rmdir %s\n", err(unlinkat(topfd, "doomed", AT_REMOVEDIR)));
+    printf("dirfd: removed: rmdir %s\n", ok_or_errname(unlinkat(topfd, "doomed", AT_REMOVEDIR)));
     n = list(gone, names, sizeof names, &dots);
-    printf("dirfd: removed: getdents %s\n", err(n));
-    printf("dirfd: removed: create %s\n", err(openat(gone, "new", O_WRONLY | O_CREAT, 0644)));
-    printf("dirfd: removed: mkdirat %s\n", err(mkdirat(gone, "newdir", 0755)));
-    printf("dirfd: removed: lookup of . %s\n", err(fstatat(gone, ".", &st, 0)));
+    printf("dirfd: removed: getdents %s\n", ok_or_errname(n));
+    printf("dirfd: removed: create %s\n", ok_or_errname(openat(gone, "new", O_WRONLY | O_CREAT, 0644)));
+    printf("dirfd: removed: mkdirat %s\n", ok_or_errname(mkdirat(gone, "newdir", 0755)));
+    printf("dirfd: removed: lookup of . %s\n", ok_or_errname(fstatat(gone, ".", &st, 0)));
     if (fstat(gone, &st))
         die("fstat", "doomed");
     printf("dirfd: removed: nlink %ld, is a directory %d\n", (long)st.st_nlink, S_ISDIR(st.st_mode));
@@ -222,7 +194,7 @@ static void held_by_descriptor(const char *top) {
         die("open", p);
     if (unlink(p))
         die("unlink", p);
-    printf("dirfd: unlinked: open by name %s\n", err(open(p, O_RDONLY)));
+    printf("dirfd: unlinked: open by name %s\n", ok_or_errname(open(p, O_RDONLY)));
     if (fstat(rfd, &st))
         die("fstat", p);
     printf("dirfd: unlinked: nlink %ld size %ld\n", (long)st.st_nlink, (long)st.st_size);
@@ -298,8 +270,8 @@ static void many(const char *top, int n) {
     }
     snprintf(p, sizeof p, "%s/entry-with-a-longish-name-%05d", top, n);
     printf("dirfd: many: %d of the looked-up names found, one past the end %s\n", found,
-           err(stat(p, &st)));
-    printf("dirfd: many: rmdir while full %s\n", err(rmdir(top)));
+           ok_or_errname(stat(p, &st)));
+    printf("dirfd: many: rmdir while full %s\n", ok_or_errname(rmdir(top)));
     int removed = 0;
     for (int k = 0; k < count; k++) {
         snprintf(p, sizeof p, "%s/%s", top, names[k]);
@@ -307,7 +279,7 @@ static void many(const char *top, int n) {
         free(names[k]);
     }
     free(names);
-    printf("dirfd: many: unlinked %d, rmdir %s\n", removed, err(rmdir(top)));
+    printf("dirfd: many: unlinked %d, rmdir %s\n", removed, ok_or_errname(rmdir(top)));
     printf("dirfd: done\n");
 }
 

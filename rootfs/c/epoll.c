@@ -7,32 +7,12 @@
  * (writable) and stdin (nothing typed); a UDP socket (writable, nothing to read) and a listening TCP
  * socket (no connection); epoll_pwait with a signal mask; an epoll descriptor in poll(2); the errors
  * (EEXIST, ENOENT, EINVAL, EPERM, ELOOP, EBADF). */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "epoll"
+#include "common.h"
 #include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
-#include <stdio.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("epoll: " __VA_ARGS__), fflush(stdout))
-
-static const char *err(long r) {
-    static char bufs[4][32];
-    static int next;
-    char *buf = bufs[next++ % 4];
-    if (r >= 0)
-        snprintf(buf, 32, "%ld", r);
-    else
-        snprintf(buf, 32, "-1 %s", errno == EEXIST ? "EEXIST" : errno == ENOENT ? "ENOENT" : errno == EINVAL ? "EINVAL" : errno == EPERM ? "EPERM" : errno == ELOOP ? "ELOOP" : errno == EBADF ? "EBADF" : errno == EINTR ? "EINTR" : "other");
-    return buf;
-}
 
 static long now_ms(void) {
     struct timespec t;

@@ -4,27 +4,8 @@
  * the parent write-locks through the write end, a child sees the lock with F_GETLK through the read
  * end, fails with F_SETLK (EAGAIN), waits with F_SETLKW until the parent unlocks, and the parent's own
  * locks split and merge; closing a descriptor drops the process's locks; EBADF and EINVAL cases. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("fcntllock: " __VA_ARGS__), fflush(stdout))
-
-static const char *err(long r) {
-    static char bufs[4][32];
-    static int next;
-    char *buf = bufs[next++ % 4];
-    if (r >= 0)
-        snprintf(buf, 32, "%ld", r);
-    else
-        snprintf(buf, 32, "-1 %s", errno == EAGAIN ? "EAGAIN" : errno == EACCES ? "EACCES" : errno == EBADF ? "EBADF" : errno == EINVAL ? "EINVAL" : "other");
-    return buf;
-}
+#define PROG "fcntllock"
+#include "common.h"
 
 static int lock(int fd, int cmd, short type, off_t start, off_t len) {
     struct flock l = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};

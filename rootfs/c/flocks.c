@@ -8,34 +8,9 @@
  * F_GETLK, EINVAL for l_pid != 0, kept across a close of another descriptor of the file, released by
  * the description's last close; F_OFD_SETLKW waits. EDEADLK: two processes each holding a byte the
  * other wants. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define PROG "flocks"
+#include "common.h"
 #include <sys/file.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("flocks: " __VA_ARGS__), fflush(stdout))
-
-static const char *err(long r) {
-    static char bufs[4][32];
-    static int next;
-    char *buf = bufs[next++ % 4];
-    if (r >= 0)
-        snprintf(buf, 32, "%ld", r);
-    else
-        snprintf(buf, 32, "-1 %s",
-                 errno == EWOULDBLOCK ? "EWOULDBLOCK"
-                 : errno == EBADF     ? "EBADF"
-                 : errno == EINVAL    ? "EINVAL"
-                 : errno == EDEADLK   ? "EDEADLK"
-                                      : "other");
-    return buf;
-}
 
 static int lock(int fd, int cmd, short type, off_t start, off_t len) {
     struct flock l = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};

@@ -18,19 +18,12 @@
  *       disk filled with write(), a write through the mapping into the hole is SIGBUS, and after
  *       a delete the same write works and reaches the file; then unmounts it.
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "mapedge"
+#include "common.h"
 #include <setjmp.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #define PAGE 4096
 
@@ -67,14 +60,6 @@ static int peek(int fd, off_t off) {
     if (pread(fd, &c, 1, off) != 1)
         return -1;
     return c;
-}
-
-static const char *err(int r) {
-    static char out[32];
-    if (r == 0)
-        return "ok";
-    snprintf(out, sizeof out, "errno %d", errno);
-    return out;
 }
 
 /* Truncation under shared and private mappings of `path`. */
@@ -268,7 +253,7 @@ static void enospc(const char *dir) {
     if (unlink(fill))
         die("unlink fill");
     printf("mapedge: enospc: after a delete: %s\n", touch(m, 1, 'X'));
-    printf("mapedge: enospc: msync %s\n", err(msync(m, 2 * PAGE, MS_SYNC)));
+    printf("mapedge: enospc: msync %s\n", ok_or_errname(msync(m, 2 * PAGE, MS_SYNC)));
     printf("mapedge: enospc: pread sees it: %d\n", peek(fd, 0));
     munmap(m, 2 * PAGE);
     close(fd);
@@ -287,7 +272,7 @@ int main(int argc, char **argv) {
         if (mount(argv[2], argv[3], "ext2", 0, NULL))
             die("mount ext2");
         enospc(argv[3]);
-        printf("mapedge: enospc: umount %s\n", err(umount(argv[3])));
+        printf("mapedge: enospc: umount %s\n", ok_or_errname(umount(argv[3])));
         printf("mapedge: done\n");
         return 0;
     }
@@ -317,7 +302,7 @@ int main(int argc, char **argv) {
     unlink(path);
     full_tmpfs(small);
 
-    printf("mapedge: umount %s\n", err(umount(small)));
+    printf("mapedge: umount %s\n", ok_or_errname(umount(small)));
     printf("mapedge: done\n");
     return 0;
 }

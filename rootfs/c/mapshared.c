@@ -9,17 +9,11 @@
  *                             the descriptor (no msync, no munmap), print "synced", wait forever
  *                             (the test kills the VM and reads FILE from the disk)
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "mapshared"
+#include "common.h"
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define PAGE 4096
 #define SIZE (3 * PAGE + 100)
@@ -45,12 +39,6 @@ static const char *peek(int fd, off_t off, size_t n) {
     ssize_t got = pread(fd, buf, n, off);
     buf[got < 0 ? 0 : got] = 0;
     return buf;
-}
-
-static const char *errname(int r) {
-    if (r == 0)
-        return "ok";
-    return errno == EACCES ? "EACCES" : errno == EINVAL ? "EINVAL" : "other";
 }
 
 /* Writes through a shared mapping reach the disk with fsync alone, as on Linux. */
@@ -100,16 +88,16 @@ int main(int argc, char **argv) {
     /* Written through the mapping: read() sees it at once (one page for both). */
     memcpy(m + 10, "VIAMAP", 6);
     memcpy(m + PAGE + 5, "SECOND", 6);
-    /* One call per line: peek() and errname() return what the next call overwrites. */
+    /* One call per line: peek() returns what the next call overwrites. */
     printf("mapshared: pread after a write through the mapping: [%s]\n", peek(fd, 10, 6));
     printf("mapshared: and on the next page: [%s]\n", peek(fd, PAGE + 5, 6));
     /* Written with pwrite: the mapping sees it at once. */
     if (pwrite(fd, "FDWRITE", 7, 2 * PAGE + 7) != 7)
         die("pwrite");
     printf("mapshared: the mapping after pwrite: [%.7s]\n", m + 2 * PAGE + 7);
-    printf("mapshared: msync MS_SYNC %s\n", errname(msync(m, 4 * PAGE, MS_SYNC)));
-    printf("mapshared: msync MS_ASYNC %s\n", errname(msync(m, PAGE, MS_ASYNC)));
-    printf("mapshared: msync both %s\n", errname(msync(m, PAGE, MS_SYNC | MS_ASYNC)));
+    printf("mapshared: msync MS_SYNC %s\n", ok_or_errname(msync(m, 4 * PAGE, MS_SYNC)));
+    printf("mapshared: msync MS_ASYNC %s\n", ok_or_errname(msync(m, PAGE, MS_ASYNC)));
+    printf("mapshared: msync both %s\n", ok_or_errname(msync(m, PAGE, MS_SYNC | MS_ASYNC)));
 
     /* A child writes through the mapping it inherited; the parent's read() and mapping see it. */
     pid_t pid = fork();
@@ -155,11 +143,11 @@ int main(int argc, char **argv) {
     int ro = open(path, O_RDONLY);
     void *r = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0);
     printf("mapshared: shared writable of a read-only descriptor: %s\n",
-           r == MAP_FAILED ? errname(-1) : "mapped");
+           r == MAP_FAILED ? ok_or_errname(-1) : "mapped");
     char *rm = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, ro, 0);
     if (rm == MAP_FAILED)
         die("mmap read-only");
-    printf("mapshared: mprotect it writable: %s\n", errname(mprotect(rm, PAGE, PROT_READ | PROT_WRITE)));
+    printf("mapshared: mprotect it writable: %s\n", ok_or_errname(mprotect(rm, PAGE, PROT_READ | PROT_WRITE)));
     munmap(rm, PAGE);
     close(ro);
     int rw = open(path, O_RDWR);
@@ -167,7 +155,7 @@ int main(int argc, char **argv) {
     if (rm == MAP_FAILED)
         die("mmap rw read-only");
     printf("mapshared: mprotect a read-only mapping of a read-write descriptor writable: %s\n",
-           errname(mprotect(rm, PAGE, PROT_READ | PROT_WRITE)));
+           ok_or_errname(mprotect(rm, PAGE, PROT_READ | PROT_WRITE)));
     rm[0] = 'W';
     munmap(rm, PAGE);
     printf("mapshared: written after mprotect: [%s]\n", peek(rw, 0, 3));
@@ -263,7 +251,7 @@ int main(int argc, char **argv) {
     }
     waitpid(pid, &st, 0);
     printf("mapshared: tmpfs, after the child's write: [%s]\n", peek(fd, PAGE + 200, 3));
-    printf("mapshared: tmpfs, msync %s\n", errname(msync(m, 2 * PAGE, MS_SYNC)));
+    printf("mapshared: tmpfs, msync %s\n", ok_or_errname(msync(m, 2 * PAGE, MS_SYNC)));
     if (munmap(m, 2 * PAGE))
         die("munmap tmpfs");
     got = pread(fd, back2, sizeof back2, 0);

@@ -6,19 +6,11 @@
  * mprotect), EINVAL/ENODEV/EBADF, SIGBUS past the end of the file, MADV_DONTNEED (anonymous pages
  * read back as zero, private file pages as the file again), mincore, msync, mremap (shrink, grow
  * in place, move, MREMAP_FIXED), pread64, and the maps line naming the file. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "mmapfile"
+#include "common.h"
 #include <setjmp.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 static long P;
 static sigjmp_buf jb;
@@ -44,31 +36,7 @@ static const char *probe(volatile char *p) {
     return buf;
 }
 
-/* Several results go into one line: each call gets its own buffer (of 8, used in turn). */
-static const char *err(long r) {
-    static char bufs[8][32];
-    static int next;
-    char *buf = bufs[next++ % 8];
-    if (r != -1)
-        snprintf(buf, 32, "%ld", r);
-    else
-        snprintf(buf, 32, "-1 %s",
-                 errno == ENOMEM   ? "ENOMEM"
-                 : errno == EINVAL ? "EINVAL"
-                 : errno == EFAULT ? "EFAULT"
-                 : errno == EACCES ? "EACCES"
-                 : errno == ENODEV ? "ENODEV"
-                 : errno == EBADF  ? "EBADF"
-                 : errno == ESPIPE ? "ESPIPE"
-                                   : "other");
-    return buf;
-}
-
 static const char *maperr(void *m) { return m == MAP_FAILED ? err(-1) : "mapped"; }
-
-#define SAY(...) (printf("mmapfile: " __VA_ARGS__), fflush(stdout))
-
-static const char *yes(int c) { return c ? "yes" : "no"; }
 
 int main(int argc, char **argv) {
     (void)argc;

@@ -5,18 +5,10 @@
  * areas (seen in /proc/self/maps), partial munmap, ENOMEM at a hole (the part before it changed),
  * EINVAL, EFAULT from read()/write() on protected buffers, copy-on-write after fork with mprotect on
  * either side, an unhandled SIGSEGV killing a child, MAP_FIXED_NOREPLACE, the maps line format. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "mprotect"
+#include "common.h"
 #include <setjmp.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -90,22 +82,6 @@ static const char *areas(char *a, long len) {
     }
     return out[0] ? out : "none";
 }
-
-static const char *err(long r) {
-    static char buf[32];
-    if (r != -1)
-        snprintf(buf, sizeof buf, "%ld", r);
-    else
-        snprintf(buf, sizeof buf, "-1 %s",
-                 errno == ENOMEM   ? "ENOMEM"
-                 : errno == EINVAL ? "EINVAL"
-                 : errno == EFAULT ? "EFAULT"
-                 : errno == EEXIST ? "EEXIST"
-                                   : "other");
-    return buf;
-}
-
-#define SAY(...) (printf("mprotect: " __VA_ARGS__), fflush(stdout))
 
 static void maps_format(void) {
     /* Between two PROT_NONE pages, so that it is an area of its own. */

@@ -9,19 +9,9 @@
  * host's test run inherits whatever its parents ignored (a shell's background job ignores SIGINT and
  * SIGQUIT; under cargo test signals 32 and 33 came ignored), through the raw system call because
  * glibc's and musl's sigaction refuse their internal signals (32-34). */
-#define _GNU_SOURCE
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define PROG "procsig"
+#include "common.h"
 #include <sys/resource.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("procsig: " __VA_ARGS__), fflush(stdout))
-
-static const char *yes(int c) { return c ? "yes" : "NO"; }
 
 /* Reads a whole (small) file into a static buffer; returns its length or -1. */
 static char file_buf[16384];

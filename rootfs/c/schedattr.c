@@ -8,18 +8,12 @@
  *     with the kernel's size written back; nonzero bytes past the kernel's struct: E2BIG; an
  *     unknown policy, a priority for a fair policy, unknown sched_flags: EINVAL; no such pid: ESRCH;
  *     sched_getattr with a size below 48 or above a page: EINVAL. */
-#define _GNU_SOURCE
-#include <errno.h>
+#define PROG "schedattr"
+#include "common.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <string.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("schedattr: " __VA_ARGS__), fflush(stdout))
 
 struct attr {
     uint32_t size, policy;
@@ -38,19 +32,6 @@ static long setattr(pid_t pid, struct attr *a, unsigned flags) {
 
 static long getattr(pid_t pid, struct attr *a, unsigned size, unsigned flags) {
     return syscall(SYS_sched_getattr, pid, a, size, flags);
-}
-
-static const char *err(long r) {
-    if (r >= 0)
-        return "ok";
-    switch (errno) {
-    case EINVAL: return "EINVAL";
-    case E2BIG: return "E2BIG";
-    case ESRCH: return "ESRCH";
-    case EFAULT: return "EFAULT";
-    case EPERM: return "EPERM";
-    default: return "other";
-    }
 }
 
 static pthread_barrier_t start, done;

@@ -4,32 +4,12 @@
  * the signal already pending, and not woken by an ignored one; blocked-but-ignored signals stay
  * pending (SIGCHLD at its default); sigtimedwait taking a blocked pending signal, timing out (EAGAIN),
  * interrupted by a handled signal (EINTR), EINVAL for a bad timeout or set size; sigwait. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <signal.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#define PROG "sigwait"
+#include "common.h"
 
 static volatile sig_atomic_t got;
 
 static void on_sig(int sig) { got = sig; }
-
-#define SAY(...) (printf("sigwait: " __VA_ARGS__), fflush(stdout))
-
-static const char *err(long r) {
-    static char bufs[4][32];
-    static int next;
-    char *buf = bufs[next++ % 4];
-    if (r >= 0)
-        snprintf(buf, 32, "%ld", r);
-    else
-        snprintf(buf, 32, "-1 %s", errno == EINTR ? "EINTR" : errno == EAGAIN ? "EAGAIN" : errno == EINVAL ? "EINVAL" : "other");
-    return buf;
-}
 
 /* A child that sends `sig` to its parent after `ms` milliseconds. */
 static pid_t send_later(int sig, int ms) {

@@ -7,29 +7,18 @@
  * is compared between the host and the guest kernel (tests/tests/guest_busybox.rs, glibc and musl).
  * Figures that move while they are read (free memory, the load) are compared within 1% of RAM or
  * with the reading before and after; the guest is quiet and gives exact figures, the host may not. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "sysagree"
+#include "common.h"
 #include <limits.h>
 #include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/sysmacros.h>
 #include <sys/utsname.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("sysagree: " __VA_ARGS__), fflush(stdout))
 
 extern char **environ;
-
-static const char *yes(int c) { return c ? "yes" : "NO"; }
 
 /* Reads a whole (small) file into a static buffer; returns its length or -1. */
 static char file_buf[65536];
@@ -407,15 +396,6 @@ static void check_devices(void) {
         close(fd);
 }
 
-static const char *rc(long r) {
-    static char buf[32];
-    if (r >= 0)
-        snprintf(buf, sizeof buf, "%ld", r);
-    else
-        snprintf(buf, sizeof buf, "-1 %s", errno == EINVAL ? "EINVAL" : errno == EFAULT ? "EFAULT" : "other");
-    return buf;
-}
-
 static void check_getrandom(void) {
     unsigned char a[64], b[64];
     memset(a, 0, sizeof a);
@@ -427,17 +407,17 @@ static void check_getrandom(void) {
         nonzero += a[i] != 0;
     SAY("getrandom 64 twice: %ld %ld, different: %s, mostly nonzero: %s\n", ra, rb, yes(memcmp(a, b, 64) != 0),
         yes(nonzero > 48));
-    SAY("getrandom GRND_NONBLOCK: %s\n", rc(syscall(SYS_getrandom, a, 16, GRND_NONBLOCK)));
-    SAY("getrandom GRND_RANDOM: %s\n", rc(syscall(SYS_getrandom, a, 16, GRND_RANDOM)));
-    SAY("getrandom GRND_INSECURE (4): %s\n", rc(syscall(SYS_getrandom, a, 16, 4)));
-    SAY("getrandom GRND_INSECURE|GRND_RANDOM: %s\n", rc(syscall(SYS_getrandom, a, 16, 4 | GRND_RANDOM)));
-    SAY("getrandom unknown flag 8: %s\n", rc(syscall(SYS_getrandom, a, 16, 8)));
-    SAY("getrandom length 0: %s\n", rc(syscall(SYS_getrandom, a, 0, 0)));
-    SAY("getrandom to NULL: %s\n", rc(syscall(SYS_getrandom, NULL, 16, 0)));
-    SAY("getrandom to a read-only page: %s\n", rc(syscall(SYS_getrandom, (void *)check_getrandom, 16, 0)));
+    SAY("getrandom GRND_NONBLOCK: %s\n", err(syscall(SYS_getrandom, a, 16, GRND_NONBLOCK)));
+    SAY("getrandom GRND_RANDOM: %s\n", err(syscall(SYS_getrandom, a, 16, GRND_RANDOM)));
+    SAY("getrandom GRND_INSECURE (4): %s\n", err(syscall(SYS_getrandom, a, 16, 4)));
+    SAY("getrandom GRND_INSECURE|GRND_RANDOM: %s\n", err(syscall(SYS_getrandom, a, 16, 4 | GRND_RANDOM)));
+    SAY("getrandom unknown flag 8: %s\n", err(syscall(SYS_getrandom, a, 16, 8)));
+    SAY("getrandom length 0: %s\n", err(syscall(SYS_getrandom, a, 0, 0)));
+    SAY("getrandom to NULL: %s\n", err(syscall(SYS_getrandom, NULL, 16, 0)));
+    SAY("getrandom to a read-only page: %s\n", err(syscall(SYS_getrandom, (void *)check_getrandom, 16, 0)));
     size_t big = 1 << 20;
     unsigned char *m = malloc(big);
-    SAY("getrandom 1 MiB: %s\n", rc(syscall(SYS_getrandom, m, big, 0)));
+    SAY("getrandom 1 MiB: %s\n", err(syscall(SYS_getrandom, m, big, 0)));
     free(m);
 }
 

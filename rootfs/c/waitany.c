@@ -4,41 +4,13 @@
  * mask lets it through; FIONREAD; readv/writev; dup3; sendfile from a file to a pipe; pread; and
  * clock_settime's errors. Printed so that the output can be compared between the host and the
  * guest kernel (tests/tests/guest_busybox.rs, glibc and musl). */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "waitany"
+#include "common.h"
 #include <poll.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/sendfile.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("waitany: " __VA_ARGS__), fflush(stdout))
-
-static const char *err(long r) {
-    static char bufs[4][32];
-    static int next;
-    char *buf = bufs[next++ % 4];
-    if (r >= 0)
-        snprintf(buf, 32, "%ld", r);
-    else
-        snprintf(buf, 32, "-1 %s",
-                 errno == EINTR    ? "EINTR"
-                 : errno == EINVAL ? "EINVAL"
-                 : errno == EBADF  ? "EBADF"
-                 : errno == EFAULT ? "EFAULT"
-                 : errno == EPERM  ? "EPERM"
-                                   : "other");
-    return buf;
-}
 
 static long ms_since(const struct timespec *t0) {
     struct timespec t;

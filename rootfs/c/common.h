@@ -1,0 +1,73 @@
+/* common.h: what the host-vs-guest test programs of rootfs/c share. Each prints lines that
+ * tests/tests compare between the host's Linux and the guest kernel, so results are printed as
+ * text that does not depend on the libc: a return value as "N", or "-1 ENAME" from errno's name.
+ *
+ * Use: `#define PROG "name"` (the prefix of every line SAY prints), then `#include "common.h"` before
+ * any other header (it defines _GNU_SOURCE). scripts/build-rootfs.sh compiles only the .c files;
+ * this file is found beside them by the compiler's "..." include rule. */
+#ifndef ROOTFS_C_COMMON_H
+#define ROOTFS_C_COMMON_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef PROG
+/* One line of output, flushed at once (the lines of forked children interleave in order). */
+#define SAY(...) (printf(PROG ": " __VA_ARGS__), fflush(stdout))
+#endif
+
+/* The name of errno value `e` ("ENOENT"), or "errno N" for one not in the table. The names are
+ * Linux's; EWOULDBLOCK is EAGAIN and EDEADLOCK is EDEADLK there, so those print as EAGAIN and
+ * EDEADLK. Up to 8 results of either function may be used in one printf. */
+static inline const char *errno_name(int e) {
+#define NAME(x) \
+    case x:     \
+        return #x;
+    switch (e) {
+        NAME(EPERM) NAME(ENOENT) NAME(ESRCH) NAME(EINTR) NAME(EIO) NAME(ENXIO) NAME(E2BIG)
+        NAME(ENOEXEC) NAME(EBADF) NAME(ECHILD) NAME(EAGAIN) NAME(ENOMEM) NAME(EACCES) NAME(EFAULT)
+        NAME(EBUSY) NAME(EEXIST) NAME(EXDEV) NAME(ENODEV) NAME(ENOTDIR) NAME(EISDIR) NAME(EINVAL)
+        NAME(ENFILE) NAME(EMFILE) NAME(ENOTTY) NAME(ETXTBSY) NAME(EFBIG) NAME(ENOSPC) NAME(ESPIPE)
+        NAME(EROFS) NAME(EMLINK) NAME(EPIPE) NAME(ERANGE) NAME(EDEADLK) NAME(ENAMETOOLONG)
+        NAME(ENOLCK) NAME(ENOSYS) NAME(ENOTEMPTY) NAME(ELOOP) NAME(EOVERFLOW) NAME(ENOTSOCK)
+        NAME(EOPNOTSUPP) NAME(EADDRINUSE) NAME(ENOTCONN) NAME(ECONNRESET) NAME(ETIMEDOUT)
+        NAME(ECONNREFUSED)
+    }
+#undef NAME
+    static char bufs[8][24];
+    static unsigned next;
+    char *buf = bufs[next++ % 8];
+    snprintf(buf, sizeof bufs[0], "errno %d", e);
+    return buf;
+}
+
+/* A call's result as text: "N" for a value other than -1, "-1 ENAME" (errno's name) for -1. */
+static inline const char *err(long r) {
+    static char bufs[8][40];
+    static unsigned next;
+    char *buf = bufs[next++ % 8];
+    if (r != -1)
+        snprintf(buf, sizeof bufs[0], "%ld", r);
+    else
+        snprintf(buf, sizeof bufs[0], "-1 %s", errno_name(errno));
+    return buf;
+}
+
+/* The shorter form some programs print: "ok" for a value other than -1, errno's name for -1. */
+static inline const char *ok_or_errname(long r) { return r != -1 ? "ok" : errno_name(errno); }
+
+/* "yes" when a check holds, "NO" (easy to spot in a diff) when it does not. */
+static inline const char *yes(int c) { return c ? "yes" : "NO"; }
+
+#endif
