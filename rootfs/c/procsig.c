@@ -1,7 +1,8 @@
 /* procsig: /proc/self/status's signal lines (SigQ, SigPnd, ShdPnd, SigBlk, SigIgn, SigCgt) and VmStk
  * against what the process did: it blocks SIGUSR1 and SIGUSR2, sends SIGUSR1 to itself as a process
  * (kill: the group's shared pending set, ShdPnd) and SIGUSR2 to itself as a thread (tgkill: its own,
- * SigPnd), ignores SIGPIPE, catches SIGINT, then unblocks and takes both signals. The lines are
+ * SigPnd), with SIGPIPE ignored and blocked writes to a pipe without readers (the SIGPIPE is the writing
+ * thread's: SigPnd; a blocked signal is queued even when ignored), catches SIGINT, then unblocks and takes both signals. The lines are
  * printed as they are, so the output is compared between the host and the guest kernel
  * (tests/tests/guest_busybox.rs, glibc and musl). No bits are masked: the same binary makes the same
  * sigaction calls on both kernels, so the libc's own signals (glibc's and musl's internal 32-34, when it
@@ -85,9 +86,16 @@ int main(void) {
     sigaction(SIGINT, &sa, NULL);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGPIPE);
     sigprocmask(SIG_BLOCK, &set, NULL);
     kill(getpid(), SIGUSR1);
     syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), SIGUSR2);
+    int broken[2];
+    if (pipe(broken))
+        return 1;
+    close(broken[0]);
+    SAY("write to a pipe without readers: %s\n", err(write(broken[1], "x", 1)));
+    close(broken[1]);
     sig_lines("pending", "/proc/self/status");
     /* The thread's own file: the same sets (one thread), ShdPnd being the group's. */
     char task[64];

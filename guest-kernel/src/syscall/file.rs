@@ -164,7 +164,11 @@ pub fn sys_write(fd: i64, buf: u64, len: u64) -> SysResult {
 /// has sent it already unless MSG_NOSIGNAL; a second SIGPIPE while one is pending is the same one).
 fn sigpipe(r: Result<usize, Errno>) -> Result<usize, Errno> {
     if r == Err(Errno::EPIPE) {
-        crate::proc::signal::send_kernel(crate::proc::current_pid(), crate::proc::signal::SIGPIPE);
+        // To the writing thread, not its process (Linux's send_sig(SIGPIPE, current)).
+        let _ = crate::proc::signal::send_thread(
+            crate::proc::current_pid(),
+            crate::proc::signal::SIGPIPE,
+        );
     }
     r
 }

@@ -141,7 +141,11 @@ pub fn sys_sendto(fd: i64, buf: u64, len: u64, flags: u32, addr: u64, alen: u32)
 /// sk_stream_error).
 pub fn sigpipe(res: Result<usize, Errno>, nosignal: bool) -> Result<usize, Errno> {
     if res == Err(Errno::EPIPE) && !nosignal {
-        crate::proc::signal::send_kernel(crate::proc::current_pid(), crate::proc::signal::SIGPIPE);
+        // To the writing thread, not its process (Linux's send_sig(SIGPIPE, current)).
+        let _ = crate::proc::signal::send_thread(
+            crate::proc::current_pid(),
+            crate::proc::signal::SIGPIPE,
+        );
     }
     res
 }
