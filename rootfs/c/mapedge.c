@@ -112,17 +112,27 @@ static void truncation(const char *label, const char *path) {
     close(fd);
 }
 
-/* A full tmpfs: a write through a mapping into a hole is SIGBUS. */
-static void full_tmpfs(const char *dir) {
-    char hole[1024], fill[1024];
-    snprintf(hole, sizeof hole, "%s/hole", dir);
-    snprintf(fill, sizeof fill, "%s/fill", dir);
-    int fd = open(hole, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, 2 * PAGE))
+enum { PATH_LEN = 1024 };
+
+/* DIR/hole, two pages of hole, mapped shared and writable (its descriptor in `*fd`, its path in
+ * `hole`); the path of DIR/fill, the file that fills the filesystem, in `fill`. */
+static char *map_hole(const char *dir, int *fd, char hole[PATH_LEN], char fill[PATH_LEN]) {
+    snprintf(hole, PATH_LEN, "%s/hole", dir);
+    snprintf(fill, PATH_LEN, "%s/fill", dir);
+    *fd = open(hole, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (*fd < 0 || ftruncate(*fd, 2 * PAGE))
         die("hole");
-    char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
     if (m == MAP_FAILED)
         die("hole mmap");
+    return m;
+}
+
+/* A full tmpfs: a write through a mapping into a hole is SIGBUS. */
+static void full_tmpfs(const char *dir) {
+    char hole[PATH_LEN], fill[PATH_LEN];
+    int fd;
+    char *m = map_hole(dir, &fd, hole, fill);
     int ff = open(fill, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (ff < 0)
         die("fill");
@@ -217,15 +227,9 @@ static void writeback(const char *path) {
 }
 
 static void enospc(const char *dir) {
-    char hole[1024], fill[1024];
-    snprintf(hole, sizeof hole, "%s/hole", dir);
-    snprintf(fill, sizeof fill, "%s/fill", dir);
-    int fd = open(hole, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, 2 * PAGE))
-        die("hole");
-    char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED)
-        die("hole mmap");
+    char hole[PATH_LEN], fill[PATH_LEN];
+    int fd;
+    char *m = map_hole(dir, &fd, hole, fill);
     printf("mapedge: enospc: a read of the hole %s\n", touch(m + PAGE, 0, 0));
     int ff = open(fill, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (ff < 0)

@@ -84,6 +84,35 @@ fn args(images: &GuestImages, disk: &Path, cmdline: &str) -> Vec<String> {
     ]
 }
 
+/// microvm's arguments for the shared root image read-only as /dev/vda, then `disks` as /dev/vdb,
+/// /dev/vdc, ... and `cmdline`.
+fn args_with_disks(images: &GuestImages, disks: &[&Path], cmdline: &str) -> Vec<String> {
+    let mut a = vec![
+        "--kernel".to_string(),
+        images.kernel.display().to_string(),
+        "--disk".into(),
+        format!("{},ro", images.disk.display()),
+    ];
+    for d in disks {
+        a.push("--disk".into());
+        a.push(d.display().to_string());
+    }
+    a.push("--cmdline".into());
+    a.push(cmdline.into());
+    a
+}
+
+/// A new empty ext2 image at `path` of `blocks` 1 KiB blocks.
+fn mke2fs_1k(path: &Path, blocks: u32) {
+    let st = Command::new("mke2fs")
+        .args(["-F", "-q", "-t", "ext2", "-b", "1024"])
+        .arg(path)
+        .arg(blocks.to_string())
+        .status()
+        .expect("mke2fs (e2fsprogs) must be installed");
+    assert!(st.success());
+}
+
 /// `e2fsck -fn` must find nothing.
 fn fsck_clean(raw: &Path) {
     let out = Command::new("e2fsck")
@@ -353,16 +382,11 @@ fn a_second_disk_written_through_dev_vdb_reads_back_with_qemu_io() {
         .status()
         .unwrap();
     assert!(st.success());
-    let args = vec![
-        "--kernel".to_string(),
-        images.kernel.display().to_string(),
-        "--disk".into(),
-        format!("{},ro", images.disk.display()),
-        "--disk".into(),
-        vdb.display().to_string(),
-        "--cmdline".into(),
-        "console=ttyS0 root=/dev/vda -- run /bin/fstest-glibc --blk /dev/vdb".into(),
-    ];
+    let args = args_with_disks(
+        &images,
+        &[&vdb],
+        "console=ttyS0 root=/dev/vda -- run /bin/fstest-glibc --blk /dev/vdb",
+    );
     let guest = run(&args, T);
     assert_eq!(
         lines_with(&guest.stdout, "fstest: "),
@@ -899,23 +923,12 @@ fn a_mapped_write_into_a_hole_of_a_full_disk_is_sigbus() {
     };
     let dir = scratch("mapenospc");
     let small = dir.join("small.raw");
-    let st = Command::new("mke2fs")
-        .args(["-F", "-q", "-t", "ext2", "-b", "1024"])
-        .arg(&small)
-        .arg("1024")
-        .status()
-        .expect("mke2fs (e2fsprogs) must be installed");
-    assert!(st.success());
-    let args = vec![
-        "--kernel".to_string(),
-        images.kernel.display().to_string(),
-        "--disk".into(),
-        format!("{},ro", images.disk.display()),
-        "--disk".into(),
-        small.display().to_string(),
-        "--cmdline".into(),
-        "console=ttyS0 root=/dev/vda -- run /bin/mapedge-glibc --enospc /dev/vdb /mnt".into(),
-    ];
+    mke2fs_1k(&small, 1024);
+    let args = args_with_disks(
+        &images,
+        &[&small],
+        "console=ttyS0 root=/dev/vda -- run /bin/mapedge-glibc --enospc /dev/vdb /mnt",
+    );
     let guest = run(&args, T);
     assert_eq!(
         lines_with(&guest.stdout, "mapedge: "),
@@ -962,29 +975,16 @@ fn a_disk_read_and_written_under_its_mounted_filesystem_is_coherent() {
     };
     let dir = scratch("bdevmeta");
     let (vdb, vdc) = (dir.join("vdb.raw"), dir.join("vdc.raw"));
-    let st = Command::new("mke2fs")
-        .args(["-F", "-q", "-t", "ext2", "-b", "1024"])
-        .arg(&vdb)
-        .arg("2048")
-        .status()
-        .expect("mke2fs (e2fsprogs) must be installed");
-    assert!(st.success());
+    mke2fs_1k(&vdb, 2048);
     std::fs::File::create(&vdc)
         .unwrap()
         .set_len(2 << 20)
         .unwrap();
-    let args = vec![
-        "--kernel".to_string(),
-        images.kernel.display().to_string(),
-        "--disk".into(),
-        format!("{},ro", images.disk.display()),
-        "--disk".into(),
-        vdb.display().to_string(),
-        "--disk".into(),
-        vdc.display().to_string(),
-        "--cmdline".into(),
-        "console=ttyS0 root=/dev/vda -- run /bin/bdevmeta-glibc /dev/vdb /dev/vdc /mnt".into(),
-    ];
+    let args = args_with_disks(
+        &images,
+        &[&vdb, &vdc],
+        "console=ttyS0 root=/dev/vda -- run /bin/bdevmeta-glibc /dev/vdb /dev/vdc /mnt",
+    );
     let guest = run(&args, T);
     assert_eq!(
         lines_with(&guest.stdout, "bdevmeta: "),
