@@ -18,6 +18,7 @@ pub mod file;
 pub mod lock;
 pub mod mapping;
 pub mod mount;
+pub mod path;
 pub mod pipe;
 pub mod proc;
 pub mod tmpfs;
@@ -25,6 +26,7 @@ pub mod writeback;
 
 pub use file::{DirEntry, FileOps, FileRef, OpenFile, Stat};
 pub use mount::Mount;
+pub use path::Path;
 
 use crate::drivers::virtio;
 use crate::sync::KCell;
@@ -171,7 +173,7 @@ pub fn mount_boot_tmpfs() {
 
 /// Mounts a new tmpfs on the directory at `point`.
 pub fn mount_tmpfs(point: &[u8], opts: &tmpfs::Options) -> Result<(), Errno> {
-    let (parent, dir) = mount::resolve(point, true)?;
+    let (parent, dir) = mount::resolve(&Path::absolute(point), true)?;
     if !dir.is_dir() {
         return Err(Errno::ENOTDIR);
     }
@@ -253,10 +255,9 @@ pub fn register_tree(prefix: &'static [u8], open: TreeOpen) {
     REGISTRY.borrow_mut().trees.push((prefix, open));
 }
 
-/// The opener registered for `path`, if any.
+/// The opener registered for the path whose text is `path`, if any (devices and trees are
+/// registered by name: a path in a directory goes by its text too).
 fn registered(path: &[u8], flags: u32) -> Option<Result<Rc<dyn FileOps>, Errno>> {
-    // Devices and trees are registered by name: a path from a directory descriptor by its text.
-    let path = mount::display(path);
     enum Found {
         Dev(DeviceOpen),
         Tree(TreeOpen),
@@ -332,18 +333,18 @@ pub fn dir_entries(f: &OpenFile) -> Result<Vec<DirEntry>, Errno> {
 
 /// The stat of `path`, following a final symlink: a lookup, not an open (a terminal found this way
 /// does not become the controlling one, /dev/tty exists without one).
-pub fn stat(path: &[u8]) -> Result<Stat, Errno> {
-    if let Some(ops) = registered(path, O_NOCTTY | O_STAT_ONLY) {
+pub fn stat(path: &Path) -> Result<Stat, Errno> {
+    if let Some(ops) = registered(path.text(), O_NOCTTY | O_STAT_ONLY) {
         return Ok(ops?.stat());
     }
     let (mnt, inode) = mount::resolve(path, true)?;
     Ok(ext2file::stat_of(mnt.dev, &inode))
 }
 
-/// Opens an absolute path.
-pub fn open(path: &[u8], flags: u32, mode: u32) -> Result<FileRef, Errno> {
+/// Opens `path`.
+pub fn open(path: &Path, flags: u32, mode: u32) -> Result<FileRef, Errno> {
     let flags = flags & !O_STAT_ONLY;
-    let ops = match registered(path, flags) {
+    let ops = match registered(path.text(), flags) {
         Some(ops) => {
             let ops = ops?;
             if flags & O_DIRECTORY != 0 && !ops.is_dir() {
@@ -359,21 +360,21 @@ pub fn open(path: &[u8], flags: u32, mode: u32) -> Result<FileRef, Errno> {
             return Ok(OpenFile::new(
                 Rc::new(ext2file::Ext2File::new(mnt, &inode)),
                 flags & !(O_CLOEXEC | O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY),
-                Some(Rc::from(mount::display(path))),
+                Some(Rc::from(path.text())),
             ));
         }
     };
     Ok(OpenFile::new(
         ops,
         flags & !O_CLOEXEC,
-        Some(Rc::from(mount::display(path))),
+        Some(Rc::from(path.text())),
     ))
 }
 
 /// The inode `open` gives for `path` and its mount: created (O_CREAT, with `mode`), truncated
 /// (O_TRUNC; `mode` has the umask applied already), checked against the access mode (EISDIR, EROFS,
 /// ELOOP for O_NOFOLLOW on a link).
-fn open_inode(path: &[u8], flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), Errno> {
+fn open_inode(path: &Path, flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), Errno> {
     let found = mount::resolve(path, flags & O_NOFOLLOW == 0);
     let (mnt, mut inode) = match found {
         Err(Errno::ENOENT) if flags & O_CREAT != 0 => {
@@ -422,29 +423,19 @@ fn open_inode(path: &[u8], flags: u32, mode: u32) -> Result<(Rc<Mount>, Inode), 
 /// The directory holding the last component of `path`, its mount, and that component's name.
 /// EEXIST-free: the caller decides what an existing name means. A path ending in `/` or naming `/`
 /// has no name (EEXIST for `/`, as mkdir("/") is).
-pub fn parent_of(path: &[u8]) -> Result<(Rc<Mount>, Inode, &[u8]), Errno> {
-    let trimmed = {
-        let mut p = path;
-        while p.len() > 1 && p.last() == Some(&b'/') {
-            p = &p[..p.len() - 1];
-        }
-        p
-    };
-    let cut = trimmed
-        .iter()
-        .rposition(|&c| c == b'/')
-        .ok_or(Errno::ENOENT)?;
-    let (dir, name) = (&trimmed[..cut.max(1)], &trimmed[cut + 1..]);
+pub fn parent_of(path: &Path) -> Result<(Rc<Mount>, Inode, &[u8]), Errno> {
+    let (dir, name) = path.split_last().ok_or(Errno::ENOENT)?;
     if name.is_empty() {
         return Err(Errno::EEXIST);
     }
     if name.len() > 255 {
         return Err(Errno::ENAMETOOLONG);
     }
-    if registered(dir, O_NOCTTY).is_some() || registered(trimmed, O_NOCTTY).is_some() {
+    if registered(dir.text(), O_NOCTTY).is_some() || registered(path.trimmed(), O_NOCTTY).is_some()
+    {
         return Err(Errno::EPERM);
     }
-    let (mnt, dir) = mount::resolve(dir, true)?;
+    let (mnt, dir) = mount::resolve(&dir, true)?;
     if !dir.is_dir() {
         return Err(Errno::ENOTDIR);
     }
@@ -456,8 +447,8 @@ pub fn parent_of(path: &[u8]) -> Result<(Rc<Mount>, Inode, &[u8]), Errno> {
 }
 
 /// The target of the symbolic link at `path` (EINVAL for what is not one).
-pub fn read_link(path: &[u8]) -> Result<Vec<u8>, Errno> {
-    if let Some(ops) = registered(path, O_NOCTTY) {
+pub fn read_link(path: &Path) -> Result<Vec<u8>, Errno> {
+    if let Some(ops) = registered(path.text(), O_NOCTTY) {
         ops?;
         return Err(Errno::EINVAL);
     }
@@ -502,9 +493,9 @@ pub fn canonical(path: &[u8]) -> Result<Vec<u8>, Errno> {
             _ => {}
         }
         done.push(part);
-        let here = join(&done);
+        let here = Path::absolute(join(&done));
         // /proc's links (self, thread-self, PID/exe, cwd, fd/N) are not ext2 symlinks.
-        let target = match proc::readlink(&here) {
+        let target = match proc::readlink(here.text()) {
             Some(target) => target?,
             None => {
                 let mode = lstat(&here)?.mode & u32::from(kcore::ext2::S_IFMT);
@@ -528,8 +519,8 @@ pub fn canonical(path: &[u8]) -> Result<Vec<u8>, Errno> {
 }
 
 /// The stat of `path` without following a final symlink (lstat): the registered objects have none.
-pub fn lstat(path: &[u8]) -> Result<Stat, Errno> {
-    if let Some(ops) = registered(path, O_NOCTTY | O_NOFOLLOW | O_STAT_ONLY) {
+pub fn lstat(path: &Path) -> Result<Stat, Errno> {
+    if let Some(ops) = registered(path.text(), O_NOCTTY | O_NOFOLLOW | O_STAT_ONLY) {
         return Ok(ops?.stat());
     }
     let (mnt, inode) = mount::resolve(path, false)?;

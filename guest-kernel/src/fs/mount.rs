@@ -13,6 +13,7 @@
 //! CPU with interrupts off in the kernel, so a `RefCell` per mount is enough.
 #![deny(unsafe_code)]
 
+use super::path::{Path, Start};
 use super::writeback::WRITEBACK_NS;
 use super::{Disk, Errno};
 use crate::sync::KCell;
@@ -627,94 +628,31 @@ pub fn remove(m: Rc<Mount>, detach: bool) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The first byte of an anchored path (no path from user space holds a NUL: strings end there).
-const ANCHOR: u8 = 0;
-
-/// A path relative to directory `ino` of mount `m` (a directory descriptor of the `*at` calls), so
-/// that it resolves from that directory itself wherever it has been renamed or moved since it was
-/// opened (Linux's dirfd holds the directory, not its name): `\0ID:INO:LEN\0`, then `display` (the
-/// directory's path as opened, LEN bytes, for what shows paths: /proc/PID/fd, registered device and
-/// /proc names), `/`, and `rel`.
-pub fn anchored(m: &Mount, ino: u32, display: &[u8], rel: &[u8]) -> Vec<u8> {
-    // Without its trailing slashes (the root's display is empty): one `/` joins it to `rel`.
-    let display = &display[..display
-        .iter()
-        .rposition(|&c| c != b'/')
-        .map_or(0, |i| i + 1)];
-    let mut out = Vec::with_capacity(display.len() + rel.len() + 32);
-    out.push(ANCHOR);
-    for (i, n) in [m.id as u64, ino as u64, display.len() as u64]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.push(b':');
+/// Resolves `path` to its mount and inode, from the root or from the directory it starts at,
+/// following symbolic links (the last component's too when `follow`).
+pub fn resolve(path: &Path, follow: bool) -> Result<(Rc<Mount>, Inode), Errno> {
+    let (m, dir) = match path.start() {
+        Start::Root => {
+            let m = root()?;
+            let dir = m.root()?;
+            (m, dir)
         }
-        let _ = core::fmt::Write::write_fmt(&mut Text(&mut out), format_args!("{}", Dec(n)));
-    }
-    out.push(ANCHOR);
-    out.extend_from_slice(display);
-    out.push(b'/');
-    out.extend_from_slice(rel);
-    out
-}
-
-/// Appends formatted text to a byte vector.
-struct Text<'a>(&'a mut Vec<u8>);
-
-impl core::fmt::Write for Text<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-/// An anchored path's mount id, directory inode, and the text after its header (display, then
-/// the relative part from `rel_at` on); None for a plain absolute path.
-fn split_anchor(path: &[u8]) -> Option<(u32, u32, &[u8], usize)> {
-    let rest = path.strip_prefix(&[ANCHOR])?;
-    let end = rest.iter().position(|&c| c == ANCHOR)?;
-    let mut nums = rest[..end].split(|&c| c == b':').map(|n| {
-        n.iter().try_fold(0u64, |a, &d| {
-            d.is_ascii_digit()
-                .then(|| a.checked_mul(10)?.checked_add((d - b'0') as u64))
-                .flatten()
-        })
-    });
-    let (id, ino, len) = (nums.next()??, nums.next()??, nums.next()??);
-    let text = &rest[end + 1..];
-    ((len as usize) <= text.len()).then_some((id as u32, ino as u32, text, len as usize))
-}
-
-/// The text of `path` as a person would write it: an anchored path's display text and relative
-/// part, a plain path itself.
-pub fn display(path: &[u8]) -> &[u8] {
-    split_anchor(path).map_or(path, |(_, _, text, _)| text)
-}
-
-/// Resolves an absolute or anchored `path` to its mount and inode, following symbolic links (the
-/// last component's too when `follow`).
-pub fn resolve(path: &[u8], follow: bool) -> Result<(Rc<Mount>, Inode), Errno> {
-    if let Some((id, ino, text, len)) = split_anchor(path) {
-        let m = MOUNTS
-            .borrow()
-            .iter()
-            .find(|m| m.id == id)
-            .cloned()
-            .ok_or(Errno::ENOENT)?;
-        let dir = m.with(|fs| fs.inode(ino))?;
-        if !dir.is_dir() {
-            return Err(Errno::ENOTDIR);
+        Start::Dir { mount, ino, .. } => {
+            let m = MOUNTS
+                .borrow()
+                .iter()
+                .find(|m| m.id == mount)
+                .cloned()
+                .ok_or(Errno::ENOENT)?;
+            let dir = m.with(|fs| fs.inode(ino))?;
+            if !dir.is_dir() {
+                return Err(Errno::ENOTDIR);
+            }
+            (m, dir)
         }
-        let rel = &text[len..];
-        let rel = &rel[rel.iter().position(|&c| c != b'/').unwrap_or(rel.len())..];
-        let mut links = 0;
-        return walk(m, dir, rel, follow, &mut links);
-    }
-    let root = root()?;
-    let inode = root.root()?;
+    };
     let mut links = 0;
-    walk(root, inode, path, follow, &mut links)
+    walk(m, dir, path.walked(), follow, &mut links)
 }
 
 /// The absolute path of directory `ino` of `m` (getcwd of a working directory held as an inode):
@@ -722,7 +660,7 @@ pub fn resolve(path: &[u8], follow: bool) -> Result<(Rc<Mount>, Inode), Errno> {
 /// directory up in its parent by inode number (Linux's d_path; each step reads a directory, so
 /// this runs only when the hint is stale). ENOENT for a directory that was removed.
 pub fn path_of(m: &Rc<Mount>, ino: u32, hint: &[u8]) -> Result<Vec<u8>, Errno> {
-    if let Ok((hm, found)) = resolve(hint, true) {
+    if let Ok((hm, found)) = resolve(&Path::absolute(hint), true) {
         if Rc::ptr_eq(&hm, m) && found.ino == ino {
             return Ok(hint.to_vec());
         }

@@ -726,7 +726,9 @@ pub fn register() {
         // open of /proc/self/exe reads the program, stat sees its inode), as Linux's magic links.
         if flags & super::O_NOFOLLOW == 0 && is_exe_or_cwd(path) {
             if let Some(target) = readlink(path) {
-                return Ok(super::open(&target?, flags, 0)?.ops.clone());
+                return Ok(super::open(&super::Path::absolute(target?), flags, 0)?
+                    .ops
+                    .clone());
             }
         }
         Ok(Rc::new(open(path)?))

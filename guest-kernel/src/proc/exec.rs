@@ -235,10 +235,10 @@ pub fn needs_tunable(envp: &[ArgStr]) -> bool {
 
 /// Loads `path` with `argv`/`envp` (with [`NO_AVX_TUNABLE`] added by the caller if needed) into a new
 /// address space.
-pub fn load(path: &[u8], argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Errno> {
+pub fn load(path: &fs::Path, argv: &[ArgStr], envp: &[ArgStr]) -> Result<Loaded, Errno> {
     let (mnt, inode) = fs::mount::resolve(path, true)?;
-    // The path as text (a path relative to a directory descriptor is anchored to it).
-    let shown = fs::mount::display(path);
+    // The path as text (for a path in a directory: the directory's path, then the relative part).
+    let shown = path.text();
     if inode.is_dir() {
         return Err(Errno::EACCES);
     }
@@ -376,7 +376,7 @@ pub fn spawn(
     if needs_tunable(&env) {
         env.push(ArgStr::Kernel(NO_AVX_TUNABLE));
     }
-    let l = load(path, &argv, &env)?;
+    let l = load(&fs::Path::absolute(path), &argv, &env)?;
     let mut fds = FdTable::default();
     for _ in 0..3 {
         fds.insert(console.clone(), false)?;
@@ -464,7 +464,7 @@ fn de_thread() -> Result<(), Errno> {
 /// execve in the current process: on success the old image is gone and `frame` enters the new one.
 pub fn exec_current(
     frame: &mut TrapFrame,
-    path: &[u8],
+    path: &fs::Path,
     argv: &[ArgStr],
     envp: &[ArgStr],
 ) -> Result<(), Errno> {

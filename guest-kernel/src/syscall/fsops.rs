@@ -10,10 +10,9 @@
 use super::file::{copy_to_user, file, user_cstr};
 use super::path::{absolute, AT_FDCWD};
 use super::SysResult;
-use crate::fs::{self, ext2file::Ext2File, mount, now, parent_of, Mount};
+use crate::fs::{self, ext2file::Ext2File, mount, now, parent_of, Mount, Path};
 use crate::proc::with_current;
 use alloc::rc::Rc;
-use alloc::vec::Vec;
 use kcore::errno::Errno;
 use kcore::ext2::Inode;
 
@@ -24,13 +23,13 @@ const AT_EMPTY_PATH: u32 = 0x1000;
 const RENAME_NOREPLACE: u32 = 1;
 
 /// `path` (a user string) made absolute against `dirfd`.
-fn user_path(dirfd: i64, path: u64) -> Result<Vec<u8>, Errno> {
+fn user_path(dirfd: i64, path: u64) -> Result<Path, Errno> {
     absolute(dirfd, user_cstr(path)?)
 }
 
 /// The inode at `path` and its mount (`follow`: through a final symlink). EPERM for a path the VFS
 /// serves from elsewhere (/proc, device nodes).
-fn inode_at(path: &[u8], follow: bool) -> Result<(Rc<Mount>, Inode), Errno> {
+fn inode_at(path: &Path, follow: bool) -> Result<(Rc<Mount>, Inode), Errno> {
     if mount::by_dev(fs::lstat(path)?.dev).is_none() {
         return Err(Errno::EPERM);
     }

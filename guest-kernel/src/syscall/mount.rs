@@ -111,7 +111,7 @@ pub fn sys_mount(source: u64, target: u64, fstype: u64, flags: u64, data: u64) -
         return Err(Errno::EBUSY);
     }
     // Its path as /proc/mounts shows it (a relative target is resolved from the directory).
-    let target = mount::path_of(&mnt, dir.ino, mount::display(&target))?;
+    let target = mount::path_of(&mnt, dir.ino, target.text())?;
     let fstype = user_cstr(fstype)?;
     match fstype.as_slice() {
         b"tmpfs" => {
@@ -140,12 +140,12 @@ pub fn sys_mount(source: u64, target: u64, fstype: u64, flags: u64, data: u64) -
                 return Err(Errno::EINVAL);
             }
             let source = absolute_path(user_cstr(source)?)?;
-            let source = mount::display(&source).to_vec();
+            let source = source.text().to_vec();
             let index = match fs::disk_index(&source) {
                 Some(i) => i,
                 None => {
                     // Something that exists but is no disk is ENOTBLK, as Linux.
-                    fs::open(&source, fs::O_NOCTTY, 0)?;
+                    fs::open(&fs::Path::absolute(source), fs::O_NOCTTY, 0)?;
                     return Err(Errno::ENOTBLK);
                 }
             };

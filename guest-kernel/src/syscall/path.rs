@@ -3,9 +3,9 @@
 //!
 //! A relative path is taken from the working directory (`AT_FDCWD`, the process's `FsContext`, shared
 //! by CLONE_FS threads) or from a directory descriptor (the `*at` calls). On a mounted filesystem
-//! both are the directory itself (an open `Ext2File`): the path becomes an anchored path
-//! (`fs::mount::anchored`) that the VFS resolves from that directory's inode, so relative paths keep
-//! working after the directory is renamed or moved, `..` is its real parent, and getcwd reports
+//! both are the directory itself (an open `Ext2File`): the path becomes an `fs::Path` that starts
+//! at that directory (`fs::path::Start::Dir`) and the VFS resolves from its inode, so relative paths
+//! keep working after the directory is renamed or moved, `..` is its real parent, and getcwd reports
 //! where it is now (`fs::mount::path_of`), as on Linux. Elsewhere (/proc) they are path text,
 //! normalized (`.` and `..` taken away textually).
 #![deny(unsafe_code)]
@@ -15,7 +15,7 @@ use super::SysResult;
 use crate::fs::cwd::Cwd;
 use crate::fs::ext2file::Ext2File;
 use crate::fs::file::FileOps;
-use crate::fs::{self, Stat};
+use crate::fs::{self, Path, Stat};
 use crate::proc::with_current;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -31,13 +31,13 @@ const AT_STATX_SYNC_TYPE: u32 = 0x6000;
 const NAME_MAX: usize = 255;
 
 /// `path` made absolute against the working directory.
-pub fn absolute_path(path: Vec<u8>) -> Result<Vec<u8>, Errno> {
+pub fn absolute_path(path: Vec<u8>) -> Result<Path, Errno> {
     absolute(AT_FDCWD, path)
 }
 
 /// `path` made absolute against `dirfd` (AT_FDCWD: the working directory). ENOENT for an empty path,
 /// ENAMETOOLONG for a component longer than NAME_MAX, EBADF/ENOTDIR for a bad `dirfd`.
-pub fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
+pub fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Path, Errno> {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
@@ -45,7 +45,7 @@ pub fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
         return Err(Errno::ENAMETOOLONG);
     }
     if path[0] == b'/' {
-        return Ok(path);
+        return Ok(Path::absolute(path));
     }
     // The directory it is relative to: its path text, and the directory itself when it is on a
     // mounted filesystem.
@@ -66,14 +66,14 @@ pub fn absolute(dirfd: i64, path: Vec<u8>) -> Result<Vec<u8>, Errno> {
     };
     if let Some(d) = dir.as_deref().and_then(as_mounted_dir) {
         // Resolved from the directory's inode, wherever it has been renamed or moved.
-        return Ok(fs::mount::anchored(d.mount(), d.ino(), &text, &path));
+        return Ok(Path::in_dir(d.mount(), d.ino(), &text, &path));
     }
     let mut abs = text;
     if abs.last() != Some(&b'/') {
         abs.push(b'/');
     }
     abs.extend_from_slice(&path);
-    Ok(abs)
+    Ok(Path::absolute(abs))
 }
 
 /// The directory of a mounted filesystem an open file is, if it is one.
@@ -89,7 +89,7 @@ fn as_mounted_dir(ops: &dyn FileOps) -> Option<&Ext2File> {
 /// read it); the normalized text when that fails.
 fn enter(text: &[u8], ops: &Rc<dyn FileOps>) {
     let dir = as_mounted_dir(&**ops).is_some().then(|| ops.clone());
-    let text = fs::canonical(fs::mount::display(text)).unwrap_or_else(|_| normalize(text));
+    let text = fs::canonical(text).unwrap_or_else(|_| normalize(text));
     with_current(|p| p.cwd.set_cwd(Cwd { text, dir }));
 }
 
@@ -128,8 +128,8 @@ pub fn sys_open(path: u64, flags: u32, mode: u32) -> SysResult {
     sys_openat(AT_FDCWD, path, flags, mode)
 }
 
-/// The stat of `path` (made absolute), following a final symlink unless `nofollow`.
-fn stat_of(path: &[u8], nofollow: bool) -> Result<Stat, Errno> {
+/// The stat of `path`, following a final symlink unless `nofollow`.
+fn stat_of(path: &Path, nofollow: bool) -> Result<Stat, Errno> {
     if nofollow {
         fs::lstat(path)
     } else {
@@ -145,7 +145,7 @@ fn stat_at(dirfd: i64, path: u64, flags: u32) -> Result<Stat, Errno> {
             let c = with_current(|p| p.cwd.get());
             return match c.dir {
                 Some(d) => Ok(d.stat()),
-                None => stat_of(&c.text, false),
+                None => stat_of(&Path::absolute(c.text), false),
             };
         }
         return Ok(file(dirfd)?.ops.stat());
@@ -235,7 +235,7 @@ pub fn sys_access(path: u64, mode: u32) -> SysResult {
 pub fn sys_chdir(path: u64) -> SysResult {
     let path = absolute(AT_FDCWD, user_cstr(path)?)?;
     let dir = fs::open(&path, fs::O_DIRECTORY, 0)?;
-    enter(fs::mount::display(&path), &dir.ops);
+    enter(path.text(), &dir.ops);
     Ok(0)
 }
 
@@ -271,7 +271,7 @@ pub fn sys_readlinkat(dirfd: i64, path: u64, buf: u64, size: u64) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let path = absolute(dirfd, user_cstr(path)?)?;
-    let target = match fs::proc::readlink(fs::mount::display(&path)) {
+    let target = match fs::proc::readlink(path.text()) {
         Some(t) => t?,
         None => fs::read_link(&path)?,
     };
