@@ -63,9 +63,15 @@ pub enum Cost {
     WriteBackPages,
     /// A cached read (`Ext2File::read_cached`, one read call), whole.
     CacheRead,
+    /// mmap's work on the areas (the checks, the gap, the insert; without entry and exit).
+    Mmap,
+    /// munmap's work on the areas and the page tables (without entry and exit).
+    Munmap,
+    /// `VmaList::unmap` alone (part of munmap, and of mmap's and brk's unmapping).
+    VmaUnmap,
 }
 
-const N: usize = 28;
+const N: usize = 31;
 const NAMES: [&str; N] = [
     "fork",
     "fork_cow",
@@ -95,6 +101,9 @@ const NAMES: [&str; N] = [
     "write_back",
     "write_back_pages",
     "cache_read",
+    "mmap",
+    "munmap",
+    "vma_unmap",
 ];
 
 static COUNT: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];

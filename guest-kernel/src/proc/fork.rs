@@ -178,7 +178,7 @@ fn clone_process(
         let mut mm = p.mm.borrow_mut();
         // The copy of the area list (up to MAX_MAP_COUNT entries) must fit in the heap beside its
         // reserve (Linux's dup_mmap: ENOMEM).
-        let list_bytes = mm.vmas.len() * core::mem::size_of::<kcore::vma::Vma>();
+        let list_bytes = mm.vmas.clone_bytes();
         if !share_memory && !crate::mm::heap::can_spare(list_bytes) {
             return Err(Errno::ENOMEM);
         }

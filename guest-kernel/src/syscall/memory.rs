@@ -11,7 +11,9 @@ use crate::mm::{page_up, user, PAGE_SIZE};
 use crate::proc::{harvest_dirty, with_current, with_mm, Mm};
 use alloc::vec::Vec;
 use kcore::errno::Errno;
-use kcore::vma::{Backing, Vma, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_WRITE};
+use kcore::vma::{
+    Backing, Growth, Vma, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_WRITE,
+};
 
 const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
@@ -30,14 +32,34 @@ fn enough_memory(bytes: u64) -> bool {
     bytes / PAGE_SIZE <= crate::mm::frame::stats().0
 }
 
-/// Room for a change of `[start, end)` that splits the areas straddling its edges and adds `new`
-/// areas (an mmap: 1): within Linux's max_map_count, and the kernel heap can hold the longer list.
-/// ENOMEM otherwise, as Linux answers both (a user could otherwise grow the list, one small
-/// mapping at a time, until the kernel's heap ran out).
-fn room_for_areas(p: &mut Mm, start: u64, end: u64, new: usize) -> Result<(), Errno> {
-    let (splits, grows) = p.vmas.splits(start, end);
+/// What a change of areas does, for the checks before it (`room_for_areas`).
+#[derive(Clone, Copy)]
+enum Change {
+    /// mmap, brk: one area more (after unmapping what MAP_FIXED covers).
+    Add,
+    /// munmap.
+    Unmap,
+    /// mprotect: splits at both edges.
+    Protect,
+    /// mremap: splits the old area and the destination at most twice each and adds one.
+    Move,
+}
+
+/// Room for `change` of `[start, end)`, which splits the areas straddling its edges: within
+/// Linux's max_map_count as Linux checks it (`kcore::vma::Growth`), and the kernel heap can hold
+/// the longer list. ENOMEM otherwise, as Linux answers both (a user could otherwise grow the list,
+/// one small mapping at a time, until the kernel's heap ran out).
+fn room_for_areas(p: &mut Mm, start: u64, end: u64, change: Change) -> Result<(), Errno> {
+    let (splits, hole) = p.vmas.splits(start, end);
+    let (entries, growth) = match change {
+        Change::Add => (splits + 1, Growth::Add { hole: hole > 0 }),
+        Change::Unmap => (splits, Growth::Split(hole)),
+        Change::Protect => (splits, Growth::Split(splits)),
+        // Linux's move_vma wants room for 3 more areas besides.
+        Change::Move => (splits + 3, Growth::Split(hole + 3)),
+    };
     if p.vmas
-        .make_room(splits + new, grows + new, crate::mm::heap::can_spare)
+        .make_room(entries, growth, crate::mm::heap::can_spare)
     {
         Ok(())
     } else {
@@ -56,7 +78,7 @@ pub fn sys_brk(addr: u64) -> SysResult {
         if new_end > old_end {
             if !p.vmas.is_free(old_end, new_end)
                 || !enough_memory(new_end - old_end)
-                || room_for_areas(p, old_end, new_end, 1).is_err()
+                || room_for_areas(p, old_end, new_end, Change::Add).is_err()
             {
                 return Ok(p.brk);
             }
@@ -113,7 +135,8 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
         return Err(Errno::ENOMEM);
     }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
-    with_mm(|p| {
+    let t0 = crate::cost::start();
+    let r = with_mm(|p| {
         let start = if fixed {
             if !addr.is_multiple_of(PAGE_SIZE) {
                 return Err(Errno::EINVAL);
@@ -124,7 +147,7 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
             if flags & MAP_FIXED == 0 && !p.vmas.is_free(addr, addr + len) {
                 return Err(Errno::EEXIST);
             }
-            room_for_areas(p, addr, addr + len, 1)?;
+            room_for_areas(p, addr, addr + len, Change::Add)?;
             unmap_area(p, addr, addr + len);
             addr
         } else {
@@ -140,7 +163,7 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
             }
         };
         if !fixed {
-            room_for_areas(p, start, start + len, 1)?;
+            room_for_areas(p, start, start + len, Change::Add)?;
         }
         p.vmas.insert(Vma {
             start,
@@ -150,14 +173,19 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
             backing,
         });
         Ok(start)
-    })
+    });
+    crate::cost::record(crate::cost::Cost::Mmap, t0);
+    r
 }
 
 /// Unmaps `[start, end)`: the areas and the pages (what was written through shared file mappings
 /// made dirty in the page cache first).
 fn unmap_area(p: &mut Mm, start: u64, end: u64) {
     harvest_dirty(&mut p.aspace, &p.vmas, start, end);
-    if p.vmas.unmap(start, end) {
+    let t0 = crate::cost::start();
+    let unmapped = p.vmas.unmap(start, end);
+    crate::cost::record(crate::cost::Cost::VmaUnmap, t0);
+    if unmapped {
         user::unmap_range(&mut p.aspace, start, end);
     }
 }
@@ -171,11 +199,14 @@ pub fn sys_munmap(addr: u64, len: u64) -> SysResult {
         .checked_add(len)
         .filter(|&e| e <= USER_END)
         .ok_or(Errno::EINVAL)?;
-    with_mm(|p| {
-        room_for_areas(p, addr, end, 0)?;
+    let t0 = crate::cost::start();
+    let r = with_mm(|p| {
+        room_for_areas(p, addr, end, Change::Unmap)?;
         unmap_area(p, addr, end);
         Ok(0)
-    })
+    });
+    crate::cost::record(crate::cost::Cost::Munmap, t0);
+    r
 }
 
 /// mprotect: sets the protection of `[addr, addr + len)`: the areas (split and merged as needed) and
@@ -211,7 +242,7 @@ pub fn sys_mprotect(addr: u64, len: u64, prot: u32) -> SysResult {
         {
             return Err(Errno::EACCES);
         }
-        room_for_areas(p, addr, end, 0)?;
+        room_for_areas(p, addr, end, Change::Protect)?;
         let t0 = crate::cost::start();
         let (done, r) = match p.vmas.protect(addr, end, prot) {
             Ok(()) => (end, Ok(0)),
@@ -404,7 +435,7 @@ pub fn sys_mremap(old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u6
         }
         // Whatever it does, it splits the old area and the destination at most twice each and
         // adds one.
-        room_for_areas(p, old, old_end, 3)?;
+        room_for_areas(p, old, old_end, Change::Move)?;
         if flags & MREMAP_FIXED != 0 {
             let (dst, dst_end) = page_range(new_addr, new_len)?;
             if dst_end > USER_END {

@@ -516,11 +516,24 @@ fn kobjects_files(limit: u64) {
     ));
 }
 
+/// The memory areas the process has now: the lines of /proc/self/maps, less `[vsyscall]` (on Linux
+/// a fixed page outside the process's area list, which max_map_count does not count).
+fn areas_now() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| {
+        m.lines().filter(|l| !l.ends_with("[vsyscall]")).count()
+    })
+}
+
 /// `kobjects maps`: one-page anonymous mappings, read-only and read-write by turns so that no two
 /// merge, until mmap fails (Linux: ENOMEM at max_map_count, 65530) or `limit` of them; then they are
-/// unmapped and one more can be made.
+/// unmapped and one more can be made. The areas the process had before (its program, stack, heap, and
+/// on Linux the vDSO; fewer in the guest) are counted first, and the list of mappings is allocated
+/// before, so that the count made plus those is the whole area count when mmap failed: the number to
+/// compare with the host.
 fn kobjects_maps(limit: u64) {
-    let mut maps = Vec::new();
+    let mut maps = Vec::with_capacity(70_000);
+    let before = areas_now();
+    say(&format!("kobjects maps: {before} areas before"));
     let stop = loop {
         if maps.len() as u64 == limit {
             break "limit".to_string();
@@ -546,9 +559,10 @@ fn kobjects_maps(limit: u64) {
         }
         maps.push(p);
     };
+    let made = maps.len();
     say(&format!(
-        "kobjects maps: {} mappings, then {stop}",
-        maps.len()
+        "kobjects maps: {made} mappings, then {stop}; {} areas in all",
+        before + made
     ));
     for p in maps.drain(..) {
         // SAFETY: unmapping a page mapped above.
