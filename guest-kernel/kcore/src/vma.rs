@@ -252,12 +252,17 @@ impl VmaList {
     /// inside an area split it (`splits`, the entries the list needs while it works), and the count
     /// it may end with above today's (`grows`: an unmap inside one area leaves two pieces).
     pub fn splits(&self, start: u64, end: u64) -> (usize, usize) {
-        let inside = |at: u64| self.find(at).is_some_and(|v| v.start < at);
-        let splits = usize::from(inside(start)) + usize::from(inside(end));
-        let one = self
-            .find(start)
-            .is_some_and(|v| v.start < start && end < v.end);
-        (splits, usize::from(one))
+        // Most changes start at an area's start: one exact lookup finds it.
+        let first = self.map.get(&start).or_else(|| self.find(start));
+        let one = first.is_some_and(|v| v.start < start && end < v.end);
+        let splits_start = first.is_some_and(|v| v.start < start);
+        // `end` inside the area holding `start`, or inside another one (one more lookup).
+        let splits_end =
+            first.is_some_and(|v| end < v.end) || self.find(end).is_some_and(|v| v.start < end);
+        (
+            usize::from(splits_start) + usize::from(splits_end),
+            usize::from(one),
+        )
     }
 
     /// Makes room for `entries` more areas in the list, and checks that the process may grow as
@@ -306,8 +311,13 @@ impl VmaList {
 
     /// The areas overlapping `[start, end)`, in address order.
     pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Vma> {
-        // From the area holding `start` (if any), every area that starts below `end`.
-        let from = self.find(start).map_or(start, |v| v.start);
+        // From the area holding `start` (if any), every area that starts below `end`. Most ranges
+        // start at an area's start: one exact lookup finds it.
+        let from = if self.map.contains_key(&start) {
+            start
+        } else {
+            self.find(start).map_or(start, |v| v.start)
+        };
         self.map.range(from..end.max(from)).map(|(_, v)| v)
     }
 
@@ -336,9 +346,24 @@ impl VmaList {
         }
         debug_assert!(self.is_free(vma.start, vma.end));
         let (start, end) = (vma.start, vma.end);
-        self.map.insert(start, vma);
-        self.merge_at(start);
-        self.merge_at(end);
+        // Looked up once each (every lookup is a walk down the tree, emulated in the guest): the
+        // area starting at `end` is taken in if the new one continues into it, and the new one
+        // (so extended) is taken into the area ending at `start` if that continues into it.
+        let next = self
+            .map
+            .get(&end)
+            .is_some_and(|n| vma.continues_into(n))
+            .then(|| self.map.remove(&end))
+            .flatten();
+        let new_end = next.map_or(end, |n| n.end);
+        match self.map.range_mut(..start).next_back() {
+            Some((_, prev)) if prev.continues_into(&vma) => prev.end = new_end,
+            _ => {
+                let mut vma = vma;
+                vma.end = new_end;
+                self.map.insert(start, vma);
+            }
+        }
     }
 
     /// Merges the area starting at `at` into the one ending there, if the two can be one.
@@ -373,19 +398,32 @@ impl VmaList {
     /// Removes `[start, end)` from every area (munmap), splitting the ones that straddle an edge.
     /// Returns whether anything was mapped there.
     pub fn unmap(&mut self, start: u64, end: u64) -> bool {
-        if start >= end || self.is_free(start, end) {
+        if start >= end {
             return false;
         }
-        self.split_at(start);
-        self.split_at(end);
-        while let Some((&s, _)) = self.map.range(start..end).next() {
-            self.map.remove(&s);
+        let mut any = false;
+        match self.map.entry(start) {
+            // The common case, one whole area: found and removed in one walk down the tree.
+            btree_map::Entry::Occupied(e) if e.get().end == end => {
+                e.remove();
+                any = true;
+            }
+            _ => {
+                self.split_at(start);
+                self.split_at(end);
+                while let Some((&s, _)) = self.map.range(start..end).next() {
+                    self.map.remove(&s);
+                    any = true;
+                }
+            }
         }
-        // What is free above the hint now reaches at most `end` (see GapHint).
-        let mut h = self.hint.get();
-        h.addr = h.addr.max(end);
-        self.hint.set(h);
-        true
+        if any {
+            // What is free above the hint now reaches at most `end` (see GapHint).
+            let mut h = self.hint.get();
+            h.addr = h.addr.max(end);
+            self.hint.set(h);
+        }
+        any
     }
 
     /// mprotect: sets `prot` on `[start, end)`. As Linux, the areas from `start` on are changed up to

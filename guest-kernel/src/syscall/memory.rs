@@ -162,8 +162,14 @@ pub fn sys_mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i64, off: u64) -
                 p.vmas.find_gap(len, USER_MMAP_TOP).ok_or(Errno::ENOMEM)?
             }
         };
-        if !fixed {
-            room_for_areas(p, start, start + len, Change::Add)?;
+        // A free range (the hint was checked, the gap is one): nothing to split, only the count
+        // and the heap to check.
+        if !fixed
+            && !p
+                .vmas
+                .make_room(1, Growth::Add { hole: false }, crate::mm::heap::can_spare)
+        {
+            return Err(Errno::ENOMEM);
         }
         p.vmas.insert(Vma {
             start,

@@ -19,7 +19,7 @@
 //!   fails, then each opening /dev/null up to the descriptor limit in turn until an open fails
 //!   otherwise; `maps`, one-page mappings of
 //!   alternating protection (each its own area), until mmap fails. Prints how many and the error,
-//!   frees them all, and makes one again.
+//!   frees them all, and makes one again (`maps` then also forks and execs).
 //! - `memtest badptr`: system calls given NULL, kernel-half and unmapped pointers: each fails with EFAULT
 //!   (the kernel must check every user pointer before it touches it, and never fault itself).
 //! - `memtest argcount ...`: what the exec'd child runs: prints its argc and argument bytes.
@@ -584,6 +584,11 @@ fn kobjects_maps(limit: u64) {
         "kobjects maps: afterwards a mapping works: {}",
         if ok { "yes" } else { "no" }
     ));
+    // And a child can be forked and run a program (this one, printing its arguments).
+    let me = std::env::current_exe().unwrap_or_else(|_| "/bin/memtest".into());
+    let me = CString::new(me.into_os_string().into_encoded_bytes()).unwrap();
+    let ran = exec_result(&me, &[me.clone(), CString::new("argcount").unwrap()]);
+    say(&format!("kobjects maps: afterwards fork and exec: {ran}"));
 }
 
 /// Calls that take user pointers, given bad ones: NULL, an address in the kernel's half, and an unmapped
