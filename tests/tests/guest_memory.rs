@@ -489,7 +489,6 @@ fn maps_total(out: &str) -> Option<&str> {
 }
 
 #[test]
-#[ignore = "about 130 s of emulated kernel time on a quiet machine (twice that at load 3): run with --ignored"]
 fn memory_areas_stop_at_max_map_count_as_on_the_host() {
     // One-page mappings of alternating protection (each its own area) until mmap fails: Linux's
     // max_map_count, 65530, counted as Linux counts it (an mmap is refused once the process has
