@@ -461,6 +461,27 @@ impl Rng {
     }
 }
 
+/// A `Command` for a program whose output is compared with the guest's: it starts with only stdin,
+/// stdout and stderr open. Whatever ran the tests may have left other descriptors open (a CI runner's
+/// `exec 200>lock; flock 200`), and a host program that inherits them answers differently from the
+/// guest's (select, poll, fcntl on "a closed descriptor").
+pub fn host_command<S: AsRef<std::ffi::OsStr>>(program: S) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    // SAFETY: the closure runs in the child between fork and exec and makes one raw system call
+    // (async-signal-safe; it allocates nothing and takes no lock). close_range(3, ~0, 0) closes every
+    // descriptor from 3 up; std's own pipes to the child are already on 0-2 by then.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Runs a host tool (qemu-img, qemu-io) that must succeed; returns its stdout.
 pub fn tool_ok(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)

@@ -61,7 +61,7 @@ fn script_matches_the_host(script: &str, first: &str) -> Option<Vec<String>> {
     let path = format!("/usr/share/bbtest/{script}");
     let console = boot_running(&format!("/bin/busybox sh {path} /"))?;
     let images = GuestImages::find().unwrap();
-    let host = Command::new(host_busybox())
+    let host = tests::host_command(host_busybox())
         .arg("sh")
         .arg(images.stage.join(&path[1..]))
         .arg(&images.stage)
@@ -495,7 +495,7 @@ fn epoll_matches_the_host(libc: &str) {
         return;
     };
     let prog = format!("epoll-{libc}");
-    let mut child = Command::new(images.host_program(&format!("bin/{prog}")))
+    let mut child = tests::host_command(images.host_program(&format!("bin/{prog}")))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -553,7 +553,7 @@ fn c_program_matches_the_host(name: &str, libc: &str) {
         return;
     };
     let images = GuestImages::find().unwrap();
-    let host = Command::new("setsid")
+    let host = tests::host_command("setsid")
         .arg(images.host_program(&format!("bin/{prog}")))
         .output()
         .unwrap();

@@ -3,7 +3,6 @@
 //! among CPU hogs, a fork storm next to an interactive shell, nice/renice and their errors, and
 //! /proc/PID/sched and /proc/PID/stat. One VM runs everything through the console shell.
 
-use std::process::Command;
 use std::time::Duration;
 
 use tests::{require_kvm, wait_until, workspace_root, Vm};
@@ -89,13 +88,13 @@ fn p99_us(out: &str) -> u64 {
 /// `wakeup-latency 2 200` on the host, pinned to CPU 0 when `taskset` exists.
 fn host_wakeup_latency() -> String {
     let bin = workspace_root().join("build/rootfs-stage/bin/wakeup-latency");
-    let out = Command::new("taskset")
+    let out = tests::host_command("taskset")
         .arg("-c")
         .arg("0")
         .arg(&bin)
         .args(["2", "200"])
         .output()
-        .or_else(|_| Command::new(&bin).args(["2", "200"]).output())
+        .or_else(|_| tests::host_command(&bin).args(["2", "200"]).output())
         .expect("run wakeup-latency on the host");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

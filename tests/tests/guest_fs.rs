@@ -161,7 +161,7 @@ fn fstest_matches_the_host(libc: &str) {
     let dir = scratch(&format!("fstest-{libc}"));
     let (n, d) = ("300", "12");
     let host_top = dir.join("host");
-    let host = Command::new(images.host_program(&format!("bin/fstest-{libc}")))
+    let host = tests::host_command(images.host_program(&format!("bin/fstest-{libc}")))
         .arg(&host_top)
         .args([n, d])
         .output()
@@ -656,7 +656,7 @@ fn dirfd_matches_the_host(images: &GuestImages, libc: &str, many: Option<u32>) -
         }
     };
     let host_top = dir.join("host");
-    let host = Command::new(images.host_program(&format!("bin/dirfd-{libc}")))
+    let host = tests::host_command(images.host_program(&format!("bin/dirfd-{libc}")))
         .args(args_of(&host_top.display().to_string()))
         .output()
         .unwrap();
@@ -693,7 +693,7 @@ fn shared_file_mappings_match_the_host(libc: &str) {
     };
     let dir = scratch(&format!("mapshared-{libc}"));
     let host_top = dir.join("host");
-    let host = Command::new(images.host_program(&format!("bin/mapshared-{libc}")))
+    let host = tests::host_command(images.host_program(&format!("bin/mapshared-{libc}")))
         .arg(&host_top)
         .output()
         .unwrap();
@@ -839,7 +839,7 @@ fn mapping_edges_match_the_host(libc: &str) {
     let host_top = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("mapedge-{libc}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&host_top);
-    let host = Command::new(images.host_program(&format!("bin/mapedge-{libc}")))
+    let host = tests::host_command(images.host_program(&format!("bin/mapedge-{libc}")))
         .arg(&host_top)
         .output()
         .unwrap();

@@ -95,7 +95,7 @@ fn rootfs_init_also_runs_on_the_host() {
     let stage = images.host_program("sbin");
     for name in ["init", "init-nopie"] {
         let bin = stage.join(name);
-        let out = Command::new(&bin).output().unwrap();
+        let out = tests::host_command(&bin).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{name}: {out:?}");
         assert!(

@@ -8,7 +8,6 @@
 //! modest so CI stays short (`MEMTEST_CYCLES=N` sets both; scripts/shell-cycles.py runs 10,000 commands,
 //! figures in guest-kernel/README.md).
 
-use std::process::Command;
 use std::time::Duration;
 
 use tests::{run, GuestImages, Output, Vm};
@@ -57,7 +56,7 @@ fn memtest_lines(s: &str) -> Vec<&str> {
 
 /// `memtest ARGS` on the host: its `memtest:` lines.
 fn on_host(images: &GuestImages, args: &[&str]) -> String {
-    let out = Command::new(images.host_program("bin/memtest"))
+    let out = tests::host_command(images.host_program("bin/memtest"))
         .args(args)
         .output()
         .unwrap();

@@ -6,7 +6,6 @@
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
 //! the tests skip (and fail when `CI` is set).
 
-use std::process::Command;
 use std::time::Duration;
 
 use tests::{assert_same_lines, run, wait_until, GuestImages, Output, Vm};
@@ -42,7 +41,7 @@ fn process_semantics_match_the_host() {
         return;
     };
     let bin = GuestImages::find().unwrap().host_program("bin/proctest");
-    let host = Command::new(&bin).output().unwrap();
+    let host = tests::host_command(&bin).output().unwrap();
     assert!(host.status.success(), "{host:?}");
     let host = String::from_utf8_lossy(&host.stdout).into_owned();
     assert!(host.contains("proctest: done"), "{host}");
@@ -297,7 +296,7 @@ fn controlling_terminal_matches_the_host() {
 fn proctest_on_terminals(case: &str, host_says: &[&str]) -> Option<String> {
     let out = boot_running(&format!("/bin/proctest {case}"))?;
     let bin = GuestImages::find().unwrap().host_program("bin/proctest");
-    let host = Command::new("script")
+    let host = tests::host_command("script")
         .args(["-qec", &format!("{} {case}", bin.display()), "/dev/null"])
         .output()
         .expect("script (util-linux) runs proctest on a pseudo-terminal");

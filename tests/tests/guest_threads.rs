@@ -20,7 +20,6 @@
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`; without them
 //! the tests skip (and fail when `CI` is set).
 
-use std::process::Command;
 use std::time::Duration;
 
 use tests::{assert_same_lines, run, wait_until, GuestImages, Vm};
@@ -38,7 +37,7 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
 fn same_on_host_and_guest(prog: &str, prefix: &str) -> Option<String> {
     let images = GuestImages::for_vm()?;
     let bin = images.host_program(&format!("bin/{prog}"));
-    let host = Command::new(&bin).output().unwrap();
+    let host = tests::host_command(&bin).output().unwrap();
     assert!(host.status.success(), "{prog} on the host: {host:?}");
     let host = String::from_utf8_lossy(&host.stdout).into_owned();
     let prefix = format!("{prefix}: ");
