@@ -498,13 +498,24 @@ fn memory_areas_stop_at_max_map_count_as_on_the_host() {
     let Some(out) = in_guest("kobjects maps", Duration::from_secs(900)) else {
         return;
     };
-    let host = on_host(&GuestImages::find().unwrap(), &["kobjects", "maps"]);
     assert_eq!(
-        maps_total(&host),
+        maps_total(&out.stdout),
         Some("mmap: ENOMEM; 65531 areas in all"),
-        "{host}"
+        "{}",
+        out.stdout
     );
-    assert_eq!(maps_total(&out.stdout), maps_total(&host), "{}", out.stdout);
+    // The host is compared only where it has Linux's default limit: a host tuned otherwise (some
+    // distributions set 262144 or more) would give another total, or run out of memory first.
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
+    if limit.trim() == "65530" {
+        let host = on_host(&GuestImages::find().unwrap(), &["kobjects", "maps"]);
+        assert_eq!(maps_total(&host), maps_total(&out.stdout), "{host}");
+    } else {
+        eprintln!(
+            "host vm.max_map_count is {}, not 65530: the host run is skipped",
+            limit.trim()
+        );
+    }
     assert!(
         out.stdout
             .contains("memtest: kobjects maps: afterwards a mapping works: yes"),
