@@ -17,6 +17,12 @@
  *   mapedge --enospc DEV DIR  mounts the small ext2 disk DEV at DIR: a hole mapped shared, the
  *       disk filled with write(), a write through the mapping into the hole is SIGBUS, and after
  *       a delete the same write works and reaches the file; then unmounts it.
+ *   mapedge --grow DEV DIR  mounts the small ext2 disk DEV (1 KiB blocks) at DIR: a file's first
+ *       page mapped shared and written (blocks up to the end of the file), the file grown by a
+ *       write at the end of that page (a hole of two blocks left in it), the disk filled; a write
+ *       through the mapping into the hole is SIGBUS (Linux write-protects the page when the size
+ *       grows past it: pagecache_isize_extended), after a delete it works; msync and fsync, then
+ *       "synced" and it waits for the test's SIGKILL (the test reads the file from the disk).
  */
 #define PROG "mapedge"
 #include "common.h"
@@ -263,6 +269,65 @@ static void enospc(const char *dir) {
     close(fd);
 }
 
+/* Fills the filesystem of `path` (a new file) with write() until ENOSPC; returns its descriptor
+ * and the errno that stopped it in `*e`. */
+static int fill_disk(const char *path, int *e) {
+    int ff = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (ff < 0)
+        die("fill");
+    static char block[PAGE];
+    memset(block, 'f', sizeof block);
+    *e = 0;
+    for (;;) {
+        if (write(ff, block, sizeof block) <= 0) {
+            *e = errno;
+            break;
+        }
+    }
+    /* Single blocks left over are taken one byte at a time. */
+    while (write(ff, block, 1) == 1)
+        ;
+    return ff;
+}
+
+static void grow(const char *dir) {
+    char path[PATH_LEN], fill[PATH_LEN];
+    snprintf(path, PATH_LEN, "%s/grow", dir);
+    snprintf(fill, PATH_LEN, "%s/fill", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    static char head[100];
+    memset(head, 'a', sizeof head);
+    if (fd < 0 || write(fd, head, sizeof head) != (ssize_t)sizeof head)
+        die("grow file");
+    char *m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("grow mmap");
+    printf("mapedge: grow: a write through the mapping before the end: %s\n", touch(m, 1, 'b'));
+    /* The file grows to the end of the page: its blocks 1 and 2 stay a hole. */
+    if (pwrite(fd, "tail", 4, PAGE - 4) != 4)
+        die("grow pwrite");
+    struct stat st;
+    fstat(fd, &st);
+    printf("mapedge: grow: grown to %ld\n", (long)st.st_size);
+    int e;
+    int ff = fill_disk(fill, &e);
+    printf("mapedge: grow: filled, stopped with errno %d\n", e);
+    printf("mapedge: grow: a write through the mapping into the hole: %s\n",
+           touch(m + 2000, 1, 'Z'));
+    printf("mapedge: grow: msync while full %s\n", ok_or_errname(msync(m, PAGE, MS_SYNC)));
+    printf("mapedge: grow: a read before the old end: %s\n", touch(m + 50, 0, 0));
+    close(ff);
+    if (unlink(fill))
+        die("unlink fill");
+    printf("mapedge: grow: after a delete: %s\n", touch(m + 2000, 1, 'Z'));
+    printf("mapedge: grow: msync %s\n", ok_or_errname(msync(m, PAGE, MS_SYNC)));
+    printf("mapedge: grow: fsync %s\n", ok_or_errname(fsync(fd)));
+    printf("mapedge: grow: pread sees it: %d %d\n", peek(fd, 0), peek(fd, 2000));
+    printf("mapedge: grow: synced\n");
+    for (;;)
+        pause();
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct sigaction sa;
@@ -280,8 +345,13 @@ int main(int argc, char **argv) {
         printf("mapedge: done\n");
         return 0;
     }
+    if (argc == 4 && !strcmp(argv[1], "--grow")) {
+        if (mount(argv[2], argv[3], "ext2", 0, NULL))
+            die("mount ext2");
+        grow(argv[3]);
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: mapedge DIR | --writeback FILE | --enospc DEV DIR\n");
+        fprintf(stderr, "usage: mapedge DIR | --writeback FILE | --enospc DEV DIR | --grow DEV DIR\n");
         return 2;
     }
     char path[1024], small[512];

@@ -960,6 +960,70 @@ fn a_mapped_write_into_a_hole_of_a_full_disk_is_sigbus() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A file grown by a write while its last page is mapped shared and writable, on 1 KiB blocks
+/// (`mapedge --grow`): the write at the end of the page leaves two blocks of it a hole, and the
+/// page, writable since its first store, must fault again (Linux's pagecache_isize_extended
+/// write-protects it when the size grows past it), so a store into the hole on a full disk is
+/// SIGBUS at the fault, not data dropped at write-back with a "lost" log line; after a delete the
+/// store works, and after msync and fsync it is on the disk even though microvm is then killed
+/// with SIGKILL: debugfs reads it, e2fsck finds the image clean. Guest only, as the test above.
+#[test]
+fn a_mapped_write_past_the_old_end_of_a_grown_file_on_a_full_disk_is_sigbus() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("mapgrow");
+    let small = dir.join("small.raw");
+    mke2fs_1k(&small, 1024);
+    let args = args_with_disks(
+        &images,
+        &[&small],
+        "console=ttyS0 root=/dev/vda -- run /bin/mapedge-glibc --grow /dev/vdb /mnt",
+    );
+    let vm = Vm::spawn(&args);
+    vm.wait_for_output("mapedge: grow: synced", T);
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    assert_eq!(out.code, None, "microvm was killed");
+    assert_eq!(
+        lines_with(&out.stdout, "mapedge: "),
+        [
+            "mapedge: grow: a write through the mapping before the end: ok 98",
+            "mapedge: grow: grown to 4096",
+            "mapedge: grow: filled, stopped with errno 28",
+            "mapedge: grow: a write through the mapping into the hole: SIGBUS code 2",
+            "mapedge: grow: msync while full ok",
+            "mapedge: grow: a read before the old end: ok 97",
+            "mapedge: grow: after a delete: ok 90",
+            "mapedge: grow: msync ok",
+            "mapedge: grow: fsync ok",
+            "mapedge: grow: pread sees it: 98 90",
+            "mapedge: grow: synced",
+        ],
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("is lost"),
+        "a write through the mapping was dropped at write-back:\n{}",
+        out.stdout
+    );
+    fsck_clean(&small);
+    let mut want = vec![0u8; 4096];
+    want[..100].fill(b'a');
+    want[0] = b'b';
+    want[2000] = b'Z';
+    want[4092..].copy_from_slice(b"tail");
+    let got = debugfs(&small, "cat /grow");
+    assert!(
+        got == want,
+        "/grow reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `/dev/vdb` read and written under its mounted ext2 (`rootfs/c/bdevmeta.c`): files made,
 /// renamed and deleted with no sync, then the superblock read through the device agrees with
 /// statfs and the whole device copied onto `/dev/vdc` is a clean filesystem holding them (its

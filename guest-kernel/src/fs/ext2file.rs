@@ -199,6 +199,11 @@ impl Ext2File {
         let (inode, w, before) = self.with(|fs| {
             let mut inode = fs.inode(self.ino)?;
             let before = inode.size;
+            // A write past the end: the page holding the old end must not stay writable in a
+            // shared mapping over the blocks this leaves unallocated (Linux's
+            // pagecache_isize_extended; the mappings' writes become dirty pages first).
+            let bs = fs.ext2().map_or(0, |e| e.block_size());
+            super::mapping::size_growing(dev, self.ino, bs, before, end);
             let w = fs.reserve(&mut inode, pos, len, now)?;
             Ok((inode, w, before))
         })?;
@@ -375,6 +380,14 @@ pub fn map_shared_page(dev: u32, ino: u32, idx: u64) -> Result<u64, Errno> {
 /// dropped (dirty ones too: their blocks are gone, and the page at the end is read again).
 pub fn truncate_pages(mnt: &Mount, ino: u32, len: u64) -> Result<(), Errno> {
     let idx = pagecache::index(len);
+    // Growing: the page holding the old end is write-protected in the shared mappings (a hole
+    // follows it now: Linux's truncate_setsize calls pagecache_isize_extended).
+    if let Ok((size, bs)) = mnt.with_quiet(|fs| {
+        let bs = fs.ext2().map_or(0, |e| e.block_size());
+        Ok((fs.inode(ino)?.size, bs))
+    }) {
+        super::mapping::size_growing(mnt.dev, ino, bs, size, len);
+    }
     // Every mapping of the file lets go of the pages from the one holding the new end (Linux's
     // unmap_mapping_range; what was written through them becomes dirty first, so the page at the
     // end is written back with it below). Past the end an access is SIGBUS then; the page at the

@@ -12,6 +12,10 @@
 //!   write fault made writable is made read-only again (its dirty bit, if set, makes the cache page
 //!   dirty), so the next write through it faults, dirties the page again and updates the file's
 //!   times, as Linux's page_mkwrite does after its write-back cleaned the page.
+//! - [`size_growing`]: a write or a truncation is about to grow a file past a block boundary inside
+//!   the page holding its end (blocks smaller than a page): that page is made read-only in every
+//!   shared mapping, so a store into the part that becomes file data faults and gets its blocks
+//!   (Linux's pagecache_isize_extended).
 #![deny(unsafe_code)]
 
 use super::now;
@@ -31,6 +35,9 @@ pub struct MappingOps {
     /// Write-protects every writable page of the shared disk-file mappings, if any was made
     /// writable since the last time.
     pub write_protect_mapped: fn(),
+    /// `(dev, ino, idx)`: page `idx` of inode `ino` on device `dev` is made read-only in every
+    /// shared mapping of it, what was written through them first made a dirty cache page.
+    pub write_protect_file_page: fn(u32, u32, u64),
 }
 
 static OPS: KCell<Option<MappingOps>> = KCell::new(None);
@@ -55,6 +62,31 @@ pub fn unmap_file_pages(dev: u32, ino: u32, len: u64, harvest: bool) {
 pub fn write_protect_mapped() {
     if let Some(o) = ops() {
         (o.write_protect_mapped)();
+    }
+}
+
+/// The size of inode `ino` on device `dev` (a disk's filesystem, blocks of `block_size` bytes) is
+/// about to grow from `from` to `to` bytes (a write past the end, or a truncation up), before the
+/// filesystem changes it: Linux's pagecache_isize_extended. With blocks smaller than a page, the
+/// page holding the old end may be mapped writable with blocks allocated only up to the old end
+/// (its write fault reserved no more: the rest was past the end). The part of it that becomes file
+/// data would be written through that mapping without a fault, and its blocks found missing only
+/// at write-back, where a full disk could only drop the data. So that page is made read-only in
+/// every shared mapping first (what was written through them becomes a dirty cache page while the
+/// size is still the old one, its blocks all there): the next store faults, and [`page_mkwrite`]
+/// allocates the blocks up to the new end or answers SIGBUS. Nothing to do when the old end's
+/// block reaches the end of the page or covers the new end, or when blocks are a page or larger
+/// (the write fault at the old end allocated the whole page then).
+pub fn size_growing(dev: u32, ino: u32, block_size: u64, from: u64, to: u64) {
+    if from >= to || block_size >= PAGE_SIZE || block_size == 0 {
+        return;
+    }
+    let rounded = from.div_ceil(block_size) * block_size;
+    if to <= rounded || rounded.is_multiple_of(PAGE_SIZE) {
+        return;
+    }
+    if let Some(o) = ops() {
+        (o.write_protect_file_page)(dev, ino, from / PAGE_SIZE);
     }
 }
 

@@ -236,6 +236,43 @@ pub fn unmap_file_pages(dev: u32, ino: u32, len: u64, harvest: bool) {
     }
 }
 
+/// Page `idx` of inode `ino` on device `dev` becomes read-only in every shared mapping of it, what
+/// was written through them first a dirty cache page ([`harvest_dirty`]): the file is about to grow
+/// past the blocks under it (`fs::mapping::size_growing`), so the next store must fault. An address
+/// space in use at that moment keeps its entry (none is: write and truncate hold none).
+pub fn write_protect_file_page(dev: u32, ino: u32, idx: u64) {
+    let Some(mms) = all_mms() else {
+        return;
+    };
+    let at = idx * PAGE_SIZE;
+    for mm in mms {
+        let Ok(mut m) = mm.try_borrow_mut() else {
+            continue;
+        };
+        let m = &mut *m;
+        let pages: Vec<u64> = m
+            .vmas
+            .iter()
+            .filter_map(|v| match &v.backing {
+                Backing::File {
+                    dev: d,
+                    inode,
+                    offset,
+                    may_write: true,
+                    ..
+                } if v.shared && *d == dev && inode.ino == ino && at >= *offset => {
+                    let va = v.start.checked_add(at - offset)?;
+                    (va < v.end).then_some(va)
+                }
+                _ => None,
+            })
+            .collect();
+        for va in pages {
+            harvest_dirty(&mut m.aspace, &m.vmas, va, va + PAGE_SIZE);
+        }
+    }
+}
+
 /// The pages of shared disk-file mappings in `[start, end)` written through the mapping since the
 /// last harvest (their page-table dirty bit, cleared now) become dirty page-cache pages, for
 /// write-back to write (msync, munmap, exit, and before a write-back), and all of them read-only
@@ -693,6 +730,7 @@ pub fn install_task_ops() {
     crate::fs::mapping::install(crate::fs::mapping::MappingOps {
         unmap_file_pages,
         write_protect_mapped,
+        write_protect_file_page,
     });
     task::install(task::Processes {
         current: || {
