@@ -62,7 +62,7 @@ impl Client {
         }
     }
 
-    pub fn request(&mut self, method: &str, path: &str, body: &str) -> Resp {
+    pub fn request(&self, method: &str, path: &str, body: &str) -> Resp {
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n{body}",
@@ -78,13 +78,13 @@ impl Client {
     }
 
     /// A request that must answer 204.
-    pub fn ok(&mut self, method: &str, path: &str, body: &str) {
+    pub fn ok(&self, method: &str, path: &str, body: &str) {
         let r = self.request(method, path, body);
         assert_eq!(r.status, 204, "{method} {path} {body}: {r:?}");
     }
 
     /// `PUT /snapshot/create` of type `kind` (`Full` or `Diff`).
-    pub fn snapshot(&mut self, kind: &str, state: &Path, mem: &Path) -> Resp {
+    pub fn snapshot(&self, kind: &str, state: &Path, mem: &Path) -> Resp {
         let body = format!(
             r#"{{"snapshot_type": "{kind}", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
             state.display(),
@@ -95,7 +95,7 @@ impl Client {
 
     /// Pauses the VM, waits (up to `timeout`) for its console output to settle, and returns the last
     /// count the test guest's `count` mode printed.
-    pub fn pause_settled(&mut self, vm: &Vm, timeout: Duration) -> u64 {
+    pub fn pause_settled(&self, vm: &Vm, timeout: Duration) -> u64 {
         self.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
         let (mut seen, mut since) = (vm.stdout(), Instant::now());
         assert!(wait_until(timeout, || {

@@ -430,17 +430,17 @@ fn a_jailed_vm_snapshots_into_its_jail_and_jailed_vms_restore_it() {
     vm.wait_for_output("count 3\n", T);
     assert!(!root.join("proc").exists(), "the jail has a /proc");
     // Paths inside the jail.
-    let snap = |c: &mut api::Client, kind: &str, state: &str, mem: &str| {
+    let snap = |c: &api::Client, kind: &str, state: &str, mem: &str| {
         let r = c.snapshot(kind, Path::new(state), Path::new(mem));
         assert_eq!(r.status, 204, "{kind}: {r:?}");
     };
-    let mut c = api::Client::connect(&sock);
+    let c = api::Client::connect(&sock);
     let c0 = c.pause_settled(&vm, T);
-    snap(&mut c, "Full", "/full.state", "/full.mem");
+    snap(&c, "Full", "/full.state", "/full.mem");
     c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
     assert!(wait_until(T, || api::counts(&vm.stdout()).last() >= Some(&(c0 + 4))));
     let c1 = c.pause_settled(&vm, T);
-    snap(&mut c, "Diff", "/diff.state", "/diff.mem");
+    snap(&c, "Diff", "/diff.state", "/diff.mem");
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
 

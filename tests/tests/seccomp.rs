@@ -249,7 +249,7 @@ fn a_vm_stopped_and_continued_in_the_middle_of_requests_keeps_running() {
         return;
     }
     let (vm, sock) = counting_vm_with_api("stopcont.sock");
-    let mut client = tests::api::Client::connect(&sock);
+    let client = tests::api::Client::connect(&sock);
     let driver = std::thread::spawn(move || {
         for _ in 0..40 {
             client.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);

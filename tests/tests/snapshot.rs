@@ -51,11 +51,6 @@ fn counts(vm: &Vm) -> Vec<u64> {
     tests::api::counts(&vm.stdout())
 }
 
-/// Pauses the VM, waits for its output to settle, and returns the last count it printed.
-fn pause_settled(c: &mut Client, vm: &Vm) -> u64 {
-    c.pause_settled(vm, T)
-}
-
 /// Boots the counting guest, pauses it at count >= 3 and snapshots it; returns (state, mem, last count).
 fn counting_snapshot(vcpus: &str) -> (PathBuf, PathBuf, u64) {
     let (vm, sock) = spawn_api(&[
@@ -68,7 +63,7 @@ fn counting_snapshot(vcpus: &str) -> (PathBuf, PathBuf, u64) {
         "--mem",
         "64",
     ]);
-    let mut c = Client::connect(&sock);
+    let c = Client::connect(&sock);
     vm.wait_for_output("count 3\n", T);
     // Not while running.
     let (state, mem) = (tmp("state"), tmp("mem"));
@@ -81,7 +76,7 @@ fn counting_snapshot(vcpus: &str) -> (PathBuf, PathBuf, u64) {
     let r = c.request("PUT", "/snapshot/create", &body);
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.fault().contains("pause the VM"), "{r:?}");
-    let last = pause_settled(&mut c, &vm);
+    let last = c.pause_settled(&vm, T);
     let t0 = Instant::now();
     c.ok("PUT", "/snapshot/create", &body);
     eprintln!("snapshot created in {:?}", t0.elapsed());
@@ -121,7 +116,7 @@ fn restored_guest_counts_on_from_where_it_was() {
     // Two clones of the same snapshot side by side, through the API, paused until resumed.
     let clones: Vec<(Vm, TmpPath)> = (0..2).map(|_| spawn_api(&[])).collect();
     for (vm, sock) in &clones {
-        let mut c = Client::connect(sock);
+        let c = Client::connect(sock);
         let body = format!(
             r#"{{"snapshot_path": "{}", "mem_backend": {{"backend_type": "File", "backend_path": "{}"}}, "resume_vm": false}}"#,
             state.display(),
@@ -143,7 +138,7 @@ fn restored_guest_counts_on_from_where_it_was() {
             vm.stdout()
         );
         assert_eq!(counts(&vm)[0], last + 1);
-        let mut c = Client::connect(&sock);
+        let c = Client::connect(&sock);
         c.ok("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#);
         let out = vm.wait(T);
         assert_eq!(out.code, Some(CTRL_ALT_DEL_EXIT), "{out:?}");
@@ -197,7 +192,7 @@ fn bad_snapshot_files_are_refused_with_one_line() {
     assert!(e.contains("is 1048576 bytes"), "{e}");
     // The API answers 400 with the same line, and stays ready for a good load.
     let (vm, sock) = spawn_api(&[]);
-    let mut c = Client::connect(&sock);
+    let c = Client::connect(&sock);
     let load = |state: &Path, mem: &Path| {
         format!(
             r#"{{"snapshot_path": "{}", "mem_file_path": "{}", "resume_vm": true}}"#,
@@ -308,7 +303,7 @@ fn guest_kernel_shell_and_processes_survive_restore() {
     let motd = shell(&mut vm, "cat /etc/motd", "m1");
     assert!(!motd.is_empty());
 
-    let mut c = Client::connect(&sock);
+    let c = Client::connect(&sock);
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     // A command typed while the VM is paused, longer than the 8250's 64-byte FIFO: the FIFO takes the
     // first part, the VMM holds the rest, and the snapshot carries both.
@@ -404,14 +399,14 @@ fn restore_walk(state: &Path, mem: &Path) -> Result<u64, String> {
 
 /// Runs the paused VM until it has printed `more` counts after `from`, then pauses it again and returns
 /// the last count.
-fn run_counts(c: &mut Client, vm: &Vm, from: u64, more: u64) -> u64 {
+fn run_counts(c: &Client, vm: &Vm, from: u64, more: u64) -> u64 {
     c.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
     assert!(
         wait_until(T, || counts(vm).last() >= Some(&(from + more))),
         "{}",
         vm.stdout()
     );
-    pause_settled(c, vm)
+    c.pause_settled(vm, T)
 }
 
 fn rebase_snap(base: &Path, diff: &Path) -> std::process::Output {
@@ -445,14 +440,14 @@ fn each_diff_holds_the_pages_written_since_the_last_snapshot() {
         "--disk",
         &disk_arg,
     ]);
-    let mut c = Client::connect(&sock);
+    let c = Client::connect(&sock);
     vm.wait_for_output("count 3\n", T);
     let pages_at = vm
         .stdout()
         .lines()
         .find_map(|l| u64::from_str_radix(l.strip_prefix("memwalk: pages at 0x")?, 16).ok())
         .expect("memwalk prints where its pages are");
-    let c0 = pause_settled(&mut c, &vm);
+    let c0 = c.pause_settled(&vm, T);
     let [s0, m0, s1, m1, s2, m2, base] = ["s0", "m0", "s1", "m1", "s2", "m2", "base"].map(tmp);
     // No Full snapshot yet: nothing to diff against.
     let r = c.snapshot("Diff", &s1, &m1);
@@ -463,9 +458,9 @@ fn each_diff_holds_the_pages_written_since_the_last_snapshot() {
     assert_eq!(std::fs::metadata(&m0).unwrap().len(), 64 << 20);
     assert!(allocated(&m0) < 12 << 20, "{} bytes", allocated(&m0));
     let full = std::fs::read(&m0).unwrap();
-    let c1 = run_counts(&mut c, &vm, c0, 4);
+    let c1 = run_counts(&c, &vm, c0, 4);
     assert_eq!(c.snapshot("Diff", &s1, &m1).status, 204);
-    let c2 = run_counts(&mut c, &vm, c1, 4);
+    let c2 = run_counts(&c, &vm, c1, 4);
     assert_eq!(c.snapshot("Diff", &s2, &m2).status, 204);
     vm.signal(libc::SIGKILL);
     drop(vm.wait(T));
@@ -582,7 +577,7 @@ fn a_snapshot_during_disk_writes_loses_no_acknowledged_write_and_clones_write_th
         "--disk",
         &disk_arg,
     ]);
-    let mut c = Client::connect(&sock);
+    let c = Client::connect(&sock);
     assert!(
         wait_until(T, || acks(&vm.stdout()).len() >= 30),
         "the guest does not write: {}",
@@ -685,7 +680,7 @@ fn the_restored_network_answers_pings_on_the_tap() {
     ]);
     vm.wait_for_output("net: echo ready", T);
     ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "10", "10.0.0.2"]);
-    let mut c = Client::connect(&sock);
+    let c = Client::connect(&sock);
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     // 40 datagrams sent to the paused guest: microvm reads from the TAP into the guest's free receive
     // buffers (up to 32), then one more frame, which waits in the device for a buffer (the rest stay in
@@ -787,7 +782,7 @@ fn a_restored_vm_snapshots_over_its_own_files() {
     let base = tmp("base");
     std::fs::copy(&mem, &base).unwrap();
     let (vm, sock) = spawn_api(&[]);
-    let mut c = Client::connect(&sock);
+    let c = Client::connect(&sock);
     c.ok(
         "PUT",
         "/snapshot/load",
@@ -798,7 +793,7 @@ fn a_restored_vm_snapshots_over_its_own_files() {
         ),
     );
     assert!(wait_until(T, || counts(&vm).last() >= Some(&(last + 3))));
-    let second = pause_settled(&mut c, &vm);
+    let second = c.pause_settled(&vm, T);
     let (diff_state, diff_mem) = (tmp("dstate"), tmp("dmem"));
     assert_eq!(c.snapshot("Diff", &diff_state, &diff_mem).status, 204);
     assert_eq!(c.snapshot("Full", &state, &mem).status, 204);
