@@ -2,7 +2,12 @@
  * against what the process did: it blocks SIGUSR1 and SIGUSR2, sends SIGUSR1 to itself as a process
  * (kill: the group's shared pending set, ShdPnd) and SIGUSR2 to itself as a thread (tgkill: its own,
  * SigPnd), with SIGPIPE ignored and blocked writes to a pipe without readers (the SIGPIPE is the writing
- * thread's: SigPnd; a blocked signal is queued even when ignored), catches SIGINT, then unblocks and takes both signals. The lines are
+ * thread's: SigPnd; a blocked signal is queued even when ignored), catches SIGINT, then unblocks and takes both signals.
+ * Then with two threads that both block SIGUSR1: kill(getpid()) leaves it in the group's set (ShdPnd of
+ * both threads' /proc/self/task/TID/status, neither's SigPnd, both threads' sigpending), a tgkill to the
+ * main thread adds it to that thread's own set (its SigPnd), and when the second thread unblocks it, that
+ * thread takes the group's (its handler records gettid) while the main thread's own stays pending until
+ * the main thread unblocks it too (Linux's shared_pending and dequeue_signal). The lines are
  * printed as they are, so the output is compared between the host and the guest kernel
  * (tests/tests/guest_busybox.rs, glibc and musl). No bits are masked: the same binary makes the same
  * sigaction calls on both kernels, so the libc's own signals (glibc's and musl's internal 32-34, when it
@@ -12,6 +17,7 @@
  * glibc's and musl's sigaction refuse their internal signals (32-34). */
 #define PROG "procsig"
 #include "common.h"
+#include <pthread.h>
 #include <sys/resource.h>
 
 /* Reads a whole (small) file into a static buffer; returns its length or -1. */
@@ -64,6 +70,111 @@ static void on_signal(int sig) {
         got_usr1++;
     if (sig == SIGUSR2)
         got_usr2++;
+}
+
+/* The two-thread part: who ran the SIGUSR1 handler, and the pipes the threads take turns through. */
+static volatile pid_t handler_tid;
+static void on_usr1_tid(int sig) {
+    (void)sig;
+    handler_tid = (pid_t)syscall(SYS_gettid);
+}
+static int to_second[2], to_main[2];
+static pid_t main_tid, second_tid;
+
+/* Waits for the other thread's turn on `fd`. */
+static void await(int fd) {
+    char c;
+    if (read(fd, &c, 1) != 1)
+        exit(1);
+}
+static void hand(int fd) {
+    if (write(fd, "t", 1) != 1)
+        exit(1);
+}
+
+/* Whether SIGUSR1 is in this thread's sigpending. */
+static const char *usr1_pending(void) {
+    sigset_t p;
+    sigemptyset(&p);
+    sigpending(&p);
+    return yes(sigismember(&p, SIGUSR1) == 1);
+}
+
+/* Prints both threads' signal sets from their /proc/self/task/TID/status under `step`. */
+static void both_threads(const char *step) {
+    char path[64], label[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)main_tid);
+    snprintf(label, sizeof label, "%s, main thread", step);
+    sig_lines(label, path);
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)second_tid);
+    snprintf(label, sizeof label, "%s, second thread", step);
+    sig_lines(label, path);
+}
+
+static void *second_thread(void *arg) {
+    (void)arg;
+    second_tid = (pid_t)syscall(SYS_gettid);
+    hand(to_main[1]);
+    await(to_second[0]); /* after the kill */
+    SAY("after kill, SIGUSR1 in the second thread's sigpending: %s\n", usr1_pending());
+    hand(to_main[1]);
+    await(to_second[0]); /* after the tgkill to the main thread */
+    SAY("after tgkill, SIGUSR1 in the second thread's sigpending: %s\n", usr1_pending());
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
+    SAY("the second thread unblocked SIGUSR1; the handler ran in it: %s\n",
+        yes(handler_tid == second_tid));
+    SAY("after its handler, SIGUSR1 in the second thread's sigpending: %s\n", usr1_pending());
+    hand(to_main[1]);
+    await(to_second[0]); /* the main thread has looked */
+    return NULL;
+}
+
+/* kill vs tgkill with two threads that both block SIGUSR1 (see the top of the file). */
+static void two_threads(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1_tid;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL); /* the new thread inherits the mask */
+    main_tid = (pid_t)syscall(SYS_gettid);
+    pthread_t t;
+    if (pipe(to_second) || pipe(to_main) || pthread_create(&t, NULL, second_thread, NULL))
+        exit(1);
+    await(to_main[0]);
+
+    kill(getpid(), SIGUSR1);
+    both_threads("kill");
+    SAY("after kill, SIGUSR1 in the main thread's sigpending: %s\n", usr1_pending());
+    hand(to_second[1]);
+    await(to_main[0]);
+
+    syscall(SYS_tgkill, getpid(), main_tid, SIGUSR1);
+    both_threads("tgkill");
+    hand(to_second[1]);
+    await(to_main[0]);
+
+    both_threads("taken");
+    SAY("after the second thread took it, SIGUSR1 in the main thread's sigpending: %s\n",
+        usr1_pending());
+    hand(to_second[1]);
+    pthread_join(t, NULL);
+
+    /* The main thread's own SIGUSR1 is still there: unblocking runs the handler here. */
+    handler_tid = 0;
+    pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
+    SAY("the main thread unblocked SIGUSR1; its own ran the handler in it: %s\n",
+        yes(handler_tid == main_tid));
+    SAY("then SIGUSR1 in the main thread's sigpending: %s\n", usr1_pending());
+    for (int i = 0; i < 2; i++) {
+        close(to_second[i]);
+        close(to_main[i]);
+    }
 }
 
 int main(void) {
@@ -135,6 +246,9 @@ int main(void) {
     sigprocmask(SIG_UNBLOCK, &set, NULL);
     SAY("delivered: SIGUSR1 %d, SIGUSR2 %d\n", (int)got_usr1, (int)got_usr2);
     sig_lines("after", "/proc/self/status");
+
+    two_threads();
+    sigaction(SIGUSR1, &sa, NULL);
 
     /* A second process's view: the child reads its parent's file (nothing pending, same sets), once
      * the parent is back from fork (the libcs block every signal around the fork system call). */

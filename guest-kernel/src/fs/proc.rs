@@ -128,30 +128,31 @@ fn info(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
     let mut r = info_of(pid)?;
     let tgid = Pid(r.0.tgid);
     r.0.threads = threads(tgid).len() as u32;
-    // ShdPnd: the group's pending signals that were sent to the whole process. This kernel has no
-    // group-wide queue: `signal::send` puts such a signal in the pending set of one thread (the one
-    // that takes it) and marks it `shared`; so ShdPnd is those, gathered from every thread of the
-    // group, and SigPnd is the rest of this thread's (tgkill, faults). SigQ counts every pending
-    // signal in the system, all of the one user root's (Linux counts a user's queued signals), and
-    // the limit is RLIMIT_SIGPENDING as prlimit reports it here (unlimited).
-    let (shared, queued) = proc::with_table(|t| {
-        t.values().fold((0, 0), |(shared, queued), q| {
-            let s = &q.signals;
-            let mine = if q.tgid == tgid {
-                s.pending & s.shared
-            } else {
-                0
-            };
-            (shared | mine, queued + s.pending.count_ones() as u64)
-        })
+    // SigQ counts every queued signal in the system, all of the one user root's (Linux counts a
+    // user's queued signals): each thread's own and each group's (once, from its leader's entry),
+    // except SIGKILL, which Linux never queues (__send_signal only sets its bit). The limit is
+    // RLIMIT_SIGPENDING as prlimit reports it here (unlimited).
+    let queued = proc::with_table(|t| {
+        t.values()
+            .map(|q| {
+                let s = &q.signals;
+                let group = if q.pid == q.tgid {
+                    s.shared_pending.get()
+                } else {
+                    0
+                };
+                let not_queued = 1u64 << (proc::signal::SIGKILL - 1);
+                u64::from((s.pending & !not_queued).count_ones())
+                    + u64::from((group & !not_queued).count_ones())
+            })
+            .sum()
     });
-    r.0.signals.shared_pending = shared;
     r.0.signals.queued = queued;
     r.0.signals.queue_limit = u64::MAX;
     Some(r)
 }
 
-/// A process's signal sets as /proc/PID/status shows them, except the group's (see [`info`]).
+/// A thread's signal sets as /proc/PID/status shows them (SigQ's count: see [`info`]).
 fn sig_sets(s: &proc::signal::SigState) -> SigSets {
     let (mut ignored, mut caught) = (0, 0);
     for sig in 1..=64u32 {
@@ -162,7 +163,9 @@ fn sig_sets(s: &proc::signal::SigState) -> SigSets {
         }
     }
     SigSets {
-        pending: s.pending & !s.shared,
+        // SigPnd: the thread's own; ShdPnd: its group's.
+        pending: s.pending,
+        shared_pending: s.shared_pending.get(),
         blocked: s.blocked,
         ignored,
         caught,

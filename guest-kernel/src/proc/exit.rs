@@ -96,6 +96,7 @@ fn group_ended(tgid: Pid, ppid: Pid) {
     let (sid, ctty) = super::with_proc(tgid, |p| (p.sid, p.ctty)).unwrap_or((Pid(0), false));
     crate::tty::exiting(tgid.0, sid.0, ctty);
     crate::fs::lock::exited(u64::from(tgid.0));
+    signal::group_dead(tgid);
     reparent_children(tgid);
     notify_parent(tgid, ppid);
 }
@@ -136,6 +137,7 @@ pub fn exit_current(status: i32) -> ! {
         )
     });
     super::futex::forget(pid);
+    signal::exiting();
     if robust != 0 {
         crate::syscall::thread::robust_cleanup(robust, pid);
     }
@@ -181,6 +183,7 @@ pub fn exit_current(status: i32) -> ! {
     });
     if !threads_left {
         crate::fs::lock::exited(u64::from(pid.0));
+        signal::group_dead(pid);
         reparent_children(pid);
         notify_parent(pid, ppid);
     } else {

@@ -107,7 +107,13 @@ pub fn clone_shared(frame: &TrapFrame, a: &CloneArgs) -> Result<Pid, Errno> {
                 },
                 blocked: p.signals.blocked,
                 pending: 0,
-                shared: 0,
+                // The group's set is the group's (CLONE_THREAD); a process sharing only the
+                // memory has its own.
+                shared_pending: if thread {
+                    p.signals.shared_pending.share()
+                } else {
+                    Default::default()
+                },
                 fault_info: None,
                 saved_mask: None,
                 waiting: 0,
@@ -224,11 +230,19 @@ fn clone_process(
             subreaper: false,
             children_csw: [0; 2],
             vfork_parent: None,
+            // Dispositions, mask and alternate stack copied; nothing pending, for the child or
+            // its new group.
             signals: super::signal::SigState {
+                actions: p.signals.actions.clone(),
+                blocked: p.signals.blocked,
                 pending: 0,
+                shared_pending: Default::default(),
+                altstack: p.signals.altstack,
+                fault_info: None,
+                saved_mask: p.signals.saved_mask,
+                waiting: p.signals.waiting,
                 jobctl_stop: false,
                 group_stop: Default::default(),
-                ..p.signals.clone()
             },
             wake_at: 0,
             restart_sleep: None,

@@ -1,15 +1,22 @@
-//! Signals: per-process dispositions, blocked mask and pending set; sending (kill, the kernel's own
+//! Signals: dispositions, blocked masks and pending sets; sending (kill, tgkill, the kernel's own
 //! SIGCHLD/SIGSEGV/SIGPIPE/SIGINT), and delivery on the way back to user mode: default actions
 //! (terminate, ignore, stop, continue) or a user handler entered through a Linux `rt_sigframe` that
 //! `rt_sigreturn` unwinds. Handlers installed with SA_ONSTACK run on the alternate signal stack
 //! (`sigaltstack`).
+//!
+//! Two pending sets, as Linux keeps them (kernel/signal.c): each thread's own (`SigState::pending`:
+//! tgkill, faults, SIGPIPE, the SIGKILL of a group's death) and its group's ([`SharedPending`]: kill,
+//! the kernel's SIGCHLD and tty signals). A signal sent to the group waits there until a thread that
+//! does not block it takes it: [`send`] wakes one such thread (Linux's complete_signal), and a thread
+//! that unblocks it later finds it on its way back to user mode. A thread takes its own signals
+//! first, then the group's (Linux's dequeue_signal).
 #![deny(unsafe_code)]
 
 use super::{sched, Pid, Process, State, INIT_PID};
 use crate::arch::layout::{USER_CS, USER_DS};
 use crate::arch::trap::TrapFrame;
 use alloc::rc::Rc;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use kcore::errno::Errno;
 
 pub const SIGHUP: u32 = 1;
@@ -54,7 +61,8 @@ const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 /// and not blocked) up to date; called after every change of its pending set or mask, so that the
 /// common return (nothing to deliver) needs no process-table lookup.
 fn sync_ready(p: &mut Process) {
-    p.ctx.signals_ready = p.signals.pending & !p.signals.blocked != 0 || p.signals.jobctl_stop;
+    p.ctx.signals_ready =
+        p.signals.all_pending() & !p.signals.blocked != 0 || p.signals.jobctl_stop;
 }
 
 /// The stop signals (default action: stop the group).
@@ -122,17 +130,42 @@ impl Actions {
     }
 }
 
-/// A process's signal state.
-#[derive(Clone, Debug, Default)]
+/// The signals pending for a whole thread group (Linux's `signal->shared_pending`, /proc's ShdPnd):
+/// a handle that the threads of a group share (CLONE_THREAD). Not `Clone`: a new process (fork)
+/// starts with [`SharedPending::default`], nothing pending; a new thread takes [`share`](Self::share).
+#[derive(Debug, Default)]
+pub struct SharedPending(Rc<Cell<u64>>);
+
+impl SharedPending {
+    /// The same set (CLONE_THREAD).
+    pub fn share(&self) -> SharedPending {
+        SharedPending(self.0.clone())
+    }
+
+    /// The pending signals, one bit each (bit `sig - 1`).
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+
+    fn set(&self, v: u64) {
+        self.0.set(v)
+    }
+
+    /// Forgets the signals of `mask`.
+    fn remove(&self, mask: u64) {
+        self.0.set(self.0.get() & !mask)
+    }
+}
+
+/// A thread's signal state; `shared_pending` and `actions` are its group's.
+#[derive(Debug, Default)]
 pub struct SigState {
     pub actions: Actions,
     pub blocked: u64,
+    /// The signals pending for this thread only (Linux's `task->pending`, /proc's SigPnd).
     pub pending: u64,
-    /// Of `pending`, the signals last posted to the whole process (kill, the kernel's SIGCHLD and
-    /// tty signals) rather than to this thread (tgkill, faults). Linux queues the former on the
-    /// group (its shared_pending, /proc's ShdPnd); here they wait in the pending set of the thread
-    /// [`send`] picked, and this mask only remembers how they came (read by /proc's status).
-    pub shared: u64,
+    /// The signals pending for the whole group.
+    pub shared_pending: SharedPending,
     /// The alternate signal stack (inherited by fork, cleared by execve).
     pub altstack: AltStack,
     /// A fault signal forced on the process and not yet delivered: (signal, si_code, si_addr), for
@@ -152,6 +185,35 @@ pub struct SigState {
 }
 
 impl SigState {
+    /// The thread's own pending signals and its group's.
+    pub fn all_pending(&self) -> u64 {
+        self.pending | self.shared_pending.get()
+    }
+
+    /// Takes the lowest signal of `mask` pending for this thread, else the lowest pending for its
+    /// group (Linux's dequeue_signal: the thread's own queue first).
+    fn dequeue(&mut self, mask: u64) -> Option<u32> {
+        let own = self.pending & mask;
+        if own != 0 {
+            let sig = own.trailing_zeros() + 1;
+            self.pending &= !bit(sig);
+            return Some(sig);
+        }
+        let group = self.shared_pending.get() & mask;
+        if group == 0 {
+            return None;
+        }
+        let sig = group.trailing_zeros() + 1;
+        self.shared_pending.remove(bit(sig));
+        Some(sig)
+    }
+
+    /// Forgets the signals of `mask` pending for this thread and for its group.
+    fn discard(&mut self, mask: u64) {
+        self.pending &= !mask;
+        self.shared_pending.remove(mask);
+    }
+
     /// execve: caught signals go back to SIG_DFL, ignored ones stay ignored; pending and mask stay;
     /// no alternate stack.
     pub fn reset_for_exec(&mut self) {
@@ -272,48 +334,97 @@ fn ignored(a: &SigAction, sig: u32) -> bool {
     a.handler == SIG_IGN || (a.handler == SIG_DFL && default_action(sig) == Default_::Ignore)
 }
 
-/// Posts `sig` to process `pid` (no permission checks: everyone is root): to its leader thread
-/// unless that one has exited or blocks it and another thread of the group does not (Linux's
-/// complete_signal picks a thread that does not block it). Signal 0 only checks the pid.
+/// Whether thread `q` can take `sig` now (Linux's wants_signal): alive, not stopped, and not
+/// blocking it (or waiting for it in rt_sigtimedwait, which unblocks what it waits for).
+fn wants(q: &Process, sig: u32) -> bool {
+    wants_any(q, bit(sig))
+}
+
+/// Whether thread `q` can take one of the signals of `mask` now (see [`wants`]).
+fn wants_any(q: &Process, mask: u64) -> bool {
+    !matches!(q.state, State::Zombie | State::Stopped)
+        && mask & !(q.signals.blocked & !q.signals.waiting) != 0
+}
+
+/// Whether `sig` is dropped at once for thread `p` (Linux's sig_ignored): init gets only the
+/// signals it has a handler for (SIGKILL included); an ignored signal is dropped unless `p`
+/// blocks it or waits for it (the disposition may change before it is unblocked).
+fn dropped(p: &Process, sig: u32) -> bool {
+    let a = p.signals.actions.get(sig);
+    if p.tgid == INIT_PID && (a.handler == SIG_DFL || a.handler == SIG_IGN) {
+        return true;
+    }
+    let held = (p.signals.blocked | p.signals.waiting) & bit(sig) != 0;
+    ignored(&a, sig) && !held && sig != SIGKILL && sig != SIGSTOP
+}
+
+/// Sends `sig` to the process (thread group) of thread `pid` (kill(2); no permission checks:
+/// everyone is root). It waits in the group's [`SharedPending`] set and one thread that can take
+/// it is woken, `pid` itself first, else the first in tid order (Linux's complete_signal); when
+/// every thread blocks it, none is, and the first to unblock it takes it. SIGKILL also goes into
+/// every thread's own set and wakes them all (Linux's complete_signal for a fatal signal: the
+/// whole group dies at once). Signal 0 only checks that `pid` exists.
 pub fn send(pid: Pid, sig: u32) -> Result<(), Errno> {
-    let target = super::with_table(|t| {
-        let leader = t.get(&pid)?;
-        if leader.tgid != pid || sig == 0 {
-            return Some(pid);
+    if sig > 64 {
+        return Err(Errno::EINVAL);
+    }
+    let tgid = super::with_proc(pid, |p| p.tgid).ok_or(Errno::ESRCH)?;
+    if sig == 0 {
+        return Ok(());
+    }
+    if sig == SIGCONT || sig == SIGKILL || bit(sig) & STOP_MASK != 0 {
+        prepare_group(pid, sig);
+    }
+    /// Who is woken to take the signal.
+    enum Taker {
+        Nobody,
+        One(Pid),
+        All,
+    }
+    let taker = super::with_table(|t| {
+        let p = t.get(&pid)?;
+        // A group whose every thread has exited takes nothing (Linux: SIGNAL_GROUP_EXIT).
+        let alive = |q: &Process| q.tgid == tgid && q.state != State::Zombie;
+        if p.state == State::Zombie && !t.values().any(|q| alive(q)) {
+            return None;
         }
-        let takes = |q: &super::Process| {
-            q.state != State::Zombie && (sig == 0 || q.signals.blocked & bit(sig) == 0)
-        };
-        if takes(leader) {
-            return Some(pid);
+        if dropped(p, sig) {
+            return None;
         }
-        let taker = t
-            .values()
-            .find(|q| q.tgid == pid && q.pid != pid && takes(q))
-            .map(|q| q.pid);
-        let live = || {
+        let shared = &p.signals.shared_pending;
+        shared.set(shared.get() | bit(sig));
+        if sig == SIGKILL {
+            for q in t.values_mut().filter(|q| alive(q)) {
+                q.signals.pending |= bit(SIGKILL);
+                sync_ready(q);
+            }
+            return Some(Taker::All);
+        }
+        let found = if wants(p, sig) {
+            Some(pid)
+        } else {
             t.values()
-                .find(|q| q.tgid == pid && q.pid != pid && q.state != State::Zombie)
+                .find(|q| q.tgid == tgid && wants(q, sig))
                 .map(|q| q.pid)
         };
-        Some(taker.unwrap_or_else(|| {
-            if leader.state == State::Zombie {
-                live().unwrap_or(pid)
-            } else {
-                pid
-            }
-        }))
+        let Some(found) = found else {
+            return Some(Taker::Nobody);
+        };
+        let q = t.get_mut(&found)?;
+        sync_ready(q);
+        Some(Taker::One(found))
     });
-    post(target.unwrap_or(pid), sig, true)
+    match taker {
+        Some(Taker::One(found)) => sched::wake_pid(found, false),
+        Some(Taker::All) => wake_threads(tgid, true, |q| q.state != State::Zombie),
+        Some(Taker::Nobody) | None => {}
+    }
+    Ok(())
 }
 
-/// Posts `sig` to thread `pid` itself (tgkill, tkill, a group exit's SIGKILL).
+/// Sends `sig` to thread `pid` itself (tgkill, tkill, SIGPIPE, a group exit's SIGKILL): its own
+/// pending set.
 pub fn send_thread(pid: Pid, sig: u32) -> Result<(), Errno> {
-    post(pid, sig, false)
-}
-
-/// Queues `sig` on thread `pid`, as sent to its whole process (`to_group`) or to the thread.
-fn post(pid: Pid, sig: u32, to_group: bool) -> Result<(), Errno> {
     if sig > 64 {
         return Err(Errno::EINVAL);
     }
@@ -321,39 +432,38 @@ fn post(pid: Pid, sig: u32, to_group: bool) -> Result<(), Errno> {
         prepare_group(pid, sig);
     }
     let posted = super::with_proc(pid, |p| {
-        if p.state == State::Zombie || sig == 0 {
-            return None;
-        }
-        let a = p.signals.actions.get(sig);
-        // Init gets only the signals it has a handler for (SIGKILL included).
-        if pid == INIT_PID && (a.handler == SIG_DFL || a.handler == SIG_IGN) {
-            return None;
-        }
-        // Blocked (or waited-for) signals are queued even when ignored: the disposition may change
-        // before they are unblocked (Linux's sig_ignored).
-        let held = (p.signals.blocked | p.signals.waiting) & bit(sig) != 0;
-        if ignored(&a, sig) && !held && sig != SIGKILL && sig != SIGSTOP {
-            sync_ready(p);
-            return Some(false);
+        if p.state == State::Zombie || sig == 0 || dropped(p, sig) {
+            return false;
         }
         p.signals.pending |= bit(sig);
-        if to_group {
-            p.signals.shared |= bit(sig);
-        } else {
-            p.signals.shared &= !bit(sig);
-        }
         sync_ready(p);
-        Some(
-            p.signals.blocked & bit(sig) == 0
-                || p.signals.waiting & bit(sig) != 0
-                || sig == SIGKILL,
-        )
+        wants(p, sig) || sig == SIGKILL
     })
     .ok_or(Errno::ESRCH)?;
-    if posted == Some(true) {
+    if posted {
         sched::wake_pid(pid, sig == SIGKILL);
     }
     Ok(())
+}
+
+/// Thread `me` of group `tgid` blocked or gave up signals of its group's pending set (Linux's
+/// retarget_shared_pending): another thread that can take one of `mask` (of them) is told and
+/// woken, so that none waits while a thread could take it.
+fn retarget(tgid: Pid, me: Pid, mask: u64) {
+    let found = super::with_table(|t| {
+        let shared = t.get(&tgid)?.signals.shared_pending.get() & mask;
+        if shared == 0 {
+            return None;
+        }
+        let q = t.values_mut().find(|q| {
+            q.tgid == tgid && q.pid != me && !q.ctx.signals_ready && wants_any(q, shared)
+        })?;
+        sync_ready(q);
+        Some(q.pid)
+    });
+    if let Some(pid) = found {
+        sched::wake_pid(pid, false);
+    }
 }
 
 /// `bit(sig)`, 0 for signal 0.
@@ -366,8 +476,8 @@ fn bit_of(sig: u32) -> u64 {
 }
 
 /// What a stop, continue or kill signal does to thread `pid`'s whole group before it is queued
-/// (Linux's prepare_signal): a stop signal discards pending SIGCONTs in every thread; SIGCONT and
-/// SIGKILL discard pending stop signals and any group stop in progress; SIGCONT resumes every
+/// (Linux's prepare_signal): a stop signal discards pending SIGCONTs (the group's and every
+/// thread's); SIGCONT and SIGKILL discard pending stop signals and any group stop in progress; SIGCONT resumes every
 /// stopped thread, and after the group had stopped makes the leader report "continued" to wait4
 /// (WCONTINUED) and sends the parent SIGCHLD (unless SA_NOCLDSTOP).
 fn prepare_group(pid: Pid, sig: u32) {
@@ -381,9 +491,9 @@ fn prepare_group(pid: Pid, sig: u32) {
                 continue;
             }
             if sig != SIGCONT && sig != SIGKILL {
-                q.signals.pending &= !bit(SIGCONT);
+                q.signals.discard(bit(SIGCONT));
             } else {
-                q.signals.pending &= !STOP_MASK;
+                q.signals.discard(STOP_MASK);
                 q.signals.jobctl_stop = false;
                 if q.pid == tgid {
                     let gs = core::mem::take(&mut q.signals.group_stop);
@@ -525,7 +635,6 @@ pub fn force_info(sig: u32, code: i32, addr: u64) -> bool {
         let a = p.signals.actions.get(sig);
         if a.handler > SIG_IGN && p.signals.blocked & bit(sig) == 0 {
             p.signals.pending |= bit(sig);
-            p.signals.shared &= !bit(sig);
             p.signals.fault_info = Some((sig, code, addr));
             sync_ready(p);
             true
@@ -559,13 +668,10 @@ fn deliver_ready(frame: &mut TrapFrame) {
                     // Another thread began a group stop: take part in it (no signal dequeued).
                     return Some((0, SigAction::default(), p.pid));
                 }
-                let ready = p.signals.pending & !p.signals.blocked;
-                if ready == 0 {
+                let Some(sig) = p.signals.dequeue(!p.signals.blocked) else {
                     sync_ready(p);
                     return None;
-                }
-                let sig = ready.trailing_zeros() + 1;
-                p.signals.pending &= !bit(sig);
+                };
                 sync_ready(p);
                 Some((sig, p.signals.actions.get(sig), p.pid))
             })
@@ -911,17 +1017,23 @@ pub fn sigaction(sig: u32, act: Option<SigAction>) -> Result<SigAction, Errno> {
     if act.is_some() && (sig == SIGKILL || sig == SIGSTOP) {
         return Err(Errno::EINVAL);
     }
-    Ok(super::with_current(|p| {
+    let (old, tgid) = super::with_current(|p| {
         let old = p.signals.actions.get(sig);
         if let Some(a) = act {
             p.signals.actions.set(sig, a);
-            if ignored(&a, sig) {
-                p.signals.pending &= !bit(sig);
-                sync_ready(p);
-            }
         }
-        old
-    }))
+        (old, p.tgid)
+    });
+    // Now ignored: pending instances go, the group's and every thread's (Linux's do_sigaction).
+    if act.is_some_and(|a| ignored(&a, sig)) {
+        super::with_table(|t| {
+            for q in t.values_mut().filter(|q| q.tgid == tgid) {
+                q.signals.discard(bit(sig));
+                sync_ready(q);
+            }
+        });
+    }
+    Ok(old)
 }
 
 /// rt_sigsuspend's first half: `mask` replaces the blocked set until a handler runs (or the call
@@ -945,15 +1057,11 @@ pub fn restore_saved_mask() {
     })
 }
 
-/// Takes the lowest pending signal in `set` (rt_sigtimedwait), if any.
+/// Takes the lowest pending signal in `set` (rt_sigtimedwait), if any: the thread's own first,
+/// then its group's.
 pub fn take_pending(set: u64) -> Option<u32> {
     super::with_current(|p| {
-        let m = p.signals.pending & set;
-        if m == 0 {
-            return None;
-        }
-        let sig = m.trailing_zeros() + 1;
-        p.signals.pending &= !bit(sig);
+        let sig = p.signals.dequeue(set)?;
         sync_ready(p);
         Some(sig)
     })
@@ -964,9 +1072,9 @@ pub fn set_waiting(set: u64) {
     super::with_current(|p| p.signals.waiting = set & !UNBLOCKABLE);
 }
 
-/// The pending signals that are blocked (rt_sigpending).
+/// The pending signals that are blocked, the thread's and its group's (rt_sigpending).
 pub fn pending_blocked() -> u64 {
-    super::with_current(|p| p.signals.pending & p.signals.blocked)
+    super::with_current(|p| p.signals.all_pending() & p.signals.blocked)
 }
 
 /// Signals that cannot be waited for, blocked or caught.
@@ -974,7 +1082,7 @@ pub const UNWAITABLE: u64 = UNBLOCKABLE;
 
 /// rt_sigprocmask: how 0 SIG_BLOCK, 1 SIG_UNBLOCK, 2 SIG_SETMASK.
 pub fn sigprocmask(how: u32, set: Option<u64>) -> Result<u64, Errno> {
-    super::with_current(|p| {
+    let (old, handed_on) = super::with_current(|p| {
         let old = p.signals.blocked;
         if let Some(s) = set {
             p.signals.blocked = match how {
@@ -983,12 +1091,41 @@ pub fn sigprocmask(how: u32, set: Option<u64>) -> Result<u64, Errno> {
                 2 => s,
                 _ => return Err(Errno::EINVAL),
             } & !UNBLOCKABLE;
+            // The group's signals this thread was told of and now blocks go to another thread.
+            let newly = p.signals.blocked & !old & p.signals.shared_pending.get();
+            let handed_on = (p.ctx.signals_ready && newly != 0).then_some((p.tgid, p.pid, newly));
             sync_ready(p);
+            Ok((old, handed_on))
         } else if how > 2 {
-            return Err(Errno::EINVAL);
+            Err(Errno::EINVAL)
+        } else {
+            Ok((old, None))
         }
-        Ok(old)
-    })
+    })?;
+    if let Some((tgid, me, mask)) = handed_on {
+        retarget(tgid, me, mask);
+    }
+    Ok(old)
+}
+
+/// The current thread is exiting (not with its whole group): the group's pending signals it could
+/// have taken go to another thread (Linux's exit_signals).
+pub fn exiting() {
+    let mine = super::with_current(|p| {
+        (p.ctx.signals_ready && p.group_exit.is_none()).then_some((
+            p.tgid,
+            p.pid,
+            p.signals.shared_pending.get() & !p.signals.blocked,
+        ))
+    });
+    if let Some((tgid, me, mask)) = mine {
+        retarget(tgid, me, mask);
+    }
+}
+
+/// The last thread of group `tgid` is gone: nothing is pending for the group any more.
+pub fn group_dead(tgid: Pid) {
+    super::with_proc(tgid, |p| p.signals.shared_pending.set(0));
 }
 
 #[allow(dead_code)]
