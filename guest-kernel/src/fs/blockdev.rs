@@ -5,7 +5,8 @@
 //! Writes go straight to the device. Linux keeps a block device's page cache coherent with a
 //! filesystem mounted on it (its metadata lives in the device's buffer cache); here a mounted
 //! filesystem caches its pages and metadata itself, so a read of the device first writes the
-//! filesystem's dirty pages and metadata back (`Mount::write_back_for_device`), and a write first
+//! filesystem's dirty pages and metadata back (`Mount::write_back_for_device`, nothing when
+//! nothing is dirty), and a write first
 //! does the same, then makes the filesystem drop what it cached and read its metadata again
 //! (`Mount::device_written`): a program reading `/dev/vdb` sees the files, inodes, directories
 //! and bitmaps as written, and one writing it is seen by the filesystem (Linux: by the metadata

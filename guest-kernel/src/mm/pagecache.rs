@@ -257,6 +257,18 @@ pub fn insert(key: Key, bytes: &[u8]) {
     STATS[2].fetch_add(1, Ordering::Relaxed);
 }
 
+/// Whether any page of device `dev` is dirty (one look at a counter when nothing is dirty).
+pub fn dev_dirty(dev: u32) -> bool {
+    if dirty_pages() == 0 {
+        return false;
+    }
+    let c = CACHE.borrow();
+    c.dirty
+        .range((dev, 0, 0)..=(dev, u32::MAX, u64::MAX))
+        .next()
+        .is_some()
+}
+
 /// The dirty pages in `[from, to]`, in key order.
 pub fn dirty_keys(from: Key, to: Key) -> Vec<Key> {
     let c = CACHE.borrow();

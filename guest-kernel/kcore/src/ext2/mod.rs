@@ -196,6 +196,11 @@ pub struct Ext2<D: BlockDevice> {
     groups: Vec<Group>,
     /// Group descriptors or superblock counts changed since they were last written.
     meta_dirty: bool,
+    /// Something (a cached metadata block, a bitmap, the counts) may have changed since the last
+    /// [`Ext2::write_back`]: set wherever one of them is marked dirty, cleared when a write-back
+    /// wrote them all, so [`Ext2::dirty`] is one load (it is asked at every `/dev/vdX` access and
+    /// every periodic write-back).
+    unsynced: bool,
     /// Whether this code may write the filesystem (features it keeps, and not mounted read-only).
     writable: bool,
     /// Cached allocation bitmaps: (group, is-inode-bitmap, contents, dirty).
@@ -314,6 +319,7 @@ impl<D: BlockDevice> Ext2<D> {
             sb: sb.to_vec(),
             groups,
             meta_dirty: false,
+            unsynced: false,
             // Only a cleanly unmounted filesystem with features kept right here is written.
             writable: ro_compat & !RO_COMPAT_SUPPORTED == 0 && state & 1 != 0 && state & 2 == 0,
             bitmaps: Vec::new(),
@@ -419,6 +425,7 @@ impl<D: BlockDevice> Ext2<D> {
     /// the next sync or when evicted.
     fn write_meta(&mut self, block: u32, data: &[u8]) -> Result<(), Ext2Error> {
         self.check_block(block)?;
+        self.unsynced = true;
         if let Some(i) = self.cache.iter().rposition(|(b, _, _)| *b == block) {
             self.cache[i].1.copy_from_slice(data);
             self.cache[i].2 = true;

@@ -138,6 +138,7 @@ impl<D: BlockDevice> Ext2<D> {
             let f = le32(&self.sb, 100) | RO_COMPAT_LARGE_FILE;
             put32(&mut self.sb, 100, f);
             self.meta_dirty = true;
+            self.unsynced = true;
         }
     }
 
@@ -165,6 +166,7 @@ impl<D: BlockDevice> Ext2<D> {
     /// Marks the cached bitmap at index `i` changed (written back by [`Ext2::sync`]).
     fn write_bitmap(&mut self, i: usize) -> Result<(), Ext2Error> {
         self.bitmaps[i].3 = true;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -183,8 +185,18 @@ impl<D: BlockDevice> Ext2<D> {
         Ok(())
     }
 
-    /// Whether anything changed is not on the disk yet (for periodic write-back).
+    /// Whether anything changed is not on the disk yet (for periodic write-back, and before a read
+    /// or write of the device under the filesystem).
     pub fn dirty(&self) -> bool {
+        debug_assert!(
+            self.unsynced || !self.scan_dirty(),
+            "metadata marked dirty without `unsynced`"
+        );
+        self.unsynced
+    }
+
+    /// Whether a cached block, a bitmap or the counts are dirty, found by looking at each.
+    fn scan_dirty(&self) -> bool {
         self.meta_dirty || self.cache.iter().any(|e| e.2) || self.bitmaps.iter().any(|b| b.3)
     }
 
@@ -242,6 +254,7 @@ impl<D: BlockDevice> Ext2<D> {
             self.groups[g as usize].free_blocks -= 1;
             self.free_blocks = self.free_blocks.saturating_sub(1);
             self.meta_dirty = true;
+            self.unsynced = true;
             return Ok(base + bit);
         }
         Err(Ext2Error::NoSpace)
@@ -262,6 +275,7 @@ impl<D: BlockDevice> Ext2<D> {
         self.groups[g as usize].free_blocks += 1;
         self.free_blocks += 1;
         self.meta_dirty = true;
+        self.unsynced = true;
         self.cache.retain(|(b, _, _)| *b != block);
         Ok(())
     }
@@ -300,6 +314,7 @@ impl<D: BlockDevice> Ext2<D> {
             }
             self.free_inodes = self.free_inodes.saturating_sub(1);
             self.meta_dirty = true;
+            self.unsynced = true;
             let ino = base + bit + 1;
             let inode = Inode {
                 ino,
@@ -365,6 +380,7 @@ impl<D: BlockDevice> Ext2<D> {
         }
         self.free_inodes += 1;
         self.meta_dirty = true;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -401,6 +417,8 @@ impl<D: BlockDevice> Ext2<D> {
             self.dev.write(1024, &self.sb)?;
             self.meta_dirty = false;
         }
+        // Everything dirty was written above.
+        self.unsynced = false;
         Ok(())
     }
 
@@ -537,6 +555,7 @@ impl<D: BlockDevice> Ext2<D> {
             .ok_or(Ext2Error::Corrupt("indirect cache"))?;
         put32(&mut self.cache[pos].1, idx * 4, value);
         self.cache[pos].2 = true;
+        self.unsynced = true;
         Ok(())
     }
 
