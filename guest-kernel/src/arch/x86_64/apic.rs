@@ -73,10 +73,38 @@ fn pit_read_ch0() -> u16 {
     (hi << 8) | lo
 }
 
-/// Measures the TSC and the LAPIC timer (divide by 1) against `ms` milliseconds of PIT channel 0, read
-/// back with latch commands (ports 0x40/0x43 are emulated in the hypervisor, unlike the speaker gate at
-/// 0x61). IRQ 0 stays masked. Falls back to 1 GHz for both when there is no PIT (the count never moves).
+/// Measures the TSC and the LAPIC timer (divide by 1) against `ms` milliseconds of PIT channel 0, three
+/// times, and keeps the median of each. One round alone can be wrong by orders of magnitude on a loaded
+/// nested host (seen once in CI: "lapic timer: 1064 kHz" for KVM's 1 GHz, so every tick came 1000 times
+/// too early and the guest drowned in timer interrupts); the median of three outvotes one bad round.
+/// Falls back to 1 GHz for both when there is no PIT (the count never moves).
 pub fn calibrate(ms: u64) -> Calibration {
+    let mut rounds = [(0, 0); 3];
+    for r in rounds.iter_mut() {
+        match measure(ms) {
+            Some(c) => *r = c,
+            None => {
+                return Calibration {
+                    tsc_hz: 1_000_000_000,
+                    lapic_hz: 1_000_000_000,
+                }
+            }
+        }
+    }
+    let median = |mut v: [u64; 3]| {
+        v.sort_unstable();
+        v[1]
+    };
+    Calibration {
+        tsc_hz: median(rounds.map(|r| r.0)),
+        lapic_hz: median(rounds.map(|r| r.1)),
+    }
+}
+
+/// One round of [`calibrate`]: (TSC Hz, LAPIC timer Hz) over `ms` milliseconds of PIT channel 0, read
+/// back with latch commands (ports 0x40/0x43 are emulated in the hypervisor, unlike the speaker gate at
+/// 0x61); IRQ 0 stays masked. None when the PIT count does not move.
+fn measure(ms: u64) -> Option<(u64, u64)> {
     let want = PIT_HZ * ms / 1000;
     lapic_write(LAPIC_TIMER_DIVIDE, 0xb);
     lapic_write(LAPIC_LVT_TIMER, MASKED);
@@ -100,15 +128,12 @@ pub fn calibrate(ms: u64) -> Calibration {
     let elapsed_lapic = (u32::MAX - lapic_read(LAPIC_TIMER_CURRENT)) as u64;
     lapic_write(LAPIC_TIMER_INIT, 0);
     if elapsed < want {
-        return Calibration {
-            tsc_hz: 1_000_000_000,
-            lapic_hz: 1_000_000_000,
-        };
+        return None;
     }
-    Calibration {
-        tsc_hz: (t1 - t0) * PIT_HZ / elapsed,
-        lapic_hz: elapsed_lapic * PIT_HZ / elapsed,
-    }
+    Some((
+        (t1 - t0) * PIT_HZ / elapsed,
+        elapsed_lapic * PIT_HZ / elapsed,
+    ))
 }
 
 /// LAPIC timer counts per nanosecond as a 32.32 fixed-point multiplier.
