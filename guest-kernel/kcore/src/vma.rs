@@ -98,6 +98,19 @@ impl Vma {
         self.prot & PROT_READ != 0
     }
 
+    /// A shared mapping of a file opened for writing: stores through it change the file (its
+    /// pages may be written whatever the protection is now: mprotect can make them writable).
+    pub fn writes_file(&self) -> bool {
+        self.shared
+            && matches!(
+                self.backing,
+                Backing::File {
+                    may_write: true,
+                    ..
+                }
+            )
+    }
+
     pub fn writable(&self) -> bool {
         self.prot & PROT_WRITE != 0
     }
@@ -198,11 +211,18 @@ struct GapHint {
 /// A process's areas, sorted by address: a B-tree keyed by start address (`alloc`'s `BTreeMap`),
 /// so that finding, adding, splitting and removing an area costs O(log n) however many there are
 /// (a process may have [`MAX_MAP_COUNT`]; a sorted vector moved megabytes per insert there).
+///
+/// It counts its shared mappings of files opened for writing ([`Vma::writes_file`]) as areas come
+/// and go (mmap, munmap, splits and merges of mprotect and munmap, mremap), and a fork's copy
+/// carries the count: the kernel asks [`VmaList::writes_files`] before it walks page tables for
+/// pages written through such mappings (munmap, msync, exit), which is most often none.
 #[derive(Clone, Debug, Default)]
 pub struct VmaList {
     map: BTreeMap<u64, Vma>,
     /// Interior-mutable: `find_gap` only reads the areas but moves the hint along.
     hint: Cell<GapHint>,
+    /// How many of the areas are [`Vma::writes_file`].
+    file_writers: usize,
 }
 
 /// Bytes of one B-tree node at most, as `alloc` lays them out: up to 11 keys and values, a parent
@@ -238,6 +258,24 @@ impl VmaList {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Whether any area is a shared mapping of a file opened for writing ([`Vma::writes_file`]).
+    pub fn writes_files(&self) -> bool {
+        self.file_writers > 0
+    }
+
+    /// Adds `vma` to the map at its start, counted.
+    fn put(&mut self, vma: Vma) {
+        self.file_writers += vma.writes_file() as usize;
+        self.map.insert(vma.start, vma);
+    }
+
+    /// Removes the area starting at `start` from the map, counted.
+    fn take(&mut self, start: u64) -> Option<Vma> {
+        let v = self.map.remove(&start)?;
+        self.file_writers -= v.writes_file() as usize;
+        Some(v)
     }
 
     /// Heap bytes a copy of the list (fork) takes at most: its nodes, each at least 5 entries full
@@ -353,7 +391,7 @@ impl VmaList {
             .map
             .get(&end)
             .is_some_and(|n| vma.continues_into(n))
-            .then(|| self.map.remove(&end))
+            .then(|| self.take(end))
             .flatten();
         let new_end = next.map_or(end, |n| n.end);
         match self.map.range_mut(..start).next_back() {
@@ -361,7 +399,7 @@ impl VmaList {
             _ => {
                 let mut vma = vma;
                 vma.end = new_end;
-                self.map.insert(start, vma);
+                self.put(vma);
             }
         }
     }
@@ -377,7 +415,7 @@ impl VmaList {
         if !prev.continues_into(next) {
             return;
         }
-        if let Some(next) = self.map.remove(&at) {
+        if let Some(next) = self.take(at) {
             if let Some(prev) = self.map.get_mut(&prev_start) {
                 prev.end = next.end;
             }
@@ -391,7 +429,7 @@ impl VmaList {
         };
         if at < v.end {
             let upper = v.split_off(at);
-            self.map.insert(at, upper);
+            self.put(upper);
         }
     }
 
@@ -405,14 +443,14 @@ impl VmaList {
         match self.map.entry(start) {
             // The common case, one whole area: found and removed in one walk down the tree.
             btree_map::Entry::Occupied(e) if e.get().end == end => {
-                e.remove();
+                self.file_writers -= e.remove().writes_file() as usize;
                 any = true;
             }
             _ => {
                 self.split_at(start);
                 self.split_at(end);
                 while let Some((&s, _)) = self.map.range(start..end).next() {
-                    self.map.remove(&s);
+                    self.take(s);
                     any = true;
                 }
             }
@@ -659,6 +697,47 @@ mod tests {
             Err(Unmapped { done: 0x12000 })
         );
         assert_eq!(l.find(0x13000).unwrap().prot, RW);
+    }
+
+    #[test]
+    fn the_count_of_shared_writable_file_areas_follows_splits_merges_and_unmaps() {
+        fn shared_rw(start: u64, end: u64, offset: u64) -> Vma {
+            let mut v = file(start, end, offset);
+            v.shared = true;
+            if let Backing::File { may_write, .. } = &mut v.backing {
+                *may_write = true;
+            }
+            v
+        }
+        fn counted(l: &VmaList) -> usize {
+            l.iter().filter(|v| v.writes_file()).count()
+        }
+        let mut l = VmaList::new();
+        l.insert(Vma::anonymous(0x100000, 0x104000, PROT_READ));
+        l.insert(file(0x200000, 0x204000, 0));
+        assert!(!l.writes_files());
+        l.insert(shared_rw(0x400000, 0x408000, 0));
+        assert!(l.writes_files());
+        // mprotect of the middle: three areas, then merged back into one.
+        l.protect(0x402000, 0x404000, PROT_READ | PROT_WRITE)
+            .unwrap();
+        assert_eq!((l.file_writers, counted(&l)), (3, 3));
+        l.protect(0x402000, 0x404000, PROT_READ).unwrap();
+        assert_eq!((l.file_writers, counted(&l)), (1, 1));
+        // munmap of a hole inside it, then the hole mapped again (merges), then pieces unmapped.
+        l.unmap(0x401000, 0x402000);
+        assert_eq!((l.file_writers, counted(&l)), (2, 2));
+        l.insert(shared_rw(0x401000, 0x402000, 0x1000));
+        assert_eq!((l.file_writers, counted(&l)), (1, 1));
+        let copy = l.clone();
+        l.unmap(0x400000, 0x404000);
+        assert_eq!((l.file_writers, counted(&l)), (1, 1));
+        l.unmap(0x404000, 0x408000);
+        assert!(!l.writes_files());
+        assert_eq!(counted(&l), 0);
+        // A fork's copy keeps its own count.
+        assert!(copy.writes_files());
+        assert_eq!(copy.file_writers, counted(&copy));
     }
 
     #[test]

@@ -278,7 +278,13 @@ pub fn write_protect_file_page(dev: u32, ino: u32, idx: u64) {
 /// write-back to write (msync, munmap, exit, and before a write-back), and all of them read-only
 /// again (the next write faults: see [`resolve_fault`]). tmpfs mappings are left as they are: their
 /// pages are the file, with nothing to write back (Linux does not write-protect shmem either).
+///
+/// An address space with no shared mapping of a file opened for writing (the areas keep that
+/// count) has nothing to harvest: most munmaps, and every exit of such a process, look no further.
 pub fn harvest_dirty(aspace: &mut AddressSpace, vmas: &VmaList, start: u64, end: u64) {
+    if !vmas.writes_files() {
+        return;
+    }
     for v in vmas.overlapping(start, end) {
         let Backing::File {
             dev,
