@@ -285,6 +285,108 @@ impl GuestImages {
     pub fn host_program(&self, path: &str) -> PathBuf {
         self.stage.join(path)
     }
+
+    /// `microvm` arguments booting on the shared read-only root image (see [`GuestImages::args`]) with
+    /// init running `command` as its only child (`init -- run COMMAND`): init waits for it, logs
+    /// `init: PROGRAM exited (...)`, then powers the VM off.
+    pub fn run_args(&self, extra: &[&str], command: &str) -> Vec<String> {
+        self.args(
+            extra,
+            &format!("console=ttyS0 root=/dev/vda -- run {command}"),
+        )
+    }
+
+    /// Boots with init running `command` (see [`GuestImages::run_args`]) and waits, at most `timeout`,
+    /// for the VM to end. Nothing is checked: see [`Output::assert_ran_to_the_end`].
+    pub fn run_program(&self, extra: &[&str], command: &str, timeout: Duration) -> Output {
+        run(&self.run_args(extra, command), timeout)
+    }
+}
+
+impl Output {
+    /// Asserts that a VM booted with `init -- run PROGRAM ...` ran `program` (as init names it, e.g.
+    /// `/bin/memtest`) to the end: init logged its exit with status 0 and powered off, the kernel never
+    /// panicked, and `microvm` exited 0. A failure shows the console.
+    pub fn assert_ran_to_the_end(&self, program: &str) {
+        let out = &self.stdout;
+        assert!(!out.contains("Kernel panic"), "{out}");
+        assert!(
+            out.contains(&format!("init: {program} exited (exit 0)")),
+            "{program} did not exit 0:\n{out}"
+        );
+        assert!(out.contains("init: powering off"), "{out}");
+        assert_eq!(self.code, Some(0), "{out}");
+    }
+
+    /// Asserts that the guest kernel met no system call it lacks (it logs `not implemented`).
+    pub fn assert_no_missing_syscall(&self) {
+        assert!(
+            !self.stdout.contains("not implemented"),
+            "a system call is missing:\n{}",
+            self.stdout
+        );
+    }
+}
+
+/// The lines of `out` that start with `prefix`.
+pub fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+/// (processes in the table, frames used, kernel heap bytes used) from the guest kernel's statistics
+/// at power-off (its `sched: ... N processes ...; frames used N; heap used N` line) in `console`.
+pub fn power_off_counts(console: &str) -> (u64, u64, u64) {
+    let line = console
+        .lines()
+        .find(|l| l.contains("sched: ") && l.contains("frames used"))
+        .unwrap_or_else(|| panic!("no power-off statistics:\n{console}"));
+    let num_before = |key: &str| -> u64 {
+        let i = line.find(key).unwrap();
+        line[..i]
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let num_after = |key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        num_before(" processes"),
+        num_after("frames used "),
+        num_after("heap used "),
+    )
+}
+
+/// Runs a host program whose output a test compares with the guest's (made with [`host_command`]): it
+/// must exit 0 and print `done` (its last line, e.g. `fstest: done`). Returns its standard output.
+pub fn host_output(cmd: &mut Command, done: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} on the host: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains(done), "{cmd:?} on the host:\n{stdout}");
+    stdout
+}
+
+/// Asserts that the lines starting with `prefix` are the same in the guest's `console` as in the
+/// host's output `host` (see [`assert_same_lines`]).
+pub fn assert_same_lines_with(prefix: &str, console: &str, host: &str) {
+    assert_same_lines(
+        &lines_with(console, prefix),
+        &lines_with(host, prefix),
+        console,
+    );
 }
 
 /// The TAP device every [`Netns`] has.

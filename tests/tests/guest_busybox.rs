@@ -17,17 +17,16 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tests::{assert_same_lines, require_kvm, run, wait_until, GuestImages, Netns, Vm, TAP};
+use tests::{
+    assert_same_lines, assert_same_lines_with, host_output, require_kvm, wait_until, GuestImages,
+    Netns, Vm, TAP,
+};
 
 const T: Duration = Duration::from_secs(120);
 
 /// Boots with init running `args` (`init -- run ARGS`) and returns the console output.
 fn boot_running(args: &str) -> Option<String> {
-    let images = GuestImages::for_vm()?;
-    let out = run(
-        &images.args(&[], &format!("console=ttyS0 root=/dev/vda -- run {args}")),
-        T,
-    );
+    let out = GuestImages::for_vm()?.run_program(&[], args, T);
     assert_eq!(out.code, Some(0), "{}", out.stdout);
     Some(out.stdout.replace('\r', ""))
 }
@@ -230,10 +229,7 @@ fn the_guests_date_is_the_hosts() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let vm = Vm::spawn(&images.args(
-        &[],
-        "console=ttyS0 root=/dev/vda -- run /bin/busybox date +guest-time=%s",
-    ));
+    let vm = Vm::spawn(&images.run_args(&[], "/bin/busybox date +guest-time=%s"));
     let mut host_now = 0;
     let mut guest = None;
     assert!(
@@ -380,7 +376,7 @@ fn an_interactive_ash_session_on_the_console() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let mut vm = Vm::spawn(&images.args(&[], "console=ttyS0 root=/dev/vda -- run /bin/ash"));
+    let mut vm = Vm::spawn(&images.run_args(&[], "/bin/ash"));
     vm.wait_for_output("/ # ", T);
     // A command, typed one key at a time as a person would (ash reads the console in raw mode and
     // echoes itself; a poll on the console must wake for each key).
@@ -510,17 +506,7 @@ fn epoll_matches_the_host(libc: &str) {
     let Some(ns) = Netns::new(&format!("ep{libc}")) else {
         return;
     };
-    let disk = format!("{},ro", images.disk.display());
-    let vm = ns.spawn(&[
-        "--kernel",
-        images.kernel.to_str().unwrap(),
-        "--disk",
-        &disk,
-        "--net",
-        &format!("tap={TAP}"),
-        "--cmdline",
-        &format!("console=ttyS0 root=/dev/vda -- run /bin/{prog}"),
-    ]);
+    let vm = ns.spawn(&images.run_args(&["--net", &format!("tap={TAP}")], &format!("/bin/{prog}")));
     let out = vm.wait(T);
     let lines = |s: &str| -> Vec<String> {
         s.replace('\r', "")
@@ -553,20 +539,10 @@ fn c_program_matches_the_host(name: &str, libc: &str) {
         return;
     };
     let images = GuestImages::find().unwrap();
-    let host = tests::host_command("setsid")
-        .arg(images.host_program(&format!("bin/{prog}")))
-        .output()
-        .unwrap();
-    assert!(host.status.success(), "{host:?}");
-    let host = String::from_utf8_lossy(&host.stdout).into_owned();
-    assert!(host.contains(&format!("{name}: done")), "{host}");
-    let lines = |s: &str| -> Vec<String> {
-        s.lines()
-            .filter(|l| l.starts_with(&format!("{name}: ")))
-            .map(str::to_string)
-            .collect()
-    };
-    assert_same_lines(&lines(&console), &lines(&host), &console);
+    let mut host = tests::host_command("setsid");
+    host.arg(images.host_program(&format!("bin/{prog}")));
+    let host = host_output(&mut host, &format!("{name}: done"));
+    assert_same_lines_with(&format!("{name}: "), &console, &host);
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tests::{run, GuestImages, Output, Vm};
+use tests::{assert_same_lines_with, lines_with, GuestImages, Output, Vm};
 
 const T: Duration = Duration::from_secs(300);
 
@@ -22,36 +22,14 @@ fn cycles(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Boots with init running `args` as its child (`init -- run ARGS`).
-fn boot_running(args: &str, timeout: Duration) -> Option<Output> {
-    let images = GuestImages::for_vm()?;
-    let cmdline = format!("console=ttyS0 root=/dev/vda -- run {args}");
-    Some(run(&images.args(&[], &cmdline), timeout))
-}
-
 /// (frames used, heap bytes used) from the kernel's power-off statistics.
 fn final_counts(out: &Output) -> (u64, u64) {
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.contains("sched: ") && l.contains("frames used"))
-        .unwrap_or_else(|| panic!("no power-off statistics:\n{}", out.stdout));
-    let after = |key: &str| -> u64 {
-        line.split(key)
-            .nth(1)
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (after("frames used "), after("heap used "))
+    let (_, frames, heap) = tests::power_off_counts(&out.stdout);
+    (frames, heap)
 }
 
 fn memtest_lines(s: &str) -> Vec<&str> {
-    s.lines().filter(|l| l.starts_with("memtest: ")).collect()
+    lines_with(s, "memtest: ")
 }
 
 /// `memtest ARGS` on the host: its `memtest:` lines.
@@ -66,14 +44,8 @@ fn on_host(images: &GuestImages, args: &[&str]) -> String {
 
 /// Boots `/bin/memtest ARGS` and checks it ran to the end without a kernel panic.
 fn in_guest(args: &str, timeout: Duration) -> Option<Output> {
-    let out = boot_running(&format!("/bin/memtest {args}"), timeout)?;
-    assert!(!out.stdout.contains("Kernel panic"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("init: /bin/memtest exited (exit 0)"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    let out = GuestImages::for_vm()?.run_program(&[], &format!("/bin/memtest {args}"), timeout);
+    out.assert_ran_to_the_end("/bin/memtest");
     Some(out)
 }
 
@@ -90,19 +62,13 @@ fn execve_arguments_are_bounded_as_on_the_host() {
     let images = GuestImages::find().unwrap();
     let host = on_host(&images, &["args"]);
     assert!(host.contains("E2BIG"), "{host}");
-    assert_eq!(
-        memtest_lines(&once.stdout),
-        memtest_lines(&host),
-        "{}",
-        once.stdout
-    );
+    assert_same_lines_with("memtest: ", &once.stdout, &host);
     assert_eq!(final_counts(&once), final_counts(&twice));
     let overcommit = in_guest("overcommit", T).unwrap();
-    assert_eq!(
-        memtest_lines(&overcommit.stdout),
-        memtest_lines(&on_host(&images, &["overcommit"])),
-        "{}",
-        overcommit.stdout
+    assert_same_lines_with(
+        "memtest: ",
+        &overcommit.stdout,
+        &on_host(&images, &["overcommit"]),
     );
 }
 
@@ -117,12 +83,7 @@ fn bad_user_pointers_give_efault_as_on_the_host() {
     let images = GuestImages::find().unwrap();
     let host = on_host(&images, &["badptr"]);
     assert!(host.contains("EFAULT"), "{host}");
-    assert_eq!(
-        memtest_lines(&guest.stdout),
-        memtest_lines(&host),
-        "{}",
-        guest.stdout
-    );
+    assert_same_lines_with("memtest: ", &guest.stdout, &host);
 }
 
 #[test]
@@ -142,12 +103,7 @@ fn a_pipe_write_moves_at_most_its_capacity_at_a_time() {
     };
     let images = GuestImages::find().unwrap();
     let host = on_host(&images, &["pipe", &mib.to_string()]);
-    assert_eq!(
-        memtest_lines(&big.stdout),
-        memtest_lines(&host),
-        "{}",
-        big.stdout
-    );
+    assert_same_lines_with("memtest: ", &big.stdout, &host);
     // The pipe's ring and the processes' memory are all given back.
     assert_eq!(final_counts(&small), final_counts(&big));
 }
@@ -171,12 +127,14 @@ fn meminfo_since(out: &str, from: usize) -> (u64, u64) {
 fn fork_exec_exit_cycles_reuse_frames_and_leak_nothing() {
     // Before frames were reused, the 83rd exec failed with ENOMEM (each exec took fresh frames only).
     let n = cycles(10_000);
-    let Some(out) = boot_running(
-        &format!("/bin/execloop {n}"),
-        Duration::from_secs(60 + n / 5),
-    ) else {
+    let Some(images) = GuestImages::for_vm() else {
         return;
     };
+    let out = images.run_program(
+        &[],
+        &format!("/bin/execloop {n}"),
+        Duration::from_secs(60 + n / 5),
+    );
     let line = out
         .stdout
         .lines()
@@ -194,12 +152,7 @@ fn fork_exec_exit_cycles_reuse_frames_and_leak_nothing() {
         assert_eq!(parts[1], parts[3], "{line}");
     }
     assert_eq!(counts.len(), 2, "{line}");
-    assert!(
-        out.stdout.contains("init: /bin/execloop exited (exit 0)"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    out.assert_ran_to_the_end("/bin/execloop");
 }
 
 /// The console shell's prompt (busybox ash, `PS1='\\w \\$ '`, in /) at the start of a line.
@@ -453,8 +406,7 @@ fn open_files_of_many_processes_fill_the_kernel_heap_with_enomem_not_a_panic() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let cmdline = "console=ttyS0 root=/dev/vda -- run /bin/memtest kobjects files";
-    let out = run(&images.args(&["--mem", "32"], cmdline), T);
+    let out = images.run_program(&["--mem", "32"], "/bin/memtest kobjects files", T);
     assert!(!out.stdout.contains("Kernel panic"), "{}", out.stdout);
     let lines = memtest_lines(&out.stdout);
     assert!(
@@ -471,12 +423,7 @@ fn open_files_of_many_processes_fill_the_kernel_heap_with_enomem_not_a_panic() {
         "{}",
         out.stdout
     );
-    assert!(
-        out.stdout.contains("init: /bin/memtest exited (exit 0)"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    out.assert_ran_to_the_end("/bin/memtest");
 }
 
 /// The `kobjects maps: ... areas in all` line and the errno mmap stopped with.

@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use tests::{assert_same_lines, run, wait_until, GuestImages, Output, Vm};
+use tests::{
+    assert_same_lines, assert_same_lines_with, host_output, lines_with, power_off_counts, run,
+    wait_until, GuestImages, Output, Vm,
+};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -26,13 +29,11 @@ fn boot_running(args: &str) -> Option<Output> {
 }
 
 fn boot_running_for(args: &str, timeout: Duration) -> Option<Output> {
-    let images = GuestImages::for_vm()?;
-    let cmdline = format!("console=ttyS0 root=/dev/vda -- run {args}");
-    Some(run(&images.args(&[], &cmdline), timeout))
+    Some(GuestImages::for_vm()?.run_program(&[], args, timeout))
 }
 
 fn proctest_lines(s: &str) -> Vec<&str> {
-    s.lines().filter(|l| l.starts_with("proctest: ")).collect()
+    lines_with(s, "proctest: ")
 }
 
 #[test]
@@ -41,24 +42,12 @@ fn process_semantics_match_the_host() {
         return;
     };
     let bin = GuestImages::find().unwrap().host_program("bin/proctest");
-    let host = tests::host_command(&bin).output().unwrap();
-    assert!(host.status.success(), "{host:?}");
-    let host = String::from_utf8_lossy(&host.stdout).into_owned();
-    assert!(host.contains("proctest: done"), "{host}");
-    assert_same_lines(
-        &proctest_lines(&out.stdout),
-        &proctest_lines(&host),
-        &out.stdout,
-    );
-    assert!(out.stdout.contains("init: /bin/proctest exited (exit 0)"));
+    let host = host_output(&mut tests::host_command(&bin), "proctest: done");
+    assert_same_lines_with("proctest: ", &out.stdout, &host);
     // The segfaulting child is reported by the kernel, as Linux logs it.
     assert!(out.stdout.contains("proctest["), "{}", out.stdout);
-    assert!(
-        !out.stdout.contains("not implemented"),
-        "a syscall is missing:\n{}",
-        out.stdout
-    );
-    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    out.assert_no_missing_syscall();
+    out.assert_ran_to_the_end("/bin/proctest");
 }
 
 #[test]
@@ -79,40 +68,6 @@ fn orphan_is_adopted_and_reaped_by_init() {
         .unwrap_or_else(|| panic!("init did not log the orphan:\n{}", out.stdout));
     assert!(reaped.ends_with("(exit 0)"), "{reaped}");
     assert_eq!(out.code, Some(0));
-}
-
-/// The kernel's power-off line: (processes in the table, frames used).
-/// (processes, frames used, heap bytes used) from the kernel's power-off statistics.
-fn final_counts(stdout: &str) -> (u64, u64, u64) {
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("sched: ") && l.contains("frames used"))
-        .unwrap_or_else(|| panic!("no power-off statistics:\n{stdout}"));
-    let num_before = |key: &str| -> u64 {
-        let i = line.find(key).unwrap();
-        line[..i]
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let num_after = |key: &str| -> u64 {
-        line.split(key)
-            .nth(1)
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (
-        num_before(" processes"),
-        num_after("frames used "),
-        num_after("heap used "),
-    )
 }
 
 #[test]
@@ -137,8 +92,8 @@ fn fork_exit_wait_cycles_leak_neither_memory_nor_pids() {
         "{}",
         many.stdout
     );
-    let (procs_few, frames_few, heap_few) = final_counts(&few.stdout);
-    let (procs_many, frames_many, heap_many) = final_counts(&many.stdout);
+    let (procs_few, frames_few, heap_few) = power_off_counts(&few.stdout);
+    let (procs_many, frames_many, heap_many) = power_off_counts(&many.stdout);
     // Only init is left (no pid leaked: every child was reaped and its table entry freed); every frame
     // a child used (copy-on-write copies, page tables) and its kernel heap (PCB, kernel stack) came back.
     assert_eq!((procs_few, procs_many), (1, 1));
@@ -475,7 +430,7 @@ fn forkbomb_children_are_killed_and_reaped() {
         "{}",
         out.stdout
     );
-    let (procs, _, _) = final_counts(&out.stdout);
+    let (procs, _, _) = power_off_counts(&out.stdout);
     assert_eq!(procs, 1);
     assert_eq!(out.code, Some(0));
 }
@@ -549,8 +504,8 @@ fn forkbomb_stops_at_eagain_and_the_kernel_recovers() {
         "{}",
         out.stdout
     );
-    let (procs, frames, _) = final_counts(&out.stdout);
-    let (_, frames_small, _) = final_counts(&small.stdout);
+    let (procs, frames, _) = power_off_counts(&out.stdout);
+    let (_, frames_small, _) = power_off_counts(&small.stdout);
     assert_eq!(procs, 1);
     assert_eq!(frames, frames_small, "frames used after the fork bomb");
     assert_eq!(out.code, Some(0));

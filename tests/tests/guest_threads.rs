@@ -22,49 +22,21 @@
 
 use std::time::Duration;
 
-use tests::{assert_same_lines, run, wait_until, GuestImages, Vm};
+use tests::{assert_same_lines_with, host_output, wait_until, GuestImages, Vm};
 
 const T: Duration = Duration::from_secs(120);
-
-/// The lines of `out` that start with `prefix`.
-fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
-    out.lines().filter(|l| l.starts_with(prefix)).collect()
-}
 
 /// Runs `/bin/PROG` on the host and in the guest and compares the lines starting with `PREFIX: `;
 /// the program must end with `PREFIX: done` and exit 0 on both. Returns the guest's console (None when
 /// the artifacts are missing).
 fn same_on_host_and_guest(prog: &str, prefix: &str) -> Option<String> {
     let images = GuestImages::for_vm()?;
-    let bin = images.host_program(&format!("bin/{prog}"));
-    let host = tests::host_command(&bin).output().unwrap();
-    assert!(host.status.success(), "{prog} on the host: {host:?}");
-    let host = String::from_utf8_lossy(&host.stdout).into_owned();
-    let prefix = format!("{prefix}: ");
-    assert!(
-        host.contains(&format!("{prefix}done")),
-        "{prog} on the host:\n{host}"
-    );
-    let cmdline = format!("console=ttyS0 root=/dev/vda -- run /bin/{prog}");
-    let guest = run(&images.args(&[], &cmdline), T);
-    assert_same_lines(
-        &lines_with(&guest.stdout, &prefix),
-        &lines_with(&host, &prefix),
-        &guest.stdout,
-    );
-    assert!(
-        guest
-            .stdout
-            .contains(&format!("init: /bin/{prog} exited (exit 0)")),
-        "{}",
-        guest.stdout
-    );
-    assert!(
-        !guest.stdout.contains("not implemented"),
-        "a system call is missing:\n{}",
-        guest.stdout
-    );
-    assert_eq!(guest.code, Some(0), "{}", guest.stdout);
+    let mut host = tests::host_command(images.host_program(&format!("bin/{prog}")));
+    let host = host_output(&mut host, &format!("{prefix}: done"));
+    let guest = images.run_program(&[], &format!("/bin/{prog}"), T);
+    assert_same_lines_with(&format!("{prefix}: "), &guest.stdout, &host);
+    guest.assert_no_missing_syscall();
+    guest.assert_ran_to_the_end(&format!("/bin/{prog}"));
     Some(guest.stdout)
 }
 
@@ -214,7 +186,7 @@ fn a_threaded_job_stops_and_continues_under_ash_job_control() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let mut vm = Vm::spawn(&images.args(&[], "console=ttyS0 root=/dev/vda -- run /bin/ash"));
+    let mut vm = Vm::spawn(&images.run_args(&[], "/bin/ash"));
     vm.wait_for_output("/ # ", T);
     let mut n = 0;
     // The job: four threads until /tmp/groupstop-go exists.
