@@ -11,22 +11,12 @@
  * the metadata as written (it lives in the block device's buffer cache) but not the file data
  * still dirty in the files' page caches; this kernel writes both back before a read of the device.
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "bdevmeta"
+#include "common.h"
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <unistd.h>
-
-static void die(const char *what) {
-    printf("bdevmeta: FAILED %s: errno %d\n", what, errno);
-    exit(1);
-}
 
 static uint32_t le32(const unsigned char *b) {
     return b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24;

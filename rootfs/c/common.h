@@ -25,7 +25,30 @@
 #ifdef PROG
 /* One line of output, flushed at once (the lines of forked children interleave in order). */
 #define SAY(...) (printf(PROG ": " __VA_ARGS__), fflush(stdout))
+
+/* Ends the program (status 1) after a line naming what failed and errno: a failure of the test's
+ * own setup, which the host and the guest must not both hit. */
+static inline void die(const char *what) {
+    printf(PROG ": FAILED %s: errno %d\n", what, errno);
+    exit(1);
+}
+
+/* The same for a failure about the file `path`. */
+static inline void die_path(const char *what, const char *path) {
+    printf(PROG ": FAILED %s %s: errno %d\n", what, path, errno);
+    exit(1);
+}
 #endif
+
+/* The calling thread's id (glibc before 2.30 has no gettid wrapper). */
+static inline pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
+
+/* Sleeps `ms` milliseconds, all of them: a signal handled meanwhile does not cut the sleep short. */
+static inline void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
 
 /* The name of errno value `e` ("ENOENT"), or "errno N" for one not in the table. The names are
  * Linux's; EWOULDBLOCK is EAGAIN and EDEADLOCK is EDEADLK there, so those print as EAGAIN and

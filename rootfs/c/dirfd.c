@@ -15,11 +15,6 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-static void die(const char *what, const char *path) {
-    printf("dirfd: FAILED %s %s: errno %d\n", what, path, errno);
-    exit(1);
-}
-
 static int cmp(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -33,7 +28,7 @@ static int list(int fd, char *out, size_t n, int *dots) {
     int count = 0;
     *dots = 0;
     if (lseek(fd, 0, SEEK_SET) < 0)
-        die("lseek", "dir");
+        die_path("lseek", "dir");
     for (;;) {
         long got = syscall(SYS_getdents64, fd, buf, sizeof buf);
         if (got < 0)
@@ -69,7 +64,7 @@ static int list(int fd, char *out, size_t n, int *dots) {
 static void put(int dfd, const char *name, const char *text) {
     int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-        die("write", name);
+        die_path("write", name);
     close(fd);
 }
 
@@ -110,22 +105,22 @@ static void held_by_descriptor(const char *top) {
     int dots;
     struct stat st;
     if (mkdir(top, 0755))
-        die("mkdir", top);
+        die_path("mkdir", top);
     int topfd = open(top, O_RDONLY | O_DIRECTORY);
     if (topfd < 0)
-        die("open", top);
+        die_path("open", top);
     if (mkdirat(topfd, "a", 0755) || mkdirat(topfd, "b", 0755) || mkdirat(topfd, "a/sub", 0755))
-        die("mkdirat", "a b a/sub");
+        die_path("mkdirat", "a b a/sub");
     put(topfd, "a/marker", "in a");
     put(topfd, "b/marker", "in b");
 
     /* A descriptor of a/sub, then a/sub renamed to b/moved: it still names the directory. */
     int dfd = openat(topfd, "a/sub", O_RDONLY | O_DIRECTORY);
     if (dfd < 0)
-        die("openat", "a/sub");
+        die_path("openat", "a/sub");
     put(dfd, "before", "written before the move");
     if (renameat(topfd, "a/sub", topfd, "b/moved"))
-        die("renameat", "a/sub -> b/moved");
+        die_path("renameat", "a/sub -> b/moved");
     put(dfd, "after", "written after the move");
     /* One call per line: get() returns what the next call overwrites. */
     printf("dirfd: moved: before=[%s]\n", get(dfd, "before"));
@@ -144,12 +139,12 @@ static void held_by_descriptor(const char *top) {
 
     /* fchdir into the descriptor of the moved directory. */
     if (fchdir(dfd))
-        die("fchdir", "moved");
+        die_path("fchdir", "moved");
     printf("dirfd: fchdir: made/after=[%s]\n", get(AT_FDCWD, "made/after"));
     printf("dirfd: fchdir: getcwd [%s]\n", cwd_in(top));
     /* The working directory moved again: relative paths, `..` and getcwd follow it. */
     if (renameat(topfd, "b/moved", topfd, "moved2"))
-        die("renameat", "b/moved -> moved2");
+        die_path("renameat", "b/moved -> moved2");
     printf("dirfd: cwd moved: getcwd [%s]\n", cwd_in(top));
     printf("dirfd: cwd moved: made/after=[%s]\n", get(AT_FDCWD, "made/after"));
     printf("dirfd: cwd moved: ../a/marker=[%s]\n", get(AT_FDCWD, "../a/marker"));
@@ -157,19 +152,19 @@ static void held_by_descriptor(const char *top) {
     printf("dirfd: cwd moved: getcwd [%s]\n", cwd_in(top));
     /* The working directory removed: getcwd is ENOENT, creating in it too. */
     if (mkdirat(topfd, "doomed-cwd", 0755) || chdir("doomed-cwd"))
-        die("chdir", "doomed-cwd");
+        die_path("chdir", "doomed-cwd");
     printf("dirfd: cwd removed: rmdir %s\n", ok_or_errname(unlinkat(topfd, "doomed-cwd", AT_REMOVEDIR)));
     printf("dirfd: cwd removed: getcwd [%s]\n", cwd_in(top));
     printf("dirfd: cwd removed: create %s\n", ok_or_errname(open("new", O_WRONLY | O_CREAT, 0644)));
     if (chdir("/"))
-        die("chdir", "/");
+        die_path("chdir", "/");
 
     /* A directory removed while open: nothing listed, no new entries, nlink 0. */
     if (mkdirat(topfd, "doomed", 0755))
-        die("mkdirat", "doomed");
+        die_path("mkdirat", "doomed");
     int gone = openat(topfd, "doomed", O_RDONLY | O_DIRECTORY);
     if (gone < 0)
-        die("openat", "doomed");
+        die_path("openat", "doomed");
     printf("dirfd: removed: rmdir %s\n", ok_or_errname(unlinkat(topfd, "doomed", AT_REMOVEDIR)));
     n = list(gone, names, sizeof names, &dots);
     printf("dirfd: removed: getdents %s\n", ok_or_errname(n));
@@ -177,7 +172,7 @@ static void held_by_descriptor(const char *top) {
     printf("dirfd: removed: mkdirat %s\n", ok_or_errname(mkdirat(gone, "newdir", 0755)));
     printf("dirfd: removed: lookup of . %s\n", ok_or_errname(fstatat(gone, ".", &st, 0)));
     if (fstat(gone, &st))
-        die("fstat", "doomed");
+        die_path("fstat", "doomed");
     printf("dirfd: removed: nlink %ld, is a directory %d\n", (long)st.st_nlink, S_ISDIR(st.st_mode));
     close(gone);
 
@@ -188,15 +183,15 @@ static void held_by_descriptor(const char *top) {
     snprintf(p, sizeof p, "%s/unlinked", top);
     int wfd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (wfd < 0 || write(wfd, data, sizeof data) != (ssize_t)sizeof data || fsync(wfd))
-        die("write", p);
+        die_path("write", p);
     int rfd = open(p, O_RDONLY);
     if (rfd < 0)
-        die("open", p);
+        die_path("open", p);
     if (unlink(p))
-        die("unlink", p);
+        die_path("unlink", p);
     printf("dirfd: unlinked: open by name %s\n", ok_or_errname(open(p, O_RDONLY)));
     if (fstat(rfd, &st))
-        die("fstat", p);
+        die_path("fstat", p);
     printf("dirfd: unlinked: nlink %ld size %ld\n", (long)st.st_nlink, (long)st.st_size);
     /* Another file made now must not take its inode or blocks. */
     snprintf(q, sizeof q, "%s/newcomer", top);
@@ -204,10 +199,10 @@ static void held_by_descriptor(const char *top) {
     static unsigned char other[300 * 1024];
     memset(other, 0x5a, sizeof other);
     if (nfd < 0 || write(nfd, other, sizeof other) != (ssize_t)sizeof other || fsync(nfd))
-        die("write", q);
+        die_path("write", q);
     close(nfd);
     if (pwrite(wfd, "changed", 7, 1000) != 7)
-        die("pwrite", p);
+        die_path("pwrite", p);
     close(wfd);
     memcpy(data + 1000, "changed", 7);
     static unsigned char back[300 * 1024];
@@ -227,25 +222,25 @@ static void held_by_descriptor(const char *top) {
 static void many(const char *top, int n) {
     char p[512], q[512];
     if (mkdir(top, 0755))
-        die("mkdir", top);
+        die_path("mkdir", top);
     for (int i = 0; i < n; i++) {
         snprintf(p, sizeof p, "%s/entry-with-a-longish-name-%05d", top, i);
         int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
         if (fd < 0)
-            die("create", p);
+            die_path("create", p);
         if (i % 100 == 0 && write(fd, p, strlen(p)) != (ssize_t)strlen(p))
-            die("write", p);
+            die_path("write", p);
         close(fd);
     }
     for (int i = 0; i < n; i += 7) {
         snprintf(p, sizeof p, "%s/entry-with-a-longish-name-%05d", top, i);
         snprintf(q, sizeof q, "%s/r%05d", top, i);
         if (rename(p, q))
-            die("rename", p);
+            die_path("rename", p);
     }
     DIR *d = opendir(top);
     if (!d)
-        die("opendir", top);
+        die_path("opendir", top);
     char **names = malloc(sizeof(char *) * (size_t)(n + 2));
     int count = 0, dots = 0;
     struct dirent *e;

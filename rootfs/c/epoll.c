@@ -43,11 +43,6 @@ static int add(int ep, int fd, unsigned events, unsigned long long data) {
     return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
 }
 
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
 static void level_triggered(void) {
     int ep = epoll_create1(EPOLL_CLOEXEC), p[2];
     pipe(p);

@@ -8,30 +8,13 @@
  *   - the same after the leader has already gone (pthread_exit).
  *   - the leader exits (pthread_exit) while a thread lives on: a child it forked keeps the group as
  *     its parent (getppid) and the thread reaps it. */
-#define _GNU_SOURCE
+#define PROG "execthread"
+#include "common.h"
 #include <dirent.h>
-#include <errno.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("execthread: " __VA_ARGS__), fflush(stdout))
 
 static char *self;
 static pid_t group;
-
-static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static int threads_in_group(void) {
     DIR *d = opendir("/proc/self/task");

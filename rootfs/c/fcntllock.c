@@ -25,11 +25,6 @@ static const char *probe(int fd, short type, off_t start, off_t len, pid_t paren
     return buf;
 }
 
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
 int main(void) {
     int p[2], up[2], down[2]; /* up: child to parent, down: parent to child */
     pipe(p);

@@ -36,11 +36,6 @@ static const char *probe(int fd, int cmd, off_t start, off_t len, pid_t parent) 
     return buf;
 }
 
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
 /* Waits until `pid` sleeps (state S in /proc/PID/stat): after its last message, the lock call. */
 static void wait_asleep(pid_t pid) {
     char path[64], buf[256];

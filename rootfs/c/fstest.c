@@ -16,25 +16,14 @@
  *   fstest --blk DEV            write 0xa5 over DEV's first MiB and 0x5a over the second (unaligned
  *                               pieces), fsync, read both back, print DEV's size
  */
-#define _GNU_SOURCE
+#define PROG "fstest"
+#include "common.h"
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 static const char *top;
 static int nfiles = 2000, ndirs = 20;
-
-static void die(const char *what, const char *path) {
-    printf("fstest: FAILED %s %s: errno %d\n", what, path, errno);
-    exit(1);
-}
 
 /* The content of file i: a deterministic byte pattern. */
 static unsigned char byte_at(int i, size_t k) {
@@ -58,7 +47,7 @@ static void write_file(int i) {
     path_of(p, sizeof p, i % ndirs, name);
     int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (fd < 0)
-        die("create", p);
+        die_path("create", p);
     size_t size = size_of_file(i), done = 0;
     static unsigned char buf[256 * 1024];
     for (size_t k = 0; k < size; k++)
@@ -68,7 +57,7 @@ static void write_file(int i) {
         if (step > 1000 + (done % 5000))
             step = 1000 + (done % 5000);
         if (write(fd, buf + done, step) != (ssize_t)step)
-            die("write", p);
+            die_path("write", p);
         done += step;
     }
     close(fd);
@@ -92,7 +81,7 @@ static void list(const char *rel) {
     snprintf(p, sizeof p, "%s%s", top, rel);
     DIR *d = opendir(p);
     if (!d)
-        die("opendir", p);
+        die_path("opendir", p);
     char **names = NULL;
     size_t n = 0;
     struct dirent *e;
@@ -110,7 +99,7 @@ static void list(const char *rel) {
         snprintf(full, sizeof full, "%s%s", top, sub);
         struct stat st;
         if (lstat(full, &st))
-            die("lstat", full);
+            die_path("lstat", full);
         if (S_ISDIR(st.st_mode)) {
             printf("fstest: %s dir %o\n", sub, st.st_mode & 07777);
             list(sub);
@@ -118,13 +107,13 @@ static void list(const char *rel) {
             char t[512];
             ssize_t l = readlink(full, t, sizeof t - 1);
             if (l < 0)
-                die("readlink", full);
+                die_path("readlink", full);
             t[l] = 0;
             printf("fstest: %s link -> %s\n", sub, t);
         } else {
             int fd = open(full, O_RDONLY);
             if (fd < 0)
-                die("open", full);
+                die_path("open", full);
             uint64_t h = 14695981039346656037ull;
             unsigned char buf[8192];
             ssize_t r;
@@ -135,7 +124,7 @@ static void list(const char *rel) {
             }
             close(fd);
             if (total != st.st_size)
-                die("size", full);
+                die_path("size", full);
             printf("fstest: %s file %o size %lld links %ld fnv %016llx\n", sub, st.st_mode & 07777,
                    (long long)st.st_size, (long)st.st_nlink, (unsigned long long)h);
         }
@@ -158,7 +147,7 @@ static unsigned char durable_byte(size_t k) {
 static int write_pattern(const char *path, long kib, size_t *size) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
-        die("create", path);
+        die_path("create", path);
     static unsigned char buf[65536];
     size_t total = (size_t)kib * 1024, done = 0;
     while (done < total) {
@@ -166,7 +155,7 @@ static int write_pattern(const char *path, long kib, size_t *size) {
         for (size_t k = 0; k < n; k++)
             buf[k] = durable_byte(done + k);
         if (write(fd, buf, n) != (ssize_t)n)
-            die("write", path);
+            die_path("write", path);
         done += n;
     }
     *size = total;
@@ -177,7 +166,7 @@ static _Noreturn void durable(const char *path, long kib) {
     size_t total;
     int fd = write_pattern(path, kib, &total);
     if (fsync(fd))
-        die("fsync", path);
+        die_path("fsync", path);
     printf("fstest: synced %zu bytes\n", total);
     for (;;)
         pause();
@@ -214,7 +203,7 @@ static _Noreturn void writeback(const char *path, long kib) {
 static long long fill(const char *path) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
-        die("create", path);
+        die_path("create", path);
     static unsigned char buf[65536];
     memset(buf, 0x5a, sizeof buf);
     long long total = 0;
@@ -232,7 +221,7 @@ static long long fill(const char *path) {
 
 static int fill_disk(const char *dir) {
     if (mkdir(dir, 0755))
-        die("mkdir", dir);
+        die_path("mkdir", dir);
     char a[512], b[512];
     snprintf(a, sizeof a, "%s/filler", dir);
     snprintf(b, sizeof b, "%s/again", dir);
@@ -246,11 +235,11 @@ static int fill_disk(const char *dir) {
         close(fd);
     }
     if (unlink(a))
-        die("unlink", a);
+        die_path("unlink", a);
     fd = open(b, O_WRONLY | O_TRUNC);
     static unsigned char buf[100000];
     if (fd < 0 || write(fd, buf, sizeof buf) != (ssize_t)sizeof buf)
-        die("write after delete", b);
+        die_path("write after delete", b);
     close(fd);
     sync();
     printf("fstest: wrote again after the delete\n");
@@ -276,25 +265,25 @@ static int read_whole(const char *path) {
 static int blk(const char *dev) {
     int fd = open(dev, O_RDWR);
     if (fd < 0)
-        die("open", dev);
+        die_path("open", dev);
     off_t size = lseek(fd, 0, SEEK_END);
     printf("fstest: %s has %lld bytes\n", dev, (long long)size);
     static unsigned char buf[1 << 20];
     memset(buf, 0xa5, sizeof buf);
     /* 1000 bytes, then the rest of the first MiB at an odd offset, then the second MiB. */
     if (pwrite(fd, buf, 1000, 0) != 1000 || pwrite(fd, buf, (1 << 20) - 1000, 1000) != (1 << 20) - 1000)
-        die("pwrite", dev);
+        die_path("pwrite", dev);
     memset(buf, 0x5a, sizeof buf);
     if (lseek(fd, 1 << 20, SEEK_SET) != 1 << 20 || write(fd, buf, sizeof buf) != (ssize_t)sizeof buf)
-        die("write", dev);
+        die_path("write", dev);
     if (fsync(fd))
-        die("fsync", dev);
+        die_path("fsync", dev);
     for (int half = 0; half < 2; half++) {
         if (pread(fd, buf, sizeof buf, (off_t)half << 20) != (ssize_t)sizeof buf)
-            die("pread", dev);
+            die_path("pread", dev);
         for (size_t k = 0; k < sizeof buf; k++)
             if (buf[k] != (half ? 0x5a : 0xa5))
-                die("read back", dev);
+                die_path("read back", dev);
     }
     errno = 0;
     printf("fstest: write at the end -> %d\n", pwrite(fd, buf, 1, size) < 0 ? errno : 0);
@@ -331,12 +320,12 @@ int main(int argc, char **argv) {
     }
     umask(022);
     if (mkdir(top, 0755))
-        die("mkdir", top);
+        die_path("mkdir", top);
     for (int k = 0; k < ndirs; k++) {
         char p[512];
         snprintf(p, sizeof p, "%s/d%02d", top, k);
         if (mkdir(p, k % 2 ? 0700 : 0755))
-            die("mkdir", p);
+            die_path("mkdir", p);
     }
     for (int i = 0; i < nfiles; i++)
         write_file(i);
@@ -352,11 +341,11 @@ int main(int argc, char **argv) {
             snprintf(newname, sizeof newname, "r%04d", i);
             path_of(to, sizeof to, (i + 1) % ndirs, newname);
             if (rename(from, to))
-                die("rename", from);
+                die_path("rename", from);
             renamed++;
         } else if (i % 5 == 0) {
             if (unlink(from))
-                die("unlink", from);
+                die_path("unlink", from);
             deleted++;
         }
     }
@@ -367,12 +356,12 @@ int main(int argc, char **argv) {
     path_of(p, sizeof p, 1 % ndirs, "f0001");
     int fd = open(p, O_WRONLY | O_APPEND);
     if (fd < 0 || write(fd, "appended", 8) != 8)
-        die("append", p);
+        die_path("append", p);
     /* Linux's pwrite(2) BUGS: with O_APPEND the data goes to the end whatever the offset, and the
      * file offset stays where it was. */
     off_t before = lseek(fd, 0, SEEK_CUR);
     if (pwrite(fd, "PWRITE", 6, 0) != 6)
-        die("pwrite O_APPEND", p);
+        die_path("pwrite O_APPEND", p);
     int kept = lseek(fd, 0, SEEK_CUR) == before;
     long long size = lseek(fd, 0, SEEK_END);
     printf("fstest: pwrite with O_APPEND: offset kept %d, size now %lld\n", kept, size);
@@ -380,34 +369,34 @@ int main(int argc, char **argv) {
     path_of(p, sizeof p, 2 % ndirs, "f0002");
     fd = open(p, O_RDWR);
     if (fd < 0 || pwrite(fd, "MIDDLE", 6, 10) != 6 || ftruncate(fd, 50) || ftruncate(fd, 70000))
-        die("pwrite/ftruncate", p);
+        die_path("pwrite/ftruncate", p);
     if (fsync(fd) || fdatasync(fd))
-        die("fsync", p);
+        die_path("fsync", p);
     close(fd);
     path_of(p, sizeof p, 194 % ndirs, "f0194");
     if (truncate(p, 5000))
-        die("truncate", p);
+        die_path("truncate", p);
     fd = open(p, O_WRONLY | O_TRUNC);
     if (fd < 0 || write(fd, "short", 5) != 5)
-        die("O_TRUNC", p);
+        die_path("O_TRUNC", p);
     close(fd);
 
     /* Hard links and symlinks (fast and slow), chmod. */
     path_of(p, sizeof p, 4 % ndirs, "f0004");
     path_of(q, sizeof q, 5, "hardlink");
     if (link(p, q))
-        die("link", q);
+        die_path("link", q);
     path_of(q, sizeof q, 5, "fast");
     if (symlink("../d04/f0004", q))
-        die("symlink", q);
+        die_path("symlink", q);
     char longt[200];
     memset(longt, 'x', 150);
     strcpy(longt + 150, "/target");
     path_of(q, sizeof q, 5, "slow");
     if (symlink(longt, q))
-        die("symlink", q);
+        die_path("symlink", q);
     if (chmod(p, 0600))
-        die("chmod", p);
+        die_path("chmod", p);
 
     /* What must fail. */
     path_of(p, sizeof p, 4 % ndirs, "f0004");
@@ -432,7 +421,7 @@ int main(int argc, char **argv) {
     snprintf(p, sizeof p, "%s/loop1", top);
     snprintf(q, sizeof q, "%s/loop2", top);
     if (symlink("loop2", p) || symlink("loop1", q))
-        die("symlink loop", p);
+        die_path("symlink loop", p);
     expect("open a symlink loop", open(p, O_RDONLY));
     snprintf(p, sizeof p, "%s/nothere/x", top);
     expect("create in a missing directory", open(p, O_WRONLY | O_CREAT, 0644));
@@ -443,28 +432,28 @@ int main(int argc, char **argv) {
     /* A directory emptied and removed, a directory moved under another, *at calls from a dirfd. */
     snprintf(p, sizeof p, "%s/empty", top);
     if (mkdir(p, 0755) || rmdir(p))
-        die("mkdir/rmdir", p);
+        die_path("mkdir/rmdir", p);
     snprintf(p, sizeof p, "%s/d09", top);
     snprintf(q, sizeof q, "%s/d10/moved", top);
     if (rename(p, q))
-        die("rename dir", p);
+        die_path("rename dir", p);
     snprintf(p, sizeof p, "%s/d11", top);
     int dfd = open(p, O_RDONLY | O_DIRECTORY);
     if (dfd < 0)
-        die("open dir", p);
+        die_path("open dir", p);
     int afd = openat(dfd, "at-file", O_WRONLY | O_CREAT, 0640);
     if (afd < 0 || write(afd, "made with openat", 16) != 16)
-        die("openat", "at-file");
+        die_path("openat", "at-file");
     close(afd);
     if (mkdirat(dfd, "at-dir", 0750) || renameat(dfd, "at-file", dfd, "at-dir/at-file") ||
         unlinkat(dfd, "f0011", 0))
-        die("*at", p);
+        die_path("*at", p);
     struct stat st;
     if (fstatat(dfd, "at-dir/at-file", &st, 0) || st.st_size != 16)
-        die("fstatat", p);
+        die_path("fstatat", p);
     close(dfd);
     if (chdir(p) || mkdir("rel", 0755) || symlink("rel", "rel-link"))
-        die("relative", p);
+        die_path("relative", p);
     sync();
 
     list("");

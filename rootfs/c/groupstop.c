@@ -10,33 +10,14 @@
  *     continue.
  *   - `groupstop job`: a job of four threads for a shell's job control (Ctrl-Z, jobs, bg, fg):
  *     prints "groupstop: job ready", runs until /tmp/groupstop-go exists, joins its threads. */
-#define _GNU_SOURCE
+#define PROG "groupstop"
+#include "common.h"
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("groupstop: " __VA_ARGS__), fflush(stdout))
 #define READERS 3
 
 static int cmd[2], rep[2];
 static volatile int quit;
-
-static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static void *reader(void *arg) {
     (void)arg;
@@ -124,7 +105,8 @@ static void thread_states(pid_t pid, int *threads, int *stopped) {
     closedir(d);
 }
 
-static const char *yes(int b) { return b ? "yes" : "no"; }
+/* "yes" or "no" (common.h's yes() says "NO"). */
+static const char *yes_no(int b) { return b ? "yes" : "no"; }
 
 /* One round: stop the group with `stop` (to the process, or to thread `stop_tid`), check it, continue
  * it with SIGCONT (to the process or `cont_tid`), check the readers answer. */
@@ -135,12 +117,12 @@ static void round_(const char *name, pid_t pid, int stop, pid_t stop_tid, pid_t 
         kill(pid, stop);
     int st = 0;
     pid_t w = waitpid(pid, &st, WUNTRACED);
-    SAY("%s: stopped: %s, signal %d\n", name, yes(w == pid && WIFSTOPPED(st)),
+    SAY("%s: stopped: %s, signal %d\n", name, yes_no(w == pid && WIFSTOPPED(st)),
         WIFSTOPPED(st) ? WSTOPSIG(st) : -1);
     int threads, stopped;
     thread_states(pid, &threads, &stopped);
     SAY("%s: threads %d, stopped %d\n", name, threads, stopped);
-    SAY("%s: reported once: %s\n", name, yes(waitpid(pid, &st, WUNTRACED | WNOHANG) == 0));
+    SAY("%s: reported once: %s\n", name, yes_no(waitpid(pid, &st, WUNTRACED | WNOHANG) == 0));
     /* Work for the readers while they are stopped: nobody may take it. */
     if (write(cmd[1], "xxx", READERS) != READERS)
         SAY("write failed\n");
@@ -149,16 +131,16 @@ static void round_(const char *name, pid_t pid, int stop, pid_t stop_tid, pid_t 
     fcntl(rep[0], F_SETFL, fl | O_NONBLOCK);
     pid_t r;
     ssize_t n = read(rep[0], &r, sizeof r);
-    SAY("%s: no answer while stopped: %s\n", name, yes(n < 0 && errno == EAGAIN));
+    SAY("%s: no answer while stopped: %s\n", name, yes_no(n < 0 && errno == EAGAIN));
     fcntl(rep[0], F_SETFL, fl);
     if (cont_tid)
         syscall(SYS_tgkill, pid, cont_tid, SIGCONT);
     else
         kill(pid, SIGCONT);
     w = waitpid(pid, &st, WCONTINUED);
-    SAY("%s: continued: %s\n", name, yes(w == pid && WIFCONTINUED(st)));
+    SAY("%s: continued: %s\n", name, yes_no(w == pid && WIFCONTINUED(st)));
     SAY("%s: continue reported once: %s\n", name,
-        yes(waitpid(pid, &st, WCONTINUED | WNOHANG) == 0));
+        yes_no(waitpid(pid, &st, WCONTINUED | WNOHANG) == 0));
     int answers = 0;
     for (int i = 0; i < READERS; i++)
         answers += read_pid() < 0;
@@ -220,7 +202,7 @@ static void scenario(const char *name, int leader_leaves) {
         kill(pid, SIGTERM);
     }
     pid_t w = waitpid(pid, &st, 0);
-    SAY("%s: end: %s, %s %d\n", name, yes(w == pid),
+    SAY("%s: end: %s, %s %d\n", name, yes_no(w == pid),
         WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     close(cmd[1]);
     close(rep[0]);

@@ -33,11 +33,6 @@
 
 #define PAGE 4096
 
-static void die(const char *what) {
-    printf("mapedge: FAILED %s: errno %d\n", what, errno);
-    exit(1);
-}
-
 static sigjmp_buf jump;
 static volatile int bus_code;
 
@@ -134,23 +129,41 @@ static char *map_hole(const char *dir, int *fd, char hole[PATH_LEN], char fill[P
     return m;
 }
 
-/* A full tmpfs: a write through a mapping into a hole is SIGBUS. */
-static void full_tmpfs(const char *dir) {
-    char hole[PATH_LEN], fill[PATH_LEN];
-    int fd;
-    char *m = map_hole(dir, &fd, hole, fill);
+/* Creates the file `fill` and writes to it until the filesystem is full: pages (at most 1000, so
+ * a filesystem that never fills cannot take the machine's memory), then, after the first page that
+ * did not fit, single bytes (a 4 KiB write on a disk of 1 KiB blocks needs several, and perhaps an
+ * indirect block). Returns its descriptor; `*stopped` is the errno of the page write that failed
+ * (0 if none did) and `*filled`, unless `filled` is NULL, whether anything was written. */
+static int fill_up(const char *fill, int *filled, int *stopped) {
     int ff = open(fill, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (ff < 0)
         die("fill");
     static char page[PAGE];
     memset(page, 'f', sizeof page);
-    int e = 0;
+    long total = 0;
+    *stopped = 0;
     for (int k = 0; k < 1000; k++) {
-        if (write(ff, page, sizeof page) != (ssize_t)sizeof page) {
-            e = errno;
+        ssize_t n = write(ff, page, sizeof page);
+        if (n <= 0) {
+            *stopped = errno;
             break;
         }
+        total += n;
     }
+    if (*stopped)
+        while (write(ff, page, 1) == 1)
+            total++;
+    if (filled)
+        *filled = total > 0;
+    return ff;
+}
+
+/* A full tmpfs: a write through a mapping into a hole is SIGBUS. */
+static void full_tmpfs(const char *dir) {
+    char hole[PATH_LEN], fill[PATH_LEN];
+    int fd, e;
+    char *m = map_hole(dir, &fd, hole, fill);
+    int ff = fill_up(fill, NULL, &e);
     printf("mapedge: full tmpfs: filling stopped with errno %d\n", e);
     printf("mapedge: full tmpfs: write into a hole through the mapping: %s\n", touch(m, 1, 'X'));
     close(ff);
@@ -234,29 +247,11 @@ static void writeback(const char *path) {
 
 static void enospc(const char *dir) {
     char hole[PATH_LEN], fill[PATH_LEN];
-    int fd;
+    int fd, filled, e;
     char *m = map_hole(dir, &fd, hole, fill);
     printf("mapedge: enospc: a read of the hole %s\n", touch(m + PAGE, 0, 0));
-    int ff = open(fill, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (ff < 0)
-        die("fill");
-    static char block[PAGE];
-    memset(block, 'f', sizeof block);
-    int e = 0;
-    long total = 0;
-    for (;;) {
-        ssize_t n = write(ff, block, sizeof block);
-        if (n <= 0) {
-            e = errno;
-            break;
-        }
-        total += n;
-    }
-    /* Single blocks left over (a 4 KiB write needs several 1 KiB blocks and perhaps an indirect
-     * block) are taken one byte at a time. */
-    while (write(ff, block, 1) == 1)
-        total++;
-    printf("mapedge: enospc: filled some: %d, stopped with errno %d\n", total > 0, e);
+    int ff = fill_up(fill, &filled, &e);
+    printf("mapedge: enospc: filled some: %d, stopped with errno %d\n", filled, e);
     printf("mapedge: enospc: write into the hole through the mapping: %s\n", touch(m, 1, 'X'));
     printf("mapedge: enospc: the other page of the hole too: %s\n", touch(m + PAGE, 1, 'Y'));
     close(ff);
@@ -267,27 +262,6 @@ static void enospc(const char *dir) {
     printf("mapedge: enospc: pread sees it: %d\n", peek(fd, 0));
     munmap(m, 2 * PAGE);
     close(fd);
-}
-
-/* Fills the filesystem of `path` (a new file) with write() until ENOSPC; returns its descriptor
- * and the errno that stopped it in `*e`. */
-static int fill_disk(const char *path, int *e) {
-    int ff = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (ff < 0)
-        die("fill");
-    static char block[PAGE];
-    memset(block, 'f', sizeof block);
-    *e = 0;
-    for (;;) {
-        if (write(ff, block, sizeof block) <= 0) {
-            *e = errno;
-            break;
-        }
-    }
-    /* Single blocks left over are taken one byte at a time. */
-    while (write(ff, block, 1) == 1)
-        ;
-    return ff;
 }
 
 static void grow(const char *dir) {
@@ -310,7 +284,7 @@ static void grow(const char *dir) {
     fstat(fd, &st);
     printf("mapedge: grow: grown to %ld\n", (long)st.st_size);
     int e;
-    int ff = fill_disk(fill, &e);
+    int ff = fill_up(fill, NULL, &e);
     printf("mapedge: grow: filled, stopped with errno %d\n", e);
     printf("mapedge: grow: a write through the mapping into the hole: %s\n",
            touch(m + 2000, 1, 'Z'));

@@ -18,11 +18,6 @@
 #define PAGE 4096
 #define SIZE (3 * PAGE + 100)
 
-static void die(const char *what) {
-    printf("mapshared: FAILED %s: errno %d\n", what, errno);
-    exit(1);
-}
-
 static uint64_t fnv(const void *p, size_t n) {
     const unsigned char *b = p;
     uint64_t h = 1469598103934665603ull;

@@ -7,28 +7,16 @@
  *
  *   shmem
  */
-#define _GNU_SOURCE
-#include <errno.h>
+#define PROG "shmem"
+#include "common.h"
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
 /* From linux/futex.h (shared, i.e. without FUTEX_PRIVATE_FLAG). */
 #define FUTEX_WAIT 0
 #define FUTEX_WAKE 1
-#include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
 #define PAGE 4096
-
-static void die(const char *what) {
-    printf("shmem: FAILED %s: errno %d\n", what, errno);
-    exit(1);
-}
 
 static void reap(pid_t pid) {
     int st;

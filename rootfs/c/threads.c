@@ -4,29 +4,16 @@
  * producer/consumer with semaphores, join and detach, pid/tid, thread- and process-directed signals,
  * fork from a thread, exit of one thread vs exit of the group, a robust mutex whose owner dies,
  * memory and descriptors shared after creation, timed waits, raw futex errors. */
-#define _GNU_SOURCE
+#define PROG "threads"
+#include "common.h"
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 /* <linux/futex.h> is not in musl-gcc's include path. */
 #define FUTEX_WAIT_PRIVATE 128
 #define FUTEX_WAKE_PRIVATE 129
-
-#define SAY(...) (printf("threads: " __VA_ARGS__), fflush(stdout))
-
-static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;

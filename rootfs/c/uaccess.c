@@ -8,22 +8,13 @@
  *   - 300 rounds of write/read/setsockopt/getsockopt/getsockname on a buffer another thread unmaps
  *     and maps again (the socket calls only where a socket can be made: the guest's default test VM
  *     has no network device). */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROG "uaccess"
+#include "common.h"
 #include <netinet/in.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SAY(...) (printf("uaccess: " __VA_ARGS__), fflush(stdout))
 #define BIG (256 * 1024)
 
 static int pfd[2];
@@ -33,13 +24,6 @@ static long result;
 static int result_errno;
 
 static unsigned char pattern(long i) { return (unsigned char)(i * 7 + 3); }
-
-static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Waits (up to 60 s) until thread `tid` sleeps in the kernel ('S' in /proc/self/task/TID/stat). */
 static int wait_blocked(pid_t tid) {
