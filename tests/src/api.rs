@@ -109,6 +109,19 @@ impl Client {
     }
 }
 
+/// Starts `microvm --api-sock SOCK EXTRA...` and waits (at most `timeout`) until the socket accepts
+/// connections.
+pub fn spawn_with_api(sock: &Path, extra: &[&str], timeout: Duration) -> Vm {
+    let mut args = vec!["--api-sock", sock.to_str().unwrap()];
+    args.extend(extra);
+    let vm = Vm::spawn(&args);
+    assert!(
+        wait_until(timeout, || UnixStream::connect(sock).is_ok()),
+        "the API socket never appeared"
+    );
+    vm
+}
+
 /// The numbers of the test guest's "count N" lines in `out`.
 pub fn counts(out: &str) -> Vec<u64> {
     out.lines()

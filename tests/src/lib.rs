@@ -452,6 +452,24 @@ impl Netns {
         ]);
     }
 
+    /// A permanent neighbour entry on the TAP: `ip` (the guest's address) is at `mac`, so datagrams
+    /// reach a guest that answers no ARP.
+    pub fn static_neighbour(&self, ip: &str, mac: &str) {
+        crate::ip(&[
+            "-n",
+            &self.name,
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "dev",
+            TAP,
+            "nud",
+            "permanent",
+        ]);
+    }
+
     /// Runs a command in the namespace; panics unless it succeeds.
     pub fn exec(&self, args: &[&str]) {
         let out = Command::new("ip")
@@ -597,6 +615,17 @@ pub fn tool_ok(cmd: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `qemu-img create -q -f qcow2 OPTIONS... PATH [SIZE]`, which must succeed: a new qcow2 image of
+/// `size` (`None`: the size of the backing file that `options` name with `-b`).
+pub fn qcow2_create(path: impl AsRef<Path>, size: Option<&str>, options: &[&str]) {
+    let path = path.as_ref().to_str().unwrap();
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend(options);
+    args.push(path);
+    args.extend(size);
+    tool_ok("qemu-img", &args);
 }
 
 /// Asserts that a program printed the same lines in the guest as on the host. On a mismatch the

@@ -97,13 +97,7 @@ impl Client {
 /// `microvm --api-sock` with extra args; waits for the socket.
 fn spawn_api(extra: &[&str]) -> (Vm, PathBuf) {
     let sock = tmp("api.sock");
-    let mut args = vec!["--api-sock", sock.to_str().unwrap()];
-    args.extend(extra);
-    let vm = Vm::spawn(&args);
-    assert!(
-        wait_until(T, || UnixStream::connect(&sock).is_ok()),
-        "the API socket never appeared"
-    );
+    let vm = tests::api::spawn_with_api(&sock, extra, T);
     (vm, sock)
 }
 

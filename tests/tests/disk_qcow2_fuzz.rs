@@ -11,23 +11,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use devices::disk::{DiskFile, Qcow2File};
-use tests::{tool_ok as qemu, Rng};
+use tests::{qcow2_create, tool_ok as qemu, Rng};
 
 fn seeds(dir: &Path) -> Vec<PathBuf> {
     let s = |n: &str| dir.join(n).to_str().unwrap().to_owned();
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4k",
-            &s("plain.qcow2"),
-            "4M",
-        ],
-    );
+    qcow2_create(s("plain.qcow2"), Some("4M"), &["-o", "cluster_size=4k"]);
     qemu(
         "qemu-io",
         &[
@@ -40,18 +28,10 @@ fn seeds(dir: &Path) -> Vec<PathBuf> {
             &s("plain.qcow2"),
         ],
     );
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4k,compat=0.10",
-            &s("v2.qcow2"),
-            "4M",
-        ],
+    qcow2_create(
+        s("v2.qcow2"),
+        Some("4M"),
+        &["-o", "cluster_size=4k,compat=0.10"],
     );
     qemu("qemu-io", &["-c", "write -P 0x63 8k 128k", &s("v2.qcow2")]);
     qemu(
@@ -68,22 +48,10 @@ fn seeds(dir: &Path) -> Vec<PathBuf> {
         ],
     );
     std::fs::write(dir.join("base.raw"), vec![0x77u8; 1 << 20]).unwrap();
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4k",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            &s("overlay.qcow2"),
-            "4M",
-        ],
+    qcow2_create(
+        s("overlay.qcow2"),
+        Some("4M"),
+        &["-o", "cluster_size=4k", "-b", "base.raw", "-F", "raw"],
     );
     qemu(
         "qemu-io",
@@ -217,19 +185,7 @@ fn be64_at(img: &[u8], at: usize) -> u64 {
 fn small_image(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     let s = p.to_str().unwrap();
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4k",
-            s,
-            "1M",
-        ],
-    );
+    qcow2_create(s, Some("1M"), &["-o", "cluster_size=4k"]);
     qemu("qemu-io", &["-c", "write -P 0x61 0 8k", s]);
     p
 }
@@ -405,13 +361,11 @@ fn disk_qcow2_backing_loops_give_one_short_line() {
     let dir = fresh_dir("loop");
     let s = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     let create = |name: &str, backing: Option<&str>| {
-        let mut args = vec!["create", "-q", "-f", "qcow2", "-o", "cluster_size=4k"];
+        let mut options = vec!["-o", "cluster_size=4k"];
         if let Some(b) = backing {
-            args.extend(["-b", b, "-F", "qcow2"]);
+            options.extend(["-b", b, "-F", "qcow2"]);
         }
-        let p = s(name);
-        args.extend([p.as_str(), "1M"]);
-        qemu("qemu-img", &args);
+        qcow2_create(s(name), Some("1M"), &options);
     };
     create("self.qcow2", None);
     qemu(
@@ -480,22 +434,7 @@ fn disk_qcow2_corrupt_backing_image_is_named() {
     img[40..48].copy_from_slice(&(1u64 << 30).to_be_bytes());
     std::fs::write(&base, &img).unwrap();
     let top = dir.join("top.qcow2");
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-u",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            top.to_str().unwrap(),
-            "1M",
-        ],
-    );
+    qcow2_create(&top, Some("1M"), &["-u", "-b", "base.qcow2", "-F", "qcow2"]);
     let e = Qcow2File::open(&top, true).unwrap_err().to_string();
     assert!(
         e.contains("base.qcow2") && e.contains("L1 table at 0x40000000"),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use devices::disk::{open_disk, DiskError, DiskFile, DiskOptions, ImageFormat, Qcow2File};
-use tests::{tool_ok as ok, Rng};
+use tests::{qcow2_create, tool_ok as ok, Rng};
 
 const MIB: u64 = 1 << 20;
 
@@ -83,18 +83,10 @@ fn disk_qemu_created_images_read_back_for_all_cluster_sizes_and_versions() {
     for compat in ["0.10", "1.1"] {
         for cs in ["4k", "64k", "2M"] {
             let img = dir.join(format!("img-{compat}-{cs}.qcow2"));
-            ok(
-                "qemu-img",
-                &[
-                    "create",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-o",
-                    &format!("compat={compat},cluster_size={cs}"),
-                    p(&img),
-                    "16M",
-                ],
+            qcow2_create(
+                &img,
+                Some("16M"),
+                &["-o", &format!("compat={compat},cluster_size={cs}")],
             );
             ok(
                 "qemu-io",
@@ -135,37 +127,13 @@ fn disk_backing_chain_with_relative_names_reads_through() {
     let base = dir.join("base.raw");
     std::fs::write(&base, vec![0x11u8; 8 * MIB as usize]).unwrap();
     let mid = sub.join("mid.qcow2");
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "../base.raw",
-            "-F",
-            "raw",
-            p(&mid),
-        ],
-    );
+    qcow2_create(&mid, None, &["-b", "../base.raw", "-F", "raw"]);
     ok("qemu-io", &["-c", "write -P 0x22 1M 1M", p(&mid)]);
     let top = sub.join("top.qcow2");
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4k",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            p(&top),
-        ],
+    qcow2_create(
+        &top,
+        None,
+        &["-o", "cluster_size=4k", "-b", "mid.qcow2", "-F", "qcow2"],
     );
     ok("qemu-io", &["-c", "write -P 0x33 1536K 4K", p(&top)]);
 
@@ -249,18 +217,10 @@ fn disk_random_writes_through_backend_pass_qemu_img_check_and_compare() {
         ("1.1", "64k"),
     ] {
         let img = dir.join(format!("rw-{v}-{cs}.qcow2"));
-        ok(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-o",
-                &format!("compat={v},cluster_size={cs}"),
-                p(&img),
-                "32M",
-            ],
+        qcow2_create(
+            &img,
+            Some("32M"),
+            &["-o", &format!("compat={v},cluster_size={cs}")],
         );
         let mut expected = vec![0u8; 32 * MIB as usize];
         let mut rng = Rng(0x1234 + cs.len() as u64);
@@ -307,7 +267,7 @@ fn disk_random_writes_through_backend_pass_qemu_img_check_and_compare() {
 fn disk_qemu_io_sees_patterns_written_by_backend() {
     let dir = tmpdir("pattern");
     let img = dir.join("pat.qcow2");
-    ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "8M"]);
+    qcow2_create(&img, Some("8M"), &[]);
     let mut d = open_qcow2(&img, false);
     d.write_at(&vec![0xa5u8; 128 * 1024], MIB).unwrap();
     d.write_at(&vec![0x5au8; 4096], 7 * MIB).unwrap();
@@ -360,7 +320,7 @@ fn disk_encrypted_image_is_refused_clearly() {
 fn disk_writable_image_is_locked_against_second_writer_and_qemu() {
     let dir = tmpdir("lock");
     let img = dir.join("locked.qcow2");
-    ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "8M"]);
+    qcow2_create(&img, Some("8M"), &[]);
     let _first = open_qcow2(&img, false);
     let second = open_disk(
         &img,

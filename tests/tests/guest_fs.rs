@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{assert_same_lines_with, host_output, lines_with, run, GuestImages, Vm};
+use tests::{assert_same_lines_with, host_output, lines_with, qcow2_create, run, GuestImages, Vm};
 
 const T: Duration = Duration::from_secs(240);
 
@@ -344,13 +344,7 @@ fn a_second_disk_written_through_dev_vdb_reads_back_with_qemu_io() {
     };
     let dir = scratch("vdb");
     let vdb = dir.join("vdb.qcow2");
-    let st = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&vdb)
-        .arg("8M")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    qcow2_create(&vdb, Some("8M"), &[]);
     let args = args_with_disks(
         &images,
         &[&vdb],

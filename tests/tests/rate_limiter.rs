@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tests::{ip, read_http_response, require_kvm, retry_interrupted, wait_until, Netns, Vm};
+use tests::{read_http_response, require_kvm, retry_interrupted, wait_until, Netns, Vm};
 
 const T: Duration = Duration::from_secs(90);
 const PVH: &str = env!("GUEST_PVH");
@@ -126,19 +126,7 @@ fn interface_rate_limiters_hold_and_patch() {
         return;
     };
     // The guest answers no ARP once the limiter holds its frames: a fixed neighbour entry.
-    ip(&[
-        "-n",
-        &ns.name,
-        "neigh",
-        "replace",
-        "10.0.0.2",
-        "lladdr",
-        GUEST_MAC,
-        "dev",
-        tests::TAP,
-        "nud",
-        "permanent",
-    ]);
+    ns.static_neighbour("10.0.0.2", GUEST_MAC);
     let sock = tmp("net.sock");
     let config = tmp("net.json");
     std::fs::write(

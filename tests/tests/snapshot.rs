@@ -10,7 +10,6 @@
 //! guest-kernel test restores a shell with a process counting in user space and checks its files and
 //! CLOCK_MONOTONIC.
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,13 +36,7 @@ fn restore(state: &Path, mem: &Path, extra: &[&str]) -> Vm {
 /// `microvm --api-sock` with extra args; waits for the socket.
 fn spawn_api(extra: &[&str]) -> (Vm, TmpPath) {
     let sock = TmpPath(tmp("api.sock"));
-    let mut args = vec!["--api-sock", sock.to_str().unwrap()];
-    args.extend(extra);
-    let vm = Vm::spawn(&args);
-    assert!(
-        wait_until(T, || UnixStream::connect(&sock).is_ok()),
-        "the API socket never appeared"
-    );
+    let vm = tests::api::spawn_with_api(&sock, extra, T);
     (vm, sock)
 }
 

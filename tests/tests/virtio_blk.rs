@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{require_kvm, run, GuestImages, Vm};
+use tests::{qcow2_create, require_kvm, run, GuestImages, Vm};
 
 const T: Duration = Duration::from_secs(60);
 const PVH: &str = env!("GUEST_PVH");
@@ -60,7 +60,7 @@ fn virtio_blk_flushed_write_survives_kill_9_qcow2() {
         return;
     }
     let img = tmp("durable.qcow2");
-    qemu("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "64M"]);
+    qcow2_create(&img, Some("64M"), &[]);
     write_then_kill(p(&img), 4097);
     let check = qemu("qemu-img", &["check", p(&img)]);
     assert!(check.contains("No errors were found"), "{check}");
@@ -99,7 +99,7 @@ fn virtio_blk_flushed_write_survives_kill_9_async_direct() {
     assert_eq!(&data[9 * 512..10 * 512], &expected_sector(9)[..]);
 
     let img = tmp("durable-async.qcow2");
-    qemu("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "64M"]);
+    qcow2_create(&img, Some("64M"), &[]);
     qemu("qemu-io", &["-c", "write -P 0x11 0 4M", p(&img)]);
     write_then_kill(
         &format!("{},io_engine=async,cache_type=direct", p(&img)),
@@ -184,26 +184,10 @@ fn virtio_blk_reads_qemu_written_data_through_backing_chain() {
         return;
     }
     let base = tmp("base.qcow2");
-    qemu(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", p(&base), "16M"],
-    );
+    qcow2_create(&base, Some("16M"), &[]);
     qemu("qemu-io", &["-c", "write -P 0x5a 1024 512", p(&base)]);
     let top = tmp("top.qcow2");
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            p(&top),
-        ],
-    );
+    qcow2_create(&top, None, &["-b", "base.qcow2", "-F", "qcow2"]);
     let out = run(
         &[
             "--kernel",
@@ -253,7 +237,7 @@ fn virtio_blk_second_vmm_cannot_open_a_disk_in_use() {
         return;
     }
     let img = tmp("locked.qcow2");
-    qemu("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "16M"]);
+    qcow2_create(&img, Some("16M"), &[]);
     let first = Vm::spawn(&["--kernel", PVH, "--disk", p(&img), "--cmdline", "halt"]);
     first.wait_for_output("halting", T);
     let second = run(

@@ -18,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tests::{ip, require_kvm, retry_interrupted, run, wait_until, Netns};
+use tests::{require_kvm, retry_interrupted, run, wait_until, Netns, Vm};
 
 const T: Duration = Duration::from_secs(60);
 const PVH: &str = env!("GUEST_PVH");
@@ -26,24 +26,6 @@ const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const GUEST_MAC: &str = "06:00:00:00:00:02";
 const TAP: &str = tests::TAP;
-
-/// A permanent neighbour entry for the guest in the namespace, for phases in which the guest answers no
-/// ARP.
-fn static_guest_neighbour(ns: &Netns) {
-    ip(&[
-        "-n",
-        &ns.name,
-        "neigh",
-        "replace",
-        "10.0.0.2",
-        "lladdr",
-        GUEST_MAC,
-        "dev",
-        TAP,
-        "nud",
-        "permanent",
-    ]);
-}
 
 /// A UDP socket on the host's address talking to the guest's `port`.
 fn udp_to_guest(ns: &Netns, port: u16) -> UdpSocket {
@@ -108,6 +90,24 @@ fn api_put(sock: &Path, path: &str, body: &str) -> String {
 
 fn sock_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("microvm-net-{tag}-{}.sock", std::process::id()))
+}
+
+/// Starts the test guest (32 MiB) in `ns` with `cmdline`, its network device `eth0` on the TAP with
+/// address GUEST_MAC, and the API on `sock`.
+fn spawn_net_guest(ns: &Netns, sock: &Path, cmdline: &str) -> Vm {
+    let net = format!("tap={TAP},mac={GUEST_MAC},id=eth0");
+    ns.spawn(&[
+        "--kernel",
+        PVH,
+        "--mem",
+        "32",
+        "--net",
+        &net,
+        "--api-sock",
+        sock.to_str().unwrap(),
+        "--cmdline",
+        cmdline,
+    ])
 }
 
 /// The numbers in the guest's "net: stop rx N frames B bytes, tx M frames C bytes" line.
@@ -203,20 +203,7 @@ fn echo_round_trips(tag: &str, extra: &str) {
     }
     let Some(ns) = Netns::new(tag) else { return };
     let sock = sock_path(tag);
-    let cmdline = format!("netecho netip=10.0.0.2 {extra} halt");
-    let net = format!("tap={TAP},mac={GUEST_MAC},id=eth0");
-    let vm = ns.spawn(&[
-        "--kernel",
-        PVH,
-        "--mem",
-        "32",
-        "--net",
-        &net,
-        "--api-sock",
-        sock.to_str().unwrap(),
-        "--cmdline",
-        &cmdline,
-    ]);
+    let vm = spawn_net_guest(&ns, &sock, &format!("netecho netip=10.0.0.2 {extra} halt"));
     vm.wait_for_output("net: echo ready", T);
 
     let udp = udp_to_guest(&ns, 7);
@@ -371,7 +358,7 @@ fn virtio_net_guest_without_receive_buffers_does_not_stall_the_vmm() {
     vm.wait_for_output("net: up without receive buffers", T);
 
     // Flood the TAP: the guest cannot take anything (no ARP answers either, hence the static entry).
-    static_guest_neighbour(&ns);
+    ns.static_neighbour("10.0.0.2", GUEST_MAC);
     let udp = udp_to_guest(&ns, 7);
     udp.set_nonblocking(true).unwrap();
     for i in 0..3000u64 {
@@ -421,22 +408,10 @@ fn virtio_net_malformed_chains_from_a_real_guest_are_dropped_and_counted() {
     }
     let Some(ns) = Netns::new("bad") else { return };
     let sock = sock_path("bad");
-    let net = format!("tap={TAP},mac={GUEST_MAC},id=eth0");
-    let vm = ns.spawn(&[
-        "--kernel",
-        PVH,
-        "--mem",
-        "32",
-        "--net",
-        &net,
-        "--api-sock",
-        sock.to_str().unwrap(),
-        "--cmdline",
-        "netbad netecho netip=10.0.0.2 halt",
-    ]);
+    let vm = spawn_net_guest(&ns, &sock, "netbad netecho netip=10.0.0.2 halt");
     vm.wait_for_output("net: bad chains posted", T);
     // The guest answers no ARP in this phase: a static entry lets the datagrams through.
-    static_guest_neighbour(&ns);
+    ns.static_neighbour("10.0.0.2", GUEST_MAC);
     let udp = udp_to_guest(&ns, 7);
     // The first two frames meet the bad receive chains and are dropped; the third is delivered.
     for i in 0..3 {
