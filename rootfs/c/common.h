@@ -40,6 +40,13 @@ static inline void die_path(const char *what, const char *path) {
 }
 #endif
 
+/* fcntl(fd, cmd) (F_SETLK, F_SETLKW, F_OFD_SETLK, ...) with a record lock of `type` (F_RDLCK, F_WRLCK,
+ * F_UNLCK) on [start, start + len) from the file's start. */
+static inline int lock_range(int fd, int cmd, short type, off_t start, off_t len) {
+    struct flock l = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+    return fcntl(fd, cmd, &l);
+}
+
 /* The calling thread's id (glibc before 2.30 has no gettid wrapper). */
 static inline pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
 

@@ -7,11 +7,6 @@
 #define PROG "fcntllock"
 #include "common.h"
 
-static int lock(int fd, int cmd, short type, off_t start, off_t len) {
-    struct flock l = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
-    return fcntl(fd, cmd, &l);
-}
-
 /* F_GETLK for a `type` request: "unlocked" or "TYPE start len by parent|child|other". */
 static const char *probe(int fd, short type, off_t start, off_t len, pid_t parent) {
     static char buf[96];
@@ -31,21 +26,21 @@ int main(void) {
     pipe(up);
     pipe(down);
     pid_t parent = getpid();
-    SAY("parent write lock 0..100: %s\n", err(lock(p[1], F_SETLK, F_WRLCK, 0, 100)));
-    SAY("parent read lock on the write end: %s\n", err(lock(p[1], F_SETLK, F_RDLCK, 200, 10)));
-    SAY("parent write lock on the read end: %s\n", err(lock(p[0], F_SETLK, F_WRLCK, 200, 10)));
-    SAY("bad type: %s, bad range: %s\n", err(lock(p[1], F_SETLK, 7, 0, 1)), err(lock(p[1], F_SETLK, F_WRLCK, 5, -10)));
+    SAY("parent write lock 0..100: %s\n", err(lock_range(p[1], F_SETLK, F_WRLCK, 0, 100)));
+    SAY("parent read lock on the write end: %s\n", err(lock_range(p[1], F_SETLK, F_RDLCK, 200, 10)));
+    SAY("parent write lock on the read end: %s\n", err(lock_range(p[0], F_SETLK, F_WRLCK, 200, 10)));
+    SAY("bad type: %s, bad range: %s\n", err(lock_range(p[1], F_SETLK, 7, 0, 1)), err(lock_range(p[1], F_SETLK, F_WRLCK, 5, -10)));
     /* The parent's own view: no conflict with itself. */
     SAY("parent probes its own range: %s\n", probe(p[0], F_WRLCK, 50, 1, parent));
     pid_t c = fork();
     if (c == 0) {
         SAY("child probes 50: %s\n", probe(p[0], F_RDLCK, 50, 1, parent));
         SAY("child probes 100..: %s\n", probe(p[0], F_WRLCK, 100, 0, parent));
-        SAY("child read lock 10..20: %s\n", err(lock(p[0], F_SETLK, F_RDLCK, 10, 10)));
-        SAY("child read lock 150..160: %s\n", err(lock(p[0], F_SETLK, F_RDLCK, 150, 10)));
+        SAY("child read lock 10..20: %s\n", err(lock_range(p[0], F_SETLK, F_RDLCK, 10, 10)));
+        SAY("child read lock 150..160: %s\n", err(lock_range(p[0], F_SETLK, F_RDLCK, 150, 10)));
         write(up[1], "x", 1);
         /* Blocks until the parent unlocks 0..50. */
-        int r = lock(p[0], F_SETLKW, F_RDLCK, 10, 10);
+        int r = lock_range(p[0], F_SETLKW, F_RDLCK, 10, 10);
         const char *res = err(r);
         write(up[1], "y", 1);
         char b;
@@ -57,7 +52,7 @@ int main(void) {
     read(up[0], &b, 1);
     SAY("parent probes 150: %s\n", probe(p[1], F_WRLCK, 155, 1, parent));
     sleep_ms(200);
-    SAY("parent unlocks 0..50: %s\n", err(lock(p[1], F_SETLK, F_UNLCK, 0, 50)));
+    SAY("parent unlocks 0..50: %s\n", err(lock_range(p[1], F_SETLK, F_UNLCK, 0, 50)));
     read(up[0], &b, 1);
     SAY("parent probes 0..50 for writing: %s\n", probe(p[1], F_WRLCK, 0, 50, parent));
     SAY("parent probes 60: %s\n", probe(p[1], F_WRLCK, 60, 1, parent));

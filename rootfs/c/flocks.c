@@ -12,11 +12,6 @@
 #include "common.h"
 #include <sys/file.h>
 
-static int lock(int fd, int cmd, short type, off_t start, off_t len) {
-    struct flock l = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
-    return fcntl(fd, cmd, &l);
-}
-
 /* F_GETLK or F_OFD_GETLK for a write request on [start, start+len): "unlocked" or "TYPE start len pid P"
  * (P: -1, self, parent or other). */
 static const char *probe(int fd, int cmd, off_t start, off_t len, pid_t parent) {
@@ -85,8 +80,8 @@ int main(void) {
     SAY("other description sh nb: %s\n", err(flock(fd2, LOCK_SH | LOCK_NB)));
     int fd3 = dup(fd1);
     SAY("dup ex nb: %s\n", err(flock(fd3, LOCK_EX | LOCK_NB)));
-    SAY("fcntl read lock beside it: %s\n", err(lock(fd2, F_SETLK, F_RDLCK, 0, 0)));
-    lock(fd2, F_SETLK, F_UNLCK, 0, 0);
+    SAY("fcntl read lock beside it: %s\n", err(lock_range(fd2, F_SETLK, F_RDLCK, 0, 0)));
+    lock_range(fd2, F_SETLK, F_UNLCK, 0, 0);
     close(fd1);
     SAY("after closing one of two descriptors, sh nb: %s\n", err(flock(fd2, LOCK_SH | LOCK_NB)));
     close(fd3);
@@ -142,18 +137,18 @@ int main(void) {
 
     /* OFD locks. */
     int o1 = open(path, O_RDWR), o2 = open(path, O_RDWR);
-    SAY("ofd write 0..10: %s\n", err(lock(o1, F_OFD_SETLK, F_WRLCK, 0, 10)));
-    SAY("own record lock 5..6 against it: %s\n", err(lock(o2, F_SETLK, F_WRLCK, 5, 1)));
+    SAY("ofd write 0..10: %s\n", err(lock_range(o1, F_OFD_SETLK, F_WRLCK, 0, 10)));
+    SAY("own record lock 5..6 against it: %s\n", err(lock_range(o2, F_SETLK, F_WRLCK, 5, 1)));
     SAY("ofd getlk from another description: %s\n", probe(o2, F_OFD_GETLK, 0, 10, parent));
     SAY("getlk from the process: %s\n", probe(o2, F_GETLK, 0, 10, parent));
     SAY("ofd getlk from its own description: %s\n", probe(o1, F_OFD_GETLK, 0, 10, parent));
     struct flock bad = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 20, .l_len = 1, .l_pid = 1};
     SAY("ofd with l_pid 1: %s\n", err(fcntl(o2, F_OFD_SETLK, &bad)));
-    SAY("record lock 20..30: %s\n", err(lock(o2, F_SETLK, F_WRLCK, 20, 10)));
-    SAY("ofd against the process's record lock: %s\n", err(lock(o1, F_OFD_SETLK, F_RDLCK, 25, 1)));
+    SAY("record lock 20..30: %s\n", err(lock_range(o2, F_SETLK, F_WRLCK, 20, 10)));
+    SAY("ofd against the process's record lock: %s\n", err(lock_range(o1, F_OFD_SETLK, F_RDLCK, 25, 1)));
     SAY("ofd getlk sees the record lock: %s\n", probe(o1, F_OFD_GETLK, 20, 10, parent));
     int o3 = dup(o1);
-    SAY("ofd through a dup extends it: %s\n", err(lock(o3, F_OFD_SETLK, F_WRLCK, 5, 10)));
+    SAY("ofd through a dup extends it: %s\n", err(lock_range(o3, F_OFD_SETLK, F_WRLCK, 5, 10)));
     int o4 = open(path, O_RDONLY);
     close(o4);
     SAY("a close of another descriptor keeps it: %s\n", probe(o2, F_OFD_GETLK, 0, 15, parent));
@@ -167,7 +162,7 @@ int main(void) {
         SAY("child: ofd getlk: %s\n", probe(mine, F_OFD_GETLK, 0, 15, parent));
         if (write(up[1], "3", 1) != 1)
             _exit(1);
-        SAY("child: ofd setlkw: %s\n", err(lock(mine, F_OFD_SETLKW, F_WRLCK, 0, 15)));
+        SAY("child: ofd setlkw: %s\n", err(lock_range(mine, F_OFD_SETLKW, F_WRLCK, 0, 15)));
         SAY("child: ofd getlk after: %s\n", probe(mine, F_OFD_GETLK, 0, 15, parent));
         _exit(0);
     }
@@ -183,25 +178,25 @@ int main(void) {
     /* EDEADLK: the parent holds byte 0, the child byte 1; the child waits for byte 0; the parent
      * asking for byte 1 would wait for a process that waits for it. */
     int d = open(path, O_RDWR);
-    SAY("parent byte 0: %s\n", err(lock(d, F_SETLK, F_WRLCK, 0, 1)));
+    SAY("parent byte 0: %s\n", err(lock_range(d, F_SETLK, F_WRLCK, 0, 1)));
     pid = fork();
     if (pid == 0) {
-        SAY("child byte 1: %s\n", err(lock(d, F_SETLK, F_WRLCK, 1, 1)));
+        SAY("child byte 1: %s\n", err(lock_range(d, F_SETLK, F_WRLCK, 1, 1)));
         if (write(up[1], "4", 1) != 1)
             _exit(1);
-        SAY("child setlkw byte 0: %s\n", err(lock(d, F_SETLKW, F_WRLCK, 0, 1)));
+        SAY("child setlkw byte 0: %s\n", err(lock_range(d, F_SETLKW, F_WRLCK, 0, 1)));
         _exit(0);
     }
     if (read(up[0], &c, 1) != 1)
         return 1;
     wait_asleep(pid);
-    SAY("parent setlkw byte 1: %s\n", err(lock(d, F_SETLKW, F_WRLCK, 1, 1)));
-    SAY("parent setlkw byte 2 (free): %s\n", err(lock(d, F_SETLKW, F_WRLCK, 2, 1)));
+    SAY("parent setlkw byte 1: %s\n", err(lock_range(d, F_SETLKW, F_WRLCK, 1, 1)));
+    SAY("parent setlkw byte 2 (free): %s\n", err(lock_range(d, F_SETLKW, F_WRLCK, 2, 1)));
     SAY("parent unlocks byte 0\n");
-    r = lock(d, F_SETLK, F_UNLCK, 0, 1);
+    r = lock_range(d, F_SETLK, F_UNLCK, 0, 1);
     reap(pid);
     SAY("the unlock returned %s\n", err(r));
-    SAY("parent setlkw byte 1 after the child: %s\n", err(lock(d, F_SETLKW, F_WRLCK, 1, 1)));
+    SAY("parent setlkw byte 1 after the child: %s\n", err(lock_range(d, F_SETLKW, F_WRLCK, 1, 1)));
     close(d);
     unlink(path);
     SAY("done\n");
