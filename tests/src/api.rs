@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{read_http_response, wait_until, Vm};
 
@@ -97,14 +97,7 @@ impl Client {
     /// count the test guest's `count` mode printed.
     pub fn pause_settled(&self, vm: &Vm, timeout: Duration) -> u64 {
         self.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
-        let (mut seen, mut since) = (vm.stdout(), Instant::now());
-        assert!(wait_until(timeout, || {
-            let now = vm.stdout();
-            if now != seen {
-                (seen, since) = (now, Instant::now());
-            }
-            since.elapsed() >= Duration::from_millis(150)
-        }));
+        assert!(vm.output_settles(Duration::from_millis(150), timeout));
         *counts(&vm.stdout()).last().expect("the guest counted")
     }
 }

@@ -146,6 +146,19 @@ impl Vm {
         }
     }
 
+    /// Waits until the console output has not changed for `quiet` (a paused guest's last lines have
+    /// drained from the pipe); returns false if that does not happen within `timeout`.
+    pub fn output_settles(&self, quiet: Duration, timeout: Duration) -> bool {
+        let (mut seen, mut since) = (self.stdout(), Instant::now());
+        wait_until(timeout, || {
+            let now = self.stdout();
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+            since.elapsed() >= quiet
+        })
+    }
+
     /// Writes to the guest's console input.
     pub fn send(&mut self, bytes: &[u8]) {
         let stdin = self.child.stdin.as_mut().unwrap();

@@ -281,14 +281,7 @@ fn pause_and_resume_keep_the_guest_running() {
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     // Let the pipe drain (the output stops changing for 150 ms), then the counter must stand still: it moves
     // every 100 ms when the guest runs.
-    let (mut seen, mut since) = (vm.stdout(), Instant::now());
-    assert!(wait_until(T, || {
-        let now = vm.stdout();
-        if now != seen {
-            (seen, since) = (now, Instant::now());
-        }
-        since.elapsed() >= Duration::from_millis(150)
-    }));
+    assert!(vm.output_settles(Duration::from_millis(150), T));
     let frozen = vm.stdout();
     let paused_at = last_count(&vm).unwrap();
     assert!(

@@ -580,14 +580,7 @@ fn a_snapshot_during_disk_writes_loses_no_acknowledged_write_and_clones_write_th
     c.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     let (state, mem) = (tmp("state"), tmp("mem"));
     assert_eq!(c.snapshot("Full", &state, &mem).status, 204);
-    let (mut seen, mut since) = (vm.stdout(), Instant::now());
-    assert!(wait_until(T, || {
-        let now = vm.stdout();
-        if now != seen {
-            (seen, since) = (now, Instant::now());
-        }
-        since.elapsed() >= Duration::from_millis(150)
-    }));
+    assert!(vm.output_settles(Duration::from_millis(150), T));
     vm.signal(libc::SIGKILL);
     let out_before = vm.stdout();
     let before = acks(&out_before);
