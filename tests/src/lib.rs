@@ -299,6 +299,41 @@ impl GuestImages {
         self.stage.join(path)
     }
 
+    /// Boots the kernel and the root image on QEMU's microvm machine under TCG (scripts/run-qemu.sh,
+    /// a second, independent VMM; at most 120 s) with `args` for the script (words for the kernel's
+    /// command line). `None` (the test skips) when `qemu-system-x86_64` is not installed, unless `CI`
+    /// is set: then the script's own installation is tried and must work.
+    pub fn run_on_qemu(&self, args: &[&str]) -> Option<Output> {
+        let have_qemu = Command::new("sh")
+            .args(["-c", "command -v qemu-system-x86_64"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have_qemu && std::env::var_os("CI").is_none() {
+            eprintln!(
+                "SKIPPED: qemu-system-x86_64 is not installed (scripts/run-qemu.sh installs it)"
+            );
+            return None;
+        }
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(workspace_root().join("scripts/run-qemu.sh"))
+            .args(args)
+            .env("KERNEL", &self.kernel)
+            .env("DISK", &self.disk)
+            .output()
+            .expect("cannot run scripts/run-qemu.sh");
+        let out = Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!(
+            "--- qemu stdout:\n{}--- stderr:\n{}",
+            out.stdout, out.stderr
+        );
+        Some(out)
+    }
+
     /// `microvm` arguments booting on the shared read-only root image (see [`GuestImages::args`]) with
     /// init running `command` as its only child (`init -- run COMMAND`): init waits for it, logs
     /// `init: PROGRAM exited (...)`, then powers the VM off.

@@ -14,7 +14,6 @@
 //! and getrandom agreeing with each other), `procsig.c` (/proc/PID/status's signal sets and VmStk).
 //! Without the images the tests skip (and fail when `CI` is set).
 
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tests::{
@@ -274,27 +273,15 @@ fn the_guests_date_on_qemu_microvm_is_the_hosts() {
     let Some(images) = GuestImages::find() else {
         return;
     };
-    let have_qemu = Command::new("sh")
-        .args(["-c", "command -v qemu-system-x86_64"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_qemu && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (scripts/run-qemu.sh installs it)");
+    let Some(out) = images.run_on_qemu(&["--", "run", "/bin/busybox", "date", "+guest-time=%s"])
+    else {
         return;
-    }
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(tests::workspace_root().join("scripts/run-qemu.sh"))
-        .args(["--", "run", "/bin/busybox", "date", "+guest-time=%s"])
-        .env("KERNEL", &images.kernel)
-        .env("DISK", &images.disk)
-        .output()
-        .expect("cannot run scripts/run-qemu.sh");
+    };
     let host_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let stdout = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let stdout = out.stdout.replace('\r', "");
     assert!(
         stdout.contains("clock: wall clock from cmos-rtc"),
         "{stdout}"

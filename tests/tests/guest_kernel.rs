@@ -6,10 +6,9 @@
 //! The artifacts come from `scripts/build-guest-kernel.sh` and `scripts/build-rootfs.sh`. Without them
 //! the tests skip with a message (and fail when `CI` is set).
 
-use std::process::Command;
 use std::time::Duration;
 
-use tests::{run, workspace_root, GuestImages, Output};
+use tests::{run, GuestImages, Output};
 
 const T: Duration = Duration::from_secs(60);
 /// What the guest kernel writes to the debug-exit port when it panics.
@@ -264,34 +263,7 @@ fn guest_kernel_without_root_device_panics() {
 
 /// Runs scripts/run-qemu.sh (QEMU `-M microvm,acpi=off`, TCG) with extra command-line words.
 fn boot_qemu(extra_cmdline: &str) -> Option<Output> {
-    let images = GuestImages::find()?;
-    let script = workspace_root().join("scripts/run-qemu.sh");
-    let have_qemu = Command::new("sh")
-        .args(["-c", "command -v qemu-system-x86_64"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_qemu && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (scripts/run-qemu.sh installs it)");
-        return None;
-    }
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(script)
-        .arg(extra_cmdline)
-        .env("KERNEL", &images.kernel)
-        .env("DISK", &images.disk)
-        .output()
-        .expect("cannot run scripts/run-qemu.sh");
-    let out = Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!(
-        "--- qemu stdout:\n{}--- stderr:\n{}",
-        out.stdout, out.stderr
-    );
-    Some(out)
+    GuestImages::find()?.run_on_qemu(&[extra_cmdline])
 }
 
 #[test]
