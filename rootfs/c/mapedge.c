@@ -14,6 +14,10 @@
  *       mapping only, never msync/fsync, sleeps past the periodic write-back, writes a second
  *       pattern over the first half, sleeps again, prints "slept" and waits for the test's
  *       SIGKILL (the test then reads FILE from the disk).
+ *   mapedge --spin FILE  fills FILE (64 KiB, on a disk filesystem) through a shared mapping
+ *       only, prints "spinning" and computes forever without a system call (no filesystem call
+ *       and no idle moment for the kernel to write back from: only the timer can); the test kills
+ *       microvm with SIGKILL after two write-back periods and reads FILE from the disk.
  *   mapedge --enospc DEV DIR  mounts the small ext2 disk DEV at DIR: a hole mapped shared, the
  *       disk filled with write(), a write through the mapping into the hole is SIGBUS, and after
  *       a delete the same write works and reaches the file; then unmounts it.
@@ -245,6 +249,22 @@ static void writeback(const char *path) {
         pause();
 }
 
+static void spin(const char *path) {
+    const size_t len = 64 * 1024;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, (off_t)len))
+        die("spin open");
+    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        die("spin mmap");
+    for (size_t k = 0; k < len; k++)
+        m[k] = (unsigned char)(k * 5 + (k >> 12) + 3);
+    printf("mapedge: written, spinning\n");
+    /* No system call from here on (the compiler keeps the loop: the counter is volatile). */
+    for (volatile unsigned long n = 0;; n++)
+        ;
+}
+
 static void enospc(const char *dir) {
     char hole[PATH_LEN], fill[PATH_LEN];
     int fd, filled, e;
@@ -311,6 +331,8 @@ int main(int argc, char **argv) {
     sigaction(SIGBUS, &sa, NULL);
     if (argc == 3 && !strcmp(argv[1], "--writeback"))
         writeback(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "--spin"))
+        spin(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "--enospc")) {
         if (mount(argv[2], argv[3], "ext2", 0, NULL))
             die("mount ext2");
@@ -325,7 +347,8 @@ int main(int argc, char **argv) {
         grow(argv[3]);
     }
     if (argc != 2) {
-        fprintf(stderr, "usage: mapedge DIR | --writeback FILE | --enospc DEV DIR | --grow DEV DIR\n");
+        fprintf(stderr, "usage: mapedge DIR | --writeback FILE | --spin FILE | --enospc DEV DIR"
+                        " | --grow DEV DIR\n");
         return 2;
     }
     char path[1024], small[512];

@@ -853,6 +853,42 @@ fn writes_through_a_mapping_reach_the_disk_by_periodic_write_back() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The periodic write-back runs whatever the guest runs (Linux's flusher threads wake on a
+/// timer): `mapedge --spin` fills a file through a shared mapping only and then computes without a
+/// system call, so neither the end of a filesystem call nor the idle task ever comes; the timer
+/// tick taken in user mode does the pass once it is due. After two write-back periods microvm is
+/// killed with SIGKILL and the host reads every byte (the kernel before: the pages stayed dirty).
+#[test]
+fn writes_through_a_mapping_reach_the_disk_while_the_guest_only_computes() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let dir = scratch("mapspin");
+    let disk = copy_root(&images, &dir, true);
+    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapedge-glibc --spin /spinmap";
+    let vm = Vm::spawn(&args(&images, &disk, cmdline));
+    vm.wait_for_output("mapedge: written, spinning", T);
+    // Two write-back periods (5 s each) and a margin: elapsed time is what is tested here, there
+    // is nothing in the guest to wait for.
+    std::thread::sleep(Duration::from_secs(12));
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    assert_eq!(out.code, None, "microvm was killed");
+    let got = debugfs(&disk, "cat /spinmap");
+    let want: Vec<u8> = (0..64 * 1024usize)
+        .map(|k| (k * 5 + (k >> 12) + 3) as u8)
+        .collect();
+    assert!(
+        got == want,
+        "after SIGKILL the file written through a mapping by a program that then only computes \
+         reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    );
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A write through a shared mapping into a hole of a full ext2 disk is SIGBUS at the fault (the
 /// block is allocated there, as Linux's page_mkwrite does on ext4; not a write lost at write-back),
 /// both for a page not mapped yet and for a hole page mapped by a read; after a delete the same

@@ -9,7 +9,8 @@
 //! faults (the loader reads extents straight from the disk); [`write_back_mount`] for sync, syncfs,
 //! umount, remount-ro, power-off and reboot, and for a writer that finds more dirty pages than
 //! [`pagecache::dirty_limit`] (Linux's balance_dirty_pages); the periodic pass (`mount`'s
-//! [`WRITEBACK_NS`]) after filesystem calls and from the idle task; [`reclaim`] under memory
+//! [`WRITEBACK_NS`]) after filesystem calls, from the idle task and from the timer tick taken in
+//! user mode (`mount::tick_write_back`); [`reclaim`] under memory
 //! pressure before the OOM killer.
 #![deny(unsafe_code)]
 
@@ -25,7 +26,7 @@ const RUN_BYTES: usize = crate::drivers::virtio::MAX_REQUEST;
 
 /// How often the periodic pass writes everything dirty back (Linux: dirty_writeback_centisecs 5 s,
 /// with pages older than dirty_expire_centisecs, 30 s; here every dirty page at each pass, so data
-/// is on the disk at most 5 s after the first filesystem call or idle moment past the period).
+/// is on the disk at most one period and a tick after it was written, whatever runs).
 pub const WRITEBACK_NS: u64 = 5_000_000_000;
 
 /// Set while a write-back runs (the filesystem calls it makes end in the periodic check).
