@@ -25,7 +25,8 @@
  *       page mapped shared and written (blocks up to the end of the file), the file grown by a
  *       write at the end of that page (a hole of two blocks left in it), the disk filled; a write
  *       through the mapping into the hole is SIGBUS (Linux write-protects the page when the size
- *       grows past it: pagecache_isize_extended), after a delete it works; msync and fsync, then
+ *       grows past it: pagecache_isize_extended), after a delete it works; the same for a second
+ *       file grown by ftruncate (Linux's truncate_setsize does the same); msync and fsync, then
  *       "synced" and it waits for the test's SIGKILL (the test reads the file from the disk).
  */
 #define PROG "mapedge"
@@ -303,17 +304,31 @@ static void grow(const char *dir) {
     struct stat st;
     fstat(fd, &st);
     printf("mapedge: grow: grown to %ld\n", (long)st.st_size);
+    /* The same through ftruncate (blocks 1 to 3 a hole), on a second file. */
+    snprintf(path, PATH_LEN, "%s/grow2", dir);
+    int fd2 = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd2 < 0 || write(fd2, head, sizeof head) != (ssize_t)sizeof head)
+        die("grow2 file");
+    char *m2 = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd2, 0);
+    if (m2 == MAP_FAILED)
+        die("grow2 mmap");
+    printf("mapedge: grow: ftruncate: a write before the end: %s\n", touch(m2, 1, 'c'));
+    printf("mapedge: grow: ftruncate up %s\n", ok_or_errname(ftruncate(fd2, PAGE)));
     int e;
     int ff = fill_up(fill, NULL, &e);
     printf("mapedge: grow: filled, stopped with errno %d\n", e);
     printf("mapedge: grow: a write through the mapping into the hole: %s\n",
            touch(m + 2000, 1, 'Z'));
+    printf("mapedge: grow: ftruncate: a write into the hole: %s\n", touch(m2 + 3000, 1, 'T'));
     printf("mapedge: grow: msync while full %s\n", ok_or_errname(msync(m, PAGE, MS_SYNC)));
     printf("mapedge: grow: a read before the old end: %s\n", touch(m + 50, 0, 0));
     close(ff);
     if (unlink(fill))
         die("unlink fill");
     printf("mapedge: grow: after a delete: %s\n", touch(m + 2000, 1, 'Z'));
+    printf("mapedge: grow: ftruncate: after a delete: %s\n", touch(m2 + 3000, 1, 'T'));
+    printf("mapedge: grow: ftruncate: msync %s, fsync %s\n",
+           ok_or_errname(msync(m2, PAGE, MS_SYNC)), ok_or_errname(fsync(fd2)));
     printf("mapedge: grow: msync %s\n", ok_or_errname(msync(m, PAGE, MS_SYNC)));
     printf("mapedge: grow: fsync %s\n", ok_or_errname(fsync(fd)));
     printf("mapedge: grow: pread sees it: %d %d\n", peek(fd, 0), peek(fd, 2000));

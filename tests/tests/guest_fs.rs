@@ -945,7 +945,8 @@ fn a_mapped_write_into_a_hole_of_a_full_disk_is_sigbus() {
 /// write-protects it when the size grows past it), so a store into the hole on a full disk is
 /// SIGBUS at the fault, not data dropped at write-back with a "lost" log line; after a delete the
 /// store works, and after msync and fsync it is on the disk even though microvm is then killed
-/// with SIGKILL: debugfs reads it, e2fsck finds the image clean. Guest only, as the test above.
+/// with SIGKILL: debugfs reads it, e2fsck finds the image clean. The same for a second file grown
+/// by ftruncate (Linux's truncate_setsize). Guest only, as the test above.
 #[test]
 fn a_mapped_write_past_the_old_end_of_a_grown_file_on_a_full_disk_is_sigbus() {
     let Some(images) = GuestImages::for_vm() else {
@@ -969,11 +970,16 @@ fn a_mapped_write_past_the_old_end_of_a_grown_file_on_a_full_disk_is_sigbus() {
         [
             "mapedge: grow: a write through the mapping before the end: ok 98",
             "mapedge: grow: grown to 4096",
+            "mapedge: grow: ftruncate: a write before the end: ok 99",
+            "mapedge: grow: ftruncate up ok",
             "mapedge: grow: filled, stopped with errno 28",
             "mapedge: grow: a write through the mapping into the hole: SIGBUS code 2",
+            "mapedge: grow: ftruncate: a write into the hole: SIGBUS code 2",
             "mapedge: grow: msync while full ok",
             "mapedge: grow: a read before the old end: ok 97",
             "mapedge: grow: after a delete: ok 90",
+            "mapedge: grow: ftruncate: after a delete: ok 84",
+            "mapedge: grow: ftruncate: msync ok, fsync ok",
             "mapedge: grow: msync ok",
             "mapedge: grow: fsync ok",
             "mapedge: grow: pread sees it: 98 90",
@@ -997,6 +1003,17 @@ fn a_mapped_write_past_the_old_end_of_a_grown_file_on_a_full_disk_is_sigbus() {
     assert!(
         got == want,
         "/grow reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    );
+    let mut want = vec![0u8; 4096];
+    want[..100].fill(b'a');
+    want[0] = b'c';
+    want[3000] = b'T';
+    let got = debugfs(&small, "cat /grow2");
+    assert!(
+        got == want,
+        "/grow2 reads back {} bytes, {} of them as written",
         got.len(),
         got.iter().zip(&want).filter(|(a, b)| a == b).count()
     );
