@@ -211,7 +211,9 @@ fn run_init(path: &str, args: &[&str]) -> ! {
         b"TERM=linux",
         b"PATH=/sbin:/bin:/usr/sbin:/usr/bin",
     ];
-    let mut process = match proc::exec::spawn(
+    // Descriptors 0-2 on /dev/console, and no controlling terminal (Linux's console_on_rootfs):
+    // init gives the programs it starts a session with the console's own device.
+    let process = match proc::exec::spawn(
         proc::INIT_PID,
         path.as_bytes(),
         &argv,
@@ -225,9 +227,6 @@ fn run_init(path: &str, args: &[&str]) -> ! {
             Dec(e.0 as u64)
         ),
     };
-    // Init's controlling terminal is the console.
-    process.ctty = true;
-    tty::set_init_session(proc::INIT_PID.0);
     proc::insert(alloc::boxed::Box::new(process));
     proc::sched::new_task(proc::INIT_PID, None);
     kprintln!("Run {} as init process", path);

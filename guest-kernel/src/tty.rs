@@ -448,14 +448,6 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, Errno> {
     }
 }
 
-/// Makes the console init's controlling terminal, its group the foreground (as the kernel's console
-/// setup gives it; the caller marks init's `ctty`).
-pub fn set_init_session(init: u32) {
-    let mut t = TTY.borrow_mut();
-    t.session = init;
-    t.fg = init;
-}
-
 /// Whether the console is the current process's controlling terminal.
 pub fn has_ctty() -> bool {
     task::current().ctty
@@ -546,8 +538,9 @@ pub fn foreground() -> u32 {
     TTY.try_borrow().map(|t| t.fg).unwrap_or(0)
 }
 
-/// The console as an open file (/dev/console, /dev/tty, /dev/ttyS0, /dev/hvc0, and init's
-/// descriptors 0-2), one terminal under several names; the node it was opened by gives its stat.
+/// The console as an open file (/dev/console, /dev/tty, /dev/ttyS0, /dev/hvc0; init's descriptors
+/// 0-2 are /dev/console), one terminal under several names; the node it was opened by gives its
+/// stat.
 pub struct ConsoleFile(Node);
 
 /// The device node a console description was opened through, each with Linux's numbers.
@@ -561,9 +554,6 @@ pub enum Node {
     TtyS0,
     /// /dev/hvc0 (229:0), the virtio console.
     Hvc0,
-    /// Init's descriptors: the console under its tty's name (`console::device_name`), as a
-    /// `console=` line names it (Linux would give init /dev/console).
-    Boot,
 }
 
 impl Node {
@@ -574,8 +564,16 @@ impl Node {
             Node::Tty => 5 << 8,
             Node::TtyS0 => (4 << 8) | 64,
             Node::Hvc0 => 229 << 8,
-            Node::Boot if crate::console::device_name() == b"/dev/hvc0" => Node::Hvc0.rdev(),
-            Node::Boot => Node::TtyS0.rdev(),
+        }
+    }
+
+    /// The terminal device the console is on (`console=`: the UART's ttyS0, or virtio's hvc0), the
+    /// one a controlling terminal is (/proc/PID/stat's tty_nr) and /proc/consoles names.
+    pub fn console_device() -> Node {
+        if crate::console::device_name() == b"/dev/hvc0" {
+            Node::Hvc0
+        } else {
+            Node::TtyS0
         }
     }
 
@@ -668,13 +666,16 @@ impl FileOps for ConsoleFile {
     }
 }
 
-/// A new open description of the console (read-write), as init gets on descriptors 0, 1 and 2.
+/// A new open description of /dev/console (read-write), as the kernel opens it for init's
+/// descriptors 0, 1 and 2 (Linux's console_on_rootfs). Like every open of /dev/console it makes no
+/// controlling terminal: init has none.
 pub fn open_console() -> FileRef {
-    OpenFile::new(Rc::new(ConsoleFile(Node::Boot)), O_RDWR, None)
+    OpenFile::new(Rc::new(ConsoleFile(Node::Console)), O_RDWR, None)
 }
 
 /// Registers the console's device nodes. /dev/tty is the caller's controlling terminal (ENXIO without
-/// one); opening /dev/ttyS0 without O_NOCTTY may make it a session leader's controlling terminal.
+/// one); opening /dev/ttyS0 or /dev/hvc0 without O_NOCTTY may make it a session leader's controlling
+/// terminal, opening /dev/console never does (Linux's tty_open: the noctty rule for 5:1).
 pub fn register() {
     fs::register_device(b"/dev/console", |_| Ok(Rc::new(ConsoleFile(Node::Console))));
     fs::register_device(b"/dev/tty", |flags| {

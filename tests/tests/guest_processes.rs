@@ -244,6 +244,51 @@ fn controlling_terminal_matches_the_host() {
     proctest_on_terminals("ctty", &["proctest: ctty: leader exit 0"]);
 }
 
+/// Init's terminal, as Linux sets it up: the kernel opens /dev/console for PID 1 (its descriptors
+/// read as /dev/console) and opening /dev/console never makes a controlling terminal, so init has
+/// none: /proc/1/stat's tty_nr is 0 and tpgid -1 (proc(5): no controlling terminal). The host's
+/// PID 1 is not comparable (systemd or a container's init, set up by their own rules), so the values
+/// are asserted as Linux documents them. The program init runs is in a session on the console's
+/// own device, named by /proc/consoles (Linux's format), led by init's child: descriptors on
+/// /dev/ttyS0, tty_nr 4:64 (1088), its own group in the foreground, so job control works as before.
+#[test]
+fn init_has_no_controlling_terminal_and_its_descriptors_are_dev_console() {
+    let Some(out) = boot_running("/bin/busybox sh /usr/share/bbtest/console.sh") else {
+        return;
+    };
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    let console = out.stdout.replace('\r', "");
+    let has = |line: &str| console.lines().any(|l| l == line);
+    for fd in 0..3 {
+        assert!(has(&format!("init fd {fd}: /dev/console")), "{console}");
+    }
+    assert!(has("init tty_nr: 0 tpgid: -1"), "{console}");
+    let shell = console
+        .lines()
+        .find_map(|l| l.strip_prefix("shell pid: "))
+        .unwrap_or_else(|| panic!("{console}"));
+    let f: Vec<&str> = shell.split(' ').collect();
+    // "PID pgrp: PGRP session: SID tty_nr: N tpgid: FG"
+    assert_eq!(f.len(), 9, "{console}");
+    let pid = f[0];
+    assert_eq!([f[2], f[6], f[8]], [pid, "1088", pid], "{console}");
+    assert!(
+        has("session led by the shell's parent: yes, not init: yes"),
+        "{console}"
+    );
+    assert!(has("shell fd 0: /dev/ttyS0"), "{console}");
+    assert!(has("tty: /dev/ttyS0"), "{console}");
+    assert!(
+        has("consoles: ttyS0                -W- (EC p a)    4:64"),
+        "{console}"
+    );
+    assert!(
+        has("new session opened /dev/console: session leader yes tty_nr: 0"),
+        "{console}"
+    );
+    assert!(has("console.sh done"), "{console}");
+}
+
 /// Runs `proctest CASE` on the guest's console and, on the host, on a pseudo-terminal (`script`, from
 /// util-linux/bsdutils); checks that the host run says each of `host_says` (so the comparison is not of
 /// two failures), that both print the same proctest lines, and that the guest exits 0. Returns the

@@ -235,6 +235,32 @@ pub fn uptime(up_ns: u64, idle_ns: u64) -> Vec<u8> {
     b.0
 }
 
+/// `/proc/consoles` for the one console, terminal `name` (`ttyS0`, `hvc0`) with device number
+/// `major:minor` (Linux's show_console_dev): the name padded to 20 columns and a space, the
+/// operations (`-W-`: written, not read, no unblank), the flags (`anytime`: the 8250's CON_ANYTIME,
+/// which hvc has not; E enabled and C the console device, p its log replayed), the number. It is how
+/// a program finds the device behind /dev/console (init opens it for the shell's session).
+pub fn consoles(name: &str, anytime: bool, major: u32, minor: u32) -> Vec<u8> {
+    let mut b = Buf(Vec::new());
+    b.0.extend_from_slice(name.as_bytes());
+    // The name column (20), padded by hand: kernel-mode formatting has no width (see crate::fmt).
+    while b.0.len() < 20 {
+        b.0.push(b' ');
+    }
+    let flags = if anytime { "EC p a" } else { "EC p  " };
+    let _ = write!(b, " -W- ({}) ", flags);
+    // " %4d:%d": the major right-aligned in 4 columns.
+    let major_text = Dec(major as u64);
+    let mut digits = Buf(Vec::new());
+    let _ = write!(digits, "{}", major_text);
+    for _ in digits.0.len()..4 {
+        b.0.push(b' ');
+    }
+    b.0.extend_from_slice(&digits.0);
+    let _ = writeln!(b, ":{}", Dec(minor as u64));
+    b.0
+}
+
 /// `/proc/meminfo`, the first lines (kB).
 pub fn meminfo(
     total_kb: u64,
@@ -439,6 +465,19 @@ pub fn maps(lines: &[MapLine<'_>]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn consoles_is_linuxs_line() {
+        // As Linux 6.x prints them for console=ttyS0 and console=hvc0.
+        assert_eq!(
+            core::str::from_utf8(&super::consoles("ttyS0", true, 4, 64)).unwrap(),
+            "ttyS0                -W- (EC p a)    4:64\n"
+        );
+        assert_eq!(
+            core::str::from_utf8(&super::consoles("hvc0", false, 229, 0)).unwrap(),
+            "hvc0                 -W- (EC p  )  229:0\n"
+        );
+    }
+
     #[test]
     fn proc_stat_layout() {
         let t = stat_file(&SysStat {

@@ -40,7 +40,7 @@ const PID_FILES: [&[u8]; 8] = [
 ];
 
 /// The files of `/proc` itself (after `self` and the process directories).
-const ROOT_FILES: [&[u8]; 7] = [
+const ROOT_FILES: [&[u8]; 8] = [
     b"uptime",
     b"meminfo",
     b"stat",
@@ -48,6 +48,7 @@ const ROOT_FILES: [&[u8]; 7] = [
     b"cpuinfo",
     b"version",
     b"filesystems",
+    b"consoles",
 ];
 
 /// `/proc/stat`: CPU time summed over every task (its own and its reaped children's, which is all
@@ -213,8 +214,13 @@ fn info_of(pid: Pid) -> Option<(ProcInfo, Vec<u8>, SchedInfo)> {
                 starttime: p.start_jiffies * 100 / crate::time::hz().max(1),
                 vsize,
                 rss,
-                // ttyS0 (4, 64) and its foreground group if it is the controlling terminal.
-                tty_nr: if p.ctty { (4 << 8) | 64 } else { 0 },
+                // The console's device (ttyS0 4:64, hvc0 229:0) and its foreground group if it
+                // is the controlling terminal; 0 and -1 without one (init: Linux's PID 1 has none).
+                tty_nr: if p.ctty {
+                    crate::tty::Node::console_device().rdev() as u32
+                } else {
+                    0
+                },
                 tpgid: if p.ctty { fg } else { -1 },
                 tgid: p.tgid.0,
                 threads: 0,
@@ -374,6 +380,20 @@ pub fn open(path: &[u8]) -> Result<ProcFile, Errno> {
             b"nodev\tproc\nnodev\ttmpfs\nnodev\tdevtmpfs\n\text2\n".to_vec(),
         )),
         [b"mounts"] => Ok(ProcFile::Data(super::mount::proc_mounts())),
+        [b"consoles"] => {
+            let node = crate::tty::Node::console_device();
+            let (name, anytime) = match node {
+                crate::tty::Node::Hvc0 => ("hvc0", false),
+                _ => ("ttyS0", true),
+            };
+            let rdev = node.rdev() as u32;
+            Ok(ProcFile::Data(procfs::consoles(
+                name,
+                anytime,
+                rdev >> 8,
+                rdev & 0xff,
+            )))
+        }
         [b"meminfo"] => {
             let (total, used) = crate::mm::frame::stats();
             let heap_used = crate::mm::heap::stats().1 as u64;

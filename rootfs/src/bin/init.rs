@@ -8,6 +8,11 @@
 //! `crash` makes it write through a null pointer after the banner, to test how the kernel handles a faulting
 //! process; `run PROGRAM ARGS...` starts PROGRAM as a child, reaps every child (logging
 //! `init: reaped PID N (STATUS)` for orphans it adopted) and powers off once PROGRAM has exited.
+//!
+//! As on Linux, init's descriptors are /dev/console and it has no controlling terminal; what it starts
+//! (`rc`'s console shell, `run`'s program) runs in a session with the console's own device
+//! (/proc/consoles) as its controlling terminal and descriptors 0-2: the shell leads its own, `run`'s
+//! program is the foreground job of one a child of init leads.
 
 use std::io::Write;
 
@@ -58,6 +63,45 @@ extern "C" fn on_shutdown_signal(sig: libc::c_int) {
     SHUTDOWN.store(sig, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// The console's own terminal device, `/dev/` and the first name in /proc/consoles (`ttyS0`, or
+/// `hvc0` with `console=hvc0`): what /dev/console is, under the name that can become a controlling
+/// terminal (Linux never makes /dev/console one).
+fn console_device() -> Option<std::ffi::CString> {
+    let consoles = std::fs::read_to_string("/proc/consoles").ok()?;
+    let name = consoles.split_whitespace().next()?;
+    std::ffi::CString::new(format!("/dev/{name}")).ok()
+}
+
+/// In a child of init (PID 1, whose descriptors are /dev/console and which has no controlling
+/// terminal, as on Linux): a session of its own with the console as its controlling terminal, and
+/// descriptors 0-2 opened from the console's own device, as busybox's cttyhack and getty give a
+/// shell, so that job control works and `tty` names the terminal. Opening it without O_NOCTTY as a
+/// session leader makes it the controlling terminal; TIOCSCTTY (arg 1: taken from another session,
+/// as root may) makes sure. `device` is [`console_device`], looked up before the fork; without it
+/// the descriptors stay.
+///
+/// # Safety
+/// Only in a freshly forked child of a single-threaded process (it changes the child's session and
+/// descriptors).
+unsafe fn console_session(device: Option<&std::ffi::CStr>) {
+    // SAFETY: plain system calls on our own descriptors; `device` is a NUL-terminated path.
+    unsafe {
+        libc::setsid();
+        if let Some(dev) = device {
+            let fd = libc::open(dev.as_ptr(), libc::O_RDWR);
+            if fd >= 0 {
+                for target in 0..3 {
+                    libc::dup2(fd, target);
+                }
+                if fd > 2 {
+                    libc::close(fd);
+                }
+            }
+        }
+        libc::ioctl(0, libc::TIOCSCTTY, 1);
+    }
+}
+
 /// Starts `argv` (a C string array) as a child; returns its pid.
 fn spawn(argv: &[&std::ffi::CStr], new_session: bool) -> libc::pid_t {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
@@ -68,6 +112,7 @@ fn spawn(argv: &[&std::ffi::CStr], new_session: bool) -> libc::pid_t {
         c"TERM=linux".as_ptr(),
         std::ptr::null(),
     ];
+    let console = new_session.then(console_device).flatten();
     // SAFETY: single-threaded program.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -79,10 +124,7 @@ fn spawn(argv: &[&std::ffi::CStr], new_session: bool) -> libc::pid_t {
                 libc::signal(sig, libc::SIG_DFL);
             }
             if new_session {
-                // A session of its own, with the console as its controlling terminal, taken from
-                // init's session (arg 1: as root may; busybox's cttyhack does the same).
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 1);
+                console_session(console.as_deref());
             }
             libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
         }
@@ -181,7 +223,9 @@ fn shutdown() -> ! {
     std::process::exit(1)
 }
 
-/// Runs `argv` as a child and reaps children until it has exited.
+/// Runs `argv` as a child and reaps children until it and every orphan it left have exited. As PID
+/// 1 the program runs in a session of its own with the console as its controlling terminal, led by
+/// [`lead_session`]; run anywhere else, it stays on the caller's terminal.
 fn run(argv: &[String]) {
     let Some(prog) = argv.first() else {
         println!("init: run: no program");
@@ -197,22 +241,18 @@ fn run(argv: &[String]) {
         c"PATH=/sbin:/usr/sbin:/bin:/usr/bin".as_ptr(),
         std::ptr::null(),
     ];
+    let as_init = std::process::id() == 1;
+    let console = as_init.then(console_device).flatten();
     // SAFETY: fork has no preconditions in this single-threaded program.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        // SAFETY: the program starts with SIGPIPE's default action, not the ignoring Rust's runtime
-        // set up in init (kept across execve); the argument and environment arrays are
-        // NUL-terminated arrays of C strings.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
+        if as_init {
+            // SAFETY: a fresh child of this single-threaded program; the arrays are
+            // NUL-terminated arrays of C strings.
+            unsafe { lead_session(console.as_deref(), prog, &ptrs, &env) };
         }
-        println!(
-            "init: cannot run {prog}: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: leaves the child without running the parent's exit handlers.
-        unsafe { libc::_exit(127) };
+        // SAFETY: as above.
+        unsafe { exec_program(prog, &ptrs, &env) };
     }
     if child < 0 {
         println!("init: fork: {}", std::io::Error::last_os_error());
@@ -227,13 +267,85 @@ fn run(argv: &[String]) {
             return;
         }
         if pid == child {
-            println!("init: {prog} exited ({})", rootfs::describe_status(status));
+            // As PID 1 the session's leader reported the program's end itself.
+            if !as_init {
+                println!("init: {prog} exited ({})", rootfs::describe_status(status));
+            }
             continue;
         }
         println!(
             "init: reaped PID {pid} ({})",
             rootfs::describe_status(status)
         );
+    }
+}
+
+/// Execs the program `run` starts, with SIGPIPE's default action (not the ignoring Rust's runtime
+/// set up in init, which execve would keep).
+///
+/// # Safety
+/// In a fresh child of this single-threaded program; `ptrs` and `env` are NUL-terminated arrays of
+/// NUL-terminated C strings.
+unsafe fn exec_program(prog: &str, ptrs: &[*const libc::c_char], env: &[*const libc::c_char]) -> ! {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
+    }
+    println!(
+        "init: cannot run {prog}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: leaves the child without running the parent's exit handlers.
+    unsafe { libc::_exit(127) }
+}
+
+/// The leader of the session `run` gives its program (a child of init, which has no controlling
+/// terminal): it makes the session with the console ([`console_session`]), starts the program in a
+/// process group of its own in the console's foreground (as a shell starts a job), waits for it and
+/// logs its end as init's line, gives the foreground back to its own group and exits. So the
+/// program has a terminal with job control, its orphans still go to init, and the session's end
+/// (its leader's exit hangs up the foreground group) reaches no process the program left behind.
+///
+/// # Safety
+/// As [`exec_program`].
+unsafe fn lead_session(
+    console: Option<&std::ffi::CStr>,
+    prog: &str,
+    ptrs: &[*const libc::c_char],
+    env: &[*const libc::c_char],
+) -> ! {
+    // SAFETY: guaranteed by the caller; the rest are plain calls on our own process, group and
+    // terminal, and `status` is a valid out-pointer.
+    unsafe {
+        console_session(console);
+        // Setting the foreground from a background group stops the caller unless it ignores
+        // SIGTTOU: the program may set its own group first, and we take the terminal back after.
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        let child = libc::fork();
+        if child == 0 {
+            // Both sides set the group and the foreground (the shells' way), so neither order of
+            // running can leave the program reading the terminal from the background.
+            libc::setpgid(0, 0);
+            libc::tcsetpgrp(0, libc::getpid());
+            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            exec_program(prog, ptrs, env);
+        }
+        if child < 0 {
+            println!("init: fork: {}", std::io::Error::last_os_error());
+            libc::_exit(1);
+        }
+        libc::setpgid(child, child);
+        libc::tcsetpgrp(0, child);
+        let mut status = 0;
+        while libc::waitpid(child, &mut status, 0) < 0 {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+        println!("init: {prog} exited ({})", rootfs::describe_status(status));
+        libc::tcsetpgrp(0, libc::getpid());
+        libc::_exit(0)
     }
 }
 
