@@ -7,7 +7,8 @@
  * both threads' /proc/self/task/TID/status, neither's SigPnd, both threads' sigpending), a tgkill to the
  * main thread adds it to that thread's own set (its SigPnd), and when the second thread unblocks it, that
  * thread takes the group's (its handler records gettid) while the main thread's own stays pending until
- * the main thread unblocks it too (Linux's shared_pending and dequeue_signal). The lines are
+ * the main thread unblocks it too (Linux's shared_pending and dequeue_signal); last, a SIGUSR2 sent to the
+ * process while both threads block it is taken by the second thread's sigwait. The lines are
  * printed as they are, so the output is compared between the host and the guest kernel
  * (tests/tests/guest_busybox.rs, glibc and musl). No bits are masked: the same binary makes the same
  * sigaction calls on both kernels, so the libc's own signals (glibc's and musl's internal 32-34, when it
@@ -92,12 +93,15 @@ static void hand(int fd) {
         exit(1);
 }
 
-/* Whether SIGUSR1 is in this thread's sigpending. */
-static const char *usr1_pending(void) {
+/* Whether `sig` is in this thread's sigpending. */
+static const char *usr_pending(int sig) {
     sigset_t p;
     sigemptyset(&p);
     sigpending(&p);
-    return yes(sigismember(&p, SIGUSR1) == 1);
+    return yes(sigismember(&p, sig) == 1);
+}
+static const char *usr1_pending(void) {
+    return usr_pending(SIGUSR1);
 }
 
 /* Prints both threads' signal sets from their /proc/self/task/TID/status under `step`. */
@@ -129,6 +133,13 @@ static void *second_thread(void *arg) {
     SAY("after its handler, SIGUSR1 in the second thread's sigpending: %s\n", usr1_pending());
     hand(to_main[1]);
     await(to_second[0]); /* the main thread has looked */
+    /* The process's SIGUSR2 (both threads block it), taken from the group's set by sigwait. */
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    int got = 0;
+    int r = sigwait(&usr2, &got);
+    SAY("sigwait in the second thread took the process's SIGUSR2: %s\n", yes(r == 0 && got == SIGUSR2));
     return NULL;
 }
 
@@ -138,10 +149,14 @@ static void two_threads(void) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr1_tid;
     sigaction(SIGUSR1, &sa, NULL);
-    sigset_t usr1;
+    sigset_t usr1, usr2;
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &usr1, NULL); /* the new thread inherits the mask */
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    /* The new thread inherits the mask. */
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+    pthread_sigmask(SIG_BLOCK, &usr2, NULL);
     main_tid = (pid_t)syscall(SYS_gettid);
     pthread_t t;
     if (pipe(to_second) || pipe(to_main) || pthread_create(&t, NULL, second_thread, NULL))
@@ -163,7 +178,10 @@ static void two_threads(void) {
     SAY("after the second thread took it, SIGUSR1 in the main thread's sigpending: %s\n",
         usr1_pending());
     hand(to_second[1]);
+    kill(getpid(), SIGUSR2);
     pthread_join(t, NULL);
+    SAY("then SIGUSR2 in the main thread's sigpending: %s\n", usr_pending(SIGUSR2));
+    pthread_sigmask(SIG_UNBLOCK, &usr2, NULL);
 
     /* The main thread's own SIGUSR1 is still there: unblocking runs the handler here. */
     handler_tid = 0;

@@ -569,7 +569,7 @@ fn sysinfo_proc_dev_and_getrandom_agree_as_on_the_host_musl() {
 /// `rootfs/c/procsig.c`: /proc/self/status's SigQ, SigPnd, ShdPnd (kill vs tgkill), SigBlk, SigIgn,
 /// SigCgt and VmStk (the `[stack]` area of maps) as on the host; then with two threads blocking
 /// SIGUSR1, kill and tgkill seen in each thread's /proc/self/task/TID/status and sigpending, and the
-/// group's signal taken by the thread that unblocks it.
+/// group's signal taken by the thread that unblocks it, or by the one waiting for it in sigwait.
 #[test]
 fn proc_status_signal_sets_and_stack_match_the_host_glibc() {
     c_program_matches_the_host("procsig", "glibc");
