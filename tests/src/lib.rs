@@ -344,6 +344,13 @@ impl GuestImages {
         )
     }
 
+    /// `microvm` arguments booting on the shared read-only root image (see [`GuestImages::args`]) into
+    /// init's full mode (`init -- rc`: /etc/rc, then busybox ash on the console, whose prompt in / is
+    /// [`SHELL_PROMPT`]).
+    pub fn shell_args(&self, extra: &[&str]) -> Vec<String> {
+        self.args(extra, "console=ttyS0 root=/dev/vda -- rc")
+    }
+
     /// Boots with init running `command` (see [`GuestImages::run_args`]) and waits, at most `timeout`,
     /// for the VM to end. Nothing is checked: see [`Output::assert_ran_to_the_end`].
     pub fn run_program(&self, extra: &[&str], command: &str, timeout: Duration) -> Output {
@@ -436,6 +443,9 @@ pub fn assert_same_lines_with(prefix: &str, console: &str, host: &str) {
         console,
     );
 }
+
+/// The console shell's prompt (busybox ash, `PS1='\\w \\$ '`, in /) at the start of a line.
+pub const SHELL_PROMPT: &str = "\n/ # ";
 
 /// The TAP device every [`Netns`] has.
 pub const TAP: &str = "mvtap0";

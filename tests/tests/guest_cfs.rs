@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tests::{require_kvm, wait_until, workspace_root, Vm};
+use tests::{require_kvm, wait_until, workspace_root, Vm, SHELL_PROMPT};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -36,24 +36,21 @@ fn boot() -> Option<Vm> {
         "console=ttyS0 root=/dev/vda -- rc",
     ]);
     vm.wait_for_output("init: starting /bin/sh on the console", T);
-    vm.wait_for_output(PROMPT, T);
+    vm.wait_for_output(SHELL_PROMPT, T);
     Some(vm)
 }
-
-/// The console shell's prompt (busybox ash, `PS1='\\w \\$ '`, in /) at the start of a line.
-const PROMPT: &str = "\n/ # ";
 
 /// Types `line` and returns the console output it produced up to the next prompt.
 fn command(vm: &mut Vm, line: &str, timeout: Duration) -> String {
     let start = vm.stdout().len();
     vm.send(format!("{line}\n").as_bytes());
-    let done = |out: &str| out.len() > start && out[start..].contains(PROMPT);
+    let done = |out: &str| out.len() > start && out[start..].contains(SHELL_PROMPT);
     if !wait_until(timeout, || done(&vm.stdout())) {
         panic!("`{line}` did not finish; console:\n{}", vm.stdout());
     }
     let out = vm.stdout();
     let tail = &out[start..];
-    tail[..tail.rfind(PROMPT).unwrap()].to_string()
+    tail[..tail.rfind(SHELL_PROMPT).unwrap()].to_string()
 }
 
 /// The shares `cfs-share` printed, in argument order.

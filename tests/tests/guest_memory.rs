@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tests::{assert_same_lines_with, lines_with, GuestImages, Output, Vm};
+use tests::{assert_same_lines_with, lines_with, GuestImages, Output, Vm, SHELL_PROMPT};
 
 const T: Duration = Duration::from_secs(300);
 
@@ -155,14 +155,11 @@ fn fork_exec_exit_cycles_reuse_frames_and_leak_nothing() {
     out.assert_ran_to_the_end("/bin/execloop");
 }
 
-/// The console shell's prompt (busybox ash, `PS1='\\w \\$ '`, in /) at the start of a line.
-const PROMPT: &str = "\n/ # ";
-
 /// Boots with init's full mode (`init -- rc`: a busybox ash on the console) and waits for its prompt.
 fn boot_console_shell(extra: &[&str]) -> Option<Vm> {
     let images = GuestImages::for_vm()?;
-    let vm = Vm::spawn(&images.args(extra, "console=ttyS0 root=/dev/vda -- rc"));
-    vm.wait_for_output(PROMPT, T);
+    let vm = Vm::spawn(&images.shell_args(extra));
+    vm.wait_for_output(SHELL_PROMPT, T);
     Some(vm)
 }
 
@@ -175,7 +172,7 @@ fn type_until(vm: &mut Vm, line: &str, what: &str) -> usize {
         && tests::wait_until(T, || {
             let s = vm.stdout();
             let at = mark + s[mark..].find(what).unwrap() + what.len();
-            s[at - 1..].contains(PROMPT)
+            s[at - 1..].contains(SHELL_PROMPT)
         });
     assert!(
         done,

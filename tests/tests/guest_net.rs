@@ -40,27 +40,19 @@ impl Guest {
             return None;
         }
         let images = GuestImages::find()?;
-        let (kernel, disk) = (images.kernel, images.disk);
         let ns = Netns::new(tag)?;
         ns.set_mtu(MTU);
         let api =
             std::env::temp_dir().join(format!("microvm-gnet-{tag}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&api);
-        let disk = format!("{},ro", disk.display());
-        let vm = ns.spawn(&[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--disk",
-            &disk,
+        let vm = ns.spawn(&images.shell_args(&[
             "--mem",
             "256",
             "--net",
             &format!("tap={TAP}"),
             "--api-sock",
             api.to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 root=/dev/vda -- rc",
-        ]);
+        ]));
         vm.wait_for_output("net: eth0 10.0.0.2/24", T);
         vm.wait_for_output("init: starting /bin/sh on the console", T);
         vm.wait_for_output("# ", T);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tests::{
     assert_same_lines, assert_same_lines_with, host_output, lines_with, power_off_counts, run,
-    wait_until, GuestImages, Output, Vm,
+    wait_until, GuestImages, Output, Vm, SHELL_PROMPT,
 };
 
 const T: Duration = Duration::from_secs(120);
@@ -18,9 +18,7 @@ const T: Duration = Duration::from_secs(120);
 /// Boots with init's full mode (`init -- rc`: /etc/rc, then a shell on the console).
 fn boot_interactive() -> Option<Vm> {
     let images = GuestImages::for_vm()?;
-    Some(Vm::spawn(
-        &images.args(&[], "console=ttyS0 root=/dev/vda -- rc"),
-    ))
+    Some(Vm::spawn(&images.shell_args(&[])))
 }
 
 /// Boots with init running `args` as its child (`init -- run ARGS`).
@@ -133,9 +131,6 @@ fn type_and_expect(vm: &mut Vm, line: &[u8], what: &str) {
     assert!(seen, "no {what:?} after typing {line:?}:\n{}", vm.stdout());
 }
 
-/// The console shell's prompt (busybox ash, `PS1='\\w \\$ '`, in /) at the start of a line.
-const PROMPT: &str = "\n/ # ";
-
 /// Waits until a line shown after byte `from` has all of `words` (ash pads its job reports, as
 /// `[1]+  Stopped                    sleep 100`).
 fn wait_line_with(vm: &Vm, from: usize, words: &[&str]) {
@@ -153,12 +148,12 @@ fn job_control_on_the_console() {
         return;
     };
     vm.wait_for_output("init: starting /bin/sh on the console", T);
-    vm.wait_for_output(PROMPT, T);
+    vm.wait_for_output(SHELL_PROMPT, T);
 
     // Ctrl-Z stops the foreground job (SIGTSTP to its group); the shell reports it and $? is 128+20.
     // The job is started in the background and brought to the foreground with fg: Ctrl-Z typed
     // while the shell has not read the command line yet would discard that line (as on Linux).
-    type_and_expect(&mut vm, b"sleep 100 &\n", PROMPT);
+    type_and_expect(&mut vm, b"sleep 100 &\n", SHELL_PROMPT);
     type_and_expect(&mut vm, b"fg\n", "sleep 100\n");
     let before = vm.stdout().len();
     press_until(&mut vm, b"\x1a", "Stopped");
@@ -169,7 +164,7 @@ fn job_control_on_the_console() {
     wait_line_with(&vm, before, &["[1]", "Stopped", "sleep 100"]);
     // /proc shows it stopped (ps STAT T).
     let before = vm.stdout().len();
-    type_and_expect(&mut vm, b"ps -o pid,stat,args | cat\n", PROMPT);
+    type_and_expect(&mut vm, b"ps -o pid,stat,args | cat\n", SHELL_PROMPT);
     wait_line_with(&vm, before, &[" T ", "sleep 100"]);
 
     // bg continues it in the background (SIGCONT to the group), fg brings it back to the terminal,
@@ -179,12 +174,12 @@ fn job_control_on_the_console() {
     type_and_expect(&mut vm, b"jobs; echo jobs\"\"-listed\n", "jobs-listed\n");
     wait_line_with(&vm, before, &["[1]", "Running", "sleep 100"]);
     type_and_expect(&mut vm, b"fg %1\n", "sleep 100\n");
-    press_until(&mut vm, b"\x03", PROMPT);
+    press_until(&mut vm, b"\x03", SHELL_PROMPT);
     type_and_expect(&mut vm, b"echo interrupted=$?\n", "interrupted=130\n");
 
     // kill %1 on a stopped job: the SIGTERM stays pending while it is stopped (as on Linux: ash
     // sends no SIGCONT with it), jobs still lists it Stopped; bg continues it and it dies of it.
-    type_and_expect(&mut vm, b"sleep 100 &\n", PROMPT);
+    type_and_expect(&mut vm, b"sleep 100 &\n", SHELL_PROMPT);
     type_and_expect(&mut vm, b"fg\n", "sleep 100\n");
     press_until(&mut vm, b"\x1a", "Stopped");
     type_and_expect(&mut vm, b"kill %1; echo kill=$?\n", "kill=0\n");
@@ -206,12 +201,12 @@ fn job_control_on_the_console() {
 
     // A background job reading the terminal gets SIGTTIN, which stops it.
     let before = vm.stdout().len();
-    type_and_expect(&mut vm, b"cat &\n", PROMPT);
+    type_and_expect(&mut vm, b"cat &\n", SHELL_PROMPT);
     press_until_since(&mut vm, before, b"\n", "Stopped");
     wait_line_with(&vm, before, &["[1]", "Stopped", "cat"]);
     // The shell may report the killed job right after the command or only at a later prompt.
     let before = vm.stdout().len();
-    type_and_expect(&mut vm, b"kill -9 %1\n", PROMPT);
+    type_and_expect(&mut vm, b"kill -9 %1\n", SHELL_PROMPT);
     press_until_since(&mut vm, before, b"\n", "Killed");
     wait_line_with(&vm, before, &["[1]", "Killed", "cat"]);
     type_and_expect(&mut vm, b"echo still=alive\n", "still=alive\n");
@@ -334,7 +329,7 @@ fn interactive_shell_on_the_console() {
     };
     vm.wait_for_output("rc: system start", T);
     vm.wait_for_output("init: starting /bin/sh on the console", T);
-    vm.wait_for_output(PROMPT, T);
+    vm.wait_for_output(SHELL_PROMPT, T);
 
     // Each step waits for the shell's next prompt before typing on: input typed early is echoed at
     // once by the tty but read by the shell only later.
@@ -345,7 +340,7 @@ fn interactive_shell_on_the_console() {
     // ps reads /proc: init, the shell (busybox ash: /bin/sh) and ps itself (an applet ash runs in a
     // child without exec: its name set by prctl, its command line still the shell's).
     let before = vm.stdout().len();
-    type_and_expect(&mut vm, b"ps -o pid,ppid,stat,args\n", PROMPT);
+    type_and_expect(&mut vm, b"ps -o pid,ppid,stat,args\n", SHELL_PROMPT);
     wait_line_with(&vm, before, &["PID", "PPID", "STAT", "COMMAND"]);
     wait_line_with(&vm, before, &[" 1 ", " 0 ", "/sbin/init rc"]);
     wait_line_with(&vm, before, &[" S ", " /bin/sh"]);
@@ -371,7 +366,7 @@ fn interactive_shell_on_the_console() {
     let interrupted = wait_until(T, || {
         vm.send(b"\x03");
         std::thread::sleep(Duration::from_millis(300));
-        vm.stdout()[before..].contains(PROMPT)
+        vm.stdout()[before..].contains(SHELL_PROMPT)
     });
     assert!(
         interrupted,
@@ -504,9 +499,9 @@ fn ctrl_alt_del_makes_init_terminate_everyone_and_power_off() {
     };
     let sock = std::env::temp_dir().join(format!("microvm-cad-{}.sock", std::process::id()));
     let api = ["--api-sock", sock.to_str().unwrap()];
-    let mut vm = Vm::spawn(&images.args(&api, "console=ttyS0 root=/dev/vda -- rc"));
+    let mut vm = Vm::spawn(&images.shell_args(&api));
     vm.wait_for_output("init: starting /bin/sh on the console", T);
-    vm.wait_for_output(PROMPT, T);
+    vm.wait_for_output(SHELL_PROMPT, T);
     vm.send(b"sleep 100 &\n");
     vm.wait_for_output("sleep 100 &\n/ # ", T);
     assert_eq!(send_ctrl_alt_del(&sock), 204);

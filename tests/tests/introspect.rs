@@ -77,10 +77,7 @@ fn translation_memory_and_bad_input_on_a_running_guest() {
         return;
     };
     let sock = std::env::temp_dir().join(format!("microvm-introspect-{}.sock", std::process::id()));
-    let args = images.args(
-        &["--api-sock", sock.to_str().unwrap()],
-        "console=ttyS0 root=/dev/vda -- rc",
-    );
+    let args = images.shell_args(&["--api-sock", sock.to_str().unwrap()]);
     let mut vm = Vm::spawn(&args);
     vm.wait_for_output("init: starting /bin/sh", T);
 
@@ -327,10 +324,7 @@ fn guest_processes_match_the_guest_ps() {
     };
     let sock =
         std::env::temp_dir().join(format!("microvm-introspect-ps-{}.sock", std::process::id()));
-    let args = images.args(
-        &["--api-sock", sock.to_str().unwrap()],
-        "console=ttyS0 root=/dev/vda -- rc",
-    );
+    let args = images.shell_args(&["--api-sock", sock.to_str().unwrap()]);
     let mut vm = Vm::spawn(&args);
     vm.wait_for_output("init: starting /bin/sh", T);
     // A sleeping process, a stopped one, a niced one, and a zombie: `true` has exited and its parent

@@ -275,10 +275,7 @@ fn guest_kernel_shell_and_processes_survive_restore() {
         return;
     };
     let sock = TmpPath(tmp("gk.sock"));
-    let mut args = images.args(
-        &["--api-sock", sock.to_str().unwrap()],
-        "console=ttyS0 root=/dev/vda -- rc",
-    );
+    let mut args = images.shell_args(&["--api-sock", sock.to_str().unwrap()]);
     args.extend(["--mem".into(), "128".into()]);
     let mut vm = Vm::spawn(&args);
     vm.wait_for_output(

@@ -221,10 +221,7 @@ impl Guest {
         let uds = tmp(&format!("{tag}.sock"));
         let _ = std::fs::remove_file(&uds);
         let vsock = format!("cid=3,uds={}", uds.display());
-        let vm = Vm::spawn(&images.args(
-            &["--mem", "256", "--vsock", &vsock],
-            "console=ttyS0 root=/dev/vda -- rc",
-        ));
+        let vm = Vm::spawn(&images.shell_args(&["--mem", "256", "--vsock", &vsock]));
         vm.wait_for_output("virtio-vsock: at", T);
         vm.wait_for_output("# ", T);
         Some(Guest { vm, uds })
@@ -474,17 +471,14 @@ fn a_restored_guest_drops_its_connections_and_serves_new_ones() {
     let api_sock = tmp("snap.api");
     let (state, mem) = (tmp("snap-state"), tmp("snap-mem"));
     let vsock = format!("cid=3,uds={}", uds.display());
-    let mut vm = Vm::spawn(&images.args(
-        &[
-            "--mem",
-            "128",
-            "--vsock",
-            &vsock,
-            "--api-sock",
-            api_sock.to_str().unwrap(),
-        ],
-        "console=ttyS0 root=/dev/vda -- rc",
-    ));
+    let mut vm = Vm::spawn(&images.shell_args(&[
+        "--mem",
+        "128",
+        "--vsock",
+        &vsock,
+        "--api-sock",
+        api_sock.to_str().unwrap(),
+    ]));
     vm.wait_for_output("# ", T);
     vm.send(b"vsock-glibc server 1024 --count 2 &\n");
     vm.wait_for_output("vsock: listening on port 1024", T);
