@@ -5,36 +5,19 @@
 
 use std::time::Duration;
 
-use tests::{require_kvm, wait_until, workspace_root, Vm, SHELL_PROMPT};
+use tests::{wait_until, workspace_root, GuestImages, Vm, SHELL_PROMPT};
 
 const T: Duration = Duration::from_secs(120);
 
-/// Boots init's full mode (a shell on the console) on one vCPU; `None` (skip) without KVM or artifacts.
+/// Boots init's full mode (a shell on the console) on one vCPU; `None` (skip) without KVM or the
+/// images, unless KVM is required (`GuestImages::for_vm`).
 fn boot() -> Option<Vm> {
-    if !require_kvm() {
-        return None;
-    }
-    let build = workspace_root().join("build");
-    let (kernel, disk) = (build.join("guest-kernel"), build.join("rootfs.qcow2"));
-    if !kernel.exists() || !build.join("rootfs-stage/bin/cfs-share").exists() {
-        let msg = "build/guest-kernel or build/rootfs-stage/bin/cfs-share is missing: run scripts/build.sh";
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-        return None;
-    }
-    let disk = format!("{},ro", disk.display());
-    let vm = Vm::spawn(&[
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--disk",
-        &disk,
-        "--vcpus",
-        "1",
-        "--cmdline",
-        "console=ttyS0 root=/dev/vda -- rc",
-    ]);
+    let images = GuestImages::for_vm()?;
+    assert!(
+        images.host_program("bin/cfs-share").exists(),
+        "build/rootfs-stage/bin/cfs-share is missing: run scripts/build.sh"
+    );
+    let vm = Vm::spawn(&images.shell_args(&["--vcpus", "1"]));
     vm.wait_for_output("init: starting /bin/sh on the console", T);
     vm.wait_for_output(SHELL_PROMPT, T);
     Some(vm)
