@@ -28,6 +28,12 @@
  *       grows past it: pagecache_isize_extended), after a delete it works; the same for a second
  *       file grown by ftruncate (Linux's truncate_setsize does the same); msync and fsync, then
  *       "synced" and it waits for the test's SIGKILL (the test reads the file from the disk).
+ *   mapedge --readinto DIR [--wait]  a file B made sparse (ftruncate to 64 KiB) on DIR is mapped
+ *       shared and a file A on the same filesystem is read() straight into the mapping's hole: the
+ *       kernel's own copy to user takes the write fault (page_mkwrite) while it reads A. Two
+ *       halves: one into pages never touched, one into pages first mapped by a read. Then msync,
+ *       fsync, munmap, and B read back with pread. With --wait it prints "readinto synced" and waits for
+ *       the test's SIGKILL (the test reads B from the disk) instead of cleaning up.
  */
 #define PROG "mapedge"
 #include "common.h"
@@ -337,6 +343,63 @@ static void grow(const char *dir) {
         pause();
 }
 
+#define RI_LEN (64 * 1024)
+
+/* The byte at offset k of file A (--readinto). */
+static unsigned char ri_byte(size_t k) {
+    return (unsigned char)(k * 11 + (k >> 12) + 5);
+}
+
+/* read() from file A into a shared mapping of a hole of file B on the same filesystem. */
+static void readinto(const char *dir, int wait) {
+    static char path_a[PATH_LEN], path_b[PATH_LEN], buf[RI_LEN];
+    snprintf(path_a, sizeof path_a, "%s/ri-a", dir);
+    snprintf(path_b, sizeof path_b, "%s/ri-b", dir);
+    for (size_t k = 0; k < RI_LEN; k++)
+        buf[k] = (char)ri_byte(k);
+    int a = open(path_a, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (a < 0 || write(a, buf, RI_LEN) != RI_LEN || fsync(a) || lseek(a, 0, SEEK_SET))
+        die("readinto file A");
+    int b = open(path_b, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (b < 0 || ftruncate(b, RI_LEN))
+        die("readinto file B");
+    struct stat st;
+    fstat(b, &st);
+    printf("mapedge: readinto: B is %ld bytes, %ld blocks of 512\n", (long)st.st_size,
+           (long)st.st_blocks);
+    char *m = mmap(NULL, RI_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, b, 0);
+    if (m == MAP_FAILED)
+        die("readinto mmap");
+    /* First half: pages never touched (the copy's fault maps them and writes). */
+    ssize_t n1 = read(a, m, RI_LEN / 2);
+    /* Second half: pages mapped read-only by a read first (the copy's fault is page_mkwrite). */
+    int zeros = 0;
+    for (size_t k = RI_LEN / 2; k < RI_LEN; k += PAGE)
+        zeros += ((volatile char *)m)[k] == 0;
+    ssize_t n2 = read(a, m + RI_LEN / 2, RI_LEN / 2);
+    printf("mapedge: readinto: read %ld and %ld bytes into the mapping (%d pages read as zero "
+           "first)\n",
+           (long)n1, (long)n2, zeros);
+    printf("mapedge: readinto: msync %s, fsync %s\n", ok_or_errname(msync(m, RI_LEN, MS_SYNC)),
+           ok_or_errname(fsync(b)));
+    printf("mapedge: readinto: munmap %s\n", ok_or_errname(munmap(m, RI_LEN)));
+    memset(buf, 0, sizeof buf);
+    ssize_t got = pread(b, buf, RI_LEN, 0);
+    size_t same = 0;
+    for (size_t k = 0; k < RI_LEN; k++)
+        same += (unsigned char)buf[k] == ri_byte(k);
+    printf("mapedge: readinto: pread of B: %ld bytes, %zu of them A's\n", (long)got, same);
+    if (wait) {
+        printf("mapedge: readinto synced, waiting\n");
+        for (;;)
+            pause();
+    }
+    close(a);
+    close(b);
+    unlink(path_a);
+    unlink(path_b);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct sigaction sa;
@@ -356,6 +419,12 @@ int main(int argc, char **argv) {
         printf("mapedge: done\n");
         return 0;
     }
+    if ((argc == 3 || (argc == 4 && !strcmp(argv[3], "--wait"))) &&
+        !strcmp(argv[1], "--readinto")) {
+        readinto(argv[2], argc == 4);
+        printf("mapedge: done\n");
+        return 0;
+    }
     if (argc == 4 && !strcmp(argv[1], "--grow")) {
         if (mount(argv[2], argv[3], "ext2", 0, NULL))
             die("mount ext2");
@@ -363,7 +432,7 @@ int main(int argc, char **argv) {
     }
     if (argc != 2) {
         fprintf(stderr, "usage: mapedge DIR | --writeback FILE | --spin FILE | --enospc DEV DIR"
-                        " | --grow DEV DIR\n");
+                        " | --grow DEV DIR | --readinto DIR [--wait]\n");
         return 2;
     }
     char path[1024], small[512];

@@ -22,7 +22,8 @@
 //! - `rootfs/c/mapedge.c` (glibc and musl): the edges of shared file mappings against the host
 //!   (truncation under a mapping is SIGBUS past the end, a full tmpfs is SIGBUS at the write
 //!   fault, mtime follows mapped writes); a full ext2 disk is SIGBUS at the write fault (guest
-//!   only); mapped writes reach the disk by the periodic write-back (SIGKILL, then debugfs).
+//!   only); mapped writes reach the disk by the periodic write-back (SIGKILL, then debugfs);
+//!   a read() straight into a mapped hole of another file reaches the disk after fsync.
 //! - `rootfs/c/bdevmeta.c`: `/dev/vdb` read under its mounted ext2 shows the metadata as written
 //!   (a copy made then is a clean filesystem), and an inode written through it is seen.
 
@@ -763,6 +764,55 @@ fn writes_through_a_mapping_survive_kill_9_after_fsync() {
     assert!(
         got == want,
         "after SIGKILL the file written through a mapping and fsynced reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    );
+    fsck_clean(&disk);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A store into a mapped hole made by the kernel itself reaches the disk, as on Linux:
+/// `mapedge --readinto` maps a sparse file B shared and read()s a file A of the same filesystem
+/// straight into it, so the write faults (page_mkwrite: B's blocks allocated) are taken by the
+/// kernel's copy to user in the middle of the read of A; then msync and fsync. The lines match the
+/// host's; microvm is killed with SIGKILL and debugfs must read A's bytes from B. A write fault
+/// taken with the filesystem in use would leave B's blocks a hole (page_mkwrite cannot reserve
+/// them then); the read validates its buffer, faults included, before it touches the filesystem,
+/// so none is (see `fs::mapping::page_mkwrite`).
+#[test]
+fn a_read_into_a_mapped_hole_reaches_the_disk() {
+    let Some(images) = GuestImages::for_vm() else {
+        return;
+    };
+    let host_dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("readinto-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host_dir);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let host_out = host_output(
+        tests::host_command(images.host_program("bin/mapedge-glibc"))
+            .arg("--readinto")
+            .arg(&host_dir),
+        "mapedge: done",
+    );
+    let _ = std::fs::remove_dir_all(&host_dir);
+
+    let dir = scratch("readinto");
+    let disk = copy_root(&images, &dir, true);
+    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapedge-glibc --readinto / --wait";
+    let vm = Vm::spawn(&args(&images, &disk, cmdline));
+    vm.wait_for_output("mapedge: readinto synced", T);
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    assert_eq!(out.code, None, "microvm was killed");
+    assert_same_lines_with("mapedge: readinto: ", &out.stdout, &host_out);
+    let got = debugfs(&disk, "cat /ri-b");
+    let want: Vec<u8> = (0..64 * 1024usize)
+        .map(|k| (k * 11 + (k >> 12) + 5) as u8)
+        .collect();
+    assert!(
+        got == want,
+        "after SIGKILL the file read() into through a mapping of its hole reads back {} bytes, \
+         {} of them as read",
         got.len(),
         got.iter().zip(&want).filter(|(a, b)| a == b).count()
     );

@@ -105,8 +105,9 @@ pub fn mapped_page_written(dev: u32, ino: u32, idx: u64, pa: u64) {
         return;
     };
     if !mnt.idle() {
-        // A filesystem call is under way (a fault inside it): the blocks were allocated at the
-        // write fault.
+        // A filesystem call under way: the write-protection of the page holding the end of a file
+        // that a write is about to grow ([`size_growing`], inside the write's reservation). The
+        // page went through page_mkwrite (blocks up to the old end) when it became writable.
         pagecache::mark_dirty(key, pa);
         mnt.mark_touched();
         return;
@@ -192,9 +193,15 @@ pub fn page_mkwrite(dev: u32, ino: u32, idx: u64, pa: u64) -> Result<(), Mkwrite
             }
             Ok(())
         }
-        // A filesystem call under way (a fault inside one, e.g. write() from a mapped buffer):
-        // the page becomes writable without the time update; its dirty bit is the record of the
-        // write (harvested before the next write-back).
+        // The filesystem in use: a write fault taken inside a filesystem call. No path takes
+        // one today: a system call validates its user buffer for writing (these write faults
+        // included) before it touches the filesystem (`mm::uaccess::UserWriter::new`), copies to
+        // user memory with no filesystem borrowed (a cached read holds only the page cache), and
+        // the disk is polled without giving the CPU away (guest_fs's
+        // `a_read_into_a_mapped_hole_reaches_the_disk`: read() from a file into a mapped hole of
+        // another). Were one added, the page would become writable here with no blocks reserved,
+        // and its data would be lost at write-back: a kernel call must not copy to user memory
+        // with the filesystem borrowed.
         Err(Errno::EBUSY) => Ok(()),
         Err(_) => Err(MkwriteError::Bus),
     }
