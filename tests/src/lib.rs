@@ -647,11 +647,13 @@ pub fn host_command<S: AsRef<std::ffi::OsStr>>(program: S) -> Command {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(program);
     // SAFETY: the closure runs in the child between fork and exec and makes one raw system call
-    // (async-signal-safe; it allocates nothing and takes no lock). close_range(3, ~0, 0) closes every
-    // descriptor from 3 up; std's own pipes to the child are already on 0-2 by then.
+    // (async-signal-safe; it allocates nothing and takes no lock). close_range(3, ~0, CLOEXEC) marks
+    // every descriptor from 3 up close-on-exec: they are gone once the program runs, while std's own
+    // pipe that reports a failed exec to the parent (close-on-exec already) still works until then.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            let flags = libc::CLOSE_RANGE_CLOEXEC;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, flags) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -707,4 +709,37 @@ pub fn assert_same_lines<G: AsRef<str>, H: AsRef<str>>(guest: &[G], host: &[H], 
         host.len(),
         host.join("\n"),
     );
+}
+
+#[cfg(test)]
+mod host_command_tests {
+    use super::host_command;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_host_program_starts_with_only_0_1_2_open() {
+        // An inheritable descriptor held by the test itself (not close-on-exec), as a runner's is.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup of a descriptor we own; the copy is closed below.
+        let inherited = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(inherited > 2);
+        let out = host_command("sh")
+            .args(["-c", "ls /proc/self/fd"])
+            .output()
+            .unwrap();
+        // SAFETY: closes the descriptor dup returned above.
+        unsafe { libc::close(inherited) };
+        let fds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        // 0-2 and ls's own descriptor of /proc/self/fd (3): nothing inherited.
+        assert_eq!(fds, ["0", "1", "2", "3"], "{out:?}");
+    }
+
+    #[test]
+    fn a_missing_host_program_is_an_error_not_a_silent_exit() {
+        let err = host_command("/nonexistent/program").output().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    }
 }
