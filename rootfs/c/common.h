@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -39,6 +40,18 @@ static inline void die_path(const char *what, const char *path) {
     exit(1);
 }
 #endif
+
+/* Creates `path` (emptied if it exists) as a hole of `len` bytes and maps it whole, shared and
+ * writable; its descriptor in `*fd`. A failure ends the program. */
+static inline void *map_new_file(const char *path, size_t len, int *fd) {
+    *fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (*fd < 0 || ftruncate(*fd, (off_t)len))
+        die_path("create", path);
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+    if (m == MAP_FAILED)
+        die_path("mmap", path);
+    return m;
+}
 
 /* fcntl(fd, cmd) (F_SETLK, F_SETLKW, F_OFD_SETLK, ...) with a record lock of `type` (F_RDLCK, F_WRLCK,
  * F_UNLCK) on [start, start + len) from the file's start. */

@@ -38,7 +38,6 @@
 #define PROG "mapedge"
 #include "common.h"
 #include <setjmp.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
@@ -131,13 +130,7 @@ enum { PATH_LEN = 1024 };
 static char *map_hole(const char *dir, int *fd, char hole[PATH_LEN], char fill[PATH_LEN]) {
     snprintf(hole, PATH_LEN, "%s/hole", dir);
     snprintf(fill, PATH_LEN, "%s/fill", dir);
-    *fd = open(hole, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (*fd < 0 || ftruncate(*fd, 2 * PAGE))
-        die("hole");
-    char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
-    if (m == MAP_FAILED)
-        die("hole mmap");
-    return m;
+    return map_new_file(hole, 2 * PAGE, fd);
 }
 
 /* Creates the file `fill` and writes to it until the filesystem is full: pages (at most 1000, so
@@ -236,12 +229,8 @@ static void mtime(const char *label, const char *path) {
 
 static void writeback(const char *path) {
     const size_t len = 64 * 1024;
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, (off_t)len))
-        die("writeback open");
-    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED)
-        die("writeback mmap");
+    int fd;
+    unsigned char *m = map_new_file(path, len, &fd);
     for (size_t k = 0; k < len; k++)
         m[k] = (unsigned char)(k * 7 + (k >> 12));
     printf("mapedge: written through the mapping\n");
@@ -258,12 +247,8 @@ static void writeback(const char *path) {
 
 static void spin(const char *path) {
     const size_t len = 64 * 1024;
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, (off_t)len))
-        die("spin open");
-    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED)
-        die("spin mmap");
+    int fd;
+    unsigned char *m = map_new_file(path, len, &fd);
     for (size_t k = 0; k < len; k++)
         m[k] = (unsigned char)(k * 5 + (k >> 12) + 3);
     printf("mapedge: written, spinning\n");

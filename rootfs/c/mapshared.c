@@ -12,7 +12,6 @@
 #define PROG "mapshared"
 #include "common.h"
 #include <stdint.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #define PAGE 4096
@@ -39,12 +38,8 @@ static const char *peek(int fd, off_t off, size_t n) {
 /* Writes through a shared mapping reach the disk with fsync alone, as on Linux. */
 static void durable(const char *path) {
     const size_t len = 64 * 1024;
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, (off_t)len))
-        die("durable open");
-    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED)
-        die("durable mmap");
+    int fd;
+    unsigned char *m = map_new_file(path, len, &fd);
     for (size_t k = 0; k < len; k++)
         m[k] = (unsigned char)(k * 7 + (k >> 12));
     if (fsync(fd))

@@ -511,9 +511,18 @@ static NEXT_ANON_DEV: AtomicU64 = AtomicU64::new(32);
 static LAST_WRITEBACK: AtomicU64 = AtomicU64::new(0);
 
 /// Writes back every filesystem changed since the last time (dirty pages, then metadata, no
-/// flush), when [`WRITEBACK_NS`] has passed since the last pass. Runs at the end of filesystem
-/// calls, from the idle task ([`idle_write_back`]) and from timer ticks taken in user mode
-/// ([`tick_write_back`]); skipped while the page cache is in use.
+/// flush), when [`WRITEBACK_NS`] has passed since the last pass (one clock read otherwise);
+/// skipped while the page cache is in use. Called at the end of filesystem calls, from the idle
+/// task (so dirty data reaches the disk while programs sleep) and from every timer tick taken in
+/// user mode.
+///
+/// Why the tick: Linux's flusher threads wake on a timer and write back whatever else runs. This
+/// kernel has no threads of its own and is never preempted, so the timer cannot start kernel work
+/// at an arbitrary point; but a tick taken in user mode interrupts no kernel code and holds no
+/// lock (no `KCell` borrowed, no filesystem or address space in use), and it comes every 1/HZ
+/// whatever runs, a program that only computes included. So the first such tick past the period
+/// writes back, on the interrupted task's kernel stack, charged to it as system time (Linux
+/// charges a kworker). Nothing in it sleeps: disk requests are polled.
 pub fn periodic_write_back() {
     let now = crate::time::now_ns();
     if now.saturating_sub(LAST_WRITEBACK.load(Ordering::Relaxed)) <= WRITEBACK_NS {
@@ -543,27 +552,6 @@ pub fn periodic_write_back() {
             }
         }
     }
-}
-
-/// The idle task's turn at the periodic write-back (so dirty data reaches the disk while programs
-/// sleep).
-pub fn idle_write_back() {
-    periodic_write_back();
-}
-
-/// The timer tick's turn at the periodic write-back: called by every timer interrupt taken in user
-/// mode, on its way back there, and does the pass when it is due (one clock read otherwise).
-///
-/// Why there: Linux's flusher threads wake on a timer and write back whatever else runs. This
-/// kernel has no threads of its own and is never preempted, so the timer cannot start kernel work
-/// at an arbitrary point; but a tick taken in user mode interrupts no kernel code and holds no
-/// lock (no `KCell` borrowed, no filesystem or address space in use), and it comes every 1/HZ
-/// whatever runs, a program that only computes included. So the first such tick past the period
-/// writes back, on the interrupted task's kernel stack, charged to it as system time (Linux
-/// charges a kworker). Nothing in it sleeps: disk requests are polled. Filesystem calls and the
-/// idle task still take their turns too, so a guest that makes calls or idles needs no tick.
-pub fn tick_write_back() {
-    periodic_write_back();
 }
 
 /// Adds a mount. `covers`: the parent mount and the directory inode it hides (None: the root).

@@ -10,7 +10,7 @@
 //! umount, remount-ro, power-off and reboot, and for a writer that finds more dirty pages than
 //! [`pagecache::dirty_limit`] (Linux's balance_dirty_pages); the periodic pass (`mount`'s
 //! [`WRITEBACK_NS`]) after filesystem calls, from the idle task and from the timer tick taken in
-//! user mode (`mount::tick_write_back`); [`reclaim`] under memory
+//! user mode (`mount::periodic_write_back`); [`reclaim`] under memory
 //! pressure before the OOM killer.
 #![deny(unsafe_code)]
 

@@ -183,6 +183,19 @@ pub fn write_protect_mapped() {
     }
 }
 
+/// The file offset area `v` maps from, if it maps inode `ino` of device `dev`.
+fn file_offset(v: &Vma, dev: u32, ino: u32) -> Option<u64> {
+    match &v.backing {
+        Backing::File {
+            dev: d,
+            inode,
+            offset,
+            ..
+        } if *d == dev && inode.ino == ino => Some(*offset),
+        _ => None,
+    }
+}
+
 /// Truncation to `len` bytes (`fs::mapping::unmap_file_pages`, Linux's unmap_mapping_range with
 /// even_cows): every mapping of inode `ino` on device `dev`, shared or private, loses its pages
 /// from the one holding the new end on (the cache drops that page: it faults in again with zeros
@@ -206,25 +219,18 @@ pub fn unmap_file_pages(dev: u32, ino: u32, len: u64, harvest: bool) {
         let ranges: Vec<(u64, u64)> = m
             .vmas
             .iter()
-            .filter_map(|v| match &v.backing {
-                Backing::File {
-                    dev: d,
-                    inode,
-                    offset,
-                    ..
-                } if *d == dev && inode.ino == ino => {
-                    let mut a = v.start.saturating_add(from_off.saturating_sub(*offset));
-                    if !v.shared
-                        && partial
-                        && from_off >= *offset
-                        && a < v.end
-                        && m.aspace.translate(a).is_some_and(|(_, f)| f & DIRTY != 0)
-                    {
-                        a += PAGE_SIZE;
-                    }
-                    (a < v.end).then_some((a, v.end))
+            .filter_map(|v| {
+                let offset = file_offset(v, dev, ino)?;
+                let mut a = v.start.saturating_add(from_off.saturating_sub(offset));
+                if !v.shared
+                    && partial
+                    && from_off >= offset
+                    && a < v.end
+                    && m.aspace.translate(a).is_some_and(|(_, f)| f & DIRTY != 0)
+                {
+                    a += PAGE_SIZE;
                 }
-                _ => None,
+                (a < v.end).then_some((a, v.end))
             })
             .collect();
         for (a, b) in ranges {
@@ -253,18 +259,11 @@ pub fn write_protect_file_page(dev: u32, ino: u32, idx: u64) {
         let pages: Vec<u64> = m
             .vmas
             .iter()
-            .filter_map(|v| match &v.backing {
-                Backing::File {
-                    dev: d,
-                    inode,
-                    offset,
-                    may_write: true,
-                    ..
-                } if v.shared && *d == dev && inode.ino == ino && at >= *offset => {
-                    let va = v.start.checked_add(at - offset)?;
-                    (va < v.end).then_some(va)
-                }
-                _ => None,
+            .filter(|v| v.writes_file())
+            .filter_map(|v| {
+                let offset = file_offset(v, dev, ino).filter(|&o| at >= o)?;
+                let va = v.start.checked_add(at - offset)?;
+                (va < v.end).then_some(va)
             })
             .collect();
         for va in pages {

@@ -523,7 +523,7 @@ pub fn idle_loop() -> ! {
             schedule();
         } else {
             // Dirty file data goes to the disk while nothing else runs, when it is due.
-            crate::fs::mount::idle_write_back();
+            crate::fs::mount::periodic_write_back();
             if has_ready() {
                 continue;
             }

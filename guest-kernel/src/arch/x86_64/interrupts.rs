@@ -132,8 +132,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     crate::proc::sched::flush_wakes();
     if from_user {
         if frame.vector == TIMER_VECTOR as u64 {
-            // The periodic write-back, when due, whatever runs (see `tick_write_back`).
-            crate::fs::mount::tick_write_back();
+            // The periodic write-back, when due, whatever runs (see `periodic_write_back`).
+            crate::fs::mount::periodic_write_back();
         }
         // A preemption the tick or a wakeup asked for happens here, before signals are delivered.
         if crate::proc::sched::need_resched() {
