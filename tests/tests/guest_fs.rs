@@ -741,6 +741,41 @@ fn memory_pressure_evicts_clean_cached_pages() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Boots a writable raw copy of the root image (in the scratch directory `tag`) with init running
+/// `program`, waits for `marker` and then `linger`, and kills microvm with SIGKILL (a power cut):
+/// returns the scratch directory, the disk and the console.
+fn run_then_kill_9(
+    images: &GuestImages,
+    tag: &str,
+    program: &str,
+    marker: &str,
+    linger: Duration,
+) -> (PathBuf, PathBuf, tests::Output) {
+    let dir = scratch(tag);
+    let disk = copy_root(images, &dir, true);
+    let cmdline = format!("console=ttyS0 root=/dev/vda rw -- run {program}");
+    let vm = Vm::spawn(&args(images, &disk, &cmdline));
+    vm.wait_for_output(marker, T);
+    std::thread::sleep(linger);
+    vm.signal(libc::SIGKILL);
+    let out = vm.wait(T);
+    assert_eq!(out.code, None, "microvm was killed");
+    (dir, disk, out)
+}
+
+/// Asserts that `path` on the raw image `disk` reads back `want` (debugfs; else how many of its
+/// bytes did), `what` naming the file, and that the image is consistent (e2fsck).
+fn assert_file_on_disk(disk: &Path, path: &str, want: &[u8], what: &str) {
+    let got = debugfs(disk, &format!("cat {path}"));
+    assert!(
+        got == want,
+        "after SIGKILL {what} reads back {} bytes, {} of them as written",
+        got.len(),
+        got.iter().zip(want).filter(|(a, b)| a == b).count()
+    );
+    fsck_clean(disk);
+}
+
 /// Writes through a shared mapping reach the disk with fsync alone (no msync, no munmap), as on
 /// Linux: `mapshared --durable` fills a file through its mapping, fsyncs the descriptor and waits;
 /// microvm is killed with SIGKILL and the host reads the file from the disk.
@@ -749,25 +784,22 @@ fn writes_through_a_mapping_survive_kill_9_after_fsync() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let dir = scratch("mapdurable");
-    let disk = copy_root(&images, &dir, true);
-    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapshared-glibc --durable /mapped";
-    let vm = Vm::spawn(&args(&images, &disk, cmdline));
-    vm.wait_for_output("mapshared: synced", T);
-    vm.signal(libc::SIGKILL);
-    let out = vm.wait(T);
-    assert_eq!(out.code, None, "microvm was killed");
-    let got = debugfs(&disk, "cat /mapped");
+    let (dir, disk, _) = run_then_kill_9(
+        &images,
+        "mapdurable",
+        "/bin/mapshared-glibc --durable /mapped",
+        "mapshared: synced",
+        Duration::ZERO,
+    );
     let want: Vec<u8> = (0..64 * 1024usize)
         .map(|k| (k * 7 + (k >> 12)) as u8)
         .collect();
-    assert!(
-        got == want,
-        "after SIGKILL the file written through a mapping and fsynced reads back {} bytes, {} of them as written",
-        got.len(),
-        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    assert_file_on_disk(
+        &disk,
+        "/mapped",
+        &want,
+        "the file written through a mapping and fsynced",
     );
-    fsck_clean(&disk);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -796,27 +828,23 @@ fn a_read_into_a_mapped_hole_reaches_the_disk() {
     );
     let _ = std::fs::remove_dir_all(&host_dir);
 
-    let dir = scratch("readinto");
-    let disk = copy_root(&images, &dir, true);
-    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapedge-glibc --readinto / --wait";
-    let vm = Vm::spawn(&args(&images, &disk, cmdline));
-    vm.wait_for_output("mapedge: readinto synced", T);
-    vm.signal(libc::SIGKILL);
-    let out = vm.wait(T);
-    assert_eq!(out.code, None, "microvm was killed");
+    let (dir, disk, out) = run_then_kill_9(
+        &images,
+        "readinto",
+        "/bin/mapedge-glibc --readinto / --wait",
+        "mapedge: readinto synced",
+        Duration::ZERO,
+    );
     assert_same_lines_with("mapedge: readinto: ", &out.stdout, &host_out);
-    let got = debugfs(&disk, "cat /ri-b");
     let want: Vec<u8> = (0..64 * 1024usize)
         .map(|k| (k * 11 + (k >> 12) + 5) as u8)
         .collect();
-    assert!(
-        got == want,
-        "after SIGKILL the file read() into through a mapping of its hole reads back {} bytes, \
-         {} of them as read",
-        got.len(),
-        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    assert_file_on_disk(
+        &disk,
+        "/ri-b",
+        &want,
+        "the file read() into through a mapping of its hole",
     );
-    fsck_clean(&disk);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -875,15 +903,13 @@ fn writes_through_a_mapping_reach_the_disk_by_periodic_write_back() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let dir = scratch("mapwriteback");
-    let disk = copy_root(&images, &dir, true);
-    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapedge-glibc --writeback /wbmap";
-    let vm = Vm::spawn(&args(&images, &disk, cmdline));
-    vm.wait_for_output("mapedge: slept", T);
-    vm.signal(libc::SIGKILL);
-    let out = vm.wait(T);
-    assert_eq!(out.code, None, "microvm was killed");
-    let got = debugfs(&disk, "cat /wbmap");
+    let (dir, disk, _) = run_then_kill_9(
+        &images,
+        "mapwriteback",
+        "/bin/mapedge-glibc --writeback /wbmap",
+        "mapedge: slept",
+        Duration::ZERO,
+    );
     let want: Vec<u8> = (0..64 * 1024usize)
         .map(|k| {
             if k < 32 * 1024 {
@@ -893,13 +919,12 @@ fn writes_through_a_mapping_reach_the_disk_by_periodic_write_back() {
             }
         })
         .collect();
-    assert!(
-        got == want,
-        "after SIGKILL the file written only through a mapping reads back {} bytes, {} of them as written",
-        got.len(),
-        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    assert_file_on_disk(
+        &disk,
+        "/wbmap",
+        &want,
+        "the file written only through a mapping",
     );
-    fsck_clean(&disk);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -913,29 +938,24 @@ fn writes_through_a_mapping_reach_the_disk_while_the_guest_only_computes() {
     let Some(images) = GuestImages::for_vm() else {
         return;
     };
-    let dir = scratch("mapspin");
-    let disk = copy_root(&images, &dir, true);
-    let cmdline = "console=ttyS0 root=/dev/vda rw -- run /bin/mapedge-glibc --spin /spinmap";
-    let vm = Vm::spawn(&args(&images, &disk, cmdline));
-    vm.wait_for_output("mapedge: written, spinning", T);
     // Two write-back periods (5 s each) and a margin: elapsed time is what is tested here, there
     // is nothing in the guest to wait for.
-    std::thread::sleep(Duration::from_secs(12));
-    vm.signal(libc::SIGKILL);
-    let out = vm.wait(T);
-    assert_eq!(out.code, None, "microvm was killed");
-    let got = debugfs(&disk, "cat /spinmap");
+    let (dir, disk, _) = run_then_kill_9(
+        &images,
+        "mapspin",
+        "/bin/mapedge-glibc --spin /spinmap",
+        "mapedge: written, spinning",
+        Duration::from_secs(12),
+    );
     let want: Vec<u8> = (0..64 * 1024usize)
         .map(|k| (k * 5 + (k >> 12) + 3) as u8)
         .collect();
-    assert!(
-        got == want,
-        "after SIGKILL the file written through a mapping by a program that then only computes \
-         reads back {} bytes, {} of them as written",
-        got.len(),
-        got.iter().zip(&want).filter(|(a, b)| a == b).count()
+    assert_file_on_disk(
+        &disk,
+        "/spinmap",
+        &want,
+        "the file written through a mapping by a program that then only computes",
     );
-    fsck_clean(&disk);
     let _ = std::fs::remove_dir_all(dir);
 }
 
