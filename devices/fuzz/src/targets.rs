@@ -43,9 +43,12 @@ impl Device for BlkDev {
                     events: libc::POLLIN,
                     revents: 0,
                 };
+                // A request that never completes is a bug, but a worker's disk I/O (a flush is an
+                // fdatasync of a host file) can stall for seconds on a busy nested host: 5 s once
+                // failed CI's fuzz smoke run with an input that replays in 1 ms. 30 s tells the two apart.
                 // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-                if unsafe { libc::poll(&mut pfd, 1, 5000) } <= 0 {
-                    panic!("a request in flight did not complete in 5 s");
+                if unsafe { libc::poll(&mut pfd, 1, 30_000) } <= 0 {
+                    panic!("a request in flight did not complete in 30 s");
                 }
                 let _ = evt.read();
             }
